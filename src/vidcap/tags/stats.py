@@ -1,0 +1,90 @@
+"""The tag distribution of a tagged manifest: counts per tag, a text table and a bar chart."""
+
+from __future__ import annotations
+
+import os
+from collections import Counter
+from pathlib import Path
+
+import pandas as pd
+
+from ..errors import UsageError
+from ..manifest import read_table
+from .parse import tags_from_cell
+
+
+def count_tags(df: pd.DataFrame, key: str) -> tuple[pd.DataFrame, dict]:
+    """Rows per tag (a tag counts once per row), most frequent first, and row totals."""
+    if key not in df.columns:
+        cols = ", ".join(map(str, df.columns[:15]))
+        raise UsageError(f"the table has no '{key}' column (columns: {cols}); pass the --key it was tagged with.")
+    failed = df["status"].astype(str).eq("failed") if "status" in df.columns else pd.Series(False, index=df.index)
+    counter: Counter = Counter()
+    tagged = empty = missing = 0
+    for value, bad in zip(df[key], failed):
+        tags = None if bad else tags_from_cell(value)
+        if tags is None:
+            missing += 1
+            continue
+        tagged += 1
+        empty += not tags
+        counter.update(tags)
+    rows = sorted(counter.items(), key=lambda kv: (-kv[1], kv[0]))
+    counts = pd.DataFrame(rows, columns=["tag", "count"])
+    counts["share"] = counts["count"] / tagged if tagged else 0.0
+    totals = {"rows": len(df), "tagged": tagged, "no_tags": empty, "failed": missing,
+              "distinct": len(counter), "total": sum(counter.values())}
+    return counts, totals
+
+
+def format_table(counts: pd.DataFrame, totals: dict, key: str, top: int) -> str:
+    head = (f"{key}: {totals['rows']} rows, {totals['tagged']} tagged ({totals['no_tags']} with no tags), "
+            f"{totals['failed']} failed or untagged; {totals['distinct']} distinct tags")
+    shown = counts.head(top) if top > 0 else counts
+    if shown.empty:
+        return head + "\n(no tags)"
+    width = max(3, *(len(t) for t in shown["tag"]))
+    lines = [head, f"{'#':>4}  {'tag':<{width}}  {'rows':>7}  {'share':>6}"]
+    for i, r in enumerate(shown.itertuples(index=False), 1):
+        lines.append(f"{i:>4}  {r.tag:<{width}}  {r.count:>7}  {r.share:>6.1%}")
+    if len(counts) > len(shown):
+        lines.append(f"({len(counts) - len(shown)} more tags not shown; raise --top to see them)")
+    return "\n".join(lines)
+
+
+def bar_chart(counts: pd.DataFrame, key: str, png: str | os.PathLike, top: int, title: str = "") -> Path:
+    """Horizontal bars, most frequent tag on top; drawn with the Agg canvas so no display is needed."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    shown = counts.head(top) if top > 0 else counts
+    png = Path(png)
+    png.parent.mkdir(parents=True, exist_ok=True)
+    fig = Figure(figsize=(8, max(2.5, 0.28 * len(shown) + 1.2)), dpi=100)
+    FigureCanvasAgg(fig)
+    ax = fig.add_subplot(1, 1, 1)
+    labels = list(shown["tag"])[::-1]
+    values = list(shown["count"])[::-1]
+    ax.barh(range(len(values)), values, color="#4C78A8")
+    ax.set_yticks(range(len(values)))
+    ax.set_yticklabels(labels, fontsize=8)
+    ax.set_xlabel("rows")
+    ax.set_title(title or f"top {len(shown)} {key}")
+    if not values:
+        ax.text(0.5, 0.5, "no tags", ha="center", va="center", transform=ax.transAxes)
+    fig.tight_layout()
+    fig.savefig(png, format="png")
+    return png
+
+
+def tag_stats(output_path: str | os.PathLike, key: str, top: int = 50,
+              png: str | os.PathLike | None = None) -> tuple[pd.DataFrame, str]:
+    """Counts per tag in a `vidcap tag` output (Parquet lists or CSV JSON arrays; the seed's CSVs too)."""
+    if top < 0:
+        raise UsageError(f"--top must be 0 (all) or more, not {top}.")
+    df = read_table(output_path)
+    counts, totals = count_tags(df, key)
+    table = format_table(counts, totals, key, top)
+    if png is not None:
+        bar_chart(counts, key, png, top, f"{key} in {Path(output_path).name} (top {min(top or len(counts), len(counts))})")
+    return counts, table
