@@ -1,0 +1,116 @@
+"""The one registry of caption backends and model presets (no if/elif on model names elsewhere)."""
+
+from __future__ import annotations
+
+import importlib
+import json
+import os
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+from ..errors import UsageError
+
+
+@dataclass(frozen=True)
+class Preset:
+    name: str
+    backend: str  # key of BACKENDS
+    model_id: str | None = None  # Hugging Face id or local dir
+    num_frames: int = 4
+    positions: str = "segments"  # frames.positions rule
+    prompt: str | None = None  # default prompt name
+    description: str = ""
+    params: dict = field(default_factory=dict)  # family-specific defaults (pooling, lora alpha, ...)
+
+
+# backend name -> "module:Class", imported only when used (keeps torch/openai out of the core).
+BACKENDS: dict[str, str] = {
+    "fake": "vidcap.backends.fake:FakeBackend",
+    "hf-vlm": "vidcap.backends.hf_vlm:HFVLMBackend",
+    "hf-llava": "vidcap.backends.hf_llava:LlavaNextBackend",
+    "hf-pllava": "vidcap.backends.hf_pllava:PllavaBackend",
+    "openai": "vidcap.backends.openai_api:OpenAIBackend",
+}
+
+PRESETS: dict[str, Preset] = {}
+
+
+def register_preset(preset: Preset) -> Preset:
+    PRESETS[preset.name] = preset
+    return preset
+
+
+def register_backend(name: str, target: str) -> None:
+    BACKENDS[name] = target
+
+
+register_preset(Preset("fake", "fake", None, 4, "segments", "video",
+                       "deterministic fake captioner for tests and dry runs (no model)"))
+
+
+def _load_entry_points() -> None:
+    """Third-party backends/presets register through the `vidcap.backends` entry point group."""
+    try:
+        from importlib.metadata import entry_points
+
+        for ep in entry_points(group="vidcap.backends"):
+            ep.load()()
+    except Exception:  # a broken plug-in must not break the built-ins
+        pass
+
+
+def backend_class(name: str):
+    if name not in BACKENDS:
+        raise UsageError(f"unknown backend '{name}'; known backends: {', '.join(sorted(BACKENDS))}.")
+    module, _, attr = BACKENDS[name].partition(":")
+    try:
+        mod = importlib.import_module(module)
+    except ModuleNotFoundError as exc:
+        extra = "api" if name == "openai" else "hf"
+        raise UsageError(
+            f"backend '{name}' needs the package '{exc.name}'; install it with: pip install 'vidcap[{extra}]'."
+        ) from None
+    return getattr(mod, attr)
+
+
+def _family_from_config(config: dict) -> str:
+    model_type = str(config.get("model_type", ""))
+    if "pooling_shape" in config or any("Pllava" in a or "Magic" in a or "Plava" in a
+                                        for a in config.get("architectures", []) or []):
+        return "hf-pllava"
+    if model_type == "llava_next":
+        return "hf-llava"
+    return "hf-vlm"
+
+
+def resolve_model(model: str, backend: str | None = None) -> Preset:
+    """A preset name, a local model dir, or a Hugging Face id -> Preset."""
+    _load_entry_points()
+    if model in PRESETS:
+        preset = PRESETS[model]
+        return replace(preset, backend=backend) if backend and backend != preset.backend else preset
+    path = Path(os.path.expanduser(model))
+    if path.is_dir():
+        cfg_file = path / "config.json"
+        if not cfg_file.exists():
+            raise UsageError(f"model directory {model} has no config.json; pass a saved Hugging Face model dir or a preset name (see `vidcap models`).")
+        config = json.loads(cfg_file.read_text())
+        fam = backend or _family_from_config(config)
+        base = next((p for p in PRESETS.values() if p.backend == fam and p.model_id), None)
+        n, pos, prompt = (base.num_frames, base.positions, base.prompt) if base else (4, "uniform", None)
+        n = int(config.get("vidcap_num_frames", n))
+        return Preset(str(path), fam, str(path), n, pos, prompt, "local model directory",
+                      dict(base.params) if base else {})
+    if backend == "openai" or "/" in model:
+        fam = backend or "hf-vlm"
+        base = next((p for p in PRESETS.values() if p.backend == fam and p.model_id), None)
+        n, pos, prompt = (base.num_frames, base.positions, base.prompt) if base else (4, "uniform", None)
+        return Preset(model, fam, model, n, pos, prompt, "model id", dict(base.params) if base else {})
+    raise UsageError(f"unknown model '{model}'; pick a preset ({', '.join(sorted(PRESETS))}), a local model directory or a Hugging Face id.")
+
+
+def make_backend(preset: Preset, options):
+    return backend_class(preset.backend)(preset, options)
+
+
+from . import presets as _presets  # noqa: E402,F401  (registers the built-in presets)

@@ -1,0 +1,226 @@
+"""Thin commands: parse options, build the stage and run options, call the library, print a summary."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import List, Optional
+
+import typer
+
+from .errors import UsageError
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+                  help="vidcap: captions, camera motion and tags for large video collections.")
+dev_app = typer.Typer(no_args_is_help=True, help="Developer tools (tiny models for smoke tests).")
+app.add_typer(dev_app, name="dev")
+
+# Options shared by every run command.
+O_OUT = typer.Option(None, "-o", "--output", help="Output file (.csv or .parquet); default <stem>_<command> beside the manifest.")
+O_WORKERS = typer.Option(None, "--workers", help="Decode worker processes (default: CPU count - 1; 0 = in-process).")
+O_LIMIT = typer.Option(None, "--limit", help="Only the first N rows.")
+O_SHARD = typer.Option(None, "--shard", help="I/N: every N-th row starting at row I, for hand-made sharding.")
+O_OVERWRITE = typer.Option(False, "--overwrite", help="Start over: discard saved parts and replace the output.")
+O_KEEP = typer.Option(False, "--keep-parts", help="Keep the <output>.parts folder after the merge.")
+O_PART_ROWS = typer.Option(256, "--part-rows", help="Rows per part file (smaller = less redone after a crash).")
+O_QUIET = typer.Option(False, "--quiet", "-q", help="No progress bar.")
+O_DEVICE = typer.Option(None, "--device", help="Torch device (default: cuda if available, else cpu).")
+
+
+def run_options(workers, limit, shard, overwrite, keep_parts, part_rows, quiet, device):
+    from .runner import RunOptions, parse_shard
+
+    return RunOptions(workers=workers, limit=limit, shard=parse_shard(shard), overwrite=overwrite,
+                      keep_parts=keep_parts, part_rows=max(1, part_rows), progress=not quiet, device=device)
+
+
+def output_path(manifest: Path, output: Optional[Path], suffix: str) -> Path:
+    from .manifest import default_output, table_format
+
+    out = Path(output) if output else default_output(manifest, suffix)
+    table_format(out)
+    return out
+
+
+def print_summary(summary: dict, output: Path) -> None:
+    from rich.console import Console
+
+    con = Console(stderr=True)
+    failed = summary.get("failed", {})
+    nfail = sum(failed.values())
+    con.print(f"[bold]done[/]: {summary['ok']} ok, {nfail} failed"
+              + (f" ({', '.join(f'{k}: {v}' for k, v in sorted(failed.items()))})" if nfail else "")
+              + f", {summary['skipped']} skipped (already done), {summary['duplicates']} duplicate rows")
+    con.print(f"processed {summary['processed']} rows in {summary['wall_s']:.1f} s "
+              f"({summary['rows_per_s']:.2f} rows/s)")
+    extra = {k: v for k, v in summary.items() if k not in {"rows", "unique", "duplicates", "skipped", "processed", "ok", "failed", "wall_s", "rows_per_s"}}
+    for k, v in extra.items():
+        con.print(f"{k}: {v}")
+    con.print(f"output: {output}")
+
+
+def execute(stage, manifest: Path, out: Path, opts) -> dict:
+    from .runner import run_stage
+
+    summary = run_stage(stage, manifest, out, opts)
+    print_summary(summary, out)
+    return summary
+
+
+@app.command()
+def caption(
+    manifest: Path = typer.Argument(..., help="CSV or Parquet with a `path` column."),
+    output: Optional[Path] = O_OUT,
+    model: Optional[str] = typer.Option(None, "--model", "-m", help="Preset name (see `vidcap models`), local dir or Hugging Face id."),
+    backend: Optional[str] = typer.Option(None, "--backend", help="Force a backend: hf-vlm, hf-llava, hf-pllava, openai, fake."),
+    batch_size: Optional[int] = typer.Option(None, "--batch-size", "-b", help="Videos per model call (API: requests queued per round)."),
+    num_frames: Optional[int] = typer.Option(None, "--num-frames", "-n", help="Frames per clip (default: the preset's)."),
+    prompt: Optional[str] = typer.Option(None, "--prompt", help="Prompt name from the prompt table."),
+    prompt_file: Optional[Path] = typer.Option(None, "--prompt-file", help="A file holding a custom prompt."),
+    max_new_tokens: int = typer.Option(256, "--max-new-tokens"),
+    temperature: float = typer.Option(0.0, "--temperature", help="0 = greedy."),
+    resize: Optional[int] = typer.Option(None, "--resize", help="Resize frames so the short side is this many pixels (on the decode workers)."),
+    pooling_shape: Optional[str] = typer.Option(None, "--pooling-shape", help="PLLaVA pooling T-H-W (seed: 4-12-12)."),
+    lora_alpha: Optional[float] = typer.Option(None, "--lora-alpha", help="PLLaVA LoRA alpha (seed: 4)."),
+    max_pixels: Optional[int] = typer.Option(None, "--max-pixels", help="Pixel budget per frame (Qwen-VL)."),
+    trust_remote_code: bool = typer.Option(False, "--trust-remote-code", help="Allow model repos to run their own code."),
+    base_url: Optional[str] = typer.Option(None, "--base-url", help="OpenAI-compatible server URL (e.g. http://localhost:8000/v1)."),
+    api_key_env: str = typer.Option("OPENAI_API_KEY", "--api-key-env", help="Environment variable holding the API key."),
+    concurrency: int = typer.Option(16, "--concurrency", help="API requests in flight."),
+    max_retries: int = typer.Option(5, "--max-retries"),
+    timeout: float = typer.Option(60.0, "--timeout", help="API request timeout, seconds."),
+    detail: str = typer.Option("auto", "--detail", help="API image detail: low, high or auto."),
+    price_in: Optional[float] = typer.Option(None, "--price-in", help="USD per million prompt tokens."),
+    price_out: Optional[float] = typer.Option(None, "--price-out", help="USD per million completion tokens."),
+    gpus: Optional[str] = typer.Option(None, "--gpus", help="all, N or a list like 0,1,3: one worker per GPU."),
+    tp: int = typer.Option(1, "--tp", help="Tensor-parallel GPUs per worker."),
+    engine: str = typer.Option("local", "--engine", help="local or ray."),
+    address: Optional[str] = typer.Option(None, "--address", help="Ray cluster address."),
+    workers: Optional[int] = O_WORKERS, limit: Optional[int] = O_LIMIT, shard: Optional[str] = O_SHARD,
+    overwrite: bool = O_OVERWRITE, keep_parts: bool = O_KEEP, part_rows: int = O_PART_ROWS,
+    quiet: bool = O_QUIET, device: Optional[str] = O_DEVICE,
+):
+    """Caption every clip of MANIFEST with a vision-language model (in-process or over an API)."""
+    from .backends.base import CaptionOptions
+    from .backends.presets import DEFAULT_MODEL
+    from .backends.registry import resolve_model
+    from .stages.caption import CaptionStage
+
+    if detail not in ("low", "high", "auto"):
+        raise UsageError(f"--detail must be low, high or auto, not '{detail}'.")
+    if model is None:
+        model = "gpt-4o" if backend == "openai" else DEFAULT_MODEL
+    preset = resolve_model(model, backend)
+    prompt_text = None
+    if prompt_file is not None:
+        if not prompt_file.is_file():
+            raise UsageError(f"--prompt-file {prompt_file} does not exist.")
+        prompt_text = prompt_file.read_text(encoding="utf-8")
+    opts = CaptionOptions(
+        num_frames=num_frames, prompt=prompt, prompt_text=prompt_text, max_new_tokens=max_new_tokens,
+        temperature=temperature, batch_size=batch_size or (4 * concurrency if preset.backend == "openai" else 8),
+        resize=resize, device=device, pooling_shape=_pooling(pooling_shape), lora_alpha=lora_alpha,
+        max_pixels=max_pixels, trust_remote_code=trust_remote_code, base_url=base_url,
+        api_key_env=api_key_env, concurrency=concurrency, max_retries=max_retries, timeout=timeout,
+        detail=detail, price_in=price_in, price_out=price_out)
+    stage = CaptionStage(preset, opts)
+    out = output_path(manifest, output, "caption")
+    ropts = run_options(workers, limit, shard, overwrite, keep_parts, part_rows, quiet, device)
+    if gpus is not None or engine != "local" or tp != 1:
+        from .runners import dispatch
+
+        summary = dispatch(stage, manifest, out, ropts, gpus=gpus, tp=tp, engine=engine, address=address)
+        print_summary(summary, out)
+        return
+    execute(stage, manifest, out, ropts)
+
+
+def _pooling(text: Optional[str]):
+    if not text:
+        return None
+    try:
+        t, h, w = (int(x) for x in text.split("-"))
+    except ValueError:
+        raise UsageError(f"--pooling-shape '{text}' is not T-H-W, e.g. 4-12-12.") from None
+    return (t, h, w)
+
+
+@app.command()
+def models():
+    """List the model presets."""
+    from rich.console import Console
+    from rich.table import Table
+
+    from .backends.registry import PRESETS
+
+    table = Table("preset", "backend", "model", "frames", "positions", "prompt", "about")
+    for p in PRESETS.values():
+        table.add_row(p.name, p.backend, p.model_id or "-", str(p.num_frames), p.positions, p.prompt or "-", p.description)
+    Console().print(table)
+
+
+@app.command()
+def merge(parts: List[Path] = typer.Argument(..., help="Part files to concatenate."),
+          output: Path = typer.Option(..., "-o", "--output")):
+    """Concatenate part files (later files win on duplicate paths)."""
+    from .manifest import merge_tables
+
+    n = merge_tables(parts, output)
+    typer.echo(f"wrote {n} rows to {output}")
+
+
+@app.command()
+def diff(a: Path, b: Path, output: Path = typer.Option(..., "-o", "--output")):
+    """Rows of A whose path is not in B (what is left to do)."""
+    from .manifest import diff_tables
+
+    n = diff_tables(a, b, output)
+    typer.echo(f"wrote {n} rows to {output}")
+
+
+@dev_app.command("tiny-model")
+def tiny_model(out_dir: Path, family: str = typer.Option(..., "--family", help="qwen2-vl, llava-next, pllava or llama.")):
+    """Write a tiny random-weight model (meaningless output) for smoke tests without downloads."""
+    from .dev.tiny import FAMILIES, build_tiny_model
+
+    if family not in FAMILIES:
+        raise UsageError(f"unknown family '{family}'; choose one of: {', '.join(FAMILIES)}.")
+    build_tiny_model(out_dir, family)
+    typer.echo(f"wrote a tiny random {family} model to {out_dir} (its captions are meaningless)")
+
+
+def main(argv=None) -> int:
+    from .errors import FatalRunError
+
+    try:
+        app(args=argv, standalone_mode=False)
+    except FatalRunError as exc:
+        typer.echo(f"vidcap: stopped: {exc}", err=True)
+        return 3
+    except UsageError as exc:
+        typer.echo(f"vidcap: error: {exc}", err=True)
+        return 2
+    except KeyboardInterrupt:
+        typer.echo("vidcap: interrupted; finished rows are saved. Run the same command again to resume.", err=True)
+        return 130
+    except Exception as exc:  # click's own usage errors
+        import click
+
+        if isinstance(exc, click.exceptions.Exit):
+            return exc.exit_code
+        if isinstance(exc, click.ClickException):
+            exc.show()
+            return exc.exit_code
+        if isinstance(exc, click.exceptions.Abort):
+            typer.echo("vidcap: interrupted; finished rows are saved. Run the same command again to resume.", err=True)
+            return 130
+        raise
+    return 0
+
+
+def entry() -> None:
+    sys.exit(main())
+
+
+if __name__ == "__main__":
+    entry()

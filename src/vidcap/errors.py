@@ -1,0 +1,57 @@
+"""Error codes shared by every stage, and the two exception kinds vidcap raises."""
+
+from __future__ import annotations
+
+# Per-row failure codes (stable: users filter on them). Retryable ones are redone on resume.
+MISSING = "missing"
+EMPTY_PATH = "empty_path"
+NOT_A_FILE = "not_a_file"
+DECODE = "decode"
+SHORT = "short"
+EMPTY_TEXT = "empty_text"
+TIMEOUT = "timeout"
+OOM = "oom"
+API = "api"
+PARSE = "parse"
+MODEL = "model"
+WORKER = "worker"
+
+RETRYABLE = frozenset({TIMEOUT, OOM, API, WORKER})
+
+
+class VidcapError(Exception):
+    """One row failed; the run goes on and records `code: message` in the row's error column."""
+
+    def __init__(self, code: str, message: str):
+        super().__init__(f"{code}: {message}")
+        self.code = code
+        self.message = message
+
+    def __reduce__(self):  # survives pickling across worker processes
+        return (VidcapError, (self.code, self.message))
+
+    @property
+    def text(self) -> str:
+        return format_error(self.code, self.message)
+
+
+class UsageError(Exception):
+    """The user asked for something that cannot work; the CLI prints this one sentence and exits 2."""
+
+
+class FatalRunError(UsageError):
+    """The run must stop now (bad API key, disk full); finished rows are already saved."""
+
+
+def format_error(code: str, message: str) -> str:
+    message = " ".join(str(message).split())
+    if len(message) > 300:
+        message = message[:297] + "..."
+    return f"{code}: {message}"
+
+
+def error_code(error: str | None) -> str:
+    """The code of an `error` cell (`decode: ...` -> `decode`), or "" for none."""
+    if not isinstance(error, str) or not error:
+        return ""
+    return error.split(":", 1)[0].strip()

@@ -1,0 +1,178 @@
+"""Manifests in and out: CSV or Parquet with a `path` column, row ids, atomic writes, merge and diff."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+from pathlib import Path
+
+import pandas as pd
+
+from .errors import UsageError
+
+FORMATS = {".csv": "csv", ".parquet": "parquet", ".pq": "parquet"}
+RID = "_rid"
+ABSPATH = "_abspath"
+
+
+def table_format(path: str | os.PathLike) -> str:
+    ext = Path(path).suffix.lower()
+    if ext not in FORMATS:
+        raise UsageError(
+            f"{path} has extension '{ext or '(none)'}'; vidcap reads and writes .csv or .parquet manifests."
+        )
+    return FORMATS[ext]
+
+
+def read_table(path: str | os.PathLike) -> pd.DataFrame:
+    """Read a CSV/Parquet file, turning every way it can be unreadable into one UsageError sentence."""
+    path = Path(path)
+    fmt = table_format(path)
+    if not path.exists():
+        raise UsageError(f"manifest {path} does not exist; check the path.")
+    if path.is_dir():
+        raise UsageError(f"manifest {path} is a directory; pass a .csv or .parquet file.")
+    try:
+        if fmt == "csv":
+            df = pd.read_csv(path, encoding="utf-8", low_memory=False)
+        else:
+            df = pd.read_parquet(path)
+    except pd.errors.EmptyDataError:
+        raise UsageError(f"manifest {path} is empty; it needs a header with a 'path' column and one row per video.") from None
+    except UnicodeDecodeError:
+        raise UsageError(f"manifest {path} is not UTF-8 text; re-save it as UTF-8 CSV.") from None
+    except (pd.errors.ParserError, OSError, ValueError) as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise UsageError(f"manifest {path} could not be read as {fmt} ({first}); check the file.") from None
+    return df
+
+
+def row_key_path(abspath: str) -> str:
+    return hashlib.sha1(abspath.encode("utf-8", "surrogatepass")).hexdigest()[:20]
+
+
+def resolve_path(value, base: Path) -> str:
+    if value is None or (isinstance(value, float) and value != value):
+        return ""
+    text = str(value).strip()
+    if not text:
+        return ""
+    if "://" in text:  # URLs and fsspec paths are kept as given
+        return text
+    p = Path(os.path.expanduser(text))
+    if not p.is_absolute():
+        p = base / p
+    return os.path.normpath(str(p))
+
+
+def read_manifest(path: str | os.PathLike, require: tuple[str, ...] = ("path",)) -> pd.DataFrame:
+    """The manifest with every input column kept, plus `_abspath` (resolved path) for the stages."""
+    path = Path(path)
+    df = read_table(path)
+    missing = [c for c in require if c not in df.columns]
+    if missing:
+        have = ", ".join(map(str, df.columns[:12])) or "none"
+        raise UsageError(
+            f"manifest {path} has no '{missing[0]}' column (columns: {have}); add one"
+            + (" holding one video path per row." if missing[0] == "path" else ".")
+        )
+    if len(df) == 0:
+        raise UsageError(f"manifest {path} has a header but no rows; nothing to do.")
+    if "path" in df.columns:
+        base = path.resolve().parent
+        df[ABSPATH] = [resolve_path(v, base) for v in df["path"]]
+    return df.reset_index(drop=True)
+
+
+def default_output(manifest: str | os.PathLike, suffix: str) -> Path:
+    p = Path(manifest)
+    return p.with_name(f"{p.stem}_{suffix}{p.suffix}")
+
+
+def _fsync_dir(directory: Path) -> None:
+    try:
+        fd = os.open(directory, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def _to_csv_cell(v):
+    if isinstance(v, (list, tuple)):
+        return json.dumps(list(v), ensure_ascii=False)
+    if hasattr(v, "tolist") and not isinstance(v, (str, bytes)):
+        return json.dumps(v.tolist(), ensure_ascii=False)
+    return v
+
+
+def csv_ready(df: pd.DataFrame) -> pd.DataFrame:
+    """List-valued columns become JSON array strings, since CSV has no list type."""
+    out = df.copy()
+    for col in out.columns:
+        if out[col].dtype == object and any(isinstance(v, (list, tuple)) or hasattr(v, "tolist") for v in out[col].head(50)):
+            out[col] = out[col].map(_to_csv_cell)
+    return out
+
+
+def write_table(df: pd.DataFrame, path: str | os.PathLike, metadata: dict | None = None) -> None:
+    """Write atomically: a temporary file in the same folder, fsync, rename. Readers never see half a file."""
+    path = Path(path)
+    fmt = table_format(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    try:
+        if fmt == "csv":
+            csv_ready(df).to_csv(tmp, index=False)
+        else:
+            import pyarrow as pa
+            import pyarrow.parquet as pq
+
+            table = pa.Table.from_pandas(df, preserve_index=False)
+            if metadata:
+                meta = dict(table.schema.metadata or {})
+                meta[b"vidcap"] = json.dumps(metadata).encode()
+                table = table.replace_schema_metadata(meta)
+            pq.write_table(table, tmp)
+        with open(tmp, "rb+") as fh:
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+        _fsync_dir(path.parent)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise
+
+
+def public_columns(df: pd.DataFrame) -> pd.DataFrame:
+    return df[[c for c in df.columns if not str(c).startswith("_")]]
+
+
+def merge_tables(parts: list[str | os.PathLike], out: str | os.PathLike, dedup: bool = True) -> int:
+    """Concatenate hand-made parts (the seed's `datautil` merge); later parts win on duplicate paths."""
+    frames = [read_table(p) for p in parts]
+    df = pd.concat(frames, ignore_index=True, sort=False)
+    if dedup and "path" in df.columns:
+        df = df.drop_duplicates(subset="path", keep="last")
+    write_table(df, out)
+    return len(df)
+
+
+def diff_tables(a: str | os.PathLike, b: str | os.PathLike, out: str | os.PathLike) -> int:
+    """Rows of A whose path is not in B (the seed's `--difference`, used to find what is left)."""
+    da, db = read_table(a), read_table(b)
+    for name, d in ((a, da), (b, db)):
+        if "path" not in d.columns:
+            raise UsageError(f"{name} has no 'path' column; diff compares paths.")
+    left = da[~da["path"].astype(str).isin(set(db["path"].astype(str)))]
+    write_table(left, out)
+    return len(left)

@@ -1,0 +1,208 @@
+"""Atomic part files, the run lock, run.json, what is done, and the final merge.
+
+A run writes `part-*.parquet` files under `<output>.parts/` (temp name, fsync, rename: a killed run
+leaves only `.tmp` files, which are ignored). Done rows are the `_rid`s found in parts. The final output
+is the input manifest joined with the results, written atomically, so each input row appears once.
+"""
+
+from __future__ import annotations
+
+import errno
+import json
+import os
+import shutil
+import sys
+import time
+from pathlib import Path
+
+import pandas as pd
+
+from . import __version__
+from .errors import RETRYABLE, FatalRunError, UsageError, error_code
+from .manifest import RID, _fsync_dir, public_columns, read_table, write_table
+
+RUN_JSON = "run.json"
+
+
+def _disk_error(exc: OSError, what: str) -> FatalRunError:
+    reason = os.strerror(exc.errno) if exc.errno else str(exc)
+    hint = "free some space" if exc.errno in (errno.ENOSPC, errno.EDQUOT) else "fix the problem"
+    return FatalRunError(f"could not write {what} ({reason}); {hint} and run the same command again to resume.")
+
+
+class PartStore:
+    def __init__(self, output: str | os.PathLike, fingerprint: dict, *, overwrite: bool = False,
+                 keep_parts: bool = False, worker: str = "w0"):
+        self.output = Path(output)
+        self.dir = self.output.with_name(self.output.name + ".parts")
+        self.fingerprint = fingerprint
+        self.overwrite = overwrite
+        self.keep_parts = keep_parts
+        self.worker = worker
+        self._lock_fh = None
+        self._seq = 0
+
+    # -- lifecycle -------------------------------------------------------------------------------
+    def open(self, provenance: dict | None = None) -> None:
+        try:
+            self.dir.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise UsageError(f"cannot create {self.dir} ({os.strerror(exc.errno) if exc.errno else exc}); pick a writable -o path.") from None
+        if not os.access(self.dir, os.W_OK):
+            raise UsageError(f"output folder {self.dir.parent} is not writable; pick another -o path.")
+        self._lock()
+        run_file = self.dir / RUN_JSON
+        if self.overwrite:
+            self._clear_parts()
+        elif run_file.exists():
+            old = json.loads(run_file.read_text() or "{}").get("fingerprint")
+            if old is not None and old != self.fingerprint:
+                raise UsageError(
+                    f"{self.dir} holds an unfinished run with other settings ({_fp_diff(old, self.fingerprint)}); "
+                    "rerun with those settings to finish it, or pass --overwrite to start over."
+                )
+        self._check_existing_output()
+        info = {"fingerprint": self.fingerprint, "provenance": provenance or {}, "vidcap": __version__,
+                "python": sys.version.split()[0], "started": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+        self._write_json(run_file, info)
+
+    def _lock(self) -> None:
+        import fcntl
+
+        fh = open(self.dir / "LOCK", "a+")
+        try:
+            fcntl.flock(fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            fh.close()
+            raise UsageError(f"another vidcap run is writing {self.output} right now; wait for it to finish or pick another -o path.") from None
+        fh.seek(0)
+        fh.truncate()
+        fh.write(str(os.getpid()))
+        fh.flush()
+        self._lock_fh = fh
+
+    def close(self) -> None:
+        if self._lock_fh is not None:
+            self._lock_fh.close()
+            self._lock_fh = None
+
+    def _clear_parts(self) -> None:
+        for p in self.dir.glob("part-*"):
+            p.unlink(missing_ok=True)
+
+    def _check_existing_output(self) -> None:
+        if not self.output.exists() or self.overwrite:
+            return
+        meta = self.sidecar()
+        if not meta.exists():
+            raise UsageError(f"{self.output} already exists and was not written by vidcap; pass --overwrite to replace it or pick another -o path.")
+        old = json.loads(meta.read_text() or "{}").get("fingerprint")
+        if old != self.fingerprint:
+            raise UsageError(
+                f"{self.output} was written by another command or model ({_fp_diff(old or {}, self.fingerprint)}); "
+                "pass --overwrite to replace it or pick another -o path."
+            )
+
+    def sidecar(self) -> Path:
+        return self.output.with_name(self.output.name + ".run.json")
+
+    def _write_json(self, path: Path, data: dict) -> None:
+        tmp = path.with_name(path.name + ".tmp")
+        try:
+            with open(tmp, "w") as fh:
+                json.dump(data, fh, indent=2, default=str)
+                fh.flush()
+                os.fsync(fh.fileno())
+            os.replace(tmp, path)
+        except OSError as exc:
+            raise _disk_error(exc, str(path)) from None
+
+    # -- parts -----------------------------------------------------------------------------------
+    def write_part(self, rows: list[dict]) -> Path | None:
+        if not rows:
+            return None
+        self._seq += 1
+        name = f"part-{self.worker}-{time.time_ns():x}-{self._seq:06d}.parquet"
+        path = self.dir / name
+        df = pd.DataFrame(rows)
+        try:
+            write_table(df, path)
+        except OSError as exc:
+            raise _disk_error(exc, f"a part file in {self.dir}") from None
+        return path
+
+    def part_files(self) -> list[Path]:
+        return sorted(self.dir.glob("part-*.parquet"))
+
+    def load_results(self, manifest: pd.DataFrame | None = None) -> pd.DataFrame:
+        """Every saved result row (parts, then a finished output by the same settings), one per `_rid`."""
+        frames = []
+        for p in self.part_files():
+            try:
+                frames.append(pd.read_parquet(p))
+            except Exception:  # a part that cannot be read is ignored: its rows are redone
+                continue
+        prior = self._results_from_output(manifest)
+        if prior is not None:
+            frames.insert(0, prior)
+        if not frames:
+            return pd.DataFrame({RID: pd.Series(dtype=str)})
+        df = pd.concat(frames, ignore_index=True, sort=False)
+        return best_per_rid(df)
+
+    def _results_from_output(self, manifest: pd.DataFrame | None) -> pd.DataFrame | None:
+        if manifest is None or self.overwrite or not self.output.exists() or not self.sidecar().exists():
+            return None
+        out = read_table(self.output)
+        cols = [c for c in out.columns if c in set(self.fingerprint.get("columns", []))] + ["status", "error"]
+        if "path" not in out.columns or not set(cols) <= set(out.columns):
+            return None
+        keys = dict(zip(manifest["path"].astype(str), manifest[RID]))
+        out = out[out["path"].astype(str).isin(keys.keys())]
+        res = out[cols].copy()
+        res.insert(0, RID, out["path"].astype(str).map(keys).values)
+        return res
+
+    # -- finish ----------------------------------------------------------------------------------
+    def finalize(self, manifest: pd.DataFrame, results: pd.DataFrame, summary: dict) -> None:
+        results = best_per_rid(results)
+        public = public_columns(manifest.drop(columns=[c for c in manifest.columns if c == RID], errors="ignore"))
+        res_cols = [c for c in results.columns if c != RID]
+        clash = {c: f"{c}_input" for c in public.columns if c in res_cols}
+        out = public.rename(columns=clash)
+        out[RID] = manifest[RID].values
+        out = out.merge(results, on=RID, how="left")
+        out = out.drop(columns=[RID])
+        meta = {"fingerprint": self.fingerprint, "summary": summary, "vidcap": __version__,
+                "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+        try:
+            write_table(out, self.output, metadata=meta)
+        except OSError as exc:
+            raise _disk_error(exc, str(self.output)) from None
+        self._write_json(self.sidecar(), meta)
+        if not self.keep_parts:
+            self.close()
+            shutil.rmtree(self.dir, ignore_errors=True)
+            _fsync_dir(self.output.parent)
+
+
+def best_per_rid(df: pd.DataFrame) -> pd.DataFrame:
+    """One row per `_rid`: an ok row wins over a failed one; otherwise the latest wins."""
+    if df.empty or RID not in df.columns:
+        return df
+    df = df.reset_index(drop=True)
+    rank = (df.get("status", pd.Series("ok", index=df.index)) == "ok").astype(int)
+    order = pd.DataFrame({"rank": rank, "pos": range(len(df))})
+    keep = order.sort_values(["rank", "pos"]).index
+    return df.loc[keep].drop_duplicates(subset=RID, keep="last").sort_index().reset_index(drop=True)
+
+
+def needs_redo(status: str, error: str) -> bool:
+    return status != "ok" and error_code(error) in RETRYABLE
+
+
+def _fp_diff(old: dict, new: dict) -> str:
+    keys = [k for k in sorted(set(old) | set(new)) if k != "columns" and old.get(k) != new.get(k)]
+    if not keys:
+        return "different settings"
+    return "; ".join(f"{k}: {old.get(k)!r} then, {new.get(k)!r} now" for k in keys[:3])

@@ -1,0 +1,363 @@
+"""The local runner: rows -> loader in worker processes -> stage batches -> atomic parts -> output.
+
+Decoding runs in a process pool fed by a background thread, so frames for the next batches are being
+decoded while the model works on the current one.
+"""
+
+from __future__ import annotations
+
+import multiprocessing as mp
+import os
+import queue
+import signal
+import threading
+import time
+from collections import Counter
+from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+from concurrent.futures.process import BrokenProcessPool
+from dataclasses import dataclass
+from pathlib import Path
+
+import pandas as pd
+
+from .errors import DECODE, FatalRunError, UsageError, VidcapError, error_code, format_error
+from .manifest import RID, read_manifest
+from .parts import PartStore, needs_redo
+from .stages.base import Item, Stage
+
+
+@dataclass
+class RunOptions:
+    workers: int | None = None  # decode processes; 0 = decode in a thread of this process
+    limit: int | None = None
+    shard: tuple[int, int] | None = None  # (index, count): every count-th row from index
+    overwrite: bool = False
+    keep_parts: bool = False
+    part_rows: int = 256
+    part_seconds: float = 30.0
+    progress: bool = True
+    device: str | None = None
+    batch_wait: float = 1.0  # seconds to wait for a full batch before running a partial one
+
+
+def default_workers() -> int:
+    return max(1, (os.cpu_count() or 2) - 1)
+
+
+def parse_shard(text: str | None) -> tuple[int, int] | None:
+    if not text:
+        return None
+    try:
+        i, n = (int(x) for x in text.split("/"))
+        assert n >= 1 and 0 <= i < n
+    except Exception:
+        raise UsageError(f"--shard '{text}' is not I/N with 0 <= I < N (e.g. 0/8).") from None
+    return i, n
+
+
+def select_rows(stage: Stage, manifest: str | os.PathLike, opts: RunOptions) -> pd.DataFrame:
+    df = read_manifest(manifest, require=stage.required_columns)
+    if opts.shard:
+        i, n = opts.shard
+        df = df.iloc[i::n]
+    if opts.limit is not None:
+        df = df.iloc[: max(0, opts.limit)]
+    df = df.reset_index(drop=True)
+    records = df.to_dict("records")
+    df[RID] = [stage.row_key(r) for r in records]
+    return df
+
+
+# -- decode workers ---------------------------------------------------------------------------------
+_LOADER = None
+
+
+def _init_worker(loader) -> None:
+    global _LOADER
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is handled once, by the main process
+    _LOADER = loader
+
+
+def _load(row: dict):
+    try:
+        return _LOADER(row), None
+    except VidcapError as exc:
+        return None, exc.text
+    except MemoryError:
+        return None, format_error(DECODE, "out of memory while decoding")
+    except Exception as exc:  # a decoder bug on a hostile file is that row's error, not the run's
+        return None, format_error(DECODE, f"{type(exc).__name__}: {exc}")
+
+
+class Feeder:
+    """Keeps `workers` processes busy loading rows; hands (row, data, error) to the consumer in a queue."""
+
+    DONE = object()
+
+    def __init__(self, loader, rows: list[dict], workers: int, depth: int):
+        self.loader, self.rows, self.workers = loader, rows, workers
+        self.depth = max(depth, 2 * max(workers, 1))
+        self.q: queue.Queue = queue.Queue(maxsize=self.depth)
+        self.stop = threading.Event()
+        self.error: BaseException | None = None
+        self.thread = threading.Thread(target=self._run, daemon=True, name="vidcap-feeder")
+
+    def start(self) -> "Feeder":
+        self.thread.start()
+        return self
+
+    def _put(self, item) -> bool:
+        while not self.stop.is_set():
+            try:
+                self.q.put(item, timeout=0.2)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def _run(self) -> None:
+        try:
+            if self.workers <= 0:
+                _init_loader_inline(self.loader)
+                for row in self.rows:
+                    if self.stop.is_set() or not self._put((row, *_load(row))):
+                        return
+            else:
+                self._run_pool()
+        except BaseException as exc:  # surfaced in the consumer
+            self.error = exc
+        finally:
+            self._put(self.DONE)
+
+    def _run_pool(self) -> None:
+        todo = list(reversed(self.rows))
+        crashes: Counter = Counter()
+        while todo and not self.stop.is_set():
+            ctx = mp.get_context("spawn")
+            pool = ProcessPoolExecutor(self.workers, mp_context=ctx, initializer=_init_worker, initargs=(self.loader,))
+            pending: dict = {}
+            try:
+                while (todo or pending) and not self.stop.is_set():
+                    while todo and len(pending) < self.depth:
+                        row = todo.pop()
+                        pending[pool.submit(_load, row)] = row
+                    done, _ = wait(pending, timeout=0.5, return_when=FIRST_COMPLETED)
+                    for fut in done:
+                        row = pending.pop(fut)
+                        if not self._put((row, *fut.result())):
+                            return
+            except BrokenProcessPool:
+                # A decoder process died (segfault, OOM kill). Rows in flight are retried; a row that was
+                # in flight in two crashes is recorded as the likely culprit.
+                for row in pending.values():
+                    crashes[row[RID]] += 1
+                    if crashes[row[RID]] >= 2:
+                        self._put((row, None, format_error(DECODE, "the decoder process crashed on this file")))
+                    else:
+                        todo.append(row)
+            finally:
+                pool.shutdown(wait=False, cancel_futures=True)
+
+    def close(self) -> None:
+        self.stop.set()
+
+
+def _init_loader_inline(loader) -> None:
+    global _LOADER
+    _LOADER = loader
+
+
+# -- the run ------------------------------------------------------------------------------------
+class Run:
+    def __init__(self, stage: Stage, manifest, output, opts: RunOptions):
+        self.stage, self.manifest, self.output, self.opts = stage, manifest, Path(output), opts
+        self.counts: Counter = Counter()
+        self.buffer: list[dict] = []
+        self.last_flush = time.monotonic()
+        self.store: PartStore | None = None
+
+    def execute(self) -> dict:
+        t0 = time.monotonic()
+        df = select_rows(self.stage, self.manifest, self.opts)
+        first = ~df[RID].duplicated()
+        duplicates = int((~first).sum())
+        fp = dict(self.stage.fingerprint(), columns=list(self.stage.columns))
+        self.store = store = PartStore(self.output, fp, overwrite=self.opts.overwrite, keep_parts=self.opts.keep_parts)
+        store.open(self.stage.provenance())
+        try:
+            results = store.load_results(df)
+            done = {r: needs_redo(s, e) for r, s, e in zip(results[RID], results.get("status", []), results.get("error", []))}
+            unique = df[first]
+            todo = [r for r in unique.to_dict("records") if r[RID] not in done or done[r[RID]]]
+            skipped = len(unique) - len(todo)
+            self._process(todo)
+            results = store.load_results(df)
+            summary = self._summary(len(df), skipped, duplicates, len(todo), time.monotonic() - t0, results)
+            store.finalize(df, results, summary)
+            return summary
+        finally:
+            store.close()
+
+    def _process(self, todo: list[dict]) -> None:
+        if not todo:
+            return
+        stage, opts = self.stage, self.opts
+        workers = default_workers() if opts.workers is None else opts.workers
+        feeder = Feeder(stage.loader(), todo, workers, depth=stage.batch_size * 2 + 2 * max(workers, 1))
+        progress = _Progress(len(todo), stage.name, enabled=opts.progress)
+        prev = signal.signal(signal.SIGTERM, _raise_interrupt) if threading.current_thread() is threading.main_thread() else None
+        try:
+            stage.setup(opts.device)
+            feeder.start()
+            for batch in self._batches(feeder, progress):
+                self._run_batch(batch)
+                progress.advance(len(batch))
+                self._maybe_flush()
+            self._flush()
+        except KeyboardInterrupt:
+            feeder.close()
+            self._flush()
+            raise
+        except FatalRunError:
+            feeder.close()
+            self._flush()
+            raise
+        finally:
+            feeder.close()
+            progress.close()
+            if prev is not None:
+                signal.signal(signal.SIGTERM, prev)
+            stage.teardown()
+
+    def _batches(self, feeder: Feeder, progress: "_Progress"):
+        """Full batches when rows come fast; a partial one after `batch_wait` so the model never idles long."""
+        batch: list[Item] = []
+        deadline = 0.0
+        size = self.stage.batch_size
+        while True:
+            wait_s = max(0.0, deadline - time.monotonic()) if batch else 1.0
+            try:
+                got = feeder.q.get(timeout=wait_s)
+            except queue.Empty:
+                if batch:
+                    yield batch
+                    batch = []
+                self._maybe_flush()
+                continue
+            if got is Feeder.DONE:
+                if batch:
+                    yield batch
+                if feeder.error is not None:
+                    raise feeder.error
+                return
+            row, data, err = got
+            if err:
+                self._record(row, {"error": err})
+                progress.advance(1)
+                self._maybe_flush()
+                continue
+            batch.append(Item(row, data))
+            if len(batch) == 1:
+                deadline = time.monotonic() + self.opts.batch_wait
+            if len(batch) >= size:
+                yield batch
+                batch = []
+
+    def _run_batch(self, batch: list[Item]) -> None:
+        try:
+            outs = self.stage.process_batch(batch)
+        except (FatalRunError, KeyboardInterrupt):
+            raise
+        except Exception as exc:
+            if len(batch) == 1:
+                outs = [{"error": _model_error(exc)}]
+            else:  # isolate the row that breaks the batch
+                outs = []
+                for item in batch:
+                    try:
+                        outs.extend(self.stage.process_batch([item]))
+                    except (FatalRunError, KeyboardInterrupt):
+                        raise
+                    except Exception as one:
+                        outs.append({"error": _model_error(one)})
+        for item, out in zip(batch, outs):
+            self._record(item.row, out)
+        self._check_all_failing()
+
+    def _check_all_failing(self) -> None:
+        if self.counts["ok"] == 0 and self.counts["model"] >= 3 * max(1, self.stage.batch_size):
+            raise FatalRunError(f"the model failed on every row so far ({self._last_model_error}); stopping. Fix the model setup and rerun to resume.")
+
+    _last_model_error = ""
+
+    def _record(self, row: dict, out: dict) -> None:
+        err = out.get("error") or ""
+        rec = {RID: row[RID], "status": "failed" if err else "ok", "error": err}
+        for col in self.stage.columns:
+            rec.setdefault(col, out.get(col))
+        self.counts[error_code(err) or "ok"] += 1
+        if error_code(err) == "model":
+            self._last_model_error = err
+        self.buffer.append(rec)
+
+    def _maybe_flush(self) -> None:
+        if len(self.buffer) >= self.opts.part_rows or (self.buffer and time.monotonic() - self.last_flush > self.opts.part_seconds):
+            self._flush()
+
+    def _flush(self) -> None:
+        if self.buffer and self.store is not None:
+            self.store.write_part(self.buffer)
+            self.buffer = []
+        self.last_flush = time.monotonic()
+
+    def _summary(self, total, skipped, duplicates, todo, wall, results) -> dict:
+        status = results["status"] if "status" in results.columns else pd.Series(dtype=str)
+        errors = results["error"] if "error" in results.columns else pd.Series(dtype=str)
+        failed = Counter(error_code(e) for s, e in zip(status, errors) if s != "ok")
+        processed = sum(self.counts.values())
+        return {
+            "rows": total, "unique": total - duplicates, "duplicates": duplicates, "skipped": skipped,
+            "processed": processed, "ok": int((status == "ok").sum()), "failed": dict(failed),
+            "wall_s": round(wall, 3), "rows_per_s": round(processed / wall, 3) if wall > 0 else 0.0,
+            **self.stage.summary_extra(),
+        }
+
+
+def _model_error(exc: Exception) -> str:
+    name = type(exc).__name__
+    code = "oom" if "OutOfMemory" in name or "out of memory" in str(exc).lower() else "model"
+    return format_error(code, f"{name}: {exc}")
+
+
+def _raise_interrupt(signum, frame):
+    raise KeyboardInterrupt
+
+
+class _Progress:
+    def __init__(self, total: int, name: str, enabled: bool):
+        self.bar = None
+        if enabled:
+            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+            self.bar = Progress(TextColumn(f"[bold]{name}"), BarColumn(), MofNCompleteColumn(),
+                                TextColumn("{task.fields[rate]}"),
+                                TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn(), transient=False)
+            self.task = self.bar.add_task(name, total=total, rate="")
+            self.t0 = time.monotonic()
+            self.n = 0
+            self.bar.start()
+
+    def advance(self, n: int) -> None:
+        if self.bar:
+            self.n += n
+            rate = self.n / max(time.monotonic() - self.t0, 1e-6)
+            self.bar.update(self.task, advance=n, rate=f"{rate:.2f} rows/s")
+
+    def close(self) -> None:
+        if self.bar:
+            self.bar.stop()
+            self.bar = None
+
+
+def run_stage(stage: Stage, manifest, output, opts: RunOptions | None = None) -> dict:
+    return Run(stage, manifest, output, opts or RunOptions()).execute()

@@ -1,0 +1,54 @@
+"""The stage contract: every command (caption, motion, tag) is a Stage the runners drive."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Callable
+
+from ..manifest import ABSPATH, row_key_path
+
+
+@dataclass
+class Item:
+    row: dict  # the manifest row (input columns + `_rid` + `_abspath`)
+    data: Any  # what the stage's loader returned in a worker process
+
+
+class Stage:
+    name = "stage"  # command name; default output suffix
+    suffix = "stage"
+    columns: list[str] = []  # result columns added to the output (besides status, error)
+    batch_size = 8
+    needs_path = True  # the manifest must have a `path` column
+    required_columns: tuple[str, ...] = ("path",)
+
+    def fingerprint(self) -> dict:
+        """Settings that make two runs' rows comparable; a resume with other settings is refused."""
+        return {"stage": self.name}
+
+    def provenance(self) -> dict:
+        return self.fingerprint()
+
+    def row_key(self, row: dict) -> str:
+        return row_key_path(row.get(ABSPATH, ""))
+
+    def loader(self) -> Callable[[dict], Any]:
+        """A picklable callable run in worker processes on each row; raise VidcapError for a bad row."""
+        return _identity
+
+    def setup(self, device: str | None = None) -> None:
+        pass
+
+    def process_batch(self, items: list[Item]) -> list[dict]:
+        raise NotImplementedError
+
+    def teardown(self) -> None:
+        pass
+
+    def summary_extra(self) -> dict:
+        """Stage-specific figures for the end-of-run summary (tokens, cost, flag counts)."""
+        return {}
+
+
+def _identity(row: dict):
+    return None
