@@ -1,0 +1,462 @@
+"""Request machinery shared by every OpenAI-compatible client (captioning, tagging).
+
+One background event loop per client keeps HTTP connections alive across the runner's synchronous
+batch calls; a semaphore bounds requests in flight; retries back off with jitter and honour
+Retry-After; errors are sorted into retry / give up on this row / stop the run; usage and cost are
+summed; the API key is redacted from every message that leaves this module.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import email.utils
+import logging
+import os
+import random
+import re
+import threading
+import time
+from dataclasses import dataclass, field
+from urllib.parse import urlsplit, urlunsplit
+
+from ..errors import API, TIMEOUT, FatalRunError, UsageError, format_error
+
+log = logging.getLogger("vidcap.api")
+
+OPENAI_URL = "https://api.openai.com/v1"
+NO_KEY = "EMPTY"  # what vLLM / SGLang servers started without --api-key accept
+
+# USD per million tokens (input, output), list prices when written; --price-in/--price-out override.
+PRICES: dict[str, tuple[float, float]] = {
+    "gpt-4o": (2.50, 10.00),
+    "gpt-4o-2024-05-13": (5.00, 15.00),
+    "gpt-4o-mini": (0.15, 0.60),
+    "gpt-4.1": (2.00, 8.00),
+    "gpt-4.1-mini": (0.40, 1.60),
+    "gpt-4.1-nano": (0.10, 0.40),
+    "gpt-4-turbo": (10.00, 30.00),
+    "gpt-4-vision-preview": (10.00, 30.00),
+    "gpt-5": (1.25, 10.00),
+    "gpt-5-mini": (0.25, 2.00),
+    "gpt-5-nano": (0.05, 0.40),
+    "o4-mini": (1.10, 4.40),
+}
+
+
+def price_for(model: str, price_in: float | None = None, price_out: float | None = None):
+    """(in, out, source) per million tokens; a dated snapshot takes its family's price."""
+    name = model.rsplit("/", 1)[-1] if model.startswith("openai/") else model
+    known = [k for k in PRICES if name == k or name.startswith(k + "-")]
+    table = PRICES[max(known, key=len)] if known else None
+    if price_in is None and price_out is None:
+        return (table[0], table[1], "table") if table else (None, None, None)
+    base = table or (0.0, 0.0)
+    pin = base[0] if price_in is None else float(price_in)
+    pout = base[1] if price_out is None else float(price_out)
+    return pin, pout, "user"
+
+
+class Redactor:
+    """Removes secrets from text: the exact key, and anything shaped like a bearer token or sk- key."""
+
+    _PATTERNS = (re.compile(r"sk-[A-Za-z0-9_\-]{6,}"), re.compile(r"(?i)(bearer\s+)[^\s\"',}]+"))
+
+    def __init__(self, *secrets: str | None):
+        self.secrets = sorted({s for s in secrets if s and s != NO_KEY and len(s) >= 4}, key=len, reverse=True)
+
+    def __call__(self, text) -> str:
+        text = str(text)
+        for secret in self.secrets:
+            text = text.replace(secret, "***")
+        text = self._PATTERNS[0].sub("sk-***", text)
+        return self._PATTERNS[1].sub(r"\1***", text)
+
+
+class _RedactFilter(logging.Filter):
+    """One filter per logger, holding the redactors of every client started in this process."""
+
+    redactors: list = []
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        text = record.getMessage()
+        for redactor in self.redactors:
+            text = redactor(text)
+        record.msg, record.args = text, None
+        return True
+
+
+_FILTER = _RedactFilter()
+
+
+def guard_loggers(redactor: Redactor) -> None:
+    """Library loggers (enabled by OPENAI_LOG=debug) may print headers; strip secrets there too."""
+    if redactor.secrets:
+        _RedactFilter.redactors.append(redactor)
+    for name in ("vidcap.api", "openai", "openai._base_client", "httpx", "httpx2"):
+        logging.getLogger(name).addFilter(_FILTER)  # adding the same filter twice is a no-op
+
+
+def clean_url(url: str) -> str:
+    """The base URL without user:password or query (safe for run.json and messages)."""
+    parts = urlsplit(url)
+    host = parts.hostname or ""
+    netloc = f"{host}:{parts.port}" if parts.port else host
+    return urlunsplit((parts.scheme, netloc, parts.path, "", ""))
+
+
+def resolve_base_url(base_url: str | None) -> str:
+    return (base_url or os.environ.get("OPENAI_BASE_URL") or OPENAI_URL).rstrip("/")
+
+
+def is_openai_url(url: str) -> bool:
+    return (urlsplit(url).hostname or "").endswith("api.openai.com")
+
+
+def resolve_api_key(base_url: str, env_name: str | None) -> str:
+    """The key from the named variable; a self-hosted server may need none."""
+    env_name = env_name or "OPENAI_API_KEY"
+    if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", env_name):
+        raise UsageError("--api-key-env takes the name of an environment variable (like OPENAI_API_KEY), not the key itself.")
+    key = os.environ.get(env_name, "").strip()
+    if key:
+        return key
+    if is_openai_url(base_url):
+        raise UsageError(f"no API key: set the environment variable {env_name} (or name another with --api-key-env) to call {clean_url(base_url)}.")
+    return NO_KEY
+
+
+def parse_retry_after(headers, cap: float) -> float | None:
+    """Seconds to wait from `retry-after-ms`, `retry-after` (seconds or an HTTP date), capped."""
+    if headers is None:
+        return None
+    value = headers.get("retry-after-ms")
+    try:
+        if value is not None:
+            return min(max(float(value) / 1000.0, 0.0), cap)
+    except ValueError:
+        pass
+    value = headers.get("retry-after")
+    if not value:
+        return None
+    try:
+        seconds = float(value)
+    except ValueError:
+        try:
+            when = email.utils.parsedate_to_datetime(value)
+        except (TypeError, ValueError):
+            return None
+        if when is None:
+            return None
+        seconds = when.timestamp() - time.time()
+    return min(max(seconds, 0.0), cap)
+
+
+@dataclass
+class RetryPolicy:
+    max_retries: int = 5
+    base: float = 0.5  # first backoff, seconds; doubles each attempt
+    cap: float = 30.0  # longest backoff
+    retry_after_cap: float = 120.0  # longest Retry-After we obey
+
+    def delay(self, attempt: int) -> float:
+        """Equal jitter: half fixed (so a storm still spreads out), half random."""
+        d = min(self.cap, self.base * (2 ** attempt))
+        return d / 2 + random.uniform(0, d / 2)
+
+
+class MalformedResponse(Exception):
+    """The server answered 2xx with something that is not a chat completion."""
+
+
+@dataclass
+class Outcome:
+    action: str  # "retry" | "fail" (this row) | "fatal" (the run)
+    code: str
+    message: str
+    retry_after: float | None = None
+
+
+def classify(exc: BaseException, *, model: str, base_url: str, retry_after_cap: float) -> Outcome:
+    """Sort an exception from one attempt into what to do next."""
+    import json
+
+    import openai
+
+    where = clean_url(base_url)
+    if isinstance(exc, openai.APITimeoutError) or isinstance(exc, asyncio.TimeoutError):
+        return Outcome("retry", TIMEOUT, "no answer within the request timeout")
+    if isinstance(exc, openai.APIConnectionError):
+        return Outcome("retry", API, f"connection error ({_cause(exc)})")
+    if isinstance(exc, (MalformedResponse, json.JSONDecodeError, openai.APIResponseValidationError)):
+        return Outcome("retry", API, f"malformed response: {exc}")
+    if not isinstance(exc, openai.APIStatusError):
+        return Outcome("fail", API, f"{type(exc).__name__}: {exc}")
+    status, detail = exc.status_code, _detail(exc)
+    if status in (401, 403):
+        return Outcome("fatal", API, f"{where} refused the API key ({status}: {detail}); check the key in the variable named by --api-key-env.")
+    if status == 404:
+        return Outcome("fatal", API, f"{where} answered 404 for model '{model}' ({detail}); check --model and --base-url.")
+    if status == 429 and _error_code(exc) == "insufficient_quota":
+        return Outcome("fatal", API, f"{where} says the account is out of quota (429: {detail}).")
+    if status in (408, 409, 425, 429) or status >= 500:
+        wait = parse_retry_after(exc.response.headers, retry_after_cap) if exc.response is not None else None
+        return Outcome("retry", API, f"{status}: {detail}", wait)
+    return Outcome("fail", API, f"{status}: {detail}")
+
+
+def _cause(exc: BaseException) -> str:
+    cause = exc.__cause__ or exc.__context__
+    return type(cause).__name__ if cause else str(exc)
+
+
+def _error_code(exc) -> str:
+    body = exc.body if isinstance(exc.body, dict) else {}
+    err = body.get("error", body) if isinstance(body.get("error", body), dict) else body
+    return str(err.get("code") or err.get("type") or "")
+
+
+def _detail(exc) -> str:
+    body = exc.body
+    if isinstance(body, dict):
+        err = body.get("error", body)
+        msg = err.get("message") if isinstance(err, dict) else err
+        if msg:
+            return str(msg)
+    return getattr(exc, "message", "") or str(exc)
+
+
+@dataclass
+class UsageMeter:
+    """Run totals; updated only on the client's event loop thread, read from any thread."""
+
+    requests: int = 0
+    ok: int = 0
+    failed: int = 0
+    attempts: int = 0
+    retries: int = 0
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    errors: dict = field(default_factory=dict)  # code -> count
+
+    def summary(self, model: str, price_in=None, price_out=None) -> dict:
+        pin, pout, source = price_for(model, price_in, price_out)
+        cost = None
+        if pin is not None:
+            cost = round((self.prompt_tokens * pin + self.completion_tokens * pout) / 1e6, 6)
+        # Flat keys that cannot clash with the runner's own summary (ok, failed, rows...).
+        return {
+            "api_requests": self.requests, "api_attempts": self.attempts, "api_retries": self.retries,
+            "api_errors": dict(self.errors), "prompt_tokens": self.prompt_tokens,
+            "completion_tokens": self.completion_tokens, "total_tokens": self.prompt_tokens + self.completion_tokens,
+            "price_in": pin, "price_out": pout, "price_source": source, "cost_usd": cost,
+        }
+
+
+class LoopThread:
+    """An asyncio loop in a daemon thread, so synchronous callers can share one connection pool."""
+
+    def __init__(self, name: str = "vidcap-api"):
+        self.loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self._run, name=name, daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        asyncio.set_event_loop(self.loop)
+        self.loop.run_forever()
+
+    def submit(self, coro):
+        return asyncio.run_coroutine_threadsafe(coro, self.loop)
+
+    def run(self, coro):
+        future = self.submit(coro)
+        try:
+            return future.result()
+        except BaseException:
+            future.cancel()  # Ctrl-C or a fatal error: stop the requests still in flight
+            raise
+
+    async def wrap(self, coro):
+        """Await `coro` on this loop from any other event loop."""
+        try:
+            running = asyncio.get_running_loop()
+        except RuntimeError:
+            running = None
+        if running is self.loop:
+            return await coro
+        return await asyncio.wrap_future(self.submit(coro))
+
+    def stop(self) -> None:
+        if self.loop.is_closed():
+            return
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self._thread.join(timeout=10)
+        if not self._thread.is_alive():
+            self.loop.close()
+
+
+def format_failure(outcome: Outcome, attempts: int, redactor: Redactor) -> str:
+    tail = f" (after {attempts} attempts)" if attempts > 1 else ""
+    return format_error(outcome.code, redactor(outcome.message) + tail)
+
+
+@dataclass
+class ChatReply:
+    text: str = ""
+    error: str = ""  # "code: message"; empty on success
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    finish_reason: str = ""
+    attempts: int = 0
+
+
+def parse_completion(resp) -> ChatReply:
+    """A chat completion -> ChatReply; anything else is MalformedResponse (retried)."""
+    try:
+        choice = resp.choices[0]
+        text = choice.message.content
+        finish = choice.finish_reason or ""
+    except (AttributeError, IndexError, KeyError, TypeError) as exc:
+        raise MalformedResponse(f"no choices[0].message in the response ({type(exc).__name__})") from None
+    if text is not None and not isinstance(text, str):
+        raise MalformedResponse("message content is not text")
+    usage = getattr(resp, "usage", None)
+    return ChatReply(text=(text or "").strip(), finish_reason=str(finish),
+                     prompt_tokens=int(getattr(usage, "prompt_tokens", 0) or 0),
+                     completion_tokens=int(getattr(usage, "completion_tokens", 0) or 0))
+
+
+class ChatClient:
+    """Chat-completions calls with bounded concurrency, retries and usage totals.
+
+    `start()` opens an AsyncOpenAI client on a background loop; `run(coro)` drives a coroutine there
+    from synchronous code and `await wrap(coro)` from any other event loop; `chat()` itself runs on
+    that loop. Raises FatalRunError (and keeps raising it) once the server refuses the key or model.
+    """
+
+    def __init__(self, model: str, *, base_url=None, api_key_env="OPENAI_API_KEY", concurrency=16,
+                 max_retries=5, timeout=60.0, price_in=None, price_out=None, backoff_base=0.5,
+                 backoff_cap=30.0, retry_after_cap=120.0, fatal_after_rejects=8):
+        self.model = model
+        self.base_url = resolve_base_url(base_url)
+        self.api_key_env = api_key_env or "OPENAI_API_KEY"
+        self.concurrency = max(1, int(concurrency))
+        self.timeout = float(timeout)
+        self.policy = RetryPolicy(max(0, int(max_retries)), backoff_base, backoff_cap, retry_after_cap)
+        self.price_in, self.price_out = price_in, price_out
+        self.fatal_after_rejects = fatal_after_rejects
+        self.usage = UsageMeter()
+        self.redact = Redactor()
+        self._key = None
+        self._loop = self._client = self._sem = None
+        self._fatal = ""
+        self._rejects = 0
+        self._not_before = 0.0
+
+    def start(self) -> None:
+        if self._loop is not None:
+            return
+        self._key = resolve_api_key(self.base_url, self.api_key_env)
+        self.redact = Redactor(self._key)
+        guard_loggers(self.redact)
+        self._loop = LoopThread()
+        self._loop.run(self._open())
+
+    async def _open(self) -> None:
+        import openai
+
+        # max_retries=0: the retry count and the backoff are ours, not the library's.
+        self._client = openai.AsyncOpenAI(api_key=self._key, base_url=self.base_url, max_retries=0,
+                                          timeout=self.timeout)
+        self._sem = asyncio.Semaphore(self.concurrency)
+
+    def run(self, coro):
+        self.start()
+        return self._loop.run(coro)
+
+    async def wrap(self, coro):
+        self.start()
+        return await self._loop.wrap(coro)
+
+    def close(self) -> None:
+        if self._loop is None:
+            return
+        try:
+            self._loop.run(self._client.close())
+        finally:
+            self._loop.stop()
+            self._loop = self._client = None
+
+    def check_fatal(self) -> None:
+        if self._fatal:
+            raise FatalRunError(self._fatal)
+
+    async def chat(self, messages: list, **params) -> ChatReply:
+        self.usage.requests += 1
+        async with self._sem:
+            attempt = 0
+            while True:
+                self.check_fatal()
+                await self._wait_pause()
+                self.usage.attempts += 1
+                try:
+                    resp = await self._client.chat.completions.create(model=self.model, messages=messages, **params)
+                    reply = parse_completion(resp)
+                except asyncio.CancelledError:
+                    raise
+                except Exception as exc:  # sorted below: retry, fail the row, or stop the run
+                    out = classify(exc, model=self.model, base_url=self.base_url,
+                                   retry_after_cap=self.policy.retry_after_cap)
+                    if out.action == "retry" and attempt < self.policy.max_retries:
+                        await self._backoff(out, attempt)
+                        attempt += 1
+                        continue
+                    return self._failed(out, attempt + 1)
+                return self._succeeded(reply, attempt + 1)
+
+    async def _backoff(self, out: Outcome, attempt: int) -> None:
+        self.usage.retries += 1
+        delay = out.retry_after if out.retry_after is not None else self.policy.delay(attempt)
+        if out.retry_after is not None:  # the server asked everyone to wait, not just this request
+            self._not_before = max(self._not_before, time.monotonic() + delay)
+        log.info("retry %d in %.1fs: %s", attempt + 1, delay, self.redact(f"{out.code}: {out.message}"))
+        await asyncio.sleep(delay)
+
+    async def _wait_pause(self) -> None:
+        wait = self._not_before - time.monotonic()
+        if wait > 0:
+            await asyncio.sleep(wait)
+
+    def _succeeded(self, reply: ChatReply, attempts: int) -> ChatReply:
+        self._rejects = 0
+        self.usage.ok += 1
+        self.usage.prompt_tokens += reply.prompt_tokens
+        self.usage.completion_tokens += reply.completion_tokens
+        reply.attempts = attempts
+        if not reply.text:
+            reply.error = format_error("empty_text", f"the model returned no text (finish_reason={reply.finish_reason or 'none'})")
+            self._count_error("empty_text")
+        return reply
+
+    def _failed(self, out: Outcome, attempts: int) -> ChatReply:
+        if out.action == "fatal":
+            self._fatal = self.redact(out.message)
+            raise FatalRunError(self._fatal)
+        if out.action == "fail" and self.usage.ok == 0:
+            self._rejects += 1
+            if self._rejects >= self.fatal_after_rejects:
+                self._fatal = self.redact(f"the first {self._rejects} requests to {clean_url(self.base_url)} were all rejected "
+                                          f"({out.message}); fix the request settings (model, frames, --detail) before rerunning.")
+                raise FatalRunError(self._fatal)
+        self.usage.failed += 1
+        self._count_error(out.code)
+        return ChatReply(error=format_failure(out, attempts, self.redact), attempts=attempts)
+
+    def _count_error(self, code: str) -> None:
+        self.usage.errors[code] = self.usage.errors.get(code, 0) + 1
+
+    def usage_summary(self) -> dict:
+        return self.usage.summary(self.model, self.price_in, self.price_out)
+
+    def provenance(self) -> dict:
+        return {"model": self.model, "base_url": clean_url(self.base_url), "api_key_env": self.api_key_env,
+                "concurrency": self.concurrency, "max_retries": self.policy.max_retries, "timeout": self.timeout}

@@ -1,0 +1,154 @@
+"""Captions from any OpenAI-compatible chat-completions server (OpenAI GPT-4o, vLLM, SGLang).
+
+One request per video: the prompt as text, then the K frames as JPEG data URLs. Requests run
+concurrently on a background event loop (see api_common.ChatClient); `caption()` serves the
+runner's synchronous batches and `caption_one()` lets an async runner stream rows one by one.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+
+import numpy as np
+
+from ..errors import UsageError, format_error
+from .api_common import ChatClient
+from .base import CaptionBackend, CaptionOptions, CaptionRequest, CaptionResult
+
+DEFAULT_MODEL = "gpt-4o"
+DETAILS = ("low", "high", "auto")
+# Reasoning models reject max_tokens and a non-default temperature.
+_REASONING_PREFIXES = ("o1", "o3", "o4", "gpt-5")
+
+
+def default_prompt() -> str:
+    """The seed's GPT-4V prompt (`video-f3-detail-3ex`)."""
+    from ..prompts.caption import GPT4V_DEFAULT, get_prompt
+
+    return get_prompt(GPT4V_DEFAULT).text
+
+
+def encode_jpeg(frame: np.ndarray, quality: int = 90) -> str:
+    """An RGB uint8 [H,W,3] frame -> `data:image/jpeg;base64,...`."""
+    frame = np.ascontiguousarray(frame)
+    if frame.dtype != np.uint8 or frame.ndim != 3 or frame.shape[2] != 3:
+        raise ValueError(f"expected a uint8 [H,W,3] RGB frame, got {frame.dtype} {list(frame.shape)}")
+    try:
+        import cv2
+    except ImportError:
+        cv2 = None
+    if cv2 is not None:
+        ok, buf = cv2.imencode(".jpg", frame[:, :, ::-1], [cv2.IMWRITE_JPEG_QUALITY, int(quality)])
+        if not ok:
+            raise ValueError("JPEG encoding failed")
+        data = buf.tobytes()
+    else:
+        import io
+
+        from PIL import Image
+
+        out = io.BytesIO()
+        Image.fromarray(frame).save(out, format="JPEG", quality=int(quality))
+        data = out.getvalue()
+    return "data:image/jpeg;base64," + base64.b64encode(data).decode("ascii")
+
+
+def frame_list(request: CaptionRequest) -> list[np.ndarray]:
+    frames = np.asarray(request.frames)
+    if frames.ndim == 3:
+        frames = frames[None]
+    if frames.ndim != 4 or len(frames) == 0:
+        raise ValueError(f"expected frames [K,H,W,3], got shape {list(frames.shape)}")
+    return [frames[0]] if request.is_image else list(frames)
+
+
+class OpenAIBackend(CaptionBackend):
+    name = "openai"
+
+    def __init__(self, preset, options: CaptionOptions):
+        super().__init__(preset, options)
+        if options.detail not in DETAILS:
+            raise UsageError(f"--detail must be one of {', '.join(DETAILS)}, not '{options.detail}'.")
+        extra = options.extra or {}
+        self.jpeg_quality = int(extra.get("jpeg_quality", 90))
+        self.client = ChatClient(
+            self.model_label(), base_url=options.base_url, api_key_env=options.api_key_env,
+            concurrency=options.concurrency, max_retries=options.max_retries, timeout=options.timeout,
+            price_in=options.price_in, price_out=options.price_out,
+            backoff_base=float(extra.get("backoff_base", 0.5)),
+            retry_after_cap=float(extra.get("retry_after_cap", 120.0)))
+        self._prompt = None
+
+    def model_label(self) -> str:
+        return (self.preset.model_id or self.preset.name) if self.preset else DEFAULT_MODEL
+
+    def provenance(self) -> dict:
+        return {"backend": self.name, **self.client.provenance(), "detail": self.options.detail,
+                "max_new_tokens": self.options.max_new_tokens, "temperature": self.options.temperature,
+                "jpeg_quality": self.jpeg_quality}
+
+    def setup(self, device: str | None = None) -> None:
+        self.client.start()  # raises UsageError for a missing key before any row is read
+
+    def teardown(self) -> None:
+        self.client.close()
+
+    def usage_summary(self) -> dict:
+        """Run totals: requests, ok, failed, retries, tokens, and cost_usd (None for unpriced models)."""
+        return self.client.usage_summary()
+
+    def caption(self, requests: list[CaptionRequest]) -> list[CaptionResult]:
+        """Caption a batch concurrently (up to options.concurrency in flight); same order out."""
+        if not requests:
+            return []
+        return self.client.run(self._caption_all(list(requests)))
+
+    async def caption_one(self, request: CaptionRequest) -> CaptionResult:
+        """Caption one request; awaitable from any event loop, so a runner can keep
+        `concurrency` rows in flight and write each as it lands. Raises FatalRunError."""
+        return await self.client.wrap(self._caption_async(request))
+
+    async def _caption_all(self, requests):
+        tasks = [asyncio.ensure_future(self._caption_async(r)) for r in requests]
+        try:
+            return list(await asyncio.gather(*tasks))
+        except BaseException:
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            raise
+
+    async def _caption_async(self, request: CaptionRequest) -> CaptionResult:
+        self.client.check_fatal()
+        try:
+            # cv2 releases the GIL, so encoding in threads overlaps with the network.
+            messages = await asyncio.get_running_loop().run_in_executor(None, self._messages, request)
+        except ValueError as exc:
+            return CaptionResult(error=format_error("model", f"cannot encode frames: {exc}"), finish_reason="")
+        reply = await self.client.chat(messages, **self._params())
+        return CaptionResult(text=reply.text if not reply.error else "", error=reply.error,
+                             prompt_tokens=reply.prompt_tokens, completion_tokens=reply.completion_tokens,
+                             finish_reason=reply.finish_reason)
+
+    def _messages(self, request: CaptionRequest) -> list[dict]:
+        prompt = request.prompt or self._default_prompt()
+        content = [{"type": "text", "text": prompt}]
+        for frame in frame_list(request):
+            url = encode_jpeg(frame, self.jpeg_quality)
+            content.append({"type": "image_url", "image_url": {"url": url, "detail": self.options.detail}})
+        return [{"role": "user", "content": content}]
+
+    def _default_prompt(self) -> str:
+        if self._prompt is None:
+            self._prompt = default_prompt()
+        return self._prompt
+
+    def _params(self) -> dict:
+        model = self.client.model.rsplit("/", 1)[-1]
+        if model.startswith(_REASONING_PREFIXES):
+            params = {"max_completion_tokens": int(self.options.max_new_tokens)}
+            if self.options.temperature not in (None, 0, 1):
+                params["temperature"] = float(self.options.temperature)
+            return params
+        return {"max_tokens": int(self.options.max_new_tokens), "temperature": float(self.options.temperature or 0.0)}
