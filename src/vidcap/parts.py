@@ -164,7 +164,7 @@ class PartStore:
         return res
 
     # -- finish ----------------------------------------------------------------------------------
-    def finalize(self, manifest: pd.DataFrame, results: pd.DataFrame, summary: dict) -> None:
+    def finalize(self, manifest: pd.DataFrame, results: pd.DataFrame, summary: dict, dtypes: dict | None = None) -> None:
         results = best_per_rid(results)
         public = public_columns(manifest.drop(columns=[c for c in manifest.columns if c == RID], errors="ignore"))
         res_cols = [c for c in results.columns if c != RID]
@@ -172,7 +172,11 @@ class PartStore:
         out = public.rename(columns=clash)
         out[RID] = manifest[RID].values
         out = out.merge(results, on=RID, how="left")
-        out = out.drop(columns=[RID])
+        for c, dtype in (dtypes or {}).items():  # failed rows must not turn integer columns into floats
+            if c in out.columns:
+                out[c] = out[c].astype(dtype)
+        tail = [c for c in ("status", "error") if c in out.columns]
+        out = out[[c for c in out.columns if c != RID and c not in tail] + tail]
         meta = {"fingerprint": self.fingerprint, "summary": summary, "vidcap": __version__,
                 "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
         try:

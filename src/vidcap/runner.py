@@ -193,7 +193,7 @@ class Run:
             self._process(todo)
             results = store.load_results(df)
             summary = self._summary(len(df), skipped, duplicates, len(todo), time.monotonic() - t0, results)
-            store.finalize(df, results, summary)
+            store.finalize(df, results, summary, self.stage.dtypes)
             return summary
         finally:
             store.close()

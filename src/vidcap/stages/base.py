@@ -18,6 +18,7 @@ class Stage:
     name = "stage"  # command name; default output suffix
     suffix = "stage"
     columns: list[str] = []  # result columns added to the output (besides status, error)
+    dtypes: dict[str, str] = {}  # output column -> pandas dtype (e.g. "Int64": ints with missing values)
     batch_size = 8
     needs_path = True  # the manifest must have a `path` column
     required_columns: tuple[str, ...] = ("path",)

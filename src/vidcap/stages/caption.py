@@ -32,6 +32,7 @@ class CaptionStage(Stage):
     suffix = "caption"
     columns = ["text", "num_frames", "fps", "width", "height", "frame_idx", "model", "prompt",
                "prompt_tokens", "completion_tokens", "finish_reason"]
+    dtypes = {c: "Int64" for c in ("num_frames", "width", "height", "prompt_tokens", "completion_tokens")}
 
     def __init__(self, preset: Preset, options: CaptionOptions):
         from ..prompts.caption import get_prompt
