@@ -1,0 +1,321 @@
+"""Text chat models for tagging captions: in-process transformers, OpenAI-compatible APIs, and a fake.
+
+All three take a list of ChatRequest (chat messages) and return CaptionResult in the same order.
+"""
+
+from __future__ import annotations
+
+import copy
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from ..errors import OOM, UsageError, format_error
+from .base import CaptionOptions, CaptionResult
+
+DEFAULT_TAG_MODEL = "meta-llama/Meta-Llama-3-8B-Instruct"
+DEFAULT_API_TAG_MODEL = "gpt-4o-mini"  # --backend openai without --model
+# End-of-turn markers of common chat families; generation stops on whichever the tokenizer knows.
+_END_OF_TURN = ("<|eot_id|>", "<|im_end|>", "<end_of_turn>", "<|end|>", "<|endoftext|>", "<|end_of_text|>")
+_DTYPES = {"bfloat16": "bfloat16", "bf16": "bfloat16", "float16": "float16", "fp16": "float16",
+           "half": "float16", "float32": "float32", "fp32": "float32"}
+
+
+@dataclass
+class ChatRequest:
+    messages: list[dict]  # [{"role": "system"|"user", "content": str}, ...]
+    meta: dict = field(default_factory=dict)
+
+
+class ChatBackend:
+    """One chat turn per request; subclasses load in `setup` and answer in `chat`."""
+
+    name = "base"
+
+    def __init__(self, model: str | None, options: CaptionOptions | None = None):
+        self.model = model
+        self.options = options or CaptionOptions()
+
+    def provenance(self) -> dict:
+        return {"backend": self.name, "model": self.model, "max_new_tokens": self.options.max_new_tokens,
+                "temperature": self.options.temperature}
+
+    def setup(self, device: str | None = None) -> None:
+        pass
+
+    def chat(self, requests: list[ChatRequest]) -> list[CaptionResult]:
+        raise NotImplementedError
+
+    def usage_summary(self) -> dict:
+        return {}
+
+    def teardown(self) -> None:
+        pass
+
+
+class HFChatBackend(ChatBackend):
+    """A transformers causal LM with its own chat template: left-padded batches, greedy by default."""
+
+    name = "hf"
+
+    def __init__(self, model: str | None, options: CaptionOptions | None = None):
+        super().__init__(model or DEFAULT_TAG_MODEL, options)
+        self.tokenizer = self.lm = None
+        self.device = None
+        self._merge_system = False
+        self._eos: list[int] = []
+        self.prompt_tokens = self.completion_tokens = 0
+
+    def provenance(self) -> dict:
+        info = super().provenance()
+        if self.lm is not None:
+            info["revision"] = getattr(self.lm.config, "_commit_hash", None)
+            info["dtype"] = str(self.lm.dtype).replace("torch.", "")
+        return info
+
+    def setup(self, device: str | None = None) -> None:
+        import torch
+
+        if self.lm is not None:
+            return
+        self.device = device or self.options.device or ("cuda" if torch.cuda.is_available() else "cpu")
+        dtype = _torch_dtype(self.options.dtype, self.device)
+        self.tokenizer = _load_tokenizer(self.model, self.options.trust_remote_code)
+        self.lm = _load_lm(self.model, dtype, self.device, self.options.trust_remote_code)
+        self._eos = _eos_ids(self.tokenizer, self.lm)
+        self._merge_system = not _system_role_ok(self.tokenizer)
+
+    def render(self, messages: list[dict]) -> str:
+        """The exact prompt text the model sees (its chat template plus the assistant turn opener)."""
+        if self._merge_system and messages and messages[0]["role"] == "system":
+            rest = list(messages[1:]) or [{"role": "user", "content": ""}]
+            rest[0] = dict(rest[0], content=f"{messages[0]['content']}\n\n{rest[0]['content']}")
+            messages = rest
+        return self.tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
+
+    def chat(self, requests: list[ChatRequest]) -> list[CaptionResult]:
+        if not requests:
+            return []
+        import torch
+
+        try:
+            return self._generate([self.render(r.messages) for r in requests])
+        except torch.cuda.OutOfMemoryError as exc:
+            torch.cuda.empty_cache()
+            if len(requests) == 1:
+                return [CaptionResult(error=format_error(OOM, f"out of GPU memory on one caption ({exc})"))]
+            half = len(requests) // 2  # a smaller batch often fits; the results keep their order
+            return self.chat(requests[:half]) + self.chat(requests[half:])
+
+    def _generate(self, texts: list[str]) -> list[CaptionResult]:
+        import torch
+
+        tok = self.tokenizer
+        # The template already holds BOS and the special markers, so the tokenizer must not add them again.
+        enc = tok(texts, return_tensors="pt", padding=True, add_special_tokens=False).to(self.lm.device)
+        with torch.inference_mode():
+            out = self.lm.generate(**enc, generation_config=self._gen_config())
+        new = out[:, enc["input_ids"].shape[1]:].tolist()
+        lengths = enc["attention_mask"].sum(dim=1).tolist()
+        results = []
+        for ids, n_in in zip(new, lengths):
+            stop = next((i for i, t in enumerate(ids) if t in self._eos), None)
+            kept = ids if stop is None else ids[:stop]
+            n_out = len(ids) if stop is None else stop + 1
+            self.prompt_tokens += int(n_in)
+            self.completion_tokens += n_out
+            results.append(CaptionResult(text=tok.decode(kept, skip_special_tokens=True).strip(),
+                                         prompt_tokens=int(n_in), completion_tokens=n_out,
+                                         finish_reason="length" if stop is None else "stop"))
+        return results
+
+    def _gen_config(self):
+        cfg = copy.deepcopy(self.lm.generation_config)
+        temp = float(self.options.temperature or 0.0)
+        cfg.do_sample = temp > 0
+        cfg.temperature = temp if temp > 0 else None
+        if temp <= 0:  # the model's sampling defaults would only trigger warnings under greedy decoding
+            cfg.top_p = cfg.top_k = None
+        cfg.max_new_tokens = int(self.options.max_new_tokens)
+        cfg.eos_token_id = list(self._eos)
+        cfg.pad_token_id = self.tokenizer.pad_token_id
+        return cfg
+
+    def usage_summary(self) -> dict:
+        return {"prompt_tokens": self.prompt_tokens, "completion_tokens": self.completion_tokens}
+
+    def teardown(self) -> None:
+        if self.lm is None:
+            return
+        import gc
+
+        import torch
+
+        self.lm = self.tokenizer = None
+        gc.collect()
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
+
+
+def _torch_dtype(name: str | None, device: str):
+    import torch
+
+    if name is None:
+        return torch.bfloat16 if str(device).startswith("cuda") else torch.float32
+    key = _DTYPES.get(str(name).lower())
+    if key is None:
+        raise UsageError(f"--dtype '{name}' is not one of bfloat16, float16, float32.")
+    return getattr(torch, key)
+
+
+def _check_local(model: str) -> None:
+    """A local folder must hold a config and safetensors weights (pickled .bin weights are refused)."""
+    path = Path(model).expanduser()
+    if not path.exists():
+        return
+    if not path.is_dir() or not (path / "config.json").exists():
+        raise UsageError(f"model path {model} is not a saved Hugging Face model folder (no config.json); pass a model id or such a folder.")
+    if not any(path.glob("*.safetensors")):
+        found = "only .bin weights" if any(path.glob("*.bin")) else "no weights"
+        raise UsageError(f"model folder {model} has {found}; vidcap loads .safetensors weights only (re-save with save_pretrained(safe_serialization=True)).")
+
+
+def _load_error(model: str, exc: Exception) -> UsageError:
+    first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
+    return UsageError(f"could not load chat model '{model}' ({first}); pass a downloaded model id or a local folder with safetensors weights.")
+
+
+def _load_tokenizer(model: str, trust_remote_code: bool):
+    from transformers import AutoTokenizer
+
+    _check_local(model)
+    try:
+        tok = AutoTokenizer.from_pretrained(model, trust_remote_code=trust_remote_code)
+    except (OSError, ValueError) as exc:
+        raise _load_error(model, exc) from None
+    if not getattr(tok, "chat_template", None):
+        raise UsageError(f"model '{model}' has no chat template; tag with an instruction-tuned chat model such as {DEFAULT_TAG_MODEL}.")
+    tok.padding_side = "left"  # generation continues from the last position, so padding must come first
+    if tok.pad_token is None:
+        if tok.eos_token is None:
+            raise UsageError(f"the tokenizer of '{model}' has neither a pad nor an eos token; it cannot batch.")
+        tok.pad_token = tok.eos_token
+    return tok
+
+
+def _load_lm(model: str, dtype, device: str, trust_remote_code: bool):
+    from transformers import AutoModelForCausalLM
+
+    kwargs = dict(dtype=dtype, use_safetensors=True, trust_remote_code=trust_remote_code)
+    if str(device).startswith("cuda"):
+        kwargs["device_map"] = {"": device}  # load straight onto the GPU, no full copy in host memory
+    try:
+        lm = AutoModelForCausalLM.from_pretrained(model, **kwargs)
+    except (OSError, ValueError) as exc:
+        raise _load_error(model, exc) from None
+    if "device_map" not in kwargs:
+        lm = lm.to(device)
+    return lm.eval()
+
+
+def _eos_ids(tok, lm) -> list[int]:
+    ids = []
+    for source in (lm.generation_config.eos_token_id, tok.eos_token_id):
+        ids += source if isinstance(source, (list, tuple)) else [source]
+    vocab = tok.get_vocab()
+    ids += [vocab[t] for t in _END_OF_TURN if t in vocab]
+    return sorted({int(i) for i in ids if i is not None})
+
+
+def _system_role_ok(tok) -> bool:
+    """Some templates (Gemma, Mistral v0.1) raise on a system turn; those get it merged into the user turn."""
+    try:
+        text = tok.apply_chat_template([{"role": "system", "content": "S1S"}, {"role": "user", "content": "U1U"}],
+                                       add_generation_prompt=True, tokenize=False)
+    except Exception:
+        return False
+    return "S1S" in text
+
+
+class OpenAIChatBackend(ChatBackend):
+    """One chat-completions request per caption through the shared API client (retries, concurrency)."""
+
+    name = "openai"
+
+    def __init__(self, model: str | None, options: CaptionOptions | None = None):
+        super().__init__(model or DEFAULT_API_TAG_MODEL, options)
+        self.client = None
+
+    def _make_client(self):
+        from .api_common import ChatClient
+
+        o = self.options
+        return ChatClient(self.model, base_url=o.base_url, api_key_env=o.api_key_env, concurrency=o.concurrency,
+                          max_retries=o.max_retries, timeout=o.timeout, price_in=o.price_in, price_out=o.price_out)
+
+    def provenance(self) -> dict:
+        info = super().provenance()
+        if self.client is not None:
+            info.update(self.client.provenance())
+        return info
+
+    def setup(self, device: str | None = None) -> None:
+        if self.client is None:
+            self.client = self._make_client()
+            self.client.start()
+
+    def _params(self) -> dict:
+        from .api_common import is_openai_url
+
+        params = {"temperature": float(self.options.temperature or 0.0)}
+        limit = "max_completion_tokens" if is_openai_url(self.client.base_url) else "max_tokens"
+        params[limit] = int(self.options.max_new_tokens)
+        return params
+
+    def chat(self, requests: list[ChatRequest]) -> list[CaptionResult]:
+        import asyncio
+
+        self.setup()
+        params = self._params()
+
+        async def run_all():
+            return await asyncio.gather(*(self.client.chat(r.messages, **params) for r in requests))
+
+        replies = self.client.run(run_all())
+        return [CaptionResult(text=r.text, error=r.error, prompt_tokens=r.prompt_tokens,
+                              completion_tokens=r.completion_tokens, finish_reason=r.finish_reason or "stop")
+                for r in replies]
+
+    def usage_summary(self) -> dict:
+        return self.client.usage_summary() if self.client is not None else {}
+
+    def teardown(self) -> None:
+        if self.client is not None:
+            self.client.close()
+            self.client = None
+
+
+class FakeChatBackend(ChatBackend):
+    """No model: answers `[w1, w2, ...]` with the caption's first long words (deterministic, for tests)."""
+
+    name = "fake"
+
+    def chat(self, requests: list[ChatRequest]) -> list[CaptionResult]:
+        out = []
+        for req in requests:
+            caption = req.messages[-1]["content"]
+            words = [w.lower() for w in re.findall(r"[A-Za-z]{4,}", caption)][:3]
+            text = f"Here are the tags: [{', '.join(words)}]" if words else "I found nothing to list."
+            out.append(CaptionResult(text=text, prompt_tokens=len(caption.split()), completion_tokens=len(words) + 4))
+        return out
+
+
+CHAT_BACKENDS = {"hf": HFChatBackend, "openai": OpenAIChatBackend, "fake": FakeChatBackend}
+
+
+def make_chat_backend(backend: str = "hf", model: str | None = None,
+                      options: CaptionOptions | None = None) -> ChatBackend:
+    """`--backend hf|openai|fake` -> a chat backend (nothing is loaded until `setup`)."""
+    if backend not in CHAT_BACKENDS:
+        raise UsageError(f"unknown tag backend '{backend}'; known: {', '.join(sorted(CHAT_BACKENDS))}.")
+    return CHAT_BACKENDS[backend](model, options)

@@ -1,0 +1,104 @@
+"""The tag stage: each row's caption (`text`) -> a chat model -> a clean tag list in the column `<key>`."""
+
+from __future__ import annotations
+
+import hashlib
+
+from ..errors import EMPTY_TEXT, VidcapError
+from ..manifest import ABSPATH
+from ..prompts.tags import TagPrompt, check_key, tag_prompt
+from ..tags.parse import parse_tags
+from .base import Item, Stage
+
+
+def _text(row: dict, column: str) -> str:
+    value = row.get(column)
+    if value is None or (isinstance(value, float) and value != value):
+        return ""
+    return str(value).strip()
+
+
+class TextLoader:
+    """Runs on the loader side: the caption, or `empty_text` so the row never reaches the model."""
+
+    def __init__(self, column: str = "text"):
+        self.column = column
+
+    def __call__(self, row: dict) -> str:
+        text = _text(row, self.column)
+        if not text:
+            raise VidcapError(EMPTY_TEXT, f"the '{self.column}' column is empty, so there is nothing to tag")
+        return text
+
+
+class TagStage(Stage):
+    """`TagStage(key, backend, prompt=None, batch_size=32, text_column="text")`.
+
+    `backend` is a vidcap.backends.llm.ChatBackend (`make_chat_backend("hf"|"openai"|"fake", model, options)`);
+    `prompt` a TagPrompt (default: the built-in prompt for `key`, which must then be objects or actions).
+    """
+
+    name = "tag"
+    needs_path = False
+    default_workers = 0  # loading is reading a string: worker processes would only cost start-up time
+
+    def __init__(self, key: str, backend, prompt: TagPrompt | None = None, batch_size: int = 32,
+                 text_column: str = "text"):
+        self.key = check_key(key)
+        self.prompt = prompt or tag_prompt(key)
+        self.backend = backend
+        self.batch_size = max(1, int(batch_size))
+        self.text_column = text_column
+        self.required_columns = (text_column,)
+        self.suffix = key
+        self.columns = [key]
+        self.parse_failed = 0
+        self.model_failed = 0
+
+    def fingerprint(self) -> dict:
+        opts = self.backend.options
+        return {"stage": self.name, "key": self.key, "prompt": self.prompt.fingerprint(),
+                "backend": self.backend.name, "model": self.backend.model, "text_column": self.text_column,
+                "max_new_tokens": opts.max_new_tokens, "temperature": opts.temperature}
+
+    def provenance(self) -> dict:
+        return dict(self.fingerprint(), prompt_source=self.prompt.source, engine=self.backend.provenance())
+
+    def row_key(self, row: dict) -> str:
+        """Path and caption: a changed caption is a new row whose tags must be made again."""
+        ident = f"{row.get(ABSPATH) or ''}\x00{_text(row, self.text_column)}"
+        return hashlib.sha1(ident.encode("utf-8", "surrogatepass")).hexdigest()[:20]
+
+    def loader(self) -> TextLoader:
+        return TextLoader(self.text_column)
+
+    def setup(self, device: str | None = None) -> None:
+        self.backend.setup(device)
+
+    def process_batch(self, items: list[Item]) -> list[dict]:
+        from ..backends.llm import ChatRequest
+
+        requests = [ChatRequest(self.prompt.messages(item.data)) for item in items]
+        results = self.backend.chat(requests)
+        out = []
+        for res in results:
+            if res.error:
+                self.model_failed += 1
+                out.append({"error": res.error, self.key: None})
+                continue
+            try:
+                tags = parse_tags(res.text, truncated=res.finish_reason == "length")
+            except VidcapError as exc:
+                self.parse_failed += 1
+                out.append({"error": exc.text, self.key: None})
+                continue
+            out.append({self.key: tags})
+        return out
+
+    def teardown(self) -> None:
+        self.backend.teardown()
+
+    def summary_extra(self) -> dict:
+        usage = self.backend.usage_summary() or {}
+        return {"key": self.key, "model": self.backend.model, "parse_failed": self.parse_failed,
+                **{k: v for k, v in usage.items() if k not in ("model", "failed", "ok")}}
