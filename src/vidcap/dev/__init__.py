@@ -1,0 +1,1 @@
+"""Developer tools: tiny random-weight model builders (`vidcap dev tiny-model`)."""
