@@ -56,6 +56,7 @@ def bar_chart(counts: pd.DataFrame, key: str, png: str | os.PathLike, top: int, 
     """Horizontal bars, most frequent tag on top; drawn with the Agg canvas so no display is needed."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
+    from matplotlib.ticker import MaxNLocator
 
     shown = counts.head(top) if top > 0 else counts
     png = Path(png)
@@ -65,7 +66,9 @@ def bar_chart(counts: pd.DataFrame, key: str, png: str | os.PathLike, top: int, 
     ax = fig.add_subplot(1, 1, 1)
     labels = list(shown["tag"])[::-1]
     values = list(shown["count"])[::-1]
-    ax.barh(range(len(values)), values, color="#4C78A8")
+    bars = ax.barh(range(len(values)), values, color="#4C78A8")
+    ax.bar_label(bars, padding=2, fontsize=7)
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_yticks(range(len(values)))
     ax.set_yticklabels(labels, fontsize=8)
     ax.set_xlabel("rows")
