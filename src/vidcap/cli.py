@@ -45,7 +45,7 @@ def output_path(manifest: Path, output: Optional[Path], suffix: str) -> Path:
 def print_summary(summary: dict, output: Path) -> None:
     from rich.console import Console
 
-    con = Console(stderr=True)
+    con = Console(stderr=True, soft_wrap=True)
     failed = summary.get("failed", {})
     nfail = sum(failed.values())
     con.print(f"[bold]done[/]: {summary['ok']} ok, {nfail} failed"

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import hashlib
+import os
+import time
 
 from .base import CaptionBackend, CaptionResult
 
@@ -14,6 +16,9 @@ class FakeBackend(CaptionBackend):
         return "fake"
 
     def caption(self, requests):
+        delay = float(os.environ.get("VIDCAP_FAKE_DELAY", "0") or 0)  # tests: make a run slow enough to kill
+        if delay:
+            time.sleep(delay)
         out = []
         for req in requests:
             f = req.frames
