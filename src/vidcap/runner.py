@@ -191,8 +191,9 @@ class Run:
             todo = [r for r in unique.to_dict("records") if r[RID] not in done or done[r[RID]]]
             skipped = len(unique) - len(todo)
             self._process(todo)
-            results = store.load_results(df)
+            results, extra = self.stage.finish_results(store.load_results(df))
             summary = self._summary(len(df), skipped, duplicates, len(todo), time.monotonic() - t0, results)
+            summary.update(extra)
             store.finalize(df, results, summary, self.stage.dtypes)
             return summary
         finally:

@@ -46,6 +46,10 @@ class Stage:
     def teardown(self) -> None:
         pass
 
+    def finish_results(self, results):
+        """Run-level work on all result rows before the merge (e.g. duplicate-caption flags)."""
+        return results, {}
+
     def summary_extra(self) -> dict:
         """Stage-specific figures for the end-of-run summary (tokens, cost, flag counts)."""
         return {}
