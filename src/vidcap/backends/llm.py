@@ -243,39 +243,35 @@ class OpenAIChatBackend(ChatBackend):
     name = "openai"
 
     def __init__(self, model: str | None, options: CaptionOptions | None = None):
-        super().__init__(model or DEFAULT_API_TAG_MODEL, options)
-        self.client = None
-
-    def _make_client(self):
         from .api_common import ChatClient
 
-        o = self.options
-        return ChatClient(self.model, base_url=o.base_url, api_key_env=o.api_key_env, concurrency=o.concurrency,
-                          max_retries=o.max_retries, timeout=o.timeout, price_in=o.price_in, price_out=o.price_out)
+        super().__init__(model or DEFAULT_API_TAG_MODEL, options)
+        o, extra = self.options, self.options.extra or {}
+        self.client = ChatClient(self.model, base_url=o.base_url, api_key_env=o.api_key_env,
+                                 concurrency=o.concurrency, max_retries=o.max_retries, timeout=o.timeout,
+                                 price_in=o.price_in, price_out=o.price_out,
+                                 backoff_base=float(extra.get("backoff_base", 0.5)),
+                                 retry_after_cap=float(extra.get("retry_after_cap", 120.0)))
 
     def provenance(self) -> dict:
-        info = super().provenance()
-        if self.client is not None:
-            info.update(self.client.provenance())
-        return info
+        return {**super().provenance(), **self.client.provenance()}
 
     def setup(self, device: str | None = None) -> None:
-        if self.client is None:
-            self.client = self._make_client()
-            self.client.start()
+        self.client.start()  # a missing key is a UsageError here, before any row is sent
 
     def _params(self) -> dict:
-        from .api_common import is_openai_url
+        from .openai_api import _REASONING_PREFIXES
 
-        params = {"temperature": float(self.options.temperature or 0.0)}
-        limit = "max_completion_tokens" if is_openai_url(self.client.base_url) else "max_tokens"
-        params[limit] = int(self.options.max_new_tokens)
-        return params
+        tokens, temp = int(self.options.max_new_tokens), float(self.options.temperature or 0.0)
+        if self.model.rsplit("/", 1)[-1].startswith(_REASONING_PREFIXES):
+            return {"max_completion_tokens": tokens, **({"temperature": temp} if temp not in (0, 1) else {})}
+        return {"max_tokens": tokens, "temperature": temp}
 
     def chat(self, requests: list[ChatRequest]) -> list[CaptionResult]:
+        if not requests:
+            return []
         import asyncio
 
-        self.setup()
         params = self._params()
 
         async def run_all():
@@ -287,12 +283,10 @@ class OpenAIChatBackend(ChatBackend):
                 for r in replies]
 
     def usage_summary(self) -> dict:
-        return self.client.usage_summary() if self.client is not None else {}
+        return self.client.usage_summary()
 
     def teardown(self) -> None:
-        if self.client is not None:
-            self.client.close()
-            self.client = None
+        self.client.close()
 
 
 class FakeChatBackend(ChatBackend):

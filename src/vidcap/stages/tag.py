@@ -102,3 +102,21 @@ class TagStage(Stage):
         usage = self.backend.usage_summary() or {}
         return {"key": self.key, "model": self.backend.model, "parse_failed": self.parse_failed,
                 **{k: v for k, v in usage.items() if k not in ("model", "failed", "ok")}}
+
+
+def build_tag_stage(key: str, *, backend: str = "hf", model: str | None = None, prompt_file=None,
+                    prompt_text: str | None = None, batch_size: int | None = None, text_column: str = "text",
+                    options=None) -> TagStage:
+    """What `vidcap tag` needs: key + backend name + model (+ CaptionOptions for tokens/API settings).
+
+    Default batch: 32 captions per generate call in-process (the seed's), 4 x concurrency over an API.
+    """
+    from ..backends.base import CaptionOptions
+    from ..backends.llm import make_chat_backend
+
+    prompt = tag_prompt(key, prompt_text=prompt_text, prompt_file=prompt_file)
+    options = options or CaptionOptions()
+    if batch_size is None:
+        batch_size = 4 * max(1, options.concurrency) if backend == "openai" else 32
+    options.batch_size = batch_size
+    return TagStage(key, make_chat_backend(backend, model, options), prompt, batch_size, text_column)
