@@ -96,6 +96,7 @@ def caption(
     tp: int = typer.Option(1, "--tp", help="Tensor-parallel GPUs per worker."),
     engine: str = typer.Option("local", "--engine", help="local or ray."),
     address: Optional[str] = typer.Option(None, "--address", help="Ray cluster address."),
+    strip_prefix: bool = typer.Option(False, "--strip-prefix", help="Drop stock openings like 'The video shows' (Open-Sora's list) and capitalise the rest."),
     workers: Optional[int] = O_WORKERS, limit: Optional[int] = O_LIMIT, shard: Optional[str] = O_SHARD,
     overwrite: bool = O_OVERWRITE, keep_parts: bool = O_KEEP, part_rows: int = O_PART_ROWS,
     quiet: bool = O_QUIET, device: Optional[str] = O_DEVICE,
@@ -122,7 +123,7 @@ def caption(
         resize=resize, device=device, pooling_shape=_pooling(pooling_shape), lora_alpha=lora_alpha,
         max_pixels=max_pixels, trust_remote_code=trust_remote_code, base_url=base_url,
         api_key_env=api_key_env, concurrency=concurrency, max_retries=max_retries, timeout=timeout,
-        detail=detail, price_in=price_in, price_out=price_out)
+        detail=detail, price_in=price_in, price_out=price_out, extra={"strip_prefix": strip_prefix})
     stage = CaptionStage(preset, opts)
     out = output_path(manifest, output, "caption")
     ropts = run_options(workers, limit, shard, overwrite, keep_parts, part_rows, quiet, device)
@@ -187,6 +188,11 @@ def tiny_model(out_dir: Path, family: str = typer.Option(..., "--family", help="
         raise UsageError(f"unknown family '{family}'; choose one of: {', '.join(FAMILIES)}.")
     build_tiny_model(out_dir, family)
     typer.echo(f"wrote a tiny random {family} model to {out_dir} (its captions are meaningless)")
+
+
+from .report.cli import register as _register_report  # noqa: E402
+
+_register_report(app)
 
 
 def main(argv=None) -> int:

@@ -1,0 +1,145 @@
+"""HTML of the review page: summary charts on top, one card per sampled row. Static, inline CSS only."""
+
+from __future__ import annotations
+
+import os
+from collections import Counter
+from html import escape
+
+import pandas as pd
+
+from ..checks import FLAGS
+from ..errors import error_code
+from .charts import WARN, bar_chart, histogram
+from .table import list_cell
+
+CSS = """
+*{box-sizing:border-box}body{font:14px/1.4 system-ui,sans-serif;margin:0;background:#f4f5f7;color:#1d1f23}
+header.top{padding:16px 24px;background:#1d2633;color:#fff}header.top h1{margin:0 0 4px;font-size:20px}
+header.top p{margin:2px 0;color:#c9d1dc}.charts{display:flex;flex-wrap:wrap;gap:12px;padding:16px 24px}
+.chartbox{background:#fff;border:1px solid #dde1e6;border-radius:6px;padding:10px}
+svg .ct{font:600 13px system-ui,sans-serif}svg .cl,svg .cv{font:11px system-ui,sans-serif;fill:#444}
+.cards{display:grid;grid-template-columns:repeat(auto-fill,minmax(560px,1fr));gap:12px;padding:0 24px 24px}
+.card{background:#fff;border:1px solid #dde1e6;border-radius:6px;padding:10px;overflow:hidden}
+.card.failed{border:2px solid #d62728;background:#fff1f0}.card.flagged{border-left:5px solid #f2a900}
+.card h2{font-size:13px;margin:0 0 6px;display:flex;gap:8px;align-items:baseline;word-break:break-all}
+.card h2 .n{color:#777;font-weight:400}.badge{border-radius:3px;padding:1px 6px;font-size:12px;font-weight:600}
+.badge.ok{background:#e3f4e6;color:#1b6b2a}.badge.failed{background:#d62728;color:#fff}
+.strip{display:flex;gap:4px;overflow-x:auto;margin:4px 0}.strip figure{margin:0;text-align:center}
+.strip img{display:block;max-width:160px;max-height:160px;border-radius:3px}
+.strip figcaption{font-size:10px;color:#777}.nothumb{color:#999;font-style:italic;padding:8px 0}
+.error{background:#d62728;color:#fff;padding:6px 8px;border-radius:4px;margin:6px 0;font-family:monospace}
+.error b{font-size:13px}.caption{margin:6px 0;white-space:pre-wrap}
+.meta{display:grid;grid-template-columns:max-content 1fr;gap:2px 10px;margin:6px 0 0;font-size:12px}
+.meta dt{color:#666}.meta dd{margin:0}.chip{display:inline-block;background:#eef1f5;border-radius:10px;
+padding:0 7px;margin:1px 2px 1px 0;font-size:12px}.flag{background:#fde2c4;color:#7a3d00;font-weight:600}
+.note{color:#8a6d00;font-size:12px}
+"""
+
+MOTION_NUMBERS = (("motion_dx", "dx"), ("motion_dy", "dy"), ("motion_zoom", "zoom"), ("motion_confidence", "conf"))
+DETAILS = ("num_frames", "fps", "width", "height", "model", "prompt", "finish_reason", "completion_tokens")
+
+
+def _blank(v) -> bool:
+    return v is None or (isinstance(v, float) and v != v) or (isinstance(v, str) and not v.strip())
+
+
+def _fmt(v) -> str:
+    if isinstance(v, float):
+        return f"{v:.3g}"
+    return str(v)
+
+
+def summary_charts(df: pd.DataFrame, errors: pd.Series, flags: pd.Series, tag_cols: list[str],
+                   top_tags: int = 15) -> list[str]:
+    """SVG charts over every row of the table: whatever of caption, flags, errors, motion, tags exists."""
+    charts = []
+    ok = errors == ""
+    if "text" in df.columns:
+        words = [len(str(t).split()) for t, good in zip(df["text"], ok) if good and not _blank(t)]
+        charts.append(histogram("Caption length", words, "caption-length"))
+    if "flags" in df.columns or "text" in df.columns:
+        counts = Counter(f for fs in flags for f in fs)
+        items = [(f, counts.get(f, 0)) for f in FLAGS] + sorted((k, v) for k, v in counts.items() if k not in FLAGS)
+        charts.append(bar_chart("Caption flags (rows)", items, "flags", WARN))
+    codes = Counter(error_code(e.split("; ")[0]) for e in errors if e)
+    charts.append(bar_chart(f"Status ({int(ok.sum()):,} ok, {int((~ok).sum()):,} failed)",
+                            [("ok", int(ok.sum()))] + codes.most_common(), "status"))
+    if "cmotion" in df.columns:
+        labels = Counter(str(v) for v in df["cmotion"] if not _blank(v))
+        charts.append(bar_chart("Camera motion", labels.most_common(12), "motion"))
+    for col in tag_cols:
+        tags = Counter(t for c in df[col] for t in set(list_cell(c) or []))
+        charts.append(bar_chart(f"Top {col}", tags.most_common(top_tags), f"tags-{col}"))
+    return charts
+
+
+def _strip(thumbs) -> str:
+    if thumbs is None:
+        return '<div class="nothumb">no frames (the file could not be read)</div>'
+    if not thumbs.images:
+        return f'<div class="nothumb">thumbnails unavailable: {escape(thumbs.error or "no frames")}</div>'
+    figs = [f'<figure><img alt="frame {i}" src="data:image/jpeg;base64,{b64}">'
+            f'<figcaption>{"image" if thumbs.is_image else f"frame {i}"}</figcaption></figure>'
+            for i, b64 in thumbs.images]
+    note = f'<div class="note">{escape(thumbs.note)}</div>' if thumbs.note else ""
+    return f'<div class="strip">{"".join(figs)}</div>{note}'
+
+
+def _motion(row: dict) -> str:
+    label = row.get("cmotion")
+    if _blank(label):
+        return ""
+    nums = ", ".join(f"{short} {_fmt(row[k])}" for k, short in MOTION_NUMBERS if not _blank(row.get(k)))
+    text = f'<span class="chip">{escape(str(label))}</span>' + (f" {escape(nums)}" if nums else "")
+    if not _blank(row.get("note")):
+        text += f' <span class="note">{escape(str(row["note"]))}</span>'
+    return text
+
+
+def card(pos: int, row: dict, error: str, flags: list[str], thumbs, tag_cols: list[str]) -> str:
+    """One sampled row: header, frame strip, error, caption, motion, tags, flags, details."""
+    failed = bool(error)
+    classes = "card" + (" failed" if failed else "") + (" flagged" if flags else "")
+    path = str(row.get("path", ""))
+    name = os.path.basename(path) or path or "(no path)"
+    badge = (f'<span class="badge failed">{escape(error_code(error.split("; ")[0]) or "failed")}</span>'
+             if failed else '<span class="badge ok">ok</span>')
+    out = [f'<article class="{classes}" id="row-{pos}" data-row="{pos}" '
+           f'data-status="{"failed" if failed else "ok"}" data-flags="{escape(",".join(flags))}">',
+           f'<h2><span class="n">#{pos}</span><span class="path" title="{escape(path)}">{escape(name)}</span>{badge}</h2>',
+           _strip(thumbs)]
+    if failed:
+        code, _, msg = error.partition(":")
+        out.append(f'<div class="error"><b>{escape(code)}</b>:{escape(msg)}</div>')
+    if "text" in row and not _blank(row.get("text")):
+        out.append(f'<p class="caption">{escape(str(row["text"]))}</p>')
+    meta = []
+    motion = _motion(row)
+    if motion:
+        meta.append(("camera motion", motion))
+    for col in tag_cols:
+        tags = list_cell(row.get(col))
+        if tags is not None:
+            chips = "".join(f'<span class="chip">{escape(t)}</span>' for t in tags) or "<i>none</i>"
+            meta.append((col, chips))
+    if flags:
+        meta.append(("flags", "".join(f'<span class="chip flag">{escape(f)}</span>' for f in flags)))
+    details = ", ".join(f"{k} {_fmt(row[k])}" for k in DETAILS if not _blank(row.get(k)))
+    if details:
+        meta.append(("details", escape(details)))
+    if meta:
+        out.append('<dl class="meta">' + "".join(f"<dt>{k}</dt><dd>{v}</dd>" for k, v in meta) + "</dl>")
+    out.append("</article>")
+    return "".join(out)
+
+
+def page(title: str, lines: list[str], charts: list[str], cards: list[str]) -> str:
+    head = "".join(f"<p>{escape(line)}</p>" for line in lines)
+    boxes = "".join(f'<div class="chartbox">{c}</div>' for c in charts)
+    return (f'<!DOCTYPE html><html lang="en"><head><meta charset="utf-8">'
+            f'<meta name="viewport" content="width=device-width,initial-scale=1">'
+            f"<title>{escape(title)}</title><style>{CSS}</style></head><body>"
+            f'<header class="top"><h1>{escape(title)}</h1>{head}</header>'
+            f'<section class="charts">{boxes}</section>'
+            f'<section class="cards">{"".join(cards)}</section></body></html>\n')
