@@ -1,0 +1,238 @@
+"""What every in-process transformers caption backend shares: finding the weights, device and dtype,
+the prepare/generate split, batched greedy generation, token accounting, OOM splitting, seed cleaning."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from ..errors import MODEL, OOM, UsageError, format_error
+from .base import CaptionBackend, CaptionRequest, CaptionResult
+
+_DTYPES = {"bfloat16": "bfloat16", "bf16": "bfloat16", "float16": "float16", "fp16": "float16",
+           "half": "float16", "float32": "float32", "fp32": "float32"}
+# Only what loading needs: configs, safetensors weights, tokenizer and processor files (never .bin pickles).
+_WEIGHT_PATTERNS = ["*.json", "*.safetensors", "*.model", "*.txt", "*.jinja", "*.tiktoken"]
+
+
+def missing_weights_error(model: str, why: str = "") -> UsageError:
+    why = f" ({why})" if why else ""
+    return UsageError(
+        f"model '{model}' is not on this machine and could not be downloaded{why}; run "
+        f"`huggingface-cli download {model}` on a machine with internet (then copy the Hugging Face cache "
+        f"here), or pass --model /path/to/a/local/model/dir.")
+
+
+def _looks_local(model: str) -> bool:
+    return model.startswith(("/", ".", "~")) or model.count("/") != 1
+
+
+def local_model_dir(model: str, trust_remote_code: bool = False) -> Path:
+    """A local directory holding the model: the path itself, or the Hub snapshot (cached or downloaded now)."""
+    path = Path(os.path.expanduser(model))
+    if path.is_dir():
+        _check_dir(path, model)
+        return path
+    if _looks_local(model):
+        raise UsageError(f"model directory {model} does not exist; pass a model directory, a Hugging Face id or a preset name (see `vidcap models`).")
+    from huggingface_hub import snapshot_download
+
+    patterns = _WEIGHT_PATTERNS + (["*.py"] if trust_remote_code else [])
+    offline = os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes", "on")
+    try:
+        snap = snapshot_download(model, allow_patterns=patterns, local_files_only=offline, etag_timeout=5)
+    except Exception as exc:  # offline, no route, gated, unknown id: all end the same way for the user
+        raise missing_weights_error(model, _first_line(exc)) from None
+    path = Path(snap)
+    _check_dir(path, model)
+    return path
+
+
+def _check_dir(path: Path, model: str) -> None:
+    if not (path / "config.json").exists():
+        raise UsageError(f"model directory {model} has no config.json; pass a saved Hugging Face model dir.")
+    if not any(path.glob("*.safetensors")):
+        found = "only .bin weights" if any(path.glob("*.bin")) else "no weights"
+        raise UsageError(f"model {model} has {found}; vidcap loads .safetensors weights only (re-save the model with save_pretrained).")
+
+
+def _first_line(exc: Exception) -> str:
+    text = str(exc).strip().splitlines()
+    return (text[0] if text else type(exc).__name__)[:160]
+
+
+def pick_device(requested: str | None) -> str:
+    import torch
+
+    if requested:
+        return requested
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def pick_dtype(name: str | None, device: str):
+    import torch
+
+    if name is None:
+        return torch.bfloat16 if str(device).startswith("cuda") else torch.float32
+    key = _DTYPES.get(str(name).lower())
+    if key is None:
+        raise UsageError(f"--dtype '{name}' is not one of bfloat16, float16, float32.")
+    return getattr(torch, key)
+
+
+def clean_caption(text: str) -> str:
+    """The seed's output cleaning (LLaVA and PLLaVA captioners): newlines become spaces, ends stripped."""
+    return text.replace("\n", " ").strip()
+
+
+def eos_ids(tokenizer, generation_config) -> list[int]:
+    ids = []
+    for source in (getattr(generation_config, "eos_token_id", None), tokenizer.eos_token_id):
+        ids += list(source) if isinstance(source, (list, tuple)) else [source]
+    return sorted({int(i) for i in ids if i is not None})
+
+
+@dataclass
+class Prepared:
+    """A batch turned into model inputs on the CPU (the part a worker process could do)."""
+
+    inputs: dict  # tensors for model.generate
+    prompt_tokens: list[int]
+    extra: dict = field(default_factory=dict)
+
+
+class HFCaptionBackend(CaptionBackend):
+    """Subclasses implement `_load(path, device, dtype)` and `prepare(requests)`; the rest is shared."""
+
+    name = "hf"
+
+    def __init__(self, preset, options):
+        super().__init__(preset, options)
+        self.model = self.tokenizer = None
+        self.device = None
+        self.dtype = None
+        self.eos: list[int] = []
+        self.pad_id = 0
+        self.model_dir: Path | None = None
+
+    def param(self, key: str, default=None):
+        """An option set by the user wins over the preset's family default."""
+        value = getattr(self.options, key, None)
+        return value if value is not None else self.preset.params.get(key, default)
+
+    def provenance(self) -> dict:
+        info = super().provenance()
+        info.update(max_new_tokens=self.options.max_new_tokens, temperature=self.options.temperature)
+        if self.model is not None:
+            info["revision"] = getattr(self.model.config, "_commit_hash", None) or _snapshot_revision(self.model_dir)
+            info["dtype"] = str(self.dtype).replace("torch.", "")
+        return info
+
+    def setup(self, device: str | None = None) -> None:
+        if self.model is not None:
+            return
+        self.device = pick_device(device or self.options.device)
+        self.dtype = pick_dtype(self.options.dtype, self.device)
+        model_id = self.preset.model_id or self.preset.name
+        self.model_dir = local_model_dir(model_id, self.options.trust_remote_code)
+        self._load(self.model_dir, self.device, self.dtype)
+        self.model.eval()
+
+    def _load(self, path: Path, device: str, dtype) -> None:
+        raise NotImplementedError
+
+    def prepare(self, requests: list[CaptionRequest]) -> Prepared:
+        raise NotImplementedError
+
+    def postprocess(self, text: str) -> str:
+        return clean_caption(text)
+
+    def caption(self, requests: list[CaptionRequest]) -> list[CaptionResult]:
+        if not requests:
+            return []
+        import torch
+
+        try:
+            return self.generate(self.prepare(requests))
+        except torch.cuda.OutOfMemoryError as exc:
+            torch.cuda.empty_cache()
+            if len(requests) == 1:
+                return [CaptionResult(error=format_error(OOM, f"out of GPU memory on one clip ({_first_line(exc)})"))]
+            half = len(requests) // 2  # a smaller batch often fits; results keep their order
+            return self.caption(requests[:half]) + self.caption(requests[half:])
+        except (UsageError, KeyboardInterrupt):
+            raise
+        except Exception as exc:
+            if len(requests) == 1:
+                return [CaptionResult(error=format_error(MODEL, f"{type(exc).__name__}: {_first_line(exc)}"))]
+            return [r for req in requests for r in self.caption([req])]  # isolate the row that fails
+
+    def generation_config(self):
+        import copy
+
+        cfg = copy.deepcopy(self.model.generation_config)
+        temp = float(self.options.temperature or 0.0)
+        cfg.do_sample = temp > 0
+        cfg.temperature = temp if temp > 0 else None
+        if temp <= 0:  # the checkpoint's sampling defaults would only warn under greedy decoding
+            cfg.top_p = cfg.top_k = None
+        cfg.num_beams = 1
+        cfg.max_new_tokens = int(self.options.max_new_tokens)
+        cfg.max_length = None
+        cfg.eos_token_id = list(self.eos)
+        cfg.pad_token_id = self.pad_id
+        return cfg
+
+    def generate(self, prepared: Prepared) -> list[CaptionResult]:
+        import torch
+
+        inputs = {k: _to(v, self.device, self.dtype) for k, v in prepared.inputs.items()}
+        n_in = inputs["input_ids"].shape[1]
+        with torch.inference_mode():
+            out = self.model.generate(**inputs, generation_config=self.generation_config())
+        return self.decode(out[:, n_in:].tolist(), prepared.prompt_tokens)
+
+    def decode(self, new_tokens: list[list[int]], prompt_tokens: list[int]) -> list[CaptionResult]:
+        results = []
+        for ids, n_in in zip(new_tokens, prompt_tokens):
+            stop = next((i for i, t in enumerate(ids) if t in self.eos), None)
+            kept = ids if stop is None else ids[:stop]
+            raw = self.tokenizer.decode(kept, skip_special_tokens=True)
+            text = self.postprocess(raw)
+            res = CaptionResult(text=text, prompt_tokens=int(n_in),
+                                completion_tokens=len(ids) if stop is None else stop + 1,
+                                finish_reason="length" if stop is None else "stop")
+            if text != raw and hasattr(res, "raw_text"):
+                res.raw_text = raw
+            results.append(res)
+        return results
+
+    def teardown(self) -> None:
+        if self.model is None:
+            return
+        import gc
+
+        import torch
+
+        self.model = None
+        gc.collect()
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
+
+
+def _to(value, device, dtype):
+    import torch
+
+    if not isinstance(value, torch.Tensor):
+        return value
+    if value.is_floating_point():
+        return value.to(device=device, dtype=dtype)
+    return value.to(device)
+
+
+def _snapshot_revision(path: Path | None) -> str | None:
+    """The commit hash of a Hub snapshot dir (…/snapshots/<hash>), None for a plain local dir."""
+    if path is not None and path.parent.name == "snapshots":
+        return path.name
+    return None

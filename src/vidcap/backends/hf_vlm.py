@@ -1,0 +1,114 @@
+"""Any transformers image-text-to-text model (Qwen2-VL / Qwen2.5-VL, LLaVA-OneVision, ...): the chat template
+and preprocessing come from the model's own processor; clips go in as native video where it has a video path."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from ..errors import UsageError
+from .base import CaptionRequest
+from .hf_common import HFCaptionBackend, Prepared, eos_ids
+
+
+class HFVLMBackend(HFCaptionBackend):
+    name = "hf-vlm"
+    frames_as_images = False  # LLaVA-1.6 has no video path: its subclass sends frames as separate images
+
+    def __init__(self, preset, options):
+        super().__init__(preset, options)
+        self.processor = None
+        self.native_video = False
+
+    def _load(self, path: Path, device: str, dtype) -> None:
+        from transformers import AutoModelForImageTextToText, AutoProcessor
+
+        trc = self.options.trust_remote_code
+        label = self.model_label()
+        try:
+            self.processor = AutoProcessor.from_pretrained(path, trust_remote_code=trc)
+            kwargs = dict(dtype=dtype, attn_implementation="sdpa", use_safetensors=True, trust_remote_code=trc)
+            if str(device).startswith("cuda"):
+                kwargs["device_map"] = {"": device}  # straight onto the GPU, no full copy in host memory
+            try:
+                model = AutoModelForImageTextToText.from_pretrained(path, **kwargs)
+            except ValueError as exc:
+                if "sdpa" not in str(exc).lower():
+                    raise
+                kwargs["attn_implementation"] = "eager"  # architectures without an SDPA kernel
+                model = AutoModelForImageTextToText.from_pretrained(path, **kwargs)
+        except (OSError, ValueError, KeyError) as exc:
+            hint = "" if trc else "; if it ships its own code, add --trust-remote-code"
+            first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:160]
+            raise UsageError(f"could not load '{label}' as an image-text-to-text model ({first}){hint}.") from None
+        self.model = model if "device_map" in kwargs else model.to(device)
+        self.tokenizer = getattr(self.processor, "tokenizer", None)
+        if self.tokenizer is None:
+            raise UsageError(f"the processor of '{label}' has no tokenizer; pass a full model directory.")
+        self.tokenizer.padding_side = "left"  # generation continues from the last position
+        self.eos = eos_ids(self.tokenizer, self.model.generation_config)
+        if self.tokenizer.pad_token_id is None:
+            self.tokenizer.pad_token = self.tokenizer.eos_token
+        self.pad_id = self.tokenizer.pad_token_id
+        self.native_video = not self.frames_as_images and getattr(self.processor, "video_processor", None) is not None
+        self._apply_pixel_budget()
+
+    def _apply_pixel_budget(self) -> None:
+        """Qwen-style processors size frames by a pixel count (`size` = min/max pixels, with `merge_size`)."""
+        max_pixels = self.param("max_pixels")
+        if not max_pixels:
+            return
+        for proc in (getattr(self.processor, "image_processor", None), getattr(self.processor, "video_processor", None)):
+            size = getattr(proc, "size", None)
+            if proc is None or not hasattr(proc, "merge_size") or size is None or "longest_edge" not in size:
+                continue
+            new = dict(size)
+            new["longest_edge"] = int(max_pixels)
+            new["shortest_edge"] = min(int(new.get("shortest_edge") or max_pixels), int(max_pixels))
+            proc.size = type(size)(**new) if not isinstance(size, dict) else new
+            if hasattr(proc, "cap_pixels_per_frame"):
+                proc.cap_pixels_per_frame = True
+
+    def provenance(self) -> dict:
+        info = super().provenance()
+        info["video_input"] = "native" if self.native_video else "frames as images"
+        if self.param("max_pixels"):
+            info["max_pixels"] = int(self.param("max_pixels"))
+        return info
+
+    def _content(self, req: CaptionRequest):
+        """(chat content placeholders, images, videos) for one request."""
+        frames = req.frames
+        if req.is_image:
+            return [{"type": "image"}], [frames[0]], []
+        if self.native_video:
+            return [{"type": "video"}], [], [frames]
+        return [{"type": "image"} for _ in range(len(frames))], list(frames), []
+
+    def render(self, req: CaptionRequest) -> tuple[str, list, list]:
+        content, images, videos = self._content(req)
+        messages = [{"role": "user", "content": content + [{"type": "text", "text": req.prompt}]}]
+        if getattr(self.processor, "chat_template", None):
+            text = self.processor.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
+        else:
+            text = self.fallback_prompt(req.prompt, len(images))
+        return text, images, videos
+
+    def fallback_prompt(self, prompt: str, n_images: int) -> str:
+        raise UsageError(f"model '{self.model_label()}' has no chat template in its processor; use an instruction-tuned (chat) checkpoint.")
+
+    def prepare(self, requests: list[CaptionRequest]) -> Prepared:
+        texts, images, videos = [], [], []
+        for req in requests:
+            text, imgs, vids = self.render(req)
+            texts.append(text)
+            images += imgs
+            videos += vids
+        kwargs = dict(text=texts, padding=True, return_tensors="pt")
+        if images:
+            kwargs["images"] = images
+        if videos:
+            kwargs["videos"] = videos
+            kwargs["do_sample_frames"] = False  # the frames are already the sampled ones
+        enc = self.processor(**kwargs)
+        inputs = {k: v for k, v in enc.items() if k != "token_type_ids"}
+        return Prepared(inputs, enc["attention_mask"].sum(dim=1).tolist(), {"texts": texts})
