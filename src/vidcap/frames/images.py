@@ -1,0 +1,46 @@
+"""Still images: recognised by their content (magic bytes), never by the file name alone."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from vidcap.errors import DECODE, VidcapError
+
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff")
+
+# FFmpeg demuxers that mean "this file is one still picture" (a fallback when the magic is unknown).
+IMAGE_DEMUXERS = ("image2", "png_pipe", "jpeg_pipe", "webp_pipe", "bmp_pipe", "tiff_pipe",
+                  "jpegls_pipe", "j2k_pipe", "qoi_pipe", "dpx_pipe", "pam_pipe", "ppm_pipe",
+                  "pgm_pipe", "psd_pipe", "sgi_pipe", "xpm_pipe", "exr_pipe", "jpegxl_pipe")
+
+
+def sniff_image(head: bytes) -> str | None:
+    """The still-image format the first bytes of a file announce, or None (GIF counts as video)."""
+    if head.startswith(b"\x89PNG\r\n\x1a\n"):
+        return "png"
+    if head.startswith(b"\xff\xd8\xff"):
+        return "jpeg"
+    if head[:4] == b"RIFF" and head[8:12] == b"WEBP":
+        return "webp"
+    if head.startswith((b"II*\x00", b"MM\x00*")):
+        return "tiff"
+    if head.startswith(b"BM") and len(head) >= 18 and head[14] in (12, 40, 52, 56, 64, 108, 124):
+        return "bmp"  # the DIB header size pins BMP down; "BM" alone is too weak
+    return None
+
+
+def is_image_file(path: str) -> bool:
+    with open(path, "rb") as f:
+        return sniff_image(f.read(32)) is not None
+
+
+def load_image(path: str) -> np.ndarray:
+    """RGB uint8 [H,W,3] of an image file, EXIF orientation applied (as viewers show it)."""
+    from PIL import Image, ImageOps
+
+    try:
+        with Image.open(path) as img:
+            img = ImageOps.exif_transpose(img)
+            return np.asarray(img.convert("RGB"))
+    except Exception as e:  # Pillow raises many kinds (OSError, SyntaxError, DecompressionBombError)
+        raise VidcapError(DECODE, f"image: {e}".replace(str(path), "").strip()) from None

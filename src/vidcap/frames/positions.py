@@ -1,0 +1,42 @@
+"""Which frames to sample: the index rules of the reference captioners.
+
+`segments` (PLLaVA's get_index): centres of K equal segments, seg = (T-1)/K,
+    idx_i = int(seg/2) + round(seg*i); T=100, K=4 -> [12, 37, 62, 86].
+`points` (LLaVA / Open-Sora caption_llava): fixed fractions of T, idx = int(p*T) clamped to T-1;
+    1: (.5,), 2: (.25, .75), 3: (.1, .5, .9). For K > 3 there is no reference rule: uniform.
+`uniform`: np.linspace(0, T-1, K) rounded.
+
+With fewer frames than asked (T < K, and for `segments` also T == K) the rules repeat indices; we keep
+the rules as they are for parity and return the repeats (a 1-frame clip gives K copies of frame 0).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from vidcap.errors import UsageError
+
+POSITIONS = ("segments", "points", "uniform")
+POINTS = {1: (0.5,), 2: (0.25, 0.75), 3: (0.1, 0.5, 0.9)}
+
+
+def frame_indices(total: int, k: int, positions: str = "segments") -> list[int]:
+    """K frame indices (ascending, possibly repeated) into a clip of `total` frames."""
+    if positions not in POSITIONS:
+        raise UsageError(f"unknown frame positions {positions!r}; choose one of {', '.join(POSITIONS)}")
+    if int(k) < 1:
+        raise UsageError(f"the number of frames must be at least 1, got {k}")
+    total, k = int(total), int(k)
+    if total < 1:
+        raise ValueError(f"a clip needs at least one frame, got total={total}")
+    if positions == "segments":
+        return segment_indices(total, k)
+    if positions == "points" and k in POINTS:
+        return [min(int(p * total), total - 1) for p in POINTS[k]]
+    return [int(i) for i in np.round(np.linspace(0, total - 1, k))]
+
+
+def segment_indices(total: int, k: int) -> list[int]:
+    seg = (total - 1) / k
+    start = int(seg / 2)
+    return [min(start + int(np.round(seg * i)), total - 1) for i in range(k)]
