@@ -199,3 +199,25 @@ def test_changed_caption_is_tagged_again(tmp_path):
     assert seen == ["a dog barks loudly"]
     df = read_table(out)
     assert [json.loads(c) for c in df["actions"]] == [["shiny"], ["barks", "loudly"]]
+
+
+def test_shared_tiny_llama_runs_through_the_stage(tmp_path):
+    """`vidcap dev tiny-model --family llama` (random weights): every row ends ok with a list or as a parse error."""
+    from vidcap.dev.tiny import build_tiny_model
+    from vidcap.stages.tag import build_tag_stage
+
+    model_dir = build_tiny_model(tmp_path / "llama", "llama")
+    manifest = _manifest(tmp_path, ".csv")
+    stage = build_tag_stage("objects", backend="hf", model=str(model_dir), batch_size=2,
+                            options=CaptionOptions(max_new_tokens=8, device="cpu"))
+    summary = run_stage(stage, manifest, tmp_path / "out.csv", RunOptions(workers=0, progress=False, device="cpu"))
+    df = read_table(tmp_path / "out.csv")
+    assert len(df) == 5 and set(df["status"]) <= {"ok", "failed"}
+    codes = [e.split(":")[0] if isinstance(e, str) and e else "" for e in df["error"]]
+    assert codes[1] == codes[3] == "empty_text"
+    for status, code, cell in zip(df["status"], codes, df["objects"]):
+        if status == "ok":
+            assert isinstance(json.loads(cell), list)
+        else:
+            assert code in ("empty_text", "parse")
+    assert summary["prompt_tokens"] > 0 and 3 <= summary["completion_tokens"] <= 24
