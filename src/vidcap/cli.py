@@ -179,6 +179,58 @@ def diff(a: Path, b: Path, output: Path = typer.Option(..., "-o", "--output")):
     typer.echo(f"wrote {n} rows to {output}")
 
 
+@app.command()
+def tag(
+    manifest: Path = typer.Argument(..., help="CSV or Parquet with a `text` column (captions)."),
+    key: str = typer.Option(..., "--key", "-k", help="objects, actions, or a custom key with --prompt-file."),
+    output: Optional[Path] = O_OUT,
+    backend: str = typer.Option("hf", "--backend", help="hf (in-process transformers), openai, or fake."),
+    model: Optional[str] = typer.Option(None, "--model", "-m", help="Chat model id or local dir (default: Llama-3-8B-Instruct; gpt-4o-mini over the API)."),
+    prompt_file: Optional[Path] = typer.Option(None, "--prompt-file", help="A system prompt for a custom key."),
+    batch_size: Optional[int] = typer.Option(None, "--batch-size", "-b"),
+    max_new_tokens: int = typer.Option(256, "--max-new-tokens"),
+    dtype: Optional[str] = typer.Option(None, "--dtype", help="bfloat16, float16 or float32."),
+    trust_remote_code: bool = typer.Option(False, "--trust-remote-code"),
+    base_url: Optional[str] = typer.Option(None, "--base-url"),
+    api_key_env: str = typer.Option("OPENAI_API_KEY", "--api-key-env"),
+    concurrency: int = typer.Option(16, "--concurrency"),
+    max_retries: int = typer.Option(5, "--max-retries"),
+    timeout: float = typer.Option(60.0, "--timeout"),
+    price_in: Optional[float] = typer.Option(None, "--price-in"),
+    price_out: Optional[float] = typer.Option(None, "--price-out"),
+    workers: Optional[int] = O_WORKERS, limit: Optional[int] = O_LIMIT, shard: Optional[str] = O_SHARD,
+    overwrite: bool = O_OVERWRITE, keep_parts: bool = O_KEEP, part_rows: int = O_PART_ROWS,
+    quiet: bool = O_QUIET, device: Optional[str] = O_DEVICE,
+):
+    """Tag each caption with its main objects or actions, using an LLM."""
+    from .backends.base import CaptionOptions
+    from .stages.tag import build_tag_stage
+
+    opts = CaptionOptions(max_new_tokens=max_new_tokens, device=device, dtype=dtype,
+                          trust_remote_code=trust_remote_code, base_url=base_url, api_key_env=api_key_env,
+                          concurrency=concurrency, max_retries=max_retries, timeout=timeout,
+                          price_in=price_in, price_out=price_out)
+    stage = build_tag_stage(key, backend=backend, model=model, prompt_file=prompt_file, batch_size=batch_size,
+                            options=opts)
+    out = output_path(manifest, output, key)
+    execute(stage, manifest, out, run_options(0 if workers is None else workers, limit, shard, overwrite,
+                                              keep_parts, part_rows, quiet, device))
+
+
+@app.command("tag-stats")
+def tag_stats_cmd(output: Path = typer.Argument(..., help="An output of `vidcap tag`."),
+                  key: str = typer.Option(..., "--key", "-k"),
+                  top: int = typer.Option(50, "--top"),
+                  png: Optional[Path] = typer.Option(None, "--png", help="Also draw a bar chart into this PNG.")):
+    """Count the tags of a `vidcap tag` output: a table, and a bar chart with --png."""
+    from .tags.stats import tag_stats
+
+    _, table = tag_stats(output, key, top=top, png=png)
+    typer.echo(table)
+    if png:
+        typer.echo(f"chart: {png}")
+
+
 @dev_app.command("tiny-model")
 def tiny_model(out_dir: Path, family: str = typer.Option(..., "--family", help="qwen2-vl, llava-next, pllava or llama.")):
     """Write a tiny random-weight model (meaningless output) for smoke tests without downloads."""
