@@ -138,3 +138,33 @@ def test_flag_counts_reads_csv_cells():
     assert counts == {"empty": 1, "truncated": 2, "repetition": 1, "boilerplate": 1, "duplicate": 0,
                       "flagged": 3}
     assert parse_flags(["a", "b"]) == ["a", "b"] and parse_flags(None) == []
+
+
+def test_caption_run_flags_duplicates_end_to_end(tmp_path):
+    """Three copies of one clip get the same (fake) caption: `duplicate` on each, counted in the summary."""
+    import json
+    import shutil
+
+    import pyarrow.parquet as pq
+    from media import make_video
+
+    from vidcap.cli import main
+    from vidcap.manifest import read_table
+
+    make_video(tmp_path / "a.mp4", n_frames=24)
+    for name in ("b.mp4", "c.mp4"):
+        shutil.copyfile(tmp_path / "a.mp4", tmp_path / name)
+    make_video(tmp_path / "other.mp4", n_frames=30)
+    # a.mp4 listed twice is one clip (one row id); with b and c that makes three clips
+    pd.DataFrame({"path": ["a.mp4", "a.mp4", "b.mp4", "other.mp4", "c.mp4", "gone.mp4"]}).to_csv(tmp_path / "m.csv", index=False)
+    out = tmp_path / "out.parquet"
+    assert main(["caption", str(tmp_path / "m.csv"), "-o", str(out), "--model", "fake", "-q", "--workers", "0"]) == 0
+    df = read_table(out)
+    assert list(df["flags"]) == ["duplicate", "duplicate", "duplicate", "", "duplicate", ""]
+    assert df["status"].tolist()[-1] == "failed"
+    meta = json.loads(pq.read_schema(out).metadata[b"vidcap"])
+    assert meta["summary"]["flags"]["duplicate"] == 3 == meta["summary"]["flags"]["flagged"]  # per clip
+    out2 = tmp_path / "stripped.parquet"
+    assert main(["caption", str(tmp_path / "m.csv"), "-o", str(out2), "--model", "fake", "-q", "--workers", "0",
+                 "--strip-prefix"]) == 0
+    assert json.loads(pq.read_schema(out2).metadata[b"vidcap"])["fingerprint"]["strip_prefix"] is True

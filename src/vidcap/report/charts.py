@@ -53,23 +53,28 @@ def histogram(title: str, values, kind: str, bins: int = 20, unit: str = "words"
     if vals.size == 0:
         parts.append(f'<text x="{left}" y="{top + 20}" class="cl">no values</text></svg>')
         return "".join(parts)
-    hi = max(float(np.percentile(vals, 99)), float(vals.min()) + 1)
-    edges = np.linspace(float(vals.min()), hi, bins + 1)
+    lo, hi = float(np.floor(vals.min())), float(np.ceil(np.percentile(vals, 99)))
+    if hi - lo + 1 <= bins:  # few distinct lengths: one bar per value
+        bins = int(hi - lo + 1)
+        edges = np.arange(lo, hi + 2) - 0.5
+    else:
+        edges = np.linspace(lo, hi, bins + 1)
     counts, _ = np.histogram(np.clip(vals, edges[0], edges[-1]), bins=edges)
     peak = int(counts.max()) or 1
     bw = plot_w / bins
     for i, c in enumerate(counts):
         h = plot_h * c / peak
         x, y = left + i * bw, top + plot_h - h
-        tip = f"{edges[i]:.0f}–{edges[i + 1]:.0f} {unit}: {int(c)}"
+        tip = f"{(edges[i] + edges[i + 1]) / 2:.0f} {unit}: {int(c)}" if edges[1] - edges[0] == 1 else \
+            f"{edges[i]:.0f}–{edges[i + 1]:.0f} {unit}: {int(c)}"
         parts.append(f'<rect class="bar" x="{x + 1:.1f}" y="{y:.1f}" width="{bw - 2:.1f}" height="{h:.1f}" '
                      f'fill="{BAR}"><title>{escape(tip)}</title></rect>')
     base = top + plot_h
     parts.append(f'<line x1="{left}" y1="{base}" x2="{left + plot_w}" y2="{base}" stroke="#888"/>')
-    for frac in (0, 0.5, 1):
-        x = left + frac * plot_w
+    for i in sorted({0, bins // 2, bins - 1}):
+        x = left + (i + 0.5) * bw
         parts.append(f'<text x="{x:.1f}" y="{base + 14}" class="cl" text-anchor="middle">'
-                     f'{edges[0] + frac * (edges[-1] - edges[0]):.0f}</text>')
+                     f'{(edges[i] + edges[i + 1]) / 2:.0f}</text>')
     parts.append(f'<text x="{left + plot_w / 2:.1f}" y="{base + 28}" class="cl" text-anchor="middle">'
                  f'{escape(unit)} (n={vals.size:,}, median {np.median(vals):.0f})</text>')
     parts.append(f'<text x="{left - 4}" y="{top + 10}" class="cl" text-anchor="end">{peak}</text>')

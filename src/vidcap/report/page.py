@@ -25,8 +25,9 @@ svg .ct{font:600 13px system-ui,sans-serif}svg .cl,svg .cv{font:11px system-ui,s
 .card h2{font-size:13px;margin:0 0 6px;display:flex;gap:8px;align-items:baseline;word-break:break-all}
 .card h2 .n{color:#777;font-weight:400}.badge{border-radius:3px;padding:1px 6px;font-size:12px;font-weight:600}
 .badge.ok{background:#e3f4e6;color:#1b6b2a}.badge.failed{background:#d62728;color:#fff}
-.strip{display:flex;gap:4px;overflow-x:auto;margin:4px 0}.strip figure{margin:0;text-align:center}
-.strip img{display:block;max-width:160px;max-height:160px;border-radius:3px}
+.strip{display:flex;gap:4px;overflow-x:auto;margin:4px 0}
+.strip figure{margin:0;text-align:center;flex:0 1 auto;min-width:80px;max-width:160px}
+.strip img{display:block;width:100%;height:auto;max-height:160px;object-fit:contain;border-radius:3px}
 .strip figcaption{font-size:10px;color:#777}.nothumb{color:#999;font-style:italic;padding:8px 0}
 .error{background:#d62728;color:#fff;padding:6px 8px;border-radius:4px;margin:6px 0;font-family:monospace}
 .error b{font-size:13px}.caption{margin:6px 0;white-space:pre-wrap}

@@ -40,7 +40,8 @@ def tag_columns(df: pd.DataFrame) -> list[str]:
     """Columns holding lists of strings (tag outputs: `objects`, `actions`, or any other key)."""
     out = []
     for col in df.columns:
-        if col in KNOWN or str(col).startswith("_") or df[col].dtype != object:
+        dtype = df[col].dtype
+        if col in KNOWN or str(col).startswith("_") or not (dtype == object or pd.api.types.is_string_dtype(dtype)):
             continue
         sample = [v for v in df[col].head(200) if v is not None and not (isinstance(v, float) and v != v)]
         if sample and sum(list_cell(v) is not None for v in sample) >= 0.8 * len(sample):

@@ -111,7 +111,7 @@ def run_job(job: ThumbJob) -> Thumbs:
 
 def run_jobs(jobs: list[ThumbJob], workers: int) -> list[Thumbs]:
     """All jobs' thumbnails in order; in `workers` spawned processes (0: in this process)."""
-    if workers <= 0 or len(jobs) <= 2:
+    if workers <= 0 or len(jobs) <= 4:  # starting processes costs more than a few small decodes
         return [run_job(j) for j in jobs]
     ctx = mp.get_context("spawn")
     out: list[Thumbs] = []
