@@ -1,0 +1,119 @@
+"""Real-size model skeletons for the bench: config, tokenizer and processor, no weights.
+
+The backends build such a model from its config with random weights on the device (throughput does not
+depend on weight values), through the same loading code users run. Sizes follow the published configs.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+RANDOM_MARKER = "vidcap_random_weights.json"
+
+CLIP_L336 = dict(hidden_size=1024, intermediate_size=4096, num_hidden_layers=24, num_attention_heads=16,
+                 image_size=336, patch_size=14, projection_dim=768)
+VICUNA_13B = dict(hidden_size=5120, intermediate_size=13824, num_hidden_layers=40, num_attention_heads=40,
+                  num_key_value_heads=40, max_position_embeddings=4096)
+VICUNA_7B = dict(hidden_size=4096, intermediate_size=11008, num_hidden_layers=32, num_attention_heads=32,
+                 num_key_value_heads=32, max_position_embeddings=4096)
+MISTRAL_7B = dict(hidden_size=4096, intermediate_size=14336, num_hidden_layers=32, num_attention_heads=32,
+                  num_key_value_heads=8, max_position_embeddings=32768)
+QWEN25_7B_TEXT = dict(hidden_size=3584, intermediate_size=18944, num_hidden_layers=28, num_attention_heads=28,
+                      num_key_value_heads=4, max_position_embeddings=32768)
+QWEN25_VISION = dict(depth=32, hidden_size=1280, intermediate_size=3420, num_heads=16, out_hidden_size=3584,
+                     patch_size=14, spatial_merge_size=2, temporal_patch_size=2, window_size=112,
+                     fullatt_block_indexes=[7, 15, 23, 31], tokens_per_second=2)
+PINPOINTS = [[336, 672], [672, 336], [672, 672], [1008, 336], [336, 1008]]
+_MEAN = [0.48145466, 0.4578275, 0.40821073]
+_STD = [0.26862954, 0.26130258, 0.27577711]
+
+
+def _mark(out: Path, shape: str, params: dict) -> None:
+    (out / RANDOM_MARKER).write_text(json.dumps({"shape": shape, "params": params,
+                                                 "note": "random weights at real size: for benchmarks only"}, indent=2))
+
+
+def _pllava(out: Path, lm: dict, vocab: int = 32064) -> None:
+    import transformers as tf
+
+    from ..dev.tokenizer import build_tokenizer
+
+    special = ["<unk>", "<s>", "</s>", "<image>"]
+    tok = build_tokenizer(special, add_bos="<s>", bos_token="<s>", eos_token="</s>", unk_token="<unk>", pad_token="<unk>")
+    text_cfg = dict(lm, model_type="llama", architectures=["LlamaForCausalLM"], vocab_size=vocab, rms_norm_eps=1e-5,
+                    rope_theta=10000.0, pad_token_id=0, bos_token_id=1, eos_token_id=2)
+    config = {
+        "architectures": ["PllavaForConditionalGeneration"], "model_type": "llava",
+        "image_token_index": tok.convert_tokens_to_ids("<image>"), "projector_hidden_act": "gelu",
+        "vision_feature_select_strategy": "default", "vision_feature_layer": -2, "vocab_size": vocab,
+        "pooling_method": "avg", "pooling_shape": [16, 12, 12], "frame_shape": [24, 24], "num_frames": 16,
+        "use_pooling": True, "pad_token_id": 0, "text_config": text_cfg,
+        "vision_config": dict(CLIP_L336, model_type="clip_vision_model"), "torch_dtype": "bfloat16",
+    }
+    (out / "config.json").write_text(json.dumps(config, indent=2))
+    (out / "generation_config.json").write_text(json.dumps({"bos_token_id": 1, "eos_token_id": 2, "pad_token_id": 0}))
+    tok.save_pretrained(out)
+    tf.CLIPImageProcessor(size={"shortest_edge": 336}, crop_size={"height": 336, "width": 336}, do_center_crop=True,
+                          image_mean=_MEAN, image_std=_STD).save_pretrained(out)
+
+
+def _llava_next(out: Path, lm: dict, vocab: int = 32064) -> None:
+    import transformers as tf
+
+    from ..dev.tokenizer import MISTRAL_LLAVA, build_tokenizer
+
+    special = ["<unk>", "<s>", "</s>", "<image>", "<pad>"]
+    tok = build_tokenizer(special, add_bos="<s>", bos_token="<s>", eos_token="</s>", unk_token="<unk>", pad_token="<pad>")
+    img, pad = tok.convert_tokens_to_ids("<image>"), tok.convert_tokens_to_ids("<pad>")
+    text = tf.MistralConfig(**lm, vocab_size=vocab, bos_token_id=1, eos_token_id=2, pad_token_id=pad, sliding_window=None)
+    config = tf.LlavaNextConfig(vision_config=tf.CLIPVisionConfig(**CLIP_L336), text_config=text, image_token_index=img,
+                                image_grid_pinpoints=PINPOINTS, vision_feature_layer=-2,
+                                vision_feature_select_strategy="default", image_seq_length=576)
+    config.save_pretrained(out)
+    image_proc = tf.LlavaNextImageProcessor(size={"shortest_edge": 336}, crop_size={"height": 336, "width": 336},
+                                            image_grid_pinpoints=PINPOINTS, image_mean=_MEAN, image_std=_STD)
+    tf.LlavaNextProcessor(image_processor=image_proc, tokenizer=tok, patch_size=14, vision_feature_select_strategy="default",
+                          num_additional_image_tokens=1, chat_template=MISTRAL_LLAVA).save_pretrained(out)
+    tf.GenerationConfig(bos_token_id=1, eos_token_id=2, pad_token_id=pad).save_pretrained(out)
+
+
+def _qwen25_vl(out: Path, vocab: int = 152064) -> None:
+    import transformers as tf
+
+    from ..dev.tokenizer import CHATML_QWEN_VL, build_tokenizer
+
+    special = ["<|endoftext|>", "<|im_start|>", "<|im_end|>", "<|vision_start|>", "<|vision_end|>",
+               "<|image_pad|>", "<|video_pad|>"]
+    tok = build_tokenizer(special, eos_token="<|im_end|>", pad_token="<|endoftext|>")
+    pad, _, eos, vs, ve, img, vid = (tok.convert_tokens_to_ids(s) for s in special)
+    text = dict(QWEN25_7B_TEXT, vocab_size=vocab, rms_norm_eps=1e-6,
+                rope_parameters=dict(rope_type="default", rope_theta=1000000.0, mrope_section=[16, 24, 24]),
+                bos_token_id=pad, eos_token_id=eos, pad_token_id=pad)
+    config = tf.Qwen2_5_VLConfig(text_config=text, vision_config=dict(QWEN25_VISION), image_token_id=img,
+                                 video_token_id=vid, vision_start_token_id=vs, vision_end_token_id=ve)
+    config.save_pretrained(out)
+    tf.Qwen2_5_VLProcessor(image_processor=tf.Qwen2VLImageProcessor(), tokenizer=tok,
+                           video_processor=tf.Qwen2VLVideoProcessor(), chat_template=CHATML_QWEN_VL).save_pretrained(out)
+    tf.GenerationConfig(eos_token_id=[eos, pad], pad_token_id=pad).save_pretrained(out)
+
+
+# bench shape -> (builder, the preset whose frames/positions/prompt the bench uses)
+SHAPES = {
+    "pllava-13b": (lambda out: _pllava(out, VICUNA_13B), "pllava-13b"),
+    "pllava-7b": (lambda out: _pllava(out, VICUNA_7B), "pllava-7b"),
+    "llava-1.6-mistral-7b": (lambda out: _llava_next(out, MISTRAL_7B), "llava-1.6-mistral-7b"),
+    "qwen2.5-vl-7b": (_qwen25_vl, "qwen2.5-vl-7b"),
+}
+
+
+def write_skeleton(out_dir, shape: str) -> Path:
+    from ..errors import UsageError
+
+    if shape not in SHAPES:
+        raise UsageError(f"unknown bench shape '{shape}'; known: {', '.join(SHAPES)}.")
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    SHAPES[shape][0](out)
+    _mark(out, shape, {})
+    return out
