@@ -20,6 +20,11 @@ def _legacy_text_config(lm: dict, vocab: int) -> dict:
                 torch_dtype="float16")
 
 
+def _vision_key(key: str) -> str:
+    """The published layout names CLIP weights `vision_tower.vision_model.*` (transformers 4.37)."""
+    return "vision_tower." + (key if key.startswith("vision_model.") else "vision_model." + key)
+
+
 def _lora_lm(lm_cfg, seed: int):
     import torch
     from peft import LoraConfig, get_peft_model
@@ -55,7 +60,7 @@ def write_pllava_checkpoint(out: Path, lm: dict, clip: dict, seed: int, mean, st
     lora_lm = _lora_lm(tf.LlamaConfig(**{k: v for k, v in text_cfg.items() if k != "torch_dtype"}), seed)
 
     shards = {
-        "model-00001-of-00002.safetensors": {**{f"vision_tower.{k}": v for k, v in vision.state_dict().items()},
+        "model-00001-of-00002.safetensors": {**{_vision_key(k): v for k, v in vision.state_dict().items()},
                                              **{f"multi_modal_projector.{k}": v
                                                 for k, v in projector.state_dict().items()}},
         "model-00002-of-00002.safetensors": {f"language_model.{k}": v for k, v in lora_lm.state_dict().items()},

@@ -1,0 +1,118 @@
+"""PLLaVA (ermu2001/pllava-*), the seed's v1.2 captioner: K frames at 336 px (CLIP resize + center crop),
+pooled to T'*H'*W' visual tokens behind one `<image>` token, the seed's conversation template, LoRA merged."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+
+from ..errors import UsageError
+from ..prompts.caption import PLLAVA_USER_QUERY
+from .base import CaptionRequest
+from .hf_common import HFCaptionBackend, Prepared, eos_ids
+
+DEFAULT_LORA_ALPHA = 4.0  # the seed's --lora_alpha (training used 32; see IMPLEMENTATION-NOTES 3.4)
+
+
+def conversation(system: str) -> str:
+    """The seed's hard-coded template (caption_pllava.py): roles USER:/ASSISTANT:, one interleaved <image>."""
+    return f"{system} USER:<image> {PLLAVA_USER_QUERY} ASSISTANT:"
+
+
+def parse_pooling(value) -> tuple[int, int, int]:
+    if isinstance(value, str):
+        parts = value.replace("x", "-").split("-")
+    else:
+        parts = list(value)
+    try:
+        shape = tuple(int(p) for p in parts)
+    except (TypeError, ValueError):
+        shape = ()
+    if len(shape) != 3 or min(shape) < 1:
+        raise UsageError(f"--pooling-shape '{value}' must be three positive integers T-H-W, e.g. 4-12-12.")
+    return shape
+
+
+def seed_clean(text: str) -> str:
+    """caption_pllava.py's post-processing: text after the last 'ASSISTANT:', no '</s>', one line."""
+    return text.split("ASSISTANT:")[-1].removesuffix("</s>").strip().replace("\n", " ")
+
+
+class PllavaBackend(HFCaptionBackend):
+    name = "hf-pllava"
+
+    def __init__(self, preset, options):
+        super().__init__(preset, options)
+        self.image_processor = None
+        self.num_frames = int(options.num_frames or preset.num_frames)
+        self.pooling_shape: tuple[int, int, int] | None = None
+        self.lora_alpha = float(self.param("lora_alpha", DEFAULT_LORA_ALPHA))
+        self.image_token_id = None
+
+    @property
+    def visual_tokens(self) -> int:
+        return math.prod(self.pooling_shape)
+
+    def provenance(self) -> dict:
+        info = super().provenance()
+        info.update(num_frames=self.num_frames, lora_alpha=self.lora_alpha,
+                    pooling_shape="-".join(map(str, self.pooling_shape)) if self.pooling_shape else None)
+        return info
+
+    def _load(self, path: Path, device: str, dtype) -> None:
+        from transformers import AutoTokenizer, CLIPImageProcessor
+
+        from .pllava_model import load_pllava
+
+        raw = json.loads((path / "config.json").read_text())
+        self.pooling_shape = parse_pooling(self.param("pooling_shape") or raw.get("pooling_shape") or (4, 12, 12))
+        self.model, _ = load_pllava(path, device, dtype, self.pooling_shape, self.num_frames, self.lora_alpha)
+        self.tokenizer = AutoTokenizer.from_pretrained(path)
+        self.tokenizer.padding_side = "left"
+        if (path / "preprocessor_config.json").exists():
+            self.image_processor = CLIPImageProcessor.from_pretrained(path)
+        else:  # the llava-hf CLIP-L/336 preprocessing PLLaVA was trained with
+            self.image_processor = CLIPImageProcessor(size={"shortest_edge": 336},
+                                                      crop_size={"height": 336, "width": 336})
+        self.image_token_id = int(raw.get("image_token_index", 32000))
+        self.eos = eos_ids(self.tokenizer, self.model.generation_config)
+        pad = self.tokenizer.pad_token_id
+        self.pad_id = int(pad if pad is not None else raw.get("pad_token_id", 0))
+        if self.model.generation_config.eos_token_id is None:
+            self.model.generation_config.eos_token_id = self.eos
+
+    def _fit_frames(self, req: CaptionRequest) -> np.ndarray:
+        """Every video must have exactly num_frames frames (the pooling reshapes per video)."""
+        frames = req.frames[:1] if req.is_image else req.frames
+        k = len(frames)
+        if k == self.num_frames:
+            return frames
+        if k > self.num_frames:
+            raise ValueError(f"got {k} frames for a {self.num_frames}-frame PLLaVA setup")
+        # PLLaVA's rule for short inputs (and for images): repeat each frame, then cut to num_frames
+        return np.repeat(frames, self.num_frames // k + 1, axis=0)[: self.num_frames]
+
+    def token_ids(self, prompt: str) -> list[int]:
+        ids = self.tokenizer(conversation(prompt)).input_ids
+        if ids.count(self.image_token_id) != 1:
+            raise UsageError("the PLLaVA tokenizer does not map '<image>' to the config's image_token_index; the checkpoint's tokenizer files do not match its config.")
+        at = ids.index(self.image_token_id)
+        return ids[:at] + [self.image_token_id] * self.visual_tokens + ids[at + 1:]
+
+    def prepare(self, requests: list[CaptionRequest]) -> Prepared:
+        import torch
+
+        seqs = [self.token_ids(r.prompt) for r in requests]
+        frames = [f for r in requests for f in self._fit_frames(r)]
+        pixels = self.image_processor(images=frames, return_tensors="pt")["pixel_values"]
+        width = max(len(s) for s in seqs)
+        ids = torch.tensor([[self.pad_id] * (width - len(s)) + s for s in seqs])
+        mask = torch.tensor([[0] * (width - len(s)) + [1] * len(s) for s in seqs])
+        return Prepared({"input_ids": ids, "attention_mask": mask, "pixel_values": pixels},
+                        [len(s) for s in seqs])
+
+    def postprocess(self, text: str) -> str:
+        return seed_clean(text)
