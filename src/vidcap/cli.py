@@ -231,6 +231,37 @@ def tag_stats_cmd(output: Path = typer.Argument(..., help="An output of `vidcap 
         typer.echo(f"chart: {png}")
 
 
+@app.command()
+def bench(
+    shape: str = typer.Option("pllava-13b", "--shape", help="pllava-13b, pllava-7b, llava-1.6-mistral-7b, qwen2.5-vl-7b (random weights, real size), or tiny-<family> for a CPU smoke run."),
+    model: Optional[str] = typer.Option(None, "--model", help="Bench this model dir/preset instead of a random skeleton."),
+    frames: Optional[int] = typer.Option(None, "--frames", help="Frames per clip (default: the preset's)."),
+    resolution: str = typer.Option("1280x720", "--resolution", help="WxH of the generated h264 clips."),
+    seconds: float = typer.Option(5.0, "--seconds", help="Clip length."),
+    videos: int = typer.Option(64, "--videos"),
+    batch_size: int = typer.Option(16, "--batch-size", "-b"),
+    new_tokens: int = typer.Option(150, "--new-tokens", help="Tokens generated per clip (EOS ignored)."),
+    resize: Optional[int] = typer.Option(None, "--resize", help="Short side resize on the decode workers."),
+    workers: Optional[int] = O_WORKERS,
+    baseline: bool = typer.Option(False, "--baseline", help="Also run the straightforward path on the same inputs and report the ratio."),
+    device: Optional[str] = O_DEVICE,
+    work_dir: Path = typer.Option(Path(".vidcap-bench"), "--work-dir", help="Where clips, model skeletons and outputs go."),
+):
+    """End-to-end captioning throughput with random weights at real model size."""
+    from .bench.run import BenchConfig, format_report, run_bench
+
+    try:
+        w, h = (int(x) for x in resolution.lower().split("x"))
+    except ValueError:
+        raise UsageError(f"--resolution '{resolution}' is not WxH, e.g. 1280x720.") from None
+    cfg = BenchConfig(shape=shape, model=model, frames=frames, width=w, height=h, seconds=seconds, videos=videos,
+                      batch_size=batch_size, new_tokens=new_tokens, resize=resize, workers=workers,
+                      baseline=baseline, device=device, work_dir=str(work_dir))
+    report = run_bench(cfg)
+    typer.echo(format_report(report))
+    typer.echo(f"full figures: {work_dir / 'bench.json'}")
+
+
 @dev_app.command("tiny-model")
 def tiny_model(out_dir: Path, family: str = typer.Option(..., "--family", help="qwen2-vl, llava-next, pllava or llama.")):
     """Write a tiny random-weight model (meaningless output) for smoke tests without downloads."""

@@ -82,16 +82,18 @@ def measure_peaks(device: str = "cuda") -> dict:
 def roofline_seconds(n_videos: int, lm_params: float, vision_params: float, prompt_tokens: float,
                      new_tokens: int, vision_tokens: float, batch: int, kv_bytes_per_token: float,
                      peaks: dict) -> dict:
-    """A floor for the run: FLOPs at the matrix rate vs bytes at memory bandwidth, whichever is larger.
+    """A floor for the run, phase by phase (they do not overlap on one GPU).
 
-    FLOPs: 2 * params per token through the LM (prompt + new) and per patch through the vision tower.
-    Bytes: every decode step reads the LM weights once per batch (bf16), plus each sequence's KV cache.
+    Prefill + vision: compute-bound, 2 FLOPs per parameter per token (LM) and per patch (vision tower).
+    Decode: each step reads the LM weights once for the whole batch (bf16) plus every sequence's KV
+    cache, and does 2 FLOPs per parameter per sequence: the larger of the two times.
     """
-    flops = n_videos * (2 * lm_params * (prompt_tokens + new_tokens) + 2 * vision_params * vision_tokens)
+    prefill_flops = n_videos * (2 * lm_params * prompt_tokens + 2 * vision_params * vision_tokens)
     steps = (n_videos / max(batch, 1)) * new_tokens
+    decode_flops = n_videos * new_tokens * 2 * lm_params
     kv_read = n_videos * new_tokens * (prompt_tokens + new_tokens / 2) * kv_bytes_per_token
-    bytes_moved = steps * 2 * lm_params + kv_read
-    t_flops = flops / peaks["bf16_flops"]
-    t_bytes = bytes_moved / peaks["bytes_per_s"]
-    return {"flops": flops, "bytes": bytes_moved, "t_flops": t_flops, "t_bytes": t_bytes,
-            "floor_s": max(t_flops, t_bytes)}
+    decode_bytes = steps * 2 * lm_params + kv_read
+    t_prefill = prefill_flops / peaks["bf16_flops"]
+    t_decode = max(decode_flops / peaks["bf16_flops"], decode_bytes / peaks["bytes_per_s"])
+    return {"flops": prefill_flops + decode_flops, "bytes": decode_bytes, "t_prefill": t_prefill,
+            "t_decode": t_decode, "floor_s": t_prefill + t_decode}

@@ -1,0 +1,222 @@
+"""`vidcap bench`: end-to-end throughput of the real captioning path with random weights at real size.
+
+video files -> decode workers -> preprocessing -> vision tower -> projector/pooling -> generate -> rows.
+The same CaptionStage and runner users run; only the weights are random (values do not change speed) and
+EOS is ignored so every caption is exactly `new_tokens` long.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+
+@dataclass
+class BenchConfig:
+    shape: str = "pllava-13b"  # a bench shape (bench.shapes.SHAPES) or a model dir / preset for --model
+    model: str | None = None  # use this model (dir or preset) instead of a random skeleton
+    frames: int | None = None
+    width: int = 1280
+    height: int = 720
+    seconds: float = 5.0
+    videos: int = 64
+    batch_size: int = 16
+    new_tokens: int = 150
+    resize: int | None = None
+    workers: int | None = None
+    baseline: bool = False
+    device: str | None = None
+    work_dir: str = ".vidcap-bench"
+    extra: dict = field(default_factory=dict)
+
+
+class _Timer:
+    """Wraps a bound method and sums its wall time (results come back to the CPU, so this is synchronous)."""
+
+    def __init__(self, obj, name: str):
+        self.total, self.calls = 0.0, 0
+        self.fn = getattr(obj, name)
+        setattr(obj, name, self)
+
+    def __call__(self, *a, **kw):
+        t = time.perf_counter()
+        try:
+            return self.fn(*a, **kw)
+        finally:
+            self.total += time.perf_counter() - t
+            self.calls += 1
+
+
+def _stage(cfg: BenchConfig, model_dir: str, preset_name: str, fast: bool):
+    from ..backends.base import CaptionOptions
+    from ..backends.registry import PRESETS, resolve_model
+    from ..stages.caption import CaptionStage
+
+    base = PRESETS.get(preset_name)
+    preset = resolve_model(model_dir)
+    if base is not None:  # frames, positions, prompt and family defaults of the preset this shape stands for
+        from dataclasses import replace
+
+        preset = replace(base, name=preset.name, model_id=model_dir)
+    opts = CaptionOptions(num_frames=cfg.frames, max_new_tokens=cfg.new_tokens, batch_size=cfg.batch_size,
+                          resize=cfg.resize, device=cfg.device,
+                          extra=dict(cfg.extra, ignore_eos=True, fast=fast))
+    return CaptionStage(preset, opts)
+
+
+def _model_dir(cfg: BenchConfig, root: Path) -> tuple[str, str]:
+    from .shapes import SHAPES, write_skeleton
+
+    if cfg.model:
+        return cfg.model, cfg.model
+    if cfg.shape.startswith("tiny-"):
+        from ..dev.tiny import build_tiny_model
+
+        out = root / "models" / cfg.shape
+        if not (out / "config.json").exists():
+            build_tiny_model(out, cfg.shape[len("tiny-"):])
+        return str(out), ""
+    out = root / "models" / cfg.shape
+    if not (out / "config.json").exists():
+        write_skeleton(out, cfg.shape)
+    return str(out), SHAPES[cfg.shape][1]
+
+
+def _one_run(stage, manifest: Path, out: Path, workers, label: str) -> dict:
+    from ..runner import RunOptions, run_stage
+    from .gpu import BusyMonitor
+
+    backend = stage.backend
+    t_prep = _Timer(backend, "prepare") if hasattr(backend, "prepare") else None
+    t_gen = _Timer(backend, "generate") if hasattr(backend, "generate") else None
+    t_batch = _Timer(stage, "process_batch")
+    cuda = _cuda()
+    if cuda:
+        cuda.reset_peak_memory_stats()
+    opts = RunOptions(workers=workers, overwrite=True, progress=False, part_rows=1 << 20, part_seconds=1e9)
+    with BusyMonitor() as mon:
+        summary = run_stage(stage, manifest, out, opts)
+    n = summary["processed"]
+    wall = summary["wall_s"]
+    res = {"label": label, "videos": n, "ok": summary["ok"], "wall_s": wall,
+           "videos_per_s": n / wall if wall else 0.0,
+           "stage_s": {"model (process_batch)": t_batch.total,
+                       "preprocess (in main process)": t_prep.total if t_prep else None,
+                       "generate (vision+prefill+decode)": t_gen.total if t_gen else None,
+                       "waiting for frames / other": wall - t_batch.total},
+           "gpu_busy": mon.busy, "peak_mem_gib": cuda.max_memory_allocated() / 2**30 if cuda else None}
+    for t, obj, name in ((t_prep, backend, "prepare"), (t_gen, backend, "generate"), (t_batch, stage, "process_batch")):
+        if t is not None:
+            setattr(obj, name, t.fn)
+    return res
+
+
+def _cuda():
+    try:
+        import torch
+
+        return torch.cuda if torch.cuda.is_available() else None
+    except ImportError:
+        return None
+
+
+def _output_stats(out: Path) -> dict:
+    import pandas as pd
+
+    df = pd.read_parquet(out)
+    ok = df[df["status"] == "ok"]
+    return {"prompt_tokens": float(ok["prompt_tokens"].mean()) if len(ok) else 0.0,
+            "completion_tokens": float(ok["completion_tokens"].mean()) if len(ok) else 0.0,
+            "errors": df.loc[df["status"] != "ok", "error"].head(3).tolist()}
+
+
+def _roofline(stage, stats: dict, res: dict, cfg: BenchConfig, peaks: dict) -> dict | None:
+    model = getattr(stage.backend, "model", None)
+    if model is None or not peaks:
+        return None
+    from .gpu import roofline_seconds
+
+    lm = vision = 0
+    for name, p in model.named_parameters():
+        if "vision" in name or "visual" in name:
+            vision += p.numel()
+        elif "embed_tokens" not in name:
+            lm += p.numel()
+    tcfg = getattr(model.config, "text_config", model.config)
+    heads = getattr(tcfg, "num_key_value_heads", None) or tcfg.num_attention_heads
+    head_dim = getattr(tcfg, "head_dim", None) or tcfg.hidden_size // tcfg.num_attention_heads
+    kv_bytes = 2 * tcfg.num_hidden_layers * heads * head_dim * 2
+    frames = stage.num_frames
+    patches = frames * 576  # CLIP-L/14-336 per frame; a lead, not exact for anyres/Qwen
+    floor = roofline_seconds(res["videos"], lm, vision, stats["prompt_tokens"], cfg.new_tokens, patches,
+                             cfg.batch_size, kv_bytes, peaks)
+    floor["share_of_roofline"] = floor["floor_s"] / res["wall_s"] if res["wall_s"] else None
+    floor["lm_params_b"] = lm / 1e9
+    floor["vision_params_b"] = vision / 1e9
+    return floor
+
+
+def run_bench(cfg: BenchConfig) -> dict:
+    from .clips import make_bench_clips
+
+    root = Path(cfg.work_dir)
+    root.mkdir(parents=True, exist_ok=True)
+    t0 = time.perf_counter()
+    manifest = make_bench_clips(root, cfg.videos, cfg.width, cfg.height, cfg.seconds)
+    t_clips = time.perf_counter() - t0
+    model_dir, preset_name = _model_dir(cfg, root)
+    stage = _stage(cfg, model_dir, preset_name, fast=True)
+    t1 = time.perf_counter()
+    stage.setup(cfg.device)
+    t_load = time.perf_counter() - t1
+    peaks = {}
+    if _cuda():
+        from .gpu import measure_peaks
+
+        peaks = measure_peaks()
+    report = {"config": {k: v for k, v in cfg.__dict__.items()}, "device": peaks.get("name", "cpu"),
+              "peaks": peaks, "clips_s": t_clips, "load_s": t_load, "runs": []}
+    workers = cfg.workers
+    if cfg.baseline:  # the straightforward path on the same model and inputs, same batch, same process
+        stage.options.extra["fast"] = False
+        base = _one_run(stage, manifest, root / "out_baseline.parquet", workers, "baseline")
+        base.update(_output_stats(root / "out_baseline.parquet"))
+        base["tokens_per_s"] = base["completion_tokens"] * base["ok"] / base["wall_s"]
+        report["runs"].append(base)
+        stage.options.extra["fast"] = True
+    run = _one_run(stage, manifest, root / "out.parquet", workers, "vidcap")
+    run.update(_output_stats(root / "out.parquet"))
+    run["tokens_per_s"] = run["completion_tokens"] * run["ok"] / run["wall_s"]
+    run["roofline"] = _roofline(stage, run, run, cfg, peaks)
+    report["runs"].append(run)
+    if cfg.baseline:
+        report["speedup"] = run["videos_per_s"] / max(report["runs"][0]["videos_per_s"], 1e-9)
+    stage.teardown()
+    (root / "bench.json").write_text(json.dumps(report, indent=2, default=str))
+    return report
+
+
+def format_report(report: dict) -> str:
+    lines = [f"device: {report['device']}  (clips made in {report['clips_s']:.1f} s, model built in {report['load_s']:.1f} s)"]
+    for r in report["runs"]:
+        busy = f"{100 * r['gpu_busy']:.0f}%" if r.get("gpu_busy") is not None else "n/a"
+        mem = f"{r['peak_mem_gib']:.1f} GiB" if r.get("peak_mem_gib") is not None else "n/a"
+        lines.append(f"[{r['label']}] {r['videos']} videos ({r['ok']} ok) in {r['wall_s']:.1f} s: "
+                     f"{r['videos_per_s']:.2f} videos/s, {r['tokens_per_s']:.0f} new tokens/s, GPU busy {busy}, "
+                     f"peak memory {mem}, prompt {r['prompt_tokens']:.0f} tokens, {r['completion_tokens']:.0f} new tokens/video")
+        for k, v in r["stage_s"].items():
+            if v is not None:
+                lines.append(f"    {k:<36} {v:8.2f} s")
+        roof = r.get("roofline")
+        if roof:
+            lines.append(f"    roofline floor {roof['floor_s']:.2f} s (prefill+vision {roof['t_prefill']:.2f} s, decode "
+                         f"{roof['t_decode']:.2f} s) -> {100 * roof['share_of_roofline']:.0f}% of the roofline; "
+                         f"LM {roof['lm_params_b']:.2f}B + vision {roof['vision_params_b']:.2f}B params")
+        if r.get("errors"):
+            lines.append(f"    errors: {r['errors']}")
+    if "speedup" in report:
+        lines.append(f"speed-up over the baseline path: {report['speedup']:.2f}x")
+    return "\n".join(lines)
