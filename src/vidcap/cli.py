@@ -180,6 +180,32 @@ def diff(a: Path, b: Path, output: Path = typer.Option(..., "-o", "--output")):
 
 
 @app.command()
+def motion(
+    manifest: Optional[Path] = typer.Argument(None, help="CSV or Parquet with a `path` column."),
+    output: Optional[Path] = O_OUT,
+    threshold: float = typer.Option(0.25, "--threshold", help="Fraction of the frame a move must pass to count (0.2 = 20%)."),
+    eval_labels: Optional[Path] = typer.Option(None, "--eval", help="A CSV with path,label columns: print accuracy and a confusion table instead."),
+    workers: Optional[int] = O_WORKERS, limit: Optional[int] = O_LIMIT, shard: Optional[str] = O_SHARD,
+    overwrite: bool = O_OVERWRITE, keep_parts: bool = O_KEEP, part_rows: int = O_PART_ROWS,
+    quiet: bool = O_QUIET,
+):
+    """Label each clip's camera motion (pan, tilt, zoom, static, unclassified) from optical flow."""
+    from .stages.motion import MotionStage
+
+    stage = MotionStage(threshold=threshold)
+    if eval_labels is not None:
+        from .motion import run_eval
+        from .runner import default_workers
+
+        typer.echo(run_eval(str(eval_labels), threshold, workers or default_workers()))
+        return
+    if manifest is None:
+        raise UsageError("give a MANIFEST to label, or --eval LABELS.csv to measure accuracy.")
+    out = output_path(manifest, output, stage.suffix)
+    execute(stage, manifest, out, run_options(workers, limit, shard, overwrite, keep_parts, part_rows, quiet, None))
+
+
+@app.command()
 def tag(
     manifest: Path = typer.Argument(..., help="CSV or Parquet with a `text` column (captions)."),
     key: str = typer.Option(..., "--key", "-k", help="objects, actions, or a custom key with --prompt-file."),
