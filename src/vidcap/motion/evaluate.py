@@ -1,0 +1,88 @@
+"""Measure the classifier on a labelled set: accuracy, per-class confusion, clips per second."""
+
+from __future__ import annotations
+
+import time
+from concurrent.futures import ProcessPoolExecutor
+
+import pandas as pd
+
+from vidcap.errors import UsageError, VidcapError
+from vidcap.motion.track import estimate
+from vidcap.motion.reader import read_gray
+from vidcap.motion.result import CLASSES, DEFAULT_THRESHOLD, MotionResult, classify, normalize_label
+
+
+def analyze(path: str) -> MotionResult:
+    """Decode `path` densely and estimate its camera motion (raises VidcapError for a bad file)."""
+    clip = read_gray(path)
+    return estimate(clip.frames)
+
+
+def _analyze_row(path: str) -> tuple[MotionResult | None, str]:
+    try:
+        return analyze(path), ""
+    except VidcapError as exc:
+        return None, exc.text
+
+
+def evaluate(pred_labels, true_labels) -> tuple[float, pd.DataFrame]:
+    """Exact-label accuracy and a confusion table of base classes (rows: truth, columns: predicted).
+
+    A combined label (`pan_left+zoom_in`) counts once per base class it holds in its truth row, so
+    the table shows which component went wrong; accuracy compares whole labels.
+    """
+    pred = [normalize_label(p) for p in pred_labels]
+    true = [normalize_label(t) for t in true_labels]
+    if len(pred) != len(true):
+        raise ValueError(f"{len(pred)} predictions for {len(true)} labels")
+    accuracy = sum(p == t for p, t in zip(pred, true)) / len(true) if true else 0.0
+    table = pd.DataFrame(0, index=list(CLASSES), columns=list(CLASSES), dtype=int)
+    for p, t in zip(pred, true):
+        p_parts, t_parts = p.split("+"), t.split("+")
+        for tc in t_parts:
+            if tc in p_parts:
+                table.loc[tc, tc] += 1
+            else:
+                wrong = [pc for pc in p_parts if pc not in t_parts] or [p_parts[0]]
+                table.loc[tc, wrong[0]] += 1
+    table = table.loc[(table.sum(axis=1) > 0) | (table.sum(axis=0) > 0)]
+    table = table.loc[:, (table.sum(axis=0) > 0) | table.columns.isin(table.index)]
+    return accuracy, table
+
+
+def predict_paths(paths: list[str], threshold: float = DEFAULT_THRESHOLD, workers: int = 2):
+    """(labels, results, errors, seconds) for `paths`, decoded and estimated in `workers` processes."""
+    start = time.perf_counter()
+    if workers > 1:
+        with ProcessPoolExecutor(workers) as pool:
+            out = list(pool.map(_analyze_row, paths, chunksize=4))
+    else:
+        out = [_analyze_row(p) for p in paths]
+    seconds = time.perf_counter() - start
+    results = [r for r, _ in out]
+    labels = [classify(r, threshold) if r is not None else "unclassified" for r in results]
+    return labels, results, [e for _, e in out], seconds
+
+
+def run_eval(labels_csv: str, threshold: float = DEFAULT_THRESHOLD, workers: int = 2) -> str:
+    """The report `vidcap motion --eval LABELS.csv` prints (columns path,label; paths relative to it)."""
+    from vidcap.manifest import ABSPATH, read_manifest
+
+    df = read_manifest(labels_csv, require=("path", "label"))
+    try:
+        truth = [normalize_label(x) for x in df["label"]]
+    except ValueError as exc:
+        raise UsageError(f"{labels_csv}: {exc}; use {', '.join(CLASSES)} or `+` joins.") from None
+    labels, _, errs, seconds = predict_paths(list(df[ABSPATH]), threshold, workers)
+    accuracy, table = evaluate(labels, truth)
+    lines = [f"clips: {len(df)}  threshold: {threshold}  workers: {workers}",
+             f"exact-label accuracy: {accuracy:.1%} ({sum(p == t for p, t in zip(labels, truth))}"
+             f"/{len(truth)})",
+             f"speed: {len(df) / seconds:.1f} clips/s ({seconds:.1f} s, decode included)",
+             f"failed rows: {sum(bool(e) for e in errs)}", "",
+             "confusion (rows: true class, columns: predicted):", table.to_string()]
+    wrong = [(p, t, path) for p, t, path in zip(labels, truth, df["path"]) if p != t]
+    if wrong:
+        lines += ["", "misclassified:"] + [f"  {path}: true {t}, got {p}" for p, t, path in wrong[:30]]
+    return "\n".join(lines)

@@ -1,0 +1,146 @@
+"""A dense, cheap frame reader for motion: sequential decode, luma plane only, downscaled.
+
+Motion needs many closely spaced frames (fast pans are split into short steps), not a few sharp
+RGB ones, so this reads every frame in order (no seeking), keeps at most `max_frames` evenly
+spaced ones plus the last, and uses the decoder's luma plane directly (no colour conversion).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+from vidcap import errors
+from vidcap.errors import VidcapError
+
+# 8-bit formats whose first plane is the luma image
+_LUMA8 = frozenset({"yuv420p", "yuvj420p", "yuv422p", "yuvj422p", "yuv444p", "yuvj444p", "yuv440p",
+                    "yuvj440p", "yuv411p", "yuv410p", "nv12", "nv21", "gray"})
+
+
+@dataclass
+class GrayClip:
+    frames: np.ndarray          # [T,h,w] uint8 luma, downscaled
+    indices: list[int]          # decoded-frame index of each kept frame
+    num_frames: int             # frames decoded in total
+    fps: float
+    width: int                  # coded size before downscaling
+    height: int
+
+
+def _luma(frame, width: int) -> np.ndarray:
+    """The luma plane as displayed (rotation tag applied), `width` pixels wide (never upscaled)."""
+    import cv2
+
+    plane = frame.planes[0]
+    if frame.format.name in _LUMA8:
+        y = np.frombuffer(plane, np.uint8).reshape(frame.height, plane.line_size)[:, : frame.width]
+    else:                                # rgb/palette codecs (rare): convert properly
+        y = frame.to_ndarray(format="gray")
+    rot = int(round((getattr(frame, "rotation", 0) or 0) / 90)) % 4
+    shown_w = frame.width if rot % 2 == 0 else frame.height
+    if shown_w > width:
+        scale = width / shown_w
+        size = (max(8, round(frame.width * scale)), max(8, round(frame.height * scale)))
+        y = cv2.resize(y, size, interpolation=cv2.INTER_AREA)
+    else:
+        y = y.copy()
+    return np.ascontiguousarray(np.rot90(y, k=rot)) if rot else y
+
+
+def _open(path: str):
+    from vidcap.frames.decode import _av, ffmpeg_message
+
+    av = _av()
+    try:
+        container = av.open(path, metadata_errors="ignore")
+    except av.FFmpegError as exc:
+        raise VidcapError(errors.DECODE, ffmpeg_message(exc, path)) from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise VidcapError(errors.DECODE, getattr(exc, "strerror", None) or str(exc)) from None
+    if not container.streams.video:
+        container.close()
+        raise VidcapError(errors.DECODE, "no video stream")
+    return container
+
+
+def _frame_count(stream) -> int:
+    if stream.frames:
+        return int(stream.frames)
+    if stream.duration and stream.average_rate:
+        return int(float(stream.duration * stream.time_base) * float(stream.average_rate))
+    return 0
+
+
+def _decoded(container, stream, skip_until: int):
+    """(index, frame) in display order. Before frame `skip_until`, frames no other frame refers
+    to (most B-frames) are not decoded at all: motion does not need every frame, and the tail is
+    decoded in full so the last frame is there."""
+    import av
+
+    ctx = stream.codec_context
+    fps = float(stream.average_rate or stream.guessed_rate or 25)
+    tb = float(stream.time_base or 0)
+    first_pts = None
+    if skip_until > 0:
+        ctx.skip_frame = "NONREF"
+    n = 0
+    try:
+        for packet in container.demux(stream):
+            if skip_until > 0 and packet.dts is not None and tb and first_pts is not None:
+                if (packet.dts - first_pts) * tb * fps >= skip_until:
+                    ctx.skip_frame = "DEFAULT"
+                    skip_until = 0
+            for frame in packet.decode():
+                if first_pts is None:
+                    first_pts = frame.pts if frame.pts is not None else 0
+                if frame.pts is not None and tb:
+                    index = round((frame.pts - first_pts) * tb * fps)
+                else:
+                    index = n
+                n += 1
+                yield index, frame
+    except av.FFmpegError as exc:
+        if n < 2:
+            from vidcap.frames.decode import ffmpeg_message
+
+            raise VidcapError(errors.DECODE, ffmpeg_message(exc)) from None
+        # a damaged tail: the motion is measured up to the last good frame
+
+
+def read_gray(path: str, max_frames: int = 64, width: int = 160, skip_nonref: bool = True) -> GrayClip:
+    """About `max_frames` evenly spaced frames of the clip (always the first and last) as luma.
+
+    Raises VidcapError: missing, empty_path, not_a_file, decode, short (fewer than 2 frames).
+    """
+    from vidcap.frames.decode import check_path
+
+    container = _open(check_path(path))
+    with container:
+        stream = container.streams.video[0]
+        stream.thread_type = "SLICE"   # frame threads add latency and fight the worker processes
+        total = _frame_count(stream)
+        stride = max(1.0, total / max_frames) if total else 1.0
+        skip = total - 12 if skip_nonref and total > max_frames else 0
+        kept, indices, last, next_at = [], [], None, 0.0
+        for index, frame in _decoded(container, stream, skip):
+            if index >= next_at:
+                kept.append(_luma(frame, width))
+                indices.append(index)
+                next_at = index + stride - 0.5
+                last = None
+            else:
+                last = (index, frame)
+        if last is not None:
+            kept.append(_luma(last[1], width))
+            indices.append(last[0])
+        if len(kept) < 2:
+            raise VidcapError(errors.SHORT, f"{len(kept)} frame(s) decoded; motion needs at least 2")
+        frames = np.stack(kept)
+        if len(frames) > 2 * max_frames:        # frame count was unknown: thin out now
+            keep = np.unique(np.linspace(0, len(frames) - 1, max_frames).round().astype(int))
+            frames, indices = frames[keep], [indices[i] for i in keep]
+        fps = float(stream.average_rate or 0)
+        return GrayClip(frames, indices, indices[-1] + 1, fps, stream.width, stream.height)
