@@ -133,9 +133,10 @@ class HFChatBackend(ChatBackend):
         cfg = copy.deepcopy(self.lm.generation_config)
         temp = float(self.options.temperature or 0.0)
         cfg.do_sample = temp > 0
-        cfg.temperature = temp if temp > 0 else None
-        if temp <= 0:  # the model's sampling defaults would only trigger warnings under greedy decoding
-            cfg.top_p = cfg.top_k = None
+        if temp > 0:
+            cfg.temperature = temp
+        else:  # neutral values, not None: generate() refills None from the model's sampling defaults, then warns
+            cfg.temperature, cfg.top_p, cfg.top_k, cfg.typical_p = 1.0, 1.0, 50, 1.0
         cfg.max_new_tokens = int(self.options.max_new_tokens)
         cfg.eos_token_id = list(self._eos)
         cfg.pad_token_id = self.tokenizer.pad_token_id

@@ -32,7 +32,7 @@ class TextLoader:
 
 
 class TagStage(Stage):
-    """`TagStage(key, backend, prompt=None, batch_size=32, text_column="text")`.
+    """`TagStage(key, backend, prompt=None, batch_size=64, text_column="text")`.
 
     `backend` is a vidcap.backends.llm.ChatBackend (`make_chat_backend("hf"|"openai"|"fake", model, options)`);
     `prompt` a TagPrompt (default: the built-in prompt for `key`, which must then be objects or actions).
@@ -42,7 +42,7 @@ class TagStage(Stage):
     needs_path = False
     default_workers = 0  # loading is reading a string: worker processes would only cost start-up time
 
-    def __init__(self, key: str, backend, prompt: TagPrompt | None = None, batch_size: int = 32,
+    def __init__(self, key: str, backend, prompt: TagPrompt | None = None, batch_size: int = 64,
                  text_column: str = "text"):
         self.key = check_key(key)
         self.prompt = prompt or tag_prompt(key)
@@ -109,7 +109,8 @@ def build_tag_stage(key: str, *, backend: str = "hf", model: str | None = None, 
                     options=None) -> TagStage:
     """What `vidcap tag` needs: key + backend name + model (+ CaptionOptions for tokens/API settings).
 
-    Default batch: 32 captions per generate call in-process (the seed's), 4 x concurrency over an API.
+    Default batch: 64 captions per generate call in-process (the seed used 32; on an H100 an 8B Llama
+    tagged 36 captions/s at 32 and 53/s at 64, answers of 32 tokens), 4 x concurrency over an API.
     """
     from ..backends.base import CaptionOptions
     from ..backends.llm import make_chat_backend
@@ -117,6 +118,6 @@ def build_tag_stage(key: str, *, backend: str = "hf", model: str | None = None, 
     prompt = tag_prompt(key, prompt_text=prompt_text, prompt_file=prompt_file)
     options = options or CaptionOptions()
     if batch_size is None:
-        batch_size = 4 * max(1, options.concurrency) if backend == "openai" else 32
+        batch_size = 4 * max(1, options.concurrency) if backend == "openai" else 64
     options.batch_size = batch_size
     return TagStage(key, make_chat_backend(backend, model, options), prompt, batch_size, text_column)
