@@ -89,13 +89,30 @@ def _load(row: dict):
         return None, format_error(DECODE, f"{type(exc).__name__}: {exc}")
 
 
+class ListSource:
+    """The rows of a run, handed to the Feeder in order; other runners pass a source that grows over time."""
+
+    def __init__(self, rows: list[dict]):
+        self.rows = list(reversed(rows))
+
+    def take(self, n: int, timeout: float) -> list[dict] | None:
+        """Up to n rows ([] when none are ready yet), or None once there will be no more."""
+        if not self.rows:
+            return None
+        return [self.rows.pop() for _ in range(min(n, len(self.rows)))]
+
+
 class Feeder:
-    """Keeps `workers` processes busy loading rows; hands (row, data, error) to the consumer in a queue."""
+    """Keeps `workers` processes busy loading rows; hands (row, data, error) to the consumer in a queue.
+
+    `rows` is a list, or a source with `take(n, timeout)` (see ListSource) for runners that receive rows
+    while they run (the multi-GPU workers)."""
 
     DONE = object()
 
-    def __init__(self, loader, rows: list[dict], workers: int, depth: int):
-        self.loader, self.rows, self.workers = loader, rows, workers
+    def __init__(self, loader, rows, workers: int, depth: int):
+        self.loader, self.workers = loader, workers
+        self.source = ListSource(rows) if isinstance(rows, list) else rows
         self.depth = max(depth, 2 * max(workers, 1))
         self.q: queue.Queue = queue.Queue(maxsize=self.depth)
         self.stop = threading.Event()
@@ -119,9 +136,13 @@ class Feeder:
         try:
             if self.workers <= 0:
                 _init_loader_inline(self.loader)
-                for row in self.rows:
-                    if self.stop.is_set() or not self._put((row, *_load(row))):
+                while not self.stop.is_set():
+                    rows = self.source.take(1, timeout=0.2)
+                    if rows is None:
                         return
+                    for row in rows:
+                        if not self._put((row, *_load(row))):
+                            return
             else:
                 self._run_pool()
         except BaseException as exc:  # surfaced in the consumer
@@ -130,18 +151,28 @@ class Feeder:
             self._put(self.DONE)
 
     def _run_pool(self) -> None:
-        todo = list(reversed(self.rows))
+        retry: list[dict] = []  # rows in flight when a decoder process crashed
+        exhausted = False
         crashes: Counter = Counter()
-        while todo and not self.stop.is_set():
+        while (retry or not exhausted) and not self.stop.is_set():
             ctx = mp.get_context("spawn")
             pool = ProcessPoolExecutor(self.workers, mp_context=ctx, initializer=_init_worker, initargs=(self.loader,))
             pending: dict = {}
             try:
-                while (todo or pending) and not self.stop.is_set():
-                    while todo and len(pending) < self.depth:
-                        row = todo.pop()
+                while not self.stop.is_set():
+                    room = self.depth - len(pending)
+                    rows = [retry.pop() for _ in range(min(room, len(retry)))]
+                    if len(rows) < room and not exhausted:
+                        got = self.source.take(room - len(rows), timeout=0.0 if pending else 0.2)
+                        exhausted = got is None
+                        rows += got or []
+                    for row in rows:
                         pending[pool.submit(_load, row)] = row
-                    done, _ = wait(pending, timeout=0.5, return_when=FIRST_COMPLETED)
+                    if not pending:
+                        if exhausted and not retry:
+                            break
+                        continue
+                    done, _ = wait(pending, timeout=0.2, return_when=FIRST_COMPLETED)
                     for fut in done:
                         row = pending.pop(fut)
                         if not self._put((row, *fut.result())):
@@ -154,7 +185,7 @@ class Feeder:
                     if crashes[row[RID]] >= 2:
                         self._put((row, None, format_error(DECODE, "the decoder process crashed on this file")))
                     else:
-                        todo.append(row)
+                        retry.append(row)
             finally:
                 pool.shutdown(wait=False, cancel_futures=True)
 
@@ -265,22 +296,7 @@ class Run:
                 batch = []
 
     def _run_batch(self, batch: list[Item]) -> None:
-        try:
-            outs = self.stage.process_batch(batch)
-        except (FatalRunError, KeyboardInterrupt):
-            raise
-        except Exception as exc:
-            if len(batch) == 1:
-                outs = [{"error": _model_error(exc)}]
-            else:  # isolate the row that breaks the batch
-                outs = []
-                for item in batch:
-                    try:
-                        outs.extend(self.stage.process_batch([item]))
-                    except (FatalRunError, KeyboardInterrupt):
-                        raise
-                    except Exception as one:
-                        outs.append({"error": _model_error(one)})
+        outs = process_safely(self.stage, batch)
         for item, out in zip(batch, outs):
             self._record(item.row, out)
         self._check_all_failing()
@@ -320,8 +336,32 @@ class Run:
             "rows": total, "unique": total - duplicates, "duplicates": duplicates, "skipped": skipped,
             "processed": processed, "ok": int((status == "ok").sum()), "failed": dict(failed),
             "wall_s": round(wall, 3), "rows_per_s": round(processed / wall, 3) if wall > 0 else 0.0,
-            **self.stage.summary_extra(),
+            **self._extra(),
         }
+
+    def _extra(self) -> dict:
+        """Stage figures for the summary; runners whose stage runs in other processes gather theirs."""
+        return self.stage.summary_extra()
+
+
+def process_safely(stage: Stage, batch: list[Item]) -> list[dict]:
+    """stage.process_batch, with a model exception turned into that row's error (the batch is split to find it)."""
+    try:
+        return stage.process_batch(batch)
+    except (FatalRunError, KeyboardInterrupt):
+        raise
+    except Exception as exc:
+        if len(batch) == 1:
+            return [{"error": _model_error(exc)}]
+        outs = []
+        for item in batch:
+            try:
+                outs.extend(stage.process_batch([item]))
+            except (FatalRunError, KeyboardInterrupt):
+                raise
+            except Exception as one:
+                outs.append({"error": _model_error(one)})
+        return outs
 
 
 def _model_error(exc: Exception) -> str:
