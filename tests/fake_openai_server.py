@@ -4,7 +4,7 @@ Each request's prompt may carry a tag `#id=<name>`; `server.script[name]` is a l
 one per attempt (the last one repeats). Behaviours: "ok", "slow:<s>" (answer after s seconds),
 "429:<retry-after>" (or "429" / "429-date:<s>" for an HTTP-date header), "500", "503", "400", "401",
 "403", "404", "quota" (429 insufficient_quota), "malformed" (200 with broken JSON), "nochoices",
-"empty" (200 with empty content), "drop" (close the socket without answering), "echo-key" (500 whose
+"empty" (200 with empty content), "length" (cut by the token limit), "drop" (close the socket without answering), "echo-key" (500 whose
 message repeats the Authorization header). Every request is checked for shape and recorded.
 
 Run standalone for manual tries: `python tests/fake_openai_server.py --port 8011`.
@@ -38,9 +38,10 @@ class Hit:
 
 
 class FakeOpenAIServer:
-    def __init__(self, *, delay: float = 0.0, models=None):
+    def __init__(self, *, delay: float = 0.0, models=None, require_images: bool = True):
         self.delay = delay  # seconds every "ok" answer waits (lets requests overlap)
         self.models = models  # accepted model names; None = any
+        self.require_images = require_images  # False for text-only clients (tagging)
         self.script: dict[str, list[str]] = {}
         self.hits: list[Hit] = []
         self.inflight = 0
@@ -90,7 +91,7 @@ class FakeOpenAIServer:
             self.inflight -= 1
 
 
-def parse_request(body: dict, auth: str, models) -> Hit:
+def parse_request(body: dict, auth: str, models, require_images: bool = True) -> Hit:
     problems, images, details, prompt = [], [], [], ""
     model = body.get("model", "")
     if not model or (models is not None and model not in models):
@@ -100,6 +101,8 @@ def parse_request(body: dict, auth: str, models) -> Hit:
         problems.append("no messages")
         messages = [{}]
     content = messages[-1].get("content")
+    if isinstance(content, str):  # plain text message (text-only clients)
+        content = [{"type": "text", "text": content}]
     if not isinstance(content, list):
         problems.append("content is not a list of parts")
         content = []
@@ -120,7 +123,7 @@ def parse_request(body: dict, auth: str, models) -> Hit:
             problems.append(f"unknown content part {part.get('type')!r}")
     if not prompt:
         problems.append("no text prompt")
-    if not images:
+    if require_images and not images:
         problems.append("no images")
     if not ("max_tokens" in body or "max_completion_tokens" in body):
         problems.append("no token limit")
@@ -174,6 +177,8 @@ def respond(server: FakeOpenAIServer, hit: Hit, behaviour: str):
         return 200, b'{"id": "chatcmpl-fake", "choices": [{"message": ', {}
     if kind == "nochoices":
         return 200, json.dumps({"id": "chatcmpl-fake", "object": "chat.completion"}).encode(), {}
+    if kind == "length":
+        return 200, json.dumps(completion(hit, text="A caption cut short", finish="length")).encode(), {}
     if kind == "empty":
         return 200, json.dumps(completion(hit, text="", finish="content_filter")).encode(), {}
     if kind == "drop":
@@ -202,7 +207,7 @@ def _make_handler(server: FakeOpenAIServer):
                 body = json.loads(raw)
             except ValueError:
                 return self._send(*_error(400, "body is not JSON"))
-            hit = parse_request(body, self.headers.get("Authorization", ""), server.models)
+            hit = parse_request(body, self.headers.get("Authorization", ""), server.models, server.require_images)
             behaviour = server._record(hit)
             try:
                 answer = respond(server, hit, behaviour)

@@ -14,7 +14,7 @@ import pandas as pd
 import pytest
 
 from fake_openai_server import FakeOpenAIServer
-from vidcap.backends.api_common import Redactor, parse_retry_after, price_for
+from vidcap.backends.api_common import Redactor, chat_params, parse_retry_after, price_for
 from vidcap.backends.base import CaptionOptions, CaptionRequest
 from vidcap.backends.registry import make_backend, resolve_model
 from vidcap.errors import FatalRunError, UsageError
@@ -94,10 +94,10 @@ def test_image_sends_one_frame_and_default_prompt(server, make):
 def test_retries_are_bounded_and_errors_recorded(server, make):
     server.script.update({
         "flaky": ["500", "503", "ok"], "down": ["500"], "junk": ["malformed"], "nochoice": ["nochoices"],
-        "drop": ["drop", "ok"], "bad": ["400"], "empty": ["empty"],
+        "drop": ["drop", "ok"], "bad": ["400"], "empty": ["empty"], "cut": ["length"],
     })
     backend = make(max_retries=2)
-    tags = ["ok", "flaky", "down", "junk", "nochoice", "drop", "bad", "empty"]
+    tags = ["ok", "flaky", "down", "junk", "nochoice", "drop", "bad", "empty", "cut"]
     results = dict(zip(tags, backend.caption([req(t) for t in tags])))
     assert results["ok"].error == "" and results["flaky"].error == "" and results["drop"].error == ""
     assert results["flaky"].text == "A caption for flaky from 3 frames."
@@ -106,11 +106,12 @@ def test_retries_are_bounded_and_errors_recorded(server, make):
     assert results["nochoice"].error.startswith("api: malformed response")
     assert results["bad"].error.startswith("api: 400")
     assert results["empty"].error.startswith("empty_text:") and results["empty"].finish_reason == "content_filter"
+    assert results["cut"].error == "" and results["cut"].finish_reason == "length" and results["ok"].finish_reason == "stop"
     hits = {t: len(server.hits_for(t)) for t in tags}
-    assert hits == {"ok": 1, "flaky": 3, "down": 3, "junk": 3, "nochoice": 3, "drop": 2, "bad": 1, "empty": 1}
+    assert hits == {"ok": 1, "flaky": 3, "down": 3, "junk": 3, "nochoice": 3, "drop": 2, "bad": 1, "empty": 1, "cut": 1}
     usage = backend.usage_summary()
-    assert usage["api_requests"] == 8 and usage["api_attempts"] == sum(hits.values())
-    assert usage["api_retries"] == sum(hits.values()) - 8
+    assert usage["api_requests"] == 9 and usage["api_attempts"] == sum(hits.values())
+    assert usage["api_retries"] == sum(hits.values()) - 9
 
 
 def test_timeout_gives_up_with_timeout_code(server, make):
@@ -130,6 +131,12 @@ def test_retry_after_is_honoured(server, make):
     assert result.error == ""
     first, second = server.hits_for("limited")
     assert second.t - first.t >= 0.9  # backoff alone would be ~0.01 s here
+
+
+def test_chat_params_follow_the_model_family():
+    assert chat_params("gpt-4o", 300, 0.0) == {"max_tokens": 300, "temperature": 0.0}
+    assert chat_params("gpt-5-mini", 300, 0.0) == {"max_completion_tokens": 300}
+    assert chat_params("o4-mini", 300, 0.7) == {"max_completion_tokens": 300, "temperature": 0.7}
 
 
 def test_retry_after_parsing():
@@ -235,6 +242,7 @@ def test_usage_and_cost(server, make):
     assert price_for("my-model", price_in=0.5)[:2] == (0.5, 0.0)
 
 
+@pytest.mark.timeout(180)  # two CLI runs in subprocesses; slow only on a loaded machine
 def test_cli_end_to_end_keeps_the_key_off_disk(server, tmp_path):
     from media import make_video, read_index
 
@@ -249,17 +257,24 @@ def test_cli_end_to_end_keeps_the_key_off_disk(server, tmp_path):
     cmd = [sys.executable, "-m", "vidcap", "caption", str(manifest), "-o", str(out), "--backend", "openai",
            "--base-url", server.base_url, "--model", "x", "--api-key-env", ENV, "--num-frames", "3",
            "--max-retries", "1", "--workers", "1", "--keep-parts"]
-    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=50)
+    server.script[""] = ["ok", "ok", "401"]  # untagged requests: the third one is refused
+    stopped = subprocess.run(cmd + ["--concurrency", "1", "--batch-size", "1"], env=env, capture_output=True,
+                             text=True, timeout=80)
+    assert stopped.returncode != 0 and "refused the API key" in stopped.stderr
+    assert not out.exists() and len(server.hits) == 3
+    server.script[""] = ["ok"]
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=80)
     assert proc.returncode == 0, proc.stderr
     df = pd.read_csv(out)
     assert list(df["status"]) == ["ok"] * 4 + ["failed"]
     assert df["error"].iloc[4].startswith("missing")
     assert (df["prompt_tokens"].iloc[:4] == 10 + 85 * 3).all()
-    assert server.problems() == [] and len(server.hits) == 4
+    assert server.problems() == [] and len(server.hits) == 3 + 2  # the resume asked only for the rest
     for hit in server.hits:  # the frames sent are the clip's own, in order
         idx = [read_index(cv2.imdecode(np.frombuffer(b, np.uint8), cv2.IMREAD_COLOR)[:, :, ::-1]) for b in hit.images]
         assert len(idx) == 3 and idx == sorted(idx) and len(set(idx)) == 3
     on_disk = [p for p in tmp_path.rglob("*") if p.is_file()]
+    assert any(p.suffix == ".parquet" for p in on_disk) and any(p.name.endswith(".json") for p in on_disk)
     for p in on_disk:
         assert KEY.encode() not in p.read_bytes(), p
-    assert KEY not in proc.stdout + proc.stderr
+    assert KEY not in proc.stdout + proc.stderr + stopped.stdout + stopped.stderr

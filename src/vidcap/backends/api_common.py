@@ -56,6 +56,18 @@ def price_for(model: str, price_in: float | None = None, price_out: float | None
     return pin, pout, "user"
 
 
+# Reasoning models reject max_tokens and any temperature but the default.
+REASONING_PREFIXES = ("o1", "o3", "o4", "gpt-5")
+
+
+def chat_params(model: str, max_tokens: int, temperature: float | None) -> dict:
+    """The token-limit and temperature fields a chat-completions request for `model` accepts."""
+    temp = float(temperature or 0.0)
+    if model.rsplit("/", 1)[-1].startswith(REASONING_PREFIXES):
+        return {"max_completion_tokens": int(max_tokens), **({"temperature": temp} if temp not in (0, 1) else {})}
+    return {"max_tokens": int(max_tokens), "temperature": temp}
+
+
 class Redactor:
     """Removes secrets from text: the exact key, and anything shaped like a bearer token or sk- key."""
 

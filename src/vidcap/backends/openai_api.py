@@ -13,13 +13,12 @@ import base64
 import numpy as np
 
 from ..errors import UsageError, format_error
-from .api_common import ChatClient
+from .api_common import REASONING_PREFIXES as _REASONING_PREFIXES  # noqa: F401  (used by llm.py)
+from .api_common import ChatClient, chat_params
 from .base import CaptionBackend, CaptionOptions, CaptionRequest, CaptionResult
 
 DEFAULT_MODEL = "gpt-4o"
 DETAILS = ("low", "high", "auto")
-# Reasoning models reject max_tokens and a non-default temperature.
-_REASONING_PREFIXES = ("o1", "o3", "o4", "gpt-5")
 
 
 def default_prompt() -> str:
@@ -145,10 +144,4 @@ class OpenAIBackend(CaptionBackend):
         return self._prompt
 
     def _params(self) -> dict:
-        model = self.client.model.rsplit("/", 1)[-1]
-        if model.startswith(_REASONING_PREFIXES):
-            params = {"max_completion_tokens": int(self.options.max_new_tokens)}
-            if self.options.temperature not in (None, 0, 1):
-                params["temperature"] = float(self.options.temperature)
-            return params
-        return {"max_tokens": int(self.options.max_new_tokens), "temperature": float(self.options.temperature or 0.0)}
+        return chat_params(self.client.model, self.options.max_new_tokens, self.options.temperature)
