@@ -23,3 +23,10 @@ register_preset(Preset("llava-onevision-7b", "hf-vlm", "llava-hf/llava-onevision
                        "uniform", "video", "LLaVA-OneVision Qwen2 7B, native video input"))
 
 DEFAULT_MODEL = "qwen2.5-vl-7b"
+
+# The seed's GPT-4V recipe (3 frames at 10/50/90 %, the video-f3-detail-3ex prompt) over any
+# OpenAI-compatible API; `--backend openai --model <id>` inherits it for other model ids.
+register_preset(Preset("gpt-4o", "openai", "gpt-4o", 3, "points", "video-f3-detail-3ex",
+                       "OpenAI GPT-4o, the seed's GPT-4V recipe: 3 frames at 10/50/90 %"))
+register_preset(Preset("gpt-4o-mini", "openai", "gpt-4o-mini", 3, "points", "video-f3-detail-3ex",
+                       "OpenAI GPT-4o-mini, the seed's GPT-4V recipe"))
