@@ -31,7 +31,7 @@ class CaptionStage(Stage):
     name = "caption"
     suffix = "caption"
     columns = ["text", "num_frames", "fps", "width", "height", "frame_idx", "model", "prompt",
-               "prompt_tokens", "completion_tokens", "finish_reason"]
+               "prompt_tokens", "completion_tokens", "finish_reason", "flags"]
     dtypes = {c: "Int64" for c in ("num_frames", "width", "height", "prompt_tokens", "completion_tokens")}
 
     def __init__(self, preset: Preset, options: CaptionOptions):
@@ -52,18 +52,26 @@ class CaptionStage(Stage):
         else:
             self.prompt = get_prompt(options.prompt or preset.prompt or "video")
         self.image_prompt = get_prompt("image")
+        from ..checks import CaptionChecker
+
+        self.strip_prefix = bool(options.extra.get("strip_prefix"))
+        self.checker = CaptionChecker(strip=self.strip_prefix)
 
     @property
     def prompt_name(self) -> str:
         return "custom" if self.prompt is None else self.prompt.name
 
     def fingerprint(self) -> dict:
-        return {"stage": self.name, "model": self.backend.model_label(), "backend": self.preset.backend,
-                "prompt": self.prompt_name, "num_frames": self.num_frames}
+        fp = {"stage": self.name, "model": self.backend.model_label(), "backend": self.preset.backend,
+              "prompt": self.prompt_name, "num_frames": self.num_frames}
+        if self.strip_prefix:
+            fp["strip_prefix"] = True
+        return fp
 
     def provenance(self) -> dict:
         opts = {k: v for k, v in asdict(self.options).items() if k not in ("extra",) and v is not None}
         opts.pop("prompt_text", None)
+        opts.pop("base_url", None)  # may hold user:password; the backend's provenance has it cleaned
         return {**self.fingerprint(), **self.backend.provenance(), "options": opts,
                 "positions": self.preset.positions, "prompt_text": self._prompt_text(None, False)}
 
@@ -93,13 +101,21 @@ class CaptionStage(Stage):
         outs = []
         for it, res in zip(items, results):
             fr = it.data
-            out = {"text": res.text, "num_frames": fr.num_frames, "fps": fr.fps, "width": fr.width,
+            text, flags = self.checker.check(res.text, res.finish_reason, res.error)
+            out = {"text": text, "num_frames": fr.num_frames, "fps": fr.fps, "width": fr.width,
                    "height": fr.height, "frame_idx": list(fr.indices), "model": label,
                    "prompt": "image" if fr.is_image and not self.user_prompt else self.prompt_name,
                    "prompt_tokens": res.prompt_tokens, "completion_tokens": res.completion_tokens,
-                   "finish_reason": res.finish_reason, "error": res.error}
+                   "finish_reason": res.finish_reason, "flags": flags, "error": res.error}
             outs.append(out)
         return outs
+
+    def finish_results(self, results):
+        """Run-level checks on every result row before the merge: the `duplicate` flag, flag counts."""
+        from ..checks import add_duplicate_flags, flag_counts
+
+        results = add_duplicate_flags(results)
+        return results, {"flags": flag_counts(results)}
 
     def summary_extra(self) -> dict:
         usage = getattr(self.backend, "usage_summary", None)
