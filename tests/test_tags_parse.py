@@ -39,6 +39,8 @@ CASES = [
     ("dog", ["dog"]),
     ("[run, laugh] [dog]", ["run", "laugh"]),
     ("[\u201cdog\u201d, \u2018person\u2019]", ["dog", "person"]),
+    ("[dog\x19, ---, \u200bperson, !!]", ["dog", "person"]),  # control/format characters, no-letter items
+    ("[Caf\u00e9, \u72d7]", ["caf\u00e9", "\u72d7"]),  # non-ASCII tags are kept
 ]
 
 

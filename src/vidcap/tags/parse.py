@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import re
+import unicodedata
 
 from ..errors import PARSE, VidcapError
 
@@ -139,7 +140,8 @@ def _short_answer(line: str, text: str) -> bool:
 
 def clean_tag(item: str) -> str:
     """One tag: no quotes, markdown, numbering, articles or trailing punctuation; lower case."""
-    t = str(item).replace("**", "").replace("__", "").strip()
+    t = "".join(ch if unicodedata.category(ch)[0] != "C" else " " for ch in str(item))  # control chars
+    t = t.replace("**", "").replace("__", "").strip()
     t = re.sub(r"^\s*(?:\d{1,3}[.)]|[-*\u2022+])\s+", "", t)
     t = t.strip().strip(_QUOTES).strip()
     t = _PAREN_RE.sub(" ", t).strip()
@@ -153,7 +155,7 @@ def _clean_all(items: list[str]) -> list[str]:
     seen = set()
     for item in items:
         tag = clean_tag(item)
-        if not tag or _is_none(tag) or len(tag.split()) > MAX_WORDS or len(tag) > MAX_CHARS:
+        if not any(ch.isalnum() for ch in tag) or _is_none(tag) or len(tag.split()) > MAX_WORDS or len(tag) > MAX_CHARS:
             continue
         if tag not in seen:
             seen.add(tag)

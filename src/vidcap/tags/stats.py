@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import warnings
 from collections import Counter
 from pathlib import Path
 
@@ -75,8 +76,10 @@ def bar_chart(counts: pd.DataFrame, key: str, png: str | os.PathLike, top: int, 
     ax.set_title(title or f"top {len(shown)} {key}")
     if not values:
         ax.text(0.5, 0.5, "no tags", ha="center", va="center", transform=ax.transAxes)
-    fig.tight_layout()
-    fig.savefig(png, format="png")
+    with warnings.catch_warnings():  # tags in scripts the default font lacks draw as boxes; no need to warn
+        warnings.filterwarnings("ignore", message="Glyph .* missing from")
+        fig.tight_layout()
+        fig.savefig(png, format="png")
     return png
 
 
