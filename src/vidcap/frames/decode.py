@@ -1,13 +1,15 @@
 """sample_frames(): K frame-exact RGB frames of a video (or the one frame of an image) via PyAV.
 
 How a clip is read:
-1. Demux once without decoding: the presentation timestamps (pts) of every packet give the frame count
-   T and the pts of frame i (the i-th smallest), plus where the keyframes are. Cheap next to decoding.
+1. Demux once without decoding: the packets' presentation timestamps (pts) give the frame count T,
+   the pts of frame i (the i-th smallest) and where the keyframes are. Cheap next to decoding.
+   Packets no decoder can show (before the first keyframe) are not counted.
 2. Pick indices with the position rule, then decode only up to the last one. Per target we either keep
-   decoding forward or seek to the nearest keyframe before it, whichever decodes fewer frames, and
-   match frames by pts. Containers whose timestamps cannot be trusted (AVI, MPEG-TS, anything but
-   MP4/MOV/Matroska/WebM) and clips where seeking saves nothing are decoded sequentially, counting
-   frames; the seek path also falls back to that on any timestamp surprise.
+   decoding forward or seek to the nearest keyframe before it, whichever decodes fewer frames
+   (so short clips and long-GOP clips are read sequentially), and match frames by pts, which also
+   makes variable-frame-rate clips exact. Only MP4/MOV/Matroska/WebM are seeked; other containers
+   (MPEG-TS, AVI, GIF...) are decoded sequentially, and the seek path falls back to that on any
+   timestamp surprise. AVI timestamps count packets, not display order: there frames are counted.
 3. Every target must be found, else VidcapError("short"); a file whose frames end well before the
    duration its header claims (a cut download) raises "short" too, never a silently shorter clip.
 """
@@ -26,10 +28,12 @@ from vidcap.frames.images import IMAGE_DEMUXERS, is_image_file, load_image
 from vidcap.frames.positions import frame_indices
 
 SEEK_FORMATS = ("mov,mp4,m4a,3gp,3g2,mj2", "matroska,webm")
+PTS_UNTRUSTED = ("avi",)
+INDEXED_FORMATS = ("mov,mp4,m4a,3gp,3g2,mj2",)  # their frame count (stream.frames) is exact
 # A seek costs about this many decoded frames (flush + decoder delay); below that, decode on.
 SEEK_COST_FRAMES = 8
 # Frames may end this much before the header's duration before we call the file truncated.
-TRUNCATION_TOLERANCE = 0.1
+TRUNCATION_TOLERANCE = 0.05
 STRATEGIES = ("auto", "seek", "sequential")
 
 
@@ -179,76 +183,114 @@ def _video_stream(container):
 @dataclass
 class _Scan:
     total: int
-    pts: list  # presentation timestamps, ascending (None entries when the container has none)
-    key_index: list[int]  # positions in `pts` of keyframes, ascending
+    pts: list  # pts of frame i (ascending) when pts_ok; else demux order, unused
+    key_index: list[int]  # positions in `pts` of keyframes, ascending (empty unless pts_ok)
     fps: float
+    pts_ok: bool  # timestamps identify frames: decode maps frames to indices by pts
     seekable: bool
 
 
 def _scan(container, stream) -> _Scan:
     """Count frames by demuxing (no decoding) and locate keyframes; detect truncated files."""
     av = _av()
-    pts, keys, durations, error = [], [], [], None
+    packets, durations, error = [], [], None  # packets: (pts, is_keyframe) in decode order
+    raw, corrupt_tail = 0, 0
     try:
         for pkt in container.demux(stream):
-            if pkt.size == 0 or pkt.is_discard:
+            if pkt.size == 0:
                 continue
-            pts.append(pkt.pts)
+            raw += 1
+            if pkt.is_discard:
+                continue
+            packets.append((pkt.pts, pkt.is_keyframe))
             durations.append(pkt.duration or 0)
-            if pkt.is_keyframe:
-                keys.append(pkt.pts)
+            corrupt_tail = corrupt_tail + 1 if pkt.is_corrupt else 0
     except av.FFmpegError as e:
         error = e
-    if error is not None and pts:
-        pts.pop()  # the packet before a read error is likely cut short
-    if not pts:
+    if error is not None and packets and not corrupt_tail:
+        corrupt_tail = 1  # the packet before a read error is likely cut short
+    if corrupt_tail:  # a file cut mid-packet: the demuxer flags what it could not read in full
+        del packets[len(packets) - corrupt_tail:]
+        raw -= corrupt_tail
+    if container.format.name in INDEXED_FORMATS and 0 < raw < stream.frames:
+        raise VidcapError(SHORT, f"truncated file: {raw} of {stream.frames} frames present")
+    if not packets:
         if error is not None:
             raise VidcapError(DECODE, ffmpeg_message(error))
         raise VidcapError(DECODE, "video stream has no frames")
     fps = float(stream.average_rate or stream.guessed_rate or 0)
-    has_pts = None not in pts and len(set(pts)) == len(pts)
-    order = sorted(pts) if has_pts else pts
+    pts_ok = _pts_trusted(container, packets)
+    if pts_ok:
+        packets = _decodable(packets)
+    order = sorted(p for p, _ in packets) if pts_ok else [p for p, _ in packets]
     key_index = []
-    if has_pts:
+    if pts_ok:
         pos = {p: i for i, p in enumerate(order)}
-        key_index = sorted(pos[p] for p in keys if p in pos)
-    _check_truncated(container, stream, order if has_pts else None, durations, len(pts), fps, error)
-    seekable = has_pts and bool(key_index) and container.format.name in SEEK_FORMATS
-    return _Scan(len(pts), order, key_index, fps, seekable)
+        key_index = sorted(pos[p] for p, key in packets if key)
+    stamps = [p for p, _ in packets]
+    _check_truncated(container, stream, None if None in stamps else stamps, durations, len(order), fps,
+                     error)
+    seekable = pts_ok and bool(key_index) and container.format.name in SEEK_FORMATS
+    return _Scan(len(order), order, key_index, fps, pts_ok, seekable)
+
+
+def _pts_trusted(container, packets) -> bool:
+    """Whether packet timestamps are real presentation times, unique per frame."""
+    if container.format.name in PTS_UNTRUSTED:
+        return False  # AVI "pts" count packets; with packed B-frames they are not display order
+    pts = [p for p, _ in packets]
+    if None in pts or len(set(pts)) != len(pts):
+        return False
+    return max(pts) - min(pts) < 2**32  # an MPEG-TS clock wrap (2**33) breaks the ordering
+
+
+def _decodable(packets):
+    """Drop packets no decoder can show: before the first keyframe (decode order) and leading
+    frames that precede it in time (open GOP at the start of a cut stream)."""
+    first = next((i for i, (_, key) in enumerate(packets) if key), None)
+    if first is None:
+        return packets
+    start = packets[first][0]
+    return [(p, key) for p, key in packets[first:] if p >= start]
 
 
 def _check_truncated(container, stream, pts, durations, count, fps, error) -> None:
-    claimed = _claimed_seconds(container, stream)
+    claimed = _claimed_seconds(container, stream, fps)
     if claimed is None or claimed <= 0:
         return
     tb = float(stream.time_base or 0)
     if pts is not None and tb > 0:
         last = max(durations) if durations else 0
-        start = stream.start_time if stream.start_time is not None else pts[0]
-        seen = (pts[-1] + (last or (1 / fps / tb if fps else 0)) - start) * tb
+        start = stream.start_time if stream.start_time is not None else min(pts)
+        seen = (max(pts) + (last or (1 / fps / tb if fps else 0)) - start) * tb
     elif fps > 0:
         seen = count / fps
     else:
         return
     gap = claimed - seen
     frame = 1 / fps if fps else 0
-    if gap > max(TRUNCATION_TOLERANCE * claimed, 2 * frame):
+    # A read error means damage: any gap counts. Without one, allow for loose header durations.
+    allowed = 1.5 * frame if error is not None else max(TRUNCATION_TOLERANCE * claimed, 3 * frame)
+    if gap > allowed:
         why = f" ({ffmpeg_message(error)})" if error is not None else ""
         raise VidcapError(SHORT, f"truncated file: frames end at {seen:.2f}s of {claimed:.2f}s{why}")
 
 
-def _claimed_seconds(container, stream) -> float | None:
+def _claimed_seconds(container, stream, fps: float) -> float | None:
     """The video duration the header claims, when the container states one for this stream."""
+    claims = []
     if stream.duration and stream.time_base:
-        return float(stream.duration * stream.time_base)
+        claims.append(float(stream.duration * stream.time_base))
+    if stream.frames and fps:  # AVI: header frame count (FFmpeg's duration is what it could index)
+        claims.append(stream.frames / fps)
     tag = (stream.metadata or {}).get("DURATION") or (stream.metadata or {}).get("duration")
-    if tag:  # Matroska: per-track "HH:MM:SS.nnnnnnnnn"
+    if tag and not claims:  # Matroska: per-track "HH:MM:SS.nnnnnnnnn"
         try:
             h, m, s = tag.split(":")
-            return int(h) * 3600 + int(m) * 60 + float(s)
+            claims.append(int(h) * 3600 + int(m) * 60 + float(s))
         except ValueError:
-            return None
-    return None
+            pass
+    return max(claims) if claims else None
 
 
 # ---- decoding ----
@@ -278,15 +320,21 @@ def _decode(container, stream):
 
 
 def _decode_sequential(container, stream, scan: _Scan, wanted, resize_short, max_side):
+    """Decode from the start up to the last target. Frames are matched by pts where pts are
+    trusted (a frame the decoder drops then cannot shift the others), else by counting."""
+    index = {p: i for i, p in enumerate(scan.pts)} if scan.pts_ok else None
     out, size, n, want, last = {}, None, 0, set(wanted), wanted[-1]
     for frame in _decode(container, stream):
-        if n in want:
-            out[n], size = _convert(frame, resize_short, max_side)
+        i = n if index is None else index.get(frame.pts, -1)
         n += 1
-        if n > last:
+        if i in want and i not in out:
+            out[i], size = _take(frame, i, resize_short, max_side)
+        if i >= last:
             break
-    if len(out) < len(want):
-        raise VidcapError(SHORT, f"decoded {n} of {scan.total} frames; frame {last} is missing")
+    missing = sorted(want - set(out))
+    if missing:
+        raise VidcapError(SHORT, f"frame {missing[0]} of {scan.total} could not be decoded "
+                                 f"({len(missing)} of {len(want)} sampled frames missing)")
     return out, size
 
 
@@ -305,12 +353,18 @@ def _decode_by_seek(container, stream, scan: _Scan, wanted, resize_short, max_si
                 continue
             if frame.pts > target:
                 raise _SeekFailed
-            out[i], size = _convert(frame, resize_short, max_side)
+            out[i], size = _take(frame, i, resize_short, max_side)
             break
         else:
             raise _SeekFailed
         pos = i + 1
     return out, size
+
+
+def _take(frame, i, resize_short, max_side):
+    if frame.is_corrupt:
+        raise VidcapError(DECODE, f"frame {i} is damaged (the decoder flagged it corrupt)")
+    return _convert(frame, resize_short, max_side)
 
 
 def _convert(frame, resize_short, max_side):
