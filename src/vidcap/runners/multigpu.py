@@ -1,0 +1,451 @@
+"""One host, many GPUs: a coordinator hands out rows in small chunks to one worker process per GPU (or per
+tensor-parallel group); each worker runs the usual batch loop (vidcap.runner.Run) with its own decode pool
+and writes its own parts into the shared `<output>.parts/` folder.
+
+Exactly once: the coordinator holds the run lock and computes the rows to do once. A chunk stays owned by
+its worker until the worker reports it flushed to a part file. When a worker dies, the coordinator reads
+that worker's part files and hands the chunk rows it did not save to the other workers; a row that was in
+flight in two deaths is recorded as failed with the retryable `worker` code (redone by the next run).
+"""
+
+from __future__ import annotations
+
+import multiprocessing as mp
+import os
+import pickle
+import signal
+import sys
+import threading
+import time
+from collections import Counter, deque
+from dataclasses import dataclass, replace
+from multiprocessing.connection import wait as wait_conns
+
+import pandas as pd
+
+from ..errors import WORKER, FatalRunError, UsageError, format_error
+from ..manifest import RID
+from ..parts import PartStore
+from ..runner import Run, _Progress, _raise_interrupt, default_workers
+
+CHUNK_ENV = "VIDCAP_CHUNK_ROWS"  # rows per hand-out (default: the stage's batch size)
+
+
+@dataclass
+class WorkerSpec:
+    wid: str  # names its part files: part-<wid>-<ns>-<seq>.parquet
+    devices: list[str]  # GPU ids as the coordinator sees them, or ["cpu", ...]
+    decode_workers: int
+
+    @property
+    def on_cpu(self) -> bool:
+        return self.devices[0] == "cpu"
+
+    @property
+    def tp(self) -> int:
+        return len(self.devices)
+
+    def env(self) -> dict:
+        # Pinning by CUDA_VISIBLE_DEVICES: the worker sees only its GPUs, as cuda:0..tp-1.
+        return {"CUDA_VISIBLE_DEVICES": "" if self.on_cpu else ",".join(self.devices)}
+
+    def device(self, rank: int = 0) -> str:
+        return "cpu" if self.on_cpu else f"cuda:{rank}"
+
+
+def make_specs(groups: list[list[str]], workers: int | None) -> list[WorkerSpec]:
+    """Split the decode processes (--workers, default CPU count - 1) across the GPU workers."""
+    total = default_workers() if workers is None else workers
+    each = 0 if total <= 0 else max(1, total // len(groups))
+    prefix = "cpu" if groups[0][0] == "cpu" else "gpu"
+    return [WorkerSpec(f"{prefix}{i}", g, each) for i, g in enumerate(groups)]
+
+
+def run_multi(stage, manifest, output, opts, groups: list[list[str]]) -> dict:
+    return MultiRun(stage, manifest, output, opts, make_specs(groups, opts.workers)).execute()
+
+
+# -- coordinator --------------------------------------------------------------------------------
+class _Worker:
+    def __init__(self, spec: WorkerSpec, proc, conn):
+        self.spec, self.proc, self.conn = spec, proc, conn
+        self.alive = True
+        self.said_bye = False
+        self.hungry = False
+
+
+class MultiRun(Run):
+    """Run.execute (lock, todo rows, merge) with the processing done by worker processes."""
+
+    def __init__(self, stage, manifest, output, opts, specs: list[WorkerSpec]):
+        super().__init__(stage, manifest, output, opts)
+        self.specs = specs
+        self.extras: list[dict] = []
+        self.deaths: list[str] = []
+
+    def _extra(self) -> dict:
+        merged: dict = {}
+        for extra in self.extras:
+            for k, v in extra.items():
+                both_numbers = isinstance(v, (int, float)) and isinstance(merged.get(k, 0), (int, float))
+                merged[k] = merged.get(k, 0) + v if both_numbers else merged.get(k, v)
+        merged["workers"] = len(self.specs)
+        if self.deaths:
+            merged["worker_deaths"] = len(self.deaths)
+        return merged
+
+    def _process(self, todo: list[dict]) -> None:
+        if not todo:
+            return
+        self.store.worker = "main"  # rows the coordinator itself records (worker deaths)
+        chunk = int(os.environ.get(CHUNK_ENV) or 0) or max(1, self.stage.batch_size)
+        self.pending: deque = deque()
+        self.chunks: dict[int, list[dict]] = {}
+        self.owner: dict[int, str] = {}
+        self.crashes: Counter = Counter()
+        for i in range(0, len(todo), chunk):
+            self._queue_chunk(todo[i:i + chunk])
+        self.progress = _Progress(len(todo), self.stage.name, enabled=self.opts.progress)
+        main = threading.current_thread() is threading.main_thread()
+        prev = signal.signal(signal.SIGTERM, _raise_interrupt) if main else None
+        self.workers: dict[str, _Worker] = {}
+        try:
+            self._start_workers()
+            self._serve()
+            self._stop_workers(graceful=True)
+        except BaseException:
+            self._stop_workers(graceful=False)
+            self._flush()
+            raise
+        finally:
+            self.progress.close()
+            if prev is not None:
+                signal.signal(signal.SIGTERM, prev)
+        self._flush()
+
+    def _queue_chunk(self, rows: list[dict]) -> None:
+        cid = len(self.chunks)
+        self.chunks[cid] = rows
+        self.pending.append(cid)
+
+    def _start_workers(self) -> None:
+        ctx = mp.get_context("spawn")
+        blob = pickle.dumps(self.stage)
+        fp = dict(self.stage.fingerprint(), columns=list(self.stage.columns))
+        for spec in self.specs:
+            mine, theirs = ctx.Pipe(duplex=True)
+            wopts = replace(self.opts, workers=spec.decode_workers, progress=False, device=spec.device())
+            proc = ctx.Process(target=worker_main, name=f"vidcap-{spec.wid}",
+                               args=(spec, blob, str(self.output), fp, wopts, theirs, os.getpid()))
+            proc.start()
+            theirs.close()  # so a dead worker's pipe reads as closed here
+            self.workers[spec.wid] = _Worker(spec, proc, mine)
+        self._write_workers_file()
+
+    def _write_workers_file(self) -> None:
+        """Which process is which worker (for operators and tests): <output>.parts/workers.json."""
+        import json
+
+        info = {w.spec.wid: {"pid": w.proc.pid, "devices": w.spec.devices} for w in self.workers.values()}
+        self.store._write_json(self.store.dir / "workers.json", {"coordinator": os.getpid(), "workers": info})
+
+    def _serve(self) -> None:
+        while self.pending or self.owner:
+            live = [w for w in self.workers.values() if w.alive]
+            if not live:
+                self._flush()
+                self.deaths = self.deaths or ["they exited early"]
+                left = sum(len(self.chunks[c]) for c in list(self.pending) + list(self.owner))
+                raise FatalRunError(
+                    f"all {len(self.workers)} workers stopped ({self.deaths[-1]}) with {left} rows left; "
+                    "finished rows are saved. Run the same command again to resume.")
+            for conn in wait_conns([w.conn for w in live], timeout=0.5):
+                self._receive(next(w for w in live if w.conn is conn))
+            for w in live:
+                if w.alive and w.proc.exitcode is not None:
+                    self._ended(w)
+
+    def _receive(self, w: _Worker) -> None:
+        try:
+            msg = w.conn.recv()
+        except (EOFError, OSError):  # the worker is gone
+            w.proc.join(timeout=5)
+            if w.said_bye:
+                w.alive = False
+            elif w.alive:
+                self._on_death(w, f"worker {w.spec.wid} exited with code {w.proc.exitcode}")
+            return
+        kind, payload = msg
+        if kind == "need":
+            w.hungry = True
+            self._hand_out()
+            if w.hungry:
+                self._send(w, ("idle", None))
+        elif kind == "ack":
+            cids, counts = payload
+            for cid in cids:
+                if self.owner.get(cid) == w.spec.wid:
+                    del self.owner[cid]
+            self.counts.update(counts)
+        elif kind == "progress":
+            self.progress.advance(payload)
+        elif kind == "bye":
+            w.said_bye = True
+            self.extras.append(payload)
+        elif kind == "fatal":
+            self._on_fatal(w, *payload)
+
+    def _drain(self, w: _Worker) -> None:
+        """Read what a finished worker sent before it exited (its last acks)."""
+        while w.alive:
+            try:
+                if not w.conn.poll(0):
+                    return
+            except (EOFError, OSError):
+                return
+            self._receive(w)
+
+    def _ended(self, w: _Worker) -> None:
+        self._drain(w)
+        if w.alive and w.said_bye:
+            w.alive = False
+        elif w.alive:
+            self._on_death(w, f"worker {w.spec.wid} exited with code {w.proc.exitcode}")
+
+    def _on_fatal(self, w: _Worker, kind: str, message: str) -> None:
+        if kind == "FatalRunError":
+            raise FatalRunError(message)
+        if kind == "UsageError":
+            raise UsageError(message)
+        print(f"vidcap: worker {w.spec.wid} crashed: {message}", file=sys.stderr)
+
+    def _hand_out(self) -> None:
+        for w in self.workers.values():
+            if w.alive and w.hungry and self.pending:
+                cid = self.pending.popleft()
+                self.owner[cid] = w.spec.wid
+                w.hungry = False
+                self._send(w, ("chunk", (cid, self.chunks[cid])))
+
+    def _send(self, w: _Worker, msg) -> None:
+        try:
+            w.conn.send(msg)
+        except (BrokenPipeError, EOFError, OSError):
+            pass  # its death is noticed by the loop
+
+    def _on_death(self, w: _Worker, why: str) -> None:
+        w.alive = False
+        self.deaths.append(why)
+        lost = [cid for cid, owner in self.owner.items() if owner == w.spec.wid]
+        saved = self._saved_rids(w.spec.wid)
+        redo, failed = [], []
+        for cid in lost:
+            del self.owner[cid]
+            for row in self.chunks[cid]:
+                if row[RID] in saved:
+                    continue
+                self.crashes[row[RID]] += 1
+                (failed if self.crashes[row[RID]] >= 2 else redo).append(row)
+        for row in failed:
+            self._record(row, {"error": format_error(WORKER, f"two worker processes died with this row in flight ({why})")})
+        self._flush()
+        if redo:
+            self._queue_chunk(redo)
+        print(f"vidcap: {why}; {len(redo)} of its rows go to the other workers.", file=sys.stderr)
+        self._hand_out()
+
+    def _saved_rids(self, wid: str) -> set:
+        rids: set = set()
+        for p in self.store.dir.glob(f"part-{wid}-*.parquet"):
+            try:
+                rids.update(pd.read_parquet(p, columns=[RID])[RID])
+            except Exception:
+                continue  # unreadable: its rows are redone
+        return rids
+
+    def _stop_workers(self, graceful: bool) -> None:
+        workers = getattr(self, "workers", {})
+        for w in workers.values():
+            if w.alive and w.proc.exitcode is None:
+                if graceful:
+                    self._send(w, ("stop", None))
+                else:
+                    w.proc.terminate()  # SIGTERM: the worker saves its finished rows and exits
+        deadline = time.monotonic() + (600 if graceful else 30)
+        for w in workers.values():
+            while w.alive and w.proc.exitcode is None and time.monotonic() < deadline:
+                if graceful and w.conn.poll(0.2):
+                    self._receive(w)
+                else:
+                    w.proc.join(timeout=0.2)
+            if graceful and w.proc.exitcode is not None:
+                self._ended(w)
+            if w.proc.exitcode is None:
+                w.proc.kill()
+                w.proc.join()
+            w.conn.close()
+
+
+# -- worker process -----------------------------------------------------------------------------
+class ChunkSource:
+    """Rows for one worker's Feeder, asked from the coordinator a chunk at a time."""
+
+    def __init__(self, conn, ppid: int):
+        self.conn, self.ppid = conn, ppid
+        self.lock = threading.Lock()
+        self.rows: deque = deque()
+        self.chunk_of: dict[str, int] = {}  # rows received and not yet recorded -> their chunk
+        self.left: Counter = Counter()  # chunk -> rows not yet recorded
+        self.asked = self.stopped = self.endgame = False
+        self.received = 0
+
+    def __len__(self) -> int:
+        return self.received
+
+    def __bool__(self) -> bool:  # Run._process skips an empty todo; rows come later
+        return True
+
+    def send(self, msg) -> None:
+        with self.lock:
+            self.conn.send(msg)
+
+    def take(self, n: int, timeout: float) -> list[dict] | None:
+        if not self.rows and not self.asked and not self.stopped:
+            self.send(("need", None))
+            self.asked = True
+        self._receive(0.0 if self.rows else timeout)
+        if not self.rows:
+            return None if self.stopped else []
+        return [self.rows.popleft() for _ in range(min(n, len(self.rows)))]
+
+    def _receive(self, timeout: float) -> None:
+        if os.getppid() != self.ppid:  # the coordinator is gone: finish what is here, take no more
+            self.stopped = True
+            return
+        while self.conn.poll(timeout):
+            kind, payload = self.conn.recv()
+            if kind == "chunk":
+                cid, rows = payload
+                self.rows.extend(rows)
+                self.received += len(rows)
+                self.left[cid] = len(rows)
+                self.chunk_of.update((r[RID], cid) for r in rows)
+                self.asked = False
+            elif kind == "idle":  # no rows left to hand out: save results as soon as they are done
+                self.endgame = True
+            elif kind == "stop":
+                self.stopped = True
+            timeout = 0.0
+
+    def recorded(self, rid: str) -> int | None:
+        """A row's result was recorded; returns its chunk if that chunk is now complete."""
+        cid = self.chunk_of.pop(rid, None)
+        if cid is None:
+            return None
+        self.left[cid] -= 1
+        if self.left[cid] == 0:
+            del self.left[cid]
+            return cid
+        return None
+
+
+class WorkerRun(Run):
+    """The single-process batch loop over rows pulled from the coordinator, acking chunks once saved."""
+
+    def __init__(self, stage, output, fingerprint: dict, opts, wid: str, source: ChunkSource):
+        super().__init__(stage, None, output, opts)
+        self.store = PartStore(output, fingerprint, worker=wid)  # the coordinator holds the lock
+        self.source = source
+        self.complete: list[int] = []
+        self.unacked: Counter = Counter()
+        self.unreported = 0
+        self.last_report = time.monotonic()
+
+    def work(self) -> None:
+        self._process(self.source)
+
+    def _record(self, row: dict, out: dict) -> None:
+        before = self.counts.copy()
+        super()._record(row, out)
+        self.unacked.update(self.counts - before)
+        self.unreported += 1
+        cid = self.source.recorded(row[RID])
+        if cid is not None:
+            self.complete.append(cid)
+
+    def _maybe_flush(self) -> None:
+        if self.source.endgame and self.buffer and not self.source.chunk_of:
+            self._flush()
+        else:
+            super()._maybe_flush()
+        if self.unreported and time.monotonic() - self.last_report > 0.5:
+            self._report()
+
+    def stage_extra(self) -> dict:
+        try:
+            return self.stage.summary_extra()
+        except Exception:
+            return {}
+
+    def _report(self) -> None:
+        self.source.send(("progress", self.unreported))
+        self.unreported = 0
+        self.last_report = time.monotonic()
+
+    def _flush(self) -> None:
+        super()._flush()
+        if self.complete or self.unacked:
+            self.source.send(("ack", (self.complete, dict(self.unacked))))
+            self.complete, self.unacked = [], Counter()
+        if self.unreported:
+            self._report()
+
+
+def set_parent_death_signal() -> None:
+    """Linux: get SIGTERM when the coordinator dies, so a killed run leaves no orphan on a GPU."""
+    try:
+        import ctypes
+
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    except Exception:
+        pass  # elsewhere the worker notices the new parent pid and stops taking rows
+
+
+def worker_main(spec: WorkerSpec, blob: bytes, output: str, fp: dict, opts, conn, ppid: int) -> None:
+    set_parent_death_signal()
+    os.environ.update(spec.env())  # before the stage is unpickled: nothing has touched CUDA yet
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the coordinator, which stops us
+    source = ChunkSource(conn, ppid)
+    followers = []
+    try:
+        stage = pickle.loads(blob)
+        if spec.tp > 1:
+            from .tp import start_group
+
+            stage, followers = start_group(spec, blob, stage)
+        run = WorkerRun(stage, output, fp, opts, spec.wid, source)
+        run.work()
+        source.send(("bye", run.stage_extra()))
+        code = 0
+    except KeyboardInterrupt:
+        code = 130
+    except FatalRunError as exc:
+        code = _report_fatal(source, "FatalRunError", str(exc), 3)
+    except UsageError as exc:
+        code = _report_fatal(source, "UsageError", str(exc), 2)
+    except BaseException as exc:  # a bug or a model crash: this worker's rows go to the others
+        code = _report_fatal(source, "crash", f"{type(exc).__name__}: {exc}", 1)
+    for p in followers:
+        p.join(timeout=30)
+        if p.exitcode is None:
+            p.kill()
+    conn.close()
+    sys.exit(code)
+
+
+def _report_fatal(source: ChunkSource, kind: str, message: str, code: int) -> int:
+    try:
+        source.send(("fatal", (kind, message)))
+    except Exception:
+        pass
+    return code

@@ -1,0 +1,128 @@
+"""Tensor-parallel groups: K processes hold one model sharded over K GPUs (transformers' tensor-parallel
+plan under torch.distributed). The group's rank 0 (the leader) takes rows, decodes them and broadcasts
+each batch; the followers run the same model calls on the same batch, and only the leader writes results.
+
+Each group is its own torch.distributed world of K ranks (torchrun-style env: RANK, WORLD_SIZE,
+LOCAL_RANK, MASTER_ADDR, MASTER_PORT), because transformers shards over the whole default process
+group. The caption backend sees an initialized process group of size K when its setup() runs and loads
+with `distributed_config=DistributedConfig(tp_size=K)` instead of a device map (see tp_load_kwargs).
+"""
+
+from __future__ import annotations
+
+import os
+import pickle
+import signal
+import socket
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def group_env(rank: int, size: int, port: int, addr: str = "127.0.0.1") -> dict:
+    return {"RANK": str(rank), "WORLD_SIZE": str(size), "LOCAL_RANK": str(rank), "LOCAL_WORLD_SIZE": str(size),
+            "MASTER_ADDR": addr, "MASTER_PORT": str(port)}
+
+
+def init_group(device: str) -> None:
+    """Join this process's group (env:// from group_env); CPU groups use gloo, GPU groups NCCL plus gloo."""
+    import torch
+    import torch.distributed as dist
+
+    if device.startswith("cuda"):
+        torch.cuda.set_device(device)
+        dist.init_process_group(backend="cpu:gloo,cuda:nccl", init_method="env://")
+    else:
+        dist.init_process_group(backend="gloo", init_method="env://")
+
+
+def tp_load_kwargs() -> dict:
+    """from_pretrained arguments for a backend whose setup runs inside a tensor-parallel group, else {}."""
+    try:
+        import torch.distributed as dist
+    except ImportError:
+        return {}
+    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() < 2:
+        return {}
+    from transformers.distributed import DistributedConfig
+
+    return {"distributed_config": DistributedConfig(tp_size=dist.get_world_size())}
+
+
+def broadcast(obj=None):
+    """Rank 0's `obj` on every rank of the group."""
+    import torch.distributed as dist
+
+    box = [obj]
+    dist.broadcast_object_list(box, src=0)
+    return box[0]
+
+
+class LeaderStage:
+    """The group leader's view of the stage: every batch goes to the followers before the model runs."""
+
+    def __init__(self, inner):
+        self.inner = inner
+
+    def __getattr__(self, name):
+        return getattr(self.inner, name)
+
+    def process_batch(self, items):
+        broadcast(items)
+        return self.inner.process_batch(items)
+
+    def teardown(self) -> None:
+        broadcast(None)  # releases the followers
+        self.inner.teardown()
+
+
+def follow(stage, device: str) -> None:
+    """A follower's life: load the shard, then run every batch the leader broadcasts until it sends None."""
+    stage.setup(device)
+    try:
+        while True:
+            items = broadcast(None)
+            if items is None:
+                return
+            try:
+                stage.process_batch(items)
+            except Exception:
+                pass  # the leader runs the same call and records the row errors
+    finally:
+        stage.teardown()
+
+
+def follower_main(spec, blob: bytes, rank: int, env: dict) -> None:
+    from .multigpu import set_parent_death_signal
+
+    set_parent_death_signal()
+    os.environ.update(spec.env())
+    os.environ.update(env)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    code = 0
+    try:
+        init_group(spec.device(rank))
+        follow(pickle.loads(blob), spec.device(rank))
+    except BaseException:
+        code = 1
+    os._exit(code)
+
+
+def start_group(spec, blob: bytes, stage):
+    """In a worker process: start its K-1 followers, join the group as rank 0, return the leader stage."""
+    import multiprocessing as mp
+
+    port = free_port()
+    ctx = mp.get_context("spawn")
+    followers = []
+    for rank in range(1, spec.tp):
+        p = ctx.Process(target=follower_main, args=(spec, blob, rank, group_env(rank, spec.tp, port)),
+                        name=f"vidcap-{spec.wid}-tp{rank}", daemon=True)
+        p.start()
+        followers.append(p)
+    os.environ.update(group_env(0, spec.tp, port))
+    init_group(spec.device(0))
+    return LeaderStage(stage), followers
