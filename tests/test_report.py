@@ -55,8 +55,7 @@ def run(tmp_path_factory):
     merged.loc[1, "text"], merged.loc[1, "flags"] = REPETITIVE, "repetition"
     merged["cmotion"] = ["pan_left", "static", "zoom_in+pan_left", "static", None, None]
     merged["motion_dx"] = [0.31, 0.0, 0.4, 0.0, None, None]
-    merged["objects"] = [json.dumps(t) if t is not None else None for t in
-                         (["person", "dog"], ["person"], ["tree", "person"], [], None, None)]
+    merged["objects"] = [["person", "dog"], ["person"], ["tree", "person"], [], None, None]  # a Parquet list
     write_table(merged, root / "merged.parquet")
     return root
 
@@ -150,6 +149,10 @@ def test_cli_report(run, tmp_path, capsys):
     assert out.read_text().count('<article class="card failed') == 2
     assert main(["report", str(run / "merged.parquet"), "-o", str(out), "--filter", "objects=dog"]) == 0
     assert out.read_text().count("<article") == 1
+    write_table(read_table(run / "merged.parquet"), tmp_path / "merged.csv")  # tags as JSON array strings
+    assert main(["report", str(tmp_path / "merged.csv"), "-o", str(out), "--filter", "objects=dog", "--root", str(run)]) == 0
+    page = out.read_text()
+    assert page.count("<article") == 1 and 'data-chart="tags-objects"' in page and "<img" in page
     assert main(["report", str(run / "merged.parquet"), "--filter", "repetition"]) == 2
     assert main(["report", str(run / "merged.parquet"), "--filter", "colour=red"]) == 2
     assert main(["report", str(tmp_path / "nope.csv")]) == 2

@@ -57,12 +57,11 @@ def error_columns(df: pd.DataFrame) -> list[str]:
 def row_errors(df: pd.DataFrame) -> pd.Series:
     """Per row, its error texts joined with "; " ("" when none)."""
     cols = error_columns(df)
-    if not cols:
-        return pd.Series("", index=df.index)
-    def clean(v):
-        return v.strip() if isinstance(v, str) else ""
-    joined = df[cols].apply(lambda r: "; ".join(dict.fromkeys(e for e in map(clean, r) if e)), axis=1)
-    return joined.astype(str) if len(df) else pd.Series("", index=df.index, dtype=str)
+    cleaned = [[v.strip() if isinstance(v, str) else "" for v in df[c]] for c in cols]
+    if not cleaned:
+        return pd.Series([""] * len(df), index=df.index, dtype=object)
+    joined = ["; ".join(dict.fromkeys(e for e in vals if e)) for vals in zip(*cleaned)]
+    return pd.Series(joined, index=df.index, dtype=object)
 
 
 def row_flags(df: pd.DataFrame) -> pd.Series:
