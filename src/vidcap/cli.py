@@ -304,11 +304,14 @@ from .report.cli import register as _register_report  # noqa: E402
 _register_report(app)
 
 
+INTERRUPTED = "vidcap: interrupted; finished rows are saved. Run the same command again to resume."
+
+
 def main(argv=None) -> int:
     from .errors import FatalRunError
 
     try:
-        app(args=argv, standalone_mode=False)
+        code = app(args=argv, standalone_mode=False)
     except FatalRunError as exc:
         typer.echo(f"vidcap: stopped: {exc}", err=True)
         return 3
@@ -316,7 +319,7 @@ def main(argv=None) -> int:
         typer.echo(f"vidcap: error: {exc}", err=True)
         return 2
     except KeyboardInterrupt:
-        typer.echo("vidcap: interrupted; finished rows are saved. Run the same command again to resume.", err=True)
+        typer.echo(INTERRUPTED, err=True)
         return 130
     except Exception as exc:  # click's own usage errors
         import click
@@ -327,9 +330,13 @@ def main(argv=None) -> int:
             exc.show()
             return exc.exit_code
         if isinstance(exc, click.exceptions.Abort):
-            typer.echo("vidcap: interrupted; finished rows are saved. Run the same command again to resume.", err=True)
+            typer.echo(INTERRUPTED, err=True)
             return 130
         raise
+    if type(code) is int and code:  # typer hands back typer.Exit codes; Ctrl-C arrives as Exit(130)
+        if code == 130:
+            typer.echo(INTERRUPTED, err=True)
+        return code
     return 0
 
 

@@ -121,8 +121,12 @@ def csv_ready(df: pd.DataFrame) -> pd.DataFrame:
     return out
 
 
-def write_table(df: pd.DataFrame, path: str | os.PathLike, metadata: dict | None = None) -> None:
-    """Write atomically: a temporary file in the same folder, fsync, rename. Readers never see half a file."""
+def write_table(df: pd.DataFrame, path: str | os.PathLike, metadata: dict | None = None,
+                before_rename=None) -> None:
+    """Write atomically: a temporary file in the same folder, fsync, rename. Readers never see half a file.
+
+    before_rename: called with the temp file complete but not yet renamed (fault-injection tests).
+    """
     path = Path(path)
     fmt = table_format(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -143,6 +147,8 @@ def write_table(df: pd.DataFrame, path: str | os.PathLike, metadata: dict | None
             pq.write_table(table, tmp)
         with open(tmp, "rb+") as fh:
             os.fsync(fh.fileno())
+        if before_rename is not None:
+            before_rename()
         os.replace(tmp, path)
         _fsync_dir(path.parent)
     except BaseException:

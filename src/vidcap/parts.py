@@ -11,8 +11,10 @@ import errno
 import json
 import os
 import shutil
+import signal
 import sys
 import time
+from collections import Counter
 from pathlib import Path
 
 import pandas as pd
@@ -22,6 +24,31 @@ from .errors import RETRYABLE, FatalRunError, UsageError, error_code
 from .manifest import RID, _fsync_dir, public_columns, read_table, write_table
 
 RUN_JSON = "run.json"
+
+# Test-only fault injection (tests/test_reliability.py, docs/reliability.md). VIDCAP_TEST_FAULT set to
+# "<point>:<action>[:<n>]" acts from the n-th time (default 1) this process reaches <point>:
+#   points:  part_write    a part's temp file is complete, not yet renamed into place
+#            final_merge   the output's temp file is complete, not yet renamed into place
+#            final_cleanup the output is in place, the parts folder not yet removed
+#   actions: kill (SIGKILL itself, like a power cut or the OOM killer) or enospc (fail like a full disk).
+# Unset (always, outside tests) it costs one environment lookup per part.
+FAULT_ENV = "VIDCAP_TEST_FAULT"
+_fault_hits: Counter = Counter()
+
+
+def _fault(point: str) -> None:
+    spec = os.environ.get(FAULT_ENV)
+    if not spec or not spec.startswith(point + ":"):
+        return
+    _, action, *n = spec.split(":")
+    _fault_hits[point] += 1
+    if _fault_hits[point] < int(n[0] if n else 1):
+        return
+    if action == "kill":
+        os.kill(os.getpid(), signal.SIGKILL)
+    elif action == "enospc":
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
 
 
 def _disk_error(exc: OSError, what: str) -> FatalRunError:
@@ -51,6 +78,7 @@ class PartStore:
         if not os.access(self.dir, os.W_OK):
             raise UsageError(f"output folder {self.dir.parent} is not writable; pick another -o path.")
         self._lock()
+        self._remove_stale_temps()
         run_file = self.dir / RUN_JSON
         if self.overwrite:
             self._clear_parts()
@@ -80,6 +108,13 @@ class PartStore:
         fh.write(str(os.getpid()))
         fh.flush()
         self._lock_fh = fh
+
+    def _remove_stale_temps(self) -> None:
+        """Temp files of a killed run (we hold the lock, so no live writer owns them)."""
+        prefix = f".{self.output.name}."
+        stale = [p for p in self.output.parent.glob(prefix + "*.tmp") if len(p.name) == len(prefix) + 12]
+        for p in stale + list(self.dir.glob(".part-*.tmp")):
+            p.unlink(missing_ok=True)
 
     def close(self) -> None:
         if self._lock_fh is not None:
@@ -126,7 +161,7 @@ class PartStore:
         path = self.dir / name
         df = pd.DataFrame(rows)
         try:
-            write_table(df, path)
+            write_table(df, path, before_rename=lambda: _fault("part_write"))
         except OSError as exc:
             raise _disk_error(exc, f"a part file in {self.dir}") from None
         return path
@@ -179,11 +214,17 @@ class PartStore:
         out = out[[c for c in out.columns if c != RID and c not in tail] + tail]
         meta = {"fingerprint": self.fingerprint, "summary": summary, "vidcap": __version__,
                 "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+        # The sidecar goes first: an output without its sidecar (a kill between the two) would be
+        # refused on rerun as "not written by vidcap". A replaced output goes before its new sidecar,
+        # so a kill never leaves another run's rows under this run's sidecar (the parts hold them all).
         try:
-            write_table(out, self.output, metadata=meta)
+            if self.overwrite:
+                self.output.unlink(missing_ok=True)
+            self._write_json(self.sidecar(), meta)
+            write_table(out, self.output, metadata=meta, before_rename=lambda: _fault("final_merge"))
         except OSError as exc:
             raise _disk_error(exc, str(self.output)) from None
-        self._write_json(self.sidecar(), meta)
+        _fault("final_cleanup")
         if not self.keep_parts:
             self.close()
             shutil.rmtree(self.dir, ignore_errors=True)
