@@ -181,8 +181,6 @@ def test_tag_stage_end_to_end(tmp_path, llama_dir, ext):
     assert summary["completion_tokens"] == 18
 
 
-@pytest.mark.xfail(strict=True, reason="parts.PartStore._results_from_output maps a finished output to row ids "
-                   "by path only, so an edited caption reuses the old tags (reported to the lead)")
 def test_changed_caption_is_tagged_again(tmp_path):
     """The row id covers the caption: editing a caption makes the row new, an unchanged one is skipped."""
     manifest = tmp_path / "m.csv"

@@ -116,7 +116,7 @@ def csv_ready(df: pd.DataFrame) -> pd.DataFrame:
     """List-valued columns become JSON array strings, since CSV has no list type."""
     out = df.copy()
     for col in out.columns:
-        if out[col].dtype == object and any(isinstance(v, (list, tuple)) or hasattr(v, "tolist") for v in out[col].head(50)):
+        if out[col].dtype == object and any(isinstance(v, (list, tuple)) or hasattr(v, "tolist") for v in out[col]):
             out[col] = out[col].map(_to_csv_cell)
     return out
 

@@ -21,7 +21,7 @@ import pandas as pd
 
 from . import __version__
 from .errors import RETRYABLE, FatalRunError, UsageError, error_code
-from .manifest import RID, _fsync_dir, public_columns, read_table, write_table
+from .manifest import ABSPATH, RID, _fsync_dir, public_columns, read_table, write_table
 
 RUN_JSON = "run.json"
 
@@ -48,7 +48,6 @@ def _fault(point: str) -> None:
         os.kill(os.getpid(), signal.SIGKILL)
     elif action == "enospc":
         raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
-
 
 
 def _disk_error(exc: OSError, what: str) -> FatalRunError:
@@ -169,7 +168,7 @@ class PartStore:
     def part_files(self) -> list[Path]:
         return sorted(self.dir.glob("part-*.parquet"))
 
-    def load_results(self, manifest: pd.DataFrame | None = None) -> pd.DataFrame:
+    def load_results(self, manifest: pd.DataFrame | None = None, row_key=None) -> pd.DataFrame:
         """Every saved result row (parts, then a finished output by the same settings), one per `_rid`."""
         frames = []
         for p in self.part_files():
@@ -177,7 +176,7 @@ class PartStore:
                 frames.append(pd.read_parquet(p))
             except Exception:  # a part that cannot be read is ignored: its rows are redone
                 continue
-        prior = self._results_from_output(manifest)
+        prior = self._results_from_output(manifest, row_key)
         if prior is not None:
             frames.insert(0, prior)
         if not frames:
@@ -185,17 +184,27 @@ class PartStore:
         df = pd.concat(frames, ignore_index=True, sort=False)
         return best_per_rid(df)
 
-    def _results_from_output(self, manifest: pd.DataFrame | None) -> pd.DataFrame | None:
+    def _results_from_output(self, manifest: pd.DataFrame | None, row_key=None) -> pd.DataFrame | None:
+        """Rows of a finished output by the same settings, keyed by the row id the stage gives them now
+        (so a row whose key inputs changed, e.g. an edited caption for tags, is done again)."""
         if manifest is None or self.overwrite or not self.output.exists() or not self.sidecar().exists():
             return None
         out = read_table(self.output)
         cols = [c for c in out.columns if c in set(self.fingerprint.get("columns", []))] + ["status", "error"]
         if "path" not in out.columns or not set(cols) <= set(out.columns):
             return None
-        keys = dict(zip(manifest["path"].astype(str), manifest[RID]))
-        out = out[out["path"].astype(str).isin(keys.keys())]
-        res = out[cols].copy()
-        res.insert(0, RID, out["path"].astype(str).map(keys).values)
+        abspaths = dict(zip(manifest["path"].astype(str), manifest.get(ABSPATH, manifest["path"]).astype(str)))
+        if row_key is None:
+            keys = dict(zip(manifest["path"].astype(str), manifest[RID]))
+            rids = out["path"].astype(str).map(keys)
+        else:
+            records = out.rename(columns=lambda c: c[:-len("_input")] if str(c).endswith("_input") else c)
+            records = records.loc[:, ~records.columns.duplicated(keep="last")].to_dict("records")
+            rids = pd.Series([row_key({**r, ABSPATH: abspaths.get(str(r.get("path")), "")}) for r in records],
+                             index=out.index)
+        wanted = rids.isin(set(manifest[RID]))
+        res = out.loc[wanted, cols].copy()
+        res.insert(0, RID, rids[wanted].values)
         return res
 
     # -- finish ----------------------------------------------------------------------------------

@@ -216,13 +216,13 @@ class Run:
         self.store = store = PartStore(self.output, fp, overwrite=self.opts.overwrite, keep_parts=self.opts.keep_parts)
         store.open(self.stage.provenance())
         try:
-            results = store.load_results(df)
+            results = store.load_results(df, self.stage.row_key)
             done = {r: needs_redo(s, e) for r, s, e in zip(results[RID], results.get("status", []), results.get("error", []))}
             unique = df[first]
             todo = [r for r in unique.to_dict("records") if r[RID] not in done or done[r[RID]]]
             skipped = len(unique) - len(todo)
             self._process(todo)
-            results, extra = self.stage.finish_results(store.load_results(df))
+            results, extra = self.stage.finish_results(store.load_results(df, self.stage.row_key))
             summary = self._summary(len(df), skipped, duplicates, len(todo), time.monotonic() - t0, results)
             summary.update(extra)
             store.finalize(df, results, summary, self.stage.dtypes)
