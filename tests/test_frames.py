@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from media import make_image, make_large, make_video, read_index
+from media import make_large, make_video, read_index
 
 import vidcap.frames.decode as decode
 from vidcap.errors import UsageError, VidcapError
@@ -248,6 +248,20 @@ def test_image_exif_orientation_and_broken_image(tmp_path):
     with pytest.raises(VidcapError) as err:
         sample_frames(broken, 4)
     assert err.value.code == "decode" and str(broken) not in err.value.message
+
+
+def test_big_jpeg_downscaled_on_decode(tmp_path):
+    from PIL import Image
+
+    from media import draw_frame
+
+    img = Image.fromarray(draw_frame(9, 2400, 1800))
+    exif = img.getexif()
+    exif[0x0112] = 8  # "rotate 90 CCW to display"
+    img.save(tmp_path / "photo.jpg", exif=exif, quality=90)
+    fr = sample_frames(tmp_path / "photo.jpg", 4, resize_short=300)
+    assert fr.frames.shape == (1, 400, 300, 3) and (fr.width, fr.height) == (1800, 2400)
+    assert read_index(np.rot90(fr.frames[0], k=-1)) == 9
 
 
 def test_real_frame_saved_as_image(real_footage, tmp_path):

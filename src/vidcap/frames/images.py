@@ -34,13 +34,23 @@ def is_image_file(path: str) -> bool:
         return sniff_image(f.read(32)) is not None
 
 
-def load_image(path: str) -> np.ndarray:
-    """RGB uint8 [H,W,3] of an image file, EXIF orientation applied (as viewers show it)."""
+def load_image(path: str, min_short: int | None = None) -> tuple[np.ndarray, tuple[int, int]]:
+    """RGB uint8 [H,W,3] of an image file as viewers show it (EXIF orientation applied), and the
+    picture's full (width, height) as displayed.
+
+    min_short: the caller will downscale to this short side, so a big JPEG may be decoded at
+    1/2, 1/4 or 1/8 scale (never below it): much faster for camera photos.
+    """
     from PIL import Image, ImageOps
 
     try:
         with Image.open(path) as img:
+            w, h = img.size
+            if img.getexif().get(0x0112, 1) in (5, 6, 7, 8):  # EXIF orientations that turn 90 degrees
+                w, h = h, w
+            if min_short and img.format == "JPEG":
+                img.draft("RGB", (min_short, min_short))
             img = ImageOps.exif_transpose(img)
-            return np.asarray(img.convert("RGB"))
+            return np.asarray(img.convert("RGB")), (w, h)
     except Exception as e:  # Pillow raises many kinds (OSError, SyntaxError, DecompressionBombError)
         raise VidcapError(DECODE, f"image: {e}".replace(str(path), "").strip()) from None
