@@ -214,7 +214,8 @@ def tag(
     model: Optional[str] = typer.Option(None, "--model", "-m", help="Chat model id or local dir (default: Llama-3-8B-Instruct; gpt-4o-mini over the API)."),
     prompt_file: Optional[Path] = typer.Option(None, "--prompt-file", help="A system prompt for a custom key."),
     batch_size: Optional[int] = typer.Option(None, "--batch-size", "-b"),
-    max_new_tokens: int = typer.Option(256, "--max-new-tokens"),
+    max_new_tokens: int = typer.Option(128, "--max-new-tokens", help="A batch runs until its longest answer; tag lists are short."),
+    text_column: str = typer.Option("text", "--text-column", help="The column holding the captions."),
     dtype: Optional[str] = typer.Option(None, "--dtype", help="bfloat16, float16 or float32."),
     trust_remote_code: bool = typer.Option(False, "--trust-remote-code"),
     base_url: Optional[str] = typer.Option(None, "--base-url"),
@@ -237,7 +238,7 @@ def tag(
                           concurrency=concurrency, max_retries=max_retries, timeout=timeout,
                           price_in=price_in, price_out=price_out)
     stage = build_tag_stage(key, backend=backend, model=model, prompt_file=prompt_file, batch_size=batch_size,
-                            options=opts)
+                            text_column=text_column, options=opts)
     out = output_path(manifest, output, key)
     execute(stage, manifest, out, run_options(0 if workers is None else workers, limit, shard, overwrite,
                                               keep_parts, part_rows, quiet, device))
