@@ -181,7 +181,7 @@ def _present(path):
                     out.append(read_index(f.to_ndarray(format="rgb24")))
                 except ValueError:
                     out.append(None)
-    except av.FFmpegError:
+    except av.error.FFmpegError:
         pass
     return out
 

@@ -45,7 +45,7 @@ def open_input(path):
     av = av_module()
     try:
         return av.open(path, metadata_errors="ignore")
-    except av.FFmpegError as e:
+    except av.error.FFmpegError as e:
         raise VidcapError(DECODE, ffmpeg_message(e, path)) from None
     except (OSError, UnicodeDecodeError) as e:
         raise VidcapError(DECODE, getattr(e, "strerror", None) or str(e)) from None
@@ -84,7 +84,7 @@ def scan(container, stream) -> Scan:
             packets.append((pkt.pts, pkt.is_keyframe))
             durations.append(pkt.duration or 0)
             corrupt_tail = corrupt_tail + 1 if pkt.is_corrupt else 0
-    except av.FFmpegError as e:
+    except av.error.FFmpegError as e:
         error = e
     if error is not None and packets and not corrupt_tail:
         corrupt_tail = 1  # the packet before a read error is likely cut short

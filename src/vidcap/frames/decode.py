@@ -106,7 +106,7 @@ def _sample_video(path, k, positions, resize_short, max_side, strategy) -> Frame
     av = av_module()
     try:
         return _read_video(path, k, positions, resize_short, max_side, strategy)
-    except av.FFmpegError as e:  # anything the finer handlers did not word already
+    except av.error.FFmpegError as e:  # anything the finer handlers did not word already
         raise VidcapError(DECODE, ffmpeg_message(e, path)) from None
 
 
@@ -128,7 +128,7 @@ def _read_video(path, k, positions, resize_short, max_side, strategy) -> Frames:
         if use_seek and scan.seekable:
             try:
                 got = _decode_by_seek(container, stream, scan, wanted, resize_short, max_side)
-            except (_SeekFailed, av.FFmpegError, VidcapError):
+            except (_SeekFailed, av.error.FFmpegError, VidcapError):
                 got = None  # timestamps or seeking misbehaved: the sequential read decides
     if got is None:
         with open_input(path) as container:
@@ -161,7 +161,7 @@ def _decode(container, stream):
     try:
         for pkt in container.demux(stream):
             yield from pkt.decode()
-    except av.FFmpegError as e:
+    except av.error.FFmpegError as e:
         raise VidcapError(DECODE, ffmpeg_message(e)) from None
 
 
