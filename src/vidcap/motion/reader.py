@@ -51,18 +51,14 @@ def _luma(frame, width: int) -> np.ndarray:
 
 
 def _open(path: str):
-    from vidcap.frames.decode import _av, ffmpeg_message
+    from vidcap.frames.container import open_input, video_stream
 
-    av = _av()
+    container = open_input(path)
     try:
-        container = av.open(path, metadata_errors="ignore")
-    except av.FFmpegError as exc:
-        raise VidcapError(errors.DECODE, ffmpeg_message(exc, path)) from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise VidcapError(errors.DECODE, getattr(exc, "strerror", None) or str(exc)) from None
-    if not container.streams.video:
+        video_stream(container)
+    except VidcapError:
         container.close()
-        raise VidcapError(errors.DECODE, "no video stream")
+        raise
     return container
 
 
@@ -78,8 +74,9 @@ def _decoded(container, stream, skip_until: int):
     """(index, frame) in display order. Before frame `skip_until`, frames no other frame refers
     to (most B-frames) are not decoded at all: motion does not need every frame, and the tail is
     decoded in full so the last frame is there."""
-    import av
+    from vidcap.frames.container import av_module, ffmpeg_message
 
+    av = av_module()
     ctx = stream.codec_context
     fps = float(stream.average_rate or stream.guessed_rate or 25)
     tb = float(stream.time_base or 0)
@@ -104,8 +101,6 @@ def _decoded(container, stream, skip_until: int):
                 yield index, frame
     except av.FFmpegError as exc:
         if n < 2:
-            from vidcap.frames.decode import ffmpeg_message
-
             raise VidcapError(errors.DECODE, ffmpeg_message(exc)) from None
         # a damaged tail: the motion is measured up to the last good frame
 

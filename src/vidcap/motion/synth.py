@@ -240,6 +240,14 @@ def render(scene, centres: np.ndarray, scales: np.ndarray, first: int = 0) -> li
     return out
 
 
+def _textured(frame: np.ndarray, min_corners: int = 30) -> bool:
+    """Enough trackable detail that the true motion is observable at all (not a flat wall)."""
+    from vidcap.motion.track import corners, prepare
+
+    found = corners(prepare(frame[None])[0])
+    return found is not None and len(found) >= min_corners
+
+
 def _segment(rng, n, plan, threshold, first=0):
     """(frames, truth) for one shot following `plan`, retrying scenes until the path fits."""
     kind, pan, tilt, zoom = plan
@@ -251,7 +259,9 @@ def _segment(rng, n, plan, threshold, first=0):
         h, w = scene(0).shape[:2]
         path = camera_path(rng, n, w, h, dx, dy, zoom_f)
         if path is not None:
-            return render(scene, *path, first=first), truth_of(*path)
+            frames = render(scene, *path, first=first)
+            if _textured(frames[0]) and _textured(frames[-1]):
+                return frames, truth_of(*path)
     raise RuntimeError(f"no scene fits motion {dx:.2f},{dy:.2f},{zoom_f:.2f}")
 
 

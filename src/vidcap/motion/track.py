@@ -20,11 +20,13 @@ WORK_WIDTH = 160          # frames are downscaled to this width before tracking
 MAX_PAIRS = 12            # first pass: this many equal steps over the clip
 MIN_POINTS = 12           # fewer tracked corners than this: no usable fit for a pair
 MIN_INLIER_RATIO = 0.35   # below this the pair's motion is mostly not one camera motion
-MIN_NCC = 0.5             # warped previous frame vs next frame; a cut scores near 0
+MIN_NCC = 0.2             # warped previous frame vs next frame: a cut scores near 0, a busy
+                          # foreground over a flat background can score as low as 0.3
+CUT_TRACKED = 0.15        # share of corners tracked across a cut: almost none
 FB_MAX_ERR = 0.75         # forward-backward tracking error allowed, working pixels
 RANSAC_PX = 0.75          # inlier distance for the similarity fit, working pixels
-MAX_CORNERS = 200
-LK_WIN, LK_LEVELS, LK_ITERS = 15, 3, 20   # Lucas-Kanade window, pyramid levels, iterations
+MAX_CORNERS = 100
+LK_WIN, LK_LEVELS, LK_ITERS = 11, 3, 20   # Lucas-Kanade window, pyramid levels, iterations
 MIN_EIG = 1e-5            # corner strength below which a corner is flat or codec noise
 
 
@@ -164,8 +166,10 @@ def _chain(gray: np.ndarray, max_pairs: int) -> tuple[list[PairFit], str]:
 def _failure_reason(fit: PairFit) -> str:
     if fit.corners < MIN_POINTS:
         return "too few tracked points"
-    if fit.tracked < MIN_POINTS or fit.ncc < MIN_NCC:
+    if fit.tracked < CUT_TRACKED * fit.corners or (fit.matrix is not None and fit.ncc < MIN_NCC):
         return "scene cut"
+    if fit.tracked < MIN_POINTS:
+        return "too few tracked points"
     return "mostly foreground motion"
 
 
@@ -198,6 +202,6 @@ def _summarise(fits: list[PairFit], reason: str, w: int, h: int) -> MotionResult
     if not reason:
         worst_ncc = min(f.ncc for f in fits)
         result.confidence = float(np.clip(result.inlier_ratio, 0, 1)
-                                  * np.clip((worst_ncc - MIN_NCC) / (0.9 - MIN_NCC), 0, 1) ** 0.5
+                                  * np.clip((worst_ncc - MIN_NCC) / (0.8 - MIN_NCC), 0, 1) ** 0.5
                                   * min(1.0, result.points / 40))
     return result
