@@ -30,6 +30,8 @@ O_DEVICE = typer.Option(None, "--device", help="Torch device (default: cuda if a
 def run_options(workers, limit, shard, overwrite, keep_parts, part_rows, quiet, device):
     from .runner import RunOptions, parse_shard
 
+    if limit is not None and limit < 0:
+        raise UsageError(f"--limit must be 0 or more, not {limit}.")
     return RunOptions(workers=workers, limit=limit, shard=parse_shard(shard), overwrite=overwrite,
                       keep_parts=keep_parts, part_rows=max(1, part_rows), progress=not quiet, device=device)
 

@@ -70,6 +70,7 @@ class PartStore:
 
     # -- lifecycle -------------------------------------------------------------------------------
     def open(self, provenance: dict | None = None) -> None:
+        created = not self.dir.exists()
         try:
             self.dir.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
@@ -77,11 +78,24 @@ class PartStore:
         if not os.access(self.dir, os.W_OK):
             raise UsageError(f"output folder {self.dir.parent} is not writable; pick another -o path.")
         self._lock()
+        try:
+            self._check_settings()
+        except UsageError:
+            if created:  # a refused run leaves nothing behind
+                self.close()
+                shutil.rmtree(self.dir, ignore_errors=True)
+            raise
         self._remove_stale_temps()
-        run_file = self.dir / RUN_JSON
         if self.overwrite:
             self._clear_parts()
-        elif run_file.exists():
+        info = {"fingerprint": self.fingerprint, "provenance": provenance or {}, "vidcap": __version__,
+                "python": sys.version.split()[0], "started": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+        self._write_json(self.dir / RUN_JSON, info)
+
+    def _check_settings(self) -> None:
+        """Refuse to mix rows with an unfinished run or a finished output made with other settings."""
+        run_file = self.dir / RUN_JSON
+        if not self.overwrite and run_file.exists():
             old = json.loads(run_file.read_text() or "{}").get("fingerprint")
             if old is not None and old != self.fingerprint:
                 raise UsageError(
@@ -89,9 +103,6 @@ class PartStore:
                     "rerun with those settings to finish it, or pass --overwrite to start over."
                 )
         self._check_existing_output()
-        info = {"fingerprint": self.fingerprint, "provenance": provenance or {}, "vidcap": __version__,
-                "python": sys.version.split()[0], "started": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
-        self._write_json(run_file, info)
 
     def _lock(self) -> None:
         import fcntl

@@ -64,7 +64,7 @@ def select_rows(stage: Stage, manifest: str | os.PathLike, opts: RunOptions) -> 
         df = df.iloc[: max(0, opts.limit)]
     df = df.reset_index(drop=True)
     records = df.to_dict("records")
-    df[RID] = [stage.row_key(r) for r in records]
+    df[RID] = pd.Series([stage.row_key(r) for r in records], index=df.index, dtype=str)  # str even when empty
     return df
 
 

@@ -41,7 +41,7 @@ class CaptionStage(Stage):
         self.options = options
         self.backend = make_backend(preset, options)
         self.batch_size = max(1, options.batch_size)
-        self.num_frames = options.num_frames or preset.num_frames
+        self.num_frames = preset.num_frames if options.num_frames is None else options.num_frames
         if self.num_frames < 1:
             raise UsageError("--num-frames must be at least 1.")
         self.user_prompt = bool(options.prompt or options.prompt_text)
