@@ -227,6 +227,9 @@ class Run:
             summary.update(extra)
             store.finalize(df, results, summary, self.stage.dtypes)
             return summary
+        except (UsageError, KeyboardInterrupt):  # e.g. the model would not load: no empty parts folder left
+            store.discard_if_empty()
+            raise
         finally:
             store.close()
 
@@ -235,27 +238,26 @@ class Run:
             return
         stage, opts = self.stage, self.opts
         workers = default_workers() if opts.workers is None else opts.workers
-        feeder = Feeder(stage.loader(), todo, workers, depth=stage.batch_size * 2 + 2 * max(workers, 1))
         progress = _Progress(len(todo), stage.name, enabled=opts.progress)
         prev = signal.signal(signal.SIGTERM, _raise_interrupt) if threading.current_thread() is threading.main_thread() else None
+        feeder = None
         try:
-            stage.setup(opts.device)
+            stage.setup(opts.device)  # before the loader: it may carry the model's preprocessor to the workers
+            feeder = Feeder(stage.loader(), todo, workers, depth=stage.batch_size * 2 + 2 * max(workers, 1))
             feeder.start()
             for batch in self._batches(feeder, progress):
                 self._run_batch(batch)
                 progress.advance(len(batch))
                 self._maybe_flush()
             self._flush()
-        except KeyboardInterrupt:
-            feeder.close()
-            self._flush()
-            raise
-        except FatalRunError:
-            feeder.close()
+        except (KeyboardInterrupt, FatalRunError):
+            if feeder is not None:
+                feeder.close()
             self._flush()
             raise
         finally:
-            feeder.close()
+            if feeder is not None:
+                feeder.close()
             progress.close()
             if prev is not None:
                 signal.signal(signal.SIGTERM, prev)

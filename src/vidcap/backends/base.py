@@ -51,6 +51,7 @@ class CaptionResult:
     prompt_tokens: int = 0
     completion_tokens: int = 0
     finish_reason: str = "stop"  # "length" when the token limit cut the text
+    raw_text: str = ""  # the model's text before cleaning, when cleaning changed it
 
 
 class CaptionBackend:

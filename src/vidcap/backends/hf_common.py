@@ -49,10 +49,17 @@ def local_model_dir(model: str, trust_remote_code: bool = False) -> Path:
     return path
 
 
+RANDOM_MARKER = "vidcap_random_weights.json"  # written by `vidcap bench`: build from config, random weights
+
+
+def is_random_skeleton(path: Path | None) -> bool:
+    return path is not None and (Path(path) / RANDOM_MARKER).exists()
+
+
 def _check_dir(path: Path, model: str) -> None:
     if not (path / "config.json").exists():
         raise UsageError(f"model directory {model} has no config.json; pass a saved Hugging Face model dir.")
-    if not any(path.glob("*.safetensors")):
+    if not any(path.glob("*.safetensors")) and not is_random_skeleton(path):
         found = "only .bin weights" if any(path.glob("*.bin")) else "no weights"
         raise UsageError(f"model {model} has {found}; vidcap loads .safetensors weights only (re-save the model with save_pretrained).")
 
@@ -142,31 +149,67 @@ class HFCaptionBackend(CaptionBackend):
     def _load(self, path: Path, device: str, dtype) -> None:
         raise NotImplementedError
 
-    def prepare(self, requests: list[CaptionRequest]) -> Prepared:
+    @property
+    def fast(self) -> bool:
+        """Static KV cache with a compiled decode step, fixed batch and bucketed lengths (CUDA only)."""
+        return bool(self.options.extra.get("fast", True)) and str(self.device).startswith("cuda")
+
+    def load_preprocessor(self, path: Path) -> None:
+        """Load what `prepare_one` needs (processor/tokenizer), without the model: runs in decode workers."""
         raise NotImplementedError
+
+    def prepare_one(self, request: CaptionRequest) -> dict:
+        """One request as unpadded model inputs (CPU tensors with a batch dim of 1) + `n_prompt`."""
+        raise NotImplementedError
+
+    def collate(self, items: list[dict]) -> Prepared:
+        return collate_items(items, self.pad_id)
+
+    def prepare(self, requests: list[CaptionRequest]) -> Prepared:
+        return self.collate([self.prepare_one(r) for r in requests])
+
+    def worker_preprocessor(self):
+        """A picklable object decode workers call to turn a request into model inputs (None: not supported)."""
+        if type(self).prepare_one is HFCaptionBackend.prepare_one or self.model_dir is None:
+            return None
+        return WorkerPreprocessor(type(self), self.preset, self.options, str(self.model_dir))
 
     def postprocess(self, text: str) -> str:
         return clean_caption(text)
 
     def caption(self, requests: list[CaptionRequest]) -> list[CaptionResult]:
-        if not requests:
+        return self._run(requests, self.prepare)
+
+    def caption_prepared(self, items: list[dict]) -> list[CaptionResult]:
+        """Like `caption`, for requests the decode workers already turned into model inputs."""
+        return self._run(items, self.collate)
+
+    def _run(self, batch: list, prepare) -> list[CaptionResult]:
+        if not batch:
             return []
+        n = len(batch)
+        if self.fast and n < self.options.batch_size:
+            # a constant batch shape keeps the compiled decode step and its CUDA graphs reusable
+            batch = batch + [batch[-1]] * (self.options.batch_size - n)
+        return self._generate_guarded(batch, prepare)[:n]
+
+    def _generate_guarded(self, batch: list, prepare) -> list[CaptionResult]:
         import torch
 
         try:
-            return self.generate(self.prepare(requests))
+            return self.generate(prepare(batch))
         except torch.cuda.OutOfMemoryError as exc:
             torch.cuda.empty_cache()
-            if len(requests) == 1:
+            if len(batch) == 1:
                 return [CaptionResult(error=format_error(OOM, f"out of GPU memory on one clip ({_first_line(exc)})"))]
-            half = len(requests) // 2  # a smaller batch often fits; results keep their order
-            return self.caption(requests[:half]) + self.caption(requests[half:])
+            half = len(batch) // 2  # a smaller batch often fits; results keep their order
+            return self._generate_guarded(batch[:half], prepare) + self._generate_guarded(batch[half:], prepare)
         except (UsageError, KeyboardInterrupt):
             raise
         except Exception as exc:
-            if len(requests) == 1:
+            if len(batch) == 1:
                 return [CaptionResult(error=format_error(MODEL, f"{type(exc).__name__}: {_first_line(exc)}"))]
-            return [r for req in requests for r in self.caption([req])]  # isolate the row that fails
+            return [r for one in batch for r in self._generate_guarded([one], prepare)]  # isolate the bad row
 
     def generation_config(self):
         import copy
@@ -182,12 +225,19 @@ class HFCaptionBackend(CaptionBackend):
         cfg.max_length = None
         cfg.eos_token_id = list(self.eos)
         cfg.pad_token_id = self.pad_id
+        if self.options.extra.get("ignore_eos"):  # benchmarks: every caption exactly max_new_tokens long
+            cfg.min_new_tokens = cfg.max_new_tokens
+        if self.fast:
+            cfg.cache_implementation = "static"
         return cfg
 
     def generate(self, prepared: Prepared) -> list[CaptionResult]:
         import torch
 
-        inputs = {k: _to(v, self.device, self.dtype) for k, v in prepared.inputs.items()}
+        inputs = prepared.inputs
+        if self.fast:  # prompt lengths rounded up: fewer distinct static-cache shapes to compile
+            inputs = left_pad(inputs, _round_up(inputs["input_ids"].shape[1], 128), self.pad_id)
+        inputs = {k: _to(v, self.device, self.dtype) for k, v in inputs.items()}
         n_in = inputs["input_ids"].shape[1]
         with torch.inference_mode():
             out = self.model.generate(**inputs, generation_config=self.generation_config())
@@ -236,3 +286,101 @@ def _snapshot_revision(path: Path | None) -> str | None:
     if path is not None and path.parent.name == "snapshots":
         return path.name
     return None
+
+
+def random_model(auto_cls, path: Path, device: str, dtype):
+    """A model of the skeleton's config with random weights, built on the device (benchmarks only)."""
+    import torch
+    from transformers import AutoConfig, GenerationConfig
+
+    config = AutoConfig.from_pretrained(path)
+    torch.manual_seed(0)
+    with torch.device(device):
+        model = auto_cls.from_config(config, dtype=dtype, attn_implementation="sdpa")
+    if (path / "generation_config.json").exists():
+        model.generation_config = GenerationConfig.from_pretrained(path)
+    return model
+
+
+def _round_up(n: int, k: int) -> int:
+    return -(-n // k) * k
+
+
+def _seq_keys(item: dict) -> list[str]:
+    """Keys whose tensors run along the token sequence (input_ids, attention_mask, token type ids...)."""
+    length = item["input_ids"].shape[-1]
+    return [k for k, v in item.items() if _is_seq(k, v, length)]
+
+
+def _is_seq(key: str, value, length: int) -> bool:
+    named = key.endswith(("_ids", "_mask")) and "grid" not in key
+    return named and hasattr(value, "dim") and value.dim() == 2 and value.shape[1] == length
+
+
+def left_pad(inputs: dict, width: int, pad_id: int) -> dict:
+    import torch
+
+    length = inputs["input_ids"].shape[1]
+    if width <= length:
+        return inputs
+    out = dict(inputs)
+    for k, v in inputs.items():
+        if not _is_seq(k, v, length):
+            continue
+        fill = pad_id if k == "input_ids" else 0
+        pad = torch.full((v.shape[0], width - length), fill, dtype=v.dtype)
+        out[k] = torch.cat([pad, v], dim=1)
+    return out
+
+
+def collate_items(items: list[dict], pad_id: int) -> Prepared:
+    """Per-request inputs -> one left-padded batch, as the processor would have made it in one call."""
+    import torch
+
+    seq = _seq_keys(items[0])
+    width = max(it["input_ids"].shape[1] for it in items)
+    batch = {}
+    keys = list(dict.fromkeys(k for it in items for k in it))  # image and video rows carry different keys
+    for k in keys:
+        if k == "n_prompt":
+            continue
+        vals = [it[k] for it in items if k in it]
+        if k in seq:
+            fill = pad_id if k == "input_ids" else 0
+            batch[k] = torch.cat([torch.cat([torch.full((1, width - v.shape[1]), fill, dtype=v.dtype), v], 1)
+                                  for v in vals])
+        elif hasattr(vals[0], "dim") and vals[0].dim() >= 3 and len({v.shape[1] for v in vals}) > 1:
+            # anyres pixel_values [images, patches, C, H, W]: pad the patch axis as the processor does
+            most = max(v.shape[1] for v in vals)
+            batch[k] = torch.cat([torch.nn.functional.pad(v, (0, 0) * (v.dim() - 2) + (0, most - v.shape[1]))
+                                  for v in vals])
+        elif hasattr(vals[0], "dim"):
+            batch[k] = torch.cat(vals)
+        else:
+            batch[k] = vals
+    return Prepared(batch, [int(it["n_prompt"]) for it in items])
+
+
+class WorkerPreprocessor:
+    """Runs a backend's `prepare_one` in a decode worker: the processor's CPU work leaves the GPU's path."""
+
+    def __init__(self, backend_cls, preset, options, model_dir: str):
+        self.backend_cls, self.preset, self.options, self.model_dir = backend_cls, preset, options, model_dir
+        self._backend = None
+
+    def __getstate__(self):
+        return {k: v for k, v in self.__dict__.items() if k != "_backend"}
+
+    def __setstate__(self, state):
+        self.__dict__.update(state, _backend=None)
+
+    def __call__(self, request: CaptionRequest) -> dict:
+        if self._backend is None:
+            import torch
+
+            torch.set_num_threads(1)  # one core per decode worker; the pool is the parallelism
+            backend = self.backend_cls(self.preset, self.options)
+            backend.model_dir = Path(self.model_dir)
+            backend.load_preprocessor(Path(self.model_dir))
+            self._backend = backend
+        return self._backend.prepare_one(request)

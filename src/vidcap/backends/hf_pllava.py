@@ -12,7 +12,7 @@ import numpy as np
 from ..errors import UsageError
 from ..prompts.caption import PLLAVA_USER_QUERY
 from .base import CaptionRequest
-from .hf_common import HFCaptionBackend, Prepared, eos_ids
+from .hf_common import HFCaptionBackend, eos_ids
 
 DEFAULT_LORA_ALPHA = 4.0  # the seed's --lora_alpha (training used 32; see IMPLEMENTATION-NOTES 3.4)
 
@@ -62,14 +62,11 @@ class PllavaBackend(HFCaptionBackend):
                     pooling_shape="-".join(map(str, self.pooling_shape)) if self.pooling_shape else None)
         return info
 
-    def _load(self, path: Path, device: str, dtype) -> None:
+    def load_preprocessor(self, path: Path) -> None:
         from transformers import AutoTokenizer, CLIPImageProcessor
-
-        from .pllava_model import load_pllava
 
         raw = json.loads((path / "config.json").read_text())
         self.pooling_shape = parse_pooling(self.param("pooling_shape") or raw.get("pooling_shape") or (4, 12, 12))
-        self.model, _ = load_pllava(path, device, dtype, self.pooling_shape, self.num_frames, self.lora_alpha)
         self.tokenizer = AutoTokenizer.from_pretrained(path)
         self.tokenizer.padding_side = "left"
         if (path / "preprocessor_config.json").exists():
@@ -78,9 +75,19 @@ class PllavaBackend(HFCaptionBackend):
             self.image_processor = CLIPImageProcessor(size={"shortest_edge": 336},
                                                       crop_size={"height": 336, "width": 336})
         self.image_token_id = int(raw.get("image_token_index", 32000))
-        self.eos = eos_ids(self.tokenizer, self.model.generation_config)
         pad = self.tokenizer.pad_token_id
         self.pad_id = int(pad if pad is not None else raw.get("pad_token_id", 0))
+
+    def _load(self, path: Path, device: str, dtype) -> None:
+        from .hf_common import is_random_skeleton
+        from .pllava_model import load_pllava, random_pllava
+
+        self.load_preprocessor(path)
+        if is_random_skeleton(path):
+            self.model = random_pllava(path, device, dtype, self.pooling_shape, self.num_frames)
+        else:
+            self.model, _ = load_pllava(path, device, dtype, self.pooling_shape, self.num_frames, self.lora_alpha)
+        self.eos = eos_ids(self.tokenizer, self.model.generation_config)
         if self.model.generation_config.eos_token_id is None:
             self.model.generation_config.eos_token_id = self.eos
 
@@ -102,17 +109,13 @@ class PllavaBackend(HFCaptionBackend):
         at = ids.index(self.image_token_id)
         return ids[:at] + [self.image_token_id] * self.visual_tokens + ids[at + 1:]
 
-    def prepare(self, requests: list[CaptionRequest]) -> Prepared:
+    def prepare_one(self, req: CaptionRequest) -> dict:
         import torch
 
-        seqs = [self.token_ids(r.prompt) for r in requests]
-        frames = [f for r in requests for f in self._fit_frames(r)]
-        pixels = self.image_processor(images=frames, return_tensors="pt")["pixel_values"]
-        width = max(len(s) for s in seqs)
-        ids = torch.tensor([[self.pad_id] * (width - len(s)) + s for s in seqs])
-        mask = torch.tensor([[0] * (width - len(s)) + [1] * len(s) for s in seqs])
-        return Prepared({"input_ids": ids, "attention_mask": mask, "pixel_values": pixels},
-                        [len(s) for s in seqs])
+        ids = self.token_ids(req.prompt)
+        pixels = self.image_processor(images=list(self._fit_frames(req)), return_tensors="pt")["pixel_values"]
+        return {"input_ids": torch.tensor([ids]), "attention_mask": torch.ones(1, len(ids), dtype=torch.long),
+                "pixel_values": pixels, "n_prompt": len(ids)}
 
     def postprocess(self, text: str) -> str:
         return seed_clean(text)

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from ..errors import UsageError
 from .base import CaptionRequest
-from .hf_common import HFCaptionBackend, Prepared, eos_ids
+from .hf_common import HFCaptionBackend, eos_ids, is_random_skeleton, random_model
 
 
 class HFVLMBackend(HFCaptionBackend):
@@ -19,38 +19,51 @@ class HFVLMBackend(HFCaptionBackend):
         self.processor = None
         self.native_video = False
 
-    def _load(self, path: Path, device: str, dtype) -> None:
-        from transformers import AutoModelForImageTextToText, AutoProcessor
+    def load_preprocessor(self, path: Path) -> None:
+        from transformers import AutoProcessor
 
-        trc = self.options.trust_remote_code
         label = self.model_label()
         try:
-            self.processor = AutoProcessor.from_pretrained(path, trust_remote_code=trc)
-            kwargs = dict(dtype=dtype, attn_implementation="sdpa", use_safetensors=True, trust_remote_code=trc)
-            if str(device).startswith("cuda"):
-                kwargs["device_map"] = {"": device}  # straight onto the GPU, no full copy in host memory
-            try:
-                model = AutoModelForImageTextToText.from_pretrained(path, **kwargs)
-            except ValueError as exc:
-                if "sdpa" not in str(exc).lower():
-                    raise
-                kwargs["attn_implementation"] = "eager"  # architectures without an SDPA kernel
-                model = AutoModelForImageTextToText.from_pretrained(path, **kwargs)
+            self.processor = AutoProcessor.from_pretrained(path, trust_remote_code=self.options.trust_remote_code)
         except (OSError, ValueError, KeyError) as exc:
-            hint = "" if trc else "; if it ships its own code, add --trust-remote-code"
             first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:160]
-            raise UsageError(f"could not load '{label}' as an image-text-to-text model ({first}){hint}.") from None
-        self.model = model if "device_map" in kwargs else model.to(device)
+            raise UsageError(f"could not load the processor of '{label}' ({first}); pass a full model directory.") from None
         self.tokenizer = getattr(self.processor, "tokenizer", None)
         if self.tokenizer is None:
             raise UsageError(f"the processor of '{label}' has no tokenizer; pass a full model directory.")
         self.tokenizer.padding_side = "left"  # generation continues from the last position
-        self.eos = eos_ids(self.tokenizer, self.model.generation_config)
         if self.tokenizer.pad_token_id is None:
             self.tokenizer.pad_token = self.tokenizer.eos_token
         self.pad_id = self.tokenizer.pad_token_id
         self.native_video = not self.frames_as_images and getattr(self.processor, "video_processor", None) is not None
         self._apply_pixel_budget()
+
+    def _load(self, path: Path, device: str, dtype) -> None:
+        from transformers import AutoModelForImageTextToText
+
+        self.load_preprocessor(path)
+        trc = self.options.trust_remote_code
+        label = self.model_label()
+        try:
+            if is_random_skeleton(path):
+                model = random_model(AutoModelForImageTextToText, path, device, dtype)
+            else:
+                kwargs = dict(dtype=dtype, attn_implementation="sdpa", use_safetensors=True, trust_remote_code=trc)
+                if str(device).startswith("cuda"):
+                    kwargs["device_map"] = {"": device}  # straight onto the GPU, no full copy in host memory
+                try:
+                    model = AutoModelForImageTextToText.from_pretrained(path, **kwargs)
+                except ValueError as exc:
+                    if "sdpa" not in str(exc).lower():
+                        raise
+                    kwargs["attn_implementation"] = "eager"  # architectures without an SDPA kernel
+                    model = AutoModelForImageTextToText.from_pretrained(path, **kwargs)
+        except (OSError, ValueError, KeyError) as exc:
+            hint = "" if trc else "; if it ships its own code, add --trust-remote-code"
+            first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:160]
+            raise UsageError(f"could not load '{label}' as an image-text-to-text model ({first}){hint}.") from None
+        self.model = model.to(device)
+        self.eos = eos_ids(self.tokenizer, self.model.generation_config)
 
     def _apply_pixel_budget(self) -> None:
         """Qwen-style processors size frames by a pixel count (`size` = min/max pixels, with `merge_size`)."""
@@ -96,19 +109,15 @@ class HFVLMBackend(HFCaptionBackend):
     def fallback_prompt(self, prompt: str, n_images: int) -> str:
         raise UsageError(f"model '{self.model_label()}' has no chat template in its processor; use an instruction-tuned (chat) checkpoint.")
 
-    def prepare(self, requests: list[CaptionRequest]) -> Prepared:
-        texts, images, videos = [], [], []
-        for req in requests:
-            text, imgs, vids = self.render(req)
-            texts.append(text)
-            images += imgs
-            videos += vids
-        kwargs = dict(text=texts, padding=True, return_tensors="pt")
+    def prepare_one(self, req: CaptionRequest) -> dict:
+        text, images, videos = self.render(req)
+        kwargs = dict(text=[text], return_tensors="pt")
         if images:
             kwargs["images"] = images
         if videos:
             kwargs["videos"] = videos
             kwargs["do_sample_frames"] = False  # the frames are already the sampled ones
         enc = self.processor(**kwargs)
-        inputs = {k: v for k, v in enc.items() if k != "token_type_ids"}
-        return Prepared(inputs, enc["attention_mask"].sum(dim=1).tolist(), {"texts": texts})
+        item = {k: v for k, v in enc.items() if k != "token_type_ids"}
+        item["n_prompt"] = int(enc["attention_mask"].sum())
+        return item

@@ -165,6 +165,27 @@ def load_pllava(path: Path, device: str, dtype, pooling_shape, num_frames: int, 
     return model.to(device).eval(), raw
 
 
+def random_pllava(path: Path, device: str, dtype, pooling_shape, num_frames: int):
+    """The same architecture with random weights, built on the device (benchmarks: speed only)."""
+    import torch
+    from transformers import GenerationConfig
+
+    config, _ = read_pllava_config(path)
+    model = build_model(config, pooling_shape, num_frames)
+    buffers = {n: b.clone() for n, b in model.named_buffers()}  # rotary tables are real: keep them
+    model = model.to_empty(device=device).to(dtype)
+    torch.manual_seed(0)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.normal_(0.0, 0.02)
+        for name, b in model.named_buffers():
+            if name in buffers:
+                b.copy_(buffers[name])
+    if (path / "generation_config.json").exists():
+        model.generation_config = GenerationConfig.from_pretrained(path)
+    return model.eval()
+
+
 def _align_vision_prefix(weights: dict, expected: set) -> dict:
     """Checkpoints say `vision_tower.vision_model.*`; newer transformers name CLIP's weights without it."""
     ours = "model.vision_tower.vision_model."

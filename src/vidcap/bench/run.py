@@ -180,6 +180,13 @@ def run_bench(cfg: BenchConfig) -> dict:
     report = {"config": {k: v for k, v in cfg.__dict__.items()}, "device": peaks.get("name", "cpu"),
               "peaks": peaks, "clips_s": t_clips, "load_s": t_load, "runs": []}
     workers = cfg.workers
+    # warm-up on one batch of other clips: compilation, CUDA graphs and allocator growth stay out of the numbers
+    warm = make_bench_clips(root / "warmup", cfg.batch_size, cfg.width, cfg.height, cfg.seconds, distinct=2)
+    for fast in ([False, True] if cfg.baseline else [True]):
+        stage.options.extra["fast"] = fast
+        t2 = time.perf_counter()
+        _one_run(stage, warm, root / f"warmup_{int(fast)}.parquet", workers, "warm-up")
+        report[f"warmup_{'vidcap' if fast else 'baseline'}_s"] = time.perf_counter() - t2
     if cfg.baseline:  # the straightforward path on the same model and inputs, same batch, same process
         stage.options.extra["fast"] = False
         base = _one_run(stage, manifest, root / "out_baseline.parquet", workers, "baseline")

@@ -12,25 +12,61 @@ from .base import Item, Stage
 
 
 @dataclass
+class PromptPicker:
+    """The prompt for a row (image rows get the image prompt unless the user chose one); picklable."""
+
+    prompt: object | None  # PromptSpec, None for a custom prompt text
+    image_prompt: object
+    custom: str | None
+    user_prompt: bool
+
+    def spec(self, is_image: bool):
+        return self.image_prompt if (is_image and not self.user_prompt) else self.prompt
+
+    def name(self, is_image: bool) -> str:
+        spec = self.spec(is_image)
+        return "custom" if spec is None else spec.name
+
+    def __call__(self, row: dict | None, is_image: bool) -> str:
+        from ..prompts.caption import render
+
+        spec = self.spec(is_image)
+        if spec is None:
+            return self.custom
+        hint = (row or {}).get("text", "")
+        return render(spec, "" if hint is None or hint != hint else str(hint))
+
+
+@dataclass
 class FrameLoader:
-    """Runs in decode workers: picks and decodes the frames, resized there so less data crosses processes."""
+    """Runs in decode workers: picks and decodes the frames (resized there so less data crosses processes)
+    and, when the backend can, runs its processor too so the model's process only collates and generates."""
 
     num_frames: int
     positions: str
     resize: int | None = None
     max_side: int | None = None
+    prep: object | None = None  # backend.worker_preprocessor()
+    picker: PromptPicker | None = None
 
     def __call__(self, row: dict):
         from ..frames import sample_frames
 
-        return sample_frames(row.get(ABSPATH, ""), self.num_frames, self.positions,
-                             resize_short=self.resize, max_side=self.max_side)
+        frames = sample_frames(row.get(ABSPATH, ""), self.num_frames, self.positions,
+                               resize_short=self.resize, max_side=self.max_side)
+        if self.prep is None:
+            return frames
+        req = CaptionRequest(frames.frames, self.picker(row, frames.is_image), frames.is_image,
+                             {"path": row.get(ABSPATH), "fps": frames.fps})
+        prepared = self.prep(req)
+        frames.frames = None  # the pixels travel as model inputs now
+        return frames, prepared
 
 
 class CaptionStage(Stage):
     name = "caption"
     suffix = "caption"
-    columns = ["text", "num_frames", "fps", "width", "height", "frame_idx", "model", "prompt",
+    columns = ["text", "text_raw", "num_frames", "fps", "width", "height", "frame_idx", "model", "prompt",
                "prompt_tokens", "completion_tokens", "finish_reason", "flags"]
     dtypes = {c: "Int64" for c in ("num_frames", "width", "height", "prompt_tokens", "completion_tokens")}
 
@@ -52,6 +88,7 @@ class CaptionStage(Stage):
         else:
             self.prompt = get_prompt(options.prompt or preset.prompt or "video")
         self.image_prompt = get_prompt("image")
+        self.picker = PromptPicker(self.prompt, self.image_prompt, options.prompt_text, self.user_prompt)
         from ..checks import CaptionChecker
 
         self.strip_prefix = bool(options.extra.get("strip_prefix"))
@@ -76,7 +113,11 @@ class CaptionStage(Stage):
                 "positions": self.preset.positions, "prompt_text": self._prompt_text(None, False)}
 
     def loader(self):
-        return FrameLoader(self.num_frames, self.preset.positions, self.options.resize)
+        """Called after setup(): the backend knows its model dir, so workers can load its processor."""
+        prep = None
+        if self.options.extra.get("fast", True) and hasattr(self.backend, "worker_preprocessor"):
+            prep = self.backend.worker_preprocessor()
+        return FrameLoader(self.num_frames, self.preset.positions, self.options.resize, prep=prep, picker=self.picker)
 
     def setup(self, device: str | None = None) -> None:
         self.backend.setup(device or self.options.device)
@@ -85,29 +126,26 @@ class CaptionStage(Stage):
         self.backend.teardown()
 
     def _prompt_text(self, row: dict | None, is_image: bool) -> str:
-        from ..prompts.caption import render
-
-        if self.prompt is None:
-            return self.options.prompt_text
-        spec = self.image_prompt if (is_image and not self.user_prompt) else self.prompt
-        hint = (row or {}).get("text_input", (row or {}).get("text", ""))
-        return render(spec, "" if hint is None or hint != hint else str(hint))
+        return self.picker(row, is_image)
 
     def process_batch(self, items: list[Item]) -> list[dict]:
-        reqs = [CaptionRequest(it.data.frames, self._prompt_text(it.row, it.data.is_image), it.data.is_image,
-                               {"path": it.row.get(ABSPATH)}) for it in items]
-        results = self.backend.caption(reqs)
+        split = [it.data if isinstance(it.data, tuple) else (it.data, None) for it in items]
+        if all(prepared is not None for _, prepared in split):
+            results = self.backend.caption_prepared([prepared for _, prepared in split])
+        else:
+            reqs = [CaptionRequest(fr.frames, self.picker(it.row, fr.is_image), fr.is_image,
+                                   {"path": it.row.get(ABSPATH), "fps": fr.fps}) for it, (fr, _) in zip(items, split)]
+            results = self.backend.caption(reqs)
         label = self.backend.model_label()
         outs = []
-        for it, res in zip(items, results):
-            fr = it.data
+        for (fr, _), res in zip(split, results):
             text, flags = self.checker.check(res.text, res.finish_reason, res.error)
-            out = {"text": text, "num_frames": fr.num_frames, "fps": fr.fps, "width": fr.width,
-                   "height": fr.height, "frame_idx": list(fr.indices), "model": label,
-                   "prompt": "image" if fr.is_image and not self.user_prompt else self.prompt_name,
-                   "prompt_tokens": res.prompt_tokens, "completion_tokens": res.completion_tokens,
-                   "finish_reason": res.finish_reason, "flags": flags, "error": res.error}
-            outs.append(out)
+            raw = res.raw_text if res.raw_text and res.raw_text != text else ""
+            outs.append({"text": text, "text_raw": raw, "num_frames": fr.num_frames, "fps": fr.fps,
+                         "width": fr.width, "height": fr.height, "frame_idx": list(fr.indices), "model": label,
+                         "prompt": self.picker.name(fr.is_image), "prompt_tokens": res.prompt_tokens,
+                         "completion_tokens": res.completion_tokens, "finish_reason": res.finish_reason,
+                         "flags": flags, "error": res.error})
         return outs
 
     def finish_results(self, results):
