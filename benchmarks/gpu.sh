@@ -2,7 +2,7 @@
 # One device call: install the carried PyAV wheel, then run `vidcap bench` for the shapes given.
 # usage: benchmarks/gpu.sh SHAPE:VIDEOS:BATCH[:EXTRA ARGS...] ...   (run by the device tool; $OUT collects JSON)
 set -uo pipefail
-pip install -q --no-deps .wheels/av-*.whl 2>&1 | tail -1
+python3 -m pip install -q --no-deps --root-user-action=ignore .wheels/av-*.whl 2>&1 | tail -2
 export PYTHONPATH=src TOKENIZERS_PARALLELISM=false
 nvidia-smi --query-gpu=name,memory.total,clocks.sm --format=csv,noheader
 python3 -c "import torch, transformers, av; print('torch', torch.__version__, 'transformers', transformers.__version__, 'av', av.__version__, 'cpus', __import__('os').cpu_count())"
