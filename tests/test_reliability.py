@@ -301,3 +301,93 @@ def test_zz_kill_count_summary():
     print(f"\nkill points survived: {total} {json.dumps(KILLS)}")
     if {"random-w0", "random-w1", "fault-points"} <= set(KILLS):
         assert total >= 20
+
+
+# -- secrets and trust ---------------------------------------------------------------------------------
+
+KEY = "sk-vidcap-secret-5d1e9f2a7b3c8e4d6f0a"
+
+
+def test_api_key_never_reaches_disk_or_logs(clips, tmp_path):
+    from fake_openai_server import FakeOpenAIServer
+
+    m = tmp_path / "m.csv"
+    rows = pd.read_csv(clips / "m.csv").iloc[[0, 1, 2, 40]]
+    rows.assign(path=[str(clips / p) for p in rows["path"]]).to_csv(m, index=False)
+    prompt = tmp_path / "prompt.txt"
+    prompt.write_text("Describe the clip. #id=echo")
+    out = tmp_path / "out" / "caps.csv"
+    with FakeOpenAIServer() as server:
+        # a 500 whose message repeats the Authorization header, on every attempt of the first clip
+        server.script["echo"] = ["echo-key"] * 3 + ["ok"]
+        proc = vidcap("caption", m, "-o", out, "--backend", "openai", "--model", "gpt-4o", "--base-url",
+                      server.base_url, "--api-key-env", "VIDCAP_SECRET", "--prompt-file", prompt,
+                      "--num-frames", "2", "--max-retries", "2", "--concurrency", "1", "--keep-parts",
+                      "--workers", "0", VIDCAP_SECRET=KEY, OPENAI_LOG="debug")
+        assert {h.auth for h in server.hits} == {f"Bearer {KEY}"}  # the key was really used
+        assert len(server.hits) == 5  # the first clip tried 3 times, then two more
+        refused = vidcap("caption", m, "-o", tmp_path / "x.csv", "--backend", "openai", "--base-url",
+                         server.base_url, "--api-key-env", KEY, check=False)
+    assert refused.returncode == 2 and "not the key itself" in refused.stderr
+    files = [p for p in tmp_path.rglob("*") if p.is_file() and p != prompt]
+    assert {"caps.csv", "caps.csv.run.json", "run.json"} <= {p.name for p in files}
+    assert any(p.suffix == ".parquet" for p in files)
+    for p in files:
+        data = p.read_bytes()
+        assert KEY.encode() not in data and KEY[8:24].encode() not in data, p
+    for text in (proc.stdout, proc.stderr, refused.stdout, refused.stderr):
+        assert KEY not in text and KEY[8:24] not in text
+    df = pd.read_csv(out)
+    api = df[df["error"].fillna("").str.startswith("api: 500")]
+    assert len(api) == 1 and "Bearer ***" in api["error"].iloc[0]  # the echoed key, redacted
+    assert (df["status"] == "ok").sum() == 2 and df["error"].iloc[3].startswith("decode")
+
+
+@pytest.fixture
+def evil_dirs(tmp_path):
+    """A pickle-only model dir whose pickle would run a command, and a dir whose config asks for its own
+    code; each leaves a marker file if any of its code ever runs."""
+    import pickle
+
+    marker = tmp_path / "PWNED"
+    pick = tmp_path / "pickle_only"
+    pick.mkdir()
+    (pick / "config.json").write_text(json.dumps({"model_type": "qwen2_vl",
+                                                  "architectures": ["Qwen2VLForConditionalGeneration"]}))
+
+    class Evil:
+        def __reduce__(self):
+            return (os.system, (f"touch {marker}-pickle",))
+
+    (pick / "pytorch_model.bin").write_bytes(pickle.dumps({"weight": Evil()}))
+    remote = tmp_path / "remote"
+    remote.mkdir()
+    auto = {"AutoConfig": "configuration_evil.EvilConfig", "AutoProcessor": "processing_evil.EvilProcessor",
+            "AutoModelForImageTextToText": "modeling_evil.EvilModel"}
+    (remote / "config.json").write_text(json.dumps({"model_type": "evil_vlm", "auto_map": auto}))
+    for name in ("configuration_evil", "processing_evil", "modeling_evil"):
+        (remote / f"{name}.py").write_text(f"import pathlib\npathlib.Path({str(marker)!r} + '-{name}').touch()\n")
+    from safetensors.numpy import save_file
+    import numpy as np
+
+    save_file({"w": np.zeros(2, np.float32)}, str(remote / "model.safetensors"))
+    return pick, remote, marker
+
+
+def test_models_load_safetensors_only_and_no_remote_code_unless_asked(clips, tmp_path, evil_dirs):
+    pick, remote, marker = evil_dirs
+    m = tmp_path / "manifest.csv"
+    pd.DataFrame({"path": [str(clips / "v" / "c00.mp4")]}).to_csv(m, index=False)
+    ran = lambda: sorted(p.name for p in tmp_path.glob("PWNED*"))  # noqa: E731
+    proc = vidcap("caption", m, "-o", tmp_path / "a.csv", "--model", pick, "-q", "--workers", "0", check=False)
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    assert ".safetensors weights only" in proc.stderr and ran() == []
+    proc = vidcap("caption", m, "-o", tmp_path / "b.csv", "--model", remote, "-q", "--workers", "0", check=False)
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr
+    assert proc.stderr.strip().splitlines()[-1].startswith("vidcap: error: ") and ran() == []
+    # nothing half-written by runs that could not start
+    assert not list(tmp_path.glob("*.parts")) and not list(tmp_path.glob("?.csv*"))
+    # the flag is really passed on: with it the repo's own code is imported (and then fails to load)
+    proc = vidcap("caption", m, "-o", tmp_path / "c.csv", "--model", remote, "-q", "--workers", "0",
+                  "--trust-remote-code", check=False)
+    assert proc.returncode != 0 and ran() != []
