@@ -67,6 +67,7 @@ class PartStore:
         self.worker = worker
         self._lock_fh = None
         self._seq = 0
+        self._created = False
 
     # -- lifecycle -------------------------------------------------------------------------------
     def open(self, provenance: dict | None = None) -> None:
@@ -91,6 +92,13 @@ class PartStore:
         info = {"fingerprint": self.fingerprint, "provenance": provenance or {}, "vidcap": __version__,
                 "python": sys.version.split()[0], "started": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
         self._write_json(self.dir / RUN_JSON, info)
+        self._created = created
+
+    def discard_if_empty(self) -> None:
+        """Remove the parts folder this run created if it saved nothing (a run that could not start)."""
+        if self._created and not self.part_files():
+            self.close()
+            shutil.rmtree(self.dir, ignore_errors=True)
 
     def _check_settings(self) -> None:
         """Refuse to mix rows with an unfinished run or a finished output made with other settings."""
