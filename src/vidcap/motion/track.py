@@ -96,15 +96,15 @@ def _to_pixel(matrix: np.ndarray, w: int, h: int) -> np.ndarray:
     return out
 
 
-def corners(gray: np.ndarray) -> np.ndarray | None:
-    """Up to MAX_CORNERS spread-out corners, none weaker than an absolute floor (flat or noise)."""
+def corners(gray: np.ndarray, floor: float = MIN_EIG) -> np.ndarray | None:
+    """Up to MAX_CORNERS spread-out corners, none weaker than `floor` (flat areas, codec noise)."""
     import cv2
 
     eig = cv2.cornerMinEigenVal(gray, 5)
     top = float(eig.max())
-    if top < MIN_EIG:
+    if top < floor:
         return None
-    quality = max(0.001, MIN_EIG / top)
+    quality = max(0.001, floor / top)
     return cv2.goodFeaturesToTrack(gray, maxCorners=MAX_CORNERS, qualityLevel=quality,
                                    minDistance=4, blockSize=5)
 
