@@ -173,7 +173,7 @@ def random_pllava(path: Path, device: str, dtype, pooling_shape, num_frames: int
     config, _ = read_pllava_config(path)
     model = build_model(config, pooling_shape, num_frames)
     buffers = {n: b.clone() for n, b in model.named_buffers()}  # rotary tables are real: keep them
-    model = model.to_empty(device=device).to(dtype)
+    model = model.to(dtype).to_empty(device=device)  # allocate in the target dtype: no fp32 copy
     torch.manual_seed(0)
     with torch.no_grad():
         for p in model.parameters():

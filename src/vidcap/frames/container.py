@@ -44,7 +44,10 @@ def ffmpeg_message(e: Exception, path: str | None = None) -> str:
 def open_input(path):
     av = av_module()
     try:
-        return av.open(path, metadata_errors="ignore")
+        try:
+            return av.open(path, metadata_errors="ignore")
+        except TypeError:  # PyAV 19 dropped the option (and no longer fails on bad metadata)
+            return av.open(path)
     except av.error.FFmpegError as e:
         raise VidcapError(DECODE, ffmpeg_message(e, path)) from None
     except (OSError, UnicodeDecodeError) as e:
