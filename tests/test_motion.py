@@ -8,9 +8,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from vidcap.motion import MotionResult, classify, estimate, evaluate, zoom_limit
+from vidcap.motion import MotionResult, classify, estimate, evaluate, synth, zoom_limit
 from vidcap.motion.result import normalize_label
-from vidcap.motion import synth
 
 # ---- classify rules on hand-made results ----
 
@@ -121,7 +120,7 @@ def test_accuracy_on_small_labelled_set(labelled):
     assert {"pan_left", "pan_right", "tilt_up", "tilt_down", "zoom_in", "zoom_out", "static",
             "unclassified"} <= {part for label in df["label"] for part in label.split("+")}
     paths = [str(labelled.parent / p) for p in df["path"]]
-    labels, results, errors, _ = predict_paths(paths, workers=1)
+    labels, _, errors, _ = predict_paths(paths, workers=1)
     assert not any(errors)
     accuracy, table = evaluate(labels, df["label"])
     wrong = [(p, t) for p, t in zip(labels, df["label"]) if p != t]

@@ -5,11 +5,11 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import pytest
-
 from media import make_image, make_text_as_video, make_video
+
+from vidcap.errors import VidcapError
 from vidcap.motion import synth
 from vidcap.motion.reader import read_gray
-from vidcap.errors import VidcapError
 
 
 @pytest.fixture(scope="module")

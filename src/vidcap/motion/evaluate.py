@@ -8,9 +8,9 @@ from concurrent.futures import ProcessPoolExecutor
 import pandas as pd
 
 from vidcap.errors import UsageError, VidcapError
-from vidcap.motion.track import estimate
 from vidcap.motion.reader import read_gray
 from vidcap.motion.result import CLASSES, DEFAULT_THRESHOLD, MotionResult, classify, normalize_label
+from vidcap.motion.track import estimate
 
 
 def analyze(path: str) -> MotionResult:

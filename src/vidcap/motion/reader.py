@@ -7,7 +7,6 @@ spaced ones plus the last, and uses the decoder's luma plane directly (no colour
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -39,7 +38,7 @@ def _luma(frame, width: int) -> np.ndarray:
         y = np.frombuffer(plane, np.uint8).reshape(frame.height, plane.line_size)[:, : frame.width]
     else:                                # rgb/palette codecs (rare): convert properly
         y = frame.to_ndarray(format="gray")
-    rot = int(round((getattr(frame, "rotation", 0) or 0) / 90)) % 4
+    rot = round((getattr(frame, "rotation", 0) or 0) / 90) % 4
     shown_w = frame.width if rot % 2 == 0 else frame.height
     if shown_w > width:
         scale = width / shown_w
@@ -86,10 +85,10 @@ def _decoded(container, stream, skip_until: int):
     n = 0
     try:
         for packet in container.demux(stream):
-            if skip_until > 0 and packet.dts is not None and tb and first_pts is not None:
-                if (packet.dts - first_pts) * tb * fps >= skip_until:
-                    ctx.skip_frame = "DEFAULT"
-                    skip_until = 0
+            if (skip_until > 0 and packet.dts is not None and tb and first_pts is not None
+                    and (packet.dts - first_pts) * tb * fps >= skip_until):
+                ctx.skip_frame = "DEFAULT"
+                skip_until = 0
             for frame in packet.decode():
                 if first_pts is None:
                     first_pts = frame.pts if frame.pts is not None else 0

@@ -118,8 +118,8 @@ def fit_pair(a: np.ndarray, b: np.ndarray) -> PairFit:
     if p0 is None:
         return fit
     fit.corners = len(p0)
-    lk = dict(winSize=(LK_WIN, LK_WIN), maxLevel=LK_LEVELS,
-              criteria=(cv2.TERM_CRITERIA_EPS | cv2.TERM_CRITERIA_COUNT, LK_ITERS, 0.03))
+    lk = {"winSize": (LK_WIN, LK_WIN), "maxLevel": LK_LEVELS,
+          "criteria": (cv2.TERM_CRITERIA_EPS | cv2.TERM_CRITERIA_COUNT, LK_ITERS, 0.03)}
     p1, st1, _ = cv2.calcOpticalFlowPyrLK(a, b, p0, None, **lk)
     p0r, st2, _ = cv2.calcOpticalFlowPyrLK(b, a, p1, None, **lk)
     fb = np.linalg.norm((p0 - p0r).reshape(-1, 2), axis=1)

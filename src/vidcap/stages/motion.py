@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 from ..motion.result import DEFAULT_THRESHOLD, MotionResult, classify
 from .base import Item, Stage
 
@@ -49,6 +51,8 @@ class MotionStage(Stage):
     suffix = "cmotion"
     columns = ["cmotion", "motion_dx", "motion_dy", "motion_zoom", "motion_confidence", "note"]
     batch_size = 32
+    # all the work happens in the loader processes; the main process only passes results on
+    default_workers = max(1, os.cpu_count() or 1)
 
     def __init__(self, threshold: float = DEFAULT_THRESHOLD, max_frames: int = 64,
                  work_width: int = 160):
