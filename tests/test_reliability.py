@@ -138,7 +138,7 @@ def test_sigkill_at_random_moments_then_rerun_equals_clean(clips, clean, tmp_pat
     args = fake_args(clips, out, workers)
     landed = 0
     for _ in range(7):
-        landed += kill_at_random(args, out, rng, {"VIDCAP_FAKE_DELAY": 0.06})
+        landed += kill_at_random(args, out, rng, {"VIDCAP_FAKE_DELAY": 0.15})
         if out.exists():
             break
     saved = saved_rows(out)
