@@ -133,3 +133,12 @@ def test_run_eval_report(labelled):
     report = run_eval(str(labelled), threshold=0.25, workers=1)
     assert "exact-label accuracy:" in report and "confusion" in report
     assert "pan_left" in report and "clips: 16" in report
+
+
+def test_run_eval_refuses_unknown_labels(tmp_path):
+    from vidcap.errors import UsageError
+    from vidcap.motion import run_eval
+
+    (tmp_path / "l.csv").write_text("path,label\na.mp4,pan_sideways\n")
+    with pytest.raises(UsageError, match="pan_sideways"):
+        run_eval(str(tmp_path / "l.csv"), workers=1)

@@ -114,7 +114,7 @@ def read_gray(path: str, max_frames: int = 64, width: int = 160, skip_nonref: bo
     container = _open(check_path(path))
     with container:
         stream = container.streams.video[0]
-        stream.thread_type = "SLICE"   # frame threads add latency and fight the worker processes
+        stream.codec_context.thread_count = 1   # one process per core does the parallelism
         total = _frame_count(stream)
         stride = max(1.0, total / max_frames) if total else 1.0
         skip = total - 12 if skip_nonref and total > max_frames else 0
