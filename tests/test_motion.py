@@ -142,3 +142,12 @@ def test_run_eval_refuses_unknown_labels(tmp_path):
     (tmp_path / "l.csv").write_text("path,label\na.mp4,pan_sideways\n")
     with pytest.raises(UsageError, match="pan_sideways"):
         run_eval(str(tmp_path / "l.csv"), workers=1)
+
+
+def test_fade_from_black_is_measured_from_the_picture():
+    frames = _window_frames(0.4, 0, 1, n=30)
+    frames[:3] = 0                                  # three black frames, then the shot
+    result = estimate(frames)
+    assert result.ok and classify(result) == "pan_left"
+    assert estimate(np.concatenate([np.zeros_like(frames[:20]), frames[:8]])).reason == (
+        "too few tracked points")                   # mostly black: nothing to measure

@@ -143,10 +143,29 @@ def fit_pair(a: np.ndarray, b: np.ndarray) -> PairFit:
     return fit
 
 
-def _chain(gray: np.ndarray, max_pairs: int) -> tuple[list[PairFit], str]:
-    """Fits for consecutive steps covering frames 0..T-1, or a reason the chain broke."""
+def _textured_span(gray: np.ndarray) -> tuple[int, int] | None:
+    """First and last frame with enough corners: a fade from or to black is measured from where
+    the picture is, as long as that covers most of the clip."""
+    def ok(i: int) -> bool:
+        found = corners(gray[i])
+        return found is not None and len(found) >= MIN_POINTS
+
     t = len(gray)
-    marks = sorted(set(np.linspace(0, t - 1, min(max_pairs, t - 1) + 1).round().astype(int)))
+    first = next((i for i in range(t) if ok(i)), None)
+    if first is None:
+        return None
+    last = next(i for i in range(t - 1, first - 1, -1) if ok(i))
+    return (first, last) if last - first >= 0.6 * (t - 1) else None
+
+
+def _chain(gray: np.ndarray, max_pairs: int) -> tuple[list[PairFit], str]:
+    """Fits for consecutive steps covering the clip, or a reason the chain broke."""
+    span = _textured_span(gray)
+    if span is None:
+        return [], "too few tracked points"
+    start, stop = span
+    n = min(max_pairs, stop - start)
+    marks = sorted(set(np.linspace(start, stop, n + 1).round().astype(int)))
     fits: list[PairFit] = []
     stack = [(marks[i], marks[i + 1]) for i in range(len(marks) - 1)][::-1]
     while stack:
