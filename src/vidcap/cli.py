@@ -199,7 +199,7 @@ def motion(
         from .motion import run_eval
         from .runner import default_workers
 
-        typer.echo(run_eval(str(eval_labels), threshold, workers or default_workers()))
+        typer.echo(run_eval(str(eval_labels), threshold, workers or default_workers(stage)))
         return
     if manifest is None:
         raise UsageError("give a MANIFEST to label, or --eval LABELS.csv to measure accuracy.")

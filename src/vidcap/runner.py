@@ -40,7 +40,12 @@ class RunOptions:
     batch_wait: float = 1.0  # seconds to wait for a full batch before running a partial one
 
 
-def default_workers() -> int:
+def default_workers(stage: Stage | None = None) -> int:
+    """Decode processes when --workers is not given: the stage's own choice, else all cores but one
+    (that one feeds the model)."""
+    own = getattr(stage, "default_workers", None)
+    if own is not None:
+        return int(own)
     return max(1, (os.cpu_count() or 2) - 1)
 
 
@@ -237,7 +242,7 @@ class Run:
         if not todo:
             return
         stage, opts = self.stage, self.opts
-        workers = default_workers() if opts.workers is None else opts.workers
+        workers = default_workers(stage) if opts.workers is None else opts.workers
         progress = _Progress(len(todo), stage.name, enabled=opts.progress)
         prev = signal.signal(signal.SIGTERM, _raise_interrupt) if threading.current_thread() is threading.main_thread() else None
         feeder = None

@@ -187,29 +187,47 @@ class HFCaptionBackend(CaptionBackend):
     def _run(self, batch: list, prepare) -> list[CaptionResult]:
         if not batch:
             return []
-        n = len(batch)
-        if self.fast and n < self.options.batch_size:
-            # a constant batch shape keeps the compiled decode step and its CUDA graphs reusable
-            batch = batch + [batch[-1]] * (self.options.batch_size - n)
-        return self._generate_guarded(batch, prepare)[:n]
+        size = min(self.options.batch_size, self._fits or self.options.batch_size)
+        results = []
+        for i in range(0, len(batch), size):  # a batch size that ran out of memory once is not tried again
+            chunk = batch[i:i + size]
+            n = len(chunk)
+            if self.fast and n < size:
+                # a constant batch shape keeps the compiled decode step and its CUDA graphs reusable
+                chunk = chunk + [chunk[-1]] * (size - n)
+            results += self._generate_guarded(chunk, prepare)[:n]
+        return results
+
+    _fits: int | None = None  # the largest batch known to fit in GPU memory, once one did not
 
     def _generate_guarded(self, batch: list, prepare) -> list[CaptionResult]:
         import torch
 
+        failure = None
         try:
             return self.generate(prepare(batch))
         except torch.cuda.OutOfMemoryError as exc:
-            torch.cuda.empty_cache()
-            if len(batch) == 1:
-                return [CaptionResult(error=format_error(OOM, f"out of GPU memory on one clip ({_first_line(exc)})"))]
-            half = len(batch) // 2  # a smaller batch often fits; results keep their order
-            return self._generate_guarded(batch[:half], prepare) + self._generate_guarded(batch[half:], prepare)
+            failure = ("oom", _first_line(exc))
         except (UsageError, KeyboardInterrupt):
             raise
         except Exception as exc:
-            if len(batch) == 1:
-                return [CaptionResult(error=format_error(MODEL, f"{type(exc).__name__}: {_first_line(exc)}"))]
-            return [r for one in batch for r in self._generate_guarded([one], prepare)]  # isolate the bad row
+            failure = ("error", f"{type(exc).__name__}: {_first_line(exc)}")
+        # retried outside the except block: the failed attempt's tensors (held by the traceback) are freed first
+        import gc
+
+        gc.collect()
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
+        kind, message = failure
+        if len(batch) == 1:
+            code = OOM if kind == "oom" else MODEL
+            what = f"out of GPU memory on one clip ({message})" if kind == "oom" else message
+            return [CaptionResult(error=format_error(code, what))]
+        if kind == "oom":
+            half = len(batch) // 2  # a smaller batch often fits; results keep their order
+            self._fits = half if self._fits is None else min(self._fits, half)
+            return self._generate_guarded(batch[:half], prepare) + self._generate_guarded(batch[half:], prepare)
+        return [r for one in batch for r in self._generate_guarded([one], prepare)]  # isolate the bad row
 
     def generation_config(self):
         import copy
