@@ -10,6 +10,7 @@ import multiprocessing as mp
 import os
 import queue
 import signal
+import sys
 import threading
 import time
 from collections import Counter
@@ -160,7 +161,7 @@ class Feeder:
         exhausted = False
         crashes: Counter = Counter()
         while (retry or not exhausted) and not self.stop.is_set():
-            ctx = mp.get_context("spawn")
+            ctx = _pool_context(self.loader)
             pool = ProcessPoolExecutor(self.workers, mp_context=ctx, initializer=_init_worker, initargs=(self.loader,))
             pending: dict = {}
             try:
@@ -196,6 +197,19 @@ class Feeder:
 
     def close(self) -> None:
         self.stop.set()
+
+
+def _pool_context(loader):
+    """Workers fork from a clean server process that imported the heavy modules once (fast starts, no
+    CUDA or threads inherited from this process); plain spawn where forkserver does not exist."""
+    if "forkserver" not in mp.get_all_start_methods():
+        return mp.get_context("spawn")
+    ctx = mp.get_context("forkserver")
+    preload = ["numpy", "av", "cv2", "vidcap.frames"] + list(getattr(loader, "preload", ()) or ())
+    if "transformers" in sys.modules:  # a model run: its workers may run the model's processor
+        preload += ["torch", "transformers"]
+    ctx.set_forkserver_preload(preload)  # only the first start of the server reads it
+    return ctx
 
 
 def _init_loader_inline(loader) -> None:
@@ -247,9 +261,10 @@ class Run:
         prev = signal.signal(signal.SIGTERM, _raise_interrupt) if threading.current_thread() is threading.main_thread() else None
         feeder = None
         try:
-            stage.setup(opts.device)  # before the loader: it may carry the model's preprocessor to the workers
+            stage.resolve(opts.device)  # the loader may carry the model's preprocessor to the workers
             feeder = Feeder(stage.loader(), todo, workers, depth=stage.batch_size * 2 + 2 * max(workers, 1))
-            feeder.start()
+            feeder.start()  # workers start and decode while the model loads
+            stage.setup(opts.device)
             for batch in self._batches(feeder, progress):
                 self._run_batch(batch)
                 progress.advance(len(batch))

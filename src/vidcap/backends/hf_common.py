@@ -136,13 +136,20 @@ class HFCaptionBackend(CaptionBackend):
             info["dtype"] = str(self.dtype).replace("torch.", "")
         return info
 
-    def setup(self, device: str | None = None) -> None:
-        if self.model is not None:
+    def resolve(self, device: str | None = None) -> None:
+        """Find the weights (download if needed) and pick device and dtype, without loading the model,
+        so decode workers can start (and load the processor) while the model loads."""
+        if self.model_dir is not None:
             return
         self.device = pick_device(device or self.options.device)
         self.dtype = pick_dtype(self.options.dtype, self.device)
         model_id = self.preset.model_id or self.preset.name
         self.model_dir = local_model_dir(model_id, self.options.trust_remote_code)
+
+    def setup(self, device: str | None = None) -> None:
+        if self.model is not None:
+            return
+        self.resolve(device)
         self._load(self.model_dir, self.device, self.dtype)
         self.model.eval()
 

@@ -37,6 +37,10 @@ class Stage:
         """A picklable callable run in worker processes on each row; raise VidcapError for a bad row."""
         return _identity
 
+    def resolve(self, device: str | None = None) -> None:
+        """Cheap preparation the loader depends on (e.g. finding the model files); runs before `loader()`,
+        so the decode workers start while `setup` loads the model."""
+
     def setup(self, device: str | None = None) -> None:
         pass
 

@@ -49,6 +49,11 @@ class FrameLoader:
     prep: object | None = None  # backend.worker_preprocessor()
     picker: PromptPicker | None = None
 
+    @property
+    def preload(self) -> tuple[str, ...]:
+        """Modules the decode workers' server imports once, so each worker starts warm."""
+        return ("torch", "transformers") if self.prep is not None else ()
+
     def __call__(self, row: dict):
         from ..frames import sample_frames
 
@@ -118,6 +123,11 @@ class CaptionStage(Stage):
         if self.options.extra.get("fast", True) and hasattr(self.backend, "worker_preprocessor"):
             prep = self.backend.worker_preprocessor()
         return FrameLoader(self.num_frames, self.preset.positions, self.options.resize, prep=prep, picker=self.picker)
+
+    def resolve(self, device: str | None = None) -> None:
+        resolve = getattr(self.backend, "resolve", None)
+        if resolve is not None:
+            resolve(device or self.options.device)
 
     def setup(self, device: str | None = None) -> None:
         self.backend.setup(device or self.options.device)
