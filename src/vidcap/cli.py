@@ -129,7 +129,9 @@ def caption(
     stage = CaptionStage(preset, opts)
     out = output_path(manifest, output, "caption")
     ropts = run_options(workers, limit, shard, overwrite, keep_parts, part_rows, quiet, device)
-    if gpus is not None or engine != "local" or tp != 1:
+    from .runners.torchrun import launched_by_torchrun
+
+    if gpus is not None or engine != "local" or tp != 1 or address is not None or launched_by_torchrun():
         from .runners import dispatch
 
         summary = dispatch(stage, manifest, out, ropts, gpus=gpus, tp=tp, engine=engine, address=address)

@@ -437,8 +437,11 @@ def worker_main(spec: WorkerSpec, blob: bytes, output: str, fp: dict, opts, conn
         code = _report_fatal(source, "crash", f"{type(exc).__name__}: {exc}", 1)
     for p in followers:
         p.join(timeout=30)
+    for p in mp.active_children():  # decode processes a shutdown(wait=False) left behind would hold our stdout
+        p.join(timeout=2)
         if p.exitcode is None:
             p.kill()
+            p.join(timeout=5)
     conn.close()
     sys.exit(code)
 

@@ -1,0 +1,159 @@
+"""The one-host scale-out path, proven on the CPU: several worker processes (`--gpus cpu:N`) take rows from
+the coordinator, write their own parts, and the merged output equals the single-process run's; a killed
+worker's rows go to the others; a killed run resumes; tensor-parallel groups see every batch."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from media import make_text_as_video, make_video
+from vidcap.errors import UsageError
+from vidcap.runners import device_groups, parse_gpus
+from vidcap.runners.multigpu import make_specs
+
+VIDCAP = [sys.executable, "-m", "vidcap"]
+FAKE = ["--model", "fake", "-q"]
+
+
+def vidcap(*args, env=None, check=True):
+    proc = subprocess.run([*VIDCAP, *map(str, args)], capture_output=True, text=True, env=env)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"vidcap {' '.join(map(str, args))} failed ({proc.returncode}):\n{proc.stderr}")
+    return proc
+
+
+@pytest.fixture(scope="module")
+def clips(tmp_path_factory):
+    root = tmp_path_factory.mktemp("mg")
+    (root / "v").mkdir()
+    rows = []
+    for i in range(24):
+        make_video(root / "v" / f"c{i:02d}.mp4", n_frames=12 + (i % 5), size=(64, 48))
+        rows.append({"path": f"v/c{i:02d}.mp4", "clip_id": i})
+    make_text_as_video(root / "v" / "bad.mp4")
+    rows += [{"path": "v/bad.mp4", "clip_id": 100}, {"path": "v/gone.mp4", "clip_id": 101}]
+    pd.DataFrame(rows).to_csv(root / "m.csv", index=False)
+    single = root / "single.parquet"
+    vidcap("caption", root / "m.csv", "-o", single, *FAKE, "--workers", "1")
+    return root
+
+
+def parts_rids(parts: Path) -> pd.Series:
+    return pd.concat([pd.read_parquet(p, columns=["_rid"]) for p in parts.glob("part-*.parquet")])["_rid"]
+
+
+def test_cpu_workers_share_rows_and_match_the_single_process_run(clips, tmp_path):
+    out = tmp_path / "multi.parquet"
+    env = dict(os.environ, VIDCAP_CHUNK_ROWS="2", VIDCAP_FAKE_DELAY="0.05")
+    proc = vidcap("caption", clips / "m.csv", "-o", out, *FAKE, "--gpus", "cpu:3", "--workers", "3",
+                  "--batch-size", "2", "--keep-parts", env=env)
+    pd.testing.assert_frame_equal(pd.read_parquet(clips / "single.parquet"), pd.read_parquet(out))
+    parts = out.with_name(out.name + ".parts")
+    writers = {p.name.split("-")[1] for p in parts.glob("part-*.parquet")}
+    assert writers == {"cpu0", "cpu1", "cpu2"}  # rows were handed to every worker
+    rids = parts_rids(parts)
+    assert rids.is_unique and len(rids) == 26  # each row done once, by one worker
+    assert "workers: 3" in proc.stderr and "24 ok, 2 failed" in proc.stderr
+
+
+def _wait(cond, proc, timeout=60.0, what="condition"):
+    t0 = time.time()
+    while time.time() - t0 < timeout:
+        if cond():
+            return
+        if proc.poll() is not None:
+            raise AssertionError(f"run ended before {what}: {proc.stderr.read()}")
+        time.sleep(0.05)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return Path(f"/proc/{pid}").exists() and "zombie" not in Path(f"/proc/{pid}/status").read_text().lower()
+
+
+def _start(clips, out, env):
+    args = [*VIDCAP, "caption", str(clips / "m.csv"), "-o", str(out), *FAKE, "--gpus", "cpu:3", "--workers", "0",
+            "--batch-size", "1", "--part-rows", "1", "--keep-parts"]
+    return subprocess.Popen(args, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def test_a_killed_worker_loses_nothing_and_nothing_is_done_twice(clips, tmp_path):
+    out = tmp_path / "k.parquet"
+    parts = out.with_name(out.name + ".parts")
+    env = dict(os.environ, VIDCAP_CHUNK_ROWS="2", VIDCAP_FAKE_DELAY="0.3")
+    proc = _start(clips, out, env)
+    _wait(lambda: (parts / "workers.json").exists() and len(list(parts.glob("part-cpu1-*"))) >= 2, proc, what="parts")
+    victim = json.loads((parts / "workers.json").read_text())["workers"]["cpu1"]["pid"]
+    os.kill(victim, signal.SIGKILL)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 0, err
+    assert "worker cpu1 exited with code -9" in err and "worker_deaths: 1" in err
+    pd.testing.assert_frame_equal(pd.read_parquet(clips / "single.parquet"), pd.read_parquet(out))
+    rids = parts_rids(parts)
+    assert rids.is_unique and len(rids) == 26  # the dead worker's saved rows were not redone
+
+
+def test_kill_9_of_the_whole_run_then_rerun(clips, tmp_path):
+    out = tmp_path / "r.parquet"
+    parts = out.with_name(out.name + ".parts")
+    env = dict(os.environ, VIDCAP_CHUNK_ROWS="2", VIDCAP_FAKE_DELAY="0.3")
+    proc = _start(clips, out, env)
+    _wait(lambda: (parts / "workers.json").exists() and len(list(parts.glob("part-*"))) >= 4, proc, what="parts")
+    pids = [w["pid"] for w in json.loads((parts / "workers.json").read_text())["workers"].values()]
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    t0 = time.time()
+    while any(_alive(p) for p in pids) and time.time() - t0 < 30:
+        time.sleep(0.1)
+    assert not any(_alive(p) for p in pids), "workers outlived their coordinator"
+    assert not out.exists()
+    done = vidcap("caption", clips / "m.csv", "-o", out, *FAKE, "--gpus", "cpu:2", "--workers", "0")
+    skipped = int(done.stderr.split(" skipped")[0].split(",")[-1].strip())
+    assert skipped >= 4
+    pd.testing.assert_frame_equal(pd.read_parquet(clips / "single.parquet"), pd.read_parquet(out))
+    assert not parts.exists()
+
+
+def test_gpu_lists_and_groups():
+    visible = ["0", "1", "2", "3"]
+    assert parse_gpus("all", visible) == visible
+    assert parse_gpus("2", visible) == ["0", "1"]
+    assert parse_gpus("0,1,3", visible) == ["0", "1", "3"]
+    assert parse_gpus("1,3", ["GPU-a", "GPU-b", "GPU-c", "GPU-d"]) == ["GPU-b", "GPU-d"]
+    assert parse_gpus("cpu:3", visible) == ["cpu"] * 3
+    assert device_groups(["0", "1", "2", "3"], 2) == [["0", "1"], ["2", "3"]]
+    for text, expect in [("5", "5 GPUs but 4 are visible"), ("0,4", "only 4 are visible"), ("0,0", "twice"),
+                         ("x", "cpu:N"), ("cpu:0", "no workers")]:
+        with pytest.raises(UsageError, match=expect.replace("(", r"\(")):
+            parse_gpus(text, visible)
+    with pytest.raises(UsageError, match="no CUDA GPU"):
+        parse_gpus("all", [])
+    with pytest.raises(UsageError, match="does not divide"):
+        device_groups(["0", "1", "2"], 2)
+    specs = make_specs([["0", "1"], ["2", "3"]], workers=9)
+    assert [s.wid for s in specs] == ["gpu0", "gpu1"] and [s.decode_workers for s in specs] == [4, 4]
+    assert specs[1].env() == {"CUDA_VISIBLE_DEVICES": "2,3"} and specs[1].device(1) == "cuda:1"
+    assert make_specs([["cpu"]] * 2, workers=0)[0].decode_workers == 0
+
+
+def test_bad_scale_out_options_end_in_one_sentence(clips):
+    for args, expect in [(["--gpus", "cpu:3", "--tp", "2"], "does not divide"),
+                         (["--gpus", "cpu:2", "--device", "cpu"], "--device"),
+                         (["--engine", "spark"], "--engine"),
+                         (["--address", "ray://x:1"], "--engine ray")]:
+        proc = vidcap("caption", clips / "m.csv", *FAKE, *args, check=False)
+        assert proc.returncode == 2, proc.stderr
+        assert expect in proc.stderr and "Traceback" not in proc.stderr
