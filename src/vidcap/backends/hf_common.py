@@ -161,6 +161,15 @@ class HFCaptionBackend(CaptionBackend):
         """Static KV cache with a compiled decode step, fixed batch and bucketed lengths (CUDA only)."""
         return bool(self.options.extra.get("fast", True)) and str(self.device).startswith("cuda")
 
+    @property
+    def static_cache(self) -> bool:
+        """Static KV cache + compiled decode: measured faster for PLLaVA-13B (short prompts), slower for
+        LLaVA-1.6 anyres (~5k-token prompts) and Qwen2.5-VL on H100 (docs/benchmarks.md), so per family."""
+        wanted = self.options.extra.get("static_cache")
+        if wanted is None:
+            wanted = self.preset.params.get("static_cache", False)
+        return self.fast and bool(wanted)
+
     def load_preprocessor(self, path: Path) -> None:
         """Load what `prepare_one` needs (processor/tokenizer), without the model: runs in decode workers."""
         raise NotImplementedError
@@ -199,7 +208,7 @@ class HFCaptionBackend(CaptionBackend):
         for i in range(0, len(batch), size):  # a batch size that ran out of memory once is not tried again
             chunk = batch[i:i + size]
             n = len(chunk)
-            if self.fast and n < size:
+            if self.static_cache and n < size:
                 # a constant batch shape keeps the compiled decode step and its CUDA graphs reusable
                 chunk = chunk + [chunk[-1]] * (size - n)
             results += self._generate_guarded(chunk, prepare)[:n]
@@ -252,7 +261,7 @@ class HFCaptionBackend(CaptionBackend):
         cfg.pad_token_id = self.pad_id
         if self.options.extra.get("ignore_eos"):  # benchmarks: every caption exactly max_new_tokens long
             cfg.min_new_tokens = cfg.max_new_tokens
-        if self.fast:
+        if self.static_cache:
             cfg.cache_implementation = "static"
         return cfg
 
@@ -260,7 +269,7 @@ class HFCaptionBackend(CaptionBackend):
         import torch
 
         inputs = prepared.inputs
-        if self.fast:  # prompt lengths rounded up: fewer distinct static-cache shapes to compile
+        if self.static_cache:  # prompt lengths rounded up: fewer distinct static-cache shapes to compile
             inputs = left_pad(inputs, _round_up(inputs["input_ids"].shape[1], 128), self.pad_id)
         inputs = {k: _to(v, self.device, self.dtype) for k, v in inputs.items()}
         n_in = inputs["input_ids"].shape[1]

@@ -2,7 +2,7 @@
 
 from .registry import Preset, register_preset
 
-_PLLAVA = dict(pooling_shape=(4, 12, 12), lora_alpha=4.0, resolution=336)
+_PLLAVA = dict(pooling_shape=(4, 12, 12), lora_alpha=4.0, resolution=336, static_cache=True)
 for size in ("7b", "13b", "34b"):
     register_preset(Preset(f"pllava-{size}", "hf-pllava", f"ermu2001/pllava-{size}", 4, "segments",
                            "pllava", f"PLLaVA {size.upper()} (seed v1.2 captioner), 4 frames, 4-12-12 pooling, LoRA alpha 4",
