@@ -65,6 +65,16 @@ def run_multi(stage, manifest, output, opts, groups: list[list[str]]) -> dict:
     return MultiRun(stage, manifest, output, opts, make_specs(groups, opts.workers)).execute()
 
 
+def merge_extras(extras: list[dict]) -> dict:
+    """Several workers' stage figures as one: numbers add up (tokens, cost), the rest is the first seen."""
+    merged: dict = {}
+    for extra in extras:
+        for k, v in extra.items():
+            both_numbers = isinstance(v, (int, float)) and isinstance(merged.get(k, 0), (int, float))
+            merged[k] = merged.get(k, 0) + v if both_numbers else merged.get(k, v)
+    return merged
+
+
 # -- coordinator --------------------------------------------------------------------------------
 class _Worker:
     def __init__(self, spec: WorkerSpec, proc, conn):
@@ -84,11 +94,7 @@ class MultiRun(Run):
         self.deaths: list[str] = []
 
     def _extra(self) -> dict:
-        merged: dict = {}
-        for extra in self.extras:
-            for k, v in extra.items():
-                both_numbers = isinstance(v, (int, float)) and isinstance(merged.get(k, 0), (int, float))
-                merged[k] = merged.get(k, 0) + v if both_numbers else merged.get(k, v)
+        merged = merge_extras(self.extras)
         merged["workers"] = len(self.specs)
         if self.deaths:
             merged["worker_deaths"] = len(self.deaths)

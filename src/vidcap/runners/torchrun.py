@@ -69,12 +69,23 @@ class RankRun(Run):
             todo = [r for r in share.to_dict("records") if r[RID] not in redo or redo[r[RID]]]
             skipped = len(share) - len(todo)
             device = self._device()
+            if self.tp > 1:  # the leader's count decides for the group (a follower may see its parts land)
+                from .tp import broadcast
+
+                if not broadcast(len(todo) if self.tp_rank == 0 else None):
+                    todo = []
+                    if self.tp_rank:
+                        return self._rank_summary(len(share), skipped, t0)
             if self.tp_rank:
                 from .tp import follow
 
                 follow(self.stage, device)
                 return self._rank_summary(len(share), skipped, t0)
             self.opts.device = device
+            if self.tp > 1:
+                from .tp import LeaderStage
+
+                self.stage = LeaderStage(self.stage)
             self._process(todo)
             store._write_json(store.dir / f"done-{self.dp_rank}.json",
                               {"counts": dict(self.counts), "skipped": skipped, "todo": len(todo), "extra": self.stage.summary_extra()})

@@ -24,7 +24,8 @@ def free_port() -> int:
 
 def group_env(rank: int, size: int, port: int, addr: str = "127.0.0.1") -> dict:
     return {"RANK": str(rank), "WORLD_SIZE": str(size), "LOCAL_RANK": str(rank), "LOCAL_WORLD_SIZE": str(size),
-            "MASTER_ADDR": addr, "MASTER_PORT": str(port)}
+            "MASTER_ADDR": addr, "MASTER_PORT": str(port),
+            "TORCHELASTIC_USE_AGENT_STORE": "False"}  # torchrun's agent does not host this group's store
 
 
 def init_group(device: str) -> None:

@@ -1,0 +1,188 @@
+"""Many hosts: the same run on Ray Data. The driver takes the run lock and computes the rows to do (as the
+single-process runner does); Ray decodes frames in CPU tasks and captions in GPU actors (one per GPU, or one
+per tensor-parallel group); results stream back to the driver, which writes the usual atomic parts under
+`<output>.parts/` and merges them. Only the driver writes, so a row is saved once; a killed run resumes.
+
+Rows travel pickled in binary columns (`_row`, `_data`, `_out`) so any manifest column type and the
+loader's frames survive Arrow blocks unchanged.
+"""
+
+from __future__ import annotations
+
+import os
+import pickle
+
+import pandas as pd
+
+from ..errors import UsageError
+from ..manifest import RID
+from ..runner import Run, _Progress, _load, _init_loader_inline, process_safely
+from ..stages.base import Item
+
+
+def run_ray(stage, manifest, output, opts, gpus=None, tp: int = 1, address=None) -> dict:
+    try:
+        import ray  # noqa: F401
+        import ray.data  # noqa: F401
+    except ImportError:
+        raise UsageError("--engine ray needs Ray; install it with: pip install 'vidcap[ray]'.") from None
+    return RayRun(stage, manifest, output, opts, gpus, tp, address).execute()
+
+
+def decode_batch(batch: pd.DataFrame, loader) -> pd.DataFrame:
+    """A CPU task: the stage's loader on every row of the batch (errors become that row's `_err`)."""
+    _init_loader_inline(loader)
+    datas, errs = [], []
+    for blob in batch["_row"]:
+        data, err = _load(pickle.loads(blob))
+        datas.append(b"" if err else pickle.dumps(data, protocol=5))
+        errs.append(err or "")
+    return pd.DataFrame({RID: batch[RID].values, "_row": batch["_row"].values, "_data": datas, "_err": errs})
+
+
+class CaptionActor:
+    """A GPU actor: stage.setup once, then process_batch on decoded rows (a TP group's leader when tp > 1)."""
+
+    def __init__(self, blob: bytes, device: str, tp: int):
+        self.stage = pickle.loads(blob)
+        if tp > 1:
+            from . import visible_gpus
+            from .multigpu import WorkerSpec
+            from .tp import start_group
+
+            spec = WorkerSpec("ray", visible_gpus()[:tp], 0)
+            self.stage, self.followers = start_group(spec, blob, self.stage)
+        self.stage.setup(device)
+
+    def __call__(self, batch: pd.DataFrame) -> pd.DataFrame:
+        outs: list = [None] * len(batch)
+        todo: list[tuple[int, Item]] = []
+        for i, (row, data, err) in enumerate(zip(batch["_row"], batch["_data"], batch["_err"])):
+            if err:
+                outs[i] = {"error": err}
+            else:
+                todo.append((i, Item(pickle.loads(row), pickle.loads(data))))
+        if todo:
+            for (i, _), out in zip(todo, process_safely(self.stage, [it for _, it in todo])):
+                outs[i] = out
+        return pd.DataFrame({RID: batch[RID].values, "_out": [pickle.dumps(o) for o in outs],
+                             "_extra": [pickle.dumps(self._extra())] * len(batch)})
+
+    def _extra(self) -> dict:
+        try:
+            return self.stage.summary_extra()
+        except Exception:
+            return {}
+
+
+class RayRun(Run):
+    def __init__(self, stage, manifest, output, opts, gpus, tp, address):
+        super().__init__(stage, manifest, output, opts)
+        self.gpus, self.tp, self.address = gpus, tp, address
+        self.actor_extras: dict = {}
+        self.actors = 0
+
+    def _extra(self) -> dict:
+        from .multigpu import merge_extras
+
+        return {**merge_extras(list(self.actor_extras.values())), "actors": self.actors}
+
+    def _process(self, todo: list[dict]) -> None:
+        if not todo:
+            return
+        import ray
+
+        started = not ray.is_initialized()
+        if started:
+            _init_ray(self.address)
+        try:
+            self._stream(self._pipeline(todo))
+        except Exception as exc:
+            raise _cause(exc) from None
+        finally:
+            self._flush()
+            if started:
+                ray.shutdown()
+
+    def _pipeline(self, todo: list[dict]):
+        import ray
+        import ray.data
+
+        ctx = ray.data.DataContext.get_current()
+        ctx.enable_progress_bars = False
+        ctx.print_on_execution_start = False
+        actors, gpus_each, device = self._actors()
+        self.actors = actors
+        batch = max(1, self.stage.batch_size)
+        rows = [{RID: r[RID], "_row": pickle.dumps(r)} for r in todo]
+        ds = ray.data.from_items(rows, override_num_blocks=max(1, min(len(rows) // batch, 1000)))
+        decode_cpus = float(os.environ.get("VIDCAP_RAY_DECODE_CPUS", "1"))
+        ds = ds.map_batches(decode_batch, batch_size=batch, batch_format="pandas",
+                            fn_kwargs={"loader": self.stage.loader()}, num_cpus=decode_cpus)
+        # Actors hold their CPU share for the whole run: on a small CPU-only machine a whole CPU each
+        # would leave none for the decode tasks, and the pipeline would wait forever.
+        actor_cpus = float(os.environ.get("VIDCAP_RAY_ACTOR_CPUS", "1" if gpus_each else "0.5"))
+        return ds.map_batches(CaptionActor, batch_size=batch, batch_format="pandas",
+                              fn_constructor_args=(pickle.dumps(self.stage), device, self.tp),
+                              compute=ray.data.ActorPoolStrategy(size=actors),
+                              num_gpus=gpus_each, num_cpus=actor_cpus)
+
+    def _actors(self) -> tuple[int, float, str]:
+        """How many caption actors, GPUs each, and the device they load on."""
+        import ray
+
+        text = (self.gpus or "").strip().lower()
+        if text.startswith("cpu:"):
+            from . import parse_gpus
+
+            return len(parse_gpus(text)), 0, "cpu"
+        total = int(ray.cluster_resources().get("GPU", 0))
+        if text and text != "all":
+            from . import parse_gpus
+
+            total = len(parse_gpus(text, [str(i) for i in range(total)]))
+        if total == 0:
+            if self.gpus:
+                raise UsageError("the Ray cluster has no GPU; use --gpus cpu:N for CPU actors, or drop --engine ray.")
+            return 1, 0, self.opts.device or "cpu"
+        if total % self.tp:
+            raise UsageError(f"--tp {self.tp} does not divide the {total} GPUs of the Ray cluster.")
+        return total // self.tp, self.tp, self.opts.device or "cuda:0"
+
+    def _stream(self, ds) -> None:
+        progress = _Progress(len(self.chunks_hint) if False else 0, self.stage.name, enabled=False)
+        total = None
+        progress = _Progress(total or 0, self.stage.name, enabled=self.opts.progress)
+        try:
+            for batch in ds.iter_batches(batch_size=None, batch_format="pandas"):
+                for rid, out, extra in zip(batch[RID], batch["_out"], batch["_extra"]):
+                    self._record({RID: rid}, pickle.loads(out))
+                    self.actor_extras[hash(extra)] = pickle.loads(extra)
+                progress.advance(len(batch))
+                self._check_all_failing()
+                self._maybe_flush()
+        finally:
+            progress.close()
+
+
+def _init_ray(address: str | None) -> None:
+    import ray
+
+    kwargs = dict(include_dashboard=False, logging_level="ERROR", log_to_driver=False)
+    if address:
+        ray.init(address=address, **kwargs)
+    else:
+        ray.init(num_cpus=os.cpu_count() or 1, **kwargs)
+
+
+def _cause(exc: BaseException) -> BaseException:
+    """The vidcap error inside a Ray task error (a bad API key in an actor stops the run with its sentence)."""
+    seen = exc
+    for _ in range(5):
+        if isinstance(seen, UsageError):
+            return seen
+        nxt = getattr(seen, "cause", None) or seen.__cause__
+        if nxt is None:
+            break
+        seen = nxt
+    return exc
