@@ -157,3 +157,42 @@ def test_bad_scale_out_options_end_in_one_sentence(clips):
         proc = vidcap("caption", clips / "m.csv", *FAKE, *args, check=False)
         assert proc.returncode == 2, proc.stderr
         assert expect in proc.stderr and "Traceback" not in proc.stderr
+
+
+TORCHRUN = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", "-m", "vidcap"]
+
+
+def test_torchrun_ranks_share_rows_and_a_killed_launch_resumes(clips, tmp_path):
+    pytest.importorskip("torch")
+    out = tmp_path / "t.parquet"
+    parts = out.with_name(out.name + ".parts")
+    args = [*TORCHRUN, "caption", str(clips / "m.csv"), "-o", str(out), *FAKE, "--workers", "0", "-b", "1",
+            "--part-rows", "1"]
+    env = dict(os.environ, VIDCAP_FAKE_DELAY="0.3")
+    proc = subprocess.Popen(args, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            start_new_session=True)
+    _wait(lambda: {p.name.split("-")[1] for p in parts.glob("part-*.parquet")} == {"rank0", "rank1"}, proc,
+          what="parts from both ranks")
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert not out.exists()
+    done = subprocess.run(args, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert "ranks: 2" in done.stderr and "rank: 1" in done.stderr
+    skipped = int(done.stderr.split("ranks: 2")[0].rsplit(" skipped")[0].split(",")[-1].strip())
+    assert skipped >= 2
+    pd.testing.assert_frame_equal(pd.read_parquet(clips / "single.parquet"), pd.read_parquet(out))
+
+
+@pytest.mark.parametrize("launch", ["local", "torchrun"])
+def test_tensor_parallel_groups_on_cpu(clips, tmp_path, launch):
+    """Groups of 2 processes on gloo: the leader broadcasts every batch, the follower runs it, all exit."""
+    pytest.importorskip("torch")
+    out = tmp_path / "tp.parquet"
+    if launch == "local":
+        vidcap("caption", clips / "m.csv", "-o", out, *FAKE, "--workers", "0", "--gpus", "cpu:4", "--tp", "2")
+    else:
+        proc = subprocess.run([*TORCHRUN, "caption", str(clips / "m.csv"), "-o", str(out), *FAKE, "--workers", "0",
+                               "--tp", "2"], capture_output=True, text=True, timeout=300)
+        assert proc.returncode == 0, proc.stderr
+    pd.testing.assert_frame_equal(pd.read_parquet(clips / "single.parquet"), pd.read_parquet(out))

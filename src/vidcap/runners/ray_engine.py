@@ -95,6 +95,7 @@ class RayRun(Run):
         started = not ray.is_initialized()
         if started:
             _init_ray(self.address)
+        self.total = len(todo)
         try:
             self._stream(self._pipeline(todo))
         except Exception as exc:
@@ -150,9 +151,7 @@ class RayRun(Run):
         return total // self.tp, self.tp, self.opts.device or "cuda:0"
 
     def _stream(self, ds) -> None:
-        progress = _Progress(len(self.chunks_hint) if False else 0, self.stage.name, enabled=False)
-        total = None
-        progress = _Progress(total or 0, self.stage.name, enabled=self.opts.progress)
+        progress = _Progress(self.total, self.stage.name, enabled=self.opts.progress)
         try:
             for batch in ds.iter_batches(batch_size=None, batch_format="pandas"):
                 for rid, out, extra in zip(batch[RID], batch["_out"], batch["_extra"]):
@@ -168,6 +167,9 @@ class RayRun(Run):
 def _init_ray(address: str | None) -> None:
     import ray
 
+    import logging
+
+    logging.getLogger("ray.data").setLevel(logging.ERROR)
     kwargs = dict(include_dashboard=False, logging_level="ERROR", log_to_driver=False)
     if address:
         ray.init(address=address, **kwargs)
