@@ -275,6 +275,7 @@ def bench(
     resize: Optional[int] = typer.Option(None, "--resize", help="Short side resize on the decode workers."),
     workers: Optional[int] = O_WORKERS,
     baseline: bool = typer.Option(False, "--baseline", help="Also run the straightforward path on the same inputs and report the ratio."),
+    gpus: Optional[str] = typer.Option(None, "--gpus", help="GPU counts to compare through the multi-GPU runner, e.g. 1,2 (cpu:1,cpu:2 on a CPU)."),
     device: Optional[str] = O_DEVICE,
     work_dir: Path = typer.Option(Path(".vidcap-bench"), "--work-dir", help="Where clips, model skeletons and outputs go."),
 ):
@@ -287,7 +288,7 @@ def bench(
         raise UsageError(f"--resolution '{resolution}' is not WxH, e.g. 1280x720.") from None
     cfg = BenchConfig(shape=shape, model=model, frames=frames, width=w, height=h, seconds=seconds, videos=videos,
                       batch_size=batch_size, new_tokens=new_tokens, resize=resize, workers=workers,
-                      baseline=baseline, device=device, work_dir=str(work_dir))
+                      baseline=baseline, gpus=gpus, device=device, work_dir=str(work_dir))
     report = run_bench(cfg)
     typer.echo(format_report(report))
     typer.echo(f"full figures: {work_dir / 'bench.json'}")

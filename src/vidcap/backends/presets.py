@@ -16,9 +16,9 @@ for name, hf in (("llava-1.6-mistral-7b", "llava-hf/llava-v1.6-mistral-7b-hf"),
                            "LLaVA-1.6 (seed v1.0/1.1 captioner), frames at 10/50/90 % as images"))
 
 register_preset(Preset("qwen2.5-vl-7b", "hf-vlm", "Qwen/Qwen2.5-VL-7B-Instruct", 8, "uniform", "video",
-                       "Qwen2.5-VL-7B-Instruct, native video input", dict(max_pixels=448 * 252)))
+                       "Qwen2.5-VL-7B-Instruct, native video input", dict(max_pixels=448 * 252, static_cache=True)))
 register_preset(Preset("qwen2.5-vl-3b", "hf-vlm", "Qwen/Qwen2.5-VL-3B-Instruct", 8, "uniform", "video",
-                       "Qwen2.5-VL-3B-Instruct, native video input", dict(max_pixels=448 * 252)))
+                       "Qwen2.5-VL-3B-Instruct, native video input", dict(max_pixels=448 * 252, static_cache=True)))
 register_preset(Preset("llava-onevision-7b", "hf-vlm", "llava-hf/llava-onevision-qwen2-7b-ov-hf", 8,
                        "uniform", "video", "LLaVA-OneVision Qwen2 7B, native video input"))
 

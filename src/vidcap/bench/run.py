@@ -28,6 +28,7 @@ class BenchConfig:
     resize: int | None = None
     workers: int | None = None
     baseline: bool = False
+    gpus: str | None = None  # "1,2": the multi-GPU runner on 1, then 2 GPUs (scaling)
     device: str | None = None
     work_dir: str = ".vidcap-bench"
     extra: dict = field(default_factory=dict)
@@ -177,6 +178,14 @@ def run_bench(cfg: BenchConfig) -> dict:
     t_clips = time.perf_counter() - t0
     model_dir, preset_name = _model_dir(cfg, root)
     stage = _stage(cfg, model_dir, preset_name, fast=True)
+    if cfg.gpus:  # each GPU worker builds its own model: nothing is loaded here
+        from .scaling import run_scaling
+
+        specs = [x.strip() for x in str(cfg.gpus).split(",") if x.strip()]
+        report = {"config": dict(cfg.__dict__), "device": "multi-GPU", "clips_s": time.perf_counter() - t0,
+                  "scaling": run_scaling(cfg, stage, manifest, root, specs)}
+        (root / "bench.json").write_text(json.dumps(report, indent=2, default=str))
+        return report
     t1 = time.perf_counter()
     stage.setup(cfg.device)
     t_load = time.perf_counter() - t1
@@ -216,6 +225,10 @@ def run_bench(cfg: BenchConfig) -> dict:
 
 
 def format_report(report: dict) -> str:
+    if "scaling" in report:
+        from .scaling import format_scaling
+
+        return format_scaling(report["scaling"])
     lines = [f"device: {report['device']}  (clips made in {report['clips_s']:.1f} s, model built in {report['load_s']:.1f} s)"]
     for r in report["runs"]:
         busy = f"{100 * r['gpu_busy']:.0f}%" if r.get("gpu_busy") is not None else "n/a"
