@@ -173,14 +173,19 @@ def test_torchrun_ranks_share_rows_and_a_killed_launch_resumes(clips, tmp_path):
                             start_new_session=True)
     _wait(lambda: {p.name.split("-")[1] for p in parts.glob("part-*.parquet")} == {"rank0", "rank1"}, proc,
           what="parts from both ranks")
+    ranks = [int(x) for x in subprocess.run(["pgrep", "-P", str(proc.pid)], capture_output=True, text=True).stdout.split()]
     os.killpg(proc.pid, signal.SIGKILL)
     proc.wait()
+    t0 = time.time()
+    while any(_alive(p) for p in ranks) and time.time() - t0 < 30:
+        time.sleep(0.1)
+    assert ranks and not any(_alive(p) for p in ranks), "ranks outlived torchrun"
     assert not out.exists()
     done = subprocess.run(args, capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
     assert "ranks: 2" in done.stderr and "rank: 1" in done.stderr
-    skipped = int(done.stderr.split("ranks: 2")[0].rsplit(" skipped")[0].split(",")[-1].strip())
-    assert skipped >= 2
+    summary = json.loads(out.with_name(out.name + ".run.json").read_text())["summary"]
+    assert summary["skipped"] >= 2 and summary["skipped"] + summary["processed"] == 26
     pd.testing.assert_frame_equal(pd.read_parquet(clips / "single.parquet"), pd.read_parquet(out))
 
 

@@ -54,6 +54,9 @@ class RankRun(Run):
         self.rank_extras: list[dict] = []
 
     def execute(self) -> dict:
+        from .multigpu import set_parent_death_signal
+
+        set_parent_death_signal()  # torchrun killed: stop too, rather than hold the lock as an orphan
         t0 = time.monotonic()
         df = select_rows(self.stage, self.manifest, self.opts)
         first = ~df[RID].duplicated()
