@@ -25,8 +25,8 @@ import pandas as pd
 
 from ..errors import WORKER, FatalRunError, UsageError, format_error
 from ..manifest import RID
-from ..parts import PartStore
 from ..runner import Run, _Progress, _raise_interrupt, default_workers
+from .worker import worker_main
 
 CHUNK_ENV = "VIDCAP_CHUNK_ROWS"  # rows per hand-out (default: the stage's batch size)
 
@@ -150,8 +150,6 @@ class MultiRun(Run):
 
     def _write_workers_file(self) -> None:
         """Which process is which worker (for operators and tests): <output>.parts/workers.json."""
-        import json
-
         info = {w.spec.wid: {"pid": w.proc.pid, "devices": w.spec.devices} for w in self.workers.values()}
         self.store._write_json(self.store.dir / "workers.json", {"coordinator": os.getpid(), "workers": info})
 
@@ -290,171 +288,3 @@ class MultiRun(Run):
                 w.proc.kill()
                 w.proc.join()
             w.conn.close()
-
-
-# -- worker process -----------------------------------------------------------------------------
-class ChunkSource:
-    """Rows for one worker's Feeder, asked from the coordinator a chunk at a time."""
-
-    def __init__(self, conn, ppid: int):
-        self.conn, self.ppid = conn, ppid
-        self.lock = threading.Lock()
-        self.rows: deque = deque()
-        self.chunk_of: dict[str, int] = {}  # rows received and not yet recorded -> their chunk
-        self.left: Counter = Counter()  # chunk -> rows not yet recorded
-        self.asked = self.stopped = self.endgame = False
-        self.received = 0
-
-    def __len__(self) -> int:
-        return self.received
-
-    def __bool__(self) -> bool:  # Run._process skips an empty todo; rows come later
-        return True
-
-    def send(self, msg) -> None:
-        with self.lock:
-            self.conn.send(msg)
-
-    def take(self, n: int, timeout: float) -> list[dict] | None:
-        if not self.rows and not self.asked and not self.stopped:
-            self.send(("need", None))
-            self.asked = True
-        self._receive(0.0 if self.rows else timeout)
-        if not self.rows:
-            return None if self.stopped else []
-        return [self.rows.popleft() for _ in range(min(n, len(self.rows)))]
-
-    def _receive(self, timeout: float) -> None:
-        if os.getppid() != self.ppid:  # the coordinator is gone: finish what is here, take no more
-            self.stopped = True
-            return
-        while self.conn.poll(timeout):
-            kind, payload = self.conn.recv()
-            if kind == "chunk":
-                cid, rows = payload
-                self.rows.extend(rows)
-                self.received += len(rows)
-                self.left[cid] = len(rows)
-                self.chunk_of.update((r[RID], cid) for r in rows)
-                self.asked = False
-            elif kind == "idle":  # no rows left to hand out: save results as soon as they are done
-                self.endgame = True
-            elif kind == "stop":
-                self.stopped = True
-            timeout = 0.0
-
-    def recorded(self, rid: str) -> int | None:
-        """A row's result was recorded; returns its chunk if that chunk is now complete."""
-        cid = self.chunk_of.pop(rid, None)
-        if cid is None:
-            return None
-        self.left[cid] -= 1
-        if self.left[cid] == 0:
-            del self.left[cid]
-            return cid
-        return None
-
-
-class WorkerRun(Run):
-    """The single-process batch loop over rows pulled from the coordinator, acking chunks once saved."""
-
-    def __init__(self, stage, output, fingerprint: dict, opts, wid: str, source: ChunkSource):
-        super().__init__(stage, None, output, opts)
-        self.store = PartStore(output, fingerprint, worker=wid)  # the coordinator holds the lock
-        self.source = source
-        self.complete: list[int] = []
-        self.unacked: Counter = Counter()
-        self.unreported = 0
-        self.last_report = time.monotonic()
-
-    def work(self) -> None:
-        self._process(self.source)
-
-    def _record(self, row: dict, out: dict) -> None:
-        before = self.counts.copy()
-        super()._record(row, out)
-        self.unacked.update(self.counts - before)
-        self.unreported += 1
-        cid = self.source.recorded(row[RID])
-        if cid is not None:
-            self.complete.append(cid)
-
-    def _maybe_flush(self) -> None:
-        if self.source.endgame and self.buffer and not self.source.chunk_of:
-            self._flush()
-        else:
-            super()._maybe_flush()
-        if self.unreported and time.monotonic() - self.last_report > 0.5:
-            self._report()
-
-    def stage_extra(self) -> dict:
-        try:
-            return self.stage.summary_extra()
-        except Exception:
-            return {}
-
-    def _report(self) -> None:
-        self.source.send(("progress", self.unreported))
-        self.unreported = 0
-        self.last_report = time.monotonic()
-
-    def _flush(self) -> None:
-        super()._flush()
-        if self.complete or self.unacked:
-            self.source.send(("ack", (self.complete, dict(self.unacked))))
-            self.complete, self.unacked = [], Counter()
-        if self.unreported:
-            self._report()
-
-
-def set_parent_death_signal() -> None:
-    """Linux: get SIGTERM when the coordinator dies, so a killed run leaves no orphan on a GPU."""
-    try:
-        import ctypes
-
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
-    except Exception:
-        pass  # elsewhere the worker notices the new parent pid and stops taking rows
-
-
-def worker_main(spec: WorkerSpec, blob: bytes, output: str, fp: dict, opts, conn, ppid: int) -> None:
-    set_parent_death_signal()
-    os.environ.update(spec.env())  # before the stage is unpickled: nothing has touched CUDA yet
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the coordinator, which stops us
-    source = ChunkSource(conn, ppid)
-    followers = []
-    try:
-        stage = pickle.loads(blob)
-        if spec.tp > 1:
-            from .tp import start_group
-
-            stage, followers = start_group(spec, blob, stage)
-        run = WorkerRun(stage, output, fp, opts, spec.wid, source)
-        run.work()
-        source.send(("bye", run.stage_extra()))
-        code = 0
-    except KeyboardInterrupt:
-        code = 130
-    except FatalRunError as exc:
-        code = _report_fatal(source, "FatalRunError", str(exc), 3)
-    except UsageError as exc:
-        code = _report_fatal(source, "UsageError", str(exc), 2)
-    except BaseException as exc:  # a bug or a model crash: this worker's rows go to the others
-        code = _report_fatal(source, "crash", f"{type(exc).__name__}: {exc}", 1)
-    for p in followers:
-        p.join(timeout=30)
-    for p in mp.active_children():  # decode processes a shutdown(wait=False) left behind would hold our stdout
-        p.join(timeout=2)
-        if p.exitcode is None:
-            p.kill()
-            p.join(timeout=5)
-    conn.close()
-    sys.exit(code)
-
-
-def _report_fatal(source: ChunkSource, kind: str, message: str, code: int) -> int:
-    try:
-        source.send(("fatal", (kind, message)))
-    except Exception:
-        pass
-    return code

@@ -54,7 +54,7 @@ class RankRun(Run):
         self.rank_extras: list[dict] = []
 
     def execute(self) -> dict:
-        from .multigpu import set_parent_death_signal
+        from .worker import set_parent_death_signal
 
         set_parent_death_signal()  # torchrun killed: stop too, rather than hold the lock as an orphan
         t0 = time.monotonic()
