@@ -78,8 +78,25 @@ def select_rows(stage: Stage, manifest: str | os.PathLike, opts: RunOptions) -> 
 _LOADER = None
 
 
+def _die_with_parent() -> None:
+    """A decode worker must not outlive its run (a kill -9 of the run would leave it holding the terminal
+    and its pipes): ask Linux to kill it when its parent (the run, or the fork server, which exits with
+    the run) goes away."""
+    if not sys.platform.startswith("linux"):
+        return
+    try:
+        import ctypes
+
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, int(signal.SIGKILL))  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        return
+    if os.getppid() == 1:  # the parent died before the call above
+        os._exit(0)
+
+
 def _init_worker(loader) -> None:
     global _LOADER
+    _die_with_parent()
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is handled once, by the main process
     try:  # the process feeding the GPU must win the CPU over its decoders (measured on a 16-core H100 host)
         os.nice(5)
