@@ -48,8 +48,12 @@ class HFVLMBackend(HFCaptionBackend):
             if is_random_skeleton(path):
                 model = random_model(AutoModelForImageTextToText, path, device, dtype)
             else:
+                from ..runners.tp import tp_load_kwargs
+
                 kwargs = dict(dtype=dtype, attn_implementation="sdpa", use_safetensors=True, trust_remote_code=trc)
-                if str(device).startswith("cuda"):
+                sharded = tp_load_kwargs()  # inside a --tp group: transformers shards the weights itself
+                kwargs.update(sharded)
+                if str(device).startswith("cuda") and not sharded:
                     kwargs["device_map"] = {"": device}  # straight onto the GPU, no full copy in host memory
                 try:
                     model = AutoModelForImageTextToText.from_pretrained(path, **kwargs)
@@ -62,7 +66,7 @@ class HFVLMBackend(HFCaptionBackend):
             hint = "" if trc else "; if it ships its own code, add --trust-remote-code"
             first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:160]
             raise UsageError(f"could not load '{label}' as an image-text-to-text model ({first}){hint}.") from None
-        self.model = model.to(device)
+        self.model = model if getattr(model, "_tp_size", None) else model.to(device)
         self.eos = eos_ids(self.tokenizer, self.model.generation_config)
 
     def _apply_pixel_budget(self) -> None:
