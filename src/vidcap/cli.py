@@ -295,7 +295,7 @@ def bench(
 
 
 @dev_app.command("tiny-model")
-def tiny_model(out_dir: Path, family: str = typer.Option(..., "--family", help="qwen2-vl, llava-next, pllava or llama.")):
+def tiny_model(out_dir: Path, family: str = typer.Option(..., "--family", help="qwen2-vl, qwen2.5-vl, llava-next, llava-onevision, pllava or llama.")):
     """Write a tiny random-weight model (meaningless output) for smoke tests without downloads."""
     from .dev.tiny import FAMILIES, build_tiny_model
 
