@@ -109,7 +109,7 @@ def test_kill_9_then_rerun_gives_the_clean_result(clips, tmp_path):
 
 
 def test_second_run_on_same_output_is_refused_while_first_holds_the_lock(clips, tmp_path):
-    from vidcap.parts import PartStore
+
 
     out = tmp_path / "o.csv"
     store = PartStore(out, {"stage": "caption"})
@@ -206,7 +206,7 @@ def test_merge_and_diff(tmp_path):
 
 def test_retryable_failures_are_redone_on_resume(clips, tmp_path):
     from vidcap.manifest import RID, read_manifest, row_key_path, ABSPATH
-    from vidcap.parts import PartStore
+
 
     src = tmp_path / "m.csv"
     m = pd.read_csv(clips / "m.csv").iloc[:3]

@@ -12,13 +12,12 @@ from pathlib import Path
 
 from ..errors import OOM, UsageError, format_error
 from .base import CaptionOptions, CaptionResult
+from .hf_common import pick_dtype
 
 DEFAULT_TAG_MODEL = "meta-llama/Meta-Llama-3-8B-Instruct"
 DEFAULT_API_TAG_MODEL = "gpt-4o-mini"  # --backend openai without --model
 # End-of-turn markers of common chat families; generation stops on whichever the tokenizer knows.
 _END_OF_TURN = ("<|eot_id|>", "<|im_end|>", "<end_of_turn>", "<|end|>", "<|endoftext|>", "<|end_of_text|>")
-_DTYPES = {"bfloat16": "bfloat16", "bf16": "bfloat16", "float16": "float16", "fp16": "float16",
-           "half": "float16", "float32": "float32", "fp32": "float32"}
 
 
 @dataclass
@@ -79,7 +78,7 @@ class HFChatBackend(ChatBackend):
         if self.lm is not None:
             return
         self.device = device or self.options.device or ("cuda" if torch.cuda.is_available() else "cpu")
-        dtype = _torch_dtype(self.options.dtype, self.device)
+        dtype = pick_dtype(self.options.dtype, self.device)
         self.tokenizer = _load_tokenizer(self.model, self.options.trust_remote_code)
         self.lm = _load_lm(self.model, dtype, self.device, self.options.trust_remote_code)
         self._eos = _eos_ids(self.tokenizer, self.lm)
@@ -156,17 +155,6 @@ class HFChatBackend(ChatBackend):
         gc.collect()
         if torch.cuda.is_available():
             torch.cuda.empty_cache()
-
-
-def _torch_dtype(name: str | None, device: str):
-    import torch
-
-    if name is None:
-        return torch.bfloat16 if str(device).startswith("cuda") else torch.float32
-    key = _DTYPES.get(str(name).lower())
-    if key is None:
-        raise UsageError(f"--dtype '{name}' is not one of bfloat16, float16, float32.")
-    return getattr(torch, key)
 
 
 def _check_local(model: str) -> None:

@@ -8,7 +8,6 @@ EOS is ignored so every caption is exactly `new_tokens` long.
 from __future__ import annotations
 
 import json
-import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
