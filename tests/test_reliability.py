@@ -251,20 +251,11 @@ def test_sigkill_tiny_real_model_then_rerun_equals_clean(clips, tiny_qwen, tmp_p
     vidcap(*common, "-o", clean_out)
     out = tmp_path / "killed.parquet"
     args = [*VIDCAP, *map(str, common), "-o", str(out)]
-    rng = random.Random(SEED + 11)
     landed = 0
-    for _ in range(3):
-        log = tmp_path / "err.txt"
-        with open(log, "w") as err:
-            proc = subprocess.Popen(args, env=env(), stdout=subprocess.DEVNULL, stderr=err,
-                                    stdin=subprocess.DEVNULL)
-        target = len(parts_of(out)) + 1
-        while proc.poll() is None and len(parts_of(out)) < target:
-            time.sleep(0.02)
-        time.sleep(rng.uniform(0.0, 0.5))
-        landed += proc.poll() is None
-        proc.kill()
-        proc.wait()
+    for _ in range(3):  # each run kills itself while writing its second part: a kill point that cannot miss
+        proc = subprocess.run(args, env=env(VIDCAP_TEST_FAULT="part_write:kill:2"), stdout=subprocess.DEVNULL,
+                              stderr=subprocess.DEVNULL, stdin=subprocess.DEVNULL)
+        landed += proc.returncode == -signal.SIGKILL
     done = vidcap(*common, "-o", out)
     assert "skipped (already done)" in done.stderr
     a, b = pd.read_parquet(clean_out), pd.read_parquet(out)

@@ -284,8 +284,12 @@ class Run:
         try:
             stage.resolve(opts.device)  # the loader may carry the model's preprocessor to the workers
             feeder = Feeder(stage.loader(), todo, workers, depth=stage.batch_size * 2 + 2 * max(workers, 1))
-            feeder.start()  # workers start and decode while the model loads
-            stage.setup(opts.device)
+            if workers > 0:  # worker processes start and decode while the model loads
+                feeder.start()
+                stage.setup(opts.device)
+            else:  # in-thread loading would race this thread's imports while the model loads
+                stage.setup(opts.device)
+                feeder.start()
             for batch in self._batches(feeder, progress):
                 self._run_batch(batch)
                 progress.advance(len(batch))
