@@ -5,35 +5,20 @@ traceback and nothing half-written. Complements tests/test_run.py (which covers 
 from __future__ import annotations
 
 import json
-import math
 import os
 import shutil
-import subprocess
-import sys
-from pathlib import Path
 
 import pandas as pd
 import pytest
 
-from media import (make_audio_only, make_image, make_large, make_moov_lost, make_text_as_video,
+from clirun import vidcap
+from media import (make_audio_only, make_large, make_moov_lost, make_text_as_video,
                    make_truncated_faststart, make_truncated_mkv, make_video, make_zero_byte, real_videos)
 from vidcap.frames.positions import frame_indices
 
 pytestmark = pytest.mark.timeout(240)
 
-VIDCAP = [sys.executable, "-m", "vidcap"]
-SRC = str(Path(__file__).parents[1] / "src")
 K = 4  # frames asked per clip (the fake preset's default, PLLaVA segment positions)
-
-
-def vidcap(*args, check=True, cwd=None):
-    env = {**os.environ, "PYTHONPATH": SRC + os.pathsep + os.environ.get("PYTHONPATH", "")}
-    env.pop("VIDCAP_TEST_FAULT", None)
-    proc = subprocess.run([*VIDCAP, *map(str, args)], capture_output=True, text=True, env=env, cwd=cwd,
-                          stdin=subprocess.DEVNULL, timeout=200)
-    if check and proc.returncode != 0:
-        raise AssertionError(f"vidcap {' '.join(map(str, args))} failed ({proc.returncode}):\n{proc.stderr}")
-    return proc
 
 
 def one_sentence_refusal(proc, *words):

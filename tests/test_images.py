@@ -5,10 +5,7 @@ Images are real files written by Pillow plus a frame of real sample footage; kin
 
 from __future__ import annotations
 
-import os
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -16,23 +13,13 @@ import pandas as pd
 import pytest
 
 from media import make_image, make_video, read_index, real_videos
+from clirun import vidcap
 
 pytestmark = pytest.mark.timeout(240)
 
-VIDCAP = [sys.executable, "-m", "vidcap"]
-SRC = str(Path(__file__).parents[1] / "src")
 KEY = "sk-vidcap-images-0c1d2e3f4a5b6c7d"
 IMAGES = ("png", "jpg", "webp", "bmp", "tif", "png_as_mp4", "real_frame")
 VIDEOS = ("clip_mp4", "clip_mkv", "video_as_jpg")
-
-
-def vidcap(*args, check=True, **extra_env):
-    env = {**os.environ, "PYTHONPATH": SRC + os.pathsep + os.environ.get("PYTHONPATH", ""), **extra_env}
-    proc = subprocess.run([*VIDCAP, *map(str, args)], capture_output=True, text=True, env=env,
-                          stdin=subprocess.DEVNULL, timeout=200)
-    if check and proc.returncode != 0:
-        raise AssertionError(f"vidcap {' '.join(map(str, args))} failed ({proc.returncode}):\n{proc.stderr}")
-    return proc
 
 
 def _real_frame(dest: Path) -> tuple[int, int]:

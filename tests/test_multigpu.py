@@ -16,19 +16,12 @@ import pandas as pd
 import pytest
 
 from media import make_text_as_video, make_video
+from clirun import VIDCAP, vidcap
 from vidcap.errors import UsageError
 from vidcap.runners import device_groups, parse_gpus
 from vidcap.runners.multigpu import make_specs
 
-VIDCAP = [sys.executable, "-m", "vidcap"]
 FAKE = ["--model", "fake", "-q"]
-
-
-def vidcap(*args, env=None, check=True):
-    proc = subprocess.run([*VIDCAP, *map(str, args)], capture_output=True, text=True, env=env)
-    if check and proc.returncode != 0:
-        raise AssertionError(f"vidcap {' '.join(map(str, args))} failed ({proc.returncode}):\n{proc.stderr}")
-    return proc
 
 
 @pytest.fixture(scope="module")

@@ -10,18 +10,11 @@ import pandas as pd
 import pytest
 
 from media import make_text_as_video, make_video
+from clirun import vidcap
 
 pytest.importorskip("ray")
 
-VIDCAP = [sys.executable, "-m", "vidcap"]
 FAKE = ["--model", "fake", "-q", "--workers", "0"]
-
-
-def vidcap(*args, check=True):
-    proc = subprocess.run([*VIDCAP, *map(str, args)], capture_output=True, text=True)
-    if check and proc.returncode != 0:
-        raise AssertionError(f"vidcap {' '.join(map(str, args))} failed ({proc.returncode}):\n{proc.stderr}")
-    return proc
 
 
 @pytest.fixture(scope="module")

@@ -11,7 +11,6 @@ import os
 import random
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -19,29 +18,13 @@ import pandas as pd
 import pytest
 
 from media import make_video
+from clirun import VIDCAP, vidcap
+from clirun import cli_env as env
 
 pytestmark = pytest.mark.timeout(300)
 
-VIDCAP = [sys.executable, "-m", "vidcap"]
-SRC = str(Path(__file__).parents[1] / "src")
 SEED = int(os.environ.get("VIDCAP_KILL_SEED", "20240611"))
 KILLS: dict[str, int] = {}  # test name -> kill points survived (printed in the summary line)
-
-
-def env(**extra) -> dict:
-    e = {**os.environ, "PYTHONPATH": SRC + os.pathsep + os.environ.get("PYTHONPATH", "")}
-    e.pop("VIDCAP_TEST_FAULT", None)
-    e.pop("VIDCAP_FAKE_DELAY", None)
-    e.update({k: str(v) for k, v in extra.items()})
-    return e
-
-
-def vidcap(*args, check=True, **extra_env):
-    proc = subprocess.run([*VIDCAP, *map(str, args)], capture_output=True, text=True, env=env(**extra_env),
-                          stdin=subprocess.DEVNULL, timeout=240)
-    if check and proc.returncode != 0:
-        raise AssertionError(f"vidcap {' '.join(map(str, args))} failed ({proc.returncode}):\n{proc.stderr}")
-    return proc
 
 
 def parts_of(out: Path) -> list[Path]:

@@ -6,7 +6,6 @@ import json
 import os
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -14,15 +13,7 @@ import pandas as pd
 import pytest
 
 from media import make_text_as_video, make_truncated_mkv, make_video, make_zero_byte, make_moov_lost
-
-VIDCAP = [sys.executable, "-m", "vidcap"]
-
-
-def vidcap(*args, env=None, check=True, cwd=None):
-    proc = subprocess.run([*VIDCAP, *map(str, args)], capture_output=True, text=True, env=env, cwd=cwd)
-    if check and proc.returncode != 0:
-        raise AssertionError(f"vidcap {' '.join(map(str, args))} failed ({proc.returncode}):\n{proc.stderr}")
-    return proc
+from clirun import VIDCAP, vidcap
 
 
 @pytest.fixture(scope="module")
