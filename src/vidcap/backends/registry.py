@@ -83,6 +83,14 @@ def _family_from_config(config: dict) -> str:
     return "hf-vlm"
 
 
+def _family_preset(name: str, family: str, model_id: str, description: str, config: dict | None = None) -> Preset:
+    """A preset for a model dir or id: frames, positions, prompt and params of the family's built-in preset."""
+    base = next((p for p in PRESETS.values() if p.backend == family and p.model_id), None)
+    n, pos, prompt = (base.num_frames, base.positions, base.prompt) if base else (4, "uniform", None)
+    n = int((config or {}).get("vidcap_num_frames", n))
+    return Preset(name, family, model_id, n, pos, prompt, description, dict(base.params) if base else {})
+
+
 def resolve_model(model: str, backend: str | None = None) -> Preset:
     """A preset name, a local model dir, or a Hugging Face id -> Preset."""
     _load_entry_points()
@@ -95,17 +103,9 @@ def resolve_model(model: str, backend: str | None = None) -> Preset:
         if not cfg_file.exists():
             raise UsageError(f"model directory {model} has no config.json; pass a saved Hugging Face model dir or a preset name (see `vidcap models`).")
         config = json.loads(cfg_file.read_text())
-        fam = backend or _family_from_config(config)
-        base = next((p for p in PRESETS.values() if p.backend == fam and p.model_id), None)
-        n, pos, prompt = (base.num_frames, base.positions, base.prompt) if base else (4, "uniform", None)
-        n = int(config.get("vidcap_num_frames", n))
-        return Preset(str(path), fam, str(path), n, pos, prompt, "local model directory",
-                      dict(base.params) if base else {})
+        return _family_preset(str(path), backend or _family_from_config(config), str(path), "local model directory", config)
     if backend == "openai" or "/" in model:
-        fam = backend or "hf-vlm"
-        base = next((p for p in PRESETS.values() if p.backend == fam and p.model_id), None)
-        n, pos, prompt = (base.num_frames, base.positions, base.prompt) if base else (4, "uniform", None)
-        return Preset(model, fam, model, n, pos, prompt, "model id", dict(base.params) if base else {})
+        return _family_preset(model, backend or "hf-vlm", model, "model id")
     raise UsageError(f"unknown model '{model}'; pick a preset ({', '.join(sorted(PRESETS))}), a local model directory or a Hugging Face id.")
 
 

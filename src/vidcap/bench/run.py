@@ -141,7 +141,7 @@ def _output_stats(out: Path) -> dict:
             "errors": df.loc[df["status"] != "ok", "error"].head(3).tolist()}
 
 
-def _roofline(stage, stats: dict, res: dict, cfg: BenchConfig, peaks: dict) -> dict | None:
+def _roofline(stage, res: dict, cfg: BenchConfig, peaks: dict) -> dict | None:
     model = getattr(stage.backend, "model", None)
     if model is None or not peaks:
         return None
@@ -159,7 +159,7 @@ def _roofline(stage, stats: dict, res: dict, cfg: BenchConfig, peaks: dict) -> d
     kv_bytes = 2 * tcfg.num_hidden_layers * heads * head_dim * 2
     frames = stage.num_frames
     patches = frames * 576  # CLIP-L/14-336 per frame; a lead, not exact for anyres/Qwen
-    floor = roofline_seconds(res["videos"], lm, vision, stats["prompt_tokens"], cfg.new_tokens, patches,
+    floor = roofline_seconds(res["videos"], lm, vision, res["prompt_tokens"], cfg.new_tokens, patches,
                              cfg.batch_size, kv_bytes, peaks)
     floor["share_of_roofline"] = floor["floor_s"] / res["wall_s"] if res["wall_s"] else None
     floor["lm_params_b"] = lm / 1e9
@@ -214,7 +214,7 @@ def run_bench(cfg: BenchConfig) -> dict:
     run = _one_run(stage, manifest, root / "out.parquet", workers, "vidcap")
     run.update(_output_stats(root / "out.parquet"))
     run["tokens_per_s"] = run["completion_tokens"] * run["ok"] / run["wall_s"]
-    run["roofline"] = _roofline(stage, run, run, cfg, peaks)
+    run["roofline"] = _roofline(stage, run, cfg, peaks)
     report["runs"].append(run)
     if cfg.baseline:
         report["speedup"] = run["videos_per_s"] / max(report["runs"][0]["videos_per_s"], 1e-9)

@@ -9,10 +9,10 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-RANDOM_MARKER = "vidcap_random_weights.json"
+from ..backends.hf_common import RANDOM_MARKER
+from ..backends.pllava_model import CLIP_L336
 
-CLIP_L336 = dict(hidden_size=1024, intermediate_size=4096, num_hidden_layers=24, num_attention_heads=16,
-                 image_size=336, patch_size=14, projection_dim=768)
+
 VICUNA_13B = dict(hidden_size=5120, intermediate_size=13824, num_hidden_layers=40, num_attention_heads=40,
                   num_key_value_heads=40, max_position_embeddings=4096)
 VICUNA_7B = dict(hidden_size=4096, intermediate_size=11008, num_hidden_layers=32, num_attention_heads=32,
