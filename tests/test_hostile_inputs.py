@@ -260,6 +260,18 @@ def test_bad_options_are_one_sentence(tmp_path, small, args, words):
     assert not (tmp_path / "o.csv").exists() and not (tmp_path / "o.csv.parts").exists()
 
 
+@pytest.mark.parametrize("args,words", [
+    (["--frames", "3"], ["No such option: --frames"]),
+    (["--num-frames", "three"], ["Invalid value for '--num-frames'"]),
+])
+def test_click_usage_errors_exit_2_without_a_traceback(tmp_path, small, args, words):
+    """Parser errors come from click, or from the copy of it that typer >= 0.29 vendors: both exit 2."""
+    proc = vidcap("caption", small, "--model", "fake", "-o", tmp_path / "o.csv", *args, check=False)
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr
+    assert all(w in proc.stderr for w in words), proc.stderr
+    assert not (tmp_path / "o.csv").exists()
+
+
 def test_empty_shard_and_zero_limit_write_an_empty_output(tmp_path, small):
     for args in (["--shard", "5/8"], ["--limit", "0"]):
         out = tmp_path / f"o{args[0]}.csv"

@@ -16,7 +16,7 @@ dev_app = typer.Typer(no_args_is_help=True, help="Developer tools (tiny models f
 app.add_typer(dev_app, name="dev")
 
 # Options shared by every run command.
-O_OUT = typer.Option(None, "-o", "--output", help="Output file (.csv or .parquet); default <stem>_<command> beside the manifest.")
+O_OUT = typer.Option(None, "-o", "--output", help="Output file (.csv or .parquet), a local path or an fsspec URL (s3://...); default <stem>_<command> beside the manifest.")
 O_WORKERS = typer.Option(None, "--workers", help="Decode worker processes (default: CPU count - 1; 0 = in-process).")
 O_LIMIT = typer.Option(None, "--limit", help="Only the first N rows.")
 O_SHARD = typer.Option(None, "--shard", help="I/N: every N-th row starting at row I, for hand-made sharding.")
@@ -36,10 +36,11 @@ def run_options(workers, limit, shard, overwrite, keep_parts, part_rows, quiet, 
                       keep_parts=keep_parts, part_rows=max(1, part_rows), progress=not quiet, device=device)
 
 
-def output_path(manifest: Path, output: Optional[Path], suffix: str) -> Path:
+def output_path(manifest: Path, output: Optional[str], suffix: str):
     from .manifest import default_output, table_format
+    from .storage import as_path
 
-    out = Path(output) if output else default_output(manifest, suffix)
+    out = as_path(output) if output else default_output(manifest, suffix)
     table_format(out)
     return out
 
@@ -72,7 +73,7 @@ def execute(stage, manifest: Path, out: Path, opts) -> dict:
 @app.command()
 def caption(
     manifest: Path = typer.Argument(..., help="CSV or Parquet with a `path` column."),
-    output: Optional[Path] = O_OUT,
+    output: Optional[str] = O_OUT,
     model: Optional[str] = typer.Option(None, "--model", "-m", help="Preset name (see `vidcap models`), local dir or Hugging Face id."),
     backend: Optional[str] = typer.Option(None, "--backend", help="Force a backend: hf-vlm, hf-llava, hf-pllava, openai, fake."),
     batch_size: Optional[int] = typer.Option(None, "--batch-size", "-b", help="Videos per model call (API: requests queued per round)."),
@@ -165,8 +166,8 @@ def models():
 
 
 @app.command()
-def merge(parts: List[Path] = typer.Argument(..., help="Part files to concatenate."),
-          output: Path = typer.Option(..., "-o", "--output")):
+def merge(parts: List[str] = typer.Argument(..., help="Part files to concatenate (paths or fsspec URLs)."),
+          output: str = typer.Option(..., "-o", "--output")):
     """Concatenate part files (later files win on duplicate paths)."""
     from .manifest import merge_tables
 
@@ -175,7 +176,7 @@ def merge(parts: List[Path] = typer.Argument(..., help="Part files to concatenat
 
 
 @app.command()
-def diff(a: Path, b: Path, output: Path = typer.Option(..., "-o", "--output")):
+def diff(a: str, b: str, output: str = typer.Option(..., "-o", "--output")):
     """Rows of A whose path is not in B (what is left to do)."""
     from .manifest import diff_tables
 
@@ -186,7 +187,7 @@ def diff(a: Path, b: Path, output: Path = typer.Option(..., "-o", "--output")):
 @app.command()
 def motion(
     manifest: Optional[Path] = typer.Argument(None, help="CSV or Parquet with a `path` column."),
-    output: Optional[Path] = O_OUT,
+    output: Optional[str] = O_OUT,
     threshold: float = typer.Option(0.25, "--threshold", help="Fraction of the frame a move must pass to count (0.2 = 20%)."),
     eval_labels: Optional[Path] = typer.Option(None, "--eval", help="A CSV with path,label columns: print accuracy and a confusion table instead."),
     workers: Optional[int] = O_WORKERS, limit: Optional[int] = O_LIMIT, shard: Optional[str] = O_SHARD,
@@ -213,7 +214,7 @@ def motion(
 def tag(
     manifest: Path = typer.Argument(..., help="CSV or Parquet with a `text` column (captions)."),
     key: str = typer.Option(..., "--key", "-k", help="objects, actions, or a custom key with --prompt-file."),
-    output: Optional[Path] = O_OUT,
+    output: Optional[str] = O_OUT,
     backend: str = typer.Option("hf", "--backend", help="hf (in-process transformers), openai, or fake."),
     model: Optional[str] = typer.Option(None, "--model", "-m", help="Chat model id or local dir (default: Llama-3-8B-Instruct; gpt-4o-mini over the API)."),
     prompt_file: Optional[Path] = typer.Option(None, "--prompt-file", help="A system prompt for a custom key."),
@@ -327,15 +328,14 @@ def main(argv=None) -> int:
     except KeyboardInterrupt:
         typer.echo(INTERRUPTED, err=True)
         return 130
-    except Exception as exc:  # click's own usage errors
-        import click
-
-        if isinstance(exc, click.exceptions.Exit):
+    except Exception as exc:  # click's own usage errors (click's, or the copy newer typer vendors)
+        kinds = _click_kinds()
+        if isinstance(exc, kinds["Exit"]):
             return exc.exit_code
-        if isinstance(exc, click.ClickException):
+        if isinstance(exc, kinds["ClickException"]):
             exc.show()
             return exc.exit_code
-        if isinstance(exc, click.exceptions.Abort):
+        if isinstance(exc, kinds["Abort"]):
             typer.echo(INTERRUPTED, err=True)
             return 130
         raise
@@ -344,6 +344,24 @@ def main(argv=None) -> int:
             typer.echo(INTERRUPTED, err=True)
         return code
     return 0
+
+
+def _click_kinds() -> dict:
+    """Exit, ClickException and Abort as tuples of classes: typer < 0.29 raises click's, later ones their
+    vendored copy's (typer._click), whose Exit and Abort live on typer itself."""
+    import importlib
+
+    kinds: dict = {"Exit": (), "ClickException": (), "Abort": ()}
+    for name in ("click.exceptions", "typer._click.exceptions", "typer"):
+        try:
+            mod = importlib.import_module(name)
+        except ImportError:
+            continue
+        for kind in kinds:
+            cls = getattr(mod, kind, None)
+            if isinstance(cls, type) and cls not in kinds[kind]:
+                kinds[kind] += (cls,)
+    return kinds
 
 
 def entry() -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import os
 import tempfile
@@ -18,7 +19,7 @@ ABSPATH = "_abspath"
 
 
 def table_format(path: str | os.PathLike) -> str:
-    ext = Path(path).suffix.lower()
+    ext = Path(str(path).rsplit("/", 1)[-1]).suffix.lower()
     if ext not in FORMATS:
         raise UsageError(
             f"{path} has extension '{ext or '(none)'}'; vidcap reads and writes .csv or .parquet manifests."
@@ -27,18 +28,26 @@ def table_format(path: str | os.PathLike) -> str:
 
 
 def read_table(path: str | os.PathLike) -> pd.DataFrame:
-    """Read a CSV/Parquet file, turning every way it can be unreadable into one UsageError sentence."""
-    path = Path(path)
+    """Read a CSV/Parquet file (a local path or an fsspec URL), turning every way it can be unreadable into
+    one UsageError sentence."""
+    from .storage import as_path, describe_error, is_remote, open_binary
+
+    path = as_path(path)
     fmt = table_format(path)
-    if not path.exists():
+    try:
+        exists, is_dir = path.exists(), path.is_dir()
+    except Exception as exc:  # a remote store that cannot be reached or refuses the credentials
+        raise UsageError(f"cannot read {path} ({describe_error(exc)}); check the URL and its credentials.") from None
+    if not exists:
         raise UsageError(f"manifest {path} does not exist; check the path.")
-    if path.is_dir():
+    if is_dir:
         raise UsageError(f"manifest {path} is a directory; pass a .csv or .parquet file.")
     try:
+        src = open_binary(path) if is_remote(path) else path
         if fmt == "csv":
-            df = pd.read_csv(path, encoding="utf-8", low_memory=False)
+            df = pd.read_csv(src, encoding="utf-8", low_memory=False)
         else:
-            df = pd.read_parquet(path)
+            df = pd.read_parquet(src)
     except pd.errors.EmptyDataError:
         raise UsageError(f"manifest {path} is empty; it needs a header with a 'path' column and one row per video.") from None
     except UnicodeDecodeError:
@@ -126,25 +135,20 @@ def write_table(df: pd.DataFrame, path: str | os.PathLike, metadata: dict | None
     """Write atomically: a temporary file in the same folder, fsync, rename. Readers never see half a file.
 
     before_rename: called with the temp file complete but not yet renamed (fault-injection tests).
+    An fsspec URL is written as storage.put_bytes does (one PUT on object stores).
     """
-    path = Path(path)
+    from .storage import as_path, is_remote, put_bytes
+
+    path = as_path(path)
     fmt = table_format(path)
+    if is_remote(path):
+        put_bytes(path, table_bytes(df, fmt, metadata), before_rename)
+        return
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     os.close(fd)
     try:
-        if fmt == "csv":
-            csv_ready(df).to_csv(tmp, index=False)
-        else:
-            import pyarrow as pa
-            import pyarrow.parquet as pq
-
-            table = pa.Table.from_pandas(df, preserve_index=False)
-            if metadata:
-                meta = dict(table.schema.metadata or {})
-                meta[b"vidcap"] = json.dumps(metadata).encode()
-                table = table.replace_schema_metadata(meta)
-            pq.write_table(table, tmp)
+        _write_format(df, fmt, metadata, tmp)
         with open(tmp, "rb+") as fh:
             os.fsync(fh.fileno())
         if before_rename is not None:
@@ -157,6 +161,29 @@ def write_table(df: pd.DataFrame, path: str | os.PathLike, metadata: dict | None
         except OSError:
             pass
         raise
+
+
+def _write_format(df: pd.DataFrame, fmt: str, metadata: dict | None, target) -> None:
+    if fmt == "csv":
+        csv_ready(df).to_csv(target, index=False)
+        return
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    table = pa.Table.from_pandas(df, preserve_index=False)
+    if metadata:
+        meta = dict(table.schema.metadata or {})
+        meta[b"vidcap"] = json.dumps(metadata).encode()
+        table = table.replace_schema_metadata(meta)
+    pq.write_table(table, target)
+
+
+def table_bytes(df: pd.DataFrame, fmt: str, metadata: dict | None = None) -> bytes:
+    if fmt == "csv":
+        return csv_ready(df).to_csv(index=False).encode("utf-8")
+    buf = io.BytesIO()
+    _write_format(df, fmt, metadata, buf)
+    return buf.getvalue()
 
 
 def public_columns(df: pd.DataFrame) -> pd.DataFrame:

@@ -10,7 +10,6 @@ from __future__ import annotations
 import errno
 import json
 import os
-import shutil
 import signal
 import sys
 import time
@@ -22,6 +21,7 @@ import pandas as pd
 from . import __version__
 from .errors import RETRYABLE, FatalRunError, UsageError, error_code
 from .manifest import ABSPATH, RID, _fsync_dir, public_columns, read_table, write_table
+from .storage import RemoteLease, as_path, describe_error, is_object_store, is_remote, open_binary, rmtree
 
 RUN_JSON = "run.json"
 
@@ -59,32 +59,34 @@ def _disk_error(exc: OSError, what: str) -> FatalRunError:
 class PartStore:
     def __init__(self, output: str | os.PathLike, fingerprint: dict, *, overwrite: bool = False,
                  keep_parts: bool = False, worker: str = "w0"):
-        self.output = Path(output)
+        self.output = as_path(output)  # a local Path, or a UPath for an fsspec URL (vidcap.storage)
+        self.remote = is_remote(self.output)
         self.dir = self.output.with_name(self.output.name + ".parts")
         self.fingerprint = fingerprint
         self.overwrite = overwrite
         self.keep_parts = keep_parts
         self.worker = worker
         self._lock_fh = None
+        self._lease: RemoteLease | None = None
         self._seq = 0
         self._created = False
 
     # -- lifecycle -------------------------------------------------------------------------------
     def open(self, provenance: dict | None = None) -> None:
-        created = not self.dir.exists()
+        created = self._make_dir()
         try:
-            self.dir.mkdir(parents=True, exist_ok=True)
-        except OSError as exc:
-            raise UsageError(f"cannot create {self.dir} ({os.strerror(exc.errno) if exc.errno else exc}); pick a writable -o path.") from None
-        if not os.access(self.dir, os.W_OK):
-            raise UsageError(f"output folder {self.dir.parent} is not writable; pick another -o path.")
-        self._lock()
+            self._lock()
+        except UsageError:
+            raise
+        except Exception as exc:  # a remote store: unreachable, no such bucket, no write permission
+            raise UsageError(f"cannot write to {self.dir} ({describe_error(exc)}); check the URL, that the "
+                             "bucket exists and that the credentials may write there.") from None
         try:
             self._check_settings()
         except UsageError:
             if created:  # a refused run leaves nothing behind
                 self.close()
-                shutil.rmtree(self.dir, ignore_errors=True)
+                rmtree(self.dir)
             raise
         self._remove_stale_temps()
         if self.overwrite:
@@ -94,11 +96,31 @@ class PartStore:
         self._write_json(self.dir / RUN_JSON, info)
         self._created = created
 
+    def _make_dir(self) -> bool:
+        """Create the parts folder; True if it was not there (on an object store: held no object)."""
+        if self.remote:
+            try:
+                created = not self.dir.exists() or not any(True for _ in self.dir.iterdir())
+                if not is_object_store(self.dir):  # object stores have no folders to make
+                    self.dir.mkdir(parents=True, exist_ok=True)
+                return created
+            except Exception as exc:
+                raise UsageError(f"cannot reach {self.dir} ({describe_error(exc)}); check the URL and its "
+                                 "credentials.") from None
+        created = not self.dir.exists()
+        try:
+            self.dir.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise UsageError(f"cannot create {self.dir} ({os.strerror(exc.errno) if exc.errno else exc}); pick a writable -o path.") from None
+        if not os.access(self.dir, os.W_OK):
+            raise UsageError(f"output folder {self.dir.parent} is not writable; pick another -o path.")
+        return created
+
     def discard_if_empty(self) -> None:
         """Remove the parts folder this run created if it saved nothing (a run that could not start)."""
         if self._created and not self.part_files():
             self.close()
-            shutil.rmtree(self.dir, ignore_errors=True)
+            rmtree(self.dir)
 
     def _check_settings(self) -> None:
         """Refuse to mix rows with an unfinished run or a finished output made with other settings."""
@@ -113,6 +135,11 @@ class PartStore:
         self._check_existing_output()
 
     def _lock(self) -> None:
+        busy = f"another vidcap run is writing {self.output} right now; wait for it to finish or pick another -o path."
+        if self.remote:
+            self._lease = RemoteLease(self.dir / "LOCK")
+            self._lease.acquire(busy)
+            return
         import fcntl
 
         fh = open(self.dir / "LOCK", "a+")
@@ -120,7 +147,7 @@ class PartStore:
             fcntl.flock(fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError:
             fh.close()
-            raise UsageError(f"another vidcap run is writing {self.output} right now; wait for it to finish or pick another -o path.") from None
+            raise UsageError(busy) from None
         fh.seek(0)
         fh.truncate()
         fh.write(str(os.getpid()))
@@ -132,12 +159,19 @@ class PartStore:
         prefix = f".{self.output.name}."
         stale = [p for p in self.output.parent.glob(prefix + "*.tmp") if len(p.name) == len(prefix) + 12]
         for p in stale + list(self.dir.glob(".part-*.tmp")):
-            p.unlink(missing_ok=True)
+            try:
+                p.unlink(missing_ok=True)
+            except FileNotFoundError:
+                pass
 
     def close(self) -> None:
+        if self._lease is not None:
+            self._lease.release()
+            self._lease = None
         if self._lock_fh is not None:
             self._lock_fh.close()
             self._lock_fh = None
+        self._lease: RemoteLease | None = None
 
     def _clear_parts(self) -> None:
         for p in self.dir.glob("part-*"):
@@ -160,6 +194,15 @@ class PartStore:
         return self.output.with_name(self.output.name + ".run.json")
 
     def _write_json(self, path: Path, data: dict) -> None:
+        if self.remote:
+            from .storage import put_bytes
+
+            try:
+                put_bytes(path, json.dumps(data, indent=2, default=str).encode())
+            except Exception as exc:
+                raise FatalRunError(f"could not write {path} ({describe_error(exc)}); fix the problem and run the "
+                                    "same command again to resume.") from None
+            return
         tmp = path.with_name(path.name + ".tmp")
         try:
             with open(tmp, "w") as fh:
@@ -182,17 +225,26 @@ class PartStore:
             write_table(df, path, before_rename=lambda: _fault("part_write"))
         except OSError as exc:
             raise _disk_error(exc, f"a part file in {self.dir}") from None
+        except Exception as exc:  # a remote store's own errors (network, permissions)
+            raise FatalRunError(f"could not write a part file in {self.dir} ({describe_error(exc)}); fix the "
+                                "problem and run the same command again to resume.") from None
         return path
 
     def part_files(self) -> list[Path]:
-        return sorted(self.dir.glob("part-*.parquet"))
+        return self.files("part-*.parquet")
+
+    def files(self, pattern: str) -> list[Path]:
+        """Files in the parts folder, as they are now (other processes write there too)."""
+        if self.remote:
+            self.dir.fs.invalidate_cache(self.dir.path)  # fsspec caches listings; other writers add parts
+        return sorted(self.dir.glob(pattern), key=str)
 
     def load_results(self, manifest: pd.DataFrame | None = None, row_key=None) -> pd.DataFrame:
         """Every saved result row (parts, then a finished output by the same settings), one per `_rid`."""
         frames = []
         for p in self.part_files():
             try:
-                frames.append(pd.read_parquet(p))
+                frames.append(read_part(p))
             except Exception:  # a part that cannot be read is ignored: its rows are redone
                 continue
         prior = self._results_from_output(manifest, row_key)
@@ -252,11 +304,20 @@ class PartStore:
             write_table(out, self.output, metadata=meta, before_rename=lambda: _fault("final_merge"))
         except OSError as exc:
             raise _disk_error(exc, str(self.output)) from None
+        except Exception as exc:
+            raise FatalRunError(f"could not write {self.output} ({describe_error(exc)}); fix the problem and run "
+                                "the same command again: the parts are kept.") from None
         _fault("final_cleanup")
         if not self.keep_parts:
             self.close()
-            shutil.rmtree(self.dir, ignore_errors=True)
-            _fsync_dir(self.output.parent)
+            rmtree(self.dir)
+            if not self.remote:
+                _fsync_dir(self.output.parent)
+
+
+def read_part(path, columns=None) -> pd.DataFrame:
+    with open_binary(path) as fh:
+        return pd.read_parquet(fh, columns=columns)
 
 
 def best_per_rid(df: pd.DataFrame) -> pd.DataFrame:

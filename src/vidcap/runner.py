@@ -17,13 +17,13 @@ from collections import Counter
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
-from pathlib import Path
 
 import pandas as pd
 
 from .errors import DECODE, FatalRunError, UsageError, VidcapError, error_code, format_error
 from .manifest import RID, read_manifest
 from .parts import PartStore, needs_redo
+from .storage import as_path
 from .stages.base import Item, Stage
 
 
@@ -241,7 +241,7 @@ def _init_loader_inline(loader) -> None:
 # -- the run ------------------------------------------------------------------------------------
 class Run:
     def __init__(self, stage: Stage, manifest, output, opts: RunOptions):
-        self.stage, self.manifest, self.output, self.opts = stage, manifest, Path(output), opts
+        self.stage, self.manifest, self.output, self.opts = stage, manifest, as_path(output), opts
         self.counts: Counter = Counter()
         self.buffer: list[dict] = []
         self.last_flush = time.monotonic()

@@ -21,10 +21,10 @@ from collections import Counter, deque
 from dataclasses import dataclass, replace
 from multiprocessing.connection import wait as wait_conns
 
-import pandas as pd
 
 from ..errors import WORKER, FatalRunError, UsageError, format_error
 from ..manifest import RID
+from ..parts import read_part
 from ..runner import Run, _Progress, _raise_interrupt, default_workers
 from .worker import worker_main
 
@@ -260,9 +260,9 @@ class MultiRun(Run):
 
     def _saved_rids(self, wid: str) -> set:
         rids: set = set()
-        for p in self.store.dir.glob(f"part-{wid}-*.parquet"):
+        for p in self.store.files(f"part-{wid}-*.parquet"):
             try:
-                rids.update(pd.read_parquet(p, columns=[RID])[RID])
+                rids.update(read_part(p, columns=[RID])[RID])
             except Exception:
                 continue  # unreadable: its rows are redone
         return rids

@@ -103,7 +103,7 @@ class RankRun(Run):
         if self.rank == 0:
             try:
                 store.open(self.stage.provenance())
-                for p in store.dir.glob(DONE_GLOB):
+                for p in store.files(DONE_GLOB):
                     p.unlink()
             except UsageError as exc:
                 kv.set("ready", f"error:{exc}")
@@ -157,7 +157,8 @@ class RankRun(Run):
     def _merge(self, df, first, t0: float) -> dict:
         store = self.store
         markers = [store.dir / f"done-{r}.json" for r in range(self.dp_size)]
-        while not all(p.exists() for p in markers):  # torchrun stops every rank if one fails
+        names = {p.name for p in markers}
+        while not names <= {p.name for p in store.files(DONE_GLOB)}:  # torchrun stops every rank if one fails
             time.sleep(0.5)
         counts: Counter = Counter()
         skipped = todo = 0

@@ -1,0 +1,183 @@
+"""Where outputs live: a local path (pathlib.Path), or any fsspec URL (s3://, gs://, az://, hdfs://, ...)
+through universal_pathlib's UPath, which gives those the same path API (`/`, glob, exists, read/write).
+
+Only what a local filesystem does differently is here: atomic replacement (local: temp file, fsync,
+rename; object stores: one PUT, which readers see whole or not at all; other fsspec filesystems: temp
+object, then move), recursive removal, and the run lock (local: flock; remote: a lease object, see
+RemoteLease). Credentials and endpoints come from the fsspec backend's usual settings (for S3: the AWS_*
+variables, ~/.aws, or AWS_ENDPOINT_URL for MinIO and other S3-compatible servers).
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import secrets
+import shutil
+import socket
+import threading
+import time
+from pathlib import Path
+
+from .errors import UsageError
+
+# Filesystems where a single write is atomic (a PUT appears whole or not at all); the rest get temp + move.
+OBJECT_STORES = {"s3", "s3a", "gs", "gcs", "az", "abfs", "abfss", "adl", "oss", "r2", "memory"}
+
+
+def protocol(value) -> str:
+    text = str(value)
+    return text.split("://", 1)[0].lower() if "://" in text else ""
+
+
+def as_path(value):
+    """A local Path for plain paths and file:// URLs; a UPath for any other fsspec URL."""
+    if is_remote(value):
+        return value
+    text = os.fspath(value) if not isinstance(value, str) else value
+    proto = protocol(text)
+    if not proto:
+        return Path(text)
+    if proto == "file":
+        return Path(text.split("://", 1)[1])
+    try:
+        from upath import UPath
+    except ImportError:
+        raise UsageError(f"writing to {text} needs fsspec URL support; install it with: pip install 'vidcap[remote]' "
+                         f"(plus the {proto}:// filesystem package, e.g. s3fs for s3://).") from None
+    try:
+        return UPath(text)
+    except (ImportError, ValueError) as exc:
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:160]
+        raise UsageError(f"cannot open {text} ({first}); install the fsspec package for {proto}:// "
+                         "(s3fs, gcsfs, adlfs, ...).") from None
+
+
+def is_remote(path) -> bool:
+    return not isinstance(path, (str, Path)) and hasattr(path, "fs") and hasattr(path, "protocol")
+
+
+def is_object_store(path) -> bool:
+    protos = path.fs.protocol if isinstance(path.fs.protocol, (tuple, list)) else (path.fs.protocol,)
+    return any(p in OBJECT_STORES for p in protos)
+
+
+def put_bytes(path, data: bytes, before_replace=None) -> None:
+    """Write a remote object atomically (see the module text). before_replace: fault-injection hook."""
+    if is_object_store(path):
+        if before_replace is not None:
+            before_replace()
+        path.fs.pipe_file(path.path, data)
+        return
+    tmp = path.with_name(f".{path.name}.{secrets.token_hex(6)}.tmp")
+    path.fs.pipe_file(tmp.path, data)
+    try:
+        if before_replace is not None:
+            before_replace()
+        path.fs.mv(tmp.path, path.path)
+    except BaseException:
+        try:
+            path.fs.rm_file(tmp.path)
+        except Exception:
+            pass
+        raise
+
+
+def read_bytes(path) -> bytes:
+    return path.fs.cat_file(path.path)
+
+
+def open_binary(path):
+    """A seekable reader for pandas/pyarrow: the file itself locally, the fetched bytes remotely."""
+    if is_remote(path):
+        return io.BytesIO(read_bytes(path))
+    return open(path, "rb")
+
+
+def rmtree(path) -> None:
+    if is_remote(path):
+        try:
+            path.fs.rm(path.path, recursive=True)
+        except FileNotFoundError:
+            pass
+        return
+    shutil.rmtree(path, ignore_errors=True)
+
+
+def describe_error(exc: BaseException) -> str:
+    first = (str(exc).strip().splitlines() or [""])[0][:160]
+    return first or type(exc).__name__
+
+
+class RemoteLease:
+    """The run lock where there is no flock: a LOCK object naming its holder, rewritten every `beat` seconds.
+
+    A lock is live while its holder's heartbeat is younger than `ttl` seconds; a holder on this host whose
+    process is gone is dead at once, so a run killed here resumes immediately (one killed on another host
+    waits out the ttl). Object stores have no atomic create-if-absent, so two runs starting in the same
+    second on different hosts could both pass: after writing, each waits `settle` seconds and reads the
+    lock back, and the one whose name is no longer there steps aside. Good enough for a lock that guards
+    against mistakes, not adversaries.
+    """
+
+    def __init__(self, path, ttl: float = 120.0, beat: float = 20.0, settle: float = 1.0):
+        self.path, self.ttl, self.beat, self.settle = path, ttl, beat, settle
+        self.me = {"owner": secrets.token_hex(8), "host": socket.gethostname(), "pid": os.getpid()}
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def _read(self) -> dict | None:
+        try:
+            return json.loads(read_bytes(self.path) or b"{}")
+        except FileNotFoundError:
+            return None
+        except ValueError:
+            return {}
+
+    def _live(self, held: dict) -> bool:
+        if not held:
+            return False
+        if held.get("host") == self.me["host"] and isinstance(held.get("pid"), int):
+            try:
+                os.kill(held["pid"], 0)
+            except ProcessLookupError:
+                return False
+            except PermissionError:
+                pass
+        return time.time() - float(held.get("heartbeat", 0)) < self.ttl
+
+    def _write(self) -> None:
+        put_bytes(self.path, json.dumps({**self.me, "heartbeat": time.time()}).encode())
+
+    def acquire(self, busy_message: str) -> None:
+        held = self._read()
+        if held and held.get("owner") != self.me["owner"] and self._live(held):
+            raise UsageError(busy_message)
+        self._write()
+        time.sleep(self.settle)
+        now = self._read() or {}
+        if now.get("owner") != self.me["owner"]:
+            raise UsageError(busy_message)
+        self._thread = threading.Thread(target=self._heartbeat, name="vidcap-lease", daemon=True)
+        self._thread.start()
+
+    def _heartbeat(self) -> None:
+        while not self._stop.wait(self.beat):
+            try:
+                self._write()
+            except Exception:
+                pass  # a missed beat only shortens how long the lock looks live
+
+    def release(self) -> None:
+        if self._thread is None:
+            return
+        self._stop.set()
+        self._thread.join()
+        self._thread = None
+        try:
+            held = self._read()
+            if held and held.get("owner") == self.me["owner"]:
+                self.path.fs.rm_file(self.path.path)
+        except Exception:
+            pass
