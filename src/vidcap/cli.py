@@ -87,6 +87,7 @@ def caption(
     lora_alpha: Optional[float] = typer.Option(None, "--lora-alpha", help="PLLaVA LoRA alpha (seed: 4)."),
     max_pixels: Optional[int] = typer.Option(None, "--max-pixels", help="Pixel budget per frame (Qwen-VL)."),
     trust_remote_code: bool = typer.Option(False, "--trust-remote-code", help="Allow model repos to run their own code."),
+    dtype: Optional[str] = typer.Option(None, "--dtype", help="bfloat16, float16 or float32 (default: bfloat16 on GPU, float32 on CPU)."),
     base_url: Optional[str] = typer.Option(None, "--base-url", help="OpenAI-compatible server URL (e.g. http://localhost:8000/v1)."),
     api_key_env: str = typer.Option("OPENAI_API_KEY", "--api-key-env", help="Environment variable holding the API key."),
     concurrency: int = typer.Option(16, "--concurrency", help="API requests in flight."),
@@ -124,7 +125,7 @@ def caption(
         num_frames=num_frames, prompt=prompt, prompt_text=prompt_text, max_new_tokens=max_new_tokens,
         temperature=temperature, batch_size=batch_size or (4 * concurrency if preset.backend == "openai" else 8),
         resize=resize, device=device, pooling_shape=_pooling(pooling_shape), lora_alpha=lora_alpha,
-        max_pixels=max_pixels, trust_remote_code=trust_remote_code, base_url=base_url,
+        max_pixels=max_pixels, trust_remote_code=trust_remote_code, dtype=dtype, base_url=base_url,
         api_key_env=api_key_env, concurrency=concurrency, max_retries=max_retries, timeout=timeout,
         detail=detail, price_in=price_in, price_out=price_out, extra={"strip_prefix": strip_prefix})
     stage = CaptionStage(preset, opts)

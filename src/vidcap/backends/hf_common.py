@@ -152,9 +152,14 @@ class HFCaptionBackend(CaptionBackend):
         self.resolve(device)
         self._load(self.model_dir, self.device, self.dtype)
         self.model.eval()
+        self.loaded_tp = self.tensor_parallel  # still reported after teardown frees the model
 
     def _load(self, path: Path, device: str, dtype) -> None:
         raise NotImplementedError
+
+    def usage_summary(self) -> dict:
+        tp = getattr(self, "loaded_tp", 1)
+        return {"tensor_parallel": f"{tp} devices per model"} if tp > 1 else {}
 
     @property
     def fast(self) -> bool:
@@ -168,7 +173,12 @@ class HFCaptionBackend(CaptionBackend):
         wanted = self.options.extra.get("static_cache")
         if wanted is None:
             wanted = self.preset.params.get("static_cache", False)
-        return self.fast and bool(wanted)
+        return self.fast and bool(wanted) and not self.tensor_parallel
+
+    @property
+    def tensor_parallel(self) -> int:
+        """K when this model is one shard of a --tp K group (its decode then runs eagerly, no static cache)."""
+        return getattr(self.model, "_tp_size", None) or getattr(self.model, "vidcap_tp", None) or 1
 
     def load_preprocessor(self, path: Path) -> None:
         """Load what `prepare_one` needs (processor/tokenizer), without the model: runs in decode workers."""
@@ -393,6 +403,16 @@ def collate_items(items: list[dict], pad_id: int) -> Prepared:
         else:
             batch[k] = vals
     return Prepared(batch, [int(it["n_prompt"]) for it in items])
+
+
+def check_tp_heads(text_config, tp: int, label: str) -> None:
+    """Tensor parallelism splits attention heads: refuse a split that does not divide them, in one sentence."""
+    heads = getattr(text_config, "num_attention_heads", None)
+    kv = getattr(text_config, "num_key_value_heads", None) or heads
+    for n, what in ((heads, "attention heads"), (kv, "key-value heads")):
+        if n and n % tp:
+            raise UsageError(f"--tp {tp} does not divide the {n} {what} of '{label}'; pick a --tp that divides "
+                             f"{n}, or run one model per GPU with --gpus alone.")
 
 
 class WorkerPreprocessor:

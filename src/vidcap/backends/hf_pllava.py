@@ -86,7 +86,10 @@ class PllavaBackend(HFCaptionBackend):
         if is_random_skeleton(path):
             self.model = random_pllava(path, device, dtype, self.pooling_shape, self.num_frames)
         else:
-            self.model, _ = load_pllava(path, device, dtype, self.pooling_shape, self.num_frames, self.lora_alpha)
+            from ..runners.tp import tp_rank_size
+
+            self.model, _ = load_pllava(path, device, dtype, self.pooling_shape, self.num_frames, self.lora_alpha,
+                                        tp=tp_rank_size())
         self.eos = eos_ids(self.tokenizer, self.model.generation_config)
         if self.model.generation_config.eos_token_id is None:
             self.model.generation_config.eos_token_id = self.eos

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from ..errors import UsageError
 from .base import CaptionRequest
-from .hf_common import HFCaptionBackend, eos_ids, is_random_skeleton, random_model
+from .hf_common import HFCaptionBackend, check_tp_heads, eos_ids, is_random_skeleton, random_model
 
 
 class HFVLMBackend(HFCaptionBackend):
@@ -52,6 +52,11 @@ class HFVLMBackend(HFCaptionBackend):
 
                 kwargs = dict(dtype=dtype, attn_implementation="sdpa", use_safetensors=True, trust_remote_code=trc)
                 sharded = tp_load_kwargs()  # inside a --tp group: transformers shards the weights itself
+                if sharded:
+                    from transformers import AutoConfig
+
+                    config = AutoConfig.from_pretrained(path, trust_remote_code=trc)
+                    check_tp_heads(getattr(config, "text_config", config), sharded["distributed_config"].tp_size, label)
                 kwargs.update(sharded)
                 if str(device).startswith("cuda") and not sharded:
                     kwargs["device_map"] = {"": device}  # straight onto the GPU, no full copy in host memory

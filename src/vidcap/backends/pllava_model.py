@@ -101,8 +101,31 @@ def target_key(key: str) -> str | None:
     return None
 
 
-def load_state(files: list[Path], device: str, dtype) -> tuple[dict, dict]:
-    """(weights, lora) read onto `device`; lora maps a module key to {"A": tensor, "B": tensor} in fp32."""
+# Tensor parallelism for PLLaVA's language model (Megatron layout): q/k/v and gate/up split by output rows,
+# o/down by input columns, an all-reduce after o and down. PLLaVA is not a transformers architecture, so
+# from_pretrained's tensor-parallel plan cannot load its PEFT checkpoint; slicing at read time instead keeps
+# each rank at 1/K of the LM weights in host and GPU memory, and the LoRA is merged into each slice.
+_COLWISE = re.compile(r"^model\.language_model\.layers\.\d+\.(self_attn\.[qkv]_proj|mlp\.(gate|up)_proj)\.weight$")
+_ROWWISE = re.compile(r"^model\.language_model\.layers\.\d+\.(self_attn\.o_proj|mlp\.down_proj)\.weight$")
+
+
+def _shard_dim(key: str) -> int | None:
+    return 0 if _COLWISE.match(key) else 1 if _ROWWISE.match(key) else None
+
+
+def _read(f, key: str, dim: int | None, tp: tuple[int, int] | None):
+    """The whole tensor, or this rank's contiguous 1/K of it along `dim` (read as a slice, not in full)."""
+    if tp is None or dim is None:
+        return f.get_tensor(key)
+    rank, size = tp
+    sl = f.get_slice(key)
+    n = sl.get_shape()[dim] // size
+    return sl[rank * n:(rank + 1) * n] if dim == 0 else sl[:, rank * n:(rank + 1) * n]
+
+
+def load_state(files: list[Path], device: str, dtype, tp: tuple[int, int] | None = None) -> tuple[dict, dict]:
+    """(weights, lora) read onto `device`; lora maps a module key to {"A": tensor, "B": tensor} in fp32.
+    tp=(rank, size): this rank's slices of the sharded LM weights (a LoRA B is sliced like its weight)."""
     from safetensors import safe_open
 
     weights, lora, unknown = {}, {}, []
@@ -117,13 +140,16 @@ def load_state(files: list[Path], device: str, dtype) -> tuple[dict, dict]:
                     if mod is None:
                         unknown.append(key)
                         continue
-                    lora.setdefault(mod, {})[m.group("ab")] = f.get_tensor(key).float()
+                    dim = _shard_dim(mod + ".weight")
+                    part = m.group("ab")  # B (out x r) splits with a colwise weight, A (r x in) with a rowwise one
+                    split = dim if (part == "B" and dim == 0) or (part == "A" and dim == 1) else None
+                    lora.setdefault(mod, {})[part] = _read(f, key, split, tp).float()
                     continue
                 tgt = target_key(key)
                 if tgt is None:
                     unknown.append(key)
                     continue
-                weights[tgt] = f.get_tensor(key).to(dtype)
+                weights[tgt] = _read(f, key, _shard_dim(tgt), tp).to(dtype)
     if unknown:
         more = f" (and {len(unknown) - 1} more)" if len(unknown) > 1 else ""
         raise UsageError(f"PLLaVA checkpoint has an unexpected weight '{unknown[0]}'{more}; is it a PLLaVA checkpoint?")
@@ -145,11 +171,15 @@ def merge_lora(weights: dict, lora: dict, alpha: float) -> int:
     return len(lora)
 
 
-def load_pllava(path: Path, device: str, dtype, pooling_shape, num_frames: int, lora_alpha: float):
-    """The merged model on `device`, plus the raw config dict; every key must match (strict)."""
+def load_pllava(path: Path, device: str, dtype, pooling_shape, num_frames: int, lora_alpha: float,
+                tp: tuple[int, int] | None = None):
+    """The merged model on `device`, plus the raw config dict; every key must match (strict).
+    tp=(rank, size): this rank's share of a tensor-parallel group (torch.distributed initialized)."""
     config, raw = read_pllava_config(path)
+    if tp is not None:
+        shard_config(config.text_config, tp[1])
     model = build_model(config, pooling_shape, num_frames)
-    weights, lora = load_state(checkpoint_files(path), device, dtype)
+    weights, lora = load_state(checkpoint_files(path), "cpu" if tp else device, dtype, tp)
     merge_lora(weights, lora, lora_alpha)
     expected = set(model.state_dict())
     weights = _align_vision_prefix(weights, expected)
@@ -162,7 +192,42 @@ def load_pllava(path: Path, device: str, dtype, pooling_shape, num_frames: int, 
         raise UsageError(f"PLLaVA checkpoint {path} has a weight '{extra[0]}' the model does not use"
                          + (f" and {len(extra) - 1} more" if len(extra) > 1 else "") + ".")
     model.load_state_dict(weights, strict=True, assign=True)
-    return model.to(device).eval(), raw
+    model = model.to(device).eval()
+    if tp is not None:
+        add_all_reduce(model, tp[1])
+    return model, raw
+
+
+def shard_config(text_config, size: int) -> None:
+    """The LM config of one rank's share: 1/K of the heads and of the MLP width, the same head size (so the
+    attention, rotary tables and a static KV cache all take the local shapes)."""
+    from ..errors import UsageError
+
+    heads = text_config.num_attention_heads
+    kv = getattr(text_config, "num_key_value_heads", None) or heads
+    for n, what in ((heads, "attention heads"), (kv, "key-value heads"), (text_config.intermediate_size, "MLP width")):
+        if n % size:
+            raise UsageError(f"--tp {size} does not divide the {n} {what} of this PLLaVA model; pick a --tp that "
+                             f"divides {n}, or run one model per GPU with --gpus alone.")
+    text_config.head_dim = getattr(text_config, "head_dim", None) or text_config.hidden_size // heads
+    text_config.num_attention_heads = heads // size
+    text_config.num_key_value_heads = kv // size
+    text_config.intermediate_size //= size
+
+
+def add_all_reduce(model, size: int) -> None:
+    """Sum the partial outputs of the row-split layers (o_proj, down_proj) over the group. Eager only: a
+    tensor-parallel model runs without the compiled static-cache decode (HFCaptionBackend.static_cache)."""
+    import torch.distributed as dist
+
+    def hook(module, args, output):
+        dist.all_reduce(output)
+        return output
+
+    for layer in model.model.language_model.layers:
+        layer.self_attn.o_proj.register_forward_hook(hook)
+        layer.mlp.down_proj.register_forward_hook(hook)
+    model.vidcap_tp = size
 
 
 def random_pllava(path: Path, device: str, dtype, pooling_shape, num_frames: int):

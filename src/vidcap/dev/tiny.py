@@ -15,7 +15,7 @@ from .tokenizer import CHATML_ONEVISION, CHATML_QWEN_VL, LLAMA3, MISTRAL_LLAVA, 
 
 SEED = 0
 _LM = dict(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=2,
-           num_key_value_heads=1, max_position_embeddings=4096)
+           num_key_value_heads=2, max_position_embeddings=4096)
 # CLIP-L/14-336 geometry with tiny width: 24x24 patches per frame, so PLLaVA's 4-12-12 pooling is exact.
 _CLIP = dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2,
              image_size=336, patch_size=14, projection_dim=32)

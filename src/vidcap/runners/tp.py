@@ -38,6 +38,18 @@ def init_group(device: str) -> None:
         dist.init_process_group(backend="cpu:gloo,cuda:nccl", init_method="env://")
     else:
         dist.init_process_group(backend="gloo", init_method="env://")
+    torch.manual_seed(0)  # every rank samples alike (--temperature > 0), or the group's generate loops drift apart
+
+
+def tp_rank_size() -> tuple[int, int] | None:
+    """(rank, size) inside a tensor-parallel group of 2 or more, else None."""
+    try:
+        import torch.distributed as dist
+    except ImportError:
+        return None
+    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() < 2:
+        return None
+    return dist.get_rank(), dist.get_world_size()
 
 
 def tp_load_kwargs() -> dict:
@@ -46,7 +58,7 @@ def tp_load_kwargs() -> dict:
         import torch.distributed as dist
     except ImportError:
         return {}
-    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() < 2:
+    if tp_rank_size() is None:
         return {}
     from transformers.distributed import DistributedConfig
 
