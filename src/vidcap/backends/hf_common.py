@@ -157,6 +157,21 @@ class HFCaptionBackend(CaptionBackend):
     def _load(self, path: Path, device: str, dtype) -> None:
         raise NotImplementedError
 
+    def check_tp(self, tp: int) -> None:
+        """Refuse a --tp that does not divide the model's heads, from its config alone (nothing loaded)."""
+        import json
+
+        # the folder only: this stage is sent to the workers, which pick their own device
+        path = self.model_dir or local_model_dir(self.preset.model_id or self.preset.name, self.options.trust_remote_code)
+        raw = json.loads((path / "config.json").read_text())
+        text = raw.get("text_config") or raw
+
+        class _Cfg:
+            num_attention_heads = text.get("num_attention_heads")
+            num_key_value_heads = text.get("num_key_value_heads")
+
+        check_tp_heads(_Cfg, tp, self.model_label())
+
     def usage_summary(self) -> dict:
         tp = getattr(self, "loaded_tp", 1)
         return {"tensor_parallel": f"{tp} devices per model"} if tp > 1 else {}

@@ -20,6 +20,8 @@ def dispatch(stage, manifest, out, run_opts, gpus=None, tp=1, engine="local", ad
         raise UsageError(f"--tp must be at least 1, not {tp}.")
     if engine not in ENGINES:
         raise UsageError(f"--engine must be one of {', '.join(ENGINES)}, not '{engine}'.")
+    if tp > 1 and hasattr(stage, "check_tp"):
+        stage.check_tp(tp)  # a split the model cannot take is refused here, before any worker starts
     if engine == "ray":
         from .ray_engine import run_ray
 

@@ -14,6 +14,7 @@ import os
 import pickle
 import signal
 import socket
+import sys
 
 
 def free_port() -> int:
@@ -119,7 +120,9 @@ def follower_main(spec, blob: bytes, rank: int, env: dict) -> None:
     try:
         init_group(spec.device(rank))
         follow(pickle.loads(blob), spec.device(rank))
-    except BaseException:
+    except BaseException as exc:  # the leader then fails on the broken group; this says why
+        why = " ".join(str(exc).split())[:300] or type(exc).__name__
+        print(f"vidcap: tensor-parallel rank {rank} of worker {spec.wid} failed: {why}", file=sys.stderr)
         code = 1
     os._exit(code)
 

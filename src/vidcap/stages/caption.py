@@ -132,6 +132,11 @@ class CaptionStage(Stage):
     def setup(self, device: str | None = None) -> None:
         self.backend.setup(device or self.options.device)
 
+    def check_tp(self, tp: int) -> None:
+        check = getattr(self.backend, "check_tp", None)
+        if check is not None:
+            check(tp)
+
     def teardown(self) -> None:
         self.backend.teardown()
 
