@@ -128,10 +128,11 @@ def main() -> None:
 
     manifest = make_bench_clips(WORK / "clips", videos, 640, 360, 4.0)
     model = materialize(shape)
-    runs = [caption(model, manifest, WORK / f"{shape}-{name}.parquet", batch, extra)
-            for name, extra in (("tp2", ["--gpus", "0,1", "--tp", "2"]), ("one", ["--gpus", "0"]),
-                                ("dp2", ["--gpus", "0,1"]))]
-    one, tp2 = runs[1], runs[0]
+    wanted = sys.argv[4].split(",") if len(sys.argv) > 4 else ["tp2", "one", "dp2"]
+    configs = {"tp2": ["--gpus", "0,1", "--tp", "2"], "one": ["--device", "cuda:0"], "dp2": ["--gpus", "0,1"]}
+    results = {name: caption(model, manifest, WORK / f"{shape}-{name}.parquet", batch, configs[name]) for name in wanted}
+    runs = list(results.values())
+    one, tp2 = results.get("one", {}), results.get("tp2", {})
     same = None
     if one.get("texts") and tp2.get("texts"):
         same = sum(a == b for a, b in zip(one["texts"], tp2["texts"])) / len(one["texts"])
@@ -141,7 +142,7 @@ def main() -> None:
               "first_captions": {"one": (one.get("texts") or [""])[:2], "tp2": (tp2.get("texts") or [""])[:2]}}
     print(json.dumps(report, indent=1), flush=True)
     out = Path(os.environ.get("OUT", "/tmp"))
-    (out / f"tp-{shape}.json").write_text(json.dumps(report, indent=1))
+    (out / f"tp-{shape}-{'-'.join(wanted)}.json").write_text(json.dumps(report, indent=1))
 
 
 if __name__ == "__main__":
