@@ -292,3 +292,20 @@ def real_videos() -> dict[str, Path]:
         for p in glob.glob("/usr/share/doc/opencv-doc/**/*.avi", recursive=True):
             found.setdefault(Path(p).name, Path(p))
     return found
+
+
+def clip_set(root, n: int, frame_cycle: int) -> Path:
+    """`root/m.csv` over n small clips `v/cNN.mp4` (12 + i % frame_cycle frames, with a clip_id column), a
+    text file named like a video and a missing path: the two rows that must fail."""
+    import pandas as pd
+
+    root = Path(root)
+    (root / "v").mkdir(parents=True, exist_ok=True)
+    rows = []
+    for i in range(n):
+        make_video(root / "v" / f"c{i:02d}.mp4", n_frames=12 + (i % frame_cycle), size=(64, 48))
+        rows.append({"path": f"v/c{i:02d}.mp4", "clip_id": i})
+    make_text_as_video(root / "v" / "bad.mp4")
+    rows += [{"path": "v/bad.mp4", "clip_id": 100}, {"path": "v/gone.mp4", "clip_id": 101}]
+    pd.DataFrame(rows).to_csv(root / "m.csv", index=False)
+    return root / "m.csv"

@@ -15,7 +15,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from media import make_text_as_video, make_video
+from media import clip_set
 from clirun import VIDCAP, vidcap
 from vidcap.errors import UsageError
 from vidcap.runners import device_groups, parse_gpus
@@ -27,14 +27,7 @@ FAKE = ["--model", "fake", "-q"]
 @pytest.fixture(scope="module")
 def clips(tmp_path_factory):
     root = tmp_path_factory.mktemp("mg")
-    (root / "v").mkdir()
-    rows = []
-    for i in range(24):
-        make_video(root / "v" / f"c{i:02d}.mp4", n_frames=12 + (i % 5), size=(64, 48))
-        rows.append({"path": f"v/c{i:02d}.mp4", "clip_id": i})
-    make_text_as_video(root / "v" / "bad.mp4")
-    rows += [{"path": "v/bad.mp4", "clip_id": 100}, {"path": "v/gone.mp4", "clip_id": 101}]
-    pd.DataFrame(rows).to_csv(root / "m.csv", index=False)
+    clip_set(root, 24, frame_cycle=5)
     single = root / "single.parquet"
     vidcap("caption", root / "m.csv", "-o", single, *FAKE, "--workers", "1")
     return root

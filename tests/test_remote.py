@@ -13,7 +13,7 @@ import time
 import pandas as pd
 import pytest
 
-from media import make_text_as_video, make_video
+from media import clip_set
 from clirun import cli_env, vidcap
 
 pytest.importorskip("s3fs")
@@ -36,14 +36,7 @@ def s3():
 @pytest.fixture(scope="module")
 def clips(tmp_path_factory):
     root = tmp_path_factory.mktemp("remote")
-    (root / "v").mkdir()
-    rows = []
-    for i in range(10):
-        make_video(root / "v" / f"c{i:02d}.mp4", n_frames=12 + (i % 4), size=(64, 48))
-        rows.append({"path": f"v/c{i:02d}.mp4", "clip_id": i})
-    make_text_as_video(root / "v" / "bad.mp4")
-    rows += [{"path": "v/bad.mp4", "clip_id": 100}, {"path": "v/gone.mp4", "clip_id": 101}]
-    pd.DataFrame(rows).to_csv(root / "m.csv", index=False)
+    clip_set(root, 10, frame_cycle=4)
     vidcap("caption", root / "m.csv", "-o", root / "single.parquet", *FAKE, "--workers", "0")
     return root
 
