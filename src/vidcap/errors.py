@@ -43,6 +43,11 @@ class FatalRunError(UsageError):
     """The run must stop now (bad API key, disk full); finished rows are already saved."""
 
 
+def first_line(exc: BaseException, limit: int = 160) -> str:
+    """An exception's first message line (or its type name), for one-sentence errors."""
+    return (str(exc).strip().splitlines() or [type(exc).__name__])[0][:limit]
+
+
 def format_error(code: str, message: str) -> str:
     message = " ".join(str(message).split())
     if len(message) > 300:

@@ -30,14 +30,15 @@ def table_format(path: str | os.PathLike) -> str:
 def read_table(path: str | os.PathLike) -> pd.DataFrame:
     """Read a CSV/Parquet file (a local path or an fsspec URL), turning every way it can be unreadable into
     one UsageError sentence."""
-    from .storage import as_path, describe_error, is_remote, open_binary
+    from .errors import first_line
+    from .storage import as_path, is_remote, open_binary
 
     path = as_path(path)
     fmt = table_format(path)
     try:
         exists, is_dir = path.exists(), path.is_dir()
     except Exception as exc:  # a remote store that cannot be reached or refuses the credentials
-        raise UsageError(f"cannot read {path} ({describe_error(exc)}); check the URL and its credentials.") from None
+        raise UsageError(f"cannot read {path} ({first_line(exc)}); check the URL and its credentials.") from None
     if not exists:
         raise UsageError(f"manifest {path} does not exist; check the path.")
     if is_dir:

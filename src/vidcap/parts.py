@@ -19,9 +19,9 @@ from pathlib import Path
 import pandas as pd
 
 from . import __version__
-from .errors import RETRYABLE, FatalRunError, UsageError, error_code
+from .errors import RETRYABLE, FatalRunError, UsageError, error_code, first_line
 from .manifest import ABSPATH, RID, _fsync_dir, public_columns, read_table, write_table
-from .storage import RemoteLease, as_path, describe_error, is_object_store, is_remote, open_binary, rmtree
+from .storage import RemoteLease, as_path, is_object_store, is_remote, open_binary, put_bytes, rmtree
 
 RUN_JSON = "run.json"
 
@@ -79,7 +79,7 @@ class PartStore:
         except UsageError:
             raise
         except Exception as exc:  # a remote store: unreachable, no such bucket, no write permission
-            raise UsageError(f"cannot write to {self.dir} ({describe_error(exc)}); check the URL, that the "
+            raise UsageError(f"cannot write to {self.dir} ({first_line(exc)}); check the URL, that the "
                              "bucket exists and that the credentials may write there.") from None
         try:
             self._check_settings()
@@ -105,7 +105,7 @@ class PartStore:
                     self.dir.mkdir(parents=True, exist_ok=True)
                 return created
             except Exception as exc:
-                raise UsageError(f"cannot reach {self.dir} ({describe_error(exc)}); check the URL and its "
+                raise UsageError(f"cannot reach {self.dir} ({first_line(exc)}); check the URL and its "
                                  "credentials.") from None
         created = not self.dir.exists()
         try:
@@ -171,7 +171,6 @@ class PartStore:
         if self._lock_fh is not None:
             self._lock_fh.close()
             self._lock_fh = None
-        self._lease: RemoteLease | None = None
 
     def _clear_parts(self) -> None:
         for p in self.dir.glob("part-*"):
@@ -195,12 +194,10 @@ class PartStore:
 
     def _write_json(self, path: Path, data: dict) -> None:
         if self.remote:
-            from .storage import put_bytes
-
             try:
                 put_bytes(path, json.dumps(data, indent=2, default=str).encode())
             except Exception as exc:
-                raise FatalRunError(f"could not write {path} ({describe_error(exc)}); fix the problem and run the "
+                raise FatalRunError(f"could not write {path} ({first_line(exc)}); fix the problem and run the "
                                     "same command again to resume.") from None
             return
         tmp = path.with_name(path.name + ".tmp")
@@ -226,7 +223,7 @@ class PartStore:
         except OSError as exc:
             raise _disk_error(exc, f"a part file in {self.dir}") from None
         except Exception as exc:  # a remote store's own errors (network, permissions)
-            raise FatalRunError(f"could not write a part file in {self.dir} ({describe_error(exc)}); fix the "
+            raise FatalRunError(f"could not write a part file in {self.dir} ({first_line(exc)}); fix the "
                                 "problem and run the same command again to resume.") from None
         return path
 
@@ -305,7 +302,7 @@ class PartStore:
         except OSError as exc:
             raise _disk_error(exc, str(self.output)) from None
         except Exception as exc:
-            raise FatalRunError(f"could not write {self.output} ({describe_error(exc)}); fix the problem and run "
+            raise FatalRunError(f"could not write {self.output} ({first_line(exc)}); fix the problem and run "
                                 "the same command again: the parts are kept.") from None
         _fault("final_cleanup")
         if not self.keep_parts:

@@ -20,7 +20,7 @@ import threading
 import time
 from pathlib import Path
 
-from .errors import UsageError
+from .errors import UsageError, first_line
 
 # Filesystems where a single write is atomic (a PUT appears whole or not at all); the rest get temp + move.
 OBJECT_STORES = {"s3", "s3a", "gs", "gcs", "az", "abfs", "abfss", "adl", "oss", "r2", "memory"}
@@ -49,8 +49,7 @@ def as_path(value):
     try:
         return UPath(text)
     except (ImportError, ValueError) as exc:
-        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:160]
-        raise UsageError(f"cannot open {text} ({first}); install the fsspec package for {proto}:// "
+        raise UsageError(f"cannot open {text} ({first_line(exc)}); install the fsspec package for {proto}:// "
                          "(s3fs, gcsfs, adlfs, ...).") from None
 
 
@@ -103,11 +102,6 @@ def rmtree(path) -> None:
             pass
         return
     shutil.rmtree(path, ignore_errors=True)
-
-
-def describe_error(exc: BaseException) -> str:
-    first = (str(exc).strip().splitlines() or [""])[0][:160]
-    return first or type(exc).__name__
 
 
 class RemoteLease:

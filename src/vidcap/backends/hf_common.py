@@ -165,12 +165,9 @@ class HFCaptionBackend(CaptionBackend):
         path = self.model_dir or local_model_dir(self.preset.model_id or self.preset.name, self.options.trust_remote_code)
         raw = json.loads((path / "config.json").read_text())
         text = raw.get("text_config") or raw
-
-        class _Cfg:
-            num_attention_heads = text.get("num_attention_heads")
-            num_key_value_heads = text.get("num_key_value_heads")
-
-        check_tp_heads(_Cfg, tp, self.model_label())
+        heads = text.get("num_attention_heads")
+        check_tp_split(tp, f"'{self.model_label()}'", {"attention heads": heads,
+                                                       "key-value heads": text.get("num_key_value_heads") or heads})
 
     def usage_summary(self) -> dict:
         tp = getattr(self, "loaded_tp", 1)
@@ -420,13 +417,12 @@ def collate_items(items: list[dict], pad_id: int) -> Prepared:
     return Prepared(batch, [int(it["n_prompt"]) for it in items])
 
 
-def check_tp_heads(text_config, tp: int, label: str) -> None:
-    """Tensor parallelism splits attention heads: refuse a split that does not divide them, in one sentence."""
-    heads = getattr(text_config, "num_attention_heads", None)
-    kv = getattr(text_config, "num_key_value_heads", None) or heads
-    for n, what in ((heads, "attention heads"), (kv, "key-value heads")):
+def check_tp_split(tp: int, label: str, counts: dict) -> None:
+    """Tensor parallelism splits heads (and widths) K ways: refuse, in one sentence, a K that does not divide
+    one of `counts` ({"attention heads": 40, ...})."""
+    for what, n in counts.items():
         if n and n % tp:
-            raise UsageError(f"--tp {tp} does not divide the {n} {what} of '{label}'; pick a --tp that divides "
+            raise UsageError(f"--tp {tp} does not divide the {n} {what} of {label}; pick a --tp that divides "
                              f"{n}, or run one model per GPU with --gpus alone.")
 
 

@@ -5,9 +5,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ..errors import UsageError
+from ..errors import UsageError, first_line
 from .base import CaptionRequest
-from .hf_common import HFCaptionBackend, check_tp_heads, eos_ids, is_random_skeleton, random_model
+from .hf_common import HFCaptionBackend, eos_ids, is_random_skeleton, random_model
 
 
 class HFVLMBackend(HFCaptionBackend):
@@ -26,8 +26,7 @@ class HFVLMBackend(HFCaptionBackend):
         try:
             self.processor = AutoProcessor.from_pretrained(path, trust_remote_code=self.options.trust_remote_code)
         except (OSError, ValueError, KeyError) as exc:
-            first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:160]
-            raise UsageError(f"could not load the processor of '{label}' ({first}); pass a full model directory.") from None
+            raise UsageError(f"could not load the processor of '{label}' ({first_line(exc)}); pass a full model directory.") from None
         self.tokenizer = getattr(self.processor, "tokenizer", None)
         if self.tokenizer is None:
             raise UsageError(f"the processor of '{label}' has no tokenizer; pass a full model directory.")
@@ -52,11 +51,6 @@ class HFVLMBackend(HFCaptionBackend):
 
                 kwargs = dict(dtype=dtype, attn_implementation="sdpa", use_safetensors=True, trust_remote_code=trc)
                 sharded = tp_load_kwargs()  # inside a --tp group: transformers shards the weights itself
-                if sharded:
-                    from transformers import AutoConfig
-
-                    config = AutoConfig.from_pretrained(path, trust_remote_code=trc)
-                    check_tp_heads(getattr(config, "text_config", config), sharded["distributed_config"].tp_size, label)
                 kwargs.update(sharded)
                 if str(device).startswith("cuda") and not sharded:
                     kwargs["device_map"] = {"": device}  # straight onto the GPU, no full copy in host memory
@@ -69,8 +63,7 @@ class HFVLMBackend(HFCaptionBackend):
                     model = AutoModelForImageTextToText.from_pretrained(path, **kwargs)
         except (OSError, ValueError, KeyError) as exc:
             hint = "" if trc else "; if it ships its own code, add --trust-remote-code"
-            first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:160]
-            raise UsageError(f"could not load '{label}' as an image-text-to-text model ({first}){hint}.") from None
+            raise UsageError(f"could not load '{label}' as an image-text-to-text model ({first_line(exc)}){hint}.") from None
         self.model = model if getattr(model, "_tp_size", None) else model.to(device)
         self.eos = eos_ids(self.tokenizer, self.model.generation_config)
 

@@ -201,14 +201,12 @@ def load_pllava(path: Path, device: str, dtype, pooling_shape, num_frames: int, 
 def shard_config(text_config, size: int) -> None:
     """The LM config of one rank's share: 1/K of the heads and of the MLP width, the same head size (so the
     attention, rotary tables and a static KV cache all take the local shapes)."""
-    from ..errors import UsageError
+    from .hf_common import check_tp_split
 
     heads = text_config.num_attention_heads
     kv = getattr(text_config, "num_key_value_heads", None) or heads
-    for n, what in ((heads, "attention heads"), (kv, "key-value heads"), (text_config.intermediate_size, "MLP width")):
-        if n % size:
-            raise UsageError(f"--tp {size} does not divide the {n} {what} of this PLLaVA model; pick a --tp that "
-                             f"divides {n}, or run one model per GPU with --gpus alone.")
+    check_tp_split(size, "this PLLaVA model", {"attention heads": heads, "key-value heads": kv,
+                                               "MLP width": text_config.intermediate_size})
     text_config.head_dim = getattr(text_config, "head_dim", None) or text_config.hidden_size // heads
     text_config.num_attention_heads = heads // size
     text_config.num_key_value_heads = kv // size

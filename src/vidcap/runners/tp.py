@@ -55,15 +55,12 @@ def tp_rank_size() -> tuple[int, int] | None:
 
 def tp_load_kwargs() -> dict:
     """from_pretrained arguments for a backend whose setup runs inside a tensor-parallel group, else {}."""
-    try:
-        import torch.distributed as dist
-    except ImportError:
-        return {}
-    if tp_rank_size() is None:
+    group = tp_rank_size()
+    if group is None:
         return {}
     from transformers.distributed import DistributedConfig
 
-    return {"distributed_config": DistributedConfig(tp_size=dist.get_world_size())}
+    return {"distributed_config": DistributedConfig(tp_size=group[1])}
 
 
 def broadcast(obj=None):
@@ -121,8 +118,9 @@ def follower_main(spec, blob: bytes, rank: int, env: dict) -> None:
         init_group(spec.device(rank))
         follow(pickle.loads(blob), spec.device(rank))
     except BaseException as exc:  # the leader then fails on the broken group; this says why
-        why = " ".join(str(exc).split())[:300] or type(exc).__name__
-        print(f"vidcap: tensor-parallel rank {rank} of worker {spec.wid} failed: {why}", file=sys.stderr)
+        from ..errors import first_line
+
+        print(f"vidcap: tensor-parallel rank {rank} of worker {spec.wid} failed: {first_line(exc, 300)}", file=sys.stderr)
         code = 1
     os._exit(code)
 
