@@ -209,7 +209,9 @@ def test_token_counts_and_length_finish(tiny_model, clips):
 
 
 def test_oom_splits_the_batch_then_fails_one_row(tiny_model, clips, monkeypatch):
+    """The plain generate() path (--baseline, sampling, engine fallback); the engine's own: test_engine.py."""
     backend = backend_for(tiny_model, "qwen2-vl")
+    monkeypatch.setattr(type(backend), "engine", lambda self: None)
     reqs = requests_for(clips, 4, "uniform")
     real = type(backend).generate
     sizes = []

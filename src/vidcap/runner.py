@@ -290,10 +290,18 @@ class Run:
             else:  # in-thread loading would race this thread's imports while the model loads
                 stage.setup(opts.device)
                 feeder.start()
-            for batch in self._batches(feeder, progress):
-                self._run_batch(batch)
-                progress.advance(len(batch))
-                self._maybe_flush()
+            streams = getattr(stage, "streams", None)
+            if streams is not None and streams():  # continuous batching: clips flow in one by one
+                for item, out in stage.process_stream(_QueueSource(self, feeder, progress)):
+                    self._record(item.row, out)
+                    progress.advance(1)
+                    self._check_all_failing()
+                    self._maybe_flush()
+            else:
+                for batch in self._batches(feeder, progress):
+                    self._run_batch(batch)
+                    progress.advance(len(batch))
+                    self._maybe_flush()
             self._flush()
         except (KeyboardInterrupt, FatalRunError):
             if feeder is not None:
@@ -389,6 +397,40 @@ class Run:
     def _extra(self) -> dict:
         """Stage figures for the summary; runners whose stage runs in other processes gather theirs."""
         return self.stage.summary_extra()
+
+
+class _QueueSource:
+    """The feeder's queue as a stream source: `take(n, block)` gives up to n loaded Items ([] when none
+    is ready; with block, after waiting briefly), None once the feeder is done. Rows whose loading
+    failed are recorded here, as in `Run._batches`."""
+
+    def __init__(self, run: Run, feeder: Feeder, progress: "_Progress"):
+        self.run, self.feeder, self.progress = run, feeder, progress
+        self.done = False
+
+    def take(self, n: int, block: bool) -> list[Item] | None:
+        if self.done:
+            return None
+        out: list[Item] = []
+        while len(out) < n:
+            try:
+                got = self.feeder.q.get(timeout=0.5) if (block and not out) else self.feeder.q.get_nowait()
+            except queue.Empty:
+                if not out:
+                    self.run._maybe_flush()
+                return out
+            if got is Feeder.DONE:
+                if self.feeder.error is not None:
+                    raise self.feeder.error
+                self.done = True
+                return out or None
+            row, data, err = got
+            if err:
+                self.run._record(row, {"error": err})
+                self.progress.advance(1)
+                continue
+            out.append(Item(row, data))
+        return out
 
 
 def process_safely(stage: Stage, batch: list[Item]) -> list[dict]:

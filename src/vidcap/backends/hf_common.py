@@ -7,6 +7,7 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from ..engine.scheduler import ListSource
 from ..errors import MODEL, OOM, UsageError, format_error
 from .base import CaptionBackend, CaptionRequest, CaptionResult
 
@@ -175,17 +176,8 @@ class HFCaptionBackend(CaptionBackend):
 
     @property
     def fast(self) -> bool:
-        """Static KV cache with a compiled decode step, fixed batch and bucketed lengths (CUDA only)."""
-        return bool(self.options.extra.get("fast", True)) and str(self.device).startswith("cuda")
-
-    @property
-    def static_cache(self) -> bool:
-        """Static KV cache + compiled decode: measured faster for PLLaVA-13B (short prompts), slower for
-        LLaVA-1.6 anyres (~5k-token prompts) and Qwen2.5-VL on H100 (docs/benchmarks.md), so per family."""
-        wanted = self.options.extra.get("static_cache")
-        if wanted is None:
-            wanted = self.preset.params.get("static_cache", False)
-        return self.fast and bool(wanted) and not self.tensor_parallel
+        """vidcap's own engine and preprocessing in the decode workers; False: plain generate() (--baseline)."""
+        return bool(self.options.extra.get("fast", True))
 
     @property
     def tensor_parallel(self) -> int:
@@ -203,8 +195,16 @@ class HFCaptionBackend(CaptionBackend):
     def collate(self, items: list[dict]) -> Prepared:
         return collate_items(items, self.pad_id)
 
+    def prepare_item(self, request: CaptionRequest) -> dict:
+        """`prepare_one` plus the caption's own token limit when the bench draws lengths (--lengths A:B)."""
+        item = self.prepare_one(request)
+        limit = drawn_length(self.options.extra.get("lengths"), request.meta.get("path"))
+        if limit:
+            item["max_new"] = limit
+        return item
+
     def prepare(self, requests: list[CaptionRequest]) -> Prepared:
-        return self.collate([self.prepare_one(r) for r in requests])
+        return self.collate([self.prepare_item(r) for r in requests])
 
     def worker_preprocessor(self):
         """A picklable object decode workers call to turn a request into model inputs (None: not supported)."""
@@ -216,11 +216,88 @@ class HFCaptionBackend(CaptionBackend):
         return clean_caption(text)
 
     def caption(self, requests: list[CaptionRequest]) -> list[CaptionResult]:
-        return self._run(requests, self.prepare)
+        if self.engine() is None:
+            return self._run(requests, self.prepare)
+        items, early = [], {}
+        for i, req in enumerate(requests):
+            try:
+                items.append((i, self.prepare_item(req)))
+            except (UsageError, KeyboardInterrupt):
+                raise
+            except Exception as exc:  # a request the processor rejects is that row's error
+                early[i] = CaptionResult(error=format_error(MODEL, f"{type(exc).__name__}: {_first_line(exc)}"))
+        done = dict(self.caption_stream(ListSource(items)))
+        return [early.get(i) or done[i] for i in range(len(requests))]
 
     def caption_prepared(self, items: list[dict]) -> list[CaptionResult]:
         """Like `caption`, for requests the decode workers already turned into model inputs."""
-        return self._run(items, self.collate)
+        if self.engine() is None:
+            return self._run(items, self.collate)
+        done = dict(self.caption_stream(ListSource(list(enumerate(items)))))
+        return [done[i] for i in range(len(items))]
+
+    # -- the engine ----------------------------------------------------------------------------------
+    _engine = None
+    _engine_stats = None  # the last engine's figures, kept after teardown for the run summary
+    _engine_off: str | None = None  # why this model runs through generate() instead
+
+    def engine(self):
+        """vidcap's engine for this model (built once, reused across batches and runs), or None where it
+        does not apply: --baseline, sampling, a --tp shard, or an architecture it does not implement."""
+        if self.model is None:
+            return None
+        why = self._engine_refusal()  # asked each time: the bench switches --baseline on and off
+        if why is None and self._engine is not None:
+            return self._engine
+        if why is None:
+            from ..engine import Engine, Unsupported
+
+            try:
+                self._engine = Engine(self.model, slots=self.options.batch_size, eos=self.eos, pad_id=self.pad_id,
+                                      max_new_tokens=int(self.options.max_new_tokens), device=self.device,
+                                      dtype=self.dtype, collate=self._collate_right,
+                                      ignore_eos=bool(self.options.extra.get("ignore_eos")))
+                return self._engine
+            except Unsupported as exc:
+                why = str(exc)
+        if why != self._engine_off:
+            self._engine_off = why
+            if self.fast and self.options.extra.get("engine", True):
+                warn(f"vidcap's engine is off for this run, captions go through generate() ({why}).")
+        return None
+
+    def _engine_refusal(self) -> str | None:
+        if not self.fast or self.options.extra.get("engine") is False:
+            return "switched off (--baseline or engine=False)"
+        if float(self.options.temperature or 0) > 0:
+            return "sampling (--temperature > 0) runs through generate(); the engine decodes greedily"
+        if self.tensor_parallel > 1:
+            return f"tensor parallel over {self.tensor_parallel} devices"
+        return None
+
+    def _collate_right(self, items: list[dict]) -> dict:
+        return collate_items(items, self.pad_id, side="right").inputs
+
+    def caption_stream(self, source):
+        """(key, CaptionResult) as each caption finishes; `source.take(n, block)` gives (key, item) pairs
+        of `prepare_item` outputs, or None once there are no more. Never loses or doubles an item."""
+        held: dict = {}
+        for out in self._engine.run(_Holding(source, held)):
+            item = held.pop(out.key)
+            if out.finish == "fallback":
+                res = self._generate_guarded([item], self.collate)[0]
+            elif out.finish == "error":
+                res = CaptionResult(error=format_error(OOM, out.error))
+            else:
+                res = self.decode([out.tokens], [int(item["n_prompt"])])[0]
+            yield out.key, res
+
+    def engine_summary(self) -> dict:
+        """fast_path and the engine's own figures (decode ms per step, graph replays, ...) for run.json."""
+        stats = self._engine.stats if self._engine is not None else self._engine_stats
+        if stats is not None:
+            return stats.summary()
+        return {"fast_path": False, "fast_path_reason": self._engine_off or "not used"}
 
     def _run(self, batch: list, prepare) -> list[CaptionResult]:
         if not batch:
@@ -228,12 +305,7 @@ class HFCaptionBackend(CaptionBackend):
         size = min(self.options.batch_size, self._fits or self.options.batch_size)
         results = []
         for i in range(0, len(batch), size):  # a batch size that ran out of memory once is not tried again
-            chunk = batch[i:i + size]
-            n = len(chunk)
-            if self.static_cache and n < size:
-                # a constant batch shape keeps the compiled decode step and its CUDA graphs reusable
-                chunk = chunk + [chunk[-1]] * (size - n)
-            results += self._generate_guarded(chunk, prepare)[:n]
+            results += self._generate_guarded(batch[i:i + size], prepare)
         return results
 
     _fits: int | None = None  # the largest batch known to fit in GPU memory, once one did not
@@ -283,21 +355,25 @@ class HFCaptionBackend(CaptionBackend):
         cfg.pad_token_id = self.pad_id
         if self.options.extra.get("ignore_eos"):  # benchmarks: every caption exactly max_new_tokens long
             cfg.min_new_tokens = cfg.max_new_tokens
-        if self.static_cache:
-            cfg.cache_implementation = "static"
         return cfg
 
     def generate(self, prepared: Prepared) -> list[CaptionResult]:
         import torch
 
-        inputs = prepared.inputs
-        if self.static_cache:  # prompt lengths rounded up: fewer distinct static-cache shapes to compile
-            inputs = left_pad(inputs, _round_up(inputs["input_ids"].shape[1], 128), self.pad_id)
-        inputs = {k: _to(v, self.device, self.dtype) for k, v in inputs.items()}
+        inputs = {k: _to(v, self.device, self.dtype) for k, v in prepared.inputs.items()}
         n_in = inputs["input_ids"].shape[1]
+        cfg = self.generation_config()
+        limits = [m or cfg.max_new_tokens for m in prepared.extra.get("max_new", [])]
+        if limits:  # drawn lengths (bench --lengths): a static batch runs until its longest caption is done
+            cfg.max_new_tokens = max(limits)
+            if cfg.min_new_tokens:  # ignore_eos
+                cfg.min_new_tokens = cfg.max_new_tokens
         with torch.inference_mode():
-            out = self.model.generate(**inputs, generation_config=self.generation_config())
-        return self.decode(out[:, n_in:].tolist(), prepared.prompt_tokens)
+            out = self.model.generate(**inputs, generation_config=cfg)
+        new = out[:, n_in:].tolist()
+        if limits:
+            new = [ids[:m] for ids, m in zip(new, limits)]
+        return self.decode(new, prepared.prompt_tokens)
 
     def decode(self, new_tokens: list[list[int]], prompt_tokens: list[int]) -> list[CaptionResult]:
         results = []
@@ -321,7 +397,9 @@ class HFCaptionBackend(CaptionBackend):
 
         import torch
 
-        self.model = None
+        if self._engine is not None:
+            self._engine_stats = self._engine.stats
+        self.model = self._engine = None
         gc.collect()
         if torch.cuda.is_available():
             torch.cuda.empty_cache()
@@ -358,10 +436,6 @@ def random_model(auto_cls, path: Path, device: str, dtype):
     return model
 
 
-def _round_up(n: int, k: int) -> int:
-    return -(-n // k) * k
-
-
 def _seq_keys(item: dict) -> list[str]:
     """Keys whose tensors run along the token sequence (input_ids, attention_mask, token type ids...)."""
     length = item["input_ids"].shape[-1]
@@ -373,38 +447,26 @@ def _is_seq(key: str, value, length: int) -> bool:
     return named and hasattr(value, "dim") and value.dim() == 2 and value.shape[1] == length
 
 
-def left_pad(inputs: dict, width: int, pad_id: int) -> dict:
+def collate_items(items: list[dict], pad_id: int, side: str = "left") -> Prepared:
+    """Per-request inputs -> one left-padded batch, as the processor would have made it in one call
+    (right-padded for the engine's prefill, where each clip's last token is read at its own length)."""
     import torch
 
-    length = inputs["input_ids"].shape[1]
-    if width <= length:
-        return inputs
-    out = dict(inputs)
-    for k, v in inputs.items():
-        if not _is_seq(k, v, length):
-            continue
-        fill = pad_id if k == "input_ids" else 0
-        pad = torch.full((v.shape[0], width - length), fill, dtype=v.dtype)
-        out[k] = torch.cat([pad, v], dim=1)
-    return out
-
-
-def collate_items(items: list[dict], pad_id: int) -> Prepared:
-    """Per-request inputs -> one left-padded batch, as the processor would have made it in one call."""
-    import torch
+    def pad(v, fill, width):
+        p = torch.full((1, width - v.shape[1]), fill, dtype=v.dtype)
+        return torch.cat([p, v] if side == "left" else [v, p], 1)
 
     seq = _seq_keys(items[0])
     width = max(it["input_ids"].shape[1] for it in items)
     batch = {}
     keys = list(dict.fromkeys(k for it in items for k in it))  # image and video rows carry different keys
     for k in keys:
-        if k == "n_prompt":
+        if k in ("n_prompt", "max_new"):
             continue
         vals = [it[k] for it in items if k in it]
         if k in seq:
             fill = pad_id if k == "input_ids" else 0
-            batch[k] = torch.cat([torch.cat([torch.full((1, width - v.shape[1]), fill, dtype=v.dtype), v], 1)
-                                  for v in vals])
+            batch[k] = torch.cat([pad(v, fill, width) for v in vals])
         elif hasattr(vals[0], "dim") and vals[0].dim() >= 3 and len({v.shape[1] for v in vals}) > 1:
             # anyres pixel_values [images, patches, C, H, W]: pad the patch axis as the processor does
             most = max(v.shape[1] for v in vals)
@@ -414,7 +476,8 @@ def collate_items(items: list[dict], pad_id: int) -> Prepared:
             batch[k] = torch.cat(vals)
         else:
             batch[k] = vals
-    return Prepared(batch, [int(it["n_prompt"]) for it in items])
+    extra = {"max_new": [it.get("max_new") for it in items]} if any("max_new" in it for it in items) else {}
+    return Prepared(batch, [int(it["n_prompt"]) for it in items], extra)
 
 
 def check_tp_split(tp: int, label: str, counts: dict) -> None:
@@ -448,4 +511,34 @@ class WorkerPreprocessor:
             backend.model_dir = Path(self.model_dir)
             backend.load_preprocessor(Path(self.model_dir))
             self._backend = backend
-        return self._backend.prepare_one(request)
+        return self._backend.prepare_item(request)
+
+
+def drawn_length(lengths, path) -> int | None:
+    """The caption length for a clip when the bench draws them (`--lengths A:B`): fixed by a seeded hash
+    of its path, so the engine and the baseline end every clip's caption at the same token."""
+    if not lengths:
+        return None
+    import random
+
+    low, high = lengths
+    return random.Random(f"vidcap-lengths:{path}").randint(int(low), int(high))
+
+
+def warn(message: str) -> None:
+    import sys
+
+    print(f"warning: {message}", file=sys.stderr, flush=True)
+
+
+class _Holding:
+    """Wraps an engine source and keeps each item by key until its caption comes back."""
+
+    def __init__(self, source, held: dict):
+        self.source, self.held = source, held
+
+    def take(self, n: int, block: bool):
+        got = self.source.take(n, block)
+        for key, item in got or []:
+            self.held[key] = item
+        return got

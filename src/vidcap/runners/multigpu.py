@@ -70,6 +70,9 @@ def merge_extras(extras: list[dict]) -> dict:
     merged: dict = {}
     for extra in extras:
         for k, v in extra.items():
+            if isinstance(v, bool):  # e.g. fast_path: true only if it held on every worker
+                merged[k] = merged.get(k, True) and v
+                continue
             both_numbers = isinstance(v, (int, float)) and isinstance(merged.get(k, 0), (int, float))
             merged[k] = merged.get(k, 0) + v if both_numbers else merged.get(k, v)
     return merged

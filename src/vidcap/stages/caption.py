@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
+from typing import Iterator
 
 from ..backends.base import CaptionOptions, CaptionRequest
 from ..backends.registry import Preset, make_backend
@@ -148,20 +149,37 @@ class CaptionStage(Stage):
         if all(prepared is not None for _, prepared in split):
             results = self.backend.caption_prepared([prepared for _, prepared in split])
         else:
-            reqs = [CaptionRequest(fr.frames, self.picker(it.row, fr.is_image), fr.is_image,
-                                   {"path": it.row.get(ABSPATH), "fps": fr.fps}) for it, (fr, _) in zip(items, split)]
+            reqs = [self._request(it, fr) for it, (fr, _) in zip(items, split)]
             results = self.backend.caption(reqs)
-        label = self.backend.model_label()
-        outs = []
-        for (fr, _), res in zip(split, results):
-            text, flags = self.checker.check(res.text, res.finish_reason, res.error)
-            raw = res.raw_text if res.raw_text and res.raw_text != text else ""
-            outs.append({"text": text, "text_raw": raw, "num_frames": fr.num_frames, "fps": fr.fps,
-                         "width": fr.width, "height": fr.height, "frame_idx": list(fr.indices), "model": label,
-                         "prompt": self.picker.name(fr.is_image), "prompt_tokens": res.prompt_tokens,
-                         "completion_tokens": res.completion_tokens, "finish_reason": res.finish_reason,
-                         "flags": flags, "error": res.error})
-        return outs
+        return [self._row(fr, res) for (fr, _), res in zip(split, results)]
+
+    def streams(self) -> bool:
+        """True when the backend takes clips one by one as they come (continuous batching)."""
+        engine = getattr(self.backend, "engine", None)
+        return engine is not None and engine() is not None
+
+    def process_stream(self, source) -> Iterator[tuple[Item, dict]]:
+        """(item, output row) in the order captions finish; `source.take(n, block)` gives Items (None once
+        there are none left). Each item comes back exactly once."""
+        stream = _StreamSource(source, self)
+        for key, res in self.backend.caption_stream(stream):
+            item, fr = stream.held.pop(key)
+            yield item, self._row(fr, res)
+            yield from stream.drain_errors()
+        yield from stream.drain_errors()
+
+    def _request(self, item: Item, fr) -> CaptionRequest:
+        return CaptionRequest(fr.frames, self.picker(item.row, fr.is_image), fr.is_image,
+                              {"path": item.row.get(ABSPATH), "fps": fr.fps})
+
+    def _row(self, fr, res) -> dict:
+        text, flags = self.checker.check(res.text, res.finish_reason, res.error)
+        raw = res.raw_text if res.raw_text and res.raw_text != text else ""
+        return {"text": text, "text_raw": raw, "num_frames": fr.num_frames, "fps": fr.fps,
+                "width": fr.width, "height": fr.height, "frame_idx": list(fr.indices),
+                "model": self.backend.model_label(), "prompt": self.picker.name(fr.is_image),
+                "prompt_tokens": res.prompt_tokens, "completion_tokens": res.completion_tokens,
+                "finish_reason": res.finish_reason, "flags": flags, "error": res.error}
 
     def finish_results(self, results):
         """Run-level checks on every result row before the merge: the `duplicate` flag, flag counts."""
@@ -172,4 +190,52 @@ class CaptionStage(Stage):
 
     def summary_extra(self) -> dict:
         usage = getattr(self.backend, "usage_summary", None)
-        return usage() if usage else {}
+        extra = usage() if usage else {}
+        engine = getattr(self.backend, "engine_summary", None)
+        if engine is not None:
+            extra["engine"] = engine()
+            extra["fast_path"] = bool(extra["engine"]["fast_path"])
+            if not extra["fast_path"] and self.options.extra.get("fast", True):
+                from ..backends.hf_common import warn
+
+                warn(f"this run's fast path did not engage: {extra['engine']['fast_path_reason']}.")
+        return extra
+
+
+class _StreamSource:
+    """Items from the runner as (key, model inputs) for the backend's stream: the decode workers'
+    prepared inputs, or inputs prepared here when the workers only decoded. A row the processor
+    rejects is that row's error (handed back by `drain_errors`)."""
+
+    def __init__(self, source, stage: CaptionStage):
+        self.source, self.stage = source, stage
+        self.held: dict = {}
+        self.errors: list = []
+        self.next_key = 0
+
+    def take(self, n: int, block: bool):
+        from ..errors import MODEL, format_error
+
+        got = self.source.take(n, block)
+        if got is None:
+            return None
+        pairs = []
+        for item in got:
+            fr, prepared = item.data if isinstance(item.data, tuple) else (item.data, None)
+            if prepared is None:
+                try:
+                    prepared = self.stage.backend.prepare_item(self.stage._request(item, fr))
+                except (UsageError, KeyboardInterrupt):
+                    raise
+                except Exception as exc:
+                    self.errors.append((item, {"error": format_error(MODEL, f"{type(exc).__name__}: {exc}")}))
+                    continue
+            key = self.next_key
+            self.next_key += 1
+            self.held[key] = (item, fr)
+            pairs.append((key, prepared))
+        return pairs
+
+    def drain_errors(self):
+        errors, self.errors = self.errors, []
+        yield from errors

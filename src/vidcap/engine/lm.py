@@ -1,0 +1,206 @@
+"""The decode side of the engine: a static KV cache of `slots` sequences and one decode step over the
+language model's own modules (norms, projections, MLP, head), captured in CUDA graphs per batch bucket.
+
+Decode attention is written out (two batched matmuls and a softmax) rather than called through SDPA so
+that it can attend a shared prefix stored once (cascade attention: prefix scores and per-slot scores
+share one softmax) and so that the whole step is a fixed sequence of kernels a CUDA graph can replay.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+# Decoder layers whose step is: RMSNorm -> q/k/v (bias optional) -> rotary -> attention -> o_proj ->
+# residual -> RMSNorm -> gated MLP -> residual. Anything else runs through generate() (fast_path false).
+SUPPORTED_LAYERS = {"LlamaDecoderLayer", "MistralDecoderLayer", "Qwen2DecoderLayer", "Qwen2_5_VLDecoderLayer",
+                    "Qwen2VLDecoderLayer"}
+
+
+class Unsupported(Exception):
+    """The model cannot run on the engine; the message says why (reported as fast_path: false)."""
+
+
+@dataclass
+class LMParts:
+    lm: object  # the decoder stack (embed_tokens, layers, norm, rotary_emb)
+    head: object  # lm_head
+    layers: list
+    heads: int
+    kv_heads: int
+    head_dim: int
+    scale: float
+    inv_freq: object
+    rope_scale: float
+    mrope: bool  # multimodal rotary positions (Qwen-VL): decode positions carry a per-clip delta
+
+
+def find_parts(model) -> LMParts:
+    """The language model inside a transformers VLM, checked against what the decode step implements."""
+    base = getattr(model, "model", None)
+    lm = getattr(base, "language_model", None)
+    head = getattr(model, "lm_head", None)
+    if lm is None or head is None or not hasattr(lm, "layers"):
+        raise Unsupported(f"{type(model).__name__} has no model.language_model.layers and lm_head")
+    layers = list(lm.layers)
+    kinds = {type(layer).__name__ for layer in layers}
+    if not kinds <= SUPPORTED_LAYERS:
+        raise Unsupported(f"decoder layer {sorted(kinds - SUPPORTED_LAYERS)[0]} is not one the engine implements")
+    cfg = lm.config
+    if getattr(cfg, "use_sliding_window", False) and getattr(cfg, "sliding_window", None):
+        raise Unsupported("sliding-window attention")
+    if any(getattr(layer.self_attn, "sliding_window", None) for layer in layers):
+        raise Unsupported("sliding-window attention")
+    rotary = getattr(lm, "rotary_emb", None)
+    if rotary is None or not hasattr(rotary, "inv_freq") or "dynamic" in str(getattr(rotary, "rope_type", "")):
+        raise Unsupported("no fixed rotary table")
+    attn = layers[0].self_attn
+    heads = cfg.num_attention_heads
+    head_dim = getattr(attn, "head_dim", None) or cfg.hidden_size // heads
+    return LMParts(lm=lm, head=head, layers=layers, heads=heads,
+                   kv_heads=getattr(cfg, "num_key_value_heads", None) or heads, head_dim=head_dim,
+                   scale=float(getattr(attn, "scaling", head_dim ** -0.5)), inv_freq=rotary.inv_freq,
+                   rope_scale=float(getattr(rotary, "attention_scaling", 1.0) or 1.0),
+                   mrope=hasattr(base, "get_rope_index"))
+
+
+def _rotate_half(x):
+    import torch
+
+    half = x.shape[-1] // 2
+    return torch.cat((-x[..., half:], x[..., :half]), dim=-1)
+
+
+class DecoderLM:
+    """Static KV cache [layers, slots, kv_heads, length, head_dim] plus the per-slot decode state on the
+    device: `tok` (the token to feed next), `pos` (cache index it is written to), `rpos` (its rotary
+    position) and `use_prefix` (whether the slot attends the shared prefix)."""
+
+    def __init__(self, parts: LMParts, slots: int, length: int, device, dtype):
+        import torch
+
+        self.p, self.slots, self.length, self.device, self.dtype = parts, slots, length, device, dtype
+        shape = (len(parts.layers), slots, parts.kv_heads, length, parts.head_dim)
+        self.k = torch.zeros(shape, device=device, dtype=dtype)  # zeros: never NaN where a mask hides it
+        self.v = torch.zeros(shape, device=device, dtype=dtype)
+        self.tok = torch.zeros(slots, dtype=torch.long, device=device)
+        self.pos = torch.zeros(slots, dtype=torch.long, device=device)
+        self.rpos = torch.zeros(slots, dtype=torch.long, device=device)
+        self.use_prefix = torch.zeros(slots, dtype=torch.bool, device=device)
+        self.ar = torch.arange(length, device=device)
+        self.slot_ids = torch.arange(slots, device=device)
+        self.pk = self.pv = None  # shared prefix [layers, kv_heads, P, head_dim]
+        self.graphs: dict[int, object] = {}
+        self.pool = None
+        self.replays = 0
+        self.eager_steps = 0
+
+    @property
+    def prefix_len(self) -> int:
+        return 0 if self.pk is None else int(self.pk.shape[2])
+
+    # -- writing what prefill computed ------------------------------------------------------------
+    def write(self, layer: int, slots, k, v) -> None:
+        """Keys/values of a prefill group ([B, kv_heads, W, head_dim], right-padded) into their slots."""
+        width = k.shape[2]
+        self.k[layer, slots, :, :width] = k
+        self.v[layer, slots, :, :width] = v
+
+    def start(self, slots, first_tokens, lengths, rope_next, use_prefix: bool) -> None:
+        """Arm slots after prefill: the first generated token goes in at cache index `lengths`."""
+        self.tok[slots] = first_tokens
+        self.pos[slots] = lengths
+        self.rpos[slots] = rope_next
+        self.use_prefix[slots] = use_prefix
+
+    # -- the decode step ----------------------------------------------------------------------------
+    def step(self, b: int):
+        """One token for slots [0, b): returns the device tensor of next tokens (slots past an active
+        one compute garbage that no one reads)."""
+        graph = self.graphs.get(b)
+        if graph is not None:
+            graph.replay()
+            self.replays += 1
+        else:
+            self._step(b)
+            self.eager_steps += 1
+        return self.tok[:b]
+
+    def _step(self, b: int) -> None:
+        import torch
+
+        p = self.p
+        tok, pos, rpos = self.tok[:b], self.pos[:b], self.rpos[:b]
+        x = p.lm.embed_tokens(tok)
+        freqs = rpos.float()[:, None] * p.inv_freq.float()[None, :]
+        emb = torch.cat((freqs, freqs), dim=-1)
+        cos = (emb.cos() * p.rope_scale).to(self.dtype)[:, None, :]
+        sin = (emb.sin() * p.rope_scale).to(self.dtype)[:, None, :]
+        neg = torch.finfo(torch.float32).min
+        bias = torch.where(self.ar[None, :] <= pos[:, None], 0.0, neg)[:, None, None, :]
+        pbias = None
+        if self.pk is not None:
+            pbias = torch.where(self.use_prefix[:b], 0.0, neg)[:, None, None, None]
+        idx = self.slot_ids[:b]
+        for i, layer in enumerate(p.layers):
+            a = layer.self_attn
+            h = layer.input_layernorm(x)
+            q = a.q_proj(h).view(b, p.heads, p.head_dim)
+            k = a.k_proj(h).view(b, p.kv_heads, p.head_dim)
+            v = a.v_proj(h).view(b, p.kv_heads, p.head_dim)
+            q = q * cos + _rotate_half(q) * sin
+            k = k * cos + _rotate_half(k) * sin
+            self.k[i, idx, :, pos] = k
+            self.v[i, idx, :, pos] = v
+            o = self._attend(i, q, b, bias, pbias)
+            x = x + a.o_proj(o)
+            x = x + layer.mlp(layer.post_attention_layernorm(x))
+        logits = p.head(p.lm.norm(x))
+        self.tok[:b] = logits.argmax(-1)
+        self.pos[:b] = torch.clamp(pos + 1, max=self.length - 1)  # idle slots stay inside the cache
+        self.rpos[:b] = rpos + 1
+
+    def _attend(self, i: int, q, b: int, bias, pbias):
+        import torch
+
+        p = self.p
+        g = p.heads // p.kv_heads
+        qg = q.view(b, p.kv_heads, g, p.head_dim)
+        kc, vc = self.k[i, :b], self.v[i, :b]
+        s = torch.matmul(qg, kc.transpose(-1, -2)).float() * p.scale + bias  # [b, kvh, g, L]
+        if self.pk is None:
+            w = torch.softmax(s, dim=-1).to(self.dtype)
+            return torch.matmul(w, vc).reshape(b, p.heads * p.head_dim)
+        n = self.pk.shape[2]
+        qh = qg.permute(1, 0, 2, 3).reshape(p.kv_heads, b * g, p.head_dim)  # the prefix is read once
+        sp = torch.bmm(qh, self.pk[i].transpose(-1, -2)).view(p.kv_heads, b, g, n).permute(1, 0, 2, 3)
+        s = torch.cat((sp.float() * p.scale + pbias, s), dim=-1)
+        w = torch.softmax(s, dim=-1).to(self.dtype)
+        wp = w[..., :n].permute(1, 0, 2, 3).reshape(p.kv_heads, b * g, n)
+        out_p = torch.bmm(wp, self.pv[i]).view(p.kv_heads, b, g, p.head_dim).permute(1, 0, 2, 3)
+        out = torch.matmul(w[..., n:], vc) + out_p
+        return out.reshape(b, p.heads * p.head_dim)
+
+    # -- CUDA graphs ------------------------------------------------------------------------------
+    def capture(self, buckets: list[int]) -> None:
+        """Record the step for each batch bucket (largest first; one shared memory pool). The state
+        tensors are reset afterwards: warm-up and capture write garbage that prefill overwrites."""
+        import torch
+
+        torch.cuda.synchronize(self.device)
+        side = torch.cuda.Stream(self.device)
+        side.wait_stream(torch.cuda.current_stream(self.device))
+        with torch.cuda.stream(side):
+            for b in buckets:
+                for _ in range(2):
+                    self._step(b)
+        torch.cuda.current_stream(self.device).wait_stream(side)
+        for b in sorted(buckets, reverse=True):
+            graph = torch.cuda.CUDAGraph()
+            with torch.cuda.graph(graph, pool=self.pool):
+                self._step(b)
+            self.pool = graph.pool()
+            self.graphs[b] = graph
+        torch.cuda.synchronize(self.device)
+        for t in (self.tok, self.pos, self.rpos):
+            t.zero_()
+        self.use_prefix.zero_()

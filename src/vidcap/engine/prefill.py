@@ -1,0 +1,84 @@
+"""The prefill side of the engine: the model's own forward over a group of clips (vision tower, projector,
+visual-token merge, multimodal positions all stay transformers'), with a cache object whose layers write
+each group's keys and values straight into the engine's slots and hand the attention the shared prefix.
+
+Clips are right-padded: with causal attention a real token never sees a pad after it, so positions and
+keys are those of the clip alone, and the first new token is read at each clip's own last position.
+"""
+
+from __future__ import annotations
+
+import inspect
+
+from functools import cache
+
+
+@cache
+def _slot_layer_class():
+    """Defined on first use: transformers is imported only by runs that load a model."""
+    from transformers.cache_utils import DynamicLayer
+
+    class SlotLayer(DynamicLayer):
+        """One decoder layer's cache during prefill: stores nothing itself. `sink(k, v)` takes the group's
+        keys and values; `prefix` ([kv_heads, P, head_dim] keys, values) is put in front for attention."""
+
+        def __init__(self, sink, prefix=None):
+            super().__init__()
+            self.sink, self.prefix = sink, prefix
+            self.is_initialized = True
+
+        def update(self, key_states, value_states, *args, **kwargs):
+            import torch
+
+            self.sink(key_states, value_states)
+            if self.prefix is None:
+                return key_states, value_states
+            b = key_states.shape[0]
+            pk, pv = (t[None].expand(b, -1, -1, -1) for t in self.prefix)
+            return torch.cat((pk, key_states), dim=2), torch.cat((pv, value_states), dim=2)
+
+        def get_seq_length(self) -> int:
+            return 0 if self.prefix is None else int(self.prefix[0].shape[1])
+
+        def get_mask_sizes(self, query_length, *args, **kwargs) -> tuple[int, int]:
+            return self.get_seq_length() + int(query_length), 0
+
+    return SlotLayer
+
+
+def slot_cache(n_layers: int, sinks, prefixes):
+    """A transformers cache whose layers write into the engine's slots (see SlotLayer)."""
+    from transformers.cache_utils import DynamicCache
+
+    layer = _slot_layer_class()
+    cache = DynamicCache()
+    cache.layers = [layer(sinks[i], None if prefixes is None else prefixes[i]) for i in range(n_layers)]
+    return cache
+
+
+def cache_kwarg(module) -> str:
+    """transformers renamed `past_key_values` to `cache` (5.2x); take whichever this version's forward has."""
+    params = inspect.signature(module.forward).parameters
+    return "cache" if "cache" in params else "past_key_values"
+
+
+def common_prefix(ids_lists: list[list[int]], stop_ids: set[int]) -> list[int]:
+    """The longest common token prefix of the prompts, cut before the first visual placeholder."""
+    first = ids_lists[0]
+    n = len(first)
+    for ids in ids_lists[1:]:
+        n = min(n, len(ids))
+        n = next((i for i in range(n) if ids[i] != first[i]), n)
+    cut = next((i for i, t in enumerate(first[:n]) if t in stop_ids), n)
+    return first[:cut]
+
+
+def placeholder_ids(config) -> set[int]:
+    """Token ids that stand for visual inputs in this model's prompts (images, videos, their delimiters)."""
+    ids = set()
+    for name in ("image_token_index", "image_token_id", "video_token_index", "video_token_id",
+                 "vision_start_token_id"):
+        value = getattr(config, name, None)
+        if isinstance(value, int):
+            ids.add(value)
+    return ids

@@ -1,0 +1,433 @@
+"""Continuous batching over the engine's slots: clips flow in from a source as the decode workers finish
+them, a group of new clips is prefilled into whichever slots are free, and every decode step advances
+all active slots; a caption that ends (EOS or its length) frees its slot at once.
+
+Nothing is lost on the way: a clip the engine cannot take (a prompt longer than the cache, a failure
+inside the engine) is handed back as `fallback` for the plain generate() path, and a prefill group that
+runs out of memory is split until it fits (one clip that alone does not fit is that clip's `oom` error).
+"""
+
+from __future__ import annotations
+
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Any, Iterator
+
+from .lm import DecoderLM, Unsupported, find_parts
+from .prefill import cache_kwarg, common_prefix, placeholder_ids, slot_cache
+
+MIN_PREFIX = 32  # a shared prefix shorter than this is not worth a second attention pass
+
+
+@dataclass
+class EngineOut:
+    key: Any
+    tokens: list[int] = field(default_factory=list)  # generated ids, the EOS included when it ended one
+    finish: str = "length"  # "stop" | "length" | "error" | "fallback"
+    error: str = ""
+
+
+@dataclass
+class EngineStats:
+    """What the engine did, for the run summary, run.json and the bench (it checks itself)."""
+
+    fast_path: bool = False
+    reason: str = "not started"
+    slots: int = 0
+    cache_tokens: int = 0
+    prefix_tokens: int = 0
+    graphs: list[int] = field(default_factory=list)
+    capture_s: float = 0.0
+    prefills: int = 0
+    prefill_rows: int = 0
+    prefill_s: float = 0.0
+    steps: int = 0
+    decode_s: float = 0.0
+    decode_tokens: int = 0
+    slot_steps: int = 0  # sum over steps of the batch bucket run (occupancy = decode_tokens / slot_steps)
+    replays: int = 0
+    eager_steps: int = 0
+    rows: int = 0
+    fallback_rows: int = 0
+    oom_splits: int = 0
+
+    def summary(self) -> dict:
+        ms = 1e3 * self.decode_s / self.steps if self.steps else None
+        return {"fast_path": self.fast_path, "fast_path_reason": self.reason, "slots": self.slots,
+                "cache_tokens": self.cache_tokens, "shared_prefix_tokens": self.prefix_tokens,
+                "graph_buckets": self.graphs, "graph_replays": self.replays, "eager_steps": self.eager_steps,
+                "capture_s": round(self.capture_s, 3), "decode_steps": self.steps,
+                "decode_ms_per_step": round(ms, 3) if ms else None,
+                "decode_tokens_per_s": round(self.decode_tokens / self.decode_s, 1) if self.decode_s else None,
+                "slot_occupancy": round(self.decode_tokens / self.slot_steps, 3) if self.slot_steps else None,
+                "prefills": self.prefills, "prefill_rows": self.prefill_rows, "prefill_s": round(self.prefill_s, 3),
+                "rows": self.rows, "fallback_rows": self.fallback_rows, "oom_splits": self.oom_splits}
+
+
+class ListSource:
+    """A finite list of (key, item) as an engine source."""
+
+    def __init__(self, pairs):
+        self.pairs = deque(pairs)
+
+    def take(self, n: int, block: bool) -> list | None:
+        if not self.pairs:
+            return None
+        return [self.pairs.popleft() for _ in range(min(n, len(self.pairs)))]
+
+
+@dataclass
+class _Seq:
+    key: Any
+    limit: int
+    tokens: list[int]
+
+
+class Engine:
+    """`run(source)` yields an EngineOut per item, in the order they finish; keys are hashable and unique
+    within a run. An item is a dict of CPU tensors from the backend's `prepare_one` (`input_ids`, masks, pixels, `n_prompt`, optional `max_new`)."""
+
+    def __init__(self, model, *, slots: int, max_new_tokens: int, eos: list[int], pad_id: int, device, dtype,
+                 collate, ignore_eos: bool = False, graphs: bool = True, prefill_tokens: int = 16384,
+                 first_wait_s: float = 2.0):
+        self.model, self.want_slots, self.max_new = model, max(1, int(slots)), int(max_new_tokens)
+        self.eos, self.pad_id, self.device, self.dtype = set(eos), pad_id, device, dtype
+        self.collate, self.ignore_eos = collate, ignore_eos
+        self.use_graphs = graphs and str(device).startswith("cuda")
+        self.prefill_tokens, self.first_wait_s = prefill_tokens, first_wait_s
+        self.parts = find_parts(model)  # raises Unsupported
+        self.base = model.model
+        self.kw = cache_kwarg(self.base)
+        self.stats = EngineStats(reason="ready")
+        self.lm: DecoderLM | None = None
+        self.prefix: list[int] = []
+        self.active: dict[int, _Seq] = {}
+        self.out: list[EngineOut] = []
+        self.broken = ""
+
+    def reset_stats(self) -> None:
+        """Zero the counters (the bench measures each run alone); the engine's setup figures stay."""
+        old = self.stats
+        self.stats = EngineStats(fast_path=old.fast_path, reason=old.reason, slots=old.slots,
+                                 cache_tokens=old.cache_tokens, prefix_tokens=old.prefix_tokens, graphs=old.graphs,
+                                 capture_s=old.capture_s)
+        if self.lm is not None:
+            self.lm.replays = self.lm.eager_steps = 0
+
+    # -- the loop ---------------------------------------------------------------------------------
+    def run(self, source) -> Iterator[EngineOut]:
+        import torch
+
+        pending: deque = deque()
+        exhausted = False
+        with torch.inference_mode():
+            while True:
+                if not exhausted:
+                    exhausted = self._pull(source, pending)
+                if self.broken:  # everything not finished goes back to the plain path
+                    self.out += [EngineOut(key, finish="fallback") for key, _ in pending]
+                    self.out += [EngineOut(seq.key, finish="fallback") for seq in self.active.values()]
+                    pending.clear()
+                    self.active.clear()
+                elif pending and self._should_admit(len(pending), exhausted):
+                    free = self.free_slots()
+                    group = [pending.popleft() for _ in range(min(free, len(pending)))]
+                    pending.extendleft(reversed(self._guarded(self._admit, group) or []))
+                if self.active and not self.broken:
+                    self._guarded(self._step)
+                yield from self.out
+                self.out = []
+                if exhausted and not pending and not self.active:
+                    return
+
+    def _pull(self, source, pending: deque) -> bool:
+        """Top up the pending queue; True once the source is exhausted."""
+        want = self.want_slots - len(self.active) - len(pending) if self.lm is None else \
+            self.free_slots() - len(pending)
+        idle = not self.active and not pending
+        if want <= 0 and not idle:
+            return False
+        got = source.take(max(want, 1), block=idle)
+        if got is None:
+            return True
+        pending.extend(got)
+        if self.lm is None and pending and len(pending) < self.want_slots:
+            # the first group decides the shared prefix and the cache length: give it a moment to fill
+            deadline = time.monotonic() + self.first_wait_s
+            while len(pending) < self.want_slots and time.monotonic() < deadline:
+                more = source.take(self.want_slots - len(pending), block=True)
+                if more is None:
+                    return True
+                pending.extend(more)
+        return False
+
+    def free_slots(self) -> int:
+        return (self.lm.slots if self.lm else self.want_slots) - len(self.active)
+
+    def _should_admit(self, n_pending: int, exhausted: bool) -> bool:
+        free = self.free_slots()
+        if free <= 0:
+            return False
+        if not self.active or exhausted:
+            return True
+        slots = self.lm.slots if self.lm else self.want_slots
+        return free >= max(1, slots // 8) or n_pending >= free
+
+    def _guarded(self, fn, *args):
+        import torch
+
+        try:
+            return fn(*args)
+        except torch.cuda.OutOfMemoryError as exc:
+            self._break(f"out of GPU memory in the engine ({_first_line(exc)})", args)
+        except (Unsupported, RuntimeError, ValueError, IndexError, TypeError) as exc:
+            self._break(f"{type(exc).__name__}: {_first_line(exc)}", args)
+        return None
+
+    def _break(self, why: str, args) -> None:
+        """The engine failed: what was in its hands goes back (once each) to the plain path."""
+        self.broken = why
+        self.stats.fast_path = False
+        self.stats.reason = f"engine stopped, rest through generate(): {why}"
+        placed = {o.key for o in self.out} | {s.key for s in self.active.values() if s is not None}
+        self.active = {slot: s for slot, s in self.active.items() if s is not None}
+        for key, _ in (args[0] if args else []):
+            if key not in placed:
+                self.out.append(EngineOut(key, finish="fallback"))
+
+    # -- admitting new clips ---------------------------------------------------------------------------
+    def _admit(self, group: list) -> list:
+        """Prefill what fits into free slots; returns the clips left over (the cache took fewer slots)."""
+        if self.lm is None:
+            self._allocate(group)
+        room = self.free_slots()
+        group, rest = group[:room], group[room:]
+        prefixed, plain = [], []
+        p = self.lm.prefix_len
+        for key, item in group:
+            ids = item["input_ids"][0].tolist()
+            limit = int(item.get("max_new") or self.max_new)
+            shared = p > 0 and ids[:p] == self.prefix
+            need = len(ids) - (p if shared else 0) + limit
+            if need > self.lm.length:
+                self.out.append(EngineOut(key, finish="fallback"))
+                self.stats.fallback_rows += 1
+                continue
+            (prefixed if shared else plain).append((key, item, limit))
+        for batch, shared in ((prefixed, True), (plain, False)):
+            if batch:
+                self._prefill_split(batch, shared)
+        return rest
+
+    def _prefill_split(self, batch: list, shared: bool) -> None:
+        """Prefill in chunks of at most `prefill_tokens`; a chunk out of memory is halved (a lone clip
+        out of memory is that clip's error), and the budget stays lowered."""
+        chunk: list = []
+        tokens = 0
+        for entry in batch:
+            n = int(entry[1]["input_ids"].shape[1])
+            if chunk and (tokens + n > self.prefill_tokens):
+                self._prefill_halving(chunk, shared)
+                chunk, tokens = [], 0
+            chunk.append(entry)
+            tokens += n
+        if chunk:
+            self._prefill_halving(chunk, shared)
+
+    def _prefill_halving(self, chunk: list, shared: bool) -> None:
+        import torch
+
+        failed = None
+        try:
+            self._prefill(chunk, shared)
+            return
+        except torch.cuda.OutOfMemoryError as exc:
+            failed = _first_line(exc)
+        _free_memory()
+        self.stats.oom_splits += 1
+        if len(chunk) == 1:
+            self.out.append(EngineOut(chunk[0][0], finish="error", error=f"out of GPU memory on one clip ({failed})"))
+            return
+        self.prefill_tokens = max(1, min(self.prefill_tokens, sum(int(c[1]["input_ids"].shape[1]) for c in chunk) // 2))
+        half = len(chunk) // 2
+        self._prefill_halving(chunk[:half], shared)
+        self._prefill_halving(chunk[half:], shared)
+
+    def _prefill(self, chunk: list, shared: bool) -> None:
+        import torch
+
+        t0 = time.perf_counter()
+        lm, p = self.lm, (self.lm.prefix_len if shared else 0)
+        items = [_drop_prefix(item, p) for _, item, _ in chunk]
+        lengths = [int(it["input_ids"].shape[1]) for it in items]
+        inputs = {k: _to(v, self.device, self.dtype) for k, v in self.collate(items).items()}
+        slots = self._take_slots(len(chunk))
+        slot_t = torch.tensor(slots, device=self.device)
+        if shared:
+            ones = torch.ones(len(chunk), p, dtype=inputs["attention_mask"].dtype, device=self.device)
+            inputs["attention_mask"] = torch.cat((ones, inputs["attention_mask"]), dim=1)
+        sinks = [_sink(lm, i, slot_t) for i in range(len(self.parts.layers))]
+        prefixes = [(lm.pk[i], lm.pv[i]) for i in range(len(self.parts.layers))] if shared else None
+        inputs[self.kw] = slot_cache(len(self.parts.layers), sinks, prefixes)
+        try:
+            hidden = self.base(**inputs, use_cache=True, return_dict=True).last_hidden_state
+        except BaseException:
+            self._release(slots)
+            raise
+        n = torch.tensor(lengths, device=self.device)
+        last = hidden[torch.arange(len(chunk), device=self.device), n - 1]
+        first = self.parts.head(last).argmax(-1)  # last_hidden_state is after the final norm
+        rope = n + p
+        deltas = getattr(self.base, "rope_deltas", None) if self.parts.mrope else None
+        if deltas is not None:
+            rope = n + deltas.view(-1).to(n.device)
+        lm.start(slot_t, first, n, rope, shared)
+        firsts = first.tolist()
+        self.stats.prefills += 1
+        self.stats.prefill_rows += len(chunk)
+        self.stats.prefill_s += time.perf_counter() - t0
+        for slot, (key, _, limit), tok in zip(slots, chunk, firsts):
+            seq = _Seq(key, limit, [])
+            self.active[slot] = seq
+            self._append(slot, seq, tok)
+
+    def _take_slots(self, n: int) -> list[int]:
+        free = [s for s in range(self.lm.slots) if s not in self.active]  # lowest first: small buckets
+        taken = free[:n]
+        for s in taken:
+            self.active[s] = None  # reserved until started
+        return taken
+
+    def _release(self, slots: list[int]) -> None:
+        for s in slots:
+            self.active.pop(s, None)
+
+    # -- decoding ------------------------------------------------------------------------------------------
+    def _step(self) -> None:
+        t0 = time.perf_counter()
+        top = max(self.active) + 1
+        b = next((g for g in sorted(self.lm.graphs) if g >= top), top) if self.lm.graphs else top
+        toks = self.lm.step(b).tolist()
+        self.stats.steps += 1
+        self.stats.decode_s += time.perf_counter() - t0
+        self.stats.slot_steps += b
+        self.stats.decode_tokens += len(self.active)
+        for slot, seq in list(self.active.items()):
+            self._append(slot, seq, toks[slot])
+        self.stats.replays, self.stats.eager_steps = self.lm.replays, self.lm.eager_steps
+
+    def _append(self, slot: int, seq: _Seq, tok: int) -> None:
+        seq.tokens.append(int(tok))
+        stop = not self.ignore_eos and tok in self.eos
+        if stop or len(seq.tokens) >= seq.limit:
+            del self.active[slot]
+            self.stats.rows += 1
+            self.out.append(EngineOut(seq.key, seq.tokens, "stop" if stop else "length"))
+
+    # -- the cache, the shared prefix, the graphs -------------------------------------------------------
+    def _allocate(self, group: list) -> None:
+        import torch
+
+        parts = self.parts
+        prefix: list[int] = []
+        if not parts.mrope and len(group) > 1:
+            prefix = common_prefix([it["input_ids"][0].tolist() for _, it in group], placeholder_ids(self.model.config))
+            prefix = prefix if len(prefix) >= MIN_PREFIX else []
+        longest = max(int(it["input_ids"].shape[1]) for _, it in group) - len(prefix)
+        limit = max(int(it.get("max_new") or self.max_new) for _, it in group)
+        length = _round_up(longest + longest // 8 + 32 + max(limit, self.max_new), 64)
+        slots = self.want_slots
+        per_slot = 2 * len(parts.layers) * parts.kv_heads * length * parts.head_dim * self.dtype.itemsize
+        if str(self.device).startswith("cuda"):
+            free, total = torch.cuda.mem_get_info(torch.device(self.device))
+            room = free - max(4 << 30, int(0.1 * total))  # prefill activations and the vision tower need room too
+            slots = max(1, min(slots, room // per_slot))
+        while True:
+            try:
+                self.lm = DecoderLM(parts, slots, length, self.device, self.dtype)
+                break
+            except torch.cuda.OutOfMemoryError:
+                _free_memory()
+                if slots == 1:
+                    raise
+                slots //= 2
+                self.stats.oom_splits += 1
+        if prefix:
+            self._set_prefix(prefix)
+        self.stats.slots, self.stats.cache_tokens, self.stats.prefix_tokens = slots, length, len(prefix)
+        self.stats.fast_path, self.stats.reason = True, "decode step run eagerly (no CUDA)"
+        if self.use_graphs:
+            self._capture()
+
+    def _set_prefix(self, prefix: list[int]) -> None:
+        """Keys and values of the shared prompt prefix, computed once by the language model itself."""
+        import torch
+
+        keys, values = [], []
+        sinks = [lambda k, v: (keys.append(k[0]), values.append(v[0])) for _ in self.parts.layers]
+        cache = slot_cache(len(self.parts.layers), sinks, None)
+        ids = torch.tensor([prefix], device=self.device)
+        self.parts.lm(input_ids=ids, use_cache=True, **{cache_kwarg(self.parts.lm): cache})
+        self.lm.pk = torch.stack(keys).contiguous()
+        self.lm.pv = torch.stack(values).contiguous()
+        self.prefix = prefix
+
+    def _capture(self) -> None:
+        import torch
+
+        t0 = time.perf_counter()
+        s = self.lm.slots
+        buckets = sorted({max(1, s // d) for d in (1, 2, 4, 8)})
+        try:
+            self.lm.capture(buckets)
+            self.stats.graphs = buckets
+            self.stats.reason = f"CUDA graphs for batch buckets {buckets}"
+        except (RuntimeError, torch.cuda.OutOfMemoryError) as exc:
+            self.lm.graphs.clear()
+            _free_memory()
+            self.stats.fast_path = False
+            self.stats.reason = f"CUDA graph capture failed, decode runs eagerly: {_first_line(exc)}"
+        self.stats.capture_s = time.perf_counter() - t0
+
+
+def _sink(lm: DecoderLM, layer: int, slots):
+    return lambda k, v: lm.write(layer, slots, k, v)
+
+
+def _drop_prefix(item: dict, p: int) -> dict:
+    if p == 0:
+        return item
+    n = item["input_ids"].shape[1]
+    return {k: (v[:, p:] if _is_seq(v, n) else v) for k, v in item.items()}
+
+
+def _is_seq(v, n: int) -> bool:
+    return hasattr(v, "dim") and v.dim() == 2 and v.shape[1] == n
+
+
+def _to(value, device, dtype):
+    if not hasattr(value, "to"):
+        return value
+    if value.is_floating_point():
+        return value.to(device=device, dtype=dtype, non_blocking=True)
+    return value.to(device, non_blocking=True)
+
+
+def _round_up(n: int, k: int) -> int:
+    return -(-n // k) * k
+
+
+def _free_memory() -> None:
+    import gc
+
+    import torch
+
+    gc.collect()
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return (text[0] if text else type(exc).__name__)[:200]

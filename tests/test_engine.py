@@ -1,0 +1,207 @@
+"""vidcap's engine (continuous batching, static KV cache, shared prefix) against transformers' generate()
+on the tiny model of every family: same greedy tokens with different prompt lengths, EOS at different
+steps and slots refilled mid-run; out-of-memory and engine failures lose and double no row."""
+
+import json
+
+import pandas as pd
+import pytest
+
+torch = pytest.importorskip("torch")
+pytest.importorskip("transformers")
+
+from clirun import vidcap  # noqa: E402
+from media import make_video  # noqa: E402
+
+from vidcap.backends.base import CaptionOptions, CaptionRequest  # noqa: E402
+from vidcap.backends.registry import make_backend, resolve_model  # noqa: E402
+from vidcap.engine import Engine, ListSource  # noqa: E402
+from vidcap.engine.lm import DecoderLM  # noqa: E402
+from vidcap.frames import sample_frames  # noqa: E402
+from vidcap.prompts.caption import get_prompt, render  # noqa: E402
+
+FAMILIES = ["pllava", "llava-next", "qwen2-vl", "llava-onevision"]
+NEW = 10
+
+
+@pytest.fixture(scope="module")
+def clips(tmp_path_factory):
+    root = tmp_path_factory.mktemp("engine_clips")
+    sizes = [(160, 120), (96, 128), (200, 112), (128, 128), (176, 144)]
+    return [make_video(root / f"c{i}.mp4", 24 + 4 * i, size) for i, size in enumerate(sizes)]
+
+
+_cache: dict = {}
+
+
+def backend_for(tiny_model, family):
+    if family not in _cache:
+        preset = resolve_model(str(tiny_model(family)))
+        backend = make_backend(preset, CaptionOptions(max_new_tokens=NEW, batch_size=2))
+        backend.setup("cpu")
+        _cache[family] = backend
+    return _cache[family]
+
+
+def requests(backend, clips):
+    """Five clips, one an image, with prompts of different lengths (the seed's long prompt for most, so
+    PLLaVA shares a prefix, and a short one that cannot use it)."""
+    preset = backend.preset
+    long = render(get_prompt(preset.prompt or "video"), "")
+    reqs = [CaptionRequest(sample_frames(c, preset.num_frames, preset.positions).frames, long, meta={"path": str(c)})
+            for c in clips]
+    reqs[4].prompt = "Say what happens."
+    reqs[3] = CaptionRequest(reqs[3].frames[:1], long, is_image=True)
+    return reqs
+
+
+def reference(backend, items, eos):
+    """generate() one clip at a time (no padding): the tokens up to and including the first EOS."""
+    cfg = backend.generation_config()
+    cfg.eos_token_id = sorted(eos) or None
+    out = []
+    for item in items:
+        prepared = backend.collate([item])
+        inputs = {k: v.to(backend.device) if hasattr(v, "to") else v for k, v in prepared.inputs.items()}
+        n = inputs["input_ids"].shape[1]
+        with torch.inference_mode():
+            ids = backend.model.generate(**inputs, generation_config=cfg)[0, n:].tolist()
+        cut = next((i + 1 for i, t in enumerate(ids) if t in eos), len(ids))
+        out.append(ids[:cut])
+    return out
+
+
+def run_engine(backend, items, eos, slots=2, **kw):
+    engine = Engine(backend.model, slots=slots, max_new_tokens=NEW, eos=sorted(eos), pad_id=backend.pad_id,
+                    device=backend.device, dtype=backend.dtype, collate=backend._collate_right, **kw)
+    got = {}
+    for out in engine.run(ListSource(list(enumerate(items)))):
+        assert out.key not in got, "an item came back twice"
+        got[out.key] = out
+    assert sorted(got) == list(range(len(items))), "an item never came back"
+    return engine, [got[i] for i in range(len(items))]
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_engine_equals_generate_token_for_token(tiny_model, clips, family):
+    backend = backend_for(tiny_model, family)
+    items = [backend.prepare_item(r) for r in requests(backend, clips)]
+    assert len({int(it["input_ids"].shape[1]) for it in items}) >= 2, "prompts of different lengths"
+    full = reference(backend, items, set())  # every caption NEW tokens long
+    # EOS at different steps: tokens that clip 0 makes at step 2 and clip 2 at step 6 end the captions
+    eos = {full[0][2], full[2][6]}
+    want = reference(backend, items, eos)
+    assert len({len(w) for w in want}) >= 2
+    engine, outs = run_engine(backend, items, eos)
+    assert [o.tokens for o in outs] == want
+    assert [o.finish for o in outs] == ["stop" if w[-1] in eos else "length" for w in want]
+    s = engine.stats
+    assert s.slots == 2 and s.prefills >= 3, "5 clips through 2 slots: slots were refilled mid-run"
+    assert s.rows == 5 and s.fallback_rows == 0 and s.eager_steps == s.steps > 0
+    if family == "pllava":  # the seed's system prompt is shared: its KV is computed once
+        assert s.prefix_tokens >= 32
+
+
+def test_engine_without_eos_and_with_drawn_lengths(tiny_model, clips):
+    backend = backend_for(tiny_model, "qwen2-vl")
+    items = [backend.prepare_item(r) for r in requests(backend, clips)]
+    full = reference(backend, items, set())
+    for item, n in zip(items, [3, 10, 1, 7, 5]):
+        item["max_new"] = n
+    _, outs = run_engine(backend, items, set(), slots=4, ignore_eos=True)
+    assert [o.tokens for o in outs] == [f[:n] for f, n in zip(full, [3, 10, 1, 7, 5])]
+
+
+def test_prefill_out_of_memory_splits_without_losing_rows(tiny_model, clips, monkeypatch):
+    backend = backend_for(tiny_model, "pllava")
+    items = [backend.prepare_item(r) for r in requests(backend, clips)]
+    want = reference(backend, items, set())
+    real = Engine._prefill
+    sizes = []
+
+    def flaky(self, chunk, shared):
+        sizes.append(len(chunk))
+        if len(chunk) > 1:
+            raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+        return real(self, chunk, shared)
+
+    monkeypatch.setattr(Engine, "_prefill", flaky)
+    engine, outs = run_engine(backend, items, set(), slots=4)
+    assert [o.tokens for o in outs] == want
+    assert max(sizes) > 1 and engine.stats.oom_splits > 0
+
+
+def test_cache_out_of_memory_takes_fewer_slots(tiny_model, clips, monkeypatch):
+    backend = backend_for(tiny_model, "llava-next")
+    items = [backend.prepare_item(r) for r in requests(backend, clips)]
+    want = reference(backend, items, set())
+    real = DecoderLM.__init__
+
+    def small_gpu(self, parts, slots, *a, **kw):
+        if slots > 2:
+            raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 9.00 GiB")
+        real(self, parts, slots, *a, **kw)
+
+    monkeypatch.setattr(DecoderLM, "__init__", small_gpu)
+    engine, outs = run_engine(backend, items, set(), slots=8)
+    assert engine.stats.slots == 2 and [o.tokens for o in outs] == want
+
+
+def test_engine_failure_hands_every_row_back(tiny_model, clips, monkeypatch):
+    """A failure inside the engine mid-run: finished rows stay, the rest come back once as `fallback`."""
+    backend = backend_for(tiny_model, "qwen2-vl")
+    items = [backend.prepare_item(r) for r in requests(backend, clips)]
+    real = DecoderLM.step
+    calls = []
+
+    def dies(self, b):
+        calls.append(b)
+        if len(calls) > 12:
+            raise RuntimeError("CUDA error: an illegal memory access was encountered")
+        return real(self, b)
+
+    monkeypatch.setattr(DecoderLM, "step", dies)
+    engine, outs = run_engine(backend, items, set())
+    kinds = [o.finish for o in outs]
+    assert "fallback" in kinds and "length" in kinds
+    assert not engine.stats.fast_path and "illegal memory access" in engine.stats.reason
+
+
+@pytest.mark.parametrize("family", ["llava-onevision", "pllava"])
+def test_backend_results_equal_the_plain_path(tiny_model, clips, family):
+    """Through the backend (what the stage calls): the engine's captions equal --baseline's, including a
+    clip whose prompt neither shares PLLaVA's prefix nor fits the cache (it goes through generate())."""
+    backend = backend_for(tiny_model, family)
+    reqs = requests(backend, clips)
+    reqs[2].prompt = reqs[0].prompt + " Mention the colours, the light, the weather and the time of day."
+    fast = backend.caption(reqs)
+    if family == "pllava":
+        assert backend.engine_summary()["fallback_rows"] == 1
+    backend.options.extra["fast"] = False
+    try:
+        assert backend.engine() is None
+        plain = backend.caption(reqs)
+    finally:
+        backend.options.extra.pop("fast")
+    assert [(r.text, r.completion_tokens, r.finish_reason, r.prompt_tokens) for r in fast] == \
+        [(r.text, r.completion_tokens, r.finish_reason, r.prompt_tokens) for r in plain]
+    assert backend.engine_summary()["fast_path"] is True
+
+
+def test_cli_run_streams_rows_in_manifest_order(tiny_model, clips, tmp_path):
+    """A real run: clips flow through 2 slots, bad files are recorded, the output follows the manifest,
+    and run.json says the engine ran and how (decode steps, fast path)."""
+    bad = tmp_path / "broken.mp4"
+    bad.write_bytes(b"not a video")
+    paths = [str(clips[0]), str(bad), *map(str, clips[1:]), str(tmp_path / "missing.mp4")]
+    manifest = tmp_path / "m.csv"
+    pd.DataFrame({"path": paths, "n": range(len(paths))}).to_csv(manifest, index=False)
+    out = tmp_path / "out.parquet"
+    vidcap("caption", str(manifest), "-o", str(out), "--model", str(tiny_model("qwen2-vl")),
+           "--batch-size", "2", "--max-new-tokens", "6", "--workers", "2", "--quiet")
+    df = pd.read_parquet(out)
+    assert df["path"].tolist() == paths and df["n"].tolist() == list(range(len(paths)))
+    assert df["status"].tolist() == ["ok", "failed", "ok", "ok", "ok", "ok", "failed"]
+    meta = json.loads(out.with_name(out.name + ".run.json").read_text())
+    engine = meta["summary"]["engine"]
+    assert meta["summary"]["fast_path"] is True and engine["rows"] == 5 and engine["decode_steps"] > 0
