@@ -274,6 +274,7 @@ def bench(
     videos: int = typer.Option(64, "--videos"),
     batch_size: int = typer.Option(16, "--batch-size", "-b"),
     new_tokens: int = typer.Option(150, "--new-tokens", help="Tokens generated per clip (EOS ignored)."),
+    lengths: Optional[str] = typer.Option(None, "--lengths", help="A:B: end each caption at a length drawn from A to B tokens (fixed seed per clip), as real captions vary."),
     resize: Optional[int] = typer.Option(None, "--resize", help="Short side resize on the decode workers."),
     workers: Optional[int] = O_WORKERS,
     baseline: bool = typer.Option(False, "--baseline", help="Also run the straightforward path on the same inputs and report the ratio."),
@@ -288,8 +289,16 @@ def bench(
         w, h = (int(x) for x in resolution.lower().split("x"))
     except ValueError:
         raise UsageError(f"--resolution '{resolution}' is not WxH, e.g. 1280x720.") from None
+    span = None
+    if lengths:
+        try:
+            low, high = (int(x) for x in lengths.split(":"))
+            assert 1 <= low <= high
+        except (ValueError, AssertionError):
+            raise UsageError(f"--lengths '{lengths}' is not A:B with 1 <= A <= B, e.g. 40:300.") from None
+        span = (low, high)
     cfg = BenchConfig(shape=shape, model=model, frames=frames, width=w, height=h, seconds=seconds, videos=videos,
-                      batch_size=batch_size, new_tokens=new_tokens, resize=resize, workers=workers,
+                      batch_size=batch_size, new_tokens=new_tokens, lengths=span, resize=resize, workers=workers,
                       baseline=baseline, gpus=gpus, device=device, work_dir=str(work_dir))
     report = run_bench(cfg)
     typer.echo(format_report(report))

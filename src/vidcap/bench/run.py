@@ -24,6 +24,7 @@ class BenchConfig:
     videos: int = 64
     batch_size: int = 16
     new_tokens: int = 150
+    lengths: tuple[int, int] | None = None  # each caption ends at a length drawn from A..B (fixed seed)
     resize: int | None = None
     workers: int | None = None
     baseline: bool = False
@@ -64,9 +65,10 @@ def _stage(cfg: BenchConfig, model_dir: str, preset_name: str, fast: bool):
         from dataclasses import replace
 
         preset = replace(base, name=preset.name, model_id=model_dir)
-    opts = CaptionOptions(num_frames=cfg.frames, max_new_tokens=cfg.new_tokens, batch_size=cfg.batch_size,
+    max_new = max(cfg.new_tokens, cfg.lengths[1]) if cfg.lengths else cfg.new_tokens
+    opts = CaptionOptions(num_frames=cfg.frames, max_new_tokens=max_new, batch_size=cfg.batch_size,
                           resize=cfg.resize, device=cfg.device,
-                          extra=dict(cfg.extra, ignore_eos=True, fast=fast))
+                          extra=dict(cfg.extra, ignore_eos=True, fast=fast, lengths=cfg.lengths))
     return CaptionStage(preset, opts)
 
 
@@ -96,6 +98,10 @@ def _one_run(stage, manifest: Path, out: Path, workers, label: str) -> dict:
     t_prep = _Timer(backend, "prepare") if hasattr(backend, "prepare") else None
     t_gen = _Timer(backend, "generate") if hasattr(backend, "generate") else None
     t_batch = _Timer(stage, "process_batch")
+    t_rows = _Timer(stage, "_row")  # one span per caption finished, whichever path made it
+    engine = backend.engine() if hasattr(backend, "engine") else None
+    if engine is not None:
+        engine.reset_stats()
     cuda = _cuda()
     if cuda:
         cuda.reset_peak_memory_stats()
@@ -105,8 +111,10 @@ def _one_run(stage, manifest: Path, out: Path, workers, label: str) -> dict:
         t_end = time.perf_counter()
     n = summary["processed"]
     wall = summary["wall_s"]
-    # steady state: after the first batch is done (worker start-up and first-batch latency excluded)
-    first_end, first_n = (t_batch.spans[0][1], t_batch.spans[0][2]) if t_batch.spans else (t_end, 0)
+    # steady state: after the first batch's worth of captions (worker start-up and first latency excluded)
+    ends = sorted(end for _, end, _ in t_rows.spans)
+    first_n = min(len(ends), stage.batch_size)
+    first_end = ends[first_n - 1] if ends else t_end
     steady = (n - first_n) / (t_end - first_end) if t_end > first_end and n > first_n else None
     res = {"label": label, "videos": n, "ok": summary["ok"], "wall_s": wall,
            "videos_per_s": n / wall if wall else 0.0, "steady_videos_per_s": steady,
@@ -115,8 +123,10 @@ def _one_run(stage, manifest: Path, out: Path, workers, label: str) -> dict:
                        "preprocess (in main process)": t_prep.total if t_prep else None,
                        "generate (vision+prefill+decode)": t_gen.total if t_gen else None,
                        "waiting for frames / other": wall - t_batch.total},
-           "gpu_busy": mon.busy, "peak_mem_gib": cuda.max_memory_allocated() / 2**30 if cuda else None}
-    for t, obj, name in ((t_prep, backend, "prepare"), (t_gen, backend, "generate"), (t_batch, stage, "process_batch")):
+           "gpu_busy": mon.busy, "peak_mem_gib": cuda.max_memory_allocated() / 2**30 if cuda else None,
+           "engine": summary.get("engine")}
+    for t, obj, name in ((t_prep, backend, "prepare"), (t_gen, backend, "generate"), (t_batch, stage, "process_batch"),
+                         (t_rows, stage, "_row")):
         if t is not None:
             setattr(obj, name, t.fn)
     return res
@@ -159,7 +169,8 @@ def _roofline(stage, res: dict, cfg: BenchConfig, peaks: dict) -> dict | None:
     kv_bytes = 2 * tcfg.num_hidden_layers * heads * head_dim * 2
     frames = stage.num_frames
     patches = frames * 576  # CLIP-L/14-336 per frame; a lead, not exact for anyres/Qwen
-    floor = roofline_seconds(res["videos"], lm, vision, res["prompt_tokens"], cfg.new_tokens, patches,
+    new = round(res.get("completion_tokens") or cfg.new_tokens)
+    floor = roofline_seconds(res["videos"], lm, vision, res["prompt_tokens"], new, patches,
                              cfg.batch_size, kv_bytes, peaks)
     floor["share_of_roofline"] = floor["floor_s"] / res["wall_s"] if res["wall_s"] else None
     floor["lm_params_b"] = lm / 1e9
@@ -241,6 +252,8 @@ def format_report(report: dict) -> str:
         for k, v in r["stage_s"].items():
             if v is not None:
                 lines.append(f"    {k:<36} {v:8.2f} s")
+        if r.get("engine") and r["label"] != "baseline":
+            lines.append(_engine_line(r["engine"]))
         roof = r.get("roofline")
         if roof:
             lines.append(f"    roofline floor {roof['floor_s']:.2f} s (prefill+vision {roof['t_prefill']:.2f} s, decode "
@@ -250,4 +263,17 @@ def format_report(report: dict) -> str:
             lines.append(f"    errors: {r['errors']}")
     if "speedup" in report:
         lines.append(f"speed-up over the baseline path: {report['speedup']:.2f}x")
+        if report["speedup"] < 1.0:
+            lines.append(f"WARNING: vidcap was slower than --baseline on the same clips ({report['speedup']:.2f}x)")
     return "\n".join(lines)
+
+
+def _engine_line(e: dict) -> str:
+    if not e.get("fast_path"):
+        return f"    engine: FAST PATH OFF ({e.get('fast_path_reason')})"
+    ms = e.get("decode_ms_per_step")
+    return (f"    engine: {e['slots']} slots x {e['cache_tokens']} tokens, shared prefix {e['shared_prefix_tokens']} tokens, "
+            f"{e['graph_replays']} graph replays / {e['eager_steps']} eager steps, "
+            + (f"{ms:.1f} ms per decode step, " if ms else "")
+            + f"{e.get('decode_tokens_per_s') or 0:.0f} decode tokens/s, slot occupancy {e.get('slot_occupancy') or 0:.2f}, "
+            f"prefill {e['prefill_s']:.1f} s in {e['prefills']} calls, fallback rows {e['fallback_rows']}")

@@ -44,7 +44,7 @@ def find_parts(model) -> LMParts:
     layers = list(lm.layers)
     kinds = {type(layer).__name__ for layer in layers}
     if not kinds <= SUPPORTED_LAYERS:
-        raise Unsupported(f"decoder layer {sorted(kinds - SUPPORTED_LAYERS)[0]} is not one the engine implements")
+        raise Unsupported(f"decoder layer {min(kinds - SUPPORTED_LAYERS)} is not one the engine implements")
     cfg = lm.config
     if getattr(cfg, "use_sliding_window", False) and getattr(cfg, "sliding_window", None):
         raise Unsupported("sliding-window attention")

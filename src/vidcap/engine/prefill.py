@@ -9,7 +9,6 @@ keys are those of the clip alone, and the first new token is read at each clip's
 from __future__ import annotations
 
 import inspect
-
 from functools import cache
 
 

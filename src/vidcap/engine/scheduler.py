@@ -11,8 +11,9 @@ from __future__ import annotations
 
 import time
 from collections import deque
+from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import Any, Iterator
+from typing import Any
 
 from .lm import DecoderLM, Unsupported, find_parts
 from .prefill import cache_kwarg, common_prefix, placeholder_ids, slot_cache
@@ -51,6 +52,9 @@ class EngineStats:
     rows: int = 0
     fallback_rows: int = 0
     oom_splits: int = 0
+    started: float = 0.0  # perf_counter at run start
+    first_item_s: float | None = None  # when the first clip reached the engine
+    first_row_s: float | None = None  # when the first caption was done
 
     def summary(self) -> dict:
         ms = 1e3 * self.decode_s / self.steps if self.steps else None
@@ -62,7 +66,8 @@ class EngineStats:
                 "decode_tokens_per_s": round(self.decode_tokens / self.decode_s, 1) if self.decode_s else None,
                 "slot_occupancy": round(self.decode_tokens / self.slot_steps, 3) if self.slot_steps else None,
                 "prefills": self.prefills, "prefill_rows": self.prefill_rows, "prefill_s": round(self.prefill_s, 3),
-                "rows": self.rows, "fallback_rows": self.fallback_rows, "oom_splits": self.oom_splits}
+                "rows": self.rows, "fallback_rows": self.fallback_rows, "oom_splits": self.oom_splits,
+                "first_item_s": _round(self.first_item_s), "first_row_s": _round(self.first_row_s)}
 
 
 class ListSource:
@@ -111,7 +116,7 @@ class Engine:
         old = self.stats
         self.stats = EngineStats(fast_path=old.fast_path, reason=old.reason, slots=old.slots,
                                  cache_tokens=old.cache_tokens, prefix_tokens=old.prefix_tokens, graphs=old.graphs,
-                                 capture_s=old.capture_s)
+                                 capture_s=old.capture_s, started=time.perf_counter())
         if self.lm is not None:
             self.lm.replays = self.lm.eager_steps = 0
 
@@ -121,6 +126,7 @@ class Engine:
 
         pending: deque = deque()
         exhausted = False
+        self.stats.started = time.perf_counter()
         with torch.inference_mode():
             while True:
                 if not exhausted:
@@ -151,6 +157,8 @@ class Engine:
         got = source.take(max(want, 1), block=idle)
         if got is None:
             return True
+        if got and self.stats.first_item_s is None:
+            self.stats.first_item_s = time.perf_counter() - self.stats.started
         pending.extend(got)
         if self.lm is None and pending and len(pending) < self.want_slots:
             # the first group decides the shared prefix and the cache length: give it a moment to fill
@@ -323,6 +331,8 @@ class Engine:
         if stop or len(seq.tokens) >= seq.limit:
             del self.active[slot]
             self.stats.rows += 1
+            if self.stats.first_row_s is None:
+                self.stats.first_row_s = time.perf_counter() - self.stats.started
             self.out.append(EngineOut(seq.key, seq.tokens, "stop" if stop else "length"))
 
     # -- the cache, the shared prefix, the graphs -------------------------------------------------------
@@ -336,10 +346,12 @@ class Engine:
             prefix = prefix if len(prefix) >= MIN_PREFIX else []
         longest = max(int(it["input_ids"].shape[1]) for _, it in group) - len(prefix)
         limit = max(int(it.get("max_new") or self.max_new) for _, it in group)
-        length = _round_up(longest + longest // 8 + 32 + max(limit, self.max_new), 64)
+        # a little room for longer prompts (other aspect ratios, longer texts); every step reads all of it
+        length = _round_up(longest + longest // 16 + 16 + max(limit, self.max_new), 64)
         slots = self.want_slots
         per_slot = 2 * len(parts.layers) * parts.kv_heads * length * parts.head_dim * self.dtype.itemsize
         if str(self.device).startswith("cuda"):
+            _free_memory()  # blocks the caching allocator holds count as free
             free, total = torch.cuda.mem_get_info(torch.device(self.device))
             room = free - max(4 << 30, int(0.1 * total))  # prefill activations and the vision tower need room too
             slots = max(1, min(slots, room // per_slot))
@@ -416,6 +428,10 @@ def _to(value, device, dtype):
 
 def _round_up(n: int, k: int) -> int:
     return -(-n // k) * k
+
+
+def _round(x: float | None) -> float | None:
+    return None if x is None else round(x, 3)
 
 
 def _free_memory() -> None:
