@@ -102,6 +102,42 @@ def test_engine_equals_generate_token_for_token(tiny_model, clips, family):
         assert s.prefix_tokens >= 32
 
 
+TRITON_SCRIPT = """
+import sys, torch
+sys.path.insert(0, {tests!r})
+import test_engine as t
+from vidcap.engine import Engine
+backend = t.backend_for(lambda fam: {model!r}, "pllava")
+items = [backend.prepare_item(r) for r in t.requests(backend, t.clip_list({clips!r}))]
+want = t.reference(backend, items, set())
+engine, outs = t.run_engine(backend, items, set(), slots=3, attention="triton")
+assert engine.lm.triton and engine.stats.prefix_tokens > 0, engine.stats
+assert [o.tokens for o in outs] == want
+print("TRITON_OK", engine.stats.attention)
+"""
+
+
+def clip_list(paths):
+    return [__import__("pathlib").Path(p) for p in paths]
+
+
+def test_triton_slot_attention_in_the_interpreter(tiny_model, clips):
+    """The GPU's decode attention kernel (each slot read up to its length, joined with the shared prefix),
+    run by Triton's CPU interpreter inside the engine: same tokens as generate()."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    pytest.importorskip("triton")
+    here = str(Path(__file__).parent)
+    script = TRITON_SCRIPT.format(tests=here, model=str(tiny_model("pllava")), clips=[str(c) for c in clips])
+    env = {**os.environ, "TRITON_INTERPRET": "1",
+           "PYTHONPATH": os.pathsep.join([str(Path(here).parent / "src"), here, os.environ.get("PYTHONPATH", "")])}
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env, timeout=600)
+    assert "TRITON_OK" in proc.stdout, proc.stderr[-3000:]
+
+
 def test_engine_without_eos_and_with_drawn_lengths(tiny_model, clips):
     backend = backend_for(tiny_model, "qwen2-vl")
     items = [backend.prepare_item(r) for r in requests(backend, clips)]

@@ -248,6 +248,7 @@ class HFCaptionBackend(CaptionBackend):
             return None
         why = self._engine_refusal()  # asked each time: the bench switches --baseline on and off
         if why is None and self._engine is not None:
+            self._engine.static = bool(self.options.extra.get("static_batches"))
             return self._engine
         if why is None:
             from ..engine import Engine, Unsupported
@@ -257,6 +258,7 @@ class HFCaptionBackend(CaptionBackend):
                                       max_new_tokens=int(self.options.max_new_tokens), device=self.device,
                                       dtype=self.dtype, collate=self._collate_right,
                                       ignore_eos=bool(self.options.extra.get("ignore_eos")))
+                self._engine.static = bool(self.options.extra.get("static_batches"))
                 return self._engine
             except Unsupported as exc:
                 why = str(exc)

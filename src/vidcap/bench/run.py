@@ -222,6 +222,13 @@ def run_bench(cfg: BenchConfig) -> dict:
         base["tokens_per_s"] = base["completion_tokens"] * base["ok"] / base["wall_s"]
         report["runs"].append(base)
         stage.options.extra["fast"] = True
+    if cfg.lengths:  # the engine with static batches on the same clips: what continuous batching gains
+        stage.options.extra["static_batches"] = True
+        static = _one_run(stage, manifest, root / "out_static.parquet", workers, "vidcap, static batches")
+        stage.options.extra["static_batches"] = False
+        static.update(_output_stats(root / "out_static.parquet"))
+        static["tokens_per_s"] = static["completion_tokens"] * static["ok"] / static["wall_s"]
+        report["runs"].append(static)
     run = _one_run(stage, manifest, root / "out.parquet", workers, "vidcap")
     run.update(_output_stats(root / "out.parquet"))
     run["tokens_per_s"] = run["completion_tokens"] * run["ok"] / run["wall_s"]
@@ -229,6 +236,8 @@ def run_bench(cfg: BenchConfig) -> dict:
     report["runs"].append(run)
     if cfg.baseline:
         report["speedup"] = run["videos_per_s"] / max(report["runs"][0]["videos_per_s"], 1e-9)
+    if cfg.lengths:
+        report["continuous_vs_static"] = run["videos_per_s"] / max(report["runs"][-2]["videos_per_s"], 1e-9)
     teardown()
     (root / "bench.json").write_text(json.dumps(report, indent=2, default=str))
     return report
@@ -261,6 +270,9 @@ def format_report(report: dict) -> str:
                          f"LM {roof['lm_params_b']:.2f}B + vision {roof['vision_params_b']:.2f}B params")
         if r.get("errors"):
             lines.append(f"    errors: {r['errors']}")
+    if "continuous_vs_static" in report:
+        lines.append(f"continuous batching over static batches (same engine, same clips): "
+                     f"{report['continuous_vs_static']:.2f}x")
     if "speedup" in report:
         lines.append(f"speed-up over the baseline path: {report['speedup']:.2f}x")
         if report["speedup"] < 1.0:

@@ -89,6 +89,7 @@ class DecoderLM:
         self.ar = torch.arange(length, device=device)
         self.slot_ids = torch.arange(slots, device=device)
         self.pk = self.pv = None  # shared prefix [layers, kv_heads, P, head_dim]
+        self.triton = False  # slot attention through the Triton kernel (set by the engine after its check)
         self.graphs: dict[int, object] = {}
         self.pool = None
         self.replays = 0
@@ -151,7 +152,7 @@ class DecoderLM:
             k = k * cos + _rotate_half(k) * sin
             self.k[i, idx, :, pos] = k
             self.v[i, idx, :, pos] = v
-            o = self._attend(i, q, b, bias, pbias)
+            o = self._attend_triton(i, q, b, pbias) if self.triton else self._attend(i, q, b, bias, pbias)
             x = x + a.o_proj(o)
             x = x + layer.mlp(layer.post_attention_layernorm(x))
         logits = p.head(p.lm.norm(x))
@@ -179,6 +180,30 @@ class DecoderLM:
         out_p = torch.bmm(wp, self.pv[i]).view(p.kv_heads, b, g, p.head_dim).permute(1, 0, 2, 3)
         out = torch.matmul(w[..., n:], vc) + out_p
         return out.reshape(b, p.heads * p.head_dim)
+
+    def _attend_triton(self, i: int, q, b: int, pbias):
+        """The slots' own keys through the Triton kernel (each read up to its length); the shared prefix
+        through one batched matmul; the two joined by their log-sum-exps."""
+        import torch
+
+        from .attention import slot_attention
+
+        p = self.p
+        out, lse = slot_attention(q, self.k[i, :b], self.v[i, :b], self.pos[:b], p.scale)
+        if self.pk is None:
+            return out.reshape(b, p.heads * p.head_dim)
+        g = p.heads // p.kv_heads
+        qh = q.view(b, p.kv_heads, g, p.head_dim).permute(1, 0, 2, 3).reshape(p.kv_heads, b * g, p.head_dim)
+        sp = torch.bmm(qh, self.pk[i].transpose(-1, -2)).float() * p.scale  # [kvh, b*g, P]
+        sp = sp + pbias.view(b)[None, :, None].repeat_interleave(g, dim=1)
+        lse_p = torch.logsumexp(sp, dim=-1)  # finite even for slots without the prefix (bias is finite)
+        out_p = torch.bmm(torch.softmax(sp, dim=-1).to(self.dtype), self.pv[i])  # [kvh, b*g, D]
+        out_p = out_p.view(p.kv_heads, b, g, p.head_dim).permute(1, 0, 2, 3).reshape(b, p.heads, p.head_dim)
+        lse_p = lse_p.view(p.kv_heads, b, g).permute(1, 0, 2).reshape(b, p.heads)
+        top = torch.maximum(lse_p, lse)
+        wp, ws = torch.exp(lse_p - top), torch.exp(lse - top)
+        joined = (out_p.float() * wp[..., None] + out.float() * ws[..., None]) / (wp + ws)[..., None]
+        return joined.to(self.dtype).reshape(b, p.heads * p.head_dim)
 
     # -- CUDA graphs ------------------------------------------------------------------------------
     def capture(self, buckets: list[int]) -> None:

@@ -52,6 +52,7 @@ class EngineStats:
     rows: int = 0
     fallback_rows: int = 0
     oom_splits: int = 0
+    attention: str = ""
     started: float = 0.0  # perf_counter at run start
     first_item_s: float | None = None  # when the first clip reached the engine
     first_row_s: float | None = None  # when the first caption was done
@@ -60,7 +61,7 @@ class EngineStats:
         ms = 1e3 * self.decode_s / self.steps if self.steps else None
         return {"fast_path": self.fast_path, "fast_path_reason": self.reason, "slots": self.slots,
                 "cache_tokens": self.cache_tokens, "shared_prefix_tokens": self.prefix_tokens,
-                "graph_buckets": self.graphs, "graph_replays": self.replays, "eager_steps": self.eager_steps,
+                "graph_buckets": self.graphs, "attention": self.attention, "graph_replays": self.replays, "eager_steps": self.eager_steps,
                 "capture_s": round(self.capture_s, 3), "decode_steps": self.steps,
                 "decode_ms_per_step": round(ms, 3) if ms else None,
                 "decode_tokens_per_s": round(self.decode_tokens / self.decode_s, 1) if self.decode_s else None,
@@ -95,12 +96,14 @@ class Engine:
 
     def __init__(self, model, *, slots: int, max_new_tokens: int, eos: list[int], pad_id: int, device, dtype,
                  collate, ignore_eos: bool = False, graphs: bool = True, prefill_tokens: int = 16384,
-                 first_wait_s: float = 2.0):
+                 first_wait_s: float = 2.0, attention: str = "auto"):
         self.model, self.want_slots, self.max_new = model, max(1, int(slots)), int(max_new_tokens)
         self.eos, self.pad_id, self.device, self.dtype = set(eos), pad_id, device, dtype
         self.collate, self.ignore_eos = collate, ignore_eos
         self.use_graphs = graphs and str(device).startswith("cuda")
         self.prefill_tokens, self.first_wait_s = prefill_tokens, first_wait_s
+        self.static = False  # True: admit only into an empty engine (static batches; the bench's comparison)
+        self.attention = attention  # "auto": Triton on CUDA once it passes its check; "triton" forces it (tests)
         self.parts = find_parts(model)  # raises Unsupported
         self.base = model.model
         self.kw = cache_kwarg(self.base)
@@ -116,6 +119,7 @@ class Engine:
         old = self.stats
         self.stats = EngineStats(fast_path=old.fast_path, reason=old.reason, slots=old.slots,
                                  cache_tokens=old.cache_tokens, prefix_tokens=old.prefix_tokens, graphs=old.graphs,
+                                 attention=old.attention,
                                  capture_s=old.capture_s, started=time.perf_counter())
         if self.lm is not None:
             self.lm.replays = self.lm.eager_steps = 0
@@ -177,7 +181,11 @@ class Engine:
         free = self.free_slots()
         if free <= 0:
             return False
-        if not self.active or exhausted:
+        if not self.active:
+            return True
+        if self.static:
+            return False
+        if exhausted:
             return True
         slots = self.lm.slots if self.lm else self.want_slots
         return free >= max(1, slots // 8) or n_pending >= free
@@ -369,6 +377,13 @@ class Engine:
             self._set_prefix(prefix)
         self.stats.slots, self.stats.cache_tokens, self.stats.prefix_tokens = slots, length, len(prefix)
         self.stats.fast_path, self.stats.reason = True, "decode step run eagerly (no CUDA)"
+        self.stats.attention = "matmul over the whole cache"
+        if self.attention == "triton" or (self.use_graphs and self.attention == "auto"):
+            from .attention import self_check  # on CUDA: the Triton kernel, if it passes its check here
+
+            why = self_check(self.device, self.dtype, parts.heads, parts.kv_heads, parts.head_dim)
+            self.lm.triton = why is None
+            self.stats.attention = "triton (each slot read up to its length)" if why is None else f"matmul: {why}"
         if self.use_graphs:
             self._capture()
 
