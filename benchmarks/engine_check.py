@@ -50,7 +50,7 @@ def main(root: Path) -> int:
         same = [got.get(i) == w for i, w in enumerate(want)]
         s = engine.stats.summary()
         print(f"{family:16} equal {sum(same)}/{len(same)}  replays {s['graph_replays']} eager {s['eager_steps']} "
-              f"prefix {s['shared_prefix_tokens']} fast_path {s['fast_path']} ({s['fast_path_reason']})", flush=True)
+              f"prefix {s['shared_prefix_tokens']} attention {s['attention']} fast_path {s['fast_path']} ({s['fast_path_reason']})", flush=True)
         bad += not all(same) or s["graph_replays"] == 0
         backend.teardown()
     return 1 if bad else 0

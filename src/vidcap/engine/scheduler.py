@@ -379,7 +379,8 @@ class Engine:
         self.stats.fast_path, self.stats.reason = True, "decode step run eagerly (no CUDA)"
         self.stats.attention = "matmul over the whole cache"
         if self.attention == "triton" or (self.use_graphs and self.attention == "auto"):
-            from .attention import self_check  # on CUDA: the Triton kernel, if it passes its check here
+            # on CUDA: the Triton kernel, if it passes its check on this GPU
+            from .attention import self_check
 
             why = self_check(self.device, self.dtype, parts.heads, parts.kv_heads, parts.head_dim)
             self.lm.triton = why is None
