@@ -2,7 +2,7 @@
 
 from .registry import Preset, register_preset
 
-_PLLAVA = dict(pooling_shape=(4, 12, 12), lora_alpha=4.0, resolution=336, static_cache=True)
+_PLLAVA = dict(pooling_shape=(4, 12, 12), lora_alpha=4.0, resolution=336)
 for size in ("7b", "13b", "34b"):
     register_preset(Preset(f"pllava-{size}", "hf-pllava", f"ermu2001/pllava-{size}", 4, "segments",
                            "pllava", f"PLLaVA {size.upper()} (seed v1.2 captioner), 4 frames, 4-12-12 pooling, LoRA alpha 4",
@@ -16,9 +16,9 @@ for name, hf in (("llava-1.6-mistral-7b", "llava-hf/llava-v1.6-mistral-7b-hf"),
                            "LLaVA-1.6 (seed v1.0/1.1 captioner), frames at 10/50/90 % as images"))
 
 register_preset(Preset("qwen2.5-vl-7b", "hf-vlm", "Qwen/Qwen2.5-VL-7B-Instruct", 8, "uniform", "video",
-                       "Qwen2.5-VL-7B-Instruct, native video input", dict(max_pixels=448 * 252, static_cache=True)))
+                       "Qwen2.5-VL-7B-Instruct, native video input", dict(max_pixels=448 * 252)))
 register_preset(Preset("qwen2.5-vl-3b", "hf-vlm", "Qwen/Qwen2.5-VL-3B-Instruct", 8, "uniform", "video",
-                       "Qwen2.5-VL-3B-Instruct, native video input", dict(max_pixels=448 * 252, static_cache=True)))
+                       "Qwen2.5-VL-3B-Instruct, native video input", dict(max_pixels=448 * 252)))
 register_preset(Preset("llava-onevision-7b", "hf-vlm", "llava-hf/llava-onevision-qwen2-7b-ov-hf", 8,
                        "uniform", "video", "LLaVA-OneVision Qwen2 7B, native video input"))
 
