@@ -365,3 +365,102 @@ def test_models_load_safetensors_only_and_no_remote_code_unless_asked(clips, tmp
     proc = vidcap("caption", m, "-o", tmp_path / "c.csv", "--model", remote, "-q", "--workers", "0",
                   "--trust-remote-code", check=False)
     assert proc.returncode != 0 and ran() != []
+
+
+def _descendants(root: int) -> set[int]:
+    """Every process whose parent chain leads to `root` (read from /proc)."""
+    children: dict[int, list[int]] = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                ppid = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+            except (OSError, IndexError, ValueError):
+                continue
+            children.setdefault(ppid, []).append(int(entry.name))
+    found, todo = set(), [root]
+    while todo:
+        for kid in children.get(todo.pop(), []):
+            if kid not in found:
+                found.add(kid)
+                todo.append(kid)
+    return found
+
+
+def _alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return False
+    return state not in ("Z", "X")
+
+
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="needs Linux /proc")
+def test_sigkill_of_the_main_pid_alone_leaves_nothing_running(clips, clean, tmp_path):
+    """Only the main pid is killed (as an OOM killer or `kill -9 PID` does, not the process group): within
+    5 s none of its descendants (fork server, decode workers) remains and a pipe on its stdout reaches
+    EOF, so `vidcap ... | tee log` ends; the rerun completes with every row exactly once."""
+    import threading
+
+    out = tmp_path / "o.parquet"
+    args = fake_args(clips, out, workers=2)
+    proc = subprocess.Popen(args, env=env(VIDCAP_FAKE_DELAY=0.2), stdout=subprocess.PIPE,
+                            stderr=subprocess.DEVNULL, stdin=subprocess.DEVNULL, start_new_session=True)
+    kids: set[int] = set()
+    try:
+        t0 = time.time()
+        while time.time() - t0 < 120 and proc.poll() is None:
+            kids |= _descendants(proc.pid)
+            if len(kids) >= 3 and parts_of(out):  # the fork server and both decode workers are up, rows flow
+                break
+            time.sleep(0.05)
+        assert proc.poll() is None and len(kids) >= 3, "the run ended before its decode workers were seen"
+        eof = threading.Event()
+        reader = threading.Thread(target=lambda: (proc.stdout.read(), eof.set()), daemon=True)
+        reader.start()
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+        deadline = time.time() + 5
+        while time.time() < deadline and (any(_alive(p) for p in kids) or not eof.is_set()):
+            time.sleep(0.05)
+        left = sorted(p for p in kids if _alive(p))
+        assert left == [], f"processes outlived the killed run: {left}"
+        assert eof.is_set(), "the run's stdout pipe stayed open after it was killed"
+    finally:
+        try:
+            os.killpg(proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+    vidcap(*args[len(VIDCAP):])
+    assert_same_as_clean(out, clean)
+
+
+@pytest.mark.parametrize("action", ["unlink", "truncate"])
+def test_a_part_lost_before_the_merge_is_redone_not_left_empty(clips, clean, tmp_path, action):
+    """A part removed or damaged after it was written and before the final merge: its rows are done again
+    (never an output with rows lacking a result, never exit 0 with them)."""
+    out = tmp_path / "o.parquet"
+    args = fake_args(clips, out, workers=0, part_rows=5)
+    proc = subprocess.run(args, env=env(VIDCAP_TEST_FAULT=f"before_merge:{action}"), capture_output=True,
+                          text=True, stdin=subprocess.DEVNULL, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    assert "doing them again" in proc.stderr
+    assert_same_as_clean(out, clean)
+
+
+def test_rows_removed_from_the_manifest_are_not_counted(clips, tmp_path):
+    """A run killed part-way, then resumed on a manifest with fewer rows: the output and its summary hold
+    only the rows of the manifest now."""
+    out = tmp_path / "o.parquet"
+    proc = subprocess.run(fake_args(clips, out, workers=0), env=env(VIDCAP_TEST_FAULT="part_write:kill:25"),
+                          capture_output=True, text=True, stdin=subprocess.DEVNULL, timeout=300)
+    assert proc.returncode == -signal.SIGKILL
+    assert len(parts_of(out)) >= 20
+    small = clips / f"m_first10_{tmp_path.name}.csv"
+    pd.read_csv(clips / "m.csv").head(10).to_csv(small, index=False)
+    args = fake_args(clips, out, workers=0)
+    args[args.index(str(clips / "m.csv"))] = str(small)
+    vidcap(*args[len(VIDCAP):])
+    df = pd.read_parquet(out)
+    summary = json.loads(out.with_name(out.name + ".run.json").read_text())["summary"]
+    assert len(df) == 10
+    assert summary["ok"] + sum(summary["failed"].values()) == 10 == summary["rows"]

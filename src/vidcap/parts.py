@@ -36,7 +36,7 @@ FAULT_ENV = "VIDCAP_TEST_FAULT"
 _fault_hits: Counter = Counter()
 
 
-def _fault(point: str) -> None:
+def fault_point(point: str, files=None) -> None:
     spec = os.environ.get(FAULT_ENV)
     if not spec or not spec.startswith(point + ":"):
         return
@@ -48,6 +48,12 @@ def _fault(point: str) -> None:
         os.kill(os.getpid(), signal.SIGKILL)
     elif action == "enospc":
         raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+    elif action in ("unlink", "truncate") and files:  # a part lost or damaged behind the run's back
+        victim = files[0]
+        if action == "unlink":
+            victim.unlink()
+        else:
+            victim.write_bytes(victim.read_bytes()[:40])
 
 
 def _disk_error(exc: OSError, what: str) -> FatalRunError:
@@ -219,7 +225,7 @@ class PartStore:
         path = self.dir / name
         df = pd.DataFrame(rows)
         try:
-            write_table(df, path, before_rename=lambda: _fault("part_write"))
+            write_table(df, path, before_rename=lambda: fault_point("part_write"))
         except OSError as exc:
             raise _disk_error(exc, f"a part file in {self.dir}") from None
         except Exception as exc:  # a remote store's own errors (network, permissions)
@@ -298,18 +304,37 @@ class PartStore:
             if self.overwrite:
                 self.output.unlink(missing_ok=True)
             self._write_json(self.sidecar(), meta)
-            write_table(out, self.output, metadata=meta, before_rename=lambda: _fault("final_merge"))
+            write_table(out, self.output, metadata=meta, before_rename=lambda: fault_point("final_merge"))
         except OSError as exc:
             raise _disk_error(exc, str(self.output)) from None
         except Exception as exc:
             raise FatalRunError(f"could not write {self.output} ({first_line(exc)}); fix the problem and run "
                                 "the same command again: the parts are kept.") from None
-        _fault("final_cleanup")
+        fault_point("final_cleanup")
         if not self.keep_parts:
-            self.close()
-            rmtree(self.dir)
+            self._remove_dir()
             if not self.remote:
                 _fsync_dir(self.output.parent)
+
+    def _remove_dir(self) -> None:
+        """The parts folder goes while the lock is still held: everything but LOCK first, then LOCK, then
+        the folder; the lock is released last (a run starting meanwhile is refused, not mixed in)."""
+        if self.remote:
+            for p in self.files("*"):
+                if p.name != "LOCK":
+                    p.unlink(missing_ok=True)
+            self.close()
+            rmtree(self.dir)
+            return
+        for p in self.dir.iterdir():
+            if p.name != "LOCK":
+                rmtree(p) if p.is_dir() else p.unlink(missing_ok=True)
+        (self.dir / "LOCK").unlink(missing_ok=True)
+        try:
+            self.dir.rmdir()
+        except OSError:
+            rmtree(self.dir)
+        self.close()
 
 
 def read_part(path, columns=None) -> pd.DataFrame:

@@ -22,7 +22,7 @@ import pandas as pd
 
 from .errors import DECODE, FatalRunError, UsageError, VidcapError, error_code, format_error
 from .manifest import RID, read_manifest
-from .parts import PartStore, needs_redo
+from .parts import PartStore, fault_point, needs_redo
 from .storage import as_path
 from .stages.base import Item, Stage
 
@@ -94,8 +94,28 @@ def _die_with_parent() -> None:
         os._exit(0)
 
 
+def _release_forkserver() -> None:
+    """A worker forked by the fork server holds a copy of the write end of the server's liveness pipe; while
+    any worker holds it, the server never sees the run die, so after a kill -9 of the run the server and
+    its workers (whose parent-death signal waits for the server) lived on. The worker never forks through
+    the server itself, so it lets the pipe go: the run's death closes the last write end, the server
+    exits, and the workers' parent-death signal ends them."""
+    try:
+        from multiprocessing import forkserver
+
+        server = forkserver._forkserver
+        fd = getattr(server, "_forkserver_alive_fd", None)
+        # set in a child of the server (which launched no server itself); the run's own copy has a pid
+        if fd is not None and getattr(server, "_forkserver_pid", None) is None:
+            os.close(fd)
+            server._forkserver_alive_fd = None
+    except (ImportError, AttributeError, OSError):
+        return
+
+
 def _init_worker(loader) -> None:
     global _LOADER
+    _release_forkserver()
     _die_with_parent()
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is handled once, by the main process
     try:  # the process feeding the GPU must win the CPU over its decoders (measured on a 16-core H100 host)
@@ -262,7 +282,9 @@ class Run:
             todo = [r for r in unique.to_dict("records") if r[RID] not in done or done[r[RID]]]
             skipped = len(unique) - len(todo)
             self._process(todo)
-            results, extra = self.stage.finish_results(store.load_results(df, self.stage.row_key))
+            fault_point("before_merge", store.part_files())
+            results = self._complete(df[first], store)
+            results, extra = self.stage.finish_results(results)
             summary = self._summary(len(df), skipped, duplicates, len(todo), time.monotonic() - t0, results)
             summary.update(extra)
             store.finalize(df, results, summary, self.stage.dtypes)
@@ -272,6 +294,23 @@ class Run:
             raise
         finally:
             store.close()
+
+    def _complete(self, unique: pd.DataFrame, store: PartStore) -> pd.DataFrame:
+        """The results of this manifest's rows, every one present: rows whose result went missing (a part
+        deleted or damaged before the merge) are done again once; if some still lack a result the run
+        stops without writing the output, naming them, and a rerun finishes them."""
+        for attempt in range(2):
+            results = store.load_results(unique, self.stage.row_key)
+            results = results[results[RID].isin(unique[RID])]  # rows no longer in the manifest do not count
+            missing = unique[~unique[RID].isin(results[RID])]
+            if missing.empty:
+                return results
+            if attempt == 0:
+                print(f"vidcap: {len(missing)} rows lost their saved result before the merge (a part file was "
+                      "removed or damaged); doing them again.", file=sys.stderr)
+                self._process(missing.to_dict("records"))
+        raise FatalRunError(f"{len(missing)} rows have no result (first: {missing['path'].iloc[0]}); the parts "
+                            "are kept: run the same command again to finish them.")
 
     def _process(self, todo: list[dict]) -> None:
         if not todo:

@@ -15,7 +15,7 @@ import os
 import time
 from collections import Counter
 
-from ..errors import UsageError
+from ..errors import FatalRunError, UsageError
 from ..manifest import RID
 from ..parts import PartStore, needs_redo
 from ..runner import Run, select_rows
@@ -67,7 +67,7 @@ class RankRun(Run):
         try:
             unique = df[first]
             share = unique.iloc[self.dp_rank::self.dp_size]
-            results = store.load_results(df)
+            results = store.load_results(df, self.stage.row_key)
             redo = {r: needs_redo(s, e) for r, s, e in zip(results[RID], results.get("status", []), results.get("error", []))}
             todo = [r for r in share.to_dict("records") if r[RID] not in redo or redo[r[RID]]]
             skipped = len(share) - len(todo)
@@ -169,7 +169,13 @@ class RankRun(Run):
             todo += info["todo"]
             self.rank_extras.append(info.get("extra") or {})
         self.counts = counts
-        results, extra = self.stage.finish_results(store.load_results(df))
+        results = store.load_results(df, self.stage.row_key)
+        results = results[results[RID].isin(df[RID])]  # rows no longer in the manifest do not count
+        missing = int((~df.loc[first, RID].isin(results[RID])).sum())
+        if missing:  # a rank's part went missing: never a silent output with empty rows
+            raise FatalRunError(f"{missing} rows have no result after every rank finished; the parts are kept: "
+                                "run the same command again to finish them.")
+        results, extra = self.stage.finish_results(results)
         duplicates = int((~first).sum())
         summary = self._summary(len(df), skipped, duplicates, todo, time.monotonic() - t0, results)
         summary.update(extra)
