@@ -1,4 +1,4 @@
-"""PLLaVA (ermu2001/pllava-*), the seed's v1.2 captioner: K frames at 336 px (CLIP resize + center crop),
+"""PLLaVA (ermu2001/pllava-*), the seed's v1.2 captioner: K frames at 336 px (the seed's resize chain, pllava_pixels),
 pooled to T'*H'*W' visual tokens behind one `<image>` token, the seed's conversation template, LoRA merged."""
 
 from __future__ import annotations
@@ -51,6 +51,7 @@ class PllavaBackend(HFCaptionBackend):
         self.pooling_shape: tuple[int, int, int] | None = None
         self.lora_alpha = float(self.param("lora_alpha", DEFAULT_LORA_ALPHA))
         self.image_token_id = None
+        self.pixel_cfg: dict = {}
 
     @property
     def visual_tokens(self) -> int:
@@ -74,6 +75,10 @@ class PllavaBackend(HFCaptionBackend):
         else:  # the llava-hf CLIP-L/336 preprocessing PLLaVA was trained with
             self.image_processor = CLIPImageProcessor(size={"shortest_edge": 336},
                                                       crop_size={"height": 336, "width": 336})
+        proc = self.image_processor
+        crop = getattr(proc, "crop_size", None) or {"height": 336}  # a dict (4.x) or a SizeDict (5.x)
+        self.pixel_cfg = {"crop": int(crop["height"] or 336),
+                          "mean": tuple(proc.image_mean), "std": tuple(proc.image_std)}
         self.image_token_id = int(raw.get("image_token_index", 32000))
         pad = self.tokenizer.pad_token_id
         self.pad_id = int(pad if pad is not None else raw.get("pad_token_id", 0))
@@ -115,8 +120,10 @@ class PllavaBackend(HFCaptionBackend):
     def prepare_one(self, req: CaptionRequest) -> dict:
         import torch
 
+        from .pllava_pixels import seed_pixels
+
         ids = self.token_ids(req.prompt)
-        pixels = self.image_processor(images=list(self._fit_frames(req)), return_tensors="pt")["pixel_values"]
+        pixels = torch.from_numpy(seed_pixels(self._fit_frames(req), **self.pixel_cfg))
         return {"input_ids": torch.tensor([ids]), "attention_mask": torch.ones(1, len(ids), dtype=torch.long),
                 "pixel_values": pixels, "n_prompt": len(ids)}
 
