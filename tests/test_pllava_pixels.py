@@ -12,12 +12,12 @@ torch = pytest.importorskip("torch")
 tv = pytest.importorskip("torchvision")
 pytest.importorskip("transformers")
 
-from PIL import Image  # noqa: E402
-from torchvision.transforms import InterpolationMode  # noqa: E402
-from torchvision.transforms import functional as TF  # noqa: E402
+from PIL import Image
+from torchvision.transforms import InterpolationMode
+from torchvision.transforms import functional as TF
 
-from vidcap.backends.base import CaptionOptions, CaptionRequest  # noqa: E402
-from vidcap.backends.registry import make_backend, resolve_model  # noqa: E402
+from vidcap.backends.base import CaptionOptions, CaptionRequest
+from vidcap.backends.registry import make_backend, resolve_model
 
 SIZES = [(720, 1280), (1080, 1920), (1920, 1080), (480, 640), (336, 336)]
 
