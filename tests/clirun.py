@@ -29,3 +29,13 @@ def vidcap(*args, check=True, cwd=None, env=None, timeout=300, **extra_env):
     if check and proc.returncode != 0:
         raise AssertionError(f"vidcap {' '.join(map(str, args))} failed ({proc.returncode}):\n{proc.stderr}")
     return proc
+
+
+def read_resolved(table):
+    """A CSV/Parquet output with its `path` column resolved as vidcap resolves it (against the table's own
+    folder): outputs beside their manifest keep relative paths, outputs elsewhere are written absolute."""
+    from vidcap.manifest import read_table, resolved_paths
+
+    df = read_table(table)
+    df["path"] = resolved_paths(df, table)
+    return df

@@ -6,9 +6,18 @@ import pandas as pd
 import pytest
 
 from vidcap.checks import (
-    DUPLICATE_MIN_ROWS, FLAGS, LLAVA_PREFIX, CaptionChecker, add_duplicate_flags, duplicate_flags,
-    flag_caption, flag_counts, parse_flags, strip_prefix,
+    DUPLICATE_MIN_ROWS,
+    FLAGS,
+    LLAVA_PREFIX,
+    CaptionChecker,
+    add_duplicate_flags,
+    duplicate_flags,
+    flag_caption,
+    flag_counts,
+    parse_flags,
+    strip_prefix,
 )
+from vidcap.manifest import RID
 
 # (caption, finish_reason, expected flags)
 CASES = [
@@ -117,7 +126,7 @@ def test_duplicate_flags_threshold():
 def test_add_duplicate_flags_on_results():
     stock = "The video shows a person."
     df = pd.DataFrame({
-        "_rid": ["a", "b", "b", "c", "d", "e", "f"],
+        RID: ["a", "b", "b", "c", "d", "e", "f"],
         "text": [stock, stock, stock, "A cat.", stock, stock, "A cat."],
         "status": ["ok", "ok", "ok", "ok", "ok", "failed", "ok"],
         "flags": ["boilerplate", "boilerplate", "boilerplate", "", "boilerplate", "", "duplicate"],

@@ -16,10 +16,11 @@ import pandas as pd
 import pytest
 
 from media import clip_set
-from clirun import VIDCAP, vidcap
+from clirun import read_resolved, VIDCAP, vidcap
 from vidcap.errors import UsageError
 from vidcap.runners import device_groups, parse_gpus
 from vidcap.runners.multigpu import make_specs
+from vidcap.manifest import RID  # noqa: E402
 
 FAKE = ["--model", "fake", "-q"]
 
@@ -34,7 +35,7 @@ def clips(tmp_path_factory):
 
 
 def parts_rids(parts: Path) -> pd.Series:
-    return pd.concat([pd.read_parquet(p, columns=["_rid"]) for p in parts.glob("part-*.parquet")])["_rid"]
+    return pd.concat([pd.read_parquet(p, columns=[RID]) for p in parts.glob("part-*.parquet")])[RID]
 
 
 def test_cpu_workers_share_rows_and_match_the_single_process_run(clips, tmp_path):
@@ -42,7 +43,7 @@ def test_cpu_workers_share_rows_and_match_the_single_process_run(clips, tmp_path
     env = dict(os.environ, VIDCAP_CHUNK_ROWS="2", VIDCAP_FAKE_DELAY="0.05")
     proc = vidcap("caption", clips / "m.csv", "-o", out, *FAKE, "--gpus", "cpu:3", "--workers", "3",
                   "--batch-size", "2", "--keep-parts", env=env)
-    pd.testing.assert_frame_equal(pd.read_parquet(clips / "single.parquet"), pd.read_parquet(out))
+    pd.testing.assert_frame_equal(read_resolved(clips / "single.parquet"), read_resolved(out))
     parts = out.with_name(out.name + ".parts")
     writers = {p.name.split("-")[1] for p in parts.glob("part-*.parquet")}
     assert writers == {"cpu0", "cpu1", "cpu2"}  # rows were handed to every worker
@@ -87,7 +88,7 @@ def test_a_killed_worker_loses_nothing_and_nothing_is_done_twice(clips, tmp_path
     _, err = proc.communicate(timeout=120)
     assert proc.returncode == 0, err
     assert "worker cpu1 exited with code -9" in err and "worker_deaths: 1" in err
-    pd.testing.assert_frame_equal(pd.read_parquet(clips / "single.parquet"), pd.read_parquet(out))
+    pd.testing.assert_frame_equal(read_resolved(clips / "single.parquet"), read_resolved(out))
     rids = parts_rids(parts)
     assert rids.is_unique and len(rids) == 26  # the dead worker's saved rows were not redone
 
@@ -109,7 +110,7 @@ def test_kill_9_of_the_whole_run_then_rerun(clips, tmp_path):
     done = vidcap("caption", clips / "m.csv", "-o", out, *FAKE, "--gpus", "cpu:2", "--workers", "0")
     skipped = int(done.stderr.split(" skipped")[0].split(",")[-1].strip())
     assert skipped >= 4
-    pd.testing.assert_frame_equal(pd.read_parquet(clips / "single.parquet"), pd.read_parquet(out))
+    pd.testing.assert_frame_equal(read_resolved(clips / "single.parquet"), read_resolved(out))
     assert not parts.exists()
 
 
@@ -172,7 +173,7 @@ def test_torchrun_ranks_share_rows_and_a_killed_launch_resumes(clips, tmp_path):
     assert "ranks: 2" in done.stderr and "rank: 1" in done.stderr
     summary = json.loads(out.with_name(out.name + ".run.json").read_text())["summary"]
     assert summary["skipped"] >= 2 and summary["skipped"] + summary["processed"] == 26
-    pd.testing.assert_frame_equal(pd.read_parquet(clips / "single.parquet"), pd.read_parquet(out))
+    pd.testing.assert_frame_equal(read_resolved(clips / "single.parquet"), read_resolved(out))
 
 
 @pytest.mark.parametrize("launch", ["local", "torchrun"])
@@ -186,4 +187,4 @@ def test_tensor_parallel_groups_on_cpu(clips, tmp_path, launch):
         proc = subprocess.run([*TORCHRUN, "caption", str(clips / "m.csv"), "-o", str(out), *FAKE, "--workers", "0",
                                "--tp", "2"], capture_output=True, text=True, timeout=300)
         assert proc.returncode == 0, proc.stderr
-    pd.testing.assert_frame_equal(pd.read_parquet(clips / "single.parquet"), pd.read_parquet(out))
+    pd.testing.assert_frame_equal(read_resolved(clips / "single.parquet"), read_resolved(out))

@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 
 from media import make_text_as_video, make_video
-from clirun import vidcap
+from clirun import read_resolved, vidcap
 
 pytest.importorskip("ray")
 
@@ -38,7 +38,7 @@ def test_ray_run_equals_the_single_process_run_and_resumes(clips, tmp_path):
     proc = vidcap("caption", clips / "m.csv", "-o", out, *FAKE, "--engine", "ray", "--gpus", "cpu:2", "-b", "2")
     assert "9 skipped (already done)" in proc.stderr and "processed 9 rows" in proc.stderr
     assert "actors: 2" in proc.stderr
-    pd.testing.assert_frame_equal(pd.read_parquet(clips / "single.parquet"), pd.read_parquet(out))
+    pd.testing.assert_frame_equal(read_resolved(clips / "single.parquet"), read_resolved(out))
     assert not out.with_name(out.name + ".parts").exists()
 
 
@@ -54,4 +54,4 @@ def test_the_single_host_path_does_not_import_ray(clips, tmp_path):
     )
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert proc.returncode == 0 and "ok" in proc.stdout, proc.stderr
-    pd.testing.assert_frame_equal(pd.read_parquet(clips / "single.parquet"), pd.read_parquet(tmp_path / "o.parquet"))
+    pd.testing.assert_frame_equal(read_resolved(clips / "single.parquet"), read_resolved(tmp_path / "o.parquet"))

@@ -20,6 +20,7 @@ import pytest
 from media import make_video
 from clirun import VIDCAP, vidcap
 from clirun import cli_env as env
+from vidcap.manifest import RID  # noqa: E402
 
 pytestmark = pytest.mark.timeout(300)
 
@@ -36,7 +37,7 @@ def saved_rows(out: Path) -> int:
     rids: set = set()
     for p in parts_of(out):
         try:
-            rids.update(pd.read_parquet(p, columns=["_rid"])["_rid"])
+            rids.update(pd.read_parquet(p, columns=[RID])[RID])
         except Exception:  # removed by a finishing run between glob and read
             pass
     return len(rids)

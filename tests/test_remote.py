@@ -14,7 +14,8 @@ import pandas as pd
 import pytest
 
 from media import clip_set
-from clirun import cli_env, vidcap
+from clirun import read_resolved, cli_env, vidcap
+from vidcap.manifest import RID  # noqa: E402
 
 pytest.importorskip("s3fs")
 pytest.importorskip("moto")
@@ -64,7 +65,7 @@ def test_every_runner_writes_to_s3_and_matches_the_local_run(s3, clips, how):
         assert proc.returncode == 0, proc.stderr
     else:
         run(s3, *args)
-    pd.testing.assert_frame_equal(pd.read_parquet(clips / "single.parquet"), s3.read_parquet(url))
+    pd.testing.assert_frame_equal(read_resolved(clips / "single.parquet"), s3.read_parquet(url))
     assert s3.ls(f"runs/{how}") == ["out.parquet", "out.parquet.run.json"]  # parts merged and removed
     meta = json.loads(s3.fs.cat_file(f"runs/{how}/out.parquet.run.json"))
     assert meta["summary"]["ok"] == 10 and sum(meta["summary"]["failed"].values()) == 2
@@ -83,10 +84,10 @@ def test_a_run_killed_mid_way_on_s3_resumes_with_each_row_once(s3, clips):
     done = run(s3, *args, "--keep-parts")  # the lock's holder died on this host: taken over at once
     assert time.monotonic() - t0 < 60
     assert "4 skipped (already done)" in done.stderr and "processed 8 rows" in done.stderr
-    pd.testing.assert_frame_equal(pd.read_parquet(clips / "single.parquet"), s3.read_parquet(url))
+    pd.testing.assert_frame_equal(read_resolved(clips / "single.parquet"), s3.read_parquet(url))
     parts = [s3.read_parquet(f"runs/killed/out.parquet.parts/{n}")
              for n in s3.ls("runs/killed/out.parquet.parts") if n.startswith("part-")]
-    rids = pd.concat(parts)["_rid"]
+    rids = pd.concat(parts)[RID]
     assert rids.is_unique and len(rids) == 12  # nothing done twice
     assert "LOCK" not in s3.ls("runs/killed/out.parquet.parts")  # released at the end
 
@@ -106,7 +107,7 @@ def test_a_live_lease_refuses_a_second_run_and_a_stale_one_is_taken_over(s3, cli
         "wait for it to finish or pick another -o path."]
     _lock(s3, lock, owner="x", host="another-host", pid=1, heartbeat=time.time() - 3600)  # no beat for an hour
     run(s3, "caption", clips / "m.csv", "-o", url, *FAKE, "--workers", "0")
-    pd.testing.assert_frame_equal(pd.read_parquet(clips / "single.parquet"), s3.read_parquet(url))
+    pd.testing.assert_frame_equal(read_resolved(clips / "single.parquet"), s3.read_parquet(url))
 
 
 def test_other_settings_on_s3_are_refused_and_leave_nothing(s3, clips):

@@ -46,13 +46,14 @@ def test_caption_run_keeps_every_row_and_marks_broken_ones(clips, tmp_path):
     df = read_out(out)
     manifest = pd.read_csv(clips / "m.csv")
     assert len(df) == len(manifest) == 55
-    assert list(df["path"]) == list(manifest["path"])  # input order and input columns kept
+    # input order kept; relative paths written absolute because the output is in another folder
+    assert list(df["path"]) == [str(clips / p) for p in manifest["path"]]
     assert {"clip_id", "source", "text", "num_frames", "fps", "width", "height", "frame_idx", "model",
             "status", "error"} <= set(df.columns)
     broken = df["source"] == "broken"
     assert (df.loc[broken, "status"] == "failed").all()
     assert df.loc[~broken, "error"].isna().all() and (df.loc[~broken, "status"] == "ok").all()
-    codes = dict(zip(df.loc[broken, "path"], df.loc[broken, "error"].str.split(":").str[0]))
+    codes = dict(zip(manifest.loc[broken, "path"], df.loc[broken, "error"].str.split(":").str[0]))
     assert codes["v/does_not_exist.mp4"] == "missing"
     assert codes["v/zero.mp4"] == "decode" and codes["v/text.mp4"] == "decode" and codes["v/moov.mp4"] == "decode"
     assert codes["v/cut.mkv"] in ("decode", "short")

@@ -13,6 +13,8 @@ from collections import Counter
 
 import pandas as pd
 
+from .manifest import RID
+
 EMPTY, TRUNCATED, REPETITION, BOILERPLATE, DUPLICATE = "empty", "truncated", "repetition", "boilerplate", "duplicate"
 FLAGS = (EMPTY, TRUNCATED, REPETITION, BOILERPLATE, DUPLICATE)
 SEP = ","
@@ -32,8 +34,7 @@ DUPLICATE_MIN_ROWS = 3
 _TERMINAL = ".!?…。！？\"'”’)]»"
 # Words a finished sentence does not end on; a long caption ending on one was cut off.
 _DANGLING = frozenset(
-    "a an the and or but of with to in on at by for from as while which that who whose is are was were "
-    "its their his her this these those into onto over under through between behind near".split()
+    ["a", "an", "the", "and", "or", "but", "of", "with", "to", "in", "on", "at", "by", "for", "from", "as", "while", "which", "that", "who", "whose", "is", "are", "was", "were", "its", "their", "his", "her", "this", "these", "those", "into", "onto", "over", "under", "through", "between", "behind", "near"]
 )
 _TRUNCATE_MIN_WORDS = 12  # shorter unpunctuated captions are phrase-style captions, not cut ones
 _WORD = re.compile(r"\w+", re.UNICODE)
@@ -207,8 +208,8 @@ def add_duplicate_flags(df: pd.DataFrame, min_count: int = DUPLICATE_MIN_ROWS) -
         out["flags"] = ""
     ok = out["status"].astype(str).eq("ok") if "status" in out.columns else pd.Series(True, index=out.index)
     keyed = out[ok]
-    if "_rid" in out.columns:
-        keyed = keyed.drop_duplicates(subset="_rid")
+    if RID in out.columns:
+        keyed = keyed.drop_duplicates(subset=RID)
     counts = Counter(_norm(t) for t in keyed["text"] if not is_empty(t))
     new = []
     for text, good, cell in zip(out["text"], ok, out["flags"]):

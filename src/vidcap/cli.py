@@ -169,16 +169,30 @@ def models():
 @app.command()
 def merge(parts: List[str] = typer.Argument(..., help="Part files to concatenate (paths or fsspec URLs)."),
           output: str = typer.Option(..., "-o", "--output")):
-    """Concatenate part files (later files win on duplicate paths)."""
+    """Concatenate part files (later files win on duplicate paths); `vidcap join` puts stage outputs side by side."""
     from .manifest import merge_tables
 
-    n = merge_tables(parts, output)
-    typer.echo(f"wrote {n} rows to {output}")
+    n, dropped = merge_tables(parts, output)
+    extra = f" ({dropped} rows dropped: a later file had the same path)" if dropped else ""
+    typer.echo(f"wrote {n} rows to {output}{extra}")
 
 
 @app.command()
-def diff(a: str, b: str, output: str = typer.Option(..., "-o", "--output")):
-    """Rows of A whose path is not in B (what is left to do)."""
+def join(tables: List[str] = typer.Argument(..., help="Stage outputs (or any tables with a `path` column) to put side by side."),
+         output: str = typer.Option(..., "-o", "--output", help="The joined table (.csv or .parquet)."),
+         on: Optional[str] = typer.Option(None, "--on", help="Join on this column instead of the resolved path.")):
+    """One row per clip with the columns of every input (caption + motion + tags ...), matched by resolved path."""
+    from .join import describe, join_tables
+
+    counts = join_tables(tables, output, on)
+    typer.echo(describe(tables, counts, output))
+
+
+@app.command()
+def diff(a: str = typer.Argument(..., help="The table to take rows from."),
+         b: str = typer.Argument(..., help="The table whose clips to leave out."),
+         output: str = typer.Option(..., "-o", "--output")):
+    """Rows of A whose clip is not in B, comparing resolved paths (what is left to do)."""
     from .manifest import diff_tables
 
     n = diff_tables(a, b, output)

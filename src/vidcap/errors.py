@@ -15,8 +15,9 @@ API = "api"
 PARSE = "parse"
 MODEL = "model"
 WORKER = "worker"
+GROWING = "growing"  # the file changed while it was read (still being written): redone on resume
 
-RETRYABLE = frozenset({TIMEOUT, OOM, API, WORKER})
+RETRYABLE = frozenset({TIMEOUT, OOM, API, WORKER, GROWING})
 
 
 class VidcapError(Exception):

@@ -6,6 +6,7 @@ import hashlib
 import io
 import json
 import os
+import re
 import tempfile
 from pathlib import Path
 
@@ -14,8 +15,11 @@ import pandas as pd
 from .errors import UsageError
 
 FORMATS = {".csv": "csv", ".parquet": "parquet", ".pq": "parquet"}
-RID = "_rid"
-ABSPATH = "_abspath"
+# Internal columns of a run's tables (row id, resolved path); never written to an output. Named so a user's
+# own columns (`_rid`, `_src`, ...) pass through untouched.
+RID = "_vidcap_rid"
+ABSPATH = "_vidcap_abspath"
+INTERNAL = (RID, ABSPATH)
 
 
 def table_format(path: str | os.PathLike) -> str:
@@ -90,6 +94,9 @@ def read_manifest(path: str | os.PathLike, require: tuple[str, ...] = ("path",))
         )
     if len(df) == 0:
         raise UsageError(f"manifest {path} has a header but no rows; nothing to do.")
+    taken = [c for c in df.columns if c in INTERNAL]
+    if taken:
+        raise UsageError(f"manifest {path} has a column named '{taken[0]}', a name vidcap keeps for itself; rename it.")
     if "path" in df.columns:
         base = path.resolve().parent
         df[ABSPATH] = [resolve_path(v, base) for v in df["path"]]
@@ -99,6 +106,12 @@ def read_manifest(path: str | os.PathLike, require: tuple[str, ...] = ("path",))
 def default_output(manifest: str | os.PathLike, suffix: str) -> Path:
     p = Path(manifest)
     return p.with_name(f"{p.stem}_{suffix}{p.suffix}")
+
+
+def _umask() -> int:
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
 
 
 def _fsync_dir(directory: Path) -> None:
@@ -120,6 +133,30 @@ def _to_csv_cell(v):
     if hasattr(v, "tolist") and not isinstance(v, (str, bytes)):
         return json.dumps(v.tolist(), ensure_ascii=False)
     return v
+
+
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def clean_text(value):
+    """A str with each lone surrogate replaced by U+FFFD (anything else unchanged)."""
+    if isinstance(value, str) and _SURROGATE.search(value):
+        return _SURROGATE.sub("\ufffd", value)
+    return value
+
+
+def encodable(df: pd.DataFrame) -> pd.DataFrame:
+    """Lone surrogates (a JSON API can return "\\ud800") cannot be written as UTF-8 by either format: each
+    becomes U+FFFD, so a run never fails at write time after its work is done."""
+    out = df
+    for col in df.columns:
+        if df[col].dtype != object:
+            continue
+        bad = df[col].map(lambda v: isinstance(v, str) and _SURROGATE.search(v) is not None)
+        if bad.any():
+            out = out.copy() if out is df else out
+            out[col] = df[col].where(~bad, df[col][bad].map(lambda v: _SURROGATE.sub("\ufffd", v)))
+    return out
 
 
 def csv_ready(df: pd.DataFrame) -> pd.DataFrame:
@@ -148,6 +185,7 @@ def write_table(df: pd.DataFrame, path: str | os.PathLike, metadata: dict | None
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     os.close(fd)
+    os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; outputs get the mode any Unix tool would give
     try:
         _write_format(df, fmt, metadata, tmp)
         with open(tmp, "rb+") as fh:
@@ -165,8 +203,11 @@ def write_table(df: pd.DataFrame, path: str | os.PathLike, metadata: dict | None
 
 
 def _write_format(df: pd.DataFrame, fmt: str, metadata: dict | None, target) -> None:
+    df = encodable(df)
     if fmt == "csv":
-        csv_ready(df).to_csv(target, index=False)
+        # CRLF line ends (RFC 4180): the writer then quotes every field holding a \r or \n, so a caption with
+        # a bare \r reads back as one field, not as a new row
+        csv_ready(df).to_csv(target, index=False, lineterminator="\r\n")
         return
     import pyarrow as pa
     import pyarrow.parquet as pq
@@ -181,24 +222,67 @@ def _write_format(df: pd.DataFrame, fmt: str, metadata: dict | None, target) -> 
 
 def table_bytes(df: pd.DataFrame, fmt: str, metadata: dict | None = None) -> bytes:
     if fmt == "csv":
-        return csv_ready(df).to_csv(index=False).encode("utf-8")
+        return csv_ready(encodable(df)).to_csv(index=False, lineterminator="\r\n").encode("utf-8")
     buf = io.BytesIO()
     _write_format(df, fmt, metadata, buf)
     return buf.getvalue()
 
 
+def column_plan(input_columns, output_columns) -> dict:
+    """How input columns are renamed so that no name repeats in the output: an input column named like an
+    output column is kept as `<name>_input`, or `<name>_input_2`, ... (the first name free), so any stage
+    runs on any stage's output, any number of times."""
+    outputs = set(output_columns)
+    taken = set(input_columns) | outputs
+    plan = {}
+    for col in input_columns:
+        if col in outputs:
+            name, k = f"{col}_input", 2
+            while name in taken:
+                name, k = f"{col}_input_{k}", k + 1
+            plan[col] = name
+            taken.add(name)
+    return plan
+
+
+def rebase_paths(df: pd.DataFrame, manifest, output) -> pd.DataFrame:
+    """Relative `path` values written absolute when the output does not live in the manifest's folder, so an
+    output's paths resolve wherever it is (every vidcap command resolves relative paths against the table's
+    own folder); beside the manifest they stay as given."""
+    from .storage import is_remote
+
+    if "path" not in df.columns or ABSPATH not in df.columns:
+        return df
+    if not is_remote(output) and not is_remote(manifest) and \
+            Path(os.path.abspath(str(output))).parent == Path(os.path.abspath(str(manifest))).parent:
+        return df
+
+    def absolute(value, abspath):
+        text = "" if value is None or (isinstance(value, float) and value != value) else str(value).strip()
+        if not text or "://" in text or os.path.isabs(os.path.expanduser(text)) or not abspath:
+            return value
+        return abspath
+
+    df = df.copy()
+    df["path"] = [absolute(v, a) for v, a in zip(df["path"], df[ABSPATH])]
+    return df
+
+
 def public_columns(df: pd.DataFrame) -> pd.DataFrame:
-    return df[[c for c in df.columns if not str(c).startswith("_")]]
+    """Every column but vidcap's internal ones."""
+    return df[[c for c in df.columns if c not in INTERNAL]]
 
 
-def merge_tables(parts: list[str | os.PathLike], out: str | os.PathLike, dedup: bool = True) -> int:
-    """Concatenate hand-made parts (the seed's `datautil` merge); later parts win on duplicate paths."""
+def merge_tables(parts: list[str | os.PathLike], out: str | os.PathLike, dedup: bool = True) -> tuple[int, int]:
+    """Concatenate hand-made parts (the seed's `datautil` merge); later parts win on duplicate paths.
+    Returns (rows written, rows dropped as duplicates). To put stage outputs side by side, use join."""
     frames = [read_table(p) for p in parts]
     df = pd.concat(frames, ignore_index=True, sort=False)
+    before = len(df)
     if dedup and "path" in df.columns:
         df = df.drop_duplicates(subset="path", keep="last")
     write_table(df, out)
-    return len(df)
+    return len(df), before - len(df)
 
 
 def diff_tables(a: str | os.PathLike, b: str | os.PathLike, out: str | os.PathLike) -> int:
@@ -207,6 +291,15 @@ def diff_tables(a: str | os.PathLike, b: str | os.PathLike, out: str | os.PathLi
     for name, d in ((a, da), (b, db)):
         if "path" not in d.columns:
             raise UsageError(f"{name} has no 'path' column; diff compares paths.")
-    left = da[~da["path"].astype(str).isin(set(db["path"].astype(str)))]
+    seen = set(resolved_paths(db, b))
+    left = da[[p not in seen for p in resolved_paths(da, a)]]
     write_table(left, out)
     return len(left)
+
+
+def resolved_paths(df: pd.DataFrame, table) -> list[str]:
+    """The table's `path` values resolved as runs resolve them (against the table's own folder)."""
+    from .storage import is_remote
+
+    base = Path(os.path.abspath(str(table))).parent if not is_remote(table) else Path(".")
+    return [resolve_path(v, base) for v in df["path"]]

@@ -20,7 +20,8 @@ import pandas as pd
 
 from . import __version__
 from .errors import RETRYABLE, FatalRunError, UsageError, error_code, first_line
-from .manifest import ABSPATH, RID, _fsync_dir, public_columns, read_table, write_table
+from .manifest import (ABSPATH, RID, _fsync_dir, column_plan, public_columns, read_table, resolved_paths,
+                       write_table)
 from .storage import RemoteLease, as_path, is_object_store, is_remote, open_binary, put_bytes, rmtree
 
 RUN_JSON = "run.json"
@@ -267,15 +268,18 @@ class PartStore:
         cols = [c for c in out.columns if c in set(self.fingerprint.get("columns", []))] + ["status", "error"]
         if "path" not in out.columns or not set(cols) <= set(out.columns):
             return None
-        abspaths = dict(zip(manifest["path"].astype(str), manifest.get(ABSPATH, manifest["path"]).astype(str)))
+        # the output's paths resolve from where it lives (they were rebased there when it was written)
+        abspaths = resolved_paths(out, self.output)
         if row_key is None:
-            keys = dict(zip(manifest["path"].astype(str), manifest[RID]))
-            rids = out["path"].astype(str).map(keys)
+            keys = dict(zip(manifest.get(ABSPATH, manifest["path"]).astype(str), manifest[RID]))
+            rids = pd.Series([keys.get(a) for a in abspaths], index=out.index)
         else:
-            records = out.rename(columns=lambda c: c[:-len("_input")] if str(c).endswith("_input") else c)
+            results = list(self.fingerprint.get("columns", [])) + ["status", "error"]
+            plan = column_plan(list(public_columns(manifest).columns), results)  # as when it was written
+            back = {new: old for old, new in plan.items()}
+            records = out.rename(columns=lambda c: back.get(c, c))
             records = records.loc[:, ~records.columns.duplicated(keep="last")].to_dict("records")
-            rids = pd.Series([row_key({**r, ABSPATH: abspaths.get(str(r.get("path")), "")}) for r in records],
-                             index=out.index)
+            rids = pd.Series([row_key({**r, ABSPATH: a}) for r, a in zip(records, abspaths)], index=out.index)
         wanted = rids.isin(set(manifest[RID]))
         res = out.loc[wanted, cols].copy()
         res.insert(0, RID, rids[wanted].values)
@@ -286,8 +290,7 @@ class PartStore:
         results = best_per_rid(results)
         public = public_columns(manifest.drop(columns=[c for c in manifest.columns if c == RID], errors="ignore"))
         res_cols = [c for c in results.columns if c != RID]
-        clash = {c: f"{c}_input" for c in public.columns if c in res_cols}
-        out = public.rename(columns=clash)
+        out = public.rename(columns=column_plan(list(public.columns), res_cols))
         out[RID] = manifest[RID].values
         out = out.merge(results, on=RID, how="left")
         for c, dtype in (dtypes or {}).items():  # failed rows must not turn integer columns into floats
@@ -339,7 +342,10 @@ class PartStore:
 
 def read_part(path, columns=None) -> pd.DataFrame:
     with open_binary(path) as fh:
-        return pd.read_parquet(fh, columns=columns)
+        df = pd.read_parquet(fh, columns=columns)
+    if "_rid" in df.columns and RID not in df.columns:  # a part written before the internal names changed
+        df = df.rename(columns={"_rid": RID})
+    return df
 
 
 def best_per_rid(df: pd.DataFrame) -> pd.DataFrame:

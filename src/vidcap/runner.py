@@ -21,7 +21,7 @@ from dataclasses import dataclass
 import pandas as pd
 
 from .errors import DECODE, FatalRunError, UsageError, VidcapError, error_code, format_error
-from .manifest import RID, read_manifest
+from .manifest import RID, clean_text, read_manifest, rebase_paths
 from .parts import PartStore, fault_point, needs_redo
 from .storage import as_path
 from .stages.base import Item, Stage
@@ -287,7 +287,7 @@ class Run:
             results, extra = self.stage.finish_results(results)
             summary = self._summary(len(df), skipped, duplicates, len(todo), time.monotonic() - t0, results)
             summary.update(extra)
-            store.finalize(df, results, summary, self.stage.dtypes)
+            store.finalize(rebase_paths(df, self.manifest, self.output), results, summary, self.stage.dtypes)
             return summary
         except (UsageError, KeyboardInterrupt):  # e.g. the model would not load: no empty parts folder left
             store.discard_if_empty()
@@ -405,7 +405,7 @@ class Run:
         err = out.get("error") or ""
         rec = {RID: row[RID], "status": "failed" if err else "ok", "error": err}
         for col in self.stage.columns:
-            rec.setdefault(col, out.get(col))
+            rec.setdefault(col, clean_text(out.get(col)))  # a lone surrogate (JSON "\ud800") cannot be stored
         self.counts[error_code(err) or "ok"] += 1
         if error_code(err) == "model":
             self._last_model_error = err

@@ -14,10 +14,12 @@ from pathlib import Path
 def _parts_rate(parts_dir: Path) -> dict:
     import pandas as pd
 
+    from ..manifest import RID
+
     by_worker: dict[str, list[tuple[float, int]]] = {}
     for p in parts_dir.glob("part-*.parquet"):
         worker = p.name.split("-")[1]
-        by_worker.setdefault(worker, []).append((p.stat().st_mtime, len(pd.read_parquet(p, columns=["_rid"]))))
+        by_worker.setdefault(worker, []).append((p.stat().st_mtime, len(pd.read_parquet(p, columns=[RID]))))
     if not by_worker:
         return {}
     spans = {w: sorted(v) for w, v in by_worker.items()}

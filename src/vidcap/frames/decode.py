@@ -23,7 +23,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from vidcap.errors import DECODE, EMPTY_PATH, MISSING, NOT_A_FILE, SHORT, UsageError, VidcapError
+from vidcap.errors import DECODE, EMPTY_PATH, GROWING, MISSING, NOT_A_FILE, SHORT, UsageError, VidcapError
 from vidcap.frames.container import Scan, av_module, ffmpeg_message, open_input, video_stream
 from vidcap.frames.container import scan as scan_container
 from vidcap.frames.images import IMAGE_DEMUXERS, is_image_file, load_image
@@ -69,7 +69,20 @@ def sample_frames(path, num_frames: int, positions: str = "segments", resize_sho
     if is_image_file(path):
         img, source = load_image(path, None if max_side else resize_short)
         return _image_result(img, source, resize_short, max_side)
-    return _sample_video(path, int(num_frames), positions, resize_short, max_side, strategy)
+    before = _identity(path)
+    frames = _sample_video(path, int(num_frames), positions, resize_short, max_side, strategy)
+    if _identity(path) != before:  # e.g. an MPEG-TS recording still being written decodes "fine" but short
+        raise VidcapError(GROWING, "the file changed while it was read (is it still being written?); "
+                                   "it is read again when the run is resumed")
+    return frames
+
+
+def _identity(path: str) -> tuple[int, int]:
+    try:
+        st = os.stat(path)
+    except OSError:
+        return (-1, -1)
+    return st.st_size, st.st_mtime_ns
 
 
 def check_path(path) -> str:

@@ -16,7 +16,7 @@ import time
 from collections import Counter
 
 from ..errors import FatalRunError, UsageError
-from ..manifest import RID
+from ..manifest import RID, rebase_paths
 from ..parts import PartStore, needs_redo
 from ..runner import Run, select_rows
 
@@ -179,7 +179,7 @@ class RankRun(Run):
         duplicates = int((~first).sum())
         summary = self._summary(len(df), skipped, duplicates, todo, time.monotonic() - t0, results)
         summary.update(extra)
-        store.finalize(df, results, summary, self.stage.dtypes)
+        store.finalize(rebase_paths(df, self.manifest, self.output), results, summary, self.stage.dtypes)
         return summary
 
     def _extra(self) -> dict:
