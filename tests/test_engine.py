@@ -10,15 +10,15 @@ import pytest
 torch = pytest.importorskip("torch")
 pytest.importorskip("transformers")
 
-from clirun import vidcap  # noqa: E402
-from media import make_video  # noqa: E402
+from clirun import vidcap
+from media import make_video
 
-from vidcap.backends.base import CaptionOptions, CaptionRequest  # noqa: E402
-from vidcap.backends.registry import make_backend, resolve_model  # noqa: E402
-from vidcap.engine import Engine, ListSource  # noqa: E402
-from vidcap.engine.lm import DecoderLM  # noqa: E402
-from vidcap.frames import sample_frames  # noqa: E402
-from vidcap.prompts.caption import get_prompt, render  # noqa: E402
+from vidcap.backends.base import CaptionOptions, CaptionRequest
+from vidcap.backends.registry import make_backend, resolve_model
+from vidcap.engine import Engine, ListSource
+from vidcap.engine.lm import DecoderLM
+from vidcap.frames import sample_frames
+from vidcap.prompts.caption import get_prompt, render
 
 FAMILIES = ["pllava", "llava-next", "qwen2-vl", "llava-onevision"]
 NEW = 10
@@ -48,8 +48,10 @@ def requests(backend, clips):
     PLLaVA shares a prefix, and a short one that cannot use it)."""
     preset = backend.preset
     long = render(get_prompt(preset.prompt or "video"), "")
-    reqs = [CaptionRequest(sample_frames(c, preset.num_frames, preset.positions).frames, long, meta={"path": str(c)})
-            for c in clips]
+    reqs = [
+        CaptionRequest(sample_frames(c, preset.num_frames, preset.positions).frames, long, meta={"path": str(c)})
+        for c in clips
+    ]
     reqs[4].prompt = "Say what happens."
     reqs[3] = CaptionRequest(reqs[3].frames[:1], long, is_image=True)
     return reqs
@@ -72,8 +74,17 @@ def reference(backend, items, eos):
 
 
 def run_engine(backend, items, eos, slots=2, **kw):
-    engine = Engine(backend.model, slots=slots, max_new_tokens=NEW, eos=sorted(eos), pad_id=backend.pad_id,
-                    device=backend.device, dtype=backend.dtype, collate=backend._collate_right, **kw)
+    engine = Engine(
+        backend.model,
+        slots=slots,
+        max_new_tokens=NEW,
+        eos=sorted(eos),
+        pad_id=backend.pad_id,
+        device=backend.device,
+        dtype=backend.dtype,
+        collate=backend._collate_right,
+        **kw,
+    )
     got = {}
     for out in engine.run(ListSource(list(enumerate(items)))):
         assert out.key not in got, "an item came back twice"
@@ -132,9 +143,14 @@ def test_triton_slot_attention_in_the_interpreter(tiny_model, clips):
     pytest.importorskip("triton")
     here = str(Path(__file__).parent)
     script = TRITON_SCRIPT.format(tests=here, model=str(tiny_model("pllava")), clips=[str(c) for c in clips])
-    env = {**os.environ, "TRITON_INTERPRET": "1",
-           "PYTHONPATH": os.pathsep.join([str(Path(here).parent / "src"), here, os.environ.get("PYTHONPATH", "")])}
-    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env, timeout=600)
+    env = {
+        **os.environ,
+        "TRITON_INTERPRET": "1",
+        "PYTHONPATH": os.pathsep.join([str(Path(here).parent / "src"), here, os.environ.get("PYTHONPATH", "")]),
+    }
+    proc = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, env=env, timeout=600, check=False
+    )
     assert "TRITON_OK" in proc.stdout, proc.stderr[-3000:]
 
 
@@ -219,8 +235,9 @@ def test_backend_results_equal_the_plain_path(tiny_model, clips, family):
         plain = backend.caption(reqs)
     finally:
         backend.options.extra.pop("fast")
-    assert [(r.text, r.completion_tokens, r.finish_reason, r.prompt_tokens) for r in fast] == \
-        [(r.text, r.completion_tokens, r.finish_reason, r.prompt_tokens) for r in plain]
+    assert [(r.text, r.completion_tokens, r.finish_reason, r.prompt_tokens) for r in fast] == [
+        (r.text, r.completion_tokens, r.finish_reason, r.prompt_tokens) for r in plain
+    ]
     assert backend.engine_summary()["fast_path"] is True
 
 
@@ -233,8 +250,21 @@ def test_cli_run_streams_rows_in_manifest_order(tiny_model, clips, tmp_path):
     manifest = tmp_path / "m.csv"
     pd.DataFrame({"path": paths, "n": range(len(paths))}).to_csv(manifest, index=False)
     out = tmp_path / "out.parquet"
-    vidcap("caption", str(manifest), "-o", str(out), "--model", str(tiny_model("qwen2-vl")),
-           "--batch-size", "2", "--max-new-tokens", "6", "--workers", "2", "--quiet")
+    vidcap(
+        "caption",
+        str(manifest),
+        "-o",
+        str(out),
+        "--model",
+        str(tiny_model("qwen2-vl")),
+        "--batch-size",
+        "2",
+        "--max-new-tokens",
+        "6",
+        "--workers",
+        "2",
+        "--quiet",
+    )
     df = pd.read_parquet(out)
     assert df["path"].tolist() == paths and df["n"].tolist() == list(range(len(paths)))
     assert df["status"].tolist() == ["ok", "failed", "ok", "ok", "ok", "ok", "failed"]

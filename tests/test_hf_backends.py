@@ -249,7 +249,7 @@ def test_missing_weights_is_one_sentence(monkeypatch, tmp_path):
     with pytest.raises(UsageError) as exc:
         make_backend(resolve_model("Qwen/Qwen2.5-VL-7B-Instruct"), CaptionOptions()).setup("cpu")
     msg = str(exc.value)
-    assert "huggingface-cli download Qwen/Qwen2.5-VL-7B-Instruct" in msg and "--model" in msg
+    assert "hf download Qwen/Qwen2.5-VL-7B-Instruct" in msg and "--model" in msg
     assert "\n" not in msg
     with pytest.raises(UsageError, match="does not exist"):
         local_model_dir(str(tmp_path / "no-such-dir"))

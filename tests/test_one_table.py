@@ -28,7 +28,7 @@ def clips(tmp_path_factory) -> Path:
     paths = [make_video(root / "v" / f"c{i}.mp4", 24, (96, 64)) for i in range(4)]
     rows = {"path": [os.path.relpath(p, root) for p in paths] + ["v/missing.mp4"]}
     for i, col in enumerate(AWKWARD):
-        rows[col] = [f"{col}-{j}\r\nsecond line, \"quoted\"" if i == 0 else f"{col} {j}" for j in range(5)]
+        rows[col] = [f'{col}-{j}\r\nsecond line, "quoted"' if i == 0 else f"{col} {j}" for j in range(5)]
     pd.DataFrame(rows).to_csv(root / "m.csv", index=False)
     pd.DataFrame(rows).to_parquet(root / "m.parquet", index=False)
     return root
@@ -111,9 +111,14 @@ def test_outputs_follow_the_umask(clips, tmp_path):
 
 
 TEXT = st.text(alphabet=st.characters(codec=None, categories=None), max_size=60) | st.sampled_from(
-    ["A man walks.\rA dog follows.", "\r\n", "\n\n", '"', '""quoted""', "\x00", "\ud800 lone", "x" * 100_000, ""])
-NAMES = st.lists(st.text(alphabet=string.ascii_letters + "_é", min_size=1, max_size=8) | st.sampled_from(AWKWARD),
-                 min_size=1, max_size=6, unique=True)
+    ["A man walks.\rA dog follows.", "\r\n", "\n\n", '"', '""quoted""', "\x00", "\ud800 lone", "x" * 100_000, ""]
+)
+NAMES = st.lists(
+    st.text(alphabet=string.ascii_letters + "_é", min_size=1, max_size=8) | st.sampled_from(AWKWARD),
+    min_size=1,
+    max_size=6,
+    unique=True,
+)
 
 
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
@@ -131,8 +136,10 @@ def test_any_string_round_trips(tmp_path, names, cells, fmt):
         assert rows[1:] == want.values.tolist()
 
 
-@given(inputs=st.lists(st.text(alphabet="abtex_inpu2", min_size=1, max_size=12), max_size=10, unique=True),
-       outputs=st.lists(st.sampled_from(["text", "status", "error", "cmotion", "text_input"]), unique=True))
+@given(
+    inputs=st.lists(st.text(alphabet="abtex_inpu2", min_size=1, max_size=12), max_size=10, unique=True),
+    outputs=st.lists(st.sampled_from(["text", "status", "error", "cmotion", "text_input"]), unique=True),
+)
 def test_column_plan_never_collides(inputs, outputs):
     plan = column_plan(inputs, outputs)
     final = [plan.get(c, c) for c in inputs] + outputs
@@ -158,7 +165,7 @@ def test_a_recording_still_being_written_is_not_ok(tmp_path):
         pos = len(data) // 3
         with open(growing, "ab") as fh:
             while not stop.is_set() and pos < len(data):
-                fh.write(data[pos:pos + 1880])
+                fh.write(data[pos : pos + 1880])
                 fh.flush()
                 pos += 1880
                 stop.wait(0.002)
@@ -177,14 +184,19 @@ def test_a_recording_still_being_written_is_not_ok(tmp_path):
 
 
 COLUMN = st.text(alphabet=string.ascii_letters + "_é ", min_size=1, max_size=10) | st.sampled_from(
-    AWKWARD + ["status", "error", "cmotion", "flags", "path_input"])
+    AWKWARD + ["status", "error", "cmotion", "flags", "path_input"]
+)
 
 
-@settings(max_examples=8, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture,
-                                                                 HealthCheck.too_slow])
-@given(names=st.lists(COLUMN, max_size=5, unique=True).filter(lambda ns: "path" not in ns),
-       values=st.lists(TEXT, min_size=5, max_size=5), fmt=st.sampled_from([".csv", ".parquet"]),
-       order=st.permutations(["caption", "motion", "caption"]))
+@settings(
+    max_examples=8, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow]
+)
+@given(
+    names=st.lists(COLUMN, max_size=5, unique=True).filter(lambda ns: "path" not in ns),
+    values=st.lists(TEXT, min_size=5, max_size=5),
+    fmt=st.sampled_from([".csv", ".parquet"]),
+    order=st.permutations(["caption", "motion", "caption"]),
+)
 def test_random_manifests_through_three_stages(clips, tmp_path_factory, names, values, fmt, order):
     """Random column names and cell strings through a chain of three stages, in the library: every input
     column comes back with its values (under its name or a `_input` name), one row per clip."""

@@ -33,11 +33,11 @@ def seed_chain(frame: np.ndarray, mean, std) -> torch.Tensor:
     arr = np.array(img)
     extra = (max(arr.shape[:2]) - max(target)) // 2
     lo = extra // 2
-    arr = arr[lo:lo + max(target)] if arr.shape[0] > arr.shape[1] else arr[:, lo:lo + max(target)]
+    arr = arr[lo : lo + max(target)] if arr.shape[0] > arr.shape[1] else arr[:, lo : lo + max(target)]
     img = TF.resize(Image.fromarray(arr), [336], interpolation=InterpolationMode.BICUBIC)  # CLIP (PIL, 4.40)
     arr = np.array(img)
     top, left = (arr.shape[0] - 336) // 2, (arr.shape[1] - 336) // 2  # transformers' centre crop floors
-    x = torch.from_numpy(arr[top:top + 336, left:left + 336].copy()).permute(2, 0, 1)
+    x = torch.from_numpy(arr[top : top + 336, left : left + 336].copy()).permute(2, 0, 1)
     x = (x.double() / 255).float()
     return TF.normalize(x, mean, std)
 
@@ -58,9 +58,10 @@ def test_pixels_equal_the_seed_chain(backend, size):
     h, w = size
     # smooth content plus noise: resampling filters differ most on edges, so both are there
     yy, xx = np.mgrid[0:h, 0:w]
-    base = (127 + 100 * np.sin(xx / 37.0)[..., None] * np.cos(yy / 23.0)[..., None] * np.array([1, -0.5, 0.7]))
-    frames = np.stack([np.clip(base + rng.normal(0, 25, (h, w, 3)), 0, 255).astype(np.uint8)
-                       for _ in range(b.num_frames)])
+    base = 127 + 100 * np.sin(xx / 37.0)[..., None] * np.cos(yy / 23.0)[..., None] * np.array([1, -0.5, 0.7])
+    frames = np.stack(
+        [np.clip(base + rng.normal(0, 25, (h, w, 3)), 0, 255).astype(np.uint8) for _ in range(b.num_frames)]
+    )
     got = b.prepare_one(CaptionRequest(frames, "Describe."))["pixel_values"]
     want = torch.stack([seed_chain(f, mean, std) for f in frames])
     assert got.shape == want.shape == (b.num_frames, 3, 336, 336)

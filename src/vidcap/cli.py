@@ -80,7 +80,7 @@ def caption(
     num_frames: Optional[int] = typer.Option(None, "--num-frames", "-n", help="Frames per clip (default: the preset's)."),
     prompt: Optional[str] = typer.Option(None, "--prompt", help="Prompt name from the prompt table."),
     prompt_file: Optional[Path] = typer.Option(None, "--prompt-file", help="A file holding a custom prompt."),
-    max_new_tokens: int = typer.Option(256, "--max-new-tokens"),
+    max_new_tokens: Optional[int] = typer.Option(None, "--max-new-tokens", help="Caption length limit in tokens (default: the prompt's own, 128 for Open-Sora v1.3's short PLLaVA prompts; else 256)."),
     temperature: float = typer.Option(0.0, "--temperature", help="0 = greedy."),
     resize: Optional[int] = typer.Option(None, "--resize", help="Resize frames so the short side is this many pixels (on the decode workers)."),
     pooling_shape: Optional[str] = typer.Option(None, "--pooling-shape", help="PLLaVA pooling T-H-W (seed: 4-12-12)."),

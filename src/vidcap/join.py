@@ -73,7 +73,8 @@ def _same_on(a: pd.DataFrame, b: pd.DataFrame, col: str, both: pd.DataFrame) -> 
     left = both.merge(a[[_KEY, _NTH, col]], on=[_KEY, _NTH], how="left")[col]
     right = both.merge(b[[_KEY, _NTH, col]], on=[_KEY, _NTH], how="left")[col]
     return bool(((left == right) | (left.isna() & right.isna())).all()) or (
-        left.astype(str).tolist() == right.astype(str).tolist())
+        left.astype(str).tolist() == right.astype(str).tolist()
+    )
 
 
 def describe(tables: list, counts: dict, out) -> str:
@@ -81,4 +82,3 @@ def describe(tables: list, counts: dict, out) -> str:
     if counts["partial"]:
         msg += f"; {counts['partial']} rows are missing from some of the inputs (their columns there are empty)"
     return msg + "."
-

@@ -14,7 +14,8 @@ class CaptionOptions:
     num_frames: int | None = None  # None: the preset's
     prompt: str | None = None  # prompt name from the prompt table, None: the preset's
     prompt_text: str | None = None  # a custom prompt (from --prompt-file); wins over `prompt`
-    max_new_tokens: int = 256
+    max_new_tokens: int | None = 256  # None: the prompt's own limit (CaptionStage resolves it), else 256
+    user_turn: str | None = None  # PLLaVA: the user turn that goes with the prompt (CaptionStage sets it)
     temperature: float = 0.0  # 0 = greedy
     batch_size: int = 8
     resize: int | None = None  # short side, pixels, applied on the decode workers

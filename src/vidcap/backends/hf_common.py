@@ -21,7 +21,7 @@ def missing_weights_error(model: str, why: str = "") -> UsageError:
     why = f" ({why})" if why else ""
     return UsageError(
         f"model '{model}' is not on this machine and could not be downloaded{why}; run "
-        f"`huggingface-cli download {model}` on a machine with internet (then copy the Hugging Face cache "
+        f"`hf download {model}` on a machine with internet (then copy the Hugging Face cache "
         f"here), or pass --model /path/to/a/local/model/dir.")
 
 

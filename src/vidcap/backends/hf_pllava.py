@@ -17,9 +17,10 @@ from .hf_common import HFCaptionBackend, eos_ids
 DEFAULT_LORA_ALPHA = 4.0  # the seed's --lora_alpha (training used 32; see IMPLEMENTATION-NOTES 3.4)
 
 
-def conversation(system: str) -> str:
-    """The seed's hard-coded template (caption_pllava.py): roles USER:/ASSISTANT:, one interleaved <image>."""
-    return f"{system} USER:<image> {PLLAVA_USER_QUERY} ASSISTANT:"
+def conversation(system: str, user_turn: str = PLLAVA_USER_QUERY) -> str:
+    """The seed's hard-coded template (caption_pllava.py): roles USER:/ASSISTANT:, one interleaved <image>;
+    the user turn is v1.2's "Describe the video in details." unless the prompt (v1.3's) has its own."""
+    return f"{system} USER:<image> {user_turn} ASSISTANT:"
 
 
 def parse_pooling(value) -> tuple[int, int, int]:
@@ -111,7 +112,7 @@ class PllavaBackend(HFCaptionBackend):
         return np.repeat(frames, self.num_frames // k + 1, axis=0)[: self.num_frames]
 
     def token_ids(self, prompt: str) -> list[int]:
-        ids = self.tokenizer(conversation(prompt)).input_ids
+        ids = self.tokenizer(conversation(prompt, self.options.user_turn or PLLAVA_USER_QUERY)).input_ids
         if ids.count(self.image_token_id) != 1:
             raise UsageError("the PLLaVA tokenizer does not map '<image>' to the config's image_token_index; the checkpoint's tokenizer files do not match its config.")
         at = ids.index(self.image_token_id)

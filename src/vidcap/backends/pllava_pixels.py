@@ -42,7 +42,9 @@ def seed_pixels(frames: np.ndarray, crop: int = 336, mean=CLIP_MEAN, std=CLIP_ST
     """[K, H, W, 3] uint8 RGB frames of one clip -> [K, 3, crop, crop] float32 pixel values."""
     from PIL import Image
 
-    images = [_short_to(Image.fromarray(np.ascontiguousarray(f)), SEED_SHORT, Image.BILINEAR) for f in frames]
+    images = [
+        _short_to(Image.fromarray(np.ascontiguousarray(f)), SEED_SHORT, Image.Resampling.BILINEAR) for f in frames
+    ]
     w, h = images[0].size
     rate = max(w, h) / min(w, h)
     short = min(min(w, h), int(min(PLLAVA_LONGEST, max(w, h)) / rate))
@@ -50,7 +52,7 @@ def seed_pixels(frames: np.ndarray, crop: int = 336, mean=CLIP_MEAN, std=CLIP_ST
     keep = int(short * rate)
     out = []
     for image in images:
-        image = _short_to(image, short, Image.BICUBIC)
+        image = _short_to(image, short, Image.Resampling.BICUBIC)
         iw, ih = image.size
         start = ((max(iw, ih) - keep) // 2) // 2
         if ih > iw:
@@ -64,10 +66,10 @@ def seed_pixels(frames: np.ndarray, crop: int = 336, mean=CLIP_MEAN, std=CLIP_ST
 def _clip(image, crop: int, mean, std) -> np.ndarray:
     from PIL import Image
 
-    image = _short_to(image, crop, Image.BICUBIC)
+    image = _short_to(image, crop, Image.Resampling.BICUBIC)
     x = np.asarray(image)
     top, left = (x.shape[0] - crop) // 2, (x.shape[1] - crop) // 2
-    x = x[top:top + crop, left:left + crop]
+    x = x[top : top + crop, left : left + crop]
     x = (x.astype(np.float64) * (1 / 255)).astype(np.float32)
     x = (x - np.asarray(mean, dtype=np.float32)) / np.asarray(std, dtype=np.float32)
     return x.transpose(2, 0, 1)

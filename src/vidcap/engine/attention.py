@@ -18,9 +18,27 @@ def _kernel():
     import triton.language as tl
 
     @triton.jit
-    def decode_attention(q_ptr, k_ptr, v_ptr, pos_ptr, out_ptr, lse_ptr, scale,
-                         sq_b, sq_h, sk_b, sk_h, sk_l, so_b, so_h, sl_b,
-                         G: tl.constexpr, G_PAD: tl.constexpr, D: tl.constexpr, BLOCK_N: tl.constexpr):
+    def decode_attention(
+        q_ptr,
+        k_ptr,
+        v_ptr,
+        pos_ptr,
+        out_ptr,
+        lse_ptr,
+        scale,
+        sq_b,
+        sq_h,
+        sk_b,
+        sk_h,
+        sk_l,
+        so_b,
+        so_h,
+        sl_b,
+        G: tl.constexpr,
+        G_PAD: tl.constexpr,
+        D: tl.constexpr,
+        BLOCK_N: tl.constexpr,
+    ):
         b = tl.program_id(0)
         h = tl.program_id(1)
         n_valid = tl.load(pos_ptr + b) + 1  # keys 0..pos, the one written this step included
@@ -28,8 +46,9 @@ def _kernel():
         offs_d = tl.arange(0, D)
         offs_n = tl.arange(0, BLOCK_N)
         gmask = offs_g < G
-        q = tl.load(q_ptr + b * sq_b + (h * G + offs_g)[:, None] * sq_h + offs_d[None, :],
-                    mask=gmask[:, None], other=0.0)
+        q = tl.load(
+            q_ptr + b * sq_b + (h * G + offs_g)[:, None] * sq_h + offs_d[None, :], mask=gmask[:, None], other=0.0
+        )
         m_i = tl.full([G_PAD], float("-inf"), tl.float32)
         l_i = tl.zeros([G_PAD], tl.float32)
         acc = tl.zeros([G_PAD, D], tl.float32)
@@ -49,8 +68,11 @@ def _kernel():
             m_i = m_new
         out = acc / l_i[:, None]
         heads = h * G + offs_g
-        tl.store(out_ptr + b * so_b + heads[:, None] * so_h + offs_d[None, :], out.to(out_ptr.dtype.element_ty),
-                 mask=gmask[:, None])
+        tl.store(
+            out_ptr + b * so_b + heads[:, None] * so_h + offs_d[None, :],
+            out.to(out_ptr.dtype.element_ty),
+            mask=gmask[:, None],
+        )
         tl.store(lse_ptr + b * sl_b + heads, m_i + tl.log(l_i), mask=gmask)
 
     return decode_attention
@@ -74,10 +96,29 @@ def slot_attention(q, k, v, pos, scale: float, block_n: int = 64):
     g = heads // kv_heads
     out = torch.empty_like(q)
     lse = torch.empty(b, heads, device=q.device, dtype=torch.float32)
-    _kernel()[(b, kv_heads)](q, k, v, pos, out, lse, scale, q.stride(0), q.stride(1), k.stride(0), k.stride(1),
-                             k.stride(2), out.stride(0), out.stride(1), lse.stride(0), G=g,
-                             G_PAD=max(16, 1 << (g - 1).bit_length()), D=d, BLOCK_N=block_n, num_warps=4,
-                             num_stages=3)
+    _kernel()[(b, kv_heads)](
+        q,
+        k,
+        v,
+        pos,
+        out,
+        lse,
+        scale,
+        q.stride(0),
+        q.stride(1),
+        k.stride(0),
+        k.stride(1),
+        k.stride(2),
+        out.stride(0),
+        out.stride(1),
+        lse.stride(0),
+        G=g,
+        G_PAD=max(16, 1 << (g - 1).bit_length()),
+        D=d,
+        BLOCK_N=block_n,
+        num_warps=4,
+        num_stages=3,
+    )
     return out, lse
 
 
@@ -108,8 +149,8 @@ def self_check(device, dtype, heads: int, kv_heads: int, d: int) -> str | None:
         k = torch.randn(b, kv_heads, length + 20, d, generator=gen).to(device, dtype)[:, :, :length]
         v = torch.randn(b, kv_heads, length + 20, d, generator=gen).to(device, dtype)[:, :, :length]
         pos = torch.tensor([0, 1, 63, 64, length - 1], device=device)
-        out, lse = slot_attention(q, k, v, pos, d ** -0.5)
-        ref_out, ref_lse = reference(q, k, v, pos, d ** -0.5)
+        out, lse = slot_attention(q, k, v, pos, d**-0.5)
+        ref_out, ref_lse = reference(q, k, v, pos, d**-0.5)
         err = ((out.float() - ref_out).norm() / ref_out.norm()).item()
         lse_err = (lse - ref_lse).abs().max().item()
     except Exception as exc:  # noqa: BLE001  (no compiler, unsupported GPU, ...: the plain path serves)

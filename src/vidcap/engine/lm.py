@@ -9,11 +9,17 @@ share one softmax) and so that the whole step is a fixed sequence of kernels a C
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 # Decoder layers whose step is: RMSNorm -> q/k/v (bias optional) -> rotary -> attention -> o_proj ->
 # residual -> RMSNorm -> gated MLP -> residual. Anything else runs through generate() (fast_path false).
-SUPPORTED_LAYERS = {"LlamaDecoderLayer", "MistralDecoderLayer", "Qwen2DecoderLayer", "Qwen2_5_VLDecoderLayer",
-                    "Qwen2VLDecoderLayer"}
+SUPPORTED_LAYERS = {
+    "LlamaDecoderLayer",
+    "MistralDecoderLayer",
+    "Qwen2DecoderLayer",
+    "Qwen2_5_VLDecoderLayer",
+    "Qwen2VLDecoderLayer",
+}
 
 
 class Unsupported(Exception):
@@ -22,14 +28,14 @@ class Unsupported(Exception):
 
 @dataclass
 class LMParts:
-    lm: object  # the decoder stack (embed_tokens, layers, norm, rotary_emb)
-    head: object  # lm_head
-    layers: list
+    lm: Any  # the decoder stack (embed_tokens, layers, norm, rotary_emb)
+    head: Any  # lm_head
+    layers: list[Any]
     heads: int
     kv_heads: int
     head_dim: int
     scale: float
-    inv_freq: object
+    inv_freq: Any
     rope_scale: float
     mrope: bool  # multimodal rotary positions (Qwen-VL): decode positions carry a per-clip delta
 
@@ -56,11 +62,18 @@ def find_parts(model) -> LMParts:
     attn = layers[0].self_attn
     heads = cfg.num_attention_heads
     head_dim = getattr(attn, "head_dim", None) or cfg.hidden_size // heads
-    return LMParts(lm=lm, head=head, layers=layers, heads=heads,
-                   kv_heads=getattr(cfg, "num_key_value_heads", None) or heads, head_dim=head_dim,
-                   scale=float(getattr(attn, "scaling", head_dim ** -0.5)), inv_freq=rotary.inv_freq,
-                   rope_scale=float(getattr(rotary, "attention_scaling", 1.0) or 1.0),
-                   mrope=hasattr(base, "get_rope_index"))
+    return LMParts(
+        lm=lm,
+        head=head,
+        layers=layers,
+        heads=heads,
+        kv_heads=getattr(cfg, "num_key_value_heads", None) or heads,
+        head_dim=head_dim,
+        scale=float(getattr(attn, "scaling", head_dim**-0.5)),
+        inv_freq=rotary.inv_freq,
+        rope_scale=float(getattr(rotary, "attention_scaling", 1.0) or 1.0),
+        mrope=hasattr(base, "get_rope_index"),
+    )
 
 
 def _rotate_half(x):
@@ -88,10 +101,11 @@ class DecoderLM:
         self.use_prefix = torch.zeros(slots, dtype=torch.bool, device=device)
         self.ar = torch.arange(length, device=device)
         self.slot_ids = torch.arange(slots, device=device)
-        self.pk = self.pv = None  # shared prefix [layers, kv_heads, P, head_dim]
+        self.pk: Any = None  # shared prefix keys [layers, kv_heads, P, head_dim]
+        self.pv: Any = None
         self.triton = False  # slot attention through the Triton kernel (set by the engine after its check)
-        self.graphs: dict[int, object] = {}
-        self.pool = None
+        self.graphs: dict[int, Any] = {}
+        self.pool: Any = None
         self.replays = 0
         self.eager_steps = 0
 

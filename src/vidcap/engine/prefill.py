@@ -75,8 +75,7 @@ def common_prefix(ids_lists: list[list[int]], stop_ids: set[int]) -> list[int]:
 def placeholder_ids(config) -> set[int]:
     """Token ids that stand for visual inputs in this model's prompts (images, videos, their delimiters)."""
     ids = set()
-    for name in ("image_token_index", "image_token_id", "video_token_index", "video_token_id",
-                 "vision_start_token_id"):
+    for name in ("image_token_index", "image_token_id", "video_token_index", "video_token_id", "vision_start_token_id"):
         value = getattr(config, name, None)
         if isinstance(value, int):
             ids.add(value)

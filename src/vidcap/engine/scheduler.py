@@ -15,6 +15,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
+from ..errors import first_line as _first_line
 from .lm import DecoderLM, Unsupported, find_parts
 from .prefill import cache_kwarg, common_prefix, placeholder_ids, slot_cache
 
@@ -59,16 +60,30 @@ class EngineStats:
 
     def summary(self) -> dict:
         ms = 1e3 * self.decode_s / self.steps if self.steps else None
-        return {"fast_path": self.fast_path, "fast_path_reason": self.reason, "slots": self.slots,
-                "cache_tokens": self.cache_tokens, "shared_prefix_tokens": self.prefix_tokens,
-                "graph_buckets": self.graphs, "attention": self.attention, "graph_replays": self.replays, "eager_steps": self.eager_steps,
-                "capture_s": round(self.capture_s, 3), "decode_steps": self.steps,
-                "decode_ms_per_step": round(ms, 3) if ms else None,
-                "decode_tokens_per_s": round(self.decode_tokens / self.decode_s, 1) if self.decode_s else None,
-                "slot_occupancy": round(self.decode_tokens / self.slot_steps, 3) if self.slot_steps else None,
-                "prefills": self.prefills, "prefill_rows": self.prefill_rows, "prefill_s": round(self.prefill_s, 3),
-                "rows": self.rows, "fallback_rows": self.fallback_rows, "oom_splits": self.oom_splits,
-                "first_item_s": _round(self.first_item_s), "first_row_s": _round(self.first_row_s)}
+        return {
+            "fast_path": self.fast_path,
+            "fast_path_reason": self.reason,
+            "slots": self.slots,
+            "cache_tokens": self.cache_tokens,
+            "shared_prefix_tokens": self.prefix_tokens,
+            "graph_buckets": self.graphs,
+            "attention": self.attention,
+            "graph_replays": self.replays,
+            "eager_steps": self.eager_steps,
+            "capture_s": round(self.capture_s, 3),
+            "decode_steps": self.steps,
+            "decode_ms_per_step": round(ms, 3) if ms else None,
+            "decode_tokens_per_s": round(self.decode_tokens / self.decode_s, 1) if self.decode_s else None,
+            "slot_occupancy": round(self.decode_tokens / self.slot_steps, 3) if self.slot_steps else None,
+            "prefills": self.prefills,
+            "prefill_rows": self.prefill_rows,
+            "prefill_s": round(self.prefill_s, 3),
+            "rows": self.rows,
+            "fallback_rows": self.fallback_rows,
+            "oom_splits": self.oom_splits,
+            "first_item_s": _round(self.first_item_s),
+            "first_row_s": _round(self.first_row_s),
+        }
 
 
 class ListSource:
@@ -94,9 +109,23 @@ class Engine:
     """`run(source)` yields an EngineOut per item, in the order they finish; keys are hashable and unique
     within a run. An item is a dict of CPU tensors from the backend's `prepare_one` (`input_ids`, masks, pixels, `n_prompt`, optional `max_new`)."""
 
-    def __init__(self, model, *, slots: int, max_new_tokens: int, eos: list[int], pad_id: int, device, dtype,
-                 collate, ignore_eos: bool = False, graphs: bool = True, prefill_tokens: int = 16384,
-                 first_wait_s: float = 2.0, attention: str = "auto"):
+    def __init__(
+        self,
+        model,
+        *,
+        slots: int,
+        max_new_tokens: int,
+        eos: list[int],
+        pad_id: int,
+        device,
+        dtype,
+        collate,
+        ignore_eos: bool = False,
+        graphs: bool = True,
+        prefill_tokens: int = 16384,
+        first_wait_s: float = 2.0,
+        attention: str = "auto",
+    ):
         self.model, self.want_slots, self.max_new = model, max(1, int(slots)), int(max_new_tokens)
         self.eos, self.pad_id, self.device, self.dtype = set(eos), pad_id, device, dtype
         self.collate, self.ignore_eos = collate, ignore_eos
@@ -110,19 +139,26 @@ class Engine:
         self.stats = EngineStats(reason="ready")
         self.lm: DecoderLM | None = None
         self.prefix: list[int] = []
-        self.active: dict[int, _Seq] = {}
+        self.active: dict[int, _Seq | None] = {}  # None: reserved while its prefill runs
         self.out: list[EngineOut] = []
         self.broken = ""
 
     def reset_stats(self) -> None:
         """Zero the counters (the bench measures each run alone); the engine's setup figures stay."""
         old = self.stats
-        self.stats = EngineStats(fast_path=old.fast_path, reason=old.reason, slots=old.slots,
-                                 cache_tokens=old.cache_tokens, prefix_tokens=old.prefix_tokens, graphs=old.graphs,
-                                 attention=old.attention,
-                                 capture_s=old.capture_s, started=time.perf_counter())
+        self.stats = EngineStats(
+            fast_path=old.fast_path,
+            reason=old.reason,
+            slots=old.slots,
+            cache_tokens=old.cache_tokens,
+            prefix_tokens=old.prefix_tokens,
+            graphs=old.graphs,
+            attention=old.attention,
+            capture_s=old.capture_s,
+            started=time.perf_counter(),
+        )
         if self.lm is not None:
-            self.lm.replays = self.lm.eager_steps = 0
+            self.cache.replays = self.cache.eager_steps = 0
 
     # -- the loop ---------------------------------------------------------------------------------
     def run(self, source) -> Iterator[EngineOut]:
@@ -137,7 +173,7 @@ class Engine:
                     exhausted = self._pull(source, pending)
                 if self.broken:  # everything not finished goes back to the plain path
                     self.out += [EngineOut(key, finish="fallback") for key, _ in pending]
-                    self.out += [EngineOut(seq.key, finish="fallback") for seq in self.active.values()]
+                    self.out += [EngineOut(s.key, finish="fallback") for s in self.active.values() if s is not None]
                     pending.clear()
                     self.active.clear()
                 elif pending and self._should_admit(len(pending), exhausted):
@@ -153,8 +189,9 @@ class Engine:
 
     def _pull(self, source, pending: deque) -> bool:
         """Top up the pending queue; True once the source is exhausted."""
-        want = self.want_slots - len(self.active) - len(pending) if self.lm is None else \
-            self.free_slots() - len(pending)
+        want = (
+            self.want_slots - len(self.active) - len(pending) if self.lm is None else self.free_slots() - len(pending)
+        )
         idle = not self.active and not pending
         if want <= 0 and not idle:
             return False
@@ -174,8 +211,14 @@ class Engine:
                 pending.extend(more)
         return False
 
+    @property
+    def cache(self) -> DecoderLM:
+        """The slot cache (allocated with the first group of clips)."""
+        assert self.lm is not None, "the engine's cache is allocated with the first clips"
+        return self.lm
+
     def free_slots(self) -> int:
-        return (self.lm.slots if self.lm else self.want_slots) - len(self.active)
+        return (self.cache.slots if self.lm else self.want_slots) - len(self.active)
 
     def _should_admit(self, n_pending: int, exhausted: bool) -> bool:
         free = self.free_slots()
@@ -189,7 +232,7 @@ class Engine:
             return True
         # refill in groups: each prefill call pauses every active slot and has a fixed cost, so one call
         # per freed slot (measured: 1.6 clips per call on --lengths 40:300) loses more than a few idle slots
-        slots = self.lm.slots if self.lm else self.want_slots
+        slots = self.cache.slots if self.lm else self.want_slots
         return free >= max(1, slots // 8)
 
     def _guarded(self, fn, *args):
@@ -210,7 +253,7 @@ class Engine:
         self.stats.reason = f"engine stopped, rest through generate(): {why}"
         placed = {o.key for o in self.out} | {s.key for s in self.active.values() if s is not None}
         self.active = {slot: s for slot, s in self.active.items() if s is not None}
-        for key, _ in (args[0] if args else []):
+        for key, _ in args[0] if args else []:
             if key not in placed:
                 self.out.append(EngineOut(key, finish="fallback"))
 
@@ -221,14 +264,15 @@ class Engine:
             self._allocate(group)
         room = self.free_slots()
         group, rest = group[:room], group[room:]
-        prefixed, plain = [], []
-        p = self.lm.prefix_len
+        prefixed: list[tuple] = []
+        plain: list[tuple] = []
+        p = self.cache.prefix_len
         for key, item in group:
             ids = item["input_ids"][0].tolist()
             limit = int(item.get("max_new") or self.max_new)
             shared = p > 0 and ids[:p] == self.prefix
             need = len(ids) - (p if shared else 0) + limit
-            if need > self.lm.length:
+            if need > self.cache.length:
                 self.out.append(EngineOut(key, finish="fallback"))
                 self.stats.fallback_rows += 1
                 continue
@@ -276,7 +320,8 @@ class Engine:
         import torch
 
         t0 = time.perf_counter()
-        lm, p = self.lm, (self.lm.prefix_len if shared else 0)
+        lm = self.cache
+        p = lm.prefix_len if shared else 0
         items = [_drop_prefix(item, p) for _, item, _ in chunk]
         lengths = [int(it["input_ids"].shape[1]) for it in items]
         inputs = {k: _to(v, self.device, self.dtype) for k, v in self.collate(items).items()}
@@ -311,7 +356,7 @@ class Engine:
             self._append(slot, seq, tok)
 
     def _take_slots(self, n: int) -> list[int]:
-        free = [s for s in range(self.lm.slots) if s not in self.active]  # lowest first: small buckets
+        free = [s for s in range(self.cache.slots) if s not in self.active]  # lowest first: small buckets
         taken = free[:n]
         for s in taken:
             self.active[s] = None  # reserved until started
@@ -325,15 +370,16 @@ class Engine:
     def _step(self) -> None:
         t0 = time.perf_counter()
         top = max(self.active) + 1
-        b = next((g for g in sorted(self.lm.graphs) if g >= top), top) if self.lm.graphs else top
-        toks = self.lm.step(b).tolist()
+        b = next((g for g in sorted(self.cache.graphs) if g >= top), top) if self.cache.graphs else top
+        toks = self.cache.step(b).tolist()
         self.stats.steps += 1
         self.stats.decode_s += time.perf_counter() - t0
         self.stats.slot_steps += b
         self.stats.decode_tokens += len(self.active)
         for slot, seq in list(self.active.items()):
-            self._append(slot, seq, toks[slot])
-        self.stats.replays, self.stats.eager_steps = self.lm.replays, self.lm.eager_steps
+            if seq is not None:
+                self._append(slot, seq, toks[slot])
+        self.stats.replays, self.stats.eager_steps = self.cache.replays, self.cache.eager_steps
 
     def _append(self, slot: int, seq: _Seq, tok: int) -> None:
         seq.tokens.append(int(tok))
@@ -385,7 +431,7 @@ class Engine:
             from .attention import self_check
 
             why = self_check(self.device, self.dtype, parts.heads, parts.kv_heads, parts.head_dim)
-            self.lm.triton = why is None
+            self.cache.triton = why is None
             self.stats.attention = "triton (each slot read up to its length)" if why is None else f"matmul: {why}"
         if self.use_graphs:
             self._capture()
@@ -394,27 +440,33 @@ class Engine:
         """Keys and values of the shared prompt prefix, computed once by the language model itself."""
         import torch
 
-        keys, values = [], []
-        sinks = [lambda k, v: (keys.append(k[0]), values.append(v[0])) for _ in self.parts.layers]
+        keys: list = []
+        values: list = []
+
+        def keep(k, v) -> None:
+            keys.append(k[0])
+            values.append(v[0])
+
+        sinks = [keep for _ in self.parts.layers]
         cache = slot_cache(len(self.parts.layers), sinks, None)
         ids = torch.tensor([prefix], device=self.device)
         self.parts.lm(input_ids=ids, use_cache=True, **{cache_kwarg(self.parts.lm): cache})
-        self.lm.pk = torch.stack(keys).contiguous()
-        self.lm.pv = torch.stack(values).contiguous()
+        self.cache.pk = torch.stack(keys).contiguous()
+        self.cache.pv = torch.stack(values).contiguous()
         self.prefix = prefix
 
     def _capture(self) -> None:
         import torch
 
         t0 = time.perf_counter()
-        s = self.lm.slots
+        s = self.cache.slots
         buckets = sorted({max(1, s // d) for d in (1, 2, 4, 8)})
         try:
-            self.lm.capture(buckets)
+            self.cache.capture(buckets)
             self.stats.graphs = buckets
             self.stats.reason = f"CUDA graphs for batch buckets {buckets}"
         except (RuntimeError, torch.cuda.OutOfMemoryError) as exc:
-            self.lm.graphs.clear()
+            self.cache.graphs.clear()
             _free_memory()
             self.stats.fast_path = False
             self.stats.reason = f"CUDA graph capture failed, decode runs eagerly: {_first_line(exc)}"
@@ -460,8 +512,3 @@ def _free_memory() -> None:
     gc.collect()
     if torch.cuda.is_available():
         torch.cuda.empty_cache()
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()
-    return (text[0] if text else type(exc).__name__)[:200]

@@ -247,13 +247,23 @@ class PromptSpec:
     text: str
     type: str  # "image" or "video": what the seed wrote the prompt for
     needs_text: bool  # has a `{}` the row's existing `text` fills
+    user_turn: str = PLLAVA_USER_QUERY  # PLLaVA: the user turn after `<image>` that goes with this prompt
+    max_new_tokens: int | None = None  # the seed's token limit for this prompt (None: the run's default)
+
+
+# Open-Sora v1.3's caption_pllava.py templates carry their own user turn and token limit (v1.2's `pllava`
+# keeps "Describe the video in details." and 256): (user turn, max new tokens).
+PLLAVA_V13 = {"pllava-short": ("Describe the video in detail.", 128),
+              "pllava-person": ("Describe the video in detail.", 256),
+              "pllava-person-short": ("Describe the video in detail.", 128)}
 
 
 def get_prompt(name: str) -> PromptSpec:
     if name not in PROMPTS:
         raise UsageError(f"unknown prompt '{name}'; known prompts: {', '.join(PROMPTS)}.")
     kind, text = PROMPTS[name]
-    return PromptSpec(name, text, kind, "{}" in text)
+    turn, limit = PLLAVA_V13.get(name, (PLLAVA_USER_QUERY, 256 if name == "pllava" else None))
+    return PromptSpec(name, text, kind, "{}" in text, turn, limit)
 
 
 def custom_prompt(text: str, kind: str = "video", name: str = "custom") -> PromptSpec:

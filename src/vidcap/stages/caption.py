@@ -5,9 +5,9 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from typing import Iterator
 
-from ..backends.base import CaptionOptions, CaptionRequest
+from ..backends.base import CaptionOptions, CaptionRequest, CaptionResult
 from ..backends.registry import Preset, make_backend
-from ..errors import UsageError
+from ..errors import UsageError, VidcapError
 from ..manifest import ABSPATH
 from .base import Item, Stage
 
@@ -81,6 +81,11 @@ class CaptionStage(Stage):
 
         self.preset = preset
         self.options = options
+        spec = None if options.prompt_text is not None else get_prompt(options.prompt or preset.prompt or "video")
+        if options.max_new_tokens is None:  # the seed's limit for this prompt, else 256
+            options.max_new_tokens = (spec.max_new_tokens if spec else None) or 256
+        if options.user_turn is None and spec is not None:
+            options.user_turn = spec.user_turn
         self.backend = make_backend(preset, options)
         self.batch_size = max(1, options.batch_size)
         self.num_frames = preset.num_frames if options.num_frames is None else options.num_frames
@@ -116,7 +121,7 @@ class CaptionStage(Stage):
         opts.pop("prompt_text", None)
         opts.pop("base_url", None)  # may hold user:password; the backend's provenance has it cleaned
         return {**self.fingerprint(), **self.backend.provenance(), "options": opts,
-                "positions": self.preset.positions, "prompt_text": self._prompt_text(None, False)}
+                "positions": self.preset.positions, "prompt_text": self.prompt_template}
 
     def loader(self):
         """Called after setup(): the backend knows its model dir, so workers can load its processor."""
@@ -141,16 +146,24 @@ class CaptionStage(Stage):
     def teardown(self) -> None:
         self.backend.teardown()
 
-    def _prompt_text(self, row: dict | None, is_image: bool) -> str:
-        return self.picker(row, is_image)
+    @property
+    def prompt_template(self) -> str:
+        """The prompt as written (a `-text` prompt's `{}` still unfilled: each row fills its own)."""
+        return self.options.prompt_text if self.prompt is None else self.prompt.text
 
     def process_batch(self, items: list[Item]) -> list[dict]:
         split = [it.data if isinstance(it.data, tuple) else (it.data, None) for it in items]
         if all(prepared is not None for _, prepared in split):
             results = self.backend.caption_prepared([prepared for _, prepared in split])
         else:
-            reqs = [self._request(it, fr) for it, (fr, _) in zip(items, split)]
-            results = self.backend.caption(reqs)
+            reqs, failed = [], {}
+            for i, (it, (fr, _)) in enumerate(zip(items, split)):
+                try:
+                    reqs.append(self._request(it, fr))
+                except VidcapError as exc:  # e.g. a `-text` prompt on a row without text: that row's error
+                    failed[i] = CaptionResult(error=exc.text)
+            done = iter(self.backend.caption(reqs) if reqs else [])
+            results = [failed[i] if i in failed else next(done) for i in range(len(items))]
         return [self._row(fr, res) for (fr, _), res in zip(split, results)]
 
     def streams(self) -> bool:
@@ -227,6 +240,9 @@ class _StreamSource:
                     prepared = self.stage.backend.prepare_item(self.stage._request(item, fr))
                 except (UsageError, KeyboardInterrupt):
                     raise
+                except VidcapError as exc:
+                    self.errors.append((item, self.stage._row(fr, CaptionResult(error=exc.text))))
+                    continue
                 except Exception as exc:
                     self.errors.append((item, {"error": format_error(MODEL, f"{type(exc).__name__}: {exc}")}))
                     continue

@@ -1,0 +1,67 @@
+"""`-text` prompts (re-captioning with the row's old caption as a hint) run, with the fake model and a
+tiny real model; a row without text is that row's `empty_text` error, not the run's."""
+
+import pandas as pd
+import pytest
+from clirun import vidcap
+from media import make_video
+
+
+@pytest.mark.parametrize("model,prompt", [("fake", "video-text"), ("qwen2-vl", "video-f3-detail-2ex-text")])
+def test_text_prompts_fill_each_row(tiny_model, tmp_path, model, prompt):
+    if model != "fake":
+        pytest.importorskip("transformers")
+        model = str(tiny_model(model))
+    clips = [make_video(tmp_path / f"c{i}.mp4", 24, (96, 64)) for i in range(2)]
+    manifest = tmp_path / "m.csv"
+    pd.DataFrame({"path": [str(c) for c in clips], "text": ["a dog runs on grass", None]}).to_csv(manifest, index=False)
+    out = tmp_path / "o.csv"
+    vidcap(
+        "caption",
+        manifest,
+        "-o",
+        out,
+        "--model",
+        model,
+        "--prompt",
+        prompt,
+        "--workers",
+        "0",
+        "--max-new-tokens",
+        "4",
+        "-q",
+    )
+    df = pd.read_csv(out)
+    assert df["status"].tolist() == ["ok", "failed"]
+    assert df["error"].iloc[1].startswith("empty_text")
+    assert df["text_input"].iloc[0] == "a dog runs on grass"
+
+
+@pytest.mark.parametrize(
+    "prompt,turn,limit",
+    [
+        ("pllava", "Describe the video in details.", 256),
+        ("pllava-short", "Describe the video in detail.", 128),
+        ("pllava-person-short", "Describe the video in detail.", 128),
+    ],
+)
+def test_open_sora_prompts_keep_their_user_turn_and_token_limit(tiny_model, prompt, turn, limit):
+    """Open-Sora v1.3's PLLaVA prompts go with "Describe the video in detail." and 128 tokens for the short
+    ones; v1.2's `pllava` keeps "details." and 256. --max-new-tokens still wins when given."""
+    pytest.importorskip("transformers")
+    from vidcap.backends.base import CaptionOptions
+    from vidcap.backends.registry import resolve_model
+    from vidcap.prompts.caption import get_prompt
+    from vidcap.stages.caption import CaptionStage
+
+    path = tiny_model("pllava")
+    stage = CaptionStage(resolve_model(str(path)), CaptionOptions(prompt=prompt, max_new_tokens=None))
+    assert stage.options.max_new_tokens == limit
+    backend = stage.backend
+    backend.load_preprocessor(path)
+    text = backend.tokenizer.decode(backend.token_ids(get_prompt(prompt).text))
+    assert text.rstrip().endswith(f"{turn} ASSISTANT:")
+    assert (
+        CaptionStage(resolve_model(str(path)), CaptionOptions(prompt=prompt, max_new_tokens=40)).options.max_new_tokens
+        == 40
+    )
