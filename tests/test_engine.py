@@ -271,3 +271,22 @@ def test_cli_run_streams_rows_in_manifest_order(tiny_model, clips, tmp_path):
     meta = json.loads(out.with_name(out.name + ".run.json").read_text())
     engine = meta["summary"]["engine"]
     assert meta["summary"]["fast_path"] is True and engine["rows"] == 5 and engine["decode_steps"] > 0
+
+
+@pytest.mark.parametrize("fast", [True, False])
+def test_a_prompt_past_the_context_is_that_rows_error(tiny_model, clips, fast):
+    """A prompt plus caption longer than the model's positions is a `context` error for that row (never a
+    caption from positions the model was not built for), through the engine and through generate()."""
+    from vidcap.engine.scheduler import max_positions
+
+    backend = backend_for(tiny_model, "llava-next")
+    limit = max_positions(backend.model)
+    items = [backend.prepare_item(r) for r in requests(backend, clips)]
+    items[1]["max_new"] = limit  # this row alone cannot fit
+    backend.options.extra["fast"] = fast
+    try:
+        results = backend.caption_prepared(items)
+    finally:
+        backend.options.extra.pop("fast")
+    assert results[1].error.startswith("context: ") and str(limit) in results[1].error
+    assert [r.error for i, r in enumerate(results) if i != 1] == [""] * 4

@@ -15,6 +15,7 @@ API = "api"
 PARSE = "parse"
 MODEL = "model"
 WORKER = "worker"
+CONTEXT = "context"  # the prompt plus the caption would not fit the model's positions
 GROWING = "growing"  # the file changed while it was read (still being written): redone on resume
 
 RETRYABLE = frozenset({TIMEOUT, OOM, API, WORKER, GROWING})

@@ -289,7 +289,7 @@ class HFCaptionBackend(CaptionBackend):
             if out.finish == "fallback":
                 res = self._generate_guarded([item], self.collate)[0]
             elif out.finish == "error":
-                res = CaptionResult(error=format_error(OOM, out.error))
+                res = CaptionResult(error=out.error)
             else:
                 res = self.decode([out.tokens], [int(item["n_prompt"])])[0]
             yield out.key, res
@@ -315,6 +315,15 @@ class HFCaptionBackend(CaptionBackend):
     def _generate_guarded(self, batch: list, prepare) -> list[CaptionResult]:
         import torch
 
+        if self.model is not None and batch and isinstance(batch[0], dict):  # prepared items: check the context
+            from ..engine.scheduler import context_error, max_positions
+
+            limit, n_new = max_positions(self.model), int(self.options.max_new_tokens or 0)
+            errors = [context_error(int(it["n_prompt"]), int(it.get("max_new") or n_new), limit) for it in batch]
+            if any(errors):
+                fits = iter(self._generate_guarded([it for it, e in zip(batch, errors) if not e], prepare)
+                            if not all(errors) else [])
+                return [CaptionResult(error=e) if e else next(fits) for e in errors]
         failure = None
         try:
             return self.generate(prepare(batch))

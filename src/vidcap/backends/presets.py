@@ -8,12 +8,15 @@ for size in ("7b", "13b", "34b"):
                            "pllava", f"PLLaVA {size.upper()} (seed v1.2 captioner), 4 frames, 4-12-12 pooling, LoRA alpha 4",
                            dict(_PLLAVA)))
 
-for name, hf in (("llava-1.6-mistral-7b", "llava-hf/llava-v1.6-mistral-7b-hf"),
-                 ("llava-1.6-vicuna-7b", "llava-hf/llava-v1.6-vicuna-7b-hf"),
+register_preset(Preset("llava-1.6-mistral-7b", "hf-llava", "llava-hf/llava-v1.6-mistral-7b-hf", 3, "points", "video",
+                       "LLaVA-1.6 (seed v1.0/1.1 captioner), frames at 10/50/90 % as images"))
+# Vicuna and Yi-34B have 4,096 positions: three anyres frames (~4.9k tokens at 336 px, ~5.8k at 720p) do not
+# fit, so these take the seed's LLaVA default instead: the middle frame with `video-f1-detail-3ex` (~2-3.5k).
+for name, hf in (("llava-1.6-vicuna-7b", "llava-hf/llava-v1.6-vicuna-7b-hf"),
                  ("llava-1.6-vicuna-13b", "llava-hf/llava-v1.6-vicuna-13b-hf"),
                  ("llava-1.6-34b", "llava-hf/llava-v1.6-34b-hf")):
-    register_preset(Preset(name, "hf-llava", hf, 3, "points", "video",
-                           "LLaVA-1.6 (seed v1.0/1.1 captioner), frames at 10/50/90 % as images"))
+    register_preset(Preset(name, "hf-llava", hf, 1, "points", "video-f1-detail-3ex",
+                           "LLaVA-1.6 (seed v1.0/1.1 captioner), the middle frame (4,096 positions)"))
 
 register_preset(Preset("qwen2.5-vl-7b", "hf-vlm", "Qwen/Qwen2.5-VL-7B-Instruct", 8, "uniform", "video",
                        "Qwen2.5-VL-7B-Instruct, native video input", dict(max_pixels=448 * 252)))

@@ -15,6 +15,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
+from ..errors import CONTEXT, OOM, format_error
 from ..errors import first_line as _first_line
 from .lm import DecoderLM, Unsupported, find_parts
 from .prefill import cache_kwarg, common_prefix, placeholder_ids, slot_cache
@@ -27,7 +28,7 @@ class EngineOut:
     key: Any
     tokens: list[int] = field(default_factory=list)  # generated ids, the EOS included when it ended one
     finish: str = "length"  # "stop" | "length" | "error" | "fallback"
-    error: str = ""
+    error: str = ""  # "code: message" when finish is "error"
 
 
 @dataclass
@@ -134,6 +135,7 @@ class Engine:
         self.static = False  # True: admit only into an empty engine (static batches; the bench's comparison)
         self.attention = attention  # "auto": Triton on CUDA once it passes its check; "triton" forces it (tests)
         self.parts = find_parts(model)  # raises Unsupported
+        self.max_positions = max_positions(model)
         self.base = model.model
         self.kw = cache_kwarg(self.base)
         self.stats = EngineStats(reason="ready")
@@ -270,6 +272,10 @@ class Engine:
         for key, item in group:
             ids = item["input_ids"][0].tolist()
             limit = int(item.get("max_new") or self.max_new)
+            too_long = context_error(len(ids), limit, self.max_positions)
+            if too_long:
+                self.out.append(EngineOut(key, finish="error", error=too_long))
+                continue
             shared = p > 0 and ids[:p] == self.prefix
             need = len(ids) - (p if shared else 0) + limit
             if need > self.cache.length:
@@ -309,7 +315,8 @@ class Engine:
         _free_memory()
         self.stats.oom_splits += 1
         if len(chunk) == 1:
-            self.out.append(EngineOut(chunk[0][0], finish="error", error=f"out of GPU memory on one clip ({failed})"))
+            what = f"out of GPU memory on one clip ({failed})"
+            self.out.append(EngineOut(chunk[0][0], finish="error", error=format_error(OOM, what)))
             return
         self.prefill_tokens = max(1, min(self.prefill_tokens, sum(int(c[1]["input_ids"].shape[1]) for c in chunk) // 2))
         half = len(chunk) // 2
@@ -471,6 +478,25 @@ class Engine:
             self.stats.fast_path = False
             self.stats.reason = f"CUDA graph capture failed, decode runs eagerly: {_first_line(exc)}"
         self.stats.capture_s = time.perf_counter() - t0
+
+
+def max_positions(model) -> int | None:
+    """How many positions the language model was built for (None: not stated)."""
+    config = getattr(model, "config", None)
+    text = config.get_text_config() if hasattr(config, "get_text_config") else config
+    value = getattr(text, "max_position_embeddings", None)
+    return int(value) if value else None
+
+
+def context_error(n_prompt: int, n_new: int, limit: int | None) -> str:
+    """The row's `context` error when its prompt plus caption would not fit the model, else ""."""
+    if not limit or n_prompt + n_new <= limit:
+        return ""
+    return format_error(
+        CONTEXT,
+        f"the prompt is {n_prompt} tokens and {n_new} new ones would exceed the model's "
+        f"{limit} positions; use fewer frames, --resize, or a shorter prompt",
+    )
 
 
 def _sink(lm: DecoderLM, layer: int, slots):
