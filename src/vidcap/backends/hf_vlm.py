@@ -111,6 +111,16 @@ class HFVLMBackend(HFCaptionBackend):
     def fallback_prompt(self, prompt: str, n_images: int) -> str:
         raise UsageError(f"model '{self.model_label()}' has no chat template in its processor; use an instruction-tuned (chat) checkpoint.")
 
+    def _video_metadata(self, req: CaptionRequest) -> dict | None:
+        """Where the sampled frames sit in the clip, for processors that turn it into temporal positions
+        (Qwen2.5-VL's `second_per_grid_ts`; without it the processor assumes frames 0.5 s apart)."""
+        names = getattr(self.processor, "model_input_names", None) or []
+        m = req.meta
+        if "second_per_grid_ts" not in names or not m.get("fps") or not m.get("indices") or not m.get("total_frames"):
+            return None
+        return {"total_num_frames": int(m["total_frames"]), "fps": float(m["fps"]),
+                "frames_indices": [int(i) for i in m["indices"]]}
+
     def prepare_one(self, req: CaptionRequest) -> dict:
         text, images, videos = self.render(req)
         kwargs = dict(text=[text], return_tensors="pt")
@@ -119,6 +129,9 @@ class HFVLMBackend(HFCaptionBackend):
         if videos:
             kwargs["videos"] = videos
             kwargs["do_sample_frames"] = False  # the frames are already the sampled ones
+            meta = self._video_metadata(req)
+            if meta is not None:
+                kwargs["video_metadata"] = [meta]
         enc = self.processor(**kwargs)
         item = {k: v for k, v in enc.items() if k != "token_type_ids"}
         item["n_prompt"] = int(enc["attention_mask"].sum())

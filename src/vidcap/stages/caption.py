@@ -38,6 +38,12 @@ class PromptPicker:
         return render(spec, "" if hint is None or hint != hint else str(hint))
 
 
+def frame_meta(path, frames) -> dict:
+    """What a backend may need besides the pixels: where the frames sit in the clip (Qwen2.5-VL's temporal
+    positions come from the real spacing of the sampled frames)."""
+    return {"path": path, "fps": frames.fps, "indices": list(frames.indices), "total_frames": frames.num_frames}
+
+
 @dataclass
 class FrameLoader:
     """Runs in decode workers: picks and decodes the frames (resized there so less data crosses processes)
@@ -63,7 +69,7 @@ class FrameLoader:
         if self.prep is None:
             return frames
         req = CaptionRequest(frames.frames, self.picker(row, frames.is_image), frames.is_image,
-                             {"path": row.get(ABSPATH), "fps": frames.fps})
+                             frame_meta(row.get(ABSPATH), frames))
         prepared = self.prep(req)
         frames.frames = None  # the pixels travel as model inputs now
         return frames, prepared
@@ -183,7 +189,7 @@ class CaptionStage(Stage):
 
     def _request(self, item: Item, fr) -> CaptionRequest:
         return CaptionRequest(fr.frames, self.picker(item.row, fr.is_image), fr.is_image,
-                              {"path": item.row.get(ABSPATH), "fps": fr.fps})
+                              frame_meta(item.row.get(ABSPATH), fr))
 
     def _row(self, fr, res) -> dict:
         text, flags = self.checker.check(res.text, res.finish_reason, res.error)
