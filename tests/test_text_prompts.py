@@ -65,3 +65,23 @@ def test_open_sora_prompts_keep_their_user_turn_and_token_limit(tiny_model, prom
         CaptionStage(resolve_model(str(path)), CaptionOptions(prompt=prompt, max_new_tokens=40)).options.max_new_tokens
         == 40
     )
+
+
+def test_hub_ids_reach_their_backend(monkeypatch):
+    """A Hub id names its preset by model id; an unknown one is placed by its config.json; the seed's
+    original-LLaVA ids get one sentence naming the preset to use."""
+    pytest.importorskip("transformers")
+    from vidcap.backends import registry
+    from vidcap.errors import UsageError
+
+    assert registry.resolve_model("ermu2001/pllava-13b").name == "pllava-13b"
+    llava = registry.resolve_model("llava-hf/llava-v1.6-mistral-7b-hf")
+    assert (llava.backend, llava.num_frames, llava.positions) == ("hf-llava", 3, "points")
+    with pytest.raises(UsageError, match="use the preset llava-1.6-mistral-7b"):
+        registry.resolve_model("liuhaotian/llava-v1.6-mistral-7b")
+    monkeypatch.setattr(registry, "hub_config", lambda model: {"model_type": "llava", "pooling_shape": [4, 12, 12]})
+    assert registry.resolve_model("someone/pllava-finetune").backend == "hf-pllava"
+    monkeypatch.setattr(registry, "hub_config", lambda model: {"model_type": "llava_next"})
+    assert registry.resolve_model("someone/llava-next-ft").backend == "hf-llava"
+    monkeypatch.setattr(registry, "hub_config", lambda model: None)  # offline: the generic VLM path decides at load
+    assert registry.resolve_model("someone/unknown").backend == "hf-vlm"

@@ -104,9 +104,43 @@ def resolve_model(model: str, backend: str | None = None) -> Preset:
             raise UsageError(f"model directory {model} has no config.json; pass a saved Hugging Face model dir or a preset name (see `vidcap models`).")
         config = json.loads(cfg_file.read_text())
         return _family_preset(str(path), backend or _family_from_config(config), str(path), "local model directory", config)
-    if backend == "openai" or "/" in model:
-        return _family_preset(model, backend or "hf-vlm", model, "model id")
+    if backend == "openai":
+        return _family_preset(model, backend, model, "model id")
+    if "/" in model:
+        return _hub_preset(model, backend)
     raise UsageError(f"unknown model '{model}'; pick a preset ({', '.join(sorted(PRESETS))}), a local model directory or a Hugging Face id.")
+
+
+# The seed's own ids hold the original repositories' weights, which transformers cannot load.
+SEED_IDS = {"liuhaotian/llava-v1.6-mistral-7b": "llava-1.6-mistral-7b",
+            "liuhaotian/llava-v1.6-vicuna-7b": "llava-1.6-vicuna-7b",
+            "liuhaotian/llava-v1.6-vicuna-13b": "llava-1.6-vicuna-13b",
+            "liuhaotian/llava-v1.6-34b": "llava-1.6-34b"}
+
+
+def _hub_preset(model: str, backend: str | None) -> Preset:
+    """A Hugging Face id: the preset whose weights it names, else the family its config.json says."""
+    if model in SEED_IDS:
+        name = SEED_IDS[model]
+        raise UsageError(f"'{model}' holds the original LLaVA repository's weights, which transformers cannot load; "
+                         f"use the preset {name} ({PRESETS[name].model_id}), the same model converted.")
+    preset = next((p for p in PRESETS.values() if p.model_id == model), None)
+    if preset is not None:
+        return replace(preset, backend=backend) if backend and backend != preset.backend else preset
+    config = hub_config(model)
+    family = backend or (_family_from_config(config) if config else "hf-vlm")
+    return _family_preset(model, family, model, "model id", config)
+
+
+def hub_config(model: str) -> dict | None:
+    """The model's config.json from the Hub (the local cache first); None when it cannot be had (offline, a
+    typo, gated): loading then says what is missing."""
+    try:
+        from huggingface_hub import hf_hub_download
+
+        return json.loads(Path(hf_hub_download(model, "config.json", etag_timeout=5)).read_text())
+    except Exception:  # noqa: BLE001  (no network, unknown id, no permission: decided at load time)
+        return None
 
 
 def make_backend(preset: Preset, options):
