@@ -5,7 +5,8 @@ one per attempt (the last one repeats). Behaviours: "ok", "slow:<s>" (answer aft
 "429:<retry-after>" (or "429" / "429-date:<s>" for an HTTP-date header), "500", "503", "400", "401",
 "403", "404", "quota" (429 insufficient_quota), "malformed" (200 with broken JSON), "nochoices",
 "empty" (200 with empty content), "length" (cut by the token limit), "drop" (close the socket without answering), "echo-key" (500 whose
-message repeats the Authorization header). Every request is checked for shape and recorded.
+message repeats the Authorization header), "html" (200 with an HTML page, as a wrong URL gives), "trickle:<s>" (a
+valid answer sent one byte at a time over about s seconds), "caption-key" (a caption that repeats the header). Every request is checked for shape and recorded.
 
 Run standalone for manual tries: `python tests/fake_openai_server.py --port 8011`.
 """
@@ -183,6 +184,12 @@ def respond(server: FakeOpenAIServer, hit: Hit, behaviour: str):
         return 200, json.dumps(completion(hit, text="", finish="content_filter")).encode(), {}
     if kind == "drop":
         return None
+    if kind == "html":
+        return 200, b"<!DOCTYPE html><html><body><h1>Welcome</h1></body></html>", {"Content-Type": "text/html"}
+    if kind == "trickle":
+        return 200, json.dumps(completion(hit)).encode(), {"X-Trickle": arg or "5"}
+    if kind == "caption-key":
+        return 200, json.dumps(completion(hit, text=f"A clip. {hit.auth}")).encode(), {}
     raise ValueError(f"unknown behaviour {behaviour!r}")
 
 
@@ -220,14 +227,22 @@ def _make_handler(server: FakeOpenAIServer):
                 server._done()
 
         def _send(self, status, data, headers):
+            headers = dict(headers)
+            trickle = float(headers.pop("X-Trickle", 0) or 0)
             self.send_response(status)
-            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Type", headers.pop("Content-Type", "application/json"))
             self.send_header("Content-Length", str(len(data)))
             for k, v in headers.items():
                 self.send_header(k, v)
             self.end_headers()
             try:
-                self.wfile.write(data)
+                if trickle:  # each byte in time, the whole body late: only a deadline on the request ends it
+                    for i in range(len(data)):
+                        self.wfile.write(data[i:i + 1])
+                        self.wfile.flush()
+                        time.sleep(trickle / len(data))
+                else:
+                    self.wfile.write(data)
             except (BrokenPipeError, ConnectionResetError):  # the client gave up (timeout)
                 pass
 

@@ -7,6 +7,7 @@ import logging
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -278,3 +279,47 @@ def test_cli_end_to_end_keeps_the_key_off_disk(server, tmp_path):
     for p in on_disk:
         assert KEY.encode() not in p.read_bytes(), p
     assert KEY not in proc.stdout + proc.stderr + stopped.stdout + stopped.stderr
+
+
+def test_a_closed_port_stops_the_run_quickly(monkeypatch):
+    """60 rows against a port nobody listens on: one sentence and a stop after a bounded number of
+    attempts, not minutes of backoff per row."""
+    import socket
+
+    monkeypatch.setenv(ENV, KEY)
+    with socket.socket() as s:  # a port that was free a moment ago
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    opts = CaptionOptions(base_url=f"http://127.0.0.1:{port}/v1", api_key_env=ENV, concurrency=16,
+                          extra={"backoff_base": 0.01})
+    backend = make_backend(resolve_model("test-model", backend="openai"), opts)
+    backend.setup()
+    t0 = time.monotonic()
+    try:
+        with pytest.raises(FatalRunError, match="all failed the same way") as err:
+            backend.caption([req(f"c{i}") for i in range(60)])
+    finally:
+        backend.teardown()
+    assert time.monotonic() - t0 < 30 and "connection error" in str(err.value)
+
+
+def test_an_html_page_says_so_and_stops(server, make):
+    server.script.update({f"h{i}": ["html"] for i in range(40)})
+    backend = make(concurrency=4)
+    with pytest.raises(FatalRunError, match="HTML page") as err:
+        backend.caption([req(f"h{i}") for i in range(40)])
+    assert "/v1" in str(err.value) and len(server.hits) <= 40
+
+
+def test_timeout_bounds_a_trickling_answer(server, make):
+    server.script["t"] = ["trickle:6"]
+    backend = make(timeout=1.0, max_retries=0)
+    t0 = time.monotonic()
+    (res,) = backend.caption([req("t")])
+    assert res.error.startswith("timeout") and time.monotonic() - t0 < 4
+
+
+def test_a_caption_echoing_the_key_is_redacted(server, make):
+    server.script["k"] = ["caption-key"]
+    (res,) = make().caption([req("k")])
+    assert res.error == "" and KEY not in res.text and "***" in res.text

@@ -323,6 +323,12 @@ class ChatReply:
 
 def parse_completion(resp) -> ChatReply:
     """A chat completion -> ChatReply; anything else is MalformedResponse (retried)."""
+    if isinstance(resp, (str, bytes)):  # the SDK hands back a body it could not read as JSON
+        text = resp.decode("utf-8", "replace") if isinstance(resp, bytes) else resp
+        if text.lstrip()[:1] == "<":
+            raise MalformedResponse("the server returned an HTML page, not an OpenAI-compatible answer; check "
+                                    "--base-url (an OpenAI-compatible URL usually ends in /v1)")
+        raise MalformedResponse(f"the server returned text, not a chat completion ({text.strip()[:60]!r})")
     try:
         choice = resp.choices[0]
         text = choice.message.content
@@ -410,14 +416,17 @@ class ChatClient:
                 self.check_fatal()
                 await self._wait_pause()
                 self.usage.attempts += 1
-                try:
-                    resp = await self._client.chat.completions.create(model=self.model, messages=messages, **params)
+                try:  # --timeout bounds the whole request, a body that trickles in included
+                    resp = await asyncio.wait_for(
+                        self._client.chat.completions.create(model=self.model, messages=messages, **params),
+                        timeout=self.timeout)
                     reply = parse_completion(resp)
                 except asyncio.CancelledError:
                     raise
                 except Exception as exc:  # sorted below: retry, fail the row, or stop the run
                     out = classify(exc, model=self.model, base_url=self.base_url,
                                    retry_after_cap=self.policy.retry_after_cap)
+                    self._streak_of(out)
                     if out.action == "retry" and attempt < self.policy.max_retries:
                         await self._backoff(out, attempt)
                         attempt += 1
@@ -438,8 +447,29 @@ class ChatClient:
         if wait > 0:
             await asyncio.sleep(wait)
 
+    # Attempts that failed the same way in a row before the run stops: few while nothing has worked yet (a
+    # closed port, a wrong URL answering HTML), more once the server has answered (a restart mid-run).
+    STREAK_BEFORE_FIRST_OK = 24
+    STREAK_AFTER_OK = 200
+
+    def _streak_of(self, out: Outcome) -> None:
+        """Stop the run (finished rows are kept) when every attempt keeps failing the same way."""
+        kind = (out.code, out.message[:40])
+        self._streak = self._streak + 1 if kind == getattr(self, "_streak_kind", None) else 1
+        self._streak_kind = kind
+        limit = self.STREAK_BEFORE_FIRST_OK if self.usage.ok == 0 else self.STREAK_AFTER_OK
+        if self._streak >= limit and out.action != "fatal":
+            self._fatal = self.redact(f"the last {self._streak} requests to {clean_url(self.base_url)} all failed "
+                                      f"the same way ({out.code}: {out.message}); stopping. Check --base-url and "
+                                      "that the server is up, then run the same command again to resume.")
+            raise FatalRunError(self._fatal)
+
+    _streak = 0
+
     def _succeeded(self, reply: ChatReply, attempts: int) -> ChatReply:
         self._rejects = 0
+        self._streak = 0
+        reply.text = self.redact(reply.text)  # a server that echoes the key back must not put it in a caption
         self.usage.ok += 1
         self.usage.prompt_tokens += reply.prompt_tokens
         self.usage.completion_tokens += reply.completion_tokens
