@@ -6,7 +6,7 @@ one per attempt (the last one repeats). Behaviours: "ok", "slow:<s>" (answer aft
 "403", "404", "quota" (429 insufficient_quota), "malformed" (200 with broken JSON), "nochoices",
 "empty" (200 with empty content), "length" (cut by the token limit), "drop" (close the socket without answering), "echo-key" (500 whose
 message repeats the Authorization header), "html" (200 with an HTML page, as a wrong URL gives), "trickle:<s>" (a
-valid answer sent one byte at a time over about s seconds), "caption-key" (a caption that repeats the header). Every request is checked for shape and recorded.
+valid answer sent one byte at a time over about s seconds), "caption-key" (a caption that repeats the header), "surrogate" (a caption holding a lone surrogate). Every request is checked for shape and recorded.
 
 Run standalone for manual tries: `python tests/fake_openai_server.py --port 8011`.
 """
@@ -188,6 +188,9 @@ def respond(server: FakeOpenAIServer, hit: Hit, behaviour: str):
         return 200, b"<!DOCTYPE html><html><body><h1>Welcome</h1></body></html>", {"Content-Type": "text/html"}
     if kind == "trickle":
         return 200, json.dumps(completion(hit)).encode(), {"X-Trickle": arg or "5"}
+    if kind == "surrogate":  # JSON may carry a lone surrogate escape; Python decodes it to an unencodable str
+        body = json.dumps(completion(hit, text="A clip. BROKEN")).replace("BROKEN", "\\ud800")
+        return 200, body.encode(), {}
     if kind == "caption-key":
         return 200, json.dumps(completion(hit, text=f"A clip. {hit.auth}")).encode(), {}
     raise ValueError(f"unknown behaviour {behaviour!r}")

@@ -323,3 +323,26 @@ def test_a_caption_echoing_the_key_is_redacted(server, make):
     server.script["k"] = ["caption-key"]
     (res,) = make().caption([req("k")])
     assert res.error == "" and KEY not in res.text and "***" in res.text
+
+
+def test_invalid_unicode_in_a_caption_is_replaced_and_flagged(server, tmp_path):
+    """A caption with a lone surrogate (valid JSON, invalid UTF-8) cannot crash the write after the work is
+    done: it is stored with U+FFFD and flagged `replaced_chars`."""
+    from media import make_video
+
+    from vidcap.manifest import read_table
+
+    clip = make_video(tmp_path / "c.mp4", 24, (96, 64))
+    manifest = tmp_path / "m.csv"
+    pd.DataFrame({"path": [str(clip)]}).to_csv(manifest, index=False)
+    server.script[""] = ["surrogate"]
+    for ext in (".csv", ".parquet"):
+        out = tmp_path / f"o{ext}"
+        env = {**os.environ, ENV: KEY, "PYTHONPATH": str(Path(__file__).parents[1] / "src")}
+        proc = subprocess.run([sys.executable, "-m", "vidcap", "caption", str(manifest), "-o", str(out),
+                               "--backend", "openai", "--base-url", server.base_url, "--model", "x",
+                               "--api-key-env", ENV, "--workers", "0", "-q"], env=env, capture_output=True,
+                              text=True, timeout=80, check=False)
+        assert proc.returncode == 0, proc.stderr
+        row = read_table(out).iloc[0]
+        assert row["status"] == "ok" and row["text"] == "A clip. \ufffd" and "replaced_chars" in str(row["flags"])

@@ -16,7 +16,8 @@ import pandas as pd
 from .manifest import RID
 
 EMPTY, TRUNCATED, REPETITION, BOILERPLATE, DUPLICATE = "empty", "truncated", "repetition", "boilerplate", "duplicate"
-FLAGS = (EMPTY, TRUNCATED, REPETITION, BOILERPLATE, DUPLICATE)
+REPLACED = "replaced_chars"  # the model's text held invalid Unicode (lone surrogates), stored as U+FFFD
+FLAGS = (EMPTY, TRUNCATED, REPETITION, BOILERPLATE, DUPLICATE, REPLACED)
 SEP = ","
 
 # Open-Sora's LLAVA_PREFIX (tools/datasets/datautil.py), in its order, duplicates included.

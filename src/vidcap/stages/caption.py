@@ -192,7 +192,13 @@ class CaptionStage(Stage):
                               frame_meta(item.row.get(ABSPATH), fr))
 
     def _row(self, fr, res) -> dict:
-        text, flags = self.checker.check(res.text, res.finish_reason, res.error)
+        from ..checks import REPLACED
+        from ..manifest import clean_text
+
+        clean = clean_text(res.text)  # lone surrogates cannot be stored: replaced, and the row flagged
+        text, flags = self.checker.check(clean, res.finish_reason, res.error)
+        if clean is not res.text and not res.error:
+            flags = f"{flags},{REPLACED}" if flags else REPLACED
         raw = res.raw_text if res.raw_text and res.raw_text != text else ""
         return {"text": text, "text_raw": raw, "num_frames": fr.num_frames, "fps": fr.fps,
                 "width": fr.width, "height": fr.height, "frame_idx": list(fr.indices),
