@@ -338,9 +338,36 @@ _register_report(app)
 INTERRUPTED = "vidcap: interrupted; finished rows are saved. Run the same command again to resume."
 
 
+# Open-Sora's caption-script flags, answered with the vidcap option that does the same.
+SEED_FLAGS = {"--dp-size": "--gpus N (one model per GPU) or torchrun --nproc_per_node N -m vidcap ...",
+              "--tp-size": "--tp K", "--bs": "--batch-size", "--batch_size": "--batch-size",
+              "--model-path": "--model", "--pretrained_model_name_or_path": "--model", "--weight_dir": "--model",
+              "--csv_path": "the manifest as the first argument", "--csv-path": "the manifest as the first argument",
+              "--num_frames": "--num-frames", "--pooling_shape": "--pooling-shape", "--lora_alpha": "--lora-alpha",
+              "--use_lora": "nothing (PLLaVA's LoRA is always merged at load)", "--prompt_template": "--prompt",
+              "--error_message": "nothing (a failed row keeps status=failed and its error)"}
+
+
+def seed_flag_hint(argv) -> str | None:
+    """One sentence for an Open-Sora flag given to vidcap (None if there is none)."""
+    for arg in argv or []:
+        if arg == "--":
+            break
+        flag = str(arg).split("=", 1)[0]
+        if flag in SEED_FLAGS:
+            return f"{flag} is Open-Sora's flag; in vidcap use {SEED_FLAGS[flag]} (see `vidcap caption --help`)."
+    return None
+
+
 def main(argv=None) -> int:
+    import sys
+
     from .errors import FatalRunError
 
+    hint = seed_flag_hint(sys.argv[1:] if argv is None else argv)
+    if hint:
+        typer.echo(f"vidcap: error: {hint}", err=True)
+        return 2
     try:
         code = app(args=argv, standalone_mode=False)
     except FatalRunError as exc:

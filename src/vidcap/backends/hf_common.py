@@ -17,11 +17,16 @@ _DTYPES = {"bfloat16": "bfloat16", "bf16": "bfloat16", "float16": "float16", "fp
 _WEIGHT_PATTERNS = ["*.json", "*.safetensors", "*.model", "*.txt", "*.jinja", "*.tiktoken"]
 
 
+GATED_ORGS = ("meta-llama/",)  # Hub organisations whose models need an accepted license and a login
+
+
 def missing_weights_error(model: str, why: str = "") -> UsageError:
     why = f" ({why})" if why else ""
+    gated = "" if "gated" in why or not model.startswith(GATED_ORGS) else (
+        " (it is a gated model: accept its license on its Hub page and run `hf auth login` first)")
     return UsageError(
         f"model '{model}' is not on this machine and could not be downloaded{why}; run "
-        f"`hf download {model}` on a machine with internet (then copy the Hugging Face cache "
+        f"`hf download {model}`{gated} on a machine with internet (then copy the Hugging Face cache "
         f"here), or pass --model /path/to/a/local/model/dir.")
 
 
@@ -40,14 +45,39 @@ def local_model_dir(model: str, trust_remote_code: bool = False) -> Path:
     from huggingface_hub import snapshot_download
 
     patterns = _WEIGHT_PATTERNS + (["*.py"] if trust_remote_code else [])
-    offline = os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes", "on")
-    try:
-        snap = snapshot_download(model, allow_patterns=patterns, local_files_only=offline, etag_timeout=5)
-    except Exception as exc:  # offline, no route, gated, unknown id: all end the same way for the user
-        raise missing_weights_error(model, _first_line(exc)) from None
+    try:  # the cache first: a model downloaded once needs no network again
+        snap = snapshot_download(model, allow_patterns=patterns, local_files_only=True)
+    except Exception:  # noqa: BLE001  (not cached, or cached in part)
+        snap = None
+    if snap is None:
+        offline = os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes", "on")
+        if offline or not hub_reachable():
+            why = "HF_HUB_OFFLINE is set" if offline else "the Hugging Face Hub cannot be reached from here"
+            raise missing_weights_error(model, why)
+        try:
+            snap = snapshot_download(model, allow_patterns=patterns, etag_timeout=5)
+        except Exception as exc:  # no route, gated, unknown id: all end the same way for the user
+            gated = "gated" in type(exc).__name__.lower() or "gated" in str(exc).lower()
+            why = ("a gated model: accept its license on its Hub page and log in with `hf auth login`"
+                   if gated else _first_line(exc))
+            raise missing_weights_error(model, why) from None
     path = Path(snap)
     _check_dir(path, model)
     return path
+
+
+def hub_reachable(timeout: float = 3.0) -> bool:
+    """Whether the Hub's host answers a TCP connection within `timeout` s (a quick no, instead of the
+    library's retries against a machine with no network)."""
+    import socket
+    from urllib.parse import urlparse
+
+    url = urlparse(os.environ.get("HF_ENDPOINT") or "https://huggingface.co")
+    try:
+        with socket.create_connection((url.hostname or "huggingface.co", url.port or 443), timeout=timeout):
+            return True
+    except OSError:
+        return False
 
 
 RANDOM_MARKER = "vidcap_random_weights.json"  # written by `vidcap bench`: build from config, random weights

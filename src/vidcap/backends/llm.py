@@ -79,8 +79,13 @@ class HFChatBackend(ChatBackend):
             return
         self.device = device or self.options.device or ("cuda" if torch.cuda.is_available() else "cpu")
         dtype = pick_dtype(self.options.dtype, self.device)
-        self.tokenizer = _load_tokenizer(self.model, self.options.trust_remote_code)
-        self.lm = _load_lm(self.model, dtype, self.device, self.options.trust_remote_code)
+        where = self.model
+        if not Path(self.model).expanduser().exists():  # a Hub id: the cache first, one sentence when offline
+            from .hf_common import local_model_dir
+
+            where = str(local_model_dir(self.model, self.options.trust_remote_code))
+        self.tokenizer = _load_tokenizer(where, self.options.trust_remote_code)
+        self.lm = _load_lm(where, dtype, self.device, self.options.trust_remote_code)
         self._eos = _eos_ids(self.tokenizer, self.lm)
         self._merge_system = not _system_role_ok(self.tokenizer)
 

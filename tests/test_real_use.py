@@ -1,4 +1,4 @@
-"""`-text` prompts (re-captioning with the row's old caption as a hint) run, with the fake model and a
+"""Real use: `-text` prompts (re-captioning with the row's old caption as a hint) run, with the fake model and a
 tiny real model; a row without text is that row's `empty_text` error, not the run's."""
 
 import pandas as pd
@@ -85,3 +85,29 @@ def test_hub_ids_reach_their_backend(monkeypatch):
     assert registry.resolve_model("someone/llava-next-ft").backend == "hf-llava"
     monkeypatch.setattr(registry, "hub_config", lambda model: None)  # offline: the generic VLM path decides at load
     assert registry.resolve_model("someone/unknown").backend == "hf-vlm"
+
+
+def test_offline_tagging_fails_fast_in_one_sentence(tmp_path):
+    """No network and nothing cached: one sentence within seconds (not the library's retries), naming the
+    gated Llama model's extra step."""
+    import socket
+    import time
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    manifest = tmp_path / "m.csv"
+    pd.DataFrame({"path": ["a.mp4"], "text": ["A dog runs."]}).to_csv(manifest, index=False)
+    t0 = time.monotonic()
+    proc = vidcap("tag", manifest, "--key", "objects", "-m", "meta-llama/Meta-Llama-3-8B-Instruct", check=False,
+                  HF_ENDPOINT=f"http://127.0.0.1:{port}", HF_HOME=str(tmp_path / "hf"), HF_HUB_OFFLINE="")
+    assert proc.returncode == 2 and time.monotonic() - t0 < 30
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and "cannot be reached" in lines[0] and "hf auth login" in lines[0], proc.stderr
+
+
+@pytest.mark.parametrize("flag,answer", [("--dp-size", "--gpus"), ("--tp-size", "--tp"), ("--bs=8", "--batch-size"),
+                                         ("--model-path", "--model")])
+def test_open_sora_flags_name_the_vidcap_option(flag, answer):
+    proc = vidcap("caption", "meta.csv", flag, *([] if "=" in flag else ["4"]), check=False)
+    assert proc.returncode == 2 and f"in vidcap use {answer}" in proc.stderr and "Traceback" not in proc.stderr
