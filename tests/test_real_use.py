@@ -111,3 +111,16 @@ def test_offline_tagging_fails_fast_in_one_sentence(tmp_path):
 def test_open_sora_flags_name_the_vidcap_option(flag, answer):
     proc = vidcap("caption", "meta.csv", flag, *([] if "=" in flag else ["4"]), check=False)
     assert proc.returncode == 2 and f"in vidcap use {answer}" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_failed_out_gives_a_table_of_ok_rows_only(tmp_path):
+    """--failed-out: the output holds only ok rows (what Open-Sora's loader takes as it is), the failed ones
+    go to their own file with their errors; together they hold every row once."""
+    clips = [make_video(tmp_path / f"c{i}.mp4", 24, (96, 64)) for i in range(3)]
+    manifest = tmp_path / "m.csv"
+    pd.DataFrame({"path": [str(c) for c in clips] + [str(tmp_path / "gone.mp4")]}).to_csv(manifest, index=False)
+    out, bad = tmp_path / "ok.csv", tmp_path / "failed.csv"
+    vidcap("caption", manifest, "-o", out, "--model", "fake", "--workers", "0", "--failed-out", bad, "-q")
+    ok, failed = pd.read_csv(out), pd.read_csv(bad)
+    assert len(ok) == 3 and (ok["status"] == "ok").all() and ok["num_frames"].dtype.kind == "i"
+    assert len(failed) == 1 and failed["error"].iloc[0].startswith("missing")

@@ -22,18 +22,20 @@ O_LIMIT = typer.Option(None, "--limit", help="Only the first N rows.")
 O_SHARD = typer.Option(None, "--shard", help="I/N: every N-th row starting at row I, for hand-made sharding.")
 O_OVERWRITE = typer.Option(False, "--overwrite", help="Start over: discard saved parts and replace the output.")
 O_KEEP = typer.Option(False, "--keep-parts", help="Keep the <output>.parts folder after the merge.")
+O_FAILED = typer.Option(None, "--failed-out", help="Write failed rows to this file and only ok rows to the output (a table Open-Sora's tools and loader take as it is).")
 O_PART_ROWS = typer.Option(256, "--part-rows", help="Rows per part file (smaller = less redone after a crash).")
 O_QUIET = typer.Option(False, "--quiet", "-q", help="No progress bar.")
 O_DEVICE = typer.Option(None, "--device", help="Torch device (default: cuda if available, else cpu).")
 
 
-def run_options(workers, limit, shard, overwrite, keep_parts, part_rows, quiet, device):
+def run_options(workers, limit, shard, overwrite, keep_parts, part_rows, quiet, device, failed_out=None):
     from .runner import RunOptions, parse_shard
 
     if limit is not None and limit < 0:
         raise UsageError(f"--limit must be 0 or more, not {limit}.")
     return RunOptions(workers=workers, limit=limit, shard=parse_shard(shard), overwrite=overwrite,
-                      keep_parts=keep_parts, part_rows=max(1, part_rows), progress=not quiet, device=device)
+                      keep_parts=keep_parts, part_rows=max(1, part_rows), progress=not quiet, device=device,
+                      failed_out=failed_out)
 
 
 def output_path(manifest: Path, output: Optional[str], suffix: str):
@@ -103,6 +105,7 @@ def caption(
     strip_prefix: bool = typer.Option(False, "--strip-prefix", help="Drop stock openings like 'The video shows' (Open-Sora's list) and capitalise the rest."),
     workers: Optional[int] = O_WORKERS, limit: Optional[int] = O_LIMIT, shard: Optional[str] = O_SHARD,
     overwrite: bool = O_OVERWRITE, keep_parts: bool = O_KEEP, part_rows: int = O_PART_ROWS,
+    failed_out: Optional[str] = O_FAILED,
     quiet: bool = O_QUIET, device: Optional[str] = O_DEVICE,
 ):
     """Caption every clip of MANIFEST with a vision-language model (in-process or over an API)."""
@@ -130,7 +133,7 @@ def caption(
         detail=detail, price_in=price_in, price_out=price_out, extra={"strip_prefix": strip_prefix})
     stage = CaptionStage(preset, opts)
     out = output_path(manifest, output, "caption")
-    ropts = run_options(workers, limit, shard, overwrite, keep_parts, part_rows, quiet, device)
+    ropts = run_options(workers, limit, shard, overwrite, keep_parts, part_rows, quiet, device, failed_out)
     from .runners.torchrun import launched_by_torchrun
 
     if gpus is not None or engine != "local" or tp != 1 or address is not None or launched_by_torchrun():
@@ -207,6 +210,7 @@ def motion(
     eval_labels: Optional[Path] = typer.Option(None, "--eval", help="A CSV with path,label columns: print accuracy and a confusion table instead."),
     workers: Optional[int] = O_WORKERS, limit: Optional[int] = O_LIMIT, shard: Optional[str] = O_SHARD,
     overwrite: bool = O_OVERWRITE, keep_parts: bool = O_KEEP, part_rows: int = O_PART_ROWS,
+    failed_out: Optional[str] = O_FAILED,
     quiet: bool = O_QUIET,
 ):
     """Label each clip's camera motion (pan, tilt, zoom, static, unclassified) from optical flow."""
@@ -222,7 +226,8 @@ def motion(
     if manifest is None:
         raise UsageError("give a MANIFEST to label, or --eval LABELS.csv to measure accuracy.")
     out = output_path(manifest, output, stage.suffix)
-    execute(stage, manifest, out, run_options(workers, limit, shard, overwrite, keep_parts, part_rows, quiet, None))
+    execute(stage, manifest, out, run_options(workers, limit, shard, overwrite, keep_parts, part_rows, quiet, None,
+                                              failed_out))
 
 
 @app.command()
@@ -247,6 +252,7 @@ def tag(
     price_out: Optional[float] = typer.Option(None, "--price-out"),
     workers: Optional[int] = O_WORKERS, limit: Optional[int] = O_LIMIT, shard: Optional[str] = O_SHARD,
     overwrite: bool = O_OVERWRITE, keep_parts: bool = O_KEEP, part_rows: int = O_PART_ROWS,
+    failed_out: Optional[str] = O_FAILED,
     quiet: bool = O_QUIET, device: Optional[str] = O_DEVICE,
 ):
     """Tag each caption with its main objects or actions, using an LLM."""
@@ -261,7 +267,7 @@ def tag(
                             text_column=text_column, options=opts)
     out = output_path(manifest, output, key)
     execute(stage, manifest, out, run_options(0 if workers is None else workers, limit, shard, overwrite,
-                                              keep_parts, part_rows, quiet, device))
+                                              keep_parts, part_rows, quiet, device, failed_out))
 
 
 @app.command("tag-stats")

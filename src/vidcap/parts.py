@@ -286,7 +286,8 @@ class PartStore:
         return res
 
     # -- finish ----------------------------------------------------------------------------------
-    def finalize(self, manifest: pd.DataFrame, results: pd.DataFrame, summary: dict, dtypes: dict | None = None) -> None:
+    def finalize(self, manifest: pd.DataFrame, results: pd.DataFrame, summary: dict, dtypes: dict | None = None,
+                 failed_out=None) -> None:
         results = best_per_rid(results)
         public = public_columns(manifest.drop(columns=[c for c in manifest.columns if c == RID], errors="ignore"))
         res_cols = [c for c in results.columns if c != RID]
@@ -298,6 +299,14 @@ class PartStore:
                 out[c] = out[c].astype(dtype)
         tail = [c for c in ("status", "error") if c in out.columns]
         out = out[[c for c in out.columns if c != RID and c not in tail] + tail]
+        if failed_out is not None and "status" in out.columns:  # every row still lands once: here or there
+            bad = out["status"] != "ok"
+            try:
+                write_table(out[bad], failed_out)
+            except OSError as exc:
+                raise _disk_error(exc, str(failed_out)) from None
+            out = out[~bad].reset_index(drop=True)
+            summary["failed_out"] = str(failed_out)
         meta = {"fingerprint": self.fingerprint, "summary": summary, "vidcap": __version__,
                 "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
         # The sidecar goes first: an output without its sidecar (a kill between the two) would be

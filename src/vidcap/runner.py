@@ -39,6 +39,7 @@ class RunOptions:
     progress: bool = True
     device: str | None = None
     batch_wait: float = 1.0  # seconds to wait for a full batch before running a partial one
+    failed_out: str | None = None  # failed rows go to this file, the output keeps only ok rows
 
 
 def default_workers(stage: Stage | None = None) -> int:
@@ -287,7 +288,8 @@ class Run:
             results, extra = self.stage.finish_results(results)
             summary = self._summary(len(df), skipped, duplicates, len(todo), time.monotonic() - t0, results)
             summary.update(extra)
-            store.finalize(rebase_paths(df, self.manifest, self.output), results, summary, self.stage.dtypes)
+            store.finalize(rebase_paths(df, self.manifest, self.output), results, summary, self.stage.dtypes,
+                           failed_out=self.opts.failed_out)
             return summary
         except (UsageError, KeyboardInterrupt):  # e.g. the model would not load: no empty parts folder left
             store.discard_if_empty()

@@ -179,7 +179,8 @@ class RankRun(Run):
         duplicates = int((~first).sum())
         summary = self._summary(len(df), skipped, duplicates, todo, time.monotonic() - t0, results)
         summary.update(extra)
-        store.finalize(rebase_paths(df, self.manifest, self.output), results, summary, self.stage.dtypes)
+        store.finalize(rebase_paths(df, self.manifest, self.output), results, summary, self.stage.dtypes,
+                       failed_out=self.opts.failed_out)
         return summary
 
     def _extra(self) -> dict:
