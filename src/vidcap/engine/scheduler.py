@@ -169,6 +169,8 @@ class Engine:
         pending: deque = deque()
         exhausted = False
         self.stats.started = time.perf_counter()
+        self.active.clear()  # a run interrupted in this process (Ctrl-C in the bench) left its slots taken
+        self.out = []
         with torch.inference_mode():
             while True:
                 if not exhausted:
