@@ -21,3 +21,20 @@ def test_bench_tiny_shape_with_baseline(tmp_path):
         assert run["videos_per_s"] > 0
     assert report["speedup"] > 0
     assert "speed-up over the baseline path" in proc.stdout and "[vidcap] 4 videos (4 ok)" in proc.stdout
+
+
+def test_bench_with_a_relative_work_dir_captions_every_clip(tmp_path):
+    """The default work dir is relative to where you stand; the bench's manifest must still resolve."""
+    proc = vidcap("bench", "--shape", "tiny-qwen2-vl", "--videos", "2", "--batch-size", "2", "--new-tokens", "2",
+                  "--resolution", "160x120", "--seconds", "1", "--workers", "0", "--work-dir", "rel", cwd=tmp_path,
+                  timeout=500)
+    assert "[vidcap] 2 videos (2 ok)" in proc.stdout
+
+
+def test_real_size_shapes_need_a_gpu(tmp_path):
+    proc = vidcap("bench", "--shape", "pllava-13b", "--work-dir", tmp_path, check=False, CUDA_VISIBLE_DEVICES="")
+    assert proc.returncode == 2 and "needs a CUDA GPU" in proc.stderr and "tiny" in proc.stderr
+
+
+def test_version():
+    assert vidcap("--version").stdout.startswith("vidcap ")

@@ -13,6 +13,20 @@ from .errors import UsageError
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="vidcap: captions, camera motion and tags for large video collections.")
 dev_app = typer.Typer(no_args_is_help=True, help="Developer tools (tiny models for smoke tests).")
+
+
+def _show_version(value: bool) -> None:
+    if value:
+        from . import __version__
+
+        typer.echo(f"vidcap {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _main_options(version: bool = typer.Option(False, "--version", callback=_show_version, is_eager=True,
+                                                help="Print vidcap's version and exit.")) -> None:
+    """Captions, camera-motion labels and tags for large video collections."""
 app.add_typer(dev_app, name="dev")
 
 # Options shared by every run command.
@@ -323,6 +337,10 @@ def bench(
     report = run_bench(cfg)
     typer.echo(format_report(report))
     typer.echo(f"full figures: {work_dir / 'bench.json'}")
+    from .bench.run import failed_rows
+
+    if failed_rows(report):
+        raise typer.Exit(1)
 
 
 @dev_app.command("tiny-model")

@@ -59,5 +59,6 @@ def make_bench_clips(root, n_videos: int, width: int, height: int, seconds: floa
     manifest = root / f"bench_{n_videos}_{width}x{height}.csv"
     import pandas as pd
 
-    pd.DataFrame({"path": rows}).to_csv(manifest, index=False)
+    # absolute: runs resolve relative paths against the manifest's folder, not the working directory
+    pd.DataFrame({"path": [os.path.abspath(r) for r in rows]}).to_csv(manifest, index=False)
     return manifest

@@ -179,7 +179,12 @@ def _roofline(stage, res: dict, cfg: BenchConfig, peaks: dict) -> dict | None:
 
 
 def run_bench(cfg: BenchConfig) -> dict:
+    from ..errors import UsageError
     from .clips import make_bench_clips
+
+    if not cfg.model and not cfg.shape.startswith("tiny-") and not _cuda() and not str(cfg.device or "").startswith("cpu"):
+        raise UsageError(f"bench shape '{cfg.shape}' builds a real-size model, which needs a CUDA GPU; on a CPU use a "
+                         "tiny shape (e.g. --shape tiny-qwen2-vl), or pass --device cpu to insist.")
 
     root = Path(cfg.work_dir)
     root.mkdir(parents=True, exist_ok=True)
@@ -243,7 +248,20 @@ def run_bench(cfg: BenchConfig) -> dict:
     return report
 
 
+def failed_rows(report: dict) -> str | None:
+    """Why the bench's figures cannot be trusted (rows that did not caption), else None."""
+    for r in report.get("runs", []):
+        if r.get("ok", 0) < r.get("videos", 0):
+            first = (r.get("errors") or ["?"])[0]
+            return (f"{r['videos'] - r['ok']} of {r['videos']} clips failed in the '{r['label']}' run (first: {first}); "
+                    "no throughput is reported for failed rows.")
+    return None
+
+
 def format_report(report: dict) -> str:
+    bad = failed_rows(report)
+    if bad:
+        return f"bench: {bad}"
     if "scaling" in report:
         from .scaling import format_scaling
 
