@@ -124,3 +124,12 @@ def test_failed_out_gives_a_table_of_ok_rows_only(tmp_path):
     ok, failed = pd.read_csv(out), pd.read_csv(bad)
     assert len(ok) == 3 and (ok["status"] == "ok").all() and ok["num_frames"].dtype.kind == "i"
     assert len(failed) == 1 and failed["error"].iloc[0].startswith("missing")
+
+
+def test_a_run_where_every_row_failed_exits_non_zero(tmp_path):
+    manifest = tmp_path / "m.csv"
+    pd.DataFrame({"path": [str(tmp_path / "gone1.mp4"), str(tmp_path / "gone2.mp4")]}).to_csv(manifest, index=False)
+    out = tmp_path / "o.csv"
+    proc = vidcap("caption", manifest, "-o", out, "--model", "fake", "--workers", "0", "-q", check=False)
+    assert proc.returncode == 1 and "every row failed" in proc.stderr
+    assert pd.read_csv(out)["error"].str.startswith("missing").all()  # the rows and their errors are written

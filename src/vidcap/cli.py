@@ -78,11 +78,20 @@ def print_summary(summary: dict, output: Path) -> None:
     con.print(f"output: {output}")
 
 
+def exit_if_all_failed(summary: dict) -> None:
+    """A run whose every row failed exits 1 (the output still lists each row's error)."""
+    nfail = sum(summary.get("failed", {}).values())
+    if summary.get("ok", 0) == 0 and nfail:
+        typer.echo(f"vidcap: every row failed ({nfail}); the output lists each row's error.", err=True)
+        raise typer.Exit(1)
+
+
 def execute(stage, manifest: Path, out: Path, opts) -> dict:
     from .runner import run_stage
 
     summary = run_stage(stage, manifest, out, opts)
     print_summary(summary, out)
+    exit_if_all_failed(summary)
     return summary
 
 
@@ -155,6 +164,7 @@ def caption(
 
         summary = dispatch(stage, manifest, out, ropts, gpus=gpus, tp=tp, engine=engine, address=address)
         print_summary(summary, out)
+        exit_if_all_failed(summary)
         return
     execute(stage, manifest, out, ropts)
 
