@@ -44,12 +44,14 @@ def join_tables(tables: list, out, on: str | None = None) -> dict:
     for table in tables[1:]:
         df = _keyed(table, on)
         suffix = _label(table)
+        common = [c for c in df.columns if c in joined.columns and c not in (_KEY, _NTH)]
+        # both tables' shared columns on the rows both have, aligned once
         both = joined[[_KEY, _NTH]].merge(df[[_KEY, _NTH]], on=[_KEY, _NTH], how="inner")
+        left = both.merge(joined[[_KEY, _NTH, *common]], on=[_KEY, _NTH], how="left")
+        right = both.merge(df[[_KEY, _NTH, *common]], on=[_KEY, _NTH], how="left")
         rename = {}
-        for col in df.columns:
-            if col in (_KEY, _NTH) or col not in joined.columns:
-                continue
-            if (col == "path" and on is None) or _same_on(joined, df, col, both):  # the key: one column
+        for col in common:
+            if (col == "path" and on is None) or _same(left[col], right[col]):  # the key: one column
                 continue  # the same values where both have the row: one column
             name, k = f"{col}_{suffix}", 2
             while name in joined.columns or name in df.columns:
@@ -69,9 +71,7 @@ def join_tables(tables: list, out, on: str | None = None) -> dict:
     return {"rows": len(joined), "partial": partial}
 
 
-def _same_on(a: pd.DataFrame, b: pd.DataFrame, col: str, both: pd.DataFrame) -> bool:
-    left = both.merge(a[[_KEY, _NTH, col]], on=[_KEY, _NTH], how="left")[col]
-    right = both.merge(b[[_KEY, _NTH, col]], on=[_KEY, _NTH], how="left")[col]
+def _same(left: pd.Series, right: pd.Series) -> bool:
     return bool(((left == right) | (left.isna() & right.isna())).all()) or (
         left.astype(str).tolist() == right.astype(str).tolist()
     )

@@ -67,13 +67,21 @@ def row_key_path(abspath: str) -> str:
     return hashlib.sha1(abspath.encode("utf-8", "surrogatepass")).hexdigest()[:20]
 
 
-def resolve_path(value, base: Path) -> str:
+def _path_text(value) -> str:
     if value is None or (isinstance(value, float) and value != value):
         return ""
-    text = str(value).strip()
-    if not text:
-        return ""
-    if "://" in text:  # URLs and fsspec paths are kept as given
+    return str(value).strip()
+
+
+def is_relative(value) -> bool:
+    """A path cell that resolves against its table's folder (not empty, not a URL, not absolute after ~)."""
+    text = _path_text(value)
+    return bool(text) and "://" not in text and not os.path.isabs(os.path.expanduser(text))
+
+
+def resolve_path(value, base: Path) -> str:
+    text = _path_text(value)
+    if not text or "://" in text:  # URLs and fsspec paths are kept as given
         return text
     p = Path(os.path.expanduser(text))
     if not p.is_absolute():
@@ -257,14 +265,8 @@ def rebase_paths(df: pd.DataFrame, manifest, output) -> pd.DataFrame:
             Path(os.path.abspath(str(output))).parent == Path(os.path.abspath(str(manifest))).parent:
         return df
 
-    def absolute(value, abspath):
-        text = "" if value is None or (isinstance(value, float) and value != value) else str(value).strip()
-        if not text or "://" in text or os.path.isabs(os.path.expanduser(text)) or not abspath:
-            return value
-        return abspath
-
     df = df.copy()
-    df["path"] = [absolute(v, a) for v, a in zip(df["path"], df[ABSPATH])]
+    df["path"] = [a if a and is_relative(v) else v for v, a in zip(df["path"], df[ABSPATH])]
     return df
 
 

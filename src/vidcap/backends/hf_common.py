@@ -7,6 +7,7 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from ..engine.prefill import seq_keys, to_device
 from ..engine.scheduler import ListSource
 from ..errors import MODEL, OOM, UsageError, format_error
 from .base import CaptionBackend, CaptionRequest, CaptionResult
@@ -277,10 +278,7 @@ class HFCaptionBackend(CaptionBackend):
         if self.model is None:
             return None
         why = self._engine_refusal()  # asked each time: the bench switches --baseline on and off
-        if why is None and self._engine is not None:
-            self._engine.static = bool(self.options.extra.get("static_batches"))
-            return self._engine
-        if why is None:
+        if why is None and self._engine is None:
             from ..engine import Engine, Unsupported
 
             try:
@@ -288,10 +286,11 @@ class HFCaptionBackend(CaptionBackend):
                                       max_new_tokens=int(self.options.max_new_tokens), device=self.device,
                                       dtype=self.dtype, collate=self._collate_right,
                                       ignore_eos=bool(self.options.extra.get("ignore_eos")))
-                self._engine.static = bool(self.options.extra.get("static_batches"))
-                return self._engine
             except Unsupported as exc:
                 why = str(exc)
+        if why is None:
+            self._engine.static = bool(self.options.extra.get("static_batches"))
+            return self._engine
         if why != self._engine_off:
             self._engine_off = why
             if self.fast and self.options.extra.get("engine", True):
@@ -334,6 +333,14 @@ class HFCaptionBackend(CaptionBackend):
     def _run(self, batch: list, prepare) -> list[CaptionResult]:
         if not batch:
             return []
+        if isinstance(batch[0], dict):  # prepared items: a prompt past the model's positions is that row's error
+            from ..engine.scheduler import context_error, max_positions
+
+            limit, n_new = max_positions(self.model), int(self.options.max_new_tokens or 0)
+            errors = [context_error(int(it["n_prompt"]), int(it.get("max_new") or n_new), limit) for it in batch]
+            if any(errors):
+                fits = iter(self._run([it for it, e in zip(batch, errors) if not e], prepare))
+                return [CaptionResult(error=e) if e else next(fits) for e in errors]
         size = min(self.options.batch_size, self._fits or self.options.batch_size)
         results = []
         for i in range(0, len(batch), size):  # a batch size that ran out of memory once is not tried again
@@ -345,15 +352,6 @@ class HFCaptionBackend(CaptionBackend):
     def _generate_guarded(self, batch: list, prepare) -> list[CaptionResult]:
         import torch
 
-        if self.model is not None and batch and isinstance(batch[0], dict):  # prepared items: check the context
-            from ..engine.scheduler import context_error, max_positions
-
-            limit, n_new = max_positions(self.model), int(self.options.max_new_tokens or 0)
-            errors = [context_error(int(it["n_prompt"]), int(it.get("max_new") or n_new), limit) for it in batch]
-            if any(errors):
-                fits = iter(self._generate_guarded([it for it, e in zip(batch, errors) if not e], prepare)
-                            if not all(errors) else [])
-                return [CaptionResult(error=e) if e else next(fits) for e in errors]
         failure = None
         try:
             return self.generate(prepare(batch))
@@ -401,7 +399,7 @@ class HFCaptionBackend(CaptionBackend):
     def generate(self, prepared: Prepared) -> list[CaptionResult]:
         import torch
 
-        inputs = {k: _to(v, self.device, self.dtype) for k, v in prepared.inputs.items()}
+        inputs = {k: to_device(v, self.device, self.dtype) for k, v in prepared.inputs.items()}
         n_in = inputs["input_ids"].shape[1]
         cfg = self.generation_config()
         limits = [m or cfg.max_new_tokens for m in prepared.extra.get("max_new", [])]
@@ -446,16 +444,6 @@ class HFCaptionBackend(CaptionBackend):
             torch.cuda.empty_cache()
 
 
-def _to(value, device, dtype):
-    import torch
-
-    if not isinstance(value, torch.Tensor):
-        return value
-    if value.is_floating_point():
-        return value.to(device=device, dtype=dtype)
-    return value.to(device)
-
-
 def _snapshot_revision(path: Path | None) -> str | None:
     """The commit hash of a Hub snapshot dir (…/snapshots/<hash>), None for a plain local dir."""
     if path is not None and path.parent.name == "snapshots":
@@ -477,17 +465,6 @@ def random_model(auto_cls, path: Path, device: str, dtype):
     return model
 
 
-def _seq_keys(item: dict) -> list[str]:
-    """Keys whose tensors run along the token sequence (input_ids, attention_mask, token type ids...)."""
-    length = item["input_ids"].shape[-1]
-    return [k for k, v in item.items() if _is_seq(k, v, length)]
-
-
-def _is_seq(key: str, value, length: int) -> bool:
-    named = key.endswith(("_ids", "_mask")) and "grid" not in key
-    return named and hasattr(value, "dim") and value.dim() == 2 and value.shape[1] == length
-
-
 def collate_items(items: list[dict], pad_id: int, side: str = "left") -> Prepared:
     """Per-request inputs -> one left-padded batch, as the processor would have made it in one call
     (right-padded for the engine's prefill, where each clip's last token is read at its own length)."""
@@ -497,7 +474,7 @@ def collate_items(items: list[dict], pad_id: int, side: str = "left") -> Prepare
         p = torch.full((1, width - v.shape[1]), fill, dtype=v.dtype)
         return torch.cat([p, v] if side == "left" else [v, p], 1)
 
-    seq = _seq_keys(items[0])
+    seq = seq_keys(items[0])
     width = max(it["input_ids"].shape[1] for it in items)
     batch = {}
     keys = list(dict.fromkeys(k for it in items for k in it))  # image and video rows carry different keys

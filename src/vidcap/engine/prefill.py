@@ -55,6 +55,27 @@ def slot_cache(n_layers: int, sinks, prefixes):
     return cache
 
 
+def seq_keys(item: dict) -> list[str]:
+    """Keys of one clip's model inputs that run along its token sequence (input_ids, attention_mask, token
+    type ids...): what padding extends and what dropping a shared prefix cuts."""
+    length = item["input_ids"].shape[-1]
+    return [k for k, v in item.items() if _is_seq(k, v, length)]
+
+
+def _is_seq(key: str, value, length: int) -> bool:
+    named = key.endswith(("_ids", "_mask")) and "grid" not in key
+    return named and hasattr(value, "dim") and value.dim() == 2 and value.shape[1] == length
+
+
+def to_device(value, device, dtype):
+    """A model input on the device: floating tensors in the model's dtype, the rest as they are."""
+    if not hasattr(value, "is_floating_point"):
+        return value
+    if value.is_floating_point():
+        return value.to(device=device, dtype=dtype, non_blocking=True)
+    return value.to(device, non_blocking=True)
+
+
 def cache_kwarg(module) -> str:
     """transformers renamed `past_key_values` to `cache` (5.2x); take whichever this version's forward has."""
     params = inspect.signature(module.forward).parameters

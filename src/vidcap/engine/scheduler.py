@@ -18,7 +18,7 @@ from typing import Any
 from ..errors import CONTEXT, OOM, format_error
 from ..errors import first_line as _first_line
 from .lm import DecoderLM, Unsupported, find_parts
-from .prefill import cache_kwarg, common_prefix, placeholder_ids, slot_cache
+from .prefill import cache_kwarg, common_prefix, placeholder_ids, seq_keys, slot_cache, to_device
 
 MIN_PREFIX = 32  # a shared prefix shorter than this is not worth a second attention pass
 
@@ -333,7 +333,7 @@ class Engine:
         p = lm.prefix_len if shared else 0
         items = [_drop_prefix(item, p) for _, item, _ in chunk]
         lengths = [int(it["input_ids"].shape[1]) for it in items]
-        inputs = {k: _to(v, self.device, self.dtype) for k, v in self.collate(items).items()}
+        inputs = {k: to_device(v, self.device, self.dtype) for k, v in self.collate(items).items()}
         slots = self._take_slots(len(chunk))
         slot_t = torch.tensor(slots, device=self.device)
         if shared:
@@ -485,7 +485,8 @@ class Engine:
 def max_positions(model) -> int | None:
     """How many positions the language model was built for (None: not stated)."""
     config = getattr(model, "config", None)
-    text = config.get_text_config() if hasattr(config, "get_text_config") else config
+    get_text = getattr(config, "get_text_config", None)
+    text = get_text() if get_text is not None else config
     value = getattr(text, "max_position_embeddings", None)
     return int(value) if value else None
 
@@ -508,20 +509,8 @@ def _sink(lm: DecoderLM, layer: int, slots):
 def _drop_prefix(item: dict, p: int) -> dict:
     if p == 0:
         return item
-    n = item["input_ids"].shape[1]
-    return {k: (v[:, p:] if _is_seq(v, n) else v) for k, v in item.items()}
-
-
-def _is_seq(v, n: int) -> bool:
-    return hasattr(v, "dim") and v.dim() == 2 and v.shape[1] == n
-
-
-def _to(value, device, dtype):
-    if not hasattr(value, "to"):
-        return value
-    if value.is_floating_point():
-        return value.to(device=device, dtype=dtype, non_blocking=True)
-    return value.to(device, non_blocking=True)
+    cut = set(seq_keys(item))
+    return {k: (v[:, p:] if k in cut else v) for k, v in item.items()}
 
 
 def _round_up(n: int, k: int) -> int:

@@ -87,23 +87,20 @@ class CaptionStage(Stage):
 
         self.preset = preset
         self.options = options
-        spec = None if options.prompt_text is not None else get_prompt(options.prompt or preset.prompt or "video")
+        # None for a custom prompt text (--prompt-file)
+        self.prompt = None if options.prompt_text is not None else get_prompt(options.prompt or preset.prompt or "video")
         if options.max_new_tokens is None:  # the seed's limit for this prompt, else 256
-            options.max_new_tokens = (spec.max_new_tokens if spec else None) or 256
-        if options.user_turn is None and spec is not None:
-            options.user_turn = spec.user_turn
+            options.max_new_tokens = (self.prompt.max_new_tokens if self.prompt else None) or 256
+        if options.user_turn is None and self.prompt is not None:
+            options.user_turn = self.prompt.user_turn
         self.backend = make_backend(preset, options)
         self.batch_size = max(1, options.batch_size)
         self.num_frames = preset.num_frames if options.num_frames is None else options.num_frames
         if self.num_frames < 1:
             raise UsageError("--num-frames must be at least 1.")
         self.user_prompt = bool(options.prompt or options.prompt_text)
-        if options.prompt_text is not None:
-            if not options.prompt_text.strip():
-                raise UsageError("the --prompt-file is empty; write the prompt text into it.")
-            self.prompt = None
-        else:
-            self.prompt = get_prompt(options.prompt or preset.prompt or "video")
+        if options.prompt_text is not None and not options.prompt_text.strip():
+            raise UsageError("the --prompt-file is empty; write the prompt text into it.")
         self.image_prompt = get_prompt("image")
         self.picker = PromptPicker(self.prompt, self.image_prompt, options.prompt_text, self.user_prompt)
         from ..checks import CaptionChecker
