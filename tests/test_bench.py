@@ -20,6 +20,8 @@ def test_bench_tiny_shape_with_baseline(tmp_path):
         assert run["completion_tokens"] == 4  # EOS ignored: exactly --new-tokens per clip
         assert run["videos_per_s"] > 0
     assert report["speedup"] > 0
+    # each run says which path it took: the baseline went through generate(), vidcap through its engine
+    assert report["runs"][0]["engine"]["fast_path"] is False and report["runs"][1]["engine"]["fast_path"] is True
     assert "speed-up over the baseline path" in proc.stdout and "[vidcap] 4 videos (4 ok)" in proc.stdout
 
 

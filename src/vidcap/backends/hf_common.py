@@ -325,6 +325,9 @@ class HFCaptionBackend(CaptionBackend):
 
     def engine_summary(self) -> dict:
         """fast_path and the engine's own figures (decode ms per step, graph replays, ...) for run.json."""
+        why = self._engine_refusal() if self.model is not None else None
+        if why is not None:  # this run went through generate(), whatever an earlier run in this process did
+            return {"fast_path": False, "fast_path_reason": why}
         stats = self._engine.stats if self._engine is not None else self._engine_stats
         if stats is not None:
             return stats.summary()
