@@ -270,6 +270,10 @@ class Run:
 
     def execute(self) -> dict:
         t0 = time.monotonic()
+        from . import ledger
+
+        if ledger.streams(self.manifest):  # a large manifest: bookkeeping in DuckDB, streamed
+            return ledger.execute(self, t0)
         df = select_rows(self.stage, self.manifest, self.opts)
         first = ~df[RID].duplicated()
         duplicates = int((~first).sum())

@@ -263,7 +263,7 @@ class MultiRun(Run):
 
     def _saved_rids(self, wid: str) -> set:
         rids: set = set()
-        for p in self.store.files(f"part-{wid}-*.parquet"):
+        for p in self.store.worker_files(wid):
             try:
                 rids.update(read_part(p, columns=[RID])[RID])
             except Exception:

@@ -1,0 +1,464 @@
+"""Bookkeeping that streams, for manifests too large for one pandas table.
+
+A large manifest is read in Arrow batches into an on-disk DuckDB table (one row per manifest row, with its
+row id and resolved path); saved results (the run's parts, or a finished output by the same settings) are
+read from Parquet with only the columns each step needs. What is done, what to redo, the rows left and the
+final merge are SQL over those tables, so memory stays bounded by DuckDB's memory limit (it spills to the
+ledger's folder), not by the number of rows. Small manifests keep the pandas path in `runner` unchanged.
+
+Row ids are the stage's row key: for every built-in stage a 20-hex-digit (80-bit) SHA-1 prefix, computed
+here in DuckDB for the path-keyed stages (the same value `Stage.row_key` gives in Python), so parts written
+by either path resume each other.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+import pyarrow as pa
+
+from .errors import RETRYABLE, UsageError, first_line
+from .manifest import ABSPATH, INTERNAL, RID, table_format
+
+ROW = "_vidcap_row"  # the row's position among the selected manifest rows (the output's order)
+REL = "_vidcap_rel"  # the row's path is relative (written absolute when the output lives elsewhere)
+BATCH_ROWS = 65_536
+SMALL_BYTES = 32 * 2**20  # below this a manifest takes the pandas path (exactly as before)
+_NEEDS_PYTHON = r"(^\s|\s$|^~|://|//|(^|/)\.\.?(/|$)|/$)"  # cells os.path.normpath/expanduser would change
+
+
+def streams(manifest, shard=None) -> bool:
+    """Whether a manifest is large enough for the streaming ledger (VIDCAP_STREAM_MIN_BYTES overrides the
+    threshold; 0 streams every local manifest)."""
+    from .storage import is_remote
+
+    if is_remote(manifest):
+        return False
+    limit = int(os.environ.get("VIDCAP_STREAM_MIN_BYTES", SMALL_BYTES))
+    try:
+        return os.path.getsize(manifest) >= limit
+    except OSError:
+        return False
+
+
+def connect(workdir: Path):
+    """A DuckDB database in `workdir` with a memory cap (VIDCAP_LEDGER_MEMORY, default 1GB); it spills there."""
+    try:
+        import duckdb
+    except ImportError:
+        raise UsageError("large manifests need DuckDB; install it with `pip install duckdb`.") from None
+    con = duckdb.connect(str(workdir / "ledger.duckdb"))
+    mem = os.environ.get("VIDCAP_LEDGER_MEMORY", "1GB")
+    con.execute(f"SET memory_limit='{mem}'")
+    con.execute(f"SET temp_directory='{workdir / 'spill'}'")
+    con.execute("SET preserve_insertion_order=true")
+    return con
+
+
+# -- reading the manifest ----------------------------------------------------------------------------
+def manifest_batches(path: Path, batch_rows: int = BATCH_ROWS):
+    """The manifest's rows in Arrow batches. CSV cells are read as text (a value is written back exactly as
+    it was given); Parquet keeps its types."""
+    fmt = table_format(path)
+    try:
+        if fmt == "parquet":
+            import pyarrow.parquet as pq
+
+            yield from pq.ParquetFile(path).iter_batches(batch_size=batch_rows)
+            return
+        import csv
+
+        import pyarrow.csv as pcsv
+
+        with open(path, newline="", encoding="utf-8") as fh:
+            header = next(csv.reader(fh), None)
+        if not header:
+            raise UsageError(f"manifest {path} is empty; it needs a header with a 'path' column and one row per video.")
+        conv = pcsv.ConvertOptions(column_types={c: pa.string() for c in header}, strings_can_be_null=True)
+        reader = pcsv.open_csv(path, read_options=pcsv.ReadOptions(block_size=1 << 24),
+                               parse_options=pcsv.ParseOptions(newlines_in_values=True), convert_options=conv)
+        yield from reader
+    except UsageError:
+        raise
+    except UnicodeDecodeError:
+        raise UsageError(f"manifest {path} is not UTF-8 text; re-save it as UTF-8 CSV.") from None
+    except (OSError, pa.ArrowException) as exc:
+        raise UsageError(f"manifest {path} could not be read as {fmt} ({first_line(exc)}); check the file.") from None
+
+
+def check_columns(path: Path, names: list[str], require: tuple[str, ...]) -> None:
+    """The same refusals as `manifest.read_manifest`, from the header alone."""
+    missing = [c for c in require if c not in names]
+    if missing:
+        have = ", ".join(names[:12]) or "none"
+        raise UsageError(f"manifest {path} has no '{missing[0]}' column (columns: {have}); add one"
+                         + (" holding one video path per row." if missing[0] == "path" else "."))
+    taken = [c for c in names if c in INTERNAL or c in (ROW, REL)]
+    if taken:
+        raise UsageError(f"manifest {path} has a column named '{taken[0]}', a name vidcap keeps for itself; rename it.")
+
+
+def resolve_batch(paths: pa.Array, base: str) -> tuple[pa.Array, pa.Array]:
+    """(resolved path, is relative) for a column of path cells, as `manifest.resolve_path`/`is_relative`
+    give them. Cells that are already clean are handled by Arrow kernels; the rest (~, ./, //, spaces) go
+    through the same Python functions one by one."""
+    import pyarrow.compute as pc
+
+    from .manifest import is_relative, resolve_path
+
+    text = pc.fill_null(paths.cast(pa.string()), "")
+    odd = pc.match_substring_regex(text, _NEEDS_PYTHON)
+    absolute = pc.starts_with(text, "/")
+    empty = pc.equal(text, "")
+    joined = pc.binary_join_element_wise(pa.scalar(base.rstrip("/")), text, "/")
+    out = pc.if_else(pc.or_(absolute, empty), text, joined)
+    rel = pc.and_(pc.invert(absolute), pc.invert(empty))
+    if pc.any(odd).as_py():
+        idx = pc.indices_nonzero(odd).to_numpy()
+        cells = paths.take(pa.array(idx)).to_pylist()
+        bp = Path(base)
+        fixed = pa.array([resolve_path(c, bp) for c in cells], pa.string())
+        fixed_rel = pa.array([is_relative(c) for c in cells], pa.bool_())
+        out, rel = _scatter(out, idx, fixed), _scatter(rel, idx, fixed_rel)
+    return out, rel
+
+
+def _scatter(arr: pa.Array, idx, values: pa.Array) -> pa.Array:
+    import numpy as np
+
+    full = np.full(len(arr), -1, dtype=np.int64)
+    full[idx] = np.arange(len(idx))
+    pos = pa.array(full)
+    import pyarrow.compute as pc
+
+    picked = values.take(pc.if_else(pc.less(pos, 0), 0, pos)) if len(values) else arr
+    return pc.if_else(pc.greater_equal(pos, 0), picked, arr)
+
+
+# -- the ledger ----------------------------------------------------------------------------------------
+class Ledger:
+    """One run's bookkeeping in DuckDB: table `m` (the selected manifest rows), views `res` (every saved
+    result row) and `best` (one per row id: an ok row wins, else the latest; `redo` as `parts.needs_redo`)."""
+
+    def __init__(self, stage, manifest, store):
+        from .stages.base import Stage
+
+        self.stage, self.manifest, self.store = stage, Path(manifest), store
+        for old in store.dir.glob(".ledger-*"):  # a killed run's ledger (we hold the lock)
+            shutil.rmtree(old, ignore_errors=True)
+        self.work = Path(tempfile.mkdtemp(prefix=".ledger-", dir=store.dir))
+        self.con = connect(self.work)
+        self.path_keyed = type(stage).row_key is Stage.row_key  # the key is computed in SQL
+        self.rows = 0
+        self.names: list[str] = []
+
+    def close(self) -> None:
+        if self.con is not None:
+            self.con.close()
+            self.con = None
+        shutil.rmtree(self.work, ignore_errors=True)
+
+    # -- plan ----------------------------------------------------------------------------------------
+    def ingest(self, shard=None, limit=None) -> int:
+        """Read the manifest once into table `m`: the selected rows (every `shard` row, the first `limit`),
+        each with its position, resolved path and row id."""
+        import numpy as np
+
+        base = str(self.manifest.resolve().parent)
+        seen = kept = 0
+        for batch in manifest_batches(self.manifest):
+            if not self.names:
+                self.names = list(batch.schema.names)
+                check_columns(self.manifest, self.names, tuple(self.stage.required_columns))
+            n = batch.num_rows
+            if shard:
+                i, cnt = shard
+                batch = batch.filter(pa.array((np.arange(seen, seen + n) % cnt) == i))
+            seen += n
+            if limit is not None:
+                batch = batch.slice(0, max(0, limit - kept))
+            if batch.num_rows:
+                self._add(pa.Table.from_batches([batch]), base, kept)
+                kept += batch.num_rows
+            if limit is not None and kept >= limit:
+                break
+        if not self.names:
+            raise UsageError(f"manifest {self.manifest} is empty; it needs a header with a 'path' column and one "
+                             "row per video.")
+        if kept == 0:
+            raise UsageError(f"manifest {self.manifest} has a header but no rows; nothing to do.")
+        self.rows = kept
+        self.con.execute(f"CREATE TABLE firsts AS SELECT {RID}, min({ROW}) AS {ROW} FROM m GROUP BY {RID}")
+        return kept
+
+    def _add(self, tbl: pa.Table, base: str, start: int) -> None:
+        n = tbl.num_rows
+        if "path" in tbl.column_names:
+            abspath, rel = resolve_batch(tbl["path"].combine_chunks(), base)
+        else:
+            abspath, rel = pa.array([""] * n, pa.string()), pa.array([False] * n)
+        tbl = tbl.append_column(ABSPATH, abspath).append_column(REL, rel)
+        tbl = tbl.append_column(ROW, pa.array(range(start, start + n), pa.int64()))
+        if self.path_keyed:
+            key = f"left(sha1({ABSPATH}), 20) AS {RID}"
+        else:  # a stage's own key (tags: path and caption) is its Python function, one row at a time
+            tbl = tbl.append_column(RID, pa.array([self.stage.row_key(r) for r in tbl.to_pylist()], pa.string()))
+            key = RID
+        sql = f"SELECT * EXCLUDE ({RID}), {key} FROM tbl" if not self.path_keyed else f"SELECT *, {key} FROM tbl"
+        if start == 0:
+            self.con.execute(f"CREATE TABLE m AS {sql}")
+        else:
+            self.con.execute(f"INSERT INTO m {sql}")
+
+    def refresh(self, prior: bool) -> None:
+        """(Re)build the views over every saved result: the parts as they are now, and on the first call
+        (prior=True) the rows of a finished output by the same settings."""
+        if prior:
+            self._load_prior()
+        files = self.store.readable_parts()
+        cols = [RID, "status", "error", *self.stage.columns]
+        parts = "SELECT NULL::VARCHAR AS {0}, NULL::VARCHAR AS status, NULL::VARCHAR AS error, 0::BIGINT AS _seq " \
+                "WHERE false".format(RID)
+        if files:
+            self.con.execute("CREATE OR REPLACE TABLE pfiles AS SELECT * FROM (SELECT unnest($1) AS filename, "
+                             "generate_subscripts($1, 1) AS fidx)", [[str(f) for f in files]])
+            parts = (f"SELECT p.* EXCLUDE (filename, file_row_number), (f.fidx << 32) + p.file_row_number AS _seq "
+                     f"FROM read_parquet({[str(f) for f in files]!r}, union_by_name=true, filename=true, "
+                     f"file_row_number=true) p JOIN pfiles f USING (filename)")
+        sources = [parts] + (["SELECT * FROM prior"] if self._has_prior else [])
+        self.con.execute("CREATE OR REPLACE VIEW res AS " + " UNION ALL BY NAME ".join(sources))
+        have = {r[0] for r in self.con.execute("DESCRIBE res").fetchall()}
+        self.res_cols = [c for c in cols[3:] if c in have]
+        retry = ", ".join(f"'{c}'" for c in sorted(RETRYABLE))
+        self.con.execute(f"""CREATE OR REPLACE VIEW best AS SELECT * EXCLUDE (_rn, _seq),
+            coalesce(status, '') <> 'ok' AND trim(split_part(coalesce(error, ''), ':', 1)) IN ({retry}) AS redo
+            FROM (SELECT *, row_number() OVER (PARTITION BY {RID} ORDER BY coalesce(status = 'ok', false) DESC,
+            _seq DESC) AS _rn FROM res WHERE {RID} IN (SELECT {RID} FROM firsts)) WHERE _rn = 1""")
+
+    _has_prior = False
+
+    def _load_prior(self) -> None:
+        """A finished output by the same settings: its rows keyed as the stage keys them now."""
+        store = self.store
+        if store.overwrite or not store.output.exists() or not store.sidecar().exists():
+            return
+        from .manifest import column_plan
+
+        out = Path(store.output)
+        results = [*self.stage.columns, "status", "error"]
+        back = {new: old for old, new in column_plan([c for c in self.names if c not in INTERNAL], results).items()}
+        done = 0
+        for batch in manifest_batches(out):
+            names = batch.schema.names
+            if "path" not in names or not {"status", "error"} <= set(names):
+                return
+            tbl = pa.Table.from_batches([batch])
+            tbl = tbl.rename_columns([c if c in results else back.get(c, c) for c in names])
+            self._add_prior(tbl, [c for c in names if c in results], str(out.resolve().parent), done)
+            done += tbl.num_rows
+        self._has_prior = done > 0
+
+    def _add_prior(self, tbl: pa.Table, keep: list[str], base: str, start: int) -> None:
+        abspath, _ = resolve_batch(tbl["path"].combine_chunks(), base)
+        seq = pa.array(range(start - (1 << 62), start - (1 << 62) + tbl.num_rows), pa.int64())
+        body = tbl.select(keep).append_column("_seq", seq)  # noqa: F841 (read by DuckDB by name)
+        if self.path_keyed:
+            body = body.append_column(ABSPATH, abspath)
+            sql = f"SELECT * EXCLUDE ({ABSPATH}), left(sha1({ABSPATH}), 20) AS {RID} FROM body"
+        else:
+            rows = tbl.append_column(ABSPATH, abspath).to_pylist()
+            body = body.append_column(RID, pa.array([self.stage.row_key(r) for r in rows], pa.string()))
+            sql = "SELECT * FROM body"
+        self.con.execute(("CREATE TABLE prior AS " if start == 0 else "INSERT INTO prior ") + sql)
+
+    def plan(self) -> dict:
+        """Counts of the plan and table `todo`: the first row of each id with no saved result, or whose
+        best result is to be redone."""
+        self.con.execute(f"""CREATE OR REPLACE TABLE todo AS SELECT {ROW} FROM firsts
+            ANTI JOIN (SELECT {RID} FROM best WHERE NOT redo) USING ({RID}) ORDER BY {ROW}""")
+        unique = self.con.execute("SELECT count(*) FROM firsts").fetchone()[0]
+        todo = self.con.execute("SELECT count(*) FROM todo").fetchone()[0]
+        return {"rows": self.rows, "unique": unique, "duplicates": self.rows - unique, "todo": todo,
+                "skipped": unique - todo}
+
+    def missing(self) -> tuple[int, str]:
+        """Rows of the manifest with no saved result (as table `todo`), and the first one's path."""
+        self.con.execute(f"CREATE OR REPLACE TABLE todo AS SELECT {ROW} FROM firsts ANTI JOIN best USING ({RID}) "
+                         f"ORDER BY {ROW}")
+        n = self.con.execute("SELECT count(*) FROM todo").fetchone()[0]
+        first = ""
+        if n:
+            col = "path" if "path" in self.names else ABSPATH
+            first = self.con.execute(f'SELECT "{col}" FROM m WHERE {ROW} = (SELECT min({ROW}) FROM todo)').fetchone()[0]
+        return n, str(first)
+
+    def source(self) -> "RowSource":
+        """The rows of table `todo` as row dicts, read lazily in manifest order."""
+        n = self.con.execute("SELECT count(*) FROM todo").fetchone()[0]
+        cur = self.con.cursor()  # read by the feeder thread while this one records results
+        rel = cur.sql(f"SELECT m.* EXCLUDE ({ROW}, {REL}) FROM m SEMI JOIN todo USING ({ROW}) ORDER BY m.{ROW}")
+        return RowSource(cur, rel.fetch_arrow_reader(4096), n)
+
+    def counts(self) -> dict:
+        """ok rows and failed rows by error code, over the manifest's rows (one per id)."""
+        got = self.con.execute(f"""SELECT coalesce(status, '') = 'ok' AS ok,
+            trim(split_part(coalesce(error, ''), ':', 1)) AS code, count(*) FROM best GROUP BY ALL""").fetchall()
+        return {"ok": sum(n for ok, _, n in got if ok),
+                "failed": {code: n for ok, code, n in got if not ok}}
+
+    # -- the merge -----------------------------------------------------------------------------------
+    def select_sql(self, rebase: bool, csv: bool) -> str:
+        """The output's rows in manifest order: every input column (renamed where a result column takes its
+        name), the result columns, status, error."""
+        from .manifest import column_plan
+
+        inputs = [c for c in self.names if c not in INTERNAL]
+        tail = [*self.res_cols, "status", "error"]
+        plan = column_plan(inputs, tail)
+        types = dict((r[0], r[1]) for r in self.con.execute("DESCRIBE best").fetchall())
+        cols = []
+        for c in inputs:
+            expr = f'm."{c}"'
+            if c == "path" and rebase:
+                expr = f'CASE WHEN m.{REL} AND m.{ABSPATH} <> \'\' THEN m.{ABSPATH} ELSE m."path" END'
+            cols.append(f'{expr} AS "{plan.get(c, c)}"')
+        for c in tail:
+            expr = f'b."{c}"'
+            if csv and types.get(c, "").endswith("[]"):  # CSV has no list type: a JSON array
+                expr = f"to_json({expr})::VARCHAR"
+            cols.append(f'{expr} AS "{c}"')
+        return (f"SELECT {', '.join(cols)} FROM m LEFT JOIN best b USING ({RID}) {{where}} ORDER BY m.{ROW}")
+
+    def write(self, target: str, fmt: str, where: str = "", rebase: bool = False) -> None:
+        sql = self.select_sql(rebase, fmt == "csv").format(where=where)
+        opts = "FORMAT csv, HEADER true" if fmt == "csv" else "FORMAT parquet, COMPRESSION zstd"
+        self.con.execute(f"COPY ({sql}) TO '{_sql_text(target)}' ({opts})")
+
+
+def _sql_text(text: str) -> str:
+    return text.replace("'", "''")
+
+
+class RowSource:
+    """Rows to do, handed to the runner's Feeder: `take(n, timeout)` gives up to n row dicts, None at the end."""
+
+    def __init__(self, cursor, reader, total: int):
+        from collections import deque
+
+        self.reader = reader
+        self.cursor = cursor
+        self.total = total
+        self.buf: deque = deque()
+
+    def __len__(self) -> int:
+        return self.total
+
+    def take(self, n: int, timeout: float = 0.0) -> list[dict] | None:
+        while len(self.buf) < n:
+            try:
+                batch = self.reader.read_next_batch()
+            except StopIteration:
+                break
+            self.buf.extend(batch.to_pylist())
+        if not self.buf:
+            return None
+        return [self.buf.popleft() for _ in range(min(n, len(self.buf)))]
+
+
+# -- a run over a large manifest -------------------------------------------------------------------------
+def execute(run, t0: float) -> dict:
+    """`Run.execute` for a large manifest: plan, process the rows left, check every row has a result, merge.
+    `run` gives the stage, options, `_process(rows)` and the part store it records into."""
+    import sys
+    import time
+
+    from .errors import FatalRunError
+    from .parts import PartStore, fault_point
+
+    stage, opts = run.stage, run.opts
+    fp = dict(stage.fingerprint(), columns=list(stage.columns))
+    run.store = store = PartStore(run.output, fp, overwrite=opts.overwrite, keep_parts=opts.keep_parts)
+    store.open(stage.provenance())
+    led = None
+    try:
+        led = Ledger(stage, run.manifest, store)
+        led.ingest(opts.shard, opts.limit)
+        led.refresh(prior=True)
+        plan = led.plan()
+        if plan["todo"]:
+            run._process(led.source())
+        fault_point("before_merge", store.part_files())
+        for attempt in range(2):
+            led.refresh(prior=False)
+            lost, first = led.missing()
+            if not lost:
+                break
+            if attempt:
+                raise FatalRunError(f"{lost} rows have no result (first: {first}); the parts are kept: run the "
+                                    "same command again to finish them.")
+            print(f"vidcap: {lost} rows lost their saved result before the merge (a part file was removed or "
+                  "damaged); doing them again.", file=sys.stderr)
+            run._process(led.source())
+        counts = led.counts()
+        wall = time.monotonic() - t0
+        processed = sum(run.counts.values())
+        summary = {"rows": plan["rows"], "unique": plan["unique"], "duplicates": plan["duplicates"],
+                   "skipped": plan["skipped"], "processed": processed, **counts, "wall_s": round(wall, 3),
+                   "rows_per_s": round(processed / wall, 3) if wall > 0 else 0.0, **stage.summary_extra()}
+        publish(led, store, summary, opts.failed_out)
+        return summary
+    except (UsageError, KeyboardInterrupt):
+        if led is not None:
+            led.close()
+            led = None
+        store.discard_if_empty()
+        raise
+    finally:
+        if led is not None:
+            led.close()
+        store.close()
+
+
+def publish(led: Ledger, store, summary: dict, failed_out) -> None:
+    """The output (and --failed-out) written by DuckDB straight from the ledger, atomically."""
+    out = Path(store.output)
+    rebase = out.resolve().parent != led.manifest.resolve().parent
+    ok_only = ""
+    if failed_out is not None:
+        summary["failed_out"] = str(failed_out)
+        _atomic(Path(failed_out), lambda tmp: led.write(tmp, table_format(failed_out),
+                                                         "WHERE coalesce(b.status, '') <> 'ok'", rebase))
+        ok_only = "WHERE b.status = 'ok'"
+
+    def write(meta, before_rename):
+        _atomic(out, lambda tmp: led.write(tmp, table_format(out), ok_only, rebase), before_rename)
+        led.close()  # the ledger lives in the parts folder, which goes next
+
+    store.publish(summary, write)
+
+
+def _atomic(path: Path, write, before_rename=None) -> None:
+    from .manifest import _fsync_dir, _umask
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    try:
+        os.unlink(tmp)  # DuckDB creates the file itself
+        write(tmp)
+        os.chmod(tmp, 0o666 & ~_umask())
+        with open(tmp, "rb+") as fh:
+            os.fsync(fh.fileno())
+        if before_rename is not None:
+            before_rename()
+        os.replace(tmp, path)
+        _fsync_dir(path.parent)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise
