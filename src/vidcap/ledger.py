@@ -50,7 +50,7 @@ def connect(workdir: Path):
         import duckdb
     except ImportError:
         raise UsageError("large manifests need DuckDB; install it with `pip install duckdb`.") from None
-    con = duckdb.connect(str(workdir / "ledger.duckdb"))
+    con = duckdb.connect(":memory:")  # tables spill to temp_directory past memory_limit (faster than a file)
     mem = os.environ.get("VIDCAP_LEDGER_MEMORY", "1GB")
     con.execute(f"SET memory_limit='{mem}'")
     con.execute(f"SET temp_directory='{workdir / 'spill'}'")
@@ -164,15 +164,69 @@ class Ledger:
     # -- plan ----------------------------------------------------------------------------------------
     def ingest(self, shard=None, limit=None) -> int:
         """Read the manifest once into table `m`: the selected rows (every `shard` row, the first `limit`),
-        each with its position, resolved path and row id."""
+        each with its position, resolved path, relative-path flag and row id."""
+        self.names = self._header(self.manifest)
+        check_columns(self.manifest, self.names, tuple(self.stage.required_columns))
+        if self.path_keyed:  # DuckDB reads, resolves (Python only for odd cells) and keys in one statement
+            self._register_udfs()
+            base = _sql_text(str(self.manifest.resolve().parent))
+            where = f"WHERE {ROW} % {shard[1]} = {shard[0]}" if shard else ""
+            top = f"ORDER BY {ROW} LIMIT {max(0, limit)}" if limit is not None else ""
+            src = reader_sql(self.manifest)
+            resolved = (f"SELECT *, {abspath_sql('path', base)} AS {ABSPATH}, {relative_sql('path')} AS {REL} "
+                        f"FROM {src}") if "path" in self.names else f"SELECT *, '' AS {ABSPATH}, false AS {REL} FROM {src}"
+            # row_number over the scan, after the per-row work: DuckDB keeps the file's order (insertion order)
+            keyed = f"SELECT *, left(sha1({ABSPATH}), 20) AS {RID}, row_number() OVER () - 1 AS {ROW} FROM ({resolved})"
+            self._sql(f"CREATE TABLE m AS SELECT * FROM ({keyed}) {where} {top}", self.manifest)
+        else:
+            self._ingest_batches(shard, limit)
+        self.rows = self.con.execute("SELECT count(*) FROM m").fetchone()[0]
+        if self.rows == 0:
+            raise UsageError(f"manifest {self.manifest} has a header but no rows; nothing to do.")
+        self.con.execute(f"CREATE TABLE firsts AS SELECT {RID}, min({ROW}) AS {ROW} FROM m GROUP BY {RID}")
+        return self.rows
+
+    def _header(self, path: Path) -> list[str]:
+        try:
+            return [r[0] for r in self.con.execute(f"DESCRIBE SELECT * FROM {reader_sql(path)}").fetchall()]
+        except Exception as exc:
+            if "empty" in str(exc).lower() or path.stat().st_size == 0:
+                raise UsageError(f"manifest {path} is empty; it needs a header with a 'path' column and one row "
+                                 "per video.") from None
+            raise UsageError(f"manifest {path} could not be read as {table_format(path)} ({first_line(exc)}); "
+                             "check the file.") from None
+
+    def _sql(self, sql: str, path: Path) -> None:
+        """A statement reading `path`; what DuckDB cannot parse is one sentence naming the file."""
+        try:
+            self.con.execute(sql)
+        except UsageError:
+            raise
+        except Exception as exc:
+            if "unicode" in str(exc).lower() or "utf" in str(exc).lower():
+                raise UsageError(f"manifest {path} is not UTF-8 text; re-save it as UTF-8 CSV.") from None
+            raise UsageError(f"{path} could not be read as {table_format(path)} ({first_line(exc)}); check the "
+                             "file.") from None
+
+    def _register_udfs(self) -> None:
+        try:
+            from duckdb.sqltypes import BOOLEAN, VARCHAR
+        except ImportError:  # DuckDB 1.x
+            from duckdb.typing import BOOLEAN, VARCHAR
+
+        from .manifest import is_relative, resolve_path
+
+        self.con.create_function("vidcap_resolve", lambda p, base: resolve_path(p, Path(base)), [VARCHAR, VARCHAR],
+                                 VARCHAR, side_effects=False)
+        self.con.create_function("vidcap_relative", is_relative, [VARCHAR], BOOLEAN, side_effects=False)
+
+    def _ingest_batches(self, shard, limit) -> None:
+        """A stage with its own row key (tags: path and caption): Arrow batches, the key one row at a time."""
         import numpy as np
 
         base = str(self.manifest.resolve().parent)
         seen = kept = 0
         for batch in manifest_batches(self.manifest):
-            if not self.names:
-                self.names = list(batch.schema.names)
-                check_columns(self.manifest, self.names, tuple(self.stage.required_columns))
             n = batch.num_rows
             if shard:
                 i, cnt = shard
@@ -185,23 +239,19 @@ class Ledger:
                 kept += batch.num_rows
             if limit is not None and kept >= limit:
                 break
-        if not self.names:
-            raise UsageError(f"manifest {self.manifest} is empty; it needs a header with a 'path' column and one "
-                             "row per video.")
         if kept == 0:
             raise UsageError(f"manifest {self.manifest} has a header but no rows; nothing to do.")
-        self.rows = kept
-        self.con.execute(f"CREATE TABLE firsts AS SELECT {RID}, min({ROW}) AS {ROW} FROM m GROUP BY {RID}")
-        return kept
 
     def _add(self, tbl: pa.Table, base: str, start: int) -> None:
+        import numpy as np
+
         n = tbl.num_rows
         if "path" in tbl.column_names:
             abspath, rel = resolve_batch(tbl["path"].combine_chunks(), base)
         else:
             abspath, rel = pa.array([""] * n, pa.string()), pa.array([False] * n)
         tbl = tbl.append_column(ABSPATH, abspath).append_column(REL, rel)
-        tbl = tbl.append_column(ROW, pa.array(range(start, start + n), pa.int64()))
+        tbl = tbl.append_column(ROW, pa.array(np.arange(start, start + n, dtype=np.int64)))
         if self.path_keyed:
             key = f"left(sha1({ABSPATH}), 20) AS {RID}"
         else:  # a stage's own key (tags: path and caption) is its Python function, one row at a time
@@ -249,6 +299,16 @@ class Ledger:
 
         out = Path(store.output)
         results = [*self.stage.columns, "status", "error"]
+        if self.path_keyed:
+            names = self._header(out)
+            if "path" not in names or not {"status", "error"} <= set(names):
+                return
+            cols = ", ".join(f'"{c}"' for c in names if c in results)
+            key = f"left(sha1({abspath_sql('path', _sql_text(str(out.resolve().parent)))}), 20)"
+            self._sql(f"CREATE TABLE prior AS SELECT {key} AS {RID}, {cols}, row_number() OVER () - (1::BIGINT << 62) "
+                      f"AS _seq FROM {reader_sql(out)}", out)
+            self._has_prior = True
+            return
         back = {new: old for old, new in column_plan([c for c in self.names if c not in INTERNAL], results).items()}
         done = 0
         for batch in manifest_batches(out):
@@ -338,6 +398,28 @@ class Ledger:
         self.con.execute(f"COPY ({sql}) TO '{_sql_text(target)}' ({opts})")
 
 
+def reader_sql(path: Path) -> str:
+    """DuckDB's reader for a CSV (every cell as text, RFC 4180 quoting) or Parquet file."""
+    p = _sql_text(str(path))
+    if table_format(path) == "parquet":
+        return f"read_parquet('{p}')"
+    return f"read_csv('{p}', all_varchar=true, header=true, delim=',', quote='\"', escape='\"')"
+
+
+def abspath_sql(col: str, base: str) -> str:
+    """`manifest.resolve_path` in SQL: clean cells by string ops, the rest by the Python function."""
+    c = f'"{col}"::VARCHAR'
+    return (f"CASE WHEN {c} IS NULL OR {c} = '' THEN '' WHEN regexp_matches({c}, '{_NEEDS_PYTHON}') "
+            f"THEN vidcap_resolve({c}, '{base}') WHEN starts_with({c}, '/') THEN {c} "
+            f"ELSE '{base.rstrip('/')}/' || {c} END")
+
+
+def relative_sql(col: str) -> str:
+    c = f'"{col}"::VARCHAR'
+    return (f"CASE WHEN {c} IS NULL OR {c} = '' THEN false WHEN regexp_matches({c}, '{_NEEDS_PYTHON}') "
+            f"THEN vidcap_relative({c}) ELSE NOT starts_with({c}, '/') END")
+
+
 def _sql_text(text: str) -> str:
     return text.replace("'", "''")
 
@@ -388,8 +470,10 @@ def execute(run, t0: float) -> dict:
         led.ingest(opts.shard, opts.limit)
         led.refresh(prior=True)
         plan = led.plan()
+        t_plan = time.monotonic()
         if plan["todo"]:
             run._process(led.source())
+        t_run = time.monotonic()
         fault_point("before_merge", store.part_files())
         for attempt in range(2):
             led.refresh(prior=False)
@@ -408,7 +492,11 @@ def execute(run, t0: float) -> dict:
         summary = {"rows": plan["rows"], "unique": plan["unique"], "duplicates": plan["duplicates"],
                    "skipped": plan["skipped"], "processed": processed, **counts, "wall_s": round(wall, 3),
                    "rows_per_s": round(processed / wall, 3) if wall > 0 else 0.0, **stage.summary_extra()}
+        timing = {"plan_s": round(t_plan - t0, 2), "run_s": round(t_run - t_plan, 2)}
+        summary["ledger"] = timing
+        t_merge = time.monotonic()
         publish(led, store, summary, opts.failed_out)
+        timing["merge_s"] = round(time.monotonic() - t_merge, 2)  # printed; the sidecar has the rest
         return summary
     except (UsageError, KeyboardInterrupt):
         if led is not None:
