@@ -187,6 +187,9 @@ class Ledger:
         return self.rows
 
     def _header(self, path: Path) -> list[str]:
+        if path.stat().st_size == 0:
+            raise UsageError(f"manifest {path} is empty; it needs a header with a 'path' column and one row per "
+                             "video.")
         try:
             return [r[0] for r in self.con.execute(f"DESCRIBE SELECT * FROM {reader_sql(path)}").fetchall()]
         except Exception as exc:
@@ -360,7 +363,8 @@ class Ledger:
         n = self.con.execute("SELECT count(*) FROM todo").fetchone()[0]
         cur = self.con.cursor()  # read by the feeder thread while this one records results
         rel = cur.sql(f"SELECT m.* EXCLUDE ({ROW}, {REL}) FROM m SEMI JOIN todo USING ({ROW}) ORDER BY m.{ROW}")
-        return RowSource(cur, rel.fetch_arrow_reader(4096), n)
+        reader = getattr(rel, "to_arrow_reader", None) or rel.fetch_arrow_reader  # DuckDB 2 / 1.x
+        return RowSource(cur, reader(4096), n)
 
     def counts(self) -> dict:
         """ok rows and failed rows by error code, over the manifest's rows (one per id)."""
