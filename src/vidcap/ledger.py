@@ -266,32 +266,37 @@ class Ledger:
         else:
             self.con.execute(f"INSERT INTO m {sql}")
 
-    def refresh(self, prior: bool) -> None:
-        """(Re)build the views over every saved result: the parts as they are now, and on the first call
-        (prior=True) the rows of a finished output by the same settings."""
+    def refresh(self, prior: bool = False, full: bool = False) -> None:
+        """(Re)build table `best` from every saved result: the parts as they are now and, once loaded
+        (prior=True, the first call), a finished output by the same settings. Planning reads only the id,
+        status and error columns; `full` (the merge) reads the result columns too."""
         if prior:
             self._load_prior()
-        files = self.store.readable_parts()
-        cols = [RID, "status", "error", *self.stage.columns]
-        parts = "SELECT NULL::VARCHAR AS {0}, NULL::VARCHAR AS status, NULL::VARCHAR AS error, 0::BIGINT AS _seq " \
-                "WHERE false".format(RID)
+        files = [str(f) for f in self.store.readable_parts()]
+        head = [RID, "status", "error"]
+        parts = f"SELECT NULL::VARCHAR AS {RID}, NULL::VARCHAR AS status, NULL::VARCHAR AS error, 0::BIGINT AS _seq " \
+                "WHERE false"
         if files:
-            self.con.execute("CREATE OR REPLACE TABLE pfiles AS SELECT * FROM (SELECT unnest($1) AS filename, "
-                             "generate_subscripts($1, 1) AS fidx)", [[str(f) for f in files]])
+            self.con.execute("CREATE OR REPLACE TABLE pfiles AS SELECT unnest($1) AS filename, "
+                             "generate_subscripts($1, 1) AS fidx", [files])
+            listed = "[" + ", ".join(f"'{_sql_text(f)}'" for f in files) + "]"
             parts = (f"SELECT p.* EXCLUDE (filename, file_row_number), (f.fidx << 32) + p.file_row_number AS _seq "
-                     f"FROM read_parquet({[str(f) for f in files]!r}, union_by_name=true, filename=true, "
-                     f"file_row_number=true) p JOIN pfiles f USING (filename)")
+                     f"FROM read_parquet({listed}, union_by_name=true, filename=true, file_row_number=true) p "
+                     f"JOIN pfiles f USING (filename)")
         sources = [parts] + (["SELECT * FROM prior"] if self._has_prior else [])
         self.con.execute("CREATE OR REPLACE VIEW res AS " + " UNION ALL BY NAME ".join(sources))
         have = {r[0] for r in self.con.execute("DESCRIBE res").fetchall()}
-        self.res_cols = [c for c in cols[3:] if c in have]
+        self.res_cols = [c for c in self.stage.columns if c in have]
+        cols = ", ".join(f'"{c}"' for c in head + (self.res_cols if full else []))
         retry = ", ".join(f"'{c}'" for c in sorted(RETRYABLE))
-        self.con.execute(f"""CREATE OR REPLACE VIEW best AS SELECT * EXCLUDE (_rn, _seq),
+        # materialised: the plan, the completeness check, the counts and the merge each read it
+        self.con.execute(f"""CREATE OR REPLACE TABLE best AS SELECT * EXCLUDE (_rn, _seq),
             coalesce(status, '') <> 'ok' AND trim(split_part(coalesce(error, ''), ':', 1)) IN ({retry}) AS redo
-            FROM (SELECT *, row_number() OVER (PARTITION BY {RID} ORDER BY coalesce(status = 'ok', false) DESC,
-            _seq DESC) AS _rn FROM res WHERE {RID} IN (SELECT {RID} FROM firsts)) WHERE _rn = 1""")
+            FROM (SELECT {cols}, _seq, row_number() OVER (PARTITION BY {RID} ORDER BY coalesce(status = 'ok', false)
+            DESC, _seq DESC) AS _rn FROM res WHERE {RID} IN (SELECT {RID} FROM firsts)) WHERE _rn = 1""")
 
     _has_prior = False
+    _full = False
 
     def _load_prior(self) -> None:
         """A finished output by the same settings: its rows keyed as the stage keys them now."""
@@ -397,6 +402,9 @@ class Ledger:
         return (f"SELECT {', '.join(cols)} FROM m LEFT JOIN best b USING ({RID}) {{where}} ORDER BY m.{ROW}")
 
     def write(self, target: str, fmt: str, where: str = "", rebase: bool = False) -> None:
+        if not self._full:
+            self.refresh(full=True)
+            self._full = True
         sql = self.select_sql(rebase, fmt == "csv").format(where=where)
         opts = "FORMAT csv, HEADER true" if fmt == "csv" else "FORMAT parquet, COMPRESSION zstd"
         self.con.execute(f"COPY ({sql}) TO '{_sql_text(target)}' ({opts})")
