@@ -25,6 +25,8 @@ from .manifest import (ABSPATH, RID, _fsync_dir, column_plan, public_columns, re
 from .storage import RemoteLease, as_path, is_object_store, is_remote, open_binary, put_bytes, rmtree
 
 RUN_JSON = "run.json"
+FILE_COLUMNS = ("file_size", "file_mtime")  # the file a result was made from (a changed file is redone)
+FILE_DTYPES = {"file_size": "Int64", "file_mtime": "float64"}
 
 # Test-only fault injection (tests/test_reliability.py, docs/reliability.md). VIDCAP_TEST_FAULT set to
 # "<point>:<action>[:<n>]" acts from the n-th time (default 1) this process reaches <point>:
@@ -100,7 +102,7 @@ class PartStore:
             self._clear_parts()
         info = {"fingerprint": self.fingerprint, "provenance": provenance or {}, "vidcap": __version__,
                 "python": sys.version.split()[0], "started": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
-        self._write_json(self.dir / RUN_JSON, info)
+        self.write_json(self.dir / RUN_JSON, info)
         self._created = created
 
     def _make_dir(self) -> bool:
@@ -199,7 +201,7 @@ class PartStore:
     def sidecar(self) -> Path:
         return self.output.with_name(self.output.name + ".run.json")
 
-    def _write_json(self, path: Path, data: dict) -> None:
+    def write_json(self, path: Path, data: dict) -> None:
         if self.remote:
             try:
                 put_bytes(path, json.dumps(data, indent=2, default=str).encode())
@@ -234,6 +236,16 @@ class PartStore:
                                 "problem and run the same command again to resume.") from None
         return path
 
+    def saved_rids(self, worker: str) -> set:
+        """Row ids in the part files one worker wrote (unreadable parts count as not saved)."""
+        rids: set = set()
+        for p in self.files(f"part-{worker}-*.parquet"):
+            try:
+                rids.update(read_part(p, columns=[RID])[RID])
+            except Exception:
+                continue
+        return rids
+
     def part_files(self) -> list[Path]:
         return self.files("part-*.parquet")
 
@@ -266,6 +278,7 @@ class PartStore:
             return None
         out = read_table(self.output)
         cols = [c for c in out.columns if c in set(self.fingerprint.get("columns", []))] + ["status", "error"]
+        cols += [c for c in FILE_COLUMNS if c in out.columns]
         if "path" not in out.columns or not set(cols) <= set(out.columns):
             return None
         # the output's paths resolve from where it lives (they were rebased there when it was written)
@@ -315,7 +328,7 @@ class PartStore:
         try:
             if self.overwrite:
                 self.output.unlink(missing_ok=True)
-            self._write_json(self.sidecar(), meta)
+            self.write_json(self.sidecar(), meta)
             write_table(out, self.output, metadata=meta, before_rename=lambda: fault_point("final_merge"))
         except OSError as exc:
             raise _disk_error(exc, str(self.output)) from None
