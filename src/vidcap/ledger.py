@@ -287,7 +287,9 @@ class Ledger:
         self.con.execute("CREATE OR REPLACE VIEW res AS " + " UNION ALL BY NAME ".join(sources))
         have = {r[0] for r in self.con.execute("DESCRIBE res").fetchall()}
         self.res_cols = [c for c in self.stage.columns if c in have]
-        cols = ", ".join(f'"{c}"' for c in head + (self.res_cols if full else []))
+        stamps = [c for c in ("file_size", "file_mtime") if c in have]  # the file a result was made from
+        self.res_cols += [c for c in stamps if c not in self.res_cols]
+        cols = ", ".join(f'"{c}"' for c in head + (self.res_cols if full else stamps))
         retry = ", ".join(f"'{c}'" for c in sorted(RETRYABLE))
         # materialised: the plan, the completeness check, the counts and the merge each read it
         self.con.execute(f"""CREATE OR REPLACE TABLE best AS SELECT * EXCLUDE (_rn, _seq),
@@ -306,7 +308,7 @@ class Ledger:
         from .manifest import column_plan
 
         out = Path(store.output)
-        results = [*self.stage.columns, "status", "error"]
+        results = [*self.stage.columns, "status", "error", "file_size", "file_mtime"]
         if self.path_keyed:
             names = self._header(out)
             if "path" not in names or not {"status", "error"} <= set(names):
@@ -342,15 +344,35 @@ class Ledger:
             sql = "SELECT * FROM body"
         self.con.execute(("CREATE TABLE prior AS " if start == 0 else "INSERT INTO prior ") + sql)
 
-    def plan(self) -> dict:
+    def plan(self, check_files: bool = False) -> dict:
         """Counts of the plan and table `todo`: the first row of each id with no saved result, or whose
-        best result is to be redone."""
+        best result is to be redone (with check_files: also when its file's size or mtime changed since)."""
+        done = f"SELECT {RID} FROM best WHERE NOT redo"
+        if check_files and {"file_size", "file_mtime"} <= self._best_cols():
+            from .session import file_stamp
+
+            def changed(path, size, mtime) -> bool:
+                now = file_stamp(path)
+                return now[0] is not None and (now[0] != size or abs(now[1] - mtime) > 1e-6)
+
+            try:
+                from duckdb.sqltypes import BIGINT, BOOLEAN, DOUBLE, VARCHAR
+            except ImportError:  # DuckDB 1.x
+                from duckdb.typing import BIGINT, BOOLEAN, DOUBLE, VARCHAR
+            self.con.create_function("vidcap_changed", changed, [VARCHAR, BIGINT, DOUBLE], BOOLEAN,
+                                     side_effects=True)
+            done = (f"SELECT b.{RID} FROM best b JOIN firsts f USING ({RID}) JOIN m ON m.{ROW} = f.{ROW} "
+                    f"WHERE NOT b.redo AND (b.file_size IS NULL OR NOT vidcap_changed(m.{ABSPATH}, "
+                    f"b.file_size::BIGINT, b.file_mtime::DOUBLE))")
         self.con.execute(f"""CREATE OR REPLACE TABLE todo AS SELECT {ROW} FROM firsts
-            ANTI JOIN (SELECT {RID} FROM best WHERE NOT redo) USING ({RID}) ORDER BY {ROW}""")
+            ANTI JOIN ({done}) USING ({RID}) ORDER BY {ROW}""")
         unique = self.con.execute("SELECT count(*) FROM firsts").fetchone()[0]
         todo = self.con.execute("SELECT count(*) FROM todo").fetchone()[0]
         return {"rows": self.rows, "unique": unique, "duplicates": self.rows - unique, "todo": todo,
                 "skipped": unique - todo}
+
+    def _best_cols(self) -> set:
+        return {r[0] for r in self.con.execute("DESCRIBE best").fetchall()}
 
     def missing(self) -> tuple[int, str]:
         """Rows of the manifest with no saved result (as table `todo`), and the first one's path."""
@@ -463,63 +485,58 @@ class RowSource:
 
 
 # -- a run over a large manifest -------------------------------------------------------------------------
-def execute(run, t0: float) -> dict:
-    """`Run.execute` for a large manifest: plan, process the rows left, check every row has a result, merge.
-    `run` gives the stage, options, `_process(rows)` and the part store it records into."""
+def run(session, executor, t0: float) -> dict:
+    """`Session.run` for a large manifest: plan, hand the rows left to the executor (lazily, in manifest
+    order), check every row has a result (redoing lost ones once), merge."""
     import sys
     import time
 
     from .errors import FatalRunError
-    from .parts import PartStore, fault_point
 
-    stage, opts = run.stage, run.opts
-    fp = dict(stage.fingerprint(), columns=list(stage.columns))
-    run.store = store = PartStore(run.output, fp, overwrite=opts.overwrite, keep_parts=opts.keep_parts)
-    store.open(stage.provenance())
+    stage, opts, books = session.stage, session.opts, session.books
+    executor.start(session)
     led = None
     try:
-        led = Ledger(stage, run.manifest, store)
+        led = Ledger(stage, session.manifest, books.store)
         led.ingest(opts.shard, opts.limit)
         led.refresh(prior=True)
-        plan = led.plan()
+        plan = led.plan(check_files=opts.check_files and stage.reads_files)
         t_plan = time.monotonic()
         if plan["todo"]:
-            run._process(led.source())
+            executor.process(session, led.source())
+        session.recorder.flush()
         t_run = time.monotonic()
-        fault_point("before_merge", store.part_files())
+        books.before_merge()
         for attempt in range(2):
-            led.refresh(prior=False)
+            led.refresh()
             lost, first = led.missing()
             if not lost:
                 break
-            if attempt:
+            if attempt or not executor.can_redo:
                 raise FatalRunError(f"{lost} rows have no result (first: {first}); the parts are kept: run the "
                                     "same command again to finish them.")
             print(f"vidcap: {lost} rows lost their saved result before the merge (a part file was removed or "
                   "damaged); doing them again.", file=sys.stderr)
-            run._process(led.source())
-        counts = led.counts()
+            executor.process(session, led.source())
+            session.recorder.flush()
         wall = time.monotonic() - t0
-        processed = sum(run.counts.values())
+        processed = sum(session.counts.values())
         summary = {"rows": plan["rows"], "unique": plan["unique"], "duplicates": plan["duplicates"],
-                   "skipped": plan["skipped"], "processed": processed, **counts, "wall_s": round(wall, 3),
-                   "rows_per_s": round(processed / wall, 3) if wall > 0 else 0.0, **stage.summary_extra()}
-        timing = {"plan_s": round(t_plan - t0, 2), "run_s": round(t_run - t_plan, 2)}
-        summary["ledger"] = timing
-        t_merge = time.monotonic()
-        publish(led, store, summary, opts.failed_out)
-        timing["merge_s"] = round(time.monotonic() - t_merge, 2)  # printed; the sidecar has the rest
+                   "skipped": plan["skipped"], "processed": processed, **led.counts(), "wall_s": round(wall, 3),
+                   "rows_per_s": round(processed / wall, 3) if wall > 0 else 0.0, **executor.extras(session),
+                   "ledger": {"plan_s": round(t_plan - t0, 2), "run_s": round(t_run - t_plan, 2)}}
+        publish(led, books.store, summary, opts.failed_out)
         return summary
     except (UsageError, KeyboardInterrupt):
         if led is not None:
             led.close()
             led = None
-        store.discard_if_empty()
+        books.discard_if_empty()
         raise
     finally:
         if led is not None:
             led.close()
-        store.close()
+        books.close()
 
 
 def publish(led: Ledger, store, summary: dict, failed_out) -> None:

@@ -33,6 +33,10 @@ def compact_every() -> int:
     """A worker merges its parts once it has written this many (VIDCAP_COMPACT_PARTS; default 100)."""
     return max(2, int(os.environ.get("VIDCAP_COMPACT_PARTS", "100")))
 
+
+FILE_COLUMNS = ("file_size", "file_mtime")  # the file a result was made from (a changed file is redone)
+FILE_DTYPES = {"file_size": "Int64", "file_mtime": "float64"}
+
 # Test-only fault injection (tests/test_reliability.py, docs/reliability.md). VIDCAP_TEST_FAULT set to
 # "<point>:<action>[:<n>]" acts from the n-th time (default 1) this process reaches <point>:
 #   points:  part_write    a part's temp file is complete, not yet renamed into place
@@ -109,7 +113,7 @@ class PartStore:
             self._clear_parts()
         info = {"fingerprint": self.fingerprint, "provenance": provenance or {}, "vidcap": __version__,
                 "python": sys.version.split()[0], "started": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
-        self._write_json(self.dir / RUN_JSON, info)
+        self.write_json(self.dir / RUN_JSON, info)
         self._created = created
 
     def _make_dir(self) -> bool:
@@ -212,7 +216,7 @@ class PartStore:
     def sidecar(self) -> Path:
         return self.output.with_name(self.output.name + ".run.json")
 
-    def _write_json(self, path: Path, data: dict) -> None:
+    def write_json(self, path: Path, data: dict) -> None:
         if self.remote:
             try:
                 put_bytes(path, json.dumps(data, indent=2, default=str).encode())
@@ -281,6 +285,16 @@ class PartStore:
             p.unlink(missing_ok=True)
         return dest
 
+    def saved_rids(self, worker: str) -> set:
+        """Row ids in the part files one worker wrote (unreadable parts count as not saved)."""
+        rids: set = set()
+        for p in self.worker_files(worker):
+            try:
+                rids.update(read_part(p, columns=[RID])[RID])
+            except Exception:
+                continue
+        return rids
+
     def part_files(self) -> list[Path]:
         """Every saved part, compacted ones first (they hold the older rows), each group in name order."""
         compacted = []
@@ -338,6 +352,7 @@ class PartStore:
             return None
         out = read_table(self.output)
         cols = [c for c in out.columns if c in set(self.fingerprint.get("columns", []))] + ["status", "error"]
+        cols += [c for c in FILE_COLUMNS if c in out.columns]
         if "path" not in out.columns or not set(cols) <= set(out.columns):
             return None
         # the output's paths resolve from where it lives (they were rebased there when it was written)
@@ -392,7 +407,7 @@ class PartStore:
         try:
             if self.overwrite:
                 self.output.unlink(missing_ok=True)
-            self._write_json(self.sidecar(), meta)
+            self.write_json(self.sidecar(), meta)
             write(meta, lambda: fault_point("final_merge"))
         except OSError as exc:
             raise _disk_error(exc, str(self.output)) from None

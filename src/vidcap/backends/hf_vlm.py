@@ -47,7 +47,7 @@ class HFVLMBackend(HFCaptionBackend):
             if is_random_skeleton(path):
                 model = random_model(AutoModelForImageTextToText, path, device, dtype)
             else:
-                from ..runners.tp import tp_load_kwargs
+                from ..parallel import tp_load_kwargs
 
                 kwargs = dict(dtype=dtype, attn_implementation="sdpa", use_safetensors=True, trust_remote_code=trc)
                 sharded = tp_load_kwargs()  # inside a --tp group: transformers shards the weights itself
