@@ -147,3 +147,22 @@ def test_large_manifest_errors_are_one_sentence(tmp_path, monkeypatch):
         with pytest.raises(UsageError, match=words):
             run(bad, tmp_path / "o.csv", True, monkeypatch)
         assert not (tmp_path / "o.csv.parts").exists()
+
+
+def test_a_replaced_file_is_redone_and_removed_rows_do_not_count(clips, tmp_path, monkeypatch):
+    import shutil
+
+    from media import make_video
+
+    for i in range(3):
+        shutil.copy(clips / "v" / f"c{i}.mp4", tmp_path / f"c{i}.mp4")
+    manifest = tmp_path / "m.csv"
+    pd.DataFrame({"path": ["c0.mp4", "c1.mp4", "c2.mp4"]}).to_csv(manifest, index=False)
+    out = tmp_path / "o.parquet"
+    assert run(manifest, out, True, monkeypatch)["processed"] == 3
+    make_video(tmp_path / "c1.mp4", 12, (80, 48))  # other content at the same path
+    pd.DataFrame({"path": ["c0.mp4", "c1.mp4"]}).to_csv(manifest, index=False)
+    again = run(manifest, out, True, monkeypatch)
+    assert again["processed"] == 1 and again["skipped"] == 1 and again["ok"] == 2
+    got = read_table(out)
+    assert len(got) == 2 and got.loc[1, "width"] == 80
