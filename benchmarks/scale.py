@@ -40,15 +40,37 @@ def build_manifest(path: Path, n: int) -> None:
         for start in range(0, n, 1_000_000):
             k = min(1_000_000, n - start)
             idx = range(start, start + k)
-            w.write_table(pa.table({"path": [f"/nonexistent/clips/{i % 1000:03d}/v{i:010d}.mp4" for i in idx],
-                                    "label": [f"label {i % 97}" for i in idx], "n": list(idx)}))
+            w.write_table(
+                pa.table(
+                    {
+                        "path": [f"/nonexistent/clips/{i % 1000:03d}/v{i:010d}.mp4" for i in idx],
+                        "label": [f"label {i % 97}" for i in idx],
+                        "n": list(idx),
+                    }
+                )
+            )
     tmp.rename(path)
 
 
 def run(manifest: Path, out: Path, part_rows: int, extra=(), watch: Path | None = None) -> dict:
     """One `vidcap caption` run; wall, peak RSS of its process tree, and the first new part's time."""
-    cmd = [sys.executable, "-m", "vidcap", "caption", str(manifest), "-o", str(out), "--model", "fake",
-           "--workers", "0", "-q", "--part-rows", str(part_rows), *extra]
+    cmd = [
+        sys.executable,
+        "-m",
+        "vidcap",
+        "caption",
+        str(manifest),
+        "-o",
+        str(out),
+        "--model",
+        "fake",
+        "--workers",
+        "0",
+        "-q",
+        "--part-rows",
+        str(part_rows),
+        *extra,
+    ]
     env = dict(os.environ, PYTHONPATH=SRC)
     before = set(_parts(watch)) if watch else set()
     t0 = time.monotonic()
@@ -68,9 +90,15 @@ def run(manifest: Path, out: Path, part_rows: int, extra=(), watch: Path | None 
     if proc.returncode not in (0, 1):  # 1: every row failed (they are missing files), as intended
         raise SystemExit(f"run failed ({proc.returncode}): {err[-2000:]}")
     summary = json.loads(out.with_name(out.name + ".run.json").read_text())["summary"]
-    return {"wall_s": round(wall, 1), "peak_rss_mb": round(peak / 2**20), "first_row_s": first,
-            "processed": summary["processed"], "skipped": summary["skipped"], "ledger": summary.get("ledger"),
-            "rest_s": round(wall - sum((summary.get("ledger") or {}).values()), 1)}  # merge, start, exit
+    return {
+        "wall_s": round(wall, 1),
+        "peak_rss_mb": round(peak / 2**20),
+        "first_row_s": first,
+        "processed": summary["processed"],
+        "skipped": summary["skipped"],
+        "ledger": summary.get("ledger"),
+        "rest_s": round(wall - sum((summary.get("ledger") or {}).values()), 1),
+    }  # merge, start, exit
 
 
 def _parts(folder: Path) -> list[str]:
@@ -93,8 +121,11 @@ def stat_cost(manifest: Path, limit: int) -> dict:
     for p in here:
         os.stat(p)
     existing = time.monotonic() - t0
-    return {"rows": len(paths), "missing_s": round(missing, 2),
-            "existing_us_per_row": round(1e6 * existing / max(1, len(here)), 2)}
+    return {
+        "rows": len(paths),
+        "missing_s": round(missing, 2),
+        "existing_us_per_row": round(1e6 * existing / max(1, len(here)), 2),
+    }
 
 
 def main() -> None:
@@ -118,8 +149,10 @@ def main() -> None:
                 if i > n * 9 // 10:
                     break
                 dst.write(line)
-    print(f"manifest: {n} rows, {manifest.stat().st_size / 2**20:.0f} MB, built in {time.monotonic() - t0:.0f} s",
-          flush=True)
+    print(
+        f"manifest: {n} rows, {manifest.stat().st_size / 2**20:.0f} MB, built in {time.monotonic() - t0:.0f} s",
+        flush=True,
+    )
     results = {}
     out = work / f"o{n}.parquet"
     if "fresh" in only:
@@ -146,7 +179,7 @@ def main() -> None:
     if "stat" in only:
         results["stat"] = stat_cost(manifest, n)
         print("stat", results["stat"], flush=True)
-    for name, r in results.items():
+    for r in results.values():
         if "wall_s" in r:
             r["rows_per_s"] = round(n / r["wall_s"])
     (work / f"results-{n}.json").write_text(json.dumps(results, indent=2))
@@ -174,8 +207,11 @@ def synthetic_parts(work: Path, manifest: Path, out: Path, done: int, part_rows:
     home = parts / "compact" / "w0"
     for k, start in enumerate(range(0, done, per_file)):
         chunk = paths.slice(start, min(per_file, done - start)).to_pylist()
-        cols = {"_vidcap_rid": [hashlib.sha1(p.encode()).hexdigest()[:20] for p in chunk],
-                "status": ["failed"] * len(chunk), "error": ["missing: no such file"] * len(chunk)}
+        cols = {
+            "_vidcap_rid": [hashlib.sha1(p.encode()).hexdigest()[:20] for p in chunk],
+            "status": ["failed"] * len(chunk),
+            "error": ["missing: no such file"] * len(chunk),
+        }
         table = pa.table({f.name: cols.get(f.name, pa.nulls(len(chunk), f.type)) for f in schema})
         dest = home / f"{k // 1000:04d}" / f"c-{k:016x}-{k:06d}.parquet"
         dest.parent.mkdir(parents=True, exist_ok=True)

@@ -32,9 +32,21 @@ def clips(tmp_path_factory) -> Path:
 def cells(root: Path) -> list[str]:
     """Path cells of every shape the runs resolve: relative, absolute, ./ and // forms, spaces, unicode,
     empty, missing files, URLs, ~."""
-    return ["v/c0.mp4", str(root / "v" / "c1.mp4"), "./v/c2.mp4", "v//c0.mp4", " v/c1.mp4 ", "v/é clip.mp4",
-            "", "v/missing.mp4", "v/../v/c2.mp4", "~/vidcap-no-such-file.mp4", "/nonexistent/x.mp4",
-            "http://example.invalid/a.mp4", "v/c0.mp4/"]
+    return [
+        "v/c0.mp4",
+        str(root / "v" / "c1.mp4"),
+        "./v/c2.mp4",
+        "v//c0.mp4",
+        " v/c1.mp4 ",
+        "v/é clip.mp4",
+        "",
+        "v/missing.mp4",
+        "v/../v/c2.mp4",
+        "~/vidcap-no-such-file.mp4",
+        "/nonexistent/x.mp4",
+        "http://example.invalid/a.mp4",
+        "v/c0.mp4/",
+    ]
 
 
 NOTE = st.text(alphabet=st.sampled_from(list("ab ,\"'\r\nÅé中-")), max_size=6)
@@ -65,8 +77,9 @@ def table(path: Path) -> pd.DataFrame:
     return df[[c for c in KEYS if c in df.columns]].astype(object).where(df.notna(), "").astype(str)
 
 
-SETTINGS = settings(max_examples=12, deadline=None,
-                    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
+SETTINGS = settings(
+    max_examples=12, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow]
+)
 
 
 @SETTINGS
@@ -75,8 +88,10 @@ def test_streaming_output_matches_the_pandas_path(clips, tmp_path_factory, monke
     """Duplicates, empty and odd paths, unicode and CSV-hostile notes: the same rows, order, results."""
     work = tmp_path_factory.mktemp("same")
     manifest = write_manifest(clips, rows, f"m{random.randrange(1 << 30)}", fmt)
-    small, large = run(manifest, work / f"s{fmt}", False, monkeypatch), run(manifest, work / f"l{fmt}", True,
-                                                                             monkeypatch)
+    small, large = (
+        run(manifest, work / f"s{fmt}", False, monkeypatch),
+        run(manifest, work / f"l{fmt}", True, monkeypatch),
+    )
     a, b = table(work / f"s{fmt}"), table(work / f"l{fmt}")
     assert len(b) == len(rows)
     pd.testing.assert_frame_equal(a, b)
@@ -107,14 +122,15 @@ def test_resume_after_reorder_and_append(clips, tmp_path_factory, monkeypatch, f
 def test_parts_folders_stay_under_the_cap(tmp_path, monkeypatch, large):
     """Thousands of one-row parts: compaction keeps every folder of the parts tree under the cap (lowered
     here to 10 files), and the output has exactly one row per manifest row, in order."""
-    import vidcap.parts as parts
+    from vidcap import parts
 
     monkeypatch.setattr(parts, "FILES_PER_DIR", 10)
     monkeypatch.setenv("VIDCAP_COMPACT_PARTS", "20")
     n = 1500
     manifest = tmp_path / "m.csv"
-    pd.DataFrame({"path": [f"/nonexistent/v{i}.mp4" for i in range(n)] + ["/nonexistent/v7.mp4"],
-                  "i": range(n + 1)}).to_csv(manifest, index=False)
+    pd.DataFrame(
+        {"path": [f"/nonexistent/v{i}.mp4" for i in range(n)] + ["/nonexistent/v7.mp4"], "i": range(n + 1)}
+    ).to_csv(manifest, index=False)
     out = tmp_path / "o.parquet"
     summary = run(manifest, out, large, monkeypatch, part_rows=1, keep_parts=True)
     folders = [p for p in out.with_name(out.name + ".parts").rglob("*") if p.is_dir()]
@@ -141,8 +157,12 @@ def test_large_manifest_errors_are_one_sentence(tmp_path, monkeypatch):
 
     bad = tmp_path / "m.csv"
     bad.write_bytes(b"path,x\n\xff\xfe,1\n")
-    for body, words in [(b"", "empty"), (b"file,x\na,1\n", "no 'path' column"), (b"path,x\n", "no rows"),
-                        (f"path,{RID}\na,1\n".encode(), "keeps for itself")]:
+    for body, words in [
+        (b"", "empty"),
+        (b"file,x\na,1\n", "no 'path' column"),
+        (b"path,x\n", "no rows"),
+        (f"path,{RID}\na,1\n".encode(), "keeps for itself"),
+    ]:
         bad.write_bytes(body)
         with pytest.raises(UsageError, match=words):
             run(bad, tmp_path / "o.csv", True, monkeypatch)

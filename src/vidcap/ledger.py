@@ -78,8 +78,12 @@ def manifest_batches(path: Path, batch_rows: int = BATCH_ROWS):
         if not header:
             raise UsageError(f"manifest {path} is empty; it needs a header with a 'path' column and one row per video.")
         conv = pcsv.ConvertOptions(column_types={c: pa.string() for c in header}, strings_can_be_null=True)
-        reader = pcsv.open_csv(path, read_options=pcsv.ReadOptions(block_size=1 << 24),
-                               parse_options=pcsv.ParseOptions(newlines_in_values=True), convert_options=conv)
+        reader = pcsv.open_csv(
+            path,
+            read_options=pcsv.ReadOptions(block_size=1 << 24),
+            parse_options=pcsv.ParseOptions(newlines_in_values=True),
+            convert_options=conv,
+        )
         yield from reader
     except UsageError:
         raise
@@ -94,8 +98,10 @@ def check_columns(path: Path, names: list[str], require: tuple[str, ...]) -> Non
     missing = [c for c in require if c not in names]
     if missing:
         have = ", ".join(names[:12]) or "none"
-        raise UsageError(f"manifest {path} has no '{missing[0]}' column (columns: {have}); add one"
-                         + (" holding one video path per row." if missing[0] == "path" else "."))
+        raise UsageError(
+            f"manifest {path} has no '{missing[0]}' column (columns: {have}); add one"
+            + (" holding one video path per row." if missing[0] == "path" else ".")
+        )
     taken = [c for c in names if c in INTERNAL or c in (ROW, REL)]
     if taken:
         raise UsageError(f"manifest {path} has a column named '{taken[0]}', a name vidcap keeps for itself; rename it.")
@@ -173,8 +179,11 @@ class Ledger:
             where = f"WHERE {ROW} % {shard[1]} = {shard[0]}" if shard else ""
             top = f"ORDER BY {ROW} LIMIT {max(0, limit)}" if limit is not None else ""
             src = reader_sql(self.manifest)
-            resolved = (f"SELECT *, {abspath_sql('path', base)} AS {ABSPATH}, {relative_sql('path')} AS {REL} "
-                        f"FROM {src}") if "path" in self.names else f"SELECT *, '' AS {ABSPATH}, false AS {REL} FROM {src}"
+            resolved = (
+                (f"SELECT *, {abspath_sql('path', base)} AS {ABSPATH}, {relative_sql('path')} AS {REL} FROM {src}")
+                if "path" in self.names
+                else f"SELECT *, '' AS {ABSPATH}, false AS {REL} FROM {src}"
+            )
             # row_number over the scan, after the per-row work: DuckDB keeps the file's order (insertion order)
             keyed = f"SELECT *, left(sha1({ABSPATH}), 20) AS {RID}, row_number() OVER () - 1 AS {ROW} FROM ({resolved})"
             self._sql(f"CREATE TABLE m AS SELECT * FROM ({keyed}) {where} {top}", self.manifest)
@@ -188,28 +197,32 @@ class Ledger:
 
     def _header(self, path: Path) -> list[str]:
         if path.stat().st_size == 0:
-            raise UsageError(f"manifest {path} is empty; it needs a header with a 'path' column and one row per "
-                             "video.")
+            raise UsageError(f"manifest {path} is empty; it needs a header with a 'path' column and one row per video.")
+        import duckdb
+
         try:
             return [r[0] for r in self.con.execute(f"DESCRIBE SELECT * FROM {reader_sql(path)}").fetchall()]
-        except Exception as exc:
+        except duckdb.Error as exc:
             if "empty" in str(exc).lower() or path.stat().st_size == 0:
-                raise UsageError(f"manifest {path} is empty; it needs a header with a 'path' column and one row "
-                                 "per video.") from None
-            raise UsageError(f"manifest {path} could not be read as {table_format(path)} ({first_line(exc)}); "
-                             "check the file.") from None
+                raise UsageError(
+                    f"manifest {path} is empty; it needs a header with a 'path' column and one row per video."
+                ) from None
+            raise UsageError(
+                f"manifest {path} could not be read as {table_format(path)} ({first_line(exc)}); check the file."
+            ) from None
 
     def _sql(self, sql: str, path: Path) -> None:
         """A statement reading `path`; what DuckDB cannot parse is one sentence naming the file."""
+        import duckdb
+
         try:
             self.con.execute(sql)
-        except UsageError:
-            raise
-        except Exception as exc:
+        except duckdb.Error as exc:
             if "unicode" in str(exc).lower() or "utf" in str(exc).lower():
                 raise UsageError(f"manifest {path} is not UTF-8 text; re-save it as UTF-8 CSV.") from None
-            raise UsageError(f"{path} could not be read as {table_format(path)} ({first_line(exc)}); check the "
-                             "file.") from None
+            raise UsageError(
+                f"{path} could not be read as {table_format(path)} ({first_line(exc)}); check the file."
+            ) from None
 
     def _register_udfs(self) -> None:
         try:
@@ -219,8 +232,13 @@ class Ledger:
 
         from .manifest import is_relative, resolve_path
 
-        self.con.create_function("vidcap_resolve", lambda p, base: resolve_path(p, Path(base)), [VARCHAR, VARCHAR],
-                                 VARCHAR, side_effects=False)
+        self.con.create_function(
+            "vidcap_resolve",
+            lambda p, base: resolve_path(p, Path(base)),
+            [VARCHAR, VARCHAR],
+            VARCHAR,
+            side_effects=False,
+        )
         self.con.create_function("vidcap_relative", is_relative, [VARCHAR], BOOLEAN, side_effects=False)
 
     def _ingest_batches(self, shard, limit) -> None:
@@ -274,15 +292,21 @@ class Ledger:
             self._load_prior()
         files = [str(f) for f in self.store.readable_parts()]
         head = [RID, "status", "error"]
-        parts = f"SELECT NULL::VARCHAR AS {RID}, NULL::VARCHAR AS status, NULL::VARCHAR AS error, 0::BIGINT AS _seq " \
-                "WHERE false"
+        parts = (
+            f"SELECT NULL::VARCHAR AS {RID}, NULL::VARCHAR AS status, NULL::VARCHAR AS error, 0::BIGINT AS _seq "
+            "WHERE false"
+        )
         if files:
-            self.con.execute("CREATE OR REPLACE TABLE pfiles AS SELECT unnest($1) AS filename, "
-                             "generate_subscripts($1, 1) AS fidx", [files])
+            self.con.execute(
+                "CREATE OR REPLACE TABLE pfiles AS SELECT unnest($1) AS filename, generate_subscripts($1, 1) AS fidx",
+                [files],
+            )
             listed = "[" + ", ".join(f"'{_sql_text(f)}'" for f in files) + "]"
-            parts = (f"SELECT p.* EXCLUDE (filename, file_row_number), (f.fidx << 32) + p.file_row_number AS _seq "
-                     f"FROM read_parquet({listed}, union_by_name=true, filename=true, file_row_number=true) p "
-                     f"JOIN pfiles f USING (filename)")
+            parts = (
+                f"SELECT p.* EXCLUDE (filename, file_row_number), (f.fidx << 32) + p.file_row_number AS _seq "
+                f"FROM read_parquet({listed}, union_by_name=true, filename=true, file_row_number=true) p "
+                f"JOIN pfiles f USING (filename)"
+            )
         sources = [parts] + (["SELECT * FROM prior"] if self._has_prior else [])
         self.con.execute("CREATE OR REPLACE VIEW res AS " + " UNION ALL BY NAME ".join(sources))
         have = {r[0] for r in self.con.execute("DESCRIBE res").fetchall()}
@@ -315,8 +339,11 @@ class Ledger:
                 return
             cols = ", ".join(f'"{c}"' for c in names if c in results)
             key = f"left(sha1({abspath_sql('path', _sql_text(str(out.resolve().parent)))}), 20)"
-            self._sql(f"CREATE TABLE prior AS SELECT {key} AS {RID}, {cols}, row_number() OVER () - (1::BIGINT << 62) "
-                      f"AS _seq FROM {reader_sql(out)}", out)
+            self._sql(
+                f"CREATE TABLE prior AS SELECT {key} AS {RID}, {cols}, row_number() OVER () - (1::BIGINT << 62) "
+                f"AS _seq FROM {reader_sql(out)}",
+                out,
+            )
             self._has_prior = True
             return
         back = {new: old for old, new in column_plan([c for c in self.names if c not in INTERNAL], results).items()}
@@ -334,7 +361,7 @@ class Ledger:
     def _add_prior(self, tbl: pa.Table, keep: list[str], base: str, start: int) -> None:
         abspath, _ = resolve_batch(tbl["path"].combine_chunks(), base)
         seq = pa.array(range(start - (1 << 62), start - (1 << 62) + tbl.num_rows), pa.int64())
-        body = tbl.select(keep).append_column("_seq", seq)  # noqa: F841 (read by DuckDB by name)
+        body = tbl.select(keep).append_column("_seq", seq)
         if self.path_keyed:
             body = body.append_column(ABSPATH, abspath)
             sql = f"SELECT * EXCLUDE ({ABSPATH}), left(sha1({ABSPATH}), 20) AS {RID} FROM body"
@@ -359,25 +386,32 @@ class Ledger:
                 from duckdb.sqltypes import BIGINT, BOOLEAN, DOUBLE, VARCHAR
             except ImportError:  # DuckDB 1.x
                 from duckdb.typing import BIGINT, BOOLEAN, DOUBLE, VARCHAR
-            self.con.create_function("vidcap_changed", changed, [VARCHAR, BIGINT, DOUBLE], BOOLEAN,
-                                     side_effects=True)
-            done = (f"SELECT b.{RID} FROM best b JOIN firsts f USING ({RID}) JOIN m ON m.{ROW} = f.{ROW} "
-                    f"WHERE NOT b.redo AND (b.file_size IS NULL OR NOT vidcap_changed(m.{ABSPATH}, "
-                    f"b.file_size::BIGINT, b.file_mtime::DOUBLE))")
+            self.con.create_function("vidcap_changed", changed, [VARCHAR, BIGINT, DOUBLE], BOOLEAN, side_effects=True)
+            done = (
+                f"SELECT b.{RID} FROM best b JOIN firsts f USING ({RID}) JOIN m ON m.{ROW} = f.{ROW} "
+                f"WHERE NOT b.redo AND (b.file_size IS NULL OR NOT vidcap_changed(m.{ABSPATH}, "
+                f"b.file_size::BIGINT, b.file_mtime::DOUBLE))"
+            )
         self.con.execute(f"""CREATE OR REPLACE TABLE todo AS SELECT {ROW} FROM firsts
             ANTI JOIN ({done}) USING ({RID}) ORDER BY {ROW}""")
         unique = self.con.execute("SELECT count(*) FROM firsts").fetchone()[0]
         todo = self.con.execute("SELECT count(*) FROM todo").fetchone()[0]
-        return {"rows": self.rows, "unique": unique, "duplicates": self.rows - unique, "todo": todo,
-                "skipped": unique - todo}
+        return {
+            "rows": self.rows,
+            "unique": unique,
+            "duplicates": self.rows - unique,
+            "todo": todo,
+            "skipped": unique - todo,
+        }
 
     def _best_cols(self) -> set:
         return {r[0] for r in self.con.execute("DESCRIBE best").fetchall()}
 
     def missing(self) -> tuple[int, str]:
         """Rows of the manifest with no saved result (as table `todo`), and the first one's path."""
-        self.con.execute(f"CREATE OR REPLACE TABLE todo AS SELECT {ROW} FROM firsts ANTI JOIN best USING ({RID}) "
-                         f"ORDER BY {ROW}")
+        self.con.execute(
+            f"CREATE OR REPLACE TABLE todo AS SELECT {ROW} FROM firsts ANTI JOIN best USING ({RID}) ORDER BY {ROW}"
+        )
         n = self.con.execute("SELECT count(*) FROM todo").fetchone()[0]
         first = ""
         if n:
@@ -385,7 +419,7 @@ class Ledger:
             first = self.con.execute(f'SELECT "{col}" FROM m WHERE {ROW} = (SELECT min({ROW}) FROM todo)').fetchone()[0]
         return n, str(first)
 
-    def source(self) -> "RowSource":
+    def source(self) -> RowSource:
         """The rows of table `todo` as row dicts, read lazily in manifest order."""
         n = self.con.execute("SELECT count(*) FROM todo").fetchone()[0]
         cur = self.con.cursor()  # read by the feeder thread while this one records results
@@ -395,10 +429,9 @@ class Ledger:
 
     def counts(self) -> dict:
         """ok rows and failed rows by error code, over the manifest's rows (one per id)."""
-        got = self.con.execute(f"""SELECT coalesce(status, '') = 'ok' AS ok,
+        got = self.con.execute("""SELECT coalesce(status, '') = 'ok' AS ok,
             trim(split_part(coalesce(error, ''), ':', 1)) AS code, count(*) FROM best GROUP BY ALL""").fetchall()
-        return {"ok": sum(n for ok, _, n in got if ok),
-                "failed": {code: n for ok, code, n in got if not ok}}
+        return {"ok": sum(n for ok, _, n in got if ok), "failed": {code: n for ok, code, n in got if not ok}}
 
     # -- the merge -----------------------------------------------------------------------------------
     def select_sql(self, rebase: bool, csv: bool) -> str:
@@ -409,19 +442,19 @@ class Ledger:
         inputs = [c for c in self.names if c not in INTERNAL]
         tail = [*self.res_cols, "status", "error"]
         plan = column_plan(inputs, tail)
-        types = dict((r[0], r[1]) for r in self.con.execute("DESCRIBE best").fetchall())
+        types = {r[0]: r[1] for r in self.con.execute("DESCRIBE best").fetchall()}
         cols = []
         for c in inputs:
             expr = f'm."{c}"'
             if c == "path" and rebase:
-                expr = f'CASE WHEN m.{REL} AND m.{ABSPATH} <> \'\' THEN m.{ABSPATH} ELSE m."path" END'
+                expr = f"CASE WHEN m.{REL} AND m.{ABSPATH} <> '' THEN m.{ABSPATH} ELSE m.\"path\" END"
             cols.append(f'{expr} AS "{plan.get(c, c)}"')
         for c in tail:
             expr = f'b."{c}"'
             if csv and types.get(c, "").endswith("[]"):  # CSV has no list type: a JSON array
                 expr = f"to_json({expr})::VARCHAR"
             cols.append(f'{expr} AS "{c}"')
-        return (f"SELECT {', '.join(cols)} FROM m LEFT JOIN best b USING ({RID}) {{where}} ORDER BY m.{ROW}")
+        return f"SELECT {', '.join(cols)} FROM m LEFT JOIN best b USING ({RID}) {{where}} ORDER BY m.{ROW}"
 
     def write(self, target: str, fmt: str, where: str = "", rebase: bool = False) -> None:
         if not self._full:
@@ -443,15 +476,19 @@ def reader_sql(path: Path) -> str:
 def abspath_sql(col: str, base: str) -> str:
     """`manifest.resolve_path` in SQL: clean cells by string ops, the rest by the Python function."""
     c = f'"{col}"::VARCHAR'
-    return (f"CASE WHEN {c} IS NULL OR {c} = '' THEN '' WHEN regexp_matches({c}, '{_NEEDS_PYTHON}') "
-            f"THEN vidcap_resolve({c}, '{base}') WHEN starts_with({c}, '/') THEN {c} "
-            f"ELSE '{base.rstrip('/')}/' || {c} END")
+    return (
+        f"CASE WHEN {c} IS NULL OR {c} = '' THEN '' WHEN regexp_matches({c}, '{_NEEDS_PYTHON}') "
+        f"THEN vidcap_resolve({c}, '{base}') WHEN starts_with({c}, '/') THEN {c} "
+        f"ELSE '{base.rstrip('/')}/' || {c} END"
+    )
 
 
 def relative_sql(col: str) -> str:
     c = f'"{col}"::VARCHAR'
-    return (f"CASE WHEN {c} IS NULL OR {c} = '' THEN false WHEN regexp_matches({c}, '{_NEEDS_PYTHON}') "
-            f"THEN vidcap_relative({c}) ELSE NOT starts_with({c}, '/') END")
+    return (
+        f"CASE WHEN {c} IS NULL OR {c} = '' THEN false WHEN regexp_matches({c}, '{_NEEDS_PYTHON}') "
+        f"THEN vidcap_relative({c}) ELSE NOT starts_with({c}, '/') END"
+    )
 
 
 def _sql_text(text: str) -> str:
@@ -482,100 +519,3 @@ class RowSource:
         if not self.buf:
             return None
         return [self.buf.popleft() for _ in range(min(n, len(self.buf)))]
-
-
-# -- a run over a large manifest -------------------------------------------------------------------------
-def run(session, executor, t0: float) -> dict:
-    """`Session.run` for a large manifest: plan, hand the rows left to the executor (lazily, in manifest
-    order), check every row has a result (redoing lost ones once), merge."""
-    import sys
-    import time
-
-    from .errors import FatalRunError
-
-    stage, opts, books = session.stage, session.opts, session.books
-    executor.start(session)
-    led = None
-    try:
-        led = Ledger(stage, session.manifest, books.store)
-        led.ingest(opts.shard, opts.limit)
-        led.refresh(prior=True)
-        plan = led.plan(check_files=opts.check_files and stage.reads_files)
-        t_plan = time.monotonic()
-        if plan["todo"]:
-            executor.process(session, led.source())
-        session.recorder.flush()
-        t_run = time.monotonic()
-        books.before_merge()
-        for attempt in range(2):
-            led.refresh()
-            lost, first = led.missing()
-            if not lost:
-                break
-            if attempt or not executor.can_redo:
-                raise FatalRunError(f"{lost} rows have no result (first: {first}); the parts are kept: run the "
-                                    "same command again to finish them.")
-            print(f"vidcap: {lost} rows lost their saved result before the merge (a part file was removed or "
-                  "damaged); doing them again.", file=sys.stderr)
-            executor.process(session, led.source())
-            session.recorder.flush()
-        wall = time.monotonic() - t0
-        processed = sum(session.counts.values())
-        summary = {"rows": plan["rows"], "unique": plan["unique"], "duplicates": plan["duplicates"],
-                   "skipped": plan["skipped"], "processed": processed, **led.counts(), "wall_s": round(wall, 3),
-                   "rows_per_s": round(processed / wall, 3) if wall > 0 else 0.0, **executor.extras(session),
-                   "ledger": {"plan_s": round(t_plan - t0, 2), "run_s": round(t_run - t_plan, 2)}}
-        publish(led, books.store, summary, opts.failed_out)
-        return summary
-    except (UsageError, KeyboardInterrupt):
-        if led is not None:
-            led.close()
-            led = None
-        books.discard_if_empty()
-        raise
-    finally:
-        if led is not None:
-            led.close()
-        books.close()
-
-
-def publish(led: Ledger, store, summary: dict, failed_out) -> None:
-    """The output (and --failed-out) written by DuckDB straight from the ledger, atomically."""
-    out = Path(store.output)
-    rebase = out.resolve().parent != led.manifest.resolve().parent
-    ok_only = ""
-    if failed_out is not None:
-        summary["failed_out"] = str(failed_out)
-        _atomic(Path(failed_out), lambda tmp: led.write(tmp, table_format(failed_out),
-                                                         "WHERE coalesce(b.status, '') <> 'ok'", rebase))
-        ok_only = "WHERE b.status = 'ok'"
-
-    def write(meta, before_rename):
-        _atomic(out, lambda tmp: led.write(tmp, table_format(out), ok_only, rebase), before_rename)
-        led.close()  # the ledger lives in the parts folder, which goes next
-
-    store.publish(summary, write)
-
-
-def _atomic(path: Path, write, before_rename=None) -> None:
-    from .manifest import _fsync_dir, _umask
-
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        os.unlink(tmp)  # DuckDB creates the file itself
-        write(tmp)
-        os.chmod(tmp, 0o666 & ~_umask())
-        with open(tmp, "rb+") as fh:
-            os.fsync(fh.fileno())
-        if before_rename is not None:
-            before_rename()
-        os.replace(tmp, path)
-        _fsync_dir(path.parent)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise

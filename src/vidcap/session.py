@@ -245,10 +245,10 @@ class Session:
 
     def run(self, executor: Executor) -> dict:
         t0 = time.monotonic()
-        from . import ledger
+        from . import ledger, ledger_run
 
         if executor.streams and ledger.streams(self.manifest):  # a large manifest: DuckDB bookkeeping
-            return ledger.run(self, executor, t0)
+            return ledger_run.run(self, executor, t0)
         rows = select_rows(self.stage, self.manifest, self.opts)
         executor.start(self)
         try:
