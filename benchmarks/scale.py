@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import resource
 import shutil
 import subprocess
 import sys
@@ -73,6 +74,7 @@ def run(manifest: Path, out: Path, part_rows: int, extra=(), watch: Path | None 
     ]
     env = dict(os.environ, PYTHONPATH=SRC)
     before = set(_parts(watch)) if watch else set()
+    ru0 = resource.getrusage(resource.RUSAGE_CHILDREN)
     t0 = time.monotonic()
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     top, peak, first = psutil.Process(proc.pid), 0, None
@@ -86,13 +88,17 @@ def run(manifest: Path, out: Path, part_rows: int, extra=(), watch: Path | None 
             first = time.monotonic() - t0
         time.sleep(0.1)
     wall = time.monotonic() - t0
+    ru = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu = ru.ru_utime + ru.ru_stime - ru0.ru_utime - ru0.ru_stime  # the run's CPU seconds, its children too
     err = proc.stderr.read()
     if proc.returncode not in (0, 1):  # 1: every row failed (they are missing files), as intended
         raise SystemExit(f"run failed ({proc.returncode}): {err[-2000:]}")
     summary = json.loads(out.with_name(out.name + ".run.json").read_text())["summary"]
     return {
         "wall_s": round(wall, 1),
-        "peak_rss_mb": round(peak / 2**20),
+        "cpu_s": round(cpu, 1),
+        "peak_rss_mb": round(peak / 2**20),  # sampled sum over the process tree
+        "max_rss_mb": round(ru.ru_maxrss / 2**10),  # the largest single process (kernel's figure)
         "first_row_s": first,
         "processed": summary["processed"],
         "skipped": summary["skipped"],
@@ -182,6 +188,7 @@ def main() -> None:
     for r in results.values():
         if "wall_s" in r:
             r["rows_per_s"] = round(n / r["wall_s"])
+            r["rows_per_cpu_s"] = round(n / max(r["cpu_s"], 1e-9))
     (work / f"results-{n}.json").write_text(json.dumps(results, indent=2))
     print(json.dumps(results, indent=2))
 

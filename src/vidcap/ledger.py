@@ -225,10 +225,7 @@ class Ledger:
             ) from None
 
     def _register_udfs(self) -> None:
-        try:
-            from duckdb.sqltypes import BOOLEAN, VARCHAR
-        except ImportError:  # DuckDB 1.x
-            from duckdb.typing import BOOLEAN, VARCHAR
+        BOOLEAN, VARCHAR = _types("BOOLEAN", "VARCHAR")
 
         from .manifest import is_relative, resolve_path
 
@@ -382,10 +379,7 @@ class Ledger:
                 now = file_stamp(path)
                 return now[0] is not None and (now[0] != size or abs(now[1] - mtime) > 1e-6)
 
-            try:
-                from duckdb.sqltypes import BIGINT, BOOLEAN, DOUBLE, VARCHAR
-            except ImportError:  # DuckDB 1.x
-                from duckdb.typing import BIGINT, BOOLEAN, DOUBLE, VARCHAR
+            BIGINT, BOOLEAN, DOUBLE, VARCHAR = _types("BIGINT", "BOOLEAN", "DOUBLE", "VARCHAR")
             self.con.create_function("vidcap_changed", changed, [VARCHAR, BIGINT, DOUBLE], BOOLEAN, side_effects=True)
             done = (
                 f"SELECT b.{RID} FROM best b JOIN firsts f USING ({RID}) JOIN m ON m.{ROW} = f.{ROW} "
@@ -463,6 +457,17 @@ class Ledger:
         sql = self.select_sql(rebase, fmt == "csv").format(where=where)
         opts = "FORMAT csv, HEADER true" if fmt == "csv" else "FORMAT parquet, COMPRESSION zstd"
         self.con.execute(f"COPY ({sql}) TO '{_sql_text(target)}' ({opts})")
+
+
+def _types(*names: str) -> list:
+    """DuckDB's SQL type objects for Python UDFs (`duckdb.sqltypes` from 2.0, `duckdb.typing` before)."""
+    import importlib
+
+    try:
+        mod = importlib.import_module("duckdb.sqltypes")
+    except ImportError:
+        mod = importlib.import_module("duckdb.typing")
+    return [getattr(mod, n) for n in names]
 
 
 def reader_sql(path: Path) -> str:
