@@ -16,7 +16,7 @@ from vidcap.manifest import RID, read_table, write_table
 
 pytest.importorskip("duckdb")
 
-KEYS = ["path", "note", "text", "status", "error"]
+KEYS = ["path", "note", "text", "flags", "status", "error"]
 
 
 @pytest.fixture(scope="module")
@@ -95,7 +95,7 @@ def test_streaming_output_matches_the_pandas_path(clips, tmp_path_factory, monke
     a, b = table(work / f"s{fmt}"), table(work / f"l{fmt}")
     assert len(b) == len(rows)
     pd.testing.assert_frame_equal(a, b)
-    for key in ("rows", "unique", "duplicates", "skipped", "processed", "ok", "failed"):
+    for key in ("rows", "unique", "duplicates", "skipped", "processed", "ok", "failed", "flags"):
         assert small[key] == large[key], key
 
 

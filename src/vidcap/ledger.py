@@ -427,6 +427,53 @@ class Ledger:
             trim(split_part(coalesce(error, ''), ':', 1)) AS code, count(*) FROM best GROUP BY ALL""").fetchall()
         return {"ok": sum(n for ok, _, n in got if ok), "failed": {code: n for ok, code, n in got if not ok}}
 
+    def finish(self) -> dict:
+        """Every result column in `best` for the merge; for a caption stage (text and flags columns, its own
+        run-level work) the `duplicate` flag and the flag counts, as `checks.add_duplicate_flags` and
+        `flag_counts` give them, with the same Python functions on each text."""
+        from .stages.base import Stage
+
+        self.refresh(full=True)
+        self._full = True
+        stage = self.stage
+        if not {"text", "flags"} <= set(self.res_cols) or type(stage).finish_results is Stage.finish_results:
+            return {}
+        from .checks import DUPLICATE, DUPLICATE_MIN_ROWS, FLAGS, _norm, is_empty, join_flags, parse_flags
+
+        BOOLEAN, VARCHAR = _types("BOOLEAN", "VARCHAR")
+        self.con.create_function(
+            "vidcap_norm",
+            lambda t: None if is_empty(t) else _norm(t),
+            [VARCHAR],
+            VARCHAR,
+            null_handling="special",
+            side_effects=False,
+        )
+
+        def flags(cell, dup: bool) -> str:
+            return join_flags([f for f in parse_flags(cell) if f != DUPLICATE] + ([DUPLICATE] if dup else []))
+
+        self.con.create_function(
+            "vidcap_flags", flags, [VARCHAR, BOOLEAN], VARCHAR, null_handling="special", side_effects=False
+        )
+        self.con.execute(f"""CREATE OR REPLACE TABLE dup AS SELECT {RID} FROM (SELECT {RID},
+            vidcap_norm(text::VARCHAR) AS k FROM best WHERE status = 'ok') n SEMI JOIN (SELECT k FROM (SELECT
+            vidcap_norm(text::VARCHAR) AS k FROM best WHERE status = 'ok') WHERE k IS NOT NULL GROUP BY k
+            HAVING count(*) >= {DUPLICATE_MIN_ROWS}) d USING (k)""")
+        self.con.execute(f"""CREATE OR REPLACE TABLE best AS SELECT * REPLACE (CASE
+            WHEN {RID} IN (SELECT {RID} FROM dup) THEN vidcap_flags(flags::VARCHAR, true)
+            WHEN contains(coalesce(flags::VARCHAR, ''), '{DUPLICATE}') THEN vidcap_flags(flags::VARCHAR, false)
+            ELSE coalesce(flags::VARCHAR, '') END AS flags) FROM best""")
+        counts = {f: 0 for f in FLAGS}
+        flagged = 0
+        for cell, n in self.con.execute("SELECT flags, count(*) FROM best GROUP BY flags").fetchall():
+            got = parse_flags(cell)
+            flagged += n if got else 0
+            for f in got:
+                counts[f] = counts.get(f, 0) + n
+        counts["flagged"] = flagged
+        return {"flags": counts}
+
     # -- the merge -----------------------------------------------------------------------------------
     def select_sql(self, rebase: bool, csv: bool) -> str:
         """The output's rows in manifest order: every input column (renamed where a result column takes its
@@ -452,8 +499,7 @@ class Ledger:
 
     def write(self, target: str, fmt: str, where: str = "", rebase: bool = False) -> None:
         if not self._full:
-            self.refresh(full=True)
-            self._full = True
+            self.finish()
         sql = self.select_sql(rebase, fmt == "csv").format(where=where)
         opts = "FORMAT csv, HEADER true" if fmt == "csv" else "FORMAT parquet, COMPRESSION zstd"
         self.con.execute(f"COPY ({sql}) TO '{_sql_text(target)}' ({opts})")

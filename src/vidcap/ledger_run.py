@@ -50,6 +50,7 @@ def run(session, executor, t0: float) -> dict:
             )
             executor.process(session, led.source())
             session.recorder.flush()
+        extra = led.finish()  # result columns for the merge; a caption run's duplicate flags
         wall = time.monotonic() - t0
         processed = sum(session.counts.values())
         summary = {
@@ -62,6 +63,7 @@ def run(session, executor, t0: float) -> dict:
             "wall_s": round(wall, 3),
             "rows_per_s": round(processed / wall, 3) if wall > 0 else 0.0,
             **executor.extras(session),
+            **extra,
             "ledger": {"plan_s": round(t_plan - t0, 2), "run_s": round(t_run - t_plan, 2)},
         }
         publish(led, books.store, summary, opts.failed_out)
