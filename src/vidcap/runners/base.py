@@ -25,7 +25,7 @@ if TYPE_CHECKING:
 class Executor:
     name = "local"
     can_redo = True  # rows whose saved result went missing before the merge are handed out again
-    streams = False  # takes its rows as a lazy source (len + take): large manifests use vidcap.ledger
+    lazy_rows = False  # takes `todo` as a lazy source (len + take): large manifests then use vidcap.ledger
 
     def start(self, session: Session) -> None:
         session.books.open(session.stage.provenance())
