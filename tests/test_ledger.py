@@ -205,3 +205,19 @@ def test_failed_out_and_output_elsewhere_match_the_pandas_path(clips, tmp_path, 
         pd.testing.assert_frame_equal(got[False, part], got[True, part])
     assert len(got[True, "out"]) + len(got[True, "bad"]) == len(rows)
     assert got[True, "out"]["path"].str.startswith("/").all()
+
+
+def test_awkward_column_names_match_the_pandas_path(clips, tmp_path, monkeypatch):
+    """Input columns named like result columns, with quotes, unicode or vidcap's old internal names."""
+    names = ["text", "status", 'a"b', "légende", "_rid", "error_input", "flags"]
+    df = pd.DataFrame({"path": cells(clips)[:6], **{n: [f"{n} {i}" for i in range(6)] for n in names}})
+    manifest = tmp_path / "m.csv"
+    df.to_csv(manifest, index=False)
+    outs = []
+    for large in (False, True):
+        out = tmp_path / f"o{large}.csv"
+        run(manifest, out, large, monkeypatch)
+        got = read_table(out)
+        outs.append(got.astype(object).where(got.notna(), "").astype(str).drop(columns=["file_mtime"]))
+    assert list(outs[0].columns) == list(outs[1].columns)
+    pd.testing.assert_frame_equal(outs[0], outs[1])

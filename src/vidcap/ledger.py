@@ -310,7 +310,7 @@ class Ledger:
         self.res_cols = [c for c in self.stage.columns if c in have]
         stamps = [c for c in ("file_size", "file_mtime") if c in have]  # the file a result was made from
         self.res_cols += [c for c in stamps if c not in self.res_cols]
-        cols = ", ".join(f'"{c}"' for c in head + (self.res_cols if full else stamps))
+        cols = ", ".join(_ident(c) for c in head + (self.res_cols if full else stamps))
         retry = ", ".join(f"'{c}'" for c in sorted(RETRYABLE))
         # materialised: the plan, the completeness check, the counts and the merge each read it
         self.con.execute(f"""CREATE OR REPLACE TABLE best AS SELECT * EXCLUDE (_rn, _seq),
@@ -320,6 +320,7 @@ class Ledger:
 
     _has_prior = False
     _full = False
+    _json = False
 
     def _load_prior(self) -> None:
         """A finished output by the same settings: its rows keyed as the stage keys them now."""
@@ -334,7 +335,7 @@ class Ledger:
             names = self._header(out)
             if "path" not in names or not {"status", "error"} <= set(names):
                 return
-            cols = ", ".join(f'"{c}"' for c in names if c in results)
+            cols = ", ".join(_ident(c) for c in names if c in results)
             key = f"left(sha1({abspath_sql('path', _sql_text(str(out.resolve().parent)))}), 20)"
             self._sql(
                 f"CREATE TABLE prior AS SELECT {key} AS {RID}, {cols}, row_number() OVER () - (1::BIGINT << 62) "
@@ -486,20 +487,37 @@ class Ledger:
         types = {r[0]: r[1] for r in self.con.execute("DESCRIBE best").fetchall()}
         cols = []
         for c in inputs:
-            expr = f'm."{c}"'
+            expr = f"m.{_ident(c)}"
             if c == "path" and rebase:
                 expr = f"CASE WHEN m.{REL} AND m.{ABSPATH} <> '' THEN m.{ABSPATH} ELSE m.\"path\" END"
-            cols.append(f'{expr} AS "{plan.get(c, c)}"')
+            cols.append(f"{expr} AS {_ident(plan.get(c, c))}")
         for c in tail:
-            expr = f'b."{c}"'
-            if csv and types.get(c, "").endswith("[]"):  # CSV has no list type: a JSON array
-                expr = f"to_json({expr})::VARCHAR"
-            cols.append(f'{expr} AS "{c}"')
+            expr = f"b.{_ident(c)}"
+            kind = types.get(c, "")
+            if csv and kind.endswith("[]"):  # CSV has no list type: a JSON array, spaced as json.dumps spaces it
+                numbers = kind[:-2] in ("BIGINT", "INTEGER", "SMALLINT", "TINYINT", "UBIGINT", "UINTEGER")
+                expr = f"{expr}::VARCHAR" if numbers else f"vidcap_json({expr}::VARCHAR[])"
+            cols.append(f"{expr} AS {_ident(c)}")
         return f"SELECT {', '.join(cols)} FROM m LEFT JOIN best b USING ({RID}) {{where}} ORDER BY m.{ROW}"
 
     def write(self, target: str, fmt: str, where: str = "", rebase: bool = False) -> None:
         if not self._full:
             self.finish()
+        if fmt == "csv" and not self._json:
+            import json
+
+            import duckdb
+
+            (VARCHAR,) = _types("VARCHAR")
+            self.con.create_function(
+                "vidcap_json",
+                lambda v: None if v is None else json.dumps(list(v), ensure_ascii=False),
+                [duckdb.list_type(VARCHAR)],
+                VARCHAR,
+                null_handling="special",
+                side_effects=False,
+            )
+            self._json = True
         sql = self.select_sql(rebase, fmt == "csv").format(where=where)
         opts = "FORMAT csv, HEADER true" if fmt == "csv" else "FORMAT parquet, COMPRESSION zstd"
         self.con.execute(f"COPY ({sql}) TO '{_sql_text(target)}' ({opts})")
@@ -540,6 +558,11 @@ def relative_sql(col: str) -> str:
         f"CASE WHEN {c} IS NULL OR {c} = '' THEN false WHEN regexp_matches({c}, '{_NEEDS_PYTHON}') "
         f"THEN vidcap_relative({c}) ELSE NOT starts_with({c}, '/') END"
     )
+
+
+def _ident(name: str) -> str:
+    """A column name as a quoted SQL identifier (any name a user's table may have)."""
+    return '"' + str(name).replace('"', '""') + '"'
 
 
 def _sql_text(text: str) -> str:
