@@ -221,3 +221,30 @@ def test_awkward_column_names_match_the_pandas_path(clips, tmp_path, monkeypatch
         outs.append(got.astype(object).where(got.notna(), "").astype(str).drop(columns=["file_mtime"]))
     assert list(outs[0].columns) == list(outs[1].columns)
     pd.testing.assert_frame_equal(outs[0], outs[1])
+
+
+def test_tags_keyed_by_path_and_caption(clips, tmp_path, monkeypatch):
+    """The tag stage's own key (path and caption) on the ledger path: the same tags as the pandas path, a
+    rerun over the finished output skips every row, an edited caption is tagged again."""
+    from vidcap.backends.llm import make_chat_backend
+    from vidcap.runner import RunOptions, run_stage
+    from vidcap.stages.tag import TagStage
+
+    captions = tmp_path / "c.csv"
+    run(write_manifest(clips, [(i, "x") for i in range(8)], "tm", ".csv"), captions, False, monkeypatch)
+
+    def tag(src, out, large):
+        monkeypatch.setenv("VIDCAP_STREAM_MIN_BYTES", "0" if large else str(2**40))
+        stage = TagStage("objects", make_chat_backend("fake"))
+        return run_stage(stage, src, out, RunOptions(workers=0, progress=False))
+
+    tag(captions, tmp_path / "small.csv", False)
+    first = tag(captions, tmp_path / "large.csv", True)
+    cols = ["path", "text", "objects", "status"]
+    a, b = read_table(tmp_path / "small.csv")[cols], read_table(tmp_path / "large.csv")[cols]
+    pd.testing.assert_frame_equal(a.astype(str), b.astype(str))
+    assert tag(captions, tmp_path / "large.csv", True)["skipped"] == first["unique"]
+    edited = read_table(captions)
+    edited.loc[0, "text"] = "another caption entirely"
+    edited.to_csv(captions, index=False)
+    assert tag(captions, tmp_path / "large.csv", True)["processed"] == 1

@@ -18,6 +18,7 @@ import shutil
 import tempfile
 from pathlib import Path
 
+import numpy as np
 import pyarrow as pa
 
 from .errors import RETRYABLE, UsageError, first_line
@@ -351,23 +352,20 @@ class Ledger:
             if "path" not in names or not {"status", "error"} <= set(names):
                 return
             tbl = pa.Table.from_batches([batch])
-            tbl = tbl.rename_columns([c if c in results else back.get(c, c) for c in names])
-            self._add_prior(tbl, [c for c in names if c in results], str(out.resolve().parent), done)
+            inputs = tbl.select([c for c in names if c not in results])  # under the names the stage keys them by
+            inputs = inputs.rename_columns([back.get(c, c) for c in inputs.column_names])
+            self._add_prior(inputs, tbl.select([c for c in names if c in results]), str(out.resolve().parent), done)
             done += tbl.num_rows
         self._has_prior = done > 0
 
-    def _add_prior(self, tbl: pa.Table, keep: list[str], base: str, start: int) -> None:
-        abspath, _ = resolve_batch(tbl["path"].combine_chunks(), base)
-        seq = pa.array(range(start - (1 << 62), start - (1 << 62) + tbl.num_rows), pa.int64())
-        body = tbl.select(keep).append_column("_seq", seq)
-        if self.path_keyed:
-            body = body.append_column(ABSPATH, abspath)
-            sql = f"SELECT * EXCLUDE ({ABSPATH}), left(sha1({ABSPATH}), 20) AS {RID} FROM body"
-        else:
-            rows = tbl.append_column(ABSPATH, abspath).to_pylist()
-            body = body.append_column(RID, pa.array([self.stage.row_key(r) for r in rows], pa.string()))
-            sql = "SELECT * FROM body"
-        self.con.execute(("CREATE TABLE prior AS " if start == 0 else "INSERT INTO prior ") + sql)
+    def _add_prior(self, inputs: pa.Table, results: pa.Table, base: str, start: int) -> None:
+        """A batch of a finished output (a stage with its own key): its results keyed from its inputs."""
+        abspath, _ = resolve_batch(inputs["path"].combine_chunks(), base)
+        seq = pa.array(np.arange(start, start + inputs.num_rows, dtype=np.int64) - (1 << 62))
+        rows = inputs.append_column(ABSPATH, abspath).to_pylist()
+        body = results.append_column("_seq", seq)
+        body = body.append_column(RID, pa.array([self.stage.row_key(r) for r in rows], pa.string()))
+        self.con.execute(("CREATE TABLE prior AS " if start == 0 else "INSERT INTO prior ") + "SELECT * FROM body")
 
     def plan(self, check_files: bool = False) -> dict:
         """Counts of the plan and table `todo`: the first row of each id with no saved result, or whose
