@@ -31,12 +31,12 @@ SMALL_BYTES = 32 * 2**20  # below this a manifest takes the pandas path (exactly
 _NEEDS_PYTHON = r"(^\s|\s$|^~|://|//|(^|/)\.\.?(/|$)|/$)"  # cells os.path.normpath/expanduser would change
 
 
-def streams(manifest, shard=None) -> bool:
+def streams(manifest, output=None) -> bool:
     """Whether a manifest is large enough for the streaming ledger (VIDCAP_STREAM_MIN_BYTES overrides the
-    threshold; 0 streams every local manifest)."""
+    threshold; 0 streams every local manifest). Remote manifests and outputs keep the pandas path."""
     from .storage import is_remote
 
-    if is_remote(manifest):
+    if is_remote(manifest) or (output is not None and is_remote(output)):
         return False
     limit = int(os.environ.get("VIDCAP_STREAM_MIN_BYTES", SMALL_BYTES))
     try:

@@ -247,7 +247,7 @@ class Session:
         t0 = time.monotonic()
         from . import ledger, ledger_run
 
-        if executor.lazy_rows and ledger.streams(self.manifest):  # a large manifest: DuckDB bookkeeping
+        if executor.lazy_rows and ledger.streams(self.manifest, self.output):  # a large manifest: DuckDB bookkeeping
             return ledger_run.run(self, executor, t0)
         rows = select_rows(self.stage, self.manifest, self.opts)
         executor.start(self)
