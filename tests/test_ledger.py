@@ -248,3 +248,24 @@ def test_tags_keyed_by_path_and_caption(clips, tmp_path, monkeypatch):
     edited.loc[0, "text"] = "another caption entirely"
     edited.to_csv(captions, index=False)
     assert tag(captions, tmp_path / "large.csv", True)["processed"] == 1
+
+
+@pytest.mark.parametrize("large", ["0", str(2**40)])
+def test_a_kill_during_compaction_loses_and_repeats_nothing(tmp_path, large):
+    """SIGKILL with a compacted part's temp file written: the rerun finishes with every row exactly once."""
+    import signal
+
+    from clirun import vidcap
+
+    manifest = tmp_path / "m.csv"
+    pd.DataFrame({"path": [f"/nonexistent/v{i}.mp4" for i in range(60)]}).to_csv(manifest, index=False)
+    out = tmp_path / "o.csv"
+    args = ["caption", manifest, "-o", out, "--model", "fake", "-q", "--workers", "0", "--part-rows", "2"]
+    knobs = {"VIDCAP_COMPACT_PARTS": "4", "VIDCAP_STREAM_MIN_BYTES": large}
+    proc = vidcap(*args, check=False, VIDCAP_TEST_FAULT="compact:kill:2", **knobs)
+    assert proc.returncode == -signal.SIGKILL
+    done = vidcap(*args, check=False, **knobs)
+    assert done.returncode == 1 and "every row failed (60)" in done.stderr  # missing files, as meant
+    got = read_table(out)
+    assert got["path"].tolist() == [f"/nonexistent/v{i}.mp4" for i in range(60)]
+    assert "skipped (already done)" in done.stderr and "0 skipped" not in done.stderr

@@ -42,6 +42,7 @@ FILE_DTYPES = {"file_size": "Int64", "file_mtime": "float64"}
 #   points:  part_write    a part's temp file is complete, not yet renamed into place
 #            final_merge   the output's temp file is complete, not yet renamed into place
 #            final_cleanup the output is in place, the parts folder not yet removed
+#            compact       a compacted part's temp file is complete, its sources not yet removed
 #   actions: kill (SIGKILL itself, like a power cut or the OOM killer) or enospc (fail like a full disk).
 # Unset (always, outside tests) it costs one environment lookup per part.
 FAULT_ENV = "VIDCAP_TEST_FAULT"
