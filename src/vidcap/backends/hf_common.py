@@ -4,6 +4,7 @@ the prepare/generate split, batched greedy generation, token accounting, OOM spl
 from __future__ import annotations
 
 import os
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -182,8 +183,10 @@ class HFCaptionBackend(CaptionBackend):
         if self.model is not None:
             return
         self.resolve(device)
+        t0 = time.perf_counter()
         self._load(self.model_dir, self.device, self.dtype)
         self.model.eval()
+        self.load_s = time.perf_counter() - t0
         self.loaded_tp = self.tensor_parallel  # still reported after teardown frees the model
 
     def _load(self, path: Path, device: str, dtype) -> None:
@@ -271,6 +274,7 @@ class HFCaptionBackend(CaptionBackend):
     _engine = None
     _engine_stats = None  # the last engine's figures, kept after teardown for the run summary
     _engine_off: str | None = None  # why this model runs through generate() instead
+    load_s = 0.0  # seconds the model took to load
 
     def engine(self):
         """vidcap's engine for this model (built once, reused across batches and runs), or None where it
@@ -329,8 +333,8 @@ class HFCaptionBackend(CaptionBackend):
         if why is not None:  # this run went through generate(), whatever an earlier run in this process did
             return {"fast_path": False, "fast_path_reason": why}
         stats = self._engine.stats if self._engine is not None else self._engine_stats
-        if stats is not None:
-            return stats.summary()
+        if stats is not None:  # first_row_s counts from the engine's start, right after the model loaded
+            return dict(stats.summary(), model_load_s=round(self.load_s, 1))
         return {"fast_path": False, "fast_path_reason": self._engine_off or "not used"}
 
     def _run(self, batch: list, prepare) -> list[CaptionResult]:
