@@ -237,6 +237,10 @@ class Engine:
             return True
         if self.static:
             return False
+        if self.stats.first_row_s is None:
+            # until the first caption is done, refills would pause the first group's decoding: the first
+            # rows reach the output one decode length after the first prefill (issue 16: <= 10 s)
+            return False
         if exhausted:
             return True
         # refill in groups: each prefill call pauses every active slot and has a fixed cost, so one call
