@@ -36,6 +36,8 @@ COUNTS = ("prompt_tokens", "completion_tokens")  # whole numbers that failed row
 FIRST = ("path", "text", "num_frames", "fps", "height", "width", "aspect_ratio", "resolution", "cmotion")
 NONE_FOUND = "NONE_FOUND"  # Open-Sora's tag cell for "no tags"
 UNCLASSIFIED_RULES = ("drop", "static")
+# Open-Sora's IMG_EXTENSIONS: `--info` gives such a file fps NaN (vidcap's caption stage writes 0.0)
+IMG_EXTENSIONS = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp")
 
 
 def export_opensora(inputs: list, out, excluded=None, unclassified: str = "drop") -> dict:
@@ -215,6 +217,8 @@ def _train_columns(df: pd.DataFrame, tag_cols: list[str], unclassified: str) -> 
         if col in df.columns and df[col].notna().all() and (pd.to_numeric(df[col], errors="coerce") % 1 == 0).all():
             df[col] = pd.to_numeric(df[col]).astype("int64")
     df["fps"] = pd.to_numeric(df["fps"], errors="coerce").astype("float64") if "fps" in df.columns else float("nan")
+    still = df["path"].map(lambda p: os.path.splitext(str(p))[1].lower() in IMG_EXTENSIONS)
+    df.loc[still, "fps"] = float("nan")
     df["aspect_ratio"] = df["height"] / df["width"]
     df["resolution"] = (df["height"] * df["width"]).astype("int64")
     df["text"] = df["text"].astype(object)
