@@ -37,9 +37,10 @@ def stage_name(table, df: pd.DataFrame) -> str | None:
         return str(stage)
     if "status" not in df.columns:
         return None
-    if "motion_confidence" in df.columns:
+    # a table holding both (a join, or a chain whose sidecar is gone) cannot say whose `status` it is
+    if "motion_confidence" in df.columns and "frame_idx" not in df.columns:
         return "motion"
-    if "frame_idx" in df.columns and "text" in df.columns:
+    if "frame_idx" in df.columns and "text" in df.columns and "cmotion" not in df.columns:
         return "caption"
     return None
 
