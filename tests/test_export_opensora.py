@@ -182,6 +182,21 @@ def test_cli_refuses_in_one_sentence(outputs, tmp_path):
         "export", outputs / "mo" / "m_cmotion.parquet", "--to", "opensora", "-o", tmp_path / "t.csv", check=False
     )
     assert res.returncode == 2 and "vidcap caption" in res.stderr
+    failed = tmp_path / "failed.csv"  # nothing to export: exit 1, the side file says why for each row
+    pd.DataFrame(
+        {
+            "path": ["a.mp4"],
+            "text": [None],
+            "num_frames": [None],
+            "width": [None],
+            "height": [None],
+            "status": ["failed"],
+            "error": ["missing: no such file"],
+        }
+    ).to_csv(failed, index=False)
+    res = vidcap("export", failed, "--to", "opensora", "-o", tmp_path / "none.csv", check=False)
+    assert res.returncode == 1 and "no row could be exported" in res.stderr
+    assert "missing: no such file" in pd.read_csv(tmp_path / "none_excluded.csv")["export_error"].iloc[0]
 
 
 LABELS = st.sampled_from([*CMOTION_KEYS, "unclassified", "pan_left+zoom_in", "pan_right+tilt_down+zoom_out", None])

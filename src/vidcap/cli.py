@@ -228,6 +228,9 @@ def export(tables: List[str] = typer.Argument(..., help="A caption output, or it
         raise UsageError(f"--to {to} is not a known target; the one there is: opensora.")
     counts = export_opensora(tables, output, excluded, unclassified)
     typer.echo(describe(counts, output))
+    if counts["rows"] == 0:
+        typer.echo(f"vidcap: no row could be exported; {counts['excluded_path']} says why for each.", err=True)
+        raise typer.Exit(1)
 
 
 @app.command()

@@ -81,7 +81,7 @@ def _one_table(inputs: list) -> tuple[pd.DataFrame, list[str]]:
 
     tag_cols: list[str] = []
     for table in inputs:
-        head = read_table(table)
+        head = _header(table)
         name = stage_name(table, head)
         if name not in (None, "caption", "motion") and name in head.columns:
             tag_cols.append(name)
@@ -95,6 +95,22 @@ def _one_table(inputs: list) -> tuple[pd.DataFrame, list[str]]:
         df["path"] = df.pop(KEY)
     tag_cols += [c for c in ("objects", "actions") if c in df.columns and c not in tag_cols]
     return df.reset_index(drop=True), tag_cols
+
+
+def _header(table) -> pd.DataFrame:
+    """The table's columns without its rows (for a local file; a remote one is read whole)."""
+    from .storage import is_remote
+
+    try:
+        if not is_remote(table) and table_format(table) == "csv":
+            return pd.read_csv(table, nrows=0)
+        if not is_remote(table):
+            import pyarrow.parquet as pq
+
+            return pd.DataFrame(columns=pq.read_schema(str(table)).names)
+    except (OSError, ValueError):
+        pass  # read_table says in one sentence what is wrong with it
+    return read_table(table)
 
 
 def _status_columns(row: dict) -> list[str]:
