@@ -216,6 +216,24 @@ def join(tables: List[str] = typer.Argument(..., help="Stage outputs (or any tab
 
 
 @app.command()
+def export(tables: List[str] = typer.Argument(..., help="A caption output, or it with motion and tag outputs (joined by resolved path)."),
+           to: str = typer.Option(..., "--to", help="The target: opensora (Open-Sora v1.2.0's datautil and training loader)."),
+           output: str = typer.Option(..., "-o", "--output", help="The table to write (.csv)."),
+           excluded: Optional[str] = typer.Option(None, "--excluded", help="Where rows left out go, with the reason (default <output stem>_excluded.csv)."),
+           unclassified: str = typer.Option("drop", "--unclassified", help="Rows whose camera motion is unclassified: drop (to the excluded file) or static.")):
+    """One table a training framework takes as it is: ok rows only, absolute paths, integer sizes."""
+    from .export import describe, export_opensora
+
+    if to != "opensora":
+        raise UsageError(f"--to {to} is not a known target; the one there is: opensora.")
+    counts = export_opensora(tables, output, excluded, unclassified)
+    typer.echo(describe(counts, output))
+    if counts["rows"] == 0:
+        typer.echo(f"vidcap: no row could be exported; {counts['excluded_path']} says why for each.", err=True)
+        raise typer.Exit(1)
+
+
+@app.command()
 def diff(a: str = typer.Argument(..., help="The table to take rows from."),
          b: str = typer.Argument(..., help="The table whose clips to leave out."),
          output: str = typer.Option(..., "-o", "--output")):
