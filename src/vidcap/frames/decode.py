@@ -28,6 +28,7 @@ from vidcap.frames.container import Scan, av_module, ffmpeg_message, open_input,
 from vidcap.frames.container import scan as scan_container
 from vidcap.frames.images import IMAGE_DEMUXERS, is_image_file, load_image
 from vidcap.frames.positions import frame_indices
+from vidcap.frames.remote import LOCAL, RemoteFile, check_url, is_url, protocol, row_error
 
 # A seek costs about this many decoded frames (flush + decoder delay); below that, decode on.
 SEEK_COST_FRAMES = 8
@@ -66,6 +67,8 @@ def sample_frames(path, num_frames: int, positions: str = "segments", resize_sho
         raise UsageError(f"unknown decode strategy {strategy!r}; choose one of {', '.join(STRATEGIES)}")
     frame_indices(1, num_frames, positions)  # a bad K or rule is the user's mistake: say so first
     path = check_path(path)
+    if is_url(path):
+        return _sample_url(path, int(num_frames), positions, resize_short, max_side, strategy)
     if is_image_file(path):
         img, source = load_image(path, None if max_side else resize_short)
         return _image_result(img, source, resize_short, max_side)
@@ -75,6 +78,22 @@ def sample_frames(path, num_frames: int, positions: str = "segments", resize_sho
         raise VidcapError(GROWING, "the file changed while it was read (is it still being written?); "
                                    "it is read again when the run is resumed")
     return frames
+
+
+def _sample_url(url, k, positions, resize_short, max_side, strategy) -> Frames:
+    """A remote clip through one RemoteFile (each byte fetched once). A network failure met while FFmpeg
+    was reading wins over whatever FFmpeg made of the missing bytes."""
+    source = RemoteFile(url)
+    try:
+        with source:
+            if is_image_file(source):
+                img, size = load_image(source, None if max_side else resize_short)
+                return _image_result(img, size, resize_short, max_side)
+            return _sample_video(source, k, positions, resize_short, max_side, strategy)
+    except VidcapError as exc:
+        raise (source.error or exc) from None
+    except Exception as exc:  # a network failure PyAV passed on from the read callback
+        raise source.error or row_error(exc) from None
 
 
 def _identity(path: str) -> tuple[int, int]:
@@ -92,6 +111,10 @@ def check_path(path) -> str:
     path = os.fspath(path) if not isinstance(path, str) else path
     if not path.strip():
         raise VidcapError(EMPTY_PATH, "no path given")
+    if is_url(path):
+        return check_url(path)
+    if "://" in path and protocol(path) in LOCAL:  # file:///clips/a.mp4
+        path = path.split("://", 1)[1]
     if os.path.isdir(path):
         raise VidcapError(NOT_A_FILE, "path is a directory")
     if not os.path.exists(path):
@@ -120,7 +143,7 @@ def _sample_video(path, k, positions, resize_short, max_side, strategy) -> Frame
     try:
         return _read_video(path, k, positions, resize_short, max_side, strategy)
     except av.error.FFmpegError as e:  # anything the finer handlers did not word already
-        raise VidcapError(DECODE, ffmpeg_message(e, path)) from None
+        raise VidcapError(DECODE, ffmpeg_message(e, path if isinstance(path, str) else None)) from None
 
 
 def _read_video(path, k, positions, resize_short, max_side, strategy) -> Frames:

@@ -29,12 +29,20 @@ def sniff_image(head: bytes) -> str | None:
     return None
 
 
-def is_image_file(path: str) -> bool:
-    with open(path, "rb") as f:
+def is_image_file(path) -> bool:
+    """Whether the file (a path, a URL, or an open binary file, which is left at its start) is a still."""
+    if hasattr(path, "read"):
+        path.seek(0)
+        head = path.read(32)
+        path.seek(0)
+        return sniff_image(head) is not None
+    from vidcap.frames.remote import RemoteFile, is_url
+
+    with RemoteFile(path) if is_url(path) else open(path, "rb") as f:
         return sniff_image(f.read(32)) is not None
 
 
-def load_image(path: str, min_short: int | None = None) -> tuple[np.ndarray, tuple[int, int]]:
+def load_image(path, min_short: int | None = None) -> tuple[np.ndarray, tuple[int, int]]:
     """RGB uint8 [H,W,3] of an image file as viewers show it (EXIF orientation applied), and the
     picture's full (width, height) as displayed.
 
@@ -43,6 +51,11 @@ def load_image(path: str, min_short: int | None = None) -> tuple[np.ndarray, tup
     """
     from PIL import Image, ImageOps
 
+    from vidcap.frames.remote import RemoteFile, is_url
+
+    if is_url(path):
+        with RemoteFile(path) as f:
+            return load_image(f, min_short)
     try:
         with Image.open(path) as img:
             w, h = img.size
