@@ -47,7 +47,7 @@ class _Handler(SimpleHTTPRequestHandler):
         if self.ranges != "ignored":
             self.send_header("Accept-Ranges", "bytes" if self.ranges else "none")
         self.end_headers()
-        f = open(path, "rb")
+        f = open(path, "rb")  # noqa: SIM115 - http.server closes what send_head returns
         f.seek(start)
         self._left = end - start + 1
         return f

@@ -10,10 +10,10 @@ import shutil
 import numpy as np
 import pandas as pd
 import pytest
-
 from clirun import cli_env, vidcap
 from httpserver import HTTPFiles
 from media import make_image, make_text_as_video, make_video, real_videos
+
 from vidcap.errors import DECODE, MISSING, NOT_A_FILE, TIMEOUT, VidcapError
 from vidcap.frames import sample_frames
 
@@ -38,8 +38,11 @@ def media(tmp_path_factory):
 
 
 def served(media) -> list[str]:
-    return sorted(p.name for p in media.iterdir() if p.suffix in (".mp4", ".mkv", ".avi", ".png")
-                  and p.stat().st_size > 0 and p.name != "text.mp4")
+    return sorted(
+        p.name
+        for p in media.iterdir()
+        if p.suffix in (".mp4", ".mkv", ".avi", ".png") and p.stat().st_size > 0 and p.name != "text.mp4"
+    )
 
 
 def assert_same(url: str, local) -> None:
@@ -105,8 +108,13 @@ def test_s3_clips_decode_and_fail_like_local_files(media, s3, monkeypatch):
         monkeypatch.setenv(k, v)
     for name in served(media):
         assert_same(f"s3://clips/{name}", media / name)
-    cases = {"s3://clips/gone.mp4": MISSING, "s3://nobucket/a.mp4": MISSING, "s3://clips/dir": NOT_A_FILE,
-             "s3://clips/text.mp4": DECODE, "s3://clips/empty.mp4": DECODE}
+    cases = {
+        "s3://clips/gone.mp4": MISSING,
+        "s3://nobucket/a.mp4": MISSING,
+        "s3://clips/dir": NOT_A_FILE,
+        "s3://clips/text.mp4": DECODE,
+        "s3://clips/empty.mp4": DECODE,
+    }
     for url, code in cases.items():
         with pytest.raises(VidcapError) as err:
             sample_frames(url, 4)
@@ -123,8 +131,9 @@ def test_caption_and_motion_runs_read_urls_with_per_row_errors(media, s3, tmp_pa
         rows += [f"{server.url}/gone.mp4", "s3://clips/gone.mp4", f"{server.url}/text.mp4"]
         pd.DataFrame({"path": rows}).to_csv(tmp_path / "m.csv", index=False)
         env = cli_env(**s3.env)
-        proc = vidcap("caption", tmp_path / "m.csv", "-o", tmp_path / "c.csv", "--model", "fake", "--workers", "2",
-                      env=env)
+        proc = vidcap(
+            "caption", tmp_path / "m.csv", "-o", tmp_path / "c.csv", "--model", "fake", "--workers", "2", env=env
+        )
         assert "9 ok, 3 failed (decode: 1, missing: 2)" in proc.stderr
         out = pd.read_csv(tmp_path / "c.csv")
         ok = out[out.status == "ok"]
@@ -132,8 +141,10 @@ def test_caption_and_motion_runs_read_urls_with_per_row_errors(media, s3, tmp_pa
         for col in ("num_frames", "frame_idx", "text", "width", "height"):
             local, http, s3_rows = ok[col][:3].tolist(), ok[col][3:6].tolist(), ok[col][6:9].tolist()
             if col == "text":  # the fake caption names the clip: compare the file name part only
-                local, http, s3_rows = ([t.replace(p, "") for t, p in zip(v, ok.path[i:i + 3])]
-                                        for i, v in ((0, local), (3, http), (6, s3_rows)))
+                local, http, s3_rows = (
+                    [t.replace(p, "") for t, p in zip(v, ok.path[i : i + 3])]
+                    for i, v in ((0, local), (3, http), (6, s3_rows))
+                )
             assert local == http == s3_rows, col
         proc = vidcap("motion", tmp_path / "m.csv", "-o", tmp_path / "mo.csv", "--workers", "1", env=env)
         mo = pd.read_csv(tmp_path / "mo.csv")
@@ -148,7 +159,8 @@ def test_a_tilde_path_in_a_manifest_is_the_users_home(media, tmp_path):
     (home / "clips").mkdir(parents=True)
     shutil.copy(media / "faststart.mp4", home / "clips" / "a.mp4")
     pd.DataFrame({"path": ["~/clips/a.mp4", "file://" + str(home / "clips" / "a.mp4")]}).to_csv(
-        tmp_path / "m.csv", index=False)
+        tmp_path / "m.csv", index=False
+    )
     vidcap("caption", tmp_path / "m.csv", "--model", "fake", "--workers", "0", "-q", HOME=str(home))
     out = pd.read_csv(tmp_path / "m_caption.csv")
     assert out.status.tolist() == ["ok", "ok"] and out.num_frames.tolist() == [40, 40]

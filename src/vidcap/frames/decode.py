@@ -92,7 +92,7 @@ def _sample_url(url, k, positions, resize_short, max_side, strategy) -> Frames:
             return _sample_video(source, k, positions, resize_short, max_side, strategy)
     except VidcapError as exc:
         raise (source.error or exc) from None
-    except Exception as exc:  # a network failure PyAV passed on from the read callback
+    except Exception as exc:  # noqa: BLE001 - a network failure PyAV passed on from the read callback
         raise source.error or row_error(exc) from None
 
 

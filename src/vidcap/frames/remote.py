@@ -13,6 +13,7 @@ fsspec package is not installed fails its rows with the install command.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import io
 import os
@@ -24,8 +25,18 @@ from vidcap.errors import DECODE, MISSING, NOT_A_FILE, TIMEOUT, VidcapError, fir
 BLOCK = 4 << 20  # bytes per range request: large enough that the scan's sequential read is a few requests
 LOCAL = ("", "file", "local")
 # The package each common scheme needs (fsspec names it too, but not always as a pip command).
-PACKAGES = {"s3": "s3fs", "s3a": "s3fs", "gs": "gcsfs", "gcs": "gcsfs", "az": "adlfs", "abfs": "adlfs",
-            "abfss": "adlfs", "http": "aiohttp", "https": "aiohttp", "hf": "huggingface_hub"}
+PACKAGES = {
+    "s3": "s3fs",
+    "s3a": "s3fs",
+    "gs": "gcsfs",
+    "gcs": "gcsfs",
+    "az": "adlfs",
+    "abfs": "adlfs",
+    "abfss": "adlfs",
+    "http": "aiohttp",
+    "https": "aiohttp",
+    "hf": "huggingface_hub",
+}
 
 
 def protocol(path: str) -> str:
@@ -57,11 +68,13 @@ def filesystem(url: str):
     if proto in ("http", "https"):
         import aiohttp
 
-        kwargs["client_kwargs"] = {"timeout": aiohttp.ClientTimeout(total=None, sock_connect=limit,
-                                                                    sock_read=limit)}
+        kwargs["client_kwargs"] = {"timeout": aiohttp.ClientTimeout(total=None, sock_connect=limit, sock_read=limit)}
     elif proto in ("s3", "s3a"):
-        kwargs["config_kwargs"] = {"connect_timeout": limit, "read_timeout": limit,
-                                   "retries": {"max_attempts": 3, "mode": "standard"}}
+        kwargs["config_kwargs"] = {
+            "connect_timeout": limit,
+            "read_timeout": limit,
+            "retries": {"max_attempts": 3, "mode": "standard"},
+        }
     try:
         return fsspec.core.url_to_fs(url, **kwargs)
     except ImportError:
@@ -103,12 +116,22 @@ def _is_network(exc: BaseException) -> bool:
         return True
     names = {c.__name__ for c in type(exc).__mro__}
     # aiohttp, botocore and requests word the same failures in their own classes
-    network = {"ClientConnectionError", "ClientPayloadError", "ServerTimeoutError", "EndpointConnectionError",
-               "ConnectTimeoutError", "ReadTimeoutError", "ConnectionClosedError", "FSTimeoutError",
-               "HTTPClientError", "ResponseStreamingError", "IncompleteRead"}
-    return bool(names & network) or (isinstance(exc, OSError) and exc.errno in (errno.ECONNRESET,
-                                                                                errno.ECONNREFUSED,
-                                                                                errno.ETIMEDOUT))
+    network = {
+        "ClientConnectionError",
+        "ClientPayloadError",
+        "ServerTimeoutError",
+        "EndpointConnectionError",
+        "ConnectTimeoutError",
+        "ReadTimeoutError",
+        "ConnectionClosedError",
+        "FSTimeoutError",
+        "HTTPClientError",
+        "ResponseStreamingError",
+        "IncompleteRead",
+    }
+    return bool(names & network) or (
+        isinstance(exc, OSError) and exc.errno in (errno.ECONNRESET, errno.ECONNREFUSED, errno.ETIMEDOUT)
+    )
 
 
 def check_url(url: str) -> str:
@@ -116,7 +139,7 @@ def check_url(url: str) -> str:
     fs, path = filesystem(url)
     try:
         info = fs.info(path)
-    except Exception as exc:
+    except Exception as exc:  # noqa: BLE001 - each filesystem raises its own kinds; row_error words them
         raise row_error(exc) from None
     if info.get("type") == "directory":
         raise VidcapError(NOT_A_FILE, "path is a directory")
@@ -142,7 +165,7 @@ class RemoteFile(io.RawIOBase):
                 self._spool = self._download(fs, path)
         except VidcapError:
             raise
-        except Exception as exc:
+        except Exception as exc:  # noqa: BLE001 - as in check_url
             raise row_error(exc) from None
 
     def _ranges_work(self) -> bool:
@@ -161,7 +184,7 @@ class RemoteFile(io.RawIOBase):
         if type(self._f).__name__ != "HTTPStreamFile":
             self._f.close()
             self._f = fs.open(path, "rb", block_size=0)
-        spool = tempfile.TemporaryFile()
+        spool = tempfile.TemporaryFile()  # noqa: SIM115 - lives as long as this reader (closed in close())
         shutil.copyfileobj(self._f, spool, BLOCK)
         spool.seek(0)
         return spool
@@ -179,7 +202,7 @@ class RemoteFile(io.RawIOBase):
     def read(self, size: int = -1) -> bytes:
         try:
             return self._src.read(size)
-        except Exception as exc:
+        except Exception as exc:  # noqa: BLE001 - as in check_url
             self.error = self.error or row_error(exc)
             raise self.error from None
 
@@ -204,8 +227,6 @@ class RemoteFile(io.RawIOBase):
         if not self.closed:
             for f in (self._f, self._spool):
                 if f is not None:
-                    try:
+                    with contextlib.suppress(Exception):  # closing a broken connection may raise again
                         f.close()
-                    except Exception:
-                        pass
         super().close()
