@@ -99,9 +99,10 @@ def print_summary(summary: dict, output: Path) -> None:
               + f", {summary['skipped']} skipped (already done), {summary['duplicates']} duplicate rows")
     con.print(f"processed {summary['processed']} rows in {summary['wall_s']:.1f} s "
               f"({summary['rows_per_s']:.2f} rows/s)")
-    extra = {k: v for k, v in summary.items() if k not in {"rows", "unique", "duplicates", "skipped", "processed", "ok", "failed", "wall_s", "rows_per_s"}}
-    for k, v in extra.items():
-        con.print(f"{k}: {v}")
+    from .summary import extra_lines
+
+    for line in extra_lines(summary):
+        con.print(line, markup=False, highlight=False)
     con.print(f"output: {output}")
 
 

@@ -64,6 +64,7 @@ def load_image(path, min_short: int | None = None) -> tuple[np.ndarray, tuple[in
             if min_short and img.format == "JPEG":
                 img.draft("RGB", (min_short, min_short))
             img = ImageOps.exif_transpose(img)
-            return np.asarray(img.convert("RGB")), (w, h)
+            # np.array, not asarray: a read-only view makes torch warn "non-writable NumPy array" downstream
+            return np.array(img.convert("RGB")), (w, h)
     except Exception as e:  # Pillow raises many kinds (OSError, SyntaxError, DecompressionBombError)
         raise VidcapError(DECODE, f"image: {e}".replace(str(path), "").strip()) from None
