@@ -167,3 +167,14 @@ def test_quiet_transformers_leaves_hub_download_bars_on():
         tf_logging.enable_progress_bar()
         if before:
             hub.disable_progress_bars()
+
+
+def test_a_quoted_tilde_in_the_manifest_and_output_is_home(tmp_path):
+    home = tmp_path / "home"
+    home.mkdir()
+    make_video(home / "a.mp4", 12, (64, 48))
+    pd.DataFrame({"path": ["a.mp4"]}).to_csv(home / "m.csv", index=False)
+    vidcap("caption", "~/m.csv", "--model", "fake", "--workers", "0", "-q", "-o", "~/out.parquet", cwd=tmp_path,
+           HOME=str(home))
+    assert pd.read_parquet(home / "out.parquet").status.tolist() == ["ok"]
+    assert not (tmp_path / "~").exists()
