@@ -58,7 +58,8 @@ def _flags(flags: dict) -> str:
 
 
 def _api(api: dict) -> str:
-    text = f"api: {api.get('api_requests') or 0} requests"
+    n = api.get("api_requests") or 0
+    text = f"api: {n} request{'' if n == 1 else 's'}"
     if api.get("api_retries"):
         text += f", {api['api_retries']} retried"
     if api.get("api_errors"):
