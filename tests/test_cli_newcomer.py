@@ -94,10 +94,21 @@ def test_caption_summary_is_words_not_python(tmp_path):
 def test_api_summary_lines():
     from vidcap.summary import extra_lines
 
-    unpriced = {"ok": 3, "api_requests": 3, "api_attempts": 4, "api_retries": 1, "api_errors": {"api": 1},
-                "prompt_tokens": 1200, "completion_tokens": 300, "total_tokens": 1500, "price_in": None,
-                "price_out": None, "price_source": None, "cost_usd": None,
-                "flags": {"empty": 0, "repetition": 2, "flagged": 2}}
+    unpriced = {
+        "ok": 3,
+        "api_requests": 3,
+        "api_attempts": 4,
+        "api_retries": 1,
+        "api_errors": {"api": 1},
+        "prompt_tokens": 1200,
+        "completion_tokens": 300,
+        "total_tokens": 1500,
+        "price_in": None,
+        "price_out": None,
+        "price_source": None,
+        "cost_usd": None,
+        "flags": {"empty": 0, "repetition": 2, "flagged": 2},
+    }
     lines = extra_lines(unpriced)
     text = "\n".join(lines)
     assert "None" not in text and "{" not in text
@@ -111,9 +122,12 @@ def test_api_summary_lines():
 
 def test_tag_rerun_counts_the_parse_failures_it_kept(tmp_path):
     # the fake chat model answers without a list when a caption has no word of 4+ letters: a parse error
-    pd.DataFrame({"path": [f"{i}.mp4" for i in range(5)],
-                  "text": ["A dog runs in the park.", "ab cd", "no", "ok go", "A red car at night."]}).to_csv(
-        tmp_path / "t.csv", index=False)
+    pd.DataFrame(
+        {
+            "path": [f"{i}.mp4" for i in range(5)],
+            "text": ["A dog runs in the park.", "ab cd", "no", "ok go", "A red car at night."],
+        }
+    ).to_csv(tmp_path / "t.csv", index=False)
     first = vidcap("tag", tmp_path / "t.csv", "-k", "objects", "--backend", "fake", "-q").stderr
     again = vidcap("tag", tmp_path / "t.csv", "-k", "objects", "--backend", "fake", "-q").stderr
     assert "parse failed: 3" in first
@@ -123,7 +137,8 @@ def test_tag_rerun_counts_the_parse_failures_it_kept(tmp_path):
 def test_tag_stats_names_the_column_meant(tmp_path):
     cols = {f"extra_{i}": [i] for i in range(20)}
     pd.DataFrame({"path": ["a.mp4"], **cols, "actions": ['["run"]'], "status": ["ok"]}).to_csv(
-        tmp_path / "t.csv", index=False)
+        tmp_path / "t.csv", index=False
+    )
     proc = vidcap("tag-stats", tmp_path / "t.csv", "-k", "action", check=False)
     assert proc.returncode == 2
     assert "did you mean 'actions'?" in proc.stderr and "extra_19" in proc.stderr and "status" in proc.stderr
@@ -145,8 +160,9 @@ def test_tagging_with_a_real_model_prints_no_library_bars(tiny_model, tmp_path):
     pytest.importorskip("transformers")
     model = tiny_model("llama")
     pd.DataFrame({"path": ["a.mp4"], "text": ["A dog runs across a park."]}).to_csv(tmp_path / "t.csv", index=False)
-    proc = vidcap("tag", tmp_path / "t.csv", "-k", "objects", "-m", model, "--device", "cpu", "--max-new-tokens", "4",
-                  "-q")
+    proc = vidcap(
+        "tag", tmp_path / "t.csv", "-k", "objects", "-m", model, "--device", "cpu", "--max-new-tokens", "4", "-q"
+    )
     assert "Loading weights" not in proc.stderr and "it/s]" not in proc.stderr, proc.stderr
     assert "UserWarning" not in proc.stderr
 
@@ -174,7 +190,18 @@ def test_a_quoted_tilde_in_the_manifest_and_output_is_home(tmp_path):
     home.mkdir()
     make_video(home / "a.mp4", 12, (64, 48))
     pd.DataFrame({"path": ["a.mp4"]}).to_csv(home / "m.csv", index=False)
-    vidcap("caption", "~/m.csv", "--model", "fake", "--workers", "0", "-q", "-o", "~/out.parquet", cwd=tmp_path,
-           HOME=str(home))
+    vidcap(
+        "caption",
+        "~/m.csv",
+        "--model",
+        "fake",
+        "--workers",
+        "0",
+        "-q",
+        "-o",
+        "~/out.parquet",
+        cwd=tmp_path,
+        HOME=str(home),
+    )
     assert pd.read_parquet(home / "out.parquet").status.tolist() == ["ok"]
     assert not (tmp_path / "~").exists()

@@ -69,11 +69,15 @@ def _api(api: dict) -> str:
 
 def _cost(cost: dict, model) -> str:
     if cost.get("cost_usd") is None:
-        return ("cost: unknown (no price known for this model; pass --price-in and --price-out, USD per "
-                "million tokens, to have it computed)")
+        return (
+            "cost: unknown (no price known for this model; pass --price-in and --price-out, USD per "
+            "million tokens, to have it computed)"
+        )
     source = "your --price-in/--price-out" if cost.get("price_source") == "user" else "vidcap's price table"
-    return (f"cost: ${cost['cost_usd']:.4f} (USD per million tokens: {cost.get('price_in'):g} in, "
-            f"{cost.get('price_out'):g} out, from {source})")
+    return (
+        f"cost: ${cost['cost_usd']:.4f} (USD per million tokens: {cost.get('price_in'):g} in, "
+        f"{cost.get('price_out'):g} out, from {source})"
+    )
 
 
 def _engine(engine: dict, fast) -> str:
