@@ -22,6 +22,12 @@ class _Handler(SimpleHTTPRequestHandler):
         pass
 
     def send_head(self):
+        if self.path.startswith("/private/"):  # what a store answers without the right credentials
+            self.send_error(403)
+            return None
+        if self.path.startswith("/broken/"):
+            self.send_error(503)
+            return None
         path = self.translate_path(self.path)
         if os.path.isdir(path) or not os.path.isfile(path):
             return super().send_head()

@@ -68,7 +68,13 @@ def test_http_clips_decode_like_the_local_files(media, ranges):
 def test_http_failures_are_the_local_codes(media):
     server = HTTPFiles(media)
     try:
-        cases = {"gone.mp4": MISSING, "text.mp4": DECODE, "empty.mp4": DECODE}
+        cases = {
+            "gone.mp4": MISSING,
+            "text.mp4": DECODE,
+            "empty.mp4": DECODE,
+            "private/faststart.mp4": DECODE,
+            "broken/faststart.mp4": TIMEOUT,
+        }
         for name, code in cases.items():
             with pytest.raises(VidcapError) as err:
                 sample_frames(f"{server.url}/{name}", 4)

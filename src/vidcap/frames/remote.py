@@ -90,8 +90,12 @@ def row_error(exc: BaseException) -> VidcapError:
     if isinstance(exc, VidcapError):
         return exc
     cause = exc.__cause__ or exc.__context__
-    if isinstance(exc, FileNotFoundError) and cause is not None and _is_network(cause):
-        exc = cause  # fsspec's HTTP info() words "server not reachable" as "not found"
+    if (
+        isinstance(exc, FileNotFoundError)
+        and cause is not None
+        and (_is_network(cause) or isinstance(getattr(cause, "status", None), int))
+    ):
+        exc = cause  # fsspec's HTTP info() words any failure ("not reachable", 403, 500) as "not found"
     text = first_line(exc) or type(exc).__name__
     if isinstance(exc, FileNotFoundError):
         return VidcapError(MISSING, "no such file (the URL answers 'not found')")
@@ -101,8 +105,10 @@ def row_error(exc: BaseException) -> VidcapError:
         return VidcapError(DECODE, f"access denied ({text}); check the credentials")
     status = getattr(exc, "status", None)  # aiohttp's ClientResponseError
     if isinstance(status, int):
-        if status == 404:
-            return VidcapError(MISSING, "no such file (HTTP 404)")
+        if status in (404, 410):
+            return VidcapError(MISSING, f"no such file (HTTP {status})")
+        if status in (401, 403):
+            return VidcapError(DECODE, f"access denied (HTTP {status}); check the URL and its credentials")
         if status >= 500 or status == 429:
             return VidcapError(TIMEOUT, f"the server answered HTTP {status}; the row is retried on resume")
         return VidcapError(DECODE, f"the server answered HTTP {status} ({text})")
