@@ -89,6 +89,9 @@ def test_caption_summary_is_words_not_python(tmp_path):
     err = vidcap("caption", tmp_path / "m.csv", "--model", "fake", "--workers", "0", "-q").stderr
     assert "1 ok, 1 failed (missing: 1)" in err
     assert "{" not in err and "None" not in err and "flags: none" in err
+    pd.DataFrame({"path": ["gone.mp4"]}).to_csv(tmp_path / "bad.csv", index=False)
+    proc = vidcap("caption", tmp_path / "bad.csv", "--model", "fake", "--workers", "0", "-q", check=False)
+    assert proc.returncode == 1 and "every row failed" in proc.stderr and "flags:" not in proc.stderr
 
 
 def test_api_summary_lines():

@@ -15,7 +15,7 @@ def extra_lines(summary: dict) -> list[str]:
     rest = {k: v for k, v in summary.items() if k not in SHOWN_ABOVE}
     lines = []
     flags = rest.pop("flags", None)
-    if isinstance(flags, dict):
+    if isinstance(flags, dict) and summary.get("ok"):  # no caption made: nothing to flag or to clear
         lines.append(_flags(flags))
     if any(k in rest for k in API):
         lines.append(_api({k: rest.pop(k, None) for k in API}))
