@@ -208,3 +208,11 @@ def test_a_quoted_tilde_in_the_manifest_and_output_is_home(tmp_path):
     )
     assert pd.read_parquet(home / "out.parquet").status.tolist() == ["ok"]
     assert not (tmp_path / "~").exists()
+
+
+def test_tagging_a_manifest_without_captions_and_negative_workers(tmp_path):
+    pd.DataFrame({"path": ["a.mp4"]}).to_csv(tmp_path / "m.csv", index=False)
+    proc = vidcap("tag", tmp_path / "m.csv", "-k", "objects", "--backend", "fake", check=False)
+    assert proc.returncode == 2 and "no 'text' column" in proc.stderr and "vidcap caption" in proc.stderr
+    proc = vidcap("caption", tmp_path / "m.csv", "--model", "fake", "--workers", "-1", check=False)
+    assert proc.returncode == 2 and "--workers must be 0" in proc.stderr

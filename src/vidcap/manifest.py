@@ -95,11 +95,13 @@ def read_manifest(path: str | os.PathLike, require: tuple[str, ...] = ("path",))
     df = read_table(path)
     missing = [c for c in require if c not in df.columns]
     if missing:
-        have = ", ".join(map(str, df.columns[:12])) or "none"
-        raise UsageError(
-            f"manifest {path} has no '{missing[0]}' column (columns: {have}); add one"
-            + (" holding one video path per row." if missing[0] == "path" else ".")
-        )
+        cols = list(map(str, df.columns))
+        have = ", ".join(cols[:40]) + (f" and {len(cols) - 40} more" if len(cols) > 40 else "") or "none"
+        what = {"path": " holding one video path per row.",
+                "text": " holding the captions (tag the output of `vidcap caption`, or name the caption column with "
+                        "--text-column)."}
+        raise UsageError(f"manifest {path} has no '{missing[0]}' column (columns: {have}); add one"
+                         + what.get(missing[0], "."))
     if len(df) == 0:
         raise UsageError(f"manifest {path} has a header but no rows; nothing to do.")
     taken = [c for c in df.columns if c in INTERNAL]
