@@ -36,9 +36,11 @@ def is_image_file(path) -> bool:
         head = path.read(32)
         path.seek(0)
         return sniff_image(head) is not None
-    from vidcap.frames.remote import RemoteFile, is_url
+    from vidcap.frames.remote import head, is_url
 
-    with RemoteFile(path) if is_url(path) else open(path, "rb") as f:
+    if is_url(path):
+        return sniff_image(head(path)) is not None
+    with open(path, "rb") as f:
         return sniff_image(f.read(32)) is not None
 
 

@@ -154,6 +154,16 @@ def check_url(url: str) -> str:
     return url
 
 
+def head(url: str, n: int = 32) -> bytes:
+    """The first `n` bytes of `url` in one small request (a still image is told by its first bytes)."""
+    fs, path = filesystem(url)
+    try:
+        with fs.open(path, "rb", block_size=1 << 16, cache_type="readahead") as f:
+            return f.read(n)
+    except Exception as exc:  # noqa: BLE001 - as in check_url
+        raise row_error(exc) from None
+
+
 class RemoteFile(io.RawIOBase):
     """A seekable reader of one URL for PyAV and Pillow. The first network error is kept in `error`: PyAV
     may swallow an exception raised in a read callback and report a damaged file instead, so the caller
