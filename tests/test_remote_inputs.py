@@ -170,3 +170,16 @@ def test_a_tilde_path_in_a_manifest_is_the_users_home(media, tmp_path):
     vidcap("caption", tmp_path / "m.csv", "--model", "fake", "--workers", "0", "-q", HOME=str(home))
     out = pd.read_csv(tmp_path / "m_caption.csv")
     assert out.status.tolist() == ["ok", "ok"] and out.num_frames.tolist() == [40, 40]
+
+
+def test_a_server_that_never_answers_is_a_timeout_row(monkeypatch):
+    import socket
+
+    monkeypatch.setenv("VIDCAP_REMOTE_TIMEOUT", "1")
+    with socket.socket() as silent:  # listens (the kernel completes the handshake) but never answers
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(8)
+        url = f"http://127.0.0.1:{silent.getsockname()[1]}/clip.mp4"
+        with pytest.raises(VidcapError) as err:
+            sample_frames(url, 4)
+    assert err.value.code == TIMEOUT

@@ -63,19 +63,8 @@ def filesystem(url: str):
         import fsspec
     except ImportError:
         raise VidcapError(DECODE, f"{proto}:// paths need fsspec: pip install 'vidcap[remote]'") from None
-    kwargs: dict = {}
-    limit = timeout_s()
-    if proto in ("http", "https"):
-        import aiohttp
-
-        kwargs["client_kwargs"] = {"timeout": aiohttp.ClientTimeout(total=None, sock_connect=limit, sock_read=limit)}
-    elif proto in ("s3", "s3a"):
-        kwargs["config_kwargs"] = {
-            "connect_timeout": limit,
-            "read_timeout": limit,
-            "retries": {"max_attempts": 3, "mode": "standard"},
-        }
     try:
+        kwargs = _timeouts(proto, fsspec.config.conf.get(proto, {}))
         return fsspec.core.url_to_fs(url, **kwargs)
     except ImportError:
         pkg = PACKAGES.get(proto)
@@ -83,6 +72,21 @@ def filesystem(url: str):
         raise VidcapError(DECODE, f"{proto}:// paths need the {pkg or proto} package: {hint}") from None
     except ValueError as exc:  # "Protocol not known"
         raise VidcapError(DECODE, f"unsupported URL scheme {proto}:// ({first_line(exc)})") from None
+
+
+def _timeouts(proto: str, own: dict) -> dict:
+    """Connect and read timeouts for HTTP and S3, under whatever the user's fsspec config sets (which wins)."""
+    limit = timeout_s()
+    if proto in ("http", "https"):
+        import aiohttp
+
+        timeout = aiohttp.ClientTimeout(total=None, sock_connect=limit, sock_read=limit)
+        return {"client_kwargs": {"timeout": timeout, **own.get("client_kwargs", {})}}
+    if proto in ("s3", "s3a"):
+        retries = {"max_attempts": 3, "mode": "standard"}
+        mine = {"connect_timeout": limit, "read_timeout": limit, "retries": retries}
+        return {"config_kwargs": {**mine, **own.get("config_kwargs", {})}}
+    return {}
 
 
 def row_error(exc: BaseException) -> VidcapError:
