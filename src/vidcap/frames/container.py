@@ -112,9 +112,14 @@ class Scan:
     seekable: bool
 
 
-def scan(container, stream) -> Scan:
-    """Count frames by demuxing (no decoding) and locate keyframes; detect truncated files."""
+def scan(container, stream, index_keys: bool = False) -> Scan:
+    """Count frames by demuxing (no decoding) and locate keyframes; detect truncated files.
+
+    index_keys: take keyframes from the container's index (MP4's sync-sample table) instead of the packets,
+    for a scan whose packet data was not read (see decode._index_scan): FFmpeg's parser would judge zeros.
+    """
     av = av_module()
+    keys = {e.timestamp for e in stream.index_entries if e.flags & 1} if index_keys else None
     packets, durations, error = [], [], None  # packets: (pts, is_keyframe) in decode order
     raw, corrupt_tail = 0, 0
     try:
@@ -124,7 +129,7 @@ def scan(container, stream) -> Scan:
             raw += 1
             if pkt.is_discard:
                 continue
-            packets.append((pkt.pts, pkt.is_keyframe))
+            packets.append((pkt.pts, pkt.is_keyframe if keys is None else pkt.dts in keys))
             durations.append(pkt.duration or 0)
             corrupt_tail = corrupt_tail + 1 if pkt.is_corrupt else 0
     except av.error.FFmpegError as e:

@@ -24,11 +24,22 @@ from dataclasses import dataclass
 import numpy as np
 
 from vidcap.errors import DECODE, EMPTY_PATH, GROWING, MISSING, NOT_A_FILE, SHORT, UsageError, VidcapError
-from vidcap.frames.container import Scan, av_module, ffmpeg_message, open_input, video_stream
+from vidcap.frames.container import INDEXED_FORMATS, Scan, av_module, ffmpeg_message, open_input, video_stream
 from vidcap.frames.container import scan as scan_container
-from vidcap.frames.images import IMAGE_DEMUXERS, is_image_file, load_image
+from vidcap.frames.images import IMAGE_DEMUXERS, is_image_file, load_image, sniff_image
 from vidcap.frames.positions import frame_indices
-from vidcap.frames.remote import LOCAL, RemoteFile, check_url, is_url, protocol, row_error
+from vidcap.frames.remote import (
+    BLOCK,
+    ISO_BLOCK,
+    LOCAL,
+    RemoteFile,
+    check_url,
+    head,
+    is_iso_media,
+    is_url,
+    protocol,
+    row_error,
+)
 
 # A seek costs about this many decoded frames (flush + decoder delay); below that, decode on.
 SEEK_COST_FRAMES = 8
@@ -83,10 +94,11 @@ def sample_frames(path, num_frames: int, positions: str = "segments", resize_sho
 def _sample_url(url, k, positions, resize_short, max_side, strategy) -> Frames:
     """A remote clip through one RemoteFile (each byte fetched once). A network failure met while FFmpeg
     was reading wins over whatever FFmpeg made of the missing bytes."""
-    source = RemoteFile(url)
+    first = head(url, 64)  # one small request decides the reader: ISO media gets small blocks
+    source = RemoteFile(url, ISO_BLOCK if is_iso_media(first) else BLOCK)
     try:
         with source:
-            if is_image_file(source):
+            if sniff_image(first[:32]) is not None:
                 img, size = load_image(source, None if max_side else resize_short)
                 return _image_result(img, size, resize_short, max_side)
             return _sample_video(source, k, positions, resize_short, max_side, strategy)
@@ -146,8 +158,32 @@ def _sample_video(path, k, positions, resize_short, max_side, strategy) -> Frame
         raise VidcapError(DECODE, ffmpeg_message(e, path if isinstance(path, str) else None)) from None
 
 
+def _index_scan(source) -> Scan | None:
+    """The scan of a remote MP4/MOV without fetching its frames: when the index (moov) lists every frame, the
+    demuxer's timestamps, sizes and the index's keyframes are all the scan needs, so packet reads are answered
+    with zeros. Then only the frames decoded are fetched. None when that does not apply or anything looks off
+    (the full scan then decides, and words any damage)."""
+    if not isinstance(source, RemoteFile):
+        return None
+    av = av_module()
+    try:
+        with open_input(source) as container:
+            stream = video_stream(container)
+            if (container.format.name not in INDEXED_FORMATS or not stream.frames
+                    or len(stream.index_entries) != stream.frames):
+                return None
+            source.skip_payload = True
+            try:
+                return scan_container(container, stream, index_keys=True)
+            finally:
+                source.skip_payload = False
+    except (VidcapError, av.error.FFmpegError):
+        return None
+
+
 def _read_video(path, k, positions, resize_short, max_side, strategy) -> Frames:
     av = av_module()
+    pre = _index_scan(path)
     with open_input(path) as container:
         stream = video_stream(container)
         if container.format.name in IMAGE_DEMUXERS:  # a still that the magic bytes did not catch
@@ -156,7 +192,7 @@ def _read_video(path, k, positions, resize_short, max_side, strategy) -> Frames:
                 raise VidcapError(DECODE, "image has no decodable picture")
             img, source = _convert(frame, None, None)
             return _image_result(img, source, resize_short, max_side)
-        scan = scan_container(container, stream)
+        scan = pre or scan_container(container, stream)
         indices = frame_indices(scan.total, k, positions)
         wanted = sorted(set(indices))
         use_seek = strategy == "seek" or (strategy == "auto" and _seek_pays(scan, wanted))

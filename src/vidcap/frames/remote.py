@@ -1,10 +1,11 @@
 """Video and image paths on object stores and the web (s3://, gs://, https://, any fsspec URL), read in place.
 
 PyAV decodes a Python file object, so a URL is opened with fsspec and handed to FFmpeg as one: FFmpeg's
-reads and seeks become range requests of BLOCK bytes. Each clip gets one reader whose fetched blocks land in
-a sparse temporary file (fsspec's "mmap" cache), so the frame-count scan and the decode that follows never
-fetch a byte twice, and nothing is downloaded before decoding starts. An HTTP server that ignores Range
-requests gets the file streamed once into that temporary file instead.
+reads and seeks become range requests. Each clip gets one reader whose fetched blocks land in a sparse
+temporary file (fsspec's "mmap" cache), so nothing is fetched twice and nothing is downloaded before
+decoding starts. For MP4/MOV the frame-count scan reads only the index (decode._index_scan), so a clip costs
+its header, its index and the GOPs around the frames sampled; other containers are scanned by reading
+them once. An HTTP server that ignores Range requests gets the file streamed once into the temporary file.
 
 Failures become the same per-row codes as local files: a missing object is `missing`, a refused one (403,
 bad credentials) `decode`, an endpoint that does not answer `timeout` (retried on resume). A scheme whose
@@ -22,7 +23,11 @@ import tempfile
 
 from vidcap.errors import DECODE, MISSING, NOT_A_FILE, TIMEOUT, VidcapError, first_line
 
-BLOCK = 4 << 20  # bytes per range request: large enough that the scan's sequential read is a few requests
+BLOCK = 4 << 20  # bytes per range request: large enough that a sequential read is a few requests
+# MP4/MOV: the scan needs only the index (decode._index_scan), so reads jump to the frames decoded; smaller
+# blocks then fetch less around each (measured on a 10.9 MB 720p clip, 1 frame: 4 MiB blocks fetch all of it,
+# 1 MiB blocks 23 %, at one request per MiB when a read is sequential).
+ISO_BLOCK = 1 << 20
 LOCAL = ("", "file", "local")
 # The package each common scheme needs (fsspec names it too, but not always as a pip command).
 PACKAGES = {
@@ -158,11 +163,16 @@ def check_url(url: str) -> str:
     return url
 
 
+def is_iso_media(first: bytes) -> bool:
+    """MP4/MOV/3GP (ISO base media): the first box is `ftyp` (or an old QuickTime `moov`/`mdat`/`wide`/`free`)."""
+    return first[4:8] in (b"ftyp", b"moov", b"mdat", b"wide", b"free")
+
+
 def head(url: str, n: int = 32) -> bytes:
     """The first `n` bytes of `url` in one small request (a still image is told by its first bytes)."""
     fs, path = filesystem(url)
     try:
-        with fs.open(path, "rb", block_size=1 << 16, cache_type="readahead") as f:
+        with fs.open(path, "rb", block_size=max(n, 1 << 12), cache_type="none") as f:  # exactly n bytes
             return f.read(n)
     except Exception as exc:  # noqa: BLE001 - as in check_url
         raise row_error(exc) from None
@@ -173,14 +183,16 @@ class RemoteFile(io.RawIOBase):
     may swallow an exception raised in a read callback and report a damaged file instead, so the caller
     raises `error` when it is set."""
 
-    def __init__(self, url: str):
+    def __init__(self, url: str, block: int = BLOCK):
         super().__init__()
-        self.url = url
+        self.url, self.block = url, block
         self.error: VidcapError | None = None
+        # True while a scan only needs the container's index: reads return zeros and fetch nothing
+        self.skip_payload = False
         self._spool = None
         fs, path = filesystem(url)
         try:
-            self._f = fs.open(path, "rb", block_size=BLOCK, cache_type="mmap")
+            self._f = fs.open(path, "rb", block_size=block, cache_type="mmap")
             if type(self._f).__name__ == "HTTPStreamFile" or not self._ranges_work():
                 self._spool = self._download(fs, path)
         except VidcapError:
@@ -192,7 +204,7 @@ class RemoteFile(io.RawIOBase):
         """An HTTP server may ignore Range and send the whole file: ask for the last byte once to know."""
         size = getattr(self._f, "size", None) or 0
         fetch = getattr(self._f, "_fetch_range", None)
-        if protocol(self.url) not in ("http", "https") or size <= BLOCK or fetch is None:
+        if protocol(self.url) not in ("http", "https") or size <= self.block or fetch is None:
             return True  # one request reads it all, or an object store (ranges always work)
         try:
             return len(fetch(size - 1, size)) == 1
@@ -220,6 +232,11 @@ class RemoteFile(io.RawIOBase):
         return True
 
     def read(self, size: int = -1) -> bytes:
+        if self.skip_payload:
+            pos, end = self._src.tell(), self.size()
+            n = max(0, min(end - pos, size if size >= 0 else end - pos))
+            self._src.seek(pos + n)
+            return bytes(n)
         try:
             return self._src.read(size)
         except Exception as exc:  # noqa: BLE001 - as in check_url
@@ -236,6 +253,11 @@ class RemoteFile(io.RawIOBase):
 
     def tell(self) -> int:
         return self._src.tell()
+
+    def size(self) -> int:
+        if self._spool is not None:
+            return os.fstat(self._spool.fileno()).st_size
+        return int(getattr(self._f, "size", 0) or 0)
 
     def fetched_bytes(self) -> int:
         """Bytes requested from the server so far (the whole file when it was streamed)."""
