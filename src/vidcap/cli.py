@@ -8,8 +8,10 @@ from typing import List, Optional
 
 import typer
 
+from .clihelp import classic_help
 from .errors import UsageError
 
+classic_help()
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="vidcap: captions, camera motion and tags for large video collections.")
 dev_app = typer.Typer(no_args_is_help=True, help="Developer tools (tiny models for smoke tests).")
@@ -36,7 +38,8 @@ O_LIMIT = typer.Option(None, "--limit", help="Only the first N rows.")
 O_SHARD = typer.Option(None, "--shard", help="I/N: every N-th row starting at row I, for hand-made sharding.")
 O_OVERWRITE = typer.Option(False, "--overwrite", help="Start over: discard saved parts and replace the output.")
 O_KEEP = typer.Option(False, "--keep-parts", help="Keep the <output>.parts folder after the merge.")
-O_FAILED = typer.Option(None, "--failed-out", help="Write failed rows to this file and only ok rows to the output (a table Open-Sora's tools and loader take as it is).")
+O_FAILED = typer.Option(None, "--failed-out", help="Write failed rows to this file and only ok rows to the output.")
+O_TAG_WORKERS = typer.Option(None, "--workers", help="Processes that read the captions (default: 0 = in-process; tagging decodes no video).")
 O_PART_ROWS = typer.Option(256, "--part-rows", help="Rows per part file (smaller = less redone after a crash).")
 O_QUIET = typer.Option(False, "--quiet", "-q", help="No progress bar.")
 O_DEVICE = typer.Option(None, "--device", help="Torch device (default: cuda if available, else cpu).")
@@ -47,15 +50,41 @@ def run_options(workers, limit, shard, overwrite, keep_parts, part_rows, quiet, 
 
     if limit is not None and limit < 0:
         raise UsageError(f"--limit must be 0 or more, not {limit}.")
+    if workers is not None and workers < 0:
+        raise UsageError(f"--workers must be 0 (decode in this process) or more, not {workers}.")
     return RunOptions(workers=workers, limit=limit, shard=parse_shard(shard), overwrite=overwrite,
                       keep_parts=keep_parts, part_rows=max(1, part_rows), progress=not quiet, device=device,
                       failed_out=failed_out)
+
+
+VIDEO_SUFFIXES = {".mp4", ".mov", ".mkv", ".webm", ".avi", ".m4v", ".mpg", ".mpeg", ".ts", ".mts", ".m2ts",
+                  ".flv", ".wmv", ".3gp", ".gif", ".ogv", ".vob", ".mxf"}
+
+
+def check_manifest_name(manifest) -> None:
+    """A video or image given where the manifest goes gets the one sentence that says how to list it."""
+    from .frames.images import IMAGE_EXTENSIONS
+    from .manifest import FORMATS
+
+    suffix = Path(str(manifest)).suffix.lower()
+    if suffix in FORMATS:
+        return
+    if Path(str(manifest)).is_dir():
+        raise UsageError(f"{manifest} is a folder, not a manifest; list its clips in a CSV with a `path` column, "
+                         f"e.g.: (echo path; find {manifest} -name '*.mp4') > clips.csv")
+    kind = "a video" if suffix in VIDEO_SUFFIXES else "an image" if suffix in IMAGE_EXTENSIONS else None
+    if kind:
+        raise UsageError(f"{manifest} is {kind}, not a manifest; list your clips in a CSV with a `path` column "
+                         f"(one file per row), e.g.: printf 'path\\n{manifest}\\n' > clips.csv")
+    raise UsageError(f"{manifest} has extension '{suffix or '(none)'}'; the manifest must be a .csv or .parquet "
+                     "table with a `path` column (one video per row).")
 
 
 def output_path(manifest: Path, output: Optional[str], suffix: str):
     from .manifest import default_output, table_format
     from .storage import as_path
 
+    check_manifest_name(manifest)
     out = as_path(output) if output else default_output(manifest, suffix)
     table_format(out)
     return out
@@ -72,9 +101,10 @@ def print_summary(summary: dict, output: Path) -> None:
               + f", {summary['skipped']} skipped (already done), {summary['duplicates']} duplicate rows")
     con.print(f"processed {summary['processed']} rows in {summary['wall_s']:.1f} s "
               f"({summary['rows_per_s']:.2f} rows/s)")
-    extra = {k: v for k, v in summary.items() if k not in {"rows", "unique", "duplicates", "skipped", "processed", "ok", "failed", "wall_s", "rows_per_s"}}
-    for k, v in extra.items():
-        con.print(f"{k}: {v}")
+    from .summary import extra_lines
+
+    for line in extra_lines(summary):
+        con.print(line, markup=False, highlight=False)
     con.print(f"output: {output}")
 
 
@@ -116,7 +146,7 @@ def caption(
     base_url: Optional[str] = typer.Option(None, "--base-url", help="OpenAI-compatible server URL (e.g. http://localhost:8000/v1)."),
     api_key_env: str = typer.Option("OPENAI_API_KEY", "--api-key-env", help="Environment variable holding the API key."),
     concurrency: int = typer.Option(16, "--concurrency", help="API requests in flight."),
-    max_retries: int = typer.Option(5, "--max-retries"),
+    max_retries: int = typer.Option(5, "--max-retries", help="API attempts after the first before a row fails (429s and 5xx back off)."),
     timeout: float = typer.Option(60.0, "--timeout", help="API request timeout, seconds."),
     detail: str = typer.Option("auto", "--detail", help="API image detail: low, high or auto."),
     price_in: Optional[float] = typer.Option(None, "--price-in", help="USD per million prompt tokens."),
@@ -181,21 +211,26 @@ def _pooling(text: Optional[str]):
 
 @app.command()
 def models():
-    """List the model presets."""
-    from rich.console import Console
-    from rich.table import Table
+    """List the model presets (names for --model)."""
+    import shutil
+    import textwrap
 
     from .backends.registry import PRESETS
 
-    table = Table("preset", "backend", "model", "frames", "positions", "prompt", "about")
-    for p in PRESETS.values():
-        table.add_row(p.name, p.backend, p.model_id or "-", str(p.num_frames), p.positions, p.prompt or "-", p.description)
-    Console().print(table)
+    # Two lines per preset, never cut: a user copies the names and ids from here at any terminal width.
+    width = max(40, min(shutil.get_terminal_size((100, 24)).columns, 120))
+    rows = [(p.name, p.backend, p.model_id or "-") for p in PRESETS.values()]
+    w0, w1 = (max(len(r[i]) for r in rows) for i in (0, 1))
+    typer.echo(f"{'preset':<{w0}}  {'backend':<{w1}}  model")
+    for p, (name, backend, model_id) in zip(PRESETS.values(), rows):
+        typer.echo(f"{name:<{w0}}  {backend:<{w1}}  {model_id}")
+        about = f"{p.num_frames} frames ({p.positions}), prompt {p.prompt or '-'}; {p.description}"
+        typer.echo(textwrap.fill(about, width - 1, initial_indent="    ", subsequent_indent="    "))
 
 
 @app.command()
 def merge(parts: List[str] = typer.Argument(..., help="Part files to concatenate (paths or fsspec URLs)."),
-          output: str = typer.Option(..., "-o", "--output")):
+          output: str = typer.Option(..., "-o", "--output", help="The merged table (.csv or .parquet, a path or an fsspec URL).")):
     """Concatenate part files (later files win on duplicate paths); `vidcap join` puts stage outputs side by side."""
     from .manifest import merge_tables
 
@@ -234,9 +269,9 @@ def export(tables: List[str] = typer.Argument(..., help="A caption output, or it
 
 
 @app.command()
-def diff(a: str = typer.Argument(..., help="The table to take rows from."),
-         b: str = typer.Argument(..., help="The table whose clips to leave out."),
-         output: str = typer.Option(..., "-o", "--output")):
+def diff(a: str = typer.Argument(..., help="The table to take rows from (e.g. the manifest)."),
+         b: str = typer.Argument(..., help="The table whose clips to leave out (e.g. an output)."),
+         output: str = typer.Option(..., "-o", "--output", help="Where to write the rows left (.csv or .parquet).")):
     """Rows of A whose clip is not in B, comparing resolved paths (what is left to do)."""
     from .manifest import diff_tables
 
@@ -280,19 +315,19 @@ def tag(
     backend: str = typer.Option("hf", "--backend", help="hf (in-process transformers), openai, or fake."),
     model: Optional[str] = typer.Option(None, "--model", "-m", help="Chat model id or local dir (default: Llama-3-8B-Instruct; gpt-4o-mini over the API)."),
     prompt_file: Optional[Path] = typer.Option(None, "--prompt-file", help="A system prompt for a custom key."),
-    batch_size: Optional[int] = typer.Option(None, "--batch-size", "-b"),
+    batch_size: Optional[int] = typer.Option(None, "--batch-size", "-b", help="Captions per model call (default: 64; API: 4 x --concurrency requests queued per round)."),
     max_new_tokens: int = typer.Option(128, "--max-new-tokens", help="A batch runs until its longest answer; tag lists are short."),
     text_column: str = typer.Option("text", "--text-column", help="The column holding the captions."),
     dtype: Optional[str] = typer.Option(None, "--dtype", help="bfloat16, float16 or float32."),
-    trust_remote_code: bool = typer.Option(False, "--trust-remote-code"),
-    base_url: Optional[str] = typer.Option(None, "--base-url"),
-    api_key_env: str = typer.Option("OPENAI_API_KEY", "--api-key-env"),
-    concurrency: int = typer.Option(16, "--concurrency"),
-    max_retries: int = typer.Option(5, "--max-retries"),
-    timeout: float = typer.Option(60.0, "--timeout"),
-    price_in: Optional[float] = typer.Option(None, "--price-in"),
-    price_out: Optional[float] = typer.Option(None, "--price-out"),
-    workers: Optional[int] = O_WORKERS, limit: Optional[int] = O_LIMIT, shard: Optional[str] = O_SHARD,
+    trust_remote_code: bool = typer.Option(False, "--trust-remote-code", help="Allow model repos to run their own code."),
+    base_url: Optional[str] = typer.Option(None, "--base-url", help="OpenAI-compatible server URL for --backend openai (e.g. http://localhost:8000/v1; default: OpenAI's)."),
+    api_key_env: str = typer.Option("OPENAI_API_KEY", "--api-key-env", help="Environment variable holding the API key (--backend openai)."),
+    concurrency: int = typer.Option(16, "--concurrency", help="API requests in flight."),
+    max_retries: int = typer.Option(5, "--max-retries", help="API attempts after the first before a row fails (429s and 5xx back off)."),
+    timeout: float = typer.Option(60.0, "--timeout", help="API request timeout, seconds."),
+    price_in: Optional[float] = typer.Option(None, "--price-in", help="USD per million prompt tokens (for the cost line)."),
+    price_out: Optional[float] = typer.Option(None, "--price-out", help="USD per million completion tokens."),
+    workers: Optional[int] = O_TAG_WORKERS, limit: Optional[int] = O_LIMIT, shard: Optional[str] = O_SHARD,
     overwrite: bool = O_OVERWRITE, keep_parts: bool = O_KEEP, part_rows: int = O_PART_ROWS,
     failed_out: Optional[str] = O_FAILED,
     quiet: bool = O_QUIET, device: Optional[str] = O_DEVICE,
@@ -314,8 +349,8 @@ def tag(
 
 @app.command("tag-stats")
 def tag_stats_cmd(output: Path = typer.Argument(..., help="An output of `vidcap tag`."),
-                  key: str = typer.Option(..., "--key", "-k"),
-                  top: int = typer.Option(50, "--top"),
+                  key: str = typer.Option(..., "--key", "-k", help="The tag column to count: the --key the tag run used (objects, actions, ...)."),
+                  top: int = typer.Option(50, "--top", help="Show the N most frequent tags."),
                   png: Optional[Path] = typer.Option(None, "--png", help="Also draw a bar chart into this PNG.")):
     """Count the tags of a `vidcap tag` output: a table, and a bar chart with --png."""
     from .tags.stats import tag_stats
@@ -333,8 +368,8 @@ def bench(
     frames: Optional[int] = typer.Option(None, "--frames", help="Frames per clip (default: the preset's)."),
     resolution: str = typer.Option("1280x720", "--resolution", help="WxH of the generated h264 clips."),
     seconds: float = typer.Option(5.0, "--seconds", help="Clip length."),
-    videos: int = typer.Option(64, "--videos"),
-    batch_size: int = typer.Option(16, "--batch-size", "-b"),
+    videos: int = typer.Option(64, "--videos", help="Clips to generate and caption."),
+    batch_size: int = typer.Option(16, "--batch-size", "-b", help="Videos per model call."),
     new_tokens: int = typer.Option(150, "--new-tokens", help="Tokens generated per clip (EOS ignored)."),
     lengths: Optional[str] = typer.Option(None, "--lengths", help="A:B: end each caption at a length drawn from A to B tokens (fixed seed per clip), as real captions vary."),
     resize: Optional[int] = typer.Option(None, "--resize", help="Short side resize on the decode workers."),
@@ -372,7 +407,7 @@ def bench(
 
 
 @dev_app.command("tiny-model")
-def tiny_model(out_dir: Path, family: str = typer.Option(..., "--family", help="qwen2-vl, qwen2.5-vl, llava-next, llava-onevision, pllava or llama.")):
+def tiny_model(out_dir: Path = typer.Argument(..., help="Folder to write the model into."), family: str = typer.Option(..., "--family", help="qwen2-vl, qwen2.5-vl, llava-next, llava-onevision, pllava or llama.")):
     """Write a tiny random-weight model (meaningless output) for smoke tests without downloads."""
     from .dev.tiny import FAMILIES, build_tiny_model
 

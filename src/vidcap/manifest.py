@@ -44,9 +44,9 @@ def read_table(path: str | os.PathLike) -> pd.DataFrame:
     except Exception as exc:  # a remote store that cannot be reached or refuses the credentials
         raise UsageError(f"cannot read {path} ({first_line(exc)}); check the URL and its credentials.") from None
     if not exists:
-        raise UsageError(f"manifest {path} does not exist; check the path.")
+        raise UsageError(f"{path} does not exist; check the path.")
     if is_dir:
-        raise UsageError(f"manifest {path} is a directory; pass a .csv or .parquet file.")
+        raise UsageError(f"{path} is a directory; pass a .csv or .parquet file.")
     try:
         src = open_binary(path) if is_remote(path) else path
         if fmt == "csv":
@@ -91,15 +91,17 @@ def resolve_path(value, base: Path) -> str:
 
 def read_manifest(path: str | os.PathLike, require: tuple[str, ...] = ("path",)) -> pd.DataFrame:
     """The manifest with every input column kept, plus `_abspath` (resolved path) for the stages."""
-    path = Path(path)
+    path = Path(os.path.expanduser(str(path)))
     df = read_table(path)
     missing = [c for c in require if c not in df.columns]
     if missing:
-        have = ", ".join(map(str, df.columns[:12])) or "none"
-        raise UsageError(
-            f"manifest {path} has no '{missing[0]}' column (columns: {have}); add one"
-            + (" holding one video path per row." if missing[0] == "path" else ".")
-        )
+        cols = list(map(str, df.columns))
+        have = ", ".join(cols[:40]) + (f" and {len(cols) - 40} more" if len(cols) > 40 else "") or "none"
+        what = {"path": " holding one video path per row.",
+                "text": " holding the captions (tag the output of `vidcap caption`, or name the caption column with "
+                        "--text-column)."}
+        raise UsageError(f"manifest {path} has no '{missing[0]}' column (columns: {have}); add one"
+                         + what.get(missing[0], "."))
     if len(df) == 0:
         raise UsageError(f"manifest {path} has a header but no rows; nothing to do.")
     taken = [c for c in df.columns if c in INTERNAL]
@@ -112,7 +114,7 @@ def read_manifest(path: str | os.PathLike, require: tuple[str, ...] = ("path",))
 
 
 def default_output(manifest: str | os.PathLike, suffix: str) -> Path:
-    p = Path(manifest)
+    p = Path(os.path.expanduser(str(manifest)))
     return p.with_name(f"{p.stem}_{suffix}{p.suffix}")
 
 

@@ -183,6 +183,7 @@ class HFCaptionBackend(CaptionBackend):
         if self.model is not None:
             return
         self.resolve(device)
+        quiet_transformers()
         t0 = time.perf_counter()
         self._load(self.model_dir, self.device, self.dtype)
         self.model.eval()
@@ -548,6 +549,20 @@ def drawn_length(lengths, path) -> int | None:
 
     low, high = lengths
     return random.Random(f"vidcap-lengths:{path}").randint(int(low), int(high))
+
+
+def quiet_transformers() -> None:
+    """No "Loading weights" / "Writing model shards" bars: a load takes seconds and vidcap shows its own progress.
+    Hugging Face Hub download bars stay as they were (a first download can take minutes)."""
+    try:
+        from huggingface_hub import utils as hub
+        from transformers.utils import logging as tf_logging
+    except ImportError:
+        return
+    hub_on = not hub.are_progress_bars_disabled()
+    tf_logging.disable_progress_bar()  # also turns the Hub's bars off ...
+    if hub_on:
+        hub.enable_progress_bars()  # ... so they are turned back on
 
 
 def warn(message: str) -> None:

@@ -200,6 +200,9 @@ def _load_tokenizer(model: str, trust_remote_code: bool):
 def _load_lm(model: str, dtype, device: str, trust_remote_code: bool):
     from transformers import AutoModelForCausalLM
 
+    from .hf_common import quiet_transformers
+
+    quiet_transformers()
     kwargs = dict(dtype=dtype, use_safetensors=True, trust_remote_code=trust_remote_code)
     if str(device).startswith("cuda"):
         kwargs["device_map"] = {"": device}  # load straight onto the GPU, no full copy in host memory
