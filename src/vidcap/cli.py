@@ -159,7 +159,7 @@ def caption(
         resize=resize, device=device, pooling_shape=_pooling(pooling_shape), lora_alpha=lora_alpha,
         max_pixels=max_pixels, trust_remote_code=trust_remote_code, dtype=dtype, base_url=base_url,
         api_key_env=api_key_env, concurrency=concurrency, max_retries=max_retries, timeout=timeout,
-        detail=detail, price_in=price_in, price_out=price_out, extra={"strip_prefix": strip_prefix})
+        detail=detail, price_in=price_in, price_out=price_out, strip_prefix=strip_prefix)
     stage = CaptionStage(preset, opts)
     out = output_path(manifest, output, "caption")
     ropts = run_options(workers, limit, shard, overwrite, keep_parts, part_rows, quiet, device, failed_out,
