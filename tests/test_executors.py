@@ -12,7 +12,6 @@ import time
 
 import pandas as pd
 import pytest
-
 from clirun import VIDCAP, cli_env, read_resolved, vidcap
 from media import make_text_as_video, make_video
 
@@ -58,7 +57,8 @@ def _run(executor: str, args: list[str], manifest, out) -> subprocess.CompletedP
         cmd = [*TORCHRUN, *common]
     else:
         cmd = [*VIDCAP, *common, *EXECUTORS[executor]]
-    proc = subprocess.run(cmd, capture_output=True, text=True, env=cli_env(), stdin=subprocess.DEVNULL, timeout=600)
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=cli_env(), stdin=subprocess.DEVNULL,
+                          timeout=600, check=False)
     assert proc.returncode == 0, f"{executor}: {proc.stderr[-3000:]}"
     return proc
 

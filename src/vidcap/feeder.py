@@ -84,7 +84,7 @@ def load_row(row: dict):
         return None, exc.text
     except MemoryError:
         return None, format_error(DECODE, "out of memory while decoding")
-    except Exception as exc:  # a decoder bug on a hostile file is that row's error, not the run's
+    except Exception as exc:  # noqa: BLE001 (a decoder bug on a hostile file is that row's error, not the run's)
         return None, format_error(DECODE, f"{type(exc).__name__}: {exc}")
 
 
@@ -118,7 +118,7 @@ class Feeder:
         self.error: BaseException | None = None
         self.thread = threading.Thread(target=self._run, daemon=True, name="vidcap-feeder")
 
-    def start(self) -> "Feeder":
+    def start(self) -> Feeder:
         self.thread.start()
         return self
 
@@ -144,7 +144,7 @@ class Feeder:
                             return
             else:
                 self._run_pool()
-        except BaseException as exc:  # surfaced in the consumer
+        except BaseException as exc:  # noqa: BLE001 (surfaced in the consumer)
             self.error = exc
         finally:
             self._put(self.DONE)

@@ -17,8 +17,8 @@ import os
 import sys
 import time
 from collections import Counter
-from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Callable
+from collections.abc import Callable
+from dataclasses import dataclass
 
 import pandas as pd
 
@@ -27,10 +27,6 @@ from .manifest import ABSPATH, RID, clean_text, read_manifest, rebase_paths
 from .parts import FILE_COLUMNS, FILE_DTYPES, PartStore, fault_point, needs_redo
 from .stages.base import Stage
 from .storage import as_path
-
-if TYPE_CHECKING:
-    from .runners.base import Executor
-
 
 
 @dataclass
@@ -63,7 +59,7 @@ def parse_shard(text: str | None) -> tuple[int, int] | None:
     try:
         i, n = (int(x) for x in text.split("/"))
         assert n >= 1 and 0 <= i < n
-    except Exception:
+    except Exception:  # noqa: BLE001
         raise UsageError(f"--shard '{text}' is not I/N with 0 <= I < N (e.g. 0/8).") from None
     return i, n
 
@@ -211,6 +207,39 @@ def file_stamp(path) -> tuple[int | None, float | None]:
     return st.st_size, round(st.st_mtime, 6)
 
 
+# -- the executor contract (vidcap.runners implements it) --------------------------------------------------
+class Executor:
+    """How rows reach the stage; the lifecycle stays here. `Session.run(executor)` calls, in order:
+    start(session)          take the run lock (or wait for the process that takes it)
+    share(unique_rows)      this process's part of the unique rows (all of them, or a torchrun rank's)
+    process(session, todo)  hand rows to the stage wherever it runs; results go to session.recorder,
+                            or to part files the workers write themselves (their counts then added to
+                            session.counts)
+    gather(session, plan)   the whole run's plan once every worker is done, or None in a process that
+                            does not merge
+    extras(session)         stage figures for the summary, from every worker
+    """
+
+    name = "local"
+    can_redo = True  # rows whose saved result went missing before the merge are handed out again
+
+    def start(self, session: Session) -> None:
+        session.books.open(session.stage.provenance())
+
+    def share(self, unique: pd.DataFrame) -> pd.DataFrame:
+        return unique
+
+    def process(self, session: Session, todo: list[dict]) -> None:
+        """Run the stage on `todo` (possibly empty: a tensor-parallel group still has to agree on that)."""
+        raise NotImplementedError
+
+    def gather(self, session: Session, plan: Plan) -> Plan | None:
+        return plan
+
+    def extras(self, session: Session) -> dict:
+        return session.stage.summary_extra()
+
+
 # -- the session ------------------------------------------------------------------------------------------
 @dataclass
 class Plan:
@@ -218,7 +247,6 @@ class Plan:
     first: pd.Series  # True on each row id's first occurrence
     todo: list[dict]  # this process's rows to (re)do
     skipped: int  # this process's rows already done
-    extra: dict = field(default_factory=dict)
 
     @property
     def unique(self) -> pd.DataFrame:
@@ -310,7 +338,7 @@ class Session:
             "rows": total, "unique": total - plan.duplicates, "duplicates": plan.duplicates, "skipped": plan.skipped,
             "processed": processed, "ok": ok, "failed": failed,
             "wall_s": round(wall, 3), "rows_per_s": round(processed / wall, 3) if wall > 0 else 0.0,
-            **plan.extra, **executor.extras(self),
+            **executor.extras(self),
         }
 
 

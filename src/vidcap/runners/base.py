@@ -1,46 +1,14 @@
-"""The executor contract: how rows reach the stage, nothing else (the lifecycle is vidcap.session's).
-
-`Session.run(executor)` calls, in order:
-    start(session)          take the run lock (or wait for the process that takes it)
-    share(unique_rows)      this process's part of the unique rows (all of them, or a torchrun rank's)
-    process(session, todo)  hand rows to the stage wherever it runs; results go to session.recorder,
-                            or to part files the workers write themselves (their counts then added to
-                            session.counts)
-    gather(session, plan)   the whole run's plan once every worker is done, or None in a process that
-                            does not merge
-    extras(session)         stage figures for the summary, from every worker
+"""Shared pieces of the executors (vidcap.runners). The contract they implement, `Executor`, is declared
+by the session that calls it (vidcap.session), so the session imports nothing from this floor.
 """
 
 from __future__ import annotations
 
 import time
-from typing import TYPE_CHECKING
 
-import pandas as pd
+from ..session import Executor
 
-if TYPE_CHECKING:
-    from ..session import Plan, Session
-
-
-class Executor:
-    name = "local"
-    can_redo = True  # rows whose saved result went missing before the merge are handed out again
-
-    def start(self, session: Session) -> None:
-        session.books.open(session.stage.provenance())
-
-    def share(self, unique: pd.DataFrame) -> pd.DataFrame:
-        return unique
-
-    def process(self, session: Session, todo: list[dict]) -> None:
-        """Run the stage on `todo` (possibly empty: a tensor-parallel group still has to agree on that)."""
-        raise NotImplementedError
-
-    def gather(self, session: Session, plan: Plan) -> Plan | None:
-        return plan
-
-    def extras(self, session: Session) -> dict:
-        return session.stage.summary_extra()
+__all__ = ["Executor", "Progress", "merge_extras", "raise_interrupt", "safe_extra"]
 
 
 def merge_extras(extras: list[dict]) -> dict:
@@ -60,7 +28,7 @@ def safe_extra(stage) -> dict:
     """A worker's stage figures; a failure to compute them never costs the run."""
     try:
         return stage.summary_extra()
-    except Exception:
+    except Exception:  # noqa: BLE001
         return {}
 
 
@@ -68,8 +36,8 @@ class Progress:
     def __init__(self, total: int, name: str, enabled: bool):
         self.bar = None
         if enabled:
-            from rich.progress import (BarColumn, MofNCompleteColumn, Progress as Bar, TextColumn,
-                                       TimeElapsedColumn, TimeRemainingColumn)
+            from rich.progress import BarColumn, MofNCompleteColumn, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+            from rich.progress import Progress as Bar
 
             self.bar = Bar(TextColumn(f"[bold]{name}"), BarColumn(), MofNCompleteColumn(),
                            TextColumn("{task.fields[rate]}"),

@@ -21,7 +21,6 @@ from collections import Counter, deque
 from dataclasses import dataclass, replace
 from multiprocessing.connection import wait as wait_conns
 
-
 from ..errors import WORKER, FatalRunError, UsageError, format_error
 from ..manifest import RID
 from ..session import Session, default_workers

@@ -25,7 +25,7 @@ from .local import process_safely
 
 def check_ray() -> None:
     try:
-        import ray  # noqa: F401
+        import ray
         import ray.data  # noqa: F401
     except ImportError:
         raise UsageError("--engine ray needs Ray; install it with: pip install 'vidcap[ray]'.") from None
@@ -97,7 +97,7 @@ class RayExecutor(Executor):
             _init_ray(self.address)
         try:
             self._stream(self._pipeline(todo), session, len(todo))
-        except Exception as exc:
+        except Exception as exc:  # noqa: BLE001
             raise _cause(exc) from None
         finally:
             session.recorder.flush()
@@ -165,9 +165,9 @@ class RayExecutor(Executor):
 
 
 def _init_ray(address: str | None) -> None:
-    import ray
-
     import logging
+
+    import ray
 
     logging.getLogger("ray.data").setLevel(logging.ERROR)
     kwargs = dict(include_dashboard=False, logging_level="ERROR", log_to_driver=False)
