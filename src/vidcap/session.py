@@ -357,8 +357,9 @@ def changed_files(done: pd.DataFrame, rows: pd.DataFrame) -> list[str]:
     where = dict(zip(rows[RID], rows[ABSPATH]))
     changed = []
     for rid, size, mtime in zip(saved[RID], saved[FILE_COLUMNS[0]], saved[FILE_COLUMNS[1]]):
-        now = file_stamp(where.get(rid))
-        if now[0] is not None and (now[0] != int(size) or abs(now[1] - float(mtime)) > 1e-6):
+        now_size, now_mtime = file_stamp(where.get(rid))
+        if now_size is not None and now_mtime is not None and (
+                now_size != int(size) or abs(now_mtime - float(mtime)) > 1e-6):
             changed.append(rid)
     return changed
 
