@@ -174,8 +174,8 @@ def _init_ray(address: str | None) -> None:
     kwargs: dict[str, Any] = {"include_dashboard": False, "logging_level": "ERROR", "log_to_driver": False}
     if address:
         ray.init(address=address, **kwargs)
-    else:
-        ray.init(num_cpus=os.cpu_count() or 1, **kwargs)
+    else:  # a Ray of this run's own: never join a cluster someone else started on this host (`ray start`)
+        ray.init(address="local", num_cpus=os.cpu_count() or 1, **kwargs)
 
 
 def _cause(exc: BaseException) -> BaseException:
