@@ -43,10 +43,16 @@ O_TAG_WORKERS = typer.Option(None, "--workers", help="Processes that read the ca
 O_PART_ROWS = typer.Option(256, "--part-rows", help="Rows per part file (smaller = less redone after a crash).")
 O_QUIET = typer.Option(False, "--quiet", "-q", help="No progress bar.")
 O_DEVICE = typer.Option(None, "--device", help="Torch device (default: cuda if available, else cpu).")
+O_GPUS = typer.Option(None, "--gpus", help="all, N or a list like 0,1,3: one worker per GPU (cpu:N: N CPU workers).")
+O_TP = typer.Option(1, "--tp", help="Tensor-parallel GPUs per worker.")
+O_ENGINE = typer.Option("local", "--engine", help="local or ray.")
+O_ADDRESS = typer.Option(None, "--address", help="Ray cluster address.")
+O_NO_FILE_CHECK = typer.Option(False, "--no-file-check", help="On resume, skip checking each done row's file size and mtime (a changed file is otherwise redone).")
 
 
-def run_options(workers, limit, shard, overwrite, keep_parts, part_rows, quiet, device, failed_out=None):
-    from .runner import RunOptions, parse_shard
+def run_options(workers, limit, shard, overwrite, keep_parts, part_rows, quiet, device, failed_out=None,
+                no_file_check=False):
+    from .session import RunOptions, parse_shard
 
     if limit is not None and limit < 0:
         raise UsageError(f"--limit must be 0 or more, not {limit}.")
@@ -54,7 +60,7 @@ def run_options(workers, limit, shard, overwrite, keep_parts, part_rows, quiet, 
         raise UsageError(f"--workers must be 0 (decode in this process) or more, not {workers}.")
     return RunOptions(workers=workers, limit=limit, shard=parse_shard(shard), overwrite=overwrite,
                       keep_parts=keep_parts, part_rows=max(1, part_rows), progress=not quiet, device=device,
-                      failed_out=failed_out)
+                      failed_out=failed_out, check_files=not no_file_check)
 
 
 VIDEO_SUFFIXES = {".mp4", ".mov", ".mkv", ".webm", ".avi", ".m4v", ".mpg", ".mpeg", ".ts", ".mts", ".m2ts",
@@ -116,10 +122,12 @@ def exit_if_all_failed(summary: dict) -> None:
         raise typer.Exit(1)
 
 
-def execute(stage, manifest: Path, out: Path, opts) -> dict:
-    from .runner import run_stage
+def execute(stage, manifest: Path, out: Path, opts, gpus=None, tp=1, engine="local", address=None) -> dict:
+    """Every run command ends here: one dispatch picks the executor (one process, GPUs of a host, torchrun,
+    Ray) for any stage."""
+    from .runners import dispatch
 
-    summary = run_stage(stage, manifest, out, opts)
+    summary = dispatch(stage, manifest, out, opts, gpus=gpus, tp=tp, engine=engine, address=address)
     print_summary(summary, out)
     exit_if_all_failed(summary)
     return summary
@@ -151,10 +159,8 @@ def caption(
     detail: str = typer.Option("auto", "--detail", help="API image detail: low, high or auto."),
     price_in: Optional[float] = typer.Option(None, "--price-in", help="USD per million prompt tokens."),
     price_out: Optional[float] = typer.Option(None, "--price-out", help="USD per million completion tokens."),
-    gpus: Optional[str] = typer.Option(None, "--gpus", help="all, N or a list like 0,1,3: one worker per GPU."),
-    tp: int = typer.Option(1, "--tp", help="Tensor-parallel GPUs per worker."),
-    engine: str = typer.Option("local", "--engine", help="local or ray."),
-    address: Optional[str] = typer.Option(None, "--address", help="Ray cluster address."),
+    gpus: Optional[str] = O_GPUS, tp: int = O_TP, engine: str = O_ENGINE, address: Optional[str] = O_ADDRESS,
+    no_file_check: bool = O_NO_FILE_CHECK,
     strip_prefix: bool = typer.Option(False, "--strip-prefix", help="Drop stock openings like 'The video shows' (Open-Sora's list) and capitalise the rest."),
     workers: Optional[int] = O_WORKERS, limit: Optional[int] = O_LIMIT, shard: Optional[str] = O_SHARD,
     overwrite: bool = O_OVERWRITE, keep_parts: bool = O_KEEP, part_rows: int = O_PART_ROWS,
@@ -183,20 +189,12 @@ def caption(
         resize=resize, device=device, pooling_shape=_pooling(pooling_shape), lora_alpha=lora_alpha,
         max_pixels=max_pixels, trust_remote_code=trust_remote_code, dtype=dtype, base_url=base_url,
         api_key_env=api_key_env, concurrency=concurrency, max_retries=max_retries, timeout=timeout,
-        detail=detail, price_in=price_in, price_out=price_out, extra={"strip_prefix": strip_prefix})
+        detail=detail, price_in=price_in, price_out=price_out, strip_prefix=strip_prefix)
     stage = CaptionStage(preset, opts)
     out = output_path(manifest, output, "caption")
-    ropts = run_options(workers, limit, shard, overwrite, keep_parts, part_rows, quiet, device, failed_out)
-    from .runners.torchrun import launched_by_torchrun
-
-    if gpus is not None or engine != "local" or tp != 1 or address is not None or launched_by_torchrun():
-        from .runners import dispatch
-
-        summary = dispatch(stage, manifest, out, ropts, gpus=gpus, tp=tp, engine=engine, address=address)
-        print_summary(summary, out)
-        exit_if_all_failed(summary)
-        return
-    execute(stage, manifest, out, ropts)
+    ropts = run_options(workers, limit, shard, overwrite, keep_parts, part_rows, quiet, device, failed_out,
+                        no_file_check)
+    execute(stage, manifest, out, ropts, gpus=gpus, tp=tp, engine=engine, address=address)
 
 
 def _pooling(text: Optional[str]):
@@ -289,6 +287,8 @@ def motion(
     overwrite: bool = O_OVERWRITE, keep_parts: bool = O_KEEP, part_rows: int = O_PART_ROWS,
     failed_out: Optional[str] = O_FAILED,
     quiet: bool = O_QUIET,
+    gpus: Optional[str] = O_GPUS, engine: str = O_ENGINE, address: Optional[str] = O_ADDRESS,
+    no_file_check: bool = O_NO_FILE_CHECK,
 ):
     """Label each clip's camera motion (pan, tilt, zoom, static, unclassified) from optical flow."""
     from .stages.motion import MotionStage
@@ -296,15 +296,16 @@ def motion(
     stage = MotionStage(threshold=threshold)
     if eval_labels is not None:
         from .motion import run_eval
-        from .runner import default_workers
+        from .session import default_workers
 
         typer.echo(run_eval(str(eval_labels), threshold, workers or default_workers(stage)))
         return
     if manifest is None:
         raise UsageError("give a MANIFEST to label, or --eval LABELS.csv to measure accuracy.")
     out = output_path(manifest, output, stage.suffix)
-    execute(stage, manifest, out, run_options(workers, limit, shard, overwrite, keep_parts, part_rows, quiet, None,
-                                              failed_out))
+    ropts = run_options(workers, limit, shard, overwrite, keep_parts, part_rows, quiet, None, failed_out,
+                        no_file_check)
+    execute(stage, manifest, out, ropts, gpus=gpus, engine=engine, address=address)
 
 
 @app.command()
@@ -331,6 +332,7 @@ def tag(
     overwrite: bool = O_OVERWRITE, keep_parts: bool = O_KEEP, part_rows: int = O_PART_ROWS,
     failed_out: Optional[str] = O_FAILED,
     quiet: bool = O_QUIET, device: Optional[str] = O_DEVICE,
+    gpus: Optional[str] = O_GPUS, tp: int = O_TP, engine: str = O_ENGINE, address: Optional[str] = O_ADDRESS,
 ):
     """Tag each caption with its main objects or actions, using an LLM."""
     from .backends.base import CaptionOptions
@@ -343,8 +345,9 @@ def tag(
     stage = build_tag_stage(key, backend=backend, model=model, prompt_file=prompt_file, batch_size=batch_size,
                             text_column=text_column, options=opts)
     out = output_path(manifest, output, key)
-    execute(stage, manifest, out, run_options(0 if workers is None else workers, limit, shard, overwrite,
-                                              keep_parts, part_rows, quiet, device, failed_out))
+    ropts = run_options(0 if workers is None else workers, limit, shard, overwrite, keep_parts, part_rows, quiet,
+                        device, failed_out)
+    execute(stage, manifest, out, ropts, gpus=gpus, tp=tp, engine=engine, address=address)
 
 
 @app.command("tag-stats")

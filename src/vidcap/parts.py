@@ -25,6 +25,17 @@ from .manifest import (ABSPATH, RID, _fsync_dir, column_plan, public_columns, re
 from .storage import RemoteLease, as_path, is_object_store, is_remote, open_binary, put_bytes, rmtree
 
 RUN_JSON = "run.json"
+COMPACT_DIR = "compact"
+FILES_PER_DIR = 1000
+
+
+def compact_every() -> int:
+    """A worker merges its parts once it has written this many (VIDCAP_COMPACT_PARTS; default 100)."""
+    return max(2, int(os.environ.get("VIDCAP_COMPACT_PARTS", "100")))
+
+
+FILE_COLUMNS = ("file_size", "file_mtime")  # the file a result was made from (a changed file is redone)
+FILE_DTYPES = {"file_size": "Int64", "file_mtime": "float64"}
 
 # Test-only fault injection (tests/test_reliability.py, docs/reliability.md). VIDCAP_TEST_FAULT set to
 # "<point>:<action>[:<n>]" acts from the n-th time (default 1) this process reaches <point>:
@@ -76,6 +87,8 @@ class PartStore:
         self._lock_fh = None
         self._lease: RemoteLease | None = None
         self._seq = 0
+        self._fresh = 0  # parts written since the last compaction
+        self._ncompact: int | None = None  # compacted files of this worker (counted on first use)
         self._created = False
 
     # -- lifecycle -------------------------------------------------------------------------------
@@ -100,7 +113,7 @@ class PartStore:
             self._clear_parts()
         info = {"fingerprint": self.fingerprint, "provenance": provenance or {}, "vidcap": __version__,
                 "python": sys.version.split()[0], "started": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
-        self._write_json(self.dir / RUN_JSON, info)
+        self.write_json(self.dir / RUN_JSON, info)
         self._created = created
 
     def _make_dir(self) -> bool:
@@ -165,6 +178,8 @@ class PartStore:
         """Temp files of a killed run (we hold the lock, so no live writer owns them)."""
         prefix = f".{self.output.name}."
         stale = [p for p in self.output.parent.glob(prefix + "*.tmp") if len(p.name) == len(prefix) + 12]
+        if not self.remote and (self.dir / COMPACT_DIR).exists():
+            stale += list((self.dir / COMPACT_DIR).rglob(".c-*.tmp"))
         for p in stale + list(self.dir.glob(".part-*.tmp")):
             try:
                 p.unlink(missing_ok=True)
@@ -182,6 +197,8 @@ class PartStore:
     def _clear_parts(self) -> None:
         for p in self.dir.glob("part-*"):
             p.unlink(missing_ok=True)
+        if not self.remote:
+            rmtree(self.dir / COMPACT_DIR)
 
     def _check_existing_output(self) -> None:
         if not self.output.exists() or self.overwrite:
@@ -199,7 +216,7 @@ class PartStore:
     def sidecar(self) -> Path:
         return self.output.with_name(self.output.name + ".run.json")
 
-    def _write_json(self, path: Path, data: dict) -> None:
+    def write_json(self, path: Path, data: dict) -> None:
         if self.remote:
             try:
                 put_bytes(path, json.dumps(data, indent=2, default=str).encode())
@@ -224,18 +241,87 @@ class PartStore:
         self._seq += 1
         name = f"part-{self.worker}-{time.time_ns():x}-{self._seq:06d}.parquet"
         path = self.dir / name
-        df = pd.DataFrame(rows)
         try:
-            write_table(df, path, before_rename=lambda: fault_point("part_write"))
+            write_rows(rows, path, before_rename=lambda: fault_point("part_write"))
         except OSError as exc:
             raise _disk_error(exc, f"a part file in {self.dir}") from None
         except Exception as exc:  # a remote store's own errors (network, permissions)
             raise FatalRunError(f"could not write a part file in {self.dir} ({first_line(exc)}); fix the "
                                 "problem and run the same command again to resume.") from None
+        self._fresh += 1
+        if self._fresh >= compact_every() and not self.remote:
+            self.compact()
         return path
 
+    def compact(self) -> Path | None:
+        """Merge this worker's part files into one file under `compact/<worker>/<NNNN>/` (at most
+        FILES_PER_DIR files a folder), so no folder grows past ~1,000 files however long the run. The merged
+        file is in place (atomically) before its sources go: a kill between the two leaves rows twice,
+        which the merge keeps once."""
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        self._fresh = 0
+        sources, tables = [], []
+        for p in self.files(f"part-{self.worker}-*.parquet"):
+            try:
+                tables.append(pq.read_table(p))
+                sources.append(p)
+            except Exception:  # unreadable: left where it is (ignored, its rows are redone)
+                continue
+        if len(sources) < 2:
+            return None
+        table = pa.concat_tables(tables, promote_options="permissive")
+        home = self.dir / COMPACT_DIR / self.worker
+        if self._ncompact is None:
+            self._ncompact = sum(1 for _ in home.rglob("c-*.parquet")) if home.exists() else 0
+        dest = home / f"{self._ncompact // FILES_PER_DIR:04d}" / f"c-{time.time_ns():x}-{self._seq:06d}.parquet"
+        try:
+            write_arrow(table, dest, before_rename=lambda: fault_point("compact"))
+        except OSError as exc:
+            raise _disk_error(exc, f"a part file in {self.dir}") from None
+        self._ncompact += 1
+        for p in sources:
+            p.unlink(missing_ok=True)
+        return dest
+
+    def saved_rids(self, worker: str) -> set:
+        """Row ids in the part files one worker wrote (unreadable parts count as not saved)."""
+        rids: set = set()
+        for p in self.worker_files(worker):
+            try:
+                rids.update(read_part(p, columns=[RID])[RID])
+            except Exception:
+                continue
+        return rids
+
     def part_files(self) -> list[Path]:
-        return self.files("part-*.parquet")
+        """Every saved part, compacted ones first (they hold the older rows), each group in name order."""
+        compacted = []
+        if not self.remote and (self.dir / COMPACT_DIR).exists():
+            compacted = sorted((self.dir / COMPACT_DIR).rglob("c-*.parquet"), key=str)
+        return compacted + self.files("part-*.parquet")
+
+    def worker_files(self, worker: str) -> list[Path]:
+        """The parts one worker wrote (its compacted ones included)."""
+        home = self.dir / COMPACT_DIR / worker
+        compacted = sorted(home.rglob("c-*.parquet"), key=str) if not self.remote and home.exists() else []
+        return compacted + self.files(f"part-{worker}-*.parquet")
+
+    def readable_parts(self) -> list[Path]:
+        """Parts whose footer reads (a part removed or damaged behind the run's back is left out: its rows
+        are redone)."""
+        import pyarrow.parquet as pq
+
+        good = []
+        for p in self.part_files():
+            try:
+                with open_binary(p) as fh:
+                    pq.read_metadata(fh)
+                good.append(p)
+            except Exception:
+                continue
+        return good
 
     def files(self, pattern: str) -> list[Path]:
         """Files in the parts folder, as they are now (other processes write there too)."""
@@ -266,6 +352,7 @@ class PartStore:
             return None
         out = read_table(self.output)
         cols = [c for c in out.columns if c in set(self.fingerprint.get("columns", []))] + ["status", "error"]
+        cols += [c for c in FILE_COLUMNS if c in out.columns]
         if "path" not in out.columns or not set(cols) <= set(out.columns):
             return None
         # the output's paths resolve from where it lives (they were rebased there when it was written)
@@ -307,6 +394,11 @@ class PartStore:
                 raise _disk_error(exc, str(failed_out)) from None
             out = out[~bad].reset_index(drop=True)
             summary["failed_out"] = str(failed_out)
+        self.publish(summary, lambda meta, before: write_table(out, self.output, metadata=meta, before_rename=before))
+
+    def publish(self, summary: dict, write) -> None:
+        """Write the output with `write(metadata, before_rename)` (atomically), its sidecar, then remove the
+        parts folder (the lock is released last)."""
         meta = {"fingerprint": self.fingerprint, "summary": summary, "vidcap": __version__,
                 "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
         # The sidecar goes first: an output without its sidecar (a kill between the two) would be
@@ -315,8 +407,8 @@ class PartStore:
         try:
             if self.overwrite:
                 self.output.unlink(missing_ok=True)
-            self._write_json(self.sidecar(), meta)
-            write_table(out, self.output, metadata=meta, before_rename=lambda: fault_point("final_merge"))
+            self.write_json(self.sidecar(), meta)
+            write(meta, lambda: fault_point("final_merge"))
         except OSError as exc:
             raise _disk_error(exc, str(self.output)) from None
         except Exception as exc:
@@ -347,6 +439,46 @@ class PartStore:
         except OSError:
             rmtree(self.dir)
         self.close()
+
+
+def write_rows(rows: list[dict], path, before_rename=None) -> None:
+    """One part from result records: straight to Arrow (no pandas frame); records Arrow cannot type (mixed
+    values, lone surrogates) and remote stores take `write_table`, which cleans them."""
+    import pyarrow as pa
+
+    if not is_remote(path):
+        try:
+            table = pa.Table.from_pylist(rows)
+        except Exception:
+            table = None
+        if table is not None:
+            write_arrow(table, path, before_rename)
+            return
+    write_table(pd.DataFrame(rows), path, before_rename=before_rename)
+
+
+def write_arrow(table, path: Path, before_rename=None) -> None:
+    """An Arrow table to a local Parquet file atomically (temp name, fsync, rename)."""
+    import tempfile
+
+    import pyarrow.parquet as pq
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            pq.write_table(table, fh)
+            fh.flush()
+            os.fsync(fh.fileno())
+        if before_rename is not None:
+            before_rename()
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise
 
 
 def read_part(path, columns=None) -> pd.DataFrame:

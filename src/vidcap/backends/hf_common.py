@@ -11,7 +11,7 @@ from pathlib import Path
 from ..engine.prefill import seq_keys, to_device
 from ..engine.scheduler import ListSource
 from ..errors import MODEL, OOM, UsageError, format_error
-from .base import CaptionBackend, CaptionRequest, CaptionResult
+from .base import COMMON_OPTIONS, HF_OPTIONS, CaptionBackend, CaptionRequest, CaptionResult
 
 _DTYPES = {"bfloat16": "bfloat16", "bf16": "bfloat16", "float16": "float16", "fp16": "float16",
            "half": "float16", "float32": "float32", "fp32": "float32"}
@@ -139,13 +139,14 @@ class Prepared:
 
     inputs: dict  # tensors for model.generate
     prompt_tokens: list[int]
-    extra: dict = field(default_factory=dict)
+    max_new: list[int | None] = field(default_factory=list)  # per-caption token limits (bench --lengths)
 
 
 class HFCaptionBackend(CaptionBackend):
     """Subclasses implement `_load(path, device, dtype)` and `prepare(requests)`; the rest is shared."""
 
     name = "hf"
+    takes = COMMON_OPTIONS | HF_OPTIONS
 
     def __init__(self, preset, options):
         super().__init__(preset, options)
@@ -210,11 +211,6 @@ class HFCaptionBackend(CaptionBackend):
         return {"tensor_parallel": f"{tp} devices per model"} if tp > 1 else {}
 
     @property
-    def fast(self) -> bool:
-        """vidcap's own engine and preprocessing in the decode workers; False: plain generate() (--baseline)."""
-        return bool(self.options.extra.get("fast", True))
-
-    @property
     def tensor_parallel(self) -> int:
         """K when this model is one shard of a --tp K group (its decode then runs eagerly, no static cache)."""
         return getattr(self.model, "_tp_size", None) or getattr(self.model, "vidcap_tp", None) or 1
@@ -233,7 +229,7 @@ class HFCaptionBackend(CaptionBackend):
     def prepare_item(self, request: CaptionRequest) -> dict:
         """`prepare_one` plus the caption's own token limit when the bench draws lengths (--lengths A:B)."""
         item = self.prepare_one(request)
-        limit = drawn_length(self.options.extra.get("lengths"), request.meta.get("path"))
+        limit = drawn_length(self.options.lengths, request.meta.get("path"))
         if limit:
             item["max_new"] = limit
         return item
@@ -290,20 +286,20 @@ class HFCaptionBackend(CaptionBackend):
                 self._engine = Engine(self.model, slots=self.options.batch_size, eos=self.eos, pad_id=self.pad_id,
                                       max_new_tokens=int(self.options.max_new_tokens), device=self.device,
                                       dtype=self.dtype, collate=self._collate_right,
-                                      ignore_eos=bool(self.options.extra.get("ignore_eos")))
+                                      ignore_eos=self.options.ignore_eos)
             except Unsupported as exc:
                 why = str(exc)
         if why is None:
-            self._engine.static = bool(self.options.extra.get("static_batches"))
+            self._engine.static = self.options.static_batches
             return self._engine
         if why != self._engine_off:
             self._engine_off = why
-            if self.fast and self.options.extra.get("engine", True):
+            if self.options.engine:
                 warn(f"vidcap's engine is off for this run, captions go through generate() ({why}).")
         return None
 
     def _engine_refusal(self) -> str | None:
-        if not self.fast or self.options.extra.get("engine") is False:
+        if not self.options.engine:
             return "switched off (--baseline or engine=False)"
         if float(self.options.temperature or 0) > 0:
             return "sampling (--temperature > 0) runs through generate(); the engine decodes greedily"
@@ -400,7 +396,7 @@ class HFCaptionBackend(CaptionBackend):
         cfg.max_length = None
         cfg.eos_token_id = list(self.eos)
         cfg.pad_token_id = self.pad_id
-        if self.options.extra.get("ignore_eos"):  # benchmarks: every caption exactly max_new_tokens long
+        if self.options.ignore_eos:  # benchmarks: every caption exactly max_new_tokens long
             cfg.min_new_tokens = cfg.max_new_tokens
         return cfg
 
@@ -410,7 +406,7 @@ class HFCaptionBackend(CaptionBackend):
         inputs = {k: to_device(v, self.device, self.dtype) for k, v in prepared.inputs.items()}
         n_in = inputs["input_ids"].shape[1]
         cfg = self.generation_config()
-        limits = [m or cfg.max_new_tokens for m in prepared.extra.get("max_new", [])]
+        limits = [m or cfg.max_new_tokens for m in prepared.max_new]
         if limits:  # drawn lengths (bench --lengths): a static batch runs until its longest caption is done
             cfg.max_new_tokens = max(limits)
             if cfg.min_new_tokens:  # ignore_eos
@@ -502,8 +498,8 @@ def collate_items(items: list[dict], pad_id: int, side: str = "left") -> Prepare
             batch[k] = torch.cat(vals)
         else:
             batch[k] = vals
-    extra = {"max_new": [it.get("max_new") for it in items]} if any("max_new" in it for it in items) else {}
-    return Prepared(batch, [int(it["n_prompt"]) for it in items], extra)
+    max_new = [it.get("max_new") for it in items] if any("max_new" in it for it in items) else []
+    return Prepared(batch, [int(it["n_prompt"]) for it in items], max_new)
 
 
 def check_tp_split(tp: int, label: str, counts: dict) -> None:

@@ -44,6 +44,7 @@ def seed_clean(text: str) -> str:
 
 class PllavaBackend(HFCaptionBackend):
     name = "hf-pllava"
+    takes = HFCaptionBackend.takes | {"pooling_shape", "lora_alpha"}
 
     def __init__(self, preset, options):
         super().__init__(preset, options)
@@ -92,7 +93,7 @@ class PllavaBackend(HFCaptionBackend):
         if is_random_skeleton(path):
             self.model = random_pllava(path, device, dtype, self.pooling_shape, self.num_frames)
         else:
-            from ..runners.tp import tp_rank_size
+            from ..parallel import tp_rank_size
 
             self.model, _ = load_pllava(path, device, dtype, self.pooling_shape, self.num_frames, self.lora_alpha,
                                         tp=tp_rank_size())

@@ -12,6 +12,7 @@ from .hf_common import HFCaptionBackend, eos_ids, is_random_skeleton, random_mod
 
 class HFVLMBackend(HFCaptionBackend):
     name = "hf-vlm"
+    takes = HFCaptionBackend.takes | {"max_pixels"}
     frames_as_images = False  # LLaVA-1.6 has no video path: its subclass sends frames as separate images
 
     def __init__(self, preset, options):
@@ -47,7 +48,7 @@ class HFVLMBackend(HFCaptionBackend):
             if is_random_skeleton(path):
                 model = random_model(AutoModelForImageTextToText, path, device, dtype)
             else:
-                from ..runners.tp import tp_load_kwargs
+                from ..parallel import tp_load_kwargs
 
                 kwargs = dict(dtype=dtype, attn_implementation="sdpa", use_safetensors=True, trust_remote_code=trc)
                 sharded = tp_load_kwargs()  # inside a --tp group: transformers shards the weights itself

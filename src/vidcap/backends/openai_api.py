@@ -15,7 +15,7 @@ import numpy as np
 from ..errors import UsageError, format_error
 from .api_common import REASONING_PREFIXES as _REASONING_PREFIXES  # noqa: F401  (used by llm.py)
 from .api_common import ChatClient, chat_params
-from .base import CaptionBackend, CaptionOptions, CaptionRequest, CaptionResult
+from .base import API_OPTIONS, COMMON_OPTIONS, CaptionBackend, CaptionOptions, CaptionRequest, CaptionResult
 
 DEFAULT_MODEL = "gpt-4o"
 DETAILS = ("low", "high", "auto")
@@ -64,19 +64,18 @@ def frame_list(request: CaptionRequest) -> list[np.ndarray]:
 
 class OpenAIBackend(CaptionBackend):
     name = "openai"
+    takes = COMMON_OPTIONS | API_OPTIONS
 
     def __init__(self, preset, options: CaptionOptions):
         super().__init__(preset, options)
         if options.detail not in DETAILS:
             raise UsageError(f"--detail must be one of {', '.join(DETAILS)}, not '{options.detail}'.")
-        extra = options.extra or {}
-        self.jpeg_quality = int(extra.get("jpeg_quality", 90))
+        self.jpeg_quality = int(options.jpeg_quality)
         self.client = ChatClient(
             self.model_label(), base_url=options.base_url, api_key_env=options.api_key_env,
             concurrency=options.concurrency, max_retries=options.max_retries, timeout=options.timeout,
             price_in=options.price_in, price_out=options.price_out,
-            backoff_base=float(extra.get("backoff_base", 0.5)),
-            retry_after_cap=float(extra.get("retry_after_cap", 120.0)))
+            backoff_base=float(options.backoff_base), retry_after_cap=float(options.retry_after_cap))
         self._prompt = None
 
     def model_label(self) -> str:

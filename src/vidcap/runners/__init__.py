@@ -1,8 +1,8 @@
-"""Scale-out runners: every GPU of a host (worker processes), torchrun ranks, and Ray clusters.
+"""Executors: one process, every GPU of a host (worker processes), torchrun ranks, and Ray clusters.
 
-They all drive the same Stage contract and write the same resumable parts layout as the single-process
-runner (vidcap.runner); they differ only in how rows reach the model. Nothing here imports torch or ray
-until a runner that needs it starts.
+They all run one session (vidcap.session: plan, record, finish) over the same Stage contract and write
+the same resumable parts layout; they differ only in how rows reach the stage (see base.py). Nothing here
+imports torch or ray until an executor that needs it starts.
 """
 
 from __future__ import annotations
@@ -15,17 +15,25 @@ ENGINES = ("local", "ray")
 
 
 def dispatch(stage, manifest, out, run_opts, gpus=None, tp=1, engine="local", address=None) -> dict:
-    """Run `stage` over `manifest` with the runner the options ask for; returns the run summary."""
+    """Run `stage` over `manifest` with the executor the options ask for; returns the run summary.
+
+    Every executor runs the same session (vidcap.session): they differ only in how rows reach the stage."""
+    from ..session import Session
+
+    return Session(stage, manifest, out, run_opts).run(pick_executor(stage, run_opts, gpus, tp, engine, address))
+
+
+def pick_executor(stage, run_opts, gpus=None, tp=1, engine="local", address=None):
     if tp < 1:
         raise UsageError(f"--tp must be at least 1, not {tp}.")
     if engine not in ENGINES:
         raise UsageError(f"--engine must be one of {', '.join(ENGINES)}, not '{engine}'.")
-    if tp > 1 and hasattr(stage, "check_tp"):
+    if tp > 1:
         stage.check_tp(tp)  # a split the model cannot take is refused here, before any worker starts
     if engine == "ray":
-        from .ray_engine import run_ray
+        from .ray_engine import RayExecutor
 
-        return run_ray(stage, manifest, out, run_opts, gpus=gpus, tp=tp, address=address)
+        return RayExecutor(gpus, tp, address)
     if address:
         raise UsageError("--address is the Ray cluster address; add --engine ray to use it.")
     from .torchrun import launched_by_torchrun
@@ -33,15 +41,18 @@ def dispatch(stage, manifest, out, run_opts, gpus=None, tp=1, engine="local", ad
     if launched_by_torchrun():
         if gpus is not None:
             raise UsageError("under torchrun every rank uses its own GPU (LOCAL_RANK); drop --gpus.")
-        from .torchrun import run_torchrun
+        from .torchrun import TorchrunExecutor
 
-        return run_torchrun(stage, manifest, out, run_opts, tp=tp)
+        return TorchrunExecutor(tp)
+    if gpus is None and tp == 1:
+        from .local import LocalExecutor
+
+        return LocalExecutor()
     if run_opts.device:
         raise UsageError("--device picks one device and --gpus several; pass only one of them.")
-    groups = device_groups(parse_gpus(gpus), tp)
-    from .multigpu import run_multi
+    from .multigpu import HostExecutor
 
-    return run_multi(stage, manifest, out, run_opts, groups)
+    return HostExecutor(device_groups(parse_gpus(gpus), tp))
 
 
 def visible_gpus() -> list[str]:

@@ -1,5 +1,5 @@
 """One host, many GPUs: a coordinator hands out rows in small chunks to one worker process per GPU (or per
-tensor-parallel group); each worker runs the usual batch loop (vidcap.runner.Run) with its own decode pool
+tensor-parallel group); each worker runs the usual batch loop (vidcap.runners.local.run_batches) with its own decode pool
 and writes its own parts into the shared `<output>.parts/` folder.
 
 Exactly once: the coordinator holds the run lock and computes the rows to do once. A chunk stays owned by
@@ -21,11 +21,10 @@ from collections import Counter, deque
 from dataclasses import dataclass, replace
 from multiprocessing.connection import wait as wait_conns
 
-
 from ..errors import WORKER, FatalRunError, UsageError, format_error
 from ..manifest import RID
-from ..parts import read_part
-from ..runner import Run, _Progress, _raise_interrupt, default_workers
+from ..session import Session, default_workers
+from .base import Executor, Progress, merge_extras, raise_interrupt
 from .worker import worker_main
 
 CHUNK_ENV = "VIDCAP_CHUNK_ROWS"  # rows per hand-out (default: the stage's batch size)
@@ -61,23 +60,6 @@ def make_specs(groups: list[list[str]], workers: int | None) -> list[WorkerSpec]
     return [WorkerSpec(f"{prefix}{i}", g, each) for i, g in enumerate(groups)]
 
 
-def run_multi(stage, manifest, output, opts, groups: list[list[str]]) -> dict:
-    return MultiRun(stage, manifest, output, opts, make_specs(groups, opts.workers)).execute()
-
-
-def merge_extras(extras: list[dict]) -> dict:
-    """Several workers' stage figures as one: numbers add up (tokens, cost), the rest is the first seen."""
-    merged: dict = {}
-    for extra in extras:
-        for k, v in extra.items():
-            if isinstance(v, bool):  # e.g. fast_path: true only if it held on every worker
-                merged[k] = merged.get(k, True) and v
-                continue
-            both_numbers = isinstance(v, (int, float)) and isinstance(merged.get(k, 0), (int, float))
-            merged[k] = merged.get(k, 0) + v if both_numbers else merged.get(k, v)
-    return merged
-
-
 # -- coordinator --------------------------------------------------------------------------------
 class _Worker:
     def __init__(self, spec: WorkerSpec, proc, conn):
@@ -87,26 +69,40 @@ class _Worker:
         self.hungry = False
 
 
-class MultiRun(Run):
-    """Run.execute (lock, todo rows, merge) with the processing done by worker processes."""
+class HostExecutor(Executor):
+    """One worker process per GPU (or tensor-parallel group, or `cpu:N` slot) of this host; this process
+    coordinates: it hands out chunks of rows and hands a dead worker's unsaved rows to the others."""
 
-    def __init__(self, stage, manifest, output, opts, specs: list[WorkerSpec]):
-        super().__init__(stage, manifest, output, opts)
-        self.specs = specs
-        self.extras: list[dict] = []
+    name = "host"
+
+    def __init__(self, groups: list[list[str]]):
+        self.groups = groups
+        self.worker_extras: list[dict] = []
         self.deaths: list[str] = []
+        self.n_workers = len(groups)
 
-    def _extra(self) -> dict:
-        merged = merge_extras(self.extras)
-        merged["workers"] = len(self.specs)
+    def extras(self, session: Session) -> dict:
+        merged = merge_extras(self.worker_extras)
+        merged["workers"] = self.n_workers
         if self.deaths:
             merged["worker_deaths"] = len(self.deaths)
         return merged
 
-    def _process(self, todo: list[dict]) -> None:
+    def process(self, session: Session, todo: list[dict]) -> None:
         if not todo:
             return
-        self.store.worker = "main"  # rows the coordinator itself records (worker deaths)
+        _Coordinator(self, session, make_specs(self.groups, session.opts.workers)).run(todo)
+
+
+class _Coordinator:
+    def __init__(self, executor: HostExecutor, session: Session, specs: list[WorkerSpec]):
+        self.session, self.stage, self.opts = session, session.stage, session.opts
+        self.specs = specs
+        self.extras, self.deaths = executor.worker_extras, executor.deaths
+        self.workers: dict[str, _Worker] = {}
+
+    def run(self, todo: list[dict]) -> None:
+        self.session.books.worker = "main"  # rows the coordinator itself records (worker deaths)
         chunk = int(os.environ.get(CHUNK_ENV) or 0) or max(1, self.stage.batch_size)
         self.pending: deque = deque()
         self.chunks: dict[int, list[dict]] = {}
@@ -114,23 +110,22 @@ class MultiRun(Run):
         self.crashes: Counter = Counter()
         for i in range(0, len(todo), chunk):
             self._queue_chunk(todo[i:i + chunk])
-        self.progress = _Progress(len(todo), self.stage.name, enabled=self.opts.progress)
+        self.progress = Progress(len(todo), self.stage.name, enabled=self.opts.progress)
         main = threading.current_thread() is threading.main_thread()
-        prev = signal.signal(signal.SIGTERM, _raise_interrupt) if main else None
-        self.workers: dict[str, _Worker] = {}
+        prev = signal.signal(signal.SIGTERM, raise_interrupt) if main else None
         try:
             self._start_workers()
             self._serve()
             self._stop_workers(graceful=True)
         except BaseException:
             self._stop_workers(graceful=False)
-            self._flush()
+            self.session.recorder.flush()
             raise
         finally:
             self.progress.close()
             if prev is not None:
                 signal.signal(signal.SIGTERM, prev)
-        self._flush()
+        self.session.recorder.flush()
 
     def _queue_chunk(self, rows: list[dict]) -> None:
         cid = len(self.chunks)
@@ -140,12 +135,12 @@ class MultiRun(Run):
     def _start_workers(self) -> None:
         ctx = mp.get_context("spawn")
         blob = pickle.dumps(self.stage)
-        fp = dict(self.stage.fingerprint(), columns=list(self.stage.columns))
+        fp = self.session.fingerprint
         for spec in self.specs:
             mine, theirs = ctx.Pipe(duplex=True)
             wopts = replace(self.opts, workers=spec.decode_workers, progress=False, device=spec.device())
             proc = ctx.Process(target=worker_main, name=f"vidcap-{spec.wid}",
-                               args=(spec, blob, str(self.output), fp, wopts, theirs, os.getpid()))
+                               args=(spec, blob, str(self.session.output), fp, wopts, theirs, os.getpid()))
             proc.start()
             theirs.close()  # so a dead worker's pipe reads as closed here
             self.workers[spec.wid] = _Worker(spec, proc, mine)
@@ -154,13 +149,13 @@ class MultiRun(Run):
     def _write_workers_file(self) -> None:
         """Which process is which worker (for operators and tests): <output>.parts/workers.json."""
         info = {w.spec.wid: {"pid": w.proc.pid, "devices": w.spec.devices} for w in self.workers.values()}
-        self.store._write_json(self.store.dir / "workers.json", {"coordinator": os.getpid(), "workers": info})
+        self.session.books.write_note("workers.json", {"coordinator": os.getpid(), "workers": info})
 
     def _serve(self) -> None:
         while self.pending or self.owner:
             live = [w for w in self.workers.values() if w.alive]
             if not live:
-                self._flush()
+                self.session.recorder.flush()
                 self.deaths = self.deaths or ["they exited early"]
                 left = sum(len(self.chunks[c]) for c in list(self.pending) + list(self.owner))
                 raise FatalRunError(
@@ -193,7 +188,7 @@ class MultiRun(Run):
             for cid in cids:
                 if self.owner.get(cid) == w.spec.wid:
                     del self.owner[cid]
-            self.counts.update(counts)
+            self.session.counts.update(counts)
         elif kind == "progress":
             self.progress.advance(payload)
         elif kind == "bye":
@@ -244,8 +239,9 @@ class MultiRun(Run):
         w.alive = False
         self.deaths.append(why)
         lost = [cid for cid, owner in self.owner.items() if owner == w.spec.wid]
-        saved = self._saved_rids(w.spec.wid)
-        redo, failed = [], []
+        saved = self.session.books.saved_ids(w.spec.wid)
+        redo: list[dict] = []
+        failed: list[dict] = []
         for cid in lost:
             del self.owner[cid]
             for row in self.chunks[cid]:
@@ -254,24 +250,15 @@ class MultiRun(Run):
                 self.crashes[row[RID]] += 1
                 (failed if self.crashes[row[RID]] >= 2 else redo).append(row)
         for row in failed:
-            self._record(row, {"error": format_error(WORKER, f"two worker processes died with this row in flight ({why})")})
-        self._flush()
+            self.session.recorder.record(row, {"error": format_error(WORKER, f"two worker processes died with this row in flight ({why})")})
+        self.session.recorder.flush()
         if redo:
             self._queue_chunk(redo)
         print(f"vidcap: {why}; {len(redo)} of its rows go to the other workers.", file=sys.stderr)
         self._hand_out()
 
-    def _saved_rids(self, wid: str) -> set:
-        rids: set = set()
-        for p in self.store.files(f"part-{wid}-*.parquet"):
-            try:
-                rids.update(read_part(p, columns=[RID])[RID])
-            except Exception:
-                continue  # unreadable: its rows are redone
-        return rids
-
     def _stop_workers(self, graceful: bool) -> None:
-        workers = getattr(self, "workers", {})
+        workers = self.workers
         for w in workers.values():
             if w.alive and w.proc.exitcode is None:
                 if graceful:

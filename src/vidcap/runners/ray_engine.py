@@ -11,36 +11,39 @@ from __future__ import annotations
 
 import os
 import pickle
+from typing import Any
 
 import pandas as pd
 
 from ..errors import UsageError
+from ..feeder import init_loader_inline, load_row
 from ..manifest import RID
-from ..runner import Run, _Progress, _load, _init_loader_inline, process_safely
+from ..session import Session
 from ..stages.base import Item
+from .base import Executor, Progress, merge_extras, safe_extra
+from .local import process_safely
 
 
-def run_ray(stage, manifest, output, opts, gpus=None, tp: int = 1, address=None) -> dict:
+def check_ray() -> None:
     try:
-        import ray  # noqa: F401
+        import ray
         import ray.data  # noqa: F401
     except ImportError:
         raise UsageError("--engine ray needs Ray; install it with: pip install 'vidcap[ray]'.") from None
-    return RayRun(stage, manifest, output, opts, gpus, tp, address).execute()
 
 
 def decode_batch(batch: pd.DataFrame, loader) -> pd.DataFrame:
     """A CPU task: the stage's loader on every row of the batch (errors become that row's `_err`)."""
-    _init_loader_inline(loader)
+    init_loader_inline(loader)
     datas, errs = [], []
     for blob in batch["_row"]:
-        data, err = _load(pickle.loads(blob))
+        data, err = load_row(pickle.loads(blob))
         datas.append(b"" if err else pickle.dumps(data, protocol=5))
         errs.append(err or "")
     return pd.DataFrame({RID: batch[RID].values, "_row": batch["_row"].values, "_data": datas, "_err": errs})
 
 
-class CaptionActor:
+class StageActor:
     """A GPU actor: stage.setup once, then process_batch on decoded rows (a TP group's leader when tp > 1)."""
 
     def __init__(self, blob: bytes, device: str, tp: int):
@@ -65,43 +68,40 @@ class CaptionActor:
         if todo:
             for (i, _), out in zip(todo, process_safely(self.stage, [it for _, it in todo])):
                 outs[i] = out
-        return pd.DataFrame({RID: batch[RID].values, "_out": [pickle.dumps(o) for o in outs],
-                             "_extra": [pickle.dumps(self._extra())] * len(batch)})
-
-    def _extra(self) -> dict:
-        try:
-            return self.stage.summary_extra()
-        except Exception:
-            return {}
+        return pd.DataFrame({RID: batch[RID].values, "_row": batch["_row"].values, "_out": [pickle.dumps(o) for o in outs],
+                             "_extra": [pickle.dumps(safe_extra(self.stage))] * len(batch)})
 
 
-class RayRun(Run):
-    def __init__(self, stage, manifest, output, opts, gpus, tp, address):
-        super().__init__(stage, manifest, output, opts)
+class RayExecutor(Executor):
+    """Ray Data: decode in CPU tasks, the stage in actors (one per GPU or tensor-parallel group); results
+    stream back to this process, which alone records them."""
+
+    name = "ray"
+
+    def __init__(self, gpus: str | None, tp: int, address: str | None):
+        check_ray()
         self.gpus, self.tp, self.address = gpus, tp, address
         self.actor_extras: dict = {}
         self.actors = 0
 
-    def _extra(self) -> dict:
-        from .multigpu import merge_extras
-
+    def extras(self, session: Session) -> dict:
         return {**merge_extras(list(self.actor_extras.values())), "actors": self.actors}
 
-    def _process(self, todo: list[dict]) -> None:
+    def process(self, session: Session, todo: list[dict]) -> None:
         if not todo:
             return
         import ray
 
+        self.stage, self.opts = session.stage, session.opts
         started = not ray.is_initialized()
         if started:
             _init_ray(self.address)
-        self.total = len(todo)
         try:
-            self._stream(self._pipeline(todo))
-        except Exception as exc:
+            self._stream(self._pipeline(todo), session, len(todo))
+        except Exception as exc:  # noqa: BLE001
             raise _cause(exc) from None
         finally:
-            self._flush()
+            session.recorder.flush()
             if started:
                 ray.shutdown()
 
@@ -116,14 +116,14 @@ class RayRun(Run):
         self.actors = actors
         batch = max(1, self.stage.batch_size)
         rows = [{RID: r[RID], "_row": pickle.dumps(r)} for r in todo]
-        ds = ray.data.from_items(rows, override_num_blocks=max(1, min(len(rows) // batch, 1000)))
+        items = ray.data.from_items(rows, override_num_blocks=max(1, min(len(rows) // batch, 1000)))
         decode_cpus = float(os.environ.get("VIDCAP_RAY_DECODE_CPUS", "1"))
-        ds = ds.map_batches(decode_batch, batch_size=batch, batch_format="pandas",
-                            fn_kwargs={"loader": self.stage.loader()}, num_cpus=decode_cpus)
+        ds = items.map_batches(decode_batch, batch_size=batch, batch_format="pandas",  # type: ignore[arg-type]
+                               fn_kwargs={"loader": self.stage.loader()}, num_cpus=decode_cpus)
         # Actors hold their CPU share for the whole run: on a small CPU-only machine a whole CPU each
         # would leave none for the decode tasks, and the pipeline would wait forever.
         actor_cpus = float(os.environ.get("VIDCAP_RAY_ACTOR_CPUS", "1" if gpus_each else "0.5"))
-        return ds.map_batches(CaptionActor, batch_size=batch, batch_format="pandas",
+        return ds.map_batches(StageActor, batch_size=batch, batch_format="pandas",
                               fn_constructor_args=(pickle.dumps(self.stage), device, self.tp),
                               compute=ray.data.ActorPoolStrategy(size=actors),
                               num_gpus=gpus_each, num_cpus=actor_cpus)
@@ -150,31 +150,32 @@ class RayRun(Run):
             raise UsageError(f"--tp {self.tp} does not divide the {total} GPUs of the Ray cluster.")
         return total // self.tp, self.tp, self.opts.device or "cuda:0"
 
-    def _stream(self, ds) -> None:
-        progress = _Progress(self.total, self.stage.name, enabled=self.opts.progress)
+    def _stream(self, ds, session: Session, total: int) -> None:
+        progress = Progress(total, self.stage.name, enabled=self.opts.progress)
+        recorder = session.recorder
         try:
             for batch in ds.iter_batches(batch_size=None, batch_format="pandas"):
-                for rid, out, extra in zip(batch[RID], batch["_out"], batch["_extra"]):
-                    self._record({RID: rid}, pickle.loads(out))
+                for row, out, extra in zip(batch["_row"], batch["_out"], batch["_extra"]):
+                    recorder.record(pickle.loads(row), pickle.loads(out))
                     self.actor_extras[hash(extra)] = pickle.loads(extra)
                 progress.advance(len(batch))
-                self._check_all_failing()
-                self._maybe_flush()
+                recorder.check_all_failing()
+                recorder.maybe_flush()
         finally:
             progress.close()
 
 
 def _init_ray(address: str | None) -> None:
-    import ray
-
     import logging
 
+    import ray
+
     logging.getLogger("ray.data").setLevel(logging.ERROR)
-    kwargs = dict(include_dashboard=False, logging_level="ERROR", log_to_driver=False)
+    kwargs: dict[str, Any] = {"include_dashboard": False, "logging_level": "ERROR", "log_to_driver": False}
     if address:
         ray.init(address=address, **kwargs)
-    else:
-        ray.init(num_cpus=os.cpu_count() or 1, **kwargs)
+    else:  # a Ray of this run's own: never join a cluster someone else started on this host (`ray start`)
+        ray.init(address="local", num_cpus=os.cpu_count() or 1, **kwargs)
 
 
 def _cause(exc: BaseException) -> BaseException:

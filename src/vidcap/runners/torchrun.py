@@ -14,21 +14,20 @@ import json
 import os
 import time
 from collections import Counter
+from typing import Any
 
-from ..errors import FatalRunError, UsageError
-from ..manifest import RID, rebase_paths
-from ..parts import PartStore, needs_redo
-from ..runner import Run, select_rows
+import pandas as pd
+
+from ..errors import UsageError
+from ..session import Plan, Session, default_workers
+from .base import Executor, Progress, merge_extras, safe_extra
+from .local import run_batches
 
 DONE_GLOB = "done-*.json"
 
 
 def launched_by_torchrun() -> bool:
     return "RANK" in os.environ and int(os.environ.get("WORLD_SIZE", "1") or 1) > 1
-
-
-def run_torchrun(stage, manifest, output, opts, tp: int = 1) -> dict:
-    return RankRun(stage, manifest, output, opts, tp).execute()
 
 
 def _env_int(name: str, default: int | None = None) -> int:
@@ -40,9 +39,13 @@ def _env_int(name: str, default: int | None = None) -> int:
     return int(value)
 
 
-class RankRun(Run):
-    def __init__(self, stage, manifest, output, opts, tp: int):
-        super().__init__(stage, manifest, output, opts)
+class TorchrunExecutor(Executor):
+    """This process is one torchrun rank: it does an interleaved share of the rows; rank 0 merges."""
+
+    name = "torchrun"
+    can_redo = False  # the other ranks are gone by the merge: a lost part is named, and a rerun redoes it
+
+    def __init__(self, tp: int = 1):
         self.rank, self.world = _env_int("RANK"), _env_int("WORLD_SIZE")
         self.local_rank = _env_int("LOCAL_RANK", 0)
         self.local_world = _env_int("LOCAL_WORLD_SIZE", self.world)
@@ -52,58 +55,79 @@ class RankRun(Run):
         self.tp = tp
         self.dp_rank, self.dp_size, self.tp_rank = self.rank // tp, self.world // tp, self.rank % tp
         self.rank_extras: list[dict] = []
+        self.merged = False
+        self.device: str | None = None
 
-    def execute(self) -> dict:
+    def start(self, session: Session) -> None:
         from .worker import set_parent_death_signal
 
         set_parent_death_signal()  # torchrun killed: stop too, rather than hold the lock as an orphan
-        t0 = time.monotonic()
-        df = select_rows(self.stage, self.manifest, self.opts)
-        first = ~df[RID].duplicated()
-        fp = dict(self.stage.fingerprint(), columns=list(self.stage.columns))
-        store = self.store = PartStore(self.output, fp, overwrite=self.opts.overwrite,
-                                       keep_parts=self.opts.keep_parts, worker=f"rank{self.dp_rank}")
-        self._start_together(store)
-        try:
-            unique = df[first]
-            share = unique.iloc[self.dp_rank::self.dp_size]
-            results = store.load_results(df, self.stage.row_key)
-            redo = {r: needs_redo(s, e) for r, s, e in zip(results[RID], results.get("status", []), results.get("error", []))}
-            todo = [r for r in share.to_dict("records") if r[RID] not in redo or redo[r[RID]]]
-            skipped = len(share) - len(todo)
-            device = self._device()
-            if self.tp > 1:  # the leader's count decides for the group (a follower may see its parts land)
-                from .tp import broadcast
+        self.opts = session.opts
+        session.books.worker = f"rank{self.dp_rank}"
+        self._start_together(session)
 
-                if not broadcast(len(todo) if self.tp_rank == 0 else None):
-                    todo = []
-                    if self.tp_rank:
-                        return self._rank_summary(len(share), skipped, t0)
-            if self.tp_rank:
-                from .tp import follow
+    def share(self, unique: pd.DataFrame) -> pd.DataFrame:
+        return unique.iloc[self.dp_rank::self.dp_size]
 
-                follow(self.stage, device)
-                return self._rank_summary(len(share), skipped, t0)
-            self.opts.device = device
-            if self.tp > 1:
-                from .tp import LeaderStage
+    def process(self, session: Session, todo: list[dict]) -> None:
+        self.device = device = self._device()
+        if self.tp > 1:  # the leader's count decides for the group (a follower may see its parts land)
+            from .tp import broadcast
 
-                self.stage = LeaderStage(self.stage)
-            self._process(todo)
-            store._write_json(store.dir / f"done-{self.dp_rank}.json",
-                              {"counts": dict(self.counts), "skipped": skipped, "todo": len(todo), "extra": self.stage.summary_extra()})
-            if self.rank != 0:
-                return self._rank_summary(len(share), skipped, t0)
-            return self._merge(df, first, t0)
-        finally:
-            store.close()
+            if not broadcast(len(todo) if self.tp_rank == 0 else None):
+                return
+        elif not todo:
+            return
+        if self.tp_rank:
+            from .tp import follow
 
-    def _start_together(self, store: PartStore) -> None:
+            follow(session.stage, device)
+            return
+        stage: Any = session.stage
+        if self.tp > 1:
+            from .tp import LeaderStage
+
+            stage = LeaderStage(stage)
+        opts = session.opts
+        workers = default_workers(stage) if opts.workers is None else opts.workers
+        run_batches(stage, todo, session.recorder, opts, workers=workers, device=device,
+                    progress=Progress(len(todo), stage.name, enabled=opts.progress))
+
+    def gather(self, session: Session, plan: Plan) -> Plan | None:
+        if self.tp_rank:  # a follower: its leader reports for the group
+            return None
+        session.books.write_note(f"done-{self.dp_rank}.json", {
+            "counts": dict(session.counts), "skipped": plan.skipped, "todo": len(plan.todo),
+            "extra": safe_extra(session.stage)})
+        if self.rank != 0:
+            return None
+        names = {f"done-{r}.json" for r in range(self.dp_size)}
+        while not names <= {p.name for p in session.books.notes(DONE_GLOB)}:  # torchrun stops all if one fails
+            time.sleep(0.5)
+        counts: Counter = Counter()
+        skipped = 0
+        for p in session.books.notes(DONE_GLOB):
+            if p.name in names:
+                info = json.loads(p.read_text())
+                counts.update(info["counts"])
+                skipped += info["skipped"]
+                self.rank_extras.append(info.get("extra") or {})
+        session.counts.clear()
+        session.counts.update(counts)
+        self.merged = True
+        return Plan(plan.rows, plan.first, [], skipped)
+
+    def extras(self, session: Session) -> dict:
+        if not self.merged:
+            return {"rank": self.rank}
+        return {**merge_extras(self.rank_extras), "ranks": self.dp_size}
+
+    def _start_together(self, session: Session) -> None:
         kv = _rendezvous_store()
         if self.rank == 0:
             try:
-                store.open(self.stage.provenance())
-                for p in store.files(DONE_GLOB):
+                session.books.open(session.stage.provenance())
+                for p in session.books.notes(DONE_GLOB):
                     p.unlink()
             except UsageError as exc:
                 kv.set("ready", f"error:{exc}")
@@ -145,48 +169,6 @@ class RankRun(Run):
         if not self._on_gpu():
             return "cpu"
         return f"cuda:{self.tp_rank}" if self.tp > 1 else f"cuda:{self.local_rank}"
-
-    def _rank_summary(self, rows: int, skipped: int, t0: float) -> dict:
-        wall = time.monotonic() - t0
-        processed = sum(self.counts.values())
-        return {"rows": rows, "unique": rows, "duplicates": 0, "skipped": skipped, "processed": processed,
-                "ok": self.counts["ok"], "failed": {k: v for k, v in self.counts.items() if k != "ok"},
-                "wall_s": round(wall, 3), "rows_per_s": round(processed / wall, 3) if wall > 0 else 0.0,
-                "rank": self.rank}
-
-    def _merge(self, df, first, t0: float) -> dict:
-        store = self.store
-        markers = [store.dir / f"done-{r}.json" for r in range(self.dp_size)]
-        names = {p.name for p in markers}
-        while not names <= {p.name for p in store.files(DONE_GLOB)}:  # torchrun stops every rank if one fails
-            time.sleep(0.5)
-        counts: Counter = Counter()
-        skipped = todo = 0
-        for p in markers:
-            info = json.loads(p.read_text())
-            counts.update(info["counts"])
-            skipped += info["skipped"]
-            todo += info["todo"]
-            self.rank_extras.append(info.get("extra") or {})
-        self.counts = counts
-        results = store.load_results(df, self.stage.row_key)
-        results = results[results[RID].isin(df[RID])]  # rows no longer in the manifest do not count
-        missing = int((~df.loc[first, RID].isin(results[RID])).sum())
-        if missing:  # a rank's part went missing: never a silent output with empty rows
-            raise FatalRunError(f"{missing} rows have no result after every rank finished; the parts are kept: "
-                                "run the same command again to finish them.")
-        results, extra = self.stage.finish_results(results)
-        duplicates = int((~first).sum())
-        summary = self._summary(len(df), skipped, duplicates, todo, time.monotonic() - t0, results)
-        summary.update(extra)
-        store.finalize(rebase_paths(df, self.manifest, self.output), results, summary, self.stage.dtypes,
-                       failed_out=self.opts.failed_out)
-        return summary
-
-    def _extra(self) -> dict:
-        from .multigpu import merge_extras
-
-        return {**merge_extras(self.rank_extras), "ranks": self.dp_size}
 
 
 def _rendezvous_store():

@@ -16,6 +16,8 @@ import signal
 import socket
 import sys
 
+from ..parallel import tp_load_kwargs, tp_rank_size  # noqa: F401 (the group's view, for backends)
+
 
 def free_port() -> int:
     with socket.socket() as s:
@@ -40,27 +42,6 @@ def init_group(device: str) -> None:
     else:
         dist.init_process_group(backend="gloo", init_method="env://")
     torch.manual_seed(0)  # every rank samples alike (--temperature > 0), or the group's generate loops drift apart
-
-
-def tp_rank_size() -> tuple[int, int] | None:
-    """(rank, size) inside a tensor-parallel group of 2 or more, else None."""
-    try:
-        import torch.distributed as dist
-    except ImportError:
-        return None
-    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() < 2:
-        return None
-    return dist.get_rank(), dist.get_world_size()
-
-
-def tp_load_kwargs() -> dict:
-    """from_pretrained arguments for a backend whose setup runs inside a tensor-parallel group, else {}."""
-    group = tp_rank_size()
-    if group is None:
-        return {}
-    from transformers.distributed import DistributedConfig
-
-    return {"distributed_config": DistributedConfig(tp_size=group[1])}
 
 
 def broadcast(obj=None):
@@ -100,7 +81,7 @@ def follow(stage, device: str) -> None:
                 return
             try:
                 stage.process_batch(items)
-            except Exception:
+            except Exception:  # noqa: BLE001, S110
                 pass  # the leader runs the same call and records the row errors
     finally:
         stage.teardown()
@@ -117,7 +98,7 @@ def follower_main(spec, blob: bytes, rank: int, env: dict) -> None:
     try:
         init_group(spec.device(rank))
         follow(pickle.loads(blob), spec.device(rank))
-    except BaseException as exc:  # the leader then fails on the broken group; this says why
+    except BaseException as exc:  # noqa: BLE001 (the leader then fails on the broken group; this says why)
         from ..errors import first_line
 
         print(f"vidcap: tensor-parallel rank {rank} of worker {spec.wid} failed: {first_line(exc, 300)}", file=sys.stderr)

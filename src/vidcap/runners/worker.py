@@ -1,4 +1,4 @@
-"""A multi-GPU worker process: the single-process batch loop over rows pulled from the coordinator, acking
+"""A multi-GPU worker process: the one-process batch loop (run_batches) over rows pulled from the coordinator, acking
 each chunk once its rows are in a part file (see multigpu.py for the protocol)."""
 
 from __future__ import annotations
@@ -15,8 +15,9 @@ from typing import TYPE_CHECKING
 
 from ..errors import FatalRunError, UsageError
 from ..manifest import RID
-from ..parts import PartStore
-from ..runner import Run
+from ..session import Bookkeeping, Recorder, Watcher
+from .base import Progress, safe_extra
+from .local import run_batches
 
 if TYPE_CHECKING:
     from .multigpu import WorkerSpec
@@ -36,9 +37,6 @@ class ChunkSource:
 
     def __len__(self) -> int:
         return self.received
-
-    def __bool__(self) -> bool:  # Run._process skips an empty todo; rows come later
-        return True
 
     def send(self, msg) -> None:
         with self.lock:
@@ -84,51 +82,37 @@ class ChunkSource:
         return None
 
 
-class WorkerRun(Run):
-    """The single-process batch loop over rows pulled from the coordinator, acking chunks once saved."""
+class ChunkWatcher(Watcher):
+    """Acks each chunk to the coordinator once all its rows are in a part file; reports progress."""
 
-    def __init__(self, stage, output, fingerprint: dict, opts, wid: str, source: ChunkSource):
-        super().__init__(stage, None, output, opts)
-        self.store = PartStore(output, fingerprint, worker=wid)  # the coordinator holds the lock
+    def __init__(self, source: ChunkSource):
         self.source = source
         self.complete: list[int] = []
         self.unacked: Counter = Counter()
         self.unreported = 0
         self.last_report = time.monotonic()
 
-    def work(self) -> None:
-        self._process(self.source)
-
-    def _record(self, row: dict, out: dict) -> None:
-        before = self.counts.copy()
-        super()._record(row, out)
-        self.unacked.update(self.counts - before)
+    def recorded(self, row: dict, code: str) -> None:
+        self.unacked[code] += 1
         self.unreported += 1
         cid = self.source.recorded(row[RID])
         if cid is not None:
             self.complete.append(cid)
 
-    def _maybe_flush(self) -> None:
-        if self.source.endgame and self.buffer and not self.source.chunk_of:
-            self._flush()
-        else:
-            super()._maybe_flush()
+    def flush_due(self, buffered: int) -> bool:
+        # no rows left to hand out: save results as soon as this worker holds no unfinished chunk
+        return self.source.endgame and not self.source.chunk_of
+
+    def tick(self) -> None:
         if self.unreported and time.monotonic() - self.last_report > 0.5:
             self._report()
-
-    def stage_extra(self) -> dict:
-        try:
-            return self.stage.summary_extra()
-        except Exception:
-            return {}
 
     def _report(self) -> None:
         self.source.send(("progress", self.unreported))
         self.unreported = 0
         self.last_report = time.monotonic()
 
-    def _flush(self) -> None:
-        super()._flush()
+    def flushed(self) -> None:
         if self.complete or self.unacked:
             self.source.send(("ack", (self.complete, dict(self.unacked))))
             self.complete, self.unacked = [], Counter()
@@ -142,7 +126,7 @@ def set_parent_death_signal() -> None:
         import ctypes
 
         ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
-    except Exception:
+    except Exception:  # noqa: BLE001, S110
         pass  # elsewhere the worker notices the new parent pid and stops taking rows
 
 
@@ -158,9 +142,11 @@ def worker_main(spec: WorkerSpec, blob: bytes, output: str, fp: dict, opts, conn
             from .tp import start_group
 
             stage, followers = start_group(spec, blob, stage)
-        run = WorkerRun(stage, output, fp, opts, spec.wid, source)
-        run.work()
-        source.send(("bye", run.stage_extra()))
+        books = Bookkeeping(output, fp, worker=spec.wid)  # the coordinator holds the lock
+        recorder = Recorder(stage, books, opts, ChunkWatcher(source))
+        run_batches(stage, source, recorder, opts, workers=opts.workers, device=opts.device,
+                    progress=Progress(0, stage.name, enabled=False))
+        source.send(("bye", safe_extra(stage)))
         code = 0
     except KeyboardInterrupt:
         code = 130
@@ -168,7 +154,7 @@ def worker_main(spec: WorkerSpec, blob: bytes, output: str, fp: dict, opts, conn
         code = _report_fatal(source, "FatalRunError", str(exc), 3)
     except UsageError as exc:
         code = _report_fatal(source, "UsageError", str(exc), 2)
-    except BaseException as exc:  # a bug or a model crash: this worker's rows go to the others
+    except BaseException as exc:  # noqa: BLE001 (a bug or a model crash: this worker's rows go to the others)
         code = _report_fatal(source, "crash", f"{type(exc).__name__}: {exc}", 1)
     for p in followers:
         p.join(timeout=30)
@@ -184,6 +170,6 @@ def worker_main(spec: WorkerSpec, blob: bytes, output: str, fp: dict, opts, conn
 def _report_fatal(source: ChunkSource, kind: str, message: str, code: int) -> int:
     try:
         source.send(("fatal", (kind, message)))
-    except Exception:
+    except Exception:  # noqa: BLE001, S110
         pass
     return code

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
 from ..manifest import ABSPATH, row_key_path
 
@@ -17,11 +18,13 @@ class Item:
 class Stage:
     name = "stage"  # command name; default output suffix
     suffix = "stage"
-    columns: list[str] = []  # result columns added to the output (besides status, error)
-    dtypes: dict[str, str] = {}  # output column -> pandas dtype (e.g. "Int64": ints with missing values)
+    # result columns added to the output (besides status, error); a stage may set its own per instance
+    columns: list[str] = []  # noqa: RUF012
+    dtypes: dict[str, str] = {}  # noqa: RUF012 (output column -> pandas dtype, e.g. "Int64": ints with gaps)
     batch_size = 8
-    needs_path = True  # the manifest must have a `path` column
     required_columns: tuple[str, ...] = ("path",)
+    reads_files = True  # results depend on the file at `path`: its size and mtime are recorded and checked
+    default_workers: int | None = None  # decode processes when --workers is not given (None: CPU count - 1)
 
     def fingerprint(self) -> dict:
         """Settings that make two runs' rows comparable; a resume with other settings is refused."""
@@ -49,6 +52,19 @@ class Stage:
 
     def teardown(self) -> None:
         pass
+
+    def check_tp(self, tp: int) -> None:
+        """Refuse a tensor-parallel split the model cannot take (UsageError), before any worker starts."""
+
+    def streams(self) -> bool:
+        """True when the stage takes items one by one as they come (continuous batching): the executor then
+        calls `process_stream` instead of `process_batch`."""
+        return False
+
+    def process_stream(self, source) -> Iterator[tuple[Item, dict]]:
+        """(item, output row) in the order they finish; `source.take(n, block)` gives up to n Items ([] when
+        none is ready), None once there are none left. Each item comes back exactly once."""
+        raise NotImplementedError
 
     def finish_results(self, results):
         """Run-level work on all result rows before the merge (e.g. duplicate-caption flags)."""

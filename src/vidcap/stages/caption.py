@@ -105,7 +105,7 @@ class CaptionStage(Stage):
         self.picker = PromptPicker(self.prompt, self.image_prompt, options.prompt_text, self.user_prompt)
         from ..checks import CaptionChecker
 
-        self.strip_prefix = bool(options.extra.get("strip_prefix"))
+        self.strip_prefix = options.strip_prefix
         self.checker = CaptionChecker(strip=self.strip_prefix)
 
     @property
@@ -120,7 +120,7 @@ class CaptionStage(Stage):
         return fp
 
     def provenance(self) -> dict:
-        opts = {k: v for k, v in asdict(self.options).items() if k not in ("extra",) and v is not None}
+        opts = {k: v for k, v in asdict(self.options).items() if v is not None}
         opts.pop("prompt_text", None)
         opts.pop("base_url", None)  # may hold user:password; the backend's provenance has it cleaned
         return {**self.fingerprint(), **self.backend.provenance(), "options": opts,
@@ -128,23 +128,17 @@ class CaptionStage(Stage):
 
     def loader(self):
         """Called after setup(): the backend knows its model dir, so workers can load its processor."""
-        prep = None
-        if self.options.extra.get("fast", True) and hasattr(self.backend, "worker_preprocessor"):
-            prep = self.backend.worker_preprocessor()
+        prep = self.backend.worker_preprocessor() if self.options.prepare_on_workers else None
         return FrameLoader(self.num_frames, self.preset.positions, self.options.resize, prep=prep, picker=self.picker)
 
     def resolve(self, device: str | None = None) -> None:
-        resolve = getattr(self.backend, "resolve", None)
-        if resolve is not None:
-            resolve(device or self.options.device)
+        self.backend.resolve(device or self.options.device)
 
     def setup(self, device: str | None = None) -> None:
         self.backend.setup(device or self.options.device)
 
     def check_tp(self, tp: int) -> None:
-        check = getattr(self.backend, "check_tp", None)
-        if check is not None:
-            check(tp)
+        self.backend.check_tp(tp)
 
     def teardown(self) -> None:
         self.backend.teardown()
@@ -171,8 +165,7 @@ class CaptionStage(Stage):
 
     def streams(self) -> bool:
         """True when the backend takes clips one by one as they come (continuous batching)."""
-        engine = getattr(self.backend, "engine", None)
-        return engine is not None and engine() is not None
+        return self.backend.engine() is not None
 
     def process_stream(self, source) -> Iterator[tuple[Item, dict]]:
         """(item, output row) in the order captions finish; `source.take(n, block)` gives Items (None once
@@ -211,13 +204,12 @@ class CaptionStage(Stage):
         return results, {"flags": flag_counts(results)}
 
     def summary_extra(self) -> dict:
-        usage = getattr(self.backend, "usage_summary", None)
-        extra = usage() if usage else {}
-        engine = getattr(self.backend, "engine_summary", None)
+        extra = self.backend.usage_summary()
+        engine = self.backend.engine_summary()
         if engine is not None:
-            extra["engine"] = engine()
-            extra["fast_path"] = bool(extra["engine"]["fast_path"])
-            if not extra["fast_path"] and self.options.extra.get("fast", True):
+            extra["engine"] = engine
+            extra["fast_path"] = bool(engine["fast_path"])
+            if not extra["fast_path"] and self.options.engine:
                 from ..backends.hf_common import warn
 
                 warn(f"this run's fast path did not engage: {extra['engine']['fast_path_reason']}.")

@@ -39,7 +39,7 @@ class TagStage(Stage):
     """
 
     name = "tag"
-    needs_path = False
+    reads_files = False  # tags come from the caption text, not the file
     default_workers = 0  # loading is reading a string: worker processes would only cost start-up time
 
     def __init__(self, key: str, backend, prompt: TagPrompt | None = None, batch_size: int = 64,

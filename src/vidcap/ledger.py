@@ -1,0 +1,572 @@
+"""Bookkeeping that streams, for manifests too large for one pandas table.
+
+A large manifest is read in Arrow batches into an on-disk DuckDB table (one row per manifest row, with its
+row id and resolved path); saved results (the run's parts, or a finished output by the same settings) are
+read from Parquet with only the columns each step needs. What is done, what to redo, the rows left and the
+final merge are SQL over those tables, so memory stays bounded by DuckDB's memory limit (it spills to the
+ledger's folder), not by the number of rows. Small manifests keep the pandas path in `runner` unchanged.
+
+Row ids are the stage's row key: for every built-in stage a 20-hex-digit (80-bit) SHA-1 prefix, computed
+here in DuckDB for the path-keyed stages (the same value `Stage.row_key` gives in Python), so parts written
+by either path resume each other.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+import pyarrow as pa
+
+from .errors import RETRYABLE, UsageError, first_line
+from .manifest import ABSPATH, INTERNAL, RID, table_format
+
+ROW = "_vidcap_row"  # the row's position among the selected manifest rows (the output's order)
+REL = "_vidcap_rel"  # the row's path is relative (written absolute when the output lives elsewhere)
+BATCH_ROWS = 65_536
+SMALL_BYTES = 32 * 2**20  # below this a manifest takes the pandas path (exactly as before)
+_NEEDS_PYTHON = r"(^\s|\s$|^~|://|//|(^|/)\.\.?(/|$)|/$)"  # cells os.path.normpath/expanduser would change
+
+
+def streams(manifest, shard=None) -> bool:
+    """Whether a manifest is large enough for the streaming ledger (VIDCAP_STREAM_MIN_BYTES overrides the
+    threshold; 0 streams every local manifest)."""
+    from .storage import is_remote
+
+    if is_remote(manifest):
+        return False
+    limit = int(os.environ.get("VIDCAP_STREAM_MIN_BYTES", SMALL_BYTES))
+    try:
+        return os.path.getsize(manifest) >= limit
+    except OSError:
+        return False
+
+
+def connect(workdir: Path):
+    """A DuckDB database in `workdir` with a memory cap (VIDCAP_LEDGER_MEMORY, default 1GB); it spills there."""
+    try:
+        import duckdb
+    except ImportError:
+        raise UsageError("large manifests need DuckDB; install it with `pip install duckdb`.") from None
+    con = duckdb.connect(":memory:")  # tables spill to temp_directory past memory_limit (faster than a file)
+    mem = os.environ.get("VIDCAP_LEDGER_MEMORY", "1GB")
+    con.execute(f"SET memory_limit='{mem}'")
+    con.execute(f"SET temp_directory='{workdir / 'spill'}'")
+    con.execute("SET preserve_insertion_order=true")
+    return con
+
+
+# -- reading the manifest ----------------------------------------------------------------------------
+def manifest_batches(path: Path, batch_rows: int = BATCH_ROWS):
+    """The manifest's rows in Arrow batches. CSV cells are read as text (a value is written back exactly as
+    it was given); Parquet keeps its types."""
+    fmt = table_format(path)
+    try:
+        if fmt == "parquet":
+            import pyarrow.parquet as pq
+
+            yield from pq.ParquetFile(path).iter_batches(batch_size=batch_rows)
+            return
+        import csv
+
+        import pyarrow.csv as pcsv
+
+        with open(path, newline="", encoding="utf-8") as fh:
+            header = next(csv.reader(fh), None)
+        if not header:
+            raise UsageError(f"manifest {path} is empty; it needs a header with a 'path' column and one row per video.")
+        conv = pcsv.ConvertOptions(column_types={c: pa.string() for c in header}, strings_can_be_null=True)
+        reader = pcsv.open_csv(
+            path,
+            read_options=pcsv.ReadOptions(block_size=1 << 24),
+            parse_options=pcsv.ParseOptions(newlines_in_values=True),
+            convert_options=conv,
+        )
+        yield from reader
+    except UsageError:
+        raise
+    except UnicodeDecodeError:
+        raise UsageError(f"manifest {path} is not UTF-8 text; re-save it as UTF-8 CSV.") from None
+    except (OSError, pa.ArrowException) as exc:
+        raise UsageError(f"manifest {path} could not be read as {fmt} ({first_line(exc)}); check the file.") from None
+
+
+def check_columns(path: Path, names: list[str], require: tuple[str, ...]) -> None:
+    """The same refusals as `manifest.read_manifest`, from the header alone."""
+    missing = [c for c in require if c not in names]
+    if missing:
+        have = ", ".join(names[:12]) or "none"
+        raise UsageError(
+            f"manifest {path} has no '{missing[0]}' column (columns: {have}); add one"
+            + (" holding one video path per row." if missing[0] == "path" else ".")
+        )
+    taken = [c for c in names if c in INTERNAL or c in (ROW, REL)]
+    if taken:
+        raise UsageError(f"manifest {path} has a column named '{taken[0]}', a name vidcap keeps for itself; rename it.")
+
+
+def resolve_batch(paths: pa.Array, base: str) -> tuple[pa.Array, pa.Array]:
+    """(resolved path, is relative) for a column of path cells, as `manifest.resolve_path`/`is_relative`
+    give them. Cells that are already clean are handled by Arrow kernels; the rest (~, ./, //, spaces) go
+    through the same Python functions one by one."""
+    import pyarrow.compute as pc
+
+    from .manifest import is_relative, resolve_path
+
+    text = pc.fill_null(paths.cast(pa.string()), "")
+    odd = pc.match_substring_regex(text, _NEEDS_PYTHON)
+    absolute = pc.starts_with(text, "/")
+    empty = pc.equal(text, "")
+    joined = pc.binary_join_element_wise(pa.scalar(base.rstrip("/")), text, "/")
+    out = pc.if_else(pc.or_(absolute, empty), text, joined)
+    rel = pc.and_(pc.invert(absolute), pc.invert(empty))
+    if pc.any(odd).as_py():
+        idx = pc.indices_nonzero(odd).to_numpy()
+        cells = paths.take(pa.array(idx)).to_pylist()
+        bp = Path(base)
+        fixed = pa.array([resolve_path(c, bp) for c in cells], pa.string())
+        fixed_rel = pa.array([is_relative(c) for c in cells], pa.bool_())
+        out, rel = _scatter(out, idx, fixed), _scatter(rel, idx, fixed_rel)
+    return out, rel
+
+
+def _scatter(arr: pa.Array, idx, values: pa.Array) -> pa.Array:
+    import numpy as np
+
+    full = np.full(len(arr), -1, dtype=np.int64)
+    full[idx] = np.arange(len(idx))
+    pos = pa.array(full)
+    import pyarrow.compute as pc
+
+    picked = values.take(pc.if_else(pc.less(pos, 0), 0, pos)) if len(values) else arr
+    return pc.if_else(pc.greater_equal(pos, 0), picked, arr)
+
+
+# -- the ledger ----------------------------------------------------------------------------------------
+class Ledger:
+    """One run's bookkeeping in DuckDB: table `m` (the selected manifest rows), views `res` (every saved
+    result row) and `best` (one per row id: an ok row wins, else the latest; `redo` as `parts.needs_redo`)."""
+
+    def __init__(self, stage, manifest, store):
+        from .stages.base import Stage
+
+        self.stage, self.manifest, self.store = stage, Path(manifest), store
+        for old in store.dir.glob(".ledger-*"):  # a killed run's ledger (we hold the lock)
+            shutil.rmtree(old, ignore_errors=True)
+        self.work = Path(tempfile.mkdtemp(prefix=".ledger-", dir=store.dir))
+        self.con = connect(self.work)
+        self.path_keyed = type(stage).row_key is Stage.row_key  # the key is computed in SQL
+        self.rows = 0
+        self.names: list[str] = []
+
+    def close(self) -> None:
+        if self.con is not None:
+            self.con.close()
+            self.con = None
+        shutil.rmtree(self.work, ignore_errors=True)
+
+    # -- plan ----------------------------------------------------------------------------------------
+    def ingest(self, shard=None, limit=None) -> int:
+        """Read the manifest once into table `m`: the selected rows (every `shard` row, the first `limit`),
+        each with its position, resolved path, relative-path flag and row id."""
+        self.names = self._header(self.manifest)
+        check_columns(self.manifest, self.names, tuple(self.stage.required_columns))
+        if self.path_keyed:  # DuckDB reads, resolves (Python only for odd cells) and keys in one statement
+            self._register_udfs()
+            base = _sql_text(str(self.manifest.resolve().parent))
+            where = f"WHERE {ROW} % {shard[1]} = {shard[0]}" if shard else ""
+            top = f"ORDER BY {ROW} LIMIT {max(0, limit)}" if limit is not None else ""
+            src = reader_sql(self.manifest)
+            resolved = (
+                (f"SELECT *, {abspath_sql('path', base)} AS {ABSPATH}, {relative_sql('path')} AS {REL} FROM {src}")
+                if "path" in self.names
+                else f"SELECT *, '' AS {ABSPATH}, false AS {REL} FROM {src}"
+            )
+            # row_number over the scan, after the per-row work: DuckDB keeps the file's order (insertion order)
+            keyed = f"SELECT *, left(sha1({ABSPATH}), 20) AS {RID}, row_number() OVER () - 1 AS {ROW} FROM ({resolved})"
+            self._sql(f"CREATE TABLE m AS SELECT * FROM ({keyed}) {where} {top}", self.manifest)
+        else:
+            self._ingest_batches(shard, limit)
+        self.rows = self.con.execute("SELECT count(*) FROM m").fetchone()[0]
+        if self.rows == 0:
+            raise UsageError(f"manifest {self.manifest} has a header but no rows; nothing to do.")
+        self.con.execute(f"CREATE TABLE firsts AS SELECT {RID}, min({ROW}) AS {ROW} FROM m GROUP BY {RID}")
+        return self.rows
+
+    def _header(self, path: Path) -> list[str]:
+        if path.stat().st_size == 0:
+            raise UsageError(f"manifest {path} is empty; it needs a header with a 'path' column and one row per video.")
+        import duckdb
+
+        try:
+            return [r[0] for r in self.con.execute(f"DESCRIBE SELECT * FROM {reader_sql(path)}").fetchall()]
+        except duckdb.Error as exc:
+            if "empty" in str(exc).lower() or path.stat().st_size == 0:
+                raise UsageError(
+                    f"manifest {path} is empty; it needs a header with a 'path' column and one row per video."
+                ) from None
+            raise UsageError(
+                f"manifest {path} could not be read as {table_format(path)} ({first_line(exc)}); check the file."
+            ) from None
+
+    def _sql(self, sql: str, path: Path) -> None:
+        """A statement reading `path`; what DuckDB cannot parse is one sentence naming the file."""
+        import duckdb
+
+        try:
+            self.con.execute(sql)
+        except duckdb.Error as exc:
+            if "unicode" in str(exc).lower() or "utf" in str(exc).lower():
+                raise UsageError(f"manifest {path} is not UTF-8 text; re-save it as UTF-8 CSV.") from None
+            raise UsageError(
+                f"{path} could not be read as {table_format(path)} ({first_line(exc)}); check the file."
+            ) from None
+
+    def _register_udfs(self) -> None:
+        BOOLEAN, VARCHAR = _types("BOOLEAN", "VARCHAR")
+
+        from .manifest import is_relative, resolve_path
+
+        self.con.create_function(
+            "vidcap_resolve",
+            lambda p, base: resolve_path(p, Path(base)),
+            [VARCHAR, VARCHAR],
+            VARCHAR,
+            side_effects=False,
+        )
+        self.con.create_function("vidcap_relative", is_relative, [VARCHAR], BOOLEAN, side_effects=False)
+
+    def _ingest_batches(self, shard, limit) -> None:
+        """A stage with its own row key (tags: path and caption): Arrow batches, the key one row at a time."""
+        import numpy as np
+
+        base = str(self.manifest.resolve().parent)
+        seen = kept = 0
+        for batch in manifest_batches(self.manifest):
+            n = batch.num_rows
+            if shard:
+                i, cnt = shard
+                batch = batch.filter(pa.array((np.arange(seen, seen + n) % cnt) == i))
+            seen += n
+            if limit is not None:
+                batch = batch.slice(0, max(0, limit - kept))
+            if batch.num_rows:
+                self._add(pa.Table.from_batches([batch]), base, kept)
+                kept += batch.num_rows
+            if limit is not None and kept >= limit:
+                break
+        if kept == 0:
+            raise UsageError(f"manifest {self.manifest} has a header but no rows; nothing to do.")
+
+    def _add(self, tbl: pa.Table, base: str, start: int) -> None:
+        import numpy as np
+
+        n = tbl.num_rows
+        if "path" in tbl.column_names:
+            abspath, rel = resolve_batch(tbl["path"].combine_chunks(), base)
+        else:
+            abspath, rel = pa.array([""] * n, pa.string()), pa.array([False] * n)
+        tbl = tbl.append_column(ABSPATH, abspath).append_column(REL, rel)
+        tbl = tbl.append_column(ROW, pa.array(np.arange(start, start + n, dtype=np.int64)))
+        if self.path_keyed:
+            key = f"left(sha1({ABSPATH}), 20) AS {RID}"
+        else:  # a stage's own key (tags: path and caption) is its Python function, one row at a time
+            tbl = tbl.append_column(RID, pa.array([self.stage.row_key(r) for r in tbl.to_pylist()], pa.string()))
+            key = RID
+        sql = f"SELECT * EXCLUDE ({RID}), {key} FROM tbl" if not self.path_keyed else f"SELECT *, {key} FROM tbl"
+        if start == 0:
+            self.con.execute(f"CREATE TABLE m AS {sql}")
+        else:
+            self.con.execute(f"INSERT INTO m {sql}")
+
+    def refresh(self, prior: bool = False, full: bool = False) -> None:
+        """(Re)build table `best` from every saved result: the parts as they are now and, once loaded
+        (prior=True, the first call), a finished output by the same settings. Planning reads only the id,
+        status and error columns; `full` (the merge) reads the result columns too."""
+        if prior:
+            self._load_prior()
+        files = [str(f) for f in self.store.readable_parts()]
+        head = [RID, "status", "error"]
+        parts = (
+            f"SELECT NULL::VARCHAR AS {RID}, NULL::VARCHAR AS status, NULL::VARCHAR AS error, 0::BIGINT AS _seq "
+            "WHERE false"
+        )
+        if files:
+            self.con.execute(
+                "CREATE OR REPLACE TABLE pfiles AS SELECT unnest($1) AS filename, generate_subscripts($1, 1) AS fidx",
+                [files],
+            )
+            listed = "[" + ", ".join(f"'{_sql_text(f)}'" for f in files) + "]"
+            parts = (
+                f"SELECT p.* EXCLUDE (filename, file_row_number), (f.fidx << 32) + p.file_row_number AS _seq "
+                f"FROM read_parquet({listed}, union_by_name=true, filename=true, file_row_number=true) p "
+                f"JOIN pfiles f USING (filename)"
+            )
+        sources = [parts] + (["SELECT * FROM prior"] if self._has_prior else [])
+        self.con.execute("CREATE OR REPLACE VIEW res AS " + " UNION ALL BY NAME ".join(sources))
+        have = {r[0] for r in self.con.execute("DESCRIBE res").fetchall()}
+        self.res_cols = [c for c in self.stage.columns if c in have]
+        stamps = [c for c in ("file_size", "file_mtime") if c in have]  # the file a result was made from
+        self.res_cols += [c for c in stamps if c not in self.res_cols]
+        cols = ", ".join(f'"{c}"' for c in head + (self.res_cols if full else stamps))
+        retry = ", ".join(f"'{c}'" for c in sorted(RETRYABLE))
+        # materialised: the plan, the completeness check, the counts and the merge each read it
+        self.con.execute(f"""CREATE OR REPLACE TABLE best AS SELECT * EXCLUDE (_rn, _seq),
+            coalesce(status, '') <> 'ok' AND trim(split_part(coalesce(error, ''), ':', 1)) IN ({retry}) AS redo
+            FROM (SELECT {cols}, _seq, row_number() OVER (PARTITION BY {RID} ORDER BY coalesce(status = 'ok', false)
+            DESC, _seq DESC) AS _rn FROM res WHERE {RID} IN (SELECT {RID} FROM firsts)) WHERE _rn = 1""")
+
+    _has_prior = False
+    _full = False
+
+    def _load_prior(self) -> None:
+        """A finished output by the same settings: its rows keyed as the stage keys them now."""
+        store = self.store
+        if store.overwrite or not store.output.exists() or not store.sidecar().exists():
+            return
+        from .manifest import column_plan
+
+        out = Path(store.output)
+        results = [*self.stage.columns, "status", "error", "file_size", "file_mtime"]
+        if self.path_keyed:
+            names = self._header(out)
+            if "path" not in names or not {"status", "error"} <= set(names):
+                return
+            cols = ", ".join(f'"{c}"' for c in names if c in results)
+            key = f"left(sha1({abspath_sql('path', _sql_text(str(out.resolve().parent)))}), 20)"
+            self._sql(
+                f"CREATE TABLE prior AS SELECT {key} AS {RID}, {cols}, row_number() OVER () - (1::BIGINT << 62) "
+                f"AS _seq FROM {reader_sql(out)}",
+                out,
+            )
+            self._has_prior = True
+            return
+        back = {new: old for old, new in column_plan([c for c in self.names if c not in INTERNAL], results).items()}
+        done = 0
+        for batch in manifest_batches(out):
+            names = batch.schema.names
+            if "path" not in names or not {"status", "error"} <= set(names):
+                return
+            tbl = pa.Table.from_batches([batch])
+            tbl = tbl.rename_columns([c if c in results else back.get(c, c) for c in names])
+            self._add_prior(tbl, [c for c in names if c in results], str(out.resolve().parent), done)
+            done += tbl.num_rows
+        self._has_prior = done > 0
+
+    def _add_prior(self, tbl: pa.Table, keep: list[str], base: str, start: int) -> None:
+        abspath, _ = resolve_batch(tbl["path"].combine_chunks(), base)
+        seq = pa.array(range(start - (1 << 62), start - (1 << 62) + tbl.num_rows), pa.int64())
+        body = tbl.select(keep).append_column("_seq", seq)
+        if self.path_keyed:
+            body = body.append_column(ABSPATH, abspath)
+            sql = f"SELECT * EXCLUDE ({ABSPATH}), left(sha1({ABSPATH}), 20) AS {RID} FROM body"
+        else:
+            rows = tbl.append_column(ABSPATH, abspath).to_pylist()
+            body = body.append_column(RID, pa.array([self.stage.row_key(r) for r in rows], pa.string()))
+            sql = "SELECT * FROM body"
+        self.con.execute(("CREATE TABLE prior AS " if start == 0 else "INSERT INTO prior ") + sql)
+
+    def plan(self, check_files: bool = False) -> dict:
+        """Counts of the plan and table `todo`: the first row of each id with no saved result, or whose
+        best result is to be redone (with check_files: also when its file's size or mtime changed since)."""
+        done = f"SELECT {RID} FROM best WHERE NOT redo"
+        if check_files and {"file_size", "file_mtime"} <= self._best_cols():
+            from .session import file_stamp
+
+            def changed(path, size, mtime) -> bool:
+                now = file_stamp(path)
+                return now[0] is not None and (now[0] != size or abs(now[1] - mtime) > 1e-6)
+
+            BIGINT, BOOLEAN, DOUBLE, VARCHAR = _types("BIGINT", "BOOLEAN", "DOUBLE", "VARCHAR")
+            self.con.create_function("vidcap_changed", changed, [VARCHAR, BIGINT, DOUBLE], BOOLEAN, side_effects=True)
+            done = (
+                f"SELECT b.{RID} FROM best b JOIN firsts f USING ({RID}) JOIN m ON m.{ROW} = f.{ROW} "
+                f"WHERE NOT b.redo AND (b.file_size IS NULL OR NOT vidcap_changed(m.{ABSPATH}, "
+                f"b.file_size::BIGINT, b.file_mtime::DOUBLE))"
+            )
+        self.con.execute(f"""CREATE OR REPLACE TABLE todo AS SELECT {ROW} FROM firsts
+            ANTI JOIN ({done}) USING ({RID}) ORDER BY {ROW}""")
+        unique = self.con.execute("SELECT count(*) FROM firsts").fetchone()[0]
+        todo = self.con.execute("SELECT count(*) FROM todo").fetchone()[0]
+        return {
+            "rows": self.rows,
+            "unique": unique,
+            "duplicates": self.rows - unique,
+            "todo": todo,
+            "skipped": unique - todo,
+        }
+
+    def _best_cols(self) -> set:
+        return {r[0] for r in self.con.execute("DESCRIBE best").fetchall()}
+
+    def missing(self) -> tuple[int, str]:
+        """Rows of the manifest with no saved result (as table `todo`), and the first one's path."""
+        self.con.execute(
+            f"CREATE OR REPLACE TABLE todo AS SELECT {ROW} FROM firsts ANTI JOIN best USING ({RID}) ORDER BY {ROW}"
+        )
+        n = self.con.execute("SELECT count(*) FROM todo").fetchone()[0]
+        first = ""
+        if n:
+            col = "path" if "path" in self.names else ABSPATH
+            first = self.con.execute(f'SELECT "{col}" FROM m WHERE {ROW} = (SELECT min({ROW}) FROM todo)').fetchone()[0]
+        return n, str(first)
+
+    def source(self) -> RowSource:
+        """The rows of table `todo` as row dicts, read lazily in manifest order."""
+        n = self.con.execute("SELECT count(*) FROM todo").fetchone()[0]
+        cur = self.con.cursor()  # read by the feeder thread while this one records results
+        rel = cur.sql(f"SELECT m.* EXCLUDE ({ROW}, {REL}) FROM m SEMI JOIN todo USING ({ROW}) ORDER BY m.{ROW}")
+        reader = getattr(rel, "to_arrow_reader", None) or rel.fetch_arrow_reader  # DuckDB 2 / 1.x
+        return RowSource(cur, reader(4096), n)
+
+    def counts(self) -> dict:
+        """ok rows and failed rows by error code, over the manifest's rows (one per id)."""
+        got = self.con.execute("""SELECT coalesce(status, '') = 'ok' AS ok,
+            trim(split_part(coalesce(error, ''), ':', 1)) AS code, count(*) FROM best GROUP BY ALL""").fetchall()
+        return {"ok": sum(n for ok, _, n in got if ok), "failed": {code: n for ok, code, n in got if not ok}}
+
+    def finish(self) -> dict:
+        """Every result column in `best` for the merge; for a caption stage (text and flags columns, its own
+        run-level work) the `duplicate` flag and the flag counts, as `checks.add_duplicate_flags` and
+        `flag_counts` give them, with the same Python functions on each text."""
+        from .stages.base import Stage
+
+        self.refresh(full=True)
+        self._full = True
+        stage = self.stage
+        if not {"text", "flags"} <= set(self.res_cols) or type(stage).finish_results is Stage.finish_results:
+            return {}
+        from .checks import DUPLICATE, DUPLICATE_MIN_ROWS, FLAGS, _norm, is_empty, join_flags, parse_flags
+
+        BOOLEAN, VARCHAR = _types("BOOLEAN", "VARCHAR")
+        self.con.create_function(
+            "vidcap_norm",
+            lambda t: None if is_empty(t) else _norm(t),
+            [VARCHAR],
+            VARCHAR,
+            null_handling="special",
+            side_effects=False,
+        )
+
+        def flags(cell, dup: bool) -> str:
+            return join_flags([f for f in parse_flags(cell) if f != DUPLICATE] + ([DUPLICATE] if dup else []))
+
+        self.con.create_function(
+            "vidcap_flags", flags, [VARCHAR, BOOLEAN], VARCHAR, null_handling="special", side_effects=False
+        )
+        self.con.execute(f"""CREATE OR REPLACE TABLE dup AS SELECT {RID} FROM (SELECT {RID},
+            vidcap_norm(text::VARCHAR) AS k FROM best WHERE status = 'ok') n SEMI JOIN (SELECT k FROM (SELECT
+            vidcap_norm(text::VARCHAR) AS k FROM best WHERE status = 'ok') WHERE k IS NOT NULL GROUP BY k
+            HAVING count(*) >= {DUPLICATE_MIN_ROWS}) d USING (k)""")
+        self.con.execute(f"""CREATE OR REPLACE TABLE best AS SELECT * REPLACE (CASE
+            WHEN {RID} IN (SELECT {RID} FROM dup) THEN vidcap_flags(flags::VARCHAR, true)
+            WHEN contains(coalesce(flags::VARCHAR, ''), '{DUPLICATE}') THEN vidcap_flags(flags::VARCHAR, false)
+            ELSE coalesce(flags::VARCHAR, '') END AS flags) FROM best""")
+        counts = {f: 0 for f in FLAGS}
+        flagged = 0
+        for cell, n in self.con.execute("SELECT flags, count(*) FROM best GROUP BY flags").fetchall():
+            got = parse_flags(cell)
+            flagged += n if got else 0
+            for f in got:
+                counts[f] = counts.get(f, 0) + n
+        counts["flagged"] = flagged
+        return {"flags": counts}
+
+    # -- the merge -----------------------------------------------------------------------------------
+    def select_sql(self, rebase: bool, csv: bool) -> str:
+        """The output's rows in manifest order: every input column (renamed where a result column takes its
+        name), the result columns, status, error."""
+        from .manifest import column_plan
+
+        inputs = [c for c in self.names if c not in INTERNAL]
+        tail = [*self.res_cols, "status", "error"]
+        plan = column_plan(inputs, tail)
+        types = {r[0]: r[1] for r in self.con.execute("DESCRIBE best").fetchall()}
+        cols = []
+        for c in inputs:
+            expr = f'm."{c}"'
+            if c == "path" and rebase:
+                expr = f"CASE WHEN m.{REL} AND m.{ABSPATH} <> '' THEN m.{ABSPATH} ELSE m.\"path\" END"
+            cols.append(f'{expr} AS "{plan.get(c, c)}"')
+        for c in tail:
+            expr = f'b."{c}"'
+            if csv and types.get(c, "").endswith("[]"):  # CSV has no list type: a JSON array
+                expr = f"to_json({expr})::VARCHAR"
+            cols.append(f'{expr} AS "{c}"')
+        return f"SELECT {', '.join(cols)} FROM m LEFT JOIN best b USING ({RID}) {{where}} ORDER BY m.{ROW}"
+
+    def write(self, target: str, fmt: str, where: str = "", rebase: bool = False) -> None:
+        if not self._full:
+            self.finish()
+        sql = self.select_sql(rebase, fmt == "csv").format(where=where)
+        opts = "FORMAT csv, HEADER true" if fmt == "csv" else "FORMAT parquet, COMPRESSION zstd"
+        self.con.execute(f"COPY ({sql}) TO '{_sql_text(target)}' ({opts})")
+
+
+def _types(*names: str) -> list:
+    """DuckDB's SQL type objects for Python UDFs (`duckdb.sqltypes` from 2.0, `duckdb.typing` before)."""
+    import importlib
+
+    try:
+        mod = importlib.import_module("duckdb.sqltypes")
+    except ImportError:
+        mod = importlib.import_module("duckdb.typing")
+    return [getattr(mod, n) for n in names]
+
+
+def reader_sql(path: Path) -> str:
+    """DuckDB's reader for a CSV (every cell as text, RFC 4180 quoting) or Parquet file."""
+    p = _sql_text(str(path))
+    if table_format(path) == "parquet":
+        return f"read_parquet('{p}')"
+    return f"read_csv('{p}', all_varchar=true, header=true, delim=',', quote='\"', escape='\"')"
+
+
+def abspath_sql(col: str, base: str) -> str:
+    """`manifest.resolve_path` in SQL: clean cells by string ops, the rest by the Python function."""
+    c = f'"{col}"::VARCHAR'
+    return (
+        f"CASE WHEN {c} IS NULL OR {c} = '' THEN '' WHEN regexp_matches({c}, '{_NEEDS_PYTHON}') "
+        f"THEN vidcap_resolve({c}, '{base}') WHEN starts_with({c}, '/') THEN {c} "
+        f"ELSE '{base.rstrip('/')}/' || {c} END"
+    )
+
+
+def relative_sql(col: str) -> str:
+    c = f'"{col}"::VARCHAR'
+    return (
+        f"CASE WHEN {c} IS NULL OR {c} = '' THEN false WHEN regexp_matches({c}, '{_NEEDS_PYTHON}') "
+        f"THEN vidcap_relative({c}) ELSE NOT starts_with({c}, '/') END"
+    )
+
+
+def _sql_text(text: str) -> str:
+    return text.replace("'", "''")
+
+
+class RowSource:
+    """Rows to do, handed to the runner's Feeder: `take(n, timeout)` gives up to n row dicts, None at the end."""
+
+    def __init__(self, cursor, reader, total: int):
+        from collections import deque
+
+        self.reader = reader
+        self.cursor = cursor
+        self.total = total
+        self.buf: deque = deque()
+
+    def __len__(self) -> int:
+        return self.total
+
+    def take(self, n: int, timeout: float = 0.0) -> list[dict] | None:
+        while len(self.buf) < n:
+            try:
+                batch = self.reader.read_next_batch()
+            except StopIteration:
+                break
+            self.buf.extend(batch.to_pylist())
+        if not self.buf:
+            return None
+        return [self.buf.popleft() for _ in range(min(n, len(self.buf)))]

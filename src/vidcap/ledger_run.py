@@ -1,0 +1,129 @@
+"""A run over a large manifest: `Session.run` hands over to `run` here when `ledger.streams` says so."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+from .errors import UsageError
+from .ledger import Ledger
+from .manifest import table_format
+
+
+def run(session, executor, t0: float) -> dict:
+    """`Session.run` for a large manifest: plan, hand the rows left to the executor (lazily, in manifest
+    order), check every row has a result (redoing lost ones once), merge."""
+    import sys
+    import time
+
+    from .errors import FatalRunError
+
+    stage, opts, books = session.stage, session.opts, session.books
+    executor.start(session)
+    led = None
+    try:
+        led = Ledger(stage, session.manifest, books.store)
+        led.ingest(opts.shard, opts.limit)
+        led.refresh(prior=True)
+        plan = led.plan(check_files=opts.check_files and stage.reads_files)
+        t_plan, c_plan = time.monotonic(), time.process_time()  # CPU: every thread (DuckDB's too)
+        if plan["todo"]:
+            executor.process(session, led.source())
+        session.recorder.flush()
+        t_run, c_run = time.monotonic(), time.process_time()
+        books.before_merge()
+        for attempt in range(2):
+            led.refresh()
+            lost, first = led.missing()
+            if not lost:
+                break
+            if attempt or not executor.can_redo:
+                raise FatalRunError(
+                    f"{lost} rows have no result (first: {first}); the parts are kept: run the "
+                    "same command again to finish them."
+                )
+            print(
+                f"vidcap: {lost} rows lost their saved result before the merge (a part file was removed or "
+                "damaged); doing them again.",
+                file=sys.stderr,
+            )
+            executor.process(session, led.source())
+            session.recorder.flush()
+        extra = led.finish()  # result columns for the merge; a caption run's duplicate flags
+        wall = time.monotonic() - t0
+        processed = sum(session.counts.values())
+        summary = {
+            "rows": plan["rows"],
+            "unique": plan["unique"],
+            "duplicates": plan["duplicates"],
+            "skipped": plan["skipped"],
+            "processed": processed,
+            **led.counts(),
+            "wall_s": round(wall, 3),
+            "rows_per_s": round(processed / wall, 3) if wall > 0 else 0.0,
+            **executor.extras(session),
+            **extra,
+            "ledger": {
+                "plan_s": round(t_plan - t0, 2),
+                "run_s": round(t_run - t_plan, 2),
+                "plan_cpu_s": round(c_plan, 2),
+                "run_cpu_s": round(c_run - c_plan, 2),
+            },
+        }
+        publish(led, books.store, summary, opts.failed_out)
+        return summary
+    except (UsageError, KeyboardInterrupt):
+        if led is not None:
+            led.close()
+            led = None
+        books.discard_if_empty()
+        raise
+    finally:
+        if led is not None:
+            led.close()
+        books.close()
+
+
+def publish(led: Ledger, store, summary: dict, failed_out) -> None:
+    """The output (and --failed-out) written by DuckDB straight from the ledger, atomically."""
+    out = Path(store.output)
+    rebase = out.resolve().parent != led.manifest.resolve().parent
+    ok_only = ""
+    if failed_out is not None:
+        summary["failed_out"] = str(failed_out)
+        _atomic(
+            Path(failed_out),
+            lambda tmp: led.write(tmp, table_format(failed_out), "WHERE coalesce(b.status, '') <> 'ok'", rebase),
+        )
+        ok_only = "WHERE b.status = 'ok'"
+
+    def write(meta, before_rename):
+        _atomic(out, lambda tmp: led.write(tmp, table_format(out), ok_only, rebase), before_rename)
+        led.close()  # the ledger lives in the parts folder, which goes next
+
+    store.publish(summary, write)
+
+
+def _atomic(path: Path, write, before_rename=None) -> None:
+    from .manifest import _fsync_dir, _umask
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    try:
+        os.unlink(tmp)  # DuckDB creates the file itself
+        write(tmp)
+        os.chmod(tmp, 0o666 & ~_umask())
+        with open(tmp, "rb+") as fh:
+            os.fsync(fh.fileno())
+        if before_rename is not None:
+            before_rename()
+        os.replace(tmp, path)
+        _fsync_dir(path.parent)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise

@@ -1,0 +1,175 @@
+"""One process: decode workers feed the stage's batches (or its stream) in this process.
+
+`run_batches` is the loop every in-process executor shares: the one-process run, each worker of a host
+(multigpu.py) and each torchrun rank.
+"""
+
+from __future__ import annotations
+
+import queue
+import signal
+import threading
+import time
+from typing import TYPE_CHECKING
+
+from ..errors import FatalRunError, format_error
+from ..feeder import Feeder
+from ..stages.base import Item, Stage
+from .base import Executor, Progress, raise_interrupt
+
+if TYPE_CHECKING:
+    from ..session import Recorder, RunOptions, Session
+
+
+class LocalExecutor(Executor):
+    """The stage runs in this process; decode worker processes feed it."""
+
+    lazy_rows = True  # `todo` may be a lazy source (vidcap.ledger's rows of a large manifest)
+
+    def process(self, session: Session, todo: list[dict]) -> None:
+        from ..session import default_workers
+
+        if not todo:
+            return
+        opts = session.opts
+        workers = default_workers(session.stage) if opts.workers is None else opts.workers
+        run_batches(session.stage, todo, session.recorder, opts, workers=workers, device=opts.device,
+                    progress=Progress(len(todo), session.stage.name, enabled=opts.progress))
+
+
+def run_batches(stage: Stage, rows, recorder: Recorder, opts: RunOptions, *, workers: int, device: str | None,
+                progress: Progress) -> None:
+    """Load `rows` (a list, or a source with `take(n, timeout)`) in `workers` processes and run the stage on
+    them, recording each result; saves what is buffered before returning or raising."""
+    main = threading.current_thread() is threading.main_thread()
+    prev = signal.signal(signal.SIGTERM, raise_interrupt) if main else None
+    feeder = None
+    try:
+        stage.resolve(device)  # the loader may carry the model's preprocessor to the workers
+        feeder = Feeder(stage.loader(), rows, workers, depth=stage.batch_size * 2 + 2 * max(workers, 1))
+        if workers > 0:  # worker processes start and decode while the model loads
+            feeder.start()
+            stage.setup(device)
+        else:  # in-thread loading would race this thread's imports while the model loads
+            stage.setup(device)
+            feeder.start()
+        if stage.streams():  # continuous batching: clips flow in one by one
+            for item, out in stage.process_stream(QueueSource(feeder, recorder, progress)):
+                recorder.record(item.row, out)
+                progress.advance(1)
+                recorder.check_all_failing()
+                recorder.maybe_flush()
+        else:
+            for batch in _batches(feeder, recorder, progress, stage.batch_size, opts.batch_wait):
+                for item, out in zip(batch, process_safely(stage, batch)):
+                    recorder.record(item.row, out)
+                recorder.check_all_failing()
+                progress.advance(len(batch))
+                recorder.maybe_flush()
+        recorder.flush()
+    except (KeyboardInterrupt, FatalRunError):
+        if feeder is not None:
+            feeder.close()
+        recorder.flush()
+        raise
+    finally:
+        if feeder is not None:
+            feeder.close()
+        progress.close()
+        if prev is not None:
+            signal.signal(signal.SIGTERM, prev)
+        stage.teardown()
+
+
+def _batches(feeder: Feeder, recorder: Recorder, progress: Progress, size: int, batch_wait: float):
+    """Full batches when rows come fast; a partial one after `batch_wait` so the model never idles long."""
+    batch: list[Item] = []
+    deadline = 0.0
+    while True:
+        wait_s = max(0.0, deadline - time.monotonic()) if batch else 1.0
+        try:
+            got = feeder.q.get(timeout=wait_s)
+        except queue.Empty:
+            if batch:
+                yield batch
+                batch = []
+            recorder.maybe_flush()
+            continue
+        if got is Feeder.DONE:
+            if batch:
+                yield batch
+            if feeder.error is not None:
+                raise feeder.error
+            return
+        row, data, err = got
+        if err:
+            recorder.record(row, {"error": err})
+            progress.advance(1)
+            recorder.maybe_flush()
+            continue
+        batch.append(Item(row, data))
+        if len(batch) == 1:
+            deadline = time.monotonic() + batch_wait
+        if len(batch) >= size:
+            yield batch
+            batch = []
+
+
+class QueueSource:
+    """The feeder's queue as a stream source: `take(n, block)` gives up to n loaded Items ([] when none
+    is ready; with block, after waiting briefly), None once the feeder is done. Rows whose loading
+    failed are recorded here, as in `_batches`."""
+
+    def __init__(self, feeder: Feeder, recorder: Recorder, progress: Progress):
+        self.feeder, self.recorder, self.progress = feeder, recorder, progress
+        self.done = False
+
+    def take(self, n: int, block: bool) -> list[Item] | None:
+        if self.done:
+            return None
+        out: list[Item] = []
+        while len(out) < n:
+            try:
+                got = self.feeder.q.get(timeout=0.5) if (block and not out) else self.feeder.q.get_nowait()
+            except queue.Empty:
+                if not out:
+                    self.recorder.maybe_flush()
+                return out
+            if got is Feeder.DONE:
+                if self.feeder.error is not None:
+                    raise self.feeder.error
+                self.done = True
+                return out or None
+            row, data, err = got
+            if err:
+                self.recorder.record(row, {"error": err})
+                self.progress.advance(1)
+                continue
+            out.append(Item(row, data))
+        return out
+
+
+def process_safely(stage: Stage, batch: list[Item]) -> list[dict]:
+    """stage.process_batch, with a model exception turned into that row's error (the batch is split to find it)."""
+    try:
+        return stage.process_batch(batch)
+    except (FatalRunError, KeyboardInterrupt):
+        raise
+    except Exception as exc:  # noqa: BLE001
+        if len(batch) == 1:
+            return [{"error": _model_error(exc)}]
+        outs = []
+        for item in batch:
+            try:
+                outs.extend(stage.process_batch([item]))
+            except (FatalRunError, KeyboardInterrupt):
+                raise
+            except Exception as one:  # noqa: BLE001
+                outs.append({"error": _model_error(one)})
+        return outs
+
+
+def _model_error(exc: Exception) -> str:
+    name = type(exc).__name__
+    code = "oom" if "OutOfMemory" in name or "out of memory" in str(exc).lower() else "model"
+    return format_error(code, f"{name}: {exc}")
