@@ -207,13 +207,23 @@ def _first_line(exc: BaseException) -> str:
 
 
 def forget_ray() -> None:
-    """After the head went away: Ray's exit hook would wait on the dead cluster, so it is dropped; the
-    driver's Ray threads end with this process."""
+    """After the head went away: Ray's exit hook would wait on the dead cluster, so it is dropped, and the
+    process ends with exit code 3 (a stopped run) without the teardown Ray's threads crash in."""
     import atexit
+    import sys
 
     import ray
 
     atexit.unregister(ray.shutdown)
+
+    def leave() -> None:
+        # The interpreter's own teardown crashes in Ray's C++ threads (SIGSEGV) once the GCS is gone: end the
+        # process here, with the exit code of a stopped run, after every other exit hook has run.
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(3)
+
+    atexit.register(leave)
 
 
 def gcs_address() -> tuple[str, int] | None:

@@ -184,7 +184,11 @@ class RayExecutor(Executor):
         self.actors = actors
         rows = [{RID: r[RID], "_row": pickle.dumps(r)} for r in todo]
         ds = ray.data.from_items(rows, override_num_blocks=max(1, min(len(rows) // batch, 1000)))
-        decode_cpus = float(os.environ.get("VIDCAP_RAY_DECODE_CPUS", "1"))
+        # Actors hold their CPU share for the whole run. On CPU-only nodes, actors and decode tasks take half a
+        # CPU each, so a 1-CPU node left after another node is lost still fits one of each; whole CPUs there
+        # would leave the decode tasks waiting forever.
+        cpu_share = "1" if gpus_each else "0.5"
+        decode_cpus = float(os.environ.get("VIDCAP_RAY_DECODE_CPUS", cpu_share))
         ds = ds.map_batches(
             decode_batch,
             batch_size=batch,
@@ -192,9 +196,7 @@ class RayExecutor(Executor):
             fn_kwargs={"loader": self.stage.loader(), "env": self.secret_env},
             num_cpus=decode_cpus,
         )
-        # Actors hold their CPU share for the whole run: on a small CPU-only machine a whole CPU each
-        # would leave none for the decode tasks, and the pipeline would wait forever.
-        actor_cpus = float(os.environ.get("VIDCAP_RAY_ACTOR_CPUS", "1" if gpus_each else "0.5"))
+        actor_cpus = float(os.environ.get("VIDCAP_RAY_ACTOR_CPUS", cpu_share))
         return ds.map_batches(
             StageActor,
             batch_size=batch,
