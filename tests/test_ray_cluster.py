@@ -6,6 +6,7 @@ resume command (slow: it needs a cluster of its own)."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import socket
 import subprocess
@@ -36,7 +37,7 @@ class EnvStage(Stage):
     """Reports, for each row, what two variables hold where the stage runs (an actor on the cluster)."""
 
     name = suffix = "envprobe"
-    columns = ["plain", "secret"]
+    columns = ("plain", "secret")  # type: ignore[assignment]
     reads_files = False
     batch_size = 2
 
@@ -65,11 +66,32 @@ def start_cluster():
     return cluster, second
 
 
+def descendants() -> list:
+    """This test process's children and theirs (Ray's raylets, agents and workers), to reap after a node
+    loss: a lost node's agents would otherwise outlive the test, reparented to init."""
+    import psutil
+
+    return psutil.Process().children(recursive=True)
+
+
+def reap(procs: list) -> None:
+    import psutil
+
+    for proc in procs:
+        try:
+            proc.kill()  # psutil checks the process is still the one it saw (pid and start time)
+        except psutil.Error:
+            pass
+    psutil.wait_procs(procs, timeout=10)
+
+
 @pytest.fixture(scope="module")
 def cluster():
     cluster, second = start_cluster()
     yield cluster, second
+    procs = descendants()
     cluster.shutdown()
+    reap(procs)
 
 
 @pytest.fixture(scope="module")
@@ -145,9 +167,10 @@ def test_a_wrong_address_ends_in_one_sentence_within_the_deadline(clips, tmp_pat
                   "--address", f"127.0.0.1:{port}", check=False, timeout=120, VIDCAP_RAY_CONNECT_TIMEOUT="2")
     assert proc.returncode == 2
     lines = proc.stderr.strip().splitlines()
-    assert lines == [f"vidcap: error: cannot reach the Ray cluster at 127.0.0.1:{port} within 2 s; start it with "
-                     "`ray start --head` there (or fix --address: `ray status` on the head prints it), or allow more "
-                     "time with VIDCAP_RAY_CONNECT_TIMEOUT."], proc.stderr
+    sentence = (f"vidcap: error: cannot reach the Ray cluster at 127.0.0.1:{port} within 2 s; start it with "
+                "`ray start --head` there (or fix --address: `ray status` on the head prints it), or allow more "
+                "time with VIDCAP_RAY_CONNECT_TIMEOUT.")
+    assert lines == [sentence], proc.stderr
     assert not out.exists() and not out.with_name(out.name + ".parts").exists()
 
 
@@ -176,6 +199,7 @@ def test_losing_the_second_node_mid_run_still_gives_the_local_output(cluster, cl
     proc = _start_slow_run(clips, out, head.address)
     try:
         _wait_for_a_part(out, proc)
+        procs = [p for p in descendants() if p.pid != proc.pid]
         head.remove_node(second, allow_graceful=False)
         _, err = proc.communicate(timeout=300)
     finally:
@@ -183,29 +207,32 @@ def test_losing_the_second_node_mid_run_still_gives_the_local_output(cluster, cl
             proc.kill()
     assert proc.returncode == 0, err
     pd.testing.assert_frame_equal(read_resolved(tmp_path / "local.parquet"), read_resolved(out))
+    reap([p for p in procs if p not in descendants()])  # the lost node's orphans (the head reaps the rest)
 
 
 @pytest.mark.slow
 def test_the_head_going_away_saves_the_finished_rows_and_names_the_resume_command(clips, tmp_path):
     cluster, _ = start_cluster()
+    address = cluster.address
     out = tmp_path / "ray.parquet"
+    procs: list = []
     try:
-        proc = _start_slow_run(clips, out, cluster.address)
+        proc = _start_slow_run(clips, out, address)
         try:
             _wait_for_a_part(out, proc)
+            procs = [p for p in descendants() if p.pid != proc.pid]
             cluster.remove_node(cluster.head_node, allow_graceful=False)
             _, err = proc.communicate(timeout=120)  # the watch gives up after 5 s without the head
         finally:
             if proc.poll() is None:
                 proc.kill()
     finally:
-        try:
+        with contextlib.suppress(Exception):  # the head is gone already
             cluster.shutdown()
-        except Exception:  # noqa: BLE001 - the head is gone already
-            pass
+        reap(procs)
     assert proc.returncode == 3, err
     last = err.strip().splitlines()[-1]
-    assert last.startswith(f"vidcap: stopped: the Ray cluster at {cluster.address} stopped answering mid-run")
+    assert last.startswith(f"vidcap: stopped: the Ray cluster at {address} stopped answering mid-run")
     assert "resume with: vidcap caption" in last
     saved = sum(len(pd.read_parquet(p)) for p in out.with_name(out.name + ".parts").glob("part-*.parquet"))
     assert saved >= 1
