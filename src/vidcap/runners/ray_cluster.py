@@ -20,6 +20,7 @@ import re
 import socket
 import threading
 import time
+from typing import Any
 
 from ..errors import UsageError
 
@@ -159,9 +160,14 @@ def connect(address: str | None, runtime_env: dict, num_cpus: int | None = None)
     import ray
 
     quiet_ray()
-    kwargs = {"include_dashboard": False, "logging_level": "ERROR", "log_to_driver": False, "runtime_env": runtime_env}
-    if not address:
-        ray.init(num_cpus=num_cpus, **kwargs)
+    kwargs: dict[str, Any] = {
+        "include_dashboard": False,
+        "logging_level": "ERROR",
+        "log_to_driver": False,
+        "runtime_env": runtime_env,
+    }
+    if not address:  # a Ray of this run's own: never join a cluster someone else started on this host
+        ray.init(address="local", num_cpus=num_cpus, **kwargs)
         return
     deadline = seconds(CONNECT_TIMEOUT_ENV, 20.0)
     where = head_address(address)
@@ -252,8 +258,10 @@ class HeadWatch:
 
     def _watch(self) -> None:
         down_since = None
+        where = self.where
+        assert where is not None  # the thread starts only with an address
         while not self._stop.wait(1.0):
-            if reachable(self.where, timeout=1.0):
+            if reachable(where, timeout=1.0):
                 down_since = None
             elif down_since is None:
                 down_since = time.monotonic()

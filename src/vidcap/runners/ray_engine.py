@@ -183,14 +183,14 @@ class RayExecutor(Executor):
         actors, gpus_each, device = self._actors(-(-len(todo) // batch))
         self.actors = actors
         rows = [{RID: r[RID], "_row": pickle.dumps(r)} for r in todo]
-        ds = ray.data.from_items(rows, override_num_blocks=max(1, min(len(rows) // batch, 1000)))
+        items = ray.data.from_items(rows, override_num_blocks=max(1, min(len(rows) // batch, 1000)))
         # Actors hold their CPU share for the whole run. On CPU-only nodes, actors and decode tasks take half a
         # CPU each, so a 1-CPU node left after another node is lost still fits one of each; whole CPUs there
         # would leave the decode tasks waiting forever.
         cpu_share = "1" if gpus_each else "0.5"
         decode_cpus = float(os.environ.get("VIDCAP_RAY_DECODE_CPUS", cpu_share))
-        ds = ds.map_batches(
-            decode_batch,
+        ds = items.map_batches(
+            decode_batch,  # type: ignore[arg-type]
             batch_size=batch,
             batch_format="pandas",
             fn_kwargs={"loader": self.stage.loader(), "env": self.secret_env},
