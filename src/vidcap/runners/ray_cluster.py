@@ -50,6 +50,16 @@ class QuietStderr:
     everything else on; Python's own `sys.stderr` writes to the real stream, so a terminal stays a terminal
     for the progress bar. `restore()` puts fd 2 back (not done after a lost head: Ray may still write)."""
 
+    @staticmethod
+    def applies() -> bool:
+        """Only when Python's stderr is file descriptor 2 (not a test's capture or an embedding app's stream)."""
+        import sys
+
+        try:
+            return sys.stderr.fileno() == 2
+        except (AttributeError, OSError, ValueError):
+            return False
+
     def __init__(self) -> None:
         import sys
 
@@ -198,12 +208,13 @@ def connect(address: str | None, runtime_env: dict, num_cpus: int | None = None)
     thread.start()
     thread.join(max(1.0, deadline - (time.monotonic() - t0)) + 10.0)  # the port answered: allow the handshake
     if thread.is_alive():
-        forget_ray()
+        forget_ray(2)
         raise UsageError(unreachable)
     if failure:
         raise UsageError(
-            f"could not join the Ray cluster at {address}: {_first_line(failure[0])}. Check that "
-            "this machine runs the cluster's Ray and Python versions."
+            f"could not join the Ray cluster at {address} ({_first_line(failure[0])}); check that it is the head's "
+            "address (`ray status` on the head prints it) and that this machine runs the cluster's Ray and Python "
+            "versions."
         ) from None
 
 
@@ -212,9 +223,10 @@ def _first_line(exc: BaseException) -> str:
     return (text[0] if text else type(exc).__name__).rstrip(".")
 
 
-def forget_ray() -> None:
+def forget_ray(code: int = 3) -> None:
     """After the head went away: Ray's exit hook would wait on the dead cluster, so it is dropped, and the
-    process ends with exit code 3 (a stopped run) without the teardown Ray's threads crash in."""
+    process ends with `code` (3: a stopped run; 2: a cluster that never answered) without the teardown
+    Ray's threads crash in."""
     import atexit
     import sys
 
@@ -227,7 +239,7 @@ def forget_ray() -> None:
         # process here, with the exit code of a stopped run, after every other exit hook has run.
         sys.stdout.flush()
         sys.stderr.flush()
-        os._exit(3)
+        os._exit(code)
 
     atexit.register(leave)
 

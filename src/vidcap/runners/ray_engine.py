@@ -135,7 +135,7 @@ class RayExecutor(Executor):
         # A lost driver or head costs at most this many seconds of finished rows.
         session.recorder.opts = replace(self.opts, part_seconds=min(self.opts.part_seconds, seconds(FLUSH_ENV, 5.0)))
         started = not ray.is_initialized()
-        quiet = QuietStderr() if started else None
+        quiet = QuietStderr() if started and QuietStderr.applies() else None
         lost = False
         try:
             if started:
