@@ -240,3 +240,41 @@ def test_the_head_going_away_saves_the_finished_rows_and_names_the_resume_comman
     vidcap("caption", clips / "m.csv", "-o", out, "--model", "fake", *QUICK, "-b", "1", "--engine", "ray")
     vidcap("caption", clips / "m.csv", "-o", tmp_path / "local.parquet", "--model", "fake", *QUICK)
     pd.testing.assert_frame_equal(read_resolved(tmp_path / "local.parquet"), read_resolved(out))
+
+
+@pytest.mark.parametrize(("address", "expected"), [
+    ("10.0.0.5:6379", ("10.0.0.5", 6379)),
+    (" ray://head.example:10001 ", ("head.example", 10001)),
+    ("[::1]:6379", ("::1", 6379)),
+])
+def test_addresses_are_read_as_host_and_port(address, expected):
+    from vidcap.runners.ray_cluster import head_address
+
+    assert head_address(address) == expected
+
+
+@pytest.mark.parametrize("address", ["head", "head:port", ":6379", "ray://"])
+def test_an_address_without_a_port_is_refused_in_one_sentence(address):
+    from vidcap.errors import UsageError
+    from vidcap.runners.ray_cluster import head_address
+
+    with pytest.raises(UsageError, match=r"is not HOST:PORT \(e\.g\. 10\.0\.0\.5:6379\), ray://HOST:PORT or auto\.$"):
+        head_address(address)
+
+
+def test_secrets_are_kept_out_of_the_runtime_environment(monkeypatch):
+    from vidcap.errors import UsageError
+    from vidcap.runners.ray_cluster import run_environment
+
+    monkeypatch.setenv("VIDCAP_FAKE_DELAY", "0.1")
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("HF_TOKEN", "hf_secret")
+    monkeypatch.setenv("MY_SETTING", "x")
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-secret")
+    monkeypatch.setenv("UNRELATED", "y")
+    plain, secret = run_environment(["MY_SETTING", "OPENAI_API_KEY"])
+    assert {"VIDCAP_FAKE_DELAY": "0.1", "HF_HUB_OFFLINE": "1", "MY_SETTING": "x"}.items() <= plain.items()
+    assert secret == {"HF_TOKEN": "hf_secret", "OPENAI_API_KEY": "sk-secret"}
+    assert "UNRELATED" not in plain and not set(secret) & set(plain)
+    with pytest.raises(UsageError, match="not 'sk-a...'"):  # a value given for a name is not echoed whole
+        run_environment(["sk-abcdefghijklmnop"])
