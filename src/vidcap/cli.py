@@ -46,7 +46,9 @@ O_DEVICE = typer.Option(None, "--device", help="Torch device (default: cuda if a
 O_GPUS = typer.Option(None, "--gpus", help="all, N or a list like 0,1,3: one worker per GPU (cpu:N: N CPU workers).")
 O_TP = typer.Option(1, "--tp", help="Tensor-parallel GPUs per worker.")
 O_ENGINE = typer.Option("local", "--engine", help="local or ray.")
-O_ADDRESS = typer.Option(None, "--address", help="Ray cluster address.")
+O_ADDRESS = typer.Option(None, "--address", help="Ray cluster address (HOST:PORT or auto); with --engine ray.")
+O_RAY_ENV = typer.Option(None, "--ray-env", help="With --engine ray: pass this environment variable to the actors (repeat the flag; VIDCAP_* and HF_* go anyway; values are never printed).")
+O_RAY_ACTORS = typer.Option(None, "--ray-actors", help="With --engine ray: at most this many actors (default: one per GPU, or per 2 CPUs on a CPU cluster).")
 O_NO_FILE_CHECK = typer.Option(False, "--no-file-check", help="On resume, skip checking each done row's file size and mtime (a changed file is otherwise redone).")
 
 
@@ -122,12 +124,12 @@ def exit_if_all_failed(summary: dict) -> None:
         raise typer.Exit(1)
 
 
-def execute(stage, manifest: Path, out: Path, opts, gpus=None, tp=1, engine="local", address=None) -> dict:
+def execute(stage, manifest: Path, out: Path, opts, gpus=None, tp=1, engine="local", address=None, ray=None) -> dict:
     """Every run command ends here: one dispatch picks the executor (one process, GPUs of a host, torchrun,
     Ray) for any stage."""
     from .runners import dispatch
 
-    summary = dispatch(stage, manifest, out, opts, gpus=gpus, tp=tp, engine=engine, address=address)
+    summary = dispatch(stage, manifest, out, opts, gpus=gpus, tp=tp, engine=engine, address=address, ray=ray)
     print_summary(summary, out)
     exit_if_all_failed(summary)
     return summary
@@ -160,6 +162,7 @@ def caption(
     price_in: Optional[float] = typer.Option(None, "--price-in", help="USD per million prompt tokens."),
     price_out: Optional[float] = typer.Option(None, "--price-out", help="USD per million completion tokens."),
     gpus: Optional[str] = O_GPUS, tp: int = O_TP, engine: str = O_ENGINE, address: Optional[str] = O_ADDRESS,
+    ray_env: Optional[list[str]] = O_RAY_ENV, ray_actors: Optional[int] = O_RAY_ACTORS,
     no_file_check: bool = O_NO_FILE_CHECK,
     strip_prefix: bool = typer.Option(False, "--strip-prefix", help="Drop stock openings like 'The video shows' (Open-Sora's list) and capitalise the rest."),
     workers: Optional[int] = O_WORKERS, limit: Optional[int] = O_LIMIT, shard: Optional[str] = O_SHARD,
@@ -194,7 +197,8 @@ def caption(
     out = output_path(manifest, output, "caption")
     ropts = run_options(workers, limit, shard, overwrite, keep_parts, part_rows, quiet, device, failed_out,
                         no_file_check)
-    execute(stage, manifest, out, ropts, gpus=gpus, tp=tp, engine=engine, address=address)
+    execute(stage, manifest, out, ropts, gpus=gpus, tp=tp, engine=engine, address=address,
+            ray={"env": ray_env, "max_actors": ray_actors})
 
 
 def _pooling(text: Optional[str]):
@@ -288,6 +292,7 @@ def motion(
     failed_out: Optional[str] = O_FAILED,
     quiet: bool = O_QUIET,
     gpus: Optional[str] = O_GPUS, engine: str = O_ENGINE, address: Optional[str] = O_ADDRESS,
+    ray_env: Optional[list[str]] = O_RAY_ENV, ray_actors: Optional[int] = O_RAY_ACTORS,
     no_file_check: bool = O_NO_FILE_CHECK,
 ):
     """Label each clip's camera motion (pan, tilt, zoom, static, unclassified) from optical flow."""
@@ -305,7 +310,8 @@ def motion(
     out = output_path(manifest, output, stage.suffix)
     ropts = run_options(workers, limit, shard, overwrite, keep_parts, part_rows, quiet, None, failed_out,
                         no_file_check)
-    execute(stage, manifest, out, ropts, gpus=gpus, engine=engine, address=address)
+    execute(stage, manifest, out, ropts, gpus=gpus, engine=engine, address=address,
+            ray={"env": ray_env, "max_actors": ray_actors})
 
 
 @app.command()
@@ -333,6 +339,7 @@ def tag(
     failed_out: Optional[str] = O_FAILED,
     quiet: bool = O_QUIET, device: Optional[str] = O_DEVICE,
     gpus: Optional[str] = O_GPUS, tp: int = O_TP, engine: str = O_ENGINE, address: Optional[str] = O_ADDRESS,
+    ray_env: Optional[list[str]] = O_RAY_ENV, ray_actors: Optional[int] = O_RAY_ACTORS,
 ):
     """Tag each caption with its main objects or actions, using an LLM."""
     from .backends.base import CaptionOptions
@@ -347,7 +354,8 @@ def tag(
     out = output_path(manifest, output, key)
     ropts = run_options(0 if workers is None else workers, limit, shard, overwrite, keep_parts, part_rows, quiet,
                         device, failed_out)
-    execute(stage, manifest, out, ropts, gpus=gpus, tp=tp, engine=engine, address=address)
+    execute(stage, manifest, out, ropts, gpus=gpus, tp=tp, engine=engine, address=address,
+            ray={"env": ray_env, "max_actors": ray_actors})
 
 
 @app.command("tag-stats")

@@ -4,6 +4,8 @@ by the session that calls it (vidcap.session), so the session imports nothing fr
 
 from __future__ import annotations
 
+import os
+import sys
 import time
 
 from ..session import Executor
@@ -33,30 +35,73 @@ def safe_extra(stage) -> dict:
 
 
 class Progress:
-    def __init__(self, total: int, name: str, enabled: bool):
-        self.bar = None
-        if enabled:
-            from rich.progress import BarColumn, MofNCompleteColumn, TextColumn, TimeElapsedColumn, TimeRemainingColumn
-            from rich.progress import Progress as Bar
+    """A rich bar on a terminal; in a log (stderr not a terminal) a line every VIDCAP_PROGRESS_SECONDS
+    (default 30) with rows done, rows/s and the ETA, so a batch job's log shows the run moving. Every
+    executor reports through this class."""
 
-            self.bar = Bar(TextColumn(f"[bold]{name}"), BarColumn(), MofNCompleteColumn(),
-                           TextColumn("{task.fields[rate]}"),
-                           TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn(), transient=False)
-            self.task = self.bar.add_task(name, total=total, rate="")
-            self.t0 = time.monotonic()
-            self.n = 0
-            self.bar.start()
+    def __init__(self, total: int, name: str, enabled: bool, stream=None):
+        self.bar = None
+        self.lines = False
+        self.total, self.name, self.n, self.t0 = total, name, 0, time.monotonic()
+        self.stream = stream or sys.stderr
+        if not enabled:
+            return
+        if not _is_terminal(self.stream):
+            self.lines = True
+            self.every = _progress_seconds()
+            self.next_line = self.t0 + self.every
+            return
+        from rich.progress import BarColumn, MofNCompleteColumn, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+        from rich.progress import Progress as Bar
+
+        self.bar = Bar(TextColumn(f"[bold]{name}"), BarColumn(), MofNCompleteColumn(),
+                       TextColumn("{task.fields[rate]}"),
+                       TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn(), transient=False)
+        self.task = self.bar.add_task(name, total=total, rate="")
+        self.bar.start()
 
     def advance(self, n: int) -> None:
+        self.n += n
         if self.bar:
-            self.n += n
             rate = self.n / max(time.monotonic() - self.t0, 1e-6)
             self.bar.update(self.task, advance=n, rate=f"{rate:.2f} rows/s")
+        elif self.lines and time.monotonic() >= self.next_line:
+            self.next_line = time.monotonic() + self.every
+            print(self.line(), file=self.stream, flush=True)
+
+    def line(self) -> str:
+        elapsed = max(time.monotonic() - self.t0, 1e-6)
+        rate = self.n / elapsed
+        left = max(self.total - self.n, 0)
+        eta = _clock(left / rate) if rate > 0 else "unknown"
+        pct = f" ({100 * self.n / self.total:.0f}%)" if self.total else ""
+        return f"vidcap: {self.name} {self.n}/{self.total} rows{pct}, {rate:.2f} rows/s, {_clock(elapsed)} elapsed, ETA {eta}"
 
     def close(self) -> None:
         if self.bar:
             self.bar.stop()
             self.bar = None
+        self.lines = False
+
+
+def _is_terminal(stream) -> bool:
+    try:
+        return bool(stream.isatty())
+    except (AttributeError, ValueError):
+        return False
+
+
+def _progress_seconds() -> float:
+    try:
+        return max(0.5, float(os.environ.get("VIDCAP_PROGRESS_SECONDS", "") or 30))
+    except ValueError:
+        return 30.0
+
+
+def _clock(seconds: float) -> str:
+    seconds = round(seconds)
+    h, rest = divmod(seconds, 3600)
+    return f"{h}:{rest // 60:02d}:{rest % 60:02d}"
 
 
 def raise_interrupt(signum, frame):
