@@ -88,7 +88,7 @@ def frame_size(rows, probe=PROBE_FILES) -> tuple[int, int]:
     for path in list(rows.get(ABSPATH, rows.get("path", [])))[:probe]:
         try:
             fr = sample_frames(path, 1)
-        except Exception:  # noqa: BLE001  (a bad file is that row's error later, not the estimate's)
+        except Exception:  # noqa: BLE001, S112  (a bad file is that row's error later, not the estimate's)
             continue
         sizes.append((fr.width, fr.height))
     if not sizes:

@@ -110,6 +110,8 @@ def heal_rows(rows: list[dict], requests: list, backend, attempts: int, rescore)
     """Heal the rows that need it; `requests[i]` is row i's CaptionRequest (None: it cannot be redone),
     `rescore(result, request) -> row dict` turns a CaptionResult into an output row the way the stage does.
     Rows needing nothing come back unchanged (the very same dicts)."""
+    if attempts < 1:
+        return rows
     pending = {i: reasons_of(r.get("flags"), r.get("error")) for i, r in enumerate(rows)}
     pending = {i: why for i, why in pending.items() if why and requests[i] is not None}
     if not pending:
