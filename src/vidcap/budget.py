@@ -144,4 +144,5 @@ def print_estimate(stage, manifest, ropts) -> dict | None:
 
     est = estimate(stage, select_rows(stage, manifest, ropts))
     print(describe(est, stage.options.budget), file=sys.stderr)
+    stage.cost_estimate = est  # the summary puts it beside the counted cost
     return est

@@ -273,8 +273,12 @@ class CaptionStage(Stage):
             extra["heal"] = heal_counts(results)
         return results, extra
 
+    cost_estimate: dict | None = None  # vidcap.budget's estimate, when the CLI printed one
+
     def summary_extra(self) -> dict:
         extra = self.backend.usage_summary()
+        if self.cost_estimate is not None:
+            extra["estimate"] = {k: self.cost_estimate[k] for k in ("prompt_tokens", "completion_tokens", "cost_usd")}
         engine = self.backend.engine_summary()
         if engine is not None:
             extra["engine"] = engine
