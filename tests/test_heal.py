@@ -173,3 +173,11 @@ def test_tiny_model_gets_the_per_row_decoding(tiny_model, tmp_path, monkeypatch)
     assert again[0] == again[1]  # the seed makes the sampled caption repeatable
     assert seen[3][0] == 1.3 and seen[3][1] == 4 and seen[3][2] is False  # attempt 1: greedy, no repeats
     assert base.text is not None
+
+
+def test_report_shows_healed_rows_before_and_after(clips):
+    _run(clips, "healed.csv", "--heal", "2")
+    vidcap("report", clips / "healed.csv", "-o", clips / "r.html", "--sample", "0")
+    html = (clips / "r.html").read_text()
+    assert "Healed captions: 4 healed, 2 still flagged" in html
+    assert "fault-loop-stuck.mp4" in html and "the car drives past the house" in html  # the looping "before"

@@ -70,3 +70,25 @@ def test_small_clusters_get_a_size_but_no_flag():
     texts = ["a man rides a red bicycle down a steep hill in the rain"] * (MIN_SIZE - 1)
     out, _ = add_near_dup_columns(pd.DataFrame({"text": texts, "flags": "", "status": "ok"}))
     assert (out["near_dup_size"] == MIN_SIZE - 1).all() and (out["flags"] == "").all()
+
+
+def test_caption_run_and_report_show_clusters(tmp_path):
+    """Three copies of one clip (one caption) and two other clips through `vidcap caption` and `vidcap report`."""
+    import shutil
+
+    from clirun import vidcap
+    from media import make_video
+
+    make_video(tmp_path / "a.mp4", n_frames=12)
+    for name in ("b.mp4", "c.mp4"):
+        shutil.copy(tmp_path / "a.mp4", tmp_path / name)
+    make_video(tmp_path / "d.mp4", n_frames=12, size=(200, 100))
+    make_video(tmp_path / "e.mp4", n_frames=24, size=(64, 128))
+    pd.DataFrame({"path": ["a.mp4", "b.mp4", "c.mp4", "d.mp4", "e.mp4"]}).to_csv(tmp_path / "m.csv", index=False)
+    proc = vidcap("caption", tmp_path / "m.csv", "--model", "fake", "--workers", "0", "-q", "-o", tmp_path / "o.csv")
+    out = pd.read_csv(tmp_path / "o.csv").set_index("path")
+    assert out.loc[["a.mp4", "b.mp4", "c.mp4"], "near_dup_size"].tolist() == [3, 3, 3]
+    assert (out.loc[["a.mp4", "b.mp4", "c.mp4"], "near_dup_cluster"] == 0).all()
+    assert NEAR_DUP in out.loc["a.mp4", "flags"] and "near_dup: {'clusters': 1" in proc.stderr
+    vidcap("report", tmp_path / "o.csv", "-o", tmp_path / "r.html")
+    assert "Near-duplicate captions: 1 clusters, 3 rows" in (tmp_path / "r.html").read_text()
