@@ -474,7 +474,11 @@ class Ledger:
             for f in got:
                 counts[f] = counts.get(f, 0) + n
         counts["flagged"] = flagged
-        return {"flags": counts}
+        extra: dict = {"flags": counts}
+        if "heal" in self.res_cols:  # --heal: rows healed and still flagged, as heal.heal_counts gives them
+            got = dict(self.con.execute("SELECT heal, count(*) FROM best GROUP BY heal").fetchall())
+            extra["heal"] = {"healed": int(got.get("healed", 0)), "unhealed": int(got.get("unhealed", 0))}
+        return extra
 
     # -- the merge -----------------------------------------------------------------------------------
     def select_sql(self, rebase: bool, csv: bool) -> str:

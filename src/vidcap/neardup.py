@@ -4,7 +4,8 @@
 Each caption becomes the set of its word 2-grams (lower-cased); MinHash LSH (datasketch) proposes pairs
 whose Jaccard similarity is likely at least `THRESHOLD`, the exact Jaccard of the two sets confirms each
 pair, and confirmed pairs join clusters (union-find). Identical texts are hashed once. A caption whose
-cluster holds `MIN_SIZE` or more clips gets the `near_duplicate` flag; every ok row gets its cluster's
+cluster holds `MIN_SIZE` or more clips gets the `near_duplicate` flag (unless it is flagged `duplicate`,
+an exact copy, already); every ok row gets its cluster's
 size (`near_dup_size`, 1 for a caption like no other) and clustered rows a cluster number
 (`near_dup_cluster`, 0 for the largest cluster).
 """
@@ -16,7 +17,7 @@ from collections import Counter
 
 import pandas as pd
 
-from .checks import is_empty, join_flags, parse_flags
+from .checks import DUPLICATE, is_empty, join_flags, parse_flags
 
 NEAR_DUP = "near_duplicate"
 THRESHOLD = 0.6  # word 2-grams: one word changed in an 18-word caption keeps 0.79 shared, two keep ~0.6
@@ -98,9 +99,10 @@ def add_near_dup_columns(df: pd.DataFrame, threshold: float = THRESHOLD, min_siz
     flags = []
     for cell, n in zip(out["flags"], size):
         kept = [f for f in parse_flags(cell) if f != NEAR_DUP]
-        flags.append(join_flags(kept + ([NEAR_DUP] if n is not None and n >= min_size else [])))
+        near = n is not None and n >= min_size and DUPLICATE not in kept  # an exact copy says so already
+        flags.append(join_flags(kept + ([NEAR_DUP] if near else [])))
     out["flags"] = flags
     big = sorted((int(sizes[lab]) for lab in order), reverse=True)
     summary = {"clusters": len(order), "rows_in_clusters": int(sum(big)), "largest": big[:5],
-               "flagged": int(sum(n is not None and n >= min_size for n in size))}
+               "flagged": sum(NEAR_DUP in parse_flags(f) for f in flags)}
     return out, summary
