@@ -30,14 +30,17 @@ def clips(tmp_path_factory) -> Path:
     return root
 
 
-def _run(clips: Path, out: str, *args):
-    proc = vidcap("caption", clips / "m.csv", "--model", "fake", "--workers", "0", "-q", "-o", clips / out, *args)
+def _run(clips: Path, out: str, *args, **env):
+    proc = vidcap("caption", clips / "m.csv", "--model", "fake", "--workers", "0", "-q", "-o", clips / out, *args,
+                  **env)
     return pd.read_csv(clips / out, keep_default_na=False).set_index("path"), proc.stderr
 
 
-def test_heal_fixes_what_it_can_flags_the_rest_and_never_touches_good_rows(clips):
-    plain, _ = _run(clips, "plain.csv")
-    healed, err = _run(clips, "healed.csv", "--heal", "2")
+@pytest.mark.parametrize("ledger", [False, True], ids=["small", "streaming-ledger"])
+def test_heal_fixes_what_it_can_flags_the_rest_and_never_touches_good_rows(clips, ledger):
+    env = {"VIDCAP_STREAM_MIN_BYTES": 0} if ledger else {}
+    plain, _ = _run(clips, f"plain{ledger}.csv", **env)
+    healed, err = _run(clips, f"healed{ledger}.csv", "--heal", "2", **env)
     good = [p for p in plain.index if p.startswith("good")]
     assert (plain.loc[good, "flags"] == "").all()
     for col in ("text", "flags", "completion_tokens", "finish_reason"):  # good rows: byte for byte the same
@@ -60,20 +63,22 @@ def test_heal_fixes_what_it_can_flags_the_rest_and_never_touches_good_rows(clips
     assert "'healed': 4, 'unhealed': 2" in err
 
 
-def test_retry_failed_redoes_every_failed_row_and_keeps_the_rest(clips, tmp_path):
+@pytest.mark.parametrize("ledger", [False, True], ids=["small", "streaming-ledger"])
+def test_retry_failed_redoes_every_failed_row_and_keeps_the_rest(clips, tmp_path, ledger):
+    env = {"VIDCAP_STREAM_MIN_BYTES": 0} if ledger else {}
     man = tmp_path / "m.csv"
     rows = pd.read_csv(clips / "m.csv")
-    rows["path"] = [str(clips / p) for p in rows["path"]] + []
+    rows["path"] = [str(clips / p) for p in rows["path"]]
     missing = tmp_path / "later.mp4"
     pd.concat([rows.head(3), pd.DataFrame({"path": [str(missing)]})]).to_csv(man, index=False)
     out = tmp_path / "o.parquet"
-    vidcap("caption", man, "--model", "fake", "--workers", "0", "-q", "-o", out)
+    vidcap("caption", man, "--model", "fake", "--workers", "0", "-q", "-o", out, **env)
     first = pd.read_parquet(out)
     assert first["status"].tolist().count("failed") == 1 and "missing" in first["error"].iloc[3]
     make_video(missing, n_frames=12)  # the file arrives; a plain rerun does not redo a `missing` row
-    vidcap("caption", man, "--model", "fake", "--workers", "0", "-q", "-o", out)
+    vidcap("caption", man, "--model", "fake", "--workers", "0", "-q", "-o", out, **env)
     assert pd.read_parquet(out)["status"].tolist().count("failed") == 1
-    vidcap("caption", man, "--model", "fake", "--workers", "0", "-q", "-o", out, "--retry-failed")
+    vidcap("caption", man, "--model", "fake", "--workers", "0", "-q", "-o", out, "--retry-failed", **env)
     again = pd.read_parquet(out)
     assert (again["status"] == "ok").all()
     pd.testing.assert_frame_equal(again.head(3)[["path", "text"]], first.head(3)[["path", "text"]])
