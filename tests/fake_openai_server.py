@@ -204,7 +204,7 @@ def respond(server: FakeOpenAIServer, hit: Hit, behaviour: str):
         if float(hit.body.get("frequency_penalty") or 0) > 0:
             return 200, json.dumps(completion(hit)).encode(), {}
         limit = int(hit.body.get("max_tokens") or hit.body.get("max_completion_tokens") or 64)
-        text = " ".join((["the dog runs"] * limit))[: 4 * limit]
+        text = " ".join(["the dog runs"] * limit)[: 4 * limit]
         return 200, json.dumps(completion(hit, text=text, finish="length")).encode(), {}
     if kind == "429":
         return _error(429, "Rate limit reached", "rate_limit_exceeded", {"Retry-After": arg or "1"})

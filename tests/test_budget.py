@@ -9,10 +9,10 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-
 from clirun import vidcap
 from fake_openai_server import FakeOpenAIServer
 from media import make_video
+
 from vidcap.budget import image_limit, image_tokens, resized
 from vidcap.heal import reasons_of
 
@@ -52,8 +52,21 @@ def test_known_image_limits():
 def test_estimate_is_within_20_percent_of_the_counted_cost(manifest, tmp_path):
     with FakeOpenAIServer(usage="openai") as server:
         out = tmp_path / "o.csv"
-        proc = vidcap("caption", manifest, "-o", out, "--model", "gpt-4o", "--detail", "high", "--num-frames", "4",
-                      "--max-new-tokens", "96", *_api(server))
+        proc = vidcap(
+            "caption",
+            manifest,
+            "-o",
+            out,
+            "--model",
+            "gpt-4o",
+            "--detail",
+            "high",
+            "--num-frames",
+            "4",
+            "--max-new-tokens",
+            "96",
+            *_api(server),
+        )
     assert re.search(r"estimate for 10 rows: 4 frames of \d+x240 at detail=high", proc.stderr)
     summary = _summary(out)
     est, counted = summary["estimate"]["cost_usd"], summary["cost_usd"]
@@ -66,8 +79,23 @@ def test_budget_stops_within_one_batch_and_a_rerun_continues(manifest, tmp_path)
     per_row = (10 + 85 * 2) * 1000 / 1e6  # the server's simple usage: 10 + 85 per image; $1000 per M tokens
     out = tmp_path / "o.parquet"
     with FakeOpenAIServer() as server:
-        args = ["caption", manifest, "-o", out, "--model", "m", "--num-frames", "2", "--price-in", "1000",
-                "--price-out", "0", "--batch-size", "2", *_api(server)]
+        args = [
+            "caption",
+            manifest,
+            "-o",
+            out,
+            "--model",
+            "m",
+            "--num-frames",
+            "2",
+            "--price-in",
+            "1000",
+            "--price-out",
+            "0",
+            "--batch-size",
+            "2",
+            *_api(server),
+        ]
         proc = vidcap(*args, "--budget", "0.5", check=False)
         assert proc.returncode == 3 and "budget of $0.50 is spent" in proc.stderr
         spent = len(server.hits) * per_row
@@ -82,8 +110,21 @@ def test_budget_stops_within_one_batch_and_a_rerun_continues(manifest, tmp_path)
 
 def test_max_images_caps_frames_with_a_note(manifest, tmp_path):
     with FakeOpenAIServer() as server:
-        proc = vidcap("caption", manifest, "-o", tmp_path / "o.csv", "--model", "m", "--num-frames", "6",
-                      "--max-images", "3", "--limit", "2", *_api(server))
+        proc = vidcap(
+            "caption",
+            manifest,
+            "-o",
+            tmp_path / "o.csv",
+            "--model",
+            "m",
+            "--num-frames",
+            "6",
+            "--max-images",
+            "3",
+            "--limit",
+            "2",
+            *_api(server),
+        )
         assert {len(h.images) for h in server.hits} == {3}
     assert "at most 3 images per request; sending 3 frames per clip instead of 6" in proc.stderr
 
@@ -92,8 +133,23 @@ def test_heal_over_the_api_sends_penalties_for_the_looping_rows_only(manifest, t
     with FakeOpenAIServer() as server:
         server.script[""] = ["loop"]  # every answer loops unless the request carries a frequency penalty
         out = tmp_path / "o.csv"
-        vidcap("caption", manifest, "-o", out, "--model", "m", "--num-frames", "2", "--limit", "3",
-               "--heal", "2", "--max-new-tokens", "40", *_api(server))
+        vidcap(
+            "caption",
+            manifest,
+            "-o",
+            out,
+            "--model",
+            "m",
+            "--num-frames",
+            "2",
+            "--limit",
+            "3",
+            "--heal",
+            "2",
+            "--max-new-tokens",
+            "40",
+            *_api(server),
+        )
         first, heal = server.hits[:3], server.hits[3:]
     assert all("frequency_penalty" not in h.body for h in first)
     assert len(heal) == 3 and all(h.body["frequency_penalty"] > 0 for h in heal)

@@ -8,12 +8,12 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+from clirun import vidcap
 from hypothesis import given, settings
 from hypothesis import strategies as st
-
-from clirun import vidcap
 from media import make_video
-from vidcap.heal import ECHO, HEALABLE, Decoding, echoes_prompt, heal_rows, reasons_of, schedule
+
+from vidcap.heal import ECHO, HEALABLE, echoes_prompt, heal_rows, reasons_of, schedule
 
 FAULTS = ["fault-loop", "fault-empty", "fault-echo", "fault-trunc"]
 STUCK = ["fault-loop-stuck", "fault-empty-stuck"]
@@ -31,8 +31,9 @@ def clips(tmp_path_factory) -> Path:
 
 
 def _run(clips: Path, out: str, *args, **env):
-    proc = vidcap("caption", clips / "m.csv", "--model", "fake", "--workers", "0", "-q", "-o", clips / out, *args,
-                  **env)
+    proc = vidcap(
+        "caption", clips / "m.csv", "--model", "fake", "--workers", "0", "-q", "-o", clips / out, *args, **env
+    )
     return pd.read_csv(clips / out, keep_default_na=False).set_index("path"), proc.stderr
 
 
@@ -85,8 +86,10 @@ def test_retry_failed_redoes_every_failed_row_and_keeps_the_rest(clips, tmp_path
 
 
 def test_echo_detection():
-    prompt = ("Describe this video and its style in a very detailed manner. Pay attention to all objects in the "
-              "video. The description should be useful for AI to re-generate the video.")
+    prompt = (
+        "Describe this video and its style in a very detailed manner. Pay attention to all objects in the "
+        "video. The description should be useful for AI to re-generate the video."
+    )
     assert echoes_prompt(prompt, prompt)
     assert echoes_prompt("Pay attention to all objects in the video. The description should be useful for AI", prompt)
     assert not echoes_prompt("A red car drives along a coastal road at sunset while waves break below.", prompt)
@@ -115,21 +118,20 @@ class _Recorder:
         return [self.answer(r, decoding) for r in requests]
 
 
-_FLAG_SETS = st.lists(st.sampled_from(["", "boilerplate", "duplicate", "repetition", "empty", "truncated", ECHO]),
-                      max_size=3).map(lambda fs: ",".join(sorted(set(f for f in fs if f))))
+_FLAG_SETS = st.lists(
+    st.sampled_from(["", "boilerplate", "duplicate", "repetition", "empty", "truncated", ECHO]), max_size=3
+).map(lambda fs: ",".join(sorted({f for f in fs if f})))
 
 
 @settings(max_examples=60, deadline=None)
-@given(rows=st.lists(st.tuples(st.text(max_size=30), _FLAG_SETS), min_size=1, max_size=8),
-       attempts=st.integers(0, 3))
+@given(rows=st.lists(st.tuples(st.text(max_size=30), _FLAG_SETS), min_size=1, max_size=8), attempts=st.integers(0, 3))
 def test_heal_rows_never_changes_a_row_that_needs_nothing(rows, attempts):
     from vidcap.backends.base import CaptionResult
 
     out_rows = [{"text": t, "flags": f, "error": ""} for t, f in rows]
     backend = _Recorder(lambda req, dec: CaptionResult(text="healed text."))
     reqs = [object() for _ in out_rows]
-    got = heal_rows(out_rows, reqs, backend, attempts,
-                    lambda res, req: {"text": res.text, "flags": "", "error": ""})
+    got = heal_rows(out_rows, reqs, backend, attempts, lambda res, req: {"text": res.text, "flags": "", "error": ""})
     for before, after in zip(out_rows, got):
         if not set(before["flags"].split(",")) & HEALABLE:
             assert after is before  # untouched: the very same row
@@ -160,8 +162,10 @@ def test_tiny_model_gets_the_per_row_decoding(tiny_model, tmp_path, monkeypatch)
     from vidcap.stages.caption import CaptionStage
 
     model = tiny_model("qwen2-vl")
-    stage = CaptionStage(resolve_model(str(model), None),
-                         CaptionOptions(heal=2, max_new_tokens=12, device="cpu", num_frames=2, engine=False))
+    stage = CaptionStage(
+        resolve_model(str(model), None),
+        CaptionOptions(heal=2, max_new_tokens=12, device="cpu", num_frames=2, engine=False),
+    )
     stage.setup("cpu")
     try:
         import numpy as np

@@ -21,8 +21,12 @@ def _variant(template: list[str], rng: random.Random) -> str:
 
 
 @settings(max_examples=25, deadline=None, derandomize=True)  # MinHash is a sketch: no flaky seeds
-@given(sizes=st.lists(st.integers(2, 12), min_size=1, max_size=5), singles=st.integers(0, 30),
-       length=st.integers(14, 30), seed=st.integers(0, 10_000))
+@given(
+    sizes=st.lists(st.integers(2, 12), min_size=1, max_size=5),
+    singles=st.integers(0, 30),
+    length=st.integers(14, 30),
+    seed=st.integers(0, 10_000),
+)
 def test_known_clusters_are_found(sizes, singles, length, seed):
     rng = random.Random(seed)
     texts, truth = [], []

@@ -35,8 +35,10 @@ class BudgetSpent(FatalRunError):
     """--budget reached: the run stops before the next batch; finished rows are saved."""
 
     def __init__(self, budget: float, spent: float):
-        super().__init__(f"the budget of ${budget:.2f} is spent (${spent:.4f} so far); finished rows are saved. "
-                         "Run the same command with a higher --budget to continue.")
+        super().__init__(
+            f"the budget of ${budget:.2f} is spent (${spent:.4f} so far); finished rows are saved. "
+            "Run the same command with a higher --budget to continue."
+        )
 
 
 def image_limit(base_url: str, max_images: int | None) -> tuple[int, str] | None:
@@ -117,16 +119,28 @@ def estimate(stage, rows) -> dict:
     if pin is not None:
         cost = round((est_in * pin + est_out * pout) / 1e6, 4)
         most = round((est_in * pin + most_out * pout) / 1e6, 4)
-    return {"rows": n, "frames": stage.num_frames, "frame_size": f"{width}x{height}", "detail": opts.detail,
-            "image_tokens": per_image, "prompt_tokens": est_in, "completion_tokens": est_out,
-            "completion_tokens_max": most_out, "cost_usd": cost, "cost_usd_max": most, "price_source": source}
+    return {
+        "rows": n,
+        "frames": stage.num_frames,
+        "frame_size": f"{width}x{height}",
+        "detail": opts.detail,
+        "image_tokens": per_image,
+        "prompt_tokens": est_in,
+        "completion_tokens": est_out,
+        "completion_tokens_max": most_out,
+        "cost_usd": cost,
+        "cost_usd_max": most,
+        "price_source": source,
+    }
 
 
 def describe(est: dict, budget: float | None) -> str:
     """The estimate as the sentences printed before the first request."""
-    text = (f"vidcap: estimate for {est['rows']} rows: {est['frames']} frames of {est['frame_size']} at detail="
-            f"{est['detail']} ({est['image_tokens']} tokens each), {est['prompt_tokens']:,} prompt tokens and about "
-            f"{est['completion_tokens']:,} completion tokens (at most {est['completion_tokens_max']:,})")
+    text = (
+        f"vidcap: estimate for {est['rows']} rows: {est['frames']} frames of {est['frame_size']} at detail="
+        f"{est['detail']} ({est['image_tokens']} tokens each), {est['prompt_tokens']:,} prompt tokens and about "
+        f"{est['completion_tokens']:,} completion tokens (at most {est['completion_tokens_max']:,})"
+    )
     if est["cost_usd"] is None:
         return text + "; no price known for this model (give --price-in and --price-out to see a cost)."
     text += f"; about ${est['cost_usd']:.2f} (at most ${est['cost_usd_max']:.2f})."

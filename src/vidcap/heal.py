@@ -53,10 +53,23 @@ def schedule(attempt: int, reasons: set[str], max_new_tokens: int | None) -> Dec
     if TRUNCATED in reasons and REPETITION not in reasons and max_new_tokens:
         longer = int(max_new_tokens * (1 + 0.5 * attempt))  # cut off honestly: give it room to finish
     if attempt == 1:
-        return Decoding(repetition_penalty=1.3, no_repeat_ngram_size=4, frequency_penalty=0.6,
-                        presence_penalty=0.3, max_new_tokens=longer)
-    return Decoding(repetition_penalty=1.15, no_repeat_ngram_size=4, frequency_penalty=0.4, presence_penalty=0.2,
-                    temperature=0.7, top_p=0.9, seed=1000 + attempt, max_new_tokens=longer)
+        return Decoding(
+            repetition_penalty=1.3,
+            no_repeat_ngram_size=4,
+            frequency_penalty=0.6,
+            presence_penalty=0.3,
+            max_new_tokens=longer,
+        )
+    return Decoding(
+        repetition_penalty=1.15,
+        no_repeat_ngram_size=4,
+        frequency_penalty=0.4,
+        presence_penalty=0.2,
+        temperature=0.7,
+        top_p=0.9,
+        seed=1000 + attempt,
+        max_new_tokens=longer,
+    )
 
 
 def _words(text) -> list[str]:
@@ -74,8 +87,8 @@ def echoes_prompt(text, prompt: str | None, min_run: int = 6) -> bool:
     n = min(min_run, len(pr))
     if len(cap) >= n and cap[:n] == pr[:n]:
         return True
-    grams = [tuple(cap[i:i + 3]) for i in range(len(cap) - 2)]
-    known = {tuple(pr[i:i + 3]) for i in range(len(pr) - 2)}
+    grams = [tuple(cap[i : i + 3]) for i in range(len(cap) - 2)]
+    known = {tuple(pr[i : i + 3]) for i in range(len(pr) - 2)}
     return len(grams) >= 4 and sum(g in known for g in grams) / len(grams) >= 0.6
 
 
@@ -116,8 +129,10 @@ def heal_rows(rows: list[dict], requests: list, backend, attempts: int, rescore)
     pending = {i: why for i, why in pending.items() if why and requests[i] is not None}
     if not pending:
         return rows
-    history = {i: [Attempt(0, _flag_text(rows[i]), str(rows[i].get("text") or ""),
-                           error=str(rows[i].get("error") or ""))] for i in pending}
+    history = {
+        i: [Attempt(0, _flag_text(rows[i]), str(rows[i].get("text") or ""), error=str(rows[i].get("error") or ""))]
+        for i in pending
+    }
     fixed: dict[int, dict] = {}
     for k in range(1, attempts + 1):
         groups: dict[Decoding, list[int]] = {}
@@ -127,8 +142,16 @@ def heal_rows(rows: list[dict], requests: list, backend, attempts: int, rescore)
             results = backend.heal_caption([requests[i] for i in idx], decoding)
             for i, res in zip(idx, results):
                 new = rescore(res, requests[i])
-                history[i].append(Attempt(k, _flag_text(new), str(new.get("text") or ""), decoding.as_dict(),
-                                          str(new.get("finish_reason") or ""), str(new.get("error") or "")))
+                history[i].append(
+                    Attempt(
+                        k,
+                        _flag_text(new),
+                        str(new.get("text") or ""),
+                        decoding.as_dict(),
+                        str(new.get("finish_reason") or ""),
+                        str(new.get("error") or ""),
+                    )
+                )
                 if not new.get("error") and not reasons_of(new.get("flags")):
                     fixed[i] = new
         pending = {i: why for i, why in pending.items() if i not in fixed}

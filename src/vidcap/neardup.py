@@ -31,7 +31,7 @@ def shingles(text: str, n: int = 2) -> frozenset[str]:
     words = _WORD.findall(str(text).lower())
     if len(words) < n:
         return frozenset([" ".join(words)]) if words else frozenset()
-    return frozenset(" ".join(words[i:i + n]) for i in range(len(words) - n + 1))
+    return frozenset(" ".join(words[i : i + n]) for i in range(len(words) - n + 1))
 
 
 def jaccard(a: frozenset, b: frozenset) -> float:
@@ -90,8 +90,10 @@ def add_near_dup_columns(df: pd.DataFrame, threshold: float = THRESHOLD, min_siz
     sizes = Counter(lab for lab in labels if lab >= 0)
     size = [sizes[lab] if lab >= 0 else None for lab in labels]
     # number clusters by size, largest first, so cluster 0 is the one to look at
-    order = {lab: k for k, lab in enumerate(sorted((lab for lab in sizes if sizes[lab] > 1),
-                                                    key=lambda lab: (-sizes[lab], lab)))}
+    order = {
+        lab: k
+        for k, lab in enumerate(sorted((lab for lab in sizes if sizes[lab] > 1), key=lambda lab: (-sizes[lab], lab)))
+    }
     out["near_dup_cluster"] = pd.array([order.get(lab) for lab in labels], dtype="Int64")
     out["near_dup_size"] = pd.array(size, dtype="Int64")
     if "flags" not in out.columns:
@@ -103,6 +105,10 @@ def add_near_dup_columns(df: pd.DataFrame, threshold: float = THRESHOLD, min_siz
         flags.append(join_flags(kept + ([NEAR_DUP] if near else [])))
     out["flags"] = flags
     big = sorted((int(sizes[lab]) for lab in order), reverse=True)
-    summary = {"clusters": len(order), "rows_in_clusters": int(sum(big)), "largest": big[:5],
-               "flagged": sum(NEAR_DUP in parse_flags(f) for f in flags)}
+    summary = {
+        "clusters": len(order),
+        "rows_in_clusters": int(sum(big)),
+        "largest": big[:5],
+        "flagged": sum(NEAR_DUP in parse_flags(f) for f in flags),
+    }
     return out, summary

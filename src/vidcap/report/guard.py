@@ -42,10 +42,13 @@ def healed_section(df: pd.DataFrame) -> str:
             f"<tr><td>{escape(str(row.get('path', '')))}</td><td>{escape(str(row['heal']))}, "
             f"{max(0, len(tries) - 1)} attempts</td><td class=before><b>{escape(first.get('flags', ''))}</b> "
             f"{escape(first.get('text', ''))}</td><td class=after><b>{escape(str(row.get('flags') or ''))}</b> "
-            f"{escape(str(row.get('text') or ''))}</td></tr>")
-    return (f'<section class="guard"><h2>Healed captions: {healed} healed, {len(rows) - healed} still flagged'
-            f'</h2><table><tr><th>path</th><th>heal</th><th>before (flags, caption)</th>'
-            f'<th>kept (flags, caption)</th></tr>{"".join(body)}</table></section>')
+            f"{escape(str(row.get('text') or ''))}</td></tr>"
+        )
+    return (
+        f'<section class="guard"><h2>Healed captions: {healed} healed, {len(rows) - healed} still flagged'
+        f"</h2><table><tr><th>path</th><th>heal</th><th>before (flags, caption)</th>"
+        f"<th>kept (flags, caption)</th></tr>{''.join(body)}</table></section>"
+    )
 
 
 def clusters_section(df: pd.DataFrame) -> str:
@@ -59,11 +62,15 @@ def clusters_section(df: pd.DataFrame) -> str:
     groups = clustered.groupby("near_dup_cluster", sort=True)
     for cid, group in list(groups)[:MAX_CLUSTERS]:
         paths = ", ".join(escape(str(p)) for p in group.get("path", pd.Series(dtype=str)).head(3))
-        body.append(f"<tr><td>{int(cid)}</td><td>{len(group)}</td><td>{escape(str(group['text'].iloc[0]))}</td>"
-                    f"<td>{paths}</td></tr>")
-    return (f'<section class="guard"><h2>Near-duplicate captions: {groups.ngroups} clusters, {len(clustered)} rows'
-            f'</h2><table><tr><th>cluster</th><th>rows</th><th>example caption</th><th>clips</th></tr>'
-            f'{"".join(body)}</table></section>')
+        body.append(
+            f"<tr><td>{int(cid)}</td><td>{len(group)}</td><td>{escape(str(group['text'].iloc[0]))}</td>"
+            f"<td>{paths}</td></tr>"
+        )
+    return (
+        f'<section class="guard"><h2>Near-duplicate captions: {groups.ngroups} clusters, {len(clustered)} rows'
+        f"</h2><table><tr><th>cluster</th><th>rows</th><th>example caption</th><th>clips</th></tr>"
+        f"{''.join(body)}</table></section>"
+    )
 
 
 def add_sections(html: str, df: pd.DataFrame) -> str:
