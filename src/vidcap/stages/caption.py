@@ -183,7 +183,7 @@ class CaptionStage(Stage):
         reqs = list(reqs)
         for i, (it, (fr, _)) in enumerate(zip(items, split)):
             if need[i] and reqs[i] is None:
-                reqs[i] = self._reload(it)
+                reqs[i] = self._reload(it, fr)
         frames = {id(req): fr for req, (fr, _) in zip(reqs, split)}
         return heal_rows(rows, reqs, self.backend, self.heal,
                          lambda res, req: self._row(frames[id(req)], res, req.prompt))
@@ -213,10 +213,12 @@ class CaptionStage(Stage):
 
             raise BudgetSpent(budget, spent)
 
-    def _reload(self, item: Item) -> CaptionRequest | None:
-        """The row's frames decoded again here (the decode workers sent model inputs, not pixels)."""
+    def _reload(self, item: Item, fr) -> CaptionRequest | None:
+        """A request for the row: from its frames, or decoded again here when the decode workers sent model
+        inputs instead of pixels. None when that fails (the row keeps its first caption)."""
         try:
-            fr = FrameLoader(self.num_frames, self.preset.positions, self.options.resize)(item.row)
+            if getattr(fr, "frames", None) is None:
+                fr = FrameLoader(self.num_frames, self.preset.positions, self.options.resize)(item.row)
             return self._request(item, fr)
         except VidcapError:
             return None
