@@ -350,17 +350,32 @@ class Session:
 
 
 def changed_files(done: pd.DataFrame, rows: pd.DataFrame) -> list[str]:
-    """Row ids whose saved result was made from a file of another size or mtime than the one there now."""
+    """Row ids whose saved result was made from a file of another size or mtime than the one there now.
+
+    One stat per saved row, spread over threads (a stat waits on the disk or the network, not the CPU);
+    `--no-file-check` skips this at very large resumes (docs/scale-out.md has the cost)."""
     if done.empty or not set(FILE_COLUMNS) <= set(done.columns) or ABSPATH not in rows.columns:
         return []
-    saved = done[done[FILE_COLUMNS[0]].notna()]
+    saved = done.loc[done[FILE_COLUMNS[0]].notna(), [RID, *FILE_COLUMNS]]
     if saved.empty:
         return []
-    where = dict(zip(rows[RID], rows[ABSPATH]))
-    changed = []
-    for rid, size, mtime in zip(saved[RID], saved[FILE_COLUMNS[0]], saved[FILE_COLUMNS[1]]):
-        now = file_stamp(where.get(rid))
-        if now[0] is not None and (now[0] != int(size) or abs(now[1] - float(mtime)) > 1e-6):
-            changed.append(rid)
-    return changed
+    saved = saved.merge(rows[[RID, ABSPATH]].drop_duplicates(RID), on=RID, how="inner")
+    stamps = stat_many(saved[ABSPATH].tolist())
+    size_now = pd.to_numeric(pd.Series([s[0] for s in stamps], index=saved.index), errors="coerce")
+    mtime_now = pd.to_numeric(pd.Series([s[1] for s in stamps], index=saved.index), errors="coerce")
+    size_then = pd.to_numeric(saved[FILE_COLUMNS[0]], errors="coerce")
+    mtime_then = pd.to_numeric(saved[FILE_COLUMNS[1]], errors="coerce")
+    changed = size_now.notna() & ((size_now != size_then) | ((mtime_now - mtime_then).abs() > 1e-6))
+    return saved.loc[changed, RID].tolist()
 
+
+def stat_many(paths: list, threads: int = 16, chunk: int = 4096) -> list[tuple[int | None, float | None]]:
+    """file_stamp of every path, in order, over a few threads."""
+    if len(paths) <= chunk:
+        return [file_stamp(p) for p in paths]
+    from concurrent.futures import ThreadPoolExecutor
+
+    parts = [paths[i:i + chunk] for i in range(0, len(paths), chunk)]
+    with ThreadPoolExecutor(threads) as pool:
+        done = pool.map(lambda part: [file_stamp(p) for p in part], parts)
+        return [stamp for part in done for stamp in part]

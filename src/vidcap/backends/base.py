@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from dataclasses import MISSING, dataclass, field, fields
-from typing import Iterator
+from collections.abc import Iterator
+from dataclasses import dataclass, field, fields
 
 import numpy as np
 
@@ -53,7 +53,7 @@ class CaptionOptions:
     heal: int = 0  # attempts to recaption a looping/empty/cut-off/prompt-echoing row (vidcap.heal)
 
     @classmethod
-    def from_dict(cls, values: dict) -> "CaptionOptions":
+    def from_dict(cls, values: dict) -> CaptionOptions:
         """Options from a mapping (a config file, library callers); an unknown key is refused by name."""
         known = {f.name for f in fields(cls)}
         unknown = sorted(set(values) - known)
@@ -63,12 +63,8 @@ class CaptionOptions:
 
     def changed(self) -> set[str]:
         """Names of the options set to something other than their default."""
-        out = set()
-        for f in fields(self):
-            default = f.default if f.default is not MISSING else f.default_factory()  # type: ignore[misc]
-            if getattr(self, f.name) != default:
-                out.add(f.name)
-        return out
+        defaults = type(self)()
+        return {f.name for f in fields(self) if getattr(self, f.name) != getattr(defaults, f.name)}
 
 
 COMMON_OPTIONS = frozenset({"num_frames", "prompt", "prompt_text", "max_new_tokens", "user_turn", "temperature",
@@ -138,11 +134,11 @@ class CaptionBackend:
 
     def worker_preprocessor(self):
         """A picklable callable decode workers run to turn a request into model inputs; None: not supported."""
-        return None
+        return
 
     def engine(self):
         """The continuous-batching engine when this run uses one, else None (captions go through `caption`)."""
-        return None
+        return
 
     def caption_stream(self, source) -> Iterator[tuple]:
         """(key, CaptionResult) as captions finish, for (key, prepared inputs) pairs from `source.take`;

@@ -240,7 +240,8 @@ class _Coordinator:
         self.deaths.append(why)
         lost = [cid for cid, owner in self.owner.items() if owner == w.spec.wid]
         saved = self.session.books.saved_ids(w.spec.wid)
-        redo, failed = [], []
+        redo: list[dict] = []
+        failed: list[dict] = []
         for cid in lost:
             del self.owner[cid]
             for row in self.chunks[cid]:

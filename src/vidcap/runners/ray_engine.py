@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import pickle
+from typing import Any
 
 import pandas as pd
 
@@ -115,10 +116,10 @@ class RayExecutor(Executor):
         self.actors = actors
         batch = max(1, self.stage.batch_size)
         rows = [{RID: r[RID], "_row": pickle.dumps(r)} for r in todo]
-        ds = ray.data.from_items(rows, override_num_blocks=max(1, min(len(rows) // batch, 1000)))
+        items = ray.data.from_items(rows, override_num_blocks=max(1, min(len(rows) // batch, 1000)))
         decode_cpus = float(os.environ.get("VIDCAP_RAY_DECODE_CPUS", "1"))
-        ds = ds.map_batches(decode_batch, batch_size=batch, batch_format="pandas",
-                            fn_kwargs={"loader": self.stage.loader()}, num_cpus=decode_cpus)
+        ds = items.map_batches(decode_batch, batch_size=batch, batch_format="pandas",  # type: ignore[arg-type]
+                               fn_kwargs={"loader": self.stage.loader()}, num_cpus=decode_cpus)
         # Actors hold their CPU share for the whole run: on a small CPU-only machine a whole CPU each
         # would leave none for the decode tasks, and the pipeline would wait forever.
         actor_cpus = float(os.environ.get("VIDCAP_RAY_ACTOR_CPUS", "1" if gpus_each else "0.5"))
@@ -170,11 +171,11 @@ def _init_ray(address: str | None) -> None:
     import ray
 
     logging.getLogger("ray.data").setLevel(logging.ERROR)
-    kwargs = dict(include_dashboard=False, logging_level="ERROR", log_to_driver=False)
+    kwargs: dict[str, Any] = {"include_dashboard": False, "logging_level": "ERROR", "log_to_driver": False}
     if address:
         ray.init(address=address, **kwargs)
-    else:
-        ray.init(num_cpus=os.cpu_count() or 1, **kwargs)
+    else:  # a Ray of this run's own: never join a cluster someone else started on this host (`ray start`)
+        ray.init(address="local", num_cpus=os.cpu_count() or 1, **kwargs)
 
 
 def _cause(exc: BaseException) -> BaseException:
