@@ -155,3 +155,23 @@ def test_heal_over_the_api_sends_penalties_for_the_looping_rows_only(manifest, t
     assert len(heal) == 3 and all(h.body["frequency_penalty"] > 0 for h in heal)
     df = pd.read_csv(out)
     assert (df["heal"] == "healed").all() and not any(reasons_of(f) for f in df["flags"].fillna(""))
+
+
+def test_budget_without_a_price_is_refused_in_one_sentence(manifest, tmp_path):
+    proc = vidcap(
+        "caption",
+        manifest,
+        "-o",
+        tmp_path / "o.csv",
+        "--backend",
+        "openai",
+        "--model",
+        "my-own-model",
+        "--base-url",
+        "http://127.0.0.1:9/v1",
+        "--budget",
+        "5",
+        check=False,
+    )
+    assert proc.returncode == 2 and "--budget needs a price" in proc.stderr and "Traceback" not in proc.stderr
+    assert not (tmp_path / "o.csv.parts").exists()

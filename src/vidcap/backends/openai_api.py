@@ -77,6 +77,9 @@ class OpenAIBackend(CaptionBackend):
             price_in=options.price_in, price_out=options.price_out,
             backoff_base=float(options.backoff_base), retry_after_cap=float(options.retry_after_cap))
         self._prompt = None
+        if options.budget is not None and self.client.usage_summary()["price_in"] is None:
+            raise UsageError(f"--budget needs a price, and none is known for the model '{self.model_label()}'; "
+                             "give --price-in and --price-out (USD per million tokens).")
 
     def model_label(self) -> str:
         return (self.preset.model_id or self.preset.name) if self.preset else DEFAULT_MODEL
