@@ -154,6 +154,8 @@ def test_heal_over_the_api_sends_penalties_for_the_looping_rows_only(manifest, t
     assert all("frequency_penalty" not in h.body for h in first)
     assert len(heal) == 3 and all(h.body["frequency_penalty"] > 0 for h in heal)
     df = pd.read_csv(out)
+    tried = json.loads(df["heal_attempts"].iloc[0])[1]["decoding"]
+    assert tried["frequency_penalty"] > 0 and "repetition_penalty" not in tried  # what was sent, nothing else
     assert (df["heal"] == "healed").all() and not any(reasons_of(f) for f in df["flags"].fillna(""))
 
 

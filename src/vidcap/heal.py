@@ -26,6 +26,10 @@ _WORD = re.compile(r"\w+", re.UNICODE)
 _KEEP_TEXT = 400  # characters of each attempt's text kept in `heal_attempts` (the report shows them)
 
 
+LOCAL_ONLY = frozenset({"repetition_penalty", "no_repeat_ngram_size"})
+API_ONLY = frozenset({"frequency_penalty", "presence_penalty"})
+
+
 @dataclass(frozen=True)
 class Decoding:
     """Generation settings for one heal attempt; None leaves the run's own setting."""
@@ -39,8 +43,10 @@ class Decoding:
     seed: int | None = None  # sampling seed (torch.manual_seed in-process, `seed` over the API)
     max_new_tokens: int | None = None  # a longer limit for a caption the limit cut off
 
-    def as_dict(self) -> dict:
-        return {k: v for k, v in asdict(self).items() if v is not None}
+    def as_dict(self, kind: str | None = None) -> dict:
+        """The fields set; with kind "api" or "local" only those that kind of backend sends to its model."""
+        skip = {"api": LOCAL_ONLY, "local": API_ONLY}.get(kind or "", frozenset())
+        return {k: v for k, v in asdict(self).items() if v is not None and k not in skip}
 
     @property
     def samples(self) -> bool:
@@ -147,7 +153,7 @@ def heal_rows(rows: list[dict], requests: list, backend, attempts: int, rescore)
                         k,
                         _flag_text(new),
                         str(new.get("text") or ""),
-                        decoding.as_dict(),
+                        decoding.as_dict(_kind(backend)),
                         str(new.get("finish_reason") or ""),
                         str(new.get("error") or ""),
                     )
@@ -164,6 +170,12 @@ def heal_rows(rows: list[dict], requests: list, backend, attempts: int, rescore)
         kept["heal_attempts"] = json.dumps([a.record() for a in hist], ensure_ascii=False)
         out[i] = kept
     return out
+
+
+def _kind(backend) -> str | None:
+    """Which decoding fields a backend uses, for the record: "api", "local" (transformers), None (both)."""
+    takes = getattr(backend, "takes", frozenset())
+    return "api" if "base_url" in takes else "local" if "dtype" in takes else None
 
 
 def _flag_text(row: dict) -> str:
