@@ -69,7 +69,9 @@ def run(manifest: Path, out: Path, large: bool, monkeypatch, **kw) -> dict:
 
     monkeypatch.setenv("VIDCAP_STREAM_MIN_BYTES", "0" if large else str(2**40))
     stage = CaptionStage(resolve_model("fake"), CaptionOptions(num_frames=2))
-    return run_stage(stage, manifest, out, RunOptions(workers=0, progress=False, **kw))
+    summary = run_stage(stage, manifest, out, RunOptions(workers=0, progress=False, **kw))
+    assert ("ledger" in summary) == large  # the path asked for is the path taken
+    return summary
 
 
 def table(path: Path) -> pd.DataFrame:
@@ -186,3 +188,20 @@ def test_a_replaced_file_is_redone_and_removed_rows_do_not_count(clips, tmp_path
     assert again["processed"] == 1 and again["skipped"] == 1 and again["ok"] == 2
     got = read_table(out)
     assert len(got) == 2 and got.loc[1, "width"] == 80
+
+
+@pytest.mark.parametrize("fmt", [".csv", ".parquet"])
+def test_failed_out_and_output_elsewhere_match_the_pandas_path(clips, tmp_path, monkeypatch, fmt):
+    """--failed-out splits the rows the same way, and relative paths are written absolute when the output
+    lives in another folder, as on the pandas path."""
+    rows = [(i, f"n{i}") for i in range(13)]
+    manifest = write_manifest(clips, rows, f"f{random.randrange(1 << 30)}", fmt)
+    got = {}
+    for large in (False, True):
+        out, bad = tmp_path / f"{large}" / f"o{fmt}", tmp_path / f"{large}" / f"bad{fmt}"
+        got[large] = run(manifest, out, large, monkeypatch, failed_out=str(bad))
+        got[large, "out"], got[large, "bad"] = table(out), table(bad)
+    for part in ("out", "bad"):
+        pd.testing.assert_frame_equal(got[False, part], got[True, part])
+    assert len(got[True, "out"]) + len(got[True, "bad"]) == len(rows)
+    assert got[True, "out"]["path"].str.startswith("/").all()

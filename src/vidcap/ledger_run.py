@@ -27,11 +27,11 @@ def run(session, executor, t0: float) -> dict:
         led.ingest(opts.shard, opts.limit)
         led.refresh(prior=True)
         plan = led.plan(check_files=opts.check_files and stage.reads_files, retry_failed=opts.retry_failed)
-        t_plan = time.monotonic()
+        t_plan, c_plan = time.monotonic(), time.process_time()  # CPU: every thread (DuckDB's too)
         if plan["todo"]:
             executor.process(session, led.source())
         session.recorder.flush()
-        t_run = time.monotonic()
+        t_run, c_run = time.monotonic(), time.process_time()
         books.before_merge()
         for attempt in range(2):
             led.refresh()
@@ -64,7 +64,12 @@ def run(session, executor, t0: float) -> dict:
             "rows_per_s": round(processed / wall, 3) if wall > 0 else 0.0,
             **executor.extras(session),
             **extra,
-            "ledger": {"plan_s": round(t_plan - t0, 2), "run_s": round(t_run - t_plan, 2)},
+            "ledger": {
+                "plan_s": round(t_plan - t0, 2),
+                "run_s": round(t_run - t_plan, 2),
+                "plan_cpu_s": round(c_plan, 2),
+                "run_cpu_s": round(c_run - c_plan, 2),
+            },
         }
         publish(led, books.store, summary, opts.failed_out)
         return summary

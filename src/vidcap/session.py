@@ -223,7 +223,7 @@ class Executor:
 
     name = "local"
     can_redo = True  # rows whose saved result went missing before the merge are handed out again
-    streams = False  # takes its rows as a lazy source (len + take): large manifests use vidcap.ledger
+    lazy_rows = False  # takes `todo` as a lazy source (len + take): large manifests then use vidcap.ledger
 
     def start(self, session: Session) -> None:
         session.books.open(session.stage.provenance())
@@ -277,7 +277,7 @@ class Session:
         t0 = time.monotonic()
         from . import ledger, ledger_run
 
-        if executor.streams and ledger.streams(self.manifest):  # a large manifest: DuckDB bookkeeping
+        if executor.lazy_rows and ledger.streams(self.manifest):  # a large manifest: DuckDB bookkeeping
             return ledger_run.run(self, executor, t0)
         rows = select_rows(self.stage, self.manifest, self.opts)
         executor.start(self)
