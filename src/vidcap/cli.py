@@ -50,10 +50,11 @@ O_ADDRESS = typer.Option(None, "--address", help="Ray cluster address (HOST:PORT
 O_RAY_ENV = typer.Option(None, "--ray-env", help="With --engine ray: pass this environment variable to the actors (repeat the flag; VIDCAP_* and HF_* go anyway; values are never printed).")
 O_RAY_ACTORS = typer.Option(None, "--ray-actors", help="With --engine ray: at most this many actors (default: one per GPU, or per 2 CPUs on a CPU cluster).")
 O_NO_FILE_CHECK = typer.Option(False, "--no-file-check", help="On resume, skip checking each done row's file size and mtime (a changed file is otherwise redone).")
+O_RETRY_FAILED = typer.Option(False, "--retry-failed", help="Redo every failed row of an earlier run of this output (not only timeouts and API errors); ok rows stay as they are.")
 
 
 def run_options(workers, limit, shard, overwrite, keep_parts, part_rows, quiet, device, failed_out=None,
-                no_file_check=False):
+                no_file_check=False, retry_failed=False):
     from .session import RunOptions, parse_shard
 
     if limit is not None and limit < 0:
@@ -62,7 +63,7 @@ def run_options(workers, limit, shard, overwrite, keep_parts, part_rows, quiet, 
         raise UsageError(f"--workers must be 0 (decode in this process) or more, not {workers}.")
     return RunOptions(workers=workers, limit=limit, shard=parse_shard(shard), overwrite=overwrite,
                       keep_parts=keep_parts, part_rows=max(1, part_rows), progress=not quiet, device=device,
-                      failed_out=failed_out, check_files=not no_file_check)
+                      failed_out=failed_out, check_files=not no_file_check, retry_failed=retry_failed)
 
 
 VIDEO_SUFFIXES = {".mp4", ".mov", ".mkv", ".webm", ".avi", ".m4v", ".mpg", ".mpeg", ".ts", ".mts", ".m2ts",
@@ -165,6 +166,10 @@ def caption(
     ray_env: Optional[list[str]] = O_RAY_ENV, ray_actors: Optional[int] = O_RAY_ACTORS,
     no_file_check: bool = O_NO_FILE_CHECK,
     strip_prefix: bool = typer.Option(False, "--strip-prefix", help="Drop stock openings like 'The video shows' (Open-Sora's list) and capitalise the rest."),
+    heal: int = typer.Option(0, "--heal", metavar="N", help="Caption a row again, up to N times, when its caption loops, is empty, was cut off or echoes the prompt: that row alone gets a repetition penalty, then seeded sampling. Good rows are never touched; every attempt is kept in heal_attempts."),
+    budget: Optional[float] = typer.Option(None, "--budget", metavar="USD", help="API runs: stop once the spent cost reaches this many dollars (finished rows are saved; rerun with a higher budget to go on)."),
+    max_images: Optional[int] = typer.Option(None, "--max-images", help="API runs: images one request may carry (default: the provider's known limit); clips get at most this many frames."),
+    retry_failed: bool = O_RETRY_FAILED,
     workers: Optional[int] = O_WORKERS, limit: Optional[int] = O_LIMIT, shard: Optional[str] = O_SHARD,
     overwrite: bool = O_OVERWRITE, keep_parts: bool = O_KEEP, part_rows: int = O_PART_ROWS,
     failed_out: Optional[str] = O_FAILED,
@@ -192,13 +197,25 @@ def caption(
         resize=resize, device=device, pooling_shape=_pooling(pooling_shape), lora_alpha=lora_alpha,
         max_pixels=max_pixels, trust_remote_code=trust_remote_code, dtype=dtype, base_url=base_url,
         api_key_env=api_key_env, concurrency=concurrency, max_retries=max_retries, timeout=timeout,
-        detail=detail, price_in=price_in, price_out=price_out, strip_prefix=strip_prefix)
+        detail=detail, price_in=price_in, price_out=price_out, strip_prefix=strip_prefix, heal=_at_least(heal, 0, "--heal"),
+        budget=budget, max_images=_at_least(max_images, 1, "--max-images"))
+    if budget is not None and budget <= 0:
+        raise UsageError(f"--budget must be more than 0 dollars, not {budget}.")
     stage = CaptionStage(preset, opts)
     out = output_path(manifest, output, "caption")
     ropts = run_options(workers, limit, shard, overwrite, keep_parts, part_rows, quiet, device, failed_out,
-                        no_file_check)
+                        no_file_check, retry_failed)
+    from .budget import print_estimate
+
+    print_estimate(stage, manifest, ropts)
     execute(stage, manifest, out, ropts, gpus=gpus, tp=tp, engine=engine, address=address,
             ray={"env": ray_env, "max_actors": ray_actors})
+
+
+def _at_least(value, low: int, flag: str):
+    if value is not None and value < low:
+        raise UsageError(f"{flag} must be at least {low}, not {value}.")
+    return value
 
 
 def _pooling(text: Optional[str]):

@@ -26,7 +26,7 @@ def run(session, executor, t0: float) -> dict:
         led = Ledger(stage, session.manifest, books.store)
         led.ingest(opts.shard, opts.limit)
         led.refresh(prior=True)
-        plan = led.plan(check_files=opts.check_files and stage.reads_files)
+        plan = led.plan(check_files=opts.check_files and stage.reads_files, retry_failed=opts.retry_failed)
         t_plan, c_plan = time.monotonic(), time.process_time()  # CPU: every thread (DuckDB's too)
         if plan["todo"]:
             executor.process(session, led.source())

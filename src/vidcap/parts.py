@@ -500,8 +500,9 @@ def best_per_rid(df: pd.DataFrame) -> pd.DataFrame:
     return df.loc[keep].drop_duplicates(subset=RID, keep="last").sort_index().reset_index(drop=True)
 
 
-def needs_redo(status: str, error: str) -> bool:
-    return status != "ok" and error_code(error) in RETRYABLE
+def needs_redo(status: str, error: str, retry_failed: bool = False) -> bool:
+    """A saved result to do again: failed with a retryable error (with retry_failed: failed at all)."""
+    return status != "ok" and (retry_failed or error_code(error) in RETRYABLE)
 
 
 def _fp_diff(old: dict, new: dict) -> str:

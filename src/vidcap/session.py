@@ -43,6 +43,7 @@ class RunOptions:
     batch_wait: float = 1.0  # seconds to wait for a full batch before running a partial one
     failed_out: str | None = None  # failed rows go to this file, the output keeps only ok rows
     check_files: bool = True  # on resume, redo rows whose file changed size or mtime since its result
+    retry_failed: bool = False  # redo every failed row of an earlier run, not only retryable errors
 
 
 def default_workers(stage: Stage | None = None) -> int:
@@ -305,7 +306,8 @@ class Session:
         first = ~rows[RID].duplicated()
         mine = executor.share(rows[first])
         done = self.books.done(rows, self.stage.row_key)
-        redo = {r: needs_redo(s, e) for r, s, e in zip(done[RID], done.get("status", []), done.get("error", []))}
+        redo = {r: needs_redo(s, e, self.opts.retry_failed)
+                for r, s, e in zip(done[RID], done.get("status", []), done.get("error", []))}
         if self.opts.check_files and self.stage.reads_files:
             redo.update(dict.fromkeys(changed_files(done, rows), True))
         todo = [r for r in mine.to_dict("records") if redo.get(r[RID], True)]

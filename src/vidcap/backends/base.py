@@ -40,6 +40,8 @@ class CaptionOptions:
     jpeg_quality: int = 90  # frames travel as JPEG
     backoff_base: float = 0.5  # seconds before the first retry, doubled each time
     retry_after_cap: float = 120.0  # the longest Retry-After a server may ask for
+    budget: float | None = None  # USD: stop (resumably) once the run's spent cost reaches it
+    max_images: int | None = None  # images one request may carry (None: the provider's known limit, if any)
     # in-process (transformers) backends
     prepare_on_workers: bool = True  # decode workers also turn frames into model inputs (the processor)
     engine: bool = True  # vidcap's own decode loop; False: plain generate() (the bench's --baseline)
@@ -48,6 +50,7 @@ class CaptionOptions:
     lengths: tuple[int, int] | None = None  # benchmarks: each clip's token limit drawn from A..B
     # the caption stage
     strip_prefix: bool = False  # drop stock openings like "The video shows"
+    heal: int = 0  # attempts to recaption a looping/empty/cut-off/prompt-echoing row (vidcap.heal)
 
     @classmethod
     def from_dict(cls, values: dict) -> CaptionOptions:
@@ -65,11 +68,11 @@ class CaptionOptions:
 
 
 COMMON_OPTIONS = frozenset({"num_frames", "prompt", "prompt_text", "max_new_tokens", "user_turn", "temperature",
-                            "batch_size", "resize", "device", "strip_prefix"})
+                            "batch_size", "resize", "device", "strip_prefix", "heal"})
 HF_OPTIONS = frozenset({"dtype", "trust_remote_code", "prepare_on_workers", "engine", "static_batches", "ignore_eos",
                         "lengths"})
 API_OPTIONS = frozenset({"base_url", "api_key_env", "concurrency", "max_retries", "timeout", "detail", "price_in",
-                         "price_out", "jpeg_quality", "backoff_base", "retry_after_cap"})
+                         "price_out", "jpeg_quality", "backoff_base", "retry_after_cap", "budget", "max_images"})
 
 
 @dataclass
@@ -153,6 +156,19 @@ class CaptionBackend:
     def usage_summary(self) -> dict:
         """Figures for the run summary (tokens, cost, tensor-parallel size)."""
         return {}
+
+    def heal_caption(self, requests: list[CaptionRequest], decoding) -> list[CaptionResult]:
+        """Captions for `requests` with `decoding` (a vidcap.heal.Decoding) applied to these requests only;
+        the default ignores it (a deterministic backend then gives the same caption, and the row stays flagged)."""
+        return self.caption(requests)
+
+    def max_images(self) -> tuple[int, str] | None:
+        """(images one request may carry, where that limit comes from), None when there is no known limit."""
+        return None
+
+    def spent_usd(self) -> float | None:
+        """What this run has spent so far (API backends with a price), None when nothing is counted."""
+        return None
 
     def engine_summary(self) -> dict | None:
         """The engine's figures (fast_path and why not, decode ms per step, ...); None: this backend has none."""

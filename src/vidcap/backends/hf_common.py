@@ -260,6 +260,17 @@ class HFCaptionBackend(CaptionBackend):
         done = dict(self.caption_stream(ListSource(items)))
         return [early.get(i) or done[i] for i in range(len(requests))]
 
+    _decoding = None  # a heal attempt's decoding (vidcap.heal.Decoding) while `heal_caption` runs
+
+    def heal_caption(self, requests: list[CaptionRequest], decoding) -> list[CaptionResult]:
+        """Captions through generate() with a heal attempt's repetition penalty, no-repeat n-grams and
+        seeded sampling, for these requests only (the engine decodes greedily with the run's settings)."""
+        self._decoding = decoding
+        try:
+            return self._run(requests, self.prepare)
+        finally:
+            self._decoding = None
+
     def caption_prepared(self, items: list[dict]) -> list[CaptionResult]:
         """Like `caption`, for requests the decode workers already turned into model inputs."""
         if self.engine() is None:
@@ -398,6 +409,8 @@ class HFCaptionBackend(CaptionBackend):
         cfg.pad_token_id = self.pad_id
         if self.options.ignore_eos:  # benchmarks: every caption exactly max_new_tokens long
             cfg.min_new_tokens = cfg.max_new_tokens
+        if self._decoding is not None:
+            apply_decoding(cfg, self._decoding)
         return cfg
 
     def generate(self, prepared: Prepared) -> list[CaptionResult]:
@@ -411,6 +424,8 @@ class HFCaptionBackend(CaptionBackend):
             cfg.max_new_tokens = max(limits)
             if cfg.min_new_tokens:  # ignore_eos
                 cfg.min_new_tokens = cfg.max_new_tokens
+        if self._decoding is not None and self._decoding.seed is not None:
+            torch.manual_seed(self._decoding.seed)  # a heal attempt samples the same way every run
         with torch.inference_mode():
             out = self.model.generate(**inputs, generation_config=cfg)
         new = out[:, n_in:].tolist()
@@ -578,3 +593,16 @@ class _Holding:
         for key, item in got or []:
             self.held[key] = item
         return got
+
+
+def apply_decoding(cfg, decoding) -> None:
+    """A heal attempt's settings on a GenerationConfig (vidcap.heal.Decoding; None fields keep the run's)."""
+    if decoding.repetition_penalty is not None:
+        cfg.repetition_penalty = float(decoding.repetition_penalty)
+    if decoding.no_repeat_ngram_size is not None:
+        cfg.no_repeat_ngram_size = int(decoding.no_repeat_ngram_size)
+    if decoding.max_new_tokens is not None:
+        cfg.max_new_tokens = int(decoding.max_new_tokens)
+    if decoding.samples:
+        cfg.do_sample, cfg.temperature = True, float(decoding.temperature)
+        cfg.top_p = decoding.top_p

@@ -10,6 +10,7 @@ import pandas as pd
 
 from ..errors import UsageError, error_code
 from ..manifest import read_table, resolve_path
+from .guard import add_sections
 from .page import card, has_captions, page, summary_charts
 from .table import choose_rows, filter_mask, parse_filter, row_errors, row_flags, tag_columns
 from .thumbs import UNREADABLE, ThumbJob, Thumbs, plan_job, run_jobs
@@ -95,6 +96,7 @@ def build_report(output_path, html_path=None, sample: int = DEFAULT_SAMPLE, filt
              + f"showing {len(shown):,} (errors and flagged rows first picked, seed {seed}). "
              "Charts cover all rows."]
     html = page(f"vidcap review: {output_path.name}", lines, summary_charts(df, errors, flags, tag_cols), cards)
+    html = add_sections(html, df)  # healed captions and near-duplicate clusters, where the output has them
     html_path.parent.mkdir(parents=True, exist_ok=True)
     _write_text(html_path, html)
     images = sum(len(t.images) for t in thumbs)
