@@ -224,8 +224,18 @@ def make_shot(rng, source: Source, plan, n: int, out_wh, threshold: float) -> Sh
         if any(1 - MARGIN < r < 1 + MARGIN for r in ratios):
             continue
         frames = render(scene, *path, out_wh)
+        if not (_visible(frames[0]) and _visible(frames[-1])):
+            continue  # a window on a black area: no motion to see
         return Shot(frames, truth, desc, style + ("+shake" if shake else ""))
     raise RuntimeError(f"{source.name}: no window fits {plan} at {out_wh}")
+
+
+def _visible(frame: np.ndarray, floor: float = 4.0) -> bool:
+    """A picture a viewer can see: contrast (noise smoothed away) above `floor` grey levels."""
+    import cv2
+
+    gray = cv2.GaussianBlur(cv2.cvtColor(frame, cv2.COLOR_RGB2GRAY).astype(np.float32), (0, 0), 2)
+    return float(gray.std()) >= floor
 
 
 def _darken(rng, frames: list) -> list:
@@ -235,13 +245,13 @@ def _darken(rng, frames: list) -> list:
     return [np.clip(lut[f] + rng.normal(0, sigma, f.shape), 0, 255).astype(np.uint8) for f in frames]
 
 
-def _transition(rng, kind: str, a: list, b: list) -> list:
+def _transition(rng, kind: str, a: list, b: list, fps: int) -> list:
     n = len(a)
     if kind == "cut":
         at = int(rng.integers(int(0.25 * n), int(0.75 * n)))
         return a[:at] + b[at:]
     if kind == "dissolve":
-        length = max(4, int(rng.uniform(0.15, 0.5) * n))
+        length = max(4, min(int(0.6 * n), round(rng.uniform(0.3, 1.0) * fps)))
         start = int(rng.integers(int(0.15 * n), n - length - int(0.15 * n)))
         w = np.clip((np.arange(n) - start) / length, 0, 1)
         return [
@@ -249,9 +259,9 @@ def _transition(rng, kind: str, a: list, b: list) -> list:
             for t, fa, fb in zip(w, a, b)
         ]
     out_len, hold, in_len = (
-        max(3, int(rng.uniform(0.08, 0.25) * n)),
+        max(3, min(int(0.25 * n), round(rng.uniform(0.2, 0.6) * fps))),
         int(rng.integers(0, 5)),
-        max(3, int(rng.uniform(0.08, 0.25) * n)),
+        max(3, min(int(0.25 * n), round(rng.uniform(0.2, 0.6) * fps))),
     )
     start = int(rng.integers(int(0.15 * n), n - out_len - hold - in_len - int(0.1 * n)))
     gains = np.ones(n)
@@ -278,29 +288,43 @@ def write_mp4(path, frames, fps: int, crf: int) -> None:
         out.mux(stream.encode(None))
 
 
+def _fits(out_wh, source: Source) -> bool:
+    """Output no more than twice the source's size (more would be an unrealistic blur)."""
+    w, h = footage.size_of(source.path)
+    return out_wh[0] <= 2 * w and out_wh[1] <= 2 * h
+
+
 def make_clip(rng, source: Source, others: list[Source], plan, threshold: float):
     """(frames, fps, row dict) for one labelled clip."""
-    src_w = footage.width_of(source.path)
-    sizes, weights = zip(*[(wh, p) for wh, p in SIZES if wh[0] <= 2 * src_w] or [SIZES[1]])
+    sizes, weights = zip(*[(wh, p) for wh, p in SIZES if _fits(wh, source)] or [SIZES[1]])
     out_wh = sizes[int(rng.choice(len(sizes), p=np.array(weights) / sum(weights)))]
     fps = int(rng.choice([24, 25, 30]))
     seconds = float(rng.choice([2.0, 2.0, 3.0, 4.0, 5.0])) if out_wh[0] < 1280 else 2.0
     n = round(seconds * fps)
     kind = plan[0]
     if kind == "move":
-        shot = make_shot(rng, source, plan, n, out_wh, threshold)
+        try:
+            shot = make_shot(rng, source, plan, n, out_wh, threshold)
+        except RuntimeError:  # too large a move for this source at this size
+            out_wh = SIZES[1][0]
+            shot = make_shot(rng, source, plan, n, out_wh, threshold)
         frames, truth, label = shot.frames, shot.truth, classify(shot.truth, threshold)
     else:
         first = PLANS[int(rng.integers(0, 12))]
         shot = make_shot(rng, source, ("move",) + tuple(first[1:]), n, out_wh, threshold)
-        others = [o for o in others if out_wh[0] <= 2 * footage.width_of(o.path)] or [source]
+        others = [o for o in others if _fits(out_wh, o)] or [source]
         other = others[int(rng.integers(len(others)))]
         second = make_shot(rng, other, ("move", "L" if rng.random() < 0.5 else 0, 0, 0), n, out_wh, threshold)
-        frames, truth, label = _transition(rng, kind, shot.frames, second.frames), None, "unclassified"
+        frames, truth, label = _transition(rng, kind, shot.frames, second.frames, fps), None, "unclassified"
         shot.scene += f" -> {other.name}:{second.scene}"
     dark = rng.random() < 0.2
-    if dark:
-        frames = _darken(rng, frames)
+    for _ in range(5 if dark else 0):
+        darker = _darken(rng, frames)
+        if _visible(darker[0], 2.5) and _visible(darker[-1], 2.5):
+            frames = darker
+            break
+    else:
+        dark = False
     t = truth or MotionResult(dx=float("nan"), dy=float("nan"), zoom=float("nan"))
     row = {
         "label": label,

@@ -122,9 +122,11 @@ def shot_starts(frames: tuple[np.ndarray, ...]) -> list[int]:
 
 
 @functools.lru_cache(maxsize=64)
-def width_of(path: str) -> int:
-    """The coded width of a source (without decoding it)."""
+def size_of(path: str) -> tuple[int, int]:
+    """(width, height) of a source's frames as `frames_of` gives them, without decoding it."""
     import av
 
     with av.open(path) as container:
-        return min(MAX_SIDE, int(container.streams.video[0].codec_context.width))
+        ctx = container.streams.video[0].codec_context
+        scale = min(1.0, MAX_SIDE / ctx.width)
+        return round(ctx.width * scale), round(ctx.height * scale)
