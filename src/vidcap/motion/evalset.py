@@ -179,26 +179,29 @@ def render(scene, centres, scales, angles, out_wh) -> list:
     return out
 
 
-def _scene(rng, source: Source, n: int, live: bool):
-    """(callable k -> RGB frame, description) over `source`: a frozen frame or the footage playing."""
+def _scene(rng, source: Source, n: int, live: bool, out_fps: int):
+    """(callable k -> RGB frame, description) over `source`: a frozen frame or the footage playing
+    at its own speed (a 10-fps source under a 25-fps clip repeats frames rather than fast-forwarding)."""
     frames = footage.frames_of(source.path)
     usable = [i for i in range(0, len(frames), 3) if footage.has_picture(frames[i])]
     if not usable:
         raise RuntimeError(f"{source.name}: no frame with a picture")
-    if live and len(frames) > n:
-        starts = footage.shot_starts(frames) + [len(frames)]
-        spans = [(a, b) for a, b in itertools.pairwise(starts) if b - a > n]
+    rate = min(footage.fps_of(source.path), 60.0) / out_fps
+    need = int(n * rate) + 2
+    if live and len(frames) > need:
+        starts = [*footage.shot_starts(frames), len(frames)]
+        spans = [(a, b) for a, b in itertools.pairwise(starts) if b - a > need]
         if spans:
             a, b = spans[int(rng.integers(len(spans)))]
-            start = int(rng.integers(a, b - n))
+            start = int(rng.integers(a, b - need))
             if footage.has_picture(frames[start]):
-                return (lambda k: frames[start + k]), f"live@{start}"
+                return (lambda k: frames[start + int(k * rate)]), f"live@{start}"
     index = usable[int(rng.integers(len(usable)))]
     img = frames[index]
     return (lambda k: img), f"still@{index}"
 
 
-def make_shot(rng, source: Source, plan, n: int, out_wh, threshold: float) -> Shot:
+def make_shot(rng, source: Source, plan, n: int, out_wh, threshold: float, fps: int) -> Shot:
     """One shot following `plan` over `source`, redrawn until the window fits and the label is clear."""
     _, pan, tilt, zoom = plan
     live_ok = source.camera == "static" or (source.camera == "drifty" and "w" not in (pan, tilt, zoom))
@@ -208,7 +211,7 @@ def make_shot(rng, source: Source, plan, n: int, out_wh, threshold: float) -> Sh
         dy = _component(rng, tilt, threshold, False, strong)
         zf = math.exp(_component(rng, zoom, threshold, True, strong))
         live = live_ok and rng.random() < 0.6
-        scene, desc = _scene(rng, source, n, live)
+        scene, desc = _scene(rng, source, n, live, fps)
         style = STYLES[int(rng.integers(len(STYLES)))]
         shake = float(rng.choice([0.0, rng.uniform(0.002, 0.012)]))
         h, w = scene(0).shape[:2]
@@ -304,17 +307,17 @@ def make_clip(rng, source: Source, others: list[Source], plan, threshold: float)
     kind = plan[0]
     if kind == "move":
         try:
-            shot = make_shot(rng, source, plan, n, out_wh, threshold)
+            shot = make_shot(rng, source, plan, n, out_wh, threshold, fps)
         except RuntimeError:  # too large a move for this source at this size
             out_wh = SIZES[1][0]
-            shot = make_shot(rng, source, plan, n, out_wh, threshold)
+            shot = make_shot(rng, source, plan, n, out_wh, threshold, fps)
         frames, truth, label = shot.frames, shot.truth, classify(shot.truth, threshold)
     else:
         first = PLANS[int(rng.integers(0, 12))]
-        shot = make_shot(rng, source, ("move",) + tuple(first[1:]), n, out_wh, threshold)
+        shot = make_shot(rng, source, ("move",) + tuple(first[1:]), n, out_wh, threshold, fps)
         others = [o for o in others if _fits(out_wh, o)] or [source]
         other = others[int(rng.integers(len(others)))]
-        second = make_shot(rng, other, ("move", "L" if rng.random() < 0.5 else 0, 0, 0), n, out_wh, threshold)
+        second = make_shot(rng, other, ("move", "L" if rng.random() < 0.5 else 0, 0, 0), n, out_wh, threshold, fps)
         frames, truth, label = _transition(rng, kind, shot.frames, second.frames, fps), None, "unclassified"
         shot.scene += f" -> {other.name}:{second.scene}"
     dark = rng.random() < 0.2

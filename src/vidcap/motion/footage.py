@@ -122,6 +122,16 @@ def shot_starts(frames: tuple[np.ndarray, ...]) -> list[int]:
 
 
 @functools.lru_cache(maxsize=64)
+def fps_of(path: str) -> float:
+    """Frames per second of a source (25 when the container does not say)."""
+    import av
+
+    with av.open(path) as container:
+        rate = container.streams.video[0].average_rate
+        return float(rate) if rate else 25.0
+
+
+@functools.lru_cache(maxsize=64)
 def size_of(path: str) -> tuple[int, int]:
     """(width, height) of a source's frames as `frames_of` gives them, without decoding it."""
     import av
