@@ -1,0 +1,262 @@
+"""Global camera motion from dense optical flow: DIS flow per frame step, a robust similarity fit, chained.
+
+Each step between sampled frames gets a DIS optical flow field (OpenCV); flow vectors on a grid,
+weighted towards structured pixels, are fitted with a RANSAC similarity (scale, rotation, translation
+about the frame centre) that ignores foreground movers. The step fits are composed into the
+first-to-last motion. Dense flow keeps working where corners are scarce (flat animation, a face
+filling a small frame, low light): flat regions carry the motion of their edges.
+
+Whether a clip is one shot is decided separately from the fit: frames are compared after motion
+compensation (band-passed, block-wise correlation), across short and longer gaps, so a cut, a
+dissolve or a fade through black reads `unclassified`, while a low-texture picture that moves does not.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from vidcap.motion.result import MotionResult
+from vidcap.motion.track import _to_pixel, prepare
+
+WORK_WIDTH = 160
+MAX_STEPS = 16  # first pass: this many equal steps over the clip
+MAX_STEP_SHIFT = 0.12  # a step whose fit moves the frame more than this (share of width) is split
+GRID = 4  # flow vectors sampled every GRID working pixels
+BORDER = 0.10  # share of each side left out of the fit (flow is unreliable there)
+RANSAC_PX = 1.0  # inlier distance of the similarity fit, working pixels
+MIN_INLIERS = 0.3  # below this share the step is mostly not one camera motion
+PICTURE_STD = 1.5  # std of the 1/4-size frame below which a frame shows no picture (black, flat)
+SMALL_W = 40  # frames are compared at this width (noise and small movers average out)
+MIN_OVERLAP = 0.3  # frames are compared only where the moved frame covers this share
+MAX_MISMATCH = 0.6  # normalised median difference above which two frames are not one shot
+SPAN_SECONDS = 1.5  # frames up to this far apart are compared for the one-shot check
+DEFAULT_FPS = 25.0
+
+
+@dataclass
+class Step:
+    i: int
+    j: int
+    matrix: np.ndarray | None = None  # 2x3 similarity in centred working coordinates
+    inliers: float = 0.0  # share of fitted grid points that follow the similarity
+    points: int = 0
+
+
+@dataclass
+class Diagnostics:
+    steps: list[Step] = field(default_factory=list)
+    checks: list[tuple[int, int, float]] = field(default_factory=list)  # (i, j, mismatch)
+
+
+def has_picture(gray: np.ndarray) -> bool:
+    """Not black or blank: structure above sensor noise once the frame is averaged down 4x."""
+    import cv2
+
+    h, w = gray.shape
+    small = cv2.resize(gray, (max(4, w // 4), max(4, h // 4)), interpolation=cv2.INTER_AREA)
+    return float(small.std()) > PICTURE_STD
+
+
+def _dis():
+    import cv2
+
+    dis = cv2.DISOpticalFlow_create(cv2.DISOPTICAL_FLOW_PRESET_ULTRAFAST)
+    dis.setFinestScale(1)  # flow at half the working size: scale errors 3x smaller than at 1/4
+    return dis
+
+
+def fit_step(dis, a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray | None, float, int]:
+    """(similarity a->b in centred coordinates, inlier share, points) from the dense flow a->b."""
+    import cv2
+
+    flow = dis.calc(a, b, None)
+    h, w = a.shape
+    bx, by = max(1, int(BORDER * w)), max(1, int(BORDER * h))
+    ys, xs = np.mgrid[by : h - by : GRID, bx : w - bx : GRID]
+    # weight by structure: flow in flat areas is interpolated from its edges, keep the better half
+    gx = cv2.Sobel(a, cv2.CV_32F, 1, 0, ksize=3)
+    gy = cv2.Sobel(a, cv2.CV_32F, 0, 1, ksize=3)
+    energy = cv2.blur(gx * gx + gy * gy, (5, 5))[ys, xs].ravel()
+    keep = energy >= np.quantile(energy, 0.4)
+    src = np.stack([xs.ravel(), ys.ravel()], 1).astype(np.float32)[keep]
+    dst = src + flow[ys, xs].reshape(-1, 2)[keep]
+    if len(src) < 8:
+        return None, 0.0, len(src)
+    c = np.array([w / 2.0, h / 2.0], np.float32)
+    matrix, inl = cv2.estimateAffinePartial2D(
+        src - c,
+        dst - c,
+        method=cv2.RANSAC,
+        ransacReprojThreshold=RANSAC_PX,
+        maxIters=200,
+        confidence=0.99,
+        refineIters=10,
+    )
+    if matrix is None:
+        return None, 0.0, len(src)
+    return matrix, float(inl.mean()) if inl is not None else 0.0, len(src)
+
+
+def _small(gray: np.ndarray) -> np.ndarray:
+    import cv2
+
+    h, w = gray.shape
+    return cv2.resize(gray, (SMALL_W, max(4, round(h * SMALL_W / w))), interpolation=cv2.INTER_AREA).astype(np.float32)
+
+
+def mismatch(small_a: np.ndarray, small_b: np.ndarray, matrix: np.ndarray, w: int) -> float | None:
+    """Median |difference| of frame b and frame a moved by `matrix` (centred working coordinates,
+    working width `w`), both shrunk to SMALL_W and normalised to zero mean and unit spread on their
+    overlap; None when they hardly overlap. About 1 for unrelated pictures, near 0 for one picture."""
+    import cv2
+
+    h_s, w_s = small_a.shape
+    m = matrix.astype(np.float64).copy()
+    m[:, 2] *= w_s / w
+    warped = cv2.warpAffine(
+        small_a,
+        _to_pixel(m, w_s, h_s),
+        (w_s, h_s),
+        flags=cv2.INTER_LINEAR,
+        borderMode=cv2.BORDER_CONSTANT,
+        borderValue=np.nan,
+    )
+    inside = ~np.isnan(warped)
+    if inside.mean() < MIN_OVERLAP:
+        return None
+    x, y = warped[inside], small_b[inside]
+    sx, sy = float(x.std()), float(y.std())
+    if sx < 0.5 or sy < 0.5:
+        return None  # nothing left to compare (all dark or flat)
+    return float(np.median(np.abs((x - x.mean()) / sx - (y - y.mean()) / sy)))
+
+
+def _shift(matrix: np.ndarray, w: int, h: int) -> float:
+    scale = math.hypot(matrix[0, 0], matrix[1, 0])
+    return max(abs(matrix[0, 2]) / w, abs(matrix[1, 2]) / h, 0.5 * abs(math.log(max(scale, 1e-6))))
+
+
+def _h3(matrix: np.ndarray) -> np.ndarray:
+    return np.vstack([matrix, [0.0, 0.0, 1.0]])
+
+
+class _Clip:
+    """Frames of one clip with their band-passed versions, computed when first needed."""
+
+    def __init__(self, gray: np.ndarray):
+        self.gray = gray
+        self._small: dict[int, np.ndarray] = {}
+        self.dis = _dis()
+
+    def small(self, i: int) -> np.ndarray:
+        if i not in self._small:
+            self._small[i] = _small(self.gray[i])
+        return self._small[i]
+
+    def check(self, i: int, j: int, matrix: np.ndarray, diag: Diagnostics) -> bool:
+        value = mismatch(self.small(i), self.small(j), matrix, self.gray.shape[2])
+        if value is None:
+            return True  # no say: too little overlap or picture
+        diag.checks.append((i, j, value))
+        return value <= MAX_MISMATCH
+
+
+def _chain(clip: _Clip, marks: list[int], diag: Diagnostics) -> str:
+    """Fit every step between `marks`, splitting steps that fail; '' or the reason the chain broke."""
+    h, w = clip.gray.shape[1:]
+    stack = [(marks[k], marks[k + 1]) for k in range(len(marks) - 1)][::-1]
+    while stack:
+        i, j = stack.pop()
+        matrix, inliers, points = fit_step(clip.dis, clip.gray[i], clip.gray[j])
+        fitted = matrix is not None and inliers >= MIN_INLIERS
+        small = fitted and _shift(matrix, w, h) <= MAX_STEP_SHIFT
+        same = fitted and clip.check(i, j, matrix, diag)
+        if fitted and same and (small or j - i == 1):
+            diag.steps.append(Step(i, j, matrix, inliers, points))
+            continue
+        if j - i > 1:  # too fast or unclear for one step: split it
+            mid = (i + j) // 2
+            stack.extend([(mid, j), (i, mid)])
+            continue
+        diag.steps.append(Step(i, j, matrix, inliers, points))
+        return "mostly foreground motion" if (matrix is not None and not fitted and same) else "scene cut"
+    return ""
+
+
+def _one_shot(clip: _Clip, times: np.ndarray, diag: Diagnostics) -> bool:
+    """Frames up to SPAN_SECONDS apart still show the same picture once the motion is undone
+    (a dissolve passes every short step but not a comparison across it)."""
+    poses = {diag.steps[0].i: np.eye(3)}
+    for step in diag.steps:
+        poses[step.j] = _h3(step.matrix) @ poses[step.i]
+    marks = np.array(sorted(poses))
+    for ia in marks:
+        within = marks[(marks > ia) & (times[marks] - times[ia] <= SPAN_SECONDS)]
+        half = within[times[within] - times[ia] <= SPAN_SECONDS / 2]
+        for ib in {int(within[-1]) if len(within) else ia, int(half[-1]) if len(half) else ia} - {int(ia)}:
+            rel = poses[ib] @ np.linalg.inv(poses[ia])
+            if not clip.check(ia, ib, rel[:2], diag):
+                return False
+    return True
+
+
+def estimate(
+    frames: np.ndarray,
+    max_steps: int = MAX_STEPS,
+    work_width: int = WORK_WIDTH,
+    times=None,
+    diagnostics: Diagnostics | None = None,
+) -> MotionResult:
+    """Camera motion between the first and last of `frames` ([T,H,W,3] RGB or [T,H,W] gray uint8).
+
+    `times`: each frame's time in seconds (default: consecutive frames at 25 fps). Pass every frame
+    or a dense subsample: steps that fail are split, so fast motion needs frames in between.
+    """
+    gray = prepare(frames, work_width)
+    n = len(gray)
+    if n < 2:
+        return MotionResult(confidence=1.0)
+    t = np.asarray(times, float) if times is not None else np.arange(n) / DEFAULT_FPS
+    diag = diagnostics if diagnostics is not None else Diagnostics()
+    picture = [has_picture(g) for g in gray]
+    if not any(picture):
+        return MotionResult(reason="no picture")
+    first, last = picture.index(True), n - 1 - picture[::-1].index(True)
+    if last - first < 0.6 * (n - 1):
+        return MotionResult(reason="no picture")
+    if not all(picture[first : last + 1]):
+        return MotionResult(reason="fade")  # the picture drops out in the middle: two shots
+    clip = _Clip(gray)
+    marks = sorted(set(np.linspace(first, last, min(max_steps, last - first) + 1).round().astype(int)))
+    reason = _chain(clip, marks, diag)
+    if not reason and not _one_shot(clip, t, diag):
+        reason = "dissolve or cut"
+    return _summarise(diag, reason, gray.shape[2], gray.shape[1])
+
+
+def _summarise(diag: Diagnostics, reason: str, w: int, h: int) -> MotionResult:
+    total = np.eye(3)
+    for step in diag.steps:
+        if step.matrix is not None:
+            total = _h3(step.matrix) @ total
+    a, b = total[0, 0], total[1, 0]
+    inliers = [s.inliers for s in diag.steps]
+    worst = max((c[2] for c in diag.checks), default=0.0)
+    result = MotionResult(
+        dx=float(total[0, 2] / w),
+        dy=float(total[1, 2] / h),
+        zoom=float(math.hypot(a, b)),
+        rotation=float(math.degrees(math.atan2(b, a))),
+        reason=reason,
+        pairs=len(diag.steps),
+        points=int(np.median([s.points for s in diag.steps])) if diag.steps else 0,
+        inlier_ratio=float(np.median(inliers)) if inliers else 0.0,
+    )
+    if not reason:
+        result.confidence = float(
+            np.clip(1 - worst / MAX_MISMATCH, 0, 1) ** 0.5 * np.clip(result.inlier_ratio / 0.6, 0, 1)
+        )
+    return result
