@@ -26,12 +26,15 @@ MAX_STEPS = 16  # first pass: this many equal steps over the clip
 MAX_STEP_SHIFT = 0.12  # a step whose fit moves the frame more than this (share of width) is split
 GRID = 4  # flow vectors sampled every GRID working pixels
 BORDER = 0.10  # share of each side left out of the fit (flow is unreliable there)
+MIN_ENERGY = 30.0  # squared Sobel gradient (5x5 mean) below which a pixel is flat or noise
+REL_ENERGY = 0.05  # ... or below this share of the frame's 95th percentile
+MIN_POINTS = 24  # the fit uses at least this many of the most structured grid points
 RANSAC_PX = 1.0  # inlier distance of the similarity fit, working pixels
 MIN_INLIERS = 0.3  # below this share the step is mostly not one camera motion
 PICTURE_STD = 1.5  # std of the 1/4-size frame below which a frame shows no picture (black, flat)
 SMALL_W = 40  # frames are compared at this width (noise and small movers average out)
 MIN_OVERLAP = 0.3  # frames are compared only where the moved frame covers this share
-MAX_MISMATCH = 0.6  # normalised median difference above which two frames are not one shot
+MAX_MISMATCH = 0.4  # normalised median difference above which two frames are not one shot
 SPAN_SECONDS = 1.5  # frames up to this far apart are compared for the one-shot check
 DEFAULT_FPS = 25.0
 
@@ -80,10 +83,15 @@ def fit_step(dis, a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray | None, floa
     gx = cv2.Sobel(a, cv2.CV_32F, 1, 0, ksize=3)
     gy = cv2.Sobel(a, cv2.CV_32F, 0, 1, ksize=3)
     energy = cv2.blur(gx * gx + gy * gy, (5, 5))[ys, xs].ravel()
-    keep = energy >= np.quantile(energy, 0.4)
+    # flat areas (a black background) get zero flow from DIS whatever the camera does: fit only
+    # where there is structure above noise, relative to the frame's strongest structure
+    floor = max(MIN_ENERGY, REL_ENERGY * float(np.quantile(energy, 0.95)))
+    keep = energy >= floor
+    if keep.sum() < MIN_POINTS:
+        keep = energy >= np.sort(energy)[-min(MIN_POINTS, len(energy))]
     src = np.stack([xs.ravel(), ys.ravel()], 1).astype(np.float32)[keep]
     dst = src + flow[ys, xs].reshape(-1, 2)[keep]
-    if len(src) < 8:
+    if len(src) < 6:
         return None, 0.0, len(src)
     c = np.array([w / 2.0, h / 2.0], np.float32)
     matrix, inl = cv2.estimateAffinePartial2D(

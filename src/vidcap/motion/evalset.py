@@ -297,12 +297,13 @@ def _fits(out_wh, source: Source) -> bool:
     return out_wh[0] <= 2 * w and out_wh[1] <= 2 * h
 
 
-def make_clip(rng, source: Source, others: list[Source], plan, threshold: float):
-    """(frames, fps, row dict) for one labelled clip."""
+def make_clip(rng, source: Source, others: list[Source], plan, threshold: float, size=None, seconds=None):
+    """(frames, fps, row dict) for one labelled clip (`size`, `seconds`: fixed instead of drawn)."""
     sizes, weights = zip(*[(wh, p) for wh, p in SIZES if _fits(wh, source)] or [SIZES[1]])
-    out_wh = sizes[int(rng.choice(len(sizes), p=np.array(weights) / sum(weights)))]
+    out_wh = size or sizes[int(rng.choice(len(sizes), p=np.array(weights) / sum(weights)))]
     fps = int(rng.choice([24, 25, 30]))
-    seconds = float(rng.choice([2.0, 2.0, 3.0, 4.0, 5.0])) if out_wh[0] < 1280 else 2.0
+    drawn = float(rng.choice([2.0, 2.0, 3.0, 4.0, 5.0])) if out_wh[0] < 1280 else 2.0
+    seconds = seconds or drawn
     n = round(seconds * fps)
     kind = plan[0]
     if kind == "move":
@@ -354,6 +355,8 @@ def build(
     threshold: float = DEFAULT_THRESHOLD,
     sources: list[Source] | None = None,
     seed: int | None = None,
+    size: tuple[int, int] | None = None,
+    seconds: float | None = None,
 ) -> Path:
     """Write the clips of `split` and `labels.csv` into out_dir; returns the labels path."""
     groups, default_seed = SPLITS[split]
@@ -370,7 +373,7 @@ def build(
         for i in range(per_source):
             rng = np.random.default_rng([seed, si, i])
             plan = PLANS[(i + seed * 7) % len(PLANS)]
-            frames, fps, row = make_clip(rng, source, others, plan, threshold)
+            frames, fps, row = make_clip(rng, source, others, plan, threshold, size, seconds)
             name = f"{source.name}_s{seed}_{i:03d}_{row['label'].replace('+', '-')}.mp4"
             write_mp4(out_dir / name, frames, fps, int(rng.integers(18, 33)))
             rows.append({"path": name, **row})
@@ -389,8 +392,15 @@ def main(argv=None) -> None:
     ap.add_argument("--per-source", type=int, default=44)
     ap.add_argument("--seed", type=int, default=None)
     ap.add_argument("--threshold", type=float, default=DEFAULT_THRESHOLD)
+    ap.add_argument("--size", default=None, help="WxH for every clip (speed sets), e.g. 256x192")
+    ap.add_argument("--seconds", type=float, default=None, help="length of every clip (speed sets)")
     args = ap.parse_args(argv)
-    print(build(args.out_dir, args.split, args.per_source, args.threshold, seed=args.seed))
+    size = tuple(int(v) for v in args.size.lower().split("x")) if args.size else None
+    print(
+        build(
+            args.out_dir, args.split, args.per_source, args.threshold, seed=args.seed, size=size, seconds=args.seconds
+        )
+    )
 
 
 if __name__ == "__main__":
