@@ -26,6 +26,7 @@ MAX_STEPS = 16  # first pass: this many equal steps over the clip
 MAX_STEP_SHIFT = 0.12  # a step whose fit moves the frame more than this (share of width) is split
 GRID = 4  # flow vectors sampled every GRID working pixels
 BORDER = 0.10  # share of each side left out of the fit (flow is unreliable there)
+REFINE = 1
 MIN_ENERGY = 30.0  # squared Sobel gradient (5x5 mean) below which a pixel is flat or noise
 REL_ENERGY = 0.05  # ... or below this share of the frame's 95th percentile
 MIN_POINTS = 24  # the fit uses at least this many of the most structured grid points
@@ -93,6 +94,17 @@ def fit_step(dis, a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray | None, floa
     dst = src + flow[ys, xs].reshape(-1, 2)[keep]
     if len(src) < 6:
         return None, 0.0, len(src)
+    if REFINE:
+        # DIS flow is patch-averaged; Lucas-Kanade from it sharpens each point to sub-pixel
+        lk = {
+            "winSize": (9, 9),
+            "maxLevel": 1,
+            "flags": cv2.OPTFLOW_USE_INITIAL_FLOW,
+            "criteria": (cv2.TERM_CRITERIA_EPS | cv2.TERM_CRITERIA_COUNT, 10, 0.03),
+        }
+        moved, status, _ = cv2.calcOpticalFlowPyrLK(a, b, src.reshape(-1, 1, 2), dst.reshape(-1, 1, 2).copy(), **lk)
+        ok = (status.ravel() == 1) & (np.abs(moved.reshape(-1, 2) - dst).max(1) < 3)
+        dst = np.where(ok[:, None], moved.reshape(-1, 2), dst).astype(np.float32)
     c = np.array([w / 2.0, h / 2.0], np.float32)
     matrix, inl = cv2.estimateAffinePartial2D(
         src - c,
