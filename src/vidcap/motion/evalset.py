@@ -357,8 +357,13 @@ def build(
     seed: int | None = None,
     size: tuple[int, int] | None = None,
     seconds: float | None = None,
+    plans: list | None = None,
 ) -> Path:
-    """Write the clips of `split` and `labels.csv` into out_dir; returns the labels path."""
+    """Write the clips of `split` and `labels.csv` into out_dir; returns the labels path.
+
+    `sources` (default: every source found) are filtered to the split's groups; `plans` replaces
+    PLANS (cycled the same way); `size` and `seconds` fix what is otherwise drawn per clip.
+    """
     groups, default_seed = SPLITS[split]
     seed = default_seed if seed is None else seed
     every = sources if sources is not None else footage.find_sources()
@@ -372,7 +377,7 @@ def build(
         others = [s for s in every if s.name != source.name]
         for i in range(per_source):
             rng = np.random.default_rng([seed, si, i])
-            plan = PLANS[(i + seed * 7) % len(PLANS)]
+            plan = (plans or PLANS)[(i + seed * 7) % len(plans or PLANS)]
             frames, fps, row = make_clip(rng, source, others, plan, threshold, size, seconds)
             name = f"{source.name}_s{seed}_{i:03d}_{row['label'].replace('+', '-')}.mp4"
             write_mp4(out_dir / name, frames, fps, int(rng.integers(18, 33)))
