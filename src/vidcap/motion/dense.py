@@ -22,11 +22,12 @@ from vidcap.motion.result import MotionResult
 from vidcap.motion.track import _to_pixel, prepare
 
 WORK_WIDTH = 160
-MAX_STEPS = 16  # first pass: this many equal steps over the clip
+MAX_STEPS = 12  # first pass: this many equal steps over the clip
 MAX_STEP_SHIFT = 0.12  # a step whose fit moves the frame more than this (share of width) is split
 GRID = 4  # flow vectors sampled every GRID working pixels
 BORDER = 0.10  # share of each side left out of the fit (flow is unreliable there)
 REFINE = 1
+DIS_FINEST = 2  # DIS works down to 1/2**DIS_FINEST of the working size
 MIN_ENERGY = 30.0  # squared Sobel gradient (5x5 mean) below which a pixel is flat or noise
 REL_ENERGY = 0.05  # ... or below this share of the frame's 95th percentile
 MIN_POINTS = 24  # the fit uses at least this many of the most structured grid points
@@ -68,7 +69,7 @@ def _dis():
     import cv2
 
     dis = cv2.DISOpticalFlow_create(cv2.DISOPTICAL_FLOW_PRESET_ULTRAFAST)
-    dis.setFinestScale(1)  # flow at half the working size: scale errors 3x smaller than at 1/4
+    dis.setFinestScale(int(DIS_FINEST))
     return dis
 
 
@@ -225,7 +226,7 @@ def _one_shot(clip: _Clip, times: np.ndarray, diag: Diagnostics) -> bool:
 
 def estimate(
     frames: np.ndarray,
-    max_steps: int = MAX_STEPS,
+    max_steps: int | None = None,
     work_width: int = WORK_WIDTH,
     times=None,
     diagnostics: Diagnostics | None = None,
@@ -250,7 +251,7 @@ def estimate(
     if not all(picture[first : last + 1]):
         return MotionResult(reason="fade")  # the picture drops out in the middle: two shots
     clip = _Clip(gray)
-    marks = sorted(set(np.linspace(first, last, min(max_steps, last - first) + 1).round().astype(int)))
+    marks = sorted(set(np.linspace(first, last, min(max_steps or MAX_STEPS, last - first) + 1).round().astype(int)))
     reason = _chain(clip, marks, diag)
     if not reason and not _one_shot(clip, t, diag):
         reason = "dissolve or cut"
