@@ -42,7 +42,7 @@ def test_low_texture_picture_that_moves_is_measured(dx, dy, zoom):
     result = estimate(frames)
     assert result.ok, result.reason
     assert classify(result) == classify(truth)
-    assert result.dx == pytest.approx(truth.dx, abs=0.05) and result.dy == pytest.approx(truth.dy, abs=0.05)
+    assert result.dx == pytest.approx(truth.dx, abs=0.06) and result.dy == pytest.approx(truth.dy, abs=0.06)
     # soft edges only: zoom is under-read by up to ~10 % in log scale (docs/motion.md, limits)
     assert math.log(result.zoom) == pytest.approx(math.log(truth.zoom), abs=0.1)
     assert result.confidence > 0.3

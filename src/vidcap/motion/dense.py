@@ -73,12 +73,26 @@ def _dis():
     return dis
 
 
-def fit_step(dis, a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray | None, float, int]:
-    """(similarity a->b in centred coordinates, inlier share, points) from the dense flow a->b."""
+def _flow_of(matrix: np.ndarray, w: int, h: int) -> np.ndarray:
+    """The flow field [h,w,2] a similarity (centred coordinates) makes."""
+    ys, xs = np.mgrid[0:h, 0:w].astype(np.float32)
+    full = _to_pixel(matrix, w, h).astype(np.float32)
+    fx = full[0, 0] * xs + full[0, 1] * ys + full[0, 2] - xs
+    fy = full[1, 0] * xs + full[1, 1] * ys + full[1, 2] - ys
+    return np.ascontiguousarray(np.stack([fx, fy], axis=-1))
+
+
+def fit_step(
+    dis, a: np.ndarray, b: np.ndarray, guess: np.ndarray | None = None
+) -> tuple[np.ndarray | None, float, int]:
+    """(similarity a->b in centred coordinates, inlier share, points) from the dense flow a->b.
+
+    `guess`: a similarity to start DIS from (the motion so far, for steps too fast to find alone).
+    """
     import cv2
 
-    flow = dis.calc(a, b, None)
     h, w = a.shape
+    flow = dis.calc(a, b, None if guess is None else _flow_of(guess, w, h))
     bx, by = max(1, int(BORDER * w)), max(1, int(BORDER * h))
     ys, xs = np.mgrid[by : h - by : GRID, bx : w - bx : GRID]
     # weight by structure: flow in flat areas is interpolated from its edges, keep the better half
@@ -177,33 +191,58 @@ class _Clip:
             self._small[i] = _small(self.gray[i])
         return self._small[i]
 
-    def check(self, i: int, j: int, matrix: np.ndarray, diag: Diagnostics) -> bool:
-        value = mismatch(self.small(i), self.small(j), matrix, self.gray.shape[2])
-        if value is None:
-            return True  # no say: too little overlap or picture
-        diag.checks.append((i, j, value))
-        return value <= MAX_MISMATCH
+    def mismatch(self, i: int, j: int, matrix: np.ndarray) -> float | None:
+        """See `mismatch`; None: no say (too little overlap or picture)."""
+        return mismatch(self.small(i), self.small(j), matrix, self.gray.shape[2])
+
+
+def _predict(last: tuple[np.ndarray, int] | None, frames: int) -> np.ndarray | None:
+    """The last accepted step's motion stretched to a step of `frames` frames (constant speed)."""
+    if last is None:
+        return None
+    matrix, length = last
+    ratio = frames / length
+    scale = math.hypot(matrix[0, 0], matrix[1, 0]) ** ratio
+    return np.array([[scale, 0.0, matrix[0, 2] * ratio], [0.0, scale, matrix[1, 2] * ratio]])
+
+
+def _try(clip: _Clip, i: int, j: int, guess: np.ndarray | None) -> tuple[Step, float | None, bool]:
+    """(step, mismatch, accepted) for frames i -> j."""
+    h, w = clip.gray.shape[1:]
+    matrix, inliers, points = fit_step(clip.dis, clip.gray[i], clip.gray[j], guess)
+    step = Step(i, j, matrix, inliers, points)
+    if matrix is None:
+        return step, MAX_MISMATCH * 2, False
+    value = clip.mismatch(i, j, matrix)
+    same = value is None or value <= MAX_MISMATCH
+    ok = same and inliers >= MIN_INLIERS and (j - i == 1 or _shift(matrix, w, h) <= MAX_STEP_SHIFT)
+    return step, value, ok
 
 
 def _chain(clip: _Clip, marks: list[int], diag: Diagnostics) -> str:
     """Fit every step between `marks`, splitting steps that fail; '' or the reason the chain broke."""
-    h, w = clip.gray.shape[1:]
     stack = [(marks[k], marks[k + 1]) for k in range(len(marks) - 1)][::-1]
+    last = None
     while stack:
         i, j = stack.pop()
-        matrix, inliers, points = fit_step(clip.dis, clip.gray[i], clip.gray[j])
-        fitted = matrix is not None and inliers >= MIN_INLIERS
-        small = fitted and _shift(matrix, w, h) <= MAX_STEP_SHIFT
-        same = fitted and clip.check(i, j, matrix, diag)
-        if fitted and same and (small or j - i == 1):
-            diag.steps.append(Step(i, j, matrix, inliers, points))
+        step, value, ok = _try(clip, i, j, None)
+        if not ok and last is not None:  # a fast move: start DIS from the speed so far
+            retry = _try(clip, i, j, _predict(last, j - i))
+            if retry[2] or (retry[1] or 0) < (value or 0):
+                step, value, ok = retry
+        if ok:
+            diag.steps.append(step)
+            if value is not None:
+                diag.checks.append((i, j, value))
+            last = (step.matrix, j - i)
             continue
         if j - i > 1:  # too fast or unclear for one step: split it
             mid = (i + j) // 2
             stack.extend([(mid, j), (i, mid)])
             continue
-        diag.steps.append(Step(i, j, matrix, inliers, points))
-        return "mostly foreground motion" if (matrix is not None and not fitted and same) else "scene cut"
+        diag.steps.append(step)
+        same = step.matrix is not None and (value is None or value <= MAX_MISMATCH)
+        return "mostly foreground motion" if same else "scene cut"
     return ""
 
 
@@ -219,8 +258,11 @@ def _one_shot(clip: _Clip, times: np.ndarray, diag: Diagnostics) -> bool:
         half = within[times[within] - times[ia] <= SPAN_SECONDS / 2]
         for ib in {int(within[-1]) if len(within) else ia, int(half[-1]) if len(half) else ia} - {int(ia)}:
             rel = poses[ib] @ np.linalg.inv(poses[ia])
-            if not clip.check(ia, ib, rel[:2], diag):
-                return False
+            value = clip.mismatch(int(ia), ib, rel[:2])
+            if value is not None:
+                diag.checks.append((int(ia), ib, value))
+                if value > MAX_MISMATCH:
+                    return False
     return True
 
 
