@@ -27,7 +27,7 @@ MAX_STEP_SHIFT = 0.12  # a step whose fit moves the frame more than this (share 
 GRID = 4  # flow vectors sampled every GRID working pixels
 BORDER = 0.10  # share of each side left out of the fit (flow is unreliable there)
 REFINE = 1
-DIS_FINEST = 2  # DIS works down to 1/2**DIS_FINEST of the working size
+DIS_FINEST = 1  # DIS works down to 1/2**DIS_FINEST of the working size
 MIN_ENERGY = 30.0  # squared Sobel gradient (5x5 mean) below which a pixel is flat or noise
 REL_ENERGY = 0.05  # ... or below this share of the frame's 95th percentile
 MIN_POINTS = 24  # the fit uses at least this many of the most structured grid points
@@ -36,7 +36,7 @@ MIN_INLIERS = 0.3  # below this share the step is mostly not one camera motion
 PICTURE_STD = 1.5  # std of the 1/4-size frame below which a frame shows no picture (black, flat)
 SMALL_W = 40  # frames are compared at this width (noise and small movers average out)
 MIN_OVERLAP = 0.3  # frames are compared only where the moved frame covers this share
-MAX_MISMATCH = 0.4  # normalised median difference above which two frames are not one shot
+MAX_MISMATCH = 0.35  # normalised median difference above which two frames are not one shot
 SPAN_SECONDS = 1.5  # frames up to this far apart are compared for the one-shot check
 DEFAULT_FPS = 25.0
 
