@@ -36,6 +36,7 @@ MIN_INLIERS = 0.3  # below this share the step is mostly not one camera motion
 PICTURE_STD = 1.5  # std of the 1/4-size frame below which a frame shows no picture (black, flat)
 SMALL_W = 40  # frames are compared at this width (noise and small movers average out)
 MIN_OVERLAP = 0.3  # frames are compared only where the moved frame covers this share
+MISMATCH_Q = 0.5  # quantile of the differences that is compared (0.5: robust to movers on half the frame)
 MAX_MISMATCH = 0.35  # normalised median difference above which two frames are not one shot
 SPAN_SECONDS = 1.5  # frames up to this far apart are compared for the one-shot check
 DEFAULT_FPS = 25.0
@@ -166,7 +167,7 @@ def mismatch(small_a: np.ndarray, small_b: np.ndarray, matrix: np.ndarray, w: in
     sx, sy = float(x.std()), float(y.std())
     if sx < 0.5 or sy < 0.5:
         return None  # nothing left to compare (all dark or flat)
-    return float(np.median(np.abs((x - x.mean()) / sx - (y - y.mean()) / sy)))
+    return float(np.quantile(np.abs((x - x.mean()) / sx - (y - y.mean()) / sy), MISMATCH_Q))
 
 
 def _shift(matrix: np.ndarray, w: int, h: int) -> float:

@@ -204,9 +204,9 @@ def _scene(rng, source: Source, n: int, live: bool, out_fps: int):
 def make_shot(rng, source: Source, plan, n: int, out_wh, threshold: float, fps: int) -> Shot:
     """One shot following `plan` over `source`, redrawn until the window fits and the label is clear."""
     _, pan, tilt, zoom = plan
-    live_ok = source.camera == "static" or (source.camera == "drifty" and "w" not in (pan, tilt, zoom))
+    live_ok = source.camera == "static"
     for _ in range(40):
-        strong = source.camera == "drifty"
+        strong = False
         dx = _component(rng, pan, threshold, False, strong)
         dy = _component(rng, tilt, threshold, False, strong)
         zf = math.exp(_component(rng, zoom, threshold, True, strong))
