@@ -216,7 +216,11 @@ def _try(clip: _Clip, i: int, j: int, guess: np.ndarray | None) -> tuple[Step, f
         return step, MAX_MISMATCH * 2, False
     value = clip.mismatch(i, j, matrix)
     same = value is None or value <= MAX_MISMATCH
-    ok = same and inliers >= MIN_INLIERS and (j - i == 1 or _shift(matrix, w, h) <= MAX_STEP_SHIFT)
+    # between neighbouring frames a fit that explains the picture stands even when few points agree
+    # with it (noisy, blurred or busy footage); longer steps that disagree are split first
+    adjacent = j - i == 1
+    agreed = inliers >= MIN_INLIERS or (adjacent and value is not None and value <= MAX_MISMATCH / 2)
+    ok = same and agreed and (adjacent or _shift(matrix, w, h) <= MAX_STEP_SHIFT)
     return step, value, ok
 
 
@@ -242,8 +246,7 @@ def _chain(clip: _Clip, marks: list[int], diag: Diagnostics) -> str:
             stack.extend([(mid, j), (i, mid)])
             continue
         diag.steps.append(step)
-        same = step.matrix is not None and (value is None or value <= MAX_MISMATCH)
-        return "mostly foreground motion" if same else "scene cut"
+        return "scene cut"
     return ""
 
 
