@@ -112,13 +112,16 @@ def fit_step(
         return None, 0.0, len(src)
     if REFINE:
         # DIS flow is patch-averaged; Lucas-Kanade from it sharpens each point to sub-pixel
-        lk = {
-            "winSize": (9, 9),
-            "maxLevel": 1,
-            "flags": cv2.OPTFLOW_USE_INITIAL_FLOW,
-            "criteria": (cv2.TERM_CRITERIA_EPS | cv2.TERM_CRITERIA_COUNT, 10, 0.03),
-        }
-        moved, status, _ = cv2.calcOpticalFlowPyrLK(a, b, src.reshape(-1, 1, 2), dst.reshape(-1, 1, 2).copy(), **lk)
+        moved, status, _ = cv2.calcOpticalFlowPyrLK(
+            a,
+            b,
+            src.reshape(-1, 1, 2),
+            dst.reshape(-1, 1, 2).copy(),
+            winSize=(9, 9),
+            maxLevel=1,
+            criteria=(cv2.TERM_CRITERIA_EPS | cv2.TERM_CRITERIA_COUNT, 10, 0.03),
+            flags=cv2.OPTFLOW_USE_INITIAL_FLOW,
+        )
         ok = (status.ravel() == 1) & (np.abs(moved.reshape(-1, 2) - dst).max(1) < 3)
         dst = np.where(ok[:, None], moved.reshape(-1, 2), dst).astype(np.float32)
     c = np.array([w / 2.0, h / 2.0], np.float32)
@@ -227,7 +230,7 @@ def _try(clip: _Clip, i: int, j: int, guess: np.ndarray | None) -> tuple[Step, f
 def _chain(clip: _Clip, marks: list[int], diag: Diagnostics) -> str:
     """Fit every step between `marks`, splitting steps that fail; '' or the reason the chain broke."""
     stack = [(marks[k], marks[k + 1]) for k in range(len(marks) - 1)][::-1]
-    last = None
+    last: tuple[np.ndarray, int] | None = None
     while stack:
         i, j = stack.pop()
         step, value, ok = _try(clip, i, j, None)
@@ -239,7 +242,7 @@ def _chain(clip: _Clip, marks: list[int], diag: Diagnostics) -> str:
             diag.steps.append(step)
             if value is not None:
                 diag.checks.append((i, j, value))
-            last = (step.matrix, j - i)
+            last = (step.matrix, j - i) if step.matrix is not None else last
             continue
         if j - i > 1:  # too fast or unclear for one step: split it
             mid = (i + j) // 2
@@ -255,7 +258,8 @@ def _one_shot(clip: _Clip, times: np.ndarray, diag: Diagnostics) -> bool:
     (a dissolve passes every short step but not a comparison across it)."""
     poses = {diag.steps[0].i: np.eye(3)}
     for step in diag.steps:
-        poses[step.j] = _h3(step.matrix) @ poses[step.i]
+        if step.matrix is not None:  # accepted steps always have one
+            poses[step.j] = _h3(step.matrix) @ poses[step.i]
     marks = np.array(sorted(poses))
     for ia in marks:
         within = marks[(marks > ia) & (times[marks] - times[ia] <= SPAN_SECONDS)]

@@ -158,7 +158,8 @@ def render(scene, centres, scales, angles, out_wh) -> list:
     import cv2
 
     ow, oh = out_wh
-    out, cache = [], {}
+    out: list = []
+    cache: dict = {}
     for k, (c, z, a) in enumerate(zip(centres, scales, angles)):
         img = scene(k)
         while z > 1.6:  # downsampling: prefilter like a lens would
@@ -226,7 +227,8 @@ def make_shot(rng, source: Source, plan, n: int, out_wh, threshold: float, fps: 
         ]
         if any(1 - MARGIN < r < 1 + MARGIN for r in ratios):
             continue
-        frames = render(scene, *path, out_wh)
+        centres, scales, angles = path
+        frames = render(scene, centres, scales, angles, out_wh)
         if not (_visible(frames[0]) and _visible(frames[-1])):
             continue  # a window on a black area: no motion to see
         return Shot(frames, truth, desc, style + ("+shake" if shake else ""))
@@ -400,7 +402,7 @@ def main(argv=None) -> None:
     ap.add_argument("--size", default=None, help="WxH for every clip (speed sets), e.g. 256x192")
     ap.add_argument("--seconds", type=float, default=None, help="length of every clip (speed sets)")
     args = ap.parse_args(argv)
-    size = tuple(int(v) for v in args.size.lower().split("x")) if args.size else None
+    size = (int(args.size.lower().split("x")[0]), int(args.size.lower().split("x")[1])) if args.size else None
     print(
         build(
             args.out_dir, args.split, args.per_source, args.threshold, seed=args.seed, size=size, seconds=args.seconds

@@ -89,8 +89,9 @@ def frames_of(path: str) -> tuple[np.ndarray, ...]:
             img = frame.to_ndarray(format="rgb24")
             if img.shape[1] > MAX_SIDE:
                 h = round(img.shape[0] * MAX_SIDE / img.shape[1])
-                img = cv2.resize(img, (MAX_SIDE, h), interpolation=cv2.INTER_AREA)
-            out.append(img)
+                out.append(np.asarray(cv2.resize(img, (MAX_SIDE, h), interpolation=cv2.INTER_AREA)))
+            else:
+                out.append(img)
             if len(out) >= MAX_FRAMES:
                 break
     return tuple(out)
