@@ -298,13 +298,22 @@ def estimate(
     first, last = picture.index(True), n - 1 - picture[::-1].index(True)
     if last - first < 0.6 * (n - 1):
         return MotionResult(reason="no picture")
-    if not all(picture[first : last + 1]):
-        return MotionResult(reason="fade")  # the picture drops out in the middle: two shots
-    clip = _Clip(gray)
-    marks = sorted(set(np.linspace(first, last, min(max_steps or MAX_STEPS, last - first) + 1).round().astype(int)))
+    # frames without picture in the middle (a fade through black, or the camera passing over a black
+    # area) are bridged: the frames either side must still show one picture, else it was a fade
+    keep = [k for k in range(first, last + 1) if picture[k]]
+    gap = len(keep) < last - first + 1
+    if len(keep) < 0.6 * n:
+        return MotionResult(reason="no picture")
+    clip = _Clip(gray[keep])
+    steps = min(max_steps or MAX_STEPS, len(keep) - 1)
+    marks = sorted(set(np.linspace(0, len(keep) - 1, steps + 1).round().astype(int)))
     reason = _chain(clip, marks, diag)
-    if not reason and not _one_shot(clip, t, diag):
+    if not reason and not _one_shot(clip, t[keep], diag):
         reason = "dissolve or cut"
+    # across a gap the evidence must be strong: dim frames either side of black match loosely
+    across = [v for i, j, v in diag.checks if keep[j] - keep[i] != j - i]
+    if gap and (reason or max(across, default=MAX_MISMATCH) > MAX_MISMATCH / 2):
+        reason = "fade"
     return _summarise(diag, reason, gray.shape[2], gray.shape[1])
 
 
