@@ -316,8 +316,12 @@ def make_clip(rng, source: Source, others: list[Source], plan, threshold: float,
             shot = make_shot(rng, source, plan, n, out_wh, threshold, fps)
         frames, truth, label = shot.frames, shot.truth, classify(shot.truth, threshold)
     else:
-        first = PLANS[int(rng.integers(0, 12))]
-        shot = make_shot(rng, source, ("move",) + tuple(first[1:]), n, out_wh, threshold, fps)
+        first = ("move", *PLANS[int(rng.integers(0, 12))][1:])
+        try:
+            shot = make_shot(rng, source, first, n, out_wh, threshold, fps)
+        except RuntimeError:  # too large a move for this source at this size
+            out_wh = SIZES[1][0]
+            shot = make_shot(rng, source, first, n, out_wh, threshold, fps)
         others = [o for o in others if _fits(out_wh, o)] or [source]
         other = others[int(rng.integers(len(others)))]
         second = make_shot(rng, other, ("move", "L" if rng.random() < 0.5 else 0, 0, 0), n, out_wh, threshold, fps)
