@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import os
-import tempfile
 from pathlib import Path
 
 from .errors import UsageError
@@ -106,24 +104,6 @@ def publish(led: Ledger, store, summary: dict, failed_out) -> None:
 
 
 def _atomic(path: Path, write, before_rename=None) -> None:
-    from .manifest import _fsync_dir, _umask
+    from .manifest import atomic_local
 
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        os.unlink(tmp)  # DuckDB creates the file itself
-        write(tmp)
-        os.chmod(tmp, 0o666 & ~_umask())
-        with open(tmp, "rb+") as fh:
-            os.fsync(fh.fileno())
-        if before_rename is not None:
-            before_rename()
-        os.replace(tmp, path)
-        _fsync_dir(path.parent)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
+    atomic_local(path, write, before_rename, fresh=True)  # DuckDB creates the file itself

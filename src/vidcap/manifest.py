@@ -192,12 +192,20 @@ def write_table(df: pd.DataFrame, path: str | os.PathLike, metadata: dict | None
     if is_remote(path):
         put_bytes(path, table_bytes(df, fmt, metadata), before_rename)
         return
+    atomic_local(path, lambda tmp: _write_format(df, fmt, metadata, tmp), before_rename)
+
+
+def atomic_local(path: Path, write, before_rename=None, *, fresh: bool = False) -> None:
+    """`write(tmp)` fills a temporary file beside `path`; it is fsynced, given the umask's mode and renamed
+    over `path`, so readers never see half a file. fresh: `write` creates the file itself (DuckDB's COPY)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     os.close(fd)
-    os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; outputs get the mode any Unix tool would give
     try:
-        _write_format(df, fmt, metadata, tmp)
+        if fresh:
+            os.unlink(tmp)
+        write(tmp)
+        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; outputs get the mode any Unix tool would give
         with open(tmp, "rb+") as fh:
             os.fsync(fh.fileno())
         if before_rename is not None:

@@ -459,26 +459,11 @@ def write_rows(rows: list[dict], path, before_rename=None) -> None:
 
 def write_arrow(table, path: Path, before_rename=None) -> None:
     """An Arrow table to a local Parquet file atomically (temp name, fsync, rename)."""
-    import tempfile
-
     import pyarrow.parquet as pq
 
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            pq.write_table(table, fh)
-            fh.flush()
-            os.fsync(fh.fileno())
-        if before_rename is not None:
-            before_rename()
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
+    from .manifest import atomic_local
+
+    atomic_local(path, lambda tmp: pq.write_table(table, tmp), before_rename)
 
 
 def read_part(path, columns=None) -> pd.DataFrame:
