@@ -2,7 +2,8 @@
 
 Fills every slot with clips of the shape's real prompt, then times CUDA-graph replays of the full-slot step
 with CUDA events (ms per step, bytes moved per step -> share of the copy bandwidth), and profiles a few
-eager steps to split the step into matrix products, decode attention and the rest.
+eager steps to split the step into matrix products, decode attention and the rest. (Prefill:
+benchmarks/prefill_profile.py.)
 
 usage: python3 benchmarks/decode_profile.py [SHAPE] [SLOTS]
 """
@@ -62,24 +63,7 @@ def main(shape: str, slots: int) -> None:
                 lm._step(b)
             torch.cuda.synchronize()
         print(prof.key_averages().table(sort_by="cuda_time_total", row_limit=18, max_name_column_width=70))
-        # prefill: one call for 16 clips (what a refill does), timed and profiled
-        shared = lm.prefix_len > 0
-        chunk = [(f"x{i}", item, 150) for i, (_, item) in enumerate(items[:16])]
-        for _ in range(2):
-            engine.active.clear()
-            torch.cuda.synchronize()
-            t0 = time.perf_counter()
-            engine._prefill(chunk, shared)
-            torch.cuda.synchronize()
-            dt = time.perf_counter() - t0
-        tokens = sum(int(it["input_ids"].shape[1]) - (lm.prefix_len if shared else 0) for _, it, _ in chunk)
-        print(f"prefill of 16 clips: {1e3 * dt:.0f} ms ({tokens} new tokens, {1e3 * dt / 16:.1f} ms per clip)")
-        engine.active.clear()
-        with profile(activities=[ProfilerActivity.CUDA]) as prof:
-            engine._prefill(chunk, shared)
-            torch.cuda.synchronize()
-        engine.active.clear()
-        print(prof.key_averages().table(sort_by="cuda_time_total", row_limit=14, max_name_column_width=70))
+        # the prefill side: benchmarks/prefill_profile.py
 
 
 if __name__ == "__main__":

@@ -6,7 +6,12 @@ one per attempt (the last one repeats). Behaviours: "ok", "slow:<s>" (answer aft
 "403", "404", "quota" (429 insufficient_quota), "malformed" (200 with broken JSON), "nochoices",
 "empty" (200 with empty content), "length" (cut by the token limit), "drop" (close the socket without answering), "echo-key" (500 whose
 message repeats the Authorization header), "html" (200 with an HTML page, as a wrong URL gives), "trickle:<s>" (a
-valid answer sent one byte at a time over about s seconds), "caption-key" (a caption that repeats the header), "surrogate" (a caption holding a lone surrogate). Every request is checked for shape and recorded.
+valid answer sent one byte at a time over about s seconds), "caption-key" (a caption that repeats the header), "surrogate" (a caption holding a lone surrogate), "loop" (a caption
+repeating itself until the token limit, unless the request sets frequency_penalty > 0). Every request is checked for shape and recorded.
+
+`FakeOpenAIServer(usage="openai")` counts tokens as the OpenAI API does (text ~4 characters a token, each
+image by its detail and size with the documented tiling rule) and answers "ok" with a caption of a length
+drawn (fixed per prompt and first image) between 30 % and 100 % of the request's token limit, as real captions vary.
 
 Run standalone for manual tries: `python tests/fake_openai_server.py --port 8011`.
 """
@@ -39,7 +44,8 @@ class Hit:
 
 
 class FakeOpenAIServer:
-    def __init__(self, *, delay: float = 0.0, models=None, require_images: bool = True):
+    def __init__(self, *, delay: float = 0.0, models=None, require_images: bool = True, usage: str = "simple"):
+        self.usage = usage  # "simple": 10 + 85 per image; "openai": text and image tokens as OpenAI counts them
         self.delay = delay  # seconds every "ok" answer waits (lets requests overlap)
         self.models = models  # accepted model names; None = any
         self.require_images = require_images  # False for text-only clients (tagging)
@@ -145,6 +151,39 @@ def completion(hit: Hit, text: str | None = None, finish: str = "stop") -> dict:
     }
 
 
+def openai_image_tokens(data: bytes, detail: str | None) -> int:
+    """OpenAI's published rule: 85 at low detail; else fit 2048, short side 768, 170 per 512 tile + 85."""
+    import io
+    import math
+
+    from PIL import Image
+
+    if detail == "low":
+        return 85
+    w, h = Image.open(io.BytesIO(data)).size
+    s = min(1.0, 2048 / max(w, h))
+    w, h = w * s, h * s
+    s = min(1.0, 768 / min(w, h))
+    return 170 * math.ceil(w * s / 512) * math.ceil(h * s / 512) + 85
+
+
+def openai_completion(hit: Hit) -> dict:
+    """An answer whose usage counts tokens as the OpenAI API does, its length a fixed draw per prompt."""
+    import hashlib
+    import math
+
+    limit = int(hit.body.get("max_tokens") or hit.body.get("max_completion_tokens") or 64)
+    seed = hashlib.sha1(hit.prompt.encode() + (hit.images[0] if hit.images else b"")).hexdigest()
+    share = 0.3 + 0.7 * (int(seed[:8], 16) / 0xFFFFFFFF)
+    n = max(1, int(limit * share))
+    text = " ".join(f"w{i % 50}" for i in range(n)) + "."
+    out = completion(hit, text=text)
+    prompt_tokens = math.ceil(len(hit.prompt) / 4) + 7 + sum(
+        openai_image_tokens(img, d) for img, d in zip(hit.images, hit.details))
+    out["usage"] = {"prompt_tokens": prompt_tokens, "completion_tokens": n, "total_tokens": prompt_tokens + n}
+    return out
+
+
 def _error(status: int, message: str, code: str | None = None, headers=None):
     err = {"message": message, "type": "invalid_request_error", "code": code}
     return status, json.dumps({"error": err}).encode(), headers or {}
@@ -158,7 +197,15 @@ def respond(server: FakeOpenAIServer, hit: Hit, behaviour: str):
         kind = "ok"
     if kind == "ok":
         time.sleep(server.delay)
+        if server.usage == "openai":
+            return 200, json.dumps(openai_completion(hit)).encode(), {}
         return 200, json.dumps(completion(hit)).encode(), {}
+    if kind == "loop":
+        if float(hit.body.get("frequency_penalty") or 0) > 0:
+            return 200, json.dumps(completion(hit)).encode(), {}
+        limit = int(hit.body.get("max_tokens") or hit.body.get("max_completion_tokens") or 64)
+        text = " ".join(["the dog runs"] * limit)[: 4 * limit]
+        return 200, json.dumps(completion(hit, text=text, finish="length")).encode(), {}
     if kind == "429":
         return _error(429, "Rate limit reached", "rate_limit_exceeded", {"Retry-After": arg or "1"})
     if kind == "429-date":

@@ -111,6 +111,8 @@ def test_engine_equals_generate_token_for_token(tiny_model, clips, family):
     assert s.rows == 5 and s.fallback_rows == 0 and s.eager_steps == s.steps > 0
     if family == "pllava":  # the seed's system prompt is shared: its KV is computed once
         assert s.prefix_tokens >= 32
+    if family == "qwen2-vl":  # its vision tower ran with batched attention and passed the check
+        assert engine.vision.state == "on" and s.vision_attention.startswith("batched"), s.vision_attention
 
 
 TRITON_SCRIPT = """
@@ -229,12 +231,12 @@ def test_backend_results_equal_the_plain_path(tiny_model, clips, family):
     fast = backend.caption(reqs)
     if family == "pllava":
         assert backend.engine_summary()["fallback_rows"] == 1
-    backend.options.extra["fast"] = False
+    backend.options.engine = False
     try:
         assert backend.engine() is None
         plain = backend.caption(reqs)
     finally:
-        backend.options.extra.pop("fast")
+        backend.options.engine = True
     assert [(r.text, r.completion_tokens, r.finish_reason, r.prompt_tokens) for r in fast] == [
         (r.text, r.completion_tokens, r.finish_reason, r.prompt_tokens) for r in plain
     ]
@@ -283,10 +285,43 @@ def test_a_prompt_past_the_context_is_that_rows_error(tiny_model, clips, fast):
     limit = max_positions(backend.model)
     items = [backend.prepare_item(r) for r in requests(backend, clips)]
     items[1]["max_new"] = limit  # this row alone cannot fit
-    backend.options.extra["fast"] = fast
+    backend.options.engine = fast
     try:
         results = backend.caption_prepared(items)
     finally:
-        backend.options.extra.pop("fast")
+        backend.options.engine = True
     assert results[1].error.startswith("context: ") and str(limit) in results[1].error
     assert [r.error for i, r in enumerate(results) if i != 1] == [""] * 4
+
+
+def test_batched_vision_windows_equal_transformers():
+    """Qwen2.5-VL's windowed vision attention, one SDPA call per piece length instead of one per piece,
+    gives transformers' own output on a tower with edge windows of another length and full-attention layers."""
+    import transformers as tf
+
+    from vidcap.engine.vision import GroupedVision
+
+    cfg = tf.Qwen2_5_VLConfig(
+        vision_config=dict(depth=3, num_heads=2, hidden_size=32, intermediate_size=64, out_hidden_size=16,
+                           window_size=112, fullatt_block_indexes=[1], patch_size=14, spatial_merge_size=2,
+                           temporal_patch_size=2),
+        text_config=dict(hidden_size=16, num_hidden_layers=1, num_attention_heads=2, num_key_value_heads=1,
+                         intermediate_size=32, vocab_size=64, rope_parameters=dict(
+                             rope_type="default", rope_theta=10000.0, mrope_section=[1, 1, 2])),
+    )
+    torch.manual_seed(0)
+    model = tf.Qwen2_5_VLForConditionalGeneration(cfg).eval()
+    grid = torch.tensor([[2, 12, 16], [1, 8, 20]])  # two clips; 12 and 8 patch rows leave shorter edge windows
+    pixels = torch.randn(int(grid.prod(-1).sum()), 3 * 2 * 14 * 14)
+    vision = GroupedVision(model)
+    assert len(vision.mods) == 3 and vision.state == "unchecked"
+    with torch.inference_mode():
+        plain = model.model.visual(pixels, grid_thw=grid)
+        vision.set(True)
+        batched = model.model.visual(pixels, grid_thw=grid)
+        vision.set(False)
+    plain = getattr(plain, "pooler_output", plain)
+    batched = getattr(batched, "pooler_output", batched)
+    torch.testing.assert_close(batched, plain, rtol=1e-4, atol=1e-5)
+    assert vision.state == "on" and vision.calls > 0, vision.summary()
+    assert vision.summary().startswith("batched windows")

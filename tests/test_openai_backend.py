@@ -39,7 +39,7 @@ def make(server, monkeypatch):
     made = []
 
     def _make(model="test-model", **kw):
-        kw.setdefault("extra", {"backoff_base": 0.01})
+        kw.setdefault("backoff_base", 0.01)
         opts = CaptionOptions(base_url=server.base_url, api_key_env=ENV, **kw)
         backend = make_backend(resolve_model(model, backend="openai"), opts)
         backend.setup()
@@ -291,7 +291,7 @@ def test_a_closed_port_stops_the_run_quickly(monkeypatch):
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     opts = CaptionOptions(base_url=f"http://127.0.0.1:{port}/v1", api_key_env=ENV, concurrency=16,
-                          extra={"backoff_base": 0.01})
+                          backoff_base=0.01)
     backend = make_backend(resolve_model("test-model", backend="openai"), opts)
     backend.setup()
     t0 = time.monotonic()

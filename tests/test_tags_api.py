@@ -44,7 +44,7 @@ def test_openai_tagging_end_to_end(tmp_path, server, monkeypatch):
     pd.DataFrame({"path": ["a.mp4", "b.mp4", "c.mp4", "d.mp4"],
                   "text": ["Horse jumping fence", "", "River boats #bullets", "broken #fail"]}).to_parquet(manifest)
     opts = CaptionOptions(base_url=server.base_url, api_key_env=ENV, concurrency=4, max_new_tokens=64,
-                          max_retries=0, extra={"backoff_base": 0.01})
+                          max_retries=0, backoff_base=0.01)
     stage = build_tag_stage("actions", backend="openai", model="tagger-1", options=opts)
     assert stage.batch_size == 16
     summary = run_stage(stage, manifest, tmp_path / "meta_actions.parquet", RunOptions(workers=0, progress=False))

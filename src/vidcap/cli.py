@@ -8,8 +8,10 @@ from typing import List, Optional
 
 import typer
 
+from .clihelp import classic_help
 from .errors import UsageError
 
+classic_help()
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="vidcap: captions, camera motion and tags for large video collections.")
 dev_app = typer.Typer(no_args_is_help=True, help="Developer tools (tiny models for smoke tests).")
@@ -36,32 +38,62 @@ O_LIMIT = typer.Option(None, "--limit", help="Only the first N rows.")
 O_SHARD = typer.Option(None, "--shard", help="I/N: every N-th row starting at row I, for hand-made sharding.")
 O_OVERWRITE = typer.Option(False, "--overwrite", help="Start over: discard saved parts and replace the output.")
 O_KEEP = typer.Option(False, "--keep-parts", help="Keep the <output>.parts folder after the merge.")
-O_FAILED = typer.Option(None, "--failed-out", help="Write failed rows to this file and only ok rows to the output (a table Open-Sora's tools and loader take as it is).")
+O_FAILED = typer.Option(None, "--failed-out", help="Write failed rows to this file and only ok rows to the output.")
+O_TAG_WORKERS = typer.Option(None, "--workers", help="Processes that read the captions (default: 0 = in-process; tagging decodes no video).")
 O_PART_ROWS = typer.Option(256, "--part-rows", help="Rows per part file (smaller = less redone after a crash).")
 O_QUIET = typer.Option(False, "--quiet", "-q", help="No progress bar.")
 O_DEVICE = typer.Option(None, "--device", help="Torch device (default: cuda if available, else cpu).")
 O_GPUS = typer.Option(None, "--gpus", help="all, N or a list like 0,1,3: one worker per GPU (cpu:N: N CPU workers).")
 O_TP = typer.Option(1, "--tp", help="Tensor-parallel GPUs per worker.")
 O_ENGINE = typer.Option("local", "--engine", help="local or ray.")
-O_ADDRESS = typer.Option(None, "--address", help="Ray cluster address.")
+O_ADDRESS = typer.Option(None, "--address", help="Ray cluster address (HOST:PORT or auto); with --engine ray.")
+O_RAY_ENV = typer.Option(None, "--ray-env", help="With --engine ray: pass this environment variable to the actors (repeat the flag; VIDCAP_* and HF_* go anyway; values are never printed).")
+O_RAY_ACTORS = typer.Option(None, "--ray-actors", help="With --engine ray: at most this many actors (default: one per GPU, or per 2 CPUs on a CPU cluster).")
 O_NO_FILE_CHECK = typer.Option(False, "--no-file-check", help="On resume, skip checking each done row's file size and mtime (a changed file is otherwise redone).")
+O_RETRY_FAILED = typer.Option(False, "--retry-failed", help="Redo every failed row of an earlier run of this output (not only timeouts and API errors); ok rows stay as they are.")
 
 
 def run_options(workers, limit, shard, overwrite, keep_parts, part_rows, quiet, device, failed_out=None,
-                no_file_check=False):
+                no_file_check=False, retry_failed=False):
     from .session import RunOptions, parse_shard
 
     if limit is not None and limit < 0:
         raise UsageError(f"--limit must be 0 or more, not {limit}.")
+    if workers is not None and workers < 0:
+        raise UsageError(f"--workers must be 0 (decode in this process) or more, not {workers}.")
     return RunOptions(workers=workers, limit=limit, shard=parse_shard(shard), overwrite=overwrite,
                       keep_parts=keep_parts, part_rows=max(1, part_rows), progress=not quiet, device=device,
-                      failed_out=failed_out, check_files=not no_file_check)
+                      failed_out=failed_out, check_files=not no_file_check, retry_failed=retry_failed)
+
+
+VIDEO_SUFFIXES = {".mp4", ".mov", ".mkv", ".webm", ".avi", ".m4v", ".mpg", ".mpeg", ".ts", ".mts", ".m2ts",
+                  ".flv", ".wmv", ".3gp", ".gif", ".ogv", ".vob", ".mxf"}
+
+
+def check_manifest_name(manifest) -> None:
+    """A video or image given where the manifest goes gets the one sentence that says how to list it."""
+    from .frames.images import IMAGE_EXTENSIONS
+    from .manifest import FORMATS
+
+    suffix = Path(str(manifest)).suffix.lower()
+    if suffix in FORMATS:
+        return
+    if Path(str(manifest)).is_dir():
+        raise UsageError(f"{manifest} is a folder, not a manifest; list its clips in a CSV with a `path` column, "
+                         f"e.g.: (echo path; find {manifest} -name '*.mp4') > clips.csv")
+    kind = "a video" if suffix in VIDEO_SUFFIXES else "an image" if suffix in IMAGE_EXTENSIONS else None
+    if kind:
+        raise UsageError(f"{manifest} is {kind}, not a manifest; list your clips in a CSV with a `path` column "
+                         f"(one file per row), e.g.: printf 'path\\n{manifest}\\n' > clips.csv")
+    raise UsageError(f"{manifest} has extension '{suffix or '(none)'}'; the manifest must be a .csv or .parquet "
+                     "table with a `path` column (one video per row).")
 
 
 def output_path(manifest: Path, output: Optional[str], suffix: str):
     from .manifest import default_output, table_format
     from .storage import as_path
 
+    check_manifest_name(manifest)
     out = as_path(output) if output else default_output(manifest, suffix)
     table_format(out)
     return out
@@ -78,9 +110,10 @@ def print_summary(summary: dict, output: Path) -> None:
               + f", {summary['skipped']} skipped (already done), {summary['duplicates']} duplicate rows")
     con.print(f"processed {summary['processed']} rows in {summary['wall_s']:.1f} s "
               f"({summary['rows_per_s']:.2f} rows/s)")
-    extra = {k: v for k, v in summary.items() if k not in {"rows", "unique", "duplicates", "skipped", "processed", "ok", "failed", "wall_s", "rows_per_s"}}
-    for k, v in extra.items():
-        con.print(f"{k}: {v}")
+    from .summary import extra_lines
+
+    for line in extra_lines(summary):
+        con.print(line, markup=False, highlight=False)
     con.print(f"output: {output}")
 
 
@@ -92,12 +125,12 @@ def exit_if_all_failed(summary: dict) -> None:
         raise typer.Exit(1)
 
 
-def execute(stage, manifest: Path, out: Path, opts, gpus=None, tp=1, engine="local", address=None) -> dict:
+def execute(stage, manifest: Path, out: Path, opts, gpus=None, tp=1, engine="local", address=None, ray=None) -> dict:
     """Every run command ends here: one dispatch picks the executor (one process, GPUs of a host, torchrun,
     Ray) for any stage."""
     from .runners import dispatch
 
-    summary = dispatch(stage, manifest, out, opts, gpus=gpus, tp=tp, engine=engine, address=address)
+    summary = dispatch(stage, manifest, out, opts, gpus=gpus, tp=tp, engine=engine, address=address, ray=ray)
     print_summary(summary, out)
     exit_if_all_failed(summary)
     return summary
@@ -124,14 +157,19 @@ def caption(
     base_url: Optional[str] = typer.Option(None, "--base-url", help="OpenAI-compatible server URL (e.g. http://localhost:8000/v1)."),
     api_key_env: str = typer.Option("OPENAI_API_KEY", "--api-key-env", help="Environment variable holding the API key."),
     concurrency: int = typer.Option(16, "--concurrency", help="API requests in flight."),
-    max_retries: int = typer.Option(5, "--max-retries"),
+    max_retries: int = typer.Option(5, "--max-retries", help="API attempts after the first before a row fails (429s and 5xx back off)."),
     timeout: float = typer.Option(60.0, "--timeout", help="API request timeout, seconds."),
     detail: str = typer.Option("auto", "--detail", help="API image detail: low, high or auto."),
     price_in: Optional[float] = typer.Option(None, "--price-in", help="USD per million prompt tokens."),
     price_out: Optional[float] = typer.Option(None, "--price-out", help="USD per million completion tokens."),
     gpus: Optional[str] = O_GPUS, tp: int = O_TP, engine: str = O_ENGINE, address: Optional[str] = O_ADDRESS,
+    ray_env: Optional[list[str]] = O_RAY_ENV, ray_actors: Optional[int] = O_RAY_ACTORS,
     no_file_check: bool = O_NO_FILE_CHECK,
     strip_prefix: bool = typer.Option(False, "--strip-prefix", help="Drop stock openings like 'The video shows' (Open-Sora's list) and capitalise the rest."),
+    heal: int = typer.Option(0, "--heal", metavar="N", help="Caption a row again, up to N times, when its caption loops, is empty, was cut off or echoes the prompt: that row alone gets a repetition penalty, then seeded sampling. Good rows are never touched; every attempt is kept in heal_attempts."),
+    budget: Optional[float] = typer.Option(None, "--budget", metavar="USD", help="API runs: stop once the spent cost reaches this many dollars (finished rows are saved; rerun with a higher budget to go on)."),
+    max_images: Optional[int] = typer.Option(None, "--max-images", help="API runs: images one request may carry (default: the provider's known limit); clips get at most this many frames."),
+    retry_failed: bool = O_RETRY_FAILED,
     workers: Optional[int] = O_WORKERS, limit: Optional[int] = O_LIMIT, shard: Optional[str] = O_SHARD,
     overwrite: bool = O_OVERWRITE, keep_parts: bool = O_KEEP, part_rows: int = O_PART_ROWS,
     failed_out: Optional[str] = O_FAILED,
@@ -159,12 +197,25 @@ def caption(
         resize=resize, device=device, pooling_shape=_pooling(pooling_shape), lora_alpha=lora_alpha,
         max_pixels=max_pixels, trust_remote_code=trust_remote_code, dtype=dtype, base_url=base_url,
         api_key_env=api_key_env, concurrency=concurrency, max_retries=max_retries, timeout=timeout,
-        detail=detail, price_in=price_in, price_out=price_out, extra={"strip_prefix": strip_prefix})
+        detail=detail, price_in=price_in, price_out=price_out, strip_prefix=strip_prefix, heal=_at_least(heal, 0, "--heal"),
+        budget=budget, max_images=_at_least(max_images, 1, "--max-images"))
+    if budget is not None and budget <= 0:
+        raise UsageError(f"--budget must be more than 0 dollars, not {budget}.")
     stage = CaptionStage(preset, opts)
     out = output_path(manifest, output, "caption")
     ropts = run_options(workers, limit, shard, overwrite, keep_parts, part_rows, quiet, device, failed_out,
-                        no_file_check)
-    execute(stage, manifest, out, ropts, gpus=gpus, tp=tp, engine=engine, address=address)
+                        no_file_check, retry_failed)
+    from .budget import print_estimate
+
+    print_estimate(stage, manifest, ropts)
+    execute(stage, manifest, out, ropts, gpus=gpus, tp=tp, engine=engine, address=address,
+            ray={"env": ray_env, "max_actors": ray_actors})
+
+
+def _at_least(value, low: int, flag: str):
+    if value is not None and value < low:
+        raise UsageError(f"{flag} must be at least {low}, not {value}.")
+    return value
 
 
 def _pooling(text: Optional[str]):
@@ -179,21 +230,26 @@ def _pooling(text: Optional[str]):
 
 @app.command()
 def models():
-    """List the model presets."""
-    from rich.console import Console
-    from rich.table import Table
+    """List the model presets (names for --model)."""
+    import shutil
+    import textwrap
 
     from .backends.registry import PRESETS
 
-    table = Table("preset", "backend", "model", "frames", "positions", "prompt", "about")
-    for p in PRESETS.values():
-        table.add_row(p.name, p.backend, p.model_id or "-", str(p.num_frames), p.positions, p.prompt or "-", p.description)
-    Console().print(table)
+    # Two lines per preset, never cut: a user copies the names and ids from here at any terminal width.
+    width = max(40, min(shutil.get_terminal_size((100, 24)).columns, 120))
+    rows = [(p.name, p.backend, p.model_id or "-") for p in PRESETS.values()]
+    w0, w1 = (max(len(r[i]) for r in rows) for i in (0, 1))
+    typer.echo(f"{'preset':<{w0}}  {'backend':<{w1}}  model")
+    for p, (name, backend, model_id) in zip(PRESETS.values(), rows):
+        typer.echo(f"{name:<{w0}}  {backend:<{w1}}  {model_id}")
+        about = f"{p.num_frames} frames ({p.positions}), prompt {p.prompt or '-'}; {p.description}"
+        typer.echo(textwrap.fill(about, width - 1, initial_indent="    ", subsequent_indent="    "))
 
 
 @app.command()
 def merge(parts: List[str] = typer.Argument(..., help="Part files to concatenate (paths or fsspec URLs)."),
-          output: str = typer.Option(..., "-o", "--output")):
+          output: str = typer.Option(..., "-o", "--output", help="The merged table (.csv or .parquet, a path or an fsspec URL).")):
     """Concatenate part files (later files win on duplicate paths); `vidcap join` puts stage outputs side by side."""
     from .manifest import merge_tables
 
@@ -214,9 +270,27 @@ def join(tables: List[str] = typer.Argument(..., help="Stage outputs (or any tab
 
 
 @app.command()
-def diff(a: str = typer.Argument(..., help="The table to take rows from."),
-         b: str = typer.Argument(..., help="The table whose clips to leave out."),
-         output: str = typer.Option(..., "-o", "--output")):
+def export(tables: List[str] = typer.Argument(..., help="A caption output, or it with motion and tag outputs (joined by resolved path)."),
+           to: str = typer.Option(..., "--to", help="The target: opensora (Open-Sora v1.2.0's datautil and training loader)."),
+           output: str = typer.Option(..., "-o", "--output", help="The table to write (.csv)."),
+           excluded: Optional[str] = typer.Option(None, "--excluded", help="Where rows left out go, with the reason (default <output stem>_excluded.csv)."),
+           unclassified: str = typer.Option("drop", "--unclassified", help="Rows whose camera motion is unclassified: drop (to the excluded file) or static.")):
+    """One table a training framework takes as it is: ok rows only, absolute paths, integer sizes."""
+    from .export import describe, export_opensora
+
+    if to != "opensora":
+        raise UsageError(f"--to {to} is not a known target; the one there is: opensora.")
+    counts = export_opensora(tables, output, excluded, unclassified)
+    typer.echo(describe(counts, output))
+    if counts["rows"] == 0:
+        typer.echo(f"vidcap: no row could be exported; {counts['excluded_path']} says why for each.", err=True)
+        raise typer.Exit(1)
+
+
+@app.command()
+def diff(a: str = typer.Argument(..., help="The table to take rows from (e.g. the manifest)."),
+         b: str = typer.Argument(..., help="The table whose clips to leave out (e.g. an output)."),
+         output: str = typer.Option(..., "-o", "--output", help="Where to write the rows left (.csv or .parquet).")):
     """Rows of A whose clip is not in B, comparing resolved paths (what is left to do)."""
     from .manifest import diff_tables
 
@@ -235,6 +309,7 @@ def motion(
     failed_out: Optional[str] = O_FAILED,
     quiet: bool = O_QUIET,
     gpus: Optional[str] = O_GPUS, engine: str = O_ENGINE, address: Optional[str] = O_ADDRESS,
+    ray_env: Optional[list[str]] = O_RAY_ENV, ray_actors: Optional[int] = O_RAY_ACTORS,
     no_file_check: bool = O_NO_FILE_CHECK,
 ):
     """Label each clip's camera motion (pan, tilt, zoom, static, unclassified) from optical flow."""
@@ -252,7 +327,8 @@ def motion(
     out = output_path(manifest, output, stage.suffix)
     ropts = run_options(workers, limit, shard, overwrite, keep_parts, part_rows, quiet, None, failed_out,
                         no_file_check)
-    execute(stage, manifest, out, ropts, gpus=gpus, engine=engine, address=address)
+    execute(stage, manifest, out, ropts, gpus=gpus, engine=engine, address=address,
+            ray={"env": ray_env, "max_actors": ray_actors})
 
 
 @app.command()
@@ -263,23 +339,24 @@ def tag(
     backend: str = typer.Option("hf", "--backend", help="hf (in-process transformers), openai, or fake."),
     model: Optional[str] = typer.Option(None, "--model", "-m", help="Chat model id or local dir (default: Llama-3-8B-Instruct; gpt-4o-mini over the API)."),
     prompt_file: Optional[Path] = typer.Option(None, "--prompt-file", help="A system prompt for a custom key."),
-    batch_size: Optional[int] = typer.Option(None, "--batch-size", "-b"),
+    batch_size: Optional[int] = typer.Option(None, "--batch-size", "-b", help="Captions per model call (default: 64; API: 4 x --concurrency requests queued per round)."),
     max_new_tokens: int = typer.Option(128, "--max-new-tokens", help="A batch runs until its longest answer; tag lists are short."),
     text_column: str = typer.Option("text", "--text-column", help="The column holding the captions."),
     dtype: Optional[str] = typer.Option(None, "--dtype", help="bfloat16, float16 or float32."),
-    trust_remote_code: bool = typer.Option(False, "--trust-remote-code"),
-    base_url: Optional[str] = typer.Option(None, "--base-url"),
-    api_key_env: str = typer.Option("OPENAI_API_KEY", "--api-key-env"),
-    concurrency: int = typer.Option(16, "--concurrency"),
-    max_retries: int = typer.Option(5, "--max-retries"),
-    timeout: float = typer.Option(60.0, "--timeout"),
-    price_in: Optional[float] = typer.Option(None, "--price-in"),
-    price_out: Optional[float] = typer.Option(None, "--price-out"),
-    workers: Optional[int] = O_WORKERS, limit: Optional[int] = O_LIMIT, shard: Optional[str] = O_SHARD,
+    trust_remote_code: bool = typer.Option(False, "--trust-remote-code", help="Allow model repos to run their own code."),
+    base_url: Optional[str] = typer.Option(None, "--base-url", help="OpenAI-compatible server URL for --backend openai (e.g. http://localhost:8000/v1; default: OpenAI's)."),
+    api_key_env: str = typer.Option("OPENAI_API_KEY", "--api-key-env", help="Environment variable holding the API key (--backend openai)."),
+    concurrency: int = typer.Option(16, "--concurrency", help="API requests in flight."),
+    max_retries: int = typer.Option(5, "--max-retries", help="API attempts after the first before a row fails (429s and 5xx back off)."),
+    timeout: float = typer.Option(60.0, "--timeout", help="API request timeout, seconds."),
+    price_in: Optional[float] = typer.Option(None, "--price-in", help="USD per million prompt tokens (for the cost line)."),
+    price_out: Optional[float] = typer.Option(None, "--price-out", help="USD per million completion tokens."),
+    workers: Optional[int] = O_TAG_WORKERS, limit: Optional[int] = O_LIMIT, shard: Optional[str] = O_SHARD,
     overwrite: bool = O_OVERWRITE, keep_parts: bool = O_KEEP, part_rows: int = O_PART_ROWS,
     failed_out: Optional[str] = O_FAILED,
     quiet: bool = O_QUIET, device: Optional[str] = O_DEVICE,
     gpus: Optional[str] = O_GPUS, tp: int = O_TP, engine: str = O_ENGINE, address: Optional[str] = O_ADDRESS,
+    ray_env: Optional[list[str]] = O_RAY_ENV, ray_actors: Optional[int] = O_RAY_ACTORS,
 ):
     """Tag each caption with its main objects or actions, using an LLM."""
     from .backends.base import CaptionOptions
@@ -294,13 +371,14 @@ def tag(
     out = output_path(manifest, output, key)
     ropts = run_options(0 if workers is None else workers, limit, shard, overwrite, keep_parts, part_rows, quiet,
                         device, failed_out)
-    execute(stage, manifest, out, ropts, gpus=gpus, tp=tp, engine=engine, address=address)
+    execute(stage, manifest, out, ropts, gpus=gpus, tp=tp, engine=engine, address=address,
+            ray={"env": ray_env, "max_actors": ray_actors})
 
 
 @app.command("tag-stats")
 def tag_stats_cmd(output: Path = typer.Argument(..., help="An output of `vidcap tag`."),
-                  key: str = typer.Option(..., "--key", "-k"),
-                  top: int = typer.Option(50, "--top"),
+                  key: str = typer.Option(..., "--key", "-k", help="The tag column to count: the --key the tag run used (objects, actions, ...)."),
+                  top: int = typer.Option(50, "--top", help="Show the N most frequent tags."),
                   png: Optional[Path] = typer.Option(None, "--png", help="Also draw a bar chart into this PNG.")):
     """Count the tags of a `vidcap tag` output: a table, and a bar chart with --png."""
     from .tags.stats import tag_stats
@@ -318,8 +396,8 @@ def bench(
     frames: Optional[int] = typer.Option(None, "--frames", help="Frames per clip (default: the preset's)."),
     resolution: str = typer.Option("1280x720", "--resolution", help="WxH of the generated h264 clips."),
     seconds: float = typer.Option(5.0, "--seconds", help="Clip length."),
-    videos: int = typer.Option(64, "--videos"),
-    batch_size: int = typer.Option(16, "--batch-size", "-b"),
+    videos: int = typer.Option(64, "--videos", help="Clips to generate and caption."),
+    batch_size: int = typer.Option(16, "--batch-size", "-b", help="Videos per model call."),
     new_tokens: int = typer.Option(150, "--new-tokens", help="Tokens generated per clip (EOS ignored)."),
     lengths: Optional[str] = typer.Option(None, "--lengths", help="A:B: end each caption at a length drawn from A to B tokens (fixed seed per clip), as real captions vary."),
     resize: Optional[int] = typer.Option(None, "--resize", help="Short side resize on the decode workers."),
@@ -357,7 +435,7 @@ def bench(
 
 
 @dev_app.command("tiny-model")
-def tiny_model(out_dir: Path, family: str = typer.Option(..., "--family", help="qwen2-vl, qwen2.5-vl, llava-next, llava-onevision, pllava or llama.")):
+def tiny_model(out_dir: Path = typer.Argument(..., help="Folder to write the model into."), family: str = typer.Option(..., "--family", help="qwen2-vl, qwen2.5-vl, llava-next, llava-onevision, pllava or llama.")):
     """Write a tiny random-weight model (meaningless output) for smoke tests without downloads."""
     from .dev.tiny import FAMILIES, build_tiny_model
 

@@ -14,8 +14,10 @@ import signal
 import sys
 import threading
 from collections import Counter
+from collections.abc import Callable
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
+from typing import Any
 
 from .errors import DECODE, VidcapError, format_error
 from .manifest import RID
@@ -27,7 +29,7 @@ def preload_modules(loader) -> tuple[str, ...]:
 
 
 # -- decode workers ---------------------------------------------------------------------------------
-_LOADER = None
+_LOADER: Callable[[dict], Any] | None = None
 
 
 def _die_with_parent() -> None:
@@ -60,7 +62,7 @@ def _release_forkserver() -> None:
         # set in a child of the server (which launched no server itself); the run's own copy has a pid
         if fd is not None and getattr(server, "_forkserver_pid", None) is None:
             os.close(fd)
-            server._forkserver_alive_fd = None
+            server._forkserver_alive_fd = None  # type: ignore[attr-defined]
     except (ImportError, AttributeError, OSError):
         return
 
@@ -77,14 +79,16 @@ def _init_worker(loader) -> None:
     _LOADER = loader
 
 
-def load_row(row: dict):
+def load_row(row: dict) -> tuple[Any, str | None]:
+    """(data, None) or (None, the row's error): the stage's loader on one row, in a worker."""
+    assert _LOADER is not None, "init_loader_inline or the pool initializer sets the loader first"
     try:
         return _LOADER(row), None
     except VidcapError as exc:
         return None, exc.text
     except MemoryError:
         return None, format_error(DECODE, "out of memory while decoding")
-    except Exception as exc:  # a decoder bug on a hostile file is that row's error, not the run's
+    except Exception as exc:  # noqa: BLE001 (a decoder bug on a hostile file is that row's error, not the run's)
         return None, format_error(DECODE, f"{type(exc).__name__}: {exc}")
 
 
@@ -118,7 +122,7 @@ class Feeder:
         self.error: BaseException | None = None
         self.thread = threading.Thread(target=self._run, daemon=True, name="vidcap-feeder")
 
-    def start(self) -> "Feeder":
+    def start(self) -> Feeder:
         self.thread.start()
         return self
 
@@ -144,7 +148,7 @@ class Feeder:
                             return
             else:
                 self._run_pool()
-        except BaseException as exc:  # surfaced in the consumer
+        except BaseException as exc:  # noqa: BLE001 (surfaced in the consumer)
             self.error = exc
         finally:
             self._put(self.DONE)

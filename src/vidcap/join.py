@@ -4,10 +4,16 @@ Rows match on the resolved path (as runs resolve it: against each table's own fo
 the user names. A clip listed twice in a table matches the same occurrence in the others. Columns keep
 their names; a column that two inputs both have with different values is kept from the first and
 suffixed with the input's name from the second (`status_videos_cmotion`); identical columns appear once.
+
+Each stage output's `status` and `error` also appear under the stage's own name (`caption_status`,
+`motion_status`, `<key>_status` for a tag output such as `objects_status`, and the same with `_error`),
+so the table says which stage failed a row and Open-Sora's `--intersection`, which keeps the first
+table's column of a name, cannot drop one stage's status for another's.
 """
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pandas as pd
@@ -15,18 +21,70 @@ import pandas as pd
 from .errors import UsageError
 from .manifest import read_table, resolved_paths, write_table
 
-_KEY = "_vidcap_join_key"
+KEY = "_vidcap_join_key"
 _NTH = "_vidcap_join_nth"
+_ORD = "_vidcap_join_order"
+
+
+def stage_name(table, df: pd.DataFrame) -> str | None:
+    """`caption`, `motion` or a tag output's key: from the run's sidecar (`<table>.run.json`) or Parquet
+    metadata, else from the columns only that stage writes; None for a table no stage wrote."""
+    fp = _fingerprint(table)
+    stage = fp.get("stage")
+    if stage == "tag" and fp.get("key"):
+        return str(fp["key"])
+    if stage in ("caption", "motion"):
+        return str(stage)
+    if "status" not in df.columns:
+        return None
+    # a table holding both (a join, or a chain whose sidecar is gone) cannot say whose `status` it is
+    if "motion_confidence" in df.columns and "frame_idx" not in df.columns:
+        return "motion"
+    if "frame_idx" in df.columns and "text" in df.columns and "cmotion" not in df.columns:
+        return "caption"
+    return None
+
+
+def _fingerprint(table) -> dict:
+    from .storage import is_remote
+
+    if is_remote(table):
+        return {}
+    sidecar = Path(str(table) + ".run.json")
+    try:
+        if sidecar.is_file():
+            return dict(json.loads(sidecar.read_text(encoding="utf-8")).get("fingerprint") or {})
+        if str(table).lower().endswith((".parquet", ".pq")):
+            import pyarrow.parquet as pq
+
+            meta = pq.read_schema(str(table)).metadata or {}
+            if b"vidcap" in meta:
+                return dict(json.loads(meta[b"vidcap"]).get("fingerprint") or {})
+    except (OSError, ValueError, AttributeError):  # an unreadable sidecar: fall back to the columns
+        pass
+    return {}
+
+
+def with_stage_status(df: pd.DataFrame, table) -> pd.DataFrame:
+    """`status`/`error` copied to `<stage>_status`/`<stage>_error` (names the table already has are left)."""
+    stage = stage_name(table, df)
+    if stage is None or "status" not in df.columns:
+        return df
+    for col in ("status", "error"):
+        name = f"{stage}_{col}"
+        if col in df.columns and name not in df.columns:
+            df[name] = df[col]
+    return df
 
 
 def _keyed(table, on: str | None) -> pd.DataFrame:
-    df = read_table(table)
+    df = with_stage_status(read_table(table), table)
     col = on or "path"
     if col not in df.columns:
         raise UsageError(f"{table} has no '{col}' column to join on; pass --on with a column every input has.")
     keys = [str(v) for v in df[col]] if on else resolved_paths(df, table)
-    df[_KEY] = keys
-    df[_NTH] = df.groupby(_KEY).cumcount()
+    df[KEY] = keys
+    df[_NTH] = df.groupby(KEY).cumcount()
     return df
 
 
@@ -39,16 +97,25 @@ def join_tables(tables: list, out, on: str | None = None) -> dict:
     """Outer join of `tables` into `out`; returns counts: rows, and rows missing from some input."""
     if len(tables) < 2:
         raise UsageError("join needs at least two tables.")
+    joined, partial = joined_frame(tables, on)
+    joined = joined.drop(columns=[KEY])
+    write_table(joined, out)
+    return {"rows": len(joined), "partial": partial}
+
+
+def joined_frame(tables: list, on: str | None = None) -> tuple[pd.DataFrame, int]:
+    """The outer join of `tables` with the match key (the resolved path without `on`) in column KEY, and
+    the number of rows missing from some input."""
     joined = _keyed(tables[0], on)
-    present = pd.DataFrame({_KEY: joined[_KEY], _NTH: joined[_NTH], "n": 1})
+    present = pd.DataFrame({KEY: joined[KEY], _NTH: joined[_NTH], "n": 1})
     for table in tables[1:]:
         df = _keyed(table, on)
         suffix = _label(table)
-        common = [c for c in df.columns if c in joined.columns and c not in (_KEY, _NTH)]
+        common = [c for c in df.columns if c in joined.columns and c not in (KEY, _NTH)]
         # both tables' shared columns on the rows both have, aligned once
-        both = joined[[_KEY, _NTH]].merge(df[[_KEY, _NTH]], on=[_KEY, _NTH], how="inner")
-        left = both.merge(joined[[_KEY, _NTH, *common]], on=[_KEY, _NTH], how="left")
-        right = both.merge(df[[_KEY, _NTH, *common]], on=[_KEY, _NTH], how="left")
+        both = joined[[KEY, _NTH]].merge(df[[KEY, _NTH]], on=[KEY, _NTH], how="inner")
+        left = both.merge(joined[[KEY, _NTH, *common]], on=[KEY, _NTH], how="left")
+        right = both.merge(df[[KEY, _NTH, *common]], on=[KEY, _NTH], how="left")
         rename = {}
         for col in common:
             if (col == "path" and on is None) or _same(left[col], right[col]):  # the key: one column
@@ -58,17 +125,20 @@ def join_tables(tables: list, out, on: str | None = None) -> dict:
                 name, k = f"{col}_{suffix}_{k}", k + 1
             rename[col] = name
         df = df.rename(columns=rename)
-        shared = [c for c in df.columns if c in joined.columns and c not in (_KEY, _NTH)]
-        joined = joined.merge(df, on=[_KEY, _NTH], how="outer", suffixes=("", "\0dup"), sort=False)
+        shared = [c for c in df.columns if c in joined.columns and c not in (KEY, _NTH)]
+        # an outer merge sorts its keys: keep the first table's row order, rows new to this table after
+        joined[_ORD] = range(len(joined))
+        df[_ORD + "new"] = range(len(df))
+        joined = joined.merge(df, on=[KEY, _NTH], how="outer", suffixes=("", "\0dup"), sort=False)
+        joined = joined.sort_values([_ORD, _ORD + "new"], na_position="last", kind="stable")
+        joined = joined.drop(columns=[_ORD, _ORD + "new"]).reset_index(drop=True)
         for col in shared:  # identical where both have the row: fill the rows only the new table has
             joined[col] = joined[col].where(joined[col].notna(), joined[col + "\0dup"])
             joined = joined.drop(columns=col + "\0dup")
-        present = pd.concat([present, df[[_KEY, _NTH]].assign(n=1)])
-    counts = present.groupby([_KEY, _NTH])["n"].sum()
+        present = pd.concat([present, df[[KEY, _NTH]].assign(n=1)])
+    counts = present.groupby([KEY, _NTH])["n"].sum()
     partial = int((counts < len(tables)).sum())
-    joined = joined.drop(columns=[_KEY, _NTH])
-    write_table(joined, out)
-    return {"rows": len(joined), "partial": partial}
+    return joined.drop(columns=[_NTH]), partial
 
 
 def _same(left: pd.Series, right: pd.Series) -> bool:

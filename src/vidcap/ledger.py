@@ -367,10 +367,12 @@ class Ledger:
         body = body.append_column(RID, pa.array([self.stage.row_key(r) for r in rows], pa.string()))
         self.con.execute(("CREATE TABLE prior AS " if start == 0 else "INSERT INTO prior ") + "SELECT * FROM body")
 
-    def plan(self, check_files: bool = False) -> dict:
+    def plan(self, check_files: bool = False, retry_failed: bool = False) -> dict:
         """Counts of the plan and table `todo`: the first row of each id with no saved result, or whose
-        best result is to be redone (with check_files: also when its file's size or mtime changed since)."""
-        done = f"SELECT {RID} FROM best WHERE NOT redo"
+        best result is to be redone (with check_files: also when its file's size or mtime changed since;
+        with retry_failed: every failed row, whatever its error)."""
+        redo = "coalesce({}status, '') <> 'ok'" if retry_failed else "{}redo"
+        done = f"SELECT {RID} FROM best WHERE NOT {redo.format('')}"
         if check_files and {"file_size", "file_mtime"} <= self._best_cols():
             from .session import file_stamp
 
@@ -382,7 +384,7 @@ class Ledger:
             self.con.create_function("vidcap_changed", changed, [VARCHAR, BIGINT, DOUBLE], BOOLEAN, side_effects=True)
             done = (
                 f"SELECT b.{RID} FROM best b JOIN firsts f USING ({RID}) JOIN m ON m.{ROW} = f.{ROW} "
-                f"WHERE NOT b.redo AND (b.file_size IS NULL OR NOT vidcap_changed(m.{ABSPATH}, "
+                f"WHERE NOT {redo.format('b.')} AND (b.file_size IS NULL OR NOT vidcap_changed(m.{ABSPATH}, "
                 f"b.file_size::BIGINT, b.file_mtime::DOUBLE))"
             )
         self.con.execute(f"""CREATE OR REPLACE TABLE todo AS SELECT {ROW} FROM firsts
@@ -471,7 +473,11 @@ class Ledger:
             for f in got:
                 counts[f] = counts.get(f, 0) + n
         counts["flagged"] = flagged
-        return {"flags": counts}
+        extra: dict = {"flags": counts}
+        if "heal" in self.res_cols:  # --heal: rows healed and still flagged, as heal.heal_counts gives them
+            got = dict(self.con.execute("SELECT heal, count(*) FROM best GROUP BY heal").fetchall())
+            extra["heal"] = {"healed": int(got.get("healed", 0)), "unhealed": int(got.get("unhealed", 0))}
+        return extra
 
     # -- the merge -----------------------------------------------------------------------------------
     def select_sql(self, rebase: bool, csv: bool) -> str:

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import os
-import tempfile
 from pathlib import Path
 
 from .errors import UsageError
@@ -26,7 +24,7 @@ def run(session, executor, t0: float) -> dict:
         led = Ledger(stage, session.manifest, books.store)
         led.ingest(opts.shard, opts.limit)
         led.refresh(prior=True)
-        plan = led.plan(check_files=opts.check_files and stage.reads_files)
+        plan = led.plan(check_files=opts.check_files and stage.reads_files, retry_failed=opts.retry_failed)
         t_plan, c_plan = time.monotonic(), time.process_time()  # CPU: every thread (DuckDB's too)
         if plan["todo"]:
             executor.process(session, led.source())
@@ -106,24 +104,6 @@ def publish(led: Ledger, store, summary: dict, failed_out) -> None:
 
 
 def _atomic(path: Path, write, before_rename=None) -> None:
-    from .manifest import _fsync_dir, _umask
+    from .manifest import atomic_local
 
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        os.unlink(tmp)  # DuckDB creates the file itself
-        write(tmp)
-        os.chmod(tmp, 0o666 & ~_umask())
-        with open(tmp, "rb+") as fh:
-            os.fsync(fh.fileno())
-        if before_rename is not None:
-            before_rename()
-        os.replace(tmp, path)
-        _fsync_dir(path.parent)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
+    atomic_local(path, write, before_rename, fresh=True)  # DuckDB creates the file itself

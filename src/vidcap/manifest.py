@@ -44,9 +44,9 @@ def read_table(path: str | os.PathLike) -> pd.DataFrame:
     except Exception as exc:  # a remote store that cannot be reached or refuses the credentials
         raise UsageError(f"cannot read {path} ({first_line(exc)}); check the URL and its credentials.") from None
     if not exists:
-        raise UsageError(f"manifest {path} does not exist; check the path.")
+        raise UsageError(f"{path} does not exist; check the path.")
     if is_dir:
-        raise UsageError(f"manifest {path} is a directory; pass a .csv or .parquet file.")
+        raise UsageError(f"{path} is a directory; pass a .csv or .parquet file.")
     try:
         src = open_binary(path) if is_remote(path) else path
         if fmt == "csv":
@@ -91,15 +91,17 @@ def resolve_path(value, base: Path) -> str:
 
 def read_manifest(path: str | os.PathLike, require: tuple[str, ...] = ("path",)) -> pd.DataFrame:
     """The manifest with every input column kept, plus `_abspath` (resolved path) for the stages."""
-    path = Path(path)
+    path = Path(os.path.expanduser(str(path)))
     df = read_table(path)
     missing = [c for c in require if c not in df.columns]
     if missing:
-        have = ", ".join(map(str, df.columns[:12])) or "none"
-        raise UsageError(
-            f"manifest {path} has no '{missing[0]}' column (columns: {have}); add one"
-            + (" holding one video path per row." if missing[0] == "path" else ".")
-        )
+        cols = list(map(str, df.columns))
+        have = ", ".join(cols[:40]) + (f" and {len(cols) - 40} more" if len(cols) > 40 else "") or "none"
+        what = {"path": " holding one video path per row.",
+                "text": " holding the captions (tag the output of `vidcap caption`, or name the caption column with "
+                        "--text-column)."}
+        raise UsageError(f"manifest {path} has no '{missing[0]}' column (columns: {have}); add one"
+                         + what.get(missing[0], "."))
     if len(df) == 0:
         raise UsageError(f"manifest {path} has a header but no rows; nothing to do.")
     taken = [c for c in df.columns if c in INTERNAL]
@@ -112,7 +114,7 @@ def read_manifest(path: str | os.PathLike, require: tuple[str, ...] = ("path",))
 
 
 def default_output(manifest: str | os.PathLike, suffix: str) -> Path:
-    p = Path(manifest)
+    p = Path(os.path.expanduser(str(manifest)))
     return p.with_name(f"{p.stem}_{suffix}{p.suffix}")
 
 
@@ -190,12 +192,20 @@ def write_table(df: pd.DataFrame, path: str | os.PathLike, metadata: dict | None
     if is_remote(path):
         put_bytes(path, table_bytes(df, fmt, metadata), before_rename)
         return
+    atomic_local(path, lambda tmp: _write_format(df, fmt, metadata, tmp), before_rename)
+
+
+def atomic_local(path: Path, write, before_rename=None, *, fresh: bool = False) -> None:
+    """`write(tmp)` fills a temporary file beside `path`; it is fsynced, given the umask's mode and renamed
+    over `path`, so readers never see half a file. fresh: `write` creates the file itself (DuckDB's COPY)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     os.close(fd)
-    os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; outputs get the mode any Unix tool would give
     try:
-        _write_format(df, fmt, metadata, tmp)
+        if fresh:
+            os.unlink(tmp)
+        write(tmp)
+        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; outputs get the mode any Unix tool would give
         with open(tmp, "rb+") as fh:
             os.fsync(fh.fileno())
         if before_rename is not None:

@@ -460,26 +460,11 @@ def write_rows(rows: list[dict], path, before_rename=None) -> None:
 
 def write_arrow(table, path: Path, before_rename=None) -> None:
     """An Arrow table to a local Parquet file atomically (temp name, fsync, rename)."""
-    import tempfile
-
     import pyarrow.parquet as pq
 
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            pq.write_table(table, fh)
-            fh.flush()
-            os.fsync(fh.fileno())
-        if before_rename is not None:
-            before_rename()
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
+    from .manifest import atomic_local
+
+    atomic_local(path, lambda tmp: pq.write_table(table, tmp), before_rename)
 
 
 def read_part(path, columns=None) -> pd.DataFrame:
@@ -501,8 +486,9 @@ def best_per_rid(df: pd.DataFrame) -> pd.DataFrame:
     return df.loc[keep].drop_duplicates(subset=RID, keep="last").sort_index().reset_index(drop=True)
 
 
-def needs_redo(status: str, error: str) -> bool:
-    return status != "ok" and error_code(error) in RETRYABLE
+def needs_redo(status: str, error: str, retry_failed: bool = False) -> bool:
+    """A saved result to do again: failed with a retryable error (with retry_failed: failed at all)."""
+    return status != "ok" and (retry_failed or error_code(error) in RETRYABLE)
 
 
 def _fp_diff(old: dict, new: dict) -> str:

@@ -17,8 +17,8 @@ import os
 import sys
 import time
 from collections import Counter
-from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Callable
+from collections.abc import Callable
+from dataclasses import dataclass
 
 import pandas as pd
 
@@ -27,10 +27,6 @@ from .manifest import ABSPATH, RID, clean_text, read_manifest, rebase_paths
 from .parts import FILE_COLUMNS, FILE_DTYPES, PartStore, fault_point, needs_redo
 from .stages.base import Stage
 from .storage import as_path
-
-if TYPE_CHECKING:
-    from .runners.base import Executor
-
 
 
 @dataclass
@@ -47,6 +43,7 @@ class RunOptions:
     batch_wait: float = 1.0  # seconds to wait for a full batch before running a partial one
     failed_out: str | None = None  # failed rows go to this file, the output keeps only ok rows
     check_files: bool = True  # on resume, redo rows whose file changed size or mtime since its result
+    retry_failed: bool = False  # redo every failed row of an earlier run, not only retryable errors
 
 
 def default_workers(stage: Stage | None = None) -> int:
@@ -63,7 +60,7 @@ def parse_shard(text: str | None) -> tuple[int, int] | None:
     try:
         i, n = (int(x) for x in text.split("/"))
         assert n >= 1 and 0 <= i < n
-    except Exception:
+    except Exception:  # noqa: BLE001
         raise UsageError(f"--shard '{text}' is not I/N with 0 <= I < N (e.g. 0/8).") from None
     return i, n
 
@@ -211,6 +208,40 @@ def file_stamp(path) -> tuple[int | None, float | None]:
     return st.st_size, round(st.st_mtime, 6)
 
 
+# -- the executor contract (vidcap.runners implements it) --------------------------------------------------
+class Executor:
+    """How rows reach the stage; the lifecycle stays here. `Session.run(executor)` calls, in order:
+    start(session)          take the run lock (or wait for the process that takes it)
+    share(unique_rows)      this process's part of the unique rows (all of them, or a torchrun rank's)
+    process(session, todo)  hand rows to the stage wherever it runs; results go to session.recorder,
+                            or to part files the workers write themselves (their counts then added to
+                            session.counts)
+    gather(session, plan)   the whole run's plan once every worker is done, or None in a process that
+                            does not merge
+    extras(session)         stage figures for the summary, from every worker
+    """
+
+    name = "local"
+    can_redo = True  # rows whose saved result went missing before the merge are handed out again
+    lazy_rows = False  # takes `todo` as a lazy source (len + take): large manifests then use vidcap.ledger
+
+    def start(self, session: Session) -> None:
+        session.books.open(session.stage.provenance())
+
+    def share(self, unique: pd.DataFrame) -> pd.DataFrame:
+        return unique
+
+    def process(self, session: Session, todo: list[dict]) -> None:
+        """Run the stage on `todo` (possibly empty: a tensor-parallel group still has to agree on that)."""
+        raise NotImplementedError
+
+    def gather(self, session: Session, plan: Plan) -> Plan | None:
+        return plan
+
+    def extras(self, session: Session) -> dict:
+        return session.stage.summary_extra()
+
+
 # -- the session ------------------------------------------------------------------------------------------
 @dataclass
 class Plan:
@@ -218,7 +249,6 @@ class Plan:
     first: pd.Series  # True on each row id's first occurrence
     todo: list[dict]  # this process's rows to (re)do
     skipped: int  # this process's rows already done
-    extra: dict = field(default_factory=dict)
 
     @property
     def unique(self) -> pd.DataFrame:
@@ -276,7 +306,8 @@ class Session:
         first = ~rows[RID].duplicated()
         mine = executor.share(rows[first])
         done = self.books.done(rows, self.stage.row_key)
-        redo = {r: needs_redo(s, e) for r, s, e in zip(done[RID], done.get("status", []), done.get("error", []))}
+        redo = {r: needs_redo(s, e, self.opts.retry_failed)
+                for r, s, e in zip(done[RID], done.get("status", []), done.get("error", []))}
         if self.opts.check_files and self.stage.reads_files:
             redo.update(dict.fromkeys(changed_files(done, rows), True))
         todo = [r for r in mine.to_dict("records") if redo.get(r[RID], True)]
@@ -314,22 +345,37 @@ class Session:
             "rows": total, "unique": total - plan.duplicates, "duplicates": plan.duplicates, "skipped": plan.skipped,
             "processed": processed, "ok": ok, "failed": failed,
             "wall_s": round(wall, 3), "rows_per_s": round(processed / wall, 3) if wall > 0 else 0.0,
-            **plan.extra, **executor.extras(self),
+            **executor.extras(self),
         }
 
 
 def changed_files(done: pd.DataFrame, rows: pd.DataFrame) -> list[str]:
-    """Row ids whose saved result was made from a file of another size or mtime than the one there now."""
+    """Row ids whose saved result was made from a file of another size or mtime than the one there now.
+
+    One stat per saved row, spread over threads (a stat waits on the disk or the network, not the CPU);
+    `--no-file-check` skips this at very large resumes (docs/scale-out.md has the cost)."""
     if done.empty or not set(FILE_COLUMNS) <= set(done.columns) or ABSPATH not in rows.columns:
         return []
-    saved = done[done[FILE_COLUMNS[0]].notna()]
+    saved = done.loc[done[FILE_COLUMNS[0]].notna(), [RID, *FILE_COLUMNS]]
     if saved.empty:
         return []
-    where = dict(zip(rows[RID], rows[ABSPATH]))
-    changed = []
-    for rid, size, mtime in zip(saved[RID], saved[FILE_COLUMNS[0]], saved[FILE_COLUMNS[1]]):
-        now = file_stamp(where.get(rid))
-        if now[0] is not None and (now[0] != int(size) or abs(now[1] - float(mtime)) > 1e-6):
-            changed.append(rid)
-    return changed
+    saved = saved.merge(rows[[RID, ABSPATH]].drop_duplicates(RID), on=RID, how="inner")
+    stamps = stat_many(saved[ABSPATH].tolist())
+    size_now = pd.to_numeric(pd.Series([s[0] for s in stamps], index=saved.index), errors="coerce")
+    mtime_now = pd.to_numeric(pd.Series([s[1] for s in stamps], index=saved.index), errors="coerce")
+    size_then = pd.to_numeric(saved[FILE_COLUMNS[0]], errors="coerce")
+    mtime_then = pd.to_numeric(saved[FILE_COLUMNS[1]], errors="coerce")
+    changed = size_now.notna() & ((size_now != size_then) | ((mtime_now - mtime_then).abs() > 1e-6))
+    return saved.loc[changed, RID].tolist()
 
+
+def stat_many(paths: list, threads: int = 16, chunk: int = 4096) -> list[tuple[int | None, float | None]]:
+    """file_stamp of every path, in order, over a few threads."""
+    if len(paths) <= chunk:
+        return [file_stamp(p) for p in paths]
+    from concurrent.futures import ThreadPoolExecutor
+
+    parts = [paths[i:i + chunk] for i in range(0, len(paths), chunk)]
+    with ThreadPoolExecutor(threads) as pool:
+        done = pool.map(lambda part: [file_stamp(p) for p in part], parts)
+        return [stamp for part in done for stamp in part]

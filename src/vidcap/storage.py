@@ -38,7 +38,7 @@ def as_path(value):
     text = os.fspath(value) if not isinstance(value, str) else value
     proto = protocol(text)
     if not proto:
-        return Path(text)
+        return Path(os.path.expanduser(text))  # a quoted '~/out.csv' is the home folder, as the shell would make it
     if proto == "file":
         return Path(text.split("://", 1)[1])
     try:

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from collections.abc import Iterator
+from dataclasses import dataclass, field, fields
 
 import numpy as np
+
+from ..errors import UsageError
 
 
 @dataclass
@@ -34,7 +37,42 @@ class CaptionOptions:
     detail: str = "auto"
     price_in: float | None = None
     price_out: float | None = None
-    extra: dict = field(default_factory=dict)
+    jpeg_quality: int = 90  # frames travel as JPEG
+    backoff_base: float = 0.5  # seconds before the first retry, doubled each time
+    retry_after_cap: float = 120.0  # the longest Retry-After a server may ask for
+    budget: float | None = None  # USD: stop (resumably) once the run's spent cost reaches it
+    max_images: int | None = None  # images one request may carry (None: the provider's known limit, if any)
+    # in-process (transformers) backends
+    prepare_on_workers: bool = True  # decode workers also turn frames into model inputs (the processor)
+    engine: bool = True  # vidcap's own decode loop; False: plain generate() (the bench's --baseline)
+    static_batches: bool = False  # engine without continuous batching (the bench compares the two)
+    ignore_eos: bool = False  # every caption exactly max_new_tokens long (benchmarks)
+    lengths: tuple[int, int] | None = None  # benchmarks: each clip's token limit drawn from A..B
+    # the caption stage
+    strip_prefix: bool = False  # drop stock openings like "The video shows"
+    heal: int = 0  # attempts to recaption a looping/empty/cut-off/prompt-echoing row (vidcap.heal)
+
+    @classmethod
+    def from_dict(cls, values: dict) -> CaptionOptions:
+        """Options from a mapping (a config file, library callers); an unknown key is refused by name."""
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(values) - known)
+        if unknown:
+            raise UsageError(f"unknown caption option '{unknown[0]}'; known options: {', '.join(sorted(known))}.")
+        return cls(**values)
+
+    def changed(self) -> set[str]:
+        """Names of the options set to something other than their default."""
+        defaults = type(self)()
+        return {f.name for f in fields(self) if getattr(self, f.name) != getattr(defaults, f.name)}
+
+
+COMMON_OPTIONS = frozenset({"num_frames", "prompt", "prompt_text", "max_new_tokens", "user_turn", "temperature",
+                            "batch_size", "resize", "device", "strip_prefix", "heal"})
+HF_OPTIONS = frozenset({"dtype", "trust_remote_code", "prepare_on_workers", "engine", "static_batches", "ignore_eos",
+                        "lengths"})
+API_OPTIONS = frozenset({"base_url", "api_key_env", "concurrency", "max_retries", "timeout", "detail", "price_in",
+                         "price_out", "jpeg_quality", "backoff_base", "retry_after_cap", "budget", "max_images"})
 
 
 @dataclass
@@ -56,13 +94,21 @@ class CaptionResult:
 
 
 class CaptionBackend:
-    """Subclasses load in `setup` (once per worker/GPU) and caption a batch in `caption`."""
+    """Subclasses load in `setup` (once per worker/GPU) and caption a batch in `caption`.
+
+    Every optional hook is declared here with a default that does nothing; a backend overrides what it
+    supports. `takes` lists the CaptionOptions fields it reads: setting any other one is refused."""
 
     name = "base"
+    takes: frozenset[str] = COMMON_OPTIONS
 
     def __init__(self, preset, options: CaptionOptions):
         self.preset = preset
         self.options = options
+        unused = sorted(options.changed() - self.takes)
+        if unused:
+            raise UsageError(f"the {self.name} backend does not use the option '{unused[0]}' "
+                             f"(--{unused[0].replace('_', '-')}); drop it or pick a backend that does.")
 
     def model_label(self) -> str:
         return self.preset.model_id or self.preset.name
@@ -79,3 +125,51 @@ class CaptionBackend:
 
     def teardown(self) -> None:
         pass
+
+    def resolve(self, device: str | None = None) -> None:
+        """Cheap preparation before `setup` (find the weights, pick the device) so decode workers can start."""
+
+    def check_tp(self, tp: int) -> None:
+        """Refuse (UsageError) a tensor-parallel split this model cannot take; the default takes any."""
+
+    def worker_preprocessor(self):
+        """A picklable callable decode workers run to turn a request into model inputs; None: not supported."""
+        return
+
+    def engine(self):
+        """The continuous-batching engine when this run uses one, else None (captions go through `caption`)."""
+        return
+
+    def caption_stream(self, source) -> Iterator[tuple]:
+        """(key, CaptionResult) as captions finish, for (key, prepared inputs) pairs from `source.take`;
+        only called when `engine()` is not None."""
+        raise NotImplementedError
+
+    def prepare_item(self, request: CaptionRequest):
+        """One request turned into model inputs in this process (when the workers did not)."""
+        raise NotImplementedError
+
+    def caption_prepared(self, items: list) -> list[CaptionResult]:
+        """Captions for inputs the decode workers prepared (see `worker_preprocessor`)."""
+        raise NotImplementedError
+
+    def usage_summary(self) -> dict:
+        """Figures for the run summary (tokens, cost, tensor-parallel size)."""
+        return {}
+
+    def heal_caption(self, requests: list[CaptionRequest], decoding) -> list[CaptionResult]:
+        """Captions for `requests` with `decoding` (a vidcap.heal.Decoding) applied to these requests only;
+        the default ignores it (a deterministic backend then gives the same caption, and the row stays flagged)."""
+        return self.caption(requests)
+
+    def max_images(self) -> tuple[int, str] | None:
+        """(images one request may carry, where that limit comes from), None when there is no known limit."""
+        return None
+
+    def spent_usd(self) -> float | None:
+        """What this run has spent so far (API backends with a price), None when nothing is counted."""
+        return None
+
+    def engine_summary(self) -> dict | None:
+        """The engine's figures (fast_path and why not, decode ms per step, ...); None: this backend has none."""
+        return None

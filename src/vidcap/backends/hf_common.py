@@ -4,13 +4,14 @@ the prepare/generate split, batched greedy generation, token accounting, OOM spl
 from __future__ import annotations
 
 import os
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..engine.prefill import seq_keys, to_device
 from ..engine.scheduler import ListSource
 from ..errors import MODEL, OOM, UsageError, format_error
-from .base import CaptionBackend, CaptionRequest, CaptionResult
+from .base import COMMON_OPTIONS, HF_OPTIONS, CaptionBackend, CaptionRequest, CaptionResult
 
 _DTYPES = {"bfloat16": "bfloat16", "bf16": "bfloat16", "float16": "float16", "fp16": "float16",
            "half": "float16", "float32": "float32", "fp32": "float32"}
@@ -138,13 +139,14 @@ class Prepared:
 
     inputs: dict  # tensors for model.generate
     prompt_tokens: list[int]
-    extra: dict = field(default_factory=dict)
+    max_new: list[int | None] = field(default_factory=list)  # per-caption token limits (bench --lengths)
 
 
 class HFCaptionBackend(CaptionBackend):
     """Subclasses implement `_load(path, device, dtype)` and `prepare(requests)`; the rest is shared."""
 
     name = "hf"
+    takes = COMMON_OPTIONS | HF_OPTIONS
 
     def __init__(self, preset, options):
         super().__init__(preset, options)
@@ -182,8 +184,11 @@ class HFCaptionBackend(CaptionBackend):
         if self.model is not None:
             return
         self.resolve(device)
+        quiet_transformers()
+        t0 = time.perf_counter()
         self._load(self.model_dir, self.device, self.dtype)
         self.model.eval()
+        self.load_s = time.perf_counter() - t0
         self.loaded_tp = self.tensor_parallel  # still reported after teardown frees the model
 
     def _load(self, path: Path, device: str, dtype) -> None:
@@ -206,11 +211,6 @@ class HFCaptionBackend(CaptionBackend):
         return {"tensor_parallel": f"{tp} devices per model"} if tp > 1 else {}
 
     @property
-    def fast(self) -> bool:
-        """vidcap's own engine and preprocessing in the decode workers; False: plain generate() (--baseline)."""
-        return bool(self.options.extra.get("fast", True))
-
-    @property
     def tensor_parallel(self) -> int:
         """K when this model is one shard of a --tp K group (its decode then runs eagerly, no static cache)."""
         return getattr(self.model, "_tp_size", None) or getattr(self.model, "vidcap_tp", None) or 1
@@ -229,7 +229,7 @@ class HFCaptionBackend(CaptionBackend):
     def prepare_item(self, request: CaptionRequest) -> dict:
         """`prepare_one` plus the caption's own token limit when the bench draws lengths (--lengths A:B)."""
         item = self.prepare_one(request)
-        limit = drawn_length(self.options.extra.get("lengths"), request.meta.get("path"))
+        limit = drawn_length(self.options.lengths, request.meta.get("path"))
         if limit:
             item["max_new"] = limit
         return item
@@ -260,6 +260,17 @@ class HFCaptionBackend(CaptionBackend):
         done = dict(self.caption_stream(ListSource(items)))
         return [early.get(i) or done[i] for i in range(len(requests))]
 
+    _decoding = None  # a heal attempt's decoding (vidcap.heal.Decoding) while `heal_caption` runs
+
+    def heal_caption(self, requests: list[CaptionRequest], decoding) -> list[CaptionResult]:
+        """Captions through generate() with a heal attempt's repetition penalty, no-repeat n-grams and
+        seeded sampling, for these requests only (the engine decodes greedily with the run's settings)."""
+        self._decoding = decoding
+        try:
+            return self._run(requests, self.prepare)
+        finally:
+            self._decoding = None
+
     def caption_prepared(self, items: list[dict]) -> list[CaptionResult]:
         """Like `caption`, for requests the decode workers already turned into model inputs."""
         if self.engine() is None:
@@ -271,6 +282,7 @@ class HFCaptionBackend(CaptionBackend):
     _engine = None
     _engine_stats = None  # the last engine's figures, kept after teardown for the run summary
     _engine_off: str | None = None  # why this model runs through generate() instead
+    load_s = 0.0  # seconds the model took to load
 
     def engine(self):
         """vidcap's engine for this model (built once, reused across batches and runs), or None where it
@@ -285,20 +297,20 @@ class HFCaptionBackend(CaptionBackend):
                 self._engine = Engine(self.model, slots=self.options.batch_size, eos=self.eos, pad_id=self.pad_id,
                                       max_new_tokens=int(self.options.max_new_tokens), device=self.device,
                                       dtype=self.dtype, collate=self._collate_right,
-                                      ignore_eos=bool(self.options.extra.get("ignore_eos")))
+                                      ignore_eos=self.options.ignore_eos)
             except Unsupported as exc:
                 why = str(exc)
         if why is None:
-            self._engine.static = bool(self.options.extra.get("static_batches"))
+            self._engine.static = self.options.static_batches
             return self._engine
         if why != self._engine_off:
             self._engine_off = why
-            if self.fast and self.options.extra.get("engine", True):
+            if self.options.engine:
                 warn(f"vidcap's engine is off for this run, captions go through generate() ({why}).")
         return None
 
     def _engine_refusal(self) -> str | None:
-        if not self.fast or self.options.extra.get("engine") is False:
+        if not self.options.engine:
             return "switched off (--baseline or engine=False)"
         if float(self.options.temperature or 0) > 0:
             return "sampling (--temperature > 0) runs through generate(); the engine decodes greedily"
@@ -329,8 +341,8 @@ class HFCaptionBackend(CaptionBackend):
         if why is not None:  # this run went through generate(), whatever an earlier run in this process did
             return {"fast_path": False, "fast_path_reason": why}
         stats = self._engine.stats if self._engine is not None else self._engine_stats
-        if stats is not None:
-            return stats.summary()
+        if stats is not None:  # first_row_s counts from the engine's start, right after the model loaded
+            return dict(stats.summary(), model_load_s=round(self.load_s, 1))
         return {"fast_path": False, "fast_path_reason": self._engine_off or "not used"}
 
     def _run(self, batch: list, prepare) -> list[CaptionResult]:
@@ -395,8 +407,10 @@ class HFCaptionBackend(CaptionBackend):
         cfg.max_length = None
         cfg.eos_token_id = list(self.eos)
         cfg.pad_token_id = self.pad_id
-        if self.options.extra.get("ignore_eos"):  # benchmarks: every caption exactly max_new_tokens long
+        if self.options.ignore_eos:  # benchmarks: every caption exactly max_new_tokens long
             cfg.min_new_tokens = cfg.max_new_tokens
+        if self._decoding is not None:
+            apply_decoding(cfg, self._decoding)
         return cfg
 
     def generate(self, prepared: Prepared) -> list[CaptionResult]:
@@ -405,11 +419,13 @@ class HFCaptionBackend(CaptionBackend):
         inputs = {k: to_device(v, self.device, self.dtype) for k, v in prepared.inputs.items()}
         n_in = inputs["input_ids"].shape[1]
         cfg = self.generation_config()
-        limits = [m or cfg.max_new_tokens for m in prepared.extra.get("max_new", [])]
+        limits = [m or cfg.max_new_tokens for m in prepared.max_new]
         if limits:  # drawn lengths (bench --lengths): a static batch runs until its longest caption is done
             cfg.max_new_tokens = max(limits)
             if cfg.min_new_tokens:  # ignore_eos
                 cfg.min_new_tokens = cfg.max_new_tokens
+        if self._decoding is not None and self._decoding.seed is not None:
+            torch.manual_seed(self._decoding.seed)  # a heal attempt samples the same way every run
         with torch.inference_mode():
             out = self.model.generate(**inputs, generation_config=cfg)
         new = out[:, n_in:].tolist()
@@ -497,8 +513,8 @@ def collate_items(items: list[dict], pad_id: int, side: str = "left") -> Prepare
             batch[k] = torch.cat(vals)
         else:
             batch[k] = vals
-    extra = {"max_new": [it.get("max_new") for it in items]} if any("max_new" in it for it in items) else {}
-    return Prepared(batch, [int(it["n_prompt"]) for it in items], extra)
+    max_new = [it.get("max_new") for it in items] if any("max_new" in it for it in items) else []
+    return Prepared(batch, [int(it["n_prompt"]) for it in items], max_new)
 
 
 def check_tp_split(tp: int, label: str, counts: dict) -> None:
@@ -546,6 +562,20 @@ def drawn_length(lengths, path) -> int | None:
     return random.Random(f"vidcap-lengths:{path}").randint(int(low), int(high))
 
 
+def quiet_transformers() -> None:
+    """No "Loading weights" / "Writing model shards" bars: a load takes seconds and vidcap shows its own progress.
+    Hugging Face Hub download bars stay as they were (a first download can take minutes)."""
+    try:
+        from huggingface_hub import utils as hub
+        from transformers.utils import logging as tf_logging
+    except ImportError:
+        return
+    hub_on = not hub.are_progress_bars_disabled()
+    tf_logging.disable_progress_bar()  # also turns the Hub's bars off ...
+    if hub_on:
+        hub.enable_progress_bars()  # ... so they are turned back on
+
+
 def warn(message: str) -> None:
     import sys
 
@@ -563,3 +593,16 @@ class _Holding:
         for key, item in got or []:
             self.held[key] = item
         return got
+
+
+def apply_decoding(cfg, decoding) -> None:
+    """A heal attempt's settings on a GenerationConfig (vidcap.heal.Decoding; None fields keep the run's)."""
+    if decoding.repetition_penalty is not None:
+        cfg.repetition_penalty = float(decoding.repetition_penalty)
+    if decoding.no_repeat_ngram_size is not None:
+        cfg.no_repeat_ngram_size = int(decoding.no_repeat_ngram_size)
+    if decoding.max_new_tokens is not None:
+        cfg.max_new_tokens = int(decoding.max_new_tokens)
+    if decoding.samples:
+        cfg.do_sample, cfg.temperature = True, float(decoding.temperature)
+        cfg.top_p = decoding.top_p

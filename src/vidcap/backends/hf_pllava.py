@@ -44,6 +44,7 @@ def seed_clean(text: str) -> str:
 
 class PllavaBackend(HFCaptionBackend):
     name = "hf-pllava"
+    takes = HFCaptionBackend.takes | {"pooling_shape", "lora_alpha"}
 
     def __init__(self, preset, options):
         super().__init__(preset, options)

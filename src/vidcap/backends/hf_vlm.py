@@ -12,6 +12,7 @@ from .hf_common import HFCaptionBackend, eos_ids, is_random_skeleton, random_mod
 
 class HFVLMBackend(HFCaptionBackend):
     name = "hf-vlm"
+    takes = HFCaptionBackend.takes | {"max_pixels"}
     frames_as_images = False  # LLaVA-1.6 has no video path: its subclass sends frames as separate images
 
     def __init__(self, preset, options):

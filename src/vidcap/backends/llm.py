@@ -200,6 +200,9 @@ def _load_tokenizer(model: str, trust_remote_code: bool):
 def _load_lm(model: str, dtype, device: str, trust_remote_code: bool):
     from transformers import AutoModelForCausalLM
 
+    from .hf_common import quiet_transformers
+
+    quiet_transformers()
     kwargs = dict(dtype=dtype, use_safetensors=True, trust_remote_code=trust_remote_code)
     if str(device).startswith("cuda"):
         kwargs["device_map"] = {"": device}  # load straight onto the GPU, no full copy in host memory
@@ -240,12 +243,11 @@ class OpenAIChatBackend(ChatBackend):
         from .api_common import ChatClient
 
         super().__init__(model or DEFAULT_API_TAG_MODEL, options)
-        o, extra = self.options, self.options.extra or {}
+        o = self.options
         self.client = ChatClient(self.model, base_url=o.base_url, api_key_env=o.api_key_env,
                                  concurrency=o.concurrency, max_retries=o.max_retries, timeout=o.timeout,
                                  price_in=o.price_in, price_out=o.price_out,
-                                 backoff_base=float(extra.get("backoff_base", 0.5)),
-                                 retry_after_cap=float(extra.get("retry_after_cap", 120.0)))
+                                 backoff_base=float(o.backoff_base), retry_after_cap=float(o.retry_after_cap))
 
     def provenance(self) -> dict:
         return {**super().provenance(), **self.client.provenance()}

@@ -15,7 +15,7 @@ import numpy as np
 from ..errors import UsageError, format_error
 from .api_common import REASONING_PREFIXES as _REASONING_PREFIXES  # noqa: F401  (used by llm.py)
 from .api_common import ChatClient, chat_params
-from .base import CaptionBackend, CaptionOptions, CaptionRequest, CaptionResult
+from .base import API_OPTIONS, COMMON_OPTIONS, CaptionBackend, CaptionOptions, CaptionRequest, CaptionResult
 
 DEFAULT_MODEL = "gpt-4o"
 DETAILS = ("low", "high", "auto")
@@ -64,20 +64,22 @@ def frame_list(request: CaptionRequest) -> list[np.ndarray]:
 
 class OpenAIBackend(CaptionBackend):
     name = "openai"
+    takes = COMMON_OPTIONS | API_OPTIONS
 
     def __init__(self, preset, options: CaptionOptions):
         super().__init__(preset, options)
         if options.detail not in DETAILS:
             raise UsageError(f"--detail must be one of {', '.join(DETAILS)}, not '{options.detail}'.")
-        extra = options.extra or {}
-        self.jpeg_quality = int(extra.get("jpeg_quality", 90))
+        self.jpeg_quality = int(options.jpeg_quality)
         self.client = ChatClient(
             self.model_label(), base_url=options.base_url, api_key_env=options.api_key_env,
             concurrency=options.concurrency, max_retries=options.max_retries, timeout=options.timeout,
             price_in=options.price_in, price_out=options.price_out,
-            backoff_base=float(extra.get("backoff_base", 0.5)),
-            retry_after_cap=float(extra.get("retry_after_cap", 120.0)))
+            backoff_base=float(options.backoff_base), retry_after_cap=float(options.retry_after_cap))
         self._prompt = None
+        if options.budget is not None and self.client.usage_summary()["price_in"] is None:
+            raise UsageError(f"--budget needs a price, and none is known for the model '{self.model_label()}'; "
+                             "give --price-in and --price-out (USD per million tokens).")
 
     def model_label(self) -> str:
         return (self.preset.model_id or self.preset.name) if self.preset else DEFAULT_MODEL
@@ -103,13 +105,27 @@ class OpenAIBackend(CaptionBackend):
             return []
         return self.client.run(self._caption_all(list(requests)))
 
+    def heal_caption(self, requests: list[CaptionRequest], decoding) -> list[CaptionResult]:
+        """`caption` with a heal attempt's penalties, temperature and seed in these requests only."""
+        if not requests:
+            return []
+        return self.client.run(self._caption_all(list(requests), self._params(decoding)))
+
+    def max_images(self):
+        from ..budget import image_limit
+
+        return image_limit(self.client.base_url, self.options.max_images)
+
+    def spent_usd(self) -> float | None:
+        return self.client.usage_summary().get("cost_usd")
+
     async def caption_one(self, request: CaptionRequest) -> CaptionResult:
         """Caption one request; awaitable from any event loop, so a runner can keep
         `concurrency` rows in flight and write each as it lands. Raises FatalRunError."""
         return await self.client.wrap(self._caption_async(request))
 
-    async def _caption_all(self, requests):
-        tasks = [asyncio.ensure_future(self._caption_async(r)) for r in requests]
+    async def _caption_all(self, requests, params: dict | None = None):
+        tasks = [asyncio.ensure_future(self._caption_async(r, params)) for r in requests]
         try:
             return list(await asyncio.gather(*tasks))
         except BaseException:
@@ -118,14 +134,14 @@ class OpenAIBackend(CaptionBackend):
             await asyncio.gather(*tasks, return_exceptions=True)
             raise
 
-    async def _caption_async(self, request: CaptionRequest) -> CaptionResult:
+    async def _caption_async(self, request: CaptionRequest, params: dict | None = None) -> CaptionResult:
         self.client.check_fatal()
         try:
             # cv2 releases the GIL, so encoding in threads overlaps with the network.
             messages = await asyncio.get_running_loop().run_in_executor(None, self._messages, request)
         except ValueError as exc:
             return CaptionResult(error=format_error("model", f"cannot encode frames: {exc}"), finish_reason="")
-        reply = await self.client.chat(messages, **self._params())
+        reply = await self.client.chat(messages, **(params or self._params()))
         return CaptionResult(text=reply.text if not reply.error else "", error=reply.error,
                              prompt_tokens=reply.prompt_tokens, completion_tokens=reply.completion_tokens,
                              finish_reason=reply.finish_reason)
@@ -143,5 +159,12 @@ class OpenAIBackend(CaptionBackend):
             self._prompt = default_prompt()
         return self._prompt
 
-    def _params(self) -> dict:
-        return chat_params(self.client.model, self.options.max_new_tokens, self.options.temperature)
+    def _params(self, decoding=None) -> dict:
+        if decoding is None:
+            return chat_params(self.client.model, self.options.max_new_tokens, self.options.temperature)
+        temperature = self.options.temperature if decoding.temperature is None else decoding.temperature
+        params = chat_params(self.client.model, decoding.max_new_tokens or self.options.max_new_tokens, temperature)
+        for name in ("frequency_penalty", "presence_penalty", "top_p", "seed"):
+            if getattr(decoding, name) is not None:
+                params[name] = getattr(decoding, name)
+        return params

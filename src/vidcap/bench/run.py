@@ -31,7 +31,7 @@ class BenchConfig:
     gpus: str | None = None  # "1,2": the multi-GPU runner on 1, then 2 GPUs (scaling)
     device: str | None = None
     work_dir: str = ".vidcap-bench"
-    extra: dict = field(default_factory=dict)
+    options: dict = field(default_factory=dict)  # more CaptionOptions fields
 
 
 class _Timer:
@@ -68,7 +68,7 @@ def _stage(cfg: BenchConfig, model_dir: str, preset_name: str, fast: bool):
     max_new = max(cfg.new_tokens, cfg.lengths[1]) if cfg.lengths else cfg.new_tokens
     opts = CaptionOptions(num_frames=cfg.frames, max_new_tokens=max_new, batch_size=cfg.batch_size,
                           resize=cfg.resize, device=cfg.device,
-                          extra=dict(cfg.extra, ignore_eos=True, fast=fast, lengths=cfg.lengths))
+                          ignore_eos=True, prepare_on_workers=fast, engine=fast, lengths=cfg.lengths, **cfg.options)
     return CaptionStage(preset, opts)
 
 
@@ -216,21 +216,21 @@ def run_bench(cfg: BenchConfig) -> dict:
     # warm-up on one batch of other clips: compilation, CUDA graphs and allocator growth stay out of the numbers
     warm = make_bench_clips(root / "warmup", cfg.batch_size, cfg.width, cfg.height, cfg.seconds, distinct=2)
     for fast in ([False, True] if cfg.baseline else [True]):
-        stage.options.extra["fast"] = fast
+        _set_fast(stage, fast)
         t2 = time.perf_counter()
         _one_run(stage, warm, root / f"warmup_{int(fast)}.parquet", workers, "warm-up")
         report[f"warmup_{'vidcap' if fast else 'baseline'}_s"] = time.perf_counter() - t2
     if cfg.baseline:  # the straightforward path on the same model and inputs, same batch, same process
-        stage.options.extra["fast"] = False
+        _set_fast(stage, False)
         base = _one_run(stage, manifest, root / "out_baseline.parquet", workers, "baseline")
         base.update(_output_stats(root / "out_baseline.parquet"))
         base["tokens_per_s"] = base["completion_tokens"] * base["ok"] / base["wall_s"]
         report["runs"].append(base)
-        stage.options.extra["fast"] = True
+        _set_fast(stage, True)
     if cfg.lengths:  # the engine with static batches on the same clips: what continuous batching gains
-        stage.options.extra["static_batches"] = True
+        stage.options.static_batches = True
         static = _one_run(stage, manifest, root / "out_static.parquet", workers, "vidcap, static batches")
-        stage.options.extra["static_batches"] = False
+        stage.options.static_batches = False
         static.update(_output_stats(root / "out_static.parquet"))
         static["tokens_per_s"] = static["completion_tokens"] * static["ok"] / static["wall_s"]
         report["runs"].append(static)
@@ -307,3 +307,8 @@ def _engine_line(e: dict) -> str:
             + (f"{ms:.1f} ms per decode step, " if ms else "")
             + f"{e.get('decode_tokens_per_s') or 0:.0f} decode tokens/s, slot occupancy {e.get('slot_occupancy') or 0:.2f}, "
             f"prefill {e['prefill_s']:.1f} s in {e['prefills']} calls, fallback rows {e['fallback_rows']}")
+
+
+def _set_fast(stage, fast: bool) -> None:
+    """vidcap's path (inputs prepared on the decode workers, its own engine) or the plain generate() one."""
+    stage.options.prepare_on_workers = stage.options.engine = fast

@@ -32,6 +32,9 @@ def _save(model, out: Path, tok, eos, pad):
     model.generation_config.pad_token_id = pad
     model.generation_config.bos_token_id = tok.bos_token_id
     model.generation_config.do_sample = False
+    from ..backends.hf_common import quiet_transformers
+
+    quiet_transformers()
     model.save_pretrained(out)
 
 

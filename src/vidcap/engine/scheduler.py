@@ -19,6 +19,7 @@ from ..errors import CONTEXT, OOM, format_error
 from ..errors import first_line as _first_line
 from .lm import DecoderLM, Unsupported, find_parts
 from .prefill import cache_kwarg, common_prefix, placeholder_ids, seq_keys, slot_cache, to_device
+from .vision import GroupedVision
 
 MIN_PREFIX = 32  # a shared prefix shorter than this is not worth a second attention pass
 
@@ -55,6 +56,7 @@ class EngineStats:
     fallback_rows: int = 0
     oom_splits: int = 0
     attention: str = ""
+    vision_attention: str = ""
     started: float = 0.0  # perf_counter at run start
     first_item_s: float | None = None  # when the first clip reached the engine
     first_row_s: float | None = None  # when the first caption was done
@@ -69,6 +71,7 @@ class EngineStats:
             "shared_prefix_tokens": self.prefix_tokens,
             "graph_buckets": self.graphs,
             "attention": self.attention,
+            "vision_attention": self.vision_attention,
             "graph_replays": self.replays,
             "eager_steps": self.eager_steps,
             "capture_s": round(self.capture_s, 3),
@@ -138,6 +141,7 @@ class Engine:
         self.max_positions = max_positions(model)
         self.base = model.model
         self.kw = cache_kwarg(self.base)
+        self.vision = GroupedVision(model)  # batched windowed attention in Qwen-VL vision towers (prefill only)
         self.stats = EngineStats(reason="ready")
         self.lm: DecoderLM | None = None
         self.prefix: list[int] = []
@@ -156,6 +160,7 @@ class Engine:
             prefix_tokens=old.prefix_tokens,
             graphs=old.graphs,
             attention=old.attention,
+            vision_attention=old.vision_attention,
             capture_s=old.capture_s,
             started=time.perf_counter(),
         )
@@ -231,6 +236,10 @@ class Engine:
         if not self.active:
             return True
         if self.static:
+            return False
+        if self.stats.first_row_s is None:
+            # until the first caption is done, refills would pause the first group's decoding: the first
+            # rows reach the output one decode length after the first prefill (issue 16: <= 10 s)
             return False
         if exhausted:
             return True
@@ -342,11 +351,15 @@ class Engine:
         sinks = [_sink(lm, i, slot_t) for i in range(len(self.parts.layers))]
         prefixes = [(lm.pk[i], lm.pv[i]) for i in range(len(self.parts.layers))] if shared else None
         inputs[self.kw] = slot_cache(len(self.parts.layers), sinks, prefixes)
+        self.vision.set(self.vision.enabled())
         try:
             hidden = self.base(**inputs, use_cache=True, return_dict=True).last_hidden_state
         except BaseException:
             self._release(slots)
             raise
+        finally:
+            self.vision.set(False)
+            self.stats.vision_attention = self.vision.summary()
         n = torch.tensor(lengths, device=self.device)
         last = hidden[torch.arange(len(chunk), device=self.device), n - 1]
         first = self.parts.head(last).argmax(-1)  # last_hidden_state is after the final norm

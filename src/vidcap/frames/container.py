@@ -42,14 +42,54 @@ def ffmpeg_message(e: Exception, path: str | None = None) -> str:
 
 
 def open_input(path):
+    """A PyAV container for a local path, an open binary file (read from its start) or a URL (see remote.py;
+    the container then owns the remote reader and closes it)."""
+    from vidcap.frames.remote import RemoteFile, is_url
+
+    if is_url(path):
+        source = RemoteFile(path)
+        try:
+            return _Owning(_open(source), source)
+        except BaseException:
+            source.close()
+            raise
+    if hasattr(path, "read"):
+        path.seek(0)
+    return _open(path)
+
+
+class _Owning:
+    """A container that closes the file it reads when it is closed."""
+
+    def __init__(self, container, source):
+        self._container, self._source = container, source
+
+    def __getattr__(self, name):
+        return getattr(self._container, name)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    def close(self):
+        try:
+            self._container.close()
+        finally:
+            self._source.close()
+
+
+def _open(path):
     av = av_module()
+    name = path if isinstance(path, str) else None
     try:
         try:
             return av.open(path, metadata_errors="ignore")
         except TypeError:  # PyAV 19 dropped the option (and no longer fails on bad metadata)
             return av.open(path)
     except av.error.FFmpegError as e:
-        raise VidcapError(DECODE, ffmpeg_message(e, path)) from None
+        raise VidcapError(DECODE, ffmpeg_message(e, name)) from None
     except (OSError, UnicodeDecodeError) as e:
         raise VidcapError(DECODE, getattr(e, "strerror", None) or str(e)) from None
 
@@ -72,9 +112,14 @@ class Scan:
     seekable: bool
 
 
-def scan(container, stream) -> Scan:
-    """Count frames by demuxing (no decoding) and locate keyframes; detect truncated files."""
+def scan(container, stream, index_keys: bool = False) -> Scan:
+    """Count frames by demuxing (no decoding) and locate keyframes; detect truncated files.
+
+    index_keys: take keyframes from the container's index (MP4's sync-sample table) instead of the packets,
+    for a scan whose packet data was not read (see decode._index_scan): FFmpeg's parser would judge zeros.
+    """
     av = av_module()
+    keys = {e.timestamp for e in stream.index_entries if e.flags & 1} if index_keys else None
     packets, durations, error = [], [], None  # packets: (pts, is_keyframe) in decode order
     raw, corrupt_tail = 0, 0
     try:
@@ -84,7 +129,7 @@ def scan(container, stream) -> Scan:
             raw += 1
             if pkt.is_discard:
                 continue
-            packets.append((pkt.pts, pkt.is_keyframe))
+            packets.append((pkt.pts, pkt.is_keyframe if keys is None else pkt.dts in keys))
             durations.append(pkt.duration or 0)
             corrupt_tail = corrupt_tail + 1 if pkt.is_corrupt else 0
     except av.error.FFmpegError as e:

@@ -24,10 +24,22 @@ from dataclasses import dataclass
 import numpy as np
 
 from vidcap.errors import DECODE, EMPTY_PATH, GROWING, MISSING, NOT_A_FILE, SHORT, UsageError, VidcapError
-from vidcap.frames.container import Scan, av_module, ffmpeg_message, open_input, video_stream
+from vidcap.frames.container import INDEXED_FORMATS, Scan, av_module, ffmpeg_message, open_input, video_stream
 from vidcap.frames.container import scan as scan_container
-from vidcap.frames.images import IMAGE_DEMUXERS, is_image_file, load_image
+from vidcap.frames.images import IMAGE_DEMUXERS, is_image_file, load_image, sniff_image
 from vidcap.frames.positions import frame_indices
+from vidcap.frames.remote import (
+    BLOCK,
+    ISO_BLOCK,
+    LOCAL,
+    RemoteFile,
+    check_url,
+    head,
+    is_iso_media,
+    is_url,
+    protocol,
+    row_error,
+)
 
 # A seek costs about this many decoded frames (flush + decoder delay); below that, decode on.
 SEEK_COST_FRAMES = 8
@@ -66,6 +78,8 @@ def sample_frames(path, num_frames: int, positions: str = "segments", resize_sho
         raise UsageError(f"unknown decode strategy {strategy!r}; choose one of {', '.join(STRATEGIES)}")
     frame_indices(1, num_frames, positions)  # a bad K or rule is the user's mistake: say so first
     path = check_path(path)
+    if is_url(path):
+        return _sample_url(path, int(num_frames), positions, resize_short, max_side, strategy)
     if is_image_file(path):
         img, source = load_image(path, None if max_side else resize_short)
         return _image_result(img, source, resize_short, max_side)
@@ -75,6 +89,23 @@ def sample_frames(path, num_frames: int, positions: str = "segments", resize_sho
         raise VidcapError(GROWING, "the file changed while it was read (is it still being written?); "
                                    "it is read again when the run is resumed")
     return frames
+
+
+def _sample_url(url, k, positions, resize_short, max_side, strategy) -> Frames:
+    """A remote clip through one RemoteFile (each byte fetched once). A network failure met while FFmpeg
+    was reading wins over whatever FFmpeg made of the missing bytes."""
+    first = head(url, 64)  # one small request decides the reader: ISO media gets small blocks
+    source = RemoteFile(url, ISO_BLOCK if is_iso_media(first) else BLOCK)
+    try:
+        with source:
+            if sniff_image(first[:32]) is not None:
+                img, size = load_image(source, None if max_side else resize_short)
+                return _image_result(img, size, resize_short, max_side)
+            return _sample_video(source, k, positions, resize_short, max_side, strategy)
+    except VidcapError as exc:
+        raise (source.error or exc) from None
+    except Exception as exc:  # noqa: BLE001 - a network failure PyAV passed on from the read callback
+        raise source.error or row_error(exc) from None
 
 
 def _identity(path: str) -> tuple[int, int]:
@@ -92,6 +123,10 @@ def check_path(path) -> str:
     path = os.fspath(path) if not isinstance(path, str) else path
     if not path.strip():
         raise VidcapError(EMPTY_PATH, "no path given")
+    if is_url(path):
+        return check_url(path)
+    if "://" in path and protocol(path) in LOCAL:  # file:///clips/a.mp4
+        path = path.split("://", 1)[1]
     if os.path.isdir(path):
         raise VidcapError(NOT_A_FILE, "path is a directory")
     if not os.path.exists(path):
@@ -120,11 +155,35 @@ def _sample_video(path, k, positions, resize_short, max_side, strategy) -> Frame
     try:
         return _read_video(path, k, positions, resize_short, max_side, strategy)
     except av.error.FFmpegError as e:  # anything the finer handlers did not word already
-        raise VidcapError(DECODE, ffmpeg_message(e, path)) from None
+        raise VidcapError(DECODE, ffmpeg_message(e, path if isinstance(path, str) else None)) from None
+
+
+def _index_scan(source) -> Scan | None:
+    """The scan of a remote MP4/MOV without fetching its frames: when the index (moov) lists every frame, the
+    demuxer's timestamps, sizes and the index's keyframes are all the scan needs, so packet reads are answered
+    with zeros. Then only the frames decoded are fetched. None when that does not apply or anything looks off
+    (the full scan then decides, and words any damage)."""
+    if not isinstance(source, RemoteFile):
+        return None
+    av = av_module()
+    try:
+        with open_input(source) as container:
+            stream = video_stream(container)
+            if (container.format.name not in INDEXED_FORMATS or not stream.frames
+                    or len(stream.index_entries) != stream.frames):
+                return None
+            source.skip_payload = True
+            try:
+                return scan_container(container, stream, index_keys=True)
+            finally:
+                source.skip_payload = False
+    except (VidcapError, av.error.FFmpegError):
+        return None
 
 
 def _read_video(path, k, positions, resize_short, max_side, strategy) -> Frames:
     av = av_module()
+    pre = _index_scan(path)
     with open_input(path) as container:
         stream = video_stream(container)
         if container.format.name in IMAGE_DEMUXERS:  # a still that the magic bytes did not catch
@@ -133,7 +192,7 @@ def _read_video(path, k, positions, resize_short, max_side, strategy) -> Frames:
                 raise VidcapError(DECODE, "image has no decodable picture")
             img, source = _convert(frame, None, None)
             return _image_result(img, source, resize_short, max_side)
-        scan = scan_container(container, stream)
+        scan = pre or scan_container(container, stream)
         indices = frame_indices(scan.total, k, positions)
         wanted = sorted(set(indices))
         use_seek = strategy == "seek" or (strategy == "auto" and _seek_pays(scan, wanted))

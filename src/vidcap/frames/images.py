@@ -29,12 +29,22 @@ def sniff_image(head: bytes) -> str | None:
     return None
 
 
-def is_image_file(path: str) -> bool:
+def is_image_file(path) -> bool:
+    """Whether the file (a path, a URL, or an open binary file, which is left at its start) is a still."""
+    if hasattr(path, "read"):
+        path.seek(0)
+        head = path.read(32)
+        path.seek(0)
+        return sniff_image(head) is not None
+    from vidcap.frames.remote import head, is_url
+
+    if is_url(path):
+        return sniff_image(head(path)) is not None
     with open(path, "rb") as f:
         return sniff_image(f.read(32)) is not None
 
 
-def load_image(path: str, min_short: int | None = None) -> tuple[np.ndarray, tuple[int, int]]:
+def load_image(path, min_short: int | None = None) -> tuple[np.ndarray, tuple[int, int]]:
     """RGB uint8 [H,W,3] of an image file as viewers show it (EXIF orientation applied), and the
     picture's full (width, height) as displayed.
 
@@ -43,6 +53,11 @@ def load_image(path: str, min_short: int | None = None) -> tuple[np.ndarray, tup
     """
     from PIL import Image, ImageOps
 
+    from vidcap.frames.remote import RemoteFile, is_url
+
+    if is_url(path):
+        with RemoteFile(path) as f:
+            return load_image(f, min_short)
     try:
         with Image.open(path) as img:
             w, h = img.size
@@ -51,6 +66,7 @@ def load_image(path: str, min_short: int | None = None) -> tuple[np.ndarray, tup
             if min_short and img.format == "JPEG":
                 img.draft("RGB", (min_short, min_short))
             img = ImageOps.exif_transpose(img)
-            return np.asarray(img.convert("RGB")), (w, h)
+            # np.array, not asarray: a read-only view makes torch warn "non-writable NumPy array" downstream
+            return np.array(img.convert("RGB")), (w, h)
     except Exception as e:  # Pillow raises many kinds (OSError, SyntaxError, DecompressionBombError)
         raise VidcapError(DECODE, f"image: {e}".replace(str(path), "").strip()) from None

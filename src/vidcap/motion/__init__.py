@@ -4,8 +4,8 @@
     label = classify(estimate(frames), threshold=0.25)   # e.g. "pan_left+zoom_in"
 """
 
+from vidcap.motion.dense import estimate
 from vidcap.motion.result import CLASSES, DEFAULT_THRESHOLD, MotionResult, classify, zoom_limit
-from vidcap.motion.track import estimate
 
 __all__ = ["CLASSES", "DEFAULT_THRESHOLD", "MotionResult", "classify", "estimate", "evaluate",
            "run_eval", "zoom_limit"]

@@ -8,15 +8,15 @@ from concurrent.futures import ProcessPoolExecutor
 import pandas as pd
 
 from vidcap.errors import UsageError, VidcapError
+from vidcap.motion.dense import estimate
 from vidcap.motion.reader import read_gray
 from vidcap.motion.result import CLASSES, DEFAULT_THRESHOLD, MotionResult, classify, normalize_label
-from vidcap.motion.track import estimate
 
 
-def analyze(path: str) -> MotionResult:
+def analyze(path: str, max_frames: int = 64, work_width: int = 160) -> MotionResult:
     """Decode `path` densely and estimate its camera motion (raises VidcapError for a bad file)."""
-    clip = read_gray(path)
-    return estimate(clip.frames)
+    clip = read_gray(path, max_frames=max_frames, width=work_width)
+    return estimate(clip.frames, work_width=work_width, times=clip.times)
 
 
 def _analyze_row(path: str) -> tuple[MotionResult | None, str]:
@@ -85,8 +85,20 @@ def predict_paths(paths: list[str], threshold: float = DEFAULT_THRESHOLD, worker
     return labels, results, [e for _, e in out], seconds
 
 
+def _by_group(name: str, groups, labels, truth) -> list[str]:
+    """Lines of accuracy per value of `groups` (e.g. footage source), worst first."""
+    df = pd.DataFrame({"g": list(groups), "ok": [p == t for p, t in zip(labels, truth)]})
+    stats = df.groupby("g")["ok"].agg(["mean", "sum", "count"]).sort_values("mean")
+    return [f"accuracy by {name}:"] + [f"  {g:<24} {r['mean']:7.1%} ({int(r['sum'])}/{int(r['count'])})"
+                                       for g, r in stats.iterrows()]
+
+
 def run_eval(labels_csv: str, threshold: float = DEFAULT_THRESHOLD, workers: int = 2) -> str:
-    """The report `vidcap motion --eval LABELS.csv` prints (columns path,label; paths relative to it)."""
+    """The report `vidcap motion --eval LABELS.csv` prints (columns path,label; paths relative to it).
+
+    Optional columns `source` and `kind` (as `python -m vidcap.motion.evalset` writes them) add
+    accuracy per footage source and per kind of clip (move, cut, dissolve, fade).
+    """
     from vidcap.manifest import ABSPATH, read_manifest
 
     df = read_manifest(labels_csv, require=("path", "label"))
@@ -97,13 +109,18 @@ def run_eval(labels_csv: str, threshold: float = DEFAULT_THRESHOLD, workers: int
     timing: dict = {}
     labels, _, errs, seconds = predict_paths(list(df[ABSPATH]), threshold, workers, timing)
     accuracy, table = evaluate(labels, truth)
-    lines = [f"clips: {len(df)}  threshold: {threshold}  workers: {workers}",
-             f"exact-label accuracy: {accuracy:.1%} ({sum(p == t for p, t in zip(labels, truth))}"
-             f"/{len(truth)})",
-             f"speed: {len(df) / seconds:.1f} clips/s ({seconds:.1f} s wall, decode included); "
-             f"CPU {timing['cpu'] / len(df) * 1000:.0f} ms per clip",
-             f"failed rows: {sum(bool(e) for e in errs)}", "",
-             "confusion (rows: true class, columns: predicted):", table.to_string()]
+    right = sum(p == t for p, t in zip(labels, truth))
+    lines = [
+        f"clips: {len(df)}  threshold: {threshold}  workers: {workers}",
+        f"exact-label accuracy: {accuracy:.1%} ({right}/{len(truth)})",
+        (f"speed: {len(df) / seconds:.1f} clips/s ({seconds:.1f} s wall, decode included); "
+         f"CPU {timing['cpu'] / len(df) * 1000:.0f} ms per clip"),
+        f"failed rows: {sum(bool(e) for e in errs)}",
+    ]
+    for column, name in (("source", "source"), ("kind", "kind")):
+        if column in df.columns:
+            lines += ["", *_by_group(name, df[column].astype(str), labels, truth)]
+    lines += ["", "confusion (rows: true class, columns: predicted):", table.to_string()]
     wrong = [(p, t, path) for p, t, path in zip(labels, truth, df["path"]) if p != t]
     if wrong:
         lines += ["", "misclassified:"] + [f"  {path}: true {t}, got {p}" for p, t, path in wrong[:30]]

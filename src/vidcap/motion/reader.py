@@ -28,6 +28,11 @@ class GrayClip:
     width: int                  # coded size before downscaling
     height: int
 
+    @property
+    def times(self) -> np.ndarray:
+        """Each kept frame's time in seconds (frame index / fps; 25 fps when the file does not say)."""
+        return np.asarray(self.indices, float) / (self.fps or 25.0)
+
 
 def _luma(frame, width: int) -> np.ndarray:
     """The luma plane as displayed (rotation tag applied), `width` pixels wide (never upscaled)."""

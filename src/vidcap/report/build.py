@@ -10,9 +10,10 @@ import pandas as pd
 
 from ..errors import UsageError, error_code
 from ..manifest import read_table, resolve_path
-from .page import card, page, summary_charts
+from .guard import add_sections
+from .page import card, has_captions, page, summary_charts
 from .table import choose_rows, filter_mask, parse_filter, row_errors, row_flags, tag_columns
-from .thumbs import UNREADABLE, plan_job, run_jobs
+from .thumbs import UNREADABLE, ThumbJob, Thumbs, plan_job, run_jobs
 
 DEFAULT_SAMPLE = 200
 
@@ -41,12 +42,15 @@ def _normalize_filter(filter) -> tuple[str, str] | None:
 
 
 def _plan(rows: pd.DataFrame, errors: pd.Series, root: Path, max_thumbs: int, width: int, quality: int):
-    """A thumbnail job per shown row; None for rows whose file is known to be unreadable or absent."""
+    """A thumbnail job per shown row; for rows with no file to read, Thumbs saying why."""
     jobs = []
     for (_, row), err in zip(rows.iterrows(), errors):
         codes = {error_code(e) for e in err.split("; ") if e}
-        if "path" not in rows.columns or codes & UNREADABLE or pd.isna(row.get("path")):
-            jobs.append(None)
+        if "path" not in rows.columns or pd.isna(row.get("path")) or not str(row.get("path")).strip():
+            jobs.append(Thumbs([], error="no path given"))
+            continue
+        if codes & UNREADABLE:
+            jobs.append(Thumbs([], error="the file could not be read (see the error)"))
             continue
         jobs.append(plan_job(_resolve(row["path"], root), row.get("frame_idx"), row.get("num_frames"),
                              max_thumbs=max_thumbs, width=width, quality=quality))
@@ -80,10 +84,11 @@ def build_report(output_path, html_path=None, sample: int = DEFAULT_SAMPLE, filt
     shown_err, shown_flags = errors[shown.index], flags[shown.index]
     jobs = _plan(shown, shown_err, root, max_thumbs, thumb_width, quality)
     nworkers = min(8, os.cpu_count() or 1) if workers is None else workers
-    todo = [j for j in jobs if j is not None]
+    todo = [j for j in jobs if isinstance(j, ThumbJob)]
     done = iter(run_jobs(todo, nworkers))
-    thumbs = [next(done) if j is not None else None for j in jobs]
-    cards = [card(int(i), row.to_dict(), e, f, t, tag_cols)
+    thumbs = [next(done) if isinstance(j, ThumbJob) else j for j in jobs]
+    captions = has_captions(df)
+    cards = [card(int(i), row.to_dict(), e, f, t, tag_cols, captions)
              for (i, row), e, f, t in zip(shown.iterrows(), shown_err, shown_flags, thumbs)]
     lines = [f"{output_path.name}: {len(df):,} rows, {int((errors != '').sum()):,} failed, "
              f"{int(flags.map(bool).sum()):,} flagged.",
@@ -91,12 +96,13 @@ def build_report(output_path, html_path=None, sample: int = DEFAULT_SAMPLE, filt
              + f"showing {len(shown):,} (errors and flagged rows first picked, seed {seed}). "
              "Charts cover all rows."]
     html = page(f"vidcap review: {output_path.name}", lines, summary_charts(df, errors, flags, tag_cols), cards)
+    html = add_sections(html, df)  # healed captions and near-duplicate clusters, where the output has them
     html_path.parent.mkdir(parents=True, exist_ok=True)
     _write_text(html_path, html)
-    images = sum(len(t.images) for t in thumbs if t is not None)
+    images = sum(len(t.images) for t in thumbs)
     return {"html": str(html_path), "rows": len(df), "matched": len(matched), "shown": len(shown),
             "errors_shown": int((shown_err != "").sum()), "flagged_shown": int(shown_flags.map(bool).sum()),
-            "thumbnails": images, "thumbnail_failures": sum(1 for t in thumbs if t is not None and t.error),
+            "thumbnails": images, "thumbnail_failures": sum(1 for j, t in zip(jobs, thumbs) if isinstance(j, ThumbJob) and t.error),
             "bytes": html_path.stat().st_size, "seconds": round(time.monotonic() - t0, 3)}
 
 

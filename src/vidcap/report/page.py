@@ -46,9 +46,19 @@ def _blank(v) -> bool:
 
 
 def _fmt(v) -> str:
+    """A number as people write it: CSV turns whole-number columns with gaps into floats (15000.0), which must
+    not read 1.5e+04; fps and motion figures keep four significant digits."""
     if isinstance(v, float):
-        return f"{v:.3g}"
+        if v.is_integer():
+            return str(int(v))
+        return f"{v:,.0f}" if abs(v) >= 1e4 else f"{v:.4g}"
     return str(v)
+
+
+def has_captions(df: pd.DataFrame) -> bool:
+    """Whether the table holds a caption run's output. A motion or tag run keeps its input's columns, so a
+    manifest's old `text` alone does not make captions to chart."""
+    return "text_raw" in df.columns or "flags" in df.columns
 
 
 def summary_charts(df: pd.DataFrame, errors: pd.Series, flags: pd.Series, tag_cols: list[str],
@@ -56,10 +66,11 @@ def summary_charts(df: pd.DataFrame, errors: pd.Series, flags: pd.Series, tag_co
     """SVG charts over every row of the table: whatever of caption, flags, errors, motion, tags exists."""
     charts = []
     ok = errors == ""
-    if "text" in df.columns:
+    captions = has_captions(df)
+    if captions and "text" in df.columns:
         words = [len(str(t).split()) for t, good in zip(df["text"], ok) if good and not _blank(t)]
         charts.append(histogram("Caption length", words, "caption-length"))
-    if "flags" in df.columns or "text" in df.columns:
+    if captions:
         counts = Counter(f for fs in flags for f in fs)
         items = [(f, counts.get(f, 0)) for f in FLAGS] + sorted((k, v) for k, v in counts.items() if k not in FLAGS)
         charts.append(bar_chart("Caption flags (rows)", items, "flags", WARN))
@@ -77,7 +88,7 @@ def summary_charts(df: pd.DataFrame, errors: pd.Series, flags: pd.Series, tag_co
 
 def _strip(thumbs) -> str:
     if thumbs is None:
-        return '<div class="nothumb">no frames (the file could not be read)</div>'
+        return '<div class="nothumb">no frames shown</div>'
     if not thumbs.images:
         return f'<div class="nothumb">thumbnails unavailable: {escape(thumbs.error or "no frames")}</div>'
     figs = [f'<figure><img alt="frame {i}" src="data:image/jpeg;base64,{b64}">'
@@ -98,11 +109,13 @@ def _motion(row: dict) -> str:
     return text
 
 
-def card(pos: int, row: dict, error: str, flags: list[str], thumbs, tag_cols: list[str]) -> str:
-    """One sampled row: header, frame strip, error, caption, motion, tags, flags, details."""
+def card(pos: int, row: dict, error: str, flags: list[str], thumbs, tag_cols: list[str],
+         captions: bool = True) -> str:
+    """One sampled row: header, frame strip, error, caption, motion, tags, flags, details.
+    captions=False: the table's `text` came from the input (a motion or tag run) and is labelled so."""
     failed = bool(error)
     classes = "card" + (" failed" if failed else "") + (" flagged" if flags else "")
-    path = str(row.get("path", ""))
+    path = "" if _blank(row.get("path")) else str(row["path"])
     name = os.path.basename(path) or path or "(no path)"
     badge = (f'<span class="badge failed">{escape(error_code(error.split("; ")[0]) or "failed")}</span>'
              if failed else '<span class="badge ok">ok</span>')
@@ -113,9 +126,12 @@ def card(pos: int, row: dict, error: str, flags: list[str], thumbs, tag_cols: li
     if failed:
         code, _, msg = error.partition(":")
         out.append(f'<div class="error"><b>{escape(code)}</b>:{escape(msg)}</div>')
-    if "text" in row and not _blank(row.get("text")):
-        out.append(f'<p class="caption">{escape(str(row["text"]))}</p>')
     meta = []
+    if "text" in row and not _blank(row.get("text")):
+        if captions:
+            out.append(f'<p class="caption">{escape(str(row["text"]))}</p>')
+        else:
+            meta.append(("input text", escape(str(row["text"]))))
     motion = _motion(row)
     if motion:
         meta.append(("camera motion", motion))

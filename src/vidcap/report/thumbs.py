@@ -16,8 +16,9 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-# Rows whose error says the file itself cannot be read: no point decoding again.
-UNREADABLE = frozenset({"missing", "empty_path", "not_a_file", "decode", "short"})
+# Rows whose error says the file itself cannot be read: no point decoding again. Not `short`: a clip with
+# too few frames for motion (one frame), or cut short, still shows what it has.
+UNREADABLE = frozenset({"missing", "empty_path", "not_a_file", "decode"})
 
 
 @dataclass
@@ -105,6 +106,7 @@ def run_job(job: ThumbJob) -> Thumbs:
     except Exception as exc:  # a decoder bug on one file must not stop the report
         return Thumbs([], error=f"decode: {type(exc).__name__}: {exc}", note=job.note)
     keep = [0] if fr.is_image else [k for k in job.keep if k < len(fr.frames)]
+    keep = [k for i, k in enumerate(keep) if fr.indices[k] not in {fr.indices[j] for j in keep[:i]}]  # a 1-frame clip: once
     images = [(int(fr.indices[k]), _jpeg_b64(fr.frames[k], job.quality)) for k in keep]
     return Thumbs(images, is_image=fr.is_image, note="" if fr.is_image else job.note)
 

@@ -14,16 +14,17 @@ from ..errors import UsageError
 ENGINES = ("local", "ray")
 
 
-def dispatch(stage, manifest, out, run_opts, gpus=None, tp=1, engine="local", address=None) -> dict:
+def dispatch(stage, manifest, out, run_opts, gpus=None, tp=1, engine="local", address=None, ray=None) -> dict:
     """Run `stage` over `manifest` with the executor the options ask for; returns the run summary.
 
     Every executor runs the same session (vidcap.session): they differ only in how rows reach the stage."""
     from ..session import Session
 
-    return Session(stage, manifest, out, run_opts).run(pick_executor(stage, run_opts, gpus, tp, engine, address))
+    return Session(stage, manifest, out, run_opts).run(pick_executor(stage, run_opts, gpus, tp, engine, address, ray))
 
 
-def pick_executor(stage, run_opts, gpus=None, tp=1, engine="local", address=None):
+def pick_executor(stage, run_opts, gpus=None, tp=1, engine="local", address=None, ray=None):
+    """`ray`: the Ray-only options, {"env": [names], "max_actors": N} (--ray-env, --ray-actors)."""
     if tp < 1:
         raise UsageError(f"--tp must be at least 1, not {tp}.")
     if engine not in ENGINES:
@@ -33,9 +34,11 @@ def pick_executor(stage, run_opts, gpus=None, tp=1, engine="local", address=None
     if engine == "ray":
         from .ray_engine import RayExecutor
 
-        return RayExecutor(gpus, tp, address)
+        return RayExecutor(gpus, tp, address, **(ray or {}))
     if address:
         raise UsageError("--address is the Ray cluster address; add --engine ray to use it.")
+    if ray and any(v for v in ray.values()):
+        raise UsageError("--ray-env and --ray-actors are options of the Ray engine; add --engine ray to use them.")
     from .torchrun import launched_by_torchrun
 
     if launched_by_torchrun():

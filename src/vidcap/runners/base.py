@@ -1,47 +1,16 @@
-"""The executor contract: how rows reach the stage, nothing else (the lifecycle is vidcap.session's).
-
-`Session.run(executor)` calls, in order:
-    start(session)          take the run lock (or wait for the process that takes it)
-    share(unique_rows)      this process's part of the unique rows (all of them, or a torchrun rank's)
-    process(session, todo)  hand rows to the stage wherever it runs; results go to session.recorder,
-                            or to part files the workers write themselves (their counts then added to
-                            session.counts)
-    gather(session, plan)   the whole run's plan once every worker is done, or None in a process that
-                            does not merge
-    extras(session)         stage figures for the summary, from every worker
+"""Shared pieces of the executors (vidcap.runners). The contract they implement, `Executor`, is declared
+by the session that calls it (vidcap.session), so the session imports nothing from this floor.
 """
 
 from __future__ import annotations
 
+import os
+import sys
 import time
-from typing import TYPE_CHECKING
 
-import pandas as pd
+from ..session import Executor
 
-if TYPE_CHECKING:
-    from ..session import Plan, Session
-
-
-class Executor:
-    name = "local"
-    can_redo = True  # rows whose saved result went missing before the merge are handed out again
-    lazy_rows = False  # takes `todo` as a lazy source (len + take): large manifests then use vidcap.ledger
-
-    def start(self, session: Session) -> None:
-        session.books.open(session.stage.provenance())
-
-    def share(self, unique: pd.DataFrame) -> pd.DataFrame:
-        return unique
-
-    def process(self, session: Session, todo: list[dict]) -> None:
-        """Run the stage on `todo` (possibly empty: a tensor-parallel group still has to agree on that)."""
-        raise NotImplementedError
-
-    def gather(self, session: Session, plan: Plan) -> Plan | None:
-        return plan
-
-    def extras(self, session: Session) -> dict:
-        return session.stage.summary_extra()
+__all__ = ["Executor", "Progress", "merge_extras", "raise_interrupt", "safe_extra"]
 
 
 def merge_extras(extras: list[dict]) -> dict:
@@ -61,35 +30,78 @@ def safe_extra(stage) -> dict:
     """A worker's stage figures; a failure to compute them never costs the run."""
     try:
         return stage.summary_extra()
-    except Exception:
+    except Exception:  # noqa: BLE001
         return {}
 
 
 class Progress:
-    def __init__(self, total: int, name: str, enabled: bool):
-        self.bar = None
-        if enabled:
-            from rich.progress import (BarColumn, MofNCompleteColumn, Progress as Bar, TextColumn,
-                                       TimeElapsedColumn, TimeRemainingColumn)
+    """A rich bar on a terminal; in a log (stderr not a terminal) a line every VIDCAP_PROGRESS_SECONDS
+    (default 30) with rows done, rows/s and the ETA, so a batch job's log shows the run moving. Every
+    executor reports through this class."""
 
-            self.bar = Bar(TextColumn(f"[bold]{name}"), BarColumn(), MofNCompleteColumn(),
-                           TextColumn("{task.fields[rate]}"),
-                           TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn(), transient=False)
-            self.task = self.bar.add_task(name, total=total, rate="")
-            self.t0 = time.monotonic()
-            self.n = 0
-            self.bar.start()
+    def __init__(self, total: int, name: str, enabled: bool, stream=None):
+        self.bar = None
+        self.lines = False
+        self.total, self.name, self.n, self.t0 = total, name, 0, time.monotonic()
+        self.stream = stream or sys.stderr
+        if not enabled:
+            return
+        if not _is_terminal(self.stream):
+            self.lines = True
+            self.every = _progress_seconds()
+            self.next_line = self.t0 + self.every
+            return
+        from rich.progress import BarColumn, MofNCompleteColumn, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+        from rich.progress import Progress as Bar
+
+        self.bar = Bar(TextColumn(f"[bold]{name}"), BarColumn(), MofNCompleteColumn(),
+                       TextColumn("{task.fields[rate]}"),
+                       TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn(), transient=False)
+        self.task = self.bar.add_task(name, total=total, rate="")
+        self.bar.start()
 
     def advance(self, n: int) -> None:
+        self.n += n
         if self.bar:
-            self.n += n
             rate = self.n / max(time.monotonic() - self.t0, 1e-6)
             self.bar.update(self.task, advance=n, rate=f"{rate:.2f} rows/s")
+        elif self.lines and time.monotonic() >= self.next_line:
+            self.next_line = time.monotonic() + self.every
+            print(self.line(), file=self.stream, flush=True)
+
+    def line(self) -> str:
+        elapsed = max(time.monotonic() - self.t0, 1e-6)
+        rate = self.n / elapsed
+        left = max(self.total - self.n, 0)
+        eta = _clock(left / rate) if rate > 0 else "unknown"
+        pct = f" ({100 * self.n / self.total:.0f}%)" if self.total else ""
+        return f"vidcap: {self.name} {self.n}/{self.total} rows{pct}, {rate:.2f} rows/s, {_clock(elapsed)} elapsed, ETA {eta}"
 
     def close(self) -> None:
         if self.bar:
             self.bar.stop()
             self.bar = None
+        self.lines = False
+
+
+def _is_terminal(stream) -> bool:
+    try:
+        return bool(stream.isatty())
+    except (AttributeError, ValueError):
+        return False
+
+
+def _progress_seconds() -> float:
+    try:
+        return max(0.5, float(os.environ.get("VIDCAP_PROGRESS_SECONDS", "") or 30))
+    except ValueError:
+        return 30.0
+
+
+def _clock(seconds: float) -> str:
+    seconds = round(seconds)
+    h, rest = divmod(seconds, 3600)
+    return f"{h}:{rest // 60:02d}:{rest % 60:02d}"
 
 
 def raise_interrupt(signum, frame):

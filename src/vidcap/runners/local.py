@@ -155,7 +155,7 @@ def process_safely(stage: Stage, batch: list[Item]) -> list[dict]:
         return stage.process_batch(batch)
     except (FatalRunError, KeyboardInterrupt):
         raise
-    except Exception as exc:
+    except Exception as exc:  # noqa: BLE001
         if len(batch) == 1:
             return [{"error": _model_error(exc)}]
         outs = []
@@ -164,7 +164,7 @@ def process_safely(stage: Stage, batch: list[Item]) -> list[dict]:
                 outs.extend(stage.process_batch([item]))
             except (FatalRunError, KeyboardInterrupt):
                 raise
-            except Exception as one:
+            except Exception as one:  # noqa: BLE001
                 outs.append({"error": _model_error(one)})
         return outs
 

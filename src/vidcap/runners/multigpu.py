@@ -21,7 +21,6 @@ from collections import Counter, deque
 from dataclasses import dataclass, replace
 from multiprocessing.connection import wait as wait_conns
 
-
 from ..errors import WORKER, FatalRunError, UsageError, format_error
 from ..manifest import RID
 from ..session import Session, default_workers
@@ -241,7 +240,8 @@ class _Coordinator:
         self.deaths.append(why)
         lost = [cid for cid, owner in self.owner.items() if owner == w.spec.wid]
         saved = self.session.books.saved_ids(w.spec.wid)
-        redo, failed = [], []
+        redo: list[dict] = []
+        failed: list[dict] = []
         for cid in lost:
             del self.owner[cid]
             for row in self.chunks[cid]:

@@ -4,35 +4,54 @@ per tensor-parallel group); results stream back to the driver, which writes the 
 `<output>.parts/` and merges them. Only the driver writes, so a row is saved once; a killed run resumes.
 
 Rows travel pickled in binary columns (`_row`, `_data`, `_out`) so any manifest column type and the
-loader's frames survive Arrow blocks unchanged.
+loader's frames survive Arrow blocks unchanged. Reaching the cluster, the actors' environment and noticing a
+lost head are in ray_cluster.py.
 """
 
 from __future__ import annotations
 
 import os
 import pickle
+import queue
+import shlex
+import sys
+import threading
+from dataclasses import replace
 
 import pandas as pd
 
-from ..errors import UsageError
+from ..errors import FatalRunError, UsageError
 from ..feeder import init_loader_inline, load_row
 from ..manifest import RID
 from ..session import Session
 from ..stages.base import Item
 from .base import Executor, Progress, merge_extras, safe_extra
 from .local import process_safely
+from .ray_cluster import (
+    HeadWatch,
+    QuietStderr,
+    apply_environment,
+    connect,
+    forget_ray,
+    gcs_address,
+    run_environment,
+    seconds,
+)
+
+FLUSH_ENV = "VIDCAP_RAY_FLUSH_SECONDS"
 
 
 def check_ray() -> None:
     try:
-        import ray  # noqa: F401
+        import ray
         import ray.data  # noqa: F401
     except ImportError:
         raise UsageError("--engine ray needs Ray; install it with: pip install 'vidcap[ray]'.") from None
 
 
-def decode_batch(batch: pd.DataFrame, loader) -> pd.DataFrame:
+def decode_batch(batch: pd.DataFrame, loader, env: dict) -> pd.DataFrame:
     """A CPU task: the stage's loader on every row of the batch (errors become that row's `_err`)."""
+    apply_environment(env)
     init_loader_inline(loader)
     datas, errs = [], []
     for blob in batch["_row"]:
@@ -45,7 +64,8 @@ def decode_batch(batch: pd.DataFrame, loader) -> pd.DataFrame:
 class StageActor:
     """A GPU actor: stage.setup once, then process_batch on decoded rows (a TP group's leader when tp > 1)."""
 
-    def __init__(self, blob: bytes, device: str, tp: int):
+    def __init__(self, blob: bytes, device: str, tp: int, env: dict):
+        apply_environment(env)  # secrets, before the stage (and its backend) is unpickled
         self.stage = pickle.loads(blob)
         if tp > 1:
             from . import visible_gpus
@@ -67,19 +87,39 @@ class StageActor:
         if todo:
             for (i, _), out in zip(todo, process_safely(self.stage, [it for _, it in todo])):
                 outs[i] = out
-        return pd.DataFrame({RID: batch[RID].values, "_row": batch["_row"].values, "_out": [pickle.dumps(o) for o in outs],
-                             "_extra": [pickle.dumps(safe_extra(self.stage))] * len(batch)})
+        return pd.DataFrame(
+            {
+                RID: batch[RID].values,
+                "_row": batch["_row"].values,
+                "_out": [pickle.dumps(o) for o in outs],
+                "_extra": [pickle.dumps(safe_extra(self.stage))] * len(batch),
+            }
+        )
+
+
+class HeadLost(Exception):
+    """The cluster's head stopped answering mid-run."""
 
 
 class RayExecutor(Executor):
-    """Ray Data: decode in CPU tasks, the stage in actors (one per GPU or tensor-parallel group); results
-    stream back to this process, which alone records them."""
+    """Ray Data: decode in CPU tasks, the stage in actors (one per GPU or tensor-parallel group, or CPU actors
+    sized from the cluster's CPUs); results stream back to this process, which alone records them."""
 
     name = "ray"
 
-    def __init__(self, gpus: str | None, tp: int, address: str | None):
+    def __init__(
+        self,
+        gpus: str | None,
+        tp: int,
+        address: str | None,
+        env: list[str] | None = None,
+        max_actors: int | None = None,
+    ):
         check_ray()
-        self.gpus, self.tp, self.address = gpus, tp, address
+        if max_actors is not None and max_actors < 1:
+            raise UsageError(f"--ray-actors must be at least 1, not {max_actors}.")
+        self.gpus, self.tp, self.address, self.max_actors = gpus, tp, address, max_actors
+        self.env, self.secret_env = run_environment(env)  # a name that is not set is refused before the run
         self.actor_extras: dict = {}
         self.actors = 0
 
@@ -92,17 +132,45 @@ class RayExecutor(Executor):
         import ray
 
         self.stage, self.opts = session.stage, session.opts
+        # A lost driver or head costs at most this many seconds of finished rows.
+        session.recorder.opts = replace(self.opts, part_seconds=min(self.opts.part_seconds, seconds(FLUSH_ENV, 5.0)))
         started = not ray.is_initialized()
-        if started:
-            _init_ray(self.address)
+        quiet = QuietStderr() if started and QuietStderr.applies() else None
+        lost = False
         try:
-            self._stream(self._pipeline(todo), session, len(todo))
-        except Exception as exc:
+            if started:
+                connect(
+                    self.address,
+                    {"env_vars": self.env} if self.env else {},
+                    num_cpus=None if self.address else os.cpu_count() or 1,
+                )
+            watch = HeadWatch(gcs_address() if self.address else None)
+            try:
+                self._stream(self._pipeline(todo), session, len(todo), watch)
+            finally:
+                watch.stop()
+        except HeadLost:
+            lost = True
+        except UsageError:
+            raise
+        except Exception as exc:  # noqa: BLE001
             raise _cause(exc) from None
         finally:
             session.recorder.flush()
-            if started:
-                ray.shutdown()
+            if lost:
+                forget_ray()  # Ray's threads may still write: fd 2 stays filtered until the process ends
+            else:
+                if started and ray.is_initialized():
+                    ray.shutdown()
+                if quiet:
+                    quiet.restore()
+        if lost:
+            saved = sum(session.counts.values())
+            raise FatalRunError(
+                f"the Ray cluster at {self.address} stopped answering mid-run (its head is gone); "
+                f"the {saved} rows finished so far are saved, so start the cluster again and resume "
+                f"with: {resume_command()}"
+            )
 
     def _pipeline(self, todo: list[dict]):
         import ray
@@ -111,49 +179,63 @@ class RayExecutor(Executor):
         ctx = ray.data.DataContext.get_current()
         ctx.enable_progress_bars = False
         ctx.print_on_execution_start = False
-        actors, gpus_each, device = self._actors()
-        self.actors = actors
         batch = max(1, self.stage.batch_size)
+        actors, gpus_each, device = self._actors(-(-len(todo) // batch))
+        self.actors = actors
         rows = [{RID: r[RID], "_row": pickle.dumps(r)} for r in todo]
-        ds = ray.data.from_items(rows, override_num_blocks=max(1, min(len(rows) // batch, 1000)))
-        decode_cpus = float(os.environ.get("VIDCAP_RAY_DECODE_CPUS", "1"))
-        ds = ds.map_batches(decode_batch, batch_size=batch, batch_format="pandas",
-                            fn_kwargs={"loader": self.stage.loader()}, num_cpus=decode_cpus)
-        # Actors hold their CPU share for the whole run: on a small CPU-only machine a whole CPU each
-        # would leave none for the decode tasks, and the pipeline would wait forever.
-        actor_cpus = float(os.environ.get("VIDCAP_RAY_ACTOR_CPUS", "1" if gpus_each else "0.5"))
-        return ds.map_batches(StageActor, batch_size=batch, batch_format="pandas",
-                              fn_constructor_args=(pickle.dumps(self.stage), device, self.tp),
-                              compute=ray.data.ActorPoolStrategy(size=actors),
-                              num_gpus=gpus_each, num_cpus=actor_cpus)
+        items = ray.data.from_items(rows, override_num_blocks=max(1, min(len(rows) // batch, 1000)))
+        # Actors hold their CPU share for the whole run. On CPU-only nodes, actors and decode tasks take half a
+        # CPU each, so a 1-CPU node left after another node is lost still fits one of each; whole CPUs there
+        # would leave the decode tasks waiting forever.
+        cpu_share = "1" if gpus_each else "0.5"
+        decode_cpus = float(os.environ.get("VIDCAP_RAY_DECODE_CPUS", cpu_share))
+        ds = items.map_batches(
+            decode_batch,  # type: ignore[arg-type]
+            batch_size=batch,
+            batch_format="pandas",
+            fn_kwargs={"loader": self.stage.loader(), "env": self.secret_env},
+            num_cpus=decode_cpus,
+        )
+        actor_cpus = float(os.environ.get("VIDCAP_RAY_ACTOR_CPUS", cpu_share))
+        return ds.map_batches(
+            StageActor,
+            batch_size=batch,
+            batch_format="pandas",
+            fn_constructor_args=(pickle.dumps(self.stage), device, self.tp, self.secret_env),
+            compute=ray.data.ActorPoolStrategy(size=actors),
+            num_gpus=gpus_each,
+            num_cpus=actor_cpus,
+        )
 
-    def _actors(self) -> tuple[int, float, str]:
-        """How many caption actors, GPUs each, and the device they load on."""
+    def _actors(self, batches: int) -> tuple[int, float, str]:
+        """How many actors, GPUs each, and the device they load on: one per GPU (or TP group) of the
+        cluster, or on a cluster without GPUs one per two CPUs (the other CPU decodes); never more than
+        --ray-actors, nor than there are batches."""
         import ray
 
+        from . import parse_gpus
+
         text = (self.gpus or "").strip().lower()
+        cap = min(self.max_actors or batches, max(1, batches))
         if text.startswith("cpu:"):
-            from . import parse_gpus
-
-            return len(parse_gpus(text)), 0, "cpu"
-        total = int(ray.cluster_resources().get("GPU", 0))
+            return min(len(parse_gpus(text)), cap), 0, "cpu"
+        resources = ray.cluster_resources()
+        total = int(resources.get("GPU", 0))
         if text and text != "all":
-            from . import parse_gpus
-
             total = len(parse_gpus(text, [str(i) for i in range(total)]))
         if total == 0:
             if self.gpus:
-                raise UsageError("the Ray cluster has no GPU; use --gpus cpu:N for CPU actors, or drop --engine ray.")
-            return 1, 0, self.opts.device or "cpu"
+                raise UsageError("the Ray cluster has no GPU; use --gpus cpu:N for CPU actors, or drop --gpus.")
+            return min(max(1, int(resources.get("CPU", 1)) // 2), cap), 0, self.opts.device or "cpu"
         if total % self.tp:
             raise UsageError(f"--tp {self.tp} does not divide the {total} GPUs of the Ray cluster.")
-        return total // self.tp, self.tp, self.opts.device or "cuda:0"
+        return min(total // self.tp, cap), self.tp, self.opts.device or "cuda:0"
 
-    def _stream(self, ds, session: Session, total: int) -> None:
+    def _stream(self, ds, session: Session, total: int, watch: HeadWatch) -> None:
         progress = Progress(total, self.stage.name, enabled=self.opts.progress)
         recorder = session.recorder
         try:
-            for batch in ds.iter_batches(batch_size=None, batch_format="pandas"):
+            for batch in _batches(ds, watch):
                 for row, out, extra in zip(batch["_row"], batch["_out"], batch["_extra"]):
                     recorder.record(pickle.loads(row), pickle.loads(out))
                     self.actor_extras[hash(extra)] = pickle.loads(extra)
@@ -164,17 +246,40 @@ class RayExecutor(Executor):
             progress.close()
 
 
-def _init_ray(address: str | None) -> None:
-    import ray
+def _batches(ds, watch: HeadWatch):
+    """The pipeline's result batches, read in a thread so this one can notice a lost head: Ray itself would
+    retry for a minute and then end the process without a word."""
+    results: queue.Queue = queue.Queue(maxsize=8)
 
-    import logging
+    def pull() -> None:
+        try:
+            for batch in ds.iter_batches(batch_size=None, batch_format="pandas"):
+                results.put(("batch", batch))
+            results.put(("end", None))
+        except BaseException as exc:  # noqa: BLE001 - handed to the reading thread
+            results.put(("error", exc))
 
-    logging.getLogger("ray.data").setLevel(logging.ERROR)
-    kwargs = dict(include_dashboard=False, logging_level="ERROR", log_to_driver=False)
-    if address:
-        ray.init(address=address, **kwargs)
-    else:
-        ray.init(num_cpus=os.cpu_count() or 1, **kwargs)
+    threading.Thread(target=pull, name="vidcap-ray-results", daemon=True).start()
+    while True:
+        try:
+            kind, value = results.get(timeout=0.5)
+        except queue.Empty:
+            if watch.lost:
+                raise HeadLost() from None
+            continue
+        if kind == "end":
+            return
+        if kind == "error":
+            if watch.lost:
+                raise HeadLost() from None
+            raise value
+        yield value
+
+
+def resume_command() -> str:
+    """The command line of this run, to paste again."""
+    args = sys.argv[1:]
+    return "vidcap " + shlex.join(args) if args else "the same command"
 
 
 def _cause(exc: BaseException) -> BaseException:

@@ -14,6 +14,7 @@ import json
 import os
 import time
 from collections import Counter
+from typing import Any
 
 import pandas as pd
 
@@ -82,7 +83,7 @@ class TorchrunExecutor(Executor):
 
             follow(session.stage, device)
             return
-        stage = session.stage
+        stage: Any = session.stage
         if self.tp > 1:
             from .tp import LeaderStage
 

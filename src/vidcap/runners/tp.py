@@ -81,7 +81,7 @@ def follow(stage, device: str) -> None:
                 return
             try:
                 stage.process_batch(items)
-            except Exception:
+            except Exception:  # noqa: BLE001, S110
                 pass  # the leader runs the same call and records the row errors
     finally:
         stage.teardown()
@@ -98,7 +98,7 @@ def follower_main(spec, blob: bytes, rank: int, env: dict) -> None:
     try:
         init_group(spec.device(rank))
         follow(pickle.loads(blob), spec.device(rank))
-    except BaseException as exc:  # the leader then fails on the broken group; this says why
+    except BaseException as exc:  # noqa: BLE001 (the leader then fails on the broken group; this says why)
         from ..errors import first_line
 
         print(f"vidcap: tensor-parallel rank {rank} of worker {spec.wid} failed: {first_line(exc, 300)}", file=sys.stderr)

@@ -126,7 +126,7 @@ def set_parent_death_signal() -> None:
         import ctypes
 
         ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
-    except Exception:
+    except Exception:  # noqa: BLE001, S110
         pass  # elsewhere the worker notices the new parent pid and stops taking rows
 
 
@@ -154,7 +154,7 @@ def worker_main(spec: WorkerSpec, blob: bytes, output: str, fp: dict, opts, conn
         code = _report_fatal(source, "FatalRunError", str(exc), 3)
     except UsageError as exc:
         code = _report_fatal(source, "UsageError", str(exc), 2)
-    except BaseException as exc:  # a bug or a model crash: this worker's rows go to the others
+    except BaseException as exc:  # noqa: BLE001 (a bug or a model crash: this worker's rows go to the others)
         code = _report_fatal(source, "crash", f"{type(exc).__name__}: {exc}", 1)
     for p in followers:
         p.join(timeout=30)
@@ -170,6 +170,6 @@ def worker_main(spec: WorkerSpec, blob: bytes, output: str, fp: dict, opts, conn
 def _report_fatal(source: ChunkSource, kind: str, message: str, code: int) -> int:
     try:
         source.send(("fatal", (kind, message)))
-    except Exception:
+    except Exception:  # noqa: BLE001, S110
         pass
     return code

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import Any, Callable, Iterator
+from typing import Any
 
 from ..manifest import ABSPATH, row_key_path
 
@@ -17,8 +18,9 @@ class Item:
 class Stage:
     name = "stage"  # command name; default output suffix
     suffix = "stage"
-    columns: list[str] = []  # result columns added to the output (besides status, error)
-    dtypes: dict[str, str] = {}  # output column -> pandas dtype (e.g. "Int64": ints with missing values)
+    # result columns added to the output (besides status, error); a stage may set its own per instance
+    columns: list[str] = []  # noqa: RUF012
+    dtypes: dict[str, str] = {}  # noqa: RUF012 (output column -> pandas dtype, e.g. "Int64": ints with gaps)
     batch_size = 8
     required_columns: tuple[str, ...] = ("path",)
     reads_files = True  # results depend on the file at `path`: its size and mtime are recorded and checked

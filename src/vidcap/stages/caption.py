@@ -105,8 +105,12 @@ class CaptionStage(Stage):
         self.picker = PromptPicker(self.prompt, self.image_prompt, options.prompt_text, self.user_prompt)
         from ..checks import CaptionChecker
 
-        self.strip_prefix = bool(options.extra.get("strip_prefix"))
+        self.strip_prefix = options.strip_prefix
         self.checker = CaptionChecker(strip=self.strip_prefix)
+        self.heal = max(0, int(options.heal or 0))
+        if self.heal:
+            self.columns = [*type(self).columns, "heal", "heal_attempts"]
+        self._cap_images()
 
     @property
     def prompt_name(self) -> str:
@@ -120,7 +124,7 @@ class CaptionStage(Stage):
         return fp
 
     def provenance(self) -> dict:
-        opts = {k: v for k, v in asdict(self.options).items() if k not in ("extra",) and v is not None}
+        opts = {k: v for k, v in asdict(self.options).items() if v is not None}
         opts.pop("prompt_text", None)
         opts.pop("base_url", None)  # may hold user:password; the backend's provenance has it cleaned
         return {**self.fingerprint(), **self.backend.provenance(), "options": opts,
@@ -128,23 +132,17 @@ class CaptionStage(Stage):
 
     def loader(self):
         """Called after setup(): the backend knows its model dir, so workers can load its processor."""
-        prep = None
-        if self.options.extra.get("fast", True) and hasattr(self.backend, "worker_preprocessor"):
-            prep = self.backend.worker_preprocessor()
+        prep = self.backend.worker_preprocessor() if self.options.prepare_on_workers else None
         return FrameLoader(self.num_frames, self.preset.positions, self.options.resize, prep=prep, picker=self.picker)
 
     def resolve(self, device: str | None = None) -> None:
-        resolve = getattr(self.backend, "resolve", None)
-        if resolve is not None:
-            resolve(device or self.options.device)
+        self.backend.resolve(device or self.options.device)
 
     def setup(self, device: str | None = None) -> None:
         self.backend.setup(device or self.options.device)
 
     def check_tp(self, tp: int) -> None:
-        check = getattr(self.backend, "check_tp", None)
-        if check is not None:
-            check(tp)
+        self.backend.check_tp(tp)
 
     def teardown(self) -> None:
         self.backend.teardown()
@@ -155,24 +153,79 @@ class CaptionStage(Stage):
         return self.options.prompt_text if self.prompt is None else self.prompt.text
 
     def process_batch(self, items: list[Item]) -> list[dict]:
+        self._check_budget()
         split = [it.data if isinstance(it.data, tuple) else (it.data, None) for it in items]
+        reqs: list[CaptionRequest | None] = [None] * len(items)
         if all(prepared is not None for _, prepared in split):
             results = self.backend.caption_prepared([prepared for _, prepared in split])
         else:
-            reqs, failed = [], {}
+            failed = {}
             for i, (it, (fr, _)) in enumerate(zip(items, split)):
                 try:
-                    reqs.append(self._request(it, fr))
+                    reqs[i] = self._request(it, fr)
                 except VidcapError as exc:  # e.g. a `-text` prompt on a row without text: that row's error
                     failed[i] = CaptionResult(error=exc.text)
-            done = iter(self.backend.caption(reqs) if reqs else [])
+            done = iter(self.backend.caption([r for r in reqs if r is not None]) if len(failed) < len(items) else [])
             results = [failed[i] if i in failed else next(done) for i in range(len(items))]
-        return [self._row(fr, res) for (fr, _), res in zip(split, results)]
+        prompts = [self._prompt_of(it, fr) for it, (fr, _) in zip(items, split)]
+        rows = [self._row(fr, res, p) for (fr, _), res, p in zip(split, results, prompts)]
+        return self._heal(items, split, rows, reqs)
+
+    def _heal(self, items: list[Item], split: list, rows: list[dict], reqs: list) -> list[dict]:
+        """--heal: rows that loop, came back empty or cut off, or echo the prompt, captioned again (vidcap.heal)."""
+        if not self.heal:
+            return rows
+        from ..heal import heal_rows, reasons_of
+
+        need = [bool(reasons_of(r.get("flags"), r.get("error"))) for r in rows]
+        if not any(need):
+            return rows
+        reqs = list(reqs)
+        for i, (it, (fr, _)) in enumerate(zip(items, split)):
+            if need[i] and reqs[i] is None:
+                reqs[i] = self._reload(it, fr)
+        frames = {id(req): fr for req, (fr, _) in zip(reqs, split)}
+        return heal_rows(rows, reqs, self.backend, self.heal,
+                         lambda res, req: self._row(frames[id(req)], res, req.prompt))
+
+    def _prompt_of(self, item: Item, fr) -> str | None:
+        try:
+            return self.picker(item.row, fr.is_image)
+        except VidcapError:
+            return None
+
+    def _cap_images(self) -> None:
+        """A provider's per-request image limit caps the frames per clip, with a note saying so."""
+        cap = self.backend.max_images()
+        if cap is not None and self.num_frames > cap[0]:
+            import sys
+
+            print(f"vidcap: note: {cap[1]} takes at most {cap[0]} images per request; sending {cap[0]} frames "
+                  f"per clip instead of {self.num_frames} (set --max-images to change the limit).", file=sys.stderr)
+            self.num_frames = cap[0]
+
+    def _check_budget(self) -> None:
+        """--budget: stop before the next batch once the spent cost reached it (finished rows are saved)."""
+        budget = self.options.budget
+        spent = self.backend.spent_usd() if budget is not None else None
+        if spent is not None and spent >= budget:
+            from ..budget import BudgetSpent
+
+            raise BudgetSpent(budget, spent)
+
+    def _reload(self, item: Item, fr) -> CaptionRequest | None:
+        """A request for the row: from its frames, or decoded again here when the decode workers sent model
+        inputs instead of pixels. None when that fails (the row keeps its first caption)."""
+        try:
+            if getattr(fr, "frames", None) is None:
+                fr = FrameLoader(self.num_frames, self.preset.positions, self.options.resize)(item.row)
+            return self._request(item, fr)
+        except VidcapError:
+            return None
 
     def streams(self) -> bool:
         """True when the backend takes clips one by one as they come (continuous batching)."""
-        engine = getattr(self.backend, "engine", None)
-        return engine is not None and engine() is not None
+        return self.backend.engine() is not None
 
     def process_stream(self, source) -> Iterator[tuple[Item, dict]]:
         """(item, output row) in the order captions finish; `source.take(n, block)` gives Items (None once
@@ -180,7 +233,8 @@ class CaptionStage(Stage):
         stream = _StreamSource(source, self)
         for key, res in self.backend.caption_stream(stream):
             item, fr = stream.held.pop(key)
-            yield item, self._row(fr, res)
+            row = self._row(fr, res, self._prompt_of(item, fr))
+            yield item, self._heal([item], [(fr, None)], [row], [None])[0]
             yield from stream.drain_errors()
         yield from stream.drain_errors()
 
@@ -188,14 +242,17 @@ class CaptionStage(Stage):
         return CaptionRequest(fr.frames, self.picker(item.row, fr.is_image), fr.is_image,
                               frame_meta(item.row.get(ABSPATH), fr))
 
-    def _row(self, fr, res) -> dict:
-        from ..checks import REPLACED
+    def _row(self, fr, res, prompt: str | None = None) -> dict:
+        from ..checks import REPLACED, join_flags, parse_flags
+        from ..heal import ECHO, echoes_prompt
         from ..manifest import clean_text
 
         clean = clean_text(res.text)  # lone surrogates cannot be stored: replaced, and the row flagged
         text, flags = self.checker.check(clean, res.finish_reason, res.error)
         if clean is not res.text and not res.error:
             flags = f"{flags},{REPLACED}" if flags else REPLACED
+        if not res.error and echoes_prompt(text, prompt):
+            flags = join_flags(parse_flags(flags) + [ECHO])
         raw = res.raw_text if res.raw_text and res.raw_text != text else ""
         return {"text": text, "text_raw": raw, "num_frames": fr.num_frames, "fps": fr.fps,
                 "width": fr.width, "height": fr.height, "frame_idx": list(fr.indices),
@@ -206,18 +263,29 @@ class CaptionStage(Stage):
     def finish_results(self, results):
         """Run-level checks on every result row before the merge: the `duplicate` flag, flag counts."""
         from ..checks import add_duplicate_flags, flag_counts
+        from ..heal import heal_counts
+        from ..neardup import add_near_dup_columns
 
         results = add_duplicate_flags(results)
-        return results, {"flags": flag_counts(results)}
+        results, clusters = add_near_dup_columns(results)
+        extra = {"flags": flag_counts(results)}
+        if clusters is not None:
+            extra["near_dup"] = clusters
+        if self.heal:
+            extra["heal"] = heal_counts(results)
+        return results, extra
+
+    cost_estimate: dict | None = None  # vidcap.budget's estimate, when the CLI printed one
 
     def summary_extra(self) -> dict:
-        usage = getattr(self.backend, "usage_summary", None)
-        extra = usage() if usage else {}
-        engine = getattr(self.backend, "engine_summary", None)
+        extra = self.backend.usage_summary()
+        if self.cost_estimate is not None:
+            extra["estimate"] = {k: self.cost_estimate[k] for k in ("prompt_tokens", "completion_tokens", "cost_usd")}
+        engine = self.backend.engine_summary()
         if engine is not None:
-            extra["engine"] = engine()
-            extra["fast_path"] = bool(extra["engine"]["fast_path"])
-            if not extra["fast_path"] and self.options.extra.get("fast", True):
+            extra["engine"] = engine
+            extra["fast_path"] = bool(engine["fast_path"])
+            if not extra["fast_path"] and self.options.engine:
                 from ..backends.hf_common import warn
 
                 warn(f"this run's fast path did not engage: {extra['engine']['fast_path_reason']}.")

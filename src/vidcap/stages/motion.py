@@ -7,7 +7,7 @@ import os
 from ..motion.result import DEFAULT_THRESHOLD, MotionResult, classify
 from .base import Item, Stage
 
-METHOD = "klt-similarity-v1"   # bump when estimates change, so old parts are not mixed in
+METHOD = "dis-similarity-v2"   # bump when estimates change, so old parts are not mixed in
 _threads_set = False
 
 
@@ -22,8 +22,8 @@ class MotionLoader:
         from ..frames.decode import check_path
         from ..frames.images import is_image_file, load_image
         from ..manifest import ABSPATH
+        from ..motion.dense import estimate
         from ..motion.reader import read_gray
-        from ..motion.track import estimate
 
         _one_thread()
         path = check_path(row.get(ABSPATH, row.get("path")))
@@ -31,7 +31,7 @@ class MotionLoader:
             load_image(path)                   # a broken image is a decode error, not a still
             return MotionResult(confidence=1.0), True
         clip = read_gray(path, max_frames=self.max_frames, width=self.work_width)
-        return estimate(clip.frames, work_width=self.work_width), False
+        return estimate(clip.frames, work_width=self.work_width, times=clip.times), False
 
 
 def _one_thread() -> None:

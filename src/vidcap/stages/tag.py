@@ -98,6 +98,14 @@ class TagStage(Stage):
     def teardown(self) -> None:
         self.backend.teardown()
 
+    def finish_results(self, results):
+        """parse_failed counts every row of the output whose answer had no tag list, rows kept from an
+        earlier run included (the counter in summary_extra sees only this run's)."""
+        from ..errors import PARSE, error_code
+
+        errors = results["error"] if "error" in results.columns else []
+        return results, {"parse_failed": sum(error_code(e) == PARSE for e in errors)}
+
     def summary_extra(self) -> dict:
         usage = self.backend.usage_summary() or {}
         return {"key": self.key, "model": self.backend.model, "parse_failed": self.parse_failed,

@@ -14,11 +14,35 @@ from ..manifest import read_table
 from .parse import tags_from_cell
 
 
+def missing_key_message(df: pd.DataFrame, key: str) -> str:
+    """One sentence naming the column the user probably meant: tag-list columns and close spellings first,
+    then every column (or the first 40 and how many more)."""
+    import difflib
+
+    cols = [str(c) for c in df.columns]
+    lists = [c for c in cols if _holds_lists(df[c])]
+    close = difflib.get_close_matches(key, cols, n=3, cutoff=0.6)
+    guess = list(dict.fromkeys(lists + close))
+    shown = ", ".join(cols[:40]) + (f" and {len(cols) - 40} more" if len(cols) > 40 else "")
+    hint = f"; did you mean {' or '.join(repr(c) for c in guess)}?" if guess else ""
+    return (f"the table has no '{key}' column{hint} (columns: {shown}); pass the --key it was tagged with.")
+
+
+def _holds_lists(col: pd.Series) -> bool:
+    """A tag column: its cells are lists, or JSON list strings as CSV stores them."""
+    for value in col.dropna().head(20):
+        if isinstance(value, str):
+            if value.strip().startswith("["):
+                return True
+        elif hasattr(value, "__len__") and not isinstance(value, (bytes, dict)):
+            return True
+    return False
+
+
 def count_tags(df: pd.DataFrame, key: str) -> tuple[pd.DataFrame, dict]:
     """Rows per tag (a tag counts once per row), most frequent first, and row totals."""
     if key not in df.columns:
-        cols = ", ".join(map(str, df.columns[:15]))
-        raise UsageError(f"the table has no '{key}' column (columns: {cols}); pass the --key it was tagged with.")
+        raise UsageError(missing_key_message(df, key))
     failed = df["status"].astype(str).eq("failed") if "status" in df.columns else pd.Series(False, index=df.index)
     counter: Counter = Counter()
     tagged = empty = missing = 0

@@ -1,0 +1,342 @@
+"""Global camera motion from dense optical flow: DIS flow per frame step, a robust similarity fit, chained.
+
+Each step between sampled frames gets a DIS optical flow field (OpenCV); flow vectors on a grid,
+weighted towards structured pixels, are fitted with a RANSAC similarity (scale, rotation, translation
+about the frame centre) that ignores foreground movers. The step fits are composed into the
+first-to-last motion. Dense flow keeps working where corners are scarce (flat animation, a face
+filling a small frame, low light): flat regions carry the motion of their edges.
+
+Whether a clip is one shot is decided separately from the fit: frames are compared after motion
+compensation (band-passed, block-wise correlation), across short and longer gaps, so a cut, a
+dissolve or a fade through black reads `unclassified`, while a low-texture picture that moves does not.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from vidcap.motion.result import MotionResult
+from vidcap.motion.track import _to_pixel, prepare
+
+WORK_WIDTH = 160
+MAX_STEPS = 12  # first pass: this many equal steps over the clip
+MAX_STEP_SHIFT = 0.12  # a step whose fit moves the frame more than this (share of width) is split
+GRID = 4  # flow vectors sampled every GRID working pixels
+BORDER = 0.10  # share of each side left out of the fit (flow is unreliable there)
+REFINE = 1
+DIS_FINEST = 1  # DIS works down to 1/2**DIS_FINEST of the working size
+MIN_ENERGY = 30.0  # squared Sobel gradient (5x5 mean) below which a pixel is flat or noise
+REL_ENERGY = 0.05  # ... or below this share of the frame's 95th percentile
+MIN_POINTS = 24  # the fit uses at least this many of the most structured grid points
+RANSAC_PX = 1.0  # inlier distance of the similarity fit, working pixels
+MIN_INLIERS = 0.3  # below this share the step is mostly not one camera motion
+PICTURE_STD = 1.5  # std of the 1/4-size frame below which a frame shows no picture (black, flat)
+SMALL_W = 40  # frames are compared at this width (noise and small movers average out)
+MIN_OVERLAP = 0.3  # frames are compared only where the moved frame covers this share
+MISMATCH_Q = 0.5  # quantile of the differences that is compared (0.5: robust to movers on half the frame)
+MAX_MISMATCH = 0.35  # normalised median difference above which two frames are not one shot
+SPAN_SECONDS = 1.5  # frames up to this far apart are compared for the one-shot check
+DEFAULT_FPS = 25.0
+
+
+@dataclass
+class Step:
+    i: int
+    j: int
+    matrix: np.ndarray | None = None  # 2x3 similarity in centred working coordinates
+    inliers: float = 0.0  # share of fitted grid points that follow the similarity
+    points: int = 0
+
+
+@dataclass
+class Diagnostics:
+    steps: list[Step] = field(default_factory=list)
+    checks: list[tuple[int, int, float]] = field(default_factory=list)  # (i, j, mismatch)
+
+
+def has_picture(gray: np.ndarray) -> bool:
+    """Not black or blank: structure above sensor noise once the frame is averaged down 4x."""
+    import cv2
+
+    h, w = gray.shape
+    small = cv2.resize(gray, (max(4, w // 4), max(4, h // 4)), interpolation=cv2.INTER_AREA)
+    return float(small.std()) > PICTURE_STD
+
+
+def _dis():
+    import cv2
+
+    dis = cv2.DISOpticalFlow_create(cv2.DISOPTICAL_FLOW_PRESET_ULTRAFAST)
+    dis.setFinestScale(int(DIS_FINEST))
+    return dis
+
+
+def _flow_of(matrix: np.ndarray, w: int, h: int) -> np.ndarray:
+    """The flow field [h,w,2] a similarity (centred coordinates) makes."""
+    ys, xs = np.mgrid[0:h, 0:w].astype(np.float32)
+    full = _to_pixel(matrix, w, h).astype(np.float32)
+    fx = full[0, 0] * xs + full[0, 1] * ys + full[0, 2] - xs
+    fy = full[1, 0] * xs + full[1, 1] * ys + full[1, 2] - ys
+    return np.ascontiguousarray(np.stack([fx, fy], axis=-1))
+
+
+def fit_step(
+    dis, a: np.ndarray, b: np.ndarray, guess: np.ndarray | None = None
+) -> tuple[np.ndarray | None, float, int]:
+    """(similarity a->b in centred coordinates, inlier share, points) from the dense flow a->b.
+
+    `guess`: a similarity to start DIS from (the motion so far, for steps too fast to find alone).
+    """
+    import cv2
+
+    h, w = a.shape
+    flow = dis.calc(a, b, None if guess is None else _flow_of(guess, w, h))
+    bx, by = max(1, int(BORDER * w)), max(1, int(BORDER * h))
+    ys, xs = np.mgrid[by : h - by : GRID, bx : w - bx : GRID]
+    # weight by structure: flow in flat areas is interpolated from its edges, keep the better half
+    gx = cv2.Sobel(a, cv2.CV_32F, 1, 0, ksize=3)
+    gy = cv2.Sobel(a, cv2.CV_32F, 0, 1, ksize=3)
+    energy = cv2.blur(gx * gx + gy * gy, (5, 5))[ys, xs].ravel()
+    # flat areas (a black background) get zero flow from DIS whatever the camera does: fit only
+    # where there is structure above noise, relative to the frame's strongest structure
+    floor = max(MIN_ENERGY, REL_ENERGY * float(np.quantile(energy, 0.95)))
+    keep = energy >= floor
+    if keep.sum() < MIN_POINTS:
+        keep = energy >= np.sort(energy)[-min(MIN_POINTS, len(energy))]
+    src = np.stack([xs.ravel(), ys.ravel()], 1).astype(np.float32)[keep]
+    dst = src + flow[ys, xs].reshape(-1, 2)[keep]
+    if len(src) < 6:
+        return None, 0.0, len(src)
+    if REFINE:
+        # DIS flow is patch-averaged; Lucas-Kanade from it sharpens each point to sub-pixel
+        moved, status, _ = cv2.calcOpticalFlowPyrLK(
+            a,
+            b,
+            src.reshape(-1, 1, 2),
+            dst.reshape(-1, 1, 2).copy(),
+            winSize=(9, 9),
+            maxLevel=1,
+            criteria=(cv2.TERM_CRITERIA_EPS | cv2.TERM_CRITERIA_COUNT, 10, 0.03),
+            flags=cv2.OPTFLOW_USE_INITIAL_FLOW,
+        )
+        ok = (status.ravel() == 1) & (np.abs(moved.reshape(-1, 2) - dst).max(1) < 3)
+        dst = np.where(ok[:, None], moved.reshape(-1, 2), dst).astype(np.float32)
+    c = np.array([w / 2.0, h / 2.0], np.float32)
+    matrix, inl = cv2.estimateAffinePartial2D(
+        src - c,
+        dst - c,
+        method=cv2.RANSAC,
+        ransacReprojThreshold=RANSAC_PX,
+        maxIters=200,
+        confidence=0.99,
+        refineIters=10,
+    )
+    if matrix is None:
+        return None, 0.0, len(src)
+    return matrix, float(inl.mean()) if inl is not None else 0.0, len(src)
+
+
+def _small(gray: np.ndarray) -> np.ndarray:
+    import cv2
+
+    h, w = gray.shape
+    return cv2.resize(gray, (SMALL_W, max(4, round(h * SMALL_W / w))), interpolation=cv2.INTER_AREA).astype(np.float32)
+
+
+def mismatch(small_a: np.ndarray, small_b: np.ndarray, matrix: np.ndarray, w: int) -> float | None:
+    """Median |difference| of frame b and frame a moved by `matrix` (centred working coordinates,
+    working width `w`), both shrunk to SMALL_W and normalised to zero mean and unit spread on their
+    overlap; None when they hardly overlap. About 1 for unrelated pictures, near 0 for one picture."""
+    import cv2
+
+    h_s, w_s = small_a.shape
+    m = matrix.astype(np.float64).copy()
+    m[:, 2] *= w_s / w
+    warped = cv2.warpAffine(
+        small_a,
+        _to_pixel(m, w_s, h_s),
+        (w_s, h_s),
+        flags=cv2.INTER_LINEAR,
+        borderMode=cv2.BORDER_CONSTANT,
+        borderValue=np.nan,
+    )
+    inside = ~np.isnan(warped)
+    if inside.mean() < MIN_OVERLAP:
+        return None
+    x, y = warped[inside], small_b[inside]
+    sx, sy = float(x.std()), float(y.std())
+    if sx < 0.5 or sy < 0.5:
+        return None  # nothing left to compare (all dark or flat)
+    return float(np.quantile(np.abs((x - x.mean()) / sx - (y - y.mean()) / sy), MISMATCH_Q))
+
+
+def _shift(matrix: np.ndarray, w: int, h: int) -> float:
+    scale = math.hypot(matrix[0, 0], matrix[1, 0])
+    return max(abs(matrix[0, 2]) / w, abs(matrix[1, 2]) / h, 0.5 * abs(math.log(max(scale, 1e-6))))
+
+
+def _h3(matrix: np.ndarray) -> np.ndarray:
+    return np.vstack([matrix, [0.0, 0.0, 1.0]])
+
+
+class _Clip:
+    """Frames of one clip with their band-passed versions, computed when first needed."""
+
+    def __init__(self, gray: np.ndarray):
+        self.gray = gray
+        self._small: dict[int, np.ndarray] = {}
+        self.dis = _dis()
+
+    def small(self, i: int) -> np.ndarray:
+        if i not in self._small:
+            self._small[i] = _small(self.gray[i])
+        return self._small[i]
+
+    def mismatch(self, i: int, j: int, matrix: np.ndarray) -> float | None:
+        """See `mismatch`; None: no say (too little overlap or picture)."""
+        return mismatch(self.small(i), self.small(j), matrix, self.gray.shape[2])
+
+
+def _predict(last: tuple[np.ndarray, int] | None, frames: int) -> np.ndarray | None:
+    """The last accepted step's motion stretched to a step of `frames` frames (constant speed)."""
+    if last is None:
+        return None
+    matrix, length = last
+    ratio = frames / length
+    scale = math.hypot(matrix[0, 0], matrix[1, 0]) ** ratio
+    return np.array([[scale, 0.0, matrix[0, 2] * ratio], [0.0, scale, matrix[1, 2] * ratio]])
+
+
+def _try(clip: _Clip, i: int, j: int, guess: np.ndarray | None) -> tuple[Step, float | None, bool]:
+    """(step, mismatch, accepted) for frames i -> j."""
+    h, w = clip.gray.shape[1:]
+    matrix, inliers, points = fit_step(clip.dis, clip.gray[i], clip.gray[j], guess)
+    step = Step(i, j, matrix, inliers, points)
+    if matrix is None:
+        return step, MAX_MISMATCH * 2, False
+    value = clip.mismatch(i, j, matrix)
+    same = value is None or value <= MAX_MISMATCH
+    # between neighbouring frames a fit that explains the picture stands even when few points agree
+    # with it (noisy, blurred or busy footage); longer steps that disagree are split first
+    adjacent = j - i == 1
+    agreed = inliers >= MIN_INLIERS or (adjacent and value is not None and value <= MAX_MISMATCH / 2)
+    ok = same and agreed and (adjacent or _shift(matrix, w, h) <= MAX_STEP_SHIFT)
+    return step, value, ok
+
+
+def _chain(clip: _Clip, marks: list[int], diag: Diagnostics) -> str:
+    """Fit every step between `marks`, splitting steps that fail; '' or the reason the chain broke."""
+    stack = [(marks[k], marks[k + 1]) for k in range(len(marks) - 1)][::-1]
+    last: tuple[np.ndarray, int] | None = None
+    while stack:
+        i, j = stack.pop()
+        step, value, ok = _try(clip, i, j, None)
+        if not ok and last is not None:  # a fast move: start DIS from the speed so far
+            retry = _try(clip, i, j, _predict(last, j - i))
+            if retry[2] or (retry[1] or 0) < (value or 0):
+                step, value, ok = retry
+        if ok:
+            diag.steps.append(step)
+            if value is not None:
+                diag.checks.append((i, j, value))
+            last = (step.matrix, j - i) if step.matrix is not None else last
+            continue
+        if j - i > 1:  # too fast or unclear for one step: split it
+            mid = (i + j) // 2
+            stack.extend([(mid, j), (i, mid)])
+            continue
+        diag.steps.append(step)
+        return "scene cut"
+    return ""
+
+
+def _one_shot(clip: _Clip, times: np.ndarray, diag: Diagnostics) -> bool:
+    """Frames up to SPAN_SECONDS apart still show the same picture once the motion is undone
+    (a dissolve passes every short step but not a comparison across it)."""
+    poses = {diag.steps[0].i: np.eye(3)}
+    for step in diag.steps:
+        if step.matrix is not None:  # accepted steps always have one
+            poses[step.j] = _h3(step.matrix) @ poses[step.i]
+    marks = np.array(sorted(poses))
+    for ia in marks:
+        within = marks[(marks > ia) & (times[marks] - times[ia] <= SPAN_SECONDS)]
+        half = within[times[within] - times[ia] <= SPAN_SECONDS / 2]
+        for ib in {int(within[-1]) if len(within) else ia, int(half[-1]) if len(half) else ia} - {int(ia)}:
+            rel = poses[ib] @ np.linalg.inv(poses[ia])
+            value = clip.mismatch(int(ia), ib, rel[:2])
+            if value is not None:
+                diag.checks.append((int(ia), ib, value))
+                if value > MAX_MISMATCH:
+                    return False
+    return True
+
+
+def estimate(
+    frames: np.ndarray,
+    max_steps: int | None = None,
+    work_width: int = WORK_WIDTH,
+    times=None,
+    diagnostics: Diagnostics | None = None,
+) -> MotionResult:
+    """Camera motion between the first and last of `frames` ([T,H,W,3] RGB or [T,H,W] gray uint8).
+
+    `times`: each frame's time in seconds (default: consecutive frames at 25 fps). Pass every frame
+    or a dense subsample: steps that fail are split, so fast motion needs frames in between.
+    """
+    gray = prepare(frames, work_width)
+    n = len(gray)
+    if n < 2:
+        return MotionResult(confidence=1.0)
+    t = np.asarray(times, float) if times is not None else np.arange(n) / DEFAULT_FPS
+    diag = diagnostics if diagnostics is not None else Diagnostics()
+    picture = [has_picture(g) for g in gray]
+    if not any(picture):
+        return MotionResult(reason="no picture")
+    first, last = picture.index(True), n - 1 - picture[::-1].index(True)
+    if last - first < 0.6 * (n - 1):
+        return MotionResult(reason="no picture")
+    # frames without picture in the middle (a fade through black, or the camera passing over a black
+    # area) are bridged: the frames either side must still show one picture, else it was a fade
+    keep = [k for k in range(first, last + 1) if picture[k]]
+    gap = len(keep) < last - first + 1
+    if len(keep) < 0.6 * n:
+        return MotionResult(reason="no picture")
+    clip = _Clip(gray[keep])
+    steps = min(max_steps or MAX_STEPS, len(keep) - 1)
+    marks = sorted(set(np.linspace(0, len(keep) - 1, steps + 1).round().astype(int)))
+    reason = _chain(clip, marks, diag)
+    if not reason and not _one_shot(clip, t[keep], diag):
+        reason = "dissolve or cut"
+    # across a gap the evidence must be strong: dim frames either side of black match loosely
+    across = [v for i, j, v in diag.checks if keep[j] - keep[i] != j - i]
+    if gap and (reason or max(across, default=MAX_MISMATCH) > MAX_MISMATCH / 2):
+        reason = "fade"
+    return _summarise(diag, reason, gray.shape[2], gray.shape[1])
+
+
+def _summarise(diag: Diagnostics, reason: str, w: int, h: int) -> MotionResult:
+    total = np.eye(3)
+    for step in diag.steps:
+        if step.matrix is not None:
+            total = _h3(step.matrix) @ total
+    a, b = total[0, 0], total[1, 0]
+    inliers = [s.inliers for s in diag.steps]
+    worst = max((c[2] for c in diag.checks), default=0.0)
+    result = MotionResult(
+        dx=float(total[0, 2] / w),
+        dy=float(total[1, 2] / h),
+        zoom=float(math.hypot(a, b)),
+        rotation=float(math.degrees(math.atan2(b, a))),
+        reason=reason,
+        pairs=len(diag.steps),
+        points=int(np.median([s.points for s in diag.steps])) if diag.steps else 0,
+        inlier_ratio=float(np.median(inliers)) if inliers else 0.0,
+    )
+    if not reason:
+        result.confidence = float(
+            np.clip(1 - worst / MAX_MISMATCH, 0, 1) ** 0.5 * np.clip(result.inlier_ratio / 0.6, 0, 1)
+        )
+    return result

@@ -1,0 +1,285 @@
+"""Reaching a Ray cluster and noticing when it goes away (the Ray executor's cluster helpers).
+
+- `connect`: a deadline on `--address` (a TCP probe of the head's GCS port, then `ray.init` in a thread),
+  so an unreachable cluster ends in one sentence instead of Ray's endless connection warnings.
+- `run_environment`: the variables the actors need (vidcap's knobs, Hugging Face cache and offline flags,
+  the names given with `--ray-env`). Plain ones go in Ray's runtime environment; secrets (names with KEY,
+  TOKEN, SECRET, PASSWORD, ...) travel only inside the actors' and tasks' pickled arguments, because Ray
+  shows a job's runtime environment in `ray list jobs` and the dashboard.
+- `HeadWatch`: a thread that probes the GCS port every second; the driver stops within seconds of the
+  head going away instead of Ray's own 60 s of reconnect attempts and a hard exit that skips the flush.
+- `quiet_ray`: Ray's C++ logging (core_worker.cc lines) kept out of vidcap's output.
+
+Nothing here imports Ray at module level.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import socket
+import threading
+import time
+from typing import Any
+
+from ..errors import UsageError
+
+CONNECT_TIMEOUT_ENV = "VIDCAP_RAY_CONNECT_TIMEOUT"
+LOST_AFTER_ENV = "VIDCAP_RAY_LOST_AFTER"
+# Prefixes of the variables every actor gets from the driver without being named.
+PASSED_PREFIXES = ("VIDCAP_", "HF_", "HUGGINGFACE_", "TRANSFORMERS_", "TOKENIZERS_", "OMP_NUM_THREADS")
+SECRET = re.compile(r"KEY|TOKEN|SECRET|PASSW|CREDENTIAL|AUTH", re.IGNORECASE)
+
+
+def seconds(env: str, default: float) -> float:
+    try:
+        value = float(os.environ.get(env, "") or default)
+    except ValueError:
+        raise UsageError(f"{env} must be a number of seconds, not '{os.environ[env]}'.") from None
+    return max(0.1, value)
+
+
+# A line of Ray's C++ logging: "[2026-11-30 05:44:22,228 E 29742 29742] core_worker.cc:2465: ..."
+RAY_CPP_LINE = re.compile(rb"^\[\d{4}-\d\d-\d\d [\d:,]+ [DIWEF] \d+ \d+\] ")
+
+
+class QuietStderr:
+    """Ray's C++ core worker writes error-level lines (an actor's constructor arguments in the object
+    store, 'Failed to push error', reconnect attempts) straight to file descriptor 2. While Ray runs, fd 2
+    is a pipe read by a thread that drops those lines (and their indented continuations) and passes
+    everything else on; Python's own `sys.stderr` writes to the real stream, so a terminal stays a terminal
+    for the progress bar. `restore()` puts fd 2 back (not done after a lost head: Ray may still write)."""
+
+    @staticmethod
+    def applies() -> bool:
+        """Only when Python's stderr is file descriptor 2 (not a test's capture or an embedding app's stream)."""
+        import sys
+
+        try:
+            return sys.stderr.fileno() == 2
+        except (AttributeError, OSError, ValueError):
+            return False
+
+    def __init__(self) -> None:
+        import sys
+
+        sys.stderr.flush()
+        self.saved = os.dup(2)
+        self.old_stderr = sys.stderr
+        read, write = os.pipe()
+        os.dup2(write, 2)
+        os.close(write)
+        sys.stderr = open(  # noqa: SIM115 - lives until restore()
+            os.dup(self.saved),
+            "w",
+            buffering=1,
+            encoding=getattr(sys.stderr, "encoding", None) or "utf-8",
+            errors="backslashreplace",
+        )
+        self.thread = threading.Thread(target=self._pump, args=(read,), name="vidcap-ray-stderr", daemon=True)
+        self.thread.start()
+
+    def _pump(self, read: int) -> None:
+        dropping = False
+        with os.fdopen(read, "rb") as pipe:
+            for line in pipe:
+                if RAY_CPP_LINE.match(line):
+                    dropping = True
+                    continue
+                if dropping and line[:1] in (b" ", b"\t"):
+                    continue
+                dropping = False
+                try:
+                    os.write(self.saved, line)
+                except OSError:
+                    return
+
+    def restore(self) -> None:
+        import sys
+
+        sys.stderr.flush()
+        os.dup2(self.saved, 2)  # closes the pipe's write end: the thread reads to its end and stops
+        self.thread.join(timeout=2.0)
+        sys.stderr.close()
+        sys.stderr = self.old_stderr
+        os.close(self.saved)
+
+
+def quiet_ray() -> None:
+    """Ray's Python loggers at error level only (its C++ lines are dropped by QuietStderr)."""
+    import logging
+
+    for name in ("ray", "ray.data", "ray._private", "ray.runtime_env"):
+        logging.getLogger(name).setLevel(logging.ERROR)
+
+
+# -- the run environment ------------------------------------------------------------------------------------
+def run_environment(names: list[str] | None) -> tuple[dict, dict]:
+    """(plain, secret) variables for the actors: vidcap's own and the ones named with `--ray-env`."""
+    picked = {k: v for k, v in os.environ.items() if k.startswith(PASSED_PREFIXES)}
+    for name in names or []:
+        name = name.strip()
+        if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", name):
+            raise UsageError(
+                f"--ray-env takes the name of an environment variable (like HF_TOKEN), not '{_redact(name)}'."
+            )
+        if name not in os.environ:
+            raise UsageError(f"--ray-env {name}: {name} is not set in this environment; set it or drop the flag.")
+        picked[name] = os.environ[name]
+    plain = {k: v for k, v in picked.items() if not SECRET.search(k)}
+    return plain, {k: v for k, v in picked.items() if k not in plain}
+
+
+def apply_environment(secret: dict) -> None:
+    """In an actor or task, before the stage is unpickled: the secret variables set like the plain ones."""
+    os.environ.update(secret)
+
+
+def _redact(text: str) -> str:
+    return text if len(text) <= 12 else text[:4] + "..."
+
+
+# -- connecting ---------------------------------------------------------------------------------------------
+def head_address(address: str) -> tuple[str, int] | None:
+    """host, port of the GCS behind `--address` (None for `auto` with no cluster on this machine)."""
+    text = address.strip()
+    text = text.removeprefix("ray://")
+    if text in ("auto", "localhost"):
+        from ray._private.services import canonicalize_bootstrap_address
+
+        found = canonicalize_bootstrap_address("auto")
+        if not found:
+            return None
+        text = found
+    host, _, port = text.rpartition(":")
+    if not host or not port.isdigit():
+        raise UsageError(f"--address '{address}' is not HOST:PORT (e.g. 10.0.0.5:6379), ray://HOST:PORT or auto.")
+    return host.strip("[]"), int(port)
+
+
+def reachable(where: tuple[str, int], timeout: float) -> bool:
+    try:
+        with socket.create_connection(where, timeout=timeout):
+            return True
+    except OSError:
+        return False
+
+
+def connect(address: str | None, runtime_env: dict, num_cpus: int | None = None) -> None:
+    """ray.init on the cluster at `address` (a local Ray when None), or one sentence within the deadline."""
+    import ray
+
+    quiet_ray()
+    kwargs: dict[str, Any] = {
+        "include_dashboard": False,
+        "logging_level": "ERROR",
+        "log_to_driver": False,
+        "runtime_env": runtime_env,
+    }
+    if not address:  # a Ray of this run's own: never join a cluster someone else started on this host
+        ray.init(address="local", num_cpus=num_cpus, **kwargs)
+        return
+    deadline = seconds(CONNECT_TIMEOUT_ENV, 20.0)
+    where = head_address(address)
+    unreachable = (
+        f"cannot reach the Ray cluster at {address} within {deadline:g} s; start it with `ray start --head` "
+        f"there (or fix --address: `ray status` on the head prints it), or allow more time with "
+        f"{CONNECT_TIMEOUT_ENV}."
+    )
+    if where is None:
+        raise UsageError(
+            "--address auto found no Ray cluster on this machine; start one with `ray start --head` "
+            "or give the head's HOST:PORT."
+        )
+    t0 = time.monotonic()
+    while not reachable(where, timeout=min(2.0, deadline)):
+        if time.monotonic() - t0 >= deadline:
+            raise UsageError(unreachable)
+        time.sleep(0.5)
+    failure: list[BaseException] = []
+
+    def init() -> None:
+        try:
+            ray.init(address=address, **kwargs)
+        except BaseException as exc:  # noqa: BLE001 - handed to the caller's thread
+            failure.append(exc)
+
+    thread = threading.Thread(target=init, name="vidcap-ray-init", daemon=True)
+    thread.start()
+    thread.join(max(1.0, deadline - (time.monotonic() - t0)) + 10.0)  # the port answered: allow the handshake
+    if thread.is_alive():
+        forget_ray(2)
+        raise UsageError(unreachable)
+    if failure:
+        raise UsageError(
+            f"could not join the Ray cluster at {address} ({_first_line(failure[0])}); check that it is the head's "
+            "address (`ray status` on the head prints it) and that this machine runs the cluster's Ray and Python "
+            "versions."
+        ) from None
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return (text[0] if text else type(exc).__name__).rstrip(".")
+
+
+def forget_ray(code: int = 3) -> None:
+    """After the head went away: Ray's exit hook would wait on the dead cluster, so it is dropped, and the
+    process ends with `code` (3: a stopped run; 2: a cluster that never answered) without the teardown
+    Ray's threads crash in."""
+    import atexit
+    import sys
+
+    import ray
+
+    atexit.unregister(ray.shutdown)
+
+    def leave() -> None:
+        # The interpreter's own teardown crashes in Ray's C++ threads (SIGSEGV) once the GCS is gone: end the
+        # process here, with the exit code of a stopped run, after every other exit hook has run.
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
+
+    atexit.register(leave)
+
+
+def gcs_address() -> tuple[str, int] | None:
+    """The GCS this driver is connected to (None when it cannot be told, e.g. a Ray client session)."""
+    try:
+        import ray
+
+        text = ray.get_runtime_context().gcs_address
+    except Exception:  # noqa: BLE001
+        return None
+    host, _, port = (text or "").rpartition(":")
+    return (host, int(port)) if host and port.isdigit() else None
+
+
+class HeadWatch:
+    """Probes the head's GCS port every second in a thread; `lost` once it has refused for `after` seconds."""
+
+    def __init__(self, where: tuple[str, int] | None, after: float | None = None):
+        self.where = where
+        self.after = after if after is not None else seconds(LOST_AFTER_ENV, 5.0)
+        self.lost = False
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._watch, name="vidcap-ray-head", daemon=True)
+        if where is not None:
+            self._thread.start()
+
+    def _watch(self) -> None:
+        down_since = None
+        where = self.where
+        assert where is not None  # the thread starts only with an address
+        while not self._stop.wait(1.0):
+            if reachable(where, timeout=1.0):
+                down_since = None
+            elif down_since is None:
+                down_since = time.monotonic()
+            elif time.monotonic() - down_since >= self.after:
+                self.lost = True
+                return
+
+    def stop(self) -> None:
+        self._stop.set()
