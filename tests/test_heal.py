@@ -61,7 +61,7 @@ def test_heal_fixes_what_it_can_flags_the_rest_and_never_touches_good_rows(clips
         assert row["heal"] == "unhealed" and reasons_of(row["flags"]), name
         assert row["text"] == plain.loc[f"{name}.mp4", "text"]  # nothing better came back: the original stays
         assert len(json.loads(row["heal_attempts"])) == 3  # the first try and two attempts, each with its flags
-    assert "'healed': 4, 'unhealed': 2" in err
+    assert "heal: healed 4, unhealed 2" in err
 
 
 @pytest.mark.parametrize("ledger", [False, True], ids=["small", "streaming-ledger"])

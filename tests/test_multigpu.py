@@ -87,7 +87,7 @@ def test_a_killed_worker_loses_nothing_and_nothing_is_done_twice(clips, tmp_path
     os.kill(victim, signal.SIGKILL)
     _, err = proc.communicate(timeout=120)
     assert proc.returncode == 0, err
-    assert "worker cpu1 exited with code -9" in err and "worker_deaths: 1" in err
+    assert "worker cpu1 exited with code -9" in err and "worker deaths: 1" in err
     pd.testing.assert_frame_equal(read_resolved(clips / "single.parquet"), read_resolved(out))
     rids = parts_rids(parts)
     assert rids.is_unique and len(rids) == 26  # the dead worker's saved rows were not redone

@@ -93,6 +93,6 @@ def test_caption_run_and_report_show_clusters(tmp_path):
     out = pd.read_csv(tmp_path / "o.csv").set_index("path")
     assert out.loc[["a.mp4", "b.mp4", "c.mp4"], "near_dup_size"].tolist() == [3, 3, 3]
     assert (out.loc[["a.mp4", "b.mp4", "c.mp4"], "near_dup_cluster"] == 0).all()
-    assert out.loc["a.mp4", "flags"] == "duplicate" and "near_dup: {'clusters': 1" in proc.stderr  # exact copies
+    assert out.loc["a.mp4", "flags"] == "duplicate" and "near dup: clusters 1" in proc.stderr  # exact copies
     vidcap("report", tmp_path / "o.csv", "-o", tmp_path / "r.html")
     assert "Near-duplicate captions: 1 clusters, 3 rows" in (tmp_path / "r.html").read_text()

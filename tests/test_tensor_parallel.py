@@ -36,7 +36,7 @@ def test_tp_2_captions_equal_the_single_process_run(tiny_model, clips, tmp_path,
     common = ["--model", model, "-q", "--workers", "0", "--max-new-tokens", "8"]
     vidcap("caption", clips / "m.csv", "-o", tmp_path / "one.parquet", *common)
     proc = vidcap("caption", clips / "m.csv", "-o", tmp_path / "tp.parquet", *common, "--gpus", "cpu:2", "--tp", "2")
-    assert "tensor_parallel: 2 devices per model" in proc.stderr  # the model really was split
+    assert "tensor parallel: 2 devices per model" in proc.stderr  # the model really was split
     one, tp = pd.read_parquet(tmp_path / "one.parquet"), pd.read_parquet(tmp_path / "tp.parquet")
     assert (tp["status"] == "ok").all(), tp["error"].tolist()
     assert tp["text"].tolist() == one["text"].tolist()
