@@ -29,6 +29,7 @@ import numpy as np
 from vidcap.motion import footage
 from vidcap.motion.footage import Source
 from vidcap.motion.result import DEFAULT_THRESHOLD, MotionResult, classify
+from vidcap.motion.synth import write_mp4
 
 SPLITS = {"tune": ("tune", 1), "test": ("tune+test", 2)}  # split -> (source groups, seed)
 SIZES = [((256, 192), 0.5), ((176, 144), 0.15), ((320, 240), 0.15), ((640, 360), 0.12), ((1280, 720), 0.08)]
@@ -276,21 +277,6 @@ def _transition(rng, kind: str, a: list, b: list, fps: int) -> list:
     )
     pick = [fa if k < start + out_len else fb for k, (fa, fb) in enumerate(zip(a, b))]
     return [(f * g).astype(np.uint8) for f, g in zip(pick, gains)]
-
-
-def write_mp4(path, frames, fps: int, crf: int) -> None:
-    import av
-
-    h, w = frames[0].shape[:2]
-    with av.open(str(path), "w") as out:
-        stream = out.add_stream("libx264", rate=fps)
-        stream.width, stream.height, stream.pix_fmt = w, h, "yuv420p"
-        stream.options = {"preset": "veryfast", "crf": str(crf)}
-        for i, img in enumerate(frames):
-            frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(img), format="rgb24")
-            frame.pts = i
-            out.mux(stream.encode(frame))
-        out.mux(stream.encode(None))
 
 
 def _fits(out_wh, source: Source) -> bool:

@@ -286,11 +286,13 @@ def make_clip(rng: np.random.Generator, plan, n: int, threshold: float = DEFAULT
 
 
 def write_mp4(path, frames, fps: int, crf: int = 23) -> None:
+    """RGB frames (all of one size) to an h264 MP4 at `fps`."""
     import av
 
+    h, w = frames[0].shape[:2]
     with av.open(str(path), "w") as out:
         stream = out.add_stream("libx264", rate=fps)
-        stream.width, stream.height, stream.pix_fmt = OUT_W, OUT_H, "yuv420p"
+        stream.width, stream.height, stream.pix_fmt = w, h, "yuv420p"
         stream.options = {"preset": "veryfast", "crf": str(crf)}
         for i, img in enumerate(frames):
             frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(img), format="rgb24")
