@@ -190,6 +190,9 @@ class HFCaptionBackend(CaptionBackend):
         self.model.eval()
         self.load_s = time.perf_counter() - t0
         self.loaded_tp = self.tensor_parallel  # still reported after teardown frees the model
+        engine = self.engine()  # built now: its kernels are checked and compiled while the decode workers start
+        if engine is not None and engine.use_graphs:
+            engine.warm()
 
     def _load(self, path: Path, device: str, dtype) -> None:
         raise NotImplementedError
