@@ -36,7 +36,7 @@ def _kernels():
         w = tl.load(w_ptr + offs, mask=mask, other=0.0).to(tl.float32)
         tl.store(y_ptr + row * stride_y + offs, (w * h.to(tl.float32)).to(y_ptr.dtype.element_ty), mask=mask)
 
-    @triton.jit
+    @triton.jit(do_not_specialize=["n"])
     def silu_mul(g_ptr, u_ptr, y_ptr, n, BLOCK: tl.constexpr):
         offs = tl.program_id(0).to(tl.int64) * BLOCK + tl.arange(0, BLOCK)
         mask = offs < n
@@ -45,7 +45,9 @@ def _kernels():
         s = (g / (1.0 + tl.exp(-g))).to(y_ptr.dtype.element_ty).to(tl.float32)  # silu's bf16 result
         tl.store(y_ptr + offs, (s * u).to(y_ptr.dtype.element_ty), mask=mask)
 
-    @triton.jit
+    # positions, heads and batch strides change from call to call (prefill lengths, the decode step's one
+    # position): not specialized on, so one compiled kernel serves them all (compiled once, before the run)
+    @triton.jit(do_not_specialize=["T", "H", "sx_b", "sy_b", "sc_b", "sc_t"])
     def rotary(
         x_ptr,
         cos_ptr,
@@ -249,10 +251,15 @@ class FusedPrefill:
 
     def _check_rotary(self) -> str | None:
         attn = self.layers[0].self_attn
-        d = getattr(attn, "head_dim", None) or attn.q_proj.weight.shape[0] // attn.config.num_attention_heads
+        cfg = attn.config
+        heads = cfg.num_attention_heads
+        kv_heads = getattr(cfg, "num_key_value_heads", None) or heads
+        d = getattr(attn, "head_dim", None) or cfg.hidden_size // heads
         w = attn.q_proj.weight
-        q = _randn((2, 11, 4, d), w).transpose(1, 2)  # [B, H, T, D] as a transposed view, as in the model
-        k = _randn((2, 11, 2, d), w).transpose(1, 2)
+        # the model's own head counts: the kernel is compiled per padded head count, so this compiles the ones
+        # the run uses (before the first clip arrives)
+        q = _randn((2, 11, heads, d), w).transpose(1, 2)  # [B, H, T, D] as a transposed view, as in the model
+        k = _randn((2, 11, kv_heads, d), w).transpose(1, 2)
         cos, sin = _randn((2, 11, d), w), _randn((2, 11, d), w)
         plain = self.rotary_module._vidcap_plain_rotary if self.rotary_module is not None else _rotary_reference
         want = plain(q, k, cos, sin)

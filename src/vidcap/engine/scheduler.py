@@ -45,6 +45,7 @@ class EngineStats:
     prefix_tokens: int = 0
     graphs: list[int] = field(default_factory=list)
     capture_s: float = 0.0
+    allocate_s: float = 0.0  # the cache, the shared prefix, the kernel checks and the graphs (first group)
     prefills: int = 0
     prefill_rows: int = 0
     prefill_s: float = 0.0
@@ -63,6 +64,7 @@ class EngineStats:
     started: float = 0.0  # perf_counter at run start
     first_item_s: float | None = None  # when the first clip reached the engine
     first_row_s: float | None = None  # when the first caption was done
+    first_admit_s: float | None = None  # when the first group's prefill began
 
     def summary(self) -> dict:
         ms = 1e3 * self.decode_s / self.steps if self.steps else None
@@ -79,6 +81,8 @@ class EngineStats:
             "graph_replays": self.replays,
             "eager_steps": self.eager_steps,
             "capture_s": round(self.capture_s, 3),
+            "allocate_s": round(self.allocate_s, 3),
+            "first_admit_s": _round(self.first_admit_s),
             "decode_steps": self.steps,
             "decode_ms_per_step": round(ms, 3) if ms else None,
             "decode_tokens_per_s": round(self.decode_tokens / self.decode_s, 1) if self.decode_s else None,
@@ -170,6 +174,7 @@ class Engine:
             vision_attention=old.vision_attention,
             fused_kernels=old.fused_kernels,
             capture_s=old.capture_s,
+            allocate_s=old.allocate_s,
             started=time.perf_counter(),
         )
         if self.lm is not None:
@@ -290,8 +295,12 @@ class Engine:
     # -- admitting new clips ---------------------------------------------------------------------------
     def _admit(self, group: list) -> list:
         """Prefill what fits into free slots; returns the clips left over (the cache took fewer slots)."""
+        if self.stats.first_admit_s is None:
+            self.stats.first_admit_s = time.perf_counter() - self.stats.started
         if self.lm is None:
+            t0 = time.perf_counter()
             self._allocate(group)
+            self.stats.allocate_s = time.perf_counter() - t0
         room = self.free_slots()
         group, rest = group[:room], group[room:]
         prefixed: list[tuple] = []
