@@ -252,11 +252,14 @@ class DecoderLM:
         return joined.to(self.dtype).reshape(b, p.heads * p.head_dim)
 
     # -- CUDA graphs ------------------------------------------------------------------------------
-    def capture(self, buckets: list[int]) -> None:
-        """Record the step for each batch bucket (largest first; one shared memory pool). The state
-        tensors are reset afterwards: warm-up and capture write garbage that prefill overwrites."""
+    def capture(self, buckets: list[int], keep_state: bool = False) -> None:
+        """Record the step for each batch bucket (largest first; one shared memory pool). Warm-up and
+        capture run the step three times: the state tensors are reset afterwards (prefill overwrites the
+        garbage), or, mid-run (`keep_state`), put back as they were; the keys and values they wrote sit at
+        and past each slot's next position, which the slot's own next steps overwrite before reading."""
         import torch
 
+        saved = [t.clone() for t in (self.tok, self.pos, self.rpos, self.use_prefix)] if keep_state else None
         torch.cuda.synchronize(self.device)
         side = torch.cuda.Stream(self.device)
         side.wait_stream(torch.cuda.current_stream(self.device))
@@ -272,6 +275,8 @@ class DecoderLM:
             self.pool = graph.pool()
             self.graphs[b] = graph
         torch.cuda.synchronize(self.device)
-        for t in (self.tok, self.pos, self.rpos):
-            t.zero_()
-        self.use_prefix.zero_()
+        for i, t in enumerate((self.tok, self.pos, self.rpos, self.use_prefix)):
+            if saved is None:
+                t.zero_()
+            else:
+                t.copy_(saved[i])

@@ -135,7 +135,7 @@ class Engine:
         ignore_eos: bool = False,
         graphs: bool = True,
         prefill_tokens: int = 16384,
-        first_wait_s: float = 1.5,
+        first_wait_s: float = 0.5,
         attention: str = "auto",
         fused: str | None = None,
     ):
@@ -159,6 +159,7 @@ class Engine:
         self.active: dict[int, _Seq | None] = {}  # None: reserved while its prefill runs
         self.out: list[EngineOut] = []
         self.broken = ""
+        self.buckets: list[int] = []  # batch buckets of the decode step's CUDA graphs (planned at allocation)
 
     def reset_stats(self) -> None:
         """Zero the counters (the bench measures each run alone); the engine's setup figures stay."""
@@ -228,8 +229,12 @@ class Engine:
         first = self.first_group()
         if self.lm is None and pending and len(pending) < first:
             # the first group decides the shared prefix and the cache length: give it a moment to fill
+            # (two clips at least, a few seconds more if need be: one alone cannot show a shared prefix)
             deadline = time.monotonic() + self.first_wait_s
-            while len(pending) < first and time.monotonic() < deadline:
+            while len(pending) < first:
+                late = time.monotonic() - deadline
+                if (late > 0 and len(pending) >= 2) or late > 5.0:
+                    break
                 more = source.take(first - len(pending), block=True)
                 if more is None:
                     return True
@@ -421,7 +426,9 @@ class Engine:
     def _step(self) -> None:
         t0 = time.perf_counter()
         top = max(self.active) + 1
-        b = next((g for g in sorted(self.cache.graphs) if g >= top), top) if self.cache.graphs else top
+        b = next((g for g in self.buckets if g >= top), top)
+        if b not in self.cache.graphs and self.buckets:
+            self._capture_bucket(b)
         toks = self.cache.step(b).tolist()
         self.stats.steps += 1
         self.stats.decode_s += time.perf_counter() - t0
@@ -535,21 +542,28 @@ class Engine:
         self.prefix = prefix
 
     def _capture(self) -> None:
+        """Plan the batch buckets and capture the one the first group decodes in; the others are captured
+        when first needed (each ~0.3 s: the first captions do not wait for graphs they do not use)."""
+        s = self.cache.slots
+        self.buckets = sorted({max(1, s // d) for d in (1, 2, 4, 8)})
+        self.stats.reason = f"CUDA graphs for batch buckets {self.buckets} (each captured on first use)"
+        first = min(self.first_group(), s)
+        self._capture_bucket(next(b for b in self.buckets if b >= first))
+
+    def _capture_bucket(self, b: int) -> None:
         import torch
 
         t0 = time.perf_counter()
-        s = self.cache.slots
-        buckets = sorted({max(1, s // d) for d in (1, 2, 4, 8)})
         try:
-            self.cache.capture(buckets)
-            self.stats.graphs = buckets
-            self.stats.reason = f"CUDA graphs for batch buckets {buckets}"
+            self.cache.capture([b], keep_state=self.lm is not None and bool(self.active))
         except (RuntimeError, torch.cuda.OutOfMemoryError) as exc:
-            self.cache.graphs.clear()
+            self.cache.graphs.pop(b, None)
             _free_memory()
-            self.stats.fast_path = False
+            self.buckets = []  # no more captures: steps without a graph run eagerly (counted in eager_steps)
+            self.stats.fast_path = bool(self.cache.graphs)
             self.stats.reason = f"CUDA graph capture failed, decode runs eagerly: {_first_line(exc)}"
-        self.stats.capture_s = time.perf_counter() - t0
+        self.stats.graphs = sorted(self.cache.graphs)
+        self.stats.capture_s += time.perf_counter() - t0
 
 
 def max_positions(model) -> int | None:
