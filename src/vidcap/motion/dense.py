@@ -39,6 +39,10 @@ MIN_OVERLAP = 0.3  # frames are compared only where the moved frame covers this 
 MISMATCH_Q = 0.5  # quantile of the differences that is compared (0.5: robust to movers on half the frame)
 MAX_MISMATCH = 0.35  # normalised median difference above which two frames are not one shot
 SPAN_SECONDS = 1.5  # frames up to this far apart are compared for the one-shot check
+SURE_MISMATCH = 0.65  # above this two frames are different pictures, whatever lies between them
+BLEND_RATIO = 0.47  # a frame between two that differ, explained this much better by a blend of both: a dissolve
+BLEND_Q = 0.75  # quantile of the residuals the blend test compares (flat areas fit anything)
+BLEND_FRAMES = 16  # at most this many frames in between are tried
 DEFAULT_FPS = 25.0
 
 
@@ -55,6 +59,8 @@ class Step:
 class Diagnostics:
     steps: list[Step] = field(default_factory=list)
     checks: list[tuple[int, int, float]] = field(default_factory=list)  # (i, j, mismatch)
+    # pairs that passed MAX_MISMATCH but whose frames in between are no blend of the two: (i, j, mismatch, ratio)
+    unblended: list[tuple[int, int, float, float]] = field(default_factory=list)
 
 
 def has_picture(gray: np.ndarray) -> bool:
@@ -146,23 +152,28 @@ def _small(gray: np.ndarray) -> np.ndarray:
     return cv2.resize(gray, (SMALL_W, max(4, round(h * SMALL_W / w))), interpolation=cv2.INTER_AREA).astype(np.float32)
 
 
-def mismatch(small_a: np.ndarray, small_b: np.ndarray, matrix: np.ndarray, w: int) -> float | None:
-    """Median |difference| of frame b and frame a moved by `matrix` (centred working coordinates,
-    working width `w`), both shrunk to SMALL_W and normalised to zero mean and unit spread on their
-    overlap; None when they hardly overlap. About 1 for unrelated pictures, near 0 for one picture."""
+def _warp(small: np.ndarray, matrix: np.ndarray, w: int) -> np.ndarray:
+    """`small` moved by `matrix` (centred coordinates at working width `w`); NaN where nothing lands."""
     import cv2
 
-    h_s, w_s = small_a.shape
+    h_s, w_s = small.shape
     m = matrix.astype(np.float64).copy()
     m[:, 2] *= w_s / w
-    warped = cv2.warpAffine(
-        small_a,
+    return cv2.warpAffine(
+        small,
         _to_pixel(m, w_s, h_s),
         (w_s, h_s),
         flags=cv2.INTER_LINEAR,
         borderMode=cv2.BORDER_CONSTANT,
         borderValue=np.nan,
     )
+
+
+def mismatch(small_a: np.ndarray, small_b: np.ndarray, matrix: np.ndarray, w: int) -> float | None:
+    """Median |difference| of frame b and frame a moved by `matrix` (centred working coordinates,
+    working width `w`), both shrunk to SMALL_W and normalised to zero mean and unit spread on their
+    overlap; None when they hardly overlap. About 1 for unrelated pictures, near 0 for one picture."""
+    warped = _warp(small_a, matrix, w)
     inside = ~np.isnan(warped)
     if inside.mean() < MIN_OVERLAP:
         return None
@@ -253,24 +264,84 @@ def _chain(clip: _Clip, marks: list[int], diag: Diagnostics) -> str:
     return ""
 
 
-def _one_shot(clip: _Clip, times: np.ndarray, diag: Diagnostics) -> bool:
-    """Frames up to SPAN_SECONDS apart still show the same picture once the motion is undone
-    (a dissolve passes every short step but not a comparison across it)."""
+def _poses(diag: Diagnostics) -> dict[int, np.ndarray]:
+    """Pose (3x3, relative to the first frame) of every frame the chain visited."""
     poses = {diag.steps[0].i: np.eye(3)}
     for step in diag.steps:
         if step.matrix is not None:  # accepted steps always have one
             poses[step.j] = _h3(step.matrix) @ poses[step.i]
+    return poses
+
+
+def _pose_at(poses: dict[int, np.ndarray], marks: np.ndarray, k: int) -> np.ndarray:
+    """The pose of frame k, interpolated between the chain's frames either side (steps are short)."""
+    if k in poses:
+        return poses[k]
+    after = int(marks[np.searchsorted(marks, k)])
+    before = int(marks[np.searchsorted(marks, k) - 1])
+    t = (k - before) / (after - before)
+    return (1 - t) * poses[before] + t * poses[after]
+
+
+def _residual(y: np.ndarray, columns: list[np.ndarray]) -> float:
+    """BLEND_Q quantile of |y - robust linear fit of y on columns (plus a constant)|."""
+    a = np.stack([np.ones_like(y), *columns], 1)
+    weight = np.ones_like(y)
+    for _ in range(4):  # iteratively reweighted least squares, close to an L1 fit: movers do not pull it
+        coef = np.linalg.lstsq(a * weight[:, None], y * weight, rcond=None)[0]
+        r = np.abs(y - a @ coef)
+        weight = 1 / np.sqrt(r + 0.05 * float(r.mean()) + 1e-3)
+    return float(np.quantile(r, BLEND_Q))
+
+
+def blend_ratio(clip: _Clip, a: int, b: int, poses: dict[int, np.ndarray]) -> float:
+    """How much better the frames between a and b are explained by a mix of both than by the better one.
+
+    A dissolve is a weighted sum of the shot before and the shot after: a frame in its middle is fitted
+    far better by both ends together (ratio well below 1). In one shot whose ends differ (a mover,
+    noise, a flat picture), a frame in between is about as well explained by either end alone (~1).
+    Returns the smallest ratio over the frames tried; 1 when none could be compared.
+    """
+    marks = np.array(sorted(poses))
+    w = clip.gray.shape[2]
+    inner = np.unique(np.linspace(a + 1, b - 1, min(BLEND_FRAMES, b - a - 1)).round().astype(int))
+    best = 1.0
+    for k in inner:
+        pose_k = _pose_at(poses, marks, int(k))
+        xa = _warp(clip.small(a), (pose_k @ np.linalg.inv(poses[a]))[:2], w)
+        xb = _warp(clip.small(b), (pose_k @ np.linalg.inv(poses[b]))[:2], w)
+        inside = ~np.isnan(xa) & ~np.isnan(xb)
+        if inside.mean() < 0.2:
+            continue
+        y = clip.small(int(k))[inside]
+        alone = min(_residual(y, [xa[inside]]), _residual(y, [xb[inside]]))
+        if alone > 1e-3:
+            best = min(best, _residual(y, [xa[inside], xb[inside]]) / alone)
+    return best
+
+
+def _one_shot(clip: _Clip, times: np.ndarray, diag: Diagnostics) -> bool:
+    """Frames up to SPAN_SECONDS apart still show the same picture once the motion is undone
+    (a dissolve passes every short step but not a comparison across it). Two frames that differ
+    only moderately are a dissolve only when the frames between them are blends of the two."""
+    poses = _poses(diag)
     marks = np.array(sorted(poses))
     for ia in marks:
         within = marks[(marks > ia) & (times[marks] - times[ia] <= SPAN_SECONDS)]
         half = within[times[within] - times[ia] <= SPAN_SECONDS / 2]
-        for ib in {int(within[-1]) if len(within) else ia, int(half[-1]) if len(half) else ia} - {int(ia)}:
+        for ib in sorted({int(within[-1]) if len(within) else ia, int(half[-1]) if len(half) else ia} - {int(ia)}):
             rel = poses[ib] @ np.linalg.inv(poses[ia])
             value = clip.mismatch(int(ia), ib, rel[:2])
-            if value is not None:
-                diag.checks.append((int(ia), ib, value))
-                if value > MAX_MISMATCH:
-                    return False
+            if value is None:
+                continue
+            if value > MAX_MISMATCH and value <= SURE_MISMATCH and ib - ia > 1:
+                ratio = blend_ratio(clip, int(ia), ib, poses)
+                if ratio > BLEND_RATIO:
+                    diag.unblended.append((int(ia), ib, value, ratio))
+                    continue
+            diag.checks.append((int(ia), ib, value))
+            if value > MAX_MISMATCH:
+                return False
     return True
 
 
@@ -339,4 +410,6 @@ def _summarise(diag: Diagnostics, reason: str, w: int, h: int) -> MotionResult:
         result.confidence = float(
             np.clip(1 - worst / MAX_MISMATCH, 0, 1) ** 0.5 * np.clip(result.inlier_ratio / 0.6, 0, 1)
         )
+        if diag.unblended:  # frames that differed past the limit, kept as one shot by the blend test
+            result.confidence *= 0.5
     return result
