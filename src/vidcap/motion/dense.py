@@ -285,13 +285,16 @@ def _pose_at(poses: dict[int, np.ndarray], marks: np.ndarray, k: int) -> np.ndar
 
 def _residual(y: np.ndarray, columns: list[np.ndarray]) -> float:
     """BLEND_Q quantile of |y - robust linear fit of y on columns (plus a constant)|."""
-    a = np.stack([np.ones_like(y), *columns], 1)
+    a = np.stack([np.ones_like(y), *columns], 1).astype(np.float64)
+    y = y.astype(np.float64)
     weight = np.ones_like(y)
+    ridge = 1e-6 * np.eye(a.shape[1])
     for _ in range(4):  # iteratively reweighted least squares, close to an L1 fit: movers do not pull it
-        coef = np.linalg.lstsq(a * weight[:, None], y * weight, rcond=None)[0]
+        aw = a * weight[:, None]  # weight = 1/sqrt(|r|): squared, the weights of an L1 fit
+        coef = np.linalg.solve(aw.T @ aw + ridge * float(len(y)), aw.T @ (y * weight))
         r = np.abs(y - a @ coef)
         weight = 1 / np.sqrt(r + 0.05 * float(r.mean()) + 1e-3)
-    return float(np.quantile(r, BLEND_Q))
+    return float(np.partition(r, int(BLEND_Q * (len(r) - 1)))[int(BLEND_Q * (len(r) - 1))])
 
 
 def blend_ratio(clip: _Clip, a: int, b: int, poses: dict[int, np.ndarray]) -> float:
