@@ -7,8 +7,10 @@ first-to-last motion. Dense flow keeps working where corners are scarce (flat an
 filling a small frame, low light): flat regions carry the motion of their edges.
 
 Whether a clip is one shot is decided separately from the fit: frames are compared after motion
-compensation (band-passed, block-wise correlation), across short and longer gaps, so a cut, a
+compensation (small normalised frames, median difference), across short and longer gaps, so a cut, a
 dissolve or a fade through black reads `unclassified`, while a low-texture picture that moves does not.
+A pair that differs only moderately is a dissolve only when the frames between are blends of its two
+ends (`blend_ratio`): walkers, text entering a dark picture or flat areas make real shots differ too.
 """
 
 from __future__ import annotations
