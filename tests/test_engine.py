@@ -134,9 +134,9 @@ def clip_list(paths):
     return [__import__("pathlib").Path(p) for p in paths]
 
 
-def test_triton_slot_attention_in_the_interpreter(tiny_model, clips):
-    """The GPU's decode attention kernel (each slot read up to its length, joined with the shared prefix),
-    run by Triton's CPU interpreter inside the engine: same tokens as generate()."""
+def in_interpreter(template: str, family: str, tiny_model, clips) -> str:
+    """Run an engine script in a subprocess under Triton's CPU interpreter (the GPU kernels on the CPU);
+    returns its stdout, or the end of its stderr."""
     import os
     import subprocess
     import sys
@@ -144,16 +144,23 @@ def test_triton_slot_attention_in_the_interpreter(tiny_model, clips):
 
     pytest.importorskip("triton")
     here = str(Path(__file__).parent)
-    script = TRITON_SCRIPT.format(tests=here, model=str(tiny_model("pllava")), clips=[str(c) for c in clips])
+    script = template.format(tests=here, model=str(tiny_model(family)), clips=[str(c) for c in clips])
     env = {
         **os.environ,
         "TRITON_INTERPRET": "1",
         "PYTHONPATH": os.pathsep.join([str(Path(here).parent / "src"), here, os.environ.get("PYTHONPATH", "")]),
     }
     proc = subprocess.run(
-        [sys.executable, "-c", script], capture_output=True, text=True, env=env, timeout=600, check=False
+        [sys.executable, "-c", script], capture_output=True, text=True, env=env, timeout=900, check=False
     )
-    assert "TRITON_OK" in proc.stdout, proc.stderr[-3000:]
+    return proc.stdout + proc.stderr[-3000:]
+
+
+def test_triton_slot_attention_in_the_interpreter(tiny_model, clips):
+    """The GPU's decode attention kernel (each slot read up to its length, joined with the shared prefix),
+    run by Triton's CPU interpreter inside the engine: same tokens as generate()."""
+    out = in_interpreter(TRITON_SCRIPT, "pllava", tiny_model, clips)
+    assert "TRITON_OK" in out, out
 
 
 FUSED_SCRIPT = """
@@ -173,23 +180,8 @@ print("FUSED_OK", engine.stats.fused_kernels)
 def test_fused_prefill_and_decode_kernels_in_the_interpreter(tiny_model, clips):
     """The GPU's fused RMSNorm, SiLU*up and rotary kernels (prefill and the decode step), run by Triton's
     CPU interpreter inside the engine on a Mistral-based model: same tokens as generate()."""
-    import os
-    import subprocess
-    import sys
-    from pathlib import Path
-
-    pytest.importorskip("triton")
-    here = str(Path(__file__).parent)
-    script = FUSED_SCRIPT.format(tests=here, model=str(tiny_model("llava-next")), clips=[str(c) for c in clips])
-    env = {
-        **os.environ,
-        "TRITON_INTERPRET": "1",
-        "PYTHONPATH": os.pathsep.join([str(Path(here).parent / "src"), here, os.environ.get("PYTHONPATH", "")]),
-    }
-    proc = subprocess.run(
-        [sys.executable, "-c", script], capture_output=True, text=True, env=env, timeout=900, check=False
-    )
-    assert "FUSED_OK" in proc.stdout and "RMSNorm, SiLU*up, rotary" in proc.stdout, proc.stderr[-3000:]
+    out = in_interpreter(FUSED_SCRIPT, "llava-next", tiny_model, clips)
+    assert "FUSED_OK" in out and "RMSNorm, SiLU*up, rotary" in out, out
 
 
 def test_fused_kernels_stay_off_without_cuda(tiny_model, clips):
