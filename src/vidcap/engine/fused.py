@@ -308,7 +308,7 @@ def _rotary_module(layers) -> Any:
         return None
     if type(layers[0].self_attn).__name__ not in ROTARY_ATTENTION:
         return None
-    mod = sys.modules.get(type(layers[0].self_attn).__module__)
+    mod: Any = sys.modules.get(type(layers[0].self_attn).__module__)
     if getattr(mod, "apply_rotary_pos_emb", None) is None:
         return None
     if not hasattr(mod, "_vidcap_plain_rotary"):
