@@ -22,7 +22,7 @@ from dataclasses import dataclass
 
 import pandas as pd
 
-from .errors import FatalRunError, UsageError, error_code
+from .errors import EMPTY_PATH, MISSING, FatalRunError, UsageError, error_code
 from .manifest import ABSPATH, RID, clean_text, read_manifest, rebase_paths
 from .parts import FILE_COLUMNS, FILE_DTYPES, PartStore, fault_point, needs_redo
 from .stages.base import Stage
@@ -166,11 +166,14 @@ class Recorder:
     def record(self, row: dict, out: dict) -> None:
         err = out.get("error") or ""
         rec = {RID: row[RID], "status": "failed" if err else "ok", "error": err}
-        for col in self.stage.columns:
-            rec.setdefault(col, clean_text(out.get(col)))  # a lone surrogate (JSON "\ud800") cannot be stored
-        if self.stage.reads_files:
-            rec.update(zip(FILE_COLUMNS, file_stamp(row.get(ABSPATH))))
+        if err and len(out) == 1:  # a row that failed to load (millions of them in a stale manifest): no values
+            rec.update((col, None) for col in self.stage.columns if col not in rec)
+        else:
+            for col in self.stage.columns:
+                rec.setdefault(col, clean_text(out.get(col)))  # a lone surrogate (JSON "\ud800") cannot be stored
         code = error_code(err) or "ok"
+        if self.stage.reads_files:  # a missing file has no size to stat again
+            rec.update(zip(FILE_COLUMNS, (None, None) if code in NO_FILE else file_stamp(row.get(ABSPATH))))
         self.counts[code] += 1
         if code == "model":
             self.last_model_error = err
@@ -195,6 +198,9 @@ class Recorder:
             self.buffer = []
         self.last_flush = time.monotonic()
         self.watcher.flushed()
+
+
+NO_FILE = frozenset({MISSING, EMPTY_PATH})  # error codes of rows whose file was not there
 
 
 def file_stamp(path) -> tuple[int | None, float | None]:
