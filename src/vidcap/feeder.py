@@ -158,8 +158,8 @@ class Feeder:
         self.q: queue.SimpleQueue = queue.SimpleQueue()  # lists of (row, data, error), then DONE
         self.cond = threading.Condition()  # guards the counts below; notified when they fall or a task ends
         self.held_data = self.held_light = 0  # rows handed to the queue and not yet taken by the consumer
-        self.reserved = 0  # rows of data the tasks in flight may still give
-        self.chunk = 1
+        self.reserved = self.flying = 0  # rows of data the tasks in flight may give; rows in flight
+        self.chunk, self.tasks = 1, 0  # rows the next task takes; tasks run so far
         self.want = 1  # rows of data the next task would reserve
         self.carry: deque = deque()  # rows a task did not reach: they go out first
         self.suspects: deque = deque()  # rows in flight when a decoder crashed: tried again one at a time
@@ -217,7 +217,7 @@ class Feeder:
 
     def _room(self, reserve: int) -> bool:
         """Whether a task that may give `reserve` rows of data fits now (call with `cond` held)."""
-        return self.held_data + self.reserved + reserve <= self.depth and self.held_light < LIGHT_ROWS
+        return self.held_data + self.reserved + reserve <= self.depth and self.held_light + self.flying < LIGHT_ROWS
 
     def _next_rows(self, n: int, timeout: float) -> list[dict] | None:
         """Up to n rows, those a task did not reach first; [] when none is ready, None when none is left."""
@@ -240,6 +240,7 @@ class Feeder:
     def _finish(self, rows: list[dict], out: list, adapt: bool) -> None:
         """A task's results to the consumer; rows it did not reach go out again; the next chunk's size."""
         done = len(out)
+        self.tasks += 1
         if done < len(rows):
             self.carry.extendleft(reversed(rows[done:]))
         if adapt:  # double while whole chunks load within the budget, else what fitted in it
@@ -271,8 +272,8 @@ class Feeder:
                 self._crashed(pending)
             finally:
                 pool.shutdown(wait=False, cancel_futures=True)
-                with self.cond:
-                    self.reserved -= sum(r for _, _, r in pending.values())
+                for rows, _kind, reserve in pending.values():
+                    self._landed(rows, reserve)
                 pending.clear()
 
     def _pool_loop(self, pool: ProcessPoolExecutor, pending: dict) -> None:
@@ -280,8 +281,7 @@ class Feeder:
             for fut in [f for f in pending if f.done()]:
                 out = fut.result()  # BrokenProcessPool when a decoder died: handled by the caller
                 rows, kind, reserve = pending.pop(fut)
-                with self.cond:
-                    self.reserved -= reserve
+                self._landed(rows, reserve)
                 self._finish(rows, out, adapt=kind == "rows")
             task = self._next_task(pending)
             if isinstance(task, tuple):
@@ -293,6 +293,7 @@ class Feeder:
                     raise
                 with self.cond:
                     self.reserved += reserve
+                    self.flying += len(rows)
                 pending[fut] = task
                 fut.add_done_callback(self._wake)
                 continue
@@ -303,6 +304,12 @@ class Feeder:
             with self.cond:  # sleep until a task ends or the consumer makes room (the source is polled again)
                 if not any(f.done() for f in pending) and not (task == "room" and self._room(self.want)):
                     self.cond.wait(0.2)
+
+    def _landed(self, rows: list[dict], reserve: int) -> None:
+        """A task is out of flight (done, or lost with its pool)."""
+        with self.cond:
+            self.reserved -= reserve
+            self.flying -= len(rows)
 
     def _wake(self, _fut=None) -> None:
         with self.cond:
@@ -348,8 +355,7 @@ class Feeder:
         alone in its second crash is recorded as the crash's culprit."""
         lost: list[dict] = []
         for fut, (rows, _kind, reserve) in list(pending.items()):
-            with self.cond:
-                self.reserved -= reserve
+            self._landed(rows, reserve)
             del pending[fut]
             if fut.done() and not fut.cancelled() and fut.exception() is None:
                 self._finish(rows, fut.result(), adapt=False)
