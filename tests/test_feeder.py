@@ -86,15 +86,15 @@ def test_a_task_past_its_budget_sends_the_rest_again():
 
 
 def test_memory_is_bounded_in_rows():
-    """A consumer that stops taking: the feeder holds at most `depth` rows of data and LIGHT_ROWS failed rows
-    (plus one chunk), in flight or loaded, however many rows are left."""
+    """A consumer that stops taking: the feeder holds at most 2 x `depth` rows of data (in flight and loaded)
+    and LIGHT_ROWS failed rows (plus one chunk), however many rows are left."""
     for workers in (0, 1):
         rows = rows_of(4000)
         feeder = Feeder(Scripted(), rows, workers=workers, depth=10).start()
         try:
             deadline = time.monotonic() + 2
             while time.monotonic() < deadline:
-                assert feeder.held_data + feeder.reserved <= feeder.depth
+                assert feeder.held_data + feeder.reserved <= 2 * feeder.depth and feeder.reserved <= feeder.depth
                 time.sleep(0.05)
             assert feeder.held_data > 0
         finally:

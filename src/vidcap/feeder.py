@@ -5,8 +5,10 @@ Rows travel in chunks: a task is a list of rows that one worker loads in order, 
 to the consumer as one list. A chunk starts at one row (the first clip is not held back) and doubles while
 its rows load fast (a manifest of missing files costs a few microseconds a row, not a round trip each); a
 worker hands its results back once a task has run TASK_SECONDS or given the rows of data it may hold, and
-the rows it did not reach go out again. The feeder holds at most `depth` rows with data (decoded clips,
-counted from the moment a task may give them) and LIGHT_ROWS failed rows, so memory stays bounded in rows.
+the rows it did not reach go out again. Memory stays bounded in rows: tasks in flight may give at most
+`depth` rows of data (decoded clips) between them, no task starts while `depth` loaded rows wait for the
+consumer (so at most 2 x depth rows of data are held, as with one row a task), and failed rows, in flight
+or waiting, stay under LIGHT_ROWS plus one chunk.
 
 A decode worker that dies (segfault, OOM kill) takes its tasks with it: every row of the lost tasks is
 tried again on its own, and a row in flight alone in its second crash is recorded as the crash's culprit;
@@ -152,7 +154,7 @@ class Feeder:
     ):
         self.loader, self.workers = loader, workers
         self.source = ListSource(rows) if isinstance(rows, list) else rows
-        self.depth = max(depth, 2 * max(workers, 1))  # rows of data held (loaded or promised by a task)
+        self.depth = max(depth, 2 * max(workers, 1))  # rows of data in flight, and loaded (see _room)
         self.per_task = max(1, self.depth // (2 * max(workers, 1)))  # rows of data one task may give
         self.task_seconds, self.max_chunk = task_seconds, max(1, max_chunk)
         self.q: queue.SimpleQueue = queue.SimpleQueue()  # lists of (row, data, error), then DONE
@@ -216,8 +218,12 @@ class Feeder:
             self.q.put(self.DONE)
 
     def _room(self, reserve: int) -> bool:
-        """Whether a task that may give `reserve` rows of data fits now (call with `cond` held)."""
-        return self.held_data + self.reserved + reserve <= self.depth and self.held_light + self.flying < LIGHT_ROWS
+        """Whether a task that may give `reserve` rows of data may start now (call with `cond` held)."""
+        return (
+            self.reserved + reserve <= self.depth
+            and self.held_data < self.depth
+            and self.held_light + self.flying < LIGHT_ROWS
+        )
 
     def _next_rows(self, n: int, timeout: float) -> list[dict] | None:
         """Up to n rows, those a task did not reach first; [] when none is ready, None when none is left."""
