@@ -139,3 +139,29 @@ def test_crashes_and_errors_at_any_position(n, crash_at, bad_at, workers, depth,
             assert data is None and "ValueError" in err
         else:
             assert (data, err) == (path.upper(), None)
+
+
+def test_a_failed_load_is_recorded_like_any_failed_row(tmp_path):
+    """The recorder's shortcut for rows that failed to load gives the same record, key order included; a
+    missing file has no size, a file that is there keeps its size and mtime."""
+    from vidcap.backends.base import CaptionOptions
+    from vidcap.backends.registry import resolve_model
+    from vidcap.manifest import ABSPATH
+    from vidcap.session import Recorder, RunOptions
+    from vidcap.stages.caption import CaptionStage
+
+    class Books:
+        def write(self, rows):
+            pass
+
+    there = tmp_path / "broken.mp4"
+    there.write_bytes(b"not a video")
+    stage = CaptionStage(resolve_model("fake", None), CaptionOptions())
+    for path, err in [(str(tmp_path / "gone.mp4"), "missing: no such file"), (str(there), "decode: bad data")]:
+        row = {RID: "r1", ABSPATH: path}
+        fast, slow = Recorder(stage, Books(), RunOptions()), Recorder(stage, Books(), RunOptions())
+        fast.record(row, {"error": err})
+        slow.record(row, {"error": err, "text": None})  # not the shortcut
+        assert list(fast.buffer[0].items()) == list(slow.buffer[0].items())
+        assert (fast.buffer[0]["file_size"] is None) == err.startswith("missing")
+        assert fast.counts == slow.counts
