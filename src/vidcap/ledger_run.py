@@ -107,7 +107,7 @@ def _write(led: Ledger, path: Path, where: str, rebase: bool, meta=None, before_
 
     fmt = table_format(path)
     if fmt == "dataset":
-        on_part = lambda: fault_point("dataset_part")  # noqa: E731
+        on_part = lambda: fault_point("dataset_part")
         led.write(str(path), fmt, where, rebase, meta=meta, before_rename=before_rename, on_part=on_part)
         return
     atomic_local(path, lambda tmp: led.write(tmp, fmt, where, rebase), before_rename, fresh=True)
