@@ -547,8 +547,10 @@ class Ledger:
             reader = (getattr(rel, "to_arrow_reader", None) or rel.fetch_arrow_reader)(BATCH_ROWS)
             dataset.write(target, reader, reader.schema, **dataset_args)
             return
-        # CRLF line ends, as the pandas path writes them (RFC 4180; a bare \r in a cell is then quoted too)
-        opts = "FORMAT csv, HEADER true, NEW_LINE '\\r\\n'" if fmt == "csv" else "FORMAT parquet, COMPRESSION zstd"
+        # The pandas path's bytes: CRLF line ends (RFC 4180; a bare \r in a cell is then quoted too) and no
+        # comment character (DuckDB would quote every cell holding a '#')
+        csv = "FORMAT csv, HEADER true, NEW_LINE '\\r\\n', COMMENT ''"
+        opts = csv if fmt == "csv" else "FORMAT parquet, COMPRESSION zstd"
         self.con.execute(f"COPY ({sql}) TO '{_sql_text(target)}' ({opts})")
 
 
