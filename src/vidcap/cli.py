@@ -80,9 +80,10 @@ def check_manifest_name(manifest) -> None:
         return
     from .dataset import MARKER
 
-    if Path(str(manifest)).is_dir() and ((Path(str(manifest)) / MARKER).exists() or any(Path(str(manifest)).glob("*.parquet"))):
+    folder = Path(str(manifest))
+    if folder.is_dir() and ((folder / MARKER).exists() or any(folder.glob("*.parquet"))):
         return  # a dataset folder vidcap wrote (one without its marker is refused when read, in one sentence)
-    if Path(str(manifest)).is_dir():
+    if folder.is_dir():
         raise UsageError(f"{manifest} is a folder, not a manifest; list its clips in a CSV with a `path` column, "
                          f"e.g.: (echo path; find {manifest} -name '*.mp4') > clips.csv")
     kind = "a video" if suffix in VIDEO_SUFFIXES else "an image" if suffix in IMAGE_EXTENSIONS else None
