@@ -195,3 +195,34 @@ def test_outputs_are_readable_by_other_tools(clips, tmp_path, monkeypatch):
     assert sorted(r[0] for r in got) == ours["id"].tolist()
     meta = json.loads((tmp_path / "out" / dataset.MARKER).read_text())
     assert [c["name"] for c in meta["columns"]] == list(ours.columns)
+
+
+def test_a_dataset_as_manifest_on_both_paths(clips, tmp_path, monkeypatch):
+    """A caption dataset of many parts as the manifest of caption and tag runs: both paths read its parts in
+    order (DuckDB's read_parquet over the marker's list, Arrow batches for the tag stage's own key), give the
+    same table, and a rerun over each dataset output skips every row."""
+    from vidcap.backends.llm import make_chat_backend
+    from vidcap.runner import RunOptions, run_stage
+    from vidcap.stages.tag import TagStage
+
+    monkeypatch.setenv(dataset.ROWS_ENV, "2")
+    captions = tmp_path / "cap"
+    run(caption_manifest(clips, 11, "asm.csv"), captions, False, monkeypatch)
+    assert len(dataset.files(captions)) == 6
+
+    def tag(out, large):
+        monkeypatch.setenv("VIDCAP_STREAM_MIN_BYTES", "0" if large else str(2**40))
+        stage = TagStage("objects", make_chat_backend("fake"))
+        return run_stage(stage, captions, out, RunOptions(workers=0, progress=False))
+
+    for large in (False, True):
+        run(captions, tmp_path / f"again{large}", large, monkeypatch)
+        assert run(captions, tmp_path / f"again{large}", large, monkeypatch)["processed"] == 0
+        tag(tmp_path / f"tags{large}", large)
+        assert tag(tmp_path / f"tags{large}", large)["processed"] == 0
+    ids = [f"{i:04d}" for i in range(11)]
+    for name in ("again", "tags"):
+        a, b = read_table(tmp_path / f"{name}False"), read_table(tmp_path / f"{name}True")
+        assert a["id"].tolist() == b["id"].tolist() == ids
+        cols = [c for c in ("path", "id", "text_input", "objects", "status", "error") if c in a.columns]
+        pd.testing.assert_frame_equal(a[cols].astype(str), b[cols].astype(str))

@@ -37,7 +37,8 @@ def rows_per_file() -> int:
 
 
 def is_dataset(path) -> bool:
-    """A table path that names a dataset folder: no file extension (`-o captions/`), or a folder there now."""
+    """A table path that may name a dataset folder: no file extension (`-o captions/`), or a folder there now
+    (`manifest.table_format` takes a folder with a .csv/.parquet name only when it holds the marker)."""
     from .storage import is_remote
 
     text = str(path)
@@ -78,7 +79,7 @@ def files(path) -> list[Path]:
                 "finish); rerun the command that writes it to finish it."
             )
         raise UsageError(
-            f"{path} is a folder, not a table; pass a .csv or .parquet file, or a dataset folder that vidcap wrote."
+            f"{path} is a directory, not a table; pass a .csv or .parquet file, or a dataset folder that vidcap wrote."
         )
     names = [f["name"] for f in meta.get("files", [])]
     lost = [n for n in names if not (path / n).is_file()]

@@ -27,8 +27,8 @@ def table_format(path: str | os.PathLike) -> str:
     from . import dataset
 
     ext = Path(str(path).rstrip("/").rsplit("/", 1)[-1]).suffix.lower()
-    if dataset.is_dataset(path) and (ext not in FORMATS or os.path.isdir(os.path.expanduser(str(path)))):
-        return "dataset"  # no extension, or a folder (Spark names its dataset folders `out.parquet`)
+    if dataset.is_dataset(path) and (ext not in FORMATS or dataset.marker(os.path.expanduser(str(path)))):
+        return "dataset"  # no extension, or a dataset vidcap wrote under a file's name (`out.parquet/`)
     if ext not in FORMATS:
         if not ext:
             dataset.check_local(path)

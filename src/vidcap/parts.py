@@ -21,7 +21,7 @@ import pandas as pd
 from . import __version__
 from .errors import RETRYABLE, FatalRunError, UsageError, error_code, first_line
 from .manifest import (ABSPATH, RID, _fsync_dir, column_plan, public_columns, read_table, resolved_paths,
-                       write_table)
+                       table_format, write_table)
 from .storage import RemoteLease, as_path, is_object_store, is_remote, open_binary, put_bytes, rmtree
 
 RUN_JSON = "run.json"
@@ -207,7 +207,7 @@ class PartStore:
             rmtree(self.dir / COMPACT_DIR)
 
     def _check_existing_output(self) -> None:
-        if not self.remote and self.output.is_dir():
+        if not self.remote and self.output.is_dir() and table_format(self.output) == "dataset":
             from . import dataset
 
             if not dataset.owned(self.output):  # --overwrite never removes a folder vidcap did not write
@@ -435,7 +435,7 @@ class PartStore:
                 _fsync_dir(self.output.parent)
 
     def _remove_output(self) -> None:
-        if not self.remote and self.output.is_dir():
+        if not self.remote and self.output.is_dir() and table_format(self.output) == "dataset":
             from . import dataset
 
             dataset.remove(self.output)  # a dataset vidcap wrote (_check_existing_output refused any other)
