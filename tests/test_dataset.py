@@ -38,8 +38,9 @@ def clips(tmp_path_factory) -> Path:
 def caption_manifest(root: Path, n: int, name: str = "m.csv") -> Path:
     """n rows over the clips (ok rows) and a missing file (failed rows)."""
     pool = ["v/c0.mp4", "v/c1.mp4", "v/c2.mp4", "v/é clip.mp4", "v/missing.mp4"]
-    df = pd.DataFrame({"path": [pool[i % 5] if i < 5 else f"v/x{i}.mp4" for i in range(n)],
-                       "id": [f"{i:04d}" for i in range(n)]})
+    df = pd.DataFrame(
+        {"path": [pool[i % 5] if i < 5 else f"v/x{i}.mp4" for i in range(n)], "id": [f"{i:04d}" for i in range(n)]}
+    )
     path = root / name
     df.to_csv(path, index=False)
     return path
@@ -58,7 +59,7 @@ def test_dataset_equals_single_file(clips, tmp_path_factory, monkeypatch, rows, 
     work = tmp_path_factory.mktemp("ds")
     manifest = write_manifest(clips, rows, f"m{random.randrange(1 << 30)}", fmt)
     one = run(manifest, work / "one.parquet", large, monkeypatch)
-    many = run(manifest, work / "many", large, monkeypatch)
+    run(manifest, work / "many", large, monkeypatch)
     pd.testing.assert_frame_equal(read_table(work / "one.parquet"), read_table(work / "many"))
     meta = dataset.marker(work / "many")
     assert meta["rows"] == len(rows) and all(0 < f["rows"] <= per_file for f in meta["files"])
@@ -66,7 +67,10 @@ def test_dataset_equals_single_file(clips, tmp_path_factory, monkeypatch, rows, 
     assert meta["fingerprint"] and meta["summary"]["ok"] == one["ok"]
     assert parts_of(work / "many") == sorted([dataset.MARKER, *(f["name"] for f in meta["files"])])
     assert not list(work.glob(".many.*")) and not (work / "many.parts").exists()
-    again, again_one = run(manifest, work / "many", large, monkeypatch), run(manifest, work / "one.parquet", large, monkeypatch)
+    again, again_one = (
+        run(manifest, work / "many", large, monkeypatch),
+        run(manifest, work / "one.parquet", large, monkeypatch),
+    )
     assert again["processed"] == again_one["processed"]  # 0, but for retryable errors (the URL row's)
     pd.testing.assert_frame_equal(table(work / "one.parquet"), table(work / "many"))
 
@@ -96,8 +100,17 @@ def test_every_reader_takes_a_dataset(clips, tmp_path):
     vidcap("join", clips / "cap", clips / "mot", "-o", tmp_path / "joined.csv")
     joined = read_table(tmp_path / "joined.csv")
     assert len(joined) == 9 and {"caption_status", "motion_status", "cmotion", "text"} <= set(joined.columns)
-    vidcap("export", clips / "cap", clips / "mot", "--to", "opensora", "-o", tmp_path / "os.csv",
-           "--unclassified", "static")
+    vidcap(
+        "export",
+        clips / "cap",
+        clips / "mot",
+        "--to",
+        "opensora",
+        "-o",
+        tmp_path / "os.csv",
+        "--unclassified",
+        "static",
+    )
     assert len(read_table(tmp_path / "os.csv")) == 4  # the four clips; the missing files are excluded
     vidcap("report", clips / "cap", "-o", tmp_path / "r.html")
     assert (tmp_path / "r.html").stat().st_size > 0
@@ -116,15 +129,28 @@ def test_every_reader_takes_a_dataset(clips, tmp_path):
 
 def test_an_incomplete_dataset_is_refused_in_one_sentence(clips, tmp_path):
     manifest = caption_manifest(clips, 5, "inc.csv")
-    vidcap("caption", manifest, "-o", tmp_path / "cap", "--model", "fake", "-q", "--workers", "0", check=False,
-           **{dataset.ROWS_ENV: "2"})
+    vidcap(
+        "caption",
+        manifest,
+        "-o",
+        tmp_path / "cap",
+        "--model",
+        "fake",
+        "-q",
+        "--workers",
+        "0",
+        check=False,
+        **{dataset.ROWS_ENV: "2"},
+    )
     (tmp_path / "cap" / "part-00001.parquet").unlink()
     with pytest.raises(UsageError, match=r"incomplete output .*part-00001.parquet is missing.*rerun"):
         read_table(tmp_path / "cap")
     (tmp_path / "cap" / dataset.MARKER).unlink()
-    for args in (("join", tmp_path / "cap", manifest, "-o", tmp_path / "j.csv"),
-                 ("tag", tmp_path / "cap", "--key", "objects", "--backend", "fake", "-q"),
-                 ("report", tmp_path / "cap")):
+    for args in (
+        ("join", tmp_path / "cap", manifest, "-o", tmp_path / "j.csv"),
+        ("tag", tmp_path / "cap", "--key", "objects", "--backend", "fake", "-q"),
+        ("report", tmp_path / "cap"),
+    ):
         proc = vidcap(*args, check=False)
         assert proc.returncode == 2, proc.stderr
         err = proc.stderr.strip()
@@ -138,10 +164,17 @@ def test_an_incomplete_dataset_is_refused_in_one_sentence(clips, tmp_path):
 
 
 def _kill_run(manifest: Path, out: Path, large: bool, n: int) -> subprocess.CompletedProcess:
-    env = cli_env(VIDCAP_TEST_FAULT=f"dataset_part:kill:{n}", VIDCAP_DATASET_ROWS=2,
-                  VIDCAP_STREAM_MIN_BYTES=0 if large else 2**40)
-    return subprocess.run([*VIDCAP, "caption", manifest, "-o", out, "--model", "fake", "-q", "--workers", "0"],
-                          env=env, capture_output=True, text=True, timeout=300)
+    env = cli_env(
+        VIDCAP_TEST_FAULT=f"dataset_part:kill:{n}", VIDCAP_DATASET_ROWS=2, VIDCAP_STREAM_MIN_BYTES=0 if large else 2**40
+    )
+    return subprocess.run(
+        [*VIDCAP, "caption", manifest, "-o", out, "--model", "fake", "-q", "--workers", "0"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
 
 
 @pytest.mark.parametrize("large", [False, True])
