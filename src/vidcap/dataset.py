@@ -159,13 +159,13 @@ def write_frame(df, path, meta: dict | None = None, before_rename=None, on_part=
 
 
 def _write_parts(folder: Path, batches: Iterable, schema, limit: int, on_part) -> list[dict]:
-    import pyarrow as pa
     import pyarrow.parquet as pq
 
     parts: list[dict] = []
-    writer, name, held = None, "", 0
+    writer: pq.ParquetWriter | None = None
+    name, held = "", 0
 
-    def close() -> None:
+    def close(writer: pq.ParquetWriter) -> None:
         writer.close()
         _fsync(folder / name)
         parts.append({"name": name, "rows": held, "bytes": (folder / name).stat().st_size})
@@ -174,9 +174,7 @@ def _write_parts(folder: Path, batches: Iterable, schema, limit: int, on_part) -
 
     mode = 0o666 & ~_umask()
     for batch in batches:
-        if isinstance(batch, pa.Table):
-            batch = batch.combine_chunks().to_batches()[0] if batch.num_rows else None
-        while batch is not None and batch.num_rows:
+        while batch.num_rows:
             if writer is None:
                 name, held = f"part-{len(parts):05d}.parquet", 0
                 writer = pq.ParquetWriter(folder / name, schema, compression="zstd")
@@ -186,15 +184,15 @@ def _write_parts(folder: Path, batches: Iterable, schema, limit: int, on_part) -
             held += take
             batch = batch.slice(take)
             if held == limit:
-                close()
+                close(writer)
                 writer = None
     if writer is not None:
-        close()
+        close(writer)
     if not parts:  # no rows: one empty part keeps the columns
         name, held = "part-00000.parquet", 0
         writer = pq.ParquetWriter(folder / name, schema, compression="zstd")
         os.chmod(folder / name, mode)
-        close()
+        close(writer)
     return parts
 
 
