@@ -259,3 +259,23 @@ def test_a_dataset_as_manifest_on_both_paths(clips, tmp_path, monkeypatch):
         assert a["id"].tolist() == b["id"].tolist() == ids
         cols = [c for c in ("path", "id", "text_input", "objects", "status", "error") if c in a.columns]
         pd.testing.assert_frame_equal(a[cols].astype(str), b[cols].astype(str))
+
+
+@given(sizes=st.lists(st.integers(0, 40), max_size=10), limit=st.integers(1, 60), group=st.integers(1, 25))
+def test_row_groups_keep_order_and_never_cross_a_part(sizes, limit, group):
+    """Reader batches regrouped for the Parquet writer: every row once, in order, groups of at most GROUP_ROWS
+    rows, none across a part's end (so every part holds exactly VIDCAP_DATASET_ROWS rows but the last)."""
+    import pyarrow as pa
+
+    starts = [sum(sizes[:i]) for i in range(len(sizes))]
+    batches = [pa.record_batch({"x": list(range(s, s + n))}) for s, n in zip(starts, sizes)]
+    old, dataset.GROUP_ROWS = dataset.GROUP_ROWS, group
+    try:
+        groups = list(dataset._groups(batches, limit))
+    finally:
+        dataset.GROUP_ROWS = old
+    assert [v for g in groups for v in g["x"].to_pylist()] == list(range(sum(sizes)))
+    pos = 0
+    for g in groups:
+        assert 0 < g.num_rows <= group and pos // limit == (pos + g.num_rows - 1) // limit
+        pos += g.num_rows

@@ -29,6 +29,7 @@ from .errors import UsageError
 MARKER = "_vidcap.json"
 ROWS_ENV = "VIDCAP_DATASET_ROWS"
 DEFAULT_ROWS = 1 << 20
+GROUP_ROWS = 1 << 17  # rows per Parquet row group (DuckDB's COPY writes ~122,880)
 HINT_ROWS = 5_000_000  # a single-file output this large gets a one-line hint about datasets
 
 
@@ -173,19 +174,16 @@ def _write_parts(folder: Path, batches: Iterable, schema, limit: int, on_part) -
             on_part()
 
     mode = 0o666 & ~_umask()
-    for batch in batches:
-        while batch.num_rows:
-            if writer is None:
-                name, held = f"part-{len(parts):05d}.parquet", 0
-                writer = pq.ParquetWriter(folder / name, schema, compression="zstd")
-                os.chmod(folder / name, mode)
-            take = min(batch.num_rows, limit - held)
-            writer.write_batch(batch.slice(0, take), row_group_size=min(limit, 1 << 17))
-            held += take
-            batch = batch.slice(take)
-            if held == limit:
-                close(writer)
-                writer = None
+    for group in _groups(batches, limit):  # row groups of up to GROUP_ROWS, none across a part's end
+        if writer is None:
+            name, held = f"part-{len(parts):05d}.parquet", 0
+            writer = pq.ParquetWriter(folder / name, schema, compression="zstd")
+            os.chmod(folder / name, mode)
+        writer.write_table(group, row_group_size=group.num_rows)
+        held += group.num_rows
+        if held == limit:
+            close(writer)
+            writer = None
     if writer is not None:
         close(writer)
     if not parts:  # no rows: one empty part keeps the columns
@@ -194,6 +192,27 @@ def _write_parts(folder: Path, batches: Iterable, schema, limit: int, on_part) -
         os.chmod(folder / name, mode)
         close(writer)
     return parts
+
+
+def _groups(batches: Iterable, limit: int):
+    """Arrow batches regrouped into tables of up to GROUP_ROWS rows, cut at every `limit` rows (a part's
+    end): a reader's batch is small (64k rows), and small row groups compress and scan worse."""
+    import pyarrow as pa
+
+    buf: list = []
+    have = done = 0  # rows buffered; rows of the current part already handed out
+    for batch in batches:
+        while batch.num_rows:
+            room = min(GROUP_ROWS - have, limit - done - have)
+            buf.append(batch.slice(0, room))
+            have += min(room, batch.num_rows)
+            batch = batch.slice(room)
+            if have == GROUP_ROWS or done + have == limit:
+                yield pa.Table.from_batches(buf)
+                done = (done + have) % limit
+                buf, have = [], 0
+    if have:
+        yield pa.Table.from_batches(buf)
 
 
 def _swap(tmp: Path, path: Path) -> None:
