@@ -279,3 +279,17 @@ def test_row_groups_keep_order_and_never_cross_a_part(sizes, limit, group):
     for g in groups:
         assert 0 < g.num_rows <= group and pos // limit == (pos + g.num_rows - 1) // limit
         pos += g.num_rows
+
+
+def test_a_very_large_single_file_output_gets_a_one_line_hint(tmp_path, capsys):
+    from vidcap.cli import print_summary
+
+    summary = {"ok": 1, "failed": {}, "skipped": 0, "duplicates": 0, "processed": 1, "wall_s": 1.0, "rows_per_s": 1.0}
+    for rows, out, hinted in (
+        (dataset.HINT_ROWS, "big.parquet", True),
+        (dataset.HINT_ROWS - 1, "small.csv", False),
+        (dataset.HINT_ROWS, "big", False),
+    ):
+        print_summary({**summary, "rows": rows}, tmp_path / out)
+        err = capsys.readouterr().err
+        assert ("-o " + str(tmp_path / "big") + "/" in err) == hinted, err
