@@ -123,7 +123,7 @@ def print_summary(summary: dict, output: Path) -> None:
     from .dataset import HINT_ROWS
     from .manifest import table_format
 
-    if summary.get("rows", 0) >= HINT_ROWS and table_format(output) != "dataset":
+    if summary.get("rows", 0) >= HINT_ROWS and "://" not in str(output) and table_format(output) != "dataset":
         name = str(output).rsplit(".", 1)[0]
         con.print(f"hint: an output this large is easier to read and copy as a Parquet dataset folder: -o {name}/",
                   markup=False, highlight=False)

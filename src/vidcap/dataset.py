@@ -74,6 +74,8 @@ def files(path) -> list[Path]:
     path = Path(path)
     meta = marker(path)
     if meta is None:
+        if not path.exists():
+            raise UsageError(f"{path} does not exist; check the path.")
         if any(path.glob("*.parquet")):
             raise UsageError(
                 f"{path} is an incomplete output (it has no {MARKER}: the run writing it did not "
