@@ -12,6 +12,8 @@ and the cost of one os.stat per row (the file size/mtime identity check) over th
 
 usage: nice -n 10 python benchmarks/scale.py N [--part-rows R] [--dir DIR] [--only fresh,resume,noop,stat]
        [--workers W]  (decode processes; 0, the default, loads rows in a thread of the run's process)
+       [--output parquet|csv|dataset]
+--output dataset writes `-o DIR/` (a Parquet dataset folder, vidcap.dataset) instead of one .parquet file.
 """
 
 from __future__ import annotations
@@ -105,6 +107,7 @@ def run(manifest: Path, out: Path, part_rows: int, extra=(), watch: Path | None 
         "skipped": summary["skipped"],
         "ledger": summary.get("ledger"),
         "rest_s": round(wall - sum(v for k, v in (summary.get("ledger") or {}).items() if "cpu" not in k), 1),
+        **output_size(out),
     }  # merge, start, exit
 
 
@@ -143,6 +146,7 @@ def main() -> None:
     ap.add_argument("--only", default="fresh,resume,noop,stat")
     ap.add_argument("--workers", type=int, default=0)
     ap.add_argument("--synthetic", action="store_true", help="write the resume's 90%% parts directly (fast)")
+    ap.add_argument("--output", default="parquet", choices=["parquet", "csv", "dataset"])
     args = ap.parse_args()
     work = Path(args.dir)
     work.mkdir(parents=True, exist_ok=True)
@@ -162,7 +166,7 @@ def main() -> None:
         flush=True,
     )
     results = {}
-    out = work / f"o{n}.parquet"
+    out = work / (f"o{n}" if args.output == "dataset" else f"o{n}.{args.output}")
     if "fresh" in only:
         _clear(out)
         results["fresh"] = run(manifest, out, args.part_rows, workers=args.workers)
@@ -174,7 +178,7 @@ def main() -> None:
             synthetic_parts(work, manifest, out, n * 9 // 10, args.part_rows)
         else:
             run(head, out, args.part_rows, ["--keep-parts"])  # 90% saved as parts ...
-            out.unlink()  # ... and no output: the state of a run stopped at 90%
+            _remove(out)  # ... and no output: the state of a run stopped at 90%
             out.with_name(out.name + ".run.json").unlink()
         nfiles = sum(1 for _ in parts.rglob("*.parquet"))
         results["resume"] = run(manifest, out, args.part_rows, watch=parts, workers=args.workers) | {
@@ -207,7 +211,7 @@ def synthetic_parts(work: Path, manifest: Path, out: Path, done: int, part_rows:
     one = work / "one.csv"
     one.write_text("path\n/nonexistent/one.mp4\n")
     run(one, out, part_rows, ["--keep-parts"])
-    out.unlink()
+    _remove(out)
     out.with_name(out.name + ".run.json").unlink()
     parts = out.with_name(out.name + ".parts")
     schema = pq.read_schema(next(parts.glob("part-*.parquet")))
@@ -230,9 +234,21 @@ def synthetic_parts(work: Path, manifest: Path, out: Path, done: int, part_rows:
 
 
 def _clear(out: Path) -> None:
-    for p in (out, out.with_name(out.name + ".run.json")):
-        p.unlink(missing_ok=True)
+    _remove(out)
+    out.with_name(out.name + ".run.json").unlink(missing_ok=True)
     shutil.rmtree(out.with_name(out.name + ".parts"), ignore_errors=True)
+
+
+def _remove(out: Path) -> None:
+    if out.is_dir():
+        shutil.rmtree(out)
+    else:
+        out.unlink(missing_ok=True)
+
+
+def output_size(out: Path) -> dict:
+    files = [p for p in out.iterdir() if p.suffix == ".parquet"] if out.is_dir() else [out]
+    return {"output_mb": round(sum(p.stat().st_size for p in files) / 2**20), "output_files": len(files)}
 
 
 if __name__ == "__main__":

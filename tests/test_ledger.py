@@ -270,3 +270,52 @@ def test_a_kill_during_compaction_loses_and_repeats_nothing(tmp_path, large):
     got = read_table(out)
     assert got["path"].tolist() == [f"/nonexistent/v{i}.mp4" for i in range(60)]
     assert "skipped (already done)" in done.stderr and "0 skipped" not in done.stderr
+
+
+LOOKS_TYPED = ["007", "1e3", "NA", "N/A", "#N/A", "null", "None", "nan", "-0", " 1 ", "True", "3.10", "", "1,5",
+               '"q"', "a\rb", "x\ny", "é"]
+CELL = st.one_of(st.sampled_from(LOOKS_TYPED), NOTE)
+
+
+def csv_cells(path: Path) -> tuple[list[list[str]], bytes]:
+    import csv
+
+    with open(path, newline="", encoding="utf-8") as fh:
+        return list(csv.reader(fh)), path.read_bytes()
+
+
+def csv_bytes(rows: list[list[str]]) -> bytes:
+    """The cells as the pandas path's writer writes them (Python's csv, minimal quoting, CRLF)."""
+    import csv
+    import io
+
+    buf = io.StringIO()
+    csv.writer(buf, lineterminator="\r\n").writerows(rows)
+    return buf.getvalue().encode("utf-8")
+
+
+@SETTINGS
+@given(rows=st.lists(st.tuples(st.integers(0, 12), CELL, CELL), min_size=1, max_size=12))
+def test_csv_manifest_cells_and_csv_bytes_are_the_same_on_both_paths(clips, tmp_path_factory, monkeypatch, rows):
+    """A CSV manifest's cells stay text on both paths ("007", "NA", "1e3" come back as given, in a Parquet
+    output too), and a CSV output is the same bytes (CRLF line ends, the same quoting) on both paths."""
+    import pyarrow.parquet as pq
+
+    work = tmp_path_factory.mktemp("cells")
+    pool = cells(clips)
+    manifest = work / "m.csv"
+    body = [["path", "a", "b"], *[[pool[i], a, b] for i, a, b in rows]]
+    manifest.write_bytes(csv_bytes(body))
+    got = {}
+    for large in (False, True):
+        for fmt in (".csv", ".parquet"):
+            run(manifest, work / f"o{large}{fmt}", large, monkeypatch)
+        got[large, "csv"] = csv_cells(work / f"o{large}.csv")
+        got[large, "pq"] = pq.read_table(work / f"o{large}.parquet", columns=["path", "a", "b"]).to_pylist()
+    want = [{"path": p or None, "a": a or None, "b": b or None} for p, a, b in body[1:]]
+    assert got[False, "pq"] == got[True, "pq"] == want  # only an empty cell is missing
+    (small, small_raw), (large, large_raw) = got[False, "csv"], got[True, "csv"]
+    near = [i for i, c in enumerate(small[0]) if c.startswith("near_dup_")]  # whole-table clustering: pandas only
+    small = [[c for i, c in enumerate(r) if i not in near] for r in small]
+    assert small == large and [r[1:3] for r in large[1:]] == [[a, b] for _, a, b in rows]
+    assert csv_bytes(large) == large_raw and csv_bytes(got[False, "csv"][0]) == small_raw

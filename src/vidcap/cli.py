@@ -32,7 +32,7 @@ def _main_options(version: bool = typer.Option(False, "--version", callback=_sho
 app.add_typer(dev_app, name="dev")
 
 # Options shared by every run command.
-O_OUT = typer.Option(None, "-o", "--output", help="Output file (.csv or .parquet), a local path or an fsspec URL (s3://...); default <stem>_<command> beside the manifest.")
+O_OUT = typer.Option(None, "-o", "--output", help="Output file (.csv or .parquet), a local path or an fsspec URL (s3://...), or a local folder (a path with no extension, e.g. captions/) for a Parquet dataset of 1M-row files; default <stem>_<command> beside the manifest.")
 O_WORKERS = typer.Option(None, "--workers", help="Decode worker processes (default: CPU count - 1; 0 = in-process).")
 O_LIMIT = typer.Option(None, "--limit", help="Only the first N rows.")
 O_SHARD = typer.Option(None, "--shard", help="I/N: every N-th row starting at row I, for hand-made sharding.")
@@ -78,7 +78,12 @@ def check_manifest_name(manifest) -> None:
     suffix = Path(str(manifest)).suffix.lower()
     if suffix in FORMATS:
         return
-    if Path(str(manifest)).is_dir():
+    from .dataset import MARKER
+
+    folder = Path(str(manifest))
+    if folder.is_dir() and ((folder / MARKER).exists() or any(folder.glob("*.parquet"))):
+        return  # a dataset folder vidcap wrote (one without its marker is refused when read, in one sentence)
+    if folder.is_dir():
         raise UsageError(f"{manifest} is a folder, not a manifest; list its clips in a CSV with a `path` column, "
                          f"e.g.: (echo path; find {manifest} -name '*.mp4') > clips.csv")
     kind = "a video" if suffix in VIDEO_SUFFIXES else "an image" if suffix in IMAGE_EXTENSIONS else None
@@ -115,6 +120,13 @@ def print_summary(summary: dict, output: Path) -> None:
     for line in extra_lines(summary):
         con.print(line, markup=False, highlight=False)
     con.print(f"output: {output}")
+    from .dataset import HINT_ROWS
+    from .manifest import table_format
+
+    if summary.get("rows", 0) >= HINT_ROWS and "://" not in str(output) and table_format(output) != "dataset":
+        name = str(output).rsplit(".", 1)[0]
+        con.print(f"hint: an output this large is easier to read and copy as a Parquet dataset folder: -o {name}/",
+                  markup=False, highlight=False)
 
 
 def exit_if_all_failed(summary: dict) -> None:

@@ -104,6 +104,10 @@ def _header(table) -> pd.DataFrame:
     try:
         if not is_remote(table) and table_format(table) == "csv":
             return pd.read_csv(table, nrows=0)
+        if not is_remote(table) and table_format(table) == "dataset":
+            from .dataset import columns
+
+            return pd.DataFrame(columns=columns(table))
         if not is_remote(table):
             import pyarrow.parquet as pq
 

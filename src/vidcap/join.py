@@ -50,7 +50,7 @@ def _fingerprint(table) -> dict:
 
     if is_remote(table):
         return {}
-    sidecar = Path(str(table) + ".run.json")
+    sidecar = Path(str(table).rstrip("/") + ".run.json")
     try:
         if sidecar.is_file():
             return dict(json.loads(sidecar.read_text(encoding="utf-8")).get("fingerprint") or {})
@@ -60,6 +60,10 @@ def _fingerprint(table) -> dict:
             meta = pq.read_schema(str(table)).metadata or {}
             if b"vidcap" in meta:
                 return dict(json.loads(meta[b"vidcap"]).get("fingerprint") or {})
+        if Path(str(table)).is_dir():  # a dataset folder: its marker holds the run's settings
+            from .dataset import marker
+
+            return dict((marker(table) or {}).get("fingerprint") or {})
     except (OSError, ValueError, AttributeError):  # an unreadable sidecar: fall back to the columns
         pass
     return {}

@@ -40,8 +40,12 @@ def streams(manifest, output=None) -> bool:
         return False
     limit = int(os.environ.get("VIDCAP_STREAM_MIN_BYTES", SMALL_BYTES))
     try:
+        if table_format(manifest) == "dataset":
+            from . import dataset
+
+            return dataset.size(manifest) >= limit
         return os.path.getsize(manifest) >= limit
-    except OSError:
+    except (OSError, UsageError):
         return False
 
 
@@ -65,10 +69,13 @@ def manifest_batches(path: Path, batch_rows: int = BATCH_ROWS):
     it was given); Parquet keeps its types."""
     fmt = table_format(path)
     try:
-        if fmt == "parquet":
+        if fmt in ("parquet", "dataset"):
             import pyarrow.parquet as pq
 
-            yield from pq.ParquetFile(path).iter_batches(batch_size=batch_rows)
+            from . import dataset
+
+            for f in dataset.files(path) if fmt == "dataset" else [path]:
+                yield from pq.ParquetFile(f).iter_batches(batch_size=batch_rows)
             return
         import csv
 
@@ -78,7 +85,10 @@ def manifest_batches(path: Path, batch_rows: int = BATCH_ROWS):
             header = next(csv.reader(fh), None)
         if not header:
             raise UsageError(f"manifest {path} is empty; it needs a header with a 'path' column and one row per video.")
-        conv = pcsv.ConvertOptions(column_types={c: pa.string() for c in header}, strings_can_be_null=True)
+        # only an empty cell is missing ("NA", "null" stay text), as DuckDB's reader and the pandas path read it
+        conv = pcsv.ConvertOptions(
+            column_types={c: pa.string() for c in header}, strings_can_be_null=True, null_values=[""]
+        )
         reader = pcsv.open_csv(
             path,
             read_options=pcsv.ReadOptions(block_size=1 << 24),
@@ -197,14 +207,14 @@ class Ledger:
         return self.rows
 
     def _header(self, path: Path) -> list[str]:
-        if path.stat().st_size == 0:
+        if table_format(path) != "dataset" and path.stat().st_size == 0:
             raise UsageError(f"manifest {path} is empty; it needs a header with a 'path' column and one row per video.")
         import duckdb
 
         try:
             return [r[0] for r in self.con.execute(f"DESCRIBE SELECT * FROM {reader_sql(path)}").fetchall()]
         except duckdb.Error as exc:
-            if "empty" in str(exc).lower() or path.stat().st_size == 0:
+            if "empty" in str(exc).lower() or (path.is_file() and path.stat().st_size == 0):
                 raise UsageError(
                     f"manifest {path} is empty; it needs a header with a 'path' column and one row per video."
                 ) from None
@@ -489,11 +499,14 @@ class Ledger:
         tail = [*self.res_cols, "status", "error"]
         plan = column_plan(inputs, tail)
         types = {r[0]: r[1] for r in self.con.execute("DESCRIBE best").fetchall()}
+        mtypes = {r[0]: r[1] for r in self.con.execute("DESCRIBE m").fetchall()}
         cols = []
         for c in inputs:
             expr = f"m.{_ident(c)}"
             if c == "path" and rebase:
                 expr = f"CASE WHEN m.{REL} AND m.{ABSPATH} <> '' THEN m.{ABSPATH} ELSE m.\"path\" END"
+            if csv and mtypes.get(c) == "VARCHAR":
+                expr = f"nullif({expr}, '')"  # pandas writes an empty text cell as DuckDB writes a NULL: bare
             cols.append(f"{expr} AS {_ident(plan.get(c, c))}")
         for c in tail:
             expr = f"b.{_ident(c)}"
@@ -501,10 +514,14 @@ class Ledger:
             if csv and kind.endswith("[]"):  # CSV has no list type: a JSON array, spaced as json.dumps spaces it
                 numbers = kind[:-2] in ("BIGINT", "INTEGER", "SMALLINT", "TINYINT", "UBIGINT", "UINTEGER")
                 expr = f"{expr}::VARCHAR" if numbers else f"vidcap_json({expr}::VARCHAR[])"
+            elif csv and kind == "VARCHAR":
+                expr = f"nullif({expr}, '')"
             cols.append(f"{expr} AS {_ident(c)}")
         return f"SELECT {', '.join(cols)} FROM m LEFT JOIN best b USING ({RID}) {{where}} ORDER BY m.{ROW}"
 
-    def write(self, target: str, fmt: str, where: str = "", rebase: bool = False) -> None:
+    def write(self, target: str, fmt: str, where: str = "", rebase: bool = False, **dataset_args) -> None:
+        """The output's rows to `target`: a CSV or Parquet file by DuckDB's COPY, or (fmt "dataset") Arrow
+        batches streamed into `dataset.write` (dataset_args: its meta, before_rename and on_part)."""
         if not self._full:
             self.finish()
         if fmt == "csv" and not self._json:
@@ -523,7 +540,17 @@ class Ledger:
             )
             self._json = True
         sql = self.select_sql(rebase, fmt == "csv").format(where=where)
-        opts = "FORMAT csv, HEADER true" if fmt == "csv" else "FORMAT parquet, COMPRESSION zstd"
+        if fmt == "dataset":
+            from . import dataset
+
+            rel = self.con.sql(sql)
+            reader = (getattr(rel, "to_arrow_reader", None) or rel.fetch_arrow_reader)(BATCH_ROWS)
+            dataset.write(target, reader, reader.schema, **dataset_args)
+            return
+        # The pandas path's bytes: CRLF line ends (RFC 4180; a bare \r in a cell is then quoted too) and no
+        # comment character (DuckDB would quote every cell holding a '#')
+        csv = "FORMAT csv, HEADER true, NEW_LINE '\\r\\n', COMMENT ''"
+        opts = csv if fmt == "csv" else "FORMAT parquet, COMPRESSION zstd"
         self.con.execute(f"COPY ({sql}) TO '{_sql_text(target)}' ({opts})")
 
 
@@ -541,7 +568,13 @@ def _types(*names: str) -> list:
 def reader_sql(path: Path) -> str:
     """DuckDB's reader for a CSV (every cell as text, RFC 4180 quoting) or Parquet file."""
     p = _sql_text(str(path))
-    if table_format(path) == "parquet":
+    fmt = table_format(path)
+    if fmt == "dataset":  # the parts its marker lists, in order (DuckDB keeps a list's order)
+        from . import dataset
+
+        listed = ", ".join(f"'{_sql_text(str(f))}'" for f in dataset.files(path))
+        return f"read_parquet([{listed}])"
+    if fmt == "parquet":
         return f"read_parquet('{p}')"
     return f"read_csv('{p}', all_varchar=true, header=true, delim=',', quote='\"', escape='\"')"
 

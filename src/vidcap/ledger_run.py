@@ -90,20 +90,24 @@ def publish(led: Ledger, store, summary: dict, failed_out) -> None:
     ok_only = ""
     if failed_out is not None:
         summary["failed_out"] = str(failed_out)
-        _atomic(
-            Path(failed_out),
-            lambda tmp: led.write(tmp, table_format(failed_out), "WHERE coalesce(b.status, '') <> 'ok'", rebase),
-        )
+        _write(led, Path(failed_out), "WHERE coalesce(b.status, '') <> 'ok'", rebase)
         ok_only = "WHERE b.status = 'ok'"
 
     def write(meta, before_rename):
-        _atomic(out, lambda tmp: led.write(tmp, table_format(out), ok_only, rebase), before_rename)
+        _write(led, out, ok_only, rebase, meta, before_rename)
         led.close()  # the ledger lives in the parts folder, which goes next
 
     store.publish(summary, write)
 
 
-def _atomic(path: Path, write, before_rename=None) -> None:
+def _write(led: Ledger, path: Path, where: str, rebase: bool, meta=None, before_rename=None) -> None:
+    """One output file (DuckDB's COPY to a temp name, renamed into place) or dataset folder, atomically."""
     from .manifest import atomic_local
+    from .parts import fault_point
 
-    atomic_local(path, write, before_rename, fresh=True)  # DuckDB creates the file itself
+    fmt = table_format(path)
+    if fmt == "dataset":
+        on_part = lambda: fault_point("dataset_part")
+        led.write(str(path), fmt, where, rebase, meta=meta, before_rename=before_rename, on_part=on_part)
+        return
+    atomic_local(path, lambda tmp: led.write(tmp, fmt, where, rebase), before_rename, fresh=True)

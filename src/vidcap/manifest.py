@@ -23,22 +23,37 @@ INTERNAL = (RID, ABSPATH)
 
 
 def table_format(path: str | os.PathLike) -> str:
-    ext = Path(str(path).rsplit("/", 1)[-1]).suffix.lower()
+    """"csv", "parquet", or "dataset" (a folder of Parquet parts: `vidcap.dataset`)."""
+    from . import dataset
+
+    ext = Path(str(path).rstrip("/").rsplit("/", 1)[-1]).suffix.lower()
+    if dataset.is_dataset(path) and (ext not in FORMATS or dataset.marker(os.path.expanduser(str(path)))):
+        return "dataset"  # no extension, or a dataset vidcap wrote under a file's name (`out.parquet/`)
     if ext not in FORMATS:
+        if not ext:
+            dataset.check_local(path)
         raise UsageError(
-            f"{path} has extension '{ext or '(none)'}'; vidcap reads and writes .csv or .parquet manifests."
+            f"{path} has extension '{ext or '(none)'}'; vidcap reads and writes .csv or .parquet manifests "
+            "(or, with no extension, a folder of Parquet files)."
         )
     return FORMATS[ext]
 
 
-def read_table(path: str | os.PathLike) -> pd.DataFrame:
-    """Read a CSV/Parquet file (a local path or an fsspec URL), turning every way it can be unreadable into
-    one UsageError sentence."""
+def read_table(path: str | os.PathLike, text: bool = False) -> pd.DataFrame:
+    """Read a CSV/Parquet file or dataset folder (a local path or an fsspec URL), turning every way it can be
+    unreadable into one UsageError sentence. text: CSV cells as written (no type guessing; only an empty cell
+    is missing), as a run reads a manifest."""
+    from . import dataset
     from .errors import first_line
     from .storage import as_path, is_remote, open_binary
 
     path = as_path(path)
     fmt = table_format(path)
+    if fmt == "dataset":
+        dataset.check_local(path)
+        if not path.exists():
+            raise UsageError(f"{path} does not exist; check the path.")
+        return dataset.read_frame(path)
     try:
         exists, is_dir = path.exists(), path.is_dir()
     except Exception as exc:  # a remote store that cannot be reached or refuses the credentials
@@ -49,7 +64,9 @@ def read_table(path: str | os.PathLike) -> pd.DataFrame:
         raise UsageError(f"{path} is a directory; pass a .csv or .parquet file.")
     try:
         src = open_binary(path) if is_remote(path) else path
-        if fmt == "csv":
+        if fmt == "csv" and text:
+            df = pd.read_csv(src, encoding="utf-8", dtype=str, keep_default_na=False, na_values=[""])
+        elif fmt == "csv":
             df = pd.read_csv(src, encoding="utf-8", low_memory=False)
         else:
             df = pd.read_parquet(src)
@@ -92,7 +109,7 @@ def resolve_path(value, base: Path) -> str:
 def read_manifest(path: str | os.PathLike, require: tuple[str, ...] = ("path",)) -> pd.DataFrame:
     """The manifest with every input column kept, plus `_abspath` (resolved path) for the stages."""
     path = Path(os.path.expanduser(str(path)))
-    df = read_table(path)
+    df = read_table(path, text=True)  # a CSV cell is written back as it was given ("007", "NA", "1e3")
     missing = [c for c in require if c not in df.columns]
     if missing:
         cols = list(map(str, df.columns))
@@ -179,16 +196,22 @@ def csv_ready(df: pd.DataFrame) -> pd.DataFrame:
 
 
 def write_table(df: pd.DataFrame, path: str | os.PathLike, metadata: dict | None = None,
-                before_rename=None) -> None:
+                before_rename=None, on_part=None) -> None:
     """Write atomically: a temporary file in the same folder, fsync, rename. Readers never see half a file.
 
     before_rename: called with the temp file complete but not yet renamed (fault-injection tests).
-    An fsspec URL is written as storage.put_bytes does (one PUT on object stores).
+    An fsspec URL is written as storage.put_bytes does (one PUT on object stores). A dataset folder is
+    written as `vidcap.dataset.write` does (on_part: called after each part file).
     """
     from .storage import as_path, is_remote, put_bytes
 
     path = as_path(path)
     fmt = table_format(path)
+    if fmt == "dataset":
+        from . import dataset
+
+        dataset.write_frame(encodable(df), path, metadata, before_rename, on_part)
+        return
     if is_remote(path):
         put_bytes(path, table_bytes(df, fmt, metadata), before_rename)
         return

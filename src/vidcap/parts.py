@@ -21,7 +21,7 @@ import pandas as pd
 from . import __version__
 from .errors import RETRYABLE, FatalRunError, UsageError, error_code, first_line
 from .manifest import (ABSPATH, RID, _fsync_dir, column_plan, public_columns, read_table, resolved_paths,
-                       write_table)
+                       table_format, write_table)
 from .storage import RemoteLease, as_path, is_object_store, is_remote, open_binary, put_bytes, rmtree
 
 RUN_JSON = "run.json"
@@ -41,6 +41,7 @@ FILE_DTYPES = {"file_size": "Int64", "file_mtime": "float64"}
 # "<point>:<action>[:<n>]" acts from the n-th time (default 1) this process reaches <point>:
 #   points:  part_write    a part's temp file is complete, not yet renamed into place
 #            final_merge   the output's temp file is complete, not yet renamed into place
+#            dataset_part  a dataset output's part file is complete (more parts or its marker to come)
 #            final_cleanup the output is in place, the parts folder not yet removed
 #            compact       a compacted part's temp file is complete, its sources not yet removed
 #   actions: kill (SIGKILL itself, like a power cut or the OOM killer) or enospc (fail like a full disk).
@@ -184,8 +185,12 @@ class PartStore:
         for p in stale + list(self.dir.glob(".part-*.tmp")):
             try:
                 p.unlink(missing_ok=True)
-            except FileNotFoundError:
+            except (FileNotFoundError, IsADirectoryError):  # a dataset's temporary folder: recover() below
                 pass
+        if not self.remote:
+            from . import dataset
+
+            dataset.recover(self.output)  # a dataset moved aside by a killed run goes back
 
     def close(self) -> None:
         if self._lease is not None:
@@ -202,6 +207,13 @@ class PartStore:
             rmtree(self.dir / COMPACT_DIR)
 
     def _check_existing_output(self) -> None:
+        if not self.remote and self.output.is_dir() and table_format(self.output) == "dataset":
+            from . import dataset
+
+            if not dataset.owned(self.output):  # --overwrite never removes a folder vidcap did not write
+                raise UsageError(f"{self.output} is a folder that is not a vidcap dataset; pick another -o path.")
+            if dataset.marker(self.output) is None:
+                return  # an empty folder: the dataset goes there
         if not self.output.exists() or self.overwrite:
             return
         meta = self.sidecar()
@@ -395,7 +407,8 @@ class PartStore:
                 raise _disk_error(exc, str(failed_out)) from None
             out = out[~bad].reset_index(drop=True)
             summary["failed_out"] = str(failed_out)
-        self.publish(summary, lambda meta, before: write_table(out, self.output, metadata=meta, before_rename=before))
+        self.publish(summary, lambda meta, before: write_table(out, self.output, metadata=meta, before_rename=before,
+                                                               on_part=lambda: fault_point("dataset_part")))
 
     def publish(self, summary: dict, write) -> None:
         """Write the output with `write(metadata, before_rename)` (atomically), its sidecar, then remove the
@@ -407,7 +420,7 @@ class PartStore:
         # so a kill never leaves another run's rows under this run's sidecar (the parts hold them all).
         try:
             if self.overwrite:
-                self.output.unlink(missing_ok=True)
+                self._remove_output()
             self.write_json(self.sidecar(), meta)
             write(meta, lambda: fault_point("final_merge"))
         except OSError as exc:
@@ -420,6 +433,14 @@ class PartStore:
             self._remove_dir()
             if not self.remote:
                 _fsync_dir(self.output.parent)
+
+    def _remove_output(self) -> None:
+        if not self.remote and self.output.is_dir() and table_format(self.output) == "dataset":
+            from . import dataset
+
+            dataset.remove(self.output)  # a dataset vidcap wrote (_check_existing_output refused any other)
+        else:
+            self.output.unlink(missing_ok=True)
 
     def _remove_dir(self) -> None:
         """The parts folder goes while the lock is still held: everything but LOCK first, then LOCK, then

@@ -22,7 +22,7 @@ def register(app: typer.Typer) -> None:
         """Write a self-contained HTML page to review an output: summary charts and a card per sampled clip."""
         from .build import build_report
 
-        if not output.is_file():
+        if not output.exists():  # a table file, or a dataset folder (read_table refuses an unfinished one)
             from ..errors import UsageError
 
             raise UsageError(f"{output} does not exist; pass the output table of a vidcap run.")
