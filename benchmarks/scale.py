@@ -11,6 +11,7 @@ output's sidecar):
 and the cost of one os.stat per row (the file size/mtime identity check) over the manifest's paths.
 
 usage: nice -n 10 python benchmarks/scale.py N [--part-rows R] [--dir DIR] [--only fresh,resume,noop,stat]
+                                              [--gpus cpu:2]  (the host executor: coordinator + 2 workers)
 """
 
 from __future__ import annotations
@@ -53,6 +54,9 @@ def build_manifest(path: Path, n: int) -> None:
     tmp.rename(path)
 
 
+EXTRA: list[str] = []  # options every run gets (--gpus cpu:2)
+
+
 def run(manifest: Path, out: Path, part_rows: int, extra=(), watch: Path | None = None) -> dict:
     """One `vidcap caption` run; wall, peak RSS of its process tree, and the first new part's time."""
     cmd = [
@@ -70,6 +74,7 @@ def run(manifest: Path, out: Path, part_rows: int, extra=(), watch: Path | None 
         "-q",
         "--part-rows",
         str(part_rows),
+        *EXTRA,
         *extra,
     ]
     env = dict(os.environ, PYTHONPATH=SRC)
@@ -141,7 +146,10 @@ def main() -> None:
     ap.add_argument("--dir", default="/tmp/vidcap-scale")
     ap.add_argument("--only", default="fresh,resume,noop,stat")
     ap.add_argument("--synthetic", action="store_true", help="write the resume's 90%% parts directly (fast)")
+    ap.add_argument("--gpus", help="run on the host executor, e.g. cpu:2 (a coordinator and 2 worker processes)")
     args = ap.parse_args()
+    if args.gpus:
+        EXTRA.extend(["--gpus", args.gpus])
     work = Path(args.dir)
     work.mkdir(parents=True, exist_ok=True)
     n, only = args.n, args.only.split(",")
@@ -189,7 +197,8 @@ def main() -> None:
         if "wall_s" in r:
             r["rows_per_s"] = round(n / r["wall_s"])
             r["rows_per_cpu_s"] = round(n / max(r["cpu_s"], 1e-9))
-    (work / f"results-{n}.json").write_text(json.dumps(results, indent=2))
+    tag = f"-gpus-{args.gpus.replace(':', '')}" if args.gpus else ""
+    (work / f"results-{n}{tag}.json").write_text(json.dumps(results, indent=2))
     print(json.dumps(results, indent=2))
 
 
