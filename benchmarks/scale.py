@@ -108,7 +108,9 @@ def run(manifest: Path, out: Path, part_rows: int, extra=(), watch: Path | None 
         "processed": summary["processed"],
         "skipped": summary["skipped"],
         "ledger": summary.get("ledger"),
-        "rest_s": round(wall - sum(v for k, v in (summary.get("ledger") or {}).items() if "cpu" not in k), 1),
+        "rest_s": round(
+            wall - sum(v for k, v in (summary.get("ledger") or {}).items() if "_s" in k and "cpu" not in k), 1
+        ),
     }  # merge, start, exit
 
 

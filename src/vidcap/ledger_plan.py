@@ -2,9 +2,10 @@
 
 A large run's coordinator plans once in DuckDB (vidcap.ledger); an executor whose rows leave this process
 as a whole (torchrun's other ranks, Ray's read tasks) gets them from one Parquet file written from table
-`todo` in manifest order, in row groups of `GROUP_ROWS`. A torchrun rank streams the row groups g with
-g % ranks == its rank: the groups split the file, so every row goes to exactly one rank, and no rank reads
-the manifest or the parts. The file lives in the parts folder and is written again by every run (it is the
+`todo` in manifest order, in row groups of about `GROUP_ROWS`. A torchrun rank streams one contiguous range
+of its rows (rank r of N: rows [r*n/N, (r+1)*n/N)), reading only the row groups that hold them: the ranges
+split the file, so every row goes to exactly one rank, the shares differ by at most one row, and no rank
+reads the manifest or the parts. The file lives in the parts folder and is written again by every run (it is the
 plan of that run only); a kill leaves it there, and the next run's coordinator replaces it.
 """
 
@@ -17,7 +18,7 @@ from .ledger import REL, ROW, _sql_text
 from .manifest import atomic_local
 
 PLAN_FILE = "plan.parquet"
-GROUP_ROWS = 4096  # a rank's share is balanced to within one group
+GROUP_ROWS = 4096  # a rank reads at most two groups it shares with its neighbours
 
 
 def plan_path(store) -> Path:
@@ -45,36 +46,36 @@ def remove_plan(store) -> None:
 
 
 class PlanRows:
-    """One share of a plan file as a lazy row source (`len`, `take(n, timeout)`, as `ledger.RowSource`):
-    the row groups g with g % world == rank, read 4,096 rows at a time."""
+    """One share of a plan file as a lazy row source (`len`, `take(n, timeout)`, as `ledger.RowSource`): rank
+    r of `world` takes the contiguous rows [r * n // world, (r + 1) * n // world), reading only the row groups
+    that hold them, a group at a time."""
 
-    def __init__(self, path: Path, rank: int = 0, world: int = 1, batch_rows: int = 4096):
+    def __init__(self, path: Path, rank: int = 0, world: int = 1):
         import pyarrow.parquet as pq
 
         self.path = Path(path)
         self.file = pq.ParquetFile(self.path)
         meta = self.file.metadata
-        self.groups = [g for g in range(meta.num_row_groups) if g % world == rank]
-        self.total = sum(meta.row_group(g).num_rows for g in self.groups)
-        self.whole = world == 1
-        self.reader = self.file.iter_batches(batch_size=batch_rows, row_groups=self.groups) if self.groups else None
+        n = meta.num_rows
+        start, stop = n * rank // world, n * (rank + 1) // world
+        self.total = stop - start
+        self.spans: deque = deque()  # (row group, first row, end row) within that group
+        at = 0
+        for g in range(meta.num_row_groups):
+            size = meta.row_group(g).num_rows
+            lo, hi = max(start, at), min(stop, at + size)
+            if lo < hi:
+                self.spans.append((g, lo - at, hi - at))
+            at += size
         self.buf: deque = deque()
 
     def __len__(self) -> int:
         return self.total
 
     def take(self, n: int, timeout: float = 0.0) -> list[dict] | None:
-        while len(self.buf) < n and self.reader is not None:
-            try:
-                batch = next(self.reader)
-            except StopIteration:
-                self.reader = None
-                break
-            self.buf.extend(batch.to_pylist())
+        while len(self.buf) < n and self.spans:
+            g, lo, hi = self.spans.popleft()
+            self.buf.extend(self.file.read_row_group(g).slice(lo, hi - lo).to_pylist())
         if not self.buf:
             return None
         return [self.buf.popleft() for _ in range(min(n, len(self.buf)))]
-
-    def close(self) -> None:
-        self.reader = None
-        self.file.close()
