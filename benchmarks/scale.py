@@ -10,7 +10,7 @@ output's sidecar):
   noop    every row done (a rerun over the finished output)
 and the cost of one os.stat per row (the file size/mtime identity check) over the manifest's paths.
 
-usage: nice -n 10 python benchmarks/scale.py N [--part-rows R] [--dir DIR] [--only fresh,resume,noop,stat]
+usage: nice -n 10 python benchmarks/scale.py N [--part-rows R] [--dir DIR] [--only fresh,resume,noop,stat,planfile]
                                               [--gpus cpu:2]  (the host executor: coordinator + 2 workers)
 """
 
@@ -141,6 +141,58 @@ def stat_cost(manifest: Path, limit: int) -> dict:
     }
 
 
+def plan_file_cost(manifest: Path, work: Path, world: int = 2) -> dict:
+    """torchrun on a large manifest: rank 0's plan (read, key, anti-join) and its plan file, then each of
+    `world` ranks streaming its share of that file, against every rank running the plan itself."""
+    sys.path.insert(0, SRC)
+    from vidcap.backends.base import CaptionOptions
+    from vidcap.backends.registry import resolve_model
+    from vidcap.ledger import Ledger
+    from vidcap.ledger_plan import PlanRows, plan_path, write_plan
+    from vidcap.parts import PartStore
+    from vidcap.session import run_fingerprint
+    from vidcap.stages.caption import CaptionStage
+
+    stage = CaptionStage(resolve_model("fake"), CaptionOptions(num_frames=2))
+    out = work / "planfile.parquet"
+    _clear(out)
+    store = PartStore(out, run_fingerprint(stage))
+    store.open({})
+    try:
+        t0, c0 = time.monotonic(), time.process_time()
+        led = Ledger(stage, manifest, store)
+        led.ingest()
+        led.refresh(prior=True)
+        led.plan()
+        t1, c1 = time.monotonic(), time.process_time()
+        path = plan_path(store)
+        n = write_plan(led, path)
+        t2, c2 = time.monotonic(), time.process_time()
+        led.close()
+        shares = []
+        for rank in range(world):
+            t3, c3 = time.monotonic(), time.process_time()
+            rows = PlanRows(path, rank, world)
+            got = 0
+            while (part := rows.take(4096)) is not None:
+                got += len(part)
+            shares.append({"rows": got, "wall_s": round(time.monotonic() - t3, 2),
+                           "cpu_s": round(time.process_time() - c3, 2)})  # fmt: skip
+        size = path.stat().st_size
+    finally:
+        store.close()
+        _clear(out)
+    return {
+        "plan_wall_s": round(t1 - t0, 2),
+        "plan_cpu_s": round(c1 - c0, 2),
+        "write_plan_wall_s": round(t2 - t1, 2),
+        "write_plan_cpu_s": round(c2 - c1, 2),
+        "plan_file_mb": round(size / 2**20, 1),
+        "plan_rows": n,
+        "shares": shares,
+    }
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("n", type=int)
@@ -192,6 +244,9 @@ def main() -> None:
             run(manifest, out, args.part_rows)
         results["noop"] = run(manifest, out, args.part_rows)
         print("noop", results["noop"], flush=True)
+    if "planfile" in only:
+        results["planfile"] = plan_file_cost(manifest, work)
+        print("planfile", results["planfile"], flush=True)
     if "stat" in only:
         results["stat"] = stat_cost(manifest, n)
         print("stat", results["stat"], flush=True)
