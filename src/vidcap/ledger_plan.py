@@ -21,8 +21,9 @@ PLAN_FILE = "plan.parquet"
 GROUP_ROWS = 4096  # a rank reads at most two groups it shares with its neighbours
 
 
-def plan_path(store) -> Path:
-    return Path(store.dir) / PLAN_FILE
+def plan_path(books) -> Path:
+    """The plan file of a run (`books`: its session.Bookkeeping)."""
+    return Path(books.note_path(PLAN_FILE))
 
 
 def write_plan(led, path: Path, group_rows: int = GROUP_ROWS) -> int:
@@ -38,10 +39,9 @@ def write_plan(led, path: Path, group_rows: int = GROUP_ROWS) -> int:
     return led.con.execute("SELECT count(*) FROM todo").fetchone()[0]
 
 
-def remove_plan(store) -> None:
+def remove_plan(path: Path) -> None:
     """A killed run's plan file (and its temp files): the coordinator holds the lock, nobody reads them."""
-    folder = Path(store.dir)
-    for p in [folder / PLAN_FILE, *folder.glob(f".{PLAN_FILE}.*.tmp")]:
+    for p in [path, *path.parent.glob(f".{path.name}.*.tmp")]:
         p.unlink(missing_ok=True)
 
 

@@ -122,9 +122,14 @@ class Bookkeeping:
     def notes(self, pattern: str) -> list:
         return self.store.files(pattern)
 
-    def saved_ids(self, worker: str) -> set:
-        """Row ids in the part files one worker wrote (after it died: what it had saved)."""
-        return self.store.saved_rids(worker)
+    def saved_ids(self, worker: str, among: set | None = None) -> set:
+        """Row ids in the part files one worker wrote (after it died: what it had saved); with `among`,
+        only those of these ids (the parts are then read for them only)."""
+        return self.store.saved_rids(worker, among)
+
+    def note_path(self, name: str):
+        """A file of this name in the parts folder (the plan file torchrun's ranks and Ray read)."""
+        return self.store.dir / name
 
     def before_merge(self) -> None:
         fault_point("before_merge", self.store.part_files())

@@ -265,7 +265,7 @@ class _Coordinator:
         w.alive = False
         self.deaths.append(why)
         lost = [cid for cid, owner in self.owner.items() if owner == w.spec.wid]
-        saved = self._saved(w.spec.wid, {r[RID] for cid in lost for r in self.chunks[cid]})
+        saved = self.session.books.saved_ids(w.spec.wid, {r[RID] for cid in lost for r in self.chunks[cid]})
         redo: list[dict] = []
         failed: list[dict] = []
         for cid in lost:
@@ -284,26 +284,6 @@ class _Coordinator:
             self._queue_chunk(redo)
         print(f"vidcap: {why}; {len(redo)} of its rows go to the other workers.", file=sys.stderr)
         self._hand_out()
-
-    def _saved(self, wid: str, ids: set) -> set:
-        """Which of these row ids a dead worker saved: its part files are read for these ids only, one at a
-        time, so a worker of a 100M-row run costs no set of every row it ever did (unreadable parts count
-        as not saved)."""
-        import pyarrow.parquet as pq
-
-        from ..storage import open_binary
-
-        if not ids:
-            return set()
-        found: set = set()
-        wanted = list(ids)
-        for p in self.session.books.store.worker_files(wid):
-            try:
-                with open_binary(p) as fh:
-                    found.update(pq.read_table(fh, columns=[RID], filters=[(RID, "in", wanted)])[RID].to_pylist())
-            except Exception:  # noqa: BLE001, S112
-                continue
-        return found
 
     def _stop_workers(self, graceful: bool) -> None:
         workers = self.workers

@@ -142,7 +142,7 @@ class RayExecutor(Executor):
             return led.source()
         from ..ledger_plan import PlanRows, plan_path, write_plan
 
-        path = plan_path(session.books.store)
+        path = plan_path(session.books)
         write_plan(led, path)
         return PlanRows(path)
 

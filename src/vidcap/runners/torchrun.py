@@ -120,7 +120,7 @@ class TorchrunExecutor(Executor):
 
         if self.tp_rank:  # a follower: its leader takes the group's rows
             return []
-        path = plan_path(session.books.store)
+        path = plan_path(session.books)
         if self.rank == 0:
             write_plan(led, path)
         else:  # rank 0 removed the last run's plan before letting us start; it appears whole (a rename)
@@ -172,10 +172,12 @@ class TorchrunExecutor(Executor):
                 session.books.open(session.stage.provenance())
                 for p in session.books.notes(DONE_GLOB):
                     p.unlink()
-                if not session.books.store.remote:
-                    from ..ledger_plan import remove_plan
+                from ..storage import is_remote
 
-                    remove_plan(session.books.store)  # a killed run's: the other ranks wait for this run's
+                if not is_remote(session.output):
+                    from ..ledger_plan import plan_path, remove_plan
+
+                    remove_plan(plan_path(session.books))  # a killed run's: the other ranks wait for this run's
             except UsageError as exc:
                 kv.set("ready", f"error:{exc}")
                 raise
