@@ -175,3 +175,21 @@ def test_plan_shares_split_the_plan_exactly(tmp_path, n, world, take):
         sizes.append(len(got))
         seen += got
     assert seen == list(range(n)) and max(sizes) - min(sizes) <= 1
+
+
+@pytest.mark.parametrize("launch", ["local", "torchrun"])
+def test_tensor_parallel_groups_on_the_ledger_path(clips, tmp_path, launch):
+    """`--tp 2`: the group's leader takes the rows of the plan (its share of rank 0's plan file under
+    torchrun), the follower runs every batch with it and takes none itself."""
+    pytest.importorskip("torch")
+    out = tmp_path / "tp.parquet"
+    args = ["caption", str(clips / "m.csv"), "-o", str(out), *FAKE, "--workers", "0", "--tp", "2"]
+    if launch == "local":
+        vidcap(*args, "--gpus", "cpu:4", **LEDGER)
+    else:
+        proc = subprocess.run(
+            [*TORCHRUN, *args], capture_output=True, text=True, timeout=300, env=cli_env(**LEDGER), check=False
+        )
+        assert proc.returncode == 0, proc.stderr
+    assert summary(out)["ledger"]["executor"] == {"local": "host"}.get(launch, launch)
+    pd.testing.assert_frame_equal(read_resolved(clips / "single.parquet"), read_resolved(out))
