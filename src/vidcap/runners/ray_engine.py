@@ -245,7 +245,9 @@ class RayExecutor(Executor):
                 here = NodeAffinitySchedulingStrategy(ray.get_runtime_context().get_node_id(), soft=False)
                 pin = {"ray_remote_args": {"scheduling_strategy": here}}
                 warnings.filterwarnings("ignore", message=".*ray_remote_args.*")  # no named form for this yet
-            ds = ray.data.read_parquet(str(todo.path), **pin)
+            # No CPU slot: reading the plan is light, and on the driver's node actors may hold every CPU
+            # (a pinned read that waited for one would wait forever).
+            ds = ray.data.read_parquet(str(todo.path), num_cpus=0, **pin)
             return ds.map_batches(pack_rows, batch_size=batch, batch_format="pyarrow")
         if not isinstance(todo, list):  # a lazy source Ray cannot read (a Ray client): taken whole
             todo = [r for part in iter(lambda: todo.take(4096), None) for r in part]
