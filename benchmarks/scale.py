@@ -12,6 +12,7 @@ and the cost of one os.stat per row (the file size/mtime identity check) over th
 
 usage: nice -n 10 python benchmarks/scale.py N [--part-rows R] [--dir DIR] [--only fresh,resume,noop,stat,planfile]
                                               [--gpus cpu:2]  (the host executor: coordinator + 2 workers)
+                                              [--torchrun 2]  (launched by torchrun with 2 ranks)
 """
 
 from __future__ import annotations
@@ -55,14 +56,13 @@ def build_manifest(path: Path, n: int) -> None:
 
 
 EXTRA: list[str] = []  # options every run gets (--gpus cpu:2)
+LAUNCH: list[str] = [sys.executable, "-m", "vidcap"]  # or torchrun's (--torchrun N)
 
 
 def run(manifest: Path, out: Path, part_rows: int, extra=(), watch: Path | None = None) -> dict:
     """One `vidcap caption` run; wall, peak RSS of its process tree, and the first new part's time."""
     cmd = [
-        sys.executable,
-        "-m",
-        "vidcap",
+        *LAUNCH,
         "caption",
         str(manifest),
         "-o",
@@ -201,9 +201,13 @@ def main() -> None:
     ap.add_argument("--only", default="fresh,resume,noop,stat")
     ap.add_argument("--synthetic", action="store_true", help="write the resume's 90%% parts directly (fast)")
     ap.add_argument("--gpus", help="run on the host executor, e.g. cpu:2 (a coordinator and 2 worker processes)")
+    ap.add_argument("--torchrun", type=int, help="launch with torchrun --standalone --nproc_per_node N")
     args = ap.parse_args()
     if args.gpus:
         EXTRA.extend(["--gpus", args.gpus])
+    if args.torchrun:
+        LAUNCH[1:] = ["-m", "torch.distributed.run", "--standalone", "--nproc_per_node", str(args.torchrun)]
+        LAUNCH.extend(["-m", "vidcap"])
     work = Path(args.dir)
     work.mkdir(parents=True, exist_ok=True)
     n, only = args.n, args.only.split(",")
@@ -255,6 +259,7 @@ def main() -> None:
             r["rows_per_s"] = round(n / r["wall_s"])
             r["rows_per_cpu_s"] = round(n / max(r["cpu_s"], 1e-9))
     tag = f"-gpus-{args.gpus.replace(':', '')}" if args.gpus else ""
+    tag += f"-torchrun{args.torchrun}" if args.torchrun else ""
     (work / f"results-{n}{tag}.json").write_text(json.dumps(results, indent=2))
     print(json.dumps(results, indent=2))
 

@@ -193,3 +193,18 @@ def test_tensor_parallel_groups_on_the_ledger_path(clips, tmp_path, launch):
         assert proc.returncode == 0, proc.stderr
     assert summary(out)["ledger"]["executor"] == {"local": "host"}.get(launch, launch)
     pd.testing.assert_frame_equal(read_resolved(clips / "single.parquet"), read_resolved(out))
+
+
+def test_a_torchrun_rank_whose_every_row_failed_does_not_stop_the_merge(clips, tmp_path):
+    """Rank 1's share is all missing files: it exits 0 (torchrun would otherwise end rank 0 before its
+    merge) and rank 0 writes the whole output."""
+    pytest.importorskip("torch")
+    rows = [f"v/c{i:02d}.mp4" for i in range(4)] + [f"v/none{i}.mp4" for i in range(4)]
+    manifest = tmp_path / "half.csv"
+    pd.DataFrame({"path": [str(clips / p) for p in rows]}).to_csv(manifest, index=False)
+    out = tmp_path / "half.parquet"
+    args = [*TORCHRUN, "caption", str(manifest), "-o", str(out), *FAKE, "--workers", "0"]
+    proc = subprocess.run(args, capture_output=True, text=True, env=cli_env(**LEDGER), timeout=300, check=False)
+    assert proc.returncode == 0, proc.stderr
+    got = read_resolved(out)
+    assert len(got) == 8 and list(got["status"]) == ["ok"] * 4 + ["failed"] * 4
