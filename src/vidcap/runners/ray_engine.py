@@ -21,6 +21,7 @@ import shlex
 import sys
 import threading
 from dataclasses import replace
+from typing import Any
 
 import pandas as pd
 
@@ -236,7 +237,7 @@ class RayExecutor(Executor):
 
         blocks = max(1, min(len(todo) // batch, 1000))
         if isinstance(todo, PlanRows):
-            pin = {}
+            pin: dict[str, Any] = {}
             if self.address:  # a cluster: the read tasks run where the file is
                 import warnings
 
