@@ -26,5 +26,5 @@ python3 - "$dir/out.parquet.run.json" <<'PY'
 import json, sys
 d = json.load(open(sys.argv[1]))
 e = d.get("summary", {}).get("engine", {})
-print({k: e.get(k) for k in ("model_load_s", "first_item_s", "first_row_s", "fast_path", "slots", "prefill_s")})
+print({k: e.get(k) for k in ("model_load_s", "first_item_s", "first_admit_s", "allocate_s", "capture_s", "first_row_s", "first_row_after_load_s", "fast_path", "slots", "prefill_s", "fused_kernels")})
 PY

@@ -46,14 +46,24 @@ def main(shape: str, n: int, height: int, width: int) -> None:
     list(engine.run(ListSource(items)))  # allocates the cache, captures the graphs, warms up
     shared = engine.lm.prefix_len > 0
     chunk = [(f"x{i}", item, 8) for i, (_, item) in enumerate(items[:16])]
+    n = len(chunk)
+    fused_state = engine.fused.state
+    firsts = []
     with torch.inference_mode():
-        for _ in range(2):
-            engine.active.clear()
-            torch.cuda.synchronize()
-            t0 = time.perf_counter()
-            engine._prefill(chunk, shared)
-            torch.cuda.synchronize()
-            dt = time.perf_counter() - t0
+        for label, state in (("transformers' elementwise", "off: compared"), ("fused kernels", fused_state)):
+            engine.fused.state = state  # the same process, the same clips: with and without the fused kernels
+            for _ in range(3):
+                engine.active.clear()
+                torch.cuda.synchronize()
+                t0 = time.perf_counter()
+                engine._prefill(chunk, shared)
+                torch.cuda.synchronize()
+                dt = time.perf_counter() - t0
+            firsts.append(engine.lm.tok[:n].tolist())
+            print(f"prefill of {n} clips, {label}: {1e3 * dt:.0f} ms ({1e3 * dt / n:.1f} ms per clip)")
+        same = sum(a == b for a, b in zip(*firsts))
+        print(f"first tokens equal with and without the fused kernels: {same} of {n}")
+        print("prefill kernels:", engine.fused.summary())
         engine.active.clear()
         with profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) as prof:
             engine._prefill(chunk, shared)
@@ -62,7 +72,7 @@ def main(shape: str, n: int, height: int, width: int) -> None:
     events = prof.key_averages()
     gpu_ms = sum(e.self_device_time_total for e in events) / 1e3
     print(
-        f"prefill of 16 clips: {1e3 * dt:.0f} ms wall ({1e3 * dt / 16:.1f} ms per clip); GPU kernels "
+        f"prefill of {n} clips: {1e3 * dt:.0f} ms wall ({1e3 * dt / n:.1f} ms per clip); GPU kernels "
         f"{gpu_ms:.0f} ms ({gpu_ms / (1e3 * dt):.0%} busy); vision attention: {engine.stats.vision_attention}"
     )
     print(events.table(sort_by="self_cuda_time_total", row_limit=14, max_name_column_width=60))

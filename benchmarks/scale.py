@@ -11,8 +11,9 @@ output's sidecar):
 and the cost of one os.stat per row (the file size/mtime identity check) over the manifest's paths.
 
 usage: nice -n 10 python benchmarks/scale.py N [--part-rows R] [--dir DIR] [--only fresh,resume,noop,stat,planfile]
-                                              [--gpus cpu:2]  (the host executor: coordinator + 2 workers)
-                                              [--torchrun 2]  (launched by torchrun with 2 ranks)
+       [--workers W]  (decode processes; 0, the default, loads rows in a thread of the run's process)
+       [--gpus cpu:2]  (the host executor: coordinator + 2 workers)
+       [--torchrun 2]  (launched by torchrun with 2 ranks)
 """
 
 from __future__ import annotations
@@ -59,7 +60,7 @@ EXTRA: list[str] = []  # options every run gets (--gpus cpu:2)
 LAUNCH: list[str] = [sys.executable, "-m", "vidcap"]  # or torchrun's (--torchrun N)
 
 
-def run(manifest: Path, out: Path, part_rows: int, extra=(), watch: Path | None = None) -> dict:
+def run(manifest: Path, out: Path, part_rows: int, extra=(), watch: Path | None = None, workers: int = 0) -> dict:
     """One `vidcap caption` run; wall, peak RSS of its process tree, and the first new part's time."""
     cmd = [
         *LAUNCH,
@@ -70,7 +71,7 @@ def run(manifest: Path, out: Path, part_rows: int, extra=(), watch: Path | None 
         "--model",
         "fake",
         "--workers",
-        "0",
+        str(workers),
         "-q",
         "--part-rows",
         str(part_rows),
@@ -199,6 +200,7 @@ def main() -> None:
     ap.add_argument("--part-rows", type=int, default=4096)
     ap.add_argument("--dir", default="/tmp/vidcap-scale")
     ap.add_argument("--only", default="fresh,resume,noop,stat")
+    ap.add_argument("--workers", type=int, default=0)
     ap.add_argument("--synthetic", action="store_true", help="write the resume's 90%% parts directly (fast)")
     ap.add_argument("--gpus", help="run on the host executor, e.g. cpu:2 (a coordinator and 2 worker processes)")
     ap.add_argument("--torchrun", type=int, help="launch with torchrun --standalone --nproc_per_node N")
@@ -229,7 +231,7 @@ def main() -> None:
     out = work / f"o{n}.parquet"
     if "fresh" in only:
         _clear(out)
-        results["fresh"] = run(manifest, out, args.part_rows)
+        results["fresh"] = run(manifest, out, args.part_rows, workers=args.workers)
         print("fresh", results["fresh"], flush=True)
     if "resume" in only:
         _clear(out)
@@ -241,7 +243,9 @@ def main() -> None:
             out.unlink()  # ... and no output: the state of a run stopped at 90%
             out.with_name(out.name + ".run.json").unlink()
         nfiles = sum(1 for _ in parts.rglob("*.parquet"))
-        results["resume"] = run(manifest, out, args.part_rows, watch=parts) | {"part_files": nfiles}
+        results["resume"] = run(manifest, out, args.part_rows, watch=parts, workers=args.workers) | {
+            "part_files": nfiles
+        }
         print("resume", results["resume"], flush=True)
     if "noop" in only:
         if not out.exists():

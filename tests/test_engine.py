@@ -134,9 +134,9 @@ def clip_list(paths):
     return [__import__("pathlib").Path(p) for p in paths]
 
 
-def test_triton_slot_attention_in_the_interpreter(tiny_model, clips):
-    """The GPU's decode attention kernel (each slot read up to its length, joined with the shared prefix),
-    run by Triton's CPU interpreter inside the engine: same tokens as generate()."""
+def in_interpreter(template: str, family: str, tiny_model, clips) -> str:
+    """Run an engine script in a subprocess under Triton's CPU interpreter (the GPU kernels on the CPU);
+    returns its stdout, or the end of its stderr."""
     import os
     import subprocess
     import sys
@@ -144,16 +144,52 @@ def test_triton_slot_attention_in_the_interpreter(tiny_model, clips):
 
     pytest.importorskip("triton")
     here = str(Path(__file__).parent)
-    script = TRITON_SCRIPT.format(tests=here, model=str(tiny_model("pllava")), clips=[str(c) for c in clips])
+    script = template.format(tests=here, model=str(tiny_model(family)), clips=[str(c) for c in clips])
     env = {
         **os.environ,
         "TRITON_INTERPRET": "1",
         "PYTHONPATH": os.pathsep.join([str(Path(here).parent / "src"), here, os.environ.get("PYTHONPATH", "")]),
     }
     proc = subprocess.run(
-        [sys.executable, "-c", script], capture_output=True, text=True, env=env, timeout=600, check=False
+        [sys.executable, "-c", script], capture_output=True, text=True, env=env, timeout=900, check=False
     )
-    assert "TRITON_OK" in proc.stdout, proc.stderr[-3000:]
+    return proc.stdout + proc.stderr[-3000:]
+
+
+def test_triton_slot_attention_in_the_interpreter(tiny_model, clips):
+    """The GPU's decode attention kernel (each slot read up to its length, joined with the shared prefix),
+    run by Triton's CPU interpreter inside the engine: same tokens as generate()."""
+    out = in_interpreter(TRITON_SCRIPT, "pllava", tiny_model, clips)
+    assert "TRITON_OK" in out, out
+
+
+FUSED_SCRIPT = """
+import sys
+sys.path.insert(0, {tests!r})
+import test_engine as t
+backend = t.backend_for(lambda fam: {model!r}, "llava-next")
+items = [backend.prepare_item(r) for r in t.requests(backend, t.clip_list({clips!r}))]
+want = t.reference(backend, items, set())
+engine, outs = t.run_engine(backend, items, set(), slots=3, fused="triton")
+assert engine.fused.state == "on" and engine.lm.fused and engine.fused.calls > 0, engine.stats
+assert [o.tokens for o in outs] == want
+print("FUSED_OK", engine.stats.fused_kernels)
+"""
+
+
+def test_fused_prefill_and_decode_kernels_in_the_interpreter(tiny_model, clips):
+    """The GPU's fused RMSNorm, SiLU*up and rotary kernels (prefill and the decode step), run by Triton's
+    CPU interpreter inside the engine on a Mistral-based model: same tokens as generate()."""
+    out = in_interpreter(FUSED_SCRIPT, "llava-next", tiny_model, clips)
+    assert "FUSED_OK" in out and "RMSNorm, SiLU*up, rotary" in out, out
+
+
+def test_fused_kernels_stay_off_without_cuda(tiny_model, clips):
+    backend = backend_for(tiny_model, "pllava")
+    items = [backend.prepare_item(r) for r in requests(backend, clips)][:2]
+    engine, _ = run_engine(backend, items, set())
+    assert engine.fused.state == "off: no CUDA" and not engine.lm.fused
+    assert engine.stats.summary()["fused_kernels"].startswith("transformers'")
 
 
 def test_engine_without_eos_and_with_drawn_lengths(tiny_model, clips):

@@ -101,3 +101,83 @@ def test_eval_cli_prints_sources_and_confusion(small_set):
     assert "exact-label accuracy:" in out and "accuracy by source:" in out and "confusion" in out
     right, total = (int(v) for v in out.split("exact-label accuracy:")[1].split("(")[1].split(")")[0].split("/"))
     assert total == len(pd.read_csv(small_set)) and right >= total - 1, out
+
+
+def _dark(frames: np.ndarray, gain: float = 0.2, noise: float = 2.0, seed: int = 0) -> np.ndarray:
+    """Low light: a fifth of the brightness and fresh sensor noise on every frame."""
+    noisy = frames.astype(np.float32) * gain + np.random.default_rng(seed).normal(0, noise, frames.shape)
+    return np.clip(noisy, 0, 255).astype(np.uint8)
+
+
+def test_dissolve_between_two_moving_shots_is_unclassified():
+    # both shots move (in opposite directions), one has little texture: every short step still fits
+    rng = np.random.default_rng(7)
+    a, _ = _clip(_flat_scene(rng), 0.5, 0, 1, n=60, seed=2)
+    b, _ = _clip(synth.texture(rng, 900, 700), -0.4, 0.2, 1, n=60, seed=3)
+    frames = np.stack(evalset._transition(np.random.default_rng(3), "dissolve", list(a), list(b), fps=25))
+    result = estimate(frames, times=np.arange(len(frames)) / 25)
+    assert classify(result) == "unclassified" and result.reason and result.confidence == 0, result
+
+
+def test_blend_test_tells_a_dissolve_from_one_shot_with_a_mover():
+    import cv2
+
+    from vidcap.motion import dense
+
+    rng = np.random.default_rng(8)
+    texture, other = synth.texture(rng, 900, 700), synth.texture(rng, 900, 700)
+
+    def walker(k: int) -> np.ndarray:  # a dark figure crossing the scene while the camera pans
+        img = texture.copy()
+        cv2.ellipse(img, (300 + 8 * k, 380), (50, 120), 0, 0, 360, (15, 15, 15), -1, cv2.LINE_AA)
+        return img
+
+    path = evalset.window_path(np.random.default_rng(1), 40, (900, 700), (256, 192), 0.3, 0, 1, "linear", 0.0)
+    assert path is not None
+    one_shot = np.stack(evalset.render(walker, *path, (256, 192)))
+    before = np.stack(evalset.render(lambda k: other, *path, (256, 192)))  # the same camera move
+    mix = np.clip((np.arange(40) - 12) / 16, 0, 1)[:, None, None, None]
+    dissolve = (before * (1 - mix) + one_shot * mix).astype(np.uint8)
+    ratios = []
+    for clean in (one_shot, dissolve):
+        frames = _dark(clean, gain=1.0, noise=1.5)  # sensor noise: a clean render fits anything exactly
+        diag = dense.Diagnostics()
+        estimate(frames, diagnostics=diag)
+        clip = dense._Clip(dense.prepare(frames, dense.WORK_WIDTH))
+        poses = dense._poses(diag)
+        assert max(poses) >= 32, "the chain covers the dissolve"
+        ratios.append(dense.blend_ratio(clip, 0, min(k for k in poses if k >= 32), poses))
+    # one shot: a frame in between is explained by either end about as well as by both together
+    assert ratios[0] > dense.BLEND_RATIO > ratios[1], ratios
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_low_light_low_texture_pan_with_a_mover_is_measured(seed):
+    import cv2
+
+    scene = _flat_scene(np.random.default_rng(seed))
+
+    def walker(k: int) -> np.ndarray:
+        img = scene.copy()
+        cv2.ellipse(img, (250 + 6 * k, 380), (45, 110), 0, 0, 360, (10, 10, 10), -1, cv2.LINE_AA)
+        return img
+
+    path = evalset.window_path(np.random.default_rng(seed), 50, (900, 700), (256, 192), 0.5, 0, 1, "smooth", 0.0)
+    assert path is not None
+    frames = _dark(np.stack(evalset.render(walker, *path, (256, 192))), seed=seed)
+    result = estimate(frames, times=np.arange(len(frames)) / 25)
+    assert classify(result) == classify(evalset.truth_of(path[0], path[1], (256, 192))) == "pan_left", result
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_zoom_out_with_busy_content_entering_a_flat_middle(seed):
+    # a dark flat middle; everything that enters the frame from the borders is busy texture
+    rng = np.random.default_rng(seed)
+    img = (_flat_scene(rng).astype(np.float32) * 0.3).astype(np.uint8)
+    busy = np.clip(synth.texture(rng, 900, 700).astype(np.int16) * 2 - 128, 0, 255).astype(np.uint8)
+    ring = np.ones(img.shape[:2], bool)
+    ring[190:510, 250:650] = False
+    img = np.where(ring[..., None], busy, img)
+    frames, truth = _clip(img, 0, 0, 0.55, n=50, seed=seed)
+    result = estimate(frames, times=np.arange(len(frames)) / 25)
+    assert classify(truth) == "zoom_out" and classify(result) == "zoom_out", result

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 
 import pandas as pd
 
-from .errors import FatalRunError, UsageError, error_code
+from .errors import EMPTY_PATH, MISSING, FatalRunError, UsageError, error_code
 from .manifest import ABSPATH, RID, clean_text, read_manifest, rebase_paths
 from .parts import FILE_COLUMNS, FILE_DTYPES, PartStore, fault_point, needs_redo
 from .stages.base import Stage
@@ -167,20 +167,37 @@ class Recorder:
         self.buffer: list[dict] = []
         self.last_flush = time.monotonic()
         self.last_model_error = ""
+        self._blank: dict | None = None
 
     def record(self, row: dict, out: dict) -> None:
         err = out.get("error") or ""
-        rec = {RID: row[RID], "status": "failed" if err else "ok", "error": err}
-        for col in self.stage.columns:
-            rec.setdefault(col, clean_text(out.get(col)))  # a lone surrogate (JSON "\ud800") cannot be stored
-        if self.stage.reads_files:
-            rec.update(zip(FILE_COLUMNS, file_stamp(row.get(ABSPATH))))
         code = error_code(err) or "ok"
+        if err and len(out) == 1:  # a row that failed to load (millions of them in a stale manifest): no values
+            rec = self._failed_record(row[RID], err)
+        else:
+            rec = {RID: row[RID], "status": "failed" if err else "ok", "error": err}
+            for col in self.stage.columns:
+                rec.setdefault(col, clean_text(out.get(col)))  # a lone surrogate (JSON "\ud800") cannot be stored
+            if self.stage.reads_files:
+                rec.update(dict.fromkeys(FILE_COLUMNS))
+        if self.stage.reads_files and code not in NO_FILE:  # a missing file has no size to stat again
+            rec.update(zip(FILE_COLUMNS, file_stamp(row.get(ABSPATH))))
         self.counts[code] += 1
         if code == "model":
             self.last_model_error = err
         self.buffer.append(rec)
         self.watcher.recorded(row, code)
+
+    def _failed_record(self, rid: str, err: str) -> dict:
+        """The record of a row with only an error, copied from a template made once (same keys, same order)."""
+        if self._blank is None:
+            self._blank = {RID: None, "status": "failed", "error": None}
+            self._blank.update((col, None) for col in self.stage.columns if col not in self._blank)
+            if self.stage.reads_files:
+                self._blank.update(dict.fromkeys(FILE_COLUMNS))
+        rec = self._blank.copy()
+        rec[RID], rec["error"] = rid, err
+        return rec
 
     def check_all_failing(self) -> None:
         if self.counts["ok"] == 0 and self.counts["model"] >= 3 * max(1, self.stage.batch_size):
@@ -200,6 +217,9 @@ class Recorder:
             self.buffer = []
         self.last_flush = time.monotonic()
         self.watcher.flushed()
+
+
+NO_FILE = frozenset({MISSING, EMPTY_PATH})  # error codes of rows whose file was not there
 
 
 def file_stamp(path) -> tuple[int | None, float | None]:

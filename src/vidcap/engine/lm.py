@@ -83,6 +83,37 @@ def _rotate_half(x):
     return torch.cat((-x[..., half:], x[..., :half]), dim=-1)
 
 
+def _norm(mod, x):
+    return mod(x)
+
+
+def _mlp(mod, x):
+    return mod(x)
+
+
+def _rope(x, cos, sin):
+    return x * cos + _rotate_half(x) * sin
+
+
+def _fused_norm(mod, x):
+    from .fused import rms_norm
+
+    return rms_norm(x, mod.weight, mod.variance_epsilon)
+
+
+def _fused_mlp(mod, x):
+    from .fused import silu_mul
+
+    return mod.down_proj(silu_mul(mod.gate_proj(x), mod.up_proj(x)))
+
+
+def _fused_rope(x, cos, sin):
+    """x [b, heads, D]; cos/sin [b, 1, D]: the prefill kernel with one position per slot."""
+    from .fused import rotary_one
+
+    return rotary_one(x[:, :, None], cos, sin)[:, :, 0]
+
+
 class DecoderLM:
     """Static KV cache [layers, slots, kv_heads, length, head_dim] plus the per-slot decode state on the
     device: `tok` (the token to feed next), `pos` (cache index it is written to), `rpos` (its rotary
@@ -104,6 +135,7 @@ class DecoderLM:
         self.pk: Any = None  # shared prefix keys [layers, kv_heads, P, head_dim]
         self.pv: Any = None
         self.triton = False  # slot attention through the Triton kernel (set by the engine after its check)
+        self.fused = False  # norms, SiLU*up and rotary through the Triton kernels (set after their check)
         self.graphs: dict[int, Any] = {}
         self.pool: Any = None
         self.replays = 0
@@ -156,20 +188,20 @@ class DecoderLM:
         if self.pk is not None:
             pbias = torch.where(self.use_prefix[:b], 0.0, neg)[:, None, None, None]
         idx = self.slot_ids[:b]
+        norm, mlp, rope = (_fused_norm, _fused_mlp, _fused_rope) if self.fused else (_norm, _mlp, _rope)
         for i, layer in enumerate(p.layers):
             a = layer.self_attn
-            h = layer.input_layernorm(x)
+            h = norm(layer.input_layernorm, x)
             q = a.q_proj(h).view(b, p.heads, p.head_dim)
             k = a.k_proj(h).view(b, p.kv_heads, p.head_dim)
             v = a.v_proj(h).view(b, p.kv_heads, p.head_dim)
-            q = q * cos + _rotate_half(q) * sin
-            k = k * cos + _rotate_half(k) * sin
+            q, k = rope(q, cos, sin), rope(k, cos, sin)
             self.k[i, idx, :, pos] = k
             self.v[i, idx, :, pos] = v
             o = self._attend_triton(i, q, b, pbias) if self.triton else self._attend(i, q, b, bias, pbias)
             x = x + a.o_proj(o)
-            x = x + layer.mlp(layer.post_attention_layernorm(x))
-        logits = p.head(p.lm.norm(x))
+            x = x + mlp(layer.mlp, norm(layer.post_attention_layernorm, x))
+        logits = p.head(norm(p.lm.norm, x))
         self.tok[:b] = logits.argmax(-1)
         self.pos[:b] = torch.clamp(pos + 1, max=self.length - 1)  # idle slots stay inside the cache
         self.rpos[:b] = rpos + 1
@@ -220,11 +252,14 @@ class DecoderLM:
         return joined.to(self.dtype).reshape(b, p.heads * p.head_dim)
 
     # -- CUDA graphs ------------------------------------------------------------------------------
-    def capture(self, buckets: list[int]) -> None:
-        """Record the step for each batch bucket (largest first; one shared memory pool). The state
-        tensors are reset afterwards: warm-up and capture write garbage that prefill overwrites."""
+    def capture(self, buckets: list[int], keep_state: bool = False) -> None:
+        """Record the step for each batch bucket (largest first; one shared memory pool). Warm-up and
+        capture run the step three times: the state tensors are reset afterwards (prefill overwrites the
+        garbage), or, mid-run (`keep_state`), put back as they were; the keys and values they wrote sit at
+        and past each slot's next position, which the slot's own next steps overwrite before reading."""
         import torch
 
+        saved = [t.clone() for t in (self.tok, self.pos, self.rpos, self.use_prefix)] if keep_state else None
         torch.cuda.synchronize(self.device)
         side = torch.cuda.Stream(self.device)
         side.wait_stream(torch.cuda.current_stream(self.device))
@@ -240,6 +275,8 @@ class DecoderLM:
             self.pool = graph.pool()
             self.graphs[b] = graph
         torch.cuda.synchronize(self.device)
-        for t in (self.tok, self.pos, self.rpos):
-            t.zero_()
-        self.use_prefix.zero_()
+        for i, t in enumerate((self.tok, self.pos, self.rpos, self.use_prefix)):
+            if saved is None:
+                t.zero_()
+            else:
+                t.copy_(saved[i])

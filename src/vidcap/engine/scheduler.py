@@ -9,6 +9,7 @@ runs out of memory is split until it fits (one clip that alone does not fit is t
 
 from __future__ import annotations
 
+import os
 import time
 from collections import deque
 from collections.abc import Iterator
@@ -17,6 +18,7 @@ from typing import Any
 
 from ..errors import CONTEXT, OOM, format_error
 from ..errors import first_line as _first_line
+from .fused import FusedPrefill
 from .lm import DecoderLM, Unsupported, find_parts
 from .prefill import cache_kwarg, common_prefix, placeholder_ids, seq_keys, slot_cache, to_device
 from .vision import GroupedVision
@@ -43,6 +45,7 @@ class EngineStats:
     prefix_tokens: int = 0
     graphs: list[int] = field(default_factory=list)
     capture_s: float = 0.0
+    allocate_s: float = 0.0  # the cache, the shared prefix, the kernel checks and the graphs (first group)
     prefills: int = 0
     prefill_rows: int = 0
     prefill_s: float = 0.0
@@ -57,9 +60,11 @@ class EngineStats:
     oom_splits: int = 0
     attention: str = ""
     vision_attention: str = ""
+    fused_kernels: str = ""
     started: float = 0.0  # perf_counter at run start
     first_item_s: float | None = None  # when the first clip reached the engine
     first_row_s: float | None = None  # when the first caption was done
+    first_admit_s: float | None = None  # when the first group's prefill began
 
     def summary(self) -> dict:
         ms = 1e3 * self.decode_s / self.steps if self.steps else None
@@ -72,9 +77,12 @@ class EngineStats:
             "graph_buckets": self.graphs,
             "attention": self.attention,
             "vision_attention": self.vision_attention,
+            "fused_kernels": self.fused_kernels,
             "graph_replays": self.replays,
             "eager_steps": self.eager_steps,
             "capture_s": round(self.capture_s, 3),
+            "allocate_s": round(self.allocate_s, 3),
+            "first_admit_s": _round(self.first_admit_s),
             "decode_steps": self.steps,
             "decode_ms_per_step": round(ms, 3) if ms else None,
             "decode_tokens_per_s": round(self.decode_tokens / self.decode_s, 1) if self.decode_s else None,
@@ -127,8 +135,9 @@ class Engine:
         ignore_eos: bool = False,
         graphs: bool = True,
         prefill_tokens: int = 16384,
-        first_wait_s: float = 2.0,
+        first_wait_s: float = 0.5,
         attention: str = "auto",
+        fused: str | None = None,
     ):
         self.model, self.want_slots, self.max_new = model, max(1, int(slots)), int(max_new_tokens)
         self.eos, self.pad_id, self.device, self.dtype = set(eos), pad_id, device, dtype
@@ -142,12 +151,15 @@ class Engine:
         self.base = model.model
         self.kw = cache_kwarg(self.base)
         self.vision = GroupedVision(model)  # batched windowed attention in Qwen-VL vision towers (prefill only)
+        fused = fused or os.environ.get("VIDCAP_PREFILL_KERNELS", "auto")  # "off": transformers' modules
+        self.fused = FusedPrefill(self.parts.lm, device, fused)  # Triton norm/MLP/rotary kernels (prefill only)
         self.stats = EngineStats(reason="ready")
         self.lm: DecoderLM | None = None
         self.prefix: list[int] = []
         self.active: dict[int, _Seq | None] = {}  # None: reserved while its prefill runs
         self.out: list[EngineOut] = []
         self.broken = ""
+        self.buckets: list[int] = []  # batch buckets of the decode step's CUDA graphs (planned at allocation)
 
     def reset_stats(self) -> None:
         """Zero the counters (the bench measures each run alone); the engine's setup figures stay."""
@@ -161,7 +173,9 @@ class Engine:
             graphs=old.graphs,
             attention=old.attention,
             vision_attention=old.vision_attention,
+            fused_kernels=old.fused_kernels,
             capture_s=old.capture_s,
+            allocate_s=old.allocate_s,
             started=time.perf_counter(),
         )
         if self.lm is not None:
@@ -186,8 +200,10 @@ class Engine:
                     pending.clear()
                     self.active.clear()
                 elif pending and self._should_admit(len(pending), exhausted):
-                    free = self.free_slots()
-                    group = [pending.popleft() for _ in range(min(free, len(pending)))]
+                    take = min(self.free_slots(), len(pending))
+                    if self.lm is None:
+                        take = min(take, self.first_group())
+                    group = [pending.popleft() for _ in range(take)]
                     pending.extendleft(reversed(self._guarded(self._admit, group) or []))
                 if self.active and not self.broken:
                     self._guarded(self._step)
@@ -210,15 +226,26 @@ class Engine:
         if got and self.stats.first_item_s is None:
             self.stats.first_item_s = time.perf_counter() - self.stats.started
         pending.extend(got)
-        if self.lm is None and pending and len(pending) < self.want_slots:
+        first = self.first_group()
+        if self.lm is None and pending and len(pending) < first:
             # the first group decides the shared prefix and the cache length: give it a moment to fill
+            # (two clips at least, a few seconds more if need be: one alone cannot show a shared prefix)
             deadline = time.monotonic() + self.first_wait_s
-            while len(pending) < self.want_slots and time.monotonic() < deadline:
-                more = source.take(self.want_slots - len(pending), block=True)
+            while len(pending) < first:
+                late = time.monotonic() - deadline
+                if (late > 0 and len(pending) >= 2) or late > 5.0:
+                    break
+                more = source.take(first - len(pending), block=True)
                 if more is None:
                     return True
                 pending.extend(more)
         return False
+
+    def first_group(self) -> int:
+        """How many clips the first prefill takes: half the slots, so the first captions are out after a
+        shorter prefill and faster decode steps (issue 16: first batch <= 10 s after the model loads); the
+        other half fills as soon as they are. Static batches (the bench's comparison) take them all."""
+        return self.want_slots if self.static else min(self.want_slots, max(8, self.want_slots // 2))
 
     @property
     def cache(self) -> DecoderLM:
@@ -273,8 +300,12 @@ class Engine:
     # -- admitting new clips ---------------------------------------------------------------------------
     def _admit(self, group: list) -> list:
         """Prefill what fits into free slots; returns the clips left over (the cache took fewer slots)."""
+        if self.stats.first_admit_s is None:
+            self.stats.first_admit_s = time.perf_counter() - self.stats.started
         if self.lm is None:
+            t0 = time.perf_counter()
             self._allocate(group)
+            self.stats.allocate_s = time.perf_counter() - t0
         room = self.free_slots()
         group, rest = group[:room], group[room:]
         prefixed: list[tuple] = []
@@ -352,6 +383,7 @@ class Engine:
         prefixes = [(lm.pk[i], lm.pv[i]) for i in range(len(self.parts.layers))] if shared else None
         inputs[self.kw] = slot_cache(len(self.parts.layers), sinks, prefixes)
         self.vision.set(self.vision.enabled())
+        self.fused.set(self.fused.enabled())
         try:
             hidden = self.base(**inputs, use_cache=True, return_dict=True).last_hidden_state
         except BaseException:
@@ -359,7 +391,9 @@ class Engine:
             raise
         finally:
             self.vision.set(False)
+            self.fused.set(False)
             self.stats.vision_attention = self.vision.summary()
+            self._report_fused()
         n = torch.tensor(lengths, device=self.device)
         last = hidden[torch.arange(len(chunk), device=self.device), n - 1]
         first = self.parts.head(last).argmax(-1)  # last_hidden_state is after the final norm
@@ -392,7 +426,9 @@ class Engine:
     def _step(self) -> None:
         t0 = time.perf_counter()
         top = max(self.active) + 1
-        b = next((g for g in sorted(self.cache.graphs) if g >= top), top) if self.cache.graphs else top
+        b = next((g for g in self.buckets if g >= top), top)
+        if b not in self.cache.graphs and self.buckets:
+            self._capture_bucket(b)
         toks = self.cache.step(b).tolist()
         self.stats.steps += 1
         self.stats.decode_s += time.perf_counter() - t0
@@ -448,15 +484,43 @@ class Engine:
         self.stats.slots, self.stats.cache_tokens, self.stats.prefix_tokens = slots, length, len(prefix)
         self.stats.fast_path, self.stats.reason = True, "decode step run eagerly (no CUDA)"
         self.stats.attention = "matmul over the whole cache"
-        if self.attention == "triton" or (self.use_graphs and self.attention == "auto"):
-            # on CUDA: the Triton kernel, if it passes its check on this GPU
-            from .attention import self_check
-
-            why = self_check(self.device, self.dtype, parts.heads, parts.kv_heads, parts.head_dim)
+        why = self._attention_check()
+        if why != "not used":
             self.cache.triton = why is None
             self.stats.attention = "triton (each slot read up to its length)" if why is None else f"matmul: {why}"
+        if self.fused.enabled() and self.fused.covers_decode(parts.lm):
+            self.cache.fused = self.fused.ready()  # the decode step uses the checked kernels too
+        self._report_fused()
         if self.use_graphs:
             self._capture()
+
+    def warm(self) -> None:
+        """What needs no clip, done right after the model loads while the decode workers start on the first
+        clips: the Triton kernels' checks, which also compile them (seconds off the first caption)."""
+        import torch
+
+        with torch.inference_mode():
+            self._attention_check()
+            if self.fused.enabled():
+                self.fused.ready()
+
+    _attention_why: str | None = "unchecked"
+
+    def _attention_check(self) -> str | None:
+        """None when the Triton decode attention passed its check on this GPU, else why not ("not used" off
+        CUDA unless forced); checked once per engine."""
+        if not (self.attention == "triton" or (self.use_graphs and self.attention == "auto")):
+            return "not used"
+        if self._attention_why == "unchecked":
+            from .attention import self_check
+
+            p = self.parts
+            self._attention_why = self_check(self.device, self.dtype, p.heads, p.kv_heads, p.head_dim)
+        return self._attention_why
+
+    def _report_fused(self) -> None:
+        decode = self.lm is not None and self.lm.fused
+        self.stats.fused_kernels = self.fused.summary() + ("; the decode step uses them too" if decode else "")
 
     def _set_prefix(self, prefix: list[int]) -> None:
         """Keys and values of the shared prompt prefix, computed once by the language model itself."""
@@ -478,21 +542,28 @@ class Engine:
         self.prefix = prefix
 
     def _capture(self) -> None:
+        """Plan the batch buckets and capture the one the first group decodes in; the others are captured
+        when first needed (each ~0.3 s: the first captions do not wait for graphs they do not use)."""
+        s = self.cache.slots
+        self.buckets = sorted({max(1, s // d) for d in (1, 2, 4, 8)})
+        self.stats.reason = f"CUDA graphs for batch buckets {self.buckets} (each captured on first use)"
+        first = min(self.first_group(), s)
+        self._capture_bucket(next(b for b in self.buckets if b >= first))
+
+    def _capture_bucket(self, b: int) -> None:
         import torch
 
         t0 = time.perf_counter()
-        s = self.cache.slots
-        buckets = sorted({max(1, s // d) for d in (1, 2, 4, 8)})
         try:
-            self.cache.capture(buckets)
-            self.stats.graphs = buckets
-            self.stats.reason = f"CUDA graphs for batch buckets {buckets}"
+            self.cache.capture([b], keep_state=self.lm is not None and bool(self.active))
         except (RuntimeError, torch.cuda.OutOfMemoryError) as exc:
-            self.cache.graphs.clear()
+            self.cache.graphs.pop(b, None)
             _free_memory()
-            self.stats.fast_path = False
+            self.buckets = []  # no more captures: steps without a graph run eagerly (counted in eager_steps)
+            self.stats.fast_path = bool(self.cache.graphs)
             self.stats.reason = f"CUDA graph capture failed, decode runs eagerly: {_first_line(exc)}"
-        self.stats.capture_s = time.perf_counter() - t0
+        self.stats.graphs = sorted(self.cache.graphs)
+        self.stats.capture_s += time.perf_counter() - t0
 
 
 def max_positions(model) -> int | None:

@@ -20,12 +20,17 @@ POSITIONS = ("segments", "points", "uniform")
 POINTS = {1: (0.5,), 2: (0.25, 0.75), 3: (0.1, 0.5, 0.9)}
 
 
-def frame_indices(total: int, k: int, positions: str = "segments") -> list[int]:
-    """K frame indices (ascending, possibly repeated) into a clip of `total` frames."""
+def check_rule(k: int, positions: str = "segments") -> None:
+    """UsageError for an unknown rule or K < 1 (the user's mistake, said before any file is read)."""
     if positions not in POSITIONS:
         raise UsageError(f"unknown frame positions {positions!r}; choose one of {', '.join(POSITIONS)}")
     if int(k) < 1:
         raise UsageError(f"the number of frames must be at least 1, got {k}")
+
+
+def frame_indices(total: int, k: int, positions: str = "segments") -> list[int]:
+    """K frame indices (ascending, possibly repeated) into a clip of `total` frames."""
+    check_rule(k, positions)
     total, k = int(total), int(k)
     if total < 1:
         raise ValueError(f"a clip needs at least one frame, got total={total}")

@@ -7,8 +7,10 @@ first-to-last motion. Dense flow keeps working where corners are scarce (flat an
 filling a small frame, low light): flat regions carry the motion of their edges.
 
 Whether a clip is one shot is decided separately from the fit: frames are compared after motion
-compensation (band-passed, block-wise correlation), across short and longer gaps, so a cut, a
+compensation (small normalised frames, median difference), across short and longer gaps, so a cut, a
 dissolve or a fade through black reads `unclassified`, while a low-texture picture that moves does not.
+A pair that differs only moderately is a dissolve only when the frames between are blends of its two
+ends (`blend_ratio`): walkers, text entering a dark picture or flat areas make real shots differ too.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from vidcap.motion.blend import BLEND_RATIO, blend_ratio, warp
 from vidcap.motion.result import MotionResult
 from vidcap.motion.track import _to_pixel, prepare
 
@@ -39,6 +42,7 @@ MIN_OVERLAP = 0.3  # frames are compared only where the moved frame covers this 
 MISMATCH_Q = 0.5  # quantile of the differences that is compared (0.5: robust to movers on half the frame)
 MAX_MISMATCH = 0.35  # normalised median difference above which two frames are not one shot
 SPAN_SECONDS = 1.5  # frames up to this far apart are compared for the one-shot check
+SURE_MISMATCH = 0.65  # above this two frames are different pictures, whatever lies between them
 DEFAULT_FPS = 25.0
 
 
@@ -55,6 +59,8 @@ class Step:
 class Diagnostics:
     steps: list[Step] = field(default_factory=list)
     checks: list[tuple[int, int, float]] = field(default_factory=list)  # (i, j, mismatch)
+    # pairs that passed MAX_MISMATCH but whose frames in between are no blend of the two: (i, j, mismatch, ratio)
+    unblended: list[tuple[int, int, float, float]] = field(default_factory=list)
 
 
 def has_picture(gray: np.ndarray) -> bool:
@@ -150,19 +156,7 @@ def mismatch(small_a: np.ndarray, small_b: np.ndarray, matrix: np.ndarray, w: in
     """Median |difference| of frame b and frame a moved by `matrix` (centred working coordinates,
     working width `w`), both shrunk to SMALL_W and normalised to zero mean and unit spread on their
     overlap; None when they hardly overlap. About 1 for unrelated pictures, near 0 for one picture."""
-    import cv2
-
-    h_s, w_s = small_a.shape
-    m = matrix.astype(np.float64).copy()
-    m[:, 2] *= w_s / w
-    warped = cv2.warpAffine(
-        small_a,
-        _to_pixel(m, w_s, h_s),
-        (w_s, h_s),
-        flags=cv2.INTER_LINEAR,
-        borderMode=cv2.BORDER_CONSTANT,
-        borderValue=np.nan,
-    )
+    warped = warp(small_a, matrix, w)
     inside = ~np.isnan(warped)
     if inside.mean() < MIN_OVERLAP:
         return None
@@ -253,24 +247,37 @@ def _chain(clip: _Clip, marks: list[int], diag: Diagnostics) -> str:
     return ""
 
 
-def _one_shot(clip: _Clip, times: np.ndarray, diag: Diagnostics) -> bool:
-    """Frames up to SPAN_SECONDS apart still show the same picture once the motion is undone
-    (a dissolve passes every short step but not a comparison across it)."""
+def _poses(diag: Diagnostics) -> dict[int, np.ndarray]:
+    """Pose (3x3, relative to the first frame) of every frame the chain visited."""
     poses = {diag.steps[0].i: np.eye(3)}
     for step in diag.steps:
         if step.matrix is not None:  # accepted steps always have one
             poses[step.j] = _h3(step.matrix) @ poses[step.i]
+    return poses
+
+
+def _one_shot(clip: _Clip, times: np.ndarray, diag: Diagnostics) -> bool:
+    """Frames up to SPAN_SECONDS apart still show the same picture once the motion is undone
+    (a dissolve passes every short step but not a comparison across it). Two frames that differ
+    only moderately are a dissolve only when the frames between them are blends of the two."""
+    poses = _poses(diag)
     marks = np.array(sorted(poses))
     for ia in marks:
         within = marks[(marks > ia) & (times[marks] - times[ia] <= SPAN_SECONDS)]
         half = within[times[within] - times[ia] <= SPAN_SECONDS / 2]
-        for ib in {int(within[-1]) if len(within) else ia, int(half[-1]) if len(half) else ia} - {int(ia)}:
+        for ib in sorted({int(within[-1]) if len(within) else ia, int(half[-1]) if len(half) else ia} - {int(ia)}):
             rel = poses[ib] @ np.linalg.inv(poses[ia])
             value = clip.mismatch(int(ia), ib, rel[:2])
-            if value is not None:
-                diag.checks.append((int(ia), ib, value))
-                if value > MAX_MISMATCH:
-                    return False
+            if value is None:
+                continue
+            if value > MAX_MISMATCH and value <= SURE_MISMATCH and ib - ia > 1:
+                ratio = blend_ratio(clip, int(ia), ib, poses)
+                if ratio > BLEND_RATIO:
+                    diag.unblended.append((int(ia), ib, value, ratio))
+                    continue
+            diag.checks.append((int(ia), ib, value))
+            if value > MAX_MISMATCH:
+                return False
     return True
 
 
@@ -339,4 +346,6 @@ def _summarise(diag: Diagnostics, reason: str, w: int, h: int) -> MotionResult:
         result.confidence = float(
             np.clip(1 - worst / MAX_MISMATCH, 0, 1) ** 0.5 * np.clip(result.inlier_ratio / 0.6, 0, 1)
         )
+        if diag.unblended:  # frames that differed past the limit, kept as one shot by the blend test
+            result.confidence *= 0.5
     return result

@@ -6,7 +6,6 @@
 
 from __future__ import annotations
 
-import queue
 import signal
 import threading
 import time
@@ -87,38 +86,46 @@ def _batches(feeder: Feeder, recorder: Recorder, progress: Progress, size: int, 
     deadline = 0.0
     while True:
         wait_s = max(0.0, deadline - time.monotonic()) if batch else 1.0
-        try:
-            got = feeder.q.get(timeout=wait_s)
-        except queue.Empty:
-            if batch:
-                yield batch
-                batch = []
-            recorder.maybe_flush()
-            continue
-        if got is Feeder.DONE:
+        got = feeder.take(size - len(batch), wait_s)
+        if got is None:
             if batch:
                 yield batch
             if feeder.error is not None:
                 raise feeder.error
             return
-        row, data, err = got
-        if err:
-            recorder.record(row, {"error": err})
-            progress.advance(1)
+        if not got:
+            if batch:
+                yield batch
+                batch = []
             recorder.maybe_flush()
             continue
-        batch.append(Item(row, data))
-        if len(batch) == 1:
+        started = not batch
+        _split(got, batch, recorder, progress)
+        if started and batch:
             deadline = time.monotonic() + batch_wait
         if len(batch) >= size:
             yield batch
             batch = []
 
 
+def _split(got: list[tuple], items: list[Item], recorder: Recorder, progress: Progress) -> None:
+    """Loaded rows to `items`; rows whose loading failed are recorded at once."""
+    failed = 0
+    for row, data, err in got:
+        if err:
+            recorder.record(row, {"error": err})
+            failed += 1
+            recorder.maybe_flush()
+        else:
+            items.append(Item(row, data))
+    if failed:
+        progress.advance(failed)
+
+
 class QueueSource:
-    """The feeder's queue as a stream source: `take(n, block)` gives up to n loaded Items ([] when none
-    is ready; with block, after waiting briefly), None once the feeder is done. Rows whose loading
-    failed are recorded here, as in `_batches`."""
+    """The feeder as a stream source: `take(n, block)` gives up to n loaded Items ([] when none is ready;
+    with block, after waiting briefly), None once the feeder is done. Rows whose loading failed are
+    recorded here, as in `_batches`."""
 
     def __init__(self, feeder: Feeder, recorder: Recorder, progress: Progress):
         self.feeder, self.recorder, self.progress = feeder, recorder, progress
@@ -129,23 +136,17 @@ class QueueSource:
             return None
         out: list[Item] = []
         while len(out) < n:
-            try:
-                got = self.feeder.q.get(timeout=0.5) if (block and not out) else self.feeder.q.get_nowait()
-            except queue.Empty:
-                if not out:
-                    self.recorder.maybe_flush()
-                return out
-            if got is Feeder.DONE:
+            got = self.feeder.take(n - len(out), 0.5 if (block and not out) else 0.0)
+            if got is None:
                 if self.feeder.error is not None:
                     raise self.feeder.error
                 self.done = True
                 return out or None
-            row, data, err = got
-            if err:
-                self.recorder.record(row, {"error": err})
-                self.progress.advance(1)
-                continue
-            out.append(Item(row, data))
+            if not got:
+                if not out:
+                    self.recorder.maybe_flush()
+                return out
+            _split(got, out, self.recorder, self.progress)
         return out
 
 

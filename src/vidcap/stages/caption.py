@@ -44,6 +44,20 @@ def frame_meta(path, frames) -> dict:
     return {"path": path, "fps": frames.fps, "indices": list(frames.indices), "total_frames": frames.num_frames}
 
 
+def _sample_frames():
+    """vidcap.frames.sample_frames, imported on first use (PyAV and OpenCV load only where frames are read);
+    the import statement costs more than a missing file's whole check when run for every row."""
+    global _SAMPLE
+    if _SAMPLE is None:
+        from ..frames import sample_frames
+
+        _SAMPLE = sample_frames
+    return _SAMPLE
+
+
+_SAMPLE = None
+
+
 @dataclass
 class FrameLoader:
     """Runs in decode workers: picks and decodes the frames (resized there so less data crosses processes)
@@ -62,9 +76,7 @@ class FrameLoader:
         return ("torch", "transformers") if self.prep is not None else ()
 
     def __call__(self, row: dict):
-        from ..frames import sample_frames
-
-        frames = sample_frames(row.get(ABSPATH, ""), self.num_frames, self.positions,
+        frames = _sample_frames()(row.get(ABSPATH, ""), self.num_frames, self.positions,
                                resize_short=self.resize, max_side=self.max_side)
         if self.prep is None:
             return frames
