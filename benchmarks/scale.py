@@ -10,9 +10,11 @@ output's sidecar):
   noop    every row done (a rerun over the finished output)
 and the cost of one os.stat per row (the file size/mtime identity check) over the manifest's paths.
 
-usage: nice -n 10 python benchmarks/scale.py N [--part-rows R] [--dir DIR] [--only fresh,resume,noop,stat]
+usage: nice -n 10 python benchmarks/scale.py N [--part-rows R] [--dir DIR] [--only fresh,resume,noop,stat,planfile]
        [--workers W]  (decode processes; 0, the default, loads rows in a thread of the run's process)
        [--output parquet|csv|dataset]
+       [--gpus cpu:2]  (the host executor: coordinator + 2 workers)
+       [--torchrun 2]  (launched by torchrun with 2 ranks)
 --output dataset writes `-o DIR/` (a Parquet dataset folder, vidcap.dataset) instead of one .parquet file.
 """
 
@@ -56,12 +58,14 @@ def build_manifest(path: Path, n: int) -> None:
     tmp.rename(path)
 
 
+EXTRA: list[str] = []  # options every run gets (--gpus cpu:2)
+LAUNCH: list[str] = [sys.executable, "-m", "vidcap"]  # or torchrun's (--torchrun N)
+
+
 def run(manifest: Path, out: Path, part_rows: int, extra=(), watch: Path | None = None, workers: int = 0) -> dict:
     """One `vidcap caption` run; wall, peak RSS of its process tree, and the first new part's time."""
     cmd = [
-        sys.executable,
-        "-m",
-        "vidcap",
+        *LAUNCH,
         "caption",
         str(manifest),
         "-o",
@@ -73,6 +77,7 @@ def run(manifest: Path, out: Path, part_rows: int, extra=(), watch: Path | None 
         "-q",
         "--part-rows",
         str(part_rows),
+        *EXTRA,
         *extra,
     ]
     env = dict(os.environ, PYTHONPATH=SRC)
@@ -106,7 +111,9 @@ def run(manifest: Path, out: Path, part_rows: int, extra=(), watch: Path | None 
         "processed": summary["processed"],
         "skipped": summary["skipped"],
         "ledger": summary.get("ledger"),
-        "rest_s": round(wall - sum(v for k, v in (summary.get("ledger") or {}).items() if "cpu" not in k), 1),
+        "rest_s": round(
+            wall - sum(v for k, v in (summary.get("ledger") or {}).items() if "_s" in k and "cpu" not in k), 1
+        ),
         **output_size(out),
     }  # merge, start, exit
 
@@ -138,6 +145,58 @@ def stat_cost(manifest: Path, limit: int) -> dict:
     }
 
 
+def plan_file_cost(manifest: Path, work: Path, world: int = 2) -> dict:
+    """torchrun on a large manifest: rank 0's plan (read, key, anti-join) and its plan file, then each of
+    `world` ranks streaming its share of that file, against every rank running the plan itself."""
+    sys.path.insert(0, SRC)
+    from vidcap.backends.base import CaptionOptions
+    from vidcap.backends.registry import resolve_model
+    from vidcap.ledger import Ledger
+    from vidcap.ledger_plan import PlanRows, plan_path, write_plan
+    from vidcap.parts import PartStore
+    from vidcap.session import run_fingerprint
+    from vidcap.stages.caption import CaptionStage
+
+    stage = CaptionStage(resolve_model("fake"), CaptionOptions(num_frames=2))
+    out = work / "planfile.parquet"
+    _clear(out)
+    store = PartStore(out, run_fingerprint(stage))
+    store.open({})
+    try:
+        t0, c0 = time.monotonic(), time.process_time()
+        led = Ledger(stage, manifest, store)
+        led.ingest()
+        led.refresh(prior=True)
+        led.plan()
+        t1, c1 = time.monotonic(), time.process_time()
+        path = plan_path(store)
+        n = write_plan(led, path)
+        t2, c2 = time.monotonic(), time.process_time()
+        led.close()
+        shares = []
+        for rank in range(world):
+            t3, c3 = time.monotonic(), time.process_time()
+            rows = PlanRows(path, rank, world)
+            got = 0
+            while (part := rows.take(4096)) is not None:
+                got += len(part)
+            shares.append({"rows": got, "wall_s": round(time.monotonic() - t3, 2),
+                           "cpu_s": round(time.process_time() - c3, 2)})  # fmt: skip
+        size = path.stat().st_size
+    finally:
+        store.close()
+        _clear(out)
+    return {
+        "plan_wall_s": round(t1 - t0, 2),
+        "plan_cpu_s": round(c1 - c0, 2),
+        "write_plan_wall_s": round(t2 - t1, 2),
+        "write_plan_cpu_s": round(c2 - c1, 2),
+        "plan_file_mb": round(size / 2**20, 1),
+        "plan_rows": n,
+        "shares": shares,
+    }
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("n", type=int)
@@ -147,7 +206,14 @@ def main() -> None:
     ap.add_argument("--workers", type=int, default=0)
     ap.add_argument("--synthetic", action="store_true", help="write the resume's 90%% parts directly (fast)")
     ap.add_argument("--output", default="parquet", choices=["parquet", "csv", "dataset"])
+    ap.add_argument("--gpus", help="run on the host executor, e.g. cpu:2 (a coordinator and 2 worker processes)")
+    ap.add_argument("--torchrun", type=int, help="launch with torchrun --standalone --nproc_per_node N")
     args = ap.parse_args()
+    if args.gpus:
+        EXTRA.extend(["--gpus", args.gpus])
+    if args.torchrun:
+        LAUNCH[1:] = ["-m", "torch.distributed.run", "--standalone", "--nproc_per_node", str(args.torchrun)]
+        LAUNCH.extend(["-m", "vidcap"])
     work = Path(args.dir)
     work.mkdir(parents=True, exist_ok=True)
     n, only = args.n, args.only.split(",")
@@ -190,6 +256,9 @@ def main() -> None:
             run(manifest, out, args.part_rows)
         results["noop"] = run(manifest, out, args.part_rows)
         print("noop", results["noop"], flush=True)
+    if "planfile" in only:
+        results["planfile"] = plan_file_cost(manifest, work)
+        print("planfile", results["planfile"], flush=True)
     if "stat" in only:
         results["stat"] = stat_cost(manifest, n)
         print("stat", results["stat"], flush=True)
@@ -197,7 +266,9 @@ def main() -> None:
         if "wall_s" in r:
             r["rows_per_s"] = round(n / r["wall_s"])
             r["rows_per_cpu_s"] = round(n / max(r["cpu_s"], 1e-9))
-    (work / f"results-{n}.json").write_text(json.dumps(results, indent=2))
+    tag = f"-gpus-{args.gpus.replace(':', '')}" if args.gpus else ""
+    tag += f"-torchrun{args.torchrun}" if args.torchrun else ""
+    (work / f"results-{n}{tag}.json").write_text(json.dumps(results, indent=2))
     print(json.dumps(results, indent=2))
 
 

@@ -7,6 +7,7 @@ resume command (slow: it needs a cluster of its own)."""
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import socket
 import subprocess
@@ -122,6 +123,19 @@ def test_every_stage_gives_the_local_output_on_two_nodes(cluster, clips, tmp_pat
         assert "core_worker" not in proc.stderr and ".cc:" not in proc.stderr, proc.stderr  # Ray's C++ lines
         pd.testing.assert_frame_equal(read_resolved(tmp_path / f"{stage}-local.parquet"),
                                       read_resolved(tmp_path / f"{stage}-ray.parquet"), obj=stage)
+
+
+def test_a_large_manifest_reaches_the_cluster_as_the_drivers_plan_file(cluster, clips, tmp_path):
+    """The ledger path on two nodes: the driver plans, Ray reads its plan file in tasks pinned to the driver's
+    node; the output equals the one-process ledger run's."""
+    large = {"VIDCAP_STREAM_MIN_BYTES": "0"}
+    run_stage("caption", clips / "m.csv", tmp_path / "local.parquet", **large)
+    proc = run_stage("caption", clips / "m.csv", tmp_path / "ray.parquet", "--engine", "ray", "--address",
+                     cluster[0].address, **large)  # fmt: skip
+    assert "Deprecat" not in proc.stderr, proc.stderr
+    meta = json.loads((tmp_path / "ray.parquet.run.json").read_text())["summary"]
+    assert meta["ledger"]["executor"] == "ray" and meta["processed"] == 12
+    pd.testing.assert_frame_equal(read_resolved(tmp_path / "local.parquet"), read_resolved(tmp_path / "ray.parquet"))
 
 
 def test_the_run_environment_reaches_the_actors_and_secrets_are_not_printed(cluster, tmp_path):

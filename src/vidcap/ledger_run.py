@@ -11,7 +11,8 @@ from .manifest import table_format
 
 def run(session, executor, t0: float) -> dict:
     """`Session.run` for a large manifest: plan, hand the rows left to the executor (lazily, in manifest
-    order), check every row has a result (redoing lost ones once), merge."""
+    order), check every row has a result (redoing lost ones once), merge. The process that plans holds the
+    ledger until the merge; under torchrun the other ranks stream their share of its plan."""
     import sys
     import time
 
@@ -21,14 +22,19 @@ def run(session, executor, t0: float) -> dict:
     executor.start(session)
     led = None
     try:
-        led = Ledger(stage, session.manifest, books.store)
-        led.ingest(opts.shard, opts.limit)
-        led.refresh(prior=True)
-        plan = led.plan(check_files=opts.check_files and stage.reads_files, retry_failed=opts.retry_failed)
+        plan = None
+        if executor.plans():
+            led = Ledger(stage, session.manifest, books.store)
+            led.ingest(opts.shard, opts.limit)
+            led.refresh(prior=True)
+            plan = led.plan(check_files=opts.check_files and stage.reads_files, retry_failed=opts.retry_failed)
         t_plan, c_plan = time.monotonic(), time.process_time()  # CPU: every thread (DuckDB's too)
-        if plan["todo"]:
-            executor.process(session, led.source())
+        rows = executor.ledger_rows(session, led)
+        executor.process(session, rows)  # empty: a tensor-parallel group still has to agree on that
         session.recorder.flush()
+        plan = executor.ledger_gather(session, plan)
+        if plan is None or led is None:  # a process that does not merge (torchrun ranks but 0)
+            return share_summary(session, executor, t0, len(rows))
         t_run, c_run = time.monotonic(), time.process_time()
         books.before_merge()
         for attempt in range(2):
@@ -46,7 +52,7 @@ def run(session, executor, t0: float) -> dict:
                 "damaged); doing them again.",
                 file=sys.stderr,
             )
-            executor.process(session, led.source())
+            executor.process(session, executor.ledger_rows(session, led))
             session.recorder.flush()
         extra = led.finish()  # result columns for the merge; a caption run's duplicate flags
         wall = time.monotonic() - t0
@@ -63,6 +69,7 @@ def run(session, executor, t0: float) -> dict:
             **executor.extras(session),
             **extra,
             "ledger": {
+                "executor": executor.name,  # the bookkeeping path this run took, and under which executor
                 "plan_s": round(t_plan - t0, 2),
                 "run_s": round(t_run - t_plan, 2),
                 "plan_cpu_s": round(c_plan, 2),
@@ -81,6 +88,28 @@ def run(session, executor, t0: float) -> dict:
         if led is not None:
             led.close()
         books.close()
+
+
+def share_summary(session, executor, t0: float, rows: int) -> dict:
+    """The summary of a process that did its share of the rows and does not merge."""
+    import time
+
+    counts = session.counts
+    wall = time.monotonic() - t0
+    processed = sum(counts.values())
+    return {
+        "rows": rows,  # this process's share of the plan (the merging process counts the manifest)
+        "unique": rows,
+        "duplicates": 0,
+        "skipped": 0,
+        "processed": processed,
+        "ok": counts["ok"],
+        "failed": {k: v for k, v in counts.items() if k != "ok"},
+        "wall_s": round(wall, 3),
+        "rows_per_s": round(processed / wall, 3) if wall > 0 else 0.0,
+        **executor.extras(session),
+        "ledger": {"executor": executor.name},
+    }
 
 
 def publish(led: Ledger, store, summary: dict, failed_out) -> None:

@@ -298,12 +298,19 @@ class PartStore:
             p.unlink(missing_ok=True)
         return dest
 
-    def saved_rids(self, worker: str) -> set:
-        """Row ids in the part files one worker wrote (unreadable parts count as not saved)."""
+    def saved_rids(self, worker: str, among: set | None = None) -> set:
+        """Row ids in the part files one worker wrote (unreadable parts count as not saved); with `among`,
+        only those ids, filtered as each file is read (no set of every row a worker of a large run did)."""
+        import pyarrow.parquet as pq
+
+        if among is not None and not among:
+            return set()
+        wanted = None if among is None else [(RID, "in", list(among))]
         rids: set = set()
         for p in self.worker_files(worker):
             try:
-                rids.update(read_part(p, columns=[RID])[RID])
+                with open_binary(p) as fh:
+                    rids.update(pq.read_table(fh, columns=[RID], filters=wanted)[RID].to_pylist())
             except Exception:
                 continue
         return rids

@@ -122,9 +122,14 @@ class Bookkeeping:
     def notes(self, pattern: str) -> list:
         return self.store.files(pattern)
 
-    def saved_ids(self, worker: str) -> set:
-        """Row ids in the part files one worker wrote (after it died: what it had saved)."""
-        return self.store.saved_rids(worker)
+    def saved_ids(self, worker: str, among: set | None = None) -> set:
+        """Row ids in the part files one worker wrote (after it died: what it had saved); with `among`,
+        only those of these ids (the parts are then read for them only)."""
+        return self.store.saved_rids(worker, among)
+
+    def note_path(self, name: str):
+        """A file of this name in the parts folder (the plan file torchrun's ranks and Ray read)."""
+        return self.store.dir / name
 
     def before_merge(self) -> None:
         fault_point("before_merge", self.store.part_files())
@@ -260,6 +265,22 @@ class Executor:
 
     def extras(self, session: Session) -> dict:
         return session.stage.summary_extra()
+
+    # A large manifest (vidcap.ledger_run) calls these instead of share/gather.
+    def plans(self) -> bool:
+        """Whether this process plans the run (reads the manifest and what is done, and merges): every
+        coordinator; not torchrun's ranks but 0, which stream their share of rank 0's plan."""
+        return True
+
+    def ledger_rows(self, session: Session, led):
+        """This process's rows of the ledger's plan (its table `todo`; `led` is None where `plans` is False)
+        as a lazy source (len + take)."""
+        return led.source()
+
+    def ledger_gather(self, session: Session, plan: dict | None) -> dict | None:
+        """The whole run's plan counts once every worker is done (session.counts then cover them all), or
+        None in a process that does not merge."""
+        return plan
 
 
 # -- the session ------------------------------------------------------------------------------------------

@@ -2,8 +2,9 @@
 tensor-parallel group); each worker runs the usual batch loop (vidcap.runners.local.run_batches) with its own decode pool
 and writes its own parts into the shared `<output>.parts/` folder.
 
-Exactly once: the coordinator holds the run lock and computes the rows to do once. A chunk stays owned by
-its worker until the worker reports it flushed to a part file. When a worker dies, the coordinator reads
+Exactly once: the coordinator holds the run lock and computes the rows to do once. It pulls them a chunk at
+a time from the plan (a list, or the ledger's lazy source for a large manifest: only the chunks in flight
+are held in memory). A chunk stays owned by its worker until the worker reports it flushed to a part file. When a worker dies, the coordinator reads
 that worker's part files and hands the chunk rows it did not save to the other workers; a row that was in
 flight in two deaths is recorded as failed with the retryable `worker` code (redone by the next run).
 """
@@ -22,6 +23,7 @@ from dataclasses import dataclass, replace
 from multiprocessing.connection import wait as wait_conns
 
 from ..errors import WORKER, FatalRunError, UsageError, format_error
+from ..feeder import ListSource
 from ..manifest import RID
 from ..session import Session, default_workers
 from .base import Executor, Progress, merge_extras, raise_interrupt
@@ -74,6 +76,7 @@ class HostExecutor(Executor):
     coordinates: it hands out chunks of rows and hands a dead worker's unsaved rows to the others."""
 
     name = "host"
+    lazy_rows = True  # `todo` may be vidcap.ledger's lazy source: chunks are pulled as workers ask
 
     def __init__(self, groups: list[list[str]]):
         self.groups = groups
@@ -88,8 +91,8 @@ class HostExecutor(Executor):
             merged["worker_deaths"] = len(self.deaths)
         return merged
 
-    def process(self, session: Session, todo: list[dict]) -> None:
-        if not todo:
+    def process(self, session: Session, todo) -> None:
+        if not len(todo):
             return
         _Coordinator(self, session, make_specs(self.groups, session.opts.workers)).run(todo)
 
@@ -101,15 +104,18 @@ class _Coordinator:
         self.extras, self.deaths = executor.worker_extras, executor.deaths
         self.workers: dict[str, _Worker] = {}
 
-    def run(self, todo: list[dict]) -> None:
+    def run(self, todo) -> None:
+        """`todo`: a list of rows, or a lazy source (len + take) read a chunk at a time as workers ask."""
         self.session.books.worker = "main"  # rows the coordinator itself records (worker deaths)
-        chunk = int(os.environ.get(CHUNK_ENV) or 0) or max(1, self.stage.batch_size)
-        self.pending: deque = deque()
-        self.chunks: dict[int, list[dict]] = {}
+        self.chunk = int(os.environ.get(CHUNK_ENV) or 0) or max(1, self.stage.batch_size)
+        self.total = len(todo)
+        self.source = ListSource(todo) if isinstance(todo, list) else todo
+        self.exhausted = False
+        self.pending: deque = deque()  # chunks to hand out: a dead worker's unsaved rows
+        self.chunks: dict[int, list[dict]] = {}  # chunks pending or in flight (dropped once acked)
+        self.next_cid = 0
         self.owner: dict[int, str] = {}
         self.crashes: Counter = Counter()
-        for i in range(0, len(todo), chunk):
-            self._queue_chunk(todo[i:i + chunk])
         self.progress = Progress(len(todo), self.stage.name, enabled=self.opts.progress)
         main = threading.current_thread() is threading.main_thread()
         prev = signal.signal(signal.SIGTERM, raise_interrupt) if main else None
@@ -128,9 +134,22 @@ class _Coordinator:
         self.session.recorder.flush()
 
     def _queue_chunk(self, rows: list[dict]) -> None:
-        cid = len(self.chunks)
-        self.chunks[cid] = rows
-        self.pending.append(cid)
+        self.chunks[self.next_cid] = rows
+        self.pending.append(self.next_cid)
+        self.next_cid += 1
+
+    def _next_chunk(self) -> int | None:
+        """A chunk to hand out: a requeued one first, else the next rows of the plan."""
+        if not self.pending and not self.exhausted:
+            rows = self.source.take(self.chunk, 0.0)
+            if rows:
+                self._queue_chunk(rows)
+            else:
+                self.exhausted = True
+        return self.pending.popleft() if self.pending else None
+
+    def _left(self) -> bool:
+        return bool(self.pending or self.owner or not self.exhausted)
 
     def _start_workers(self) -> None:
         ctx = mp.get_context("spawn")
@@ -139,8 +158,11 @@ class _Coordinator:
         for spec in self.specs:
             mine, theirs = ctx.Pipe(duplex=True)
             wopts = replace(self.opts, workers=spec.decode_workers, progress=False, device=spec.device())
-            proc = ctx.Process(target=worker_main, name=f"vidcap-{spec.wid}",
-                               args=(spec, blob, str(self.session.output), fp, wopts, theirs, os.getpid()))
+            proc = ctx.Process(
+                target=worker_main,
+                name=f"vidcap-{spec.wid}",
+                args=(spec, blob, str(self.session.output), fp, wopts, theirs, os.getpid()),
+            )
             proc.start()
             theirs.close()  # so a dead worker's pipe reads as closed here
             self.workers[spec.wid] = _Worker(spec, proc, mine)
@@ -152,15 +174,16 @@ class _Coordinator:
         self.session.books.write_note("workers.json", {"coordinator": os.getpid(), "workers": info})
 
     def _serve(self) -> None:
-        while self.pending or self.owner:
+        while self._left():
             live = [w for w in self.workers.values() if w.alive]
             if not live:
                 self.session.recorder.flush()
                 self.deaths = self.deaths or ["they exited early"]
-                left = sum(len(self.chunks[c]) for c in list(self.pending) + list(self.owner))
+                left = max(0, self.total - self.progress.n)
                 raise FatalRunError(
                     f"all {len(self.workers)} workers stopped ({self.deaths[-1]}) with {left} rows left; "
-                    "finished rows are saved. Run the same command again to resume.")
+                    "finished rows are saved. Run the same command again to resume."
+                )
             for conn in wait_conns([w.conn for w in live], timeout=0.5):
                 self._receive(next(w for w in live if w.conn is conn))
             for w in live:
@@ -188,6 +211,7 @@ class _Coordinator:
             for cid in cids:
                 if self.owner.get(cid) == w.spec.wid:
                     del self.owner[cid]
+                    self.chunks.pop(cid, None)
             self.session.counts.update(counts)
         elif kind == "progress":
             self.progress.advance(payload)
@@ -223,8 +247,10 @@ class _Coordinator:
 
     def _hand_out(self) -> None:
         for w in self.workers.values():
-            if w.alive and w.hungry and self.pending:
-                cid = self.pending.popleft()
+            if w.alive and w.hungry:
+                cid = self._next_chunk()
+                if cid is None:
+                    return
                 self.owner[cid] = w.spec.wid
                 w.hungry = False
                 self._send(w, ("chunk", (cid, self.chunks[cid])))
@@ -239,18 +265,20 @@ class _Coordinator:
         w.alive = False
         self.deaths.append(why)
         lost = [cid for cid, owner in self.owner.items() if owner == w.spec.wid]
-        saved = self.session.books.saved_ids(w.spec.wid)
+        saved = self.session.books.saved_ids(w.spec.wid, {r[RID] for cid in lost for r in self.chunks[cid]})
         redo: list[dict] = []
         failed: list[dict] = []
         for cid in lost:
             del self.owner[cid]
-            for row in self.chunks[cid]:
+            for row in self.chunks.pop(cid):
                 if row[RID] in saved:
                     continue
                 self.crashes[row[RID]] += 1
                 (failed if self.crashes[row[RID]] >= 2 else redo).append(row)
         for row in failed:
-            self.session.recorder.record(row, {"error": format_error(WORKER, f"two worker processes died with this row in flight ({why})")})
+            self.session.recorder.record(
+                row, {"error": format_error(WORKER, f"two worker processes died with this row in flight ({why})")}
+            )
         self.session.recorder.flush()
         if redo:
             self._queue_chunk(redo)

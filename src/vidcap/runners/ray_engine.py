@@ -3,6 +3,10 @@ single-process runner does); Ray decodes frames in CPU tasks and captions in GPU
 per tensor-parallel group); results stream back to the driver, which writes the usual atomic parts under
 `<output>.parts/` and merges them. Only the driver writes, so a row is saved once; a killed run resumes.
 
+A large manifest (vidcap.ledger): the driver plans in DuckDB and writes the rows to do to a Parquet file in
+the parts folder (vidcap.ledger_plan), which Ray reads in tasks pinned to the driver's node, so the driver
+never holds the rows in memory.
+
 Rows travel pickled in binary columns (`_row`, `_data`, `_out`) so any manifest column type and the
 loader's frames survive Arrow blocks unchanged. Reaching the cluster, the actors' environment and noticing a
 lost head are in ray_cluster.py.
@@ -17,6 +21,7 @@ import shlex
 import sys
 import threading
 from dataclasses import replace
+from typing import Any
 
 import pandas as pd
 
@@ -47,6 +52,12 @@ def check_ray() -> None:
         import ray.data  # noqa: F401
     except ImportError:
         raise UsageError("--engine ray needs Ray; install it with: pip install 'vidcap[ray]'.") from None
+
+
+def pack_rows(batch) -> pd.DataFrame:
+    """A read task's Arrow batch of plan rows as the pipeline's `_row` column (row dicts as the ledger gives them)."""
+    rows = batch.to_pylist()
+    return pd.DataFrame({RID: [r[RID] for r in rows], "_row": [pickle.dumps(r) for r in rows]})
 
 
 def decode_batch(batch: pd.DataFrame, loader, env: dict) -> pd.DataFrame:
@@ -106,6 +117,7 @@ class RayExecutor(Executor):
     sized from the cluster's CPUs); results stream back to this process, which alone records them."""
 
     name = "ray"
+    lazy_rows = True  # a large manifest: the rows to do reach Ray as a Parquet file (vidcap.ledger_plan)
 
     def __init__(
         self,
@@ -126,8 +138,17 @@ class RayExecutor(Executor):
     def extras(self, session: Session) -> dict:
         return {**merge_extras(list(self.actor_extras.values())), "actors": self.actors}
 
-    def process(self, session: Session, todo: list[dict]) -> None:
-        if not todo:
+    def ledger_rows(self, session: Session, led):
+        if self.address and self.address.startswith("ray://"):  # a Ray client: the driver's disk is not the cluster's
+            return led.source()
+        from ..ledger_plan import PlanRows, plan_path, write_plan
+
+        path = plan_path(session.books)
+        write_plan(led, path)
+        return PlanRows(path)
+
+    def process(self, session: Session, todo) -> None:
+        if not len(todo):
             return
         import ray
 
@@ -172,7 +193,7 @@ class RayExecutor(Executor):
                 f"with: {resume_command()}"
             )
 
-    def _pipeline(self, todo: list[dict]):
+    def _pipeline(self, todo):
         import ray
         import ray.data
 
@@ -182,8 +203,7 @@ class RayExecutor(Executor):
         batch = max(1, self.stage.batch_size)
         actors, gpus_each, device = self._actors(-(-len(todo) // batch))
         self.actors = actors
-        rows = [{RID: r[RID], "_row": pickle.dumps(r)} for r in todo]
-        items = ray.data.from_items(rows, override_num_blocks=max(1, min(len(rows) // batch, 1000)))
+        items = self._items(todo, batch)
         # Actors hold their CPU share for the whole run. On CPU-only nodes, actors and decode tasks take half a
         # CPU each, so a 1-CPU node left after another node is lost still fits one of each; whole CPUs there
         # would leave the decode tasks waiting forever.
@@ -206,6 +226,34 @@ class RayExecutor(Executor):
             num_gpus=gpus_each,
             num_cpus=actor_cpus,
         )
+
+    def _items(self, todo, batch: int):
+        """The rows as a dataset of (`_vidcap_rid`, `_row`): a plan file is read by tasks on this node (the
+        file is on its disk) a row group at a time; a list (a small manifest) goes in whole."""
+        import ray
+        import ray.data
+
+        from ..ledger_plan import PlanRows
+
+        blocks = max(1, min(len(todo) // batch, 1000))
+        if isinstance(todo, PlanRows):
+            pin: dict[str, Any] = {}
+            if self.address:  # a cluster: the read tasks run where the file is
+                import warnings
+
+                from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+                here = NodeAffinitySchedulingStrategy(ray.get_runtime_context().get_node_id(), soft=False)
+                pin = {"ray_remote_args": {"scheduling_strategy": here}}
+                warnings.filterwarnings("ignore", message=".*ray_remote_args.*")  # no named form for this yet
+            # No CPU slot: reading the plan is light, and on the driver's node actors may hold every CPU
+            # (a pinned read that waited for one would wait forever).
+            ds = ray.data.read_parquet(str(todo.path), num_cpus=0, **pin)
+            return ds.map_batches(pack_rows, batch_size=batch, batch_format="pyarrow")
+        if not isinstance(todo, list):  # a lazy source Ray cannot read (a Ray client): taken whole
+            todo = [r for part in iter(lambda: todo.take(4096), None) for r in part]
+        rows = [{RID: r[RID], "_row": pickle.dumps(r)} for r in todo]
+        return ray.data.from_items(rows, override_num_blocks=blocks)
 
     def _actors(self, batches: int) -> tuple[int, float, str]:
         """How many actors, GPUs each, and the device they load on: one per GPU (or TP group) of the

@@ -44,14 +44,17 @@ class TorchrunExecutor(Executor):
 
     name = "torchrun"
     can_redo = False  # the other ranks are gone by the merge: a lost part is named, and a rerun redoes it
+    lazy_rows = True  # a large manifest: rank 0 plans in vidcap.ledger, every rank streams its share of the plan
 
     def __init__(self, tp: int = 1):
         self.rank, self.world = _env_int("RANK"), _env_int("WORLD_SIZE")
         self.local_rank = _env_int("LOCAL_RANK", 0)
         self.local_world = _env_int("LOCAL_WORLD_SIZE", self.world)
         if self.world % tp or self.local_world % tp:
-            raise UsageError(f"--tp {tp} must divide the processes per host ({self.local_world}); "
-                             "a tensor-parallel group stays on one host.")
+            raise UsageError(
+                f"--tp {tp} must divide the processes per host ({self.local_world}); "
+                "a tensor-parallel group stays on one host."
+            )
         self.tp = tp
         self.dp_rank, self.dp_size, self.tp_rank = self.rank // tp, self.world // tp, self.rank % tp
         self.rank_extras: list[dict] = []
@@ -67,7 +70,7 @@ class TorchrunExecutor(Executor):
         self._start_together(session)
 
     def share(self, unique: pd.DataFrame) -> pd.DataFrame:
-        return unique.iloc[self.dp_rank::self.dp_size]
+        return unique.iloc[self.dp_rank :: self.dp_size]
 
     def process(self, session: Session, todo: list[dict]) -> None:
         self.device = device = self._device()
@@ -90,15 +93,55 @@ class TorchrunExecutor(Executor):
             stage = LeaderStage(stage)
         opts = session.opts
         workers = default_workers(stage) if opts.workers is None else opts.workers
-        run_batches(stage, todo, session.recorder, opts, workers=workers, device=device,
-                    progress=Progress(len(todo), stage.name, enabled=opts.progress))
+        run_batches(
+            stage,
+            todo,
+            session.recorder,
+            opts,
+            workers=workers,
+            device=device,
+            progress=Progress(len(todo), stage.name, enabled=opts.progress),
+        )
 
     def gather(self, session: Session, plan: Plan) -> Plan | None:
         if self.tp_rank:  # a follower: its leader reports for the group
             return None
-        session.books.write_note(f"done-{self.dp_rank}.json", {
-            "counts": dict(session.counts), "skipped": plan.skipped, "todo": len(plan.todo),
-            "extra": safe_extra(session.stage)})
+        skipped = self._collect(session, plan.skipped, len(plan.todo))
+        if skipped is None:
+            return None
+        return Plan(plan.rows, plan.first, [], skipped)
+
+    # -- a large manifest: rank 0 plans once and writes the plan; each rank streams its row groups of it
+    def plans(self) -> bool:
+        return self.rank == 0
+
+    def ledger_rows(self, session: Session, led):
+        from ..ledger_plan import PlanRows, plan_path, write_plan
+
+        if self.tp_rank:  # a follower: its leader takes the group's rows
+            return []
+        path = plan_path(session.books)
+        if self.rank == 0:
+            write_plan(led, path)
+        else:  # rank 0 removed the last run's plan before letting us start; it appears whole (a rename)
+            while not path.exists():
+                time.sleep(0.2)
+        return PlanRows(path, self.dp_rank, self.dp_size)
+
+    def ledger_gather(self, session: Session, plan: dict | None) -> dict | None:
+        if self.tp_rank:
+            return None
+        if self._collect(session, 0, -1) is None:
+            return None
+        return plan  # rank 0's plan counts every rank's rows (skipped included)
+
+    def _collect(self, session: Session, skipped: int, todo: int) -> int | None:
+        """Write this rank's done marker; on rank 0, wait for every rank's, sum their counts into the
+        session's and return the rows they skipped (None on the other ranks)."""
+        session.books.write_note(
+            f"done-{self.dp_rank}.json",
+            {"counts": dict(session.counts), "skipped": skipped, "todo": todo, "extra": safe_extra(session.stage)},
+        )
         if self.rank != 0:
             return None
         names = {f"done-{r}.json" for r in range(self.dp_size)}
@@ -115,7 +158,7 @@ class TorchrunExecutor(Executor):
         session.counts.clear()
         session.counts.update(counts)
         self.merged = True
-        return Plan(plan.rows, plan.first, [], skipped)
+        return skipped
 
     def extras(self, session: Session) -> dict:
         if not self.merged:
@@ -129,6 +172,12 @@ class TorchrunExecutor(Executor):
                 session.books.open(session.stage.provenance())
                 for p in session.books.notes(DONE_GLOB):
                     p.unlink()
+                from ..storage import is_remote
+
+                if not is_remote(session.output):
+                    from ..ledger_plan import plan_path, remove_plan
+
+                    remove_plan(plan_path(session.books))  # a killed run's: the other ranks wait for this run's
             except UsageError as exc:
                 kv.set("ready", f"error:{exc}")
                 raise
@@ -151,7 +200,7 @@ class TorchrunExecutor(Executor):
 
             gpus = visible_gpus() or [str(i) for i in range(self.local_world)]
             first = group_on_host * self.tp
-            os.environ["CUDA_VISIBLE_DEVICES"] = ",".join(gpus[first:first + self.tp])
+            os.environ["CUDA_VISIBLE_DEVICES"] = ",".join(gpus[first : first + self.tp])
         port = int(os.environ.get("MASTER_PORT", "29500")) + 1 + group_on_host
         os.environ.update(group_env(self.tp_rank, self.tp, port))
         init_group(self._device())

@@ -1,0 +1,81 @@
+"""The ledger's plan as a file, for executors whose rows are read by other processes.
+
+A large run's coordinator plans once in DuckDB (vidcap.ledger); an executor whose rows leave this process
+as a whole (torchrun's other ranks, Ray's read tasks) gets them from one Parquet file written from table
+`todo` in manifest order, in row groups of about `GROUP_ROWS`. A torchrun rank streams one contiguous range
+of its rows (rank r of N: rows [r*n/N, (r+1)*n/N)), reading only the row groups that hold them: the ranges
+split the file, so every row goes to exactly one rank, the shares differ by at most one row, and no rank
+reads the manifest or the parts. The file lives in the parts folder and is written again by every run (it is the
+plan of that run only); a kill leaves it there, and the next run's coordinator replaces it.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from pathlib import Path
+
+from .ledger import REL, ROW, _sql_text
+from .manifest import atomic_local
+
+PLAN_FILE = "plan.parquet"
+GROUP_ROWS = 4096  # a rank reads at most two groups it shares with its neighbours
+
+
+def plan_path(books) -> Path:
+    """The plan file of a run (`books`: its session.Bookkeeping)."""
+    return Path(books.note_path(PLAN_FILE))
+
+
+def write_plan(led, path: Path, group_rows: int = GROUP_ROWS) -> int:
+    """Table `todo`'s rows (as `Ledger.source` gives them) to `path`, atomically; returns their number."""
+    sql = f"SELECT m.* EXCLUDE ({ROW}, {REL}) FROM m SEMI JOIN todo USING ({ROW}) ORDER BY m.{ROW}"
+
+    def write(tmp: str) -> None:
+        led.con.execute(
+            f"COPY ({sql}) TO '{_sql_text(tmp)}' (FORMAT parquet, COMPRESSION zstd, ROW_GROUP_SIZE {group_rows})"
+        )
+
+    atomic_local(path, write, fresh=True)
+    return led.con.execute("SELECT count(*) FROM todo").fetchone()[0]
+
+
+def remove_plan(path: Path) -> None:
+    """A killed run's plan file (and its temp files): the coordinator holds the lock, nobody reads them."""
+    for p in [path, *path.parent.glob(f".{path.name}.*.tmp")]:
+        p.unlink(missing_ok=True)
+
+
+class PlanRows:
+    """One share of a plan file as a lazy row source (`len`, `take(n, timeout)`, as `ledger.RowSource`): rank
+    r of `world` takes the contiguous rows [r * n // world, (r + 1) * n // world), reading only the row groups
+    that hold them, a group at a time."""
+
+    def __init__(self, path: Path, rank: int = 0, world: int = 1):
+        import pyarrow.parquet as pq
+
+        self.path = Path(path)
+        self.file = pq.ParquetFile(self.path)
+        meta = self.file.metadata
+        n = meta.num_rows
+        start, stop = n * rank // world, n * (rank + 1) // world
+        self.total = stop - start
+        self.spans: deque = deque()  # (row group, first row, end row) within that group
+        at = 0
+        for g in range(meta.num_row_groups):
+            size = meta.row_group(g).num_rows
+            lo, hi = max(start, at), min(stop, at + size)
+            if lo < hi:
+                self.spans.append((g, lo - at, hi - at))
+            at += size
+        self.buf: deque = deque()
+
+    def __len__(self) -> int:
+        return self.total
+
+    def take(self, n: int, timeout: float = 0.0) -> list[dict] | None:
+        while len(self.buf) < n and self.spans:
+            g, lo, hi = self.spans.popleft()
+            self.buf.extend(self.file.read_row_group(g).slice(lo, hi - lo).to_pylist())
+        if not self.buf:
+            return None
+        return [self.buf.popleft() for _ in range(min(n, len(self.buf)))]
