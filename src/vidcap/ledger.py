@@ -485,8 +485,8 @@ class Ledger:
         counts["flagged"] = flagged
         extra: dict = {"flags": counts}
         if "heal" in self.res_cols:  # --heal: rows healed and still flagged, as heal.heal_counts gives them
-            got = dict(self.con.execute("SELECT heal, count(*) FROM best GROUP BY heal").fetchall())
-            extra["heal"] = {"healed": int(got.get("healed", 0)), "unhealed": int(got.get("unhealed", 0))}
+            heal = dict(self.con.execute("SELECT heal, count(*) FROM best GROUP BY heal").fetchall())
+            extra["heal"] = {"healed": int(heal.get("healed", 0)), "unhealed": int(heal.get("unhealed", 0))}
         return extra
 
     # -- the merge -----------------------------------------------------------------------------------
