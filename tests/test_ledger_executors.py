@@ -19,6 +19,7 @@ from clirun import VIDCAP, cli_env, read_resolved, vidcap
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from media import clip_set
+from proctools import alive, wait_for
 
 from vidcap.manifest import RID
 
@@ -49,25 +50,6 @@ def saved_rids(parts: Path) -> pd.Series:
     return pd.concat([pd.read_parquet(p, columns=[RID]) for p in files])[RID]
 
 
-def _wait(cond, proc, timeout=90.0, what="condition"):
-    t0 = time.time()
-    while time.time() - t0 < timeout:
-        if cond():
-            return
-        if proc.poll() is not None:
-            raise AssertionError(f"run ended before {what}: {proc.stderr.read()}")
-        time.sleep(0.05)
-    raise AssertionError(f"timed out waiting for {what}")
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    return Path(f"/proc/{pid}").exists() and "zombie" not in Path(f"/proc/{pid}/status").read_text().lower()
-
-
 def _start(clips, out, **env):
     args = [*VIDCAP, "caption", str(clips / "m.csv"), "-o", str(out), *FAKE, "--gpus", "cpu:3", "--workers", "0",
             "--batch-size", "1", "--part-rows", "1", "--keep-parts"]  # fmt: skip
@@ -79,7 +61,7 @@ def test_a_killed_worker_loses_nothing_on_the_ledger_path(clips, tmp_path):
     out = tmp_path / "k.parquet"
     parts = out.with_name(out.name + ".parts")
     proc = _start(clips, out, VIDCAP_COMPACT_PARTS="3")
-    _wait(lambda: (parts / "workers.json").exists() and len(list(parts.glob("part-cpu1-*"))) >= 1, proc, what="parts")
+    wait_for(lambda: (parts / "workers.json").exists() and len(list(parts.glob("part-cpu1-*"))) >= 1, proc, what="parts")
     victim = json.loads((parts / "workers.json").read_text())["workers"]["cpu1"]["pid"]
     os.kill(victim, signal.SIGKILL)
     _, err = proc.communicate(timeout=180)
@@ -97,14 +79,14 @@ def test_kill_9_of_the_coordinator_alone_then_resume_on_the_ledger_path(clips, t
     out = tmp_path / "r.parquet"
     parts = out.with_name(out.name + ".parts")
     proc = _start(clips, out)
-    _wait(lambda: (parts / "workers.json").exists() and len(list(parts.glob("part-*"))) >= 4, proc, what="parts")
+    wait_for(lambda: (parts / "workers.json").exists() and len(list(parts.glob("part-*"))) >= 4, proc, what="parts")
     pids = [w["pid"] for w in json.loads((parts / "workers.json").read_text())["workers"].values()]
     proc.send_signal(signal.SIGKILL)  # the coordinator only: its workers must notice and stop
     proc.wait()
     t0 = time.time()
-    while any(_alive(p) for p in pids) and time.time() - t0 < 30:
+    while any(alive(p) for p in pids) and time.time() - t0 < 30:
         time.sleep(0.1)
-    assert not any(_alive(p) for p in pids), "workers outlived their coordinator"
+    assert not any(alive(p) for p in pids), "workers outlived their coordinator"
     assert not out.exists()
     vidcap("caption", clips / "m.csv", "-o", out, *FAKE, "--gpus", "cpu:2", "--workers", "0", **LEDGER)
     got = summary(out)
@@ -124,7 +106,7 @@ def test_torchrun_ranks_stream_rank_0s_plan_and_a_killed_launch_resumes(clips, t
     proc = subprocess.Popen(
         args, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True
     )
-    _wait(
+    wait_for(
         lambda: {p.name.split("-")[1] for p in parts.glob("part-*.parquet")} == {"rank0", "rank1"},
         proc,
         what="parts from both ranks",
@@ -139,9 +121,9 @@ def test_torchrun_ranks_stream_rank_0s_plan_and_a_killed_launch_resumes(clips, t
     os.killpg(proc.pid, signal.SIGKILL)
     proc.wait()
     t0 = time.time()
-    while any(_alive(p) for p in ranks) and time.time() - t0 < 30:
+    while any(alive(p) for p in ranks) and time.time() - t0 < 30:
         time.sleep(0.1)
-    assert ranks and not any(_alive(p) for p in ranks), "ranks outlived torchrun"
+    assert ranks and not any(alive(p) for p in ranks), "ranks outlived torchrun"
     assert not out.exists()
     done = subprocess.run(args, capture_output=True, text=True, env=env, timeout=300, check=False)
     assert done.returncode == 0, done.stderr

@@ -14,13 +14,14 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-
+from clirun import VIDCAP, read_resolved, vidcap
 from media import clip_set
-from clirun import read_resolved, VIDCAP, vidcap
+from proctools import alive, wait_for
+
 from vidcap.errors import UsageError
+from vidcap.manifest import RID  # noqa: E402
 from vidcap.runners import device_groups, parse_gpus
 from vidcap.runners.multigpu import make_specs
-from vidcap.manifest import RID  # noqa: E402
 
 FAKE = ["--model", "fake", "-q"]
 
@@ -52,25 +53,6 @@ def test_cpu_workers_share_rows_and_match_the_single_process_run(clips, tmp_path
     assert "workers: 3" in proc.stderr and "24 ok, 2 failed" in proc.stderr
 
 
-def _wait(cond, proc, timeout=60.0, what="condition"):
-    t0 = time.time()
-    while time.time() - t0 < timeout:
-        if cond():
-            return
-        if proc.poll() is not None:
-            raise AssertionError(f"run ended before {what}: {proc.stderr.read()}")
-        time.sleep(0.05)
-    raise AssertionError(f"timed out waiting for {what}")
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    return Path(f"/proc/{pid}").exists() and "zombie" not in Path(f"/proc/{pid}/status").read_text().lower()
-
-
 def _start(clips, out, env):
     args = [*VIDCAP, "caption", str(clips / "m.csv"), "-o", str(out), *FAKE, "--gpus", "cpu:3", "--workers", "0",
             "--batch-size", "1", "--part-rows", "1", "--keep-parts"]
@@ -82,7 +64,7 @@ def test_a_killed_worker_loses_nothing_and_nothing_is_done_twice(clips, tmp_path
     parts = out.with_name(out.name + ".parts")
     env = dict(os.environ, VIDCAP_CHUNK_ROWS="2", VIDCAP_FAKE_DELAY="0.3")
     proc = _start(clips, out, env)
-    _wait(lambda: (parts / "workers.json").exists() and len(list(parts.glob("part-cpu1-*"))) >= 2, proc, what="parts")
+    wait_for(lambda: (parts / "workers.json").exists() and len(list(parts.glob("part-cpu1-*"))) >= 2, proc, what="parts")
     victim = json.loads((parts / "workers.json").read_text())["workers"]["cpu1"]["pid"]
     os.kill(victim, signal.SIGKILL)
     _, err = proc.communicate(timeout=120)
@@ -98,14 +80,14 @@ def test_kill_9_of_the_whole_run_then_rerun(clips, tmp_path):
     parts = out.with_name(out.name + ".parts")
     env = dict(os.environ, VIDCAP_CHUNK_ROWS="2", VIDCAP_FAKE_DELAY="0.3")
     proc = _start(clips, out, env)
-    _wait(lambda: (parts / "workers.json").exists() and len(list(parts.glob("part-*"))) >= 4, proc, what="parts")
+    wait_for(lambda: (parts / "workers.json").exists() and len(list(parts.glob("part-*"))) >= 4, proc, what="parts")
     pids = [w["pid"] for w in json.loads((parts / "workers.json").read_text())["workers"].values()]
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     t0 = time.time()
-    while any(_alive(p) for p in pids) and time.time() - t0 < 30:
+    while any(alive(p) for p in pids) and time.time() - t0 < 30:
         time.sleep(0.1)
-    assert not any(_alive(p) for p in pids), "workers outlived their coordinator"
+    assert not any(alive(p) for p in pids), "workers outlived their coordinator"
     assert not out.exists()
     done = vidcap("caption", clips / "m.csv", "-o", out, *FAKE, "--gpus", "cpu:2", "--workers", "0")
     skipped = int(done.stderr.split(" skipped")[0].split(",")[-1].strip())
@@ -158,15 +140,15 @@ def test_torchrun_ranks_share_rows_and_a_killed_launch_resumes(clips, tmp_path):
     env = dict(os.environ, VIDCAP_FAKE_DELAY="0.3")
     proc = subprocess.Popen(args, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                             start_new_session=True)
-    _wait(lambda: {p.name.split("-")[1] for p in parts.glob("part-*.parquet")} == {"rank0", "rank1"}, proc,
+    wait_for(lambda: {p.name.split("-")[1] for p in parts.glob("part-*.parquet")} == {"rank0", "rank1"}, proc,
           what="parts from both ranks")
     ranks = [int(x) for x in subprocess.run(["pgrep", "-P", str(proc.pid)], capture_output=True, text=True).stdout.split()]
     os.killpg(proc.pid, signal.SIGKILL)
     proc.wait()
     t0 = time.time()
-    while any(_alive(p) for p in ranks) and time.time() - t0 < 30:
+    while any(alive(p) for p in ranks) and time.time() - t0 < 30:
         time.sleep(0.1)
-    assert ranks and not any(_alive(p) for p in ranks), "ranks outlived torchrun"
+    assert ranks and not any(alive(p) for p in ranks), "ranks outlived torchrun"
     assert not out.exists()
     done = subprocess.run(args, capture_output=True, text=True)
     assert done.returncode == 0, done.stderr

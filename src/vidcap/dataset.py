@@ -25,6 +25,7 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 
 from .errors import UsageError
+from .manifest import fsync_path, umask_now
 
 MARKER = "_vidcap.json"
 ROWS_ENV = "VIDCAP_DATASET_ROWS"
@@ -142,8 +143,8 @@ def write(
             **(meta or {}),
         }
         _write_json(tmp / MARKER, info)
-        os.chmod(tmp, 0o777 & ~_umask())  # mkdtemp makes 0700
-        _fsync(tmp)
+        os.chmod(tmp, 0o777 & ~umask_now())  # mkdtemp makes 0700
+        fsync_path(tmp)
         if before_rename is not None:
             before_rename()
         _swap(tmp, path)
@@ -170,12 +171,12 @@ def _write_parts(folder: Path, batches: Iterable, schema, limit: int, on_part) -
 
     def close(writer: pq.ParquetWriter) -> None:
         writer.close()
-        _fsync(folder / name)
+        fsync_path(folder / name)
         parts.append({"name": name, "rows": held, "bytes": (folder / name).stat().st_size})
         if on_part is not None:
             on_part()
 
-    mode = 0o666 & ~_umask()
+    mode = 0o666 & ~umask_now()
     for group in _groups(batches, limit):  # row groups of up to GROUP_ROWS, none across a part's end
         if writer is None:
             name, held = f"part-{len(parts):05d}.parquet", 0
@@ -226,7 +227,7 @@ def _swap(tmp: Path, path: Path) -> None:
     elif path.exists() or path.is_symlink():
         path.unlink()
     os.rename(tmp, path)
-    _fsync(path.parent)
+    fsync_path(path.parent)
     if old is not None:
         shutil.rmtree(old, ignore_errors=True)
 
@@ -263,23 +264,4 @@ def _write_json(path: Path, data: dict) -> None:
         json.dump(data, fh, indent=2, default=str)
         fh.flush()
         os.fsync(fh.fileno())
-    os.chmod(path, 0o666 & ~_umask())
-
-
-def _fsync(path: Path) -> None:
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
-
-
-def _umask() -> int:
-    mask = os.umask(0o022)
-    os.umask(mask)
-    return mask
+    os.chmod(path, 0o666 & ~umask_now())

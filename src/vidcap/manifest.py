@@ -135,13 +135,15 @@ def default_output(manifest: str | os.PathLike, suffix: str) -> Path:
     return p.with_name(f"{p.stem}_{suffix}{p.suffix}")
 
 
-def _umask() -> int:
+def umask_now() -> int:
+    """The process's umask (read without changing it for longer than a moment)."""
     mask = os.umask(0o022)
     os.umask(mask)
     return mask
 
 
-def _fsync_dir(directory: Path) -> None:
+def fsync_path(directory: Path) -> None:
+    """fsync a file or a folder (its entries), ignoring filesystems that refuse it."""
     try:
         fd = os.open(directory, os.O_RDONLY)
     except OSError:
@@ -228,13 +230,13 @@ def atomic_local(path: Path, write, before_rename=None, *, fresh: bool = False) 
         if fresh:
             os.unlink(tmp)
         write(tmp)
-        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; outputs get the mode any Unix tool would give
+        os.chmod(tmp, 0o666 & ~umask_now())  # mkstemp makes 0600; outputs get the mode any Unix tool would give
         with open(tmp, "rb+") as fh:
             os.fsync(fh.fileno())
         if before_rename is not None:
             before_rename()
         os.replace(tmp, path)
-        _fsync_dir(path.parent)
+        fsync_path(path.parent)
     except BaseException:
         try:
             os.unlink(tmp)

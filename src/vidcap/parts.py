@@ -20,8 +20,17 @@ import pandas as pd
 
 from . import __version__
 from .errors import RETRYABLE, FatalRunError, UsageError, error_code, first_line
-from .manifest import (ABSPATH, RID, _fsync_dir, column_plan, public_columns, read_table, resolved_paths,
-                       table_format, write_table)
+from .manifest import (
+    ABSPATH,
+    RID,
+    column_plan,
+    fsync_path,
+    public_columns,
+    read_table,
+    resolved_paths,
+    table_format,
+    write_table,
+)
 from .storage import RemoteLease, as_path, is_object_store, is_remote, open_binary, put_bytes, rmtree
 
 RUN_JSON = "run.json"
@@ -439,7 +448,7 @@ class PartStore:
         if not self.keep_parts:
             self._remove_dir()
             if not self.remote:
-                _fsync_dir(self.output.parent)
+                fsync_path(self.output.parent)
 
     def _remove_output(self) -> None:
         if not self.remote and self.output.is_dir() and table_format(self.output) == "dataset":

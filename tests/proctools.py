@@ -1,0 +1,26 @@
+"""Helpers for tests that start a run as a subprocess and kill parts of it."""
+
+import os
+import time
+from pathlib import Path
+
+
+def wait_for(cond, proc, timeout=90.0, what="condition"):
+    """Poll `cond()` until it holds; fail if `proc` ends first or the time runs out."""
+    t0 = time.time()
+    while time.time() - t0 < timeout:
+        if cond():
+            return
+        if proc.poll() is not None:
+            raise AssertionError(f"run ended before {what}: {proc.stderr.read()}")
+        time.sleep(0.05)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def alive(pid: int) -> bool:
+    """The process exists and is not a zombie."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return Path(f"/proc/{pid}").exists() and "zombie" not in Path(f"/proc/{pid}/status").read_text().lower()
