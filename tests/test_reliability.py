@@ -181,8 +181,11 @@ def test_ctrl_c_saves_finished_rows_and_says_how_to_resume(clips, clean, tmp_pat
     args = fake_args(clips, out, 1)
     log = tmp_path / "stderr.txt"
     with open(log, "w") as err:
+        # SIGINT back to its default in the child: a test suite started in the background of a script
+        # inherits it ignored (POSIX shells ignore it for `cmd &`), and Python then keeps it ignored
         proc = subprocess.Popen(args, env=env(VIDCAP_FAKE_DELAY=0.1), stdout=subprocess.DEVNULL, stderr=err,
-                                stdin=subprocess.DEVNULL, start_new_session=True)
+                                stdin=subprocess.DEVNULL, start_new_session=True,
+                                preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     t0 = time.time()
     while len(parts_of(out)) < 3 and proc.poll() is None and time.time() - t0 < 120:
         time.sleep(0.02)
