@@ -24,3 +24,19 @@ def alive(pid: int) -> bool:
     except ProcessLookupError:
         return False
     return Path(f"/proc/{pid}").exists() and "zombie" not in Path(f"/proc/{pid}/status").read_text().lower()
+
+
+def kill_launch(proc, what="ranks outlived torchrun") -> None:
+    """SIGKILL a launcher's whole process group (proc started with start_new_session) and check that its
+    children (torchrun's ranks) are gone within 30 s."""
+    import signal
+    import subprocess
+
+    out = subprocess.run(["pgrep", "-P", str(proc.pid)], capture_output=True, text=True, check=False).stdout
+    children = [int(x) for x in out.split()]
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    t0 = time.time()
+    while any(alive(p) for p in children) and time.time() - t0 < 30:
+        time.sleep(0.1)
+    assert children and not any(alive(p) for p in children), what

@@ -19,7 +19,7 @@ from clirun import VIDCAP, cli_env, read_resolved, vidcap
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from media import clip_set
-from proctools import alive, wait_for
+from proctools import alive, kill_launch, wait_for
 
 from vidcap.manifest import RID
 
@@ -112,18 +112,7 @@ def test_torchrun_ranks_stream_rank_0s_plan_and_a_killed_launch_resumes(clips, t
         what="parts from both ranks",
     )
     assert (parts / "plan.parquet").exists()  # rank 0's plan, which both ranks stream their share of
-    ranks = [
-        int(x)
-        for x in subprocess.run(
-            ["pgrep", "-P", str(proc.pid)], capture_output=True, text=True, check=False
-        ).stdout.split()
-    ]
-    os.killpg(proc.pid, signal.SIGKILL)
-    proc.wait()
-    t0 = time.time()
-    while any(alive(p) for p in ranks) and time.time() - t0 < 30:
-        time.sleep(0.1)
-    assert ranks and not any(alive(p) for p in ranks), "ranks outlived torchrun"
+    kill_launch(proc)
     assert not out.exists()
     done = subprocess.run(args, capture_output=True, text=True, env=env, timeout=300, check=False)
     assert done.returncode == 0, done.stderr

@@ -16,7 +16,7 @@ import pandas as pd
 import pytest
 from clirun import VIDCAP, read_resolved, vidcap
 from media import clip_set
-from proctools import alive, wait_for
+from proctools import alive, kill_launch, wait_for
 
 from vidcap.errors import UsageError
 from vidcap.manifest import RID  # noqa: E402
@@ -142,13 +142,7 @@ def test_torchrun_ranks_share_rows_and_a_killed_launch_resumes(clips, tmp_path):
                             start_new_session=True)
     wait_for(lambda: {p.name.split("-")[1] for p in parts.glob("part-*.parquet")} == {"rank0", "rank1"}, proc,
           what="parts from both ranks")
-    ranks = [int(x) for x in subprocess.run(["pgrep", "-P", str(proc.pid)], capture_output=True, text=True).stdout.split()]
-    os.killpg(proc.pid, signal.SIGKILL)
-    proc.wait()
-    t0 = time.time()
-    while any(alive(p) for p in ranks) and time.time() - t0 < 30:
-        time.sleep(0.1)
-    assert ranks and not any(alive(p) for p in ranks), "ranks outlived torchrun"
+    kill_launch(proc)
     assert not out.exists()
     done = subprocess.run(args, capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
