@@ -3,6 +3,7 @@ on the tiny model of every family: same greedy tokens with different prompt leng
 steps and slots refilled mid-run; out-of-memory and engine failures lose and double no row."""
 
 import json
+import threading
 
 import pandas as pd
 import pytest
@@ -192,6 +193,32 @@ def test_fused_kernels_stay_off_without_cuda(tiny_model, clips):
     assert engine.stats.summary()["fused_kernels"].startswith("transformers'")
 
 
+def test_kernel_precompile_is_a_background_nicety(tiny_model):
+    """The kernels compile during the load only on CUDA and with the model's sizes known; a compile that
+    fails (here: no CUDA behind a "cuda" device) ends quietly, and the checks after the load say why."""
+    import torch
+
+    from vidcap.engine.fused import precompile
+
+    config = json.loads((tiny_model("llava-next") / "config.json").read_text())
+    threads = threading.active_count()
+    assert precompile(config, "cpu", torch.float32)() is None and threading.active_count() == threads
+    assert precompile({"text_config": {}}, "cuda", torch.bfloat16)() is None
+    if not torch.cuda.is_available():
+        precompile(config, "cuda", torch.bfloat16)()  # the thread's error is swallowed; join returns
+        assert threading.active_count() == threads
+
+
+def test_default_batch_size():
+    from vidcap.cli import default_batch_size
+
+    assert default_batch_size("openai", None, 8) == 32
+    assert default_batch_size("fake", None, 8) == default_batch_size("hf-pllava", "cpu", 8) == 8
+    import torch
+
+    assert default_batch_size("hf-llava", None, 8) == (64 if torch.cuda.device_count() else 8)
+
+
 def test_engine_without_eos_and_with_drawn_lengths(tiny_model, clips):
     backend = backend_for(tiny_model, "qwen2-vl")
     items = [backend.prepare_item(r) for r in requests(backend, clips)]
@@ -310,6 +337,9 @@ def test_cli_run_streams_rows_in_manifest_order(tiny_model, clips, tmp_path):
     meta = json.loads(out.with_name(out.name + ".run.json").read_text())
     engine = meta["summary"]["engine"]
     assert meta["summary"]["fast_path"] is True and engine["rows"] == 5 and engine["decode_steps"] > 0
+    # the first caption, timed from the load and from vidcap's start; no kernels compile without CUDA
+    assert 0 < engine["first_row_after_load_s"] <= engine["first_row_after_start_s"]
+    assert engine["kernel_compile_wait_s"] < 1
 
 
 @pytest.mark.parametrize("fast", [True, False])

@@ -13,8 +13,15 @@ from ..engine.scheduler import ListSource
 from ..errors import MODEL, OOM, UsageError, format_error
 from .base import COMMON_OPTIONS, HF_OPTIONS, CaptionBackend, CaptionRequest, CaptionResult
 
-_DTYPES = {"bfloat16": "bfloat16", "bf16": "bfloat16", "float16": "float16", "fp16": "float16",
-           "half": "float16", "float32": "float32", "fp32": "float32"}
+_DTYPES = {
+    "bfloat16": "bfloat16",
+    "bf16": "bfloat16",
+    "float16": "float16",
+    "fp16": "float16",
+    "half": "float16",
+    "float32": "float32",
+    "fp32": "float32",
+}
 # Only what loading needs: configs, safetensors weights, tokenizer and processor files (never .bin pickles).
 _WEIGHT_PATTERNS = ["*.json", "*.safetensors", "*.model", "*.txt", "*.jinja", "*.tiktoken"]
 
@@ -24,12 +31,16 @@ GATED_ORGS = ("meta-llama/",)  # Hub organisations whose models need an accepted
 
 def missing_weights_error(model: str, why: str = "") -> UsageError:
     why = f" ({why})" if why else ""
-    gated = "" if "gated" in why or not model.startswith(GATED_ORGS) else (
-        " (it is a gated model: accept its license on its Hub page and run `hf auth login` first)")
+    gated = (
+        ""
+        if "gated" in why or not model.startswith(GATED_ORGS)
+        else (" (it is a gated model: accept its license on its Hub page and run `hf auth login` first)")
+    )
     return UsageError(
         f"model '{model}' is not on this machine and could not be downloaded{why}; run "
         f"`hf download {model}`{gated} on a machine with internet (then copy the Hugging Face cache "
-        f"here), or pass --model /path/to/a/local/model/dir.")
+        f"here), or pass --model /path/to/a/local/model/dir."
+    )
 
 
 def _looks_local(model: str) -> bool:
@@ -43,7 +54,9 @@ def local_model_dir(model: str, trust_remote_code: bool = False) -> Path:
         _check_dir(path, model)
         return path
     if _looks_local(model):
-        raise UsageError(f"model directory {model} does not exist; pass a model directory, a Hugging Face id or a preset name (see `vidcap models`).")
+        raise UsageError(
+            f"model directory {model} does not exist; pass a model directory, a Hugging Face id or a preset name (see `vidcap models`)."
+        )
     from huggingface_hub import snapshot_download
 
     patterns = _WEIGHT_PATTERNS + (["*.py"] if trust_remote_code else [])
@@ -58,10 +71,13 @@ def local_model_dir(model: str, trust_remote_code: bool = False) -> Path:
             raise missing_weights_error(model, why)
         try:
             snap = snapshot_download(model, allow_patterns=patterns, etag_timeout=5)
-        except Exception as exc:  # no route, gated, unknown id: all end the same way for the user
+        except Exception as exc:  # noqa: BLE001  no route, gated, unknown id: all end the same way for the user
             gated = "gated" in type(exc).__name__.lower() or "gated" in str(exc).lower()
-            why = ("a gated model: accept its license on its Hub page and log in with `hf auth login`"
-                   if gated else _first_line(exc))
+            why = (
+                "a gated model: accept its license on its Hub page and log in with `hf auth login`"
+                if gated
+                else _first_line(exc)
+            )
             raise missing_weights_error(model, why) from None
     path = Path(snap)
     _check_dir(path, model)
@@ -94,7 +110,9 @@ def _check_dir(path: Path, model: str) -> None:
         raise UsageError(f"model directory {model} has no config.json; pass a saved Hugging Face model dir.")
     if not any(path.glob("*.safetensors")) and not is_random_skeleton(path):
         found = "only .bin weights" if any(path.glob("*.bin")) else "no weights"
-        raise UsageError(f"model {model} has {found}; vidcap loads .safetensors weights only (re-save the model with save_pretrained).")
+        raise UsageError(
+            f"model {model} has {found}; vidcap loads .safetensors weights only (re-save the model with save_pretrained)."
+        )
 
 
 def _first_line(exc: Exception) -> str:
@@ -186,10 +204,13 @@ class HFCaptionBackend(CaptionBackend):
         self.resolve(device)
         quiet_transformers()
         t0 = time.perf_counter()
+        compiled = self._precompile()  # the engine's Triton kernels compile while the weights load
         self._load(self.model_dir, self.device, self.dtype)
         self.model.eval()
         self.loaded_at = time.perf_counter()
         self.load_s = self.loaded_at - t0
+        compiled()
+        self.compile_wait_s = time.perf_counter() - self.loaded_at
         self.loaded_tp = self.tensor_parallel  # still reported after teardown frees the model
         engine = self.engine()  # built now: its kernels are checked and compiled while the decode workers start
         if engine is not None and engine.use_graphs:
@@ -198,17 +219,37 @@ class HFCaptionBackend(CaptionBackend):
     def _load(self, path: Path, device: str, dtype) -> None:
         raise NotImplementedError
 
+    def _precompile(self):
+        """Start compiling the engine's kernels for this model's sizes (a thread; see engine.fused.precompile)
+        when the engine will run; returns the function that waits for it."""
+        import json
+
+        if not self.options.engine or float(self.options.temperature or 0) > 0 or self.model_dir is None:
+            return lambda: None
+        try:
+            config = json.loads((self.model_dir / "config.json").read_text())
+        except (OSError, ValueError):
+            return lambda: None
+        from ..engine.fused import precompile
+
+        return precompile(config, self.device, self.dtype)
+
     def check_tp(self, tp: int) -> None:
         """Refuse a --tp that does not divide the model's heads, from its config alone (nothing loaded)."""
         import json
 
         # the folder only: this stage is sent to the workers, which pick their own device
-        path = self.model_dir or local_model_dir(self.preset.model_id or self.preset.name, self.options.trust_remote_code)
+        path = self.model_dir or local_model_dir(
+            self.preset.model_id or self.preset.name, self.options.trust_remote_code
+        )
         raw = json.loads((path / "config.json").read_text())
         text = raw.get("text_config") or raw
         heads = text.get("num_attention_heads")
-        check_tp_split(tp, f"'{self.model_label()}'", {"attention heads": heads,
-                                                       "key-value heads": text.get("num_key_value_heads") or heads})
+        check_tp_split(
+            tp,
+            f"'{self.model_label()}'",
+            {"attention heads": heads, "key-value heads": text.get("num_key_value_heads") or heads},
+        )
 
     def usage_summary(self) -> dict:
         tp = getattr(self, "loaded_tp", 1)
@@ -259,7 +300,7 @@ class HFCaptionBackend(CaptionBackend):
                 items.append((i, self.prepare_item(req)))
             except (UsageError, KeyboardInterrupt):
                 raise
-            except Exception as exc:  # a request the processor rejects is that row's error
+            except Exception as exc:  # noqa: BLE001  a request the processor rejects is that row's error
                 early[i] = CaptionResult(error=format_error(MODEL, f"{type(exc).__name__}: {_first_line(exc)}"))
         done = dict(self.caption_stream(ListSource(items)))
         return [early.get(i) or done[i] for i in range(len(requests))]
@@ -288,6 +329,7 @@ class HFCaptionBackend(CaptionBackend):
     _engine_off: str | None = None  # why this model runs through generate() instead
     load_s = 0.0  # seconds the model took to load
     loaded_at = 0.0  # perf_counter when it was loaded (the first caption is timed from here)
+    compile_wait_s = 0.0  # seconds waited after the load for the kernels compiling during it
 
     def engine(self):
         """vidcap's engine for this model (built once, reused across batches and runs), or None where it
@@ -299,10 +341,17 @@ class HFCaptionBackend(CaptionBackend):
             from ..engine import Engine, Unsupported
 
             try:
-                self._engine = Engine(self.model, slots=self.options.batch_size, eos=self.eos, pad_id=self.pad_id,
-                                      max_new_tokens=int(self.options.max_new_tokens), device=self.device,
-                                      dtype=self.dtype, collate=self._collate_right,
-                                      ignore_eos=self.options.ignore_eos)
+                self._engine = Engine(
+                    self.model,
+                    slots=self.options.batch_size,
+                    eos=self.eos,
+                    pad_id=self.pad_id,
+                    max_new_tokens=int(self.options.max_new_tokens),
+                    device=self.device,
+                    dtype=self.dtype,
+                    collate=self._collate_right,
+                    ignore_eos=self.options.ignore_eos,
+                )
             except Unsupported as exc:
                 why = str(exc)
         if why is None:
@@ -347,10 +396,19 @@ class HFCaptionBackend(CaptionBackend):
             return {"fast_path": False, "fast_path_reason": why}
         stats = self._engine.stats if self._engine is not None else self._engine_stats
         if stats is not None:  # first_row_s counts from the engine's start; first_row_after_load_s from the load
-            after = None
+            from .. import STARTED
+
+            after = since_start = None
             if stats.first_row_s is not None and self.loaded_at:
                 after = round(stats.started + stats.first_row_s - self.loaded_at, 3)
-            return dict(stats.summary(), model_load_s=round(self.load_s, 1), first_row_after_load_s=after)
+                since_start = round(stats.started + stats.first_row_s - STARTED, 3)
+            return dict(
+                stats.summary(),
+                model_load_s=round(self.load_s, 1),
+                first_row_after_load_s=after,
+                first_row_after_start_s=since_start,
+                kernel_compile_wait_s=round(self.compile_wait_s, 2),
+            )
         return {"fast_path": False, "fast_path_reason": self._engine_off or "not used"}
 
     def _run(self, batch: list, prepare) -> list[CaptionResult]:
@@ -367,7 +425,7 @@ class HFCaptionBackend(CaptionBackend):
         size = min(self.options.batch_size, self._fits or self.options.batch_size)
         results = []
         for i in range(0, len(batch), size):  # a batch size that ran out of memory once is not tried again
-            results += self._generate_guarded(batch[i:i + size], prepare)
+            results += self._generate_guarded(batch[i : i + size], prepare)
         return results
 
     _fits: int | None = None  # the largest batch known to fit in GPU memory, once one did not
@@ -382,7 +440,7 @@ class HFCaptionBackend(CaptionBackend):
             failure = ("oom", _first_line(exc))
         except (UsageError, KeyboardInterrupt):
             raise
-        except Exception as exc:
+        except Exception as exc:  # noqa: BLE001  (a failed batch is retried smaller, then per row)
             failure = ("error", f"{type(exc).__name__}: {_first_line(exc)}")
         # retried outside the except block: the failed attempt's tensors (held by the traceback) are freed first
         import gc
@@ -448,9 +506,12 @@ class HFCaptionBackend(CaptionBackend):
             kept = ids if stop is None else ids[:stop]
             raw = self.tokenizer.decode(kept, skip_special_tokens=True)
             text = self.postprocess(raw)
-            res = CaptionResult(text=text, prompt_tokens=int(n_in),
-                                completion_tokens=len(ids) if stop is None else stop + 1,
-                                finish_reason="length" if stop is None else "stop")
+            res = CaptionResult(
+                text=text,
+                prompt_tokens=int(n_in),
+                completion_tokens=len(ids) if stop is None else stop + 1,
+                finish_reason="length" if stop is None else "stop",
+            )
             if text != raw and hasattr(res, "raw_text"):
                 res.raw_text = raw
             results.append(res)
@@ -515,8 +576,9 @@ def collate_items(items: list[dict], pad_id: int, side: str = "left") -> Prepare
         elif hasattr(vals[0], "dim") and vals[0].dim() >= 3 and len({v.shape[1] for v in vals}) > 1:
             # anyres pixel_values [images, patches, C, H, W]: pad the patch axis as the processor does
             most = max(v.shape[1] for v in vals)
-            batch[k] = torch.cat([torch.nn.functional.pad(v, (0, 0) * (v.dim() - 2) + (0, most - v.shape[1]))
-                                  for v in vals])
+            batch[k] = torch.cat(
+                [torch.nn.functional.pad(v, (0, 0) * (v.dim() - 2) + (0, most - v.shape[1])) for v in vals]
+            )
         elif hasattr(vals[0], "dim"):
             batch[k] = torch.cat(vals)
         else:
@@ -530,8 +592,10 @@ def check_tp_split(tp: int, label: str, counts: dict) -> None:
     one of `counts` ({"attention heads": 40, ...})."""
     for what, n in counts.items():
         if n and n % tp:
-            raise UsageError(f"--tp {tp} does not divide the {n} {what} of {label}; pick a --tp that divides "
-                             f"{n}, or run one model per GPU with --gpus alone.")
+            raise UsageError(
+                f"--tp {tp} does not divide the {n} {what} of {label}; pick a --tp that divides "
+                f"{n}, or run one model per GPU with --gpus alone."
+            )
 
 
 class WorkerPreprocessor:

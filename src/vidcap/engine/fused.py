@@ -14,8 +14,10 @@ process (`--baseline`) keeps transformers' path.
 
 from __future__ import annotations
 
+import os
 import sys
 import types
+from collections.abc import Callable
 from functools import cache
 from typing import Any
 
@@ -152,6 +154,60 @@ def rotary_one(x, cos, sin):
         num_warps=4,
     )
     return y
+
+
+SWITCH_INTERVAL_S = 0.0005
+
+
+def precompile(config: dict, device, dtype) -> Callable[[], None]:
+    """Compile the engine's Triton kernels (norm, SiLU*up, rotary, decode attention) for a model of these
+    sizes (its config.json) in a background thread, so that they compile while the weights load: with an
+    empty Triton cache (a machine's first run) compiling them took ~4 s on the H200, all of it before the
+    first caption. The calls match the engine's in shape and layout, so the later checks find the kernels
+    compiled. Returns a function that waits for the thread (the engine's checks call it first)."""
+    import threading
+
+    text = config.get("text_config") or config
+    try:
+        hidden = int(text["hidden_size"])
+        heads = int(text["num_attention_heads"])
+        kv_heads = int(text.get("num_key_value_heads") or heads)
+        head_dim = int(text.get("head_dim") or hidden // heads)
+    except (KeyError, TypeError, ValueError):
+        return lambda: None
+    if not str(device).startswith("cuda") or os.environ.get("VIDCAP_PREFILL_KERNELS") == "off":
+        return lambda: None
+
+    def run() -> None:
+        import torch
+
+        from .attention import slot_attention
+
+        # while this thread compiles, the loading thread gets the GIL back sooner after each torch call
+        # releases it (with the default 5 ms, each of the load's thousands of calls can wait that long)
+        interval = sys.getswitchinterval()
+        sys.setswitchinterval(min(interval, SWITCH_INTERVAL_S))
+        try:
+            with torch.inference_mode(), torch.cuda.device(device):
+                w = torch.ones(hidden, device=device, dtype=dtype)
+                rms_norm(torch.zeros(3, 37, hidden, device=device, dtype=dtype), w, 1e-5)
+                g = torch.zeros(2, 29, 200, device=device, dtype=dtype)
+                silu_mul(g, g)
+                cos = torch.zeros(2, 11, head_dim, device=device, dtype=dtype)
+                for h in {heads, kv_heads}:
+                    rotary_one(torch.zeros(2, 11, h, head_dim, device=device, dtype=dtype).transpose(1, 2), cos, cos)
+                q = torch.zeros(5, heads, head_dim, device=device, dtype=dtype)
+                kv = torch.zeros(5, kv_heads, 320, head_dim, device=device, dtype=dtype)[:, :, :300]
+                slot_attention(q, kv, kv, torch.zeros(5, dtype=torch.long, device=device), 1.0)
+                torch.cuda.synchronize(device)
+        except Exception:  # noqa: BLE001, S110  (the engine's own checks say what is wrong, after the load)
+            pass
+        finally:
+            sys.setswitchinterval(interval)
+
+    thread = threading.Thread(target=run, name="vidcap-kernel-compile", daemon=True)
+    thread.start()
+    return thread.join
 
 
 # -- what gets replaced, and the switch ------------------------------------------------------------------
