@@ -369,12 +369,27 @@ def test_batched_vision_windows_equal_transformers():
     from vidcap.engine.vision import GroupedVision
 
     cfg = tf.Qwen2_5_VLConfig(
-        vision_config=dict(depth=3, num_heads=2, hidden_size=32, intermediate_size=64, out_hidden_size=16,
-                           window_size=112, fullatt_block_indexes=[1], patch_size=14, spatial_merge_size=2,
-                           temporal_patch_size=2),
-        text_config=dict(hidden_size=16, num_hidden_layers=1, num_attention_heads=2, num_key_value_heads=1,
-                         intermediate_size=32, vocab_size=64, rope_parameters=dict(
-                             rope_type="default", rope_theta=10000.0, mrope_section=[1, 1, 2])),
+        vision_config={
+            "depth": 3,
+            "num_heads": 2,
+            "hidden_size": 32,
+            "intermediate_size": 64,
+            "out_hidden_size": 16,
+            "window_size": 112,
+            "fullatt_block_indexes": [1],
+            "patch_size": 14,
+            "spatial_merge_size": 2,
+            "temporal_patch_size": 2,
+        },
+        text_config={
+            "hidden_size": 16,
+            "num_hidden_layers": 1,
+            "num_attention_heads": 2,
+            "num_key_value_heads": 1,
+            "intermediate_size": 32,
+            "vocab_size": 64,
+            "rope_parameters": {"rope_type": "default", "rope_theta": 10000.0, "mrope_section": [1, 1, 2]},
+        },
     )
     torch.manual_seed(0)
     model = tf.Qwen2_5_VLForConditionalGeneration(cfg).eval()

@@ -164,7 +164,7 @@ def precompile(config: dict, device, dtype) -> Callable[[], None]:
     sizes (its config.json) in a background thread, so that they compile while the weights load: with an
     empty Triton cache (a machine's first run) compiling them took ~4 s on the H200, all of it before the
     first caption. The calls match the engine's in shape and layout, so the later checks find the kernels
-    compiled. Returns a function that waits for the thread (the engine's checks call it first)."""
+    compiled. Returns a function that waits for the thread (the backend calls it right after the load)."""
     import threading
 
     text = config.get("text_config") or config
@@ -173,6 +173,7 @@ def precompile(config: dict, device, dtype) -> Callable[[], None]:
         heads = int(text["num_attention_heads"])
         kv_heads = int(text.get("num_key_value_heads") or heads)
         head_dim = int(text.get("head_dim") or hidden // heads)
+        inter = int(text.get("intermediate_size") or 4 * hidden)
     except (KeyError, TypeError, ValueError):
         return lambda: None
     if not str(device).startswith("cuda") or os.environ.get("VIDCAP_PREFILL_KERNELS") == "off":
@@ -199,6 +200,14 @@ def precompile(config: dict, device, dtype) -> Callable[[], None]:
                 q = torch.zeros(5, heads, head_dim, device=device, dtype=dtype)
                 kv = torch.zeros(5, kv_heads, 320, head_dim, device=device, dtype=dtype)[:, :, :300]
                 slot_attention(q, kv, kv, torch.zeros(5, dtype=torch.long, device=device), 1.0)
+                # cuBLAS's and SDPA's kernels load on first use (CUDA's lazy loading): on a machine's first
+                # run that reads their libraries from disk, so it is done here too, at the model's sizes
+                for m in (64, 1024):
+                    x = torch.zeros(m, hidden, device=device, dtype=dtype)
+                    for n in {hidden, inter, kv_heads * head_dim}:
+                        x @ torch.zeros(hidden, n, device=device, dtype=dtype)
+                qkv = torch.zeros(1, heads, 600, head_dim, device=device, dtype=dtype)
+                torch.nn.functional.scaled_dot_product_attention(qkv, qkv, qkv, is_causal=True)
                 torch.cuda.synchronize(device)
         except Exception:  # noqa: BLE001, S110  (the engine's own checks say what is wrong, after the load)
             pass
