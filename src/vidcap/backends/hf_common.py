@@ -212,7 +212,7 @@ class HFCaptionBackend(CaptionBackend):
         compiled()
         self.compile_wait_s = time.perf_counter() - self.loaded_at
         self.loaded_tp = self.tensor_parallel  # still reported after teardown frees the model
-        engine = self.engine()  # built now: its kernels are checked and compiled while the decode workers start
+        engine = self.engine()  # built now: its kernels are checked while the decode workers start
         if engine is not None and engine.use_graphs:
             engine.warm()
 
@@ -222,17 +222,22 @@ class HFCaptionBackend(CaptionBackend):
     def _precompile(self):
         """Start compiling the engine's kernels for this model's sizes (a thread; see engine.fused.precompile)
         when the engine will run; returns the function that waits for it."""
-        import json
-
         if not self.options.engine or float(self.options.temperature or 0) > 0 or self.model_dir is None:
             return lambda: None
         try:
-            config = json.loads((self.model_dir / "config.json").read_text())
-        except (OSError, ValueError):
+            text = self.text_config(self.model_dir)
+        except (OSError, ValueError, KeyError, TypeError):  # the load itself says what is wrong with the config
             return lambda: None
         from ..engine.fused import precompile
 
-        return precompile(config, self.device, self.dtype)
+        return precompile(text, self.device, self.dtype)
+
+    def text_config(self, path: Path):
+        """The language model's config (all sizes filled in: a checkpoint's config.json may list only
+        what differs from its architecture's defaults)."""
+        from transformers import AutoConfig
+
+        return AutoConfig.from_pretrained(path, trust_remote_code=self.options.trust_remote_code).get_text_config()
 
     def check_tp(self, tp: int) -> None:
         """Refuse a --tp that does not divide the model's heads, from its config alone (nothing loaded)."""

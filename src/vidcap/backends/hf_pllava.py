@@ -85,6 +85,11 @@ class PllavaBackend(HFCaptionBackend):
         pad = self.tokenizer.pad_token_id
         self.pad_id = int(pad if pad is not None else raw.get("pad_token_id", 0))
 
+    def text_config(self, path: Path):
+        from .pllava_model import read_pllava_config
+
+        return read_pllava_config(path)[0].text_config
+
     def _load(self, path: Path, device: str, dtype) -> None:
         from .hf_common import is_random_skeleton
         from .pllava_model import load_pllava, random_pllava

@@ -159,22 +159,21 @@ def rotary_one(x, cos, sin):
 SWITCH_INTERVAL_S = 0.0005
 
 
-def precompile(config: dict, device, dtype) -> Callable[[], None]:
-    """Compile the engine's Triton kernels (norm, SiLU*up, rotary, decode attention) for a model of these
-    sizes (its config.json) in a background thread, so that they compile while the weights load: with an
-    empty Triton cache (a machine's first run) compiling them took ~4 s on the H200, all of it before the
-    first caption. The calls match the engine's in shape and layout, so the later checks find the kernels
-    compiled. Returns a function that waits for the thread (the backend calls it right after the load)."""
+def precompile(text_config, device, dtype) -> Callable[[], None]:
+    """Compile the engine's Triton kernels (norm, SiLU*up, rotary, decode attention) for a language model of
+    these sizes (its transformers config) in a background thread, so that they compile while the weights
+    load: with an empty Triton cache (a machine's first run) compiling them took ~4 s on the H200, all of it
+    before the first caption. The calls match the engine's in shape and layout, so the later checks find the
+    kernels compiled. Returns a function that waits for the thread (the backend calls it after the load)."""
     import threading
 
-    text = config.get("text_config") or config
     try:
-        hidden = int(text["hidden_size"])
-        heads = int(text["num_attention_heads"])
-        kv_heads = int(text.get("num_key_value_heads") or heads)
-        head_dim = int(text.get("head_dim") or hidden // heads)
-        inter = int(text.get("intermediate_size") or 4 * hidden)
-    except (KeyError, TypeError, ValueError):
+        hidden = int(text_config.hidden_size)
+        heads = int(text_config.num_attention_heads)
+        kv_heads = int(getattr(text_config, "num_key_value_heads", None) or heads)
+        head_dim = int(getattr(text_config, "head_dim", None) or hidden // heads)
+        inter = int(getattr(text_config, "intermediate_size", None) or 4 * hidden)
+    except (AttributeError, TypeError, ValueError):
         return lambda: None
     if not str(device).startswith("cuda") or os.environ.get("VIDCAP_PREFILL_KERNELS") == "off":
         return lambda: None
