@@ -1,6 +1,8 @@
 """Helpers for tests that start a run as a subprocess and kill parts of it."""
 
+import json
 import os
+import signal
 import time
 from pathlib import Path
 
@@ -29,7 +31,6 @@ def alive(pid: int) -> bool:
 def kill_launch(proc, what="ranks outlived torchrun") -> None:
     """SIGKILL a launcher's whole process group (proc started with start_new_session) and check that its
     children (torchrun's ranks) are gone within 30 s."""
-    import signal
     import subprocess
 
     out = subprocess.run(["pgrep", "-P", str(proc.pid)], capture_output=True, text=True, check=False).stdout
@@ -40,3 +41,17 @@ def kill_launch(proc, what="ranks outlived torchrun") -> None:
     while any(alive(p) for p in children) and time.time() - t0 < 30:
         time.sleep(0.1)
     assert children and not any(alive(p) for p in children), what
+
+
+def kill_worker(proc, parts: Path, worker: str = "cpu1", after_parts: int = 1, timeout: float = 180) -> str:
+    """SIGKILL one --gpus worker once it has saved `after_parts` parts, let the run finish, check that it
+    noticed the death and still exited 0; returns the run's stderr."""
+    seen = f"part-{worker}-*"
+    wait_for(
+        lambda: (parts / "workers.json").exists() and len(list(parts.glob(seen))) >= after_parts, proc, what="parts"
+    )
+    os.kill(json.loads((parts / "workers.json").read_text())["workers"][worker]["pid"], signal.SIGKILL)
+    _, err = proc.communicate(timeout=timeout)
+    assert proc.returncode == 0, err
+    assert f"worker {worker} exited with code -9" in err and "worker deaths: 1" in err
+    return err

@@ -116,18 +116,17 @@ def test_engine_equals_generate_token_for_token(tiny_model, clips, family):
         assert engine.vision.state == "on" and s.vision_attention.startswith("batched"), s.vision_attention
 
 
-TRITON_SCRIPT = """
-import sys, torch
+INTERPRETER_SCRIPT = """
+import sys
 sys.path.insert(0, {tests!r})
 import test_engine as t
-from vidcap.engine import Engine
-backend = t.backend_for(lambda fam: {model!r}, "pllava")
+backend = t.backend_for(lambda fam: {model!r}, {family!r})
 items = [backend.prepare_item(r) for r in t.requests(backend, t.clip_list({clips!r}))]
 want = t.reference(backend, items, set())
-engine, outs = t.run_engine(backend, items, set(), slots=3, attention="triton")
-assert engine.lm.triton and engine.stats.prefix_tokens > 0, engine.stats
+engine, outs = t.run_engine(backend, items, set(), slots=3, {engine_args})
+assert {check}, engine.stats
 assert [o.tokens for o in outs] == want
-print("TRITON_OK", engine.stats.attention)
+print("ENGINE_OK", {report})
 """
 
 
@@ -135,9 +134,10 @@ def clip_list(paths):
     return [__import__("pathlib").Path(p) for p in paths]
 
 
-def in_interpreter(template: str, family: str, tiny_model, clips) -> str:
-    """Run an engine script in a subprocess under Triton's CPU interpreter (the GPU kernels on the CPU);
-    returns its stdout, or the end of its stderr."""
+def in_interpreter(family: str, tiny_model, clips, engine_args: str, check: str, report: str) -> str:
+    """Run the engine on `family`'s tiny model (with `engine_args`) in a subprocess under Triton's CPU
+    interpreter (the GPU kernels on the CPU), assert `check` and equal tokens to generate() there, print
+    `report`; returns its stdout, or the end of its stderr."""
     import os
     import subprocess
     import sys
@@ -145,7 +145,15 @@ def in_interpreter(template: str, family: str, tiny_model, clips) -> str:
 
     pytest.importorskip("triton")
     here = str(Path(__file__).parent)
-    script = template.format(tests=here, model=str(tiny_model(family)), clips=[str(c) for c in clips])
+    script = INTERPRETER_SCRIPT.format(
+        tests=here,
+        model=str(tiny_model(family)),
+        family=family,
+        clips=[str(c) for c in clips],
+        engine_args=engine_args,
+        check=check,
+        report=report,
+    )
     env = {
         **os.environ,
         "TRITON_INTERPRET": "1",
@@ -160,29 +168,29 @@ def in_interpreter(template: str, family: str, tiny_model, clips) -> str:
 def test_triton_slot_attention_in_the_interpreter(tiny_model, clips):
     """The GPU's decode attention kernel (each slot read up to its length, joined with the shared prefix),
     run by Triton's CPU interpreter inside the engine: same tokens as generate()."""
-    out = in_interpreter(TRITON_SCRIPT, "pllava", tiny_model, clips)
-    assert "TRITON_OK" in out, out
-
-
-FUSED_SCRIPT = """
-import sys
-sys.path.insert(0, {tests!r})
-import test_engine as t
-backend = t.backend_for(lambda fam: {model!r}, "llava-next")
-items = [backend.prepare_item(r) for r in t.requests(backend, t.clip_list({clips!r}))]
-want = t.reference(backend, items, set())
-engine, outs = t.run_engine(backend, items, set(), slots=3, fused="triton")
-assert engine.fused.state == "on" and engine.lm.fused and engine.fused.calls > 0, engine.stats
-assert [o.tokens for o in outs] == want
-print("FUSED_OK", engine.stats.fused_kernels)
-"""
+    out = in_interpreter(
+        "pllava",
+        tiny_model,
+        clips,
+        engine_args='attention="triton"',
+        check="engine.lm.triton and engine.stats.prefix_tokens > 0",
+        report="engine.stats.attention",
+    )
+    assert "ENGINE_OK" in out, out
 
 
 def test_fused_prefill_and_decode_kernels_in_the_interpreter(tiny_model, clips):
     """The GPU's fused RMSNorm, SiLU*up and rotary kernels (prefill and the decode step), run by Triton's
     CPU interpreter inside the engine on a Mistral-based model: same tokens as generate()."""
-    out = in_interpreter(FUSED_SCRIPT, "llava-next", tiny_model, clips)
-    assert "FUSED_OK" in out and "RMSNorm, SiLU*up, rotary" in out, out
+    out = in_interpreter(
+        "llava-next",
+        tiny_model,
+        clips,
+        engine_args='fused="triton"',
+        check='engine.fused.state == "on" and engine.lm.fused and engine.fused.calls > 0',
+        report="engine.stats.fused_kernels",
+    )
+    assert "ENGINE_OK" in out and "RMSNorm, SiLU*up, rotary" in out, out
 
 
 def test_fused_kernels_stay_off_without_cuda(tiny_model, clips):

@@ -6,7 +6,6 @@ the one-process run."""
 from __future__ import annotations
 
 import json
-import os
 import signal
 import subprocess
 import sys
@@ -19,7 +18,7 @@ from clirun import VIDCAP, cli_env, read_resolved, vidcap
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from media import clip_set
-from proctools import alive, kill_launch, wait_for
+from proctools import alive, kill_launch, kill_worker, wait_for
 
 from vidcap.manifest import RID
 
@@ -61,12 +60,7 @@ def test_a_killed_worker_loses_nothing_on_the_ledger_path(clips, tmp_path):
     out = tmp_path / "k.parquet"
     parts = out.with_name(out.name + ".parts")
     proc = _start(clips, out, VIDCAP_COMPACT_PARTS="3")
-    wait_for(lambda: (parts / "workers.json").exists() and len(list(parts.glob("part-cpu1-*"))) >= 1, proc, what="parts")
-    victim = json.loads((parts / "workers.json").read_text())["workers"]["cpu1"]["pid"]
-    os.kill(victim, signal.SIGKILL)
-    _, err = proc.communicate(timeout=180)
-    assert proc.returncode == 0, err
-    assert "worker cpu1 exited with code -9" in err and "worker deaths: 1" in err
+    kill_worker(proc, parts, after_parts=1, timeout=180)
     got = summary(out)
     assert got["ledger"]["executor"] == "host" and got["worker_deaths"] == 1
     pd.testing.assert_frame_equal(read_resolved(clips / "single.parquet"), read_resolved(out))

@@ -16,7 +16,7 @@ import pandas as pd
 import pytest
 from clirun import VIDCAP, read_resolved, vidcap
 from media import clip_set
-from proctools import alive, kill_launch, wait_for
+from proctools import alive, kill_launch, kill_worker, wait_for
 
 from vidcap.errors import UsageError
 from vidcap.manifest import RID  # noqa: E402
@@ -64,12 +64,7 @@ def test_a_killed_worker_loses_nothing_and_nothing_is_done_twice(clips, tmp_path
     parts = out.with_name(out.name + ".parts")
     env = dict(os.environ, VIDCAP_CHUNK_ROWS="2", VIDCAP_FAKE_DELAY="0.3")
     proc = _start(clips, out, env)
-    wait_for(lambda: (parts / "workers.json").exists() and len(list(parts.glob("part-cpu1-*"))) >= 2, proc, what="parts")
-    victim = json.loads((parts / "workers.json").read_text())["workers"]["cpu1"]["pid"]
-    os.kill(victim, signal.SIGKILL)
-    _, err = proc.communicate(timeout=120)
-    assert proc.returncode == 0, err
-    assert "worker cpu1 exited with code -9" in err and "worker deaths: 1" in err
+    kill_worker(proc, parts, after_parts=2, timeout=120)
     pd.testing.assert_frame_equal(read_resolved(clips / "single.parquet"), read_resolved(out))
     rids = parts_rids(parts)
     assert rids.is_unique and len(rids) == 26  # the dead worker's saved rows were not redone

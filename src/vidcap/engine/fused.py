@@ -181,7 +181,7 @@ def precompile(text_config, device, dtype) -> Callable[[], None]:
     def run() -> None:
         import torch
 
-        from .attention import slot_attention
+        from .attention import self_check as attention_check
 
         # while this thread compiles, the loading thread gets the GIL back sooner after each torch call
         # releases it (with the default 5 ms, each of the load's thousands of calls can wait that long)
@@ -196,9 +196,7 @@ def precompile(text_config, device, dtype) -> Callable[[], None]:
                 cos = torch.zeros(2, 11, head_dim, device=device, dtype=dtype)
                 for h in {heads, kv_heads}:
                     rotary_one(torch.zeros(2, 11, h, head_dim, device=device, dtype=dtype).transpose(1, 2), cos, cos)
-                q = torch.zeros(5, heads, head_dim, device=device, dtype=dtype)
-                kv = torch.zeros(5, kv_heads, 320, head_dim, device=device, dtype=dtype)[:, :, :300]
-                slot_attention(q, kv, kv, torch.zeros(5, dtype=torch.long, device=device), 1.0)
+                attention_check(device, dtype, heads, kv_heads, head_dim)  # the decode attention kernel
                 # cuBLAS's and SDPA's kernels load on first use (CUDA's lazy loading): on a machine's first
                 # run that reads their libraries from disk, so it is done here too, at the model's sizes
                 for m in (64, 1024):

@@ -496,7 +496,7 @@ class Engine:
 
     def warm(self) -> None:
         """What needs no clip, done right after the model loads while the decode workers start on the first
-        clips: the Triton kernels' checks, which also compile them (seconds off the first caption)."""
+        clips: the Triton kernels' checks (the kernels compiled during the load: `fused.precompile`)."""
         import torch
 
         with torch.inference_mode():
