@@ -55,3 +55,18 @@ def kill_worker(proc, parts: Path, worker: str = "cpu1", after_parts: int = 1, t
     assert proc.returncode == 0, err
     assert f"worker {worker} exited with code -9" in err and "worker deaths: 1" in err
     return err
+
+
+def kill_coordinator(proc, parts: Path, after_parts: int = 4) -> None:
+    """SIGKILL a --gpus run's coordinator alone once `after_parts` parts are saved, and check that its
+    workers notice and stop within 30 s."""
+    wait_for(
+        lambda: (parts / "workers.json").exists() and len(list(parts.glob("part-*"))) >= after_parts, proc, what="parts"
+    )
+    pids = [w["pid"] for w in json.loads((parts / "workers.json").read_text())["workers"].values()]
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    t0 = time.time()
+    while any(alive(p) for p in pids) and time.time() - t0 < 30:
+        time.sleep(0.1)
+    assert not any(alive(p) for p in pids), "workers outlived their coordinator"

@@ -6,10 +6,8 @@ the one-process run."""
 from __future__ import annotations
 
 import json
-import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pandas as pd
@@ -18,7 +16,7 @@ from clirun import VIDCAP, cli_env, read_resolved, vidcap
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from media import clip_set
-from proctools import alive, kill_launch, kill_worker, wait_for
+from proctools import kill_coordinator, kill_launch, kill_worker, wait_for
 
 from vidcap.manifest import RID
 
@@ -73,14 +71,7 @@ def test_kill_9_of_the_coordinator_alone_then_resume_on_the_ledger_path(clips, t
     out = tmp_path / "r.parquet"
     parts = out.with_name(out.name + ".parts")
     proc = _start(clips, out)
-    wait_for(lambda: (parts / "workers.json").exists() and len(list(parts.glob("part-*"))) >= 4, proc, what="parts")
-    pids = [w["pid"] for w in json.loads((parts / "workers.json").read_text())["workers"].values()]
-    proc.send_signal(signal.SIGKILL)  # the coordinator only: its workers must notice and stop
-    proc.wait()
-    t0 = time.time()
-    while any(alive(p) for p in pids) and time.time() - t0 < 30:
-        time.sleep(0.1)
-    assert not any(alive(p) for p in pids), "workers outlived their coordinator"
+    kill_coordinator(proc, parts, after_parts=4)  # the coordinator only: its workers must notice and stop
     assert not out.exists()
     vidcap("caption", clips / "m.csv", "-o", out, *FAKE, "--gpus", "cpu:2", "--workers", "0", **LEDGER)
     got = summary(out)

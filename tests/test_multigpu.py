@@ -6,17 +6,15 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pandas as pd
 import pytest
 from clirun import VIDCAP, read_resolved, vidcap
 from media import clip_set
-from proctools import alive, kill_launch, kill_worker, wait_for
+from proctools import kill_coordinator, kill_launch, kill_worker, wait_for
 
 from vidcap.errors import UsageError
 from vidcap.manifest import RID  # noqa: E402
@@ -75,14 +73,7 @@ def test_kill_9_of_the_whole_run_then_rerun(clips, tmp_path):
     parts = out.with_name(out.name + ".parts")
     env = dict(os.environ, VIDCAP_CHUNK_ROWS="2", VIDCAP_FAKE_DELAY="0.3")
     proc = _start(clips, out, env)
-    wait_for(lambda: (parts / "workers.json").exists() and len(list(parts.glob("part-*"))) >= 4, proc, what="parts")
-    pids = [w["pid"] for w in json.loads((parts / "workers.json").read_text())["workers"].values()]
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
-    t0 = time.time()
-    while any(alive(p) for p in pids) and time.time() - t0 < 30:
-        time.sleep(0.1)
-    assert not any(alive(p) for p in pids), "workers outlived their coordinator"
+    kill_coordinator(proc, parts, after_parts=4)
     assert not out.exists()
     done = vidcap("caption", clips / "m.csv", "-o", out, *FAKE, "--gpus", "cpu:2", "--workers", "0")
     skipped = int(done.stderr.split(" skipped")[0].split(",")[-1].strip())
