@@ -325,6 +325,41 @@ def test_a_caption_echoing_the_key_is_redacted(server, make):
     assert res.error == "" and KEY not in res.text and "***" in res.text
 
 
+def test_a_finish_reason_echoing_the_key_is_redacted(server, make):
+    server.script["empty"] = ["finish-key"]
+    server.script["full"] = ["finish-key-text"]
+    empty, full = make().caption([req("empty"), req("full")])
+    assert empty.error.startswith("empty_text") and "finish_reason=Bearer ***" in empty.error
+    assert full.error == "" and full.finish_reason == "stop Bearer ***"
+    assert KEY not in repr([empty, full]) and KEY[5:20] not in repr([empty, full])
+
+
+@pytest.mark.timeout(120)
+def test_cli_keeps_a_key_echoed_in_finish_reason_off_disk(server, tmp_path):
+    """The key a server repeats in `finish_reason` reaches neither the output, the parts, nor the terminal."""
+    from media import make_video
+
+    paths = [make_video(tmp_path / f"clip{i}.mp4", n_frames=12) for i in range(2)]
+    manifest = tmp_path / "m.csv"
+    pd.DataFrame({"path": [str(p) for p in paths]}).to_csv(manifest, index=False)
+    out = tmp_path / "caps.csv"
+    env = {**os.environ, ENV: KEY, "PYTHONPATH": str(Path(__file__).parents[1] / "src")}
+    server.script[""] = ["finish-key", "finish-key-text"]
+    cmd = [sys.executable, "-m", "vidcap", "caption", str(manifest), "-o", str(out), "--backend", "openai",
+           "--base-url", server.base_url, "--model", "x", "--api-key-env", ENV, "--num-frames", "2",
+           "--workers", "0", "--keep-parts", "--concurrency", "1", "--batch-size", "1"]
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=100)
+    assert proc.returncode == 0, proc.stderr
+    df = pd.read_csv(out)
+    assert sorted(df["status"]) == ["failed", "ok"] and len(server.hits) == 2
+    assert "Bearer ***" in df[["finish_reason", "error"]].fillna("").to_string()
+    files = [p for p in tmp_path.rglob("*") if p.is_file()]
+    assert any(p.suffix == ".parquet" for p in files)
+    for p in files:
+        assert KEY.encode() not in p.read_bytes(), p
+    assert KEY not in proc.stdout + proc.stderr
+
+
 def test_invalid_unicode_in_a_caption_is_replaced_and_flagged(server, tmp_path):
     """A caption with a lone surrogate (valid JSON, invalid UTF-8) cannot crash the write after the work is
     done: it is stored with U+FFFD and flagged `replaced_chars`."""

@@ -16,7 +16,7 @@ import random
 import re
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields, replace
 from urllib.parse import urlsplit, urlunsplit
 
 from ..errors import API, TIMEOUT, FatalRunError, UsageError, format_error
@@ -82,6 +82,10 @@ class Redactor:
             text = text.replace(secret, "***")
         text = self._PATTERNS[0].sub("sk-***", text)
         return self._PATTERNS[1].sub(r"\1***", text)
+
+    def strings(self, obj):
+        """A copy of a dataclass with every str field redacted (whatever field a server echoes the key in)."""
+        return replace(obj, **{f.name: self(v) for f in fields(obj) if isinstance(v := getattr(obj, f.name), str)})
 
 
 class _RedactFilter(logging.Filter):
@@ -431,8 +435,8 @@ class ChatClient:
                         await self._backoff(out, attempt)
                         attempt += 1
                         continue
-                    return self._failed(out, attempt + 1)
-                return self._succeeded(reply, attempt + 1)
+                    return self.redact.strings(self._failed(out, attempt + 1))
+                return self.redact.strings(self._succeeded(self.redact.strings(reply), attempt + 1))
 
     async def _backoff(self, out: Outcome, attempt: int) -> None:
         self.usage.retries += 1
@@ -469,7 +473,6 @@ class ChatClient:
     def _succeeded(self, reply: ChatReply, attempts: int) -> ChatReply:
         self._rejects = 0
         self._streak = 0
-        reply.text = self.redact(reply.text)  # a server that echoes the key back must not put it in a caption
         self.usage.ok += 1
         self.usage.prompt_tokens += reply.prompt_tokens
         self.usage.completion_tokens += reply.completion_tokens
