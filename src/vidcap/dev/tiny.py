@@ -11,7 +11,7 @@ import json
 from pathlib import Path
 
 from ..errors import UsageError
-from .tokenizer import CHATML_ONEVISION, CHATML_QWEN_VL, LLAMA3, MISTRAL_LLAVA, build_tokenizer
+from .tokenizer import CHATML_INTERNVL, CHATML_ONEVISION, CHATML_QWEN_VL, LLAMA3, MISTRAL_LLAVA, build_tokenizer
 
 SEED = 0
 _LM = dict(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=2,
@@ -65,6 +65,65 @@ def _qwen_vl(out: Path, v25: bool = False):
     pix = dict(min_pixels=28 * 28 * 4, max_pixels=28 * 28 * 16)
     proc = proc_cls(image_processor=tf.Qwen2VLImageProcessor(**pix), tokenizer=tok,
                     video_processor=tf.Qwen2VLVideoProcessor(**pix), chat_template=CHATML_QWEN_VL)
+    _save(model, out, tok, [eos, pad], pad)
+    proc.save_pretrained(out)
+
+
+def _qwen3_vl(out: Path):
+    """Qwen3-VL: 16-pixel patches, DeepStack features from two vision layers, interleaved multimodal rotary,
+    q/k norms in the language model; frame times go into the prompt as `<t seconds>`."""
+    import torch
+    import transformers as tf
+
+    special = ["<|endoftext|>", "<|im_start|>", "<|im_end|>", "<|vision_start|>", "<|vision_end|>",
+               "<|image_pad|>", "<|video_pad|>"]
+    tok = build_tokenizer(special, eos_token="<|im_end|>", pad_token="<|endoftext|>")
+    pad, _, eos, vs, ve, img, vid = _ids(tok, *special)
+    text = dict(_LM, head_dim=32, vocab_size=len(tok), bos_token_id=pad, eos_token_id=eos, pad_token_id=pad,
+                rope_parameters=dict(rope_type="default", rope_theta=10000.0, mrope_section=[6, 5, 5],
+                                     mrope_interleaved=True))
+    vision = dict(depth=3, hidden_size=32, intermediate_size=64, num_heads=2, patch_size=16, spatial_merge_size=2,
+                  temporal_patch_size=2, out_hidden_size=_LM["hidden_size"], num_position_embeddings=64,
+                  deepstack_visual_indexes=[0, 1])
+    config = tf.Qwen3VLConfig(text_config=text, vision_config=vision, image_token_id=img, video_token_id=vid,
+                              vision_start_token_id=vs, vision_end_token_id=ve)
+    torch.manual_seed(SEED)
+    model = tf.Qwen3VLForConditionalGeneration(config).eval()
+    # small pixel budget: at most 128x128 per frame (16 merged tokens per 2 frames)
+    image_proc = tf.Qwen2VLImageProcessor(patch_size=16, merge_size=2, min_pixels=32 * 32 * 4, max_pixels=32 * 32 * 16,
+                                          image_mean=[0.5] * 3, image_std=[0.5] * 3)
+    video_proc = tf.Qwen3VLVideoProcessor(size={"shortest_edge": 32 * 32 * 4, "longest_edge": 32 * 32 * 16 * 32},
+                                          patch_size=16, merge_size=2, image_mean=[0.5] * 3, image_std=[0.5] * 3)
+    proc = tf.Qwen3VLProcessor(image_processor=image_proc, tokenizer=tok, video_processor=video_proc,
+                               chat_template=CHATML_QWEN_VL)
+    _save(model, out, tok, [eos, pad], pad)
+    proc.save_pretrained(out)
+
+
+def _internvl(out: Path):
+    """InternVL3 in its transformers (`-hf`) layout: InternViT with pixel shuffle to a Qwen2 language model;
+    each frame is one 448-pixel tile in the real model (56 here, 4 tokens)."""
+    import torch
+    import transformers as tf
+
+    special = ["<|endoftext|>", "<|im_start|>", "<|im_end|>", "<img>", "</img>", "<IMG_CONTEXT>", "<video>"]
+    extra = {"start_image_token": "<img>", "end_image_token": "</img>", "context_image_token": "<IMG_CONTEXT>",
+             "video_token": "<video>"}
+    tok = build_tokenizer(special, eos_token="<|im_end|>", pad_token="<|endoftext|>", extra_special_tokens=extra)
+    pad, _, eos, _, _, ctx, _ = _ids(tok, *special)
+    size = 56
+    vision = tf.InternVLVisionConfig(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2,
+                                     image_size=[size, size], patch_size=[14, 14])
+    text = tf.Qwen2Config(**_LM, vocab_size=len(tok), bos_token_id=pad, eos_token_id=eos, pad_token_id=pad)
+    n_tokens = (size // 14) ** 2 // 4
+    config = tf.InternVLConfig(vision_config=vision, text_config=text, image_token_id=ctx, image_seq_length=n_tokens)
+    torch.manual_seed(SEED)
+    model = tf.InternVLForConditionalGeneration(config).eval()
+    common = dict(image_mean=_OPENAI_MEAN, image_std=_OPENAI_STD)
+    image_proc = tf.GotOcr2ImageProcessor(size={"height": size, "width": size}, crop_to_patches=False, **common)
+    video_proc = tf.InternVLVideoProcessor(size={"height": size, "width": size}, **common)
+    proc = tf.InternVLProcessor(image_processor=image_proc, tokenizer=tok, video_processor=video_proc,
+                                image_seq_length=n_tokens, chat_template=CHATML_INTERNVL)
     _save(model, out, tok, [eos, pad], pad)
     proc.save_pretrained(out)
 
@@ -153,6 +212,8 @@ def _pllava(out: Path):
 FAMILIES = {
     "qwen2-vl": (_qwen_vl, "Qwen2-VL (native video input)"),
     "qwen2.5-vl": (lambda out: _qwen_vl(out, v25=True), "Qwen2.5-VL (native video input)"),
+    "qwen3-vl": (_qwen3_vl, "Qwen3-VL (native video input, frame times in the prompt, DeepStack)"),
+    "internvl3": (_internvl, "InternVL3 in the transformers layout (-hf checkpoints; frames as 448-pixel tiles)"),
     "llava-next": (_llava_next, "LLaVA-1.6 / LLaVA-NeXT (frames as images, anyres)"),
     "llava-onevision": (_llava_onevision, "LLaVA-OneVision (native video input)"),
     "pllava": (_pllava, "PLLaVA published checkpoint layout (PEFT LoRA keys, pooled video tokens)"),

@@ -28,6 +28,17 @@ CHATML_ONEVISION = (
     "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
 )
 
+# InternVL3-hf: ChatML with `<IMG_CONTEXT>` / `<video>` placeholders the processor expands
+CHATML_INTERNVL = (
+    "{% for message in messages %}<|im_start|>{{ message['role'] }}\n"
+    "{% if message['content'] is string %}{{ message['content'] }}"
+    "{% else %}{% for c in message['content'] %}"
+    "{% if c['type'] == 'image' %}<IMG_CONTEXT>\n{% elif c['type'] == 'video' %}<video>\n"
+    "{% elif c['type'] == 'text' %}{{ c['text'] }}{% endif %}"
+    "{% endfor %}{% endif %}<|im_end|>\n{% endfor %}"
+    "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
+)
+
 # llava-v1.6-mistral style: `[INST] <image>\n...prompt [/INST]` (not ChatML: the seed's bug was ChatML for all)
 MISTRAL_LLAVA = (
     "{% for message in messages %}"
