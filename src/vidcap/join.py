@@ -18,8 +18,9 @@ from pathlib import Path
 
 import pandas as pd
 
+from . import tables as tbl
 from .errors import UsageError
-from .manifest import read_table, resolved_paths, write_table
+from .manifest import resolved_paths
 
 KEY = "_vidcap_join_key"
 _NTH = "_vidcap_join_nth"
@@ -82,7 +83,7 @@ def with_stage_status(df: pd.DataFrame, table) -> pd.DataFrame:
 
 
 def _keyed(table, on: str | None) -> pd.DataFrame:
-    df = with_stage_status(read_table(table), table)
+    df = with_stage_status(tbl.read(table), table)
     col = on or "path"
     if col not in df.columns:
         raise UsageError(f"{table} has no '{col}' column to join on; pass --on with a column every input has.")
@@ -103,7 +104,7 @@ def join_tables(tables: list, out, on: str | None = None) -> dict:
         raise UsageError("join needs at least two tables.")
     joined, partial = joined_frame(tables, on)
     joined = joined.drop(columns=[KEY])
-    write_table(joined, out)
+    tbl.write(joined, out)
     return {"rows": len(joined), "partial": partial}
 
 
@@ -122,7 +123,7 @@ def joined_frame(tables: list, on: str | None = None) -> tuple[pd.DataFrame, int
         right = both.merge(df[[KEY, _NTH, *common]], on=[KEY, _NTH], how="left")
         rename = {}
         for col in common:
-            if (col == "path" and on is None) or _same(left[col], right[col]):  # the key: one column
+            if (col == "path" and on is None) or tbl.same_cells(left[col], right[col]):  # the key: one column
                 continue  # the same values where both have the row: one column
             name, k = f"{col}_{suffix}", 2
             while name in joined.columns or name in df.columns:
@@ -137,18 +138,13 @@ def joined_frame(tables: list, on: str | None = None) -> tuple[pd.DataFrame, int
         joined = joined.sort_values([_ORD, _ORD + "new"], na_position="last", kind="stable")
         joined = joined.drop(columns=[_ORD, _ORD + "new"]).reset_index(drop=True)
         for col in shared:  # identical where both have the row: fill the rows only the new table has
-            joined[col] = joined[col].where(joined[col].notna(), joined[col + "\0dup"])
+            mine, theirs = tbl.common_dtype(joined[col], joined[col + "\0dup"])
+            joined[col] = mine.where(mine.notna(), theirs)
             joined = joined.drop(columns=col + "\0dup")
         present = pd.concat([present, df[[KEY, _NTH]].assign(n=1)])
     counts = present.groupby([KEY, _NTH])["n"].sum()
     partial = int((counts < len(tables)).sum())
     return joined.drop(columns=[_NTH]), partial
-
-
-def _same(left: pd.Series, right: pd.Series) -> bool:
-    return bool(((left == right) | (left.isna() & right.isna())).all()) or (
-        left.astype(str).tolist() == right.astype(str).tolist()
-    )
 
 
 def describe(tables: list, counts: dict, out) -> str:

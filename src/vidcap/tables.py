@@ -1,0 +1,384 @@
+"""One table contract: how every command reads and writes a table (CSV, Parquet, a dataset folder, fsspec URLs).
+
+- A CSV cell is text, exactly as written (`007`, `NA`, `1e3` stay strings; only an empty cell is missing),
+  unless vidcap wrote the column: then it has the type vidcap declares for it (`DTYPES`: nullable integers
+  for sizes and token counts, floats for fps and motion). vidcap wrote a CSV's column when the table's run
+  sidecar (`<table>.run.json`) lists it among the stage's columns (or it is one of the file columns).
+- Parquet (a file or a dataset folder) keeps its types: an integer column with gaps stays a nullable
+  integer (pandas `Int64`), never float.
+- Tables are read in batches (`batches`); `read` is their concatenation, for the commands that need every
+  row at once (join, export, report).
+
+The run's manifest reading can use the same contract: `batches(path)` / `read(path)` give its cells, and
+`manifest.read_manifest` adds the resolved paths on top.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import tempfile
+from collections.abc import Callable, Iterable, Iterator
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from . import dataset
+from .errors import UsageError, first_line
+from .manifest import atomic_local, csv_ready, encodable, resolved_paths, table_format, write_table
+from .storage import as_path, is_remote, open_binary, put_file
+
+BATCH_ROWS = 65_536
+# vidcap's own columns and their types (the caption stage's Int64 columns, parts.FILE_DTYPES, motion's floats)
+DTYPES: dict[str, str] = {
+    **dict.fromkeys(("num_frames", "width", "height", "prompt_tokens", "completion_tokens", "file_size"), "Int64"),
+    **dict.fromkeys(("fps", "motion_dx", "motion_dy", "motion_zoom", "motion_confidence", "file_mtime"), "float64"),
+}
+FILE_COLUMNS = ("file_size", "file_mtime")
+_ARROW = {"Int64": pa.int64(), "float64": pa.float64()}
+
+
+# -- what vidcap wrote ---------------------------------------------------------------------------------------
+def sidecar(path) -> dict:
+    """The run sidecar (`<table>.run.json`) of a local table, or {}."""
+    if is_remote(path):
+        return {}
+    try:
+        return dict(json.loads(Path(str(path).rstrip("/") + ".run.json").read_text(encoding="utf-8")))
+    except (OSError, ValueError, TypeError):
+        return {}
+
+
+def declared(path, names: Iterable[str]) -> dict[str, str]:
+    """The columns of `names` that vidcap wrote into this CSV, with their declared dtypes."""
+    fingerprint = sidecar(path).get("fingerprint") or {}
+    wrote = set(fingerprint.get("columns") or ()) | set(FILE_COLUMNS) if fingerprint else set()
+    return {c: DTYPES[c] for c in names if c in wrote and c in DTYPES}
+
+
+# -- reading -------------------------------------------------------------------------------------------------
+def columns(path) -> list[str]:
+    """The table's column names, from its header or schema alone."""
+    return [f.name for f in schema(path)]
+
+
+def schema(path) -> pa.Schema:
+    """The Arrow schema the table is read with under the contract (CSV: strings and declared types)."""
+    path, fmt = _checked(path)
+    if fmt == "dataset":
+        return pq.read_schema(dataset.files(path)[0])
+    with _guard(path, fmt), open_binary(path) as fh:
+        if fmt == "parquet":
+            return pq.read_schema(fh)
+        names = list(pd.read_csv(fh, nrows=0, encoding="utf-8").columns)
+    types = declared(path, names)
+    return pa.schema([(n, _ARROW.get(types.get(n, ""), pa.string())) for n in names])
+
+
+def batches(path, cols: list[str] | None = None, rows: int = BATCH_ROWS) -> Iterator[pd.DataFrame]:
+    """The table in frames of up to `rows` rows, in order, typed by the contract; `cols`: only those."""
+    path, fmt = _checked(path)
+    if fmt == "dataset":
+        for part in dataset.files(path):
+            yield from _parquet_batches(part, cols, rows)
+        return
+    if fmt == "parquet":
+        with _guard(path, fmt), open_binary(path) as fh:
+            yield from _parquet_batches(fh, cols, rows)
+        return
+    with _guard(path, fmt), open_binary(path) as fh:
+        reader = pd.read_csv(
+            fh, encoding="utf-8", dtype=str, keep_default_na=False, na_values=[""], usecols=cols, chunksize=rows
+        )
+        types: dict[str, str] | None = None
+        for chunk in reader:
+            types = declared(path, chunk.columns) if types is None else types
+            yield _typed(chunk, types)
+        if types is None:  # a header and no rows
+            names = list(pd.read_csv(open_binary(path), nrows=0, encoding="utf-8", usecols=cols).columns)
+            yield _typed(pd.DataFrame({n: pd.Series(dtype=str) for n in names}), declared(path, names))
+
+
+def read(path, cols: list[str] | None = None) -> pd.DataFrame:
+    """The whole table (for the commands that need every row at once)."""
+    frames = list(batches(path, cols))
+    if len(frames) == 1:
+        return frames[0]
+    return pd.concat(frames, ignore_index=True)
+
+
+def count_rows(path) -> int:
+    """Rows in the table: from Parquet metadata, else by streaming the first column."""
+    path, fmt = _checked(path)
+    if fmt == "dataset":
+        return sum(pq.ParquetFile(p).metadata.num_rows for p in dataset.files(path))
+    if fmt == "parquet":
+        with _guard(path, fmt), open_binary(path) as fh:
+            return int(pq.ParquetFile(fh).metadata.num_rows)
+    first = columns(path)[:1]
+    return sum(len(b) for b in batches(path, first or None, rows=1 << 20))
+
+
+def _checked(path):
+    path = as_path(path)
+    fmt = table_format(path)
+    if fmt == "dataset":
+        dataset.check_local(path)
+        return path, fmt
+    try:
+        exists, is_dir = path.exists(), path.is_dir()
+    except Exception as exc:  # noqa: BLE001 (a remote store that cannot be reached or refuses the credentials)
+        raise UsageError(f"cannot read {path} ({first_line(exc)}); check the URL and its credentials.") from None
+    if not exists:
+        raise UsageError(f"{path} does not exist; check the path.")
+    if is_dir:
+        raise UsageError(f"{path} is a directory; pass a .csv or .parquet file.")
+    return path, fmt
+
+
+class _guard:
+    """Every way a table can be unreadable as one UsageError sentence."""
+
+    def __init__(self, path, fmt: str):
+        self.path, self.fmt = path, fmt
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, kind, exc, tb):
+        if exc is None or isinstance(exc, (UsageError, GeneratorExit)):
+            return False
+        p = self.path
+        if isinstance(exc, pd.errors.EmptyDataError):
+            raise UsageError(f"table {p} is empty; it needs a header with a 'path' column and one row per video.")
+        if isinstance(exc, UnicodeDecodeError):
+            raise UsageError(f"table {p} is not UTF-8 text; re-save it as UTF-8 CSV.") from None
+        if isinstance(exc, (pd.errors.ParserError, OSError, ValueError, pa.ArrowException)):
+            raise UsageError(
+                f"table {p} could not be read as {self.fmt} ({first_line(exc)}); check the file."
+            ) from None
+        return False
+
+
+def _parquet_batches(source, cols, rows: int) -> Iterator[pd.DataFrame]:
+    pf = pq.ParquetFile(source)
+    empty = True
+    for batch in pf.iter_batches(batch_size=rows, columns=cols):
+        empty = False
+        yield arrow_to_pandas(pa.Table.from_batches([batch]))
+    if empty:
+        yield arrow_to_pandas(pf.schema_arrow.empty_table().select(cols or pf.schema_arrow.names))
+
+
+def arrow_to_pandas(table: pa.Table) -> pd.DataFrame:
+    """Integers stay integers (nullable `Int64` where Arrow has gaps), never float."""
+    return table.to_pandas(types_mapper=_int_mapper, ignore_metadata=False)
+
+
+def _int_mapper(t: pa.DataType):
+    if pa.types.is_integer(t):
+        return pd.Int64Dtype() if not pa.types.is_uint64(t) else pd.UInt64Dtype()
+    return None
+
+
+def _typed(df: pd.DataFrame, types: dict[str, str]) -> pd.DataFrame:
+    """Declared columns cast to their dtype; a column with a cell that is not of its type stays text."""
+    for col, dtype in types.items():
+        if col not in df.columns:
+            continue
+        try:
+            values = pd.to_numeric(df[col], errors="raise")
+            df[col] = values.astype(dtype)
+        except (ValueError, TypeError):
+            continue
+    return df
+
+
+# -- cells ---------------------------------------------------------------------------------------------------
+def cell_text(value) -> str | None:
+    """A cell as CSV text (what `write` puts in a CSV): None for a missing cell, lists as JSON arrays."""
+    if value is None or value is pd.NA or value is pd.NaT:
+        return None
+    if isinstance(value, str):
+        return value
+    if isinstance(value, (float, np.floating)):
+        return None if math.isnan(value) else repr(float(value))
+    if isinstance(value, (bool, np.bool_)):
+        return str(bool(value))
+    if isinstance(value, (int, np.integer)):
+        return str(int(value))
+    if isinstance(value, (list, tuple)) or hasattr(value, "tolist"):
+        items = value.tolist() if hasattr(value, "tolist") else list(value)
+        return json.dumps(items, ensure_ascii=False) if isinstance(items, list) else cell_text(items)
+    return str(value)
+
+
+def as_text(series: pd.Series) -> pd.Series:
+    """A column as text cells (object dtype, None for missing)."""
+    return pd.Series([cell_text(v) for v in series], index=series.index, dtype=object)
+
+
+def numeric(series: pd.Series) -> bool:
+    return pd.api.types.is_numeric_dtype(series.dtype) and not pd.api.types.is_bool_dtype(series.dtype)
+
+
+def same_cells(left: pd.Series, right: pd.Series) -> bool:
+    """The two columns hold the same cells (numbers compared as numbers, the rest as CSV text)."""
+    if numeric(left) and numeric(right):
+        a, b = left.astype("Float64"), right.astype("Float64")
+        return bool(((a == b).fillna(False) | (a.isna() & b.isna())).all())
+    return as_text(left).tolist() == as_text(right).tolist()
+
+
+def common_dtype(left: pd.Series, right: pd.Series) -> tuple[pd.Series, pd.Series]:
+    """Both columns in one dtype, so filling one from the other keeps a column of one type."""
+    if left.dtype == right.dtype:
+        return left, right
+    if numeric(left) != numeric(right):  # numbers and text that spells the same numbers: the numbers' type
+        num, txt = (left, right) if numeric(left) else (right, left)
+        parsed = _parsed_as(txt, num.dtype)
+        if parsed is not None:
+            return (num, parsed) if num is left else (parsed, num)
+    if numeric(left) and numeric(right):
+        both = "Int64" if pd.api.types.is_integer_dtype(left) and pd.api.types.is_integer_dtype(right) else "Float64"
+        return left.astype(both), right.astype(both)
+    return as_text(left), as_text(right)
+
+
+def _parsed_as(text: pd.Series, dtype) -> pd.Series | None:
+    """`text` as `dtype` when every cell reads back as the same text, else None."""
+    try:
+        parsed = pd.to_numeric(text, errors="raise").astype(dtype)
+    except (ValueError, TypeError):
+        return None
+    return parsed if as_text(parsed).tolist() == as_text(text).tolist() else None
+
+
+# -- writing -------------------------------------------------------------------------------------------------
+def write(df: pd.DataFrame, path, metadata: dict | None = None) -> None:
+    """The whole frame, atomically (see `manifest.write_table`)."""
+    write_table(df, path, metadata)
+
+
+def unified_schema(schemas: list[pa.Schema]) -> pa.Schema:
+    """One schema for tables read one after the other: every column in first-seen order; a column whose
+    types differ between tables becomes text."""
+    fields: dict[str, pa.DataType] = {}
+    for s in schemas:
+        for f in s:
+            t = pa.string() if pa.types.is_large_string(f.type) else f.type
+            if f.name not in fields or pa.types.is_null(fields[f.name]):
+                fields[f.name] = t
+            elif fields[f.name] != t and not pa.types.is_null(t):
+                fields[f.name] = pa.string()
+    return pa.schema(list(fields.items()))
+
+
+def conform(df: pd.DataFrame, target: pa.Schema) -> pa.Table:
+    """The frame as an Arrow table of exactly `target` (missing columns empty, mismatched ones as text)."""
+    out = {}
+    for f in target:
+        col = df[f.name] if f.name in df.columns else pd.Series([None] * len(df), index=df.index, dtype=object)
+        if pa.types.is_string(f.type) and not (pd.api.types.is_string_dtype(col.dtype) and col.dtype != object):
+            col = as_text(col)
+        out[f.name] = col
+    return pa.Table.from_pandas(encodable(pd.DataFrame(out, index=df.index)), schema=target, preserve_index=False)
+
+
+def write_batches(frames: Iterable[pd.DataFrame], path, target: pa.Schema, metadata: dict | None = None) -> int:
+    """Stream frames into one table at `path` (atomic: a temporary file renamed, as `write`); returns rows."""
+    path = as_path(path)
+    fmt = table_format(path)
+    target = target.remove_metadata()
+    counted = [0]
+
+    def tables() -> Iterator[pa.Table]:
+        for df in frames:
+            counted[0] += len(df)
+            yield conform(df, target)
+
+    if fmt == "dataset":
+        dataset.write(path, (b for t in tables() for b in t.to_batches()), target, metadata)
+        return counted[0]
+    if is_remote(path):
+        with tempfile.TemporaryDirectory() as tmp:
+            local = os.path.join(tmp, "table")
+            _write_file(tables(), local, fmt, target, metadata)
+            put_file(path, local)
+        return counted[0]
+    atomic_local(path, lambda tmp: _write_file(tables(), tmp, fmt, target, metadata))
+    return counted[0]
+
+
+def _write_file(tables: Iterator[pa.Table], target_file: str, fmt: str, target: pa.Schema, metadata) -> None:
+    if fmt == "csv":
+        with open(target_file, "w", encoding="utf-8", newline="") as fh:
+            header = True
+            for t in tables:
+                csv_ready(arrow_to_pandas(t)).to_csv(fh, index=False, header=header, lineterminator="\r\n")
+                header = False
+            if header:
+                pd.DataFrame(columns=target.names).to_csv(fh, index=False, lineterminator="\r\n")
+        return
+    if metadata:
+        target = target.with_metadata({**(target.metadata or {}), b"vidcap": json.dumps(metadata).encode()})
+    with pq.ParquetWriter(target_file, target) as writer:
+        for t in tables:
+            writer.write_table(t.replace_schema_metadata(target.metadata))
+
+
+def stream_rows(paths: list, keep: Callable[[int, pd.DataFrame], pd.Series]) -> Iterator[pd.DataFrame]:
+    """Each table's batches, filtered by `keep(table_index, batch)` (a boolean mask)."""
+    for i, p in enumerate(paths):
+        for b in batches(p):
+            mask = keep(i, b)
+            yield b[mask.to_numpy(dtype=bool)] if len(b) else b
+
+
+# -- merge and diff (streamed) -------------------------------------------------------------------------------
+def merge(parts: list, out, dedup: bool = True) -> tuple[int, int]:
+    """Concatenate tables (the seed's `datautil` merge); later parts win on duplicate paths. Two passes over
+    the parts, so memory holds one batch and the set of paths. Returns (rows written, rows dropped)."""
+    schemas = [schema(p) for p in parts]
+    target = unified_schema(schemas)
+    has_path = dedup and "path" in target.names
+    last: dict = {}
+    total = 0
+    for i, p in enumerate(parts):
+        if not has_path or "path" not in schemas[i].names:
+            total += count_rows(p)
+            continue
+        n = 0
+        for b in batches(p, ["path"]):
+            for j, v in enumerate(as_text(b["path"])):
+                last[v] = (i, n + j)
+            n += len(b)
+        total += n
+    offsets = [0] * len(parts)
+
+    def keep(i: int, b: pd.DataFrame) -> pd.Series:
+        start = offsets[i]
+        offsets[i] += len(b)
+        if not has_path or "path" not in b.columns:
+            return pd.Series(True, index=b.index)
+        return pd.Series([last[v] == (i, start + j) for j, v in enumerate(as_text(b["path"]))], index=b.index)
+
+    written = write_batches(stream_rows(parts, keep), out, target)
+    return written, total - written
+
+
+def diff(a, b, out) -> int:
+    """Rows of A whose resolved path is not in B (the seed's `--difference`, to find what is left)."""
+    for name in (a, b):
+        if "path" not in columns(name):
+            raise UsageError(f"{name} has no 'path' column; diff compares paths.")
+    seen = {p for batch in batches(b, ["path"]) for p in resolved_paths(batch, b)}
+
+    def keep(_: int, batch: pd.DataFrame) -> pd.Series:
+        return pd.Series([p not in seen for p in resolved_paths(batch, a)], index=batch.index)
+
+    return write_batches(stream_rows([a], keep), out, unified_schema([schema(a)]))
