@@ -22,8 +22,11 @@ from vidcap.motion.result import normalize_label
     (0, 0, 1.6, "zoom_in"),              # pixels spread out
     (0, 0, 1 / 1.6, "zoom_out"),
     (0.1, -0.2, 1.2, "static"),
-    (-0.4, 0.3, 0.5, "pan_right+tilt_up+zoom_out"),
-    (0.26, 0, 1.7, "pan_left+zoom_in"),
+    (-0.7, 0.6, 0.5, "pan_right+tilt_up+zoom_out"),  # the zoom's centre at the frame edge explains 0.25
+    (0.65, 0, 1.7, "pan_left+zoom_in"),
+    (0, 0.32, 1.87, "zoom_in"),          # the zoom about a point 37 % of the height below the middle
+    (-0.4, 0.3, 0.5, "zoom_out"),        # 0.15 and 0.05 left once the zoom is about the nearest frame point
+    (0.3, 0, 1.3, "pan_left"),           # a zoom below the threshold is no zoom: it explains no pan
 ])
 def test_classify_labels_and_fixed_order(dx, dy, zoom, label):
     assert classify(MotionResult(dx=dx, dy=dy, zoom=zoom, confidence=1)) == label

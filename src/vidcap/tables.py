@@ -36,7 +36,9 @@ BATCH_ROWS = 65_536
 # vidcap's own columns and their types (the caption stage's Int64 columns, parts.FILE_DTYPES, motion's floats)
 DTYPES: dict[str, str] = {
     **dict.fromkeys(("num_frames", "width", "height", "prompt_tokens", "completion_tokens", "file_size"), "Int64"),
-    **dict.fromkeys(("fps", "motion_dx", "motion_dy", "motion_zoom", "motion_confidence", "file_mtime"), "float64"),
+    **dict.fromkeys(
+        ("fps", "motion_dx", "motion_dy", "motion_zoom", "motion_confidence", "motion_score", "file_mtime"), "float64"
+    ),
 }
 FILE_COLUMNS = ("file_size", "file_mtime")
 _ARROW = {"Int64": pa.int64(), "float64": pa.float64()}

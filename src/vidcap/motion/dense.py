@@ -287,17 +287,21 @@ def estimate(
     work_width: int = WORK_WIDTH,
     times=None,
     diagnostics: Diagnostics | None = None,
+    fps: float | None = None,
 ) -> MotionResult:
     """Camera motion between the first and last of `frames` ([T,H,W,3] RGB or [T,H,W] gray uint8).
 
     `times`: each frame's time in seconds (default: consecutive frames at 25 fps). Pass every frame
     or a dense subsample: steps that fail are split, so fast motion needs frames in between.
+    `fps`: the clip's frame rate, for `motion_score`'s "per frame" (default: 1 / the times' smallest step).
     """
     gray = prepare(frames, work_width)
     n = len(gray)
     if n < 2:
         return MotionResult(confidence=1.0)
     t = np.asarray(times, float) if times is not None else np.arange(n) / DEFAULT_FPS
+    if fps is None:
+        fps = 1 / float(np.diff(t).min()) if times is not None and n > 1 and np.diff(t).min() > 0 else DEFAULT_FPS
     diag = diagnostics if diagnostics is not None else Diagnostics()
     picture = [has_picture(g) for g in gray]
     if not any(picture):
@@ -321,7 +325,29 @@ def estimate(
     across = [v for i, j, v in diag.checks if keep[j] - keep[i] != j - i]
     if gap and (reason or max(across, default=MAX_MISMATCH) > MAX_MISMATCH / 2):
         reason = "fade"
-    return _summarise(diag, reason, gray.shape[2], gray.shape[1])
+    result = _summarise(diag, reason, gray.shape[2], gray.shape[1])
+    result.score = motion_score(diag.steps, t[keep] * fps, gray.shape[2], gray.shape[1])
+    return result
+
+
+def motion_score(steps: list[Step], frame_no: np.ndarray, w: int, h: int) -> float:
+    """Mean displacement per frame of the picture's points, as a share of the frame diagonal.
+
+    Each step's similarity moves every point of the frame (a 5x5 grid); the mean distance, summed over
+    the steps, is divided by the frames the steps span (`frame_no`: each kept frame's frame number)."""
+    ys, xs = np.mgrid[-0.4:0.41:0.2, -0.4:0.41:0.2]
+    pts = np.stack([xs.ravel() * w, ys.ravel() * h])
+    path, first, last = 0.0, None, None
+    for step in steps:
+        if step.matrix is None:
+            continue
+        moved = step.matrix[:, :2] @ pts + step.matrix[:, 2:3] - pts
+        path += float(np.hypot(moved[0], moved[1]).mean())
+        first = step.i if first is None else min(first, step.i)
+        last = step.j if last is None else max(last, step.j)
+    if first is None or last is None or frame_no[last] <= frame_no[first]:
+        return 0.0
+    return path / math.hypot(w, h) / float(frame_no[last] - frame_no[first])
 
 
 def _summarise(diag: Diagnostics, reason: str, w: int, h: int) -> MotionResult:

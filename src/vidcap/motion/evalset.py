@@ -221,9 +221,10 @@ def make_shot(rng, source: Source, plan, n: int, out_wh, threshold: float, fps: 
         if path is None:
             continue
         truth = truth_of(path[0], path[1], out_wh)
+        pan, tilt = truth.pan(threshold)
         ratios = [
-            abs(truth.dx) / threshold,
-            abs(truth.dy) / threshold,
+            abs(pan) / threshold,
+            abs(tilt) / threshold,
             abs(math.log(truth.zoom)) / math.log(1 + 2 * threshold),
         ]
         if any(1 - MARGIN < r < 1 + MARGIN for r in ratios):

@@ -16,7 +16,7 @@ from vidcap.motion.result import CLASSES, DEFAULT_THRESHOLD, MotionResult, class
 def analyze(path: str, max_frames: int = 64, work_width: int = 160) -> MotionResult:
     """Decode `path` densely and estimate its camera motion (raises VidcapError for a bad file)."""
     clip = read_gray(path, max_frames=max_frames, width=work_width)
-    return estimate(clip.frames, work_width=work_width, times=clip.times)
+    return estimate(clip.frames, work_width=work_width, times=clip.times, fps=clip.fps or None)
 
 
 def _analyze_row(path: str) -> tuple[MotionResult | None, str]:

@@ -23,8 +23,10 @@ class MotionResult:
 
     dx, dy: displacement of the scene point at the frame centre, as fractions of the frame width and
     height (+dx: scene pixels moved right, +dy: moved down). zoom: scale of the last frame relative to
-    the first (>1: pixels spread out from the centre). reason: why the clip cannot be classified
-    ("" when it can).
+    the first (>1: pixels spread out). The labels read pan and tilt from `pan(threshold)`: a labelled
+    zoom is about the frame point that moves least, which need not be the centre. reason: why the clip
+    cannot be classified ("" when it can). note: a remark on a classified clip (`uncertain motion`).
+    score: mean displacement per frame as a share of the frame diagonal (`motion_score`).
     """
 
     dx: float = 0.0
@@ -36,6 +38,21 @@ class MotionResult:
     pairs: int = 0                 # frame pairs measured
     points: int = 0                # median tracked points per pair
     inlier_ratio: float = 0.0      # median share of tracked points that follow the camera model
+    note: str = ""
+    score: float = 0.0
+
+    def pan(self, threshold: float = DEFAULT_THRESHOLD) -> tuple[float, float]:
+        """(pan, tilt) the labels use: the centre's displacement, less what a zoom explains.
+
+        A zoom past the threshold is about a centre anywhere in the frame: the frame point that moves
+        least (per axis, |dx| - |zoom - 1| / 2 when the zoom's fixed point lies outside the frame, 0 when
+        inside). A zoom below the threshold is no zoom, so its clip's pan is the centre's displacement.
+        """
+        if abs(math.log(max(self.zoom, 1e-6))) <= math.log(zoom_limit(threshold)):
+            return self.dx, self.dy
+        reach = abs(self.zoom - 1) / 2
+        return (math.copysign(max(0.0, abs(self.dx) - reach), self.dx),
+                math.copysign(max(0.0, abs(self.dy) - reach), self.dy))
 
     @property
     def ok(self) -> bool:
@@ -60,13 +77,14 @@ def classify(result: MotionResult, threshold: float = DEFAULT_THRESHOLD) -> str:
     if not result.ok:
         return UNCLASSIFIED
     labels = []
-    if result.dx > threshold:
+    dx, dy = result.pan(threshold)
+    if dx > threshold:
         labels.append(PAN_LEFT)       # scene moved right: the camera turned left
-    elif result.dx < -threshold:
+    elif dx < -threshold:
         labels.append(PAN_RIGHT)
-    if result.dy > threshold:
+    if dy > threshold:
         labels.append(TILT_UP)        # scene moved down: the camera tilted up
-    elif result.dy < -threshold:
+    elif dy < -threshold:
         labels.append(TILT_DOWN)
     log_zoom, log_limit = math.log(max(result.zoom, 1e-6)), math.log(zoom_limit(threshold))
     if log_zoom > log_limit:

@@ -7,7 +7,7 @@ import os
 from ..motion.result import DEFAULT_THRESHOLD, MotionResult, classify
 from .base import Item, Stage
 
-METHOD = "dis-similarity-v3"   # bump when estimates change, so old parts are not mixed in
+METHOD = "dis-similarity-v4"   # bump when estimates change, so old parts are not mixed in
 _threads_set = False
 
 
@@ -31,7 +31,7 @@ class MotionLoader:
             load_image(path)                   # a broken image is a decode error, not a still
             return MotionResult(confidence=1.0), True
         clip = read_gray(path, max_frames=self.max_frames, width=self.work_width)
-        return estimate(clip.frames, work_width=self.work_width, times=clip.times), False
+        return estimate(clip.frames, work_width=self.work_width, times=clip.times, fps=clip.fps or None), False
 
 
 def _one_thread() -> None:
@@ -45,11 +45,11 @@ def _one_thread() -> None:
 
 
 class MotionStage(Stage):
-    """`MotionStage(threshold=0.25)`: columns cmotion, motion_dx/dy/zoom/confidence, note."""
+    """`MotionStage(threshold=0.25)`: columns cmotion, motion_dx/dy/zoom/confidence/score, note."""
 
     name = "motion"
     suffix = "cmotion"
-    columns = ["cmotion", "motion_dx", "motion_dy", "motion_zoom", "motion_confidence", "note"]
+    columns = ["cmotion", "motion_dx", "motion_dy", "motion_zoom", "motion_confidence", "motion_score", "note"]
     batch_size = 32
     # all the work happens in the loader processes; the main process only passes results on
     default_workers = max(1, os.cpu_count() or 1)
@@ -82,5 +82,6 @@ class MotionStage(Stage):
             "motion_dy": round(result.dy, 4),
             "motion_zoom": round(result.zoom, 4),
             "motion_confidence": round(result.confidence, 3),
-            "note": "still image" if is_image else result.reason,
+            "motion_score": round(result.score, 5),
+            "note": "still image" if is_image else (result.reason or result.note),
         }
