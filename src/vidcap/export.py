@@ -19,15 +19,20 @@ Rows that cannot meet this go to a side file with the reason in `export_error`.
 
 from __future__ import annotations
 
+import io
 import json
 import math
 import os
 
 import pandas as pd
 
+from . import export_media
+from . import tables as tbl
 from .checks import LLAVA_PREFIX
 from .errors import UsageError
-from .manifest import read_table, resolved_paths, table_format, write_table
+from .join import KEY, joined_frame, stage_name, with_stage_status
+from .manifest import resolved_paths, table_bytes, table_format
+from .tags.parse import tags_from_cell
 
 # Open-Sora v1.2.0 datautil.CMOTION_TEXT's keys: the only labels --merge-cmotion accepts.
 CMOTION_KEYS = ("static", "pan_right", "pan_left", "zoom_in", "zoom_out", "tilt_up", "tilt_down")
@@ -36,13 +41,20 @@ COUNTS = ("prompt_tokens", "completion_tokens")  # whole numbers that failed row
 FIRST = ("path", "text", "num_frames", "fps", "height", "width", "aspect_ratio", "resolution", "cmotion")
 NONE_FOUND = "NONE_FOUND"  # Open-Sora's tag cell for "no tags"
 UNCLASSIFIED_RULES = ("drop", "static")
-# Open-Sora's IMG_EXTENSIONS: `--info` gives such a file fps NaN (vidcap's caption stage writes 0.0)
-IMG_EXTENSIONS = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp")
+ROTATED_RULES = ("drop", "keep")
+# pandas.read_csv's default na_values (pandas 2.2, as Open-Sora's tools read the table): a caption that is
+# one of these reads back as NaN
+PANDAS_NA = frozenset(
+    ("", "#N/A", "#N/A N/A", "#NA", "-1.#IND", "-1.#QNAN", "-NaN", "-nan", "1.#IND", "1.#QNAN", "<NA>", "N/A")
+    + ("NA", "NULL", "NaN", "None", "n/a", "nan", "null")
+)
 
 
-def export_opensora(inputs: list, out, excluded=None, unclassified: str = "drop") -> dict:
+def export_opensora(inputs: list, out, excluded=None, unclassified: str = "drop", rotated: str = "drop") -> dict:
     """Write the Open-Sora table to `out` and the rows left out to `excluded` (default
-    `<out stem>_excluded.csv`). Returns counts: rows, excluded, and excluded rows by reason."""
+    `<out stem>_excluded.csv`). Returns counts: rows, excluded, and excluded rows by reason.
+    rotated: "drop" leaves out a clip whose display rotation differs from its stored frames; "keep" exports
+    it with the stored size (what the loader decodes) and a note in `export_note`."""
     if not inputs:
         raise UsageError("export needs at least one table (a caption output, or its join with motion and tags).")
     if table_format(out) != "csv":
@@ -51,6 +63,8 @@ def export_opensora(inputs: list, out, excluded=None, unclassified: str = "drop"
         )
     if unclassified not in UNCLASSIFIED_RULES:
         raise UsageError(f"--unclassified must be drop or static, not '{unclassified}'.")
+    if rotated not in ROTATED_RULES:
+        raise UsageError(f"--rotated must be drop or keep, not '{rotated}'.")
     df, tag_cols = _one_table(inputs)
     missing = [c for c in ("text", *SIZES) if c not in df.columns]
     if missing:
@@ -59,12 +73,15 @@ def export_opensora(inputs: list, out, excluded=None, unclassified: str = "drop"
             "(captions and frame sizes), joined with motion and tag outputs if you have them."
         )
     reasons = pd.Series([_row_problem(row, unclassified) for row in df.to_dict("records")], index=df.index)
-    bad = reasons.notna()
-    left = df[bad].assign(export_error=reasons[bad])
-    good = _train_columns(df[~bad].copy(), tag_cols, unclassified)
+    views = _file_problems(df, reasons, rotated)
+    good = _train_columns(df[reasons.isna()].copy(), tag_cols, views)
+    unread = _read_back_problems(good)
+    reasons[unread.index] = unread
+    good = good.drop(index=unread.index)
+    left = df[reasons.notna()].assign(export_error=reasons[reasons.notna()])
     excluded = excluded or default_excluded(out)
-    write_table(good, out)
-    write_table(left, excluded)
+    tbl.write(good, out)
+    tbl.write(left, excluded)
     by_reason = left["export_error"].str.split(":", n=1).str[0].value_counts().to_dict() if len(left) else {}
     return {"rows": len(good), "excluded": len(left), "reasons": by_reason, "excluded_path": str(excluded)}
 
@@ -77,16 +94,14 @@ def default_excluded(out) -> str:
 
 def _one_table(inputs: list) -> tuple[pd.DataFrame, list[str]]:
     """The inputs side by side (one of them as it is) with `path` resolved absolute, and the tag columns."""
-    from .join import KEY, joined_frame, stage_name, with_stage_status
-
     tag_cols: list[str] = []
     for table in inputs:
-        head = _header(table)
+        head = pd.DataFrame(columns=tbl.columns(table))
         name = stage_name(table, head)
         if name not in (None, "caption", "motion") and name in head.columns:
             tag_cols.append(name)
     if len(inputs) == 1:
-        df = with_stage_status(read_table(inputs[0]), inputs[0])
+        df = with_stage_status(tbl.read(inputs[0]), inputs[0])
         if "path" not in df.columns:
             raise UsageError(f"{inputs[0]} has no 'path' column; export needs one video path per row.")
         df["path"] = resolved_paths(df, inputs[0])
@@ -97,24 +112,46 @@ def _one_table(inputs: list) -> tuple[pd.DataFrame, list[str]]:
     return df.reset_index(drop=True), tag_cols
 
 
-def _header(table) -> pd.DataFrame:
-    """The table's columns without its rows (for a local file; a remote one is read whole)."""
-    from .storage import is_remote
+def _file_problems(df: pd.DataFrame, reasons: pd.Series, rotated: str) -> dict:
+    """Rows whose file Open-Sora's loader cannot take as it is (its extension, a second row of one file,
+    unreadable, turned for display) get their reason; returns how the loader sees each file left."""
+    first: dict[str, int] = {}
+    todo = []
+    for i in df.index[reasons.isna()]:
+        path = str(df.at[i, "path"])
+        if export_media.kind(path) is None:
+            reasons[i] = export_media.unsupported(path)
+            continue
+        key = path if "://" in path else os.path.realpath(path)
+        if key in first:
+            reasons[i] = f"duplicate: the same file as row {first[key] + 1} of the inputs ({key}); the first is kept"
+            continue
+        first[key] = i
+        todo.append(i)
+    views = dict(zip(todo, export_media.views([str(df.at[i, "path"]) for i in todo])))
+    for i, v in views.items():
+        if v.error or v.height <= 0 or v.width <= 0:
+            reasons[i] = f"unreadable: Open-Sora's reader cannot decode it ({v.error or 'no frame'})"
+        elif v.turned and rotated == "drop":
+            reasons[i] = (
+                f"rotated: shown turned ({v.turned}) but Open-Sora's --info and loader read the stored "
+                f"{v.width}x{v.height} frames; `--rotated keep` exports it as stored"
+            )
+    return {i: v for i, v in views.items() if pd.isna(reasons[i])}
 
-    try:
-        if not is_remote(table) and table_format(table) == "csv":
-            return pd.read_csv(table, nrows=0)
-        if not is_remote(table) and table_format(table) == "dataset":
-            from .dataset import columns
 
-            return pd.DataFrame(columns=columns(table))
-        if not is_remote(table):
-            import pyarrow.parquet as pq
-
-            return pd.DataFrame(columns=pq.read_schema(str(table)).names)
-    except (OSError, ValueError):
-        pass  # read_table says in one sentence what is wrong with it
-    return read_table(table)
+def _read_back_problems(good: pd.DataFrame) -> pd.Series:
+    """Rows whose caption `pandas.read_csv` (default settings, as Open-Sora reads) would not give back as
+    the same string, with the reason."""
+    if good.empty:
+        return pd.Series(dtype=object)
+    back = pd.read_csv(io.BytesIO(table_bytes(good, "csv")), usecols=["text"])["text"]
+    bad = {
+        i: f"na_text: pandas.read_csv reads the caption {a!r} back as {b!r}"
+        for i, a, b in zip(good.index, good["text"], back)
+        if not (isinstance(b, str) and a == b)
+    }
+    return pd.Series(bad, dtype=object)
 
 
 def _status_columns(row: dict) -> list[str]:
@@ -136,7 +173,9 @@ def _row_problem(row: dict, unclassified: str) -> str | None:
             return f"failed: {col} is {value}" + (f" ({err})" if not _missing(err) and err else "")
     text = row.get("text")
     if not isinstance(text, str) or not text.strip():
-        return "empty_text: the caption is empty"
+        return "empty_text: the caption is empty" + (f" (only whitespace: {text!r})" if text else "")
+    if text in PANDAS_NA:
+        return f"na_text: the caption {text!r} is one of pandas.read_csv's NA tokens; Open-Sora would read NaN"
     stripped = _strip_stock_opening(text)
     if stripped is not None and not stripped.strip():
         return f"empty_text: the caption is only the stock opening '{text.strip()}'"
@@ -214,8 +253,6 @@ def opensora_cmotion(label, row: dict | None = None) -> str | None:
 
 def tag_cell(value) -> str:
     """Open-Sora's tag cell: the tags joined by ', ' as its Llama-3 script wrote the list, or NONE_FOUND."""
-    from .tags.parse import tags_from_cell
-
     tags = tags_from_cell(value)
     return ", ".join(tags) if tags else NONE_FOUND
 
@@ -229,16 +266,22 @@ def _json_cell(value):
     return value
 
 
-def _train_columns(df: pd.DataFrame, tag_cols: list[str], unclassified: str) -> pd.DataFrame:
+def _train_columns(df: pd.DataFrame, tag_cols: list[str], views: dict) -> pd.DataFrame:
     for col in SIZES:
         df[col] = [_as_int(v) for v in df[col]]
         df[col] = df[col].astype("int64")
+    seen = [views[i] for i in df.index]  # sizes and fps as Open-Sora's --info and loader read the file
+    df["height"] = pd.Series([v.height for v in seen], index=df.index, dtype="int64")
+    df["width"] = pd.Series([v.width for v in seen], index=df.index, dtype="int64")
+    df["fps"] = pd.Series([v.fps for v in seen], index=df.index, dtype="float64")
+    turned = [v.turned for v in seen]
+    if any(turned):
+        df["export_note"] = [
+            f"rotated: shown turned ({t}); exported as stored, which Open-Sora trains on" if t else "" for t in turned
+        ]
     for col in COUNTS:
         if col in df.columns and df[col].notna().all() and (pd.to_numeric(df[col], errors="coerce") % 1 == 0).all():
             df[col] = pd.to_numeric(df[col]).astype("int64")
-    df["fps"] = pd.to_numeric(df["fps"], errors="coerce").astype("float64") if "fps" in df.columns else float("nan")
-    still = df["path"].map(lambda p: os.path.splitext(str(p))[1].lower() in IMG_EXTENSIONS)
-    df.loc[still, "fps"] = float("nan")
     df["aspect_ratio"] = df["height"] / df["width"]
     df["resolution"] = (df["height"] * df["width"]).astype("int64")
     df["text"] = df["text"].astype(object)
