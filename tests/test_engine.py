@@ -21,7 +21,7 @@ from vidcap.engine.lm import DecoderLM
 from vidcap.frames import sample_frames
 from vidcap.prompts.caption import get_prompt, render
 
-FAMILIES = ["pllava", "llava-next", "qwen2-vl", "llava-onevision"]
+FAMILIES = ["pllava", "llava-next", "qwen2-vl", "llava-onevision", "qwen3-vl", "internvl3"]
 NEW = 10
 
 

@@ -114,10 +114,10 @@ class HFVLMBackend(HFCaptionBackend):
 
     def _video_metadata(self, req: CaptionRequest) -> dict | None:
         """Where the sampled frames sit in the clip, for processors that turn it into temporal positions
-        (Qwen2.5-VL's `second_per_grid_ts`; without it the processor assumes frames 0.5 s apart)."""
-        names = getattr(self.processor, "model_input_names", None) or []
+        (Qwen2.5-VL's `second_per_grid_ts`: without it the processor assumes frames 0.5 s apart; Qwen3-VL's
+        `<t seconds>` before each frame pair: without it, 24 fps)."""
         m = req.meta
-        if "second_per_grid_ts" not in names or not m.get("fps") or not m.get("indices") or not m.get("total_frames"):
+        if not m.get("fps") or not m.get("indices") or not m.get("total_frames"):
             return None
         return {"total_num_frames": int(m["total_frames"]), "fps": float(m["fps"]),
                 "frames_indices": [int(i) for i in m["indices"]]}

@@ -84,8 +84,13 @@ def _family_from_config(config: dict) -> str:
 
 
 def _family_preset(name: str, family: str, model_id: str, description: str, config: dict | None = None) -> Preset:
-    """A preset for a model dir or id: frames, positions, prompt and params of the family's built-in preset."""
-    base = next((p for p in PRESETS.values() if p.backend == family and p.model_id), None)
+    """A preset for a model dir or id: frames, positions, prompt and params of the built-in preset of its
+    architecture (config.json's model_type), else of the first preset of its backend."""
+    from .presets import FAMILY_PRESETS
+
+    base = PRESETS.get(FAMILY_PRESETS.get(str((config or {}).get("model_type", "")), ""))
+    if base is None or base.backend != family:
+        base = next((p for p in PRESETS.values() if p.backend == family and p.model_id), None)
     n, pos, prompt = (base.num_frames, base.positions, base.prompt) if base else (4, "uniform", None)
     n = int((config or {}).get("vidcap_num_frames", n))
     return Preset(name, family, model_id, n, pos, prompt, description, dict(base.params) if base else {})
@@ -127,6 +132,12 @@ def _hub_preset(model: str, backend: str | None) -> Preset:
     preset = next((p for p in PRESETS.values() if p.model_id == model), None)
     if preset is not None:
         return replace(preset, backend=backend) if backend and backend != preset.backend else preset
+    from .presets import FINE_TUNES
+
+    if model in FINE_TUNES:
+        base = PRESETS[FINE_TUNES[model]]
+        return replace(base, name=model, model_id=model, backend=backend or base.backend,
+                       description=f"fine-tune run as {base.name}")
     config = hub_config(model)
     family = backend or (_family_from_config(config) if config else "hf-vlm")
     return _family_preset(model, family, model, "model id", config)

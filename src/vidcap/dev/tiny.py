@@ -116,7 +116,8 @@ def _internvl(out: Path):
                                      image_size=[size, size], patch_size=[14, 14])
     text = tf.Qwen2Config(**_LM, vocab_size=len(tok), bos_token_id=pad, eos_token_id=eos, pad_token_id=pad)
     n_tokens = (size // 14) ** 2 // 4
-    config = tf.InternVLConfig(vision_config=vision, text_config=text, image_token_id=ctx, image_seq_length=n_tokens)
+    config = tf.InternVLConfig(vision_config=vision, text_config=text, image_token_id=ctx, image_seq_length=n_tokens,
+                               tie_word_embeddings=False)  # tied random embeddings repeat the last token
     torch.manual_seed(SEED)
     model = tf.InternVLForConditionalGeneration(config).eval()
     common = dict(image_mean=_OPENAI_MEAN, image_std=_OPENAI_STD)

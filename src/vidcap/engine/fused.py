@@ -360,12 +360,13 @@ def _mismatch(out, ref) -> str:
 
 
 # attention classes that call their module's `apply_rotary_pos_emb(q, k, cos, sin)` with cos/sin [B, T, D]
-ROTARY_ATTENTION = {"LlamaAttention", "MistralAttention", "Qwen2Attention"}
+ROTARY_ATTENTION = {"LlamaAttention", "MistralAttention", "Qwen2Attention", "Qwen3VLTextAttention"}
 
 
 def _rotary_module(layers) -> Any:
     """The modeling module whose `apply_rotary_pos_emb(q, k, cos, sin)` the attention layers call (Llama,
-    Mistral, Qwen2 text models; Qwen-VL's multimodal rotary is left to transformers)."""
+    Mistral, Qwen2 text models, and Qwen3-VL, whose interleaved multimodal table arrives already as
+    [B, T, D]; Qwen2-VL/2.5-VL's sectioned multimodal rotary is left to transformers)."""
     if not layers or not hasattr(layers[0], "self_attn"):
         return None
     if type(layers[0].self_attn).__name__ not in ROTARY_ATTENTION:

@@ -11,14 +11,18 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-# Decoder layers whose step is: RMSNorm -> q/k/v (bias optional) -> rotary -> attention -> o_proj ->
-# residual -> RMSNorm -> gated MLP -> residual. Anything else runs through generate() (fast_path false).
+# Decoder layers whose step is: RMSNorm -> q/k/v (bias optional) -> per-head RMSNorm of q and k (Qwen3) ->
+# rotary -> attention -> o_proj -> residual -> RMSNorm -> gated MLP -> residual. Anything else runs through
+# generate() (fast_path false). Qwen3-VL's DeepStack (visual features added to the first layers' hidden
+# states) touches visual positions only, which prefill (the model's own forward) covers; its interleaved
+# multimodal rotary gives a text token the same position on all three axes, so decoding uses the plain table.
 SUPPORTED_LAYERS = {
     "LlamaDecoderLayer",
     "MistralDecoderLayer",
     "Qwen2DecoderLayer",
     "Qwen2_5_VLDecoderLayer",
     "Qwen2VLDecoderLayer",
+    "Qwen3VLTextDecoderLayer",
 }
 
 
@@ -38,6 +42,7 @@ class LMParts:
     inv_freq: Any
     rope_scale: float
     mrope: bool  # multimodal rotary positions (Qwen-VL): decode positions carry a per-clip delta
+    qk_norm: bool = False  # RMSNorm over each head of q and k before the rotary (Qwen3)
 
 
 def find_parts(model) -> LMParts:
@@ -73,6 +78,7 @@ def find_parts(model) -> LMParts:
         inv_freq=rotary.inv_freq,
         rope_scale=float(getattr(rotary, "attention_scaling", 1.0) or 1.0),
         mrope=hasattr(base, "get_rope_index"),
+        qk_norm=hasattr(attn, "q_norm") and hasattr(attn, "k_norm"),
     )
 
 
@@ -195,6 +201,8 @@ class DecoderLM:
             q = a.q_proj(h).view(b, p.heads, p.head_dim)
             k = a.k_proj(h).view(b, p.kv_heads, p.head_dim)
             v = a.v_proj(h).view(b, p.kv_heads, p.head_dim)
+            if p.qk_norm:
+                q, k = norm(a.q_norm, q), norm(a.k_norm, k)
             q, k = rope(q, cos, sin), rope(k, cos, sin)
             self.k[i, idx, :, pos] = k
             self.v[i, idx, :, pos] = v
