@@ -10,7 +10,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 from clirun import vidcap
-from fake_openai_server import FakeOpenAIServer
+from fake_openai_server import FakeOpenAIServer, openai_completion
 from media import make_video
 
 from vidcap.budget import image_limit, image_tokens, resized
@@ -75,37 +75,53 @@ def test_estimate_is_within_20_percent_of_the_counted_cost(manifest, tmp_path):
     assert abs(summary["estimate"]["prompt_tokens"] - summary["prompt_tokens"]) / summary["prompt_tokens"] < 0.05
 
 
-def test_budget_stops_within_one_batch_and_a_rerun_continues(manifest, tmp_path):
-    per_row = (10 + 85 * 2) * 1000 / 1e6  # the server's simple usage: 10 + 85 per image; $1000 per M tokens
-    out = tmp_path / "o.parquet"
-    with FakeOpenAIServer() as server:
-        args = [
-            "caption",
-            manifest,
-            "-o",
-            out,
-            "--model",
-            "m",
-            "--num-frames",
-            "2",
-            "--price-in",
-            "1000",
-            "--price-out",
-            "0",
-            "--batch-size",
-            "2",
-            *_api(server),
-        ]
+def _cost(server, pin: float, pout: float) -> float:
+    """What the server's answers cost: each hit's usage as the server counted it, at these prices."""
+    total = 0.0
+    for hit in server.hits:
+        usage = openai_completion(hit)["usage"]
+        total += (usage["prompt_tokens"] * pin + usage["completion_tokens"] * pout) / 1e6
+    return total
+
+
+def _worst(hit, pin: float, pout: float, max_tokens: int) -> float:
+    """An upper bound on one request's cost: its text at 2 characters a token, 85 per low-detail image."""
+    return ((len(hit.prompt) / 2 + 8 + 85 * len(hit.images)) * pin + max_tokens * pout) / 1e6
+
+
+def test_budget_holds_across_batching_and_reruns(manifest, tmp_path):
+    """Default batching (4 x --concurrency rows a round, all in flight at once): the run spends at most its
+    budget; the same command again spends nothing more; a higher budget finishes the output, and the summary
+    gives this run's cost and the output's total."""
+    pin, pout, limit = 100.0, 400.0, 64
+    out = tmp_path / "o.csv"
+    with FakeOpenAIServer(usage="openai") as server:
+        args = ["caption", manifest, "-o", out, "--model", "m", "--num-frames", "2", "--detail", "low",
+                "--max-new-tokens", str(limit), "--price-in", str(pin), "--price-out", str(pout),
+                "--backend", "openai", "--base-url", server.base_url, "--workers", "0"]
         proc = vidcap(*args, "--budget", "0.5", check=False)
-        assert proc.returncode == 3 and "budget of $0.50 is spent" in proc.stderr
-        spent = len(server.hits) * per_row
-        assert 0.5 <= spent <= 0.5 + 2 * per_row  # stopped before the next batch
-        assert not out.exists() and Path(str(out) + ".parts").is_dir()  # resumable: the parts are kept
-        done_before = len(server.hits)
-        proc = vidcap(*args, "--budget", "100")
-        assert len(server.hits) == 10  # the rerun sent only the rows left
-    assert f"{done_before} skipped" in proc.stderr
-    assert (pd.read_parquet(out)["status"] == "ok").all()
+        first = len(server.hits)
+        spent = _cost(server, pin, pout)
+        print(f"budget $0.50: {first} of 10 requests sent, ${spent:.4f} spent")
+        assert proc.returncode == 3, proc.stderr
+        assert 0 < first < 10 and spent <= 0.5 + max(_worst(h, pin, pout, limit) for h in server.hits)
+        assert spent <= 0.5  # the gate reserves each request's worst case before sending it
+        said = re.search(r"budget of \$0\.50 for this output is spent: \$([\d.]+) in all", proc.stderr)
+        assert said and abs(float(said.group(1)) - spent) < 1e-3, proc.stderr
+        assert "Traceback" not in proc.stderr and "higher --budget" in proc.stderr and not out.exists()
+        record = json.loads(Path(str(out) + ".spend.json").read_text())
+        assert abs(record["spent_usd"] - spent) < 1e-6
+        for _ in range(3):
+            proc = vidcap(*args, "--budget", "0.5", check=False)
+            assert proc.returncode == 3 and "for this output is spent" in proc.stderr
+            assert len(server.hits) == first  # not one more request
+        proc = vidcap(*args, "--budget", "5")
+        assert len(server.hits) == 10  # the rows the budget held back, and only those
+        total = _cost(server, pin, pout)
+    summary = _summary(out)
+    assert abs(summary["cost_usd_output"] - total) < 1e-4 and abs(summary["cost_usd"] - (total - spent)) < 1e-4
+    assert f"${summary['cost_usd']:.4f} this run, ${summary['cost_usd_output']:.4f} for this output" in proc.stderr
+    assert (pd.read_csv(out)["status"] == "ok").all()
 
 
 def test_max_images_caps_frames_with_a_note(manifest, tmp_path):

@@ -1,25 +1,33 @@
-"""Budgets for API runs: an estimate of tokens and cost before the first request, a spending cap
-(`--budget USD`) that stops a run cleanly, and providers' per-request image limits.
+"""Budgets for API runs: an estimate of tokens and cost before the first request, a spending ceiling
+(`--budget USD`) on what an output costs over every run that writes it, and providers' per-request image
+limits.
 
-The estimate follows OpenAI's published accounting for image inputs: `detail=low` costs 85 tokens per
-image; `high` (and `auto`, counted as high so the estimate errs high) fits the image in 2048x2048, scales
-its short side to 768, and costs 170 per 512-pixel tile plus 85. Text is about 4 characters per token.
-A caption's length is not known before it is written: the estimate assumes `OUTPUT_SHARE` of the token
-limit and prints the ceiling (every caption at the limit) beside it.
+The ceiling is kept by `backends.spend.SpendGate`, asked before every request; what an output has cost so far
+lives in `<output>.spend.json` beside the output (see SpendBook), so a rerun of the same command knows what
+earlier runs spent. `--overwrite` does not clear it (money spent is spent); delete the file to count from zero.
+
+The estimate follows OpenAI's published accounting for image inputs (see backends.spend). A caption's length
+is not known before it is written: the estimate assumes `OUTPUT_SHARE` of the token limit and prints the
+ceiling (every caption at the limit) beside it.
 """
 
 from __future__ import annotations
 
-import math
+import json
+import os
 import sys
+import time
 from urllib.parse import urlsplit
 
-from .errors import FatalRunError
+from .backends.spend import BudgetSpent, SpendGate, budget_stop, image_tokens, text_tokens
+from .errors import FatalRunError, first_line
+from .storage import as_path, is_remote, put_bytes
+
+__all__ = ["BudgetSpent", "SpendBook", "attach_spend", "budget_stop", "image_tokens", "text_tokens"]
 
 OUTPUT_SHARE = 0.6  # captions usually end well before the token limit; the ceiling is printed too
-TEXT_OVERHEAD = 7  # tokens a chat message adds around its content
-CHARS_PER_TOKEN = 4.0
 PROBE_FILES = 8  # clips probed for their frame size when the manifest has no width/height columns
+REMOTE_SAVE_EVERY_S = 5.0  # a remote output's spend record is rewritten at most this often (and at the end)
 
 # Images one request may carry, by API host (as documented by each provider when written).
 HOST_IMAGE_LIMITS = {
@@ -31,14 +39,55 @@ HOST_IMAGE_LIMITS = {
 }
 
 
-class BudgetSpent(FatalRunError):
-    """--budget reached: the run stops before the next batch; finished rows are saved."""
+class SpendBook:
+    """What an output has cost over every run that wrote it: `<output>.spend.json` beside the output.
 
-    def __init__(self, budget: float, spent: float):
-        super().__init__(
-            f"the budget of ${budget:.2f} is spent (${spent:.4f} so far); finished rows are saved. "
-            "Run the same command with a higher --budget to continue."
-        )
+    Local outputs are rewritten atomically after every request (a killed run loses nothing); remote ones at
+    most every REMOTE_SAVE_EVERY_S seconds and when the client closes.
+    """
+
+    def __init__(self, output):
+        out = as_path(output)
+        self.path = out.with_name(out.name.rstrip("/") + ".spend.json")
+        self._last = 0.0
+
+    def load(self) -> tuple[float, float]:
+        """(USD spent on this output so far, the largest worst case of one request seen); zeros when new."""
+        try:
+            data = json.loads(self.path.read_bytes() or b"{}")
+        except FileNotFoundError:
+            return 0.0, 0.0
+        except (OSError, ValueError) as exc:
+            raise FatalRunError(
+                f"cannot read {self.path} ({first_line(exc)}), the record of what this output has cost; fix or "
+                "delete it (deleting it forgets what earlier runs spent) and run the same command again."
+            ) from None
+        return float(data.get("spent_usd") or 0.0), float(data.get("worst_request_usd") or 0.0)
+
+    def save(self, total: float, worst: float, force: bool = False) -> None:
+        now = time.monotonic()
+        if is_remote(self.path) and not force and now - self._last < REMOTE_SAVE_EVERY_S:
+            return
+        self._last = now
+        data = json.dumps({"spent_usd": round(total, 8), "worst_request_usd": round(worst, 8)}).encode()
+        if is_remote(self.path):
+            put_bytes(self.path, data)
+            return
+        tmp = self.path.with_name(f".{self.path.name}.{os.getpid()}.tmp")
+        tmp.write_bytes(data)
+        os.replace(tmp, self.path)
+
+
+def attach_spend(stage, output) -> SpendGate | None:
+    """Give an API caption stage's backend the gate for this output: what the output cost before (from its
+    SpendBook) and the --budget ceiling. Called once by the CLI before the run; None for other backends."""
+    if not stage.backend.counts_spend:
+        return None
+    book = SpendBook(output)
+    before, worst = book.load()
+    gate = SpendGate(stage.options.budget, before=before, worst_seen=worst, saved=book.save)
+    stage.backend.set_spend_gate(gate)
+    return gate
 
 
 def image_limit(base_url: str, max_images: int | None) -> tuple[int, str] | None:
@@ -50,21 +99,6 @@ def image_limit(base_url: str, max_images: int | None) -> tuple[int, str] | None
         if host == known or host.endswith("." + known):
             return limit, host
     return None
-
-
-def image_tokens(width: int, height: int, detail: str) -> int:
-    """Prompt tokens one image costs at this detail (OpenAI's tiling rule)."""
-    if detail == "low" or width <= 0 or height <= 0:
-        return 85
-    scale = min(1.0, 2048 / max(width, height))
-    w, h = width * scale, height * scale
-    scale = min(1.0, 768 / min(w, h))
-    w, h = w * scale, h * scale
-    return 170 * math.ceil(w / 512) * math.ceil(h / 512) + 85
-
-
-def text_tokens(text: str) -> int:
-    return math.ceil(len(text or "") / CHARS_PER_TOKEN) + TEXT_OVERHEAD
 
 
 def resized(width: int, height: int, short: int | None) -> tuple[int, int]:
@@ -134,8 +168,8 @@ def estimate(stage, rows) -> dict:
     }
 
 
-def describe(est: dict, budget: float | None) -> str:
-    """The estimate as the sentences printed before the first request."""
+def describe(est: dict, budget: float | None, before: float = 0.0) -> str:
+    """The estimate as the sentences printed before the first request (`before`: what the output already cost)."""
     text = (
         f"vidcap: estimate for {est['rows']} rows: {est['frames']} frames of {est['frame_size']} at detail="
         f"{est['detail']} ({est['image_tokens']} tokens each), {est['prompt_tokens']:,} prompt tokens and about "
@@ -144,19 +178,26 @@ def describe(est: dict, budget: float | None) -> str:
     if est["cost_usd"] is None:
         return text + "; no price known for this model (give --price-in and --price-out to see a cost)."
     text += f"; about ${est['cost_usd']:.2f} (at most ${est['cost_usd_max']:.2f})."
-    if budget is not None and est["cost_usd"] > budget:
-        share = budget / est["cost_usd"] if est["cost_usd"] else 1.0
-        text += f" The --budget of ${budget:.2f} covers about {share:.0%} of it; the run will stop there."
+    if before > 0:
+        text += f" This output has already cost ${before:.4f}."
+    if budget is not None and before + est["cost_usd"] > budget:
+        left = max(0.0, budget - before)
+        share = left / est["cost_usd"] if est["cost_usd"] else 1.0
+        text += (
+            f" The --budget of ${budget:.2f} covers about {share:.0%} of it; no request that could pass it is sent, "
+            "and the run stops there (exit 3)."
+        )
     return text
 
 
 def print_estimate(stage, manifest, ropts) -> dict | None:
     """Print the estimate for an API caption run before anything is sent (None for other backends)."""
-    if getattr(stage.backend, "name", "") != "openai":
+    if not stage.backend.counts_spend:
         return None
     from .session import select_rows
 
     est = estimate(stage, select_rows(stage, manifest, ropts))
-    print(describe(est, stage.options.budget), file=sys.stderr)
+    gate = stage.backend.spend_gate()
+    print(describe(est, stage.options.budget, gate.before if gate is not None else 0.0), file=sys.stderr)
     stage.cost_estimate = est  # the summary puts it beside the counted cost
     return est

@@ -183,7 +183,7 @@ def caption(
     no_file_check: bool = O_NO_FILE_CHECK,
     strip_prefix: bool = typer.Option(False, "--strip-prefix", help="Drop stock openings like 'The video shows' (Open-Sora's list) and capitalise the rest."),
     heal: int = typer.Option(0, "--heal", metavar="N", help="Caption a row again, up to N times, when its caption loops, is empty, was cut off or echoes the prompt: that row alone gets a repetition penalty, then seeded sampling. Good rows are never touched; every attempt is kept in heal_attempts."),
-    budget: Optional[float] = typer.Option(None, "--budget", metavar="USD", help="API runs: stop once the spent cost reaches this many dollars (finished rows are saved; rerun with a higher budget to go on)."),
+    budget: Optional[float] = typer.Option(None, "--budget", metavar="USD", help="API runs: the most this output may cost in dollars, over every run that writes it (kept in <output>.spend.json). A request that could pass it is not sent; the run stops with exit 3, finished rows saved; rerun with a higher budget to go on."),
     max_images: Optional[int] = typer.Option(None, "--max-images", help="API runs: images one request may carry (default: the provider's known limit); clips get at most this many frames."),
     retry_failed: bool = O_RETRY_FAILED,
     workers: Optional[int] = O_WORKERS, limit: Optional[int] = O_LIMIT, shard: Optional[str] = O_SHARD,
@@ -221,8 +221,9 @@ def caption(
     out = output_path(manifest, output, "caption")
     ropts = run_options(workers, limit, shard, overwrite, keep_parts, part_rows, quiet, device, failed_out,
                         no_file_check, retry_failed)
-    from .budget import print_estimate
+    from .budget import attach_spend, print_estimate
 
+    attach_spend(stage, out)  # what this output cost before, and the --budget gate every request asks
     print_estimate(stage, manifest, ropts)
     execute(stage, manifest, out, ropts, gpus=gpus, tp=tp, engine=engine, address=address,
             ray={"env": ray_env, "max_actors": ray_actors})

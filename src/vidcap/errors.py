@@ -17,8 +17,12 @@ MODEL = "model"
 WORKER = "worker"
 CONTEXT = "context"  # the prompt plus the caption would not fit the model's positions
 GROWING = "growing"  # the file changed while it was read (still being written): redone on resume
+BUDGET = "budget"  # not sent: it could have passed the output's --budget; redone by a run with a higher one
+# The environment, not the clip: redone on the next run once the machine is fixed.
+CERTIFICATE = "certificate"  # the server's TLS certificate was not trusted
+ENVIRONMENT = "environment"  # a package, a credential or a filesystem driver this row needs is missing
 
-RETRYABLE = frozenset({TIMEOUT, OOM, API, WORKER, GROWING})
+RETRYABLE = frozenset({TIMEOUT, OOM, API, WORKER, GROWING, BUDGET, CERTIFICATE, ENVIRONMENT})
 
 
 class VidcapError(Exception):

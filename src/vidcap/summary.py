@@ -7,7 +7,7 @@ from __future__ import annotations
 SHOWN_ABOVE = {"rows", "unique", "duplicates", "skipped", "processed", "ok", "failed", "wall_s", "rows_per_s"}
 API = ("api_requests", "api_attempts", "api_retries", "api_errors")
 TOKENS = ("prompt_tokens", "completion_tokens", "total_tokens")
-COST = ("price_in", "price_out", "price_source", "cost_usd")
+COST = ("price_in", "price_out", "price_source", "cost_usd", "cost_usd_output", "budget_usd")
 
 
 def extra_lines(summary: dict) -> list[str]:
@@ -26,20 +26,32 @@ def extra_lines(summary: dict) -> list[str]:
         rest.pop(k, None)
     if any(k in rest for k in COST):
         lines.append(_cost({k: rest.pop(k, None) for k in COST}, summary.get("model")))
+    estimate = rest.pop("estimate", None)
+    if isinstance(estimate, dict) and estimate.get("cost_usd") is not None:
+        lines.append(f"estimate before the run: about ${estimate['cost_usd']:.4f}")
+    near = rest.pop("near_dup", None)
+    if isinstance(near, dict) and near.get("clusters"):
+        lines.append(f"near dup: {_value(near)}")
     engine = rest.pop("engine", None)
     fast = rest.pop("fast_path", None)
     if isinstance(engine, dict) or fast is not None:
         lines.append(_engine(engine or {}, fast))
     for k, v in rest.items():
-        if v is None or v == {} or v == []:
+        if _nothing(v):  # `parse failed: 0`, `cost_usd None`: lines that say nothing
             continue
         lines.append(f"{k.replace('_', ' ')}: {_value(v)}")
     return lines
 
 
+def _nothing(v) -> bool:
+    if isinstance(v, dict):
+        return all(_nothing(x) for x in v.values())
+    return v is None or v == [] or (v == 0 and not isinstance(v, bool))
+
+
 def _value(v) -> str:
     if isinstance(v, dict):
-        return ", ".join(f"{k} {_value(x)}" for k, x in v.items()) or "none"
+        return ", ".join(f"{k} {_value(x)}" for k, x in v.items() if x is not None) or "none"
     if isinstance(v, (list, tuple)):
         return ", ".join(map(str, v)) or "none"
     if isinstance(v, bool):
@@ -74,9 +86,13 @@ def _cost(cost: dict, model) -> str:
             "million tokens, to have it computed)"
         )
     source = "your --price-in/--price-out" if cost.get("price_source") == "user" else "vidcap's price table"
-    return (
-        f"cost: ${cost['cost_usd']:.4f} (USD per million tokens: {cost.get('price_in'):g} in, "
-        f"{cost.get('price_out'):g} out, from {source})"
+    text = f"cost: ${cost['cost_usd']:.4f} this run"
+    if cost.get("cost_usd_output") is not None:
+        text += f", ${cost['cost_usd_output']:.4f} for this output over every run"
+    if cost.get("budget_usd") is not None:
+        text += f" (--budget ${cost['budget_usd']:.2f})"
+    return text + (
+        f"; USD per million tokens: {cost.get('price_in'):g} in, {cost.get('price_out'):g} out, from {source}"
     )
 
 

@@ -19,7 +19,8 @@ import time
 from dataclasses import dataclass, field, fields, replace
 from urllib.parse import urlsplit, urlunsplit
 
-from ..errors import API, TIMEOUT, FatalRunError, UsageError, format_error
+from ..errors import API, BUDGET, TIMEOUT, FatalRunError, UsageError, format_error
+from .spend import SpendGate
 
 log = logging.getLogger("vidcap.api")
 
@@ -402,6 +403,8 @@ class ChatClient:
     def close(self) -> None:
         if self._loop is None:
             return
+        if self.gate is not None and self.gate.saved is not None:
+            self.gate.saved(self.gate.total, self.gate.worst_seen)
         try:
             self._loop.run(self._client.close())
         finally:
@@ -412,13 +415,19 @@ class ChatClient:
         if self._fatal:
             raise FatalRunError(self._fatal)
 
-    async def chat(self, messages: list, **params) -> ChatReply:
+    async def chat(self, messages: list, prompt_tokens_max: int = 0, **params) -> ChatReply:
+        """One chat completion, retried as the policy says. `prompt_tokens_max`: an upper estimate of the
+        request's prompt tokens, for the `--budget` gate (0: the gate counts only the completion)."""
         self.usage.requests += 1
         async with self._sem:
             attempt = 0
             while True:
                 self.check_fatal()
                 await self._wait_pause()
+                worst = await self._admit(prompt_tokens_max, params)
+                if worst is None:
+                    self._count_error(BUDGET)
+                    return ChatReply(error=self._refused_text())
                 self.usage.attempts += 1
                 try:  # --timeout bounds the whole request, a body that trickles in included
                     resp = await asyncio.wait_for(
@@ -426,8 +435,10 @@ class ChatClient:
                         timeout=self.timeout)
                     reply = parse_completion(resp)
                 except asyncio.CancelledError:
+                    self._settle(worst, None, prompt_tokens_max)
                     raise
                 except Exception as exc:  # sorted below: retry, fail the row, or stop the run
+                    self._settle(worst, None, prompt_tokens_max)
                     out = classify(exc, model=self.model, base_url=self.base_url,
                                    retry_after_cap=self.policy.retry_after_cap)
                     self._streak_of(out)
@@ -436,7 +447,41 @@ class ChatClient:
                         attempt += 1
                         continue
                     return self.redact.strings(self._failed(out, attempt + 1))
+                self._settle(worst, reply, prompt_tokens_max)
                 return self.redact.strings(self._succeeded(self.redact.strings(reply), attempt + 1))
+
+    gate: SpendGate | None = None  # set by vidcap.budget.attach_spend for a run that writes an output
+
+    async def _admit(self, prompt_tokens_max: int, params: dict) -> float | None:
+        """The worst-case USD reserved for this attempt (0.0 with no gate or no price); None: not sent. A request
+        that does not fit while others are in flight waits for them: what they really cost may leave room."""
+        pin, pout, _ = price_for(self.model, self.price_in, self.price_out)
+        if self.gate is None or pin is None:
+            return 0.0
+        max_tokens = int(params.get("max_tokens") or params.get("max_completion_tokens") or 0)
+        worst = self.gate.worst_usd(prompt_tokens_max, max_tokens, pin, pout)
+        while not self.gate.admit(worst):
+            if self.gate.held <= 0 or self.gate.refused:
+                self.gate.refuse()
+                return None
+            await asyncio.sleep(0.02)
+        return worst
+
+    def _settle(self, worst: float, reply: ChatReply | None, prompt_tokens_max: int) -> None:
+        pin, pout, _ = price_for(self.model, self.price_in, self.price_out)
+        if self.gate is None or pin is None:
+            return
+        if reply is None:
+            self.gate.settle(worst, 0.0)
+            return
+        usd = (reply.prompt_tokens * pin + reply.completion_tokens * pout) / 1e6
+        self.gate.settle(worst, usd, reply.prompt_tokens, prompt_tokens_max)
+
+    def _refused_text(self) -> str:
+        gate = self.gate
+        assert gate is not None and gate.ceiling is not None
+        return format_error(BUDGET, f"not sent: this output has cost ${gate.total:.4f} of its --budget of "
+                                    f"${gate.ceiling:.2f}, and this request could cost up to ${gate.worst_seen:.4f}")
 
     async def _backoff(self, out: Outcome, attempt: int) -> None:
         self.usage.retries += 1

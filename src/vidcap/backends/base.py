@@ -8,6 +8,7 @@ from dataclasses import dataclass, field, fields
 import numpy as np
 
 from ..errors import UsageError
+from .spend import SpendGate
 
 
 @dataclass
@@ -15,6 +16,8 @@ class CaptionOptions:
     """Settings a user picks per run; every backend reads what applies to it."""
 
     num_frames: int | None = None  # None: the preset's
+    fps: float | None = None  # frames by time: this many per second of the clip (None: the preset's, if any)
+    max_frames: int | None = None  # with fps: the most frames a clip gives (None: the preset's, else 768)
     prompt: str | None = None  # prompt name from the prompt table, None: the preset's
     prompt_text: str | None = None  # a custom prompt (from --prompt-file); wins over `prompt`
     max_new_tokens: int | None = 256  # None: the prompt's own limit (CaptionStage resolves it), else 256
@@ -27,6 +30,7 @@ class CaptionOptions:
     pooling_shape: tuple[int, int, int] | None = None  # PLLaVA
     lora_alpha: float | None = None  # PLLaVA
     max_pixels: int | None = None  # Qwen-VL pixel budget per frame
+    total_pixels: int | None = None  # Qwen-VL pixel budget per clip (all its frames together)
     trust_remote_code: bool = False
     # API backends
     base_url: str | None = None
@@ -40,7 +44,7 @@ class CaptionOptions:
     jpeg_quality: int = 90  # frames travel as JPEG
     backoff_base: float = 0.5  # seconds before the first retry, doubled each time
     retry_after_cap: float = 120.0  # the longest Retry-After a server may ask for
-    budget: float | None = None  # USD: stop (resumably) once the run's spent cost reaches it
+    budget: float | None = None  # USD: the most this output may cost, over every run that writes it
     max_images: int | None = None  # images one request may carry (None: the provider's known limit, if any)
     # in-process (transformers) backends
     prepare_on_workers: bool = True  # decode workers also turn frames into model inputs (the processor)
@@ -67,7 +71,7 @@ class CaptionOptions:
         return {f.name for f in fields(self) if getattr(self, f.name) != getattr(defaults, f.name)}
 
 
-COMMON_OPTIONS = frozenset({"num_frames", "prompt", "prompt_text", "max_new_tokens", "user_turn", "temperature",
+COMMON_OPTIONS = frozenset({"num_frames", "fps", "max_frames", "prompt", "prompt_text", "max_new_tokens", "user_turn", "temperature",
                             "batch_size", "resize", "device", "strip_prefix", "heal"})
 HF_OPTIONS = frozenset({"dtype", "trust_remote_code", "prepare_on_workers", "engine", "static_batches", "ignore_eos",
                         "lengths"})
@@ -169,6 +173,16 @@ class CaptionBackend:
     def spent_usd(self) -> float | None:
         """What this run has spent so far (API backends with a price), None when nothing is counted."""
         return None
+
+    counts_spend = False  # True for backends that pay per request (see vidcap.budget.attach_spend)
+
+    def spend_gate(self) -> SpendGate | None:
+        """The gate that keeps this backend's requests within the output's --budget (API backends), or None."""
+        return None
+
+    def set_spend_gate(self, gate: SpendGate) -> None:
+        """Ask `gate` before every request (only backends with counts_spend)."""
+        raise NotImplementedError
 
     def engine_summary(self) -> dict | None:
         """The engine's figures (fast_path and why not, decode ms per step, ...); None: this backend has none."""

@@ -16,6 +16,7 @@ from ..errors import UsageError, format_error
 from .api_common import REASONING_PREFIXES as _REASONING_PREFIXES  # noqa: F401  (used by llm.py)
 from .api_common import ChatClient, chat_params
 from .base import API_OPTIONS, COMMON_OPTIONS, CaptionBackend, CaptionOptions, CaptionRequest, CaptionResult
+from .spend import SpendGate, worst_prompt_tokens
 
 DEFAULT_MODEL = "gpt-4o"
 DETAILS = ("low", "high", "auto")
@@ -64,6 +65,7 @@ def frame_list(request: CaptionRequest) -> list[np.ndarray]:
 
 class OpenAIBackend(CaptionBackend):
     name = "openai"
+    counts_spend = True
     takes = COMMON_OPTIONS | API_OPTIONS
 
     def __init__(self, preset, options: CaptionOptions):
@@ -119,6 +121,12 @@ class OpenAIBackend(CaptionBackend):
     def spent_usd(self) -> float | None:
         return self.client.usage_summary().get("cost_usd")
 
+    def spend_gate(self) -> SpendGate | None:
+        return self.client.gate
+
+    def set_spend_gate(self, gate: SpendGate) -> None:
+        self.client.gate = gate
+
     async def caption_one(self, request: CaptionRequest) -> CaptionResult:
         """Caption one request; awaitable from any event loop, so a runner can keep
         `concurrency` rows in flight and write each as it lands. Raises FatalRunError."""
@@ -141,7 +149,9 @@ class OpenAIBackend(CaptionBackend):
             messages = await asyncio.get_running_loop().run_in_executor(None, self._messages, request)
         except ValueError as exc:
             return CaptionResult(error=format_error("model", f"cannot encode frames: {exc}"), finish_reason="")
-        reply = await self.client.chat(messages, **(params or self._params()))
+        worst = worst_prompt_tokens(request.prompt or self._default_prompt(),
+                                    [(f.shape[1], f.shape[0]) for f in frame_list(request)], self.options.detail)
+        reply = await self.client.chat(messages, worst, **(params or self._params()))
         return CaptionResult(text=reply.text if not reply.error else "", error=reply.error,
                              prompt_tokens=reply.prompt_tokens, completion_tokens=reply.completion_tokens,
                              finish_reason=reply.finish_reason)

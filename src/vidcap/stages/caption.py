@@ -7,6 +7,7 @@ from typing import Iterator
 
 from ..backends.base import CaptionOptions, CaptionRequest, CaptionResult
 from ..backends.registry import Preset, make_backend
+from ..backends.spend import budget_stop
 from ..errors import UsageError, VidcapError
 from ..manifest import ABSPATH
 from .base import Item, Stage
@@ -216,14 +217,12 @@ class CaptionStage(Stage):
                   f"per clip instead of {self.num_frames} (set --max-images to change the limit).", file=sys.stderr)
             self.num_frames = cap[0]
 
-    def _check_budget(self) -> None:
-        """--budget: stop before the next batch once the spent cost reached it (finished rows are saved)."""
-        budget = self.options.budget
-        spent = self.backend.spent_usd() if budget is not None else None
-        if spent is not None and spent >= budget:
-            from ..budget import BudgetSpent
-
-            raise BudgetSpent(budget, spent)
+    def _check_budget(self, at_end: bool = False) -> None:
+        """--budget: stop before a batch once a request was refused or not one more fits (finished rows are
+        saved); at the end of the run, when a request was refused (its row is left for a higher budget)."""
+        stop = budget_stop(self.backend.spend_gate(), at_end=at_end)
+        if stop is not None:
+            raise stop
 
     def _reload(self, item: Item, fr) -> CaptionRequest | None:
         """A request for the row: from its frames, or decoded again here when the decode workers sent model
@@ -290,7 +289,13 @@ class CaptionStage(Stage):
     cost_estimate: dict | None = None  # vidcap.budget's estimate, when the CLI printed one
 
     def summary_extra(self) -> dict:
+        self._check_budget(at_end=True)  # before the merge: rows the budget held back keep the output unfinished
         extra = self.backend.usage_summary()
+        gate = self.backend.spend_gate()
+        if gate is not None and extra.get("cost_usd") is not None:
+            extra["cost_usd_output"] = round(gate.total, 6)  # every run that wrote this output, this one included
+            if gate.ceiling is not None:
+                extra["budget_usd"] = gate.ceiling
         if self.cost_estimate is not None:
             extra["estimate"] = {k: self.cost_estimate[k] for k in ("prompt_tokens", "completion_tokens", "cost_usd")}
         engine = self.backend.engine_summary()
