@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from vidcap.motion.align import motion_score, refine
 from vidcap.motion.blend import BLEND_RATIO, blend_ratio, warp
 from vidcap.motion.result import MotionResult
 from vidcap.motion.track import _to_pixel, prepare
@@ -53,6 +54,7 @@ class Step:
     matrix: np.ndarray | None = None  # 2x3 similarity in centred working coordinates
     inliers: float = 0.0  # share of fitted grid points that follow the similarity
     points: int = 0
+    uncertain: bool = False  # the flow fit failed; the frames were matched by direct alignment
 
 
 @dataclass
@@ -242,9 +244,39 @@ def _chain(clip: _Clip, marks: list[int], diag: Diagnostics) -> str:
             mid = (i + j) // 2
             stack.extend([(mid, j), (i, mid)])
             continue
+        rescued = _rescue(clip, i, j, [step.matrix, _predict(last, 1)])
+        if rescued is not None:  # no evidence of a cut: the frames match once aligned directly
+            diag.steps.append(rescued)
+            last = (rescued.matrix, 1)
+            continue
         diag.steps.append(step)
         return "scene cut"
     return ""
+
+
+def _rescue(clip: _Clip, i: int, j: int, starts: list[np.ndarray | None]) -> Step | None:
+    """Neighbouring frames the flow fit could not join: aligned directly (ECC) from the best start.
+
+    A step whose frames then match (mismatch at most MAX_MISMATCH, or nothing left to compare) is one
+    shot with an uncertain motion; None when no alignment explains the change: a cut."""
+    best: tuple[float, np.ndarray] | None = None
+    for start in [*starts, np.eye(3)[:2]]:
+        if start is None:
+            continue
+        value = clip.mismatch(i, j, start)
+        score = MAX_MISMATCH if value is None else value
+        if best is None or score < best[0]:
+            best = (score, start)
+    if best is None:
+        return None
+    aligned = refine(clip.gray[i], clip.gray[j], best[1])
+    if aligned is not None:
+        value = clip.mismatch(i, j, aligned)
+        if value is not None and value < best[0]:
+            best = (value, aligned)
+    if best[0] > MAX_MISMATCH:
+        return None
+    return Step(i, j, best[1], 0.0, 0, uncertain=True)
 
 
 def _poses(diag: Diagnostics) -> dict[int, np.ndarray]:
@@ -270,6 +302,10 @@ def _one_shot(clip: _Clip, times: np.ndarray, diag: Diagnostics) -> bool:
             value = clip.mismatch(int(ia), ib, rel[:2])
             if value is None:
                 continue
+            if value > MAX_MISMATCH:  # the chained motion may have drifted: align the pair directly
+                aligned = refine(clip.gray[ia], clip.gray[ib], rel[:2])
+                again = None if aligned is None else clip.mismatch(int(ia), ib, aligned)
+                value = min(value, again if again is not None else value)
             if value > MAX_MISMATCH and value <= SURE_MISMATCH and ib - ia > 1:
                 ratio = blend_ratio(clip, int(ia), ib, poses)
                 if ratio > BLEND_RATIO:
@@ -330,26 +366,6 @@ def estimate(
     return result
 
 
-def motion_score(steps: list[Step], frame_no: np.ndarray, w: int, h: int) -> float:
-    """Mean displacement per frame of the picture's points, as a share of the frame diagonal.
-
-    Each step's similarity moves every point of the frame (a 5x5 grid); the mean distance, summed over
-    the steps, is divided by the frames the steps span (`frame_no`: each kept frame's frame number)."""
-    ys, xs = np.mgrid[-0.4:0.41:0.2, -0.4:0.41:0.2]
-    pts = np.stack([xs.ravel() * w, ys.ravel() * h])
-    path, first, last = 0.0, None, None
-    for step in steps:
-        if step.matrix is None:
-            continue
-        moved = step.matrix[:, :2] @ pts + step.matrix[:, 2:3] - pts
-        path += float(np.hypot(moved[0], moved[1]).mean())
-        first = step.i if first is None else min(first, step.i)
-        last = step.j if last is None else max(last, step.j)
-    if first is None or last is None or frame_no[last] <= frame_no[first]:
-        return 0.0
-    return path / math.hypot(w, h) / float(frame_no[last] - frame_no[first])
-
-
 def _summarise(diag: Diagnostics, reason: str, w: int, h: int) -> MotionResult:
     total = np.eye(3)
     for step in diag.steps:
@@ -374,4 +390,7 @@ def _summarise(diag: Diagnostics, reason: str, w: int, h: int) -> MotionResult:
         )
         if diag.unblended:  # frames that differed past the limit, kept as one shot by the blend test
             result.confidence *= 0.5
+        if any(s.uncertain for s in diag.steps):
+            result.confidence *= 0.3
+            result.note = "uncertain motion"
     return result

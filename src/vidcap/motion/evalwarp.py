@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import functools
 import math
 from pathlib import Path
 
@@ -102,11 +103,11 @@ def plan_path(rng, n, src_wh, out_wh, s, p, d, u, sway):
     by `d` (share of the frame, in last-frame units) on top."""
     (sw, sh), (ow, oh) = np.array(src_wh, float), np.array(out_wh, float)
     size = np.array([ow, oh])
-    z_lo = max(1 / MAX_UPSCALE, 1 / (MAX_UPSCALE * s))  # both ends at most 2x upscaled
+    z_lo = max(1 / MAX_UPSCALE, s / MAX_UPSCALE)  # both ends at most 2x upscaled
     z_hi = min(sw / (ow * 1.05), sh / (oh * 1.05), sw / (ow * 1.05) * s, sh / (oh * 1.05) * s, 3.0)
     if z_hi < z_lo:
         return None
-    for _ in range(30):
+    for _ in range(200):  # cheap: the fit is checked on the whole path at once
         z0 = math.exp(rng.uniform(math.log(z_lo), math.log(z_hi)))
         scales = z0 * s ** (-u)
         c0 = rng.uniform([0, 0], [sw, sh])
@@ -153,13 +154,20 @@ def render(scene, centres, scales, angles, out_wh) -> list:
     return out
 
 
+@functools.lru_cache(maxsize=32)
+def _pictures(path: str) -> tuple[int, ...]:
+    """Indices of a source's frames (every other one) that show a picture."""
+    frames = footage.frames_of(path)
+    return tuple(i for i in range(0, len(frames), 2) if footage.has_picture(frames[i]))
+
+
 def _scene(rng, source: Source, n: int, fps: float):
     frames = footage.frames_of(source.path)
     rate = min(footage.fps_of(source.path), 60.0) / fps
     if source.camera == "static" and rng.random() < 0.7 and len(frames) > n * rate + 2:
         start = int(rng.integers(0, len(frames) - int(n * rate) - 1))
         return (lambda k: frames[start + int(k * rate)]), f"live@{start}"
-    good = [i for i in range(0, len(frames), 2) if footage.has_picture(frames[i])]
+    good = _pictures(source.path)
     index = good[int(rng.integers(len(good)))]
     return (lambda k: frames[index]), f"still@{index}"
 

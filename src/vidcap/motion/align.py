@@ -1,0 +1,77 @@
+"""Whole-frame geometry for the dense estimator: direct (ECC) alignment and the motion score.
+
+The flow fit can fail where the picture is not a cut: a small, soft or blurred frame, a large zoom,
+a move fast enough to leave few matching points. Before a pair of frames is called two pictures, the
+frames are aligned directly (OpenCV's ECC, intensity-based, whole frame, started from the best motion
+at hand); only when no alignment makes them match is there evidence of a cut.
+"""
+
+from __future__ import annotations
+
+import math
+
+import cv2
+import numpy as np
+
+from vidcap.motion.track import _to_pixel
+
+ECC_ITERS = 40
+MAX_CHANGE = 0.15  # ECC may move the start by at most this share of the width (or this log-scale)
+
+
+def _centred(pixel: np.ndarray, w: int, h: int) -> np.ndarray:
+    c = np.array([w / 2.0, h / 2.0])
+    out = pixel.astype(np.float64).copy()
+    out[:, 2] = pixel[:, 2] - c + pixel[:, :2] @ c
+    return out
+
+
+def similarity(matrix: np.ndarray) -> np.ndarray:
+    """The closest similarity (scale, rotation, translation) to a 2x3 affine matrix."""
+    a = (matrix[0, 0] + matrix[1, 1]) / 2
+    b = (matrix[1, 0] - matrix[0, 1]) / 2
+    return np.array([[a, -b, matrix[0, 2]], [b, a, matrix[1, 2]]], np.float64)
+
+
+def _scale(matrix: np.ndarray) -> float:
+    return max(1e-6, math.hypot(matrix[0, 0], matrix[1, 0]))
+
+
+def refine(a: np.ndarray, b: np.ndarray, start: np.ndarray) -> np.ndarray | None:
+    """Similarity a->b (centred coordinates) that ECC reaches from `start`, or None when it does not
+    converge or wanders off (more than MAX_CHANGE from the start)."""
+    h, w = a.shape
+    warp = _to_pixel(start, w, h).astype(np.float32)
+    criteria = (cv2.TERM_CRITERIA_EPS | cv2.TERM_CRITERIA_COUNT, ECC_ITERS, 1e-4)
+    try:
+        _, warp = cv2.findTransformECC(
+            a.astype(np.float32), b.astype(np.float32), warp, cv2.MOTION_AFFINE, criteria, None, 5
+        )
+    except cv2.error:
+        return None
+    out = similarity(_centred(warp, w, h))
+    shift = max(abs(out[0, 2] - start[0, 2]) / w, abs(out[1, 2] - start[1, 2]) / w)
+    if shift > MAX_CHANGE or abs(math.log(_scale(out) / _scale(start))) > MAX_CHANGE:
+        return None
+    return out
+
+
+def motion_score(steps, frame_no: np.ndarray, w: int, h: int) -> float:
+    """Mean displacement per frame of the picture's points, as a share of the frame diagonal.
+
+    Each step's similarity (`step.matrix`, centred coordinates, frames `step.i` -> `step.j`) moves the
+    points of a 5x5 grid over the frame; their mean distance, summed over the steps, is divided by the
+    frames the steps span (`frame_no`: each frame's number in the clip)."""
+    ys, xs = np.mgrid[-0.4:0.41:0.2, -0.4:0.41:0.2]
+    pts = np.stack([xs.ravel() * w, ys.ravel() * h])
+    path, first, last = 0.0, None, None
+    for step in steps:
+        if step.matrix is None:
+            continue
+        moved = step.matrix[:, :2] @ pts + step.matrix[:, 2:3] - pts
+        path += float(np.hypot(moved[0], moved[1]).mean())
+        first = step.i if first is None else min(first, step.i)
+        last = step.j if last is None else max(last, step.j)
+    if first is None or last is None or frame_no[last] <= frame_no[first]:
+        return 0.0
+    return path / math.hypot(w, h) / float(frame_no[last] - frame_no[first])

