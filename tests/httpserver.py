@@ -7,6 +7,9 @@ from __future__ import annotations
 
 import os
 import re
+import ssl
+import subprocess
+import tempfile
 import threading
 from functools import partial
 from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
@@ -81,11 +84,17 @@ class HTTPFiles:
     """`HTTPFiles(root, ranges=True)`: serves `root` at `self.url`; `sent()` is the body bytes sent so far.
     ranges: True (206 answers), False (200 and `Accept-Ranges: none`), "ignored" (200, nothing said)."""
 
-    def __init__(self, root, ranges: bool | str = True):
+    def __init__(self, root, ranges: bool | str = True, self_signed: bool = False):
         self.counter = {"bytes": 0, "lock": threading.Lock()}
         handler = type("Handler", (_Handler,), {"ranges": ranges, "counter": self.counter})
         self.server = _Server(("127.0.0.1", 0), partial(handler, directory=str(root)))
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        scheme = "http"
+        if self_signed:  # https with a certificate no client trusts, as a dev box or an intercepting proxy gives
+            scheme = "https"
+            context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+            context.load_cert_chain(*_self_signed())
+            self.server.socket = context.wrap_socket(self.server.socket, server_side=True)
+        self.url = f"{scheme}://127.0.0.1:{self.server.server_address[1]}"
         self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
         self.thread.start()
 
@@ -95,3 +104,12 @@ class HTTPFiles:
     def stop(self):
         self.server.shutdown()
         self.server.server_close()
+
+
+def _self_signed() -> tuple[str, str]:
+    """(certificate, key) files of a fresh self-signed certificate for 127.0.0.1 (openssl)."""
+    folder = tempfile.mkdtemp(prefix="vidcap-cert-")
+    cert, key = os.path.join(folder, "cert.pem"), os.path.join(folder, "key.pem")
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", key, "-out", cert,
+                    "-days", "1", "-subj", "/CN=127.0.0.1"], check=True, capture_output=True)
+    return cert, key

@@ -141,10 +141,15 @@ def exit_if_all_failed(summary: dict) -> None:
         raise typer.Exit(1)
 
 
-def execute(stage, manifest: Path, out: Path, opts, gpus=None, tp=1, engine="local", address=None, ray=None) -> dict:
+def execute(stage, manifest: Path, out: Path, opts, gpus=None, tp=1, engine="local", address=None, ray=None,
+            checked=False) -> dict:
     """Every run command ends here: one dispatch picks the executor (one process, GPUs of a host, torchrun,
-    Ray) for any stage."""
+    Ray) for any stage. `checked`: the caller already ran vidcap.preflight.check."""
+    from .preflight import check
     from .runners import dispatch
+
+    if not checked:
+        check(stage, manifest, out, engine)  # missing packages: one sentence before any part exists
 
     summary = dispatch(stage, manifest, out, opts, gpus=gpus, tp=tp, engine=engine, address=address, ray=ray)
     print_summary(summary, out)
@@ -222,11 +227,13 @@ def caption(
     ropts = run_options(workers, limit, shard, overwrite, keep_parts, part_rows, quiet, device, failed_out,
                         no_file_check, retry_failed)
     from .budget import attach_spend, print_estimate
+    from .preflight import check
 
+    check(stage, manifest, out, engine)  # missing packages: one sentence before the estimate probes a clip
     attach_spend(stage, out)  # what this output cost before, and the --budget gate every request asks
     print_estimate(stage, manifest, ropts)
     execute(stage, manifest, out, ropts, gpus=gpus, tp=tp, engine=engine, address=address,
-            ray={"env": ray_env, "max_actors": ray_actors})
+            ray={"env": ray_env, "max_actors": ray_actors}, checked=True)
 
 
 def _at_least(value, low: int, flag: str):

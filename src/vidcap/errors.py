@@ -50,15 +50,22 @@ class FatalRunError(UsageError):
 
 
 def first_line(exc: BaseException, limit: int = 160) -> str:
-    """An exception's first message line (or its type name), for one-sentence errors."""
-    return (str(exc).strip().splitlines() or [type(exc).__name__])[0][:limit]
+    """An exception's first message line (or its type name), for one-sentence errors; a long one is cut at a
+    word's end, with "..." saying so."""
+    return shorten((str(exc).strip().splitlines() or [type(exc).__name__])[0], limit)
+
+
+def shorten(text: str, limit: int) -> str:
+    """`text` of at most `limit` characters, cut at a space (never mid-word, unless one word is that long)."""
+    if len(text) <= limit:
+        return text
+    cut = text[: limit - 3]
+    head = cut.rsplit(" ", 1)[0] if " " in cut[limit // 2 :] else cut
+    return head.rstrip(" ,;:(") + "..."
 
 
 def format_error(code: str, message: str) -> str:
-    message = " ".join(str(message).split())
-    if len(message) > 300:
-        message = message[:297] + "..."
-    return f"{code}: {message}"
+    return f"{code}: {shorten(' '.join(str(message).split()), 300)}"
 
 
 def error_code(error: str | None) -> str:

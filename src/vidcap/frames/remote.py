@@ -7,9 +7,10 @@ decoding starts. For MP4/MOV the frame-count scan reads only the index (decode._
 its header, its index and the GOPs around the frames sampled; other containers are scanned by reading
 them once. An HTTP server that ignores Range requests gets the file streamed once into the temporary file.
 
-Failures become the same per-row codes as local files: a missing object is `missing`, a refused one (403,
-bad credentials) `decode`, an endpoint that does not answer `timeout` (retried on resume). A scheme whose
-fsspec package is not installed fails its rows with the install command.
+Failures become the same per-row codes as local files: a missing object is `missing`, an endpoint that does
+not answer `timeout`. What the machine lacks is not the clip's fault and is redone on the next run: a refused
+one (401/403, no or bad credentials) or a scheme whose package is not installed is `environment` (with the
+install command), an untrusted TLS certificate `certificate`.
 """
 
 from __future__ import annotations
@@ -21,7 +22,16 @@ import os
 import shutil
 import tempfile
 
-from vidcap.errors import DECODE, MISSING, NOT_A_FILE, TIMEOUT, VidcapError, first_line
+from vidcap.errors import (
+    CERTIFICATE,
+    DECODE,
+    ENVIRONMENT,
+    MISSING,
+    NOT_A_FILE,
+    TIMEOUT,
+    VidcapError,
+    first_line,
+)
 
 BLOCK = 4 << 20  # bytes per range request: large enough that a sequential read is a few requests
 # MP4/MOV: the scan needs only the index (decode._index_scan), so reads jump to the frames decoded; smaller
@@ -67,14 +77,14 @@ def filesystem(url: str):
     try:
         import fsspec
     except ImportError:
-        raise VidcapError(DECODE, f"{proto}:// paths need fsspec: pip install 'vidcap[remote]'") from None
+        raise VidcapError(ENVIRONMENT, f"{proto}:// paths need fsspec: pip install 'vidcap[remote]'") from None
     try:
         kwargs = _timeouts(proto, fsspec.config.conf.get(proto, {}))
         return fsspec.core.url_to_fs(url, **kwargs)
     except ImportError:
         pkg = PACKAGES.get(proto)
         hint = f"pip install {pkg}" if pkg else f"install the fsspec package for {proto}://"
-        raise VidcapError(DECODE, f"{proto}:// paths need the {pkg or proto} package: {hint}") from None
+        raise VidcapError(ENVIRONMENT, f"{proto}:// paths need the {pkg or proto} package: {hint}") from None
     except ValueError as exc:  # "Protocol not known"
         raise VidcapError(DECODE, f"unsupported URL scheme {proto}:// ({first_line(exc)})") from None
 
@@ -106,24 +116,60 @@ def row_error(exc: BaseException) -> VidcapError:
     ):
         exc = cause  # fsspec's HTTP info() words any failure ("not reachable", 403, 500) as "not found"
     text = first_line(exc) or type(exc).__name__
+    certificate = _certificate_error(exc)
+    if certificate is not None:
+        return VidcapError(
+            CERTIFICATE,
+            f"the server's TLS certificate is not trusted ({first_line(certificate)}); "
+            "set SSL_CERT_FILE to a bundle that holds its CA; the row is redone on the next run",
+        )
+    if _names(exc) & CREDENTIAL_ERRORS:
+        return VidcapError(ENVIRONMENT, f"no usable credentials ({text}); the row is redone on the next run")
     if isinstance(exc, FileNotFoundError):
         return VidcapError(MISSING, "no such file (the URL answers 'not found')")
     if isinstance(exc, IsADirectoryError):
         return VidcapError(NOT_A_FILE, "path is a directory")
     if isinstance(exc, PermissionError):
-        return VidcapError(DECODE, f"access denied ({text}); check the credentials")
+        return VidcapError(ENVIRONMENT, f"access denied ({text}); check the credentials (redone on the next run)")
     status = getattr(exc, "status", None)  # aiohttp's ClientResponseError
     if isinstance(status, int):
         if status in (404, 410):
             return VidcapError(MISSING, f"no such file (HTTP {status})")
         if status in (401, 403):
-            return VidcapError(DECODE, f"access denied (HTTP {status}); check the URL and its credentials")
+            return VidcapError(
+                ENVIRONMENT,
+                f"access denied (HTTP {status}); check the URL and its credentials (redone on the next run)",
+            )
         if status >= 500 or status == 429:
             return VidcapError(TIMEOUT, f"the server answered HTTP {status}; the row is retried on resume")
         return VidcapError(DECODE, f"the server answered HTTP {status} ({text})")
     if _is_network(exc):
         return VidcapError(TIMEOUT, f"could not read from the network ({text}); the row is retried on resume")
     return VidcapError(DECODE, text)
+
+
+CREDENTIAL_ERRORS = {
+    "NoCredentialsError",
+    "PartialCredentialsError",
+    "CredentialRetrievalError",
+    "DefaultCredentialsError",
+}
+
+
+def _names(exc: BaseException) -> set[str]:
+    return {c.__name__ for c in type(exc).__mro__}
+
+
+def _certificate_error(exc: BaseException | None) -> BaseException | None:
+    """The certificate failure in `exc` or its causes (ssl's, or aiohttp's wrapper of it), None if none."""
+    seen = 0
+    while exc is not None and seen < 8:
+        if _names(exc) & {"SSLCertVerificationError", "ClientConnectorCertificateError"}:
+            return exc
+        if "CERTIFICATE_VERIFY_FAILED" in str(exc):
+            return exc
+        exc, seen = exc.__cause__ or exc.__context__, seen + 1
+    return None
 
 
 def _is_network(exc: BaseException) -> bool:
