@@ -165,6 +165,9 @@ def caption(
     backend: Optional[str] = typer.Option(None, "--backend", help="Force a backend: hf-vlm, hf-llava, hf-pllava, openai, fake."),
     batch_size: Optional[int] = typer.Option(None, "--batch-size", "-b", help="In-process models: captions decoded at once (the engine's slots; default 64 on a GPU, 8 on CPU). API: requests queued per round (default 4 x --concurrency)."),
     num_frames: Optional[int] = typer.Option(None, "--num-frames", "-n", help="Frames per clip (default: the preset's)."),
+    fps: Optional[float] = typer.Option(None, "--fps", help="Frames by time: this many per second of each clip (Qwen3-VL presets: 2), evenly spread."),
+    max_frames: Optional[int] = typer.Option(None, "--max-frames", help="With --fps: the most frames one clip gives (default: the preset's, else 768)."),
+    total_pixels: Optional[int] = typer.Option(None, "--total-pixels", help="Pixel budget per clip, all frames together (Qwen-VL)."),
     prompt: Optional[str] = typer.Option(None, "--prompt", help="Prompt name from the prompt table."),
     prompt_file: Optional[Path] = typer.Option(None, "--prompt-file", help="A file holding a custom prompt."),
     max_new_tokens: Optional[int] = typer.Option(None, "--max-new-tokens", help="Caption length limit in tokens (default: the prompt's own, 128 for Open-Sora v1.3's short PLLaVA prompts; else 256)."),
@@ -213,7 +216,8 @@ def caption(
             raise UsageError(f"--prompt-file {prompt_file} does not exist.")
         prompt_text = prompt_file.read_text(encoding="utf-8")
     opts = CaptionOptions(
-        num_frames=num_frames, prompt=prompt, prompt_text=prompt_text, max_new_tokens=max_new_tokens,
+        num_frames=num_frames, fps=fps, max_frames=max_frames, total_pixels=total_pixels,
+        prompt=prompt, prompt_text=prompt_text, max_new_tokens=max_new_tokens,
         temperature=temperature, batch_size=batch_size or default_batch_size(preset.backend, device, concurrency),
         resize=resize, device=device, pooling_shape=_pooling(pooling_shape), lora_alpha=lora_alpha,
         max_pixels=max_pixels, trust_remote_code=trust_remote_code, dtype=dtype, base_url=base_url,

@@ -8,17 +8,19 @@ from pathlib import Path
 from ..errors import UsageError, first_line
 from .base import CaptionRequest
 from .hf_common import HFCaptionBackend, eos_ids, is_random_skeleton, random_model
+from .qwen_pixels import QwenGeometry, geometry, resize_frames
 
 
 class HFVLMBackend(HFCaptionBackend):
     name = "hf-vlm"
-    takes = HFCaptionBackend.takes | {"max_pixels"}
+    takes = HFCaptionBackend.takes | {"max_pixels", "total_pixels"}
     frames_as_images = False  # LLaVA-1.6 has no video path: its subclass sends frames as separate images
 
     def __init__(self, preset, options):
         super().__init__(preset, options)
         self.processor = None
         self.native_video = False
+        self.geometry: QwenGeometry | None = None  # Qwen-style video sizing, done before the processor
 
     def load_preprocessor(self, path: Path) -> None:
         from transformers import AutoProcessor
@@ -37,6 +39,8 @@ class HFVLMBackend(HFCaptionBackend):
         self.pad_id = self.tokenizer.pad_token_id
         self.native_video = not self.frames_as_images and getattr(self.processor, "video_processor", None) is not None
         self._apply_pixel_budget()
+        if self.native_video:
+            self.geometry = geometry(self.processor.video_processor, self.param("max_pixels"), self.param("total_pixels"))
 
     def _load(self, path: Path, device: str, dtype) -> None:
         from transformers import AutoModelForImageTextToText
@@ -87,8 +91,11 @@ class HFVLMBackend(HFCaptionBackend):
     def provenance(self) -> dict:
         info = super().provenance()
         info["video_input"] = "native" if self.native_video else "frames as images"
-        if self.param("max_pixels"):
-            info["max_pixels"] = int(self.param("max_pixels"))
+        for key in ("max_pixels", "total_pixels"):
+            if self.param(key):
+                info[key] = int(self.param(key))
+        if self.geometry is not None:
+            info["frame_resize"] = "decode workers, area interpolation, to the processor's size"
         return info
 
     def _content(self, req: CaptionRequest):
@@ -97,6 +104,8 @@ class HFVLMBackend(HFCaptionBackend):
         if req.is_image:
             return [{"type": "image"}], [frames[0]], []
         if self.native_video:
+            if self.geometry is not None:  # sized here, once, from uint8: the processor only normalises
+                frames = resize_frames(frames, self.geometry.size(frames.shape[1], frames.shape[2], len(frames)))
             return [{"type": "video"}], [], [frames]
         return [{"type": "image"} for _ in range(len(frames))], list(frames), []
 
@@ -130,6 +139,8 @@ class HFVLMBackend(HFCaptionBackend):
         if videos:
             kwargs["videos"] = videos
             kwargs["do_sample_frames"] = False  # the frames are already the sampled ones
+            if self.geometry is not None:
+                kwargs["do_resize"] = False  # and already at the processor's size
             meta = self._video_metadata(req)
             if meta is not None:
                 kwargs["video_metadata"] = [meta]

@@ -28,7 +28,7 @@ from vidcap.errors import DECODE, EMPTY_PATH, GROWING, MISSING, NOT_A_FILE, SHOR
 from vidcap.frames.container import INDEXED_FORMATS, Scan, av_module, ffmpeg_message, open_input, video_stream
 from vidcap.frames.container import scan as scan_container
 from vidcap.frames.images import IMAGE_DEMUXERS, is_image_file, load_image, sniff_image
-from vidcap.frames.positions import check_rule, frame_indices
+from vidcap.frames.positions import check_rule, frame_indices, time_indices
 from vidcap.frames.remote import (
     BLOCK,
     ISO_BLOCK,
@@ -68,10 +68,12 @@ class _SeekFailed(Exception):
 
 
 def sample_frames(path, num_frames: int, positions: str = "segments", resize_short: int | None = None,
-                  max_side: int | None = None, *, strategy: str = "auto") -> Frames:
+                  max_side: int | None = None, *, strategy: str = "auto", rate: float | None = None) -> Frames:
     """K frames of `path` (a video, or a still image which gives exactly one frame).
 
     resize_short: downscale so the short side is at most this; max_side: cap the long side.
+    rate: frames by time instead (`rate` per second of the clip, `positions.time_indices`); `num_frames`
+    is then the most frames a clip gives.
     strategy: "auto" (default), or force "seek" / "sequential" (tests and benchmarks).
     Raises VidcapError (missing, empty_path, not_a_file, decode, short) for a bad file.
     """
@@ -79,20 +81,28 @@ def sample_frames(path, num_frames: int, positions: str = "segments", resize_sho
         raise UsageError(f"unknown decode strategy {strategy!r}; choose one of {', '.join(STRATEGIES)}")
     check_rule(num_frames, positions)  # a bad K or rule is the user's mistake: say so first
     path = check_path(path)
+    pick = _picker(int(num_frames), positions, rate)
     if is_url(path):
-        return _sample_url(path, int(num_frames), positions, resize_short, max_side, strategy)
+        return _sample_url(path, pick, resize_short, max_side, strategy)
     if is_image_file(path):
         img, source = load_image(path, None if max_side else resize_short)
         return _image_result(img, source, resize_short, max_side)
     before = _identity(path)
-    frames = _sample_video(path, int(num_frames), positions, resize_short, max_side, strategy)
+    frames = _sample_video(path, pick, resize_short, max_side, strategy)
     if _identity(path) != before:  # e.g. an MPEG-TS recording still being written decodes "fine" but short
         raise VidcapError(GROWING, "the file changed while it was read (is it still being written?); "
                                    "it is read again when the run is resumed")
     return frames
 
 
-def _sample_url(url, k, positions, resize_short, max_side, strategy) -> Frames:
+def _picker(k: int, positions: str, rate: float | None):
+    """(frames in the clip, its fps) -> the indices to decode."""
+    if rate:
+        return lambda total, fps: time_indices(total, fps, float(rate), k)
+    return lambda total, fps: frame_indices(total, k, positions)
+
+
+def _sample_url(url, pick, resize_short, max_side, strategy) -> Frames:
     """A remote clip through one RemoteFile (each byte fetched once). A network failure met while FFmpeg
     was reading wins over whatever FFmpeg made of the missing bytes."""
     first = head(url, 64)  # one small request decides the reader: ISO media gets small blocks
@@ -102,7 +112,7 @@ def _sample_url(url, k, positions, resize_short, max_side, strategy) -> Frames:
             if sniff_image(first[:32]) is not None:
                 img, size = load_image(source, None if max_side else resize_short)
                 return _image_result(img, size, resize_short, max_side)
-            return _sample_video(source, k, positions, resize_short, max_side, strategy)
+            return _sample_video(source, pick, resize_short, max_side, strategy)
     except VidcapError as exc:
         raise (source.error or exc) from None
     except Exception as exc:  # noqa: BLE001 - a network failure PyAV passed on from the read callback
@@ -150,10 +160,10 @@ def _image_result(img: np.ndarray, source: tuple[int, int], resize_short, max_si
     return Frames(np.ascontiguousarray(img)[None], [0], 1, 0.0, w, h, True)
 
 
-def _sample_video(path, k, positions, resize_short, max_side, strategy) -> Frames:
+def _sample_video(path, pick, resize_short, max_side, strategy) -> Frames:
     av = av_module()
     try:
-        return _read_video(path, k, positions, resize_short, max_side, strategy)
+        return _read_video(path, pick, resize_short, max_side, strategy)
     except av.error.FFmpegError as e:  # anything the finer handlers did not word already
         raise VidcapError(DECODE, ffmpeg_message(e, path if isinstance(path, str) else None)) from None
 
@@ -181,7 +191,7 @@ def _index_scan(source) -> Scan | None:
         return None
 
 
-def _read_video(path, k, positions, resize_short, max_side, strategy) -> Frames:
+def _read_video(path, pick, resize_short, max_side, strategy) -> Frames:
     av = av_module()
     pre = _index_scan(path)
     with open_input(path) as container:
@@ -193,7 +203,7 @@ def _read_video(path, k, positions, resize_short, max_side, strategy) -> Frames:
             img, source = _convert(frame, None, None)
             return _image_result(img, source, resize_short, max_side)
         scan = pre or scan_container(container, stream)
-        indices = frame_indices(scan.total, k, positions)
+        indices = pick(scan.total, scan.fps)
         wanted = sorted(set(indices))
         use_seek = strategy == "seek" or (strategy == "auto" and _seek_pays(scan, wanted))
         got = None

@@ -6,6 +6,10 @@
     1: (.5,), 2: (.25, .75), 3: (.1, .5, .9). For K > 3 there is no reference rule: uniform.
 `uniform`: np.linspace(0, T-1, K) rounded.
 
+Frames by time (`--fps F --max-frames N`, `time_indices`): as Qwen's processors (qwen-vl-utils) sample,
+n = duration x F frames, at least MIN_TIME_FRAMES and at most N and the clip's own count, evenly spaced
+over the clip (np.linspace(0, T-1, n) rounded); a clip without a frame rate counts as ASSUMED_FPS.
+
 With fewer frames than asked (T < K, and for `segments` also T == K) the rules repeat indices; we keep
 the rules as they are for parity and return the repeats (a 1-frame clip gives K copies of frame 0).
 """
@@ -39,6 +43,30 @@ def frame_indices(total: int, k: int, positions: str = "segments") -> list[int]:
     if positions == "points" and k in POINTS:
         return [min(int(p * total), total - 1) for p in POINTS[k]]
     return [int(i) for i in np.round(np.linspace(0, total - 1, k))]
+
+
+MIN_TIME_FRAMES = 4  # Qwen's video processors' min_frames: two temporal patches at least
+ASSUMED_FPS = 30.0
+
+
+def time_frame_count(total: int, clip_fps: float, rate: float, max_frames: int) -> int:
+    """How many frames `rate` per second gives a clip of `total` frames at `clip_fps`."""
+    if rate <= 0:
+        raise UsageError(f"--fps must be above 0, got {rate}")
+    if int(max_frames) < 1:
+        raise UsageError(f"--max-frames must be at least 1, got {max_frames}")
+    seconds = int(total) / (clip_fps if clip_fps and clip_fps > 0 else ASSUMED_FPS)
+    n = int(seconds * rate)
+    return max(1, min(max(n, MIN_TIME_FRAMES), int(max_frames), max(int(total), MIN_TIME_FRAMES)))
+
+
+def time_indices(total: int, clip_fps: float, rate: float, max_frames: int) -> list[int]:
+    """Frame indices at `rate` frames per second of the clip's time, evenly spread, at most `max_frames`
+    (a clip shorter than MIN_TIME_FRAMES frames repeats some, as the other rules do)."""
+    if int(total) < 1:
+        raise ValueError(f"a clip needs at least one frame, got total={total}")
+    n = time_frame_count(total, clip_fps, rate, max_frames)
+    return [int(i) for i in np.round(np.linspace(0, int(total) - 1, n))]
 
 
 def segment_indices(total: int, k: int) -> list[int]:

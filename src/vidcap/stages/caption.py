@@ -45,6 +45,21 @@ def frame_meta(path, frames) -> dict:
     return {"path": path, "fps": frames.fps, "indices": list(frames.indices), "total_frames": frames.num_frames}
 
 
+def frame_rate(preset: Preset, options: CaptionOptions) -> float | None:
+    """Frames per second of clip time when frames are sampled by time: --fps, else the preset's (unless
+    --num-frames asks for a fixed count); None for a fixed count."""
+    if options.max_frames is not None and options.max_frames < 1:
+        raise UsageError(f"--max-frames must be at least 1, not {options.max_frames}.")
+    if options.fps is not None:
+        if options.fps <= 0:
+            raise UsageError(f"--fps must be above 0, not {options.fps}.")
+        return float(options.fps)
+    rate = preset.params.get("fps")
+    if options.max_frames is not None and not rate:
+        raise UsageError("--max-frames goes with --fps (frames by time); for a fixed count use --num-frames.")
+    return None if options.num_frames is not None or not rate else float(rate)
+
+
 def _sample_frames():
     """vidcap.frames.sample_frames, imported on first use (PyAV and OpenCV load only where frames are read);
     the import statement costs more than a missing file's whole check when run for every row."""
@@ -70,6 +85,7 @@ class FrameLoader:
     max_side: int | None = None
     prep: object | None = None  # backend.worker_preprocessor()
     picker: PromptPicker | None = None
+    rate: float | None = None  # frames by time: this many per second, `num_frames` at most
 
     @property
     def preload(self) -> tuple[str, ...]:
@@ -78,7 +94,7 @@ class FrameLoader:
 
     def __call__(self, row: dict):
         frames = _sample_frames()(row.get(ABSPATH, ""), self.num_frames, self.positions,
-                               resize_short=self.resize, max_side=self.max_side)
+                               resize_short=self.resize, max_side=self.max_side, rate=self.rate)
         if self.prep is None:
             return frames
         req = CaptionRequest(frames.frames, self.picker(row, frames.is_image), frames.is_image,
@@ -111,6 +127,9 @@ class CaptionStage(Stage):
         self.num_frames = preset.num_frames if options.num_frames is None else options.num_frames
         if self.num_frames < 1:
             raise UsageError("--num-frames must be at least 1.")
+        self.rate = frame_rate(preset, options)
+        if self.rate:  # frames by time: num_frames is the most a clip gives
+            self.num_frames = int(options.max_frames or preset.params.get("max_frames") or 768)
         self.user_prompt = bool(options.prompt or options.prompt_text)
         if options.prompt_text is not None and not options.prompt_text.strip():
             raise UsageError("the --prompt-file is empty; write the prompt text into it.")
@@ -132,6 +151,8 @@ class CaptionStage(Stage):
     def fingerprint(self) -> dict:
         fp = {"stage": self.name, "model": self.backend.model_label(), "backend": self.preset.backend,
               "prompt": self.prompt_name, "num_frames": self.num_frames}
+        if self.rate:
+            fp["fps"] = self.rate
         if self.strip_prefix:
             fp["strip_prefix"] = True
         return fp
@@ -146,7 +167,8 @@ class CaptionStage(Stage):
     def loader(self):
         """Called after setup(): the backend knows its model dir, so workers can load its processor."""
         prep = self.backend.worker_preprocessor() if self.options.prepare_on_workers else None
-        return FrameLoader(self.num_frames, self.preset.positions, self.options.resize, prep=prep, picker=self.picker)
+        return FrameLoader(self.num_frames, self.preset.positions, self.options.resize, prep=prep, picker=self.picker,
+                           rate=self.rate)
 
     def resolve(self, device: str | None = None) -> None:
         self.backend.resolve(device or self.options.device)
@@ -229,7 +251,7 @@ class CaptionStage(Stage):
         inputs instead of pixels. None when that fails (the row keeps its first caption)."""
         try:
             if getattr(fr, "frames", None) is None:
-                fr = FrameLoader(self.num_frames, self.preset.positions, self.options.resize)(item.row)
+                fr = FrameLoader(self.num_frames, self.preset.positions, self.options.resize, rate=self.rate)(item.row)
             return self._request(item, fr)
         except VidcapError:
             return None
