@@ -29,7 +29,7 @@ import pyarrow.parquet as pq
 
 from . import dataset
 from .errors import UsageError, first_line
-from .manifest import atomic_local, csv_ready, encodable, resolved_paths, table_format, write_table
+from .manifest import atomic_local, csv_ready, encodable, table_format, write_table
 from .storage import as_path, is_remote, open_binary, put_file
 
 BATCH_ROWS = 65_536
@@ -339,48 +339,3 @@ def stream_rows(paths: list, keep: Callable[[int, pd.DataFrame], pd.Series]) -> 
         for b in batches(p):
             mask = keep(i, b)
             yield b[mask.to_numpy(dtype=bool)] if len(b) else b
-
-
-# -- merge and diff (streamed) -------------------------------------------------------------------------------
-def merge(parts: list, out, dedup: bool = True) -> tuple[int, int]:
-    """Concatenate tables (the seed's `datautil` merge); later parts win on duplicate paths. Two passes over
-    the parts, so memory holds one batch and the set of paths. Returns (rows written, rows dropped)."""
-    schemas = [schema(p) for p in parts]
-    target = unified_schema(schemas)
-    has_path = dedup and "path" in target.names
-    last: dict = {}
-    total = 0
-    for i, p in enumerate(parts):
-        if not has_path or "path" not in schemas[i].names:
-            total += count_rows(p)
-            continue
-        n = 0
-        for b in batches(p, ["path"]):
-            for j, v in enumerate(as_text(b["path"])):
-                last[v] = (i, n + j)
-            n += len(b)
-        total += n
-    offsets = [0] * len(parts)
-
-    def keep(i: int, b: pd.DataFrame) -> pd.Series:
-        start = offsets[i]
-        offsets[i] += len(b)
-        if not has_path or "path" not in b.columns:
-            return pd.Series(True, index=b.index)
-        return pd.Series([last[v] == (i, start + j) for j, v in enumerate(as_text(b["path"]))], index=b.index)
-
-    written = write_batches(stream_rows(parts, keep), out, target)
-    return written, total - written
-
-
-def diff(a, b, out) -> int:
-    """Rows of A whose resolved path is not in B (the seed's `--difference`, to find what is left)."""
-    for name in (a, b):
-        if "path" not in columns(name):
-            raise UsageError(f"{name} has no 'path' column; diff compares paths.")
-    seen = {p for batch in batches(b, ["path"]) for p in resolved_paths(batch, b)}
-
-    def keep(_: int, batch: pd.DataFrame) -> pd.Series:
-        return pd.Series([p not in seen for p in resolved_paths(batch, a)], index=batch.index)
-
-    return write_batches(stream_rows([a], keep), out, unified_schema([schema(a)]))

@@ -8,8 +8,9 @@ from pathlib import Path
 
 import pandas as pd
 
+from .. import tables
 from ..errors import UsageError, error_code
-from ..manifest import read_table, resolve_path
+from ..manifest import resolve_path
 from .guard import add_sections
 from .page import card, has_captions, page, summary_charts
 from .table import choose_rows, filter_mask, parse_filter, row_errors, row_flags, tag_columns
@@ -43,7 +44,7 @@ def _normalize_filter(filter) -> tuple[str, str] | None:
 
 def _plan(rows: pd.DataFrame, errors: pd.Series, root: Path, max_thumbs: int, width: int, quality: int):
     """A thumbnail job per shown row; for rows with no file to read, Thumbs saying why."""
-    jobs = []
+    jobs: list[ThumbJob | Thumbs] = []
     for (_, row), err in zip(rows.iterrows(), errors):
         codes = {error_code(e) for e in err.split("; ") if e}
         if "path" not in rows.columns or pd.isna(row.get("path")) or not str(row.get("path")).strip():
@@ -73,7 +74,7 @@ def build_report(output_path, html_path=None, sample: int = DEFAULT_SAMPLE, filt
         raise UsageError(f"the report file {html_path} must end in .html.")
     if sample < 0:
         raise UsageError(f"--sample must be 0 (all rows) or more, not {sample}.")
-    df = read_table(output_path).reset_index(drop=True)
+    df = tables.read(output_path).reset_index(drop=True)
     root = Path(root) if root else output_path.resolve().parent
     errors, flags, tag_cols = row_errors(df), row_flags(df), tag_columns(df)
     flt = _normalize_filter(filter)
@@ -90,8 +91,8 @@ def build_report(output_path, html_path=None, sample: int = DEFAULT_SAMPLE, filt
     captions = has_captions(df)
     cards = [card(int(i), row.to_dict(), e, f, t, tag_cols, captions)
              for (i, row), e, f, t in zip(shown.iterrows(), shown_err, shown_flags, thumbs)]
-    lines = [f"{output_path.name}: {len(df):,} rows, {int((errors != '').sum()):,} failed, "
-             f"{int(flags.map(bool).sum()):,} flagged.",
+    lines = [(f"{output_path.name}: {len(df):,} rows, {int((errors != '').sum()):,} failed, "
+             f"{int(flags.map(bool).sum()):,} flagged."),
              (f"filter {flt[0]}={flt[1]}: {len(matched):,} rows match; " if flt else "")
              + f"showing {len(shown):,} (errors and flagged rows first picked, seed {seed}). "
              "Charts cover all rows."]

@@ -5,12 +5,13 @@ from __future__ import annotations
 import os
 import warnings
 from collections import Counter
+from collections.abc import Iterable
 from pathlib import Path
 
 import pandas as pd
 
+from .. import tables
 from ..errors import UsageError
-from ..manifest import read_table
 from .parse import tags_from_cell
 
 
@@ -43,21 +44,28 @@ def count_tags(df: pd.DataFrame, key: str) -> tuple[pd.DataFrame, dict]:
     """Rows per tag (a tag counts once per row), most frequent first, and row totals."""
     if key not in df.columns:
         raise UsageError(missing_key_message(df, key))
-    failed = df["status"].astype(str).eq("failed") if "status" in df.columns else pd.Series(False, index=df.index)
+    return count_tag_batches([df], key)
+
+
+def count_tag_batches(frames: Iterable[pd.DataFrame], key: str) -> tuple[pd.DataFrame, dict]:
+    """`count_tags` over a table read in batches (each holding `key`, and `status` if the table has it)."""
     counter: Counter = Counter()
-    tagged = empty = missing = 0
-    for value, bad in zip(df[key], failed):
-        tags = None if bad else tags_from_cell(value)
-        if tags is None:
-            missing += 1
-            continue
-        tagged += 1
-        empty += not tags
-        counter.update(tags)
-    rows = sorted(counter.items(), key=lambda kv: (-kv[1], kv[0]))
-    counts = pd.DataFrame(rows, columns=["tag", "count"])
+    rows = tagged = empty = missing = 0
+    for df in frames:
+        rows += len(df)
+        failed = df["status"].astype(str).eq("failed") if "status" in df.columns else pd.Series(False, index=df.index)
+        for value, bad in zip(df[key], failed):
+            tags = None if bad else tags_from_cell(value)
+            if tags is None:
+                missing += 1
+                continue
+            tagged += 1
+            empty += not tags
+            counter.update(tags)
+    ranked = sorted(counter.items(), key=lambda kv: (-kv[1], kv[0]))
+    counts = pd.DataFrame(ranked, columns=["tag", "count"])
     counts["share"] = counts["count"] / tagged if tagged else 0.0
-    totals = {"rows": len(df), "tagged": tagged, "no_tags": empty, "failed": missing,
+    totals = {"rows": rows, "tagged": tagged, "no_tags": empty, "failed": missing,
               "distinct": len(counter), "total": sum(counter.values())}
     return counts, totals
 
@@ -112,8 +120,11 @@ def tag_stats(output_path: str | os.PathLike, key: str, top: int = 50,
     """Counts per tag in a `vidcap tag` output (Parquet lists or CSV JSON arrays; the seed's CSVs too)."""
     if top < 0:
         raise UsageError(f"--top must be 0 (all) or more, not {top}.")
-    df = read_table(output_path)
-    counts, totals = count_tags(df, key)
+    names = tables.columns(output_path)  # only the tag and status columns are read, batch by batch
+    if key not in names:
+        raise UsageError(missing_key_message(pd.DataFrame(columns=names), key))
+    wanted = [key] + (["status"] if "status" in names else [])
+    counts, totals = count_tag_batches(tables.batches(output_path, wanted), key)
     table = format_table(counts, totals, key, top)
     if png is not None:
         bar_chart(counts, key, png, top, f"{key} in {Path(output_path).name} (top {min(top or len(counts), len(counts))})")
