@@ -133,8 +133,9 @@ def frame_size(rows, probe=PROBE_FILES) -> tuple[int, int]:
     return sizes[len(sizes) // 2]
 
 
-def estimate(stage, rows) -> dict:
-    """Tokens and cost of captioning `rows` (the selected manifest rows) with this caption stage."""
+def estimate(stage, rows, count: int | None = None) -> dict:
+    """Tokens and cost of captioning `rows` (the selected manifest rows) with this caption stage; count: how
+    many rows are selected when `rows` is a sample of them."""
     from .backends.api_common import price_for
 
     opts = stage.options
@@ -146,7 +147,7 @@ def estimate(stage, rows) -> dict:
         prompt = stage.prompt_template or ""
     per_row_in = text_tokens(prompt) + stage.num_frames * per_image
     limit = int(opts.max_new_tokens or 256)
-    n = len(rows)
+    n = len(rows) if count is None else count
     est_in, est_out, most_out = n * per_row_in, int(n * limit * OUTPUT_SHARE), n * limit
     pin, pout, source = price_for(stage.backend.model_label(), opts.price_in, opts.price_out)
     cost = most = None
@@ -194,9 +195,10 @@ def print_estimate(stage, manifest, ropts) -> dict | None:
     """Print the estimate for an API caption run before anything is sent (None for other backends)."""
     if not stage.backend.counts_spend:
         return None
-    from .session import select_rows
+    from .table_ops import selected_sample
 
-    est = estimate(stage, select_rows(stage, manifest, ropts))
+    count, sample = selected_sample(manifest, ropts.shard, ropts.limit)  # streamed: never the whole manifest
+    est = estimate(stage, sample, count)
     gate = stage.backend.spend_gate()
     print(describe(est, stage.options.budget, gate.before if gate is not None else 0.0), file=sys.stderr)
     stage.cost_estimate = est  # the summary puts it beside the counted cost

@@ -279,7 +279,7 @@ def models():
 def merge(parts: List[str] = typer.Argument(..., help="Part files to concatenate (paths or fsspec URLs)."),
           output: str = typer.Option(..., "-o", "--output", help="The merged table (.csv or .parquet, a path or an fsspec URL).")):
     """Concatenate part files (later files win on duplicate paths); `vidcap join` puts stage outputs side by side."""
-    from .manifest import merge_tables
+    from .table_ops import merge as merge_tables
 
     n, dropped = merge_tables(parts, output)
     extra = f" ({dropped} rows dropped: a later file had the same path)" if dropped else ""
@@ -302,13 +302,14 @@ def export(tables: List[str] = typer.Argument(..., help="A caption output, or it
            to: str = typer.Option(..., "--to", help="The target: opensora (Open-Sora v1.2.0's datautil and training loader)."),
            output: str = typer.Option(..., "-o", "--output", help="The table to write (.csv)."),
            excluded: Optional[str] = typer.Option(None, "--excluded", help="Where rows left out go, with the reason (default <output stem>_excluded.csv)."),
-           unclassified: str = typer.Option("drop", "--unclassified", help="Rows whose camera motion is unclassified: drop (to the excluded file) or static.")):
+           unclassified: str = typer.Option("drop", "--unclassified", help="Rows whose camera motion is unclassified: drop (to the excluded file) or static."),
+           rotated: str = typer.Option("drop", "--rotated", help="Clips shown turned (phone rotation, EXIF): drop (to the excluded file) or keep (sizes as stored, which Open-Sora trains on).")):
     """One table a training framework takes as it is: ok rows only, absolute paths, integer sizes."""
     from .export import describe, export_opensora
 
     if to != "opensora":
         raise UsageError(f"--to {to} is not a known target; the one there is: opensora.")
-    counts = export_opensora(tables, output, excluded, unclassified)
+    counts = export_opensora(tables, output, excluded, unclassified, rotated)
     typer.echo(describe(counts, output))
     if counts["rows"] == 0:
         typer.echo(f"vidcap: no row could be exported; {counts['excluded_path']} says why for each.", err=True)
@@ -320,7 +321,7 @@ def diff(a: str = typer.Argument(..., help="The table to take rows from (e.g. th
          b: str = typer.Argument(..., help="The table whose clips to leave out (e.g. an output)."),
          output: str = typer.Option(..., "-o", "--output", help="Where to write the rows left (.csv or .parquet).")):
     """Rows of A whose clip is not in B, comparing resolved paths (what is left to do)."""
-    from .manifest import diff_tables
+    from .table_ops import diff as diff_tables
 
     n = diff_tables(a, b, output)
     typer.echo(f"wrote {n} rows to {output}")
