@@ -78,8 +78,14 @@ def resize_frames(frames: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     h, w = size
     if frames.shape[1:3] == (h, w):
         return frames
-    import cv2
-
     shrink = h * w <= frames.shape[1] * frames.shape[2]
+    try:
+        import cv2
+    except ImportError:  # no OpenCV: torch's antialiased bilinear (slower, same sizes)
+        import torch
+
+        x = torch.from_numpy(np.ascontiguousarray(frames)).permute(0, 3, 1, 2).float()
+        y = torch.nn.functional.interpolate(x, size=(h, w), mode="bilinear", antialias=shrink, align_corners=False)
+        return y.round_().clamp_(0, 255).to(torch.uint8).permute(0, 2, 3, 1).numpy()
     interp = cv2.INTER_AREA if shrink else cv2.INTER_CUBIC
     return np.stack([cv2.resize(f, (w, h), interpolation=interp) for f in frames])

@@ -306,7 +306,9 @@ def _engine_line(e: dict) -> str:
             f"{e['graph_replays']} graph replays / {e['eager_steps']} eager steps, "
             + (f"{ms:.1f} ms per decode step, " if ms else "")
             + f"{e.get('decode_tokens_per_s') or 0:.0f} decode tokens/s, slot occupancy {e.get('slot_occupancy') or 0:.2f}, "
-            f"prefill {e['prefill_s']:.1f} s in {e['prefills']} calls, fallback rows {e['fallback_rows']}")
+            f"prefill {e['prefill_s']:.1f} s in {e['prefills']} calls, fallback rows {e['fallback_rows']}"
+            f"\n    engine busy {100 * (e.get('busy_share') or 0):.0f}% of the run, waited "
+            f"{e.get('frames_wait_s') or 0:.1f} s for frames ({e.get('frames_wait_after_first_s') or 0:.1f} s after the first clip)")
 
 
 def _set_fast(stage, fast: bool) -> None:

@@ -65,6 +65,8 @@ class EngineStats:
     first_item_s: float | None = None  # when the first clip reached the engine
     first_row_s: float | None = None  # when the first caption was done
     first_admit_s: float | None = None  # when the first group's prefill began
+    frames_wait_s: float = 0.0  # time the engine sat idle waiting for the decode workers' next clip
+    ended: float = 0.0  # perf_counter when the run's last caption was out
 
     def summary(self) -> dict:
         ms = 1e3 * self.decode_s / self.steps if self.steps else None
@@ -95,7 +97,16 @@ class EngineStats:
             "oom_splits": self.oom_splits,
             "first_item_s": _round(self.first_item_s),
             "first_row_s": _round(self.first_row_s),
+            "frames_wait_s": round(self.frames_wait_s, 3),
+            "frames_wait_after_first_s": round(self.frames_wait_s - (self.first_item_s or 0.0), 3),
+            "busy_share": self.busy_share(),
         }
+
+    def busy_share(self) -> float | None:
+        """Share of the run's time (first clip in to last caption out) the engine spent in prefill and
+        decode steps, the GPU's work; the rest is waiting for clips and Python between steps."""
+        span = self.ended - self.started - (self.first_item_s or 0.0)
+        return round(min(1.0, (self.prefill_s + self.decode_s) / span), 3) if span > 0 else None
 
 
 class ListSource:
@@ -207,6 +218,7 @@ class Engine:
                     pending.extendleft(reversed(self._guarded(self._admit, group) or []))
                 if self.active and not self.broken:
                     self._guarded(self._step)
+                self.stats.ended = time.perf_counter()
                 yield from self.out
                 self.out = []
                 if exhausted and not pending and not self.active:
@@ -220,7 +232,10 @@ class Engine:
         idle = not self.active and not pending
         if want <= 0 and not idle:
             return False
+        t0 = time.perf_counter()
         got = source.take(max(want, 1), block=idle)
+        if idle:  # nothing to compute until a clip comes
+            self.stats.frames_wait_s += time.perf_counter() - t0
         if got is None:
             return True
         if got and self.stats.first_item_s is None:
@@ -235,7 +250,9 @@ class Engine:
                 late = time.monotonic() - deadline
                 if (late > 0 and len(pending) >= 2) or late > 5.0:
                     break
+                t0 = time.perf_counter()
                 more = source.take(first - len(pending), block=True)
+                self.stats.frames_wait_s += time.perf_counter() - t0
                 if more is None:
                     return True
                 pending.extend(more)
