@@ -6,7 +6,7 @@ one per attempt (the last one repeats). Behaviours: "ok", "slow:<s>" (answer aft
 "403", "404", "quota" (429 insufficient_quota), "malformed" (200 with broken JSON), "nochoices",
 "empty" (200 with empty content), "length" (cut by the token limit), "drop" (close the socket without answering), "echo-key" (500 whose
 message repeats the Authorization header), "html" (200 with an HTML page, as a wrong URL gives), "trickle:<s>" (a
-valid answer sent one byte at a time over about s seconds), "caption-key" (a caption that repeats the header), "finish-key" (empty content, a finish_reason that repeats the header), "finish-key-text" (a caption, a finish_reason that repeats the header), "surrogate" (a caption holding a lone surrogate), "loop" (a caption
+valid answer sent one byte at a time over about s seconds), "caption-key" (a caption that repeats the header), "finish-key" (empty content, a finish_reason that repeats the header), "finish-key-text" (a caption, a finish_reason that repeats the header), "surrogate" (a caption holding a lone surrogate), "fffd" (a caption holding 84 U+FFFD characters, as a server that decoded bad bytes gives), "loop" (a caption
 repeating itself until the token limit, unless the request sets frequency_penalty > 0). Every request is checked for shape and recorded.
 
 `FakeOpenAIServer(usage="openai")` counts tokens as the OpenAI API does (text ~4 characters a token, each
@@ -242,6 +242,8 @@ def respond(server: FakeOpenAIServer, hit: Hit, behaviour: str):
         return 200, json.dumps(completion(hit, text="", finish=hit.auth)).encode(), {}
     if kind == "finish-key-text":
         return 200, json.dumps(completion(hit, finish=f"stop {hit.auth}")).encode(), {}
+    if kind == "fffd":
+        return 200, json.dumps(completion(hit, text="A clip of " + "\ufffd" * 84 + " a street.")).encode(), {}
     if kind == "caption-key":
         return 200, json.dumps(completion(hit, text=f"A clip. {hit.auth}")).encode(), {}
     raise ValueError(f"unknown behaviour {behaviour!r}")

@@ -262,16 +262,19 @@ def models():
     import shutil
     import textwrap
 
+    from .backends.presets import DEFAULT_MODEL
     from .backends.registry import PRESETS
 
     # Two lines per preset, never cut: a user copies the names and ids from here at any terminal width.
     width = max(40, min(shutil.get_terminal_size((100, 24)).columns, 120))
-    rows = [(p.name, p.backend, p.model_id or "-") for p in PRESETS.values()]
+    rows = [(p.name + (" (default)" if p.name == DEFAULT_MODEL else ""), p.backend, p.model_id or "-")
+            for p in PRESETS.values()]
     w0, w1 = (max(len(r[i]) for r in rows) for i in (0, 1))
     typer.echo(f"{'preset':<{w0}}  {'backend':<{w1}}  model")
     for p, (name, backend, model_id) in zip(PRESETS.values(), rows):
         typer.echo(f"{name:<{w0}}  {backend:<{w1}}  {model_id}")
-        about = f"{p.num_frames} frames ({p.positions}), prompt {p.prompt or '-'}; {p.description}"
+        frames = f"{p.num_frames} frame{'' if p.num_frames == 1 else 's'}"
+        about = f"{frames} ({p.positions}), prompt {p.prompt or '-'}; {p.description}"
         typer.echo(textwrap.fill(about, width - 1, initial_indent="    ", subsequent_indent="    "))
 
 
@@ -428,7 +431,7 @@ def bench(
     videos: int = typer.Option(64, "--videos", help="Clips to generate and caption."),
     batch_size: int = typer.Option(16, "--batch-size", "-b", help="Videos per model call."),
     new_tokens: int = typer.Option(150, "--new-tokens", help="Tokens generated per clip (EOS ignored)."),
-    lengths: Optional[str] = typer.Option(None, "--lengths", help="A:B: end each caption at a length drawn from A to B tokens (fixed seed per clip), as real captions vary."),
+    lengths: Optional[str] = typer.Option(None, "--lengths", help="Two token counts A:B; each caption ends at a length drawn from A to B (fixed seed per clip), as real captions vary."),
     resize: Optional[int] = typer.Option(None, "--resize", help="Short side resize on the decode workers."),
     workers: Optional[int] = O_WORKERS,
     baseline: bool = typer.Option(False, "--baseline", help="Also run the straightforward path on the same inputs and report the ratio."),
@@ -464,7 +467,7 @@ def bench(
 
 
 @dev_app.command("tiny-model")
-def tiny_model(out_dir: Path = typer.Argument(..., help="Folder to write the model into."), family: str = typer.Option(..., "--family", help="qwen2-vl, qwen2.5-vl, llava-next, llava-onevision, pllava or llama.")):
+def tiny_model(out_dir: Path = typer.Argument(..., help="Folder to write the model into."), family: str = typer.Option(..., "--family", help="qwen2-vl, qwen2.5-vl, qwen3-vl, internvl3, llava-next, llava-onevision, pllava or llama.")):
     """Write a tiny random-weight model (meaningless output) for smoke tests without downloads."""
     from .dev.tiny import FAMILIES, build_tiny_model
 

@@ -8,6 +8,7 @@ tests and smoke runs without downloading weights. Same seed -> same weights.
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 from ..errors import UsageError
@@ -231,4 +232,10 @@ def build_tiny_model(out_dir, family: str) -> Path:
     FAMILIES[family][0](out)
     info = {"family": family, "note": "tiny random-weight model from `vidcap dev tiny-model`; output is meaningless"}
     (out / "vidcap_tiny.json").write_text(json.dumps(info, indent=2) + "\n")
+    umask = os.umask(0o022)
+    os.umask(umask)
+    mode = 0o666 & ~umask  # safetensors writes 0600; a model folder is meant to be shared like any file
+    for path in out.rglob("*"):
+        if path.is_file():
+            path.chmod(mode)
     return out

@@ -31,6 +31,7 @@ svg .ct{font:600 13px system-ui,sans-serif}svg .cl,svg .cv{font:11px system-ui,s
 .strip figcaption{font-size:10px;color:#777}.nothumb{color:#999;font-style:italic;padding:8px 0}
 .error{background:#d62728;color:#fff;padding:6px 8px;border-radius:4px;margin:6px 0;font-family:monospace}
 .error b{font-size:13px}.caption{margin:6px 0;white-space:pre-wrap}
+.caption,.error,.meta dd{overflow-wrap:anywhere;min-width:0}
 .meta{display:grid;grid-template-columns:max-content 1fr;gap:2px 10px;margin:6px 0 0;font-size:12px}
 .meta dt{color:#666}.meta dd{margin:0}.chip{display:inline-block;background:#eef1f5;border-radius:10px;
 padding:0 7px;margin:1px 2px 1px 0;font-size:12px}.flag{background:#fde2c4;color:#7a3d00;font-weight:600}

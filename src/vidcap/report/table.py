@@ -10,8 +10,9 @@ import json
 import numpy as np
 import pandas as pd
 
-from ..checks import parse_flags
+from ..checks import FLAGS, parse_flags
 from ..errors import UsageError, error_code
+from ..heal import ECHO
 
 KNOWN = {"path", "text", "flags", "frame_idx", "cmotion", "status", "error", "note", "model", "prompt"}
 TAG_KEYS = ("objects", "actions", "tags")
@@ -84,15 +85,21 @@ def filter_mask(df: pd.DataFrame, key: str, value: str) -> pd.Series:
     """Rows matching KEY=VALUE: flag, error (code or `any`), status, cmotion (a label part), a tag, or a column."""
     v = value.casefold()
     if key in ("flag", "flags"):
-        return row_flags(df).map(lambda fs: bool(fs) if v == "any" else v in {f.casefold() for f in fs})
+        flags = row_flags(df)
+        known = list(dict.fromkeys([*FLAGS, ECHO, *(f for fs in flags for f in fs)]))
+        if v != "any" and v not in {f.casefold() for f in known}:
+            raise UsageError(f"--filter flag={value} is not a flag vidcap sets; use one of: any, {', '.join(known)}.")
+        return flags.map(lambda fs: bool(fs) if v == "any" else v in {f.casefold() for f in fs})
     if key == "error":
         errs = row_errors(df)
         if v == "any":
             return errs != ""
         return errs.map(lambda e: v in {error_code(p).casefold() for p in e.split("; ") if p})
     if key not in df.columns:
-        keys = ["flag", "error"] + [str(c) for c in df.columns if not str(c).startswith("_")]
-        raise UsageError(f"--filter key '{key}' is not in this table; use one of: {', '.join(keys[:20])}.")
+        first = [k for k in ("flag", "error", "status", "cmotion") if k in ("flag", "error") or k in df.columns]
+        rest = [str(c) for c in df.columns if not str(c).startswith("_") and str(c) not in first]
+        more = f" (and {len(rest) - 12} more columns)" if len(rest) > 12 else ""
+        raise UsageError(f"--filter key '{key}' is not in this table; use one of: {', '.join(first + rest[:12])}{more}.")
     col = df[key]
     if key in tag_columns(df):
         return col.map(lambda c: v in {t.casefold() for t in (list_cell(c) or [])})

@@ -282,7 +282,7 @@ class CaptionStage(Stage):
 
         clean = clean_text(res.text)  # lone surrogates cannot be stored: replaced, and the row flagged
         text, flags = self.checker.check(clean, res.finish_reason, res.error)
-        if clean is not res.text and not res.error:
+        if (clean is not res.text or "\ufffd" in (clean or "")) and not res.error:  # replaced here or by the model
             flags = f"{flags},{REPLACED}" if flags else REPLACED
         if not res.error and echoes_prompt(text, prompt):
             flags = join_flags(parse_flags(flags) + [ECHO])
