@@ -90,3 +90,24 @@ def test_tiny_model_files_are_readable_by_others(tmp_path):
     modes = {p.name: stat.S_IMODE(p.stat().st_mode) for p in out.rglob("*") if p.is_file()}
     assert any(name.endswith(".safetensors") for name in modes)
     assert all(mode & 0o044 == 0o044 for mode in modes.values()), modes  # the test umask (022) keeps r--r--
+
+
+def test_one_frame_count_rule_for_every_stage(tmp_path):
+    """`frames.container.check_frame_count` is the rule caption's scan applies (motion's reader is to call it
+    too): an MP4 holding fewer frames than its header lists is `short`."""
+    from vidcap.errors import SHORT, VidcapError
+    from vidcap.frames import sample_frames
+    from vidcap.frames.container import INDEXED_FORMATS, check_frame_count
+
+    clip = make_video(tmp_path / "whole.mp4", n_frames=132, faststart=True)
+    cut = tmp_path / "cut.mp4"
+    data = clip.read_bytes()
+    cut.write_bytes(data[: len(data) * 2 // 5])
+    with pytest.raises(VidcapError) as err:
+        sample_frames(str(cut), 4)
+    assert err.value.code == SHORT and "frames present" in err.value.message
+    with pytest.raises(VidcapError) as err:
+        check_frame_count(INDEXED_FORMATS[0], 49, 132)
+    assert err.value.code == SHORT and err.value.message == "truncated file: 49 of 132 frames present"
+    check_frame_count(INDEXED_FORMATS[0], 132, 132)
+    check_frame_count("avi", 49, 132)  # a header count that is not exact decides nothing

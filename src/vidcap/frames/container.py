@@ -139,8 +139,7 @@ def scan(container, stream, index_keys: bool = False) -> Scan:
     if corrupt_tail:  # a file cut mid-packet: the demuxer flags what it could not read in full
         del packets[len(packets) - corrupt_tail:]
         raw -= corrupt_tail
-    if container.format.name in INDEXED_FORMATS and 0 < raw < stream.frames:
-        raise VidcapError(SHORT, f"truncated file: {raw} of {stream.frames} frames present")
+    check_frame_count(container.format.name, raw, stream.frames)
     if not packets:
         if error is not None:
             raise VidcapError(DECODE, ffmpeg_message(error))
@@ -159,6 +158,14 @@ def scan(container, stream, index_keys: bool = False) -> Scan:
                      error)
     seekable = pts_ok and bool(key_index) and container.format.name in SEEK_FORMATS
     return Scan(len(order), order, key_index, fps, pts_ok, seekable)
+
+
+def check_frame_count(format_name: str, present: int, claimed: int | None) -> None:
+    """The one frame-count rule every stage applies (caption's scan, motion's reader): a container with an
+    index (MP4/MOV/MKV...) that holds fewer frames than its header lists was cut short, and the clip fails as
+    `short` rather than being read as a shorter clip. `present`: the frames (packets) the file really holds."""
+    if format_name in INDEXED_FORMATS and claimed and 0 < present < claimed:
+        raise VidcapError(SHORT, f"truncated file: {present} of {claimed} frames present")
 
 
 def _pts_trusted(container, packets) -> bool:
