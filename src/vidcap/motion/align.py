@@ -16,6 +16,7 @@ import numpy as np
 from vidcap.motion.track import _to_pixel
 
 ECC_ITERS = 40
+ECC_WIDTH = 80  # long spans are aligned at this width (the motion is large there, the cost 1/4)
 MAX_CHANGE = 0.15  # ECC may move the start by at most this share of the width (or this log-scale)
 
 
@@ -37,10 +38,20 @@ def _scale(matrix: np.ndarray) -> float:
     return max(1e-6, math.hypot(matrix[0, 0], matrix[1, 0]))
 
 
-def refine(a: np.ndarray, b: np.ndarray, start: np.ndarray) -> np.ndarray | None:
+def refine(a: np.ndarray, b: np.ndarray, start: np.ndarray, width: int = 0) -> np.ndarray | None:
     """Similarity a->b (centred coordinates) that ECC reaches from `start`, or None when it does not
-    converge or wanders off (more than MAX_CHANGE from the start)."""
+    converge or wanders off (more than MAX_CHANGE from the start). `width`: align at this width (cheaper)."""
     h, w = a.shape
+    if width and width < w:
+        f = width / w
+        size = (width, max(8, round(h * f)))
+        small = [cv2.resize(x, size, interpolation=cv2.INTER_AREA) for x in (a, b)]
+        scaled = start.astype(np.float64).copy()
+        scaled[:, 2] *= f
+        out = refine(small[0], small[1], scaled)
+        if out is not None:
+            out[:, 2] /= f
+        return out
     warp = _to_pixel(start, w, h).astype(np.float32)
     criteria = (cv2.TERM_CRITERIA_EPS | cv2.TERM_CRITERIA_COUNT, ECC_ITERS, 1e-4)
     try:
@@ -75,3 +86,25 @@ def motion_score(steps, frame_no: np.ndarray, w: int, h: int) -> float:
     if first is None or last is None or frame_no[last] <= frame_no[first]:
         return 0.0
     return path / math.hypot(w, h) / float(frame_no[last] - frame_no[first])
+
+
+def reanchor(gray: np.ndarray, poses: dict[int, np.ndarray], mismatch, pieces: int = 4) -> np.ndarray | None:
+    """First-to-last motion (3x3) from a few long spans aligned directly, or None if none improved.
+
+    Short steps under-read a zoom where the picture is soft and the encoder's block pattern stays put
+    (a zoom into an upscaled, blurred region: each step's few-percent scale drowns in the still
+    pattern). Over a long span the zoom is large and the pattern averages out: each span of the chain
+    (`pieces` of them) is re-aligned by ECC from the chained motion and kept where it matches better
+    (`mismatch(i, j, matrix)`, lower is better)."""
+    marks = sorted(poses)
+    cuts = sorted({marks[round(k * (len(marks) - 1) / pieces)] for k in range(pieces + 1)})
+    total, better = np.eye(3), False
+    for a, b in zip(cuts, cuts[1:]):
+        rel = (poses[b] @ np.linalg.inv(poses[a]))[:2]
+        aligned = refine(gray[a], gray[b], rel, width=ECC_WIDTH)
+        if aligned is not None:
+            new, old = mismatch(a, b, aligned), mismatch(a, b, rel)
+            if new is not None and old is not None and new <= old:
+                rel, better = aligned, better or new < old
+        total = np.vstack([rel, [0.0, 0.0, 1.0]]) @ total
+    return total if better else None

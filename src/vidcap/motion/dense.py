@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from vidcap.motion.align import motion_score, refine
+from vidcap.motion.align import motion_score, reanchor, refine
 from vidcap.motion.blend import BLEND_RATIO, blend_ratio, warp
 from vidcap.motion.result import MotionResult
 from vidcap.motion.track import _to_pixel, prepare
@@ -43,6 +43,8 @@ MIN_OVERLAP = 0.3  # frames are compared only where the moved frame covers this 
 MISMATCH_Q = 0.5  # quantile of the differences that is compared (0.5: robust to movers on half the frame)
 MAX_MISMATCH = 0.35  # normalised median difference above which two frames are not one shot
 SPAN_SECONDS = 1.5  # frames up to this far apart are compared for the one-shot check
+REANCHOR_ZOOM = math.log(1.15)  # a chain that zooms more than this is re-checked over long spans
+MAX_JUMP = 0.08  # a directly aligned step may differ from the camera's speed so far by this (share, log-scale)
 SURE_MISMATCH = 0.65  # above this two frames are different pictures, whatever lies between them
 DEFAULT_FPS = 25.0
 
@@ -257,16 +259,17 @@ def _chain(clip: _Clip, marks: list[int], diag: Diagnostics) -> str:
 def _rescue(clip: _Clip, i: int, j: int, starts: list[np.ndarray | None]) -> Step | None:
     """Neighbouring frames the flow fit could not join: aligned directly (ECC) from the best start.
 
-    A step whose frames then match (mismatch at most MAX_MISMATCH, or nothing left to compare) is one
-    shot with an uncertain motion; None when no alignment explains the change: a cut."""
+    `starts`: the flow fit and the motion predicted from the speed so far. A step whose frames then
+    clearly match (mismatch at most MAX_MISMATCH / 2) with a motion close to the prediction is one
+    shot with an uncertain motion; None when no alignment explains the change (a cut), when the
+    change is a jump off the camera's course (a cut to a similar picture), or nothing compares."""
     best: tuple[float, np.ndarray] | None = None
     for start in [*starts, np.eye(3)[:2]]:
         if start is None:
             continue
         value = clip.mismatch(i, j, start)
-        score = MAX_MISMATCH if value is None else value
-        if best is None or score < best[0]:
-            best = (score, start)
+        if value is not None and (best is None or value < best[0]):
+            best = (value, start)
     if best is None:
         return None
     aligned = refine(clip.gray[i], clip.gray[j], best[1])
@@ -274,9 +277,17 @@ def _rescue(clip: _Clip, i: int, j: int, starts: list[np.ndarray | None]) -> Ste
         value = clip.mismatch(i, j, aligned)
         if value is not None and value < best[0]:
             best = (value, aligned)
-    if best[0] > MAX_MISMATCH:
-        return None
+    expected = starts[1] if starts[1] is not None else np.eye(3)[:2]
+    if best[0] > MAX_MISMATCH / 2 or _jump(best[1], expected, clip.gray.shape[2]) > MAX_JUMP:
+        return None  # still different, or only a jump the camera was not making: a cut to a similar picture
     return Step(i, j, best[1], 0.0, 0, uncertain=True)
+
+
+def _jump(matrix: np.ndarray, expected: np.ndarray, w: int) -> float:
+    """How far a step's motion is from the expected one: shift (share of the width) or log-scale."""
+    shift = float(np.abs(matrix[:, 2] - expected[:, 2]).max()) / w
+    scale = abs(math.log(math.hypot(matrix[0, 0], matrix[1, 0]) / math.hypot(expected[0, 0], expected[1, 0])))
+    return max(shift, scale)
 
 
 def _poses(diag: Diagnostics) -> dict[int, np.ndarray]:
@@ -362,8 +373,18 @@ def estimate(
     if gap and (reason or max(across, default=MAX_MISMATCH) > MAX_MISMATCH / 2):
         reason = "fade"
     result = _summarise(diag, reason, gray.shape[2], gray.shape[1])
+    if not reason and abs(math.log(result.zoom)) > REANCHOR_ZOOM:
+        total = reanchor(clip.gray, _poses(diag), clip.mismatch)
+        if total is not None:
+            _set_motion(result, total, gray.shape[2], gray.shape[1])
     result.score = motion_score(diag.steps, t[keep] * fps, gray.shape[2], gray.shape[1])
     return result
+
+
+def _set_motion(result: MotionResult, total: np.ndarray, w: int, h: int) -> None:
+    a, b = total[0, 0], total[1, 0]
+    result.dx, result.dy = float(total[0, 2] / w), float(total[1, 2] / h)
+    result.zoom, result.rotation = float(math.hypot(a, b)), float(math.degrees(math.atan2(b, a)))
 
 
 def _summarise(diag: Diagnostics, reason: str, w: int, h: int) -> MotionResult:
@@ -371,19 +392,15 @@ def _summarise(diag: Diagnostics, reason: str, w: int, h: int) -> MotionResult:
     for step in diag.steps:
         if step.matrix is not None:
             total = _h3(step.matrix) @ total
-    a, b = total[0, 0], total[1, 0]
     inliers = [s.inliers for s in diag.steps]
     worst = max((c[2] for c in diag.checks), default=0.0)
     result = MotionResult(
-        dx=float(total[0, 2] / w),
-        dy=float(total[1, 2] / h),
-        zoom=float(math.hypot(a, b)),
-        rotation=float(math.degrees(math.atan2(b, a))),
         reason=reason,
         pairs=len(diag.steps),
         points=int(np.median([s.points for s in diag.steps])) if diag.steps else 0,
         inlier_ratio=float(np.median(inliers)) if inliers else 0.0,
     )
+    _set_motion(result, total, w, h)
     if not reason:
         result.confidence = float(
             np.clip(1 - worst / MAX_MISMATCH, 0, 1) ** 0.5 * np.clip(result.inlier_ratio / 0.6, 0, 1)

@@ -231,8 +231,8 @@ def make_shot(rng, source: Source, plan, n: int, out_wh, threshold: float, fps: 
             continue
         centres, scales, angles = path
         frames = render(scene, centres, scales, angles, out_wh)
-        if not (_visible(frames[0]) and _visible(frames[-1])):
-            continue  # a window on a black area: no motion to see
+        if not (_visible(frames[0]) and _visible(frames[-1]) and footage.has_corners(frames[0])):
+            continue  # a window on a black area, or on straight edges only: no motion to see
         return Shot(frames, truth, desc, style + ("+shake" if shake else ""))
     raise RuntimeError(f"{source.name}: no window fits {plan} at {out_wh}")
 

@@ -191,7 +191,7 @@ def shot(rng, source: Source, plan, n: int, fps: float, out_wh, threshold: float
         if not clear(truth, threshold):
             continue
         frames = render(scene, *path, out_wh)
-        if _visible(frames[0]) and _visible(frames[-1]):
+        if _visible(frames[0]) and _visible(frames[-1]) and footage.has_corners(frames[0]):
             return frames, truth, desc
     return None
 

@@ -108,6 +108,17 @@ def has_picture(img: np.ndarray) -> bool:
     return float((edges > 40).mean()) > 0.01
 
 
+def has_corners(img: np.ndarray, floor: float = 0.5) -> bool:
+    """Structure in two directions (corners), not only straight edges: a window over one edge or two
+    parallel ones shows no motion along them (the aperture problem), so its label is not in the pixels.
+    The 99.5th percentile of the structure tensor's smaller eigenvalue, at 160 px wide, above `floor`."""
+    import cv2
+
+    gray = cv2.cvtColor(img, cv2.COLOR_RGB2GRAY)
+    small = cv2.resize(gray, (160, max(8, round(gray.shape[0] * 160 / gray.shape[1]))), interpolation=cv2.INTER_AREA)
+    return float(np.quantile(cv2.cornerMinEigenVal(small.astype(np.float32), 5, 3), 0.995)) > floor
+
+
 def shot_starts(frames: tuple[np.ndarray, ...]) -> list[int]:
     """Frame indices where a new shot starts (large jumps of the small gray picture), 0 included."""
     import cv2
