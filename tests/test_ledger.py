@@ -71,7 +71,7 @@ def run(manifest: Path, out: Path, large: bool, monkeypatch, **kw) -> dict:
     monkeypatch.setenv("VIDCAP_STREAM_MIN_BYTES", "0" if large else str(2**40))
     stage = CaptionStage(resolve_model("fake"), CaptionOptions(num_frames=2))
     summary = run_stage(stage, manifest, out, RunOptions(workers=0, progress=False, **kw))
-    assert ("ledger" in summary) == large  # the path asked for is the path taken
+    assert "ledger" in summary  # one bookkeeping path, whatever the size
     return summary
 
 

@@ -23,9 +23,11 @@ import pyarrow as pa
 
 from .errors import RETRYABLE, UsageError, first_line
 from .manifest import ABSPATH, INTERNAL, RID, table_format
+from .storage import as_path, get_file, is_remote
 
 ROW = "_vidcap_row"  # the row's position among the selected manifest rows (the output's order)
 REL = "_vidcap_rel"  # the row's path is relative (written absolute when the output lives elsewhere)
+SEL = "_vidcap_sel"  # the row is one --shard/--limit chose to work on (the output keeps the others it has)
 BATCH_ROWS = 65_536
 SMALL_BYTES = 32 * 2**20  # below this a manifest takes the pandas path (exactly as before)
 _NEEDS_PYTHON = r"(^\s|\s$|^~|://|//|(^|/)\.\.?(/|$)|/$)"  # cells os.path.normpath/expanduser would change
@@ -113,7 +115,7 @@ def check_columns(path: Path, names: list[str], require: tuple[str, ...]) -> Non
             f"manifest {path} has no '{missing[0]}' column (columns: {have}); add one"
             + (" holding one video path per row." if missing[0] == "path" else ".")
         )
-    taken = [c for c in names if c in INTERNAL or c in (ROW, REL)]
+    taken = [c for c in names if c in INTERNAL or c in (ROW, REL, SEL)]
     if taken:
         raise UsageError(f"manifest {path} has a column named '{taken[0]}', a name vidcap keeps for itself; rename it.")
 
@@ -136,8 +138,7 @@ def resolve_batch(paths: pa.Array, base: str) -> tuple[pa.Array, pa.Array]:
     if pc.any(odd).as_py():
         idx = pc.indices_nonzero(odd).to_numpy()
         cells = paths.take(pa.array(idx)).to_pylist()
-        bp = Path(base)
-        fixed = pa.array([resolve_path(c, bp) for c in cells], pa.string())
+        fixed = pa.array([resolve_path(c, base) for c in cells], pa.string())
         fixed_rel = pa.array([is_relative(c) for c in cells], pa.bool_())
         out, rel = _scatter(out, idx, fixed), _scatter(rel, idx, fixed_rel)
     return out, rel
@@ -163,14 +164,57 @@ class Ledger:
     def __init__(self, stage, manifest, store):
         from .stages.base import Stage
 
-        self.stage, self.manifest, self.store = stage, Path(manifest), store
-        for old in store.dir.glob(".ledger-*"):  # a killed run's ledger (we hold the lock)
-            shutil.rmtree(old, ignore_errors=True)
-        self.work = Path(tempfile.mkdtemp(prefix=".ledger-", dir=store.dir))
+        self.stage, self.store = stage, store
+        if store.remote:  # the ledger is local scratch whatever the output is
+            self.work = Path(tempfile.mkdtemp(prefix="vidcap-ledger-"))
+        else:
+            for old in store.dir.glob(".ledger-*"):  # a killed run's ledger (we hold the lock)
+                shutil.rmtree(old, ignore_errors=True)
+            self.work = Path(tempfile.mkdtemp(prefix=".ledger-", dir=store.dir))
         self.con = connect(self.work)
+        self.manifest, self.base = self._local_copy(as_path(manifest), "manifest")
         self.path_keyed = type(stage).row_key is Stage.row_key  # the key is computed in SQL
         self.rows = 0
         self.names: list[str] = []
+        self._fetched: dict[str, str] = {}  # remote part -> its local copy (a part never changes once written)
+        self._readers: dict[str, str] = {}  # a CSV whose header DuckDB would rename -> SQL that keeps the names
+
+    def _local_copy(self, path, name: str) -> tuple[Path, str]:
+        """(a local file to read, the folder its relative paths resolve against): a remote table is copied
+        into the ledger's folder once (DuckDB and Arrow then read a local file)."""
+        if not is_remote(path):
+            if not os.path.exists(path):
+                raise UsageError(f"{path} does not exist; check the path.")
+            if os.path.isdir(path) and table_format(path) != "dataset":
+                raise UsageError(f"{path} is a directory; pass a .csv or .parquet file.")
+            return Path(path), str(Path(os.path.abspath(path)).parent)
+        local = self.work / f"{name}{''.join(Path(path.name).suffixes[-1:])}"
+        try:
+            get_file(path, str(local))
+        except FileNotFoundError:
+            raise UsageError(f"{path} does not exist; check the URL.") from None
+        except Exception as exc:
+            raise UsageError(f"cannot read {path} ({first_line(exc)}); check the URL and its credentials.") from None
+        return local, str(path.parent)
+
+    def part_paths(self) -> list[str]:
+        """Every readable part as a local file (remote parts are fetched once)."""
+        parts = self.store.readable_parts()
+        if not self.store.remote:
+            return [str(f) for f in parts]
+        got = []
+        for f in parts:
+            key = str(f)
+            if key not in self._fetched:
+                local = self.work / "parts" / f.name
+                local.parent.mkdir(exist_ok=True)
+                try:
+                    get_file(f, str(local))
+                except Exception:  # removed meanwhile: its rows are redone
+                    continue
+                self._fetched[key] = str(local)
+            got.append(self._fetched[key])
+        return got
 
     def close(self) -> None:
         if self.con is not None:
@@ -184,12 +228,20 @@ class Ledger:
         each with its position, resolved path, relative-path flag and row id."""
         self.names = self._header(self.manifest)
         check_columns(self.manifest, self.names, tuple(self.stage.required_columns))
+        # --shard and --limit choose the rows to work on; an output that has results keeps every row it has,
+        # so then the whole manifest is read and the choice is column SEL (else only the chosen rows are read)
+        whole = (shard is not None or limit is not None) and self._has_results()
+        self.whole = whole
         if self.path_keyed:  # DuckDB reads, resolves (Python only for odd cells) and keys in one statement
             self._register_udfs()
-            base = _sql_text(str(self.manifest.resolve().parent))
-            where = f"WHERE {ROW} % {shard[1]} = {shard[0]}" if shard else ""
-            top = f"ORDER BY {ROW} LIMIT {max(0, limit)}" if limit is not None else ""
-            src = reader_sql(self.manifest)
+            base = _sql_text(self.base)
+            chosen = [f"{ROW} % {shard[1]} = {shard[0]}"] if shard else []
+            if limit is not None:
+                chosen.append(f"{ROW} // {shard[1]} < {max(0, limit)}" if shard else f"{ROW} < {max(0, limit)}")
+            sel = " AND ".join(chosen) or "true"
+            where = f"WHERE {ROW} % {shard[1]} = {shard[0]}" if shard and not whole else ""
+            top = f"ORDER BY {ROW} LIMIT {max(0, limit)}" if limit is not None and not whole else ""
+            src = self._reader(self.manifest)
             resolved = (
                 (f"SELECT *, {abspath_sql('path', base)} AS {ABSPATH}, {relative_sql('path')} AS {REL} FROM {src}")
                 if "path" in self.names
@@ -197,14 +249,24 @@ class Ledger:
             )
             # row_number over the scan, after the per-row work: DuckDB keeps the file's order (insertion order)
             keyed = f"SELECT *, left(sha1({ABSPATH}), 20) AS {RID}, row_number() OVER () - 1 AS {ROW} FROM ({resolved})"
-            self._sql(f"CREATE TABLE m AS SELECT * FROM ({keyed}) {where} {top}", self.manifest)
+            sel = sel if whole else "true"
+            self._sql(f"CREATE TABLE m AS SELECT *, {sel} AS {SEL} FROM ({keyed}) {where} {top}", self.manifest)
         else:
-            self._ingest_batches(shard, limit)
-        self.rows = self.con.execute("SELECT count(*) FROM m").fetchone()[0]
-        if self.rows == 0:
+            self._ingest_batches(shard, limit, whole)
+        self.rows = self.con.execute(f"SELECT count(*) FROM m WHERE {SEL}").fetchone()[0]
+        if self.rows == 0 and not whole:
             raise UsageError(f"manifest {self.manifest} has a header but no rows; nothing to do.")
-        self.con.execute(f"CREATE TABLE firsts AS SELECT {RID}, min({ROW}) AS {ROW} FROM m GROUP BY {RID}")
+        self.con.execute(
+            f"CREATE TABLE firsts AS SELECT {RID}, min({ROW}) AS {ROW}, bool_or({SEL}) AS {SEL} FROM m GROUP BY {RID}"
+        )
         return self.rows
+
+    def _has_results(self) -> bool:
+        """Whether this output has saved results (parts, or a finished output a rerun builds on)."""
+        store = self.store
+        if store.part_files():
+            return True
+        return not store.overwrite and store.output.exists() and store.sidecar().exists()
 
     def _header(self, path: Path) -> list[str]:
         if table_format(path) != "dataset" and path.stat().st_size == 0:
@@ -212,8 +274,10 @@ class Ledger:
         import duckdb
 
         try:
-            return [r[0] for r in self.con.execute(f"DESCRIBE SELECT * FROM {reader_sql(path)}").fetchall()]
+            names = [r[0] for r in self.con.execute(f"DESCRIBE SELECT * FROM {reader_sql(path)}").fetchall()]
         except duckdb.Error as exc:
+            if "unicode" in str(exc).lower():
+                raise UsageError(f"manifest {path} is not UTF-8 text; re-save it as UTF-8 CSV.") from None
             if "empty" in str(exc).lower() or (path.is_file() and path.stat().st_size == 0):
                 raise UsageError(
                     f"manifest {path} is empty; it needs a header with a 'path' column and one row per video."
@@ -221,6 +285,17 @@ class Ledger:
             raise UsageError(
                 f"manifest {path} could not be read as {table_format(path)} ({first_line(exc)}); check the file."
             ) from None
+        given = csv_header(path) if table_format(path) == "csv" else names
+        if len(given) == len(names) and len(set(given)) == len(given) and given != names:
+            # DuckDB renames blank header cells (`column1`); the table keeps the names its file gives
+            cols = ", ".join(f"{_ident(d)} AS {_ident(g)}" for d, g in zip(names, given))
+            self._readers[str(path)] = f"(SELECT {cols} FROM {reader_sql(path)})"
+            return given
+        return names
+
+    def _reader(self, path: Path) -> str:
+        """The SQL that reads a table with the column names `_header` gave."""
+        return self._readers.get(str(path)) or reader_sql(path)
 
     def _sql(self, sql: str, path: Path) -> None:
         """A statement reading `path`; what DuckDB cannot parse is one sentence naming the file."""
@@ -242,38 +317,39 @@ class Ledger:
 
         self.con.create_function(
             "vidcap_resolve",
-            lambda p, base: resolve_path(p, Path(base)),
+            lambda p, base: resolve_path(p, base),
             [VARCHAR, VARCHAR],
             VARCHAR,
             side_effects=False,
         )
         self.con.create_function("vidcap_relative", is_relative, [VARCHAR], BOOLEAN, side_effects=False)
 
-    def _ingest_batches(self, shard, limit) -> None:
+    def _ingest_batches(self, shard, limit, whole: bool) -> None:
         """A stage with its own row key (tags: path and caption): Arrow batches, the key one row at a time."""
-        import numpy as np
-
-        base = str(self.manifest.resolve().parent)
-        seen = kept = 0
+        base = self.base
+        seen = kept = chosen = 0
         for batch in manifest_batches(self.manifest):
             n = batch.num_rows
+            pick = np.ones(n, dtype=bool)
             if shard:
                 i, cnt = shard
-                batch = batch.filter(pa.array((np.arange(seen, seen + n) % cnt) == i))
-            seen += n
+                pick = (np.arange(seen, seen + n) % cnt) == i
             if limit is not None:
-                batch = batch.slice(0, max(0, limit - kept))
-            if batch.num_rows:
-                self._add(pa.Table.from_batches([batch]), base, kept)
-                kept += batch.num_rows
-            if limit is not None and kept >= limit:
+                pick &= np.cumsum(pick) + chosen <= max(0, limit)
+            chosen += int(pick.sum())
+            seen += n
+            tbl = pa.Table.from_batches([batch])
+            if not whole:
+                tbl, pick = tbl.filter(pa.array(pick)), pick[pick]
+            if tbl.num_rows:
+                self._add(tbl, base, kept, pick)
+                kept += tbl.num_rows
+            if limit is not None and chosen >= limit and not whole:
                 break
         if kept == 0:
             raise UsageError(f"manifest {self.manifest} has a header but no rows; nothing to do.")
 
-    def _add(self, tbl: pa.Table, base: str, start: int) -> None:
-        import numpy as np
-
+    def _add(self, tbl: pa.Table, base: str, start: int, sel=None) -> None:
         n = tbl.num_rows
         if "path" in tbl.column_names:
             abspath, rel = resolve_batch(tbl["path"].combine_chunks(), base)
@@ -281,6 +357,7 @@ class Ledger:
             abspath, rel = pa.array([""] * n, pa.string()), pa.array([False] * n)
         tbl = tbl.append_column(ABSPATH, abspath).append_column(REL, rel)
         tbl = tbl.append_column(ROW, pa.array(np.arange(start, start + n, dtype=np.int64)))
+        tbl = tbl.append_column(SEL, pa.array(np.ones(n, dtype=bool) if sel is None else sel))
         if self.path_keyed:
             key = f"left(sha1({ABSPATH}), 20) AS {RID}"
         else:  # a stage's own key (tags: path and caption) is its Python function, one row at a time
@@ -298,7 +375,7 @@ class Ledger:
         status and error columns; `full` (the merge) reads the result columns too."""
         if prior:
             self._load_prior()
-        files = [str(f) for f in self.store.readable_parts()]
+        files = self.part_paths()
         head = [RID, "status", "error"]
         parts = (
             f"SELECT NULL::VARCHAR AS {RID}, NULL::VARCHAR AS status, NULL::VARCHAR AS error, 0::BIGINT AS _seq "
@@ -340,17 +417,17 @@ class Ledger:
             return
         from .manifest import column_plan
 
-        out = Path(store.output)
+        out, out_base = self._local_copy(store.output, "prior")
         results = [*self.stage.columns, "status", "error", "file_size", "file_mtime"]
         if self.path_keyed:
             names = self._header(out)
             if "path" not in names or not {"status", "error"} <= set(names):
                 return
             cols = ", ".join(_ident(c) for c in names if c in results)
-            key = f"left(sha1({abspath_sql('path', _sql_text(str(out.resolve().parent)))}), 20)"
+            key = f"left(sha1({abspath_sql('path', _sql_text(out_base))}), 20)"
             self._sql(
                 f"CREATE TABLE prior AS SELECT {key} AS {RID}, {cols}, row_number() OVER () - (1::BIGINT << 62) "
-                f"AS _seq FROM {reader_sql(out)}",
+                f"AS _seq FROM {self._reader(out)}",
                 out,
             )
             self._has_prior = True
@@ -364,7 +441,7 @@ class Ledger:
             tbl = pa.Table.from_batches([batch])
             inputs = tbl.select([c for c in names if c not in results])  # under the names the stage keys them by
             inputs = inputs.rename_columns([back.get(c, c) for c in inputs.column_names])
-            self._add_prior(inputs, tbl.select([c for c in names if c in results]), str(out.resolve().parent), done)
+            self._add_prior(inputs, tbl.select([c for c in names if c in results]), out_base, done)
             done += tbl.num_rows
         self._has_prior = done > 0
 
@@ -381,6 +458,11 @@ class Ledger:
         """Counts of the plan and table `todo`: the first row of each id with no saved result, or whose
         best result is to be redone (with check_files: also when its file's size or mtime changed since;
         with retry_failed: every failed row, whatever its error)."""
+        if self.whole:  # rows --shard/--limit left out stay in the output only where they have a result
+            kept = f"{SEL} OR {RID} IN (SELECT {RID} FROM best)"
+            self.con.execute(f"DELETE FROM m WHERE NOT ({kept})")
+            self.con.execute(f"DELETE FROM firsts WHERE NOT ({kept})")
+            self.rows = self.con.execute("SELECT count(*) FROM m").fetchone()[0]
         redo = "coalesce({}status, '') <> 'ok'" if retry_failed else "{}redo"
         done = f"SELECT {RID} FROM best WHERE NOT {redo.format('')}"
         if check_files and {"file_size", "file_mtime"} <= self._best_cols():
@@ -398,7 +480,7 @@ class Ledger:
                 f"b.file_size::BIGINT, b.file_mtime::DOUBLE))"
             )
         self.con.execute(f"""CREATE OR REPLACE TABLE todo AS SELECT {ROW} FROM firsts
-            ANTI JOIN ({done}) USING ({RID}) ORDER BY {ROW}""")
+            ANTI JOIN ({done}) USING ({RID}) WHERE {SEL} ORDER BY {ROW}""")
         unique = self.con.execute("SELECT count(*) FROM firsts").fetchone()[0]
         todo = self.con.execute("SELECT count(*) FROM todo").fetchone()[0]
         return {
@@ -428,7 +510,7 @@ class Ledger:
         """The rows of table `todo` as row dicts, read lazily in manifest order."""
         n = self.con.execute("SELECT count(*) FROM todo").fetchone()[0]
         cur = self.con.cursor()  # read by the feeder thread while this one records results
-        rel = cur.sql(f"SELECT m.* EXCLUDE ({ROW}, {REL}) FROM m SEMI JOIN todo USING ({ROW}) ORDER BY m.{ROW}")
+        rel = cur.sql(f"SELECT m.* EXCLUDE ({ROW}, {REL}, {SEL}) FROM m SEMI JOIN todo USING ({ROW}) ORDER BY m.{ROW}")
         reader = getattr(rel, "to_arrow_reader", None) or rel.fetch_arrow_reader  # DuckDB 2 / 1.x
         return RowSource(cur, reader(4096), n)
 
@@ -563,6 +645,17 @@ def _types(*names: str) -> list:
     except ImportError:
         mod = importlib.import_module("duckdb.typing")
     return [getattr(mod, n) for n in names]
+
+
+def csv_header(path: Path) -> list[str]:
+    """A CSV file's header cells as written (RFC 4180 quoting); [] when it cannot be read as UTF-8."""
+    import csv
+
+    try:
+        with open(path, newline="", encoding="utf-8") as fh:
+            return next(csv.reader(fh), [])
+    except (OSError, UnicodeDecodeError, csv.Error):
+        return []
 
 
 def reader_sql(path: Path) -> str:

@@ -14,7 +14,7 @@ from __future__ import annotations
 from collections import deque
 from pathlib import Path
 
-from .ledger import REL, ROW, _sql_text
+from .ledger import REL, ROW, SEL, _sql_text
 from .manifest import atomic_local
 
 PLAN_FILE = "plan.parquet"
@@ -28,7 +28,7 @@ def plan_path(books) -> Path:
 
 def write_plan(led, path: Path, group_rows: int = GROUP_ROWS) -> int:
     """Table `todo`'s rows (as `Ledger.source` gives them) to `path`, atomically; returns their number."""
-    sql = f"SELECT m.* EXCLUDE ({ROW}, {REL}) FROM m SEMI JOIN todo USING ({ROW}) ORDER BY m.{ROW}"
+    sql = f"SELECT m.* EXCLUDE ({ROW}, {REL}, {SEL}) FROM m SEMI JOIN todo USING ({ROW}) ORDER BY m.{ROW}"
 
     def write(tmp: str) -> None:
         led.con.execute(

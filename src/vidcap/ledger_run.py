@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 from .errors import UsageError
 from .ledger import Ledger
-from .manifest import table_format
+from .manifest import atomic_local, table_format
+from .parts import fault_point
+from .storage import as_path, is_remote, put_file
 
 
 def run(session, executor, t0: float) -> dict:
@@ -19,6 +22,8 @@ def run(session, executor, t0: float) -> dict:
     from .errors import FatalRunError
 
     stage, opts, books = session.stage, session.opts, session.books
+    if executor.plans():
+        books.store.check_targets(session.manifest, opts.failed_out)
     executor.start(session)
     led = None
     try:
@@ -113,30 +118,40 @@ def share_summary(session, executor, t0: float, rows: int) -> dict:
 
 
 def publish(led: Ledger, store, summary: dict, failed_out) -> None:
-    """The output (and --failed-out) written by DuckDB straight from the ledger, atomically."""
-    out = Path(store.output)
-    rebase = out.resolve().parent != led.manifest.resolve().parent
+    """The output (and --failed-out) written by DuckDB straight from the ledger, atomically. The sidecar
+    (naming --failed-out) is written before either, so a file at --failed-out is always one vidcap wrote."""
+    out = store.output
+    rebase = folder(out) != led.base
     ok_only = ""
     if failed_out is not None:
         summary["failed_out"] = str(failed_out)
-        _write(led, Path(failed_out), "WHERE coalesce(b.status, '') <> 'ok'", rebase)
         ok_only = "WHERE b.status = 'ok'"
 
     def write(meta, before_rename):
+        if failed_out is not None:
+            _write(led, as_path(failed_out), "WHERE coalesce(b.status, '') <> 'ok'", rebase)
         _write(led, out, ok_only, rebase, meta, before_rename)
         led.close()  # the ledger lives in the parts folder, which goes next
 
     store.publish(summary, write)
 
 
-def _write(led: Ledger, path: Path, where: str, rebase: bool, meta=None, before_rename=None) -> None:
-    """One output file (DuckDB's COPY to a temp name, renamed into place) or dataset folder, atomically."""
-    from .manifest import atomic_local
-    from .parts import fault_point
+def folder(path) -> str:
+    """The folder a table's relative paths resolve against (as `Ledger.base` gives it)."""
+    return str(path.parent) if is_remote(path) else str(Path(os.path.abspath(path)).parent)
 
+
+def _write(led: Ledger, path, where: str, rebase: bool, meta=None, before_rename=None) -> None:
+    """One output file (DuckDB's COPY to a temp name, renamed into place; a remote one uploaded whole) or
+    dataset folder, atomically."""
     fmt = table_format(path)
     if fmt == "dataset":
-        on_part = lambda: fault_point("dataset_part")
+        on_part = lambda: fault_point("dataset_part")  # noqa: E731
         led.write(str(path), fmt, where, rebase, meta=meta, before_rename=before_rename, on_part=on_part)
+        return
+    if is_remote(path):
+        local = led.work / f"out-{path.name}"
+        led.write(str(local), fmt, where, rebase)
+        put_file(path, str(local), before_rename)
         return
     atomic_local(path, lambda tmp: led.write(tmp, fmt, where, rebase), before_rename, fresh=True)

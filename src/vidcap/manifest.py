@@ -6,6 +6,7 @@ import hashlib
 import io
 import json
 import os
+import posixpath
 import re
 import tempfile
 from pathlib import Path
@@ -96,14 +97,20 @@ def is_relative(value) -> bool:
     return bool(text) and "://" not in text and not os.path.isabs(os.path.expanduser(text))
 
 
-def resolve_path(value, base: Path) -> str:
+def resolve_path(value, base: str | os.PathLike) -> str:
+    """A path cell resolved against its table's folder `base` (a local folder, or a URL's folder: a relative
+    cell of a remote manifest names a file beside it)."""
     text = _path_text(value)
     if not text or "://" in text:  # URLs and fsspec paths are kept as given
         return text
     p = Path(os.path.expanduser(text))
-    if not p.is_absolute():
-        p = base / p
-    return os.path.normpath(str(p))
+    if p.is_absolute():
+        return os.path.normpath(str(p))
+    folder = str(base)
+    if "://" in folder:
+        proto, rest = folder.split("://", 1)
+        return f"{proto}://{posixpath.normpath(posixpath.join(rest, text))}"
+    return os.path.normpath(os.path.join(folder, text))
 
 
 def read_manifest(path: str | os.PathLike, require: tuple[str, ...] = ("path",)) -> pd.DataFrame:
@@ -308,30 +315,6 @@ def rebase_paths(df: pd.DataFrame, manifest, output) -> pd.DataFrame:
 def public_columns(df: pd.DataFrame) -> pd.DataFrame:
     """Every column but vidcap's internal ones."""
     return df[[c for c in df.columns if c not in INTERNAL]]
-
-
-def merge_tables(parts: list[str | os.PathLike], out: str | os.PathLike, dedup: bool = True) -> tuple[int, int]:
-    """Concatenate hand-made parts (the seed's `datautil` merge); later parts win on duplicate paths.
-    Returns (rows written, rows dropped as duplicates). To put stage outputs side by side, use join."""
-    frames = [read_table(p) for p in parts]
-    df = pd.concat(frames, ignore_index=True, sort=False)
-    before = len(df)
-    if dedup and "path" in df.columns:
-        df = df.drop_duplicates(subset="path", keep="last")
-    write_table(df, out)
-    return len(df), before - len(df)
-
-
-def diff_tables(a: str | os.PathLike, b: str | os.PathLike, out: str | os.PathLike) -> int:
-    """Rows of A whose path is not in B (the seed's `--difference`, used to find what is left)."""
-    da, db = read_table(a), read_table(b)
-    for name, d in ((a, da), (b, db)):
-        if "path" not in d.columns:
-            raise UsageError(f"{name} has no 'path' column; diff compares paths.")
-    seen = set(resolved_paths(db, b))
-    left = da[[p not in seen for p in resolved_paths(da, a)]]
-    write_table(left, out)
-    return len(left)
 
 
 def resolved_paths(df: pd.DataFrame, table) -> list[str]:

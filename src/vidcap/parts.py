@@ -103,7 +103,7 @@ class PartStore:
         self._created = False
 
     # -- lifecycle -------------------------------------------------------------------------------
-    def open(self, provenance: dict | None = None) -> None:
+    def open(self, provenance: dict | None = None, failed_out=None) -> None:
         created = self._make_dir()
         try:
             self._lock()
@@ -122,7 +122,8 @@ class PartStore:
         self._remove_stale_temps()
         if self.overwrite:
             self._clear_parts()
-        info = {"fingerprint": self.fingerprint, "provenance": provenance or {}, "vidcap": __version__,
+        info = {"fingerprint": self.fingerprint, "provenance": provenance or {}, "failed_out": failed_out,
+                "vidcap": __version__,
                 "python": sys.version.split()[0], "started": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
         self.write_json(self.dir / RUN_JSON, info)
         self._created = created
@@ -153,11 +154,33 @@ class PartStore:
             self.close()
             rmtree(self.dir)
 
+    def check_targets(self, manifest, failed_out) -> None:
+        """Refuse, before anything is written, a run whose outputs would overwrite an input or each other:
+        -o or --failed-out naming the manifest, --failed-out naming -o, or --failed-out naming a file that
+        no run of this output wrote (its sidecar or unfinished run names the files it wrote)."""
+        if same_file(self.output, manifest):
+            raise UsageError(f"-o {self.output} is the manifest itself; write the output to another file.")
+        if failed_out is None:
+            return
+        target = as_path(failed_out)
+        table_format(target)
+        if same_file(target, manifest):
+            raise UsageError(f"--failed-out {failed_out} is the manifest itself; give the failed rows a file of their own.")
+        if same_file(target, self.output):
+            raise UsageError(f"--failed-out {failed_out} is also the output (-o); give the failed rows a file of their own.")
+        if not target.exists():
+            return
+        ours = [read_json(self.sidecar()).get("summary", {}).get("failed_out"),
+                read_json(self.dir / RUN_JSON).get("failed_out")]
+        if not any(o is not None and same_file(as_path(o), target) for o in ours):
+            raise UsageError(f"--failed-out {failed_out} already exists and was not written by a run of {self.output}; "
+                             "pick another --failed-out file (vidcap never overwrites a file it did not write).")
+
     def _check_settings(self) -> None:
         """Refuse to mix rows with an unfinished run or a finished output made with other settings."""
         run_file = self.dir / RUN_JSON
         if not self.overwrite and run_file.exists():
-            old = json.loads(run_file.read_text() or "{}").get("fingerprint")
+            old = read_json(run_file).get("fingerprint")
             if old is not None and old != self.fingerprint:
                 raise UsageError(
                     f"{self.dir} holds an unfinished run with other settings ({_fp_diff(old, self.fingerprint)}); "
@@ -228,7 +251,7 @@ class PartStore:
         meta = self.sidecar()
         if not meta.exists():
             raise UsageError(f"{self.output} already exists and was not written by vidcap; pass --overwrite to replace it or pick another -o path.")
-        old = json.loads(meta.read_text() or "{}").get("fingerprint")
+        old = read_json(meta).get("fingerprint")
         if old != self.fingerprint:
             raise UsageError(
                 f"{self.output} was written by another command or model ({_fp_diff(old or {}, self.fingerprint)}); "
@@ -477,6 +500,34 @@ class PartStore:
         except OSError:
             rmtree(self.dir)
         self.close()
+
+
+def read_json(path) -> dict:
+    """A JSON record vidcap wrote ({} when there is none). One that a crash or a disk damaged is moved aside
+    (`<name>.damaged`) with one sentence, and read as absent: the run carries on from the parts."""
+    try:
+        if not path.exists():
+            return {}
+        data = json.loads(path.read_text() or "{}")
+        if isinstance(data, dict):
+            return data
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        pass
+    aside = path.with_name(path.name + ".damaged")
+    try:
+        path.rename(aside)
+    except OSError:
+        return {}
+    print(f"vidcap: {path} was damaged (not a JSON record vidcap wrote); moved it to {aside.name} and carrying on "
+          "without it.", file=sys.stderr)
+    return {}
+
+
+def same_file(a, b) -> bool:
+    """Two table paths that name the same file (remote ones by URL)."""
+    if is_remote(a) or is_remote(b):
+        return str(a) == str(b)
+    return os.path.realpath(os.path.expanduser(str(a))) == os.path.realpath(os.path.expanduser(str(b)))
 
 
 def write_rows(rows: list[dict], path, before_rename=None) -> None:

@@ -87,8 +87,9 @@ class Bookkeeping:
     """What is done, part files and the final merge, for one output. Today a PartStore behind it."""
 
     def __init__(self, output, fingerprint: dict, *, overwrite: bool = False, keep_parts: bool = False,
-                 worker: str = "w0"):
+                 worker: str = "w0", failed_out=None):
         self.store = PartStore(output, fingerprint, overwrite=overwrite, keep_parts=keep_parts, worker=worker)
+        self.failed_out = failed_out
 
     @property
     def worker(self) -> str:
@@ -100,7 +101,7 @@ class Bookkeeping:
 
     def open(self, provenance: dict) -> None:
         """Take the run lock, check the settings, write run.json (the one process that coordinates)."""
-        self.store.open(provenance)
+        self.store.open(provenance, None if self.failed_out is None else str(self.failed_out))
 
     def close(self) -> None:
         self.store.close()
@@ -306,7 +307,7 @@ class Session:
         self.opts = opts or RunOptions()
         self.fingerprint = run_fingerprint(stage)
         self.books = Bookkeeping(self.output, self.fingerprint, overwrite=self.opts.overwrite,
-                                 keep_parts=self.opts.keep_parts)
+                                 keep_parts=self.opts.keep_parts, failed_out=self.opts.failed_out)
         self.recorder = Recorder(stage, self.books, self.opts)
 
     @property
@@ -316,9 +317,9 @@ class Session:
 
     def run(self, executor: Executor) -> dict:
         t0 = time.monotonic()
-        from . import ledger, ledger_run
+        from . import ledger_run
 
-        if executor.lazy_rows and ledger.streams(self.manifest, self.output):  # a large manifest: DuckDB bookkeeping
+        if executor.lazy_rows:
             return ledger_run.run(self, executor, t0)
         rows = select_rows(self.stage, self.manifest, self.opts)
         executor.start(self)

@@ -83,6 +83,32 @@ def put_bytes(path, data: bytes, before_replace=None) -> None:
         raise
 
 
+def put_file(path, local: str, before_replace=None) -> None:
+    """Upload a local file to a remote path atomically (as `put_bytes`), without reading it into memory."""
+    if is_object_store(path):
+        if before_replace is not None:
+            before_replace()
+        path.fs.put_file(local, path.path)
+        return
+    tmp = path.with_name(f".{path.name}.{secrets.token_hex(6)}.tmp")
+    path.fs.put_file(local, tmp.path)
+    try:
+        if before_replace is not None:
+            before_replace()
+        path.fs.mv(tmp.path, path.path)
+    except BaseException:
+        try:
+            path.fs.rm_file(tmp.path)
+        except Exception:
+            pass
+        raise
+
+
+def get_file(path, local: str) -> None:
+    """A remote file copied to a local one (streamed)."""
+    path.fs.get_file(path.path, local)
+
+
 def read_bytes(path) -> bytes:
     return path.fs.cat_file(path.path)
 
