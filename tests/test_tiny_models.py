@@ -10,7 +10,7 @@ from vidcap.dev.tiny import FAMILIES, build_tiny_model  # noqa: E402
 from vidcap.errors import UsageError  # noqa: E402
 
 
-@pytest.mark.parametrize("family", ["qwen2-vl", "qwen2.5-vl", "llava-next", "llava-onevision"])
+@pytest.mark.parametrize("family", ["qwen2-vl", "qwen2.5-vl", "llava-next", "llava-onevision", "qwen3-vl", "internvl3"])
 def test_vlm_families_load_through_auto_classes(tiny_model, family):
     from transformers import AutoModelForImageTextToText, AutoProcessor
 
