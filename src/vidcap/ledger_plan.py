@@ -16,14 +16,17 @@ from pathlib import Path
 
 from .ledger import REL, ROW, SEL, _sql_text
 from .manifest import atomic_local
+from .storage import is_remote, open_binary, put_file
 
 PLAN_FILE = "plan.parquet"
 GROUP_ROWS = 4096  # a rank reads at most two groups it shares with its neighbours
 
 
-def plan_path(books) -> Path:
-    """The plan file of a run (`books`: its session.Bookkeeping)."""
-    return Path(books.note_path(PLAN_FILE))
+def plan_path(books):
+    """The plan file of a run (`books`: its session.Bookkeeping): a local Path, or a remote one beside
+    remote parts (every rank, on any host, reads it there)."""
+    path = books.note_path(PLAN_FILE)
+    return path if is_remote(path) else Path(path)
 
 
 def write_plan(led, path: Path, group_rows: int = GROUP_ROWS) -> int:
@@ -35,14 +38,22 @@ def write_plan(led, path: Path, group_rows: int = GROUP_ROWS) -> int:
             f"COPY ({sql}) TO '{_sql_text(tmp)}' (FORMAT parquet, COMPRESSION zstd, ROW_GROUP_SIZE {group_rows})"
         )
 
-    atomic_local(path, write, fresh=True)
+    if is_remote(path):
+        local = led.work / PLAN_FILE
+        write(str(local))
+        put_file(path, str(local))
+    else:
+        atomic_local(path, write, fresh=True)
     return led.con.execute("SELECT count(*) FROM todo").fetchone()[0]
 
 
-def remove_plan(path: Path) -> None:
+def remove_plan(path) -> None:
     """A killed run's plan file (and its temp files): the coordinator holds the lock, nobody reads them."""
     for p in [path, *path.parent.glob(f".{path.name}.*.tmp")]:
-        p.unlink(missing_ok=True)
+        try:
+            p.unlink(missing_ok=True)
+        except FileNotFoundError:
+            pass
 
 
 class PlanRows:
@@ -50,11 +61,11 @@ class PlanRows:
     r of `world` takes the contiguous rows [r * n // world, (r + 1) * n // world), reading only the row groups
     that hold them, a group at a time."""
 
-    def __init__(self, path: Path, rank: int = 0, world: int = 1):
+    def __init__(self, path, rank: int = 0, world: int = 1):
         import pyarrow.parquet as pq
 
-        self.path = Path(path)
-        self.file = pq.ParquetFile(self.path)
+        self.path = path
+        self.file = pq.ParquetFile(open_binary(path) if is_remote(path) else Path(path))
         meta = self.file.metadata
         n = meta.num_rows
         start, stop = n * rank // world, n * (rank + 1) // world
