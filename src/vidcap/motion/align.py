@@ -17,7 +17,8 @@ from vidcap.motion.track import _to_pixel
 
 ECC_ITERS = 40
 ECC_WIDTH = 80  # long spans are aligned at this width (the motion is large there, the cost 1/4)
-MAX_CHANGE = 0.15  # ECC may move the start by at most this share of the width (or this log-scale)
+MAX_CHANGE = 0.15
+BLOCK_MISMATCH = 0.35  # ECC may move the start by at most this share of the width (or this log-scale)
 
 
 def _centred(pixel: np.ndarray, w: int, h: int) -> np.ndarray:
@@ -65,6 +66,36 @@ def refine(a: np.ndarray, b: np.ndarray, start: np.ndarray, width: int = 0) -> n
     if shift > MAX_CHANGE or abs(math.log(_scale(out) / _scale(start))) > MAX_CHANGE:
         return None
     return out
+
+
+def blocks_matching(a: np.ndarray, b: np.ndarray, matrix: np.ndarray, grid: tuple[int, int] = (4, 3)) -> tuple[int, int]:
+    """(blocks that match, blocks compared): frame a moved by `matrix` against b, block by block.
+
+    A cut changes every part of the picture; a mover entering (a hand over a third of the frame) leaves
+    the rest matching once the camera's motion is undone, however much it shifts the frame's overall
+    brightness. Each block with texture on both sides is normalised on its own; it matches when the
+    median normalised difference is below BLOCK_MISMATCH."""
+    h, w = a.shape
+    moved = cv2.warpAffine(
+        a.astype(np.float32), _to_pixel(matrix, w, h), (w, h), flags=cv2.INTER_LINEAR, borderValue=np.nan
+    )
+    moved, still = cv2.GaussianBlur(moved, (0, 0), 1.5), cv2.GaussianBlur(b.astype(np.float32), (0, 0), 1.5)
+    matched = compared = 0
+    for gy in range(grid[1]):
+        for gx in range(grid[0]):
+            rows = slice(gy * h // grid[1], (gy + 1) * h // grid[1])
+            cols = slice(gx * w // grid[0], (gx + 1) * w // grid[0])
+            x, y = moved[rows, cols], still[rows, cols]
+            inside = ~np.isnan(x)
+            if inside.mean() < 0.6:
+                continue
+            x, y = x[inside], y[inside]
+            if x.std() < 3 or y.std() < 3:
+                continue
+            compared += 1
+            diff = np.abs((x - x.mean()) / x.std() - (y - y.mean()) / y.std())
+            matched += float(np.median(diff)) < BLOCK_MISMATCH
+    return matched, compared
 
 
 def motion_score(steps, frame_no: np.ndarray, w: int, h: int) -> float:

@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from vidcap.motion.align import motion_score, reanchor, refine
+from vidcap.motion.align import blocks_matching, motion_score, reanchor, refine
 from vidcap.motion.blend import BLEND_RATIO, blend_ratio, warp
 from vidcap.motion.result import MotionResult
 from vidcap.motion.track import _to_pixel, prepare
@@ -44,8 +44,9 @@ MISMATCH_Q = 0.5  # quantile of the differences that is compared (0.5: robust to
 MAX_MISMATCH = 0.35  # normalised median difference above which two frames are not one shot
 SPAN_SECONDS = 1.5  # frames up to this far apart are compared for the one-shot check
 REANCHOR_ZOOM = math.log(1.15)  # a chain that zooms more than this is re-checked over long spans
+UNCERTAIN = 0.2  # below this confidence a classified clip's note says "uncertain motion"
 MAX_JUMP = 0.08  # a directly aligned step may differ from the camera's speed so far by this (share, log-scale)
-SURE_MISMATCH = 0.65  # above this two frames are different pictures, whatever lies between them
+SURE_MISMATCH = 0.72  # above this two frames are different pictures, whatever lies between them
 DEFAULT_FPS = 25.0
 
 
@@ -260,8 +261,8 @@ def _rescue(clip: _Clip, i: int, j: int, starts: list[np.ndarray | None]) -> Ste
     """Neighbouring frames the flow fit could not join: aligned directly (ECC) from the best start.
 
     `starts`: the flow fit and the motion predicted from the speed so far. A step whose frames then
-    clearly match (mismatch at most MAX_MISMATCH / 2) with a motion close to the prediction is one
-    shot with an uncertain motion; None when no alignment explains the change (a cut), when the
+    clearly match (mismatch at most MAX_MISMATCH / 2, or half the picture's blocks match: a mover)
+    with a motion close to the prediction is one shot with an uncertain motion; None when no alignment explains the change (a cut), when the
     change is a jump off the camera's course (a cut to a similar picture), or nothing compares."""
     best: tuple[float, np.ndarray] | None = None
     for start in [*starts, np.eye(3)[:2]]:
@@ -278,7 +279,9 @@ def _rescue(clip: _Clip, i: int, j: int, starts: list[np.ndarray | None]) -> Ste
         if value is not None and value < best[0]:
             best = (value, aligned)
     expected = starts[1] if starts[1] is not None else np.eye(3)[:2]
-    if best[0] > MAX_MISMATCH / 2 or _jump(best[1], expected, clip.gray.shape[2]) > MAX_JUMP:
+    matched, compared = blocks_matching(clip.gray[i], clip.gray[j], best[1])
+    mover = compared >= 4 and matched >= compared / 2  # half the picture still matches: a mover, not a cut
+    if (best[0] > MAX_MISMATCH / 2 and not mover) or _jump(best[1], expected, clip.gray.shape[2]) > MAX_JUMP:
         return None  # still different, or only a jump the camera was not making: a cut to a similar picture
     return Step(i, j, best[1], 0.0, 0, uncertain=True)
 
@@ -409,5 +412,6 @@ def _summarise(diag: Diagnostics, reason: str, w: int, h: int) -> MotionResult:
             result.confidence *= 0.5
         if any(s.uncertain for s in diag.steps):
             result.confidence *= 0.3
+        if result.confidence < UNCERTAIN:
             result.note = "uncertain motion"
     return result
