@@ -33,6 +33,7 @@ dist.init_process_group("gloo", init_method="file://" + tempfile.mktemp(), rank=
 buckets = {k: {int(t): tuple(v) for t, v in d.items()} for k, d in json.loads(sys.argv[2]).items()}
 ds = VariableVideoTextDataset(data_path=sys.argv[1], transform_name="resize_crop")
 dl = prepare_dataloader(ds, shuffle=True, num_workers=0, process_group=dist.group.WORLD, bucket_config=buckets)
+dl = dl[0] if isinstance(dl, tuple) else dl  # v1.2.0 returns (loader, sampler)
 batches = samples = 0
 shapes = {}
 for batch in dl:
@@ -52,6 +53,13 @@ def datautil(src: str, args: list[str], out: str) -> dict:
     )
     lines = (proc.stderr or proc.stdout).strip().splitlines()
     res = {"rc": proc.returncode, "error": lines[-1][:160] if proc.returncode and lines else ""}
+    stem, ext = os.path.splitext(out)
+    shards = sorted(f"{stem}_{i}{ext}" for i in range(64) if os.path.exists(f"{stem}_{i}{ext}"))  # --shard
+    if proc.returncode == 0 and shards:
+        parts = [pd.read_csv(s) for s in shards]
+        text = pd.concat([p["text"] for p in parts])
+        rows = "+".join(str(len(p)) for p in parts)
+        return {**res, "rows": rows, "nan_text": int(text.isna().sum()), "nan_word": int((text == "nan").sum())}
     if proc.returncode == 0 and os.path.exists(out):
         data = pd.read_parquet(out) if out.endswith(".parquet") else pd.read_csv(out)  # as Open-Sora reads it
         text = data["text"] if "text" in data.columns else pd.Series(dtype=object)

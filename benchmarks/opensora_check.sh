@@ -18,7 +18,7 @@ venv=${OPENSORA_VENV:-$HOME/.cache/vidcap/opensora-venv}
 if [ ! -x "$venv/bin/python" ]; then
   python3 -m venv "$venv"
   # shellcheck disable=SC2086
-  "$venv/bin/pip" install -q ${PIP_ARGS:-} torch==2.3.1 torchvision==0.18.1 pandas==2.2.2 numpy==1.26.4 av==12.3.0 \
+  "$venv/bin/pip" install -q ${PIP_ARGS:-} torch==2.3.1 torchvision==0.18.1 pandas==2.2.2 numpy==1.26.4 av==12.3.0 pyarrow==16.1.0 \
     pandarallel ftfy beautifulsoup4 lingua-language-detector mmengine opencv-python-headless tqdm requests
 fi
 "$venv/bin/python" -c 'import torch, torchvision, pandas, numpy, av

@@ -17,7 +17,7 @@ from media import make_gif, make_image, make_video
 from PIL import Image
 
 from vidcap import tables
-from vidcap.export import PANDAS_NA, export_opensora
+from vidcap.export import PANDAS_NA, export_opensora, has_words
 from vidcap.export_media import IMG_EXTENSIONS, VID_EXTENSIONS, view
 
 ROWS = {  # manifest path -> the reason code it must be excluded with ("" = exported)
@@ -122,6 +122,7 @@ def test_extension_lists_match_opensora():
 CAPTION = st.one_of(
     st.sampled_from(sorted(PANDAS_NA)),
     st.sampled_from([" ", "\t", "\u00a0", "\u2028", "\r\n", " NA", "nan ", "1e3", "007", "True", "The video shows"]),
+    st.sampled_from(["一只狗在跑", "jc6640 640x480", "A dog runs.", 'Un chien court, "vite".\nFin.']),
     st.text(string.printable + "\u00a0\u3000é", max_size=20),
 )
 
@@ -148,6 +149,6 @@ def test_random_captions_read_back_as_written(tmp_path, six_clips, captions):
     assert counts["rows"] + counts["excluded"] == 6
     given_text = dict(zip(six_clips, captions))
     assert back["text"].tolist() == [given_text[p] for p in back["path"]]  # the same strings, as written
-    assert all(isinstance(t, str) and t.strip() and t not in PANDAS_NA for t in back["text"])
+    assert all(isinstance(t, str) and t.strip() and t not in PANDAS_NA and has_words(t) for t in back["text"])
     for code in left.get("export_error", pd.Series(dtype=str)):
-        assert code.split(":")[0] in ("empty_text", "na_text")
+        assert code.split(":")[0] in ("empty_text", "na_text", "no_words")

@@ -23,6 +23,7 @@ import io
 import json
 import math
 import os
+import re
 
 import pandas as pd
 
@@ -44,6 +45,9 @@ UNCLASSIFIED_RULES = ("drop", "static")
 ROTATED_RULES = ("drop", "keep")
 # pandas.read_csv's default na_values (pandas 2.2, as Open-Sora's tools read the table): a caption that is
 # one of these reads back as NaN
+_CJK = re.compile("[\u31c0-\u9fff]+")  # the ranges clean_caption deletes (CJK strokes to unified ideographs)
+_DIGIT_TOKEN = re.compile(r"\S*\d\S*")
+_WORD = re.compile(r"[^\W\d_]{2,}")
 PANDAS_NA = frozenset(
     ("", "#N/A", "#N/A N/A", "#NA", "-1.#IND", "-1.#QNAN", "-NaN", "-nan", "1.#IND", "1.#QNAN", "<NA>", "N/A")
     + ("NA", "NULL", "NaN", "None", "n/a", "nan", "null")
@@ -176,6 +180,11 @@ def _row_problem(row: dict, unclassified: str) -> str | None:
         return "empty_text: the caption is empty" + (f" (only whitespace: {text!r})" if text else "")
     if text in PANDAS_NA:
         return f"na_text: the caption {text!r} is one of pandas.read_csv's NA tokens; Open-Sora would read NaN"
+    if not has_words(text):
+        return (
+            f"no_words: the caption {text[:60]!r} has no word of letters; Open-Sora's --clean-caption would empty "
+            "it (its NaN then reaches the next tool)"
+        )
     stripped = _strip_stock_opening(text)
     if stripped is not None and not stripped.strip():
         return f"empty_text: the caption is only the stock opening '{text.strip()}'"
@@ -193,6 +202,13 @@ def _row_problem(row: dict, unclassified: str) -> str | None:
             "`--unclassified static` keeps such rows labelled static"
         )
     return None
+
+
+def has_words(text: str) -> bool:
+    """A word of two letters or more is left once what Open-Sora's `--clean-caption` deletes outright is gone:
+    CJK characters and tokens holding a digit (`1e3`, `007`, `jc6640`, `640x480`)."""
+    kept = _DIGIT_TOKEN.sub(" ", _CJK.sub(" ", text))
+    return _WORD.search(kept) is not None
 
 
 def _strip_stock_opening(text: str) -> str | None:
