@@ -1,18 +1,18 @@
-"""Bookkeeping that streams, for manifests too large for one pandas table.
+"""Every run's bookkeeping, for 10 rows and for 100M: DuckDB over the manifest and the saved results.
 
-A large manifest is read in Arrow batches into an on-disk DuckDB table (one row per manifest row, with its
-row id and resolved path); saved results (the run's parts, or a finished output by the same settings) are
-read from Parquet with only the columns each step needs. What is done, what to redo, the rows left and the
-final merge are SQL over those tables, so memory stays bounded by DuckDB's memory limit (it spills to the
-ledger's folder), not by the number of rows. Small manifests keep the pandas path in `runner` unchanged.
+The manifest is read once into an on-disk DuckDB table (one row per manifest row, with its row id and
+resolved path); saved results (the run's parts, or a finished output by the same settings) are read from
+Parquet with only the columns each step needs. What is done, what to redo, the rows left, the run-level
+step and the final merge are SQL over those tables, so memory stays bounded by DuckDB's memory limit (it
+spills to the ledger's folder), not by the number of rows.
 
-Row ids are the stage's row key: for every built-in stage a 20-hex-digit (80-bit) SHA-1 prefix, computed
-here in DuckDB for the path-keyed stages (the same value `Stage.row_key` gives in Python), so parts written
-by either path resume each other.
+Row ids are the stage's row key: for every built-in path-keyed stage a 20-hex-digit (80-bit) SHA-1 prefix,
+computed here in DuckDB (the same value `Stage.row_key` gives in Python).
 """
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import tempfile
@@ -22,33 +22,16 @@ import numpy as np
 import pyarrow as pa
 
 from .errors import RETRYABLE, UsageError, first_line
-from .manifest import ABSPATH, INTERNAL, RID, table_format
-from .storage import as_path, get_file, is_remote
+from .manifest import ABSPATH, INTERNAL, RID, atomic_local, table_format
+from .parts import FILE_DTYPES, fault_point
+from .storage import as_path, file_stamp, get_file, is_remote, put_file
 
 ROW = "_vidcap_row"  # the row's position among the selected manifest rows (the output's order)
 REL = "_vidcap_rel"  # the row's path is relative (written absolute when the output lives elsewhere)
+SQL_TYPES = {"Int64": "BIGINT", "float64": "DOUBLE"}  # a stage's declared column types (pandas names) in SQL
 SEL = "_vidcap_sel"  # the row is one --shard/--limit chose to work on (the output keeps the others it has)
 BATCH_ROWS = 65_536
-SMALL_BYTES = 32 * 2**20  # below this a manifest takes the pandas path (exactly as before)
 _NEEDS_PYTHON = r"(^\s|\s$|^~|://|//|(^|/)\.\.?(/|$)|/$)"  # cells os.path.normpath/expanduser would change
-
-
-def streams(manifest, output=None) -> bool:
-    """Whether a manifest is large enough for the streaming ledger (VIDCAP_STREAM_MIN_BYTES overrides the
-    threshold; 0 streams every local manifest). Remote manifests and outputs keep the pandas path."""
-    from .storage import is_remote
-
-    if is_remote(manifest) or (output is not None and is_remote(output)):
-        return False
-    limit = int(os.environ.get("VIDCAP_STREAM_MIN_BYTES", SMALL_BYTES))
-    try:
-        if table_format(manifest) == "dataset":
-            from . import dataset
-
-            return dataset.size(manifest) >= limit
-        return os.path.getsize(manifest) >= limit
-    except (OSError, UsageError):
-        return False
 
 
 def connect(workdir: Path):
@@ -466,8 +449,6 @@ class Ledger:
         redo = "coalesce({}status, '') <> 'ok'" if retry_failed else "{}redo"
         done = f"SELECT {RID} FROM best WHERE NOT {redo.format('')}"
         if check_files and {"file_size", "file_mtime"} <= self._best_cols():
-            from .session import file_stamp
-
             def changed(path, size, mtime) -> bool:
                 now = file_stamp(path)
                 return now[0] is not None and (now[0] != size or abs(now[1] - mtime) > 1e-6)
@@ -506,13 +487,13 @@ class Ledger:
             first = self.con.execute(f'SELECT "{col}" FROM m WHERE {ROW} = (SELECT min({ROW}) FROM todo)').fetchone()[0]
         return n, str(first)
 
-    def source(self) -> RowSource:
+    def source(self) -> LedgerRows:
         """The rows of table `todo` as row dicts, read lazily in manifest order."""
         n = self.con.execute("SELECT count(*) FROM todo").fetchone()[0]
         cur = self.con.cursor()  # read by the feeder thread while this one records results
         rel = cur.sql(f"SELECT m.* EXCLUDE ({ROW}, {REL}, {SEL}) FROM m SEMI JOIN todo USING ({ROW}) ORDER BY m.{ROW}")
         reader = getattr(rel, "to_arrow_reader", None) or rel.fetch_arrow_reader  # DuckDB 2 / 1.x
-        return RowSource(cur, reader(4096), n)
+        return LedgerRows(cur, reader(4096), n)
 
     def counts(self) -> dict:
         """ok rows and failed rows by error code, over the manifest's rows (one per id)."""
@@ -521,17 +502,19 @@ class Ledger:
         return {"ok": sum(n for ok, _, n in got if ok), "failed": {code: n for ok, code, n in got if not ok}}
 
     def finish(self) -> dict:
-        """Every result column in `best` for the merge; for a caption stage (text and flags columns, its own
-        run-level work) the `duplicate` flag and the flag counts, as `checks.add_duplicate_flags` and
-        `flag_counts` give them, with the same Python functions on each text."""
-        from .stages.base import Stage
-
+        """Every result column in `best` for the merge, then the run-level work: exact duplicate captions
+        (a stage with text and flags columns: the `duplicate` flag, as `checks.add_duplicate_flags` gives
+        it, with the same Python functions on each text) and the stage's own `finish` step."""
         self.refresh(full=True)
         self._full = True
-        stage = self.stage
-        if not {"text", "flags"} <= set(self.res_cols) or type(stage).finish_results is Stage.finish_results:
-            return {}
-        from .checks import DUPLICATE, DUPLICATE_MIN_ROWS, FLAGS, _norm, is_empty, join_flags, parse_flags
+        flagged = {"text", "flags"} <= set(self.res_cols)
+        if flagged:
+            self._duplicates()
+        extra = self.stage.finish(Results(self))
+        return {"flags": self._flag_counts(), **extra} if flagged else extra
+
+    def _duplicates(self) -> None:
+        from .checks import DUPLICATE, DUPLICATE_MIN_ROWS, _norm, is_empty, join_flags, parse_flags
 
         BOOLEAN, VARCHAR = _types("BOOLEAN", "VARCHAR")
         self.con.create_function(
@@ -557,6 +540,11 @@ class Ledger:
             WHEN {RID} IN (SELECT {RID} FROM dup) THEN vidcap_flags(flags::VARCHAR, true)
             WHEN contains(coalesce(flags::VARCHAR, ''), '{DUPLICATE}') THEN vidcap_flags(flags::VARCHAR, false)
             ELSE coalesce(flags::VARCHAR, '') END AS flags) FROM best""")
+
+    def _flag_counts(self) -> dict:
+        """Rows per caption flag, as `checks.flag_counts` gives them."""
+        from .checks import FLAGS, parse_flags
+
         counts = {f: 0 for f in FLAGS}
         flagged = 0
         for cell, n in self.con.execute("SELECT flags, count(*) FROM best GROUP BY flags").fetchall():
@@ -565,13 +553,43 @@ class Ledger:
             for f in got:
                 counts[f] = counts.get(f, 0) + n
         counts["flagged"] = flagged
-        extra: dict = {"flags": counts}
-        if "heal" in self.res_cols:  # --heal: rows healed and still flagged, as heal.heal_counts gives them
-            heal = dict(self.con.execute("SELECT heal, count(*) FROM best GROUP BY heal").fetchall())
-            extra["heal"] = {"healed": int(heal.get("healed", 0)), "unhealed": int(heal.get("unhealed", 0))}
-        return extra
+        return counts
 
     # -- the merge -----------------------------------------------------------------------------------
+    def publish(self, summary: dict, failed_out) -> None:
+        """The output (and --failed-out) written by DuckDB straight from the ledger, atomically. The sidecar
+        (naming --failed-out) is written before either, so a file at --failed-out is always one vidcap
+        wrote."""
+        store = self.store
+        rebase = folder(store.output) != self.base
+        ok_only = ""
+        if failed_out is not None:
+            summary["failed_out"] = str(failed_out)
+            ok_only = "b.status = 'ok'"
+
+        def write(meta, before_rename):
+            if failed_out is not None:
+                self._write(as_path(failed_out), "coalesce(b.status, '') <> 'ok'", rebase)
+            self._write(store.output, ok_only, rebase, meta, before_rename)
+            self.close()  # the ledger lives in the parts folder, which goes next
+
+        store.publish(summary, write)
+
+    def _write(self, path, where: str, rebase: bool, meta=None, before_rename=None) -> None:
+        """One output file (DuckDB's COPY to a temp name, renamed into place; a remote one uploaded whole) or
+        dataset folder, atomically."""
+        fmt = table_format(path)
+        if fmt == "dataset":
+            on_part = lambda: fault_point("dataset_part")  # noqa: E731
+            self.write(str(path), fmt, where, rebase, meta=meta, before_rename=before_rename, on_part=on_part)
+            return
+        if is_remote(path):
+            local = self.work / f"out-{path.name}"
+            self.write(str(local), fmt, where, rebase, meta=meta)
+            put_file(path, str(local), before_rename)
+            return
+        atomic_local(path, lambda tmp: self.write(tmp, fmt, where, rebase, meta=meta), before_rename, fresh=True)
+
     def select_sql(self, rebase: bool, csv: bool) -> str:
         """The output's rows in manifest order: every input column (renamed where a result column takes its
         name), the result columns, status, error."""
@@ -581,6 +599,8 @@ class Ledger:
         tail = [*self.res_cols, "status", "error"]
         plan = column_plan(inputs, tail)
         types = {r[0]: r[1] for r in self.con.execute("DESCRIBE best").fetchall()}
+        dtypes = {**self.stage.dtypes, **(FILE_DTYPES if self.stage.reads_files else {})}
+        declared = {c: SQL_TYPES[t] for c, t in dtypes.items() if t in SQL_TYPES}
         mtypes = {r[0]: r[1] for r in self.con.execute("DESCRIBE m").fetchall()}
         cols = []
         for c in inputs:
@@ -598,17 +618,18 @@ class Ledger:
                 expr = f"{expr}::VARCHAR" if numbers else f"vidcap_json({expr}::VARCHAR[])"
             elif csv and kind == "VARCHAR":
                 expr = f"nullif({expr}, '')"
+            elif c in declared and kind != declared[c]:  # a column whose every saved value was null, or a
+                expr = f"TRY_CAST({expr} AS {declared[c]})"  # part that typed it otherwise: the declared type
             cols.append(f"{expr} AS {_ident(c)}")
         return f"SELECT {', '.join(cols)} FROM m LEFT JOIN best b USING ({RID}) {{where}} ORDER BY m.{ROW}"
 
-    def write(self, target: str, fmt: str, where: str = "", rebase: bool = False, **dataset_args) -> None:
+    def write(self, target: str, fmt: str, where: str = "", rebase: bool = False, meta: dict | None = None,
+              **dataset_args) -> None:
         """The output's rows to `target`: a CSV or Parquet file by DuckDB's COPY, or (fmt "dataset") Arrow
         batches streamed into `dataset.write` (dataset_args: its meta, before_rename and on_part)."""
         if not self._full:
             self.finish()
         if fmt == "csv" and not self._json:
-            import json
-
             import duckdb
 
             (VARCHAR,) = _types("VARCHAR")
@@ -621,18 +642,20 @@ class Ledger:
                 side_effects=False,
             )
             self._json = True
-        sql = self.select_sql(rebase, fmt == "csv").format(where=where)
+        sql = self.select_sql(rebase, fmt == "csv").format(where=f"WHERE {where}" if where else "")
         if fmt == "dataset":
             from . import dataset
 
             rel = self.con.sql(sql)
             reader = (getattr(rel, "to_arrow_reader", None) or rel.fetch_arrow_reader)(BATCH_ROWS)
-            dataset.write(target, reader, reader.schema, **dataset_args)
+            dataset.write(target, reader, reader.schema, meta=meta, **dataset_args)
             return
         # The pandas path's bytes: CRLF line ends (RFC 4180; a bare \r in a cell is then quoted too) and no
         # comment character (DuckDB would quote every cell holding a '#')
         csv = "FORMAT csv, HEADER true, NEW_LINE '\\r\\n', COMMENT ''"
         opts = csv if fmt == "csv" else "FORMAT parquet, COMPRESSION zstd"
+        if fmt == "parquet" and meta is not None:  # the run's record inside the file, as `join` reads it back
+            opts += f", KV_METADATA {{vidcap: '{_sql_text(json.dumps(meta, default=str))}'}}"
         self.con.execute(f"COPY ({sql}) TO '{_sql_text(target)}' ({opts})")
 
 
@@ -645,6 +668,11 @@ def _types(*names: str) -> list:
     except ImportError:
         mod = importlib.import_module("duckdb.typing")
     return [getattr(mod, n) for n in names]
+
+
+def folder(path) -> str:
+    """The folder a table's relative paths resolve against (as `Ledger.base` gives it)."""
+    return str(path.parent) if is_remote(path) else str(Path(os.path.abspath(path)).parent)
 
 
 def csv_header(path: Path) -> list[str]:
@@ -699,7 +727,7 @@ def _sql_text(text: str) -> str:
     return text.replace("'", "''")
 
 
-class RowSource:
+class LedgerRows:
     """Rows to do, handed to the runner's Feeder: `take(n, timeout)` gives up to n row dicts, None at the end."""
 
     def __init__(self, cursor, reader, total: int):
@@ -723,3 +751,37 @@ class RowSource:
         if not self.buf:
             return None
         return [self.buf.popleft() for _ in range(min(n, len(self.buf)))]
+
+
+class Results:
+    """Table `best` as a stage's run-level step sees it (`stages.base.ResultTable`)."""
+
+    def __init__(self, led: Ledger):
+        self.led = led
+
+    @property
+    def columns(self) -> list[str]:
+        return [r[0] for r in self.led.con.execute("DESCRIBE best").fetchall()]
+
+    def read(self, columns: list[str], where: str = "") -> pa.Table:
+        cols = ", ".join(_ident(c) for c in [RID, *columns])
+        rel = self.led.con.sql(f"SELECT {cols} FROM best {'WHERE ' + where if where else ''}")
+        return (getattr(rel, "to_arrow_table", None) or rel.arrow)()  # DuckDB 2 / 1.x
+
+    def count(self, where: str) -> int:
+        return self.led.con.execute(f"SELECT count(*) FROM best WHERE {where}").fetchone()[0]
+
+    def update(self, table: pa.Table) -> None:
+        con, have = self.led.con, set(self.columns)
+        con.register("vidcap_update", table)
+        new = [c for c in table.column_names if c != RID]
+        cols = [
+            f"CASE WHEN u.{RID} IS NULL THEN b.{_ident(c)} ELSE u.{_ident(c)} END AS {_ident(c)}"
+            if c in new else f"b.{_ident(c)}"
+            for c in self.columns
+        ]
+        cols += [f"u.{_ident(c)}" for c in new if c not in have]
+        con.execute(f"CREATE OR REPLACE TABLE best AS SELECT {', '.join(cols)} FROM best b "
+                    f"LEFT JOIN vidcap_update u USING ({RID})")
+        con.unregister("vidcap_update")
+        self.led.res_cols += [c for c in new if c not in self.led.res_cols]

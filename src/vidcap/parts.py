@@ -19,15 +19,10 @@ from pathlib import Path
 import pandas as pd
 
 from . import __version__
-from .errors import RETRYABLE, FatalRunError, UsageError, error_code, first_line
+from .errors import FatalRunError, UsageError, first_line
 from .manifest import (
-    ABSPATH,
     RID,
-    column_plan,
     fsync_path,
-    public_columns,
-    read_table,
-    resolved_paths,
     table_format,
     write_table,
 )
@@ -381,74 +376,7 @@ class PartStore:
             self.dir.fs.invalidate_cache(self.dir.path)  # fsspec caches listings; other writers add parts
         return sorted(self.dir.glob(pattern), key=str)
 
-    def load_results(self, manifest: pd.DataFrame | None = None, row_key=None) -> pd.DataFrame:
-        """Every saved result row (parts, then a finished output by the same settings), one per `_rid`."""
-        frames = []
-        for p in self.part_files():
-            try:
-                frames.append(read_part(p))
-            except Exception:  # a part that cannot be read is ignored: its rows are redone
-                continue
-        prior = self._results_from_output(manifest, row_key)
-        if prior is not None:
-            frames.insert(0, prior)
-        if not frames:
-            return pd.DataFrame({RID: pd.Series(dtype=str)})
-        df = pd.concat(frames, ignore_index=True, sort=False)
-        return best_per_rid(df)
-
-    def _results_from_output(self, manifest: pd.DataFrame | None, row_key=None) -> pd.DataFrame | None:
-        """Rows of a finished output by the same settings, keyed by the row id the stage gives them now
-        (so a row whose key inputs changed, e.g. an edited caption for tags, is done again)."""
-        if manifest is None or self.overwrite or not self.output.exists() or not self.sidecar().exists():
-            return None
-        out = read_table(self.output)
-        cols = [c for c in out.columns if c in set(self.fingerprint.get("columns", []))] + ["status", "error"]
-        cols += [c for c in FILE_COLUMNS if c in out.columns]
-        if "path" not in out.columns or not set(cols) <= set(out.columns):
-            return None
-        # the output's paths resolve from where it lives (they were rebased there when it was written)
-        abspaths = resolved_paths(out, self.output)
-        if row_key is None:
-            keys = dict(zip(manifest.get(ABSPATH, manifest["path"]).astype(str), manifest[RID]))
-            rids = pd.Series([keys.get(a) for a in abspaths], index=out.index)
-        else:
-            results = list(self.fingerprint.get("columns", [])) + ["status", "error"]
-            plan = column_plan(list(public_columns(manifest).columns), results)  # as when it was written
-            back = {new: old for old, new in plan.items()}
-            records = out.rename(columns=lambda c: back.get(c, c))
-            records = records.loc[:, ~records.columns.duplicated(keep="last")].to_dict("records")
-            rids = pd.Series([row_key({**r, ABSPATH: a}) for r, a in zip(records, abspaths)], index=out.index)
-        wanted = rids.isin(set(manifest[RID]))
-        res = out.loc[wanted, cols].copy()
-        res.insert(0, RID, rids[wanted].values)
-        return res
-
     # -- finish ----------------------------------------------------------------------------------
-    def finalize(self, manifest: pd.DataFrame, results: pd.DataFrame, summary: dict, dtypes: dict | None = None,
-                 failed_out=None) -> None:
-        results = best_per_rid(results)
-        public = public_columns(manifest.drop(columns=[c for c in manifest.columns if c == RID], errors="ignore"))
-        res_cols = [c for c in results.columns if c != RID]
-        out = public.rename(columns=column_plan(list(public.columns), res_cols))
-        out[RID] = manifest[RID].values
-        out = out.merge(results, on=RID, how="left")
-        for c, dtype in (dtypes or {}).items():  # failed rows must not turn integer columns into floats
-            if c in out.columns:
-                out[c] = out[c].astype(dtype)
-        tail = [c for c in ("status", "error") if c in out.columns]
-        out = out[[c for c in out.columns if c != RID and c not in tail] + tail]
-        if failed_out is not None and "status" in out.columns:  # every row still lands once: here or there
-            bad = out["status"] != "ok"
-            try:
-                write_table(out[bad], failed_out)
-            except OSError as exc:
-                raise _disk_error(exc, str(failed_out)) from None
-            out = out[~bad].reset_index(drop=True)
-            summary["failed_out"] = str(failed_out)
-        self.publish(summary, lambda meta, before: write_table(out, self.output, metadata=meta, before_rename=before,
-                                                               on_part=lambda: fault_point("dataset_part")))
-
     def publish(self, summary: dict, write) -> None:
         """Write the output with `write(metadata, before_rename)` (atomically), its sidecar, then remove the
         parts folder (the lock is released last)."""
@@ -553,30 +481,6 @@ def write_arrow(table, path: Path, before_rename=None) -> None:
     from .manifest import atomic_local
 
     atomic_local(path, lambda tmp: pq.write_table(table, tmp), before_rename)
-
-
-def read_part(path, columns=None) -> pd.DataFrame:
-    with open_binary(path) as fh:
-        df = pd.read_parquet(fh, columns=columns)
-    if "_rid" in df.columns and RID not in df.columns:  # a part written before the internal names changed
-        df = df.rename(columns={"_rid": RID})
-    return df
-
-
-def best_per_rid(df: pd.DataFrame) -> pd.DataFrame:
-    """One row per `_rid`: an ok row wins over a failed one; otherwise the latest wins."""
-    if df.empty or RID not in df.columns:
-        return df
-    df = df.reset_index(drop=True)
-    rank = (df.get("status", pd.Series("ok", index=df.index)) == "ok").astype(int)
-    order = pd.DataFrame({"rank": rank, "pos": range(len(df))})
-    keep = order.sort_values(["rank", "pos"]).index
-    return df.loc[keep].drop_duplicates(subset=RID, keep="last").sort_index().reset_index(drop=True)
-
-
-def needs_redo(status: str, error: str, retry_failed: bool = False) -> bool:
-    """A saved result to do again: failed with a retryable error (with retry_failed: failed at all)."""
-    return status != "ok" and (retry_failed or error_code(error) in RETRYABLE)
 
 
 def _fp_diff(old: dict, new: dict) -> str:

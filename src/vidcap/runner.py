@@ -3,10 +3,10 @@ picks other executors). The lifecycle lives in vidcap.session, the loop in vidca
 
 from __future__ import annotations
 
-from .session import RunOptions, Session, default_workers, parse_shard, select_rows
+from .session import RunOptions, Session, default_workers, parse_shard
 from .stages.base import Stage
 
-__all__ = ["RunOptions", "default_workers", "parse_shard", "run_stage", "select_rows"]
+__all__ = ["RunOptions", "default_workers", "parse_shard", "run_stage"]
 
 
 def run_stage(stage: Stage, manifest, output, opts: RunOptions | None = None) -> dict:

@@ -17,16 +17,14 @@ import os
 import sys
 import time
 from collections import Counter
-from collections.abc import Callable
 from dataclasses import dataclass
 
-import pandas as pd
-
 from .errors import EMPTY_PATH, MISSING, FatalRunError, UsageError, error_code
-from .manifest import ABSPATH, RID, clean_text, read_manifest, rebase_paths
-from .parts import FILE_COLUMNS, FILE_DTYPES, PartStore, fault_point, needs_redo
-from .stages.base import Stage
-from .storage import as_path
+from .ledger import Ledger
+from .manifest import ABSPATH, RID, clean_text
+from .parts import FILE_COLUMNS, PartStore, fault_point
+from .stages.base import RowSource, Stage
+from .storage import as_path, file_stamp
 
 
 @dataclass
@@ -65,19 +63,6 @@ def parse_shard(text: str | None) -> tuple[int, int] | None:
     return i, n
 
 
-def select_rows(stage: Stage, manifest: str | os.PathLike, opts: RunOptions) -> pd.DataFrame:
-    df = read_manifest(manifest, require=stage.required_columns)
-    if opts.shard:
-        i, n = opts.shard
-        df = df.iloc[i::n]
-    if opts.limit is not None:
-        df = df.iloc[: max(0, opts.limit)]
-    df = df.reset_index(drop=True)
-    records = df.to_dict("records")
-    df[RID] = pd.Series([stage.row_key(r) for r in records], index=df.index, dtype=str)  # str even when empty
-    return df
-
-
 def run_fingerprint(stage: Stage) -> dict:
     return dict(stage.fingerprint(), columns=list(stage.columns))
 
@@ -109,10 +94,6 @@ class Bookkeeping:
     def discard_if_empty(self) -> None:
         self.store.discard_if_empty()
 
-    def done(self, rows: pd.DataFrame, row_key: Callable[[dict], str]) -> pd.DataFrame:
-        """Saved results of these rows (parts, then a finished output): `_rid`, status, error, columns."""
-        return self.store.load_results(rows, row_key)
-
     def write(self, rows: list[dict]) -> None:
         self.store.write_part(rows)
 
@@ -134,10 +115,6 @@ class Bookkeeping:
 
     def before_merge(self) -> None:
         fault_point("before_merge", self.store.part_files())
-
-    def finalize(self, manifest: pd.DataFrame, results: pd.DataFrame, summary: dict, dtypes: dict,
-                 failed_out=None) -> None:
-        self.store.finalize(manifest, results, summary, dtypes, failed_out=failed_out)
 
 
 # -- recording ------------------------------------------------------------------------------------------
@@ -223,85 +200,51 @@ class Recorder:
 NO_FILE = frozenset({MISSING, EMPTY_PATH})  # error codes of rows whose file was not there
 
 
-def file_stamp(path) -> tuple[int | None, float | None]:
-    """(size, mtime) of a local file, (None, None) when it is remote or cannot be read."""
-    if not isinstance(path, str) or not path or "://" in path:
-        return None, None
-    try:
-        st = os.stat(path)
-    except OSError:
-        return None, None
-    return st.st_size, round(st.st_mtime, 6)
-
-
 # -- the executor contract (vidcap.runners implements it) --------------------------------------------------
 class Executor:
-    """How rows reach the stage; the lifecycle stays here. `Session.run(executor)` calls, in order:
+    """How rows reach the stage; the lifecycle stays in `Session.run`, which calls, in order:
     start(session)          take the run lock (or wait for the process that takes it)
-    share(unique_rows)      this process's part of the unique rows (all of them, or a torchrun rank's)
-    process(session, todo)  hand rows to the stage wherever it runs; results go to session.recorder,
-                            or to part files the workers write themselves (their counts then added to
+    plans()                 whether this process plans and merges (every coordinator; torchrun's rank 0)
+    rows(session, ledger)   this process's rows to do, as a lazy source (`len`, `take(n, timeout)`): the
+                            ledger's plan (None where this process does not plan)
+    process(session, rows)  hand rows to the stage wherever it runs; results go to session.recorder, or to
+                            part files the workers write themselves (their counts then added to
                             session.counts)
-    gather(session, plan)   the whole run's plan once every worker is done, or None in a process that
+    gather(session, plan)   the whole run's plan counts once every worker is done, or None in a process that
                             does not merge
     extras(session)         stage figures for the summary, from every worker
     """
 
     name = "local"
     can_redo = True  # rows whose saved result went missing before the merge are handed out again
-    lazy_rows = False  # takes `todo` as a lazy source (len + take): large manifests then use vidcap.ledger
 
     def start(self, session: Session) -> None:
         session.books.open(session.stage.provenance())
 
-    def share(self, unique: pd.DataFrame) -> pd.DataFrame:
-        return unique
+    def plans(self) -> bool:
+        return True
 
-    def process(self, session: Session, todo: list[dict]) -> None:
+    def rows(self, session: Session, led: Ledger | None) -> RowSource:
+        assert led is not None
+        return led.source()
+
+    def process(self, session: Session, todo: RowSource) -> None:
         """Run the stage on `todo` (possibly empty: a tensor-parallel group still has to agree on that)."""
         raise NotImplementedError
 
-    def gather(self, session: Session, plan: Plan) -> Plan | None:
+    def gather(self, session: Session, plan: dict | None) -> dict | None:
         return plan
 
     def extras(self, session: Session) -> dict:
         return session.stage.summary_extra()
 
-    # A large manifest (vidcap.ledger_run) calls these instead of share/gather.
-    def plans(self) -> bool:
-        """Whether this process plans the run (reads the manifest and what is done, and merges): every
-        coordinator; not torchrun's ranks but 0, which stream their share of rank 0's plan."""
-        return True
-
-    def ledger_rows(self, session: Session, led):
-        """This process's rows of the ledger's plan (its table `todo`; `led` is None where `plans` is False)
-        as a lazy source (len + take)."""
-        return led.source()
-
-    def ledger_gather(self, session: Session, plan: dict | None) -> dict | None:
-        """The whole run's plan counts once every worker is done (session.counts then cover them all), or
-        None in a process that does not merge."""
-        return plan
-
 
 # -- the session ------------------------------------------------------------------------------------------
-@dataclass
-class Plan:
-    rows: pd.DataFrame  # every selected row, `_rid` added
-    first: pd.Series  # True on each row id's first occurrence
-    todo: list[dict]  # this process's rows to (re)do
-    skipped: int  # this process's rows already done
-
-    @property
-    def unique(self) -> pd.DataFrame:
-        return self.rows[self.first]
-
-    @property
-    def duplicates(self) -> int:
-        return int((~self.first).sum())
-
-
 class Session:
+    """One run: plan in the ledger, hand the rows left to the executor (lazily, in manifest order), check
+    every row has a result (redoing lost ones once), run the stage's run-level step, merge. The process that
+    plans holds the ledger until the merge; under torchrun the other ranks stream their share of its plan."""
+
     def __init__(self, stage: Stage, manifest, output, opts: RunOptions | None = None):
         self.stage, self.manifest, self.output = stage, manifest, as_path(output)
         self.opts = opts or RunOptions()
@@ -317,107 +260,89 @@ class Session:
 
     def run(self, executor: Executor) -> dict:
         t0 = time.monotonic()
-        from . import ledger_run
-
-        if executor.lazy_rows:
-            return ledger_run.run(self, executor, t0)
-        rows = select_rows(self.stage, self.manifest, self.opts)
+        opts, books = self.opts, self.books
+        if executor.plans():
+            books.store.check_targets(self.manifest, opts.failed_out)
         executor.start(self)
+        led = None
         try:
-            plan = self.plan(rows, executor)
-            executor.process(self, plan.todo)
+            plan = None
+            if executor.plans():
+                led = Ledger(self.stage, self.manifest, books.store)
+                led.ingest(opts.shard, opts.limit)
+                led.refresh(prior=True)
+                plan = led.plan(check_files=opts.check_files and self.stage.reads_files, retry_failed=opts.retry_failed)
+            t_plan, c_plan = time.monotonic(), time.process_time()  # CPU: every thread (DuckDB's too)
+            rows = executor.rows(self, led)
+            executor.process(self, rows)  # empty: a tensor-parallel group still has to agree on that
             self.recorder.flush()
-            whole = executor.gather(self, plan)
-            if whole is None:  # a process that does not merge (torchrun ranks but 0)
-                return self.summary(plan, t0, None, executor)
-            self.books.before_merge()
-            results = self.complete(whole.unique, executor)
-            results, extra = self.stage.finish_results(results)
-            summary = {**self.summary(whole, t0, results, executor), **extra}
-            dtypes = {**self.stage.dtypes, **(FILE_DTYPES if self.stage.reads_files else {})}
-            self.books.finalize(rebase_paths(rows, self.manifest, self.output), results, summary, dtypes,
-                                failed_out=self.opts.failed_out)
+            plan = executor.gather(self, plan)
+            if plan is None or led is None:  # a process that does not merge (torchrun ranks but 0)
+                return self.share_summary(executor, t0, len(rows))
+            t_run, c_run = time.monotonic(), time.process_time()
+            books.before_merge()
+            self.complete(led, executor)
+            extra = led.finish()  # result columns for the merge; the stage's run-level step
+            summary = {
+                **self.summary(plan, led, executor, t0),
+                **extra,
+                "ledger": {
+                    "executor": executor.name,
+                    "plan_s": round(t_plan - t0, 2),
+                    "run_s": round(t_run - t_plan, 2),
+                    "plan_cpu_s": round(c_plan, 2),
+                    "run_cpu_s": round(c_run - c_plan, 2),
+                },
+            }
+            led.publish(summary, opts.failed_out)
             return summary
         except (UsageError, KeyboardInterrupt):  # e.g. the model would not load: no empty parts folder left
-            self.books.discard_if_empty()
+            if led is not None:
+                led.close()
+                led = None
+            books.discard_if_empty()
             raise
         finally:
-            self.books.close()
+            if led is not None:
+                led.close()
+            books.close()
 
-    def plan(self, rows: pd.DataFrame, executor: Executor) -> Plan:
-        first = ~rows[RID].duplicated()
-        mine = executor.share(rows[first])
-        done = self.books.done(rows, self.stage.row_key)
-        redo = {r: needs_redo(s, e, self.opts.retry_failed)
-                for r, s, e in zip(done[RID], done.get("status", []), done.get("error", []))}
-        if self.opts.check_files and self.stage.reads_files:
-            redo.update(dict.fromkeys(changed_files(done, rows), True))
-        todo = [r for r in mine.to_dict("records") if redo.get(r[RID], True)]
-        return Plan(rows, first, todo, len(mine) - len(todo))
-
-    def complete(self, unique: pd.DataFrame, executor: Executor) -> pd.DataFrame:
-        """The results of this manifest's rows, every one present: rows whose result went missing (a part
-        deleted or damaged before the merge) are done again once; if some still lack a result the run
-        stops without writing the output, naming them, and a rerun finishes them."""
+    def complete(self, led: Ledger, executor: Executor) -> None:
+        """Every planned row has a result: rows whose result went missing (a part deleted or damaged before
+        the merge) are done again once; if some still lack one the run stops without writing the output,
+        naming them, and a rerun finishes them."""
         for attempt in range(2):
-            results = self.books.done(unique, self.stage.row_key)
-            results = results[results[RID].isin(unique[RID])]  # rows no longer in the manifest do not count
-            missing = unique[~unique[RID].isin(results[RID])]
-            if missing.empty:
-                return results
-            if attempt == 0 and executor.can_redo:
-                print(f"vidcap: {len(missing)} rows lost their saved result before the merge (a part file was "
-                      "removed or damaged); doing them again.", file=sys.stderr)
-                executor.process(self, missing.to_dict("records"))
-                self.recorder.flush()
-        raise FatalRunError(f"{len(missing)} rows have no result (first: {missing['path'].iloc[0]}); the parts "
-                            "are kept: run the same command again to finish them.")
+            led.refresh()
+            lost, first = led.missing()
+            if not lost:
+                return
+            if attempt or not executor.can_redo:
+                break
+            print(f"vidcap: {lost} rows lost their saved result before the merge (a part file was removed or "
+                  "damaged); doing them again.", file=sys.stderr)
+            executor.process(self, executor.rows(self, led))
+            self.recorder.flush()
+        raise FatalRunError(f"{lost} rows have no result (first: {first}); the parts are kept: run the same "
+                            "command again to finish them.")
 
-    def summary(self, plan: Plan, t0: float, results: pd.DataFrame | None, executor: Executor) -> dict:
+    def summary(self, plan: dict, led: Ledger, executor: Executor, t0: float) -> dict:
         wall = time.monotonic() - t0
         processed = sum(self.counts.values())
-        if results is None:  # this process's own share
-            ok, failed = self.counts["ok"], {k: v for k, v in self.counts.items() if k != "ok"}
-        else:
-            status = results["status"] if "status" in results.columns else pd.Series(dtype=str)
-            errors = results["error"] if "error" in results.columns else pd.Series(dtype=str)
-            ok, failed = int((status == "ok").sum()), dict(Counter(error_code(e) for s, e in zip(status, errors) if s != "ok"))
-        total = len(plan.rows)
         return {
-            "rows": total, "unique": total - plan.duplicates, "duplicates": plan.duplicates, "skipped": plan.skipped,
-            "processed": processed, "ok": ok, "failed": failed,
+            "rows": plan["rows"], "unique": plan["unique"], "duplicates": plan["duplicates"],
+            "skipped": plan["skipped"], "processed": processed, **led.counts(),
             "wall_s": round(wall, 3), "rows_per_s": round(processed / wall, 3) if wall > 0 else 0.0,
             **executor.extras(self),
         }
 
-
-def changed_files(done: pd.DataFrame, rows: pd.DataFrame) -> list[str]:
-    """Row ids whose saved result was made from a file of another size or mtime than the one there now.
-
-    One stat per saved row, spread over threads (a stat waits on the disk or the network, not the CPU);
-    `--no-file-check` skips this at very large resumes (docs/scale-out.md has the cost)."""
-    if done.empty or not set(FILE_COLUMNS) <= set(done.columns) or ABSPATH not in rows.columns:
-        return []
-    saved = done.loc[done[FILE_COLUMNS[0]].notna(), [RID, *FILE_COLUMNS]]
-    if saved.empty:
-        return []
-    saved = saved.merge(rows[[RID, ABSPATH]].drop_duplicates(RID), on=RID, how="inner")
-    stamps = stat_many(saved[ABSPATH].tolist())
-    size_now = pd.to_numeric(pd.Series([s[0] for s in stamps], index=saved.index), errors="coerce")
-    mtime_now = pd.to_numeric(pd.Series([s[1] for s in stamps], index=saved.index), errors="coerce")
-    size_then = pd.to_numeric(saved[FILE_COLUMNS[0]], errors="coerce")
-    mtime_then = pd.to_numeric(saved[FILE_COLUMNS[1]], errors="coerce")
-    changed = size_now.notna() & ((size_now != size_then) | ((mtime_now - mtime_then).abs() > 1e-6))
-    return saved.loc[changed, RID].tolist()
-
-
-def stat_many(paths: list, threads: int = 16, chunk: int = 4096) -> list[tuple[int | None, float | None]]:
-    """file_stamp of every path, in order, over a few threads."""
-    if len(paths) <= chunk:
-        return [file_stamp(p) for p in paths]
-    from concurrent.futures import ThreadPoolExecutor
-
-    parts = [paths[i:i + chunk] for i in range(0, len(paths), chunk)]
-    with ThreadPoolExecutor(threads) as pool:
-        done = pool.map(lambda part: [file_stamp(p) for p in part], parts)
-        return [stamp for part in done for stamp in part]
+    def share_summary(self, executor: Executor, t0: float, rows: int) -> dict:
+        """The summary of a process that did its share of the rows and does not merge."""
+        wall = time.monotonic() - t0
+        processed = sum(self.counts.values())
+        return {
+            "rows": rows,  # this process's share of the plan (the merging process counts the manifest)
+            "unique": rows, "duplicates": 0, "skipped": 0, "processed": processed,
+            "ok": self.counts["ok"], "failed": {k: v for k, v in self.counts.items() if k != "ok"},
+            "wall_s": round(wall, 3), "rows_per_s": round(processed / wall, 3) if wall > 0 else 0.0,
+            **executor.extras(self), "ledger": {"executor": executor.name},
+        }

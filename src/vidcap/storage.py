@@ -201,3 +201,14 @@ class RemoteLease:
                 self.path.fs.rm_file(self.path.path)
         except Exception:
             pass
+
+
+def file_stamp(path) -> tuple[int | None, float | None]:
+    """(size, mtime) of a local file, (None, None) when it is remote or cannot be read."""
+    if not isinstance(path, str) or not path or "://" in path:
+        return None, None
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None, None
+    return st.st_size, round(st.st_mtime, 6)

@@ -23,7 +23,6 @@ if TYPE_CHECKING:
 class LocalExecutor(Executor):
     """The stage runs in this process; decode worker processes feed it."""
 
-    lazy_rows = True  # `todo` may be a lazy source (vidcap.ledger's rows of a large manifest)
 
     def process(self, session: Session, todo: list[dict]) -> None:
         from ..session import default_workers

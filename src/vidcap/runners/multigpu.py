@@ -76,7 +76,6 @@ class HostExecutor(Executor):
     coordinates: it hands out chunks of rows and hands a dead worker's unsaved rows to the others."""
 
     name = "host"
-    lazy_rows = True  # `todo` may be vidcap.ledger's lazy source: chunks are pulled as workers ask
 
     def __init__(self, groups: list[list[str]]):
         self.groups = groups

@@ -117,7 +117,6 @@ class RayExecutor(Executor):
     sized from the cluster's CPUs); results stream back to this process, which alone records them."""
 
     name = "ray"
-    lazy_rows = True  # a large manifest: the rows to do reach Ray as a Parquet file (vidcap.ledger_plan)
 
     def __init__(
         self,
@@ -138,7 +137,7 @@ class RayExecutor(Executor):
     def extras(self, session: Session) -> dict:
         return {**merge_extras(list(self.actor_extras.values())), "actors": self.actors}
 
-    def ledger_rows(self, session: Session, led):
+    def rows(self, session: Session, led):
         if self.address and self.address.startswith("ray://"):  # a Ray client: the driver's disk is not the cluster's
             return led.source()
         from ..ledger_plan import PlanRows, plan_path, write_plan

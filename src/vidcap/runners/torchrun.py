@@ -16,10 +16,9 @@ import time
 from collections import Counter
 from typing import Any
 
-import pandas as pd
-
 from ..errors import UsageError
-from ..session import Plan, Session, default_workers
+from ..ledger_plan import PlanRows, plan_path, remove_plan, write_plan
+from ..session import Session, default_workers
 from .base import Executor, Progress, merge_extras, safe_extra
 from .local import run_batches
 
@@ -44,7 +43,6 @@ class TorchrunExecutor(Executor):
 
     name = "torchrun"
     can_redo = False  # the other ranks are gone by the merge: a lost part is named, and a rerun redoes it
-    lazy_rows = True  # a large manifest: rank 0 plans in vidcap.ledger, every rank streams its share of the plan
 
     def __init__(self, tp: int = 1):
         self.rank, self.world = _env_int("RANK"), _env_int("WORLD_SIZE")
@@ -68,9 +66,6 @@ class TorchrunExecutor(Executor):
         self.opts = session.opts
         session.books.worker = f"rank{self.dp_rank}"
         self._start_together(session)
-
-    def share(self, unique: pd.DataFrame) -> pd.DataFrame:
-        return unique.iloc[self.dp_rank :: self.dp_size]
 
     def process(self, session: Session, todo: list[dict]) -> None:
         self.device = device = self._device()
@@ -103,21 +98,11 @@ class TorchrunExecutor(Executor):
             progress=Progress(len(todo), stage.name, enabled=opts.progress),
         )
 
-    def gather(self, session: Session, plan: Plan) -> Plan | None:
-        if self.tp_rank:  # a follower: its leader reports for the group
-            return None
-        skipped = self._collect(session, plan.skipped, len(plan.todo))
-        if skipped is None:
-            return None
-        return Plan(plan.rows, plan.first, [], skipped)
-
-    # -- a large manifest: rank 0 plans once and writes the plan; each rank streams its row groups of it
+    # -- rank 0 plans once and writes the plan; each rank streams its row groups of it
     def plans(self) -> bool:
         return self.rank == 0
 
-    def ledger_rows(self, session: Session, led):
-        from ..ledger_plan import PlanRows, plan_path, write_plan
-
+    def rows(self, session: Session, led):
         if self.tp_rank:  # a follower: its leader takes the group's rows
             return []
         path = plan_path(session.books)
@@ -128,7 +113,7 @@ class TorchrunExecutor(Executor):
                 time.sleep(0.2)
         return PlanRows(path, self.dp_rank, self.dp_size)
 
-    def ledger_gather(self, session: Session, plan: dict | None) -> dict | None:
+    def gather(self, session: Session, plan: dict | None) -> dict | None:
         if self.tp_rank:
             return None
         if self._collect(session, 0, -1) is None:
@@ -172,12 +157,7 @@ class TorchrunExecutor(Executor):
                 session.books.open(session.stage.provenance())
                 for p in session.books.notes(DONE_GLOB):
                     p.unlink()
-                from ..storage import is_remote
-
-                if not is_remote(session.output):
-                    from ..ledger_plan import plan_path, remove_plan
-
-                    remove_plan(plan_path(session.books))  # a killed run's: the other ranks wait for this run's
+                remove_plan(plan_path(session.books))  # a killed run's: the other ranks wait for this run's
             except UsageError as exc:
                 kv.set("ready", f"error:{exc}")
                 raise

@@ -4,9 +4,35 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 from ..manifest import ABSPATH, row_key_path
+
+
+class ResultTable(Protocol):
+    """The run's result rows (one per row id: `status`, `error` and the stage's columns) as a stage's
+    run-level step sees them; `vidcap.ledger` implements it over DuckDB."""
+
+    columns: list[str]
+
+    def read(self, columns: list[str]) -> Any:
+        """These columns of every result row, with the row id, as an Arrow table."""
+
+    def update(self, table: Any) -> None:
+        """Set the columns of an Arrow table (with the row id column) on the rows it names; new columns are
+        added to the output."""
+
+    def count(self, where: str) -> int:
+        """Result rows matching an SQL condition over the columns."""
+
+
+class RowSource(Protocol):
+    """Rows handed to an executor, read lazily: `take(n, timeout)` gives up to n row dicts ([] when none is
+    ready within `timeout` seconds), None once there are none left."""
+
+    def __len__(self) -> int: ...
+
+    def take(self, n: int, timeout: float = 0.0) -> list[dict] | None: ...
 
 
 @dataclass
@@ -66,9 +92,10 @@ class Stage:
         none is ready), None once there are none left. Each item comes back exactly once."""
         raise NotImplementedError
 
-    def finish_results(self, results):
-        """Run-level work on all result rows before the merge (e.g. duplicate-caption flags)."""
-        return results, {}
+    def finish(self, results: ResultTable) -> dict:
+        """Run-level work over every result row before the merge (e.g. near-duplicate captions): read and
+        update `results`; return figures for the summary."""
+        return {}
 
     def summary_extra(self) -> dict:
         """Stage-specific figures for the end-of-run summary (tokens, cost, flag counts)."""

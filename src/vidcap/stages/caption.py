@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
+
+import pyarrow as pa
 from typing import Iterator
 
 from ..backends.base import CaptionOptions, CaptionRequest, CaptionResult
 from ..backends.registry import Preset, make_backend
 from ..backends.spend import budget_stop
 from ..errors import UsageError, VidcapError
-from ..manifest import ABSPATH
-from .base import Item, Stage
+from ..manifest import ABSPATH, RID
+from ..neardup import add_near_dup_columns
+from .base import Item, ResultTable, Stage
 
 
 @dataclass
@@ -293,20 +296,20 @@ class CaptionStage(Stage):
                 "prompt_tokens": res.prompt_tokens, "completion_tokens": res.completion_tokens,
                 "finish_reason": res.finish_reason, "flags": flags, "error": res.error}
 
-    def finish_results(self, results):
-        """Run-level checks on every result row before the merge: the `duplicate` flag, flag counts."""
-        from ..checks import add_duplicate_flags, flag_counts
-        from ..heal import heal_counts
-        from ..neardup import add_near_dup_columns
-
-        results = add_duplicate_flags(results)
-        results, clusters = add_near_dup_columns(results)
-        extra = {"flags": flag_counts(results)}
+    def finish(self, results: ResultTable) -> dict:
+        """Run-level work over every result row: near-duplicate captions among the ok rows (clustered in
+        row-id order, so two runs over the same rows number the clusters alike) and the --heal counts."""
+        ok = results.read(["text", "flags"], "status = 'ok'").to_pandas()
+        ok = ok.sort_values(RID, kind="stable").reset_index(drop=True).assign(status="ok")
+        ok, clusters = add_near_dup_columns(ok)
+        extra: dict = {}
         if clusters is not None:
+            cols = [RID, "near_dup_cluster", "near_dup_size", "flags"]
+            results.update(pa.Table.from_pandas(ok[cols], preserve_index=False))
             extra["near_dup"] = clusters
         if self.heal:
-            extra["heal"] = heal_counts(results)
-        return results, extra
+            extra["heal"] = {k: results.count(f"heal = '{k}'") for k in ("healed", "unhealed")}
+        return extra
 
     cost_estimate: dict | None = None  # vidcap.budget's estimate, when the CLI printed one
 

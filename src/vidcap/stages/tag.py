@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import hashlib
 
-from ..errors import EMPTY_TEXT, VidcapError
+from ..errors import EMPTY_TEXT, PARSE, VidcapError
 from ..manifest import ABSPATH
 from ..prompts.tags import TagPrompt, check_key, tag_prompt
 from ..tags.parse import parse_tags
-from .base import Item, Stage
+from .base import Item, ResultTable, Stage
 
 
 def _text(row: dict, column: str) -> str:
@@ -98,13 +98,10 @@ class TagStage(Stage):
     def teardown(self) -> None:
         self.backend.teardown()
 
-    def finish_results(self, results):
+    def finish(self, results: ResultTable) -> dict:
         """parse_failed counts every row of the output whose answer had no tag list, rows kept from an
         earlier run included (the counter in summary_extra sees only this run's)."""
-        from ..errors import PARSE, error_code
-
-        errors = results["error"] if "error" in results.columns else []
-        return results, {"parse_failed": sum(error_code(e) == PARSE for e in errors)}
+        return {"parse_failed": results.count(f"trim(split_part(coalesce(error, ''), ':', 1)) = '{PARSE}'")}
 
     def summary_extra(self) -> dict:
         usage = self.backend.usage_summary() or {}
