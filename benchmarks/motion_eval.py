@@ -33,17 +33,27 @@ def main(argv=None) -> None:
     timing: dict = {}
     labels, results, _, seconds = predict_paths(list(df["file"]), workers=args.workers, timing=timing)
     df["pred"] = labels
-    for col, attr in (("p_dx", "dx"), ("p_dy", "dy"), ("p_zoom", "zoom"), ("p_conf", "confidence"), ("p_score", "score")):
+    for col, attr in (
+        ("p_dx", "dx"),
+        ("p_dy", "dy"),
+        ("p_zoom", "zoom"),
+        ("p_conf", "confidence"),
+        ("p_score", "score"),
+    ):
         df[col] = [round(getattr(r, attr), 4) if r is not None else float("nan") for r in results]
     df["p_note"] = [(r.reason or r.note) if r is not None else "error" for r in results]
     df["ok"] = df["pred"] == df["label"]
     df.to_csv(args.out, index=False)
-    print(f"clips {len(df)}  accuracy {df['ok'].mean():.1%} ({int(df['ok'].sum())}/{len(df)})  "
-          f"{len(df) / seconds:.1f} clips/s wall, CPU {timing['cpu'] / len(df) * 1000:.0f} ms/clip")
+    print(
+        f"clips {len(df)}  accuracy {df['ok'].mean():.1%} ({int(df['ok'].sum())}/{len(df)})  "
+        f"{len(df) / seconds:.1f} clips/s wall, CPU {timing['cpu'] / len(df) * 1000:.0f} ms/clip"
+    )
     for key in ("set", "source", "kind"):
         stats = df.groupby(key)["ok"].agg(["mean", "sum", "count"]).sort_values("mean")
-        print(f"by {key}: " + ", ".join(f"{k} {r['mean']:.1%} ({int(r['sum'])}/{int(r['count'])})"
-                                        for k, r in stats.iterrows()))
+        print(
+            f"by {key}: "
+            + ", ".join(f"{k} {r['mean']:.1%} ({int(r['sum'])}/{int(r['count'])})" for k, r in stats.iterrows())
+        )
     cols = ["path", "label", "pred", "dx", "dy", "zoom", "p_dx", "p_dy", "p_zoom", "p_conf", "p_note"]
     cols += [c for c in ("size", "condition", "low_light", "scene") if c in df.columns]
     with pd.option_context("display.width", 250, "display.max_colwidth", 60, "display.max_rows", 200):

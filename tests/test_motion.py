@@ -14,20 +14,23 @@ from vidcap.motion.result import normalize_label
 # ---- classify rules on hand-made results ----
 
 
-@pytest.mark.parametrize("dx,dy,zoom,label", [
-    (0.3, 0, 1, "pan_left"),             # scene pixels moved right: the camera turned left
-    (-0.3, 0, 1, "pan_right"),
-    (0, 0.3, 1, "tilt_up"),              # pixels moved down: the camera tilted up
-    (0, -0.3, 1, "tilt_down"),
-    (0, 0, 1.6, "zoom_in"),              # pixels spread out
-    (0, 0, 1 / 1.6, "zoom_out"),
-    (0.1, -0.2, 1.2, "static"),
-    (-0.7, 0.6, 0.5, "pan_right+tilt_up+zoom_out"),  # the zoom's centre at the frame edge explains 0.25
-    (0.65, 0, 1.7, "pan_left+zoom_in"),
-    (0, 0.32, 1.87, "zoom_in"),          # the zoom about a point 37 % of the height below the middle
-    (-0.4, 0.3, 0.5, "zoom_out"),        # 0.15 and 0.05 left once the zoom is about the nearest frame point
-    (0.3, 0, 1.3, "pan_left"),           # a zoom below the threshold is no zoom: it explains no pan
-])
+@pytest.mark.parametrize(
+    "dx,dy,zoom,label",
+    [
+        (0.3, 0, 1, "pan_left"),  # scene pixels moved right: the camera turned left
+        (-0.3, 0, 1, "pan_right"),
+        (0, 0.3, 1, "tilt_up"),  # pixels moved down: the camera tilted up
+        (0, -0.3, 1, "tilt_down"),
+        (0, 0, 1.6, "zoom_in"),  # pixels spread out
+        (0, 0, 1 / 1.6, "zoom_out"),
+        (0.1, -0.2, 1.2, "static"),
+        (-0.7, 0.6, 0.5, "pan_right+tilt_up+zoom_out"),  # the zoom's centre at the frame edge explains 0.25
+        (0.65, 0, 1.7, "pan_left+zoom_in"),
+        (0, 0.32, 1.87, "zoom_in"),  # the zoom about a point 37 % of the height below the middle
+        (-0.4, 0.3, 0.5, "zoom_out"),  # 0.15 and 0.05 left once the zoom is about the nearest frame point
+        (0.3, 0, 1.3, "pan_left"),  # a zoom below the threshold is no zoom: it explains no pan
+    ],
+)
 def test_classify_labels_and_fixed_order(dx, dy, zoom, label):
     assert classify(MotionResult(dx=dx, dy=dy, zoom=zoom, confidence=1)) == label
 
@@ -56,8 +59,10 @@ def test_labels_normalise_and_evaluate_counts_components():
         normalize_label("pan_sideways")
     with pytest.raises(ValueError):
         normalize_label("static+zoom_in")
-    acc, table = evaluate(["pan_left", "static", "pan_left+zoom_in", "unclassified"],
-                          ["pan_left", "tilt_up", "pan_left+zoom_out", "unclassified"])
+    acc, table = evaluate(
+        ["pan_left", "static", "pan_left+zoom_in", "unclassified"],
+        ["pan_left", "tilt_up", "pan_left+zoom_out", "unclassified"],
+    )
     assert acc == pytest.approx(0.5)
     assert table.loc["pan_left", "pan_left"] == 2 and table.loc["tilt_up", "static"] == 1
     assert table.loc["zoom_out", "zoom_in"] == 1 and table.loc["unclassified", "unclassified"] == 1
@@ -77,10 +82,17 @@ def _window_frames(dx: float, dy: float, zoom: float, n: int = 24) -> np.ndarray
     return np.stack(synth.render(lambda k: scene, *path))
 
 
-@pytest.mark.parametrize("dx,dy,zoom,label", [
-    (0.4, 0, 1, "pan_left"), (-0.4, 0, 1, "pan_right"), (0, 0.4, 1, "tilt_up"),
-    (0, -0.4, 1, "tilt_down"), (0, 0, 1.8, "zoom_in"), (0, 0, 1 / 1.8, "zoom_out"),
-])
+@pytest.mark.parametrize(
+    "dx,dy,zoom,label",
+    [
+        (0.4, 0, 1, "pan_left"),
+        (-0.4, 0, 1, "pan_right"),
+        (0, 0.4, 1, "tilt_up"),
+        (0, -0.4, 1, "tilt_down"),
+        (0, 0, 1.8, "zoom_in"),
+        (0, 0, 1 / 1.8, "zoom_out"),
+    ],
+)
 def test_sign_conventions(dx, dy, zoom, label):
     frames = _window_frames(dx, dy, zoom)
     result = estimate(frames)
@@ -120,8 +132,9 @@ def test_accuracy_on_small_labelled_set(labelled):
     from vidcap.motion.evaluate import predict_paths
 
     df = pd.read_csv(labelled)
-    assert {"pan_left", "pan_right", "tilt_up", "tilt_down", "zoom_in", "zoom_out", "static",
-            "unclassified"} <= {part for label in df["label"] for part in label.split("+")}
+    assert {"pan_left", "pan_right", "tilt_up", "tilt_down", "zoom_in", "zoom_out", "static", "unclassified"} <= {
+        part for label in df["label"] for part in label.split("+")
+    }
     paths = [str(labelled.parent / p) for p in df["path"]]
     labels, _, errors, _ = predict_paths(paths, workers=1)
     assert not any(errors)
@@ -149,8 +162,9 @@ def test_run_eval_refuses_unknown_labels(tmp_path):
 
 def test_fade_from_black_is_measured_from_the_picture():
     frames = _window_frames(0.4, 0, 1, n=30)
-    frames[:3] = 0                                  # three black frames, then the shot
+    frames[:3] = 0  # three black frames, then the shot
     result = estimate(frames)
     assert result.ok and classify(result) == "pan_left"
     assert estimate(np.concatenate([np.zeros_like(frames[:20]), frames[:8]])).reason == (
-        "no picture")                               # mostly black: nothing to measure
+        "no picture"
+    )  # mostly black: nothing to measure

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-import numpy as np
+import math
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 from media import make_image, make_text_as_video, make_video
@@ -19,7 +20,7 @@ def manifest(tmp_path_factory):
     root = tmp_path_factory.mktemp("motion_stage")
     rng = np.random.default_rng(7)
     scene = synth.texture(rng, 900, 700)
-    path = synth.camera_path(rng, 40, 900, 700, -0.45, 0.0, 1.0)     # scene moves left: pan_right
+    path = synth.camera_path(rng, 40, 900, 700, -0.45, 0.0, 1.0)  # scene moves left: pan_right
     synth.write_mp4(root / "pan.mp4", synth.render(lambda k: scene, *path), fps=20)
     still = synth.camera_path(rng, 40, 900, 700, 0.0, 0.0, 1.0)
     synth.write_mp4(root / "still.mp4", synth.render(lambda k: scene, *still), fps=20)
@@ -39,13 +40,27 @@ def test_motion_stage_rows(manifest, tmp_path):
     out = tmp_path / "out.csv"
     run_stage(MotionStage(threshold=0.25), manifest, out, RunOptions(workers=1, progress=False))
     df = pd.read_csv(out).set_index("path").rename(index=lambda p: Path(p).name)  # written absolute elsewhere
-    assert {"cmotion", "motion_dx", "motion_dy", "motion_zoom", "motion_confidence", "note",
-            "status", "error", "clip"} <= set(df.columns)
+    assert {
+        "cmotion",
+        "motion_dx",
+        "motion_dy",
+        "motion_zoom",
+        "motion_confidence",
+        "motion_score",
+        "note",
+        "status",
+        "error",
+        "clip",
+    } <= set(df.columns)
+    # 45 % of the width over 39 frame steps, as a share of the diagonal; the path's jitter adds a little
+    expected = 0.45 * synth.OUT_W / math.hypot(synth.OUT_W, synth.OUT_H) / 39
+    assert expected * 0.85 < df.loc["pan.mp4", "motion_score"] < expected * 1.5
+    assert df.loc["still.mp4", "motion_score"] < 0.1 * expected
     assert df.loc["pan.mp4", "cmotion"] == "pan_right"
     assert df.loc["pan.mp4", "motion_dx"] == pytest.approx(-0.45, abs=0.03)
     assert df.loc["pan.mp4", "motion_confidence"] > 0.5
     assert df.loc["still.mp4", "cmotion"] == "static"
-    for image in ("photo.png", "png_named.mp4"):       # decided by content, not the extension
+    for image in ("photo.png", "png_named.mp4"):  # decided by content, not the extension
         assert df.loc[image, "cmotion"] == "static" and df.loc[image, "note"] == "still image"
     codes = df["error"].fillna("").str.split(":").str[0]
     assert codes["text.mp4"] == "decode" and codes["one.mp4"] == "short"
@@ -61,7 +76,7 @@ def test_rethreshold_from_numbers(manifest, tmp_path):
     out = tmp_path / "out.csv"
     run_stage(MotionStage(threshold=0.6), manifest, out, RunOptions(workers=1, progress=False))
     row = pd.read_csv(out).set_index("path").rename(index=lambda p: Path(p).name).loc["pan.mp4"]
-    assert row["cmotion"] == "static"                   # 45 % of the width is below 0.6
+    assert row["cmotion"] == "static"  # 45 % of the width is below 0.6
     again = MotionResult(dx=row["motion_dx"], dy=row["motion_dy"], zoom=row["motion_zoom"])
     assert classify(again, 0.25) == "pan_right"
 
@@ -71,9 +86,14 @@ def test_reader_keeps_first_and_last_and_raises_codes(media):
     assert clip.indices[0] == 0 and clip.indices[-1] == 99 and len(clip.frames) <= 20
     assert clip.frames.dtype == np.uint8 and clip.frames.shape[2] <= 160
     rotated = read_gray(str(media["rotated"]))
-    assert rotated.frames.shape[1] > rotated.frames.shape[2]   # displayed upright: portrait
-    for name, code in (("zero_byte", "decode"), ("text_mp4", "decode"), ("audio_only", "decode"),
-                       ("one_frame", "short"), ("moov_lost", "decode")):
+    assert rotated.frames.shape[1] > rotated.frames.shape[2]  # displayed upright: portrait
+    for name, code in (
+        ("zero_byte", "decode"),
+        ("text_mp4", "decode"),
+        ("audio_only", "decode"),
+        ("one_frame", "short"),
+        ("moov_lost", "decode"),
+    ):
         with pytest.raises(VidcapError) as info:
             read_gray(str(media[name]))
         assert info.value.code == code, name

@@ -75,7 +75,9 @@ def test_diagonal_move_on_animation_is_one_shot(sources, tmp_path):
     assert classify(result) == classify(truth) == "pan_right+tilt_up"
 
 
-@pytest.mark.parametrize("name,frame,s", [("bigbuckbunny", 102, 1.76), ("bikes", 34, 1.9), ("bigbuckbunny", 60, 1 / 1.8)])
+@pytest.mark.parametrize(
+    "name,frame,s", [("bigbuckbunny", 102, 1.76), ("bikes", 34, 1.9), ("bigbuckbunny", 60, 1 / 1.8)]
+)
 def test_zoom_into_a_soft_blocky_picture_is_not_under_read(sources, tmp_path, name, frame, s):
     # 160x120 MPEG-4 at a coarse quantiser, zoom fast then slow: the short steps near the end each saw ~1 %
     # of scale under a block pattern that stays put, and the chain read 1.30 for 1.76 (tuning set, builder 2)
@@ -131,3 +133,20 @@ def test_evalwarp_builds_a_labelled_set(sources, tmp_path):
         else:
             assert row.label == "unclassified"
     assert set(df["style"]) == {"live", "animation"}
+
+
+def test_a_mover_over_part_of_the_frame_is_no_cut(sources):
+    from vidcap.motion.align import blocks_matching
+    from vidcap.motion.track import prepare
+
+    frames = footage.frames_of(sources["megamind"].path)
+    a = prepare(np.stack([frames[120]]), 160)[0]
+    covered = a.copy()
+    covered[:, :50] = 10  # a dark hand over the left third
+    other = prepare(np.stack([footage.frames_of(sources["carphone"].path)[40]]), 160)[0]  # 160x131
+    other = np.ascontiguousarray(other[: a.shape[0]])  # another picture, cropped to megamind's 160x117
+    same = np.eye(3)[:2]
+    matched, compared = blocks_matching(a, covered, same)
+    assert compared >= 6 and matched >= compared - 1  # the covered blocks have no texture left to compare
+    matched, compared = blocks_matching(a, other, same)
+    assert compared >= 6 and matched <= 1

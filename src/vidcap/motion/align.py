@@ -8,11 +8,13 @@ at hand); only when no alignment makes them match is there evidence of a cut.
 
 from __future__ import annotations
 
+import itertools
 import math
 
 import cv2
 import numpy as np
 
+from vidcap.motion.result import MotionResult
 from vidcap.motion.track import _to_pixel
 
 ECC_ITERS = 40
@@ -56,7 +58,7 @@ def refine(a: np.ndarray, b: np.ndarray, start: np.ndarray, width: int = 0) -> n
     warp = _to_pixel(start, w, h).astype(np.float32)
     criteria = (cv2.TERM_CRITERIA_EPS | cv2.TERM_CRITERIA_COUNT, ECC_ITERS, 1e-4)
     try:
-        _, warp = cv2.findTransformECC(
+        _, warp = cv2.findTransformECC(  # type: ignore[call-overload]  # the stubs forbid the mask None
             a.astype(np.float32), b.astype(np.float32), warp, cv2.MOTION_AFFINE, criteria, None, 5
         )
     except cv2.error:
@@ -68,7 +70,9 @@ def refine(a: np.ndarray, b: np.ndarray, start: np.ndarray, width: int = 0) -> n
     return out
 
 
-def blocks_matching(a: np.ndarray, b: np.ndarray, matrix: np.ndarray, grid: tuple[int, int] = (4, 3)) -> tuple[int, int]:
+def blocks_matching(
+    a: np.ndarray, b: np.ndarray, matrix: np.ndarray, grid: tuple[int, int] = (4, 3)
+) -> tuple[int, int]:
     """(blocks that match, blocks compared): frame a moved by `matrix` against b, block by block.
 
     A cut changes every part of the picture; a mover entering (a hand over a third of the frame) leaves
@@ -130,7 +134,7 @@ def reanchor(gray: np.ndarray, poses: dict[int, np.ndarray], mismatch, pieces: i
     marks = sorted(poses)
     cuts = sorted({marks[round(k * (len(marks) - 1) / pieces)] for k in range(pieces + 1)})
     total, better = np.eye(3), False
-    for a, b in zip(cuts, cuts[1:]):
+    for a, b in itertools.pairwise(cuts):
         rel = (poses[b] @ np.linalg.inv(poses[a]))[:2]
         aligned = refine(gray[a], gray[b], rel, width=ECC_WIDTH)
         if aligned is not None:
@@ -139,3 +143,17 @@ def reanchor(gray: np.ndarray, poses: dict[int, np.ndarray], mismatch, pieces: i
                 rel, better = aligned, better or new < old
         total = np.vstack([rel, [0.0, 0.0, 1.0]]) @ total
     return total if better else None
+
+
+def jump(matrix: np.ndarray, expected: np.ndarray, w: int) -> float:
+    """How far a step's motion is from the expected one: shift (share of the width) or log-scale."""
+    shift = float(np.abs(matrix[:, 2] - expected[:, 2]).max()) / w
+    scale = abs(math.log(math.hypot(matrix[0, 0], matrix[1, 0]) / math.hypot(expected[0, 0], expected[1, 0])))
+    return max(shift, scale)
+
+
+def set_motion(result: MotionResult, total: np.ndarray, w: int, h: int) -> None:
+    """Put the first-to-last motion `total` (3x3, centred working coordinates) into `result`."""
+    a, b = total[0, 0], total[1, 0]
+    result.dx, result.dy = float(total[0, 2] / w), float(total[1, 2] / h)
+    result.zoom, result.rotation = float(math.hypot(a, b)), float(math.degrees(math.atan2(b, a)))

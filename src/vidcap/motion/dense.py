@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from vidcap.motion.align import blocks_matching, motion_score, reanchor, refine
+from vidcap.motion.align import blocks_matching, jump, motion_score, reanchor, refine, set_motion
 from vidcap.motion.blend import BLEND_RATIO, blend_ratio, warp
 from vidcap.motion.result import MotionResult
 from vidcap.motion.track import _to_pixel, prepare
@@ -250,7 +250,7 @@ def _chain(clip: _Clip, marks: list[int], diag: Diagnostics) -> str:
         rescued = _rescue(clip, i, j, [step.matrix, _predict(last, 1)])
         if rescued is not None:  # no evidence of a cut: the frames match once aligned directly
             diag.steps.append(rescued)
-            last = (rescued.matrix, 1)
+            last = (rescued.matrix, 1) if rescued.matrix is not None else last
             continue
         diag.steps.append(step)
         return "scene cut"
@@ -281,16 +281,9 @@ def _rescue(clip: _Clip, i: int, j: int, starts: list[np.ndarray | None]) -> Ste
     expected = starts[1] if starts[1] is not None else np.eye(3)[:2]
     matched, compared = blocks_matching(clip.gray[i], clip.gray[j], best[1])
     mover = compared >= 4 and matched >= compared / 2  # half the picture still matches: a mover, not a cut
-    if (best[0] > MAX_MISMATCH / 2 and not mover) or _jump(best[1], expected, clip.gray.shape[2]) > MAX_JUMP:
+    if (best[0] > MAX_MISMATCH / 2 and not mover) or jump(best[1], expected, clip.gray.shape[2]) > MAX_JUMP:
         return None  # still different, or only a jump the camera was not making: a cut to a similar picture
     return Step(i, j, best[1], 0.0, 0, uncertain=True)
-
-
-def _jump(matrix: np.ndarray, expected: np.ndarray, w: int) -> float:
-    """How far a step's motion is from the expected one: shift (share of the width) or log-scale."""
-    shift = float(np.abs(matrix[:, 2] - expected[:, 2]).max()) / w
-    scale = abs(math.log(math.hypot(matrix[0, 0], matrix[1, 0]) / math.hypot(expected[0, 0], expected[1, 0])))
-    return max(shift, scale)
 
 
 def _poses(diag: Diagnostics) -> dict[int, np.ndarray]:
@@ -379,15 +372,9 @@ def estimate(
     if not reason and abs(math.log(result.zoom)) > REANCHOR_ZOOM:
         total = reanchor(clip.gray, _poses(diag), clip.mismatch)
         if total is not None:
-            _set_motion(result, total, gray.shape[2], gray.shape[1])
+            set_motion(result, total, gray.shape[2], gray.shape[1])
     result.score = motion_score(diag.steps, t[keep] * fps, gray.shape[2], gray.shape[1])
     return result
-
-
-def _set_motion(result: MotionResult, total: np.ndarray, w: int, h: int) -> None:
-    a, b = total[0, 0], total[1, 0]
-    result.dx, result.dy = float(total[0, 2] / w), float(total[1, 2] / h)
-    result.zoom, result.rotation = float(math.hypot(a, b)), float(math.degrees(math.atan2(b, a)))
 
 
 def _summarise(diag: Diagnostics, reason: str, w: int, h: int) -> MotionResult:
@@ -403,7 +390,7 @@ def _summarise(diag: Diagnostics, reason: str, w: int, h: int) -> MotionResult:
         points=int(np.median([s.points for s in diag.steps])) if diag.steps else 0,
         inlier_ratio=float(np.median(inliers)) if inliers else 0.0,
     )
-    _set_motion(result, total, w, h)
+    set_motion(result, total, w, h)
     if not reason:
         result.confidence = float(
             np.clip(1 - worst / MAX_MISMATCH, 0, 1) ** 0.5 * np.clip(result.inlier_ratio / 0.6, 0, 1)

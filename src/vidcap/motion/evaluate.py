@@ -61,11 +61,10 @@ def _cpu_seconds() -> float:
 def _init_worker() -> None:
     import cv2
 
-    cv2.setNumThreads(1)        # one process per core; OpenCV's own threads only contend
+    cv2.setNumThreads(1)  # one process per core; OpenCV's own threads only contend
 
 
-def predict_paths(paths: list[str], threshold: float = DEFAULT_THRESHOLD, workers: int = 2,
-                  timing: dict | None = None):
+def predict_paths(paths: list[str], threshold: float = DEFAULT_THRESHOLD, workers: int = 2, timing: dict | None = None):
     """(labels, results, errors, seconds) for `paths`, decoded and estimated in `workers` processes.
 
     `timing`, if given, receives the wall and CPU seconds (all processes) of the work.
@@ -89,8 +88,9 @@ def _by_group(name: str, groups, labels, truth) -> list[str]:
     """Lines of accuracy per value of `groups` (e.g. footage source), worst first."""
     df = pd.DataFrame({"g": list(groups), "ok": [p == t for p, t in zip(labels, truth)]})
     stats = df.groupby("g")["ok"].agg(["mean", "sum", "count"]).sort_values("mean")
-    return [f"accuracy by {name}:"] + [f"  {g:<24} {r['mean']:7.1%} ({int(r['sum'])}/{int(r['count'])})"
-                                       for g, r in stats.iterrows()]
+    return [f"accuracy by {name}:"] + [
+        f"  {g:<24} {r['mean']:7.1%} ({int(r['sum'])}/{int(r['count'])})" for g, r in stats.iterrows()
+    ]
 
 
 def run_eval(labels_csv: str, threshold: float = DEFAULT_THRESHOLD, workers: int = 2) -> str:
@@ -113,8 +113,10 @@ def run_eval(labels_csv: str, threshold: float = DEFAULT_THRESHOLD, workers: int
     lines = [
         f"clips: {len(df)}  threshold: {threshold}  workers: {workers}",
         f"exact-label accuracy: {accuracy:.1%} ({right}/{len(truth)})",
-        (f"speed: {len(df) / seconds:.1f} clips/s ({seconds:.1f} s wall, decode included); "
-         f"CPU {timing['cpu'] / len(df) * 1000:.0f} ms per clip"),
+        (
+            f"speed: {len(df) / seconds:.1f} clips/s ({seconds:.1f} s wall, decode included); "
+            f"CPU {timing['cpu'] / len(df) * 1000:.0f} ms per clip"
+        ),
         f"failed rows: {sum(bool(e) for e in errs)}",
     ]
     for column, name in (("source", "source"), ("kind", "kind")):

@@ -41,10 +41,22 @@ MARGIN = 0.1
 MAX_UPSCALE = 2.0
 # pan, tilt, zoom: "L" past the threshold, "w" below it, 0 none; "c" a zoom about a centre off the middle.
 PLANS = [
-    ("move", "L", 0, 0), ("move", 0, "L", 0), ("move", 0, 0, "L"), ("move", 0, 0, "c"),
-    ("move", "L", "L", 0), ("move", "L", "L", 0), ("move", "L", 0, "L"), ("move", 0, "L", "c"),
-    ("move", "w", "w", 0), ("move", 0, 0, "w"), ("move", 0, 0, 0), ("cut", 0, 0, 0),
-    ("dissolve", 0, 0, 0), ("move", "L", "w", "c"), ("move", "w", 0, "c"), ("move", "L", "L", "L"),
+    ("move", "L", 0, 0),
+    ("move", 0, "L", 0),
+    ("move", 0, 0, "L"),
+    ("move", 0, 0, "c"),
+    ("move", "L", "L", 0),
+    ("move", "L", "L", 0),
+    ("move", "L", 0, "L"),
+    ("move", 0, "L", "c"),
+    ("move", "w", "w", 0),
+    ("move", 0, 0, "w"),
+    ("move", 0, 0, 0),
+    ("cut", 0, 0, 0),
+    ("dissolve", 0, 0, 0),
+    ("move", "L", "w", "c"),
+    ("move", "w", 0, "c"),
+    ("move", "L", "L", "L"),
 ]
 
 
@@ -101,7 +113,7 @@ def _sway(rng, n: int, fps: float, amplitude: float) -> np.ndarray:
     return out
 
 
-def plan_path(rng, n, src_wh, out_wh, s, p, d, u, sway):
+def plan_path(rng, n, src_wh, out_wh, s, p, d, u, sway) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
     """(centres [n,2], scales [n], angles [n]) of the camera window in source pixels, or None if it does not fit.
 
     The window keeps the source point under frame point `p` fixed while it scales by 1/s, and slides
@@ -141,7 +153,8 @@ def render(scene, centres, scales, angles, out_wh) -> list:
     """Frames through the window: the source shrunk by INTER_AREA first when the window downsamples,
     then one cubic warp per frame."""
     ow, oh = out_wh
-    out, cache = [], {}
+    out: list[np.ndarray] = []
+    cache: dict[tuple[int, float], np.ndarray] = {}
     for k, (c, z, a) in enumerate(zip(centres, scales, angles)):
         img, f = scene(k), 1.0
         if z > 1.5:
@@ -154,8 +167,11 @@ def render(scene, centres, scales, angles, out_wh) -> list:
         r = math.radians(a)
         rot = np.array([[math.cos(r), -math.sin(r)], [math.sin(r), math.cos(r)]]) * (z / f)
         m = np.hstack([rot, (c / f - rot @ np.array([ow / 2, oh / 2]))[:, None]])
-        out.append(cv2.warpAffine(img, m, (ow, oh), flags=cv2.INTER_CUBIC | cv2.WARP_INVERSE_MAP,
-                                  borderMode=cv2.BORDER_REPLICATE))
+        out.append(
+            cv2.warpAffine(
+                img, m, (ow, oh), flags=cv2.INTER_CUBIC | cv2.WARP_INVERSE_MAP, borderMode=cv2.BORDER_REPLICATE
+            )
+        )
     return out
 
 
@@ -221,6 +237,7 @@ def encode(path, frames: list, fps: float, codec: str = "libx264", options: dict
     h, w = frames[0].shape[:2]
     with av.open(str(path), "w") as out:
         stream = out.add_stream(codec, rate=round(fps))
+        assert isinstance(stream, av.VideoStream)
         stream.width, stream.height, stream.pix_fmt = w, h, "yuv420p"
         stream.options = options or {}
         for i, img in enumerate(frames):
@@ -276,14 +293,26 @@ def make_clip(rng, source: Source, every: list[Source], plan, threshold: float):
             frames = [((1 - t) * a + t * b).astype(np.uint8) for t, a, b in zip(wts, frames, two[0])]
         label, desc = "unclassified", f"{desc} -> {other.name}:{two[2]}"
     frames, cond = _condition(rng, frames)
-    row = {"label": label, "source": source.name, "style": "animation" if source.name in ANIMATION else "live",
-           "kind": kind, "scene": desc, "size": f"{out_wh[0]}x{out_wh[1]}", "fps": fps, "seconds": seconds,
-           "condition": cond, "dx": f"{truth.dx:.4f}", "dy": f"{truth.dy:.4f}", "zoom": f"{truth.zoom:.4f}"}
+    row = {
+        "label": label,
+        "source": source.name,
+        "style": "animation" if source.name in ANIMATION else "live",
+        "kind": kind,
+        "scene": desc,
+        "size": f"{out_wh[0]}x{out_wh[1]}",
+        "fps": fps,
+        "seconds": seconds,
+        "condition": cond,
+        "dx": f"{truth.dx:.4f}",
+        "dy": f"{truth.dy:.4f}",
+        "zoom": f"{truth.zoom:.4f}",
+    }
     return frames, fps, row
 
 
-def build(out_dir, seed: int, per_source: int = 40, threshold: float = DEFAULT_THRESHOLD,
-          sources: list[Source] | None = None) -> Path:
+def build(
+    out_dir, seed: int, per_source: int = 40, threshold: float = DEFAULT_THRESHOLD, sources: list[Source] | None = None
+) -> Path:
     """Write `per_source` clips of every source and `labels.csv` into out_dir; returns the labels path."""
     every = sources if sources is not None else footage.find_sources()
     if not every:

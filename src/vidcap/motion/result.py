@@ -34,10 +34,10 @@ class MotionResult:
     zoom: float = 1.0
     confidence: float = 0.0
     reason: str = ""
-    rotation: float = 0.0          # degrees, reported only (no class uses it)
-    pairs: int = 0                 # frame pairs measured
-    points: int = 0                # median tracked points per pair
-    inlier_ratio: float = 0.0      # median share of tracked points that follow the camera model
+    rotation: float = 0.0  # degrees, reported only (no class uses it)
+    pairs: int = 0  # frame pairs measured
+    points: int = 0  # median tracked points per pair
+    inlier_ratio: float = 0.0  # median share of tracked points that follow the camera model
     note: str = ""
     score: float = 0.0
 
@@ -51,8 +51,10 @@ class MotionResult:
         if abs(math.log(max(self.zoom, 1e-6))) <= math.log(zoom_limit(threshold)):
             return self.dx, self.dy
         reach = abs(self.zoom - 1) / 2
-        return (math.copysign(max(0.0, abs(self.dx) - reach), self.dx),
-                math.copysign(max(0.0, abs(self.dy) - reach), self.dy))
+        return (
+            math.copysign(max(0.0, abs(self.dx) - reach), self.dx),
+            math.copysign(max(0.0, abs(self.dy) - reach), self.dy),
+        )
 
     @property
     def ok(self) -> bool:
@@ -79,11 +81,11 @@ def classify(result: MotionResult, threshold: float = DEFAULT_THRESHOLD) -> str:
     labels = []
     dx, dy = result.pan(threshold)
     if dx > threshold:
-        labels.append(PAN_LEFT)       # scene moved right: the camera turned left
+        labels.append(PAN_LEFT)  # scene moved right: the camera turned left
     elif dx < -threshold:
         labels.append(PAN_RIGHT)
     if dy > threshold:
-        labels.append(TILT_UP)        # scene moved down: the camera tilted up
+        labels.append(TILT_UP)  # scene moved down: the camera tilted up
     elif dy < -threshold:
         labels.append(TILT_DOWN)
     log_zoom, log_limit = math.log(max(result.zoom, 1e-6)), math.log(zoom_limit(threshold))

@@ -7,7 +7,7 @@ import os
 from ..motion.result import DEFAULT_THRESHOLD, MotionResult, classify
 from .base import Item, Stage
 
-METHOD = "dis-similarity-v4"   # bump when estimates change, so old parts are not mixed in
+METHOD = "dis-similarity-v4"  # bump when estimates change, so old parts are not mixed in
 _threads_set = False
 
 
@@ -28,7 +28,7 @@ class MotionLoader:
         _one_thread()
         path = check_path(row.get(ABSPATH, row.get("path")))
         if is_image_file(path):
-            load_image(path)                   # a broken image is a decode error, not a still
+            load_image(path)  # a broken image is a decode error, not a still
             return MotionResult(confidence=1.0), True
         clip = read_gray(path, max_frames=self.max_frames, width=self.work_width)
         return estimate(clip.frames, work_width=self.work_width, times=clip.times, fps=clip.fps or None), False
@@ -49,25 +49,28 @@ class MotionStage(Stage):
 
     name = "motion"
     suffix = "cmotion"
-    columns = ["cmotion", "motion_dx", "motion_dy", "motion_zoom", "motion_confidence", "motion_score", "note"]
+    columns = ["cmotion", "motion_dx", "motion_dy", "motion_zoom", "motion_confidence", "motion_score", "note"]  # noqa: RUF012
     batch_size = 32
     # all the work happens in the loader processes; the main process only passes results on
     default_workers = max(1, os.cpu_count() or 1)
 
-    def __init__(self, threshold: float = DEFAULT_THRESHOLD, max_frames: int = 64,
-                 work_width: int = 160):
+    def __init__(self, threshold: float = DEFAULT_THRESHOLD, max_frames: int = 64, work_width: int = 160):
         from ..errors import UsageError
 
         if not 0 < float(threshold) < 5:
-            raise UsageError(f"--threshold must be a fraction of the frame size above 0 "
-                             f"(e.g. 0.25), got {threshold}")
+            raise UsageError(f"--threshold must be a fraction of the frame size above 0 (e.g. 0.25), got {threshold}")
         self.threshold = float(threshold)
         self.max_frames = int(max_frames)
         self.work_width = int(work_width)
 
     def fingerprint(self) -> dict:
-        return {"stage": self.name, "threshold": self.threshold, "method": METHOD,
-                "max_frames": self.max_frames, "work_width": self.work_width}
+        return {
+            "stage": self.name,
+            "threshold": self.threshold,
+            "method": METHOD,
+            "max_frames": self.max_frames,
+            "work_width": self.work_width,
+        }
 
     def loader(self) -> MotionLoader:
         return MotionLoader(self.max_frames, self.work_width)
