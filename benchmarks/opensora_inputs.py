@@ -77,7 +77,9 @@ def main(work: Path) -> None:
     vidcap("caption", meta, "-o", work / "caption.parquet", "--model", "fake", "--workers", "0", "-q")
     vidcap("motion", meta, "-o", work / "cmotion.csv", "--workers", "0", "-q")
     cap = tables.read(work / "caption.parquet")
-    ok = cap.index[(cap["status"] == "ok") & ~cap["path"].str.contains("phone|photo")]  # rotation has its own rows
+    ok = cap.index[
+        (cap["status"] == "ok") & ~cap["path"].str.contains("phone|photo|jpeg_named|anim|webm")
+    ]  # rows of their own
     for k, i in enumerate(ok[: len(CAPTIONS)]):
         cap.loc[i, "text"] = CAPTIONS[k]
     tables.write(cap, work / "caption.parquet")

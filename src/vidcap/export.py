@@ -128,7 +128,7 @@ def _file_problems(df: pd.DataFrame, reasons: pd.Series, rotated: str) -> dict:
             continue
         key = path if "://" in path else os.path.realpath(path)
         if key in first:
-            reasons[i] = f"duplicate: the same file as row {first[key] + 1} of the inputs ({key}); the first is kept"
+            reasons[i] = f"duplicate: the same file as row {first[key] + 1} of the inputs ({key}), which is exported"
             continue
         first[key] = i
         todo.append(i)
