@@ -17,7 +17,7 @@ import numpy as np
 from vidcap.motion.result import MotionResult
 from vidcap.motion.track import _to_pixel
 
-ECC_ITERS = 40
+ECC_ITERS = 20
 ECC_WIDTH = 80  # long spans are aligned at this width (the motion is large there, the cost 1/4)
 MAX_CHANGE = 0.15
 BLOCK_MISMATCH = 0.35  # ECC may move the start by at most this share of the width (or this log-scale)

@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from vidcap.motion.align import blocks_matching, jump, motion_score, reanchor, refine, set_motion
+from vidcap.motion.align import ECC_WIDTH, blocks_matching, jump, motion_score, reanchor, refine, set_motion
 from vidcap.motion.blend import BLEND_RATIO, blend_ratio, warp
 from vidcap.motion.result import MotionResult
 from vidcap.motion.track import _to_pixel, prepare
@@ -310,7 +310,7 @@ def _one_shot(clip: _Clip, times: np.ndarray, diag: Diagnostics) -> bool:
             if value is None:
                 continue
             if value > MAX_MISMATCH:  # the chained motion may have drifted: align the pair directly
-                aligned = refine(clip.gray[ia], clip.gray[ib], rel[:2])
+                aligned = refine(clip.gray[ia], clip.gray[ib], rel[:2], width=ECC_WIDTH)
                 again = None if aligned is None else clip.mismatch(int(ia), ib, aligned)
                 value = min(value, again if again is not None else value)
             if value > MAX_MISMATCH and value <= SURE_MISMATCH and ib - ia > 1:
