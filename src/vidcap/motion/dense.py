@@ -11,6 +11,9 @@ compensation (small normalised frames, median difference), across short and long
 dissolve or a fade through black reads `unclassified`, while a low-texture picture that moves does not.
 A pair that differs only moderately is a dissolve only when the frames between are blends of its two
 ends (`blend_ratio`): walkers, text entering a dark picture or flat areas make real shots differ too.
+A cut needs evidence: neighbouring frames the flow could not join are aligned directly (ECC, `align`)
+and are one shot with an uncertain motion when they then match, or when a quarter of the picture's
+blocks still match (a hand covering the rest). Zooms are re-checked over a few long spans (`reanchor`).
 """
 
 from __future__ import annotations
@@ -22,20 +25,13 @@ import numpy as np
 
 from vidcap.motion.align import ECC_WIDTH, blocks_matching, jump, motion_score, reanchor, refine, set_motion
 from vidcap.motion.blend import BLEND_RATIO, blend_ratio, warp
+from vidcap.motion.flow import fit_step, new_dis
 from vidcap.motion.result import MotionResult
-from vidcap.motion.track import _to_pixel, prepare
+from vidcap.motion.track import prepare
 
 WORK_WIDTH = 160
 MAX_STEPS = 12  # first pass: this many equal steps over the clip
 MAX_STEP_SHIFT = 0.12  # a step whose fit moves the frame more than this (share of width) is split
-GRID = 4  # flow vectors sampled every GRID working pixels
-BORDER = 0.10  # share of each side left out of the fit (flow is unreliable there)
-REFINE = 1
-DIS_FINEST = 1  # DIS works down to 1/2**DIS_FINEST of the working size
-MIN_ENERGY = 30.0  # squared Sobel gradient (5x5 mean) below which a pixel is flat or noise
-REL_ENERGY = 0.05  # ... or below this share of the frame's 95th percentile
-MIN_POINTS = 24  # the fit uses at least this many of the most structured grid points
-RANSAC_PX = 1.0  # inlier distance of the similarity fit, working pixels
 MIN_INLIERS = 0.3  # below this share the step is mostly not one camera motion
 PICTURE_STD = 1.5  # std of the 1/4-size frame below which a frame shows no picture (black, flat)
 SMALL_W = 40  # frames are compared at this width (noise and small movers average out)
@@ -45,6 +41,7 @@ MAX_MISMATCH = 0.35  # normalised median difference above which two frames are n
 SPAN_SECONDS = 1.5  # frames up to this far apart are compared for the one-shot check
 REANCHOR_ZOOM = math.log(1.15)  # a chain that zooms more than this is re-checked over long spans
 UNCERTAIN = 0.2  # below this confidence a classified clip's note says "uncertain motion"
+MOVER_BLOCKS, MOVER_SHARE = 4, 0.25  # blocks (of 8x6) that still match after a hand covered the rest; cuts: 0-10 %
 MAX_JUMP = 0.08  # a directly aligned step may differ from the camera's speed so far by this (share, log-scale)
 SURE_MISMATCH = 0.72  # above this two frames are different pictures, whatever lies between them
 DEFAULT_FPS = 25.0
@@ -75,79 +72,6 @@ def has_picture(gray: np.ndarray) -> bool:
     h, w = gray.shape
     small = cv2.resize(gray, (max(4, w // 4), max(4, h // 4)), interpolation=cv2.INTER_AREA)
     return float(small.std()) > PICTURE_STD
-
-
-def _dis():
-    import cv2
-
-    dis = cv2.DISOpticalFlow_create(cv2.DISOPTICAL_FLOW_PRESET_ULTRAFAST)
-    dis.setFinestScale(int(DIS_FINEST))
-    return dis
-
-
-def _flow_of(matrix: np.ndarray, w: int, h: int) -> np.ndarray:
-    """The flow field [h,w,2] a similarity (centred coordinates) makes."""
-    ys, xs = np.mgrid[0:h, 0:w].astype(np.float32)
-    full = _to_pixel(matrix, w, h).astype(np.float32)
-    fx = full[0, 0] * xs + full[0, 1] * ys + full[0, 2] - xs
-    fy = full[1, 0] * xs + full[1, 1] * ys + full[1, 2] - ys
-    return np.ascontiguousarray(np.stack([fx, fy], axis=-1))
-
-
-def fit_step(
-    dis, a: np.ndarray, b: np.ndarray, guess: np.ndarray | None = None
-) -> tuple[np.ndarray | None, float, int]:
-    """(similarity a->b in centred coordinates, inlier share, points) from the dense flow a->b.
-
-    `guess`: a similarity to start DIS from (the motion so far, for steps too fast to find alone).
-    """
-    import cv2
-
-    h, w = a.shape
-    flow = dis.calc(a, b, None if guess is None else _flow_of(guess, w, h))
-    bx, by = max(1, int(BORDER * w)), max(1, int(BORDER * h))
-    ys, xs = np.mgrid[by : h - by : GRID, bx : w - bx : GRID]
-    # weight by structure: flow in flat areas is interpolated from its edges, keep the better half
-    gx = cv2.Sobel(a, cv2.CV_32F, 1, 0, ksize=3)
-    gy = cv2.Sobel(a, cv2.CV_32F, 0, 1, ksize=3)
-    energy = cv2.blur(gx * gx + gy * gy, (5, 5))[ys, xs].ravel()
-    # flat areas (a black background) get zero flow from DIS whatever the camera does: fit only
-    # where there is structure above noise, relative to the frame's strongest structure
-    floor = max(MIN_ENERGY, REL_ENERGY * float(np.quantile(energy, 0.95)))
-    keep = energy >= floor
-    if keep.sum() < MIN_POINTS:
-        keep = energy >= np.sort(energy)[-min(MIN_POINTS, len(energy))]
-    src = np.stack([xs.ravel(), ys.ravel()], 1).astype(np.float32)[keep]
-    dst = src + flow[ys, xs].reshape(-1, 2)[keep]
-    if len(src) < 6:
-        return None, 0.0, len(src)
-    if REFINE:
-        # DIS flow is patch-averaged; Lucas-Kanade from it sharpens each point to sub-pixel
-        moved, status, _ = cv2.calcOpticalFlowPyrLK(
-            a,
-            b,
-            src.reshape(-1, 1, 2),
-            dst.reshape(-1, 1, 2).copy(),
-            winSize=(9, 9),
-            maxLevel=1,
-            criteria=(cv2.TERM_CRITERIA_EPS | cv2.TERM_CRITERIA_COUNT, 10, 0.03),
-            flags=cv2.OPTFLOW_USE_INITIAL_FLOW,
-        )
-        ok = (status.ravel() == 1) & (np.abs(moved.reshape(-1, 2) - dst).max(1) < 3)
-        dst = np.where(ok[:, None], moved.reshape(-1, 2), dst).astype(np.float32)
-    c = np.array([w / 2.0, h / 2.0], np.float32)
-    matrix, inl = cv2.estimateAffinePartial2D(
-        src - c,
-        dst - c,
-        method=cv2.RANSAC,
-        ransacReprojThreshold=RANSAC_PX,
-        maxIters=200,
-        confidence=0.99,
-        refineIters=10,
-    )
-    if matrix is None:
-        return None, 0.0, len(src)
-    return matrix, float(inl.mean()) if inl is not None else 0.0, len(src)
 
 
 def _small(gray: np.ndarray) -> np.ndarray:
@@ -187,7 +111,7 @@ class _Clip:
     def __init__(self, gray: np.ndarray):
         self.gray = gray
         self._small: dict[int, np.ndarray] = {}
-        self.dis = _dis()
+        self.dis = new_dis()
 
     def small(self, i: int) -> np.ndarray:
         if i not in self._small:
@@ -261,7 +185,7 @@ def _rescue(clip: _Clip, i: int, j: int, starts: list[np.ndarray | None]) -> Ste
     """Neighbouring frames the flow fit could not join: aligned directly (ECC) from the best start.
 
     `starts`: the flow fit and the motion predicted from the speed so far. A step whose frames then
-    clearly match (mismatch at most MAX_MISMATCH / 2, or half the picture's blocks match: a mover)
+    clearly match (mismatch at most MAX_MISMATCH / 2, or a quarter of the picture's blocks match: a mover)
     with a motion close to the prediction is one shot with an uncertain motion; None when no alignment explains the change (a cut), when the
     change is a jump off the camera's course (a cut to a similar picture), or nothing compares."""
     best: tuple[float, np.ndarray] | None = None
@@ -279,9 +203,9 @@ def _rescue(clip: _Clip, i: int, j: int, starts: list[np.ndarray | None]) -> Ste
         if value is not None and value < best[0]:
             best = (value, aligned)
     expected = starts[1] if starts[1] is not None else np.eye(3)[:2]
-    matched, compared = blocks_matching(clip.gray[i], clip.gray[j], best[1])
-    mover = compared >= 4 and matched >= compared / 2  # half the picture still matches: a mover, not a cut
-    if (best[0] > MAX_MISMATCH / 2 and not mover) or jump(best[1], expected, clip.gray.shape[2]) > MAX_JUMP:
+    if (best[0] > MAX_MISMATCH / 2 and not _mover(clip, i, j, best[1])) or jump(
+        best[1], expected, clip.gray.shape[2]
+    ) > MAX_JUMP:
         return None  # still different, or only a jump the camera was not making: a cut to a similar picture
     return Step(i, j, best[1], 0.0, 0, uncertain=True)
 
@@ -318,10 +242,20 @@ def _one_shot(clip: _Clip, times: np.ndarray, diag: Diagnostics) -> bool:
                 if ratio > BLEND_RATIO:
                     diag.unblended.append((int(ia), ib, value, ratio))
                     continue
+            if value > MAX_MISMATCH and _mover(clip, int(ia), ib, rel[:2]):
+                diag.unblended.append((int(ia), ib, value, 1.0))  # part of the picture still matches
+                continue
             diag.checks.append((int(ia), ib, value))
             if value > MAX_MISMATCH:
                 return False
     return True
+
+
+def _mover(clip: _Clip, i: int, j: int, matrix: np.ndarray) -> bool:
+    """A quarter of the picture's blocks (or more) still match once the motion is undone: something
+    covers the rest (a hand, a passer-by); a cut or a dissolve leaves at most about a tenth matching."""
+    matched, compared = blocks_matching(clip.gray[i], clip.gray[j], matrix)
+    return matched >= max(MOVER_BLOCKS, MOVER_SHARE * compared)
 
 
 def estimate(

@@ -1,0 +1,94 @@
+"""One step of the dense estimator: DIS optical flow between two frames and a robust similarity fit.
+
+Flow vectors on a grid, kept where the frame has structure (flat areas get zero flow from DIS whatever
+the camera does), sharpened by Lucas-Kanade, then fitted by a RANSAC similarity (scale, rotation,
+translation about the frame centre) that ignores foreground movers.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from vidcap.motion.track import _to_pixel
+
+GRID = 4  # flow vectors sampled every GRID working pixels
+BORDER = 0.10  # share of each side left out of the fit (flow is unreliable there)
+REFINE = 1
+DIS_FINEST = 1  # DIS works down to 1/2**DIS_FINEST of the working size
+MIN_ENERGY = 30.0  # squared Sobel gradient (5x5 mean) below which a pixel is flat or noise
+REL_ENERGY = 0.05  # ... or below this share of the frame's 95th percentile
+MIN_POINTS = 24  # the fit uses at least this many of the most structured grid points
+RANSAC_PX = 1.0  # inlier distance of the similarity fit, working pixels
+
+
+def new_dis():
+    import cv2
+
+    dis = cv2.DISOpticalFlow_create(cv2.DISOPTICAL_FLOW_PRESET_ULTRAFAST)
+    dis.setFinestScale(int(DIS_FINEST))
+    return dis
+
+
+def _flow_of(matrix: np.ndarray, w: int, h: int) -> np.ndarray:
+    """The flow field [h,w,2] a similarity (centred coordinates) makes."""
+    ys, xs = np.mgrid[0:h, 0:w].astype(np.float32)
+    full = _to_pixel(matrix, w, h).astype(np.float32)
+    fx = full[0, 0] * xs + full[0, 1] * ys + full[0, 2] - xs
+    fy = full[1, 0] * xs + full[1, 1] * ys + full[1, 2] - ys
+    return np.ascontiguousarray(np.stack([fx, fy], axis=-1))
+
+
+def fit_step(
+    dis, a: np.ndarray, b: np.ndarray, guess: np.ndarray | None = None
+) -> tuple[np.ndarray | None, float, int]:
+    """(similarity a->b in centred coordinates, inlier share, points) from the dense flow a->b.
+
+    `guess`: a similarity to start DIS from (the motion so far, for steps too fast to find alone).
+    """
+    import cv2
+
+    h, w = a.shape
+    flow = dis.calc(a, b, None if guess is None else _flow_of(guess, w, h))
+    bx, by = max(1, int(BORDER * w)), max(1, int(BORDER * h))
+    ys, xs = np.mgrid[by : h - by : GRID, bx : w - bx : GRID]
+    # weight by structure: flow in flat areas is interpolated from its edges, keep the better half
+    gx = cv2.Sobel(a, cv2.CV_32F, 1, 0, ksize=3)
+    gy = cv2.Sobel(a, cv2.CV_32F, 0, 1, ksize=3)
+    energy = cv2.blur(gx * gx + gy * gy, (5, 5))[ys, xs].ravel()
+    # flat areas (a black background) get zero flow from DIS whatever the camera does: fit only
+    # where there is structure above noise, relative to the frame's strongest structure
+    floor = max(MIN_ENERGY, REL_ENERGY * float(np.quantile(energy, 0.95)))
+    keep = energy >= floor
+    if keep.sum() < MIN_POINTS:
+        keep = energy >= np.sort(energy)[-min(MIN_POINTS, len(energy))]
+    src = np.stack([xs.ravel(), ys.ravel()], 1).astype(np.float32)[keep]
+    dst = src + flow[ys, xs].reshape(-1, 2)[keep]
+    if len(src) < 6:
+        return None, 0.0, len(src)
+    if REFINE:
+        # DIS flow is patch-averaged; Lucas-Kanade from it sharpens each point to sub-pixel
+        moved, status, _ = cv2.calcOpticalFlowPyrLK(
+            a,
+            b,
+            src.reshape(-1, 1, 2),
+            dst.reshape(-1, 1, 2).copy(),
+            winSize=(9, 9),
+            maxLevel=1,
+            criteria=(cv2.TERM_CRITERIA_EPS | cv2.TERM_CRITERIA_COUNT, 10, 0.03),
+            flags=cv2.OPTFLOW_USE_INITIAL_FLOW,
+        )
+        ok = (status.ravel() == 1) & (np.abs(moved.reshape(-1, 2) - dst).max(1) < 3)
+        dst = np.where(ok[:, None], moved.reshape(-1, 2), dst).astype(np.float32)
+    c = np.array([w / 2.0, h / 2.0], np.float32)
+    matrix, inl = cv2.estimateAffinePartial2D(
+        src - c,
+        dst - c,
+        method=cv2.RANSAC,
+        ransacReprojThreshold=RANSAC_PX,
+        maxIters=200,
+        confidence=0.99,
+        refineIters=10,
+    )
+    if matrix is None:
+        return None, 0.0, len(src)
+    return matrix, float(inl.mean()) if inl is not None else 0.0, len(src)
