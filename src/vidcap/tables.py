@@ -39,8 +39,10 @@ DTYPES: dict[str, str] = {
     **dict.fromkeys(
         ("fps", "motion_dx", "motion_dy", "motion_zoom", "motion_confidence", "motion_score", "file_mtime"), "float64"
     ),
+    **dict.fromkeys(("near_dup_cluster", "near_dup_size"), "Int64"),
 }
-FILE_COLUMNS = ("file_size", "file_mtime")
+# columns every run writes beside its stage's own (file identity, run-level near-duplicate results)
+RUN_COLUMNS = ("file_size", "file_mtime", "near_dup_cluster", "near_dup_size")
 _ARROW = {"Int64": pa.int64(), "float64": pa.float64()}
 
 
@@ -58,7 +60,7 @@ def sidecar(path) -> dict:
 def declared(path, names: Iterable[str]) -> dict[str, str]:
     """The columns of `names` that vidcap wrote into this CSV, with their declared dtypes."""
     fingerprint = sidecar(path).get("fingerprint") or {}
-    wrote = set(fingerprint.get("columns") or ()) | set(FILE_COLUMNS) if fingerprint else set()
+    wrote = set(fingerprint.get("columns") or ()) | set(RUN_COLUMNS) if fingerprint else set()
     return {c: DTYPES[c] for c in names if c in wrote and c in DTYPES}
 
 
@@ -197,6 +199,16 @@ def _typed(df: pd.DataFrame, types: dict[str, str]) -> pd.DataFrame:
             df[col] = values.astype(dtype)
         except (ValueError, TypeError):
             continue
+    return df
+
+
+def numbers(df: pd.DataFrame) -> pd.DataFrame:
+    """vidcap's numeric columns that are still text (a CSV without its sidecar) as numbers where a cell parses,
+    for pages and charts that only show them; never for a table that is written back."""
+    for col, dtype in DTYPES.items():
+        if col in df.columns and not numeric(df[col]):
+            values = pd.to_numeric(df[col], errors="coerce")
+            df[col] = values.astype("Float64" if dtype == "float64" else "Int64", errors="ignore")
     return df
 
 

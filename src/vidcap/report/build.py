@@ -74,7 +74,7 @@ def build_report(output_path, html_path=None, sample: int = DEFAULT_SAMPLE, filt
         raise UsageError(f"the report file {html_path} must end in .html.")
     if sample < 0:
         raise UsageError(f"--sample must be 0 (all rows) or more, not {sample}.")
-    df = tables.read(output_path).reset_index(drop=True)
+    df = tables.numbers(tables.read(output_path)).reset_index(drop=True)
     root = Path(root) if root else output_path.resolve().parent
     errors, flags, tag_cols = row_errors(df), row_flags(df), tag_columns(df)
     flt = _normalize_filter(filter)
