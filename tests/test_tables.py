@@ -8,6 +8,7 @@ import itertools
 import string
 
 import pandas as pd
+import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 from clirun import vidcap
@@ -96,6 +97,19 @@ def test_merge_and_diff_keep_cells_and_types(outputs):
     got = text_cells(left)
     assert [p.rsplit("/", 1)[-1] for p in got["path"]] == ["c1.mp4", "c3.mp4", "gone.mp4"]
     assert got["id"].tolist() == ["NA", "", "  x  "] and got["num_frames"].tolist() == ["24", "24", ""]
+
+
+def test_declared_types_cover_the_stages_and_arrow_batches_follow_them(outputs):
+    from vidcap.parts import FILE_DTYPES
+    from vidcap.stages.caption import CaptionStage
+
+    for col, dtype in {**CaptionStage.dtypes, **FILE_DTYPES}.items():
+        assert tables.DTYPES[col] == dtype, col
+    _, out = outputs
+    for kind in KINDS:
+        got = pa.Table.from_batches(list(tables.record_batches(out[kind][0])))
+        assert got.num_rows == 5 and str(got.schema.field("num_frames").type) == "int64"
+        assert got.column("id").to_pylist() == ["007", "NA", "1e3", None, "  x  "]  # an empty CSV cell: missing
 
 
 def test_estimate_sample_streams_shard_and_limit(outputs, tmp_path):
