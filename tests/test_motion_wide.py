@@ -147,6 +147,6 @@ def test_a_mover_over_part_of_the_frame_is_no_cut(sources):
     other = np.ascontiguousarray(other[: a.shape[0]])  # another picture, cropped to megamind's 160x117
     same = np.eye(3)[:2]
     matched, compared = blocks_matching(a, covered, same)
-    assert compared >= 20 and matched >= 0.8 * compared  # covered blocks have no texture left to compare
+    assert compared >= 6 and matched >= compared - 1  # covered blocks have no texture left to compare
     matched, compared = blocks_matching(a, other, same)
-    assert compared >= 20 and matched <= 0.1 * compared  # a cut: another picture matches nowhere
+    assert compared >= 6 and matched <= 1  # a cut: another picture matches nowhere

@@ -71,7 +71,7 @@ def refine(a: np.ndarray, b: np.ndarray, start: np.ndarray, width: int = 0) -> n
 
 
 def blocks_matching(
-    a: np.ndarray, b: np.ndarray, matrix: np.ndarray, grid: tuple[int, int] = (8, 6)
+    a: np.ndarray, b: np.ndarray, matrix: np.ndarray, grid: tuple[int, int] = (4, 3)
 ) -> tuple[int, int]:
     """(blocks that match, blocks compared): frame a moved by `matrix` against b, block by block.
 

@@ -12,8 +12,8 @@ dissolve or a fade through black reads `unclassified`, while a low-texture pictu
 A pair that differs only moderately is a dissolve only when the frames between are blends of its two
 ends (`blend_ratio`): walkers, text entering a dark picture or flat areas make real shots differ too.
 A cut needs evidence: neighbouring frames the flow could not join are aligned directly (ECC, `align`)
-and are one shot with an uncertain motion when they then match, or when a quarter of the picture's
-blocks still match (a hand covering the rest). Zooms are re-checked over a few long spans (`reanchor`).
+and are one shot with an uncertain motion when they then match, or when half the picture's blocks
+still match (a hand covering the rest). Zooms are re-checked over a few long spans (`reanchor`).
 """
 
 from __future__ import annotations
@@ -41,7 +41,6 @@ MAX_MISMATCH = 0.35  # normalised median difference above which two frames are n
 SPAN_SECONDS = 1.5  # frames up to this far apart are compared for the one-shot check
 REANCHOR_ZOOM = math.log(1.15)  # a chain that zooms more than this is re-checked over long spans
 UNCERTAIN = 0.2  # below this confidence a classified clip's note says "uncertain motion"
-MOVER_BLOCKS, MOVER_SHARE = 4, 0.25  # blocks (of 8x6) that still match after a hand covered the rest; cuts: 0-10 %
 MAX_JUMP = 0.08  # a directly aligned step may differ from the camera's speed so far by this (share, log-scale)
 SURE_MISMATCH = 0.72  # above this two frames are different pictures, whatever lies between them
 DEFAULT_FPS = 25.0
@@ -185,7 +184,7 @@ def _rescue(clip: _Clip, i: int, j: int, starts: list[np.ndarray | None]) -> Ste
     """Neighbouring frames the flow fit could not join: aligned directly (ECC) from the best start.
 
     `starts`: the flow fit and the motion predicted from the speed so far. A step whose frames then
-    clearly match (mismatch at most MAX_MISMATCH / 2, or a quarter of the picture's blocks match: a mover)
+    clearly match (mismatch at most MAX_MISMATCH / 2, or half the picture's blocks match: a mover)
     with a motion close to the prediction is one shot with an uncertain motion; None when no alignment explains the change (a cut), when the
     change is a jump off the camera's course (a cut to a similar picture), or nothing compares."""
     best: tuple[float, np.ndarray] | None = None
@@ -203,9 +202,9 @@ def _rescue(clip: _Clip, i: int, j: int, starts: list[np.ndarray | None]) -> Ste
         if value is not None and value < best[0]:
             best = (value, aligned)
     expected = starts[1] if starts[1] is not None else np.eye(3)[:2]
-    if (best[0] > MAX_MISMATCH / 2 and not _mover(clip, i, j, best[1])) or jump(
-        best[1], expected, clip.gray.shape[2]
-    ) > MAX_JUMP:
+    matched, compared = blocks_matching(clip.gray[i], clip.gray[j], best[1])
+    mover = compared >= 4 and matched >= compared / 2  # half the picture still matches: a mover, not a cut
+    if (best[0] > MAX_MISMATCH / 2 and not mover) or jump(best[1], expected, clip.gray.shape[2]) > MAX_JUMP:
         return None  # still different, or only a jump the camera was not making: a cut to a similar picture
     return Step(i, j, best[1], 0.0, 0, uncertain=True)
 
@@ -242,20 +241,10 @@ def _one_shot(clip: _Clip, times: np.ndarray, diag: Diagnostics) -> bool:
                 if ratio > BLEND_RATIO:
                     diag.unblended.append((int(ia), ib, value, ratio))
                     continue
-            if value > MAX_MISMATCH and _mover(clip, int(ia), ib, rel[:2]):
-                diag.unblended.append((int(ia), ib, value, 1.0))  # part of the picture still matches
-                continue
             diag.checks.append((int(ia), ib, value))
             if value > MAX_MISMATCH:
                 return False
     return True
-
-
-def _mover(clip: _Clip, i: int, j: int, matrix: np.ndarray) -> bool:
-    """A quarter of the picture's blocks (or more) still match once the motion is undone: something
-    covers the rest (a hand, a passer-by); a cut or a dissolve leaves at most about a tenth matching."""
-    matched, compared = blocks_matching(clip.gray[i], clip.gray[j], matrix)
-    return matched >= max(MOVER_BLOCKS, MOVER_SHARE * compared)
 
 
 def estimate(
