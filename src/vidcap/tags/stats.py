@@ -121,8 +121,8 @@ def tag_stats(output_path: str | os.PathLike, key: str, top: int = 50,
     if top < 0:
         raise UsageError(f"--top must be 0 (all) or more, not {top}.")
     names = tables.columns(output_path)  # only the tag and status columns are read, batch by batch
-    if key not in names:
-        raise UsageError(missing_key_message(pd.DataFrame(columns=names), key))
+    if key not in names:  # the first rows say which columns hold tag lists
+        raise UsageError(missing_key_message(next(tables.batches(output_path, rows=200)), key))
     wanted = [key] + (["status"] if "status" in names else [])
     counts, totals = count_tag_batches(tables.batches(output_path, wanted), key)
     table = format_table(counts, totals, key, top)
