@@ -17,7 +17,7 @@ from hypothesis import strategies as st
 from media import make_video
 
 from vidcap import tables
-from vidcap.table_ops import merge, selected_sample
+from vidcap.table_ops import diff, merge, selected_sample
 
 KINDS = {"csv": "{}.csv", "parquet": "{}.parquet", "dataset": "{}_ds"}
 IDS = ["007", "NA", "1e3", "", "  x  "]  # what pandas' type guessing would turn into 7, NaN, 1000.0, ...
@@ -97,6 +97,18 @@ def test_merge_and_diff_keep_cells_and_types(outputs):
     got = text_cells(left)
     assert [p.rsplit("/", 1)[-1] for p in got["path"]] == ["c1.mp4", "c3.mp4", "gone.mp4"]
     assert got["id"].tolist() == ["NA", "", "  x  "] and got["num_frames"].tolist() == ["24", "24", ""]
+
+
+@pytest.mark.parametrize(("a", "b"), list(itertools.product(KINDS, KINDS)))
+def test_merge_and_diff_on_every_pair_of_kinds(outputs, tmp_path, a, b):
+    _, out = outputs
+    cap, cm = out[a][0], out[b][1]
+    n, dropped = merge([cm, cap], tmp_path / "m.parquet")  # later parts win: the caption rows
+    got = tables.read(tmp_path / "m.parquet")
+    assert (n, dropped) == (5, 5) and got["id"].tolist()[:3] == ["007", "NA", "1e3"]
+    assert str(got["num_frames"].dtype) == "Int64" and got["num_frames"].tolist()[:4] == [24] * 4
+    assert diff(cap, cm, tmp_path / "d.csv") == 0
+    assert text_cells(tmp_path / "d.csv").columns.tolist() == tables.columns(cap)
 
 
 def test_declared_types_cover_the_stages_and_arrow_batches_follow_them(outputs):
