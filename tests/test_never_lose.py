@@ -96,3 +96,148 @@ def test_damaged_run_records_are_moved_aside(clips, tmp_path):
     assert len(_text(out)) == 12
     sidecar = tmp_path / "out.csv.run.json"
     assert json.loads(sidecar.read_text())["fingerprint"]
+
+
+def test_a_manifest_named_like_a_glob_is_one_file(clips, tmp_path):
+    m = _copy(clips, tmp_path)
+    star = tmp_path / "m*.csv"
+    shutil.copy(m, star)
+    (tmp_path / "m2.csv").write_text("path\nc0.mp4\n")  # what a glob would also pick up
+    vidcap("caption", star, "--model", "fake", "--workers", "0", "-o", tmp_path / "o.csv")
+    assert len(_text(tmp_path / "o.csv")) == 12
+
+
+def test_rows_that_end_with_a_comma_keep_their_columns(clips, tmp_path):
+    _copy(clips, tmp_path)
+    m = tmp_path / "trailing.csv"
+    m.write_text("path,clip_id\nc0.mp4,7,\nc1.mp4,8,\n")  # as spreadsheets write them
+    vidcap("caption", m, "--model", "fake", "--workers", "0", "-o", tmp_path / "o.csv")
+    got = _text(tmp_path / "o.csv")
+    assert got["path"].tolist() == ["c0.mp4", "c1.mp4"] and got["clip_id"].tolist() == ["7", "8"]
+    assert (got["status"] == "ok").all()
+
+
+def test_na_like_captions_survive_a_resume_onto_a_csv_output(clips, tmp_path):
+    m = _copy(clips, tmp_path)
+    out = tmp_path / "o.csv"
+    vidcap("caption", m, "--model", "fake", "--workers", "0", "-o", out)
+    df = _text(out)
+    df.loc[:2, "text"] = ["N/A", "None", "NaN"]
+    df.to_csv(out, index=False)
+    more = pd.concat([_text(m), pd.DataFrame([{"path": "c9.mp4", "clip_id": "999"}])])
+    more.to_csv(m, index=False)
+    vidcap("caption", m, "--model", "fake", "--workers", "0", "-o", out)
+    got = _text(out)
+    assert got["text"][:3].tolist() == ["N/A", "None", "NaN"] and len(got) == 13
+
+
+def test_parquet_manifest_integers_stay_exact(tmp_path):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    make_video(tmp_path / "c.mp4", n_frames=12, size=(64, 48))
+    big = 9007199254740993
+    pq.write_table(pa.table({"path": ["c.mp4", "gone.mp4"], "n": pa.array([big, None], pa.int64()),
+                             "m": pa.array([{"k": 1}, None], pa.map_(pa.string(), pa.int64()))}), tmp_path / "m.parquet")
+    vidcap("caption", tmp_path / "m.parquet", "--model", "fake", "--workers", "0", "-o", tmp_path / "o.parquet")
+    got = pq.read_table(tmp_path / "o.parquet")
+    assert got.schema.field("n").type == pa.int64() and got["n"].to_pylist() == [big, None]
+    assert got.schema.field("num_frames").type == pa.int64()
+    assert got["m"].to_pylist()[0] == [("k", 1)]
+
+
+@pytest.mark.parametrize("option", [["--resize", "32"], ["--max-new-tokens", "9"], ["--temperature", "0.5"]])
+def test_a_resume_with_other_result_options_is_refused(clips, tmp_path, option):
+    m = _copy(clips, tmp_path)
+    out = tmp_path / "o.csv"
+    vidcap("caption", m, "--model", "fake", "--workers", "0", "-o", out)
+    proc = vidcap("caption", m, "--model", "fake", "--workers", "0", "-o", out, *option, check=False)
+    assert proc.returncode == 2 and "another command or model" in proc.stderr
+    run = json.loads((tmp_path / "o.csv.run.json").read_text())
+    assert "max_new_tokens" not in run["fingerprint"]  # defaults leave the fingerprint as it was
+
+
+def test_a_part_with_no_status_or_damaged_pages_is_redone(clips, tmp_path):
+    import pyarrow.parquet as pq
+
+    m = _copy(clips, tmp_path)
+    out = tmp_path / "o.csv"
+    vidcap("caption", m, "--model", "fake", "--workers", "0", "-o", out, "--part-rows", "1", "--batch-size", "1",
+           VIDCAP_TEST_FAULT="part_write:kill:5", check=False)
+    parts = sorted((tmp_path / "o.csv.parts").glob("part-*.parquet"))
+    assert len(parts) >= 3
+    tbl = pq.read_table(parts[0])
+    pq.write_table(tbl.set_column(tbl.schema.get_field_index("status"), "status",
+                                  pa_nulls(tbl.num_rows)), parts[0])
+    data = parts[1].read_bytes()
+    parts[1].write_bytes(data[:4] + b"\x00" * 64 + data[68:])  # the data pages, not the footer
+    proc = vidcap("caption", m, "--model", "fake", "--workers", "0", "-o", out, check=False)
+    assert proc.returncode == 0 and "Traceback" not in proc.stderr, proc.stderr
+    got = _text(out)
+    assert len(got) == 12 and (got["status"] != "").all()
+
+
+def pa_nulls(n):
+    import pyarrow as pa
+
+    return pa.nulls(n, pa.string())
+
+
+def test_a_closed_stderr_stops_progress_not_the_run(clips, tmp_path):
+    import subprocess
+    import sys
+
+    from clirun import cli_env
+
+    m = _copy(clips, tmp_path)
+    out = tmp_path / "o.csv"
+    cmd = f"{sys.executable} -m vidcap caption {m} --model fake --workers 0 -o {out} 2>&1 | head -c 1"
+    proc = subprocess.run(["bash", "-o", "pipefail", "-c", cmd], env=cli_env(VIDCAP_PROGRESS_SECONDS=0.5,
+                          VIDCAP_FAKE_DELAY=0.05), capture_output=True, timeout=300)
+    assert proc.returncode in (0, 141)  # 141: head's SIGPIPE status under pipefail, not vidcap's
+    assert len(_text(out)) == 12
+
+
+def test_a_killed_overwrite_run_resumes_with_the_same_command(clips, tmp_path):
+    m = _copy(clips, tmp_path)
+    out = tmp_path / "o.csv"
+    vidcap("caption", m, "--model", "fake", "--workers", "0", "-o", out, "--prompt", "video")
+    args = ["caption", m, "--model", "fake", "--workers", "0", "-o", out, "--overwrite", "--part-rows", "1",
+            "--batch-size", "1"]
+    vidcap(*args, VIDCAP_TEST_FAULT="part_write:kill:6", check=False)
+    proc = vidcap(*args)
+    run = json.loads((tmp_path / "o.csv.run.json").read_text())["summary"]
+    assert run["skipped"] >= 5 and len(_text(out)) == 12, proc.stderr
+
+
+def test_failed_rows_in_failed_out_are_not_redone_by_a_plain_rerun(clips, tmp_path):
+    m = _copy(clips, tmp_path)
+    out, bad = tmp_path / "o.csv", tmp_path / "bad.csv"
+    vidcap("caption", m, "--model", "fake", "--workers", "0", "-o", out, "--failed-out", bad)
+    vidcap("caption", m, "--model", "fake", "--workers", "0", "-o", out, "--failed-out", bad)
+    run = json.loads((tmp_path / "o.csv.run.json").read_text())["summary"]
+    assert run["processed"] == 0 and run["skipped"] == 12
+    assert len(_text(out)) == 10 and len(_text(bad)) == 2
+
+
+def test_a_latin1_manifest_is_named_as_such(tmp_path):
+    m = tmp_path / "m.csv"
+    m.write_bytes("path,who\nc.mp4,Jos\xe9\n".encode("latin-1"))
+    proc = vidcap("caption", m, "--model", "fake", "--workers", "0", check=False)
+    assert proc.returncode == 2 and "not UTF-8" in proc.stderr
+
+
+def test_near_duplicate_clusters_are_the_same_on_every_run(tmp_path):
+    make_video(tmp_path / "c.mp4", n_frames=12, size=(64, 48))
+    rows = [{"path": f"c{i}.mp4"} for i in range(30)]
+    for i in range(30):
+        shutil.copyfile(tmp_path / "c.mp4", tmp_path / f"c{i}.mp4")
+    pd.DataFrame(rows).to_csv(tmp_path / "m.csv", index=False)
+    pd.DataFrame(rows[::-1]).to_csv(tmp_path / "r.csv", index=False)
+    vidcap("caption", tmp_path / "m.csv", "--model", "fake", "--workers", "0", "-o", tmp_path / "a.csv")
+    vidcap("caption", tmp_path / "r.csv", "--model", "fake", "--workers", "0", "-o", tmp_path / "b.csv")
+    a, b = _text(tmp_path / "a.csv"), _text(tmp_path / "b.csv")
+    assert "near_dup_cluster" in a.columns
+    cols = ["path", "near_dup_cluster", "near_dup_size", "flags"]
+    pd.testing.assert_frame_equal(a[cols].sort_values("path").reset_index(drop=True),
+                                  b[cols].sort_values("path").reset_index(drop=True))

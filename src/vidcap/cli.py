@@ -9,6 +9,7 @@ from typing import List, Optional
 import typer
 
 from .clihelp import classic_help
+from .console import protect_stderr
 from .errors import UsageError
 
 classic_help()
@@ -159,7 +160,7 @@ def execute(stage, manifest: Path, out: Path, opts, gpus=None, tp=1, engine="loc
 
 @app.command()
 def caption(
-    manifest: Path = typer.Argument(..., help="CSV or Parquet with a `path` column."),
+    manifest: str = typer.Argument(..., help="CSV or Parquet with a `path` column (a path or an fsspec URL)."),
     output: Optional[str] = O_OUT,
     model: Optional[str] = typer.Option(None, "--model", "-m", help="Preset name (see `vidcap models`), local dir or Hugging Face id."),
     backend: Optional[str] = typer.Option(None, "--backend", help="Force a backend: hf-vlm, hf-llava, hf-pllava, openai, fake."),
@@ -332,7 +333,7 @@ def diff(a: str = typer.Argument(..., help="The table to take rows from (e.g. th
 
 @app.command()
 def motion(
-    manifest: Optional[Path] = typer.Argument(None, help="CSV or Parquet with a `path` column."),
+    manifest: Optional[str] = typer.Argument(None, help="CSV or Parquet with a `path` column (a path or an fsspec URL)."),
     output: Optional[str] = O_OUT,
     threshold: float = typer.Option(0.25, "--threshold", help="Fraction of the frame a move must pass to count (0.2 = 20%)."),
     eval_labels: Optional[Path] = typer.Option(None, "--eval", help="A CSV with path,label columns: print accuracy and a confusion table instead."),
@@ -365,7 +366,7 @@ def motion(
 
 @app.command()
 def tag(
-    manifest: Path = typer.Argument(..., help="CSV or Parquet with a `text` column (captions)."),
+    manifest: str = typer.Argument(..., help="CSV or Parquet with a `text` column (captions)."),
     key: str = typer.Option(..., "--key", "-k", help="objects, actions, or a custom key with --prompt-file."),
     output: Optional[str] = O_OUT,
     backend: str = typer.Option("hf", "--backend", help="hf (in-process transformers), openai, or fake."),
@@ -528,6 +529,7 @@ def main(argv=None) -> int:
 
     from .errors import FatalRunError
 
+    protect_stderr()  # a closed stderr (`... 2>&1 | head -1`) stops the progress lines, not the run
     hint = seed_flag_hint(sys.argv[1:] if argv is None else argv)
     if hint:
         typer.echo(f"vidcap: error: {hint}", err=True)

@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import sys
 import tempfile
 from pathlib import Path
 
@@ -23,7 +24,7 @@ import pyarrow as pa
 
 from .errors import RETRYABLE, UsageError, first_line
 from .manifest import ABSPATH, INTERNAL, RID, atomic_local, table_format
-from .parts import FILE_DTYPES, fault_point
+from .parts import FILE_DTYPES, fault_point, read_json
 from .storage import as_path, file_stamp, get_file, is_remote, put_file
 
 ROW = "_vidcap_row"  # the row's position among the selected manifest rows (the output's order)
@@ -93,11 +94,14 @@ def check_columns(path: Path, names: list[str], require: tuple[str, ...]) -> Non
     """The same refusals as `manifest.read_manifest`, from the header alone."""
     missing = [c for c in require if c not in names]
     if missing:
-        have = ", ".join(names[:12]) or "none"
-        raise UsageError(
-            f"manifest {path} has no '{missing[0]}' column (columns: {have}); add one"
-            + (" holding one video path per row." if missing[0] == "path" else ".")
-        )
+        have = ", ".join(names[:40]) + (f" and {len(names) - 40} more" if len(names) > 40 else "") or "none"
+        what = {
+            "path": " holding one video path per row.",
+            "text": " holding the captions (tag the output of `vidcap caption`, or name the caption column with "
+            "--text-column).",
+        }
+        raise UsageError(f"manifest {path} has no '{missing[0]}' column (columns: {have}); add one"
+                         + what.get(missing[0], "."))
     taken = [c for c in names if c in INTERNAL or c in (ROW, REL, SEL)]
     if taken:
         raise UsageError(f"manifest {path} has a column named '{taken[0]}', a name vidcap keeps for itself; rename it.")
@@ -170,7 +174,12 @@ class Ledger:
                 raise UsageError(f"{path} does not exist; check the path.")
             if os.path.isdir(path) and table_format(path) != "dataset":
                 raise UsageError(f"{path} is a directory; pass a .csv or .parquet file.")
-            return Path(path), str(Path(os.path.abspath(path)).parent)
+            base = str(Path(os.path.abspath(path)).parent)
+            if any(c in str(path) for c in "*?[{") and table_format(path) != "dataset":  # DuckDB would glob it
+                link = self.work / f"{name}{''.join(Path(path).suffixes[-1:])}"
+                link.symlink_to(os.path.abspath(path))
+                return link, base
+            return Path(path), base
         local = self.work / f"{name}{''.join(Path(path.name).suffixes[-1:])}"
         try:
             get_file(path, str(local))
@@ -237,7 +246,7 @@ class Ledger:
         else:
             self._ingest_batches(shard, limit, whole)
         self.rows = self.con.execute(f"SELECT count(*) FROM m WHERE {SEL}").fetchone()[0]
-        if self.rows == 0 and not whole:
+        if self.rows == 0 and shard is None and limit is None:
             raise UsageError(f"manifest {self.manifest} has a header but no rows; nothing to do.")
         self.con.execute(
             f"CREATE TABLE firsts AS SELECT {RID}, min({ROW}) AS {ROW}, bool_or({SEL}) AS {SEL} FROM m GROUP BY {RID}"
@@ -269,6 +278,8 @@ class Ledger:
                 f"manifest {path} could not be read as {table_format(path)} ({first_line(exc)}); check the file."
             ) from None
         given = csv_header(path) if table_format(path) == "csv" else names
+        if table_format(path) == "csv" and not any(c.strip() for c in given):
+            raise UsageError(f"manifest {path} is empty; it needs a header with a 'path' column and one row per video.")
         if len(given) == len(names) and len(set(given)) == len(given) and given != names:
             # DuckDB renames blank header cells (`column1`); the table keeps the names its file gives
             cols = ", ".join(f"{_ident(d)} AS {_ident(g)}" for d, g in zip(names, given))
@@ -329,7 +340,7 @@ class Ledger:
                 kept += tbl.num_rows
             if limit is not None and chosen >= limit and not whole:
                 break
-        if kept == 0:
+        if kept == 0 and shard is None and limit is None:
             raise UsageError(f"manifest {self.manifest} has a header but no rows; nothing to do.")
 
     def _add(self, tbl: pa.Table, base: str, start: int, sel=None) -> None:
@@ -355,9 +366,38 @@ class Ledger:
     def refresh(self, prior: bool = False, full: bool = False) -> None:
         """(Re)build table `best` from every saved result: the parts as they are now and, once loaded
         (prior=True, the first call), a finished output by the same settings. Planning reads only the id,
-        status and error columns; `full` (the merge) reads the result columns too."""
+        status and error columns; `full` (the merge) reads the result columns too. A part whose data a
+        crash or a disk damaged is moved aside (its rows are done again)."""
+        import duckdb
+
         if prior:
             self._load_prior()
+        try:
+            self._refresh(full)
+        except duckdb.Error:
+            if not self._quarantine():
+                raise
+            self._refresh(full)
+
+    def _quarantine(self) -> bool:
+        """Move aside every part that does not read whole; True if there was one."""
+        import pyarrow.parquet as pq
+
+        moved = False
+        for part in self.store.part_files():
+            local = self._fetched.get(str(part), str(part))
+            try:
+                pq.read_table(local)
+            except Exception:
+                aside = part.with_name(part.name + ".damaged")
+                part.rename(aside)
+                self._fetched.pop(str(part), None)
+                print(f"vidcap: part {part.name} is damaged; moved it to {aside.name} and doing its rows again.",
+                      file=sys.stderr)
+                moved = True
+        return moved
+
+    def _refresh(self, full: bool) -> None:
         files = self.part_paths()
         head = [RID, "status", "error"]
         parts = (
@@ -387,46 +427,56 @@ class Ledger:
         self.con.execute(f"""CREATE OR REPLACE TABLE best AS SELECT * EXCLUDE (_rn, _seq),
             coalesce(status, '') <> 'ok' AND trim(split_part(coalesce(error, ''), ':', 1)) IN ({retry}) AS redo
             FROM (SELECT {cols}, _seq, row_number() OVER (PARTITION BY {RID} ORDER BY coalesce(status = 'ok', false)
-            DESC, _seq DESC) AS _rn FROM res WHERE {RID} IN (SELECT {RID} FROM firsts)) WHERE _rn = 1""")
+            DESC, _seq DESC) AS _rn FROM res WHERE {RID} IN (SELECT {RID} FROM firsts) AND status IS NOT NULL)
+            WHERE _rn = 1""")  # a saved row with no status is no result: its row is done again
 
     _has_prior = False
     _full = False
     _json = False
 
     def _load_prior(self) -> None:
-        """A finished output by the same settings: its rows keyed as the stage keys them now."""
+        """A finished output by the same settings (and the --failed-out file its run wrote): its rows keyed
+        as the stage keys them now."""
         store = self.store
         if store.overwrite or not store.output.exists() or not store.sidecar().exists():
             return
+        tables = [store.output]
+        failed = read_json(store.sidecar()).get("summary", {}).get("failed_out")
+        if failed and as_path(failed).exists():
+            tables.append(as_path(failed))
+        done = 0
+        for i, table in enumerate(tables):
+            done = self._load_table(table, f"prior{i}", done)
+        self._has_prior = done > 0
+
+    def _load_table(self, table, name: str, start: int) -> int:
+        """Add one finished table's results to table `prior`; returns the rows loaded so far."""
         from .manifest import column_plan
 
-        out, out_base = self._local_copy(store.output, "prior")
+        out, out_base = self._local_copy(table, name)
         results = [*self.stage.columns, "status", "error", "file_size", "file_mtime"]
         if self.path_keyed:
             names = self._header(out)
             if "path" not in names or not {"status", "error"} <= set(names):
-                return
+                return start
             cols = ", ".join(_ident(c) for c in names if c in results)
             key = f"left(sha1({abspath_sql('path', _sql_text(out_base))}), 20)"
-            self._sql(
-                f"CREATE TABLE prior AS SELECT {key} AS {RID}, {cols}, row_number() OVER () - (1::BIGINT << 62) "
-                f"AS _seq FROM {self._reader(out)}",
-                out,
-            )
-            self._has_prior = True
-            return
+            body = (f"SELECT {key} AS {RID}, {cols}, row_number() OVER () + {start} - (1::BIGINT << 62) AS _seq "
+                    f"FROM {self._reader(out)}")
+            self._sql(f"CREATE TABLE prior AS {body}" if start == 0 else f"INSERT INTO prior BY NAME {body}", out)
+            return self.con.execute("SELECT count(*) FROM prior").fetchone()[0]
         back = {new: old for old, new in column_plan([c for c in self.names if c not in INTERNAL], results).items()}
-        done = 0
+        done = start
         for batch in manifest_batches(out):
             names = batch.schema.names
             if "path" not in names or not {"status", "error"} <= set(names):
-                return
+                return done
             tbl = pa.Table.from_batches([batch])
             inputs = tbl.select([c for c in names if c not in results])  # under the names the stage keys them by
             inputs = inputs.rename_columns([back.get(c, c) for c in inputs.column_names])
             self._add_prior(inputs, tbl.select([c for c in names if c in results]), out_base, done)
             done += tbl.num_rows
-        self._has_prior = done > 0
+        return done
 
     def _add_prior(self, inputs: pa.Table, results: pa.Table, base: str, start: int) -> None:
         """A batch of a finished output (a stage with its own key): its results keyed from its inputs."""
@@ -435,7 +485,7 @@ class Ledger:
         rows = inputs.append_column(ABSPATH, abspath).to_pylist()
         body = results.append_column("_seq", seq)
         body = body.append_column(RID, pa.array([self.stage.row_key(r) for r in rows], pa.string()))
-        self.con.execute(("CREATE TABLE prior AS " if start == 0 else "INSERT INTO prior ") + "SELECT * FROM body")
+        self.con.execute(("CREATE TABLE prior AS " if start == 0 else "INSERT INTO prior BY NAME ") + "SELECT * FROM body")
 
     def plan(self, check_files: bool = False, retry_failed: bool = False) -> dict:
         """Counts of the plan and table `todo`: the first row of each id with no saved result, or whose
@@ -507,6 +557,12 @@ class Ledger:
         it, with the same Python functions on each text) and the stage's own `finish` step."""
         self.refresh(full=True)
         self._full = True
+        have = {r[0] for r in self.con.execute("DESCRIBE best").fetchall()}
+        for c in self.stage.columns:  # no saved row has it (no rows, or every one failed): the column still comes
+            if c not in have:
+                kind = SQL_TYPES.get(self.stage.dtypes.get(c, ""), "VARCHAR")
+                self.con.execute(f"ALTER TABLE best ADD COLUMN {_ident(c)} {kind}")
+        self.res_cols = [c for c in self.stage.columns] + [c for c in self.res_cols if c not in self.stage.columns]
         flagged = {"text", "flags"} <= set(self.res_cols)
         if flagged:
             self._duplicates()
@@ -680,7 +736,7 @@ def csv_header(path: Path) -> list[str]:
     import csv
 
     try:
-        with open(path, newline="", encoding="utf-8") as fh:
+        with open(path, newline="", encoding="utf-8-sig") as fh:  # a byte-order mark is no part of a name
             return next(csv.reader(fh), [])
     except (OSError, UnicodeDecodeError, csv.Error):
         return []

@@ -137,8 +137,11 @@ def read_manifest(path: str | os.PathLike, require: tuple[str, ...] = ("path",))
     return df.reset_index(drop=True)
 
 
-def default_output(manifest: str | os.PathLike, suffix: str) -> Path:
-    p = Path(os.path.expanduser(str(manifest)))
+def default_output(manifest: str | os.PathLike, suffix: str):
+    """`<stem>_<suffix>.<ext>` beside the manifest (a local Path, or a URL's UPath)."""
+    from .storage import as_path
+
+    p = as_path(manifest)
     return p.with_name(f"{p.stem}_{suffix}{p.suffix}")
 
 

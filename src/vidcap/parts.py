@@ -104,7 +104,14 @@ class PartStore:
             self._lock()
         except UsageError:
             raise
-        except Exception as exc:  # a remote store: unreachable, no such bucket, no write permission
+        except Exception as exc:
+            if created:  # a refused run leaves nothing behind
+                self.close()
+                rmtree(self.dir)
+            if not self.remote:  # a full or read-only disk
+                reason = os.strerror(exc.errno) if isinstance(exc, OSError) and exc.errno else first_line(exc)
+                raise UsageError(f"cannot write to {self.dir} ({reason}); free some space or pick another -o path.") from None
+            # a remote store: unreachable, no such bucket, no write permission
             raise UsageError(f"cannot write to {self.dir} ({first_line(exc)}); check the URL, that the "
                              "bucket exists and that the credentials may write there.") from None
         try:
@@ -115,12 +122,21 @@ class PartStore:
                 rmtree(self.dir)
             raise
         self._remove_stale_temps()
-        if self.overwrite:
-            self._clear_parts()
+        if self.overwrite:  # an --overwrite run killed before its merge is resumed by the same command
+            prev = read_json(self.dir / RUN_JSON)
+            if not (prev.get("overwrite") and prev.get("fingerprint") == self.fingerprint):
+                self._clear_parts()
         info = {"fingerprint": self.fingerprint, "provenance": provenance or {}, "failed_out": failed_out,
+                "overwrite": self.overwrite,
                 "vidcap": __version__,
                 "python": sys.version.split()[0], "started": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
-        self.write_json(self.dir / RUN_JSON, info)
+        try:
+            self.write_json(self.dir / RUN_JSON, info)
+        except FatalRunError:
+            if created:  # nothing saved yet: leave nothing behind
+                self.close()
+                rmtree(self.dir)
+            raise
         self._created = created
 
     def _make_dir(self) -> bool:
@@ -154,7 +170,8 @@ class PartStore:
         -o or --failed-out naming the manifest, --failed-out naming -o, or --failed-out naming a file that
         no run of this output wrote (its sidecar or unfinished run names the files it wrote)."""
         if same_file(self.output, manifest):
-            raise UsageError(f"-o {self.output} is the manifest itself; write the output to another file.")
+            raise UsageError(f"-o {self.output} is the manifest itself, a file not written by vidcap; write the output "
+                             "to another file.")
         if failed_out is None:
             return
         target = as_path(failed_out)

@@ -7,6 +7,7 @@ from __future__ import annotations
 import os
 import sys
 import time
+from collections import deque
 
 from ..session import Executor
 
@@ -34,6 +35,9 @@ def safe_extra(stage) -> dict:
         return {}
 
 
+RECENT_SECONDS = 120.0  # the window the ETA's rate is measured over
+
+
 class Progress:
     """A rich bar on a terminal; in a log (stderr not a terminal) a line every VIDCAP_PROGRESS_SECONDS
     (default 30) with rows done, rows/s and the ETA, so a batch job's log shows the run moving. Every
@@ -43,6 +47,7 @@ class Progress:
         self.bar = None
         self.lines = False
         self.total, self.name, self.n, self.t0 = total, name, 0, time.monotonic()
+        self.recent: deque = deque([(self.t0, 0)])  # (time, rows done) over the last RECENT_SECONDS
         self.stream = stream or sys.stderr
         if not enabled:
             return
@@ -70,10 +75,15 @@ class Progress:
             print(self.line(), file=self.stream, flush=True)
 
     def line(self) -> str:
-        elapsed = max(time.monotonic() - self.t0, 1e-6)
+        now = time.monotonic()
+        elapsed = max(now - self.t0, 1e-6)
         rate = self.n / elapsed
-        left = max(self.total - self.n, 0)
-        eta = _clock(left / rate) if rate > 0 else "unknown"
+        self.recent.append((now, self.n))
+        while len(self.recent) > 2 and now - self.recent[1][0] > RECENT_SECONDS:
+            self.recent.popleft()
+        (t_old, n_old), left = self.recent[0], max(self.total - self.n, 0)
+        recent = (self.n - n_old) / (now - t_old) if now - t_old > 1e-3 else rate  # the ETA follows the recent rate
+        eta = _clock(left / recent) if recent > 0 else "unknown"
         pct = f" ({100 * self.n / self.total:.0f}%)" if self.total else ""
         return f"vidcap: {self.name} {self.n}/{self.total} rows{pct}, {rate:.2f} rows/s, {_clock(elapsed)} elapsed, ETA {eta}"
 

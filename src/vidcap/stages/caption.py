@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import asdict, dataclass
 
 import pyarrow as pa
@@ -107,6 +108,12 @@ class FrameLoader:
         return frames, prepared
 
 
+# Options that change what a row's result is: in the fingerprint when set, so a resume with other values is
+# refused instead of mixing rows made both ways in one output (device, batching and API plumbing are not)
+RESULT_OPTIONS = ("max_new_tokens", "temperature", "resize", "max_frames", "max_pixels", "total_pixels",
+                  "pooling_shape", "lora_alpha", "dtype", "detail", "jpeg_quality", "heal", "max_images")
+
+
 class CaptionStage(Stage):
     name = "caption"
     suffix = "caption"
@@ -158,6 +165,13 @@ class CaptionStage(Stage):
             fp["fps"] = self.rate
         if self.strip_prefix:
             fp["strip_prefix"] = True
+        defaults = CaptionOptions()
+        for name in RESULT_OPTIONS:  # set away from its default, an option that changes a row's result
+            value = getattr(self.options, name)
+            if value is not None and value != getattr(defaults, name):
+                fp[name] = list(value) if isinstance(value, tuple) else value
+        if self.options.prompt_text:
+            fp["prompt_sha1"] = hashlib.sha1(self.options.prompt_text.encode("utf-8", "surrogatepass")).hexdigest()[:12]
         return fp
 
     def provenance(self) -> dict:
