@@ -13,7 +13,6 @@ table's column of a name, cannot drop one stage's status for another's.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import pandas as pd
@@ -30,7 +29,7 @@ _ORD = "_vidcap_join_order"
 def stage_name(table, df: pd.DataFrame) -> str | None:
     """`caption`, `motion` or a tag output's key: from the run's sidecar (`<table>.run.json`) or Parquet
     metadata, else from the columns only that stage writes; None for a table no stage wrote."""
-    fp = _fingerprint(table)
+    fp = tbl.fingerprint(table)
     stage = fp.get("stage")
     if stage == "tag" and fp.get("key"):
         return str(fp["key"])
@@ -44,30 +43,6 @@ def stage_name(table, df: pd.DataFrame) -> str | None:
     if "frame_idx" in df.columns and "text" in df.columns and "cmotion" not in df.columns:
         return "caption"
     return None
-
-
-def _fingerprint(table) -> dict:
-    from .storage import is_remote
-
-    if is_remote(table):
-        return {}
-    sidecar = Path(str(table).rstrip("/") + ".run.json")
-    try:
-        if sidecar.is_file():
-            return dict(json.loads(sidecar.read_text(encoding="utf-8")).get("fingerprint") or {})
-        if str(table).lower().endswith((".parquet", ".pq")):
-            import pyarrow.parquet as pq
-
-            meta = pq.read_schema(str(table)).metadata or {}
-            if b"vidcap" in meta:
-                return dict(json.loads(meta[b"vidcap"]).get("fingerprint") or {})
-        if Path(str(table)).is_dir():  # a dataset folder: its marker holds the run's settings
-            from .dataset import marker
-
-            return dict((marker(table) or {}).get("fingerprint") or {})
-    except (OSError, ValueError, AttributeError):  # an unreadable sidecar: fall back to the columns
-        pass
-    return {}
 
 
 def with_stage_status(df: pd.DataFrame, table) -> pd.DataFrame:

@@ -3,7 +3,7 @@
 - A CSV cell is text, exactly as written (`007`, `NA`, `1e3` stay strings; only an empty cell is missing),
   unless vidcap wrote the column: then it has the type vidcap declares for it (`DTYPES`: nullable integers
   for sizes and token counts, floats for fps and motion). vidcap wrote a CSV's column when the table's run
-  sidecar (`<table>.run.json`) lists it among the stage's columns (or it is one of the file columns).
+  settings (`<table>.run.json`, see `fingerprint`) list it among the stage's columns, or it is a run column.
 - Parquet (a file or a dataset folder) keeps its types: an integer column with gaps stays a nullable
   integer (pandas `Int64`), never float.
 - Tables are read in batches (`batches`); `read` is their concatenation, for the commands that need every
@@ -47,20 +47,31 @@ _ARROW = {"Int64": pa.int64(), "float64": pa.float64()}
 
 
 # -- what vidcap wrote ---------------------------------------------------------------------------------------
-def sidecar(path) -> dict:
-    """The run sidecar (`<table>.run.json`) of a local table, or {}."""
+def fingerprint(path) -> dict:
+    """The settings of the run that wrote the table (its `<table>.run.json`, Parquet metadata or dataset
+    marker), or {} for a table vidcap did not write or cannot say."""
     if is_remote(path):
         return {}
+    text = str(path).rstrip("/")
     try:
-        return dict(json.loads(Path(str(path).rstrip("/") + ".run.json").read_text(encoding="utf-8")))
-    except (OSError, ValueError, TypeError):
-        return {}
+        sidecar = Path(text + ".run.json")
+        if sidecar.is_file():
+            return dict(json.loads(sidecar.read_text(encoding="utf-8")).get("fingerprint") or {})
+        if text.lower().endswith((".parquet", ".pq")) and Path(text).is_file():
+            meta = pq.read_schema(text).metadata or {}
+            if b"vidcap" in meta:
+                return dict(json.loads(meta[b"vidcap"]).get("fingerprint") or {})
+        if Path(text).is_dir():  # a dataset folder: its marker holds the run's settings
+            return dict((dataset.marker(text) or {}).get("fingerprint") or {})
+    except (OSError, ValueError, AttributeError, pa.ArrowException):  # unreadable: the columns decide
+        pass
+    return {}
 
 
 def declared(path, names: Iterable[str]) -> dict[str, str]:
     """The columns of `names` that vidcap wrote into this CSV, with their declared dtypes."""
-    fingerprint = sidecar(path).get("fingerprint") or {}
-    wrote = set(fingerprint.get("columns") or ()) | set(RUN_COLUMNS) if fingerprint else set()
+    settings = fingerprint(path)
+    wrote = set(settings.get("columns") or ()) | set(RUN_COLUMNS) if settings else set()
     return {c: DTYPES[c] for c in names if c in wrote and c in DTYPES}
 
 
