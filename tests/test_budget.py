@@ -13,7 +13,8 @@ from clirun import vidcap
 from fake_openai_server import FakeOpenAIServer, openai_completion
 from media import make_video
 
-from vidcap.budget import image_limit, image_tokens, resized
+from vidcap.backends.api_common import image_limit
+from vidcap.budget import image_tokens, resized
 from vidcap.heal import reasons_of
 
 

@@ -17,7 +17,6 @@ import json
 import os
 import sys
 import time
-from urllib.parse import urlsplit
 
 from .backends.spend import BudgetSpent, SpendGate, budget_stop, image_tokens, text_tokens
 from .errors import FatalRunError, first_line
@@ -28,16 +27,6 @@ __all__ = ["BudgetSpent", "SpendBook", "attach_spend", "budget_stop", "image_tok
 OUTPUT_SHARE = 0.6  # captions usually end well before the token limit; the ceiling is printed too
 PROBE_FILES = 8  # clips probed for their frame size when the manifest has no width/height columns
 REMOTE_SAVE_EVERY_S = 5.0  # a remote output's spend record is rewritten at most this often (and at the end)
-
-# Images one request may carry, by API host (as documented by each provider when written).
-HOST_IMAGE_LIMITS = {
-    "api.openai.com": 500,
-    "openai.azure.com": 10,  # Azure OpenAI GPT-4 Turbo with Vision / GPT-4o chat requests
-    "generativelanguage.googleapis.com": 3000,  # Gemini's OpenAI-compatible endpoint
-    "api.anthropic.com": 100,
-    "api.together.xyz": 8,
-}
-
 
 class SpendBook:
     """What an output has cost over every run that wrote it: `<output>.spend.json` beside the output.
@@ -88,17 +77,6 @@ def attach_spend(stage, output) -> SpendGate | None:
     gate = SpendGate(stage.options.budget, before=before, worst_seen=worst, saved=book.save)
     stage.backend.set_spend_gate(gate)
     return gate
-
-
-def image_limit(base_url: str, max_images: int | None) -> tuple[int, str] | None:
-    """(images per request, where the limit comes from) for this endpoint, None when unknown and unset."""
-    if max_images is not None:
-        return int(max_images), "--max-images"
-    host = (urlsplit(base_url).hostname or "").lower()
-    for known, limit in HOST_IMAGE_LIMITS.items():
-        if host == known or host.endswith("." + known):
-            return limit, host
-    return None
 
 
 def resized(width: int, height: int, short: int | None) -> tuple[int, int]:

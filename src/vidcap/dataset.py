@@ -25,7 +25,7 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 
 from .errors import UsageError
-from .manifest import fsync_path, umask_now
+from .storage import fsync_path, umask_now
 
 MARKER = "_vidcap.json"
 ROWS_ENV = "VIDCAP_DATASET_ROWS"

@@ -14,6 +14,7 @@ from pathlib import Path
 import pandas as pd
 
 from .errors import UsageError
+from .storage import fsync_path, umask_now
 
 FORMATS = {".csv": "csv", ".parquet": "parquet", ".pq": "parquet"}
 # Internal columns of a run's tables (row id, resolved path); never written to an output. Named so a user's
@@ -143,27 +144,6 @@ def default_output(manifest: str | os.PathLike, suffix: str):
 
     p = as_path(manifest)
     return p.with_name(f"{p.stem}_{suffix}{p.suffix}")
-
-
-def umask_now() -> int:
-    """The process's umask (read without changing it for longer than a moment)."""
-    mask = os.umask(0o022)
-    os.umask(mask)
-    return mask
-
-
-def fsync_path(directory: Path) -> None:
-    """fsync a file or a folder (its entries), ignoring filesystems that refuse it."""
-    try:
-        fd = os.open(directory, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
 
 
 def _to_csv_cell(v):

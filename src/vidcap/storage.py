@@ -212,3 +212,24 @@ def file_stamp(path) -> tuple[int | None, float | None]:
     except OSError:
         return None, None
     return st.st_size, round(st.st_mtime, 6)
+
+
+def umask_now() -> int:
+    """The process's umask (read without changing it for longer than a moment)."""
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def fsync_path(directory: Path) -> None:
+    """fsync a file or a folder (its entries), ignoring filesystems that refuse it."""
+    try:
+        fd = os.open(directory, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)

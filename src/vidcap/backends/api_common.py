@@ -550,3 +550,24 @@ class ChatClient:
     def provenance(self) -> dict:
         return {"model": self.model, "base_url": clean_url(self.base_url), "api_key_env": self.api_key_env,
                 "concurrency": self.concurrency, "max_retries": self.policy.max_retries, "timeout": self.timeout}
+
+
+# Images one request may carry, by API host (as documented by each provider when written).
+HOST_IMAGE_LIMITS = {
+    "api.openai.com": 500,
+    "openai.azure.com": 10,  # Azure OpenAI GPT-4 Turbo with Vision / GPT-4o chat requests
+    "generativelanguage.googleapis.com": 3000,  # Gemini's OpenAI-compatible endpoint
+    "api.anthropic.com": 100,
+    "api.together.xyz": 8,
+}
+
+
+def image_limit(base_url: str, max_images: int | None) -> tuple[int, str] | None:
+    """(images per request, where the limit comes from) for this endpoint, None when unknown and unset."""
+    if max_images is not None:
+        return int(max_images), "--max-images"
+    host = (urlsplit(base_url).hostname or "").lower()
+    for known, limit in HOST_IMAGE_LIMITS.items():
+        if host == known or host.endswith("." + known):
+            return limit, host
+    return None

@@ -14,7 +14,7 @@ import numpy as np
 
 from ..errors import UsageError, format_error
 from .api_common import REASONING_PREFIXES as _REASONING_PREFIXES  # noqa: F401  (used by llm.py)
-from .api_common import ChatClient, chat_params
+from .api_common import ChatClient, chat_params, image_limit
 from .base import API_OPTIONS, COMMON_OPTIONS, CaptionBackend, CaptionOptions, CaptionRequest, CaptionResult
 from .spend import SpendGate, worst_prompt_tokens
 
@@ -114,8 +114,6 @@ class OpenAIBackend(CaptionBackend):
         return self.client.run(self._caption_all(list(requests), self._params(decoding)))
 
     def max_images(self):
-        from ..budget import image_limit
-
         return image_limit(self.client.base_url, self.options.max_images)
 
     def spent_usd(self) -> float | None:

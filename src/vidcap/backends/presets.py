@@ -1,6 +1,9 @@
 """Built-in model presets: frames, positions and prompts follow the seed where it defines them."""
 
-from .registry import Preset, register_preset
+from .preset import Preset, register_preset
+
+register_preset(Preset("fake", "fake", None, 4, "segments", "video",
+                       "deterministic fake captioner for tests and dry runs (no model)"))
 
 _PLLAVA = dict(pooling_shape=(4, 12, 12), lora_alpha=4.0, resolution=336)
 for size in ("7b", "13b", "34b"):

@@ -5,22 +5,14 @@ from __future__ import annotations
 import importlib
 import json
 import os
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 from pathlib import Path
 
 from ..errors import UsageError
+from .preset import PRESETS, Preset, register_preset
+from .presets import FAMILY_PRESETS, FINE_TUNES  # importing it registers the built-in presets
 
-
-@dataclass(frozen=True)
-class Preset:
-    name: str
-    backend: str  # key of BACKENDS
-    model_id: str | None = None  # Hugging Face id or local dir
-    num_frames: int = 4
-    positions: str = "segments"  # frames.positions rule
-    prompt: str | None = None  # default prompt name
-    description: str = ""
-    params: dict = field(default_factory=dict)  # family-specific defaults (pooling, lora alpha, ...)
+__all__ = ["BACKENDS", "PRESETS", "Preset", "make_backend", "register_backend", "register_preset", "resolve_model"]
 
 
 # backend name -> "module:Class", imported only when used (keeps torch/openai out of the core).
@@ -32,20 +24,10 @@ BACKENDS: dict[str, str] = {
     "openai": "vidcap.backends.openai_api:OpenAIBackend",
 }
 
-PRESETS: dict[str, Preset] = {}
-
-
-def register_preset(preset: Preset) -> Preset:
-    PRESETS[preset.name] = preset
-    return preset
-
-
 def register_backend(name: str, target: str) -> None:
     BACKENDS[name] = target
 
 
-register_preset(Preset("fake", "fake", None, 4, "segments", "video",
-                       "deterministic fake captioner for tests and dry runs (no model)"))
 
 
 def _load_entry_points() -> None:
@@ -86,8 +68,6 @@ def _family_from_config(config: dict) -> str:
 def _family_preset(name: str, family: str, model_id: str, description: str, config: dict | None = None) -> Preset:
     """A preset for a model dir or id: frames, positions, prompt and params of the built-in preset of its
     architecture (config.json's model_type), else of the first preset of its backend."""
-    from .presets import FAMILY_PRESETS
-
     base = PRESETS.get(FAMILY_PRESETS.get(str((config or {}).get("model_type", "")), ""))
     if base is None or base.backend != family:
         base = next((p for p in PRESETS.values() if p.backend == family and p.model_id), None)
@@ -132,8 +112,6 @@ def _hub_preset(model: str, backend: str | None) -> Preset:
     preset = next((p for p in PRESETS.values() if p.model_id == model), None)
     if preset is not None:
         return replace(preset, backend=backend) if backend and backend != preset.backend else preset
-    from .presets import FINE_TUNES
-
     if model in FINE_TUNES:
         base = PRESETS[FINE_TUNES[model]]
         return replace(base, name=model, model_id=model, backend=backend or base.backend,
@@ -156,6 +134,3 @@ def hub_config(model: str) -> dict | None:
 
 def make_backend(preset: Preset, options):
     return backend_class(preset.backend)(preset, options)
-
-
-from . import presets as _presets  # noqa: E402,F401  (registers the built-in presets)

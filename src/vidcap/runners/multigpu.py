@@ -19,7 +19,7 @@ import sys
 import threading
 import time
 from collections import Counter, deque
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from multiprocessing.connection import wait as wait_conns
 
 from ..errors import WORKER, FatalRunError, UsageError, format_error
@@ -27,31 +27,10 @@ from ..feeder import ListSource
 from ..manifest import RID
 from ..session import Session, default_workers
 from .base import Executor, Progress, merge_extras, raise_interrupt
+from .devices import WorkerSpec
 from .worker import worker_main
 
 CHUNK_ENV = "VIDCAP_CHUNK_ROWS"  # rows per hand-out (default: the stage's batch size)
-
-
-@dataclass
-class WorkerSpec:
-    wid: str  # names its part files: part-<wid>-<ns>-<seq>.parquet
-    devices: list[str]  # GPU ids as the coordinator sees them, or ["cpu", ...]
-    decode_workers: int
-
-    @property
-    def on_cpu(self) -> bool:
-        return self.devices[0] == "cpu"
-
-    @property
-    def tp(self) -> int:
-        return len(self.devices)
-
-    def env(self) -> dict:
-        # Pinning by CUDA_VISIBLE_DEVICES: the worker sees only its GPUs, as cuda:0..tp-1.
-        return {"CUDA_VISIBLE_DEVICES": "" if self.on_cpu else ",".join(self.devices)}
-
-    def device(self, rank: int = 0) -> str:
-        return "cpu" if self.on_cpu else f"cuda:{rank}"
 
 
 def make_specs(groups: list[list[str]], workers: int | None) -> list[WorkerSpec]:

@@ -79,8 +79,8 @@ class StageActor:
         apply_environment(env)  # secrets, before the stage (and its backend) is unpickled
         self.stage = pickle.loads(blob)
         if tp > 1:
-            from . import visible_gpus
-            from .multigpu import WorkerSpec
+            from .devices import visible_gpus
+            from .devices import WorkerSpec
             from .tp import start_group
 
             spec = WorkerSpec("ray", visible_gpus()[:tp], 0)
@@ -260,7 +260,7 @@ class RayExecutor(Executor):
         --ray-actors, nor than there are batches."""
         import ray
 
-        from . import parse_gpus
+        from .devices import parse_gpus
 
         text = (self.gpus or "").strip().lower()
         cap = min(self.max_actors or batches, max(1, batches))

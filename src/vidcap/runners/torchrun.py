@@ -60,7 +60,7 @@ class TorchrunExecutor(Executor):
         self.device: str | None = None
 
     def start(self, session: Session) -> None:
-        from .worker import set_parent_death_signal
+        from .devices import set_parent_death_signal
 
         set_parent_death_signal()  # torchrun killed: stop too, rather than hold the lock as an orphan
         self.opts = session.opts
@@ -176,7 +176,7 @@ class TorchrunExecutor(Executor):
 
         group_on_host = self.local_rank // self.tp
         if self._on_gpu():
-            from . import visible_gpus
+            from .devices import visible_gpus
 
             gpus = visible_gpus() or [str(i) for i in range(self.local_world)]
             first = group_on_host * self.tp

@@ -88,7 +88,7 @@ def follow(stage, device: str) -> None:
 
 
 def follower_main(spec, blob: bytes, rank: int, env: dict) -> None:
-    from .worker import set_parent_death_signal
+    from .devices import set_parent_death_signal
 
     set_parent_death_signal()
     os.environ.update(spec.env())

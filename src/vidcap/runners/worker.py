@@ -11,16 +11,14 @@ import sys
 import threading
 import time
 from collections import Counter, deque
-from typing import TYPE_CHECKING
 
 from ..errors import FatalRunError, UsageError
 from ..manifest import RID
 from ..session import Bookkeeping, Recorder, Watcher
 from .base import Progress, safe_extra
+from .devices import WorkerSpec, set_parent_death_signal
 from .local import run_batches
 
-if TYPE_CHECKING:
-    from .multigpu import WorkerSpec
 
 
 class ChunkSource:
@@ -118,16 +116,6 @@ class ChunkWatcher(Watcher):
             self.complete, self.unacked = [], Counter()
         if self.unreported:
             self._report()
-
-
-def set_parent_death_signal() -> None:
-    """Linux: get SIGTERM when the coordinator dies, so a killed run leaves no orphan on a GPU."""
-    try:
-        import ctypes
-
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
-    except Exception:  # noqa: BLE001, S110
-        pass  # elsewhere the worker notices the new parent pid and stops taking rows
 
 
 def worker_main(spec: WorkerSpec, blob: bytes, output: str, fp: dict, opts, conn, ppid: int) -> None:
