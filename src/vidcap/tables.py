@@ -32,7 +32,7 @@ from .errors import UsageError, first_line
 from .manifest import atomic_local, csv_ready, encodable, table_format, write_table
 from .storage import as_path, is_remote, open_binary, put_file
 
-BATCH_ROWS = 65_536
+BATCH_ROWS = 16_384  # rows a batch holds: ~16 MB of 1 kB captions
 # vidcap's own columns and their types (the caption stage's Int64 columns, parts.FILE_DTYPES, motion's floats)
 DTYPES: dict[str, str] = {
     **dict.fromkeys(("num_frames", "width", "height", "prompt_tokens", "completion_tokens", "file_size"), "Int64"),
@@ -337,30 +337,31 @@ def write_batches(frames: Iterable[pd.DataFrame], path, target: pa.Schema, metad
     target = target.remove_metadata()
     counted = [0]
 
-    def tables() -> Iterator[pa.Table]:
+    def counting() -> Iterator[pd.DataFrame]:
         for df in frames:
             counted[0] += len(df)
-            yield conform(df, target)
+            yield df
 
     if fmt == "dataset":
-        dataset.write(path, (b for t in tables() for b in t.to_batches()), target, metadata)
+        dataset.write(path, (b for df in counting() for b in conform(df, target).to_batches()), target, metadata)
         return counted[0]
     if is_remote(path):
         with tempfile.TemporaryDirectory() as tmp:
             local = os.path.join(tmp, "table")
-            _write_file(tables(), local, fmt, target, metadata)
+            _write_file(counting(), local, fmt, target, metadata)
             put_file(path, local)
         return counted[0]
-    atomic_local(path, lambda tmp: _write_file(tables(), tmp, fmt, target, metadata))
+    atomic_local(path, lambda tmp: _write_file(counting(), tmp, fmt, target, metadata))
     return counted[0]
 
 
-def _write_file(tables: Iterator[pa.Table], target_file: str, fmt: str, target: pa.Schema, metadata) -> None:
-    if fmt == "csv":
+def _write_file(frames: Iterator[pd.DataFrame], target_file: str, fmt: str, target: pa.Schema, metadata) -> None:
+    if fmt == "csv":  # text already: each frame written as it is, under the target's columns
         with open(target_file, "w", encoding="utf-8", newline="") as fh:
             header = True
-            for t in tables:
-                csv_ready(arrow_to_pandas(t)).to_csv(fh, index=False, header=header, lineterminator="\r\n")
+            for df in frames:
+                out = csv_ready(encodable(df.reindex(columns=target.names)))
+                out.to_csv(fh, index=False, header=header, lineterminator="\r\n")
                 header = False
             if header:
                 pd.DataFrame(columns=target.names).to_csv(fh, index=False, lineterminator="\r\n")
@@ -368,8 +369,8 @@ def _write_file(tables: Iterator[pa.Table], target_file: str, fmt: str, target: 
     if metadata:
         target = target.with_metadata({**(target.metadata or {}), b"vidcap": json.dumps(metadata).encode()})
     with pq.ParquetWriter(target_file, target) as writer:
-        for t in tables:
-            writer.write_table(t.replace_schema_metadata(target.metadata))
+        for df in frames:
+            writer.write_table(conform(df, target).replace_schema_metadata(target.metadata))
 
 
 def stream_rows(paths: list, keep: Callable[[int, pd.DataFrame], pd.Series]) -> Iterator[pd.DataFrame]:
