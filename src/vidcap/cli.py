@@ -41,7 +41,7 @@ O_OVERWRITE = typer.Option(False, "--overwrite", help="Start over: discard saved
 O_KEEP = typer.Option(False, "--keep-parts", help="Keep the <output>.parts folder after the merge.")
 O_FAILED = typer.Option(None, "--failed-out", help="Write failed rows to this file and only ok rows to the output.")
 O_TAG_WORKERS = typer.Option(None, "--workers", help="Processes that read the captions (default: 0 = in-process; tagging decodes no video).")
-O_PART_ROWS = typer.Option(256, "--part-rows", help="Rows per part file (smaller = less redone after a crash).")
+O_PART_ROWS = typer.Option(None, "--part-rows", help="Rows per part file (smaller = less redone after a crash). Default: 256 rows, or more when rows come faster than a part a second (at most 64k).")
 O_QUIET = typer.Option(False, "--quiet", "-q", help="No progress bar.")
 O_DEVICE = typer.Option(None, "--device", help="Torch device (default: cuda if available, else cpu).")
 O_GPUS = typer.Option(None, "--gpus", help="all, N or a list like 0,1,3: one worker per GPU (cpu:N: N CPU workers).")
@@ -63,7 +63,7 @@ def run_options(workers, limit, shard, overwrite, keep_parts, part_rows, quiet, 
     if workers is not None and workers < 0:
         raise UsageError(f"--workers must be 0 (decode in this process) or more, not {workers}.")
     return RunOptions(workers=workers, limit=limit, shard=parse_shard(shard), overwrite=overwrite,
-                      keep_parts=keep_parts, part_rows=max(1, part_rows), progress=not quiet, device=device,
+                      keep_parts=keep_parts, part_rows=None if part_rows is None else max(1, part_rows), progress=not quiet, device=device,
                       failed_out=failed_out, check_files=not no_file_check, retry_failed=retry_failed)
 
 
@@ -196,7 +196,7 @@ def caption(
     max_images: Optional[int] = typer.Option(None, "--max-images", help="API runs: images one request may carry (default: the provider's known limit); clips get at most this many frames."),
     retry_failed: bool = O_RETRY_FAILED,
     workers: Optional[int] = O_WORKERS, limit: Optional[int] = O_LIMIT, shard: Optional[str] = O_SHARD,
-    overwrite: bool = O_OVERWRITE, keep_parts: bool = O_KEEP, part_rows: int = O_PART_ROWS,
+    overwrite: bool = O_OVERWRITE, keep_parts: bool = O_KEEP, part_rows: Optional[int] = O_PART_ROWS,
     failed_out: Optional[str] = O_FAILED,
     quiet: bool = O_QUIET, device: Optional[str] = O_DEVICE,
 ):
@@ -338,7 +338,7 @@ def motion(
     threshold: float = typer.Option(0.25, "--threshold", help="Fraction of the frame a move must pass to count (0.2 = 20%)."),
     eval_labels: Optional[Path] = typer.Option(None, "--eval", help="A CSV with path,label columns: print accuracy and a confusion table instead."),
     workers: Optional[int] = O_WORKERS, limit: Optional[int] = O_LIMIT, shard: Optional[str] = O_SHARD,
-    overwrite: bool = O_OVERWRITE, keep_parts: bool = O_KEEP, part_rows: int = O_PART_ROWS,
+    overwrite: bool = O_OVERWRITE, keep_parts: bool = O_KEEP, part_rows: Optional[int] = O_PART_ROWS,
     failed_out: Optional[str] = O_FAILED,
     quiet: bool = O_QUIET,
     gpus: Optional[str] = O_GPUS, engine: str = O_ENGINE, address: Optional[str] = O_ADDRESS,
@@ -385,7 +385,7 @@ def tag(
     price_in: Optional[float] = typer.Option(None, "--price-in", help="USD per million prompt tokens (for the cost line)."),
     price_out: Optional[float] = typer.Option(None, "--price-out", help="USD per million completion tokens."),
     workers: Optional[int] = O_TAG_WORKERS, limit: Optional[int] = O_LIMIT, shard: Optional[str] = O_SHARD,
-    overwrite: bool = O_OVERWRITE, keep_parts: bool = O_KEEP, part_rows: int = O_PART_ROWS,
+    overwrite: bool = O_OVERWRITE, keep_parts: bool = O_KEEP, part_rows: Optional[int] = O_PART_ROWS,
     failed_out: Optional[str] = O_FAILED,
     quiet: bool = O_QUIET, device: Optional[str] = O_DEVICE,
     gpus: Optional[str] = O_GPUS, tp: int = O_TP, engine: str = O_ENGINE, address: Optional[str] = O_ADDRESS,

@@ -36,13 +36,13 @@ _NEEDS_PYTHON = r"(^\s|\s$|^~|://|//|(^|/)\.\.?(/|$)|/$)"  # cells os.path.normp
 
 
 def connect(workdir: Path):
-    """A DuckDB database in `workdir` with a memory cap (VIDCAP_LEDGER_MEMORY, default 1GB); it spills there."""
+    """A DuckDB database in `workdir` with a memory cap (VIDCAP_LEDGER_MEMORY, default 512MB); it spills there."""
     try:
         import duckdb
     except ImportError:
         raise UsageError("large manifests need DuckDB; install it with `pip install duckdb`.") from None
     con = duckdb.connect(":memory:")  # tables spill to temp_directory past memory_limit (faster than a file)
-    mem = os.environ.get("VIDCAP_LEDGER_MEMORY", "1GB")
+    mem = os.environ.get("VIDCAP_LEDGER_MEMORY", "512MB")
     con.execute(f"SET memory_limit='{mem}'")
     con.execute(f"SET temp_directory='{workdir / 'spill'}'")
     con.execute("SET preserve_insertion_order=true")

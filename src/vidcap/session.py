@@ -27,6 +27,11 @@ from .stages.base import RowSource, Stage
 from .storage import as_path, file_stamp
 
 
+PART_ROWS = 256  # rows per part by default: a kill redoes at most this many rows (or a second's worth)
+PART_ROWS_MAX = 65_536
+PART_MIN_SECONDS = 1.0
+
+
 @dataclass
 class RunOptions:
     workers: int | None = None  # decode processes; 0 = decode in a thread of this process
@@ -34,7 +39,7 @@ class RunOptions:
     shard: tuple[int, int] | None = None  # (index, count): every count-th row from index
     overwrite: bool = False
     keep_parts: bool = False
-    part_rows: int = 256
+    part_rows: int | None = None  # rows per part; None: PART_ROWS, more when rows come faster (see Recorder)
     part_seconds: float = 30.0
     progress: bool = True
     device: str | None = None
@@ -183,11 +188,19 @@ class Recorder:
                                 "Fix the model setup and rerun to resume.")
 
     def maybe_flush(self) -> None:
-        due = len(self.buffer) >= self.opts.part_rows or (
+        due = self._part_full() or (
             self.buffer and time.monotonic() - self.last_flush > self.opts.part_seconds)
         if due or (self.buffer and self.watcher.flush_due(len(self.buffer))):
             self.flush()
         self.watcher.tick()
+
+    def _part_full(self) -> bool:
+        """--part-rows rows; by default PART_ROWS, but no more than about a part a second while rows come
+        fast (a million missing files would otherwise write 4,000 parts), and never past PART_ROWS_MAX."""
+        n = len(self.buffer)
+        if self.opts.part_rows is not None:
+            return n >= self.opts.part_rows
+        return n >= PART_ROWS_MAX or (n >= PART_ROWS and time.monotonic() - self.last_flush >= PART_MIN_SECONDS)
 
     def flush(self) -> None:
         if self.buffer:
