@@ -10,6 +10,7 @@ from .manifest import ABSPATH, resolved_paths
 from .tables import as_text, batches, columns, count_rows, schema, stream_rows, unified_schema, write_batches
 
 SAMPLE_ROWS = 100_000  # rows the cost estimate takes its typical frame size from
+ESTIMATE_COLUMNS = ("path", "width", "height")  # what it reads of them
 
 
 # -- merge and diff (streamed) -------------------------------------------------------------------------------
@@ -65,7 +66,8 @@ def selected_sample(path, shard: tuple[int, int] | None = None, limit: int | Non
     i, n = shard or (0, 1)
     total, start, have = 0, 0, 0
     kept: list[pd.DataFrame] = []
-    for batch in batches(path):
+    wanted = [c for c in ESTIMATE_COLUMNS if c in columns(path)] or None
+    for batch in batches(path, wanted):
         picked = batch[[(start + j) % n == i for j in range(len(batch))]]
         start += len(batch)
         total += len(picked)
