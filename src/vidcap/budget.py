@@ -21,6 +21,7 @@ import time
 from .backends.spend import BudgetSpent, SpendGate, budget_stop, image_tokens, text_tokens
 from .errors import FatalRunError, first_line
 from .storage import as_path, is_remote, put_bytes
+from .table_ops import selected_sample
 
 __all__ = ["BudgetSpent", "SpendBook", "attach_spend", "budget_stop", "image_tokens", "text_tokens"]
 
@@ -173,8 +174,6 @@ def print_estimate(stage, manifest, ropts) -> dict | None:
     """Print the estimate for an API caption run before anything is sent (None for other backends)."""
     if not stage.backend.counts_spend:
         return None
-    from .table_ops import selected_sample
-
     count, sample = selected_sample(manifest, ropts.shard, ropts.limit)  # streamed: never the whole manifest
     est = estimate(stage, sample, count)
     gate = stage.backend.spend_gate()
