@@ -1,0 +1,79 @@
+#!/usr/bin/env bash
+# Issue 36's GPU measurements in one device call, most important first, each bench under its own timeout
+# so that one stuck run cannot eat the rest; the whole script ends inside BUDGET_S seconds.
+#
+# usage: BUDGET_S=580 benchmarks/issue36_gpu.sh [STEP ...]     (default: qwen25 qwen3 internvl check)
+#   qwen25    vidcap bench --shape qwen2.5-vl-7b --videos 384 --batch-size 128 --baseline
+#   qwen3     vidcap bench --shape qwen3-vl-8b   --videos 128 --batch-size 32  --baseline
+#   internvl  vidcap bench --shape internvl3-8b  --videos 128 --batch-size 64  --baseline
+#   check     benchmarks/engine_check.py on the two new shapes (first 32 greedy tokens of 16 clips, float32)
+# All benches: 150 new tokens, 15 decode workers, 1280x720 5 s clips. DRY=1 runs the same steps on the
+# tiny models on the CPU (4 clips at 160x120, 4 tokens) to catch typos before device time is spent.
+# Results: $OUT/bench-STEP.json, $OUT/engine-check.json, $OUT/log.txt (the device tool brings $OUT back).
+set -uo pipefail
+t0=$SECONDS
+budget=${BUDGET_S:-580}
+OUT=${OUT:-/tmp/issue36-out}
+mkdir -p "$OUT"
+log="$OUT/log.txt"
+steps=("$@")
+[ ${#steps[@]} -eq 0 ] && steps=(qwen25 qwen3 internvl check)
+export PYTHONPATH=src TOKENIZERS_PARALLELISM=false PYTHONUNBUFFERED=1
+py=${PYTHON:-python3}
+
+if ! $py -c "import av" 2>/dev/null; then
+  $py -m pip install -q --no-deps --root-user-action=ignore .wheels/av-*.whl 2>&1 | tail -2
+fi
+{
+  nvidia-smi --query-gpu=name,memory.total,clocks.sm,clocks.max.sm --format=csv,noheader 2>/dev/null || echo "no nvidia-smi"
+  $py -c "import os, torch, transformers, av; print('torch', torch.__version__, 'transformers', transformers.__version__, 'av', av.__version__, 'cpus', os.cpu_count(), 'cuda', torch.cuda.is_available())"
+  git log -1 --format='commit %H %s' 2>/dev/null | cut -c1-120
+} 2>&1 | tee -a "$log"
+
+left() { echo $(( budget - (SECONDS - t0) )); }
+
+# step NAME CAP MIN CMD...: runs CMD under `timeout` of min(CAP, time left - 5 s); skipped if under MIN s
+# (a bench writes its JSON only at the end: one that cannot finish is not worth starting)
+step() {
+  local name=$1 cap=$2 min=$3; shift 3
+  local t; t=$(left); t=$(( t - 5 < cap ? t - 5 : cap ))
+  if [ "$t" -lt "$min" ]; then echo "=== $name SKIPPED: $(left) s left" | tee -a "$log"; return; fi
+  echo "=== $name (timeout ${t}s, $(( SECONDS - t0 )) s in): $*" | tee -a "$log"
+  local s0=$SECONDS
+  timeout -k 10 "$t" "$@" 2>&1 | grep --line-buffered -v -E "Loading weights|Writing model|it/s\]$|cap_pixels_per_frame|could not be inferred" | tee -a "$log"
+  local rc=${PIPESTATUS[0]}
+  echo "=== $name rc=$rc in $(( SECONDS - s0 )) s" | tee -a "$log"
+}
+
+bench() {  # bench NAME CAP MIN SHAPE VIDEOS BATCH
+  local name=$1 cap=$2 min=$3 shape=$4 videos=$5 batch=$6 extra=()
+  if [ -n "${DRY:-}" ]; then
+    case $shape in qwen2.5-vl-7b) shape=tiny-qwen2.5-vl ;; qwen3-vl-8b) shape=tiny-qwen3-vl ;; internvl3-8b) shape=tiny-internvl3 ;; esac
+    videos=4 batch=2 extra=(--new-tokens 4 --resolution 160x120 --seconds 1 --workers 2)
+  else
+    extra=(--new-tokens 150 --workers 15)
+  fi
+  rm -f "/tmp/i36-$name/bench.json"
+  [ -n "${DRY:-}" ] && min=20
+  step "$name" "$cap" "$min" $py -m vidcap bench --shape "$shape" --videos "$videos" --batch-size "$batch" --baseline \
+      --work-dir "/tmp/i36-$name" "${extra[@]}"
+  cp "/tmp/i36-$name/bench.json" "$OUT/bench-$name.json" 2>/dev/null || echo "=== $name: no bench.json" | tee -a "$log"
+}
+
+for s in "${steps[@]}"; do
+  case $s in
+    qwen25)   bench qwen25 330 150 qwen2.5-vl-7b 384 128 ;;
+    qwen3)    bench qwen3 400 200 qwen3-vl-8b 128 32 ;;
+    internvl) bench internvl 300 150 internvl3-8b 128 64 ;;
+    check)
+      if [ -n "${DRY:-}" ]; then
+        step check 120 20 $py benchmarks/engine_check.py /tmp/i36-check --shapes tiny-qwen3-vl,tiny-internvl3 --clips 4 \
+            --new 4 --slots 2 --device cpu --json "$OUT/engine-check.json"
+      else
+        step check 400 150 $py benchmarks/engine_check.py /tmp/i36-check --shapes qwen3-vl-8b,internvl3-8b --clips 16 \
+            --new 32 --slots 8 --json "$OUT/engine-check.json"
+      fi ;;
+    *) echo "unknown step $s" | tee -a "$log" ;;
+  esac
+done
+echo "=== done in $(( SECONDS - t0 )) s; files: $(ls "$OUT" | tr '\n' ' ')" | tee -a "$log"
