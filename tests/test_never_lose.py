@@ -8,6 +8,8 @@ import shutil
 import pandas as pd
 import pytest
 from clirun import vidcap
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from media import make_video
 
 
@@ -241,3 +243,69 @@ def test_near_duplicate_clusters_are_the_same_on_every_run(tmp_path):
     cols = ["path", "near_dup_cluster", "near_dup_size", "flags"]
     pd.testing.assert_frame_equal(a[cols].sort_values("path").reset_index(drop=True),
                                   b[cols].sort_values("path").reset_index(drop=True))
+
+
+STEP = st.one_of(
+    st.just(("plain",)),
+    st.tuples(st.just("limit"), st.integers(0, 12)),
+    st.tuples(st.just("shard"), st.integers(0, 2)),
+    st.just(("overwrite",)),
+    st.just(("failed_out",)),
+    st.just(("retry",)),
+    st.tuples(st.just("kill"), st.integers(1, 8)),
+)
+
+
+@settings(max_examples=5, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(steps=st.lists(STEP, min_size=2, max_size=4))
+def test_no_option_sequence_loses_or_changes_a_finished_row(clips, tmp_path_factory, steps):
+    """Random sequences of --limit, --shard, --overwrite, --failed-out, --retry-failed and kills over one
+    output: a row once finished stays, with the same cells; each row is there exactly once."""
+    work = tmp_path_factory.mktemp("seq")
+    m = _copy(clips, work)
+    out, bad = work / "o.csv", work / "bad.csv"
+    fake = ["--model", "fake", "--workers", "0", "-o", out]
+    finished: dict[str, dict] = {}
+    failed_out = False
+    for step in steps:
+        args: list = []
+        env: dict = {}
+        kind = step[0]
+        if kind == "limit":
+            args = ["--limit", step[1]]
+        elif kind == "shard":
+            args = ["--shard", f"{step[1]}/3"]
+        elif kind == "overwrite":
+            args = ["--overwrite"]
+        elif kind == "failed_out":
+            failed_out = True
+        elif kind == "retry":
+            args = ["--retry-failed"]
+        elif kind == "kill":
+            args = ["--part-rows", "1", "--batch-size", "1"]
+            env = {"VIDCAP_TEST_FAULT": f"part_write:kill:{step[1]}"}
+        if failed_out:
+            args += ["--failed-out", bad]
+        vidcap("caption", m, *fake, *args, check=False, **env)
+        rows = _rows(out) + (_rows(bad) if failed_out else [])
+        paths = [r["path"] for r in rows]
+        assert len(paths) == len(set(paths)), f"a row twice after {step}"
+        now = {r["path"]: r for r in rows}
+        for path, row in finished.items():
+            assert path in now, f"{path} lost after {step} (steps {steps})"
+            assert now[path] == row, f"{path} changed after {step}"
+        finished.update({p: r for p, r in now.items() if r["status"] == "ok"})
+    vidcap("caption", m, *fake, *(["--failed-out", bad] if failed_out else []), check=False)
+    rows = _rows(out) + (_rows(bad) if failed_out else [])
+    assert sorted(r["path"] for r in rows) == sorted(_text(m)["path"])
+    for r in rows:
+        if r["path"] in finished:
+            assert r == finished[r["path"]]
+
+
+def _rows(path) -> list[dict]:
+    if not path.exists():
+        return []
+    # run-level columns (duplicate flags, near-duplicate clusters) describe the whole table, not the row
+    df = _text(path).drop(columns=["file_mtime", "flags", "near_dup_cluster", "near_dup_size"], errors="ignore")
+    return df.to_dict("records")
