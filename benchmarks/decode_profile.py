@@ -30,8 +30,17 @@ def main(shape: str, slots: int) -> None:
     frames = rng.integers(0, 255, size=(stage.num_frames, 336, 336, 3), dtype=np.uint8)
     prompt = stage.picker(None, False)
     items = [(i, backend.prepare_item(CaptionRequest(frames, prompt, meta={"path": f"p{i}"}))) for i in range(slots)]
-    engine = Engine(backend.model, slots=slots, max_new_tokens=150, eos=backend.eos, pad_id=backend.pad_id,
-                    device="cuda", dtype=backend.dtype, collate=backend._collate_right, ignore_eos=True)
+    engine = Engine(
+        backend.model,
+        slots=slots,
+        max_new_tokens=150,
+        eos=backend.eos,
+        pad_id=backend.pad_id,
+        device="cuda",
+        dtype=backend.dtype,
+        collate=backend._collate_right,
+        ignore_eos=True,
+    )
     t0 = time.perf_counter()
     outs = list(engine.run(ListSource(items)))
     print(f"{shape}: {len(outs)} clips in {time.perf_counter() - t0:.1f} s; engine: {engine.stats.summary()}")
@@ -51,11 +60,19 @@ def main(shape: str, slots: int) -> None:
         torch.cuda.synchronize()
         ms = start.elapsed_time(end) / 20
         p = engine.parts
-        weights = sum(t.numel() * t.element_size() for n, t in backend.model.named_parameters()
-                      if "language_model" in n and "embed" not in n) + p.head.weight.numel() * 2
+        weights = (
+            sum(
+                t.numel() * t.element_size()
+                for n, t in backend.model.named_parameters()
+                if "language_model" in n and "embed" not in n
+            )
+            + p.head.weight.numel() * 2
+        )
         kv = 2 * len(p.layers) * p.kv_heads * p.head_dim * 2 * (b * lm.length + lm.prefix_len)
-        print(f"graph step, {b} slots: {ms:.2f} ms; reads >= {(weights + kv) / 1e9:.1f} GB "
-              f"(weights {weights / 1e9:.1f}, KV {kv / 1e9:.1f}) -> {(weights + kv) / ms / 1e9:.2f} TB/s")
+        print(
+            f"graph step, {b} slots: {ms:.2f} ms; reads >= {(weights + kv) / 1e9:.1f} GB "
+            f"(weights {weights / 1e9:.1f}, KV {kv / 1e9:.1f}) -> {(weights + kv) / ms / 1e9:.2f} TB/s"
+        )
         from torch.profiler import ProfilerActivity, profile
 
         with profile(activities=[ProfilerActivity.CUDA]) as prof:

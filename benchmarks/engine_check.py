@@ -48,13 +48,24 @@ def main(root: Path) -> int:
                 ids = backend.model.generate(**inputs, generation_config=cfg)[0, n:].tolist()
             cut = next((i + 1 for i, t in enumerate(ids) if t in backend.eos), len(ids))
             want.append(ids[:cut])
-        engine = Engine(backend.model, slots=4, max_new_tokens=NEW, eos=backend.eos, pad_id=backend.pad_id,
-                        device="cuda", dtype=torch.float32, collate=backend._collate_right)
+        engine = Engine(
+            backend.model,
+            slots=4,
+            max_new_tokens=NEW,
+            eos=backend.eos,
+            pad_id=backend.pad_id,
+            device="cuda",
+            dtype=torch.float32,
+            collate=backend._collate_right,
+        )
         got = {o.key: o.tokens for o in engine.run(ListSource(list(enumerate(items))))}
         same = [got.get(i) == w for i, w in enumerate(want)]
         s = engine.stats.summary()
-        print(f"{family:16} equal {sum(same)}/{len(same)}  replays {s['graph_replays']} eager {s['eager_steps']} "
-              f"prefix {s['shared_prefix_tokens']} attention {s['attention']} fast_path {s['fast_path']} ({s['fast_path_reason']})", flush=True)
+        print(
+            f"{family:16} equal {sum(same)}/{len(same)}  replays {s['graph_replays']} eager {s['eager_steps']} "
+            f"prefix {s['shared_prefix_tokens']} attention {s['attention']} fast_path {s['fast_path']} ({s['fast_path_reason']})",
+            flush=True,
+        )
         bad += not all(same) or s["graph_replays"] == 0
         backend.teardown()
     return 1 if bad else 0
@@ -68,7 +79,7 @@ def _shape_backend(root: Path, spec: str, new: int, dtype: str, device: str):
     from vidcap.bench.shapes import SHAPES, write_skeleton
 
     if spec.startswith("tiny-"):
-        preset = resolve_model(str(build_tiny_model(root / spec, spec[len("tiny-"):])))
+        preset = resolve_model(str(build_tiny_model(root / spec, spec[len("tiny-") :])))
     else:
         path = write_skeleton(root / spec, spec)
         preset = replace(PRESETS[SHAPES[spec][1]], name=spec, model_id=str(path))
@@ -77,7 +88,9 @@ def _shape_backend(root: Path, spec: str, new: int, dtype: str, device: str):
     return preset, backend
 
 
-def check_shapes(root: Path, specs: list[str], clips: int, new: int, dtype: str, device: str, slots: int) -> tuple[int, list]:
+def check_shapes(
+    root: Path, specs: list[str], clips: int, new: int, dtype: str, device: str, slots: int
+) -> tuple[int, list]:
     """First `new` greedy tokens of `clips` random clips (EOS ignored), engine against generate()."""
     import time
 
@@ -102,28 +115,56 @@ def check_shapes(root: Path, specs: list[str], clips: int, new: int, dtype: str,
             inputs = {k: v.to(device) if hasattr(v, "to") else v for k, v in backend.collate([item]).inputs.items()}
             n = inputs["input_ids"].shape[1]
             with torch.inference_mode():
-                want.append(backend.model.generate(**inputs, generation_config=cfg)[0, n:n + new].tolist())
+                want.append(backend.model.generate(**inputs, generation_config=cfg)[0, n : n + new].tolist())
         t2 = time.perf_counter()
-        engine = Engine(backend.model, slots=slots, max_new_tokens=new, eos=[], pad_id=backend.pad_id,
-                        device=device, dtype=getattr(torch, dtype), collate=backend._collate_right)
+        engine = Engine(
+            backend.model,
+            slots=slots,
+            max_new_tokens=new,
+            eos=[],
+            pad_id=backend.pad_id,
+            device=device,
+            dtype=getattr(torch, dtype),
+            collate=backend._collate_right,
+        )
         got = {o.key: o.tokens for o in engine.run(ListSource(list(enumerate(items))))}
         t3 = time.perf_counter()
         same = [got.get(i) == w for i, w in enumerate(want)]
         # where they differ: the first step that differs (a near-tie in random weights shows as a late split)
-        first_diff = [next((j for j, (a, b) in enumerate(zip(got.get(i) or [], w)) if a != b), None)
-                      for i, w in enumerate(want) if not same[i]]
+        first_diff = [
+            next((j for j, (a, b) in enumerate(zip(got.get(i) or [], w, strict=False)) if a != b), None)
+            for i, w in enumerate(want)
+            if not same[i]
+        ]
         s = engine.stats.summary()
-        row = {"shape": spec, "dtype": dtype, "clips": clips, "new_tokens": new, "slots": slots, "equal": sum(same),
-               "first_differing_step": first_diff, "prompt_tokens": [int(it["input_ids"].shape[1]) for it in items],
-               "graph_replays": s["graph_replays"], "eager_steps": s["eager_steps"],
-               "shared_prefix_tokens": s["shared_prefix_tokens"], "attention": s["attention"],
-               "fast_path": s["fast_path"], "fast_path_reason": s["fast_path_reason"],
-               "fused_kernels": s.get("fused_kernels"), "vision_attention": s.get("vision_attention"),
-               "setup_s": t1 - t0, "generate_s": t2 - t1, "engine_s": t3 - t2}
+        row = {
+            "shape": spec,
+            "dtype": dtype,
+            "clips": clips,
+            "new_tokens": new,
+            "slots": slots,
+            "equal": sum(same),
+            "first_differing_step": first_diff,
+            "prompt_tokens": [int(it["input_ids"].shape[1]) for it in items],
+            "graph_replays": s["graph_replays"],
+            "eager_steps": s["eager_steps"],
+            "shared_prefix_tokens": s["shared_prefix_tokens"],
+            "attention": s["attention"],
+            "fast_path": s["fast_path"],
+            "fast_path_reason": s["fast_path_reason"],
+            "fused_kernels": s.get("fused_kernels"),
+            "vision_attention": s.get("vision_attention"),
+            "setup_s": t1 - t0,
+            "generate_s": t2 - t1,
+            "engine_s": t3 - t2,
+        }
         report.append(row)
-        print(f"{spec:16} equal {sum(same)}/{len(same)} (first {new} tokens; differing at steps {first_diff})  "
-              f"replays {s['graph_replays']} eager {s['eager_steps']} prefix {s['shared_prefix_tokens']} "
-              f"attention {s['attention']} fast_path {s['fast_path']} ({s['fast_path_reason']})", flush=True)
+        print(
+            f"{spec:16} equal {sum(same)}/{len(same)} (first {new} tokens; differing at steps {first_diff})  "
+            f"replays {s['graph_replays']} eager {s['eager_steps']} prefix {s['shared_prefix_tokens']} "
+            f"attention {s['attention']} fast_path {s['fast_path']} ({s['fast_path_reason']})",
+            flush=True,
+        )
         bad += not all(same) or (str(device).startswith("cuda") and s["graph_replays"] == 0)
         backend.teardown()
         del backend, engine
@@ -150,7 +191,9 @@ if __name__ == "__main__":
         root = Path(a.workdir or tmp)
         if not a.shapes:
             sys.exit(main(root))
-        bad, report = check_shapes(root, [x for x in a.shapes.split(",") if x], a.clips, a.new, a.dtype, a.device, a.slots)
+        bad, report = check_shapes(
+            root, [x for x in a.shapes.split(",") if x], a.clips, a.new, a.dtype, a.device, a.slots
+        )
         if a.json:
             Path(a.json).write_text(json.dumps(report, indent=2, default=str))
         sys.exit(1 if bad else 0)

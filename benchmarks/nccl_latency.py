@@ -1,7 +1,6 @@
 """All-reduce latency between the GPUs of a host at the sizes a tensor-parallel decode step uses
 (batch x hidden in bf16). usage: torchrun --nproc_per_node 2 benchmarks/nccl_latency.py"""
 
-import os
 import time
 
 import torch

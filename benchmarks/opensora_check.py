@@ -136,11 +136,13 @@ def info_against_export(train: str, info_csv: str) -> dict:
     diffs = {}
     for col in ("num_frames", "height", "width", "aspect_ratio", "resolution", "fps"):
         a, b = mine[col], theirs.loc[mine.index, col]
-        same = [(math.isnan(x) and math.isnan(y)) or math.isclose(x, y, rel_tol=1e-9) for x, y in zip(a, b)]
+        same = [
+            (math.isnan(x) and math.isnan(y)) or math.isclose(x, y, rel_tol=1e-9) for x, y in zip(a, b, strict=False)
+        ]
         diffs[col] = {
             "rows": len(same),
             "differ": len(same) - sum(same),
-            "examples": [f"{p}: {x} vs {y}" for p, x, y, s in zip(a.index, a, b, same) if not s][:3],
+            "examples": [f"{p}: {x} vs {y}" for p, x, y, s in zip(a.index, a, b, same, strict=False) if not s][:3],
         }
     return diffs
 

@@ -34,8 +34,8 @@ def materialize(shape: str) -> Path:
     shutil.copytree(skel, real, ignore=shutil.ignore_patterns(RANDOM_MARKER))
     t0 = time.time()
     if shape.startswith("pllava"):
-        from vidcap.backends.pllava_model import random_pllava
         from vidcap.backends.hf_pllava import parse_pooling
+        from vidcap.backends.pllava_model import random_pllava
 
         raw = json.loads((skel / "config.json").read_text())
         model = random_pllava(skel, "cuda:0", torch.bfloat16, parse_pooling(raw.get("pooling_shape", (4, 12, 12))), 4)
@@ -75,21 +75,27 @@ def save_pllava_layout(model, out: Path, r: int = 128) -> None:
 
     for key, t in model.state_dict().items():
         if key.startswith("model.language_model."):
-            rest = key[len("model.language_model."):]
+            rest = key[len("model.language_model.") :]
             base = "language_model.base_model.model.model." + rest
             if rest.endswith(("q_proj.weight", "v_proj.weight")):
                 mod = base[: -len(".weight")]
                 put(mod + ".base_layer.weight", t)
-                put(mod + ".lora_A.default.weight", torch.randn(r, t.shape[1], generator=gen, device=t.device, dtype=t.dtype) * 0.01)
-                put(mod + ".lora_B.default.weight", torch.randn(t.shape[0], r, generator=gen, device=t.device, dtype=t.dtype) * 0.01)
+                put(
+                    mod + ".lora_A.default.weight",
+                    torch.randn(r, t.shape[1], generator=gen, device=t.device, dtype=t.dtype) * 0.01,
+                )
+                put(
+                    mod + ".lora_B.default.weight",
+                    torch.randn(t.shape[0], r, generator=gen, device=t.device, dtype=t.dtype) * 0.01,
+                )
             else:
                 put(base, t)
         elif key.startswith("lm_head."):
             put("language_model.base_model.model." + key, t)
         elif key.startswith("model.vision_tower."):
-            put("vision_tower." + key[len("model.vision_tower."):], t)
+            put("vision_tower." + key[len("model.vision_tower.") :], t)
         elif key.startswith("model.multi_modal_projector."):
-            put("multi_modal_projector." + key[len("model.multi_modal_projector."):], t)
+            put("multi_modal_projector." + key[len("model.multi_modal_projector.") :], t)
     flush()
     n = len(shards)
     for i, shard in enumerate(shards):
@@ -100,8 +106,24 @@ def save_pllava_layout(model, out: Path, r: int = 128) -> None:
 
 
 def caption(model: Path, manifest: Path, out: Path, batch: int, extra: list[str]) -> dict:
-    args = [sys.executable, "-m", "vidcap", "caption", str(manifest), "-o", str(out), "--model", str(model),
-            "-b", str(batch), "--max-new-tokens", str(NEW_TOKENS), "-q", "--overwrite", *extra]
+    args = [
+        sys.executable,
+        "-m",
+        "vidcap",
+        "caption",
+        str(manifest),
+        "-o",
+        str(out),
+        "--model",
+        str(model),
+        "-b",
+        str(batch),
+        "--max-new-tokens",
+        str(NEW_TOKENS),
+        "-q",
+        "--overwrite",
+        *extra,
+    ]
     t0 = time.time()
     proc = subprocess.run(args, capture_output=True, text=True, env={**os.environ, "PYTHONPATH": "src"})
     wall = time.time() - t0
@@ -113,9 +135,14 @@ def caption(model: Path, manifest: Path, out: Path, batch: int, extra: list[str]
 
         df = pd.read_parquet(out)
         meta = json.loads(out.with_name(out.name + ".run.json").read_text())["summary"]
-        res.update(ok=int((df["status"] == "ok").sum()), completion_tokens=int(df["completion_tokens"].fillna(0).sum()),
-                   run_wall_s=meta["wall_s"], rows_per_s=meta["rows_per_s"], texts=df["text"].tolist(),
-                   summary={k: v for k, v in meta.items() if k not in ("flags",)})
+        res.update(
+            ok=int((df["status"] == "ok").sum()),
+            completion_tokens=int(df["completion_tokens"].fillna(0).sum()),
+            run_wall_s=meta["wall_s"],
+            rows_per_s=meta["rows_per_s"],
+            texts=df["text"].tolist(),
+            summary={k: v for k, v in meta.items() if k not in ("flags",)},
+        )
         res["tokens_per_s"] = res["completion_tokens"] / meta["wall_s"]
     return res
 
@@ -130,16 +157,23 @@ def main() -> None:
     model = materialize(shape)
     wanted = sys.argv[4].split(",") if len(sys.argv) > 4 else ["tp2", "one", "dp2"]
     configs = {"tp2": ["--gpus", "0,1", "--tp", "2"], "one": ["--device", "cuda:0"], "dp2": ["--gpus", "0,1"]}
-    results = {name: caption(model, manifest, WORK / f"{shape}-{name}.parquet", batch, configs[name]) for name in wanted}
+    results = {
+        name: caption(model, manifest, WORK / f"{shape}-{name}.parquet", batch, configs[name]) for name in wanted
+    }
     runs = list(results.values())
     one, tp2 = results.get("one", {}), results.get("tp2", {})
     same = None
     if one.get("texts") and tp2.get("texts"):
-        same = sum(a == b for a, b in zip(one["texts"], tp2["texts"])) / len(one["texts"])
-    report = {"shape": shape, "videos": videos, "batch": batch, "new_tokens": NEW_TOKENS,
-              "identical_captions_tp2_vs_one": same,
-              "runs": [{k: v for k, v in r.items() if k != "texts"} for r in runs],
-              "first_captions": {"one": (one.get("texts") or [""])[:2], "tp2": (tp2.get("texts") or [""])[:2]}}
+        same = sum(a == b for a, b in zip(one["texts"], tp2["texts"], strict=False)) / len(one["texts"])
+    report = {
+        "shape": shape,
+        "videos": videos,
+        "batch": batch,
+        "new_tokens": NEW_TOKENS,
+        "identical_captions_tp2_vs_one": same,
+        "runs": [{k: v for k, v in r.items() if k != "texts"} for r in runs],
+        "first_captions": {"one": (one.get("texts") or [""])[:2], "tp2": (tp2.get("texts") or [""])[:2]},
+    }
     print(json.dumps(report, indent=1), flush=True)
     out = Path(os.environ.get("OUT", "/tmp"))
     (out / f"tp-{shape}-{'-'.join(wanted)}.json").write_text(json.dumps(report, indent=1))

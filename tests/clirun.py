@@ -23,9 +23,15 @@ def cli_env(**extra) -> dict:
 
 def vidcap(*args, check=True, cwd=None, env=None, timeout=300, **extra_env):
     """Run `vidcap ARGS`; with check, a non-zero exit fails the test and shows stderr."""
-    proc = subprocess.run([*VIDCAP, *map(str, args)], capture_output=True, text=True, cwd=cwd,
-                          env=env if env is not None else cli_env(**extra_env), stdin=subprocess.DEVNULL,
-                          timeout=timeout)
+    proc = subprocess.run(
+        [*VIDCAP, *map(str, args)],
+        capture_output=True,
+        text=True,
+        cwd=cwd,
+        env=env if env is not None else cli_env(**extra_env),
+        stdin=subprocess.DEVNULL,
+        timeout=timeout,
+    )
     if check and proc.returncode != 0:
         raise AssertionError(f"vidcap {' '.join(map(str, args))} failed ({proc.returncode}):\n{proc.stderr}")
     return proc

@@ -60,7 +60,7 @@ class FakeOpenAIServer:
         self.base_url = f"http://127.0.0.1:{self.port}/v1"
         self._thread = None
 
-    def start(self) -> "FakeOpenAIServer":
+    def start(self) -> FakeOpenAIServer:
         self._thread = threading.Thread(target=self._httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
         self._thread.start()
         return self
@@ -144,10 +144,16 @@ def completion(hit: Hit, text: str | None = None, finish: str = "stop") -> dict:
     prompt_tokens = 10 + 85 * len(hit.images)
     completion_tokens = len(text.split())
     return {
-        "id": "chatcmpl-fake", "object": "chat.completion", "created": int(time.time()), "model": hit.model,
+        "id": "chatcmpl-fake",
+        "object": "chat.completion",
+        "created": int(time.time()),
+        "model": hit.model,
         "choices": [{"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": finish}],
-        "usage": {"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens,
-                  "total_tokens": prompt_tokens + completion_tokens},
+        "usage": {
+            "prompt_tokens": prompt_tokens,
+            "completion_tokens": completion_tokens,
+            "total_tokens": prompt_tokens + completion_tokens,
+        },
     }
 
 
@@ -178,8 +184,11 @@ def openai_completion(hit: Hit) -> dict:
     n = max(1, int(limit * share))
     text = " ".join(f"w{i % 50}" for i in range(n)) + "."
     out = completion(hit, text=text)
-    prompt_tokens = math.ceil(len(hit.prompt) / 4) + 7 + sum(
-        openai_image_tokens(img, d) for img, d in zip(hit.images, hit.details))
+    prompt_tokens = (
+        math.ceil(len(hit.prompt) / 4)
+        + 7
+        + sum(openai_image_tokens(img, d) for img, d in zip(hit.images, hit.details, strict=False))
+    )
     out["usage"] = {"prompt_tokens": prompt_tokens, "completion_tokens": n, "total_tokens": prompt_tokens + n}
     return out
 
@@ -294,7 +303,7 @@ def _make_handler(server: FakeOpenAIServer):
             try:
                 if trickle:  # each byte in time, the whole body late: only a deadline on the request ends it
                     for i in range(len(data)):
-                        self.wfile.write(data[i:i + 1])
+                        self.wfile.write(data[i : i + 1])
                         self.wfile.flush()
                         time.sleep(trickle / len(data))
                 else:

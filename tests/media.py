@@ -79,7 +79,7 @@ def read_index(frame: np.ndarray) -> int:
             cx0, cx1 = x0 + (x1 - x0) // 4, x1 - (x1 - x0) // 4
             bits.append(int(gray[cy0 : max(cy1, cy0 + 1), cx0 : max(cx1, cx0 + 1)].mean() > 128))
         rows.append(bits)
-    if any(a == b for a, b in zip(*rows)):
+    if any(a == b for a, b in zip(*rows, strict=False)):
         raise ValueError("frame index cells unreadable (row and complement disagree)")
     return int("".join(map(str, rows[0])), 2)
 

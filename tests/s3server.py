@@ -17,12 +17,17 @@ class S3:
             self.port = s.getsockname()[1]
         self.server = ThreadedMotoServer(ip_address="127.0.0.1", port=self.port, verbose=False)
         self.server.start()
-        self.env = {"AWS_ENDPOINT_URL": f"http://127.0.0.1:{self.port}", "AWS_ACCESS_KEY_ID": "testing",
-                    "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": "us-east-1"}
+        self.env = {
+            "AWS_ENDPOINT_URL": f"http://127.0.0.1:{self.port}",
+            "AWS_ACCESS_KEY_ID": "testing",
+            "AWS_SECRET_ACCESS_KEY": "testing",
+            "AWS_DEFAULT_REGION": "us-east-1",
+        }
         import s3fs
 
-        self.fs = s3fs.S3FileSystem(endpoint_url=self.env["AWS_ENDPOINT_URL"], key="testing", secret="testing",
-                                    use_listings_cache=False)
+        self.fs = s3fs.S3FileSystem(
+            endpoint_url=self.env["AWS_ENDPOINT_URL"], key="testing", secret="testing", use_listings_cache=False
+        )
 
     def bucket(self, name: str) -> str:
         self.fs.mkdir(name)

@@ -9,9 +9,27 @@ from clirun import vidcap
 
 def test_bench_tiny_shape_with_baseline(tmp_path):
     work = tmp_path / "bench"
-    proc = vidcap("bench", "--shape", "tiny-qwen2-vl", "--videos", "4", "--batch-size", "2", "--new-tokens", "4",
-                  "--resolution", "160x120", "--seconds", "1", "--workers", "1", "--baseline",
-                  "--work-dir", work, timeout=500)
+    proc = vidcap(
+        "bench",
+        "--shape",
+        "tiny-qwen2-vl",
+        "--videos",
+        "4",
+        "--batch-size",
+        "2",
+        "--new-tokens",
+        "4",
+        "--resolution",
+        "160x120",
+        "--seconds",
+        "1",
+        "--workers",
+        "1",
+        "--baseline",
+        "--work-dir",
+        work,
+        timeout=500,
+    )
     report = json.loads((work / "bench.json").read_text())
     labels = [r["label"] for r in report["runs"]]
     assert labels == ["baseline", "vidcap"]
@@ -27,9 +45,27 @@ def test_bench_tiny_shape_with_baseline(tmp_path):
 
 def test_bench_with_a_relative_work_dir_captions_every_clip(tmp_path):
     """The default work dir is relative to where you stand; the bench's manifest must still resolve."""
-    proc = vidcap("bench", "--shape", "tiny-qwen2-vl", "--videos", "2", "--batch-size", "2", "--new-tokens", "2",
-                  "--resolution", "160x120", "--seconds", "1", "--workers", "0", "--work-dir", "rel", cwd=tmp_path,
-                  timeout=500)
+    proc = vidcap(
+        "bench",
+        "--shape",
+        "tiny-qwen2-vl",
+        "--videos",
+        "2",
+        "--batch-size",
+        "2",
+        "--new-tokens",
+        "2",
+        "--resolution",
+        "160x120",
+        "--seconds",
+        "1",
+        "--workers",
+        "0",
+        "--work-dir",
+        "rel",
+        cwd=tmp_path,
+        timeout=500,
+    )
     assert "[vidcap] 2 videos (2 ok)" in proc.stdout
 
 

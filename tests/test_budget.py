@@ -97,9 +97,30 @@ def test_budget_holds_across_batching_and_reruns(manifest, tmp_path):
     pin, pout, limit = 100.0, 400.0, 64
     out = tmp_path / "o.csv"
     with FakeOpenAIServer(usage="openai") as server:
-        args = ["caption", manifest, "-o", out, "--model", "m", "--num-frames", "2", "--detail", "low",
-                "--max-new-tokens", str(limit), "--price-in", str(pin), "--price-out", str(pout),
-                "--backend", "openai", "--base-url", server.base_url, "--workers", "0"]
+        args = [
+            "caption",
+            manifest,
+            "-o",
+            out,
+            "--model",
+            "m",
+            "--num-frames",
+            "2",
+            "--detail",
+            "low",
+            "--max-new-tokens",
+            str(limit),
+            "--price-in",
+            str(pin),
+            "--price-out",
+            str(pout),
+            "--backend",
+            "openai",
+            "--base-url",
+            server.base_url,
+            "--workers",
+            "0",
+        ]
         proc = vidcap(*args, "--budget", "0.5", check=False)
         first = len(server.hits)
         spent = _cost(server, pin, pout)

@@ -120,7 +120,9 @@ def test_api_summary_lines():
     assert "tokens: 1,200 prompt + 300 completion" in text
     assert "cost: unknown" in text and "--price-in" in text
     priced = dict(unpriced, price_in=2.5, price_out=10.0, price_source="table", cost_usd=0.006)
-    assert "cost: $0.0060 this run; USD per million tokens: 2.5 in, 10 out, from vidcap's price table" in extra_lines(priced)
+    assert "cost: $0.0060 this run; USD per million tokens: 2.5 in, 10 out, from vidcap's price table" in extra_lines(
+        priced
+    )
     over = dict(priced, cost_usd_output=0.0185, budget_usd=0.5)
     assert "cost: $0.0060 this run, $0.0185 for this output over every run (--budget $0.50); " in extra_lines(over)[-1]
 
@@ -129,13 +131,24 @@ def test_summary_lines_that_say_nothing_are_left_out():
     """`near dup: clusters 0`, `cost_usd None` in the estimate, `parse failed: 0`: no line at all."""
     from vidcap.summary import extra_lines
 
-    quiet = {"ok": 0, "parse_failed": 0, "estimate": {"prompt_tokens": 10, "completion_tokens": 5, "cost_usd": None},
-             "near_dup": {"clusters": 0, "rows_in_clusters": 0, "largest": []}}
+    quiet = {
+        "ok": 0,
+        "parse_failed": 0,
+        "estimate": {"prompt_tokens": 10, "completion_tokens": 5, "cost_usd": None},
+        "near_dup": {"clusters": 0, "rows_in_clusters": 0, "largest": []},
+    }
     assert extra_lines(quiet) == []
-    loud = dict(quiet, parse_failed=2, estimate={"cost_usd": 0.25}, near_dup={"clusters": 1, "rows_in_clusters": 2,
-                                                                              "largest": [2]})
-    assert extra_lines(loud) == ["estimate before the run: about $0.2500", "near dup: clusters 1, rows_in_clusters 2, "
-                                 "largest 2", "parse failed: 2"]
+    loud = dict(
+        quiet,
+        parse_failed=2,
+        estimate={"cost_usd": 0.25},
+        near_dup={"clusters": 1, "rows_in_clusters": 2, "largest": [2]},
+    )
+    assert extra_lines(loud) == [
+        "estimate before the run: about $0.2500",
+        "near dup: clusters 1, rows_in_clusters 2, largest 2",
+        "parse failed: 2",
+    ]
 
 
 def test_tag_rerun_counts_the_parse_failures_it_kept(tmp_path):

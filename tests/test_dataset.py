@@ -268,7 +268,7 @@ def test_row_groups_keep_order_and_never_cross_a_part(sizes, limit, group):
     import pyarrow as pa
 
     starts = [sum(sizes[:i]) for i in range(len(sizes))]
-    batches = [pa.record_batch({"x": list(range(s, s + n))}) for s, n in zip(starts, sizes)]
+    batches = [pa.record_batch({"x": list(range(s, s + n))}) for s, n in zip(starts, sizes, strict=False)]
     old, dataset.GROUP_ROWS = dataset.GROUP_ROWS, group
     try:
         groups = list(dataset._groups(batches, limit))

@@ -238,10 +238,10 @@ def test_engine_without_eos_and_with_drawn_lengths(tiny_model, clips):
     backend = backend_for(tiny_model, "qwen2-vl")
     items = [backend.prepare_item(r) for r in requests(backend, clips)]
     full = reference(backend, items, set())
-    for item, n in zip(items, [3, 10, 1, 7, 5]):
+    for item, n in zip(items, [3, 10, 1, 7, 5], strict=False):
         item["max_new"] = n
     _, outs = run_engine(backend, items, set(), slots=4, ignore_eos=True)
-    assert [o.tokens for o in outs] == [f[:n] for f, n in zip(full, [3, 10, 1, 7, 5])]
+    assert [o.tokens for o in outs] == [f[:n] for f, n in zip(full, [3, 10, 1, 7, 5], strict=False)]
 
 
 def test_prefill_out_of_memory_splits_without_losing_rows(tiny_model, clips, monkeypatch):

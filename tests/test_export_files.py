@@ -58,7 +58,7 @@ def hostile(tmp_path_factory):
     vidcap("caption", root / "m.csv", "-o", root / "cap.parquet", "--model", "fake", "--workers", "0", "-q")
     vidcap("motion", root / "m.csv", "-o", root / "cm.csv", "--workers", "0", "-q")
     cap = tables.read(root / "cap.parquet")  # what a real model sometimes returns
-    cap["text"] = [HOSTILE.get(p, t) for p, t in zip(cap["path"], cap["text"])]
+    cap["text"] = [HOSTILE.get(p, t) for p, t in zip(cap["path"], cap["text"], strict=False)]
     tables.write(cap, root / "cap.parquet")
     return root
 
@@ -83,7 +83,7 @@ def _export(root, *extra):
 def test_hostile_rows_are_excluded_with_their_reason(hostile):
     train, left = _export(hostile)
     assert len(train) + len(left) == len(ROWS)  # every row once
-    codes = dict(zip(left.index, left["export_error"].str.split(":").str[0]))
+    codes = dict(zip(left.index, left["export_error"].str.split(":").str[0], strict=False))
     want = [code for code in ROWS.values() if code]
     assert sorted(codes.values()) == sorted(want)
     assert train["path"].map(lambda p: p.rsplit("/", 1)[-1]).tolist() == ["a.mp4", "i.jpg", "jpeg_named.mp4", "b.MOV"]
@@ -98,7 +98,7 @@ def test_sizes_and_fps_are_what_opensora_reads(hostile):
         seen = view(row["path"])  # PyAV / Pillow as Open-Sora's read_video and get_image_info call them
         assert (row["height"], row["width"]) == (seen.height, seen.width)
         assert row["aspect_ratio"] == seen.height / seen.width and row["resolution"] == seen.height * seen.width
-    fps = dict(zip(train["path"].map(lambda p: p.rsplit("/", 1)[-1]), train["fps"]))
+    fps = dict(zip(train["path"].map(lambda p: p.rsplit("/", 1)[-1]), train["fps"], strict=False))
     assert fps["a.mp4"] == 24.0 and fps["jpeg_named.mp4"] == 25.0 and pd.isna(fps["i.jpg"])
 
 
@@ -147,7 +147,7 @@ def test_random_captions_read_back_as_written(tmp_path, six_clips, captions):
     back = pd.read_csv(io.BytesIO(raw))  # as Open-Sora reads it: default settings
     left = pd.read_csv(tmp_path / "train_excluded.csv") if counts["excluded"] else pd.DataFrame()
     assert counts["rows"] + counts["excluded"] == 6
-    given_text = dict(zip(six_clips, captions))
+    given_text = dict(zip(six_clips, captions, strict=False))
     assert back["text"].tolist() == [given_text[p] for p in back["path"]]  # the same strings, as written
     assert all(isinstance(t, str) and t.strip() and t not in PANDAS_NA and has_words(t) for t in back["text"])
     for code in left.get("export_error", pd.Series(dtype=str)):

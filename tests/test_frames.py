@@ -15,8 +15,7 @@ from vidcap.frames import frame_indices, sample_frames, sniff_image
 
 MODES = ("segments", "points", "uniform")
 KS = (1, 3, 4, 8)
-CLIPS = ("mp4", "mov", "mkv", "webm", "ts", "avi", "gop8_mp4", "vfr_mkv", "vfr_mp4", "vertical",
-         "gif", "video_as_jpg")
+CLIPS = ("mp4", "mov", "mkv", "webm", "ts", "avi", "gop8_mp4", "vfr_mkv", "vfr_mp4", "vertical", "gif", "video_as_jpg")
 SEEKABLE = ("mp4", "mov", "mkv", "webm", "gop8_mp4", "vfr_mkv", "vfr_mp4")
 N_FRAMES = {"gop8_mp4": 100, "gif": 12}
 
@@ -48,7 +47,7 @@ def test_positions_in_range_ascending_distinct(mode):
         for total in range(1, 400, 7):
             idx = frame_indices(total, k, mode)
             assert len(idx) == k and idx == sorted(idx)
-            assert 0 <= idx[0] and idx[-1] <= total - 1
+            assert idx[0] >= 0 and idx[-1] <= total - 1
             if total > 2 * k:
                 assert len(set(idx)) == k, (total, k, idx)
 
@@ -77,8 +76,9 @@ def test_frame_exact_every_container(media, name):
         for k in KS:
             fr = sample_frames(media[name], k, mode)
             _check_exact(fr, total, k, mode)
-    assert fr.fps > 0 and (fr.width, fr.height) == ((90, 160) if name == "vertical" else
-                                                    (96, 72) if name == "gif" else (160, 120))
+    assert fr.fps > 0 and (fr.width, fr.height) == (
+        (90, 160) if name == "vertical" else (96, 72) if name == "gif" else (160, 120)
+    )
 
 
 @pytest.mark.parametrize("name", SEEKABLE)
@@ -89,8 +89,7 @@ def test_seek_path_is_exact_without_fallback(media, name, monkeypatch):
     monkeypatch.setattr(decode, "_decode_sequential", no_sequential)
     for mode in MODES:
         for k in (3, 4, 8):
-            _check_exact(sample_frames(media[name], k, mode, strategy="seek"), N_FRAMES.get(name, 48),
-                         k, mode)
+            _check_exact(sample_frames(media[name], k, mode, strategy="seek"), N_FRAMES.get(name, 48), k, mode)
 
 
 def _count_decoded(monkeypatch):
@@ -215,8 +214,9 @@ def test_cut_files_never_give_wrong_or_fewer_frames(tmp_path, ext):
 # ---- images (by content, not by name) ----
 
 
-@pytest.mark.parametrize("name", ["image_png", "image_jpg", "image_webp", "image_bmp", "image_tif",
-                                  "png_as_mp4", "ppm"])
+@pytest.mark.parametrize(
+    "name", ["image_png", "image_jpg", "image_webp", "image_bmp", "image_tif", "png_as_mp4", "ppm"]
+)
 def test_images_give_one_frame(media, name):
     fr = sample_frames(media[name], 4)
     assert fr.is_image and fr.indices == [0] and fr.num_frames == 1 and fr.fps == 0.0
@@ -233,9 +233,8 @@ def test_sniffing():
 
 
 def test_image_exif_orientation_and_broken_image(tmp_path):
-    from PIL import Image
-
     from media import draw_frame
+    from PIL import Image
 
     img = Image.fromarray(draw_frame(5, 160, 120))
     exif = img.getexif()
@@ -251,9 +250,8 @@ def test_image_exif_orientation_and_broken_image(tmp_path):
 
 
 def test_big_jpeg_downscaled_on_decode(tmp_path):
-    from PIL import Image
-
     from media import draw_frame
+    from PIL import Image
 
     img = Image.fromarray(draw_frame(9, 2400, 1800))
     exif = img.getexif()

@@ -132,7 +132,7 @@ def test_heal_rows_never_changes_a_row_that_needs_nothing(rows, attempts):
     backend = _Recorder(lambda req, dec: CaptionResult(text="healed text."))
     reqs = [object() for _ in out_rows]
     got = heal_rows(out_rows, reqs, backend, attempts, lambda res, req: {"text": res.text, "flags": "", "error": ""})
-    for before, after in zip(out_rows, got):
+    for before, after in zip(out_rows, got, strict=False):
         if not set(before["flags"].split(",")) & HEALABLE:
             assert after is before  # untouched: the very same row
         elif attempts:

@@ -24,8 +24,11 @@ FAMILY_OF = {"hf-pllava": "pllava", "hf-llava": "llava-next", "hf-vlm": "qwen2-v
 @pytest.fixture(scope="module")
 def clips(tmp_path_factory):
     root = tmp_path_factory.mktemp("clips")
-    return [make_video(root / "a.mp4", 40, (160, 120)), make_video(root / "b.mkv", 30, (96, 128)),
-            make_video(root / "c.mp4", 24, (200, 112))]
+    return [
+        make_video(root / "a.mp4", 40, (160, 120)),
+        make_video(root / "b.mkv", 30, (96, 128)),
+        make_video(root / "c.mp4", 24, (200, 112)),
+    ]
 
 
 def requests_for(clips, k, positions, prompt="Describe this video.", image=False):
@@ -122,8 +125,10 @@ def test_pllava_lora_merge_matches_unmerged_peft_model(tiny_model, clips):
         base_logits = ref(**prep.inputs).logits
         merged_logits = backend.model(**prep.inputs).logits
     r = next(iter(lora.values()))["A"].shape[0]
-    ref.model.language_model = get_peft_model(ref.model.language_model, LoraConfig(
-        r=r, lora_alpha=backend.lora_alpha, target_modules=["q_proj", "v_proj"], lora_dropout=0.0))
+    ref.model.language_model = get_peft_model(
+        ref.model.language_model,
+        LoraConfig(r=r, lora_alpha=backend.lora_alpha, target_modules=["q_proj", "v_proj"], lora_dropout=0.0),
+    )
     params = dict(ref.named_parameters())
     with torch.no_grad():
         for mod, ab in lora.items():
@@ -156,12 +161,18 @@ def _copy_with(src, dst, drop=None, add=None):
     return dst
 
 
-@pytest.mark.parametrize("drop,add,named", [
-    ("language_model.base_model.model.model.layers.1.mlp.up_proj.weight", None,
-     "model.language_model.layers.1.mlp.up_proj.weight"),
-    ("language_model.base_model.model.model.layers.0.self_attn.v_proj.lora_B.default.weight", None, "lora_B"),
-    (None, "language_model.base_model.model.model.layers.0.self_attn.extra.weight", "extra.weight"),
-])
+@pytest.mark.parametrize(
+    "drop,add,named",
+    [
+        (
+            "language_model.base_model.model.model.layers.1.mlp.up_proj.weight",
+            None,
+            "model.language_model.layers.1.mlp.up_proj.weight",
+        ),
+        ("language_model.base_model.model.model.layers.0.self_attn.v_proj.lora_B.default.weight", None, "lora_B"),
+        (None, "language_model.base_model.model.model.layers.0.self_attn.extra.weight", "extra.weight"),
+    ],
+)
 def test_pllava_strict_keys(tiny_model, tmp_path, drop, add, named):
     broken = _copy_with(tiny_model("pllava"), tmp_path / "broken", drop, add)
     backend = make_backend(resolve_model(str(broken)), CaptionOptions())

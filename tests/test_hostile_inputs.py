@@ -10,10 +10,19 @@ import shutil
 
 import pandas as pd
 import pytest
-
 from clirun import vidcap
-from media import (make_audio_only, make_large, make_moov_lost, make_text_as_video,
-                   make_truncated_faststart, make_truncated_mkv, make_video, make_zero_byte, real_videos)
+from media import (
+    make_audio_only,
+    make_large,
+    make_moov_lost,
+    make_text_as_video,
+    make_truncated_faststart,
+    make_truncated_mkv,
+    make_video,
+    make_zero_byte,
+    real_videos,
+)
+
 from vidcap.frames.positions import frame_indices
 
 pytestmark = pytest.mark.timeout(240)
@@ -32,16 +41,44 @@ def one_sentence_refusal(proc, *words):
 
 # name -> (expected: "ok", or the set of acceptable error codes)
 EXPECT = {
-    "good": "ok", "zero_byte": {"decode"}, "moov_lost": {"decode"}, "truncated_mkv": {"short", "decode"},
-    "truncated_faststart": {"short", "decode"}, "text_as_mp4": {"decode"}, "random_bytes_mkv": {"decode"},
-    "megamind_bugy": "ok-or-short", "mpegts": "ok", "audio_only": {"decode"}, "missing": {"missing"},
-    "directory": {"not_a_file"}, "fifo": {"not_a_file"}, "one_frame": "ok", "three_frames": "ok",
-    "4k": "ok", "vertical": "ok", "vfr_mkv": "ok", "vfr_mp4": "ok", "spaces_unicode": "ok",
-    "empty_string": {"empty_path"}, "nan_path": {"empty_path"}, "blank": {"empty_path"},
-    "dup_relative": "ok", "dup_dotdot": "ok", "dup_absolute": "ok",
+    "good": "ok",
+    "zero_byte": {"decode"},
+    "moov_lost": {"decode"},
+    "truncated_mkv": {"short", "decode"},
+    "truncated_faststart": {"short", "decode"},
+    "text_as_mp4": {"decode"},
+    "random_bytes_mkv": {"decode"},
+    "megamind_bugy": "ok-or-short",
+    "mpegts": "ok",
+    "audio_only": {"decode"},
+    "missing": {"missing"},
+    "directory": {"not_a_file"},
+    "fifo": {"not_a_file"},
+    "one_frame": "ok",
+    "three_frames": "ok",
+    "4k": "ok",
+    "vertical": "ok",
+    "vfr_mkv": "ok",
+    "vfr_mp4": "ok",
+    "spaces_unicode": "ok",
+    "empty_string": {"empty_path"},
+    "nan_path": {"empty_path"},
+    "blank": {"empty_path"},
+    "dup_relative": "ok",
+    "dup_dotdot": "ok",
+    "dup_absolute": "ok",
 }
-TRUE_FRAMES = {"good": 30, "mpegts": 30, "one_frame": 1, "three_frames": 3, "4k": 5, "vertical": 30,
-               "vfr_mkv": 30, "vfr_mp4": 30, "spaces_unicode": 30}
+TRUE_FRAMES = {
+    "good": 30,
+    "mpegts": 30,
+    "one_frame": 1,
+    "three_frames": 3,
+    "4k": 5,
+    "vertical": 30,
+    "vfr_mkv": 30,
+    "vfr_mp4": 30,
+    "spaces_unicode": 30,
+}
 
 
 @pytest.fixture(scope="module")
@@ -80,10 +117,14 @@ def hostile(tmp_path_factory):
     rows = [{"name": n, "path": str(p.relative_to(root))} for n, p in paths.items()]
     if bugy is not None:
         rows.append({"name": "megamind_bugy", "path": str(bugy)})
-    rows += [{"name": "empty_string", "path": ""}, {"name": "nan_path", "path": float("nan")},
-             {"name": "blank", "path": "   "},
-             {"name": "dup_relative", "path": "v/good.mp4"}, {"name": "dup_dotdot", "path": "v/../v/good.mp4"},
-             {"name": "dup_absolute", "path": str(root / "v" / "good.mp4")}]
+    rows += [
+        {"name": "empty_string", "path": ""},
+        {"name": "nan_path", "path": float("nan")},
+        {"name": "blank", "path": "   "},
+        {"name": "dup_relative", "path": "v/good.mp4"},
+        {"name": "dup_dotdot", "path": "v/../v/good.mp4"},
+        {"name": "dup_absolute", "path": str(root / "v" / "good.mp4")},
+    ]
     pd.DataFrame(rows).to_csv(root / "m.csv", index=False)
     return root
 
@@ -165,14 +206,17 @@ def test_megamind_bugy_is_real_and_handled(result):
 # -- bad manifests ---------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("name,content,words", [
-    ("m.txt", "path\na.mp4\n", [".csv or .parquet"]),
-    ("m.parquet", b"PAR1 this is not parquet at all", ["could not be read"]),
-    ("m.csv", "\n\n\n", ["empty"]),
-    ("m.csv", "video,caption\na.mp4,x\n", ["no 'path' column", "video, caption"]),
-    ("m.csv", b"path\n\xc3\x28bad.mp4\n", ["not UTF-8"]),
-    ("m.csv", 'path,x\n"unterminated,1\n', ["could not be read"]),
-])
+@pytest.mark.parametrize(
+    "name,content,words",
+    [
+        ("m.txt", "path\na.mp4\n", [".csv or .parquet"]),
+        ("m.parquet", b"PAR1 this is not parquet at all", ["could not be read"]),
+        ("m.csv", "\n\n\n", ["empty"]),
+        ("m.csv", "video,caption\na.mp4,x\n", ["no 'path' column", "video, caption"]),
+        ("m.csv", b"path\n\xc3\x28bad.mp4\n", ["not UTF-8"]),
+        ("m.csv", 'path,x\n"unterminated,1\n', ["could not be read"]),
+    ],
+)
 def test_bad_manifests_are_one_sentence(tmp_path, name, content, words):
     m = tmp_path / name
     m.write_bytes(content if isinstance(content, bytes) else content.encode())
@@ -211,7 +255,15 @@ def test_output_not_writable(tmp_path, small):
 
 def test_output_is_a_directory(tmp_path, small):
     (tmp_path / "out.csv").mkdir()
-    proc = vidcap("caption", small, "--model", "fake", "-o", tmp_path / "out.csv", check=False, )
+    proc = vidcap(
+        "caption",
+        small,
+        "--model",
+        "fake",
+        "-o",
+        tmp_path / "out.csv",
+        check=False,
+    )
     assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr
     assert len(proc.stderr.strip().splitlines()) == 1
     assert (tmp_path / "out.csv").is_dir() and not any((tmp_path / "out.csv").iterdir())
@@ -246,24 +298,30 @@ def test_user_file_as_output_is_not_clobbered(tmp_path, small):
     assert pd.read_csv(small).columns.tolist() == ["path"]
 
 
-@pytest.mark.parametrize("args,words", [
-    (["--num-frames", "0"], ["--num-frames"]),
-    (["--limit", "-1"], ["--limit"]),
-    (["--shard", "a/b"], ["--shard"]),
-    (["--prompt", "no-such-prompt"], ["no-such-prompt"]),
-    (["--prompt-file", "/nonexistent/prompt.txt"], ["--prompt-file"]),
-    (["--pooling-shape", "4x12"], ["--pooling-shape"]),
-])
+@pytest.mark.parametrize(
+    "args,words",
+    [
+        (["--num-frames", "0"], ["--num-frames"]),
+        (["--limit", "-1"], ["--limit"]),
+        (["--shard", "a/b"], ["--shard"]),
+        (["--prompt", "no-such-prompt"], ["no-such-prompt"]),
+        (["--prompt-file", "/nonexistent/prompt.txt"], ["--prompt-file"]),
+        (["--pooling-shape", "4x12"], ["--pooling-shape"]),
+    ],
+)
 def test_bad_options_are_one_sentence(tmp_path, small, args, words):
     proc = vidcap("caption", small, "--model", "fake", "-o", tmp_path / "o.csv", *args, check=False)
     one_sentence_refusal(proc, *words)
     assert not (tmp_path / "o.csv").exists() and not (tmp_path / "o.csv.parts").exists()
 
 
-@pytest.mark.parametrize("args,words", [
-    (["--frames", "3"], ["No such option: --frames"]),
-    (["--num-frames", "three"], ["Invalid value for '--num-frames'"]),
-])
+@pytest.mark.parametrize(
+    "args,words",
+    [
+        (["--frames", "3"], ["No such option: --frames"]),
+        (["--num-frames", "three"], ["Invalid value for '--num-frames'"]),
+    ],
+)
 def test_click_usage_errors_exit_2_without_a_traceback(tmp_path, small, args, words):
     """Parser errors come from click, or from the copy of it that typer >= 0.29 vendors: both exit 2."""
     proc = vidcap("caption", small, "--model", "fake", "-o", tmp_path / "o.csv", *args, check=False)

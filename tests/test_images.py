@@ -11,9 +11,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-
-from media import make_image, make_video, read_index, real_videos
 from clirun import vidcap
+from media import make_image, make_video, read_index, real_videos
 
 pytestmark = pytest.mark.timeout(240)
 
@@ -84,8 +83,19 @@ def test_caption_fake_one_output_with_images_and_videos(mixed):
 def test_a_prompt_the_user_chose_applies_to_images_too(mixed):
     root, _ = mixed
     out = root / "cap_user.parquet"
-    vidcap("caption", root / "m.csv", "-o", out, "--model", "fake", "-q", "--workers", "0",
-           "--prompt", "video-f3-detail-3ex")
+    vidcap(
+        "caption",
+        root / "m.csv",
+        "-o",
+        out,
+        "--model",
+        "fake",
+        "-q",
+        "--workers",
+        "0",
+        "--prompt",
+        "video-f3-detail-3ex",
+    )
     df = by_name(out)
     assert set(df["prompt"]) == {"video-f3-detail-3ex"}
     assert len(set(df["prompt_tokens"])) == 1  # the very same prompt text went to images and videos
@@ -96,15 +106,31 @@ def test_a_prompt_the_user_chose_applies_to_images_too(mixed):
 
 def test_api_backend_sends_one_image_for_image_rows(mixed, tmp_path):
     import cv2
-
     from fake_openai_server import FakeOpenAIServer
 
     root, _ = mixed
     out = tmp_path / "api.parquet"
     with FakeOpenAIServer() as server:
-        vidcap("caption", root / "m.csv", "-o", out, "--backend", "openai", "--model", "x", "--base-url",
-               server.base_url, "--api-key-env", "VIDCAP_IMG_KEY", "--num-frames", "3", "-q", "--workers", "0",
-               VIDCAP_IMG_KEY=KEY)
+        vidcap(
+            "caption",
+            root / "m.csv",
+            "-o",
+            out,
+            "--backend",
+            "openai",
+            "--model",
+            "x",
+            "--base-url",
+            server.base_url,
+            "--api-key-env",
+            "VIDCAP_IMG_KEY",
+            "--num-frames",
+            "3",
+            "-q",
+            "--workers",
+            "0",
+            VIDCAP_IMG_KEY=KEY,
+        )
         hits = list(server.hits)
         assert server.problems() == []
     df = by_name(out)
@@ -115,8 +141,11 @@ def test_api_backend_sends_one_image_for_image_rows(mixed, tmp_path):
     image_prompt = {h.prompt for h in one}
     video_prompt = {h.prompt for h in hits if len(h.images) == 3}
     assert len(image_prompt) == 1 and len(video_prompt) == 1 and image_prompt != video_prompt
-    burned = [read_index(cv2.imdecode(np.frombuffer(h.images[0], np.uint8), cv2.IMREAD_COLOR)[:, :, ::-1])
-              for h in one if h.images[0] and _readable(h.images[0])]
+    burned = [
+        read_index(cv2.imdecode(np.frombuffer(h.images[0], np.uint8), cv2.IMREAD_COLOR)[:, :, ::-1])
+        for h in one
+        if h.images[0] and _readable(h.images[0])
+    ]
     assert burned.count(7) >= 5  # the synthetic stills themselves were sent (the real frame has no index)
     assert set(df.loc[list(IMAGES), "prompt"]) == {"image"}
     assert len(set(df.loc[list(VIDEOS), "prompt"])) == 1 and "image" not in set(df.loc[list(VIDEOS), "prompt"])

@@ -47,8 +47,12 @@ def import_graph(src: Path = SRC) -> dict[str, set[str]]:
 
 
 def upward_imports(graph: dict[str, set[str]]) -> list[str]:
-    return [f"{m} ({FLOORS[floor_of(m)][0]}) imports {t} ({FLOORS[floor_of(t)][0]})"
-            for m, ts in sorted(graph.items()) for t in sorted(ts) if floor_of(t) > floor_of(m)]
+    return [
+        f"{m} ({FLOORS[floor_of(m)][0]}) imports {t} ({FLOORS[floor_of(t)][0]})"
+        for m, ts in sorted(graph.items())
+        for t in sorted(ts)
+        if floor_of(t) > floor_of(m)
+    ]
 
 
 def circles(graph: dict[str, set[str]]) -> list[list[str]]:
@@ -112,7 +116,14 @@ def test_the_checks_catch_a_planted_circle_and_a_planted_upward_import(tmp_path)
     assert any("vidcap.storage" in group and "vidcap.session" in group for group in circles(graph))
 
 
-@pytest.mark.parametrize("name,floor", [("vidcap.errors", "base"), ("vidcap.backends.registry", "models"),
-                                        ("vidcap.runners.devices", "executors"), ("vidcap.tags.stats", "app")])
+@pytest.mark.parametrize(
+    "name,floor",
+    [
+        ("vidcap.errors", "base"),
+        ("vidcap.backends.registry", "models"),
+        ("vidcap.runners.devices", "executors"),
+        ("vidcap.tags.stats", "app"),
+    ],
+)
 def test_the_map_places_modules(name, floor):
     assert FLOORS[floor_of(name)][0] == floor

@@ -276,8 +276,26 @@ def test_a_kill_during_compaction_loses_and_repeats_nothing(tmp_path, large):
     assert "skipped (already done)" in done.stderr and "0 skipped" not in done.stderr
 
 
-LOOKS_TYPED = ["007", "1e3", "NA", "N/A", "#N/A", "null", "None", "nan", "-0", " 1 ", "True", "3.10", "", "1,5",
-               '"q"', "a\rb", "x\ny", "é"]
+LOOKS_TYPED = [
+    "007",
+    "1e3",
+    "NA",
+    "N/A",
+    "#N/A",
+    "null",
+    "None",
+    "nan",
+    "-0",
+    " 1 ",
+    "True",
+    "3.10",
+    "",
+    "1,5",
+    '"q"',
+    "a\rb",
+    "x\ny",
+    "é",
+]
 CELL = st.one_of(st.sampled_from(LOOKS_TYPED), NOTE)
 
 

@@ -139,7 +139,7 @@ def test_accuracy_on_small_labelled_set(labelled):
     labels, _, errors, _ = predict_paths(paths, workers=1)
     assert not any(errors)
     accuracy, table = evaluate(labels, df["label"])
-    wrong = [(p, t) for p, t in zip(labels, df["label"]) if p != t]
+    wrong = [(p, t) for p, t in zip(labels, df["label"], strict=False) if p != t]
     assert accuracy >= 0.9, (accuracy, wrong, table)
 
 

@@ -40,8 +40,21 @@ def parts_rids(parts: Path) -> pd.Series:
 def test_cpu_workers_share_rows_and_match_the_single_process_run(clips, tmp_path):
     out = tmp_path / "multi.parquet"
     env = dict(os.environ, VIDCAP_CHUNK_ROWS="2", VIDCAP_FAKE_DELAY="0.05")
-    proc = vidcap("caption", clips / "m.csv", "-o", out, *FAKE, "--gpus", "cpu:3", "--workers", "3",
-                  "--batch-size", "2", "--keep-parts", env=env)
+    proc = vidcap(
+        "caption",
+        clips / "m.csv",
+        "-o",
+        out,
+        *FAKE,
+        "--gpus",
+        "cpu:3",
+        "--workers",
+        "3",
+        "--batch-size",
+        "2",
+        "--keep-parts",
+        env=env,
+    )
     pd.testing.assert_frame_equal(read_resolved(clips / "single.parquet"), read_resolved(out))
     parts = out.with_name(out.name + ".parts")
     writers = {p.name.split("-")[1] for p in parts.glob("part-*.parquet")}
@@ -52,8 +65,23 @@ def test_cpu_workers_share_rows_and_match_the_single_process_run(clips, tmp_path
 
 
 def _start(clips, out, env):
-    args = [*VIDCAP, "caption", str(clips / "m.csv"), "-o", str(out), *FAKE, "--gpus", "cpu:3", "--workers", "0",
-            "--batch-size", "1", "--part-rows", "1", "--keep-parts"]
+    args = [
+        *VIDCAP,
+        "caption",
+        str(clips / "m.csv"),
+        "-o",
+        str(out),
+        *FAKE,
+        "--gpus",
+        "cpu:3",
+        "--workers",
+        "0",
+        "--batch-size",
+        "1",
+        "--part-rows",
+        "1",
+        "--keep-parts",
+    ]
     return subprocess.Popen(args, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
@@ -90,8 +118,13 @@ def test_gpu_lists_and_groups():
     assert parse_gpus("1,3", ["GPU-a", "GPU-b", "GPU-c", "GPU-d"]) == ["GPU-b", "GPU-d"]
     assert parse_gpus("cpu:3", visible) == ["cpu"] * 3
     assert device_groups(["0", "1", "2", "3"], 2) == [["0", "1"], ["2", "3"]]
-    for text, expect in [("5", "5 GPUs but 4 are visible"), ("0,4", "only 4 are visible"), ("0,0", "twice"),
-                         ("x", "cpu:N"), ("cpu:0", "no workers")]:
+    for text, expect in [
+        ("5", "5 GPUs but 4 are visible"),
+        ("0,4", "only 4 are visible"),
+        ("0,0", "twice"),
+        ("x", "cpu:N"),
+        ("cpu:0", "no workers"),
+    ]:
         with pytest.raises(UsageError, match=expect.replace("(", r"\(")):
             parse_gpus(text, visible)
     with pytest.raises(UsageError, match="no CUDA GPU"):
@@ -105,10 +138,12 @@ def test_gpu_lists_and_groups():
 
 
 def test_bad_scale_out_options_end_in_one_sentence(clips):
-    for args, expect in [(["--gpus", "cpu:3", "--tp", "2"], "does not divide"),
-                         (["--gpus", "cpu:2", "--device", "cpu"], "--device"),
-                         (["--engine", "spark"], "--engine"),
-                         (["--address", "ray://x:1"], "--engine ray")]:
+    for args, expect in [
+        (["--gpus", "cpu:3", "--tp", "2"], "does not divide"),
+        (["--gpus", "cpu:2", "--device", "cpu"], "--device"),
+        (["--engine", "spark"], "--engine"),
+        (["--address", "ray://x:1"], "--engine ray"),
+    ]:
         proc = vidcap("caption", clips / "m.csv", *FAKE, *args, check=False)
         assert proc.returncode == 2, proc.stderr
         assert expect in proc.stderr and "Traceback" not in proc.stderr
@@ -121,13 +156,29 @@ def test_torchrun_ranks_share_rows_and_a_killed_launch_resumes(clips, tmp_path):
     pytest.importorskip("torch")
     out = tmp_path / "t.parquet"
     parts = out.with_name(out.name + ".parts")
-    args = [*TORCHRUN, "caption", str(clips / "m.csv"), "-o", str(out), *FAKE, "--workers", "0", "-b", "1",
-            "--part-rows", "1"]
+    args = [
+        *TORCHRUN,
+        "caption",
+        str(clips / "m.csv"),
+        "-o",
+        str(out),
+        *FAKE,
+        "--workers",
+        "0",
+        "-b",
+        "1",
+        "--part-rows",
+        "1",
+    ]
     env = dict(os.environ, VIDCAP_FAKE_DELAY="0.3")
-    proc = subprocess.Popen(args, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            start_new_session=True)
-    wait_for(lambda: {p.name.split("-")[1] for p in parts.glob("part-*.parquet")} == {"rank0", "rank1"}, proc,
-          what="parts from both ranks")
+    proc = subprocess.Popen(
+        args, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True
+    )
+    wait_for(
+        lambda: {p.name.split("-")[1] for p in parts.glob("part-*.parquet")} == {"rank0", "rank1"},
+        proc,
+        what="parts from both ranks",
+    )
     kill_launch(proc)
     assert not out.exists()
     done = subprocess.run(args, capture_output=True, text=True)
@@ -146,7 +197,11 @@ def test_tensor_parallel_groups_on_cpu(clips, tmp_path, launch):
     if launch == "local":
         vidcap("caption", clips / "m.csv", "-o", out, *FAKE, "--workers", "0", "--gpus", "cpu:4", "--tp", "2")
     else:
-        proc = subprocess.run([*TORCHRUN, "caption", str(clips / "m.csv"), "-o", str(out), *FAKE, "--workers", "0",
-                               "--tp", "2"], capture_output=True, text=True, timeout=300)
+        proc = subprocess.run(
+            [*TORCHRUN, "caption", str(clips / "m.csv"), "-o", str(out), *FAKE, "--workers", "0", "--tp", "2"],
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
         assert proc.returncode == 0, proc.stderr
     pd.testing.assert_frame_equal(read_resolved(clips / "single.parquet"), read_resolved(out))

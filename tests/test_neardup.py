@@ -44,7 +44,7 @@ def test_known_clusters_are_found(sizes, singles, length, seed):
     rng.shuffle(order)
     labels = cluster_labels([texts[i] for i in order])
     got = {}
-    for i, lab in zip(order, labels):
+    for i, lab in zip(order, labels, strict=False):
         got.setdefault(truth[i], set()).add(lab)
     assert all(len(labs) == 1 for labs in got.values())  # each true cluster is one found cluster
     owners = {}

@@ -77,8 +77,22 @@ def test_limit_and_shard_never_shrink_a_finished_output(clips, tmp_path, select)
 def test_limit_after_a_killed_run_keeps_the_rows_its_parts_hold(clips, tmp_path):
     m = _copy(clips, tmp_path)
     out = tmp_path / "out.csv"
-    vidcap("caption", m, "--model", "fake", "--workers", "0", "-o", out, "--part-rows", "1", "--batch-size", "1",
-           VIDCAP_TEST_FAULT="part_write:kill:6", check=False)
+    vidcap(
+        "caption",
+        m,
+        "--model",
+        "fake",
+        "--workers",
+        "0",
+        "-o",
+        out,
+        "--part-rows",
+        "1",
+        "--batch-size",
+        "1",
+        VIDCAP_TEST_FAULT="part_write:kill:6",
+        check=False,
+    )
     assert not out.exists() and (tmp_path / "out.csv.parts").exists()
     vidcap("caption", m, "--model", "fake", "--workers", "0", "-o", out, "--limit", "2", check=False)
     got = _text(out)
@@ -90,8 +104,22 @@ def test_limit_after_a_killed_run_keeps_the_rows_its_parts_hold(clips, tmp_path)
 def test_damaged_run_records_are_moved_aside(clips, tmp_path):
     m = _copy(clips, tmp_path)
     out = tmp_path / "out.csv"
-    vidcap("caption", m, "--model", "fake", "--workers", "0", "-o", out, "--part-rows", "1", "--batch-size", "1",
-           VIDCAP_TEST_FAULT="part_write:kill:2", check=False)
+    vidcap(
+        "caption",
+        m,
+        "--model",
+        "fake",
+        "--workers",
+        "0",
+        "-o",
+        out,
+        "--part-rows",
+        "1",
+        "--batch-size",
+        "1",
+        VIDCAP_TEST_FAULT="part_write:kill:2",
+        check=False,
+    )
     (tmp_path / "out.csv.parts" / "run.json").write_text('{"fingerprint": {')
     proc = vidcap("caption", m, "--model", "fake", "--workers", "0", "-o", out, check=False)
     assert proc.returncode == 0 and "Traceback" not in proc.stderr and "was damaged" in proc.stderr
@@ -139,8 +167,16 @@ def test_parquet_manifest_integers_stay_exact(tmp_path):
 
     make_video(tmp_path / "c.mp4", n_frames=12, size=(64, 48))
     big = 9007199254740993
-    pq.write_table(pa.table({"path": ["c.mp4", "gone.mp4"], "n": pa.array([big, None], pa.int64()),
-                             "m": pa.array([{"k": 1}, None], pa.map_(pa.string(), pa.int64()))}), tmp_path / "m.parquet")
+    pq.write_table(
+        pa.table(
+            {
+                "path": ["c.mp4", "gone.mp4"],
+                "n": pa.array([big, None], pa.int64()),
+                "m": pa.array([{"k": 1}, None], pa.map_(pa.string(), pa.int64())),
+            }
+        ),
+        tmp_path / "m.parquet",
+    )
     vidcap("caption", tmp_path / "m.parquet", "--model", "fake", "--workers", "0", "-o", tmp_path / "o.parquet")
     got = pq.read_table(tmp_path / "o.parquet")
     assert got.schema.field("n").type == pa.int64() and got["n"].to_pylist() == [big, None]
@@ -164,13 +200,26 @@ def test_a_part_with_no_status_or_damaged_pages_is_redone(clips, tmp_path):
 
     m = _copy(clips, tmp_path)
     out = tmp_path / "o.csv"
-    vidcap("caption", m, "--model", "fake", "--workers", "0", "-o", out, "--part-rows", "1", "--batch-size", "1",
-           VIDCAP_TEST_FAULT="part_write:kill:5", check=False)
+    vidcap(
+        "caption",
+        m,
+        "--model",
+        "fake",
+        "--workers",
+        "0",
+        "-o",
+        out,
+        "--part-rows",
+        "1",
+        "--batch-size",
+        "1",
+        VIDCAP_TEST_FAULT="part_write:kill:5",
+        check=False,
+    )
     parts = sorted((tmp_path / "o.csv.parts").glob("part-*.parquet"))
     assert len(parts) >= 3
     tbl = pq.read_table(parts[0])
-    pq.write_table(tbl.set_column(tbl.schema.get_field_index("status"), "status",
-                                  pa_nulls(tbl.num_rows)), parts[0])
+    pq.write_table(tbl.set_column(tbl.schema.get_field_index("status"), "status", pa_nulls(tbl.num_rows)), parts[0])
     data = parts[1].read_bytes()
     parts[1].write_bytes(data[:4] + b"\x00" * 64 + data[68:])  # the data pages, not the footer
     proc = vidcap("caption", m, "--model", "fake", "--workers", "0", "-o", out, check=False)
@@ -194,8 +243,12 @@ def test_a_closed_stderr_stops_progress_not_the_run(clips, tmp_path):
     m = _copy(clips, tmp_path)
     out = tmp_path / "o.csv"
     cmd = f"{sys.executable} -m vidcap caption {m} --model fake --workers 0 -o {out} 2>&1 | head -c 1"
-    proc = subprocess.run(["bash", "-o", "pipefail", "-c", cmd], env=cli_env(VIDCAP_PROGRESS_SECONDS=0.5,
-                          VIDCAP_FAKE_DELAY=0.05), capture_output=True, timeout=300)
+    proc = subprocess.run(
+        ["bash", "-o", "pipefail", "-c", cmd],
+        env=cli_env(VIDCAP_PROGRESS_SECONDS=0.5, VIDCAP_FAKE_DELAY=0.05),
+        capture_output=True,
+        timeout=300,
+    )
     assert proc.returncode in (0, 141)  # 141: head's SIGPIPE status under pipefail, not vidcap's
     assert len(_text(out)) == 12
 
@@ -204,8 +257,21 @@ def test_a_killed_overwrite_run_resumes_with_the_same_command(clips, tmp_path):
     m = _copy(clips, tmp_path)
     out = tmp_path / "o.csv"
     vidcap("caption", m, "--model", "fake", "--workers", "0", "-o", out, "--prompt", "video")
-    args = ["caption", m, "--model", "fake", "--workers", "0", "-o", out, "--overwrite", "--part-rows", "1",
-            "--batch-size", "1"]
+    args = [
+        "caption",
+        m,
+        "--model",
+        "fake",
+        "--workers",
+        "0",
+        "-o",
+        out,
+        "--overwrite",
+        "--part-rows",
+        "1",
+        "--batch-size",
+        "1",
+    ]
     vidcap(*args, VIDCAP_TEST_FAULT="part_write:kill:6", check=False)
     proc = vidcap(*args)
     run = json.loads((tmp_path / "o.csv.run.json").read_text())["summary"]
@@ -241,8 +307,9 @@ def test_near_duplicate_clusters_are_the_same_on_every_run(tmp_path):
     a, b = _text(tmp_path / "a.csv"), _text(tmp_path / "b.csv")
     assert "near_dup_cluster" in a.columns
     cols = ["path", "near_dup_cluster", "near_dup_size", "flags"]
-    pd.testing.assert_frame_equal(a[cols].sort_values("path").reset_index(drop=True),
-                                  b[cols].sort_values("path").reset_index(drop=True))
+    pd.testing.assert_frame_equal(
+        a[cols].sort_values("path").reset_index(drop=True), b[cols].sort_values("path").reset_index(drop=True)
+    )
 
 
 STEP = st.one_of(

@@ -13,8 +13,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-
 from fake_openai_server import FakeOpenAIServer
+
 from vidcap.backends.api_common import Redactor, chat_params, parse_retry_after, price_for
 from vidcap.backends.base import CaptionOptions, CaptionRequest
 from vidcap.backends.registry import make_backend, resolve_model
@@ -84,8 +84,9 @@ def test_image_sends_one_frame_and_default_prompt(server, make):
     from vidcap.prompts.caption import GPT4V_DEFAULT, get_prompt
 
     backend = make()
-    results = backend.caption([CaptionRequest(frames(1), "Describe #id=img", is_image=True),
-                               CaptionRequest(frames(3), "")])
+    results = backend.caption(
+        [CaptionRequest(frames(1), "Describe #id=img", is_image=True), CaptionRequest(frames(3), "")]
+    )
     assert all(r.error == "" for r in results)
     assert len(server.hits_for("img")[0].images) == 1
     default = [h for h in server.hits if h.tag == ""][0]
@@ -93,13 +94,21 @@ def test_image_sends_one_frame_and_default_prompt(server, make):
 
 
 def test_retries_are_bounded_and_errors_recorded(server, make):
-    server.script.update({
-        "flaky": ["500", "503", "ok"], "down": ["500"], "junk": ["malformed"], "nochoice": ["nochoices"],
-        "drop": ["drop", "ok"], "bad": ["400"], "empty": ["empty"], "cut": ["length"],
-    })
+    server.script.update(
+        {
+            "flaky": ["500", "503", "ok"],
+            "down": ["500"],
+            "junk": ["malformed"],
+            "nochoice": ["nochoices"],
+            "drop": ["drop", "ok"],
+            "bad": ["400"],
+            "empty": ["empty"],
+            "cut": ["length"],
+        }
+    )
     backend = make(max_retries=2)
     tags = ["ok", "flaky", "down", "junk", "nochoice", "drop", "bad", "empty", "cut"]
-    results = dict(zip(tags, backend.caption([req(t) for t in tags])))
+    results = dict(zip(tags, backend.caption([req(t) for t in tags]), strict=False))
     assert results["ok"].error == "" and results["flaky"].error == "" and results["drop"].error == ""
     assert results["flaky"].text == "A caption for flaky from 3 frames."
     assert results["down"].error.startswith("api: 500") and "after 3 attempts" in results["down"].error
@@ -107,7 +116,11 @@ def test_retries_are_bounded_and_errors_recorded(server, make):
     assert results["nochoice"].error.startswith("api: malformed response")
     assert results["bad"].error.startswith("api: 400")
     assert results["empty"].error.startswith("empty_text:") and results["empty"].finish_reason == "content_filter"
-    assert results["cut"].error == "" and results["cut"].finish_reason == "length" and results["ok"].finish_reason == "stop"
+    assert (
+        results["cut"].error == ""
+        and results["cut"].finish_reason == "length"
+        and results["ok"].finish_reason == "stop"
+    )
     hits = {t: len(server.hits_for(t)) for t in tags}
     assert hits == {"ok": 1, "flaky": 3, "down": 3, "junk": 3, "nochoice": 3, "drop": 2, "bad": 1, "empty": 1, "cut": 1}
     usage = backend.usage_summary()
@@ -175,8 +188,15 @@ def test_caption_one_from_another_event_loop(server, make):
     assert backend.caption([req("after")])[0].error == ""  # the sync path still works afterwards
 
 
-@pytest.mark.parametrize("behaviour, words", [("401", "refused the API key"), ("403", "refused the API key"),
-                                               ("404", "404 for model 'test-model'"), ("quota", "out of quota")])
+@pytest.mark.parametrize(
+    "behaviour, words",
+    [
+        ("401", "refused the API key"),
+        ("403", "refused the API key"),
+        ("404", "404 for model 'test-model'"),
+        ("quota", "out of quota"),
+    ],
+)
 def test_auth_and_missing_model_stop_the_run(server, make, behaviour, words):
     server.script["boom"] = [behaviour]
     backend = make(max_retries=3)
@@ -219,8 +239,10 @@ def test_missing_key_and_self_hosted(server, monkeypatch):
         make_backend(preset, CaptionOptions(api_key_env=KEY)).setup()
     with pytest.raises(UsageError, match="--detail"):
         make_backend(preset, CaptionOptions(detail="ultra"))
-    backend = make_backend(resolve_model("Qwen/Qwen2.5-VL-7B-Instruct", backend="openai"),
-                           CaptionOptions(base_url=server.base_url, api_key_env=ENV))
+    backend = make_backend(
+        resolve_model("Qwen/Qwen2.5-VL-7B-Instruct", backend="openai"),
+        CaptionOptions(base_url=server.base_url, api_key_env=ENV),
+    )
     backend.setup()
     try:
         assert backend.caption([req("local")])[0].error == ""
@@ -245,9 +267,8 @@ def test_usage_and_cost(server, make):
 
 @pytest.mark.timeout(180)  # two CLI runs in subprocesses; slow only on a loaded machine
 def test_cli_end_to_end_keeps_the_key_off_disk(server, tmp_path):
-    from media import make_video, read_index
-
     import cv2
+    from media import make_video, read_index
 
     paths = [make_video(tmp_path / f"clip{i}.mp4", n_frames=30) for i in range(4)]
     missing = tmp_path / "gone.mp4"
@@ -255,12 +276,34 @@ def test_cli_end_to_end_keeps_the_key_off_disk(server, tmp_path):
     pd.DataFrame({"path": [str(p) for p in paths] + [str(missing)]}).to_csv(manifest, index=False)
     out = tmp_path / "out" / "caps.csv"
     env = {**os.environ, ENV: KEY, "PYTHONPATH": str(Path(__file__).parents[1] / "src")}
-    cmd = [sys.executable, "-m", "vidcap", "caption", str(manifest), "-o", str(out), "--backend", "openai",
-           "--base-url", server.base_url, "--model", "x", "--api-key-env", ENV, "--num-frames", "3",
-           "--max-retries", "1", "--workers", "1", "--keep-parts"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "vidcap",
+        "caption",
+        str(manifest),
+        "-o",
+        str(out),
+        "--backend",
+        "openai",
+        "--base-url",
+        server.base_url,
+        "--model",
+        "x",
+        "--api-key-env",
+        ENV,
+        "--num-frames",
+        "3",
+        "--max-retries",
+        "1",
+        "--workers",
+        "1",
+        "--keep-parts",
+    ]
     server.script[""] = ["ok", "ok", "401"]  # untagged requests: the third one is refused
-    stopped = subprocess.run(cmd + ["--concurrency", "1", "--batch-size", "1"], env=env, capture_output=True,
-                             text=True, timeout=80)
+    stopped = subprocess.run(
+        cmd + ["--concurrency", "1", "--batch-size", "1"], env=env, capture_output=True, text=True, timeout=80
+    )
     assert stopped.returncode != 0 and "refused the API key" in stopped.stderr
     assert not out.exists() and len(server.hits) == 3
     server.script[""] = ["ok"]
@@ -290,8 +333,7 @@ def test_a_closed_port_stops_the_run_quickly(monkeypatch):
     with socket.socket() as s:  # a port that was free a moment ago
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    opts = CaptionOptions(base_url=f"http://127.0.0.1:{port}/v1", api_key_env=ENV, concurrency=16,
-                          backoff_base=0.01)
+    opts = CaptionOptions(base_url=f"http://127.0.0.1:{port}/v1", api_key_env=ENV, concurrency=16, backoff_base=0.01)
     backend = make_backend(resolve_model("test-model", backend="openai"), opts)
     backend.setup()
     t0 = time.monotonic()
@@ -345,9 +387,32 @@ def test_cli_keeps_a_key_echoed_in_finish_reason_off_disk(server, tmp_path):
     out = tmp_path / "caps.csv"
     env = {**os.environ, ENV: KEY, "PYTHONPATH": str(Path(__file__).parents[1] / "src")}
     server.script[""] = ["finish-key", "finish-key-text"]
-    cmd = [sys.executable, "-m", "vidcap", "caption", str(manifest), "-o", str(out), "--backend", "openai",
-           "--base-url", server.base_url, "--model", "x", "--api-key-env", ENV, "--num-frames", "2",
-           "--workers", "0", "--keep-parts", "--concurrency", "1", "--batch-size", "1"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "vidcap",
+        "caption",
+        str(manifest),
+        "-o",
+        str(out),
+        "--backend",
+        "openai",
+        "--base-url",
+        server.base_url,
+        "--model",
+        "x",
+        "--api-key-env",
+        ENV,
+        "--num-frames",
+        "2",
+        "--workers",
+        "0",
+        "--keep-parts",
+        "--concurrency",
+        "1",
+        "--batch-size",
+        "1",
+    ]
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=100)
     assert proc.returncode == 0, proc.stderr
     df = pd.read_csv(out)
@@ -374,10 +439,33 @@ def test_invalid_unicode_in_a_caption_is_replaced_and_flagged(server, tmp_path):
     for ext in (".csv", ".parquet"):
         out = tmp_path / f"o{ext}"
         env = {**os.environ, ENV: KEY, "PYTHONPATH": str(Path(__file__).parents[1] / "src")}
-        proc = subprocess.run([sys.executable, "-m", "vidcap", "caption", str(manifest), "-o", str(out),
-                               "--backend", "openai", "--base-url", server.base_url, "--model", "x",
-                               "--api-key-env", ENV, "--workers", "0", "-q"], env=env, capture_output=True,
-                              text=True, timeout=80, check=False)
+        proc = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "vidcap",
+                "caption",
+                str(manifest),
+                "-o",
+                str(out),
+                "--backend",
+                "openai",
+                "--base-url",
+                server.base_url,
+                "--model",
+                "x",
+                "--api-key-env",
+                ENV,
+                "--workers",
+                "0",
+                "-q",
+            ],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=80,
+            check=False,
+        )
         assert proc.returncode == 0, proc.stderr
         row = read_table(out).iloc[0]
         assert row["status"] == "ok" and row["text"] == "A clip. \ufffd" and "replaced_chars" in str(row["flags"])

@@ -12,8 +12,10 @@ from media import make_video
 
 from vidcap.runners.base import Progress
 
-LINE = re.compile(r"^vidcap: caption (\d+)/(\d+) rows \(\d+%\), [\d.]+ rows/s, \d+:\d\d:\d\d elapsed, "
-                  r"ETA (\d+:\d\d:\d\d|unknown)$")
+LINE = re.compile(
+    r"^vidcap: caption (\d+)/(\d+) rows \(\d+%\), [\d.]+ rows/s, \d+:\d\d:\d\d elapsed, "
+    r"ETA (\d+:\d\d:\d\d|unknown)$"
+)
 
 
 def test_a_log_gets_lines_with_rows_rate_and_eta(monkeypatch):
@@ -40,8 +42,18 @@ def test_a_run_logged_to_a_file_shows_progress_lines(tmp_path):
     for i in range(6):
         make_video(tmp_path / "v" / f"c{i}.mp4", n_frames=8, size=(32, 24))
     pd.DataFrame({"path": [f"v/c{i}.mp4" for i in range(6)]}).to_csv(tmp_path / "m.csv", index=False)
-    proc = vidcap("caption", tmp_path / "m.csv", "--model", "fake", "--workers", "0", "-b", "1",
-                  VIDCAP_PROGRESS_SECONDS="0.5", VIDCAP_FAKE_DELAY="0.3")
+    proc = vidcap(
+        "caption",
+        tmp_path / "m.csv",
+        "--model",
+        "fake",
+        "--workers",
+        "0",
+        "-b",
+        "1",
+        VIDCAP_PROGRESS_SECONDS="0.5",
+        VIDCAP_FAKE_DELAY="0.3",
+    )
     lines = [x for x in proc.stderr.splitlines() if x.startswith("vidcap: caption ")]
     assert lines and all(LINE.match(x) for x in lines), proc.stderr
     assert "━" not in proc.stderr  # no bar drawn into a file

@@ -43,8 +43,10 @@ class EnvStage(Stage):
     batch_size = 2
 
     def process_batch(self, items):
-        return [{"plain": os.environ.get("VIDCAP_PROBE_SETTING"), "secret": os.environ.get("PROBE_API_TOKEN")}
-                for _ in items]
+        return [
+            {"plain": os.environ.get("VIDCAP_PROBE_SETTING"), "secret": os.environ.get("PROBE_API_TOKEN")}
+            for _ in items
+        ]
 
 
 def start_cluster():
@@ -118,11 +120,15 @@ def test_every_stage_gives_the_local_output_on_two_nodes(cluster, clips, tmp_pat
     address = cluster[0].address
     for stage in STAGES:
         run_stage(stage, clips / "m.csv", tmp_path / f"{stage}-local.parquet")
-        proc = run_stage(stage, clips / "m.csv", tmp_path / f"{stage}-ray.parquet", "--engine", "ray",
-                         "--address", address)
+        proc = run_stage(
+            stage, clips / "m.csv", tmp_path / f"{stage}-ray.parquet", "--engine", "ray", "--address", address
+        )
         assert "core_worker" not in proc.stderr and ".cc:" not in proc.stderr, proc.stderr  # Ray's C++ lines
-        pd.testing.assert_frame_equal(read_resolved(tmp_path / f"{stage}-local.parquet"),
-                                      read_resolved(tmp_path / f"{stage}-ray.parquet"), obj=stage)
+        pd.testing.assert_frame_equal(
+            read_resolved(tmp_path / f"{stage}-local.parquet"),
+            read_resolved(tmp_path / f"{stage}-ray.parquet"),
+            obj=stage,
+        )
 
 
 def test_a_large_manifest_reaches_the_cluster_as_the_drivers_plan_file(cluster, clips, tmp_path):
@@ -152,8 +158,14 @@ def test_the_run_environment_reaches_the_actors_and_secrets_are_not_printed(clus
     )
     env = cli_env(VIDCAP_PROBE_SETTING="fast", PROBE_API_TOKEN="sk-not-to-be-seen")
     env["PYTHONPATH"] = os.pathsep.join([TESTS, env["PYTHONPATH"]])
-    proc = subprocess.run([sys.executable, "-c", code, str(manifest), str(tmp_path / "o.parquet"), cluster[0].address],
-                          capture_output=True, text=True, env=env, timeout=300, check=False)
+    proc = subprocess.run(
+        [sys.executable, "-c", code, str(manifest), str(tmp_path / "o.parquet"), cluster[0].address],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
+        check=False,
+    )
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.split() == ["6", "1"]  # 2 CPUs in the cluster: one actor (one CPU decodes)
     out = pd.read_parquet(tmp_path / "o.parquet")
@@ -162,13 +174,37 @@ def test_the_run_environment_reaches_the_actors_and_secrets_are_not_printed(clus
 
 
 def test_a_name_given_to_ray_env_must_be_set(clips, tmp_path):
-    proc = vidcap("caption", clips / "m.csv", "-o", tmp_path / "o.parquet", "--model", "fake", *QUICK,
-                  "--engine", "ray", "--ray-env", "VIDCAP_NOT_SET_ANYWHERE", check=False)
+    proc = vidcap(
+        "caption",
+        clips / "m.csv",
+        "-o",
+        tmp_path / "o.parquet",
+        "--model",
+        "fake",
+        *QUICK,
+        "--engine",
+        "ray",
+        "--ray-env",
+        "VIDCAP_NOT_SET_ANYWHERE",
+        check=False,
+    )
     assert proc.returncode == 2
-    assert proc.stderr.strip() == ("vidcap: error: --ray-env VIDCAP_NOT_SET_ANYWHERE: VIDCAP_NOT_SET_ANYWHERE is not "
-                                   "set in this environment; set it or drop the flag.")
-    proc = vidcap("caption", clips / "m.csv", "-o", tmp_path / "o.parquet", "--model", "fake", *QUICK,
-                  "--ray-actors", "2", check=False)
+    assert proc.stderr.strip() == (
+        "vidcap: error: --ray-env VIDCAP_NOT_SET_ANYWHERE: VIDCAP_NOT_SET_ANYWHERE is not "
+        "set in this environment; set it or drop the flag."
+    )
+    proc = vidcap(
+        "caption",
+        clips / "m.csv",
+        "-o",
+        tmp_path / "o.parquet",
+        "--model",
+        "fake",
+        *QUICK,
+        "--ray-actors",
+        "2",
+        check=False,
+    )
     assert proc.returncode == 2 and "add --engine ray" in proc.stderr
 
 
@@ -177,21 +213,51 @@ def test_a_wrong_address_ends_in_one_sentence_within_the_deadline(clips, tmp_pat
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     out = tmp_path / "o.parquet"
-    proc = vidcap("caption", clips / "m.csv", "-o", out, "--model", "fake", *QUICK, "--engine", "ray",
-                  "--address", f"127.0.0.1:{port}", check=False, timeout=120, VIDCAP_RAY_CONNECT_TIMEOUT="2")
+    proc = vidcap(
+        "caption",
+        clips / "m.csv",
+        "-o",
+        out,
+        "--model",
+        "fake",
+        *QUICK,
+        "--engine",
+        "ray",
+        "--address",
+        f"127.0.0.1:{port}",
+        check=False,
+        timeout=120,
+        VIDCAP_RAY_CONNECT_TIMEOUT="2",
+    )
     assert proc.returncode == 2
     lines = proc.stderr.strip().splitlines()
-    sentence = (f"vidcap: error: cannot reach the Ray cluster at 127.0.0.1:{port} within 2 s; start it with "
-                "`ray start --head` there (or fix --address: `ray status` on the head prints it), or allow more "
-                "time with VIDCAP_RAY_CONNECT_TIMEOUT.")
+    sentence = (
+        f"vidcap: error: cannot reach the Ray cluster at 127.0.0.1:{port} within 2 s; start it with "
+        "`ray start --head` there (or fix --address: `ray status` on the head prints it), or allow more "
+        "time with VIDCAP_RAY_CONNECT_TIMEOUT."
+    )
     assert lines == [sentence], proc.stderr
     assert not out.exists() and not out.with_name(out.name + ".parts").exists()
 
 
 def _start_slow_run(clips, out, address, delay="0.4") -> subprocess.Popen:
     # VIDCAP_FAKE_DELAY reaches the actors through the run's environment; parts are flushed every second
-    cmd = [*VIDCAP, "caption", str(clips / "m.csv"), "-o", str(out), "--model", "fake", *QUICK, "-b", "1",
-           "--engine", "ray", "--address", address]
+    cmd = [
+        *VIDCAP,
+        "caption",
+        str(clips / "m.csv"),
+        "-o",
+        str(out),
+        "--model",
+        "fake",
+        *QUICK,
+        "-b",
+        "1",
+        "--engine",
+        "ray",
+        "--address",
+        address,
+    ]
     env = cli_env(VIDCAP_FAKE_DELAY=delay, VIDCAP_RAY_FLUSH_SECONDS="1")
     return subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
@@ -256,11 +322,14 @@ def test_the_head_going_away_saves_the_finished_rows_and_names_the_resume_comman
     pd.testing.assert_frame_equal(read_resolved(tmp_path / "local.parquet"), read_resolved(out))
 
 
-@pytest.mark.parametrize(("address", "expected"), [
-    ("10.0.0.5:6379", ("10.0.0.5", 6379)),
-    (" ray://head.example:10001 ", ("head.example", 10001)),
-    ("[::1]:6379", ("::1", 6379)),
-])
+@pytest.mark.parametrize(
+    ("address", "expected"),
+    [
+        ("10.0.0.5:6379", ("10.0.0.5", 6379)),
+        (" ray://head.example:10001 ", ("head.example", 10001)),
+        ("[::1]:6379", ("::1", 6379)),
+    ],
+)
 def test_addresses_are_read_as_host_and_port(address, expected):
     from vidcap.runners.ray_cluster import head_address
 

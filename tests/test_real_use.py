@@ -99,15 +99,27 @@ def test_offline_tagging_fails_fast_in_one_sentence(tmp_path):
     manifest = tmp_path / "m.csv"
     pd.DataFrame({"path": ["a.mp4"], "text": ["A dog runs."]}).to_csv(manifest, index=False)
     t0 = time.monotonic()
-    proc = vidcap("tag", manifest, "--key", "objects", "-m", "meta-llama/Meta-Llama-3-8B-Instruct", check=False,
-                  HF_ENDPOINT=f"http://127.0.0.1:{port}", HF_HOME=str(tmp_path / "hf"), HF_HUB_OFFLINE="")
+    proc = vidcap(
+        "tag",
+        manifest,
+        "--key",
+        "objects",
+        "-m",
+        "meta-llama/Meta-Llama-3-8B-Instruct",
+        check=False,
+        HF_ENDPOINT=f"http://127.0.0.1:{port}",
+        HF_HOME=str(tmp_path / "hf"),
+        HF_HUB_OFFLINE="",
+    )
     assert proc.returncode == 2 and time.monotonic() - t0 < 30
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and "cannot be reached" in lines[0] and "hf auth login" in lines[0], proc.stderr
 
 
-@pytest.mark.parametrize("flag,answer", [("--dp-size", "--gpus"), ("--tp-size", "--tp"), ("--bs=8", "--batch-size"),
-                                         ("--model-path", "--model")])
+@pytest.mark.parametrize(
+    "flag,answer",
+    [("--dp-size", "--gpus"), ("--tp-size", "--tp"), ("--bs=8", "--batch-size"), ("--model-path", "--model")],
+)
 def test_open_sora_flags_name_the_vidcap_option(flag, answer):
     proc = vidcap("caption", "meta.csv", flag, *([] if "=" in flag else ["4"]), check=False)
     assert proc.returncode == 2 and f"in vidcap use {answer}" in proc.stderr and "Traceback" not in proc.stderr

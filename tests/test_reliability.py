@@ -16,10 +16,10 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-
-from media import make_video
 from clirun import VIDCAP, vidcap
 from clirun import cli_env as env
+from media import make_video
+
 from vidcap.manifest import RID  # noqa: E402
 
 pytestmark = pytest.mark.timeout(300)
@@ -54,8 +54,11 @@ def clips(tmp_path_factory):
         rows.append({"path": f"v/c{i:02d}.mp4", "clip_id": i})
     (root / "v" / "zero.mp4").write_bytes(b"")
     (root / "v" / "text.mp4").write_text("not a video\n" * 50)
-    rows += [{"path": "v/zero.mp4", "clip_id": 90}, {"path": "v/text.mp4", "clip_id": 91},
-             {"path": "v/gone.mp4", "clip_id": 92}]
+    rows += [
+        {"path": "v/zero.mp4", "clip_id": 90},
+        {"path": "v/text.mp4", "clip_id": 91},
+        {"path": "v/gone.mp4", "clip_id": 92},
+    ]
     pd.DataFrame(rows).to_csv(root / "m.csv", index=False)
     return root
 
@@ -86,8 +89,14 @@ def kill_at_random(args, out: Path, rng: random.Random, extra_env: dict) -> bool
     """
     log = out.with_name(f"{out.name}.stderr.txt")
     with open(log, "w") as err:
-        proc = subprocess.Popen(args, env=env(**extra_env), stdout=subprocess.DEVNULL, stderr=err,
-                                stdin=subprocess.DEVNULL, start_new_session=True)
+        proc = subprocess.Popen(
+            args,
+            env=env(**extra_env),
+            stdout=subprocess.DEVNULL,
+            stderr=err,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+        )
     try:
         if rng.random() < 0.5:
             time.sleep(rng.uniform(0.2, 3.0))
@@ -111,8 +120,22 @@ def kill_at_random(args, out: Path, rng: random.Random, extra_env: dict) -> bool
 
 
 def fake_args(clips: Path, out: Path, workers: int, part_rows: int = 1) -> list[str]:
-    return [*VIDCAP, "caption", str(clips / "m.csv"), "-o", str(out), "--model", "fake", "-q",
-            "--workers", str(workers), "--batch-size", "1", "--part-rows", str(part_rows)]
+    return [
+        *VIDCAP,
+        "caption",
+        str(clips / "m.csv"),
+        "-o",
+        str(out),
+        "--model",
+        "fake",
+        "-q",
+        "--workers",
+        str(workers),
+        "--batch-size",
+        "1",
+        "--part-rows",
+        str(part_rows),
+    ]
 
 
 @pytest.mark.parametrize("workers", [0, 1])
@@ -183,9 +206,15 @@ def test_ctrl_c_saves_finished_rows_and_says_how_to_resume(clips, clean, tmp_pat
     with open(log, "w") as err:
         # SIGINT back to its default in the child: a test suite started in the background of a script
         # inherits it ignored (POSIX shells ignore it for `cmd &`), and Python then keeps it ignored
-        proc = subprocess.Popen(args, env=env(VIDCAP_FAKE_DELAY=0.1), stdout=subprocess.DEVNULL, stderr=err,
-                                stdin=subprocess.DEVNULL, start_new_session=True,
-                                preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+        proc = subprocess.Popen(
+            args,
+            env=env(VIDCAP_FAKE_DELAY=0.1),
+            stdout=subprocess.DEVNULL,
+            stderr=err,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+        )
     t0 = time.time()
     while len(parts_of(out)) < 3 and proc.poll() is None and time.time() - t0 < 120:
         time.sleep(0.02)
@@ -232,16 +261,36 @@ def test_sigkill_tiny_real_model_then_rerun_equals_clean(clips, tiny_qwen, tmp_p
     m = tmp_path / "m.csv"
     rows = pd.read_csv(clips / "m.csv").iloc[[0, 3, 5, 40, 8, 13]]
     rows.assign(path=[str(clips / p) for p in rows["path"]]).to_csv(m, index=False)
-    common = ["caption", m, "--model", tiny_qwen, "-q", "--workers", "0", "-b", "1", "--part-rows", "1",
-              "--num-frames", "2", "--max-new-tokens", "4"]
+    common = [
+        "caption",
+        m,
+        "--model",
+        tiny_qwen,
+        "-q",
+        "--workers",
+        "0",
+        "-b",
+        "1",
+        "--part-rows",
+        "1",
+        "--num-frames",
+        "2",
+        "--max-new-tokens",
+        "4",
+    ]
     clean_out = tmp_path / "clean.parquet"
     vidcap(*common, "-o", clean_out)
     out = tmp_path / "killed.parquet"
     args = [*VIDCAP, *map(str, common), "-o", str(out)]
     landed = 0
     for _ in range(3):  # each run kills itself while writing its second part: a kill point that cannot miss
-        proc = subprocess.run(args, env=env(VIDCAP_TEST_FAULT="part_write:kill:2"), stdout=subprocess.DEVNULL,
-                              stderr=subprocess.DEVNULL, stdin=subprocess.DEVNULL)
+        proc = subprocess.run(
+            args,
+            env=env(VIDCAP_TEST_FAULT="part_write:kill:2"),
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            stdin=subprocess.DEVNULL,
+        )
         landed += proc.returncode == -signal.SIGKILL
     done = vidcap(*common, "-o", out)
     assert "skipped (already done)" in done.stderr
@@ -298,14 +347,48 @@ def test_api_key_never_reaches_disk_or_logs(clips, tmp_path):
     with FakeOpenAIServer() as server:
         # a 500 whose message repeats the Authorization header, on every attempt of the first clip
         server.script["echo"] = ["echo-key"] * 3 + ["ok"]
-        proc = vidcap("caption", m, "-o", out, "--backend", "openai", "--model", "gpt-4o", "--base-url",
-                      server.base_url, "--api-key-env", "VIDCAP_SECRET", "--prompt-file", prompt,
-                      "--num-frames", "2", "--max-retries", "2", "--concurrency", "1", "--keep-parts",
-                      "--workers", "0", VIDCAP_SECRET=KEY, OPENAI_LOG="debug")
+        proc = vidcap(
+            "caption",
+            m,
+            "-o",
+            out,
+            "--backend",
+            "openai",
+            "--model",
+            "gpt-4o",
+            "--base-url",
+            server.base_url,
+            "--api-key-env",
+            "VIDCAP_SECRET",
+            "--prompt-file",
+            prompt,
+            "--num-frames",
+            "2",
+            "--max-retries",
+            "2",
+            "--concurrency",
+            "1",
+            "--keep-parts",
+            "--workers",
+            "0",
+            VIDCAP_SECRET=KEY,
+            OPENAI_LOG="debug",
+        )
         assert {h.auth for h in server.hits} == {f"Bearer {KEY}"}  # the key was really used
         assert len(server.hits) == 5  # the first clip tried 3 times, then two more
-        refused = vidcap("caption", m, "-o", tmp_path / "x.csv", "--backend", "openai", "--base-url",
-                         server.base_url, "--api-key-env", KEY, check=False)
+        refused = vidcap(
+            "caption",
+            m,
+            "-o",
+            tmp_path / "x.csv",
+            "--backend",
+            "openai",
+            "--base-url",
+            server.base_url,
+            "--api-key-env",
+            KEY,
+            check=False,
+        )
     assert refused.returncode == 2 and "not the key itself" in refused.stderr
     files = [p for p in tmp_path.rglob("*") if p.is_file() and p != prompt]
     assert {"caps.csv", "caps.csv.run.json", "run.json"} <= {p.name for p in files}
@@ -330,8 +413,9 @@ def evil_dirs(tmp_path):
     marker = tmp_path / "PWNED"
     pick = tmp_path / "pickle_only"
     pick.mkdir()
-    (pick / "config.json").write_text(json.dumps({"model_type": "qwen2_vl",
-                                                  "architectures": ["Qwen2VLForConditionalGeneration"]}))
+    (pick / "config.json").write_text(
+        json.dumps({"model_type": "qwen2_vl", "architectures": ["Qwen2VLForConditionalGeneration"]})
+    )
 
     class Evil:
         def __reduce__(self):
@@ -340,13 +424,16 @@ def evil_dirs(tmp_path):
     (pick / "pytorch_model.bin").write_bytes(pickle.dumps({"weight": Evil()}))
     remote = tmp_path / "remote"
     remote.mkdir()
-    auto = {"AutoConfig": "configuration_evil.EvilConfig", "AutoProcessor": "processing_evil.EvilProcessor",
-            "AutoModelForImageTextToText": "modeling_evil.EvilModel"}
+    auto = {
+        "AutoConfig": "configuration_evil.EvilConfig",
+        "AutoProcessor": "processing_evil.EvilProcessor",
+        "AutoModelForImageTextToText": "modeling_evil.EvilModel",
+    }
     (remote / "config.json").write_text(json.dumps({"model_type": "evil_vlm", "auto_map": auto}))
     for name in ("configuration_evil", "processing_evil", "modeling_evil"):
         (remote / f"{name}.py").write_text(f"import pathlib\npathlib.Path({str(marker)!r} + '-{name}').touch()\n")
-    from safetensors.numpy import save_file
     import numpy as np
+    from safetensors.numpy import save_file
 
     save_file({"w": np.zeros(2, np.float32)}, str(remote / "model.safetensors"))
     return pick, remote, marker
@@ -366,8 +453,19 @@ def test_models_load_safetensors_only_and_no_remote_code_unless_asked(clips, tmp
     # nothing half-written by runs that could not start
     assert not list(tmp_path.glob("*.parts")) and not list(tmp_path.glob("?.csv*"))
     # the flag is really passed on: with it the repo's own code is imported (and then fails to load)
-    proc = vidcap("caption", m, "-o", tmp_path / "c.csv", "--model", remote, "-q", "--workers", "0",
-                  "--trust-remote-code", check=False)
+    proc = vidcap(
+        "caption",
+        m,
+        "-o",
+        tmp_path / "c.csv",
+        "--model",
+        remote,
+        "-q",
+        "--workers",
+        "0",
+        "--trust-remote-code",
+        check=False,
+    )
     assert proc.returncode != 0 and ran() != []
 
 
@@ -407,8 +505,14 @@ def test_sigkill_of_the_main_pid_alone_leaves_nothing_running(clips, clean, tmp_
 
     out = tmp_path / "o.parquet"
     args = fake_args(clips, out, workers=2)
-    proc = subprocess.Popen(args, env=env(VIDCAP_FAKE_DELAY=0.2), stdout=subprocess.PIPE,
-                            stderr=subprocess.DEVNULL, stdin=subprocess.DEVNULL, start_new_session=True)
+    proc = subprocess.Popen(
+        args,
+        env=env(VIDCAP_FAKE_DELAY=0.2),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        stdin=subprocess.DEVNULL,
+        start_new_session=True,
+    )
     kids: set[int] = set()
     try:
         t0 = time.time()
@@ -434,7 +538,7 @@ def test_sigkill_of_the_main_pid_alone_leaves_nothing_running(clips, clean, tmp_
             os.killpg(proc.pid, signal.SIGKILL)
         except ProcessLookupError:
             pass
-    vidcap(*args[len(VIDCAP):])
+    vidcap(*args[len(VIDCAP) :])
     assert_same_as_clean(out, clean)
 
 
@@ -444,8 +548,14 @@ def test_a_part_lost_before_the_merge_is_redone_not_left_empty(clips, clean, tmp
     (never an output with rows lacking a result, never exit 0 with them)."""
     out = tmp_path / "o.parquet"
     args = fake_args(clips, out, workers=0, part_rows=5)
-    proc = subprocess.run(args, env=env(VIDCAP_TEST_FAULT=f"before_merge:{action}"), capture_output=True,
-                          text=True, stdin=subprocess.DEVNULL, timeout=300)
+    proc = subprocess.run(
+        args,
+        env=env(VIDCAP_TEST_FAULT=f"before_merge:{action}"),
+        capture_output=True,
+        text=True,
+        stdin=subprocess.DEVNULL,
+        timeout=300,
+    )
     assert proc.returncode == 0, proc.stderr
     assert "doing them again" in proc.stderr
     assert_same_as_clean(out, clean)
@@ -455,15 +565,21 @@ def test_rows_removed_from_the_manifest_are_not_counted(clips, tmp_path):
     """A run killed part-way, then resumed on a manifest with fewer rows: the output and its summary hold
     only the rows of the manifest now."""
     out = tmp_path / "o.parquet"
-    proc = subprocess.run(fake_args(clips, out, workers=0), env=env(VIDCAP_TEST_FAULT="part_write:kill:25"),
-                          capture_output=True, text=True, stdin=subprocess.DEVNULL, timeout=300)
+    proc = subprocess.run(
+        fake_args(clips, out, workers=0),
+        env=env(VIDCAP_TEST_FAULT="part_write:kill:25"),
+        capture_output=True,
+        text=True,
+        stdin=subprocess.DEVNULL,
+        timeout=300,
+    )
     assert proc.returncode == -signal.SIGKILL
     assert len(parts_of(out)) >= 20
     small = clips / f"m_first10_{tmp_path.name}.csv"
     pd.read_csv(clips / "m.csv").head(10).to_csv(small, index=False)
     args = fake_args(clips, out, workers=0)
     args[args.index(str(clips / "m.csv"))] = str(small)
-    vidcap(*args[len(VIDCAP):])
+    vidcap(*args[len(VIDCAP) :])
     df = pd.read_parquet(out)
     summary = json.loads(out.with_name(out.name + ".run.json").read_text())["summary"]
     assert len(df) == 10

@@ -12,9 +12,9 @@ import time
 
 import pandas as pd
 import pytest
-
+from clirun import cli_env, read_resolved, vidcap
 from media import clip_set
-from clirun import read_resolved, cli_env, vidcap
+
 from vidcap.manifest import RID  # noqa: E402
 
 pytest.importorskip("s3fs")
@@ -60,8 +60,9 @@ def test_every_runner_writes_to_s3_and_matches_the_local_run(s3, clips, how):
         run(s3, *args, "--engine", "ray", "--gpus", "cpu:2")
     elif how == "torchrun":
         pytest.importorskip("torch")
-        proc = subprocess.run([*TORCHRUN, *map(str, args)], capture_output=True, text=True, timeout=300,
-                              env=cli_env(**s3.env))
+        proc = subprocess.run(
+            [*TORCHRUN, *map(str, args)], capture_output=True, text=True, timeout=300, env=cli_env(**s3.env)
+        )
         assert proc.returncode == 0, proc.stderr
     else:
         run(s3, *args)
@@ -77,7 +78,8 @@ def test_a_run_killed_mid_way_on_s3_resumes_with_each_row_once(s3, clips):
     proc = run(s3, *args, check=False, VIDCAP_TEST_FAULT="part_write:kill:3")
     assert proc.returncode == -9
     assert s3.ls("runs/killed/out.parquet.parts") == sorted(
-        ["LOCK", "run.json"] + [n for n in s3.ls("runs/killed/out.parquet.parts") if n.startswith("part-")])
+        ["LOCK", "run.json"] + [n for n in s3.ls("runs/killed/out.parquet.parts") if n.startswith("part-")]
+    )
     saved = [n for n in s3.ls("runs/killed/out.parquet.parts") if n.startswith("part-")]
     assert len(saved) == 2  # the third part died before it was put: no half object
     t0 = time.monotonic()
@@ -85,8 +87,11 @@ def test_a_run_killed_mid_way_on_s3_resumes_with_each_row_once(s3, clips):
     assert time.monotonic() - t0 < 60
     assert "4 skipped (already done)" in done.stderr and "processed 8 rows" in done.stderr
     pd.testing.assert_frame_equal(read_resolved(clips / "single.parquet"), s3.read_parquet(url))
-    parts = [s3.read_parquet(f"runs/killed/out.parquet.parts/{n}")
-             for n in s3.ls("runs/killed/out.parquet.parts") if n.startswith("part-")]
+    parts = [
+        s3.read_parquet(f"runs/killed/out.parquet.parts/{n}")
+        for n in s3.ls("runs/killed/out.parquet.parts")
+        if n.startswith("part-")
+    ]
     rids = pd.concat(parts)[RID]
     assert rids.is_unique and len(rids) == 12  # nothing done twice
     assert "LOCK" not in s3.ls("runs/killed/out.parquet.parts")  # released at the end
@@ -104,7 +109,8 @@ def test_a_live_lease_refuses_a_second_run_and_a_stale_one_is_taken_over(s3, cli
     assert proc.returncode == 2
     assert proc.stderr.strip().splitlines() == [
         "vidcap: error: another vidcap run is writing s3://runs/locked/out.parquet right now; "
-        "wait for it to finish or pick another -o path."]
+        "wait for it to finish or pick another -o path."
+    ]
     _lock(s3, lock, owner="x", host="another-host", pid=1, heartbeat=time.time() - 3600)  # no beat for an hour
     run(s3, "caption", clips / "m.csv", "-o", url, *FAKE, "--workers", "0")
     pd.testing.assert_frame_equal(read_resolved(clips / "single.parquet"), s3.read_parquet(url))
@@ -120,10 +126,13 @@ def test_other_settings_on_s3_are_refused_and_leave_nothing(s3, clips):
     assert "12 skipped (already done)" in again.stderr  # the finished output counts as done
 
 
-@pytest.mark.parametrize("url, says", [
-    ("s3://no-such-bucket/out.parquet", "check the URL"),
-    ("nosuchproto://x/out.parquet", "nosuchproto://"),
-])
+@pytest.mark.parametrize(
+    "url, says",
+    [
+        ("s3://no-such-bucket/out.parquet", "check the URL"),
+        ("nosuchproto://x/out.parquet", "nosuchproto://"),
+    ],
+)
 def test_an_unreachable_url_is_one_sentence(s3, clips, url, says):
     proc = run(s3, "caption", clips / "m.csv", "-o", url, *FAKE, "--workers", "0", check=False)
     assert proc.returncode == 2, proc.stderr
@@ -134,7 +143,13 @@ def test_an_unreachable_url_is_one_sentence(s3, clips, url, says):
 def test_merge_reads_and_writes_urls(s3, clips):
     single = pd.read_parquet(clips / "single.parquet")
     s3.fs.pipe_file("runs/tables/a.parquet", single.iloc[:6].to_parquet(index=False))
-    vidcap("merge", "s3://runs/tables/a.parquet", clips / "single.parquet", "-o", "s3://runs/tables/m.csv",
-           env=cli_env(**s3.env))
+    vidcap(
+        "merge",
+        "s3://runs/tables/a.parquet",
+        clips / "single.parquet",
+        "-o",
+        "s3://runs/tables/m.csv",
+        env=cli_env(**s3.env),
+    )
     merged = pd.read_csv(s3.fs.open("runs/tables/m.csv"))
     assert len(merged) == len(single) and set(merged["path"]) == set(single["path"])

@@ -148,7 +148,7 @@ def test_caption_and_motion_runs_read_urls_with_per_row_errors(media, s3, tmp_pa
             local, http, s3_rows = ok[col][:3].tolist(), ok[col][3:6].tolist(), ok[col][6:9].tolist()
             if col == "text":  # the fake caption names the clip: compare the file name part only
                 local, http, s3_rows = (
-                    [t.replace(p, "") for t, p in zip(v, ok.path[i : i + 3])]
+                    [t.replace(p, "") for t, p in zip(v, ok.path[i : i + 3], strict=False)]
                     for i, v in ((0, local), (3, http), (6, s3_rows))
                 )
             assert local == http == s3_rows, col

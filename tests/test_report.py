@@ -13,16 +13,24 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-
 from media import make_image, make_moov_lost, make_video, read_index
+
 from vidcap.cli import main
 from vidcap.manifest import read_table, write_table
 from vidcap.report import build_report
 
 ARTIFACTS = Path(__file__).resolve().parent.parent / "artifacts"
 REPETITIVE = "A man is walking down the street. A man is walking down the street. A man is walking down the street."
-CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                  "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+CHROMIUM_FLAGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
 
 
 def chromium() -> str:
@@ -114,7 +122,7 @@ def test_thumbnails_are_the_recorded_frames_and_small(run, tmp_path):
         assert [read_index(img) for _, img, _ in thumbs] == recorded  # the burned-in index matches
         assert all(max(img.shape[:2]) <= 160 for _, img, _ in thumbs)
         assert all(n < 16_000 for *_, n in thumbs)  # a few KB of JPEG each
-    (label, img, _), = _thumbs_of(page, 3)
+    ((label, img, _),) = _thumbs_of(page, 3)
     assert label == "image" and read_index(img) == 7
 
 
@@ -125,10 +133,15 @@ def test_sampling_keeps_errors_and_flags_and_filters(tmp_path):
     flags = np.where((status == "ok") & (rng.random(n) < 0.1), "truncated", "").astype(object)
     flags[[5, 17, 300]] = "repetition"
     status[[5, 17, 300]] = "ok"
-    df = pd.DataFrame({"path": [f"/nowhere/clip{i}.mp4" for i in range(n)],
-                       "text": [f"Caption number {i} of a long run." for i in range(n)],
-                       "flags": flags, "status": status,
-                       "error": np.where(status == "failed", "decode: invalid data", "")})
+    df = pd.DataFrame(
+        {
+            "path": [f"/nowhere/clip{i}.mp4" for i in range(n)],
+            "text": [f"Caption number {i} of a long run." for i in range(n)],
+            "flags": flags,
+            "status": status,
+            "error": np.where(status == "failed", "decode: invalid data", ""),
+        }
+    )
     write_table(df, tmp_path / "big.csv")
     stats = build_report(tmp_path / "big.csv", tmp_path / "big.html", sample=40, workers=0)
     assert stats["shown"] == 40 and stats["rows"] == n
@@ -150,7 +163,10 @@ def test_cli_report(run, tmp_path, capsys):
     assert main(["report", str(run / "merged.parquet"), "-o", str(out), "--filter", "objects=dog"]) == 0
     assert out.read_text().count("<article") == 1
     write_table(read_table(run / "merged.parquet"), tmp_path / "merged.csv")  # tags as JSON array strings
-    assert main(["report", str(tmp_path / "merged.csv"), "-o", str(out), "--filter", "objects=dog", "--root", str(run)]) == 0
+    assert (
+        main(["report", str(tmp_path / "merged.csv"), "-o", str(out), "--filter", "objects=dog", "--root", str(run)])
+        == 0
+    )
     page = out.read_text()
     assert page.count("<article") == 1 and 'data-chart="tags-objects"' in page and "<img" in page
     assert main(["report", str(run / "merged.parquet"), "--filter", "repetition"]) == 2

@@ -11,9 +11,8 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-
-from media import make_text_as_video, make_truncated_mkv, make_video, make_zero_byte, make_moov_lost
 from clirun import VIDCAP, vidcap
+from media import make_moov_lost, make_text_as_video, make_truncated_mkv, make_video, make_zero_byte
 
 
 @pytest.fixture(scope="module")
@@ -26,8 +25,12 @@ def clips(tmp_path_factory):
         p = root / "v" / f"clip_{i:02d}.mp4"
         make_video(p, n_frames=20 + (i % 7), size=(96, 64))
         rows.append({"path": f"v/clip_{i:02d}.mp4", "clip_id": i, "source": "synthetic"})
-    broken = {"zero.mp4": make_zero_byte, "text.mp4": make_text_as_video, "moov.mp4": make_moov_lost,
-              "cut.mkv": make_truncated_mkv}
+    broken = {
+        "zero.mp4": make_zero_byte,
+        "text.mp4": make_text_as_video,
+        "moov.mp4": make_moov_lost,
+        "cut.mkv": make_truncated_mkv,
+    }
     for name, fn in broken.items():
         fn(root / "v" / name)
         rows.append({"path": f"v/{name}", "clip_id": 100 + len(rows), "source": "broken"})
@@ -48,12 +51,23 @@ def test_caption_run_keeps_every_row_and_marks_broken_ones(clips, tmp_path):
     assert len(df) == len(manifest) == 55
     # input order kept; relative paths written absolute because the output is in another folder
     assert list(df["path"]) == [str(clips / p) for p in manifest["path"]]
-    assert {"clip_id", "source", "text", "num_frames", "fps", "width", "height", "frame_idx", "model",
-            "status", "error"} <= set(df.columns)
+    assert {
+        "clip_id",
+        "source",
+        "text",
+        "num_frames",
+        "fps",
+        "width",
+        "height",
+        "frame_idx",
+        "model",
+        "status",
+        "error",
+    } <= set(df.columns)
     broken = df["source"] == "broken"
     assert (df.loc[broken, "status"] == "failed").all()
     assert df.loc[~broken, "error"].isna().all() and (df.loc[~broken, "status"] == "ok").all()
-    codes = dict(zip(manifest.loc[broken, "path"], df.loc[broken, "error"].str.split(":").str[0]))
+    codes = dict(zip(manifest.loc[broken, "path"], df.loc[broken, "error"].str.split(":").str[0], strict=False))
     assert codes["v/does_not_exist.mp4"] == "missing"
     assert codes["v/zero.mp4"] == "decode" and codes["v/text.mp4"] == "decode" and codes["v/moov.mp4"] == "decode"
     assert codes["v/cut.mkv"] in ("decode", "short")
@@ -83,8 +97,22 @@ def test_kill_9_then_rerun_gives_the_clean_result(clips, tmp_path):
     vidcap("caption", clips / "m.csv", "-o", clean, "--model", "fake", "--workers", "2", "-q")
     out = tmp_path / "killed.parquet"
     env = dict(os.environ, VIDCAP_FAKE_DELAY="0.15")
-    args = [*VIDCAP, "caption", str(clips / "m.csv"), "-o", str(out), "--model", "fake", "--workers", "2",
-            "-q", "--batch-size", "2", "--part-rows", "2"]
+    args = [
+        *VIDCAP,
+        "caption",
+        str(clips / "m.csv"),
+        "-o",
+        str(out),
+        "--model",
+        "fake",
+        "--workers",
+        "2",
+        "-q",
+        "--batch-size",
+        "2",
+        "--part-rows",
+        "2",
+    ]
     for round_ in range(2):  # kill twice at different points, then let it finish
         proc = subprocess.Popen(args, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         _wait_for_parts(out.with_name(out.name + ".parts"), 3 + 6 * round_, proc)
@@ -117,11 +145,26 @@ def test_second_run_on_same_output_is_refused_while_first_holds_the_lock(clips, 
 def test_other_settings_are_refused_unless_overwrite(clips, tmp_path):
     out = tmp_path / "o.csv"
     vidcap("caption", clips / "m.csv", "-o", out, "--model", "fake", "--limit", "3", "-q", "--workers", "0")
-    proc = vidcap("caption", clips / "m.csv", "-o", out, "--model", "fake", "--limit", "3", "-q",
-                  "--num-frames", "2", check=False)
+    proc = vidcap(
+        "caption", clips / "m.csv", "-o", out, "--model", "fake", "--limit", "3", "-q", "--num-frames", "2", check=False
+    )
     assert proc.returncode == 2 and "num_frames" in proc.stderr and "--overwrite" in proc.stderr
-    vidcap("caption", clips / "m.csv", "-o", out, "--model", "fake", "--limit", "3", "-q", "--workers", "0",
-           "--num-frames", "2", "--overwrite")
+    vidcap(
+        "caption",
+        clips / "m.csv",
+        "-o",
+        out,
+        "--model",
+        "fake",
+        "--limit",
+        "3",
+        "-q",
+        "--workers",
+        "0",
+        "--num-frames",
+        "2",
+        "--overwrite",
+    )
     df = read_out(out)
     assert [len(json.loads(x)) for x in df["frame_idx"]] == [2, 2, 2]
 
@@ -155,13 +198,16 @@ def test_duplicate_paths_processed_once_and_reported(clips, tmp_path):
     assert len(df) == 6 and df["text"].iloc[1] == df["text"].iloc[4] == df["text"].iloc[5]
 
 
-@pytest.mark.parametrize("content,expect", [
-    (None, "does not exist"),
-    ("", "is empty"),
-    ("file,other\na.mp4,1\n", "no 'path' column"),
-    ("path,x\n", "no rows"),
-    (b"path\n\xff\xfe\xfa.mp4\n", "not UTF-8"),
-])
+@pytest.mark.parametrize(
+    "content,expect",
+    [
+        (None, "does not exist"),
+        ("", "is empty"),
+        ("file,other\na.mp4,1\n", "no 'path' column"),
+        ("path,x\n", "no rows"),
+        (b"path\n\xff\xfe\xfa.mp4\n", "not UTF-8"),
+    ],
+)
 def test_bad_manifests_end_in_one_sentence(tmp_path, content, expect):
     m = tmp_path / "m.csv"
     if isinstance(content, bytes):
@@ -175,10 +221,12 @@ def test_bad_manifests_end_in_one_sentence(tmp_path, content, expect):
 
 
 def test_bad_options_end_in_one_sentence(clips, tmp_path):
-    for args, expect in [(["--model", "no-such-model"], "unknown model"),
-                         (["--model", "fake", "-o", tmp_path / "x.txt"], ".csv or .parquet"),
-                         (["--model", "fake", "--shard", "3/2"], "--shard"),
-                         (["--model", str(tmp_path)], "no config.json")]:
+    for args, expect in [
+        (["--model", "no-such-model"], "unknown model"),
+        (["--model", "fake", "-o", tmp_path / "x.txt"], ".csv or .parquet"),
+        (["--model", "fake", "--shard", "3/2"], "--shard"),
+        (["--model", str(tmp_path)], "no config.json"),
+    ]:
         proc = vidcap("caption", clips / "m.csv", *args, check=False)
         assert proc.returncode == 2, proc.stderr
         assert expect in proc.stderr and "Traceback" not in proc.stderr
@@ -197,7 +245,7 @@ def test_merge_and_diff(tmp_path):
 
 
 def test_retryable_failures_are_redone_on_resume(clips, tmp_path):
-    from vidcap.manifest import RID, read_manifest, row_key_path, ABSPATH
+    from vidcap.manifest import ABSPATH, RID, read_manifest, row_key_path
 
     src = tmp_path / "m.csv"
     m = pd.read_csv(clips / "m.csv").iloc[:3]

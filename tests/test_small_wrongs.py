@@ -77,8 +77,21 @@ def test_a_caption_full_of_replacement_characters_is_flagged(tmp_path):
     with FakeOpenAIServer() as server:
         server.script[""] = ["fffd"]
         out = tmp_path / "o.csv"
-        vidcap("caption", manifest, "-o", out, "--backend", "openai", "--base-url", server.base_url, "--model", "x",
-               "--workers", "0", "-q")
+        vidcap(
+            "caption",
+            manifest,
+            "-o",
+            out,
+            "--backend",
+            "openai",
+            "--base-url",
+            server.base_url,
+            "--model",
+            "x",
+            "--workers",
+            "0",
+            "-q",
+        )
     row = pd.read_csv(out).iloc[0]
     assert row["status"] == "ok" and row["text"].count("\ufffd") == 84 and "replaced_chars" in row["flags"]
 

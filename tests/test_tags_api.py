@@ -5,10 +5,10 @@ from __future__ import annotations
 import json
 import re
 
+import fake_openai_server as fos
 import pandas as pd
 import pytest
 
-import fake_openai_server as fos
 from vidcap.backends.base import CaptionOptions
 from vidcap.errors import UsageError
 from vidcap.manifest import read_table
@@ -41,16 +41,25 @@ def server(monkeypatch):
 def test_openai_tagging_end_to_end(tmp_path, server, monkeypatch):
     monkeypatch.setenv(ENV, "sk-tagtest-0123456789")
     manifest = tmp_path / "meta.parquet"
-    pd.DataFrame({"path": ["a.mp4", "b.mp4", "c.mp4", "d.mp4"],
-                  "text": ["Horse jumping fence", "", "River boats #bullets", "broken #fail"]}).to_parquet(manifest)
-    opts = CaptionOptions(base_url=server.base_url, api_key_env=ENV, concurrency=4, max_new_tokens=64,
-                          max_retries=0, backoff_base=0.01)
+    pd.DataFrame(
+        {
+            "path": ["a.mp4", "b.mp4", "c.mp4", "d.mp4"],
+            "text": ["Horse jumping fence", "", "River boats #bullets", "broken #fail"],
+        }
+    ).to_parquet(manifest)
+    opts = CaptionOptions(
+        base_url=server.base_url, api_key_env=ENV, concurrency=4, max_new_tokens=64, max_retries=0, backoff_base=0.01
+    )
     stage = build_tag_stage("actions", backend="openai", model="tagger-1", options=opts)
     assert stage.batch_size == 16
     summary = run_stage(stage, manifest, tmp_path / "meta_actions.parquet", RunOptions(workers=0, progress=False))
     df = read_table(tmp_path / "meta_actions.parquet")
     assert [list(c) if c is not None else None for c in df["actions"]] == [
-        ["horse", "jumping", "fence"], None, ["river", "boats", "bullets"], None]
+        ["horse", "jumping", "fence"],
+        None,
+        ["river", "boats", "bullets"],
+        None,
+    ]
     assert list(df["status"]) == ["ok", "failed", "ok", "failed"]
     assert df["error"][1].startswith("empty_text:") and df["error"][3].startswith("api: 400")
     assert len(server.hits) == 3  # the empty caption was never sent
@@ -80,10 +89,13 @@ def test_custom_key_needs_a_prompt_file(tmp_path):
     assert stage.columns == ["colors"] and stage.suffix == "colors"
     assert stage.prompt.messages("red car") == [
         {"role": "system", "content": "List the colours named in the caption as [a, b]."},
-        {"role": "user", "content": "red car"}]
+        {"role": "user", "content": "red car"},
+    ]
     pf.write_text("Colours in this caption, as [a, b]: {}")
     stage = build_tag_stage("colors", backend="fake", prompt_file=pf)
-    assert stage.prompt.messages("red car") == [{"role": "user", "content": "Colours in this caption, as [a, b]: red car"}]
+    assert stage.prompt.messages("red car") == [
+        {"role": "user", "content": "Colours in this caption, as [a, b]: red car"}
+    ]
     for bad in ("status", "path", "_rid", "two words"):
         with pytest.raises(UsageError):
             build_tag_stage(bad, backend="fake", prompt_file=pf)

@@ -13,8 +13,12 @@ pytest.importorskip("transformers")
 
 def _manifest(tmp_path):
     path = tmp_path / "meta.csv"
-    pd.DataFrame({"path": ["a.mp4", "b.mp4", "c.mp4"],
-                  "text": ["A dog runs across a park.", "", "A red car drives on a wet road at night."]}).to_csv(path, index=False)
+    pd.DataFrame(
+        {
+            "path": ["a.mp4", "b.mp4", "c.mp4"],
+            "text": ["A dog runs across a park.", "", "A red car drives on a wet road at night."],
+        }
+    ).to_csv(path, index=False)
     return path
 
 
@@ -22,14 +26,29 @@ def test_tag_cli_with_tiny_llama_then_stats(tmp_path, capsys):
     model = tmp_path / "tiny-llama"
     assert main(["dev", "tiny-model", str(model), "--family", "llama"]) == 0
     manifest = _manifest(tmp_path)
-    rc = main(["tag", str(manifest), "--key", "objects", "-m", str(model), "--device", "cpu",
-               "--max-new-tokens", "6", "-b", "2", "-q"])
+    rc = main(
+        [
+            "tag",
+            str(manifest),
+            "--key",
+            "objects",
+            "-m",
+            str(model),
+            "--device",
+            "cpu",
+            "--max-new-tokens",
+            "6",
+            "-b",
+            "2",
+            "-q",
+        ]
+    )
     assert rc == 0
     out = tmp_path / "meta_objects.csv"  # default name: <stem>_<key> beside the input
     df = read_table(out)
     assert list(df["path"]) == ["a.mp4", "b.mp4", "c.mp4"] and {"objects", "status", "error"} <= set(df.columns)
     assert df["error"][1].startswith("empty_text:")
-    for status, err, cell in zip(df["status"], df["error"].fillna(""), df["objects"]):
+    for status, err, cell in zip(df["status"], df["error"].fillna(""), df["objects"], strict=False):
         # random weights: a row is either a clean list or a parse error quoting the answer
         assert (status == "ok" and isinstance(json.loads(cell), list)) or err.split(":")[0] in ("parse", "empty_text")
     capsys.readouterr()
@@ -60,7 +79,27 @@ def test_tag_cli_fake_backend_and_custom_prompt(tmp_path):
     pf = tmp_path / "nouns.txt"
     pf.write_text("List the nouns of the caption as [a, b].")
     out = tmp_path / "nouns.parquet"
-    assert main(["tag", str(manifest), "--key", "nouns", "--prompt-file", str(pf), "--backend", "fake",
-                 "-o", str(out), "-q"]) == 0
+    assert (
+        main(
+            [
+                "tag",
+                str(manifest),
+                "--key",
+                "nouns",
+                "--prompt-file",
+                str(pf),
+                "--backend",
+                "fake",
+                "-o",
+                str(out),
+                "-q",
+            ]
+        )
+        == 0
+    )
     df = read_table(out)
-    assert [list(c) if c is not None else None for c in df["nouns"]] == [["runs", "across", "park"], None, ["drives", "road", "night"]]
+    assert [list(c) if c is not None else None for c in df["nouns"]] == [
+        ["runs", "across", "park"],
+        None,
+        ["drives", "road", "night"],
+    ]

@@ -29,8 +29,29 @@ LLAMA3 = (
     "{% endfor %}{% if add_generation_prompt %}<|start_header_id|>assistant<|end_header_id|>\n\n{% endif %}"
 )
 SPECIAL = ["<|begin_of_text|>", "<|end_of_text|>", "<|start_header_id|>", "<|end_header_id|>", "<|eot_id|>", "[UNK]"]
-WORDS = ["[", "]", ",", "dog", "person", "system", "user", "assistant", "a", "the", "is", "runs", "in", "park",
-         "red", "car", "on", "road", "cat", "sleeps", "."]
+WORDS = [
+    "[",
+    "]",
+    ",",
+    "dog",
+    "person",
+    "system",
+    "user",
+    "assistant",
+    "a",
+    "the",
+    "is",
+    "runs",
+    "in",
+    "park",
+    "red",
+    "car",
+    "on",
+    "road",
+    "cat",
+    "sleeps",
+    ".",
+]
 CHAIN = ["<|end_header_id|>", "[", "dog", ",", "person", "]", "<|eot_id|>"]
 
 
@@ -41,16 +62,29 @@ def build_rigged_llama(folder, padding_side="left"):
     vocab = {t: i for i, t in enumerate(SPECIAL + WORDS)}
     tk = Tokenizer(models.WordLevel(vocab, unk_token="[UNK]"))
     tk.pre_tokenizer = pre_tokenizers.Whitespace()
-    tok = PreTrainedTokenizerFast(tokenizer_object=tk, bos_token="<|begin_of_text|>", eos_token="<|eot_id|>",
-                                  unk_token="[UNK]", padding_side=padding_side)
+    tok = PreTrainedTokenizerFast(
+        tokenizer_object=tk,
+        bos_token="<|begin_of_text|>",
+        eos_token="<|eot_id|>",
+        unk_token="[UNK]",
+        padding_side=padding_side,
+    )
     tok.add_special_tokens({"additional_special_tokens": SPECIAL[1:5]})
     tok.chat_template = LLAMA3
     size = 64
     assert len(vocab) <= size
-    cfg = LlamaConfig(vocab_size=len(vocab), hidden_size=size, intermediate_size=16, num_hidden_layers=1,
-                      num_attention_heads=2, num_key_value_heads=2, max_position_embeddings=1024,
-                      bos_token_id=vocab["<|begin_of_text|>"], eos_token_id=[vocab["<|end_of_text|>"], vocab["<|eot_id|>"]],
-                      tie_word_embeddings=False)
+    cfg = LlamaConfig(
+        vocab_size=len(vocab),
+        hidden_size=size,
+        intermediate_size=16,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        num_key_value_heads=2,
+        max_position_embeddings=1024,
+        bos_token_id=vocab["<|begin_of_text|>"],
+        eos_token_id=[vocab["<|end_of_text|>"], vocab["<|eot_id|>"]],
+        tie_word_embeddings=False,
+    )
     torch.manual_seed(0)
     model = LlamaForCausalLM(cfg)
     with torch.no_grad():
@@ -60,7 +94,7 @@ def build_rigged_llama(folder, padding_side="left"):
             layer.self_attn.o_proj.weight.zero_()
             layer.mlp.down_proj.weight.zero_()
         model.lm_head.weight.zero_()
-        for cur, nxt in zip(CHAIN, CHAIN[1:]):
+        for cur, nxt in zip(CHAIN, CHAIN[1:], strict=False):
             model.lm_head.weight[vocab[nxt], vocab[cur]] = 10.0
     model.generation_config.do_sample = True  # like Llama-3-Instruct's shipped config; greedy must override it
     model.generation_config.temperature = 0.6
@@ -131,8 +165,9 @@ def test_template_without_system_role_gets_it_merged(llama_dir):
     from transformers import AutoTokenizer
 
     tok = AutoTokenizer.from_pretrained(llama_dir)
-    tok.chat_template = ("{% if messages[0]['role'] == 'system' %}{{ raise_exception('System role not supported') }}{% endif %}"
-                         + LLAMA3)
+    tok.chat_template = (
+        "{% if messages[0]['role'] == 'system' %}{{ raise_exception('System role not supported') }}{% endif %}" + LLAMA3
+    )
     assert not _system_role_ok(tok)
     b = HFChatBackend(str(llama_dir))
     b.tokenizer, b._merge_system = tok, True
@@ -142,11 +177,13 @@ def test_template_without_system_role_gets_it_merged(llama_dir):
 
 
 def _manifest(tmp_path, ext):
-    df = pd.DataFrame({
-        "path": ["a.mp4", "b.mp4", "c.mp4", "d.mp4", "e.mp4"],
-        "text": [_captions()[0], "", _captions()[1], "   ", _captions()[2]],
-        "fps": [24, 24, 30, 30, 25],
-    })
+    df = pd.DataFrame(
+        {
+            "path": ["a.mp4", "b.mp4", "c.mp4", "d.mp4", "e.mp4"],
+            "text": [_captions()[0], "", _captions()[1], "   ", _captions()[2]],
+            "fps": [24, 24, 30, 30, 25],
+        }
+    )
     path = tmp_path / f"meta{ext}"
     df.to_csv(path, index=False) if ext == ".csv" else df.to_parquet(path, index=False)
     return path
@@ -184,11 +221,15 @@ def test_tag_stage_end_to_end(tmp_path, llama_dir, ext):
 def test_changed_caption_is_tagged_again(tmp_path):
     """The row id covers the caption: editing a caption makes the row new, an unchanged one is skipped."""
     manifest = tmp_path / "m.csv"
-    pd.DataFrame({"path": ["a.mp4", "b.mp4"], "text": ["a shiny red car", "a cat sleeps"]}).to_csv(manifest, index=False)
+    pd.DataFrame({"path": ["a.mp4", "b.mp4"], "text": ["a shiny red car", "a cat sleeps"]}).to_csv(
+        manifest, index=False
+    )
     out = tmp_path / "m_actions.csv"
     opts = RunOptions(workers=0, progress=False)
     run_stage(TagStage("actions", make_chat_backend("fake")), manifest, out, opts)
-    pd.DataFrame({"path": ["a.mp4", "b.mp4"], "text": ["a shiny red car", "a dog barks loudly"]}).to_csv(manifest, index=False)
+    pd.DataFrame({"path": ["a.mp4", "b.mp4"], "text": ["a shiny red car", "a dog barks loudly"]}).to_csv(
+        manifest, index=False
+    )
     b = make_chat_backend("fake")
     seen = []
     real_chat = b.chat
@@ -206,14 +247,19 @@ def test_shared_tiny_llama_runs_through_the_stage(tmp_path):
 
     model_dir = build_tiny_model(tmp_path / "llama", "llama")
     manifest = _manifest(tmp_path, ".csv")
-    stage = build_tag_stage("objects", backend="hf", model=str(model_dir), batch_size=2,
-                            options=CaptionOptions(max_new_tokens=8, device="cpu"))
+    stage = build_tag_stage(
+        "objects",
+        backend="hf",
+        model=str(model_dir),
+        batch_size=2,
+        options=CaptionOptions(max_new_tokens=8, device="cpu"),
+    )
     summary = run_stage(stage, manifest, tmp_path / "out.csv", RunOptions(workers=0, progress=False, device="cpu"))
     df = read_table(tmp_path / "out.csv")
     assert len(df) == 5 and set(df["status"]) <= {"ok", "failed"}
     codes = [e.split(":")[0] if isinstance(e, str) and e else "" for e in df["error"]]
     assert codes[1] == codes[3] == "empty_text"
-    for status, code, cell in zip(df["status"], codes, df["objects"]):
+    for status, code, cell in zip(df["status"], codes, df["objects"], strict=False):
         if status == "ok":
             assert isinstance(json.loads(cell), list)
         else:

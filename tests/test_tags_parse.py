@@ -15,8 +15,10 @@ CASES = [
     ('{"objects": ["car", "traffic light"]}', ["car", "traffic light"]),
     ("Here are the objects: [dog, person, ball]", ["dog", "person", "ball"]),
     ("[dog, person]\n\nNote: I only listed the visible objects in the text.", ["dog", "person"]),
-    ("Sure! Here are the objects extracted from the text:\n\n[woman, red dress, street]\n\nLet me know if you need more.",
-     ["woman", "red dress", "street"]),
+    (
+        "Sure! Here are the objects extracted from the text:\n\n[woman, red dress, street]\n\nLet me know if you need more.",
+        ["woman", "red dress", "street"],
+    ),
     ("1. dog\n2. person\n3. ball", ["dog", "person", "ball"]),
     ("Here are the actions:\n\n1. Running\n2. Laughing\n3. running", ["running", "laughing"]),
     ("- dog\n- person", ["dog", "person"]),
@@ -29,7 +31,7 @@ CASES = [
     ("[the dog, a person, an apple]", ["dog", "person", "apple"]),
     ("[person (laughing), dog]", ["person", "dog"]),
     ("[dog; cat; bird]", ["dog", "cat", "bird"]),
-    ("[\n  \"dog\",\n  \"person\"\n]", ["dog", "person"]),
+    ('[\n  "dog",\n  "person"\n]', ["dog", "person"]),
     ("[]", []),
     ("NONE", []),
     ("[NONE]", []),
@@ -49,14 +51,17 @@ def test_parse_repairs_messy_output(text, expected):
     assert parse_tags(text) == expected
 
 
-@pytest.mark.parametrize("text", [
-    "",
-    "   \n ",
-    "I'm sorry, but I cannot extract objects from this text because it does not describe a scene.",
-    "The video shows a dog running around while a person laughs at it in the park.",
-    "Sure!",
-    "[This text does not mention any concrete objects that I could list here]",
-])
+@pytest.mark.parametrize(
+    "text",
+    [
+        "",
+        "   \n ",
+        "I'm sorry, but I cannot extract objects from this text because it does not describe a scene.",
+        "The video shows a dog running around while a person laughs at it in the park.",
+        "Sure!",
+        "[This text does not mention any concrete objects that I could list here]",
+    ],
+)
 def test_parse_refuses_unreadable_output(text):
     with pytest.raises(VidcapError) as info:
         parse_tags(text)

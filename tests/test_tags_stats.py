@@ -49,7 +49,9 @@ def test_stats_from_csv_with_png(tmp_path):
         im.verify()
     with Image.open(png) as im:
         assert im.size[0] == 800 and im.size[1] >= 250
-        assert len(np.unique(np.asarray(im.convert("RGB")).reshape(-1, 3), axis=0)) > 2  # bars and text were drawn, not a blank canvas
+        assert (
+            len(np.unique(np.asarray(im.convert("RGB")).reshape(-1, 3), axis=0)) > 2
+        )  # bars and text were drawn, not a blank canvas
 
 
 def test_stats_from_parquet_lists(tmp_path):
@@ -66,7 +68,7 @@ def test_stats_reads_the_seeds_csv(tmp_path):
     out = tmp_path / "meta_objects.csv"
     pd.DataFrame({"path": ["a", "b", "c"], "objects": ["dog, person", "Dog", "NONE_FOUND"]}).to_csv(out, index=False)
     counts, table = tag_stats(out, "objects", top=1)
-    assert dict(zip(counts["tag"], counts["count"])) == {"dog": 2, "person": 1}
+    assert dict(zip(counts["tag"], counts["count"], strict=False)) == {"dog": 2, "person": 1}
     assert "1 more tags not shown" in table
 
 

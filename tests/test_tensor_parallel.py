@@ -10,7 +10,6 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-
 from clirun import cli_env, vidcap
 from media import make_video
 
@@ -45,11 +44,21 @@ def test_tp_2_captions_equal_the_single_process_run(tiny_model, clips, tmp_path,
 
 def test_pllava_shards_give_the_unsharded_logits(tiny_model, tmp_path):
     model = tiny_model("pllava")
-    full = subprocess.run([sys.executable, HERE / "tp_logits.py", model, tmp_path / "full.pt"],
-                          capture_output=True, text=True, env=cli_env(), timeout=300)
+    full = subprocess.run(
+        [sys.executable, HERE / "tp_logits.py", model, tmp_path / "full.pt"],
+        capture_output=True,
+        text=True,
+        env=cli_env(),
+        timeout=300,
+    )
     assert full.returncode == 0, full.stderr
-    split = subprocess.run([*TORCHRUN, HERE / "tp_logits.py", model, tmp_path / "tp.pt"],
-                           capture_output=True, text=True, env=cli_env(), timeout=300)
+    split = subprocess.run(
+        [*TORCHRUN, HERE / "tp_logits.py", model, tmp_path / "tp.pt"],
+        capture_output=True,
+        text=True,
+        env=cli_env(),
+        timeout=300,
+    )
     assert split.returncode == 0, split.stderr
     a, b = torch.load(tmp_path / "full.pt"), torch.load(tmp_path / "tp.pt")
     assert a["tp"] == 1 and b["tp"] == 2 and b["q_rows"] * 2 == a["q_rows"]  # half the heads on each rank
@@ -60,8 +69,22 @@ def test_pllava_shards_give_the_unsharded_logits(tiny_model, tmp_path):
 @pytest.mark.parametrize("family", ["qwen2.5-vl", "pllava"])
 def test_a_tp_the_heads_cannot_take_is_one_sentence(tiny_model, clips, tmp_path, family):
     out = tmp_path / "o.parquet"
-    proc = vidcap("caption", clips / "m.csv", "-o", out, "--model", tiny_model(family), "-q", "--workers", "0",
-                  "--gpus", "cpu:3", "--tp", "3", check=False)
+    proc = vidcap(
+        "caption",
+        clips / "m.csv",
+        "-o",
+        out,
+        "--model",
+        tiny_model(family),
+        "-q",
+        "--workers",
+        "0",
+        "--gpus",
+        "cpu:3",
+        "--tp",
+        "3",
+        check=False,
+    )
     assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr
     assert proc.stderr.strip().splitlines() == [proc.stderr.strip()]
     assert "--tp 3 does not divide the 2 attention heads" in proc.stderr

@@ -19,8 +19,9 @@ def test_vlm_families_load_through_auto_classes(tiny_model, family):
     model = AutoModelForImageTextToText.from_pretrained(path, use_safetensors=True)
     assert model.config.text_config.hidden_size <= 64
     assert sum(p.numel() for p in model.parameters()) < 1_000_000
-    text = proc.apply_chat_template([{"role": "user", "content": [{"type": "text", "text": "hi"}]}],
-                                    add_generation_prompt=True, tokenize=False)
+    text = proc.apply_chat_template(
+        [{"role": "user", "content": [{"type": "text", "text": "hi"}]}], add_generation_prompt=True, tokenize=False
+    )
     assert "hi" in text
     assert json.loads((path / "vidcap_tiny.json").read_text())["family"] == family
 
@@ -30,8 +31,9 @@ def test_llama_chat_model(tiny_model):
 
     path = tiny_model("llama")
     tok = AutoTokenizer.from_pretrained(path)
-    text = tok.apply_chat_template([{"role": "user", "content": "tag this"}], add_generation_prompt=True,
-                                   tokenize=False)
+    text = tok.apply_chat_template(
+        [{"role": "user", "content": "tag this"}], add_generation_prompt=True, tokenize=False
+    )
     assert text.startswith("<|begin_of_text|><|start_header_id|>user<|end_header_id|>\n\ntag this<|eot_id|>")
     assert text.endswith("<|start_header_id|>assistant<|end_header_id|>\n\n")
     model = AutoModelForCausalLM.from_pretrained(path, use_safetensors=True)
@@ -50,8 +52,11 @@ def test_pllava_checkpoint_has_the_published_layout(tiny_model):
     keys = set(index)
     lm = "language_model.base_model.model.model.layers.0.self_attn."
     for proj in ("q_proj", "v_proj"):
-        assert {f"{lm}{proj}.base_layer.weight", f"{lm}{proj}.lora_A.default.weight",
-                f"{lm}{proj}.lora_B.default.weight"} <= keys
+        assert {
+            f"{lm}{proj}.base_layer.weight",
+            f"{lm}{proj}.lora_A.default.weight",
+            f"{lm}{proj}.lora_B.default.weight",
+        } <= keys
     assert f"{lm}k_proj.weight" in keys and "language_model.base_model.model.lm_head.weight" in keys
     assert "vision_tower.vision_model.embeddings.patch_embedding.weight" in keys
     assert "multi_modal_projector.linear_1.weight" in keys

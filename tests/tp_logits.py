@@ -28,8 +28,14 @@ def main(model_dir: str, out: str) -> None:
     with torch.inference_mode():
         logits = backend.model(**inputs).logits
     if int(os.environ.get("RANK", "0")) == 0:
-        torch.save({"logits": logits, "tp": backend.tensor_parallel,
-                    "q_rows": backend.model.model.language_model.layers[0].self_attn.q_proj.weight.shape[0]}, out)
+        torch.save(
+            {
+                "logits": logits,
+                "tp": backend.tensor_parallel,
+                "q_rows": backend.model.model.language_model.layers[0].self_attn.q_proj.weight.shape[0],
+            },
+            out,
+        )
 
 
 if __name__ == "__main__":

@@ -29,6 +29,7 @@ OUTPUT_SHARE = 0.6  # captions usually end well before the token limit; the ceil
 PROBE_FILES = 8  # clips probed for their frame size when the manifest has no width/height columns
 REMOTE_SAVE_EVERY_S = 5.0  # a remote output's spend record is rewritten at most this often (and at the end)
 
+
 class SpendBook:
     """What an output has cost over every run that wrote it: `<output>.spend.json` beside the output.
 

@@ -22,10 +22,23 @@ SEP = ","
 
 # Open-Sora's LLAVA_PREFIX (tools/datasets/datautil.py), in its order, duplicates included.
 LLAVA_PREFIX = (
-    "The video shows", "The video captures", "The video features", "The video depicts",
-    "The video presents", "The video features", "The video is ", "In the video,",
-    "The image shows", "The image captures", "The image features", "The image depicts",
-    "The image presents", "The image features", "The image is ", "The image portrays", "In the image,",
+    "The video shows",
+    "The video captures",
+    "The video features",
+    "The video depicts",
+    "The video presents",
+    "The video features",
+    "The video is ",
+    "In the video,",
+    "The image shows",
+    "The image captures",
+    "The image features",
+    "The image depicts",
+    "The image presents",
+    "The image features",
+    "The image is ",
+    "The image portrays",
+    "In the image,",
 )
 
 # Identical text on this many distinct clips is a duplicate: two clips cut from one static shot can
@@ -35,7 +48,48 @@ DUPLICATE_MIN_ROWS = 3
 _TERMINAL = ".!?…。！？\"'”’)]»"
 # Words a finished sentence does not end on; a long caption ending on one was cut off.
 _DANGLING = frozenset(
-    ["a", "an", "the", "and", "or", "but", "of", "with", "to", "in", "on", "at", "by", "for", "from", "as", "while", "which", "that", "who", "whose", "is", "are", "was", "were", "its", "their", "his", "her", "this", "these", "those", "into", "onto", "over", "under", "through", "between", "behind", "near"]
+    [
+        "a",
+        "an",
+        "the",
+        "and",
+        "or",
+        "but",
+        "of",
+        "with",
+        "to",
+        "in",
+        "on",
+        "at",
+        "by",
+        "for",
+        "from",
+        "as",
+        "while",
+        "which",
+        "that",
+        "who",
+        "whose",
+        "is",
+        "are",
+        "was",
+        "were",
+        "its",
+        "their",
+        "his",
+        "her",
+        "this",
+        "these",
+        "those",
+        "into",
+        "onto",
+        "over",
+        "under",
+        "through",
+        "between",
+        "behind",
+        "near",
+    ]
 )
 _TRUNCATE_MIN_WORDS = 12  # shorter unpunctuated captions are phrase-style captions, not cut ones
 _WORD = re.compile(r"\w+", re.UNICODE)
@@ -78,8 +132,8 @@ def _looping_ngram(words: list[str]) -> bool:
         if total < copies * n:
             continue
         for i in range(total - copies * n + 1):
-            span = words[i:i + n]
-            if all(words[i + c * n:i + (c + 1) * n] == span for c in range(1, copies)):
+            span = words[i : i + n]
+            if all(words[i + c * n : i + (c + 1) * n] == span for c in range(1, copies)):
                 return True
     return False
 
@@ -98,7 +152,7 @@ def _repeated_sentence(text: str) -> bool:
 
 def _ngram_redundancy(words: list[str], n: int = 4) -> float:
     """Share of the text's n-grams that are repeats of an earlier one (0: all distinct)."""
-    grams = [tuple(words[i:i + n]) for i in range(len(words) - n + 1)]
+    grams = [tuple(words[i : i + n]) for i in range(len(words) - n + 1)]
     return 1.0 - len(set(grams)) / len(grams) if grams else 0.0
 
 
@@ -132,7 +186,7 @@ def strip_prefix(text: str, prefixes=LLAVA_PREFIX) -> str:
     p = matched_prefix(text, prefixes)
     if p is None:
         return text
-    rest = text.lstrip()[len(p):].strip()
+    rest = text.lstrip()[len(p) :].strip()
     if not _WORD.search(rest):
         return text
     return rest[0].upper() + rest[1:]
@@ -213,7 +267,7 @@ def add_duplicate_flags(df: pd.DataFrame, min_count: int = DUPLICATE_MIN_ROWS) -
         keyed = keyed.drop_duplicates(subset=RID)
     counts = Counter(_norm(t) for t in keyed["text"] if not is_empty(t))
     new = []
-    for text, good, cell in zip(out["text"], ok, out["flags"]):
+    for text, good, cell in zip(out["text"], ok, out["flags"], strict=False):
         flags = [f for f in parse_flags(cell) if f != DUPLICATE]
         if good and not is_empty(text) and counts[_norm(text)] >= min_count:
             flags.append(DUPLICATE)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import List, Optional
 
 import typer
 
@@ -13,8 +12,12 @@ from .console import protect_stderr
 from .errors import UsageError
 
 classic_help()
-app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
-                  help="vidcap: captions, camera motion and tags for large video collections.")
+app = typer.Typer(
+    add_completion=False,
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    help="vidcap: captions, camera motion and tags for large video collections.",
+)
 dev_app = typer.Typer(no_args_is_help=True, help="Developer tools (tiny models for smoke tests).")
 
 
@@ -27,48 +30,119 @@ def _show_version(value: bool) -> None:
 
 
 @app.callback()
-def _main_options(version: bool = typer.Option(False, "--version", callback=_show_version, is_eager=True,
-                                                help="Print vidcap's version and exit.")) -> None:
+def _main_options(
+    version: bool = typer.Option(
+        False, "--version", callback=_show_version, is_eager=True, help="Print vidcap's version and exit."
+    ),
+) -> None:
     """Captions, camera-motion labels and tags for large video collections."""
+
+
 app.add_typer(dev_app, name="dev")
 
 # Options shared by every run command.
-O_OUT = typer.Option(None, "-o", "--output", help="Output file (.csv or .parquet), a local path or an fsspec URL (s3://...), or a local folder (a path with no extension, e.g. captions/) for a Parquet dataset of 1M-row files; default <stem>_<command> beside the manifest.")
+O_OUT = typer.Option(
+    None,
+    "-o",
+    "--output",
+    help="Output file (.csv or .parquet), a local path or an fsspec URL (s3://...), or a local folder (a path with no extension, e.g. captions/) for a Parquet dataset of 1M-row files; default <stem>_<command> beside the manifest.",
+)
 O_WORKERS = typer.Option(None, "--workers", help="Decode worker processes (default: CPU count - 1; 0 = in-process).")
 O_LIMIT = typer.Option(None, "--limit", help="Only the first N rows.")
 O_SHARD = typer.Option(None, "--shard", help="I/N: every N-th row starting at row I, for hand-made sharding.")
 O_OVERWRITE = typer.Option(False, "--overwrite", help="Start over: discard saved parts and replace the output.")
 O_KEEP = typer.Option(False, "--keep-parts", help="Keep the <output>.parts folder after the merge.")
 O_FAILED = typer.Option(None, "--failed-out", help="Write failed rows to this file and only ok rows to the output.")
-O_TAG_WORKERS = typer.Option(None, "--workers", help="Processes that read the captions (default: 0 = in-process; tagging decodes no video).")
-O_PART_ROWS = typer.Option(None, "--part-rows", help="Rows per part file (smaller = less redone after a crash). Default: 256 rows, or more when rows come faster than a part a second (at most 64k).")
+O_TAG_WORKERS = typer.Option(
+    None, "--workers", help="Processes that read the captions (default: 0 = in-process; tagging decodes no video)."
+)
+O_PART_ROWS = typer.Option(
+    None,
+    "--part-rows",
+    help="Rows per part file (smaller = less redone after a crash). Default: 256 rows, or more when rows come faster than a part a second (at most 64k).",
+)
 O_QUIET = typer.Option(False, "--quiet", "-q", help="No progress bar.")
 O_DEVICE = typer.Option(None, "--device", help="Torch device (default: cuda if available, else cpu).")
 O_GPUS = typer.Option(None, "--gpus", help="all, N or a list like 0,1,3: one worker per GPU (cpu:N: N CPU workers).")
 O_TP = typer.Option(1, "--tp", help="Tensor-parallel GPUs per worker.")
 O_ENGINE = typer.Option("local", "--engine", help="local or ray.")
 O_ADDRESS = typer.Option(None, "--address", help="Ray cluster address (HOST:PORT or auto); with --engine ray.")
-O_RAY_ENV = typer.Option(None, "--ray-env", help="With --engine ray: pass this environment variable to the actors (repeat the flag; VIDCAP_* and HF_* go anyway; values are never printed).")
-O_RAY_ACTORS = typer.Option(None, "--ray-actors", help="With --engine ray: at most this many actors (default: one per GPU, or per 2 CPUs on a CPU cluster).")
-O_NO_FILE_CHECK = typer.Option(False, "--no-file-check", help="On resume, skip checking each done row's file size and mtime (a changed file is otherwise redone).")
-O_RETRY_FAILED = typer.Option(False, "--retry-failed", help="Redo every failed row of an earlier run of this output (not only timeouts and API errors); ok rows stay as they are.")
+O_RAY_ENV = typer.Option(
+    None,
+    "--ray-env",
+    help="With --engine ray: pass this environment variable to the actors (repeat the flag; VIDCAP_* and HF_* go anyway; values are never printed).",
+)
+O_RAY_ACTORS = typer.Option(
+    None,
+    "--ray-actors",
+    help="With --engine ray: at most this many actors (default: one per GPU, or per 2 CPUs on a CPU cluster).",
+)
+O_NO_FILE_CHECK = typer.Option(
+    False,
+    "--no-file-check",
+    help="On resume, skip checking each done row's file size and mtime (a changed file is otherwise redone).",
+)
+O_RETRY_FAILED = typer.Option(
+    False,
+    "--retry-failed",
+    help="Redo every failed row of an earlier run of this output (not only timeouts and API errors); ok rows stay as they are.",
+)
 
 
-def run_options(workers, limit, shard, overwrite, keep_parts, part_rows, quiet, device, failed_out=None,
-                no_file_check=False, retry_failed=False):
+def run_options(
+    workers,
+    limit,
+    shard,
+    overwrite,
+    keep_parts,
+    part_rows,
+    quiet,
+    device,
+    failed_out=None,
+    no_file_check=False,
+    retry_failed=False,
+):
     from .session import RunOptions, parse_shard
 
     if limit is not None and limit < 0:
         raise UsageError(f"--limit must be 0 or more, not {limit}.")
     if workers is not None and workers < 0:
         raise UsageError(f"--workers must be 0 (decode in this process) or more, not {workers}.")
-    return RunOptions(workers=workers, limit=limit, shard=parse_shard(shard), overwrite=overwrite,
-                      keep_parts=keep_parts, part_rows=None if part_rows is None else max(1, part_rows), progress=not quiet, device=device,
-                      failed_out=failed_out, check_files=not no_file_check, retry_failed=retry_failed)
+    return RunOptions(
+        workers=workers,
+        limit=limit,
+        shard=parse_shard(shard),
+        overwrite=overwrite,
+        keep_parts=keep_parts,
+        part_rows=None if part_rows is None else max(1, part_rows),
+        progress=not quiet,
+        device=device,
+        failed_out=failed_out,
+        check_files=not no_file_check,
+        retry_failed=retry_failed,
+    )
 
 
-VIDEO_SUFFIXES = {".mp4", ".mov", ".mkv", ".webm", ".avi", ".m4v", ".mpg", ".mpeg", ".ts", ".mts", ".m2ts",
-                  ".flv", ".wmv", ".3gp", ".gif", ".ogv", ".vob", ".mxf"}
+VIDEO_SUFFIXES = {
+    ".mp4",
+    ".mov",
+    ".mkv",
+    ".webm",
+    ".avi",
+    ".m4v",
+    ".mpg",
+    ".mpeg",
+    ".ts",
+    ".mts",
+    ".m2ts",
+    ".flv",
+    ".wmv",
+    ".3gp",
+    ".gif",
+    ".ogv",
+    ".vob",
+    ".mxf",
+}
 
 
 def check_manifest_name(manifest) -> None:
@@ -85,17 +159,23 @@ def check_manifest_name(manifest) -> None:
     if folder.is_dir() and ((folder / MARKER).exists() or any(folder.glob("*.parquet"))):
         return  # a dataset folder vidcap wrote (one without its marker is refused when read, in one sentence)
     if folder.is_dir():
-        raise UsageError(f"{manifest} is a folder, not a manifest; list its clips in a CSV with a `path` column, "
-                         f"e.g.: (echo path; find {manifest} -name '*.mp4') > clips.csv")
+        raise UsageError(
+            f"{manifest} is a folder, not a manifest; list its clips in a CSV with a `path` column, "
+            f"e.g.: (echo path; find {manifest} -name '*.mp4') > clips.csv"
+        )
     kind = "a video" if suffix in VIDEO_SUFFIXES else "an image" if suffix in IMAGE_EXTENSIONS else None
     if kind:
-        raise UsageError(f"{manifest} is {kind}, not a manifest; list your clips in a CSV with a `path` column "
-                         f"(one file per row), e.g.: printf 'path\\n{manifest}\\n' > clips.csv")
-    raise UsageError(f"{manifest} has extension '{suffix or '(none)'}'; the manifest must be a .csv or .parquet "
-                     "table with a `path` column (one video per row).")
+        raise UsageError(
+            f"{manifest} is {kind}, not a manifest; list your clips in a CSV with a `path` column "
+            f"(one file per row), e.g.: printf 'path\\n{manifest}\\n' > clips.csv"
+        )
+    raise UsageError(
+        f"{manifest} has extension '{suffix or '(none)'}'; the manifest must be a .csv or .parquet "
+        "table with a `path` column (one video per row)."
+    )
 
 
-def output_path(manifest: Path, output: Optional[str], suffix: str):
+def output_path(manifest: Path, output: str | None, suffix: str):
     from .manifest import default_output, table_format
     from .storage import as_path
 
@@ -111,11 +191,14 @@ def print_summary(summary: dict, output: Path) -> None:
     con = Console(stderr=True, soft_wrap=True)
     failed = summary.get("failed", {})
     nfail = sum(failed.values())
-    con.print(f"[bold]done[/]: {summary['ok']} ok, {nfail} failed"
-              + (f" ({', '.join(f'{k}: {v}' for k, v in sorted(failed.items()))})" if nfail else "")
-              + f", {summary['skipped']} skipped (already done), {summary['duplicates']} duplicate rows")
-    con.print(f"processed {summary['processed']} rows in {summary['wall_s']:.1f} s "
-              f"({summary['rows_per_s']:.2f} rows/s)")
+    con.print(
+        f"[bold]done[/]: {summary['ok']} ok, {nfail} failed"
+        + (f" ({', '.join(f'{k}: {v}' for k, v in sorted(failed.items()))})" if nfail else "")
+        + f", {summary['skipped']} skipped (already done), {summary['duplicates']} duplicate rows"
+    )
+    con.print(
+        f"processed {summary['processed']} rows in {summary['wall_s']:.1f} s ({summary['rows_per_s']:.2f} rows/s)"
+    )
     from .summary import extra_lines
 
     for line in extra_lines(summary):
@@ -126,8 +209,11 @@ def print_summary(summary: dict, output: Path) -> None:
 
     if summary.get("rows", 0) >= HINT_ROWS and "://" not in str(output) and table_format(output) != "dataset":
         name = str(output).rsplit(".", 1)[0]
-        con.print(f"hint: an output this large is easier to read and copy as a Parquet dataset folder: -o {name}/",
-                  markup=False, highlight=False)
+        con.print(
+            f"hint: an output this large is easier to read and copy as a Parquet dataset folder: -o {name}/",
+            markup=False,
+            highlight=False,
+        )
 
 
 def exit_if_all_failed(summary: dict) -> None:
@@ -142,8 +228,9 @@ def exit_if_all_failed(summary: dict) -> None:
         raise typer.Exit(1)
 
 
-def execute(stage, manifest: Path, out: Path, opts, gpus=None, tp=1, engine="local", address=None, ray=None,
-            checked=False) -> dict:
+def execute(
+    stage, manifest: Path, out: Path, opts, gpus=None, tp=1, engine="local", address=None, ray=None, checked=False
+) -> dict:
     """Every run command ends here: one dispatch picks the executor (one process, GPUs of a host, torchrun,
     Ray) for any stage. `checked`: the caller already ran vidcap.preflight.check."""
     from .preflight import check
@@ -161,44 +248,102 @@ def execute(stage, manifest: Path, out: Path, opts, gpus=None, tp=1, engine="loc
 @app.command()
 def caption(
     manifest: str = typer.Argument(..., help="CSV or Parquet with a `path` column (a path or an fsspec URL)."),
-    output: Optional[str] = O_OUT,
-    model: Optional[str] = typer.Option(None, "--model", "-m", help="Preset name (see `vidcap models`), local dir or Hugging Face id."),
-    backend: Optional[str] = typer.Option(None, "--backend", help="Force a backend: hf-vlm, hf-llava, hf-pllava, openai, fake."),
-    batch_size: Optional[int] = typer.Option(None, "--batch-size", "-b", help="In-process models: captions decoded at once (the engine's slots; default 64 on a GPU, 8 on CPU). API: requests queued per round (default 4 x --concurrency)."),
-    num_frames: Optional[int] = typer.Option(None, "--num-frames", "-n", help="Frames per clip (default: the preset's)."),
-    fps: Optional[float] = typer.Option(None, "--fps", help="Frames by time: this many per second of each clip (Qwen3-VL presets: 2), evenly spread."),
-    max_frames: Optional[int] = typer.Option(None, "--max-frames", help="With --fps: the most frames one clip gives (default: the preset's, else 768)."),
-    total_pixels: Optional[int] = typer.Option(None, "--total-pixels", help="Pixel budget per clip, all frames together (Qwen-VL)."),
-    prompt: Optional[str] = typer.Option(None, "--prompt", help="Prompt name from the prompt table."),
-    prompt_file: Optional[Path] = typer.Option(None, "--prompt-file", help="A file holding a custom prompt."),
-    max_new_tokens: Optional[int] = typer.Option(None, "--max-new-tokens", help="Caption length limit in tokens (default: the prompt's own, 128 for Open-Sora v1.3's short PLLaVA prompts; else 256)."),
+    output: str | None = O_OUT,
+    model: str | None = typer.Option(
+        None, "--model", "-m", help="Preset name (see `vidcap models`), local dir or Hugging Face id."
+    ),
+    backend: str | None = typer.Option(
+        None, "--backend", help="Force a backend: hf-vlm, hf-llava, hf-pllava, openai, fake."
+    ),
+    batch_size: int | None = typer.Option(
+        None,
+        "--batch-size",
+        "-b",
+        help="In-process models: captions decoded at once (the engine's slots; default 64 on a GPU, 8 on CPU). API: requests queued per round (default 4 x --concurrency).",
+    ),
+    num_frames: int | None = typer.Option(None, "--num-frames", "-n", help="Frames per clip (default: the preset's)."),
+    fps: float | None = typer.Option(
+        None, "--fps", help="Frames by time: this many per second of each clip (Qwen3-VL presets: 2), evenly spread."
+    ),
+    max_frames: int | None = typer.Option(
+        None, "--max-frames", help="With --fps: the most frames one clip gives (default: the preset's, else 768)."
+    ),
+    total_pixels: int | None = typer.Option(
+        None, "--total-pixels", help="Pixel budget per clip, all frames together (Qwen-VL)."
+    ),
+    prompt: str | None = typer.Option(None, "--prompt", help="Prompt name from the prompt table."),
+    prompt_file: Path | None = typer.Option(None, "--prompt-file", help="A file holding a custom prompt."),
+    max_new_tokens: int | None = typer.Option(
+        None,
+        "--max-new-tokens",
+        help="Caption length limit in tokens (default: the prompt's own, 128 for Open-Sora v1.3's short PLLaVA prompts; else 256).",
+    ),
     temperature: float = typer.Option(0.0, "--temperature", help="0 = greedy."),
-    resize: Optional[int] = typer.Option(None, "--resize", help="Resize frames so the short side is this many pixels (on the decode workers)."),
-    pooling_shape: Optional[str] = typer.Option(None, "--pooling-shape", help="PLLaVA pooling T-H-W (seed: 4-12-12)."),
-    lora_alpha: Optional[float] = typer.Option(None, "--lora-alpha", help="PLLaVA LoRA alpha (seed: 4)."),
-    max_pixels: Optional[int] = typer.Option(None, "--max-pixels", help="Pixel budget per frame (Qwen-VL)."),
-    trust_remote_code: bool = typer.Option(False, "--trust-remote-code", help="Allow model repos to run their own code."),
-    dtype: Optional[str] = typer.Option(None, "--dtype", help="bfloat16, float16 or float32 (default: bfloat16 on GPU, float32 on CPU)."),
-    base_url: Optional[str] = typer.Option(None, "--base-url", help="OpenAI-compatible server URL (e.g. http://localhost:8000/v1)."),
-    api_key_env: str = typer.Option("OPENAI_API_KEY", "--api-key-env", help="Environment variable holding the API key."),
+    resize: int | None = typer.Option(
+        None, "--resize", help="Resize frames so the short side is this many pixels (on the decode workers)."
+    ),
+    pooling_shape: str | None = typer.Option(None, "--pooling-shape", help="PLLaVA pooling T-H-W (seed: 4-12-12)."),
+    lora_alpha: float | None = typer.Option(None, "--lora-alpha", help="PLLaVA LoRA alpha (seed: 4)."),
+    max_pixels: int | None = typer.Option(None, "--max-pixels", help="Pixel budget per frame (Qwen-VL)."),
+    trust_remote_code: bool = typer.Option(
+        False, "--trust-remote-code", help="Allow model repos to run their own code."
+    ),
+    dtype: str | None = typer.Option(
+        None, "--dtype", help="bfloat16, float16 or float32 (default: bfloat16 on GPU, float32 on CPU)."
+    ),
+    base_url: str | None = typer.Option(
+        None, "--base-url", help="OpenAI-compatible server URL (e.g. http://localhost:8000/v1)."
+    ),
+    api_key_env: str = typer.Option(
+        "OPENAI_API_KEY", "--api-key-env", help="Environment variable holding the API key."
+    ),
     concurrency: int = typer.Option(16, "--concurrency", help="API requests in flight."),
-    max_retries: int = typer.Option(5, "--max-retries", help="API attempts after the first before a row fails (429s and 5xx back off)."),
+    max_retries: int = typer.Option(
+        5, "--max-retries", help="API attempts after the first before a row fails (429s and 5xx back off)."
+    ),
     timeout: float = typer.Option(60.0, "--timeout", help="API request timeout, seconds."),
     detail: str = typer.Option("auto", "--detail", help="API image detail: low, high or auto."),
-    price_in: Optional[float] = typer.Option(None, "--price-in", help="USD per million prompt tokens."),
-    price_out: Optional[float] = typer.Option(None, "--price-out", help="USD per million completion tokens."),
-    gpus: Optional[str] = O_GPUS, tp: int = O_TP, engine: str = O_ENGINE, address: Optional[str] = O_ADDRESS,
-    ray_env: Optional[list[str]] = O_RAY_ENV, ray_actors: Optional[int] = O_RAY_ACTORS,
+    price_in: float | None = typer.Option(None, "--price-in", help="USD per million prompt tokens."),
+    price_out: float | None = typer.Option(None, "--price-out", help="USD per million completion tokens."),
+    gpus: str | None = O_GPUS,
+    tp: int = O_TP,
+    engine: str = O_ENGINE,
+    address: str | None = O_ADDRESS,
+    ray_env: list[str] | None = O_RAY_ENV,
+    ray_actors: int | None = O_RAY_ACTORS,
     no_file_check: bool = O_NO_FILE_CHECK,
-    strip_prefix: bool = typer.Option(False, "--strip-prefix", help="Drop stock openings like 'The video shows' (Open-Sora's list) and capitalise the rest."),
-    heal: int = typer.Option(0, "--heal", metavar="N", help="Caption a row again, up to N times, when its caption loops, is empty, was cut off or echoes the prompt: that row alone gets a repetition penalty, then seeded sampling. Good rows are never touched; every attempt is kept in heal_attempts."),
-    budget: Optional[float] = typer.Option(None, "--budget", metavar="USD", help="API runs: the most this output may cost in dollars, over every run that writes it (kept in <output>.spend.json). A request that could pass it is not sent; the run stops with exit 3, finished rows saved; rerun with a higher budget to go on."),
-    max_images: Optional[int] = typer.Option(None, "--max-images", help="API runs: images one request may carry (default: the provider's known limit); clips get at most this many frames."),
+    strip_prefix: bool = typer.Option(
+        False,
+        "--strip-prefix",
+        help="Drop stock openings like 'The video shows' (Open-Sora's list) and capitalise the rest.",
+    ),
+    heal: int = typer.Option(
+        0,
+        "--heal",
+        metavar="N",
+        help="Caption a row again, up to N times, when its caption loops, is empty, was cut off or echoes the prompt: that row alone gets a repetition penalty, then seeded sampling. Good rows are never touched; every attempt is kept in heal_attempts.",
+    ),
+    budget: float | None = typer.Option(
+        None,
+        "--budget",
+        metavar="USD",
+        help="API runs: the most this output may cost in dollars, over every run that writes it (kept in <output>.spend.json). A request that could pass it is not sent; the run stops with exit 3, finished rows saved; rerun with a higher budget to go on.",
+    ),
+    max_images: int | None = typer.Option(
+        None,
+        "--max-images",
+        help="API runs: images one request may carry (default: the provider's known limit); clips get at most this many frames.",
+    ),
     retry_failed: bool = O_RETRY_FAILED,
-    workers: Optional[int] = O_WORKERS, limit: Optional[int] = O_LIMIT, shard: Optional[str] = O_SHARD,
-    overwrite: bool = O_OVERWRITE, keep_parts: bool = O_KEEP, part_rows: Optional[int] = O_PART_ROWS,
-    failed_out: Optional[str] = O_FAILED,
-    quiet: bool = O_QUIET, device: Optional[str] = O_DEVICE,
+    workers: int | None = O_WORKERS,
+    limit: int | None = O_LIMIT,
+    shard: str | None = O_SHARD,
+    overwrite: bool = O_OVERWRITE,
+    keep_parts: bool = O_KEEP,
+    part_rows: int | None = O_PART_ROWS,
+    failed_out: str | None = O_FAILED,
+    quiet: bool = O_QUIET,
+    device: str | None = O_DEVICE,
 ):
     """Caption every clip of MANIFEST with a vision-language model (in-process or over an API)."""
     from .backends.base import CaptionOptions
@@ -217,28 +362,60 @@ def caption(
             raise UsageError(f"--prompt-file {prompt_file} does not exist.")
         prompt_text = prompt_file.read_text(encoding="utf-8")
     opts = CaptionOptions(
-        num_frames=num_frames, fps=fps, max_frames=max_frames, total_pixels=total_pixels,
-        prompt=prompt, prompt_text=prompt_text, max_new_tokens=max_new_tokens,
-        temperature=temperature, batch_size=batch_size or default_batch_size(preset.backend, device, concurrency),
-        resize=resize, device=device, pooling_shape=_pooling(pooling_shape), lora_alpha=lora_alpha,
-        max_pixels=max_pixels, trust_remote_code=trust_remote_code, dtype=dtype, base_url=base_url,
-        api_key_env=api_key_env, concurrency=concurrency, max_retries=max_retries, timeout=timeout,
-        detail=detail, price_in=price_in, price_out=price_out, strip_prefix=strip_prefix, heal=_at_least(heal, 0, "--heal"),
-        budget=budget, max_images=_at_least(max_images, 1, "--max-images"))
+        num_frames=num_frames,
+        fps=fps,
+        max_frames=max_frames,
+        total_pixels=total_pixels,
+        prompt=prompt,
+        prompt_text=prompt_text,
+        max_new_tokens=max_new_tokens,
+        temperature=temperature,
+        batch_size=batch_size or default_batch_size(preset.backend, device, concurrency),
+        resize=resize,
+        device=device,
+        pooling_shape=_pooling(pooling_shape),
+        lora_alpha=lora_alpha,
+        max_pixels=max_pixels,
+        trust_remote_code=trust_remote_code,
+        dtype=dtype,
+        base_url=base_url,
+        api_key_env=api_key_env,
+        concurrency=concurrency,
+        max_retries=max_retries,
+        timeout=timeout,
+        detail=detail,
+        price_in=price_in,
+        price_out=price_out,
+        strip_prefix=strip_prefix,
+        heal=_at_least(heal, 0, "--heal"),
+        budget=budget,
+        max_images=_at_least(max_images, 1, "--max-images"),
+    )
     if budget is not None and budget <= 0:
         raise UsageError(f"--budget must be more than 0 dollars, not {budget}.")
     stage = CaptionStage(preset, opts)
     out = output_path(manifest, output, "caption")
-    ropts = run_options(workers, limit, shard, overwrite, keep_parts, part_rows, quiet, device, failed_out,
-                        no_file_check, retry_failed)
+    ropts = run_options(
+        workers, limit, shard, overwrite, keep_parts, part_rows, quiet, device, failed_out, no_file_check, retry_failed
+    )
     from .budget import attach_spend, print_estimate
     from .preflight import check
 
     check(stage, manifest, out, engine)  # missing packages: one sentence before the estimate probes a clip
     attach_spend(stage, out)  # what this output cost before, and the --budget gate every request asks
     print_estimate(stage, manifest, ropts)
-    execute(stage, manifest, out, ropts, gpus=gpus, tp=tp, engine=engine, address=address,
-            ray={"env": ray_env, "max_actors": ray_actors}, checked=True)
+    execute(
+        stage,
+        manifest,
+        out,
+        ropts,
+        gpus=gpus,
+        tp=tp,
+        engine=engine,
+        address=address,
+        ray={"env": ray_env, "max_actors": ray_actors},
+        checked=True,
+    )
 
 
 def _at_least(value, low: int, flag: str):
@@ -247,7 +424,7 @@ def _at_least(value, low: int, flag: str):
     return value
 
 
-def _pooling(text: Optional[str]):
+def _pooling(text: str | None):
     if not text:
         return None
     try:
@@ -268,11 +445,13 @@ def models():
 
     # Two lines per preset, never cut: a user copies the names and ids from here at any terminal width.
     width = max(40, min(shutil.get_terminal_size((100, 24)).columns, 120))
-    rows = [(p.name + (" (default)" if p.name == DEFAULT_MODEL else ""), p.backend, p.model_id or "-")
-            for p in PRESETS.values()]
+    rows = [
+        (p.name + (" (default)" if p.name == DEFAULT_MODEL else ""), p.backend, p.model_id or "-")
+        for p in PRESETS.values()
+    ]
     w0, w1 = (max(len(r[i]) for r in rows) for i in (0, 1))
     typer.echo(f"{'preset':<{w0}}  {'backend':<{w1}}  model")
-    for p, (name, backend, model_id) in zip(PRESETS.values(), rows):
+    for p, (name, backend, model_id) in zip(PRESETS.values(), rows, strict=False):
         typer.echo(f"{name:<{w0}}  {backend:<{w1}}  {model_id}")
         frames = f"{p.num_frames} frame{'' if p.num_frames == 1 else 's'}"
         about = f"{frames} ({p.positions}), prompt {p.prompt or '-'}; {p.description}"
@@ -280,8 +459,12 @@ def models():
 
 
 @app.command()
-def merge(parts: List[str] = typer.Argument(..., help="Part files to concatenate (paths or fsspec URLs)."),
-          output: str = typer.Option(..., "-o", "--output", help="The merged table (.csv or .parquet, a path or an fsspec URL).")):
+def merge(
+    parts: list[str] = typer.Argument(..., help="Part files to concatenate (paths or fsspec URLs)."),
+    output: str = typer.Option(
+        ..., "-o", "--output", help="The merged table (.csv or .parquet, a path or an fsspec URL)."
+    ),
+):
     """Concatenate part files (later files win on duplicate paths); `vidcap join` puts stage outputs side by side."""
     from .table_ops import merge as merge_tables
 
@@ -291,9 +474,13 @@ def merge(parts: List[str] = typer.Argument(..., help="Part files to concatenate
 
 
 @app.command()
-def join(tables: List[str] = typer.Argument(..., help="Stage outputs (or any tables with a `path` column) to put side by side."),
-         output: str = typer.Option(..., "-o", "--output", help="The joined table (.csv or .parquet)."),
-         on: Optional[str] = typer.Option(None, "--on", help="Join on this column instead of the resolved path.")):
+def join(
+    tables: list[str] = typer.Argument(
+        ..., help="Stage outputs (or any tables with a `path` column) to put side by side."
+    ),
+    output: str = typer.Option(..., "-o", "--output", help="The joined table (.csv or .parquet)."),
+    on: str | None = typer.Option(None, "--on", help="Join on this column instead of the resolved path."),
+):
     """One row per clip with the columns of every input (caption + motion + tags ...), matched by resolved path."""
     from .join import describe, join_tables
 
@@ -302,12 +489,26 @@ def join(tables: List[str] = typer.Argument(..., help="Stage outputs (or any tab
 
 
 @app.command()
-def export(tables: List[str] = typer.Argument(..., help="A caption output, or it with motion and tag outputs (joined by resolved path)."),
-           to: str = typer.Option(..., "--to", help="The target: opensora (Open-Sora v1.2.0's datautil and training loader)."),
-           output: str = typer.Option(..., "-o", "--output", help="The table to write (.csv)."),
-           excluded: Optional[str] = typer.Option(None, "--excluded", help="Where rows left out go, with the reason (default <output stem>_excluded.csv)."),
-           unclassified: str = typer.Option("drop", "--unclassified", help="Rows whose camera motion is unclassified: drop (to the excluded file) or static."),
-           rotated: str = typer.Option("drop", "--rotated", help="Clips shown turned (phone rotation, EXIF): drop (to the excluded file) or keep (sizes as stored, which Open-Sora trains on).")):
+def export(
+    tables: list[str] = typer.Argument(
+        ..., help="A caption output, or it with motion and tag outputs (joined by resolved path)."
+    ),
+    to: str = typer.Option(..., "--to", help="The target: opensora (Open-Sora v1.2.0's datautil and training loader)."),
+    output: str = typer.Option(..., "-o", "--output", help="The table to write (.csv)."),
+    excluded: str | None = typer.Option(
+        None, "--excluded", help="Where rows left out go, with the reason (default <output stem>_excluded.csv)."
+    ),
+    unclassified: str = typer.Option(
+        "drop",
+        "--unclassified",
+        help="Rows whose camera motion is unclassified: drop (to the excluded file) or static.",
+    ),
+    rotated: str = typer.Option(
+        "drop",
+        "--rotated",
+        help="Clips shown turned (phone rotation, EXIF): drop (to the excluded file) or keep (sizes as stored, which Open-Sora trains on).",
+    ),
+):
     """One table a training framework takes as it is: ok rows only, absolute paths, integer sizes."""
     from .export import describe, export_opensora
 
@@ -321,9 +522,11 @@ def export(tables: List[str] = typer.Argument(..., help="A caption output, or it
 
 
 @app.command()
-def diff(a: str = typer.Argument(..., help="The table to take rows from (e.g. the manifest)."),
-         b: str = typer.Argument(..., help="The table whose clips to leave out (e.g. an output)."),
-         output: str = typer.Option(..., "-o", "--output", help="Where to write the rows left (.csv or .parquet).")):
+def diff(
+    a: str = typer.Argument(..., help="The table to take rows from (e.g. the manifest)."),
+    b: str = typer.Argument(..., help="The table whose clips to leave out (e.g. an output)."),
+    output: str = typer.Option(..., "-o", "--output", help="Where to write the rows left (.csv or .parquet)."),
+):
     """Rows of A whose clip is not in B, comparing resolved paths (what is left to do)."""
     from .table_ops import diff as diff_tables
 
@@ -333,16 +536,27 @@ def diff(a: str = typer.Argument(..., help="The table to take rows from (e.g. th
 
 @app.command()
 def motion(
-    manifest: Optional[str] = typer.Argument(None, help="CSV or Parquet with a `path` column (a path or an fsspec URL)."),
-    output: Optional[str] = O_OUT,
-    threshold: float = typer.Option(0.25, "--threshold", help="Fraction of the frame a move must pass to count (0.2 = 20%)."),
-    eval_labels: Optional[Path] = typer.Option(None, "--eval", help="A CSV with path,label columns: print accuracy and a confusion table instead."),
-    workers: Optional[int] = O_WORKERS, limit: Optional[int] = O_LIMIT, shard: Optional[str] = O_SHARD,
-    overwrite: bool = O_OVERWRITE, keep_parts: bool = O_KEEP, part_rows: Optional[int] = O_PART_ROWS,
-    failed_out: Optional[str] = O_FAILED,
+    manifest: str | None = typer.Argument(None, help="CSV or Parquet with a `path` column (a path or an fsspec URL)."),
+    output: str | None = O_OUT,
+    threshold: float = typer.Option(
+        0.25, "--threshold", help="Fraction of the frame a move must pass to count (0.2 = 20%)."
+    ),
+    eval_labels: Path | None = typer.Option(
+        None, "--eval", help="A CSV with path,label columns: print accuracy and a confusion table instead."
+    ),
+    workers: int | None = O_WORKERS,
+    limit: int | None = O_LIMIT,
+    shard: str | None = O_SHARD,
+    overwrite: bool = O_OVERWRITE,
+    keep_parts: bool = O_KEEP,
+    part_rows: int | None = O_PART_ROWS,
+    failed_out: str | None = O_FAILED,
     quiet: bool = O_QUIET,
-    gpus: Optional[str] = O_GPUS, engine: str = O_ENGINE, address: Optional[str] = O_ADDRESS,
-    ray_env: Optional[list[str]] = O_RAY_ENV, ray_actors: Optional[int] = O_RAY_ACTORS,
+    gpus: str | None = O_GPUS,
+    engine: str = O_ENGINE,
+    address: str | None = O_ADDRESS,
+    ray_env: list[str] | None = O_RAY_ENV,
+    ray_actors: int | None = O_RAY_ACTORS,
     no_file_check: bool = O_NO_FILE_CHECK,
 ):
     """Label each clip's camera motion (pan, tilt, zoom, static, unclassified) from optical flow."""
@@ -358,61 +572,131 @@ def motion(
     if manifest is None:
         raise UsageError("give a MANIFEST to label, or --eval LABELS.csv to measure accuracy.")
     out = output_path(manifest, output, stage.suffix)
-    ropts = run_options(workers, limit, shard, overwrite, keep_parts, part_rows, quiet, None, failed_out,
-                        no_file_check)
-    execute(stage, manifest, out, ropts, gpus=gpus, engine=engine, address=address,
-            ray={"env": ray_env, "max_actors": ray_actors})
+    ropts = run_options(workers, limit, shard, overwrite, keep_parts, part_rows, quiet, None, failed_out, no_file_check)
+    execute(
+        stage,
+        manifest,
+        out,
+        ropts,
+        gpus=gpus,
+        engine=engine,
+        address=address,
+        ray={"env": ray_env, "max_actors": ray_actors},
+    )
 
 
 @app.command()
 def tag(
     manifest: str = typer.Argument(..., help="CSV or Parquet with a `text` column (captions)."),
     key: str = typer.Option(..., "--key", "-k", help="objects, actions, or a custom key with --prompt-file."),
-    output: Optional[str] = O_OUT,
+    output: str | None = O_OUT,
     backend: str = typer.Option("hf", "--backend", help="hf (in-process transformers), openai, or fake."),
-    model: Optional[str] = typer.Option(None, "--model", "-m", help="Chat model id or local dir (default: Llama-3-8B-Instruct; gpt-4o-mini over the API)."),
-    prompt_file: Optional[Path] = typer.Option(None, "--prompt-file", help="A system prompt for a custom key."),
-    batch_size: Optional[int] = typer.Option(None, "--batch-size", "-b", help="Captions per model call (default: 64; API: 4 x --concurrency requests queued per round)."),
-    max_new_tokens: int = typer.Option(128, "--max-new-tokens", help="A batch runs until its longest answer; tag lists are short."),
+    model: str | None = typer.Option(
+        None,
+        "--model",
+        "-m",
+        help="Chat model id or local dir (default: Llama-3-8B-Instruct; gpt-4o-mini over the API).",
+    ),
+    prompt_file: Path | None = typer.Option(None, "--prompt-file", help="A system prompt for a custom key."),
+    batch_size: int | None = typer.Option(
+        None,
+        "--batch-size",
+        "-b",
+        help="Captions per model call (default: 64; API: 4 x --concurrency requests queued per round).",
+    ),
+    max_new_tokens: int = typer.Option(
+        128, "--max-new-tokens", help="A batch runs until its longest answer; tag lists are short."
+    ),
     text_column: str = typer.Option("text", "--text-column", help="The column holding the captions."),
-    dtype: Optional[str] = typer.Option(None, "--dtype", help="bfloat16, float16 or float32."),
-    trust_remote_code: bool = typer.Option(False, "--trust-remote-code", help="Allow model repos to run their own code."),
-    base_url: Optional[str] = typer.Option(None, "--base-url", help="OpenAI-compatible server URL for --backend openai (e.g. http://localhost:8000/v1; default: OpenAI's)."),
-    api_key_env: str = typer.Option("OPENAI_API_KEY", "--api-key-env", help="Environment variable holding the API key (--backend openai)."),
+    dtype: str | None = typer.Option(None, "--dtype", help="bfloat16, float16 or float32."),
+    trust_remote_code: bool = typer.Option(
+        False, "--trust-remote-code", help="Allow model repos to run their own code."
+    ),
+    base_url: str | None = typer.Option(
+        None,
+        "--base-url",
+        help="OpenAI-compatible server URL for --backend openai (e.g. http://localhost:8000/v1; default: OpenAI's).",
+    ),
+    api_key_env: str = typer.Option(
+        "OPENAI_API_KEY", "--api-key-env", help="Environment variable holding the API key (--backend openai)."
+    ),
     concurrency: int = typer.Option(16, "--concurrency", help="API requests in flight."),
-    max_retries: int = typer.Option(5, "--max-retries", help="API attempts after the first before a row fails (429s and 5xx back off)."),
+    max_retries: int = typer.Option(
+        5, "--max-retries", help="API attempts after the first before a row fails (429s and 5xx back off)."
+    ),
     timeout: float = typer.Option(60.0, "--timeout", help="API request timeout, seconds."),
-    price_in: Optional[float] = typer.Option(None, "--price-in", help="USD per million prompt tokens (for the cost line)."),
-    price_out: Optional[float] = typer.Option(None, "--price-out", help="USD per million completion tokens."),
-    workers: Optional[int] = O_TAG_WORKERS, limit: Optional[int] = O_LIMIT, shard: Optional[str] = O_SHARD,
-    overwrite: bool = O_OVERWRITE, keep_parts: bool = O_KEEP, part_rows: Optional[int] = O_PART_ROWS,
-    failed_out: Optional[str] = O_FAILED,
-    quiet: bool = O_QUIET, device: Optional[str] = O_DEVICE,
-    gpus: Optional[str] = O_GPUS, tp: int = O_TP, engine: str = O_ENGINE, address: Optional[str] = O_ADDRESS,
-    ray_env: Optional[list[str]] = O_RAY_ENV, ray_actors: Optional[int] = O_RAY_ACTORS,
+    price_in: float | None = typer.Option(
+        None, "--price-in", help="USD per million prompt tokens (for the cost line)."
+    ),
+    price_out: float | None = typer.Option(None, "--price-out", help="USD per million completion tokens."),
+    workers: int | None = O_TAG_WORKERS,
+    limit: int | None = O_LIMIT,
+    shard: str | None = O_SHARD,
+    overwrite: bool = O_OVERWRITE,
+    keep_parts: bool = O_KEEP,
+    part_rows: int | None = O_PART_ROWS,
+    failed_out: str | None = O_FAILED,
+    quiet: bool = O_QUIET,
+    device: str | None = O_DEVICE,
+    gpus: str | None = O_GPUS,
+    tp: int = O_TP,
+    engine: str = O_ENGINE,
+    address: str | None = O_ADDRESS,
+    ray_env: list[str] | None = O_RAY_ENV,
+    ray_actors: int | None = O_RAY_ACTORS,
 ):
     """Tag each caption with its main objects or actions, using an LLM."""
     from .backends.base import CaptionOptions
     from .stages.tag import build_tag_stage
 
-    opts = CaptionOptions(max_new_tokens=max_new_tokens, device=device, dtype=dtype,
-                          trust_remote_code=trust_remote_code, base_url=base_url, api_key_env=api_key_env,
-                          concurrency=concurrency, max_retries=max_retries, timeout=timeout,
-                          price_in=price_in, price_out=price_out)
-    stage = build_tag_stage(key, backend=backend, model=model, prompt_file=prompt_file, batch_size=batch_size,
-                            text_column=text_column, options=opts)
+    opts = CaptionOptions(
+        max_new_tokens=max_new_tokens,
+        device=device,
+        dtype=dtype,
+        trust_remote_code=trust_remote_code,
+        base_url=base_url,
+        api_key_env=api_key_env,
+        concurrency=concurrency,
+        max_retries=max_retries,
+        timeout=timeout,
+        price_in=price_in,
+        price_out=price_out,
+    )
+    stage = build_tag_stage(
+        key,
+        backend=backend,
+        model=model,
+        prompt_file=prompt_file,
+        batch_size=batch_size,
+        text_column=text_column,
+        options=opts,
+    )
     out = output_path(manifest, output, key)
-    ropts = run_options(0 if workers is None else workers, limit, shard, overwrite, keep_parts, part_rows, quiet,
-                        device, failed_out)
-    execute(stage, manifest, out, ropts, gpus=gpus, tp=tp, engine=engine, address=address,
-            ray={"env": ray_env, "max_actors": ray_actors})
+    ropts = run_options(
+        0 if workers is None else workers, limit, shard, overwrite, keep_parts, part_rows, quiet, device, failed_out
+    )
+    execute(
+        stage,
+        manifest,
+        out,
+        ropts,
+        gpus=gpus,
+        tp=tp,
+        engine=engine,
+        address=address,
+        ray={"env": ray_env, "max_actors": ray_actors},
+    )
 
 
 @app.command("tag-stats")
-def tag_stats_cmd(output: Path = typer.Argument(..., help="An output of `vidcap tag`."),
-                  key: str = typer.Option(..., "--key", "-k", help="The tag column to count: the --key the tag run used (objects, actions, ...)."),
-                  top: int = typer.Option(50, "--top", help="Show the N most frequent tags."),
-                  png: Optional[Path] = typer.Option(None, "--png", help="Also draw a bar chart into this PNG.")):
+def tag_stats_cmd(
+    output: Path = typer.Argument(..., help="An output of `vidcap tag`."),
+    key: str = typer.Option(
+        ..., "--key", "-k", help="The tag column to count: the --key the tag run used (objects, actions, ...)."
+    ),
+    top: int = typer.Option(50, "--top", help="Show the N most frequent tags."),
+    png: Path | None = typer.Option(None, "--png", help="Also draw a bar chart into this PNG."),
+):
     """Count the tags of a `vidcap tag` output: a table, and a bar chart with --png."""
     from .tags.stats import tag_stats
 
@@ -424,21 +708,35 @@ def tag_stats_cmd(output: Path = typer.Argument(..., help="An output of `vidcap 
 
 @app.command()
 def bench(
-    shape: str = typer.Option("pllava-13b", "--shape", help="pllava-13b, pllava-7b, llava-1.6-mistral-7b, qwen2.5-vl-7b (random weights, real size), or tiny-<family> for a CPU smoke run."),
-    model: Optional[str] = typer.Option(None, "--model", help="Bench this model dir/preset instead of a random skeleton."),
-    frames: Optional[int] = typer.Option(None, "--frames", help="Frames per clip (default: the preset's)."),
+    shape: str = typer.Option(
+        "pllava-13b",
+        "--shape",
+        help="pllava-13b, pllava-7b, llava-1.6-mistral-7b, qwen2.5-vl-7b (random weights, real size), or tiny-<family> for a CPU smoke run.",
+    ),
+    model: str | None = typer.Option(None, "--model", help="Bench this model dir/preset instead of a random skeleton."),
+    frames: int | None = typer.Option(None, "--frames", help="Frames per clip (default: the preset's)."),
     resolution: str = typer.Option("1280x720", "--resolution", help="WxH of the generated h264 clips."),
     seconds: float = typer.Option(5.0, "--seconds", help="Clip length."),
     videos: int = typer.Option(64, "--videos", help="Clips to generate and caption."),
     batch_size: int = typer.Option(16, "--batch-size", "-b", help="Videos per model call."),
     new_tokens: int = typer.Option(150, "--new-tokens", help="Tokens generated per clip (EOS ignored)."),
-    lengths: Optional[str] = typer.Option(None, "--lengths", help="Two token counts A:B; each caption ends at a length drawn from A to B (fixed seed per clip), as real captions vary."),
-    resize: Optional[int] = typer.Option(None, "--resize", help="Short side resize on the decode workers."),
-    workers: Optional[int] = O_WORKERS,
-    baseline: bool = typer.Option(False, "--baseline", help="Also run the straightforward path on the same inputs and report the ratio."),
-    gpus: Optional[str] = typer.Option(None, "--gpus", help="GPU counts to compare through the multi-GPU runner, e.g. 1,2 (cpu:1,cpu:2 on a CPU)."),
-    device: Optional[str] = O_DEVICE,
-    work_dir: Path = typer.Option(Path(".vidcap-bench"), "--work-dir", help="Where clips, model skeletons and outputs go."),
+    lengths: str | None = typer.Option(
+        None,
+        "--lengths",
+        help="Two token counts A:B; each caption ends at a length drawn from A to B (fixed seed per clip), as real captions vary.",
+    ),
+    resize: int | None = typer.Option(None, "--resize", help="Short side resize on the decode workers."),
+    workers: int | None = O_WORKERS,
+    baseline: bool = typer.Option(
+        False, "--baseline", help="Also run the straightforward path on the same inputs and report the ratio."
+    ),
+    gpus: str | None = typer.Option(
+        None, "--gpus", help="GPU counts to compare through the multi-GPU runner, e.g. 1,2 (cpu:1,cpu:2 on a CPU)."
+    ),
+    device: str | None = O_DEVICE,
+    work_dir: Path = typer.Option(
+        Path(".vidcap-bench"), "--work-dir", help="Where clips, model skeletons and outputs go."
+    ),
 ):
     """End-to-end captioning throughput with random weights at real model size."""
     from .bench.run import BenchConfig, format_report, run_bench
@@ -455,9 +753,24 @@ def bench(
         except (ValueError, AssertionError):
             raise UsageError(f"--lengths '{lengths}' is not A:B with 1 <= A <= B, e.g. 40:300.") from None
         span = (low, high)
-    cfg = BenchConfig(shape=shape, model=model, frames=frames, width=w, height=h, seconds=seconds, videos=videos,
-                      batch_size=batch_size, new_tokens=new_tokens, lengths=span, resize=resize, workers=workers,
-                      baseline=baseline, gpus=gpus, device=device, work_dir=str(work_dir))
+    cfg = BenchConfig(
+        shape=shape,
+        model=model,
+        frames=frames,
+        width=w,
+        height=h,
+        seconds=seconds,
+        videos=videos,
+        batch_size=batch_size,
+        new_tokens=new_tokens,
+        lengths=span,
+        resize=resize,
+        workers=workers,
+        baseline=baseline,
+        gpus=gpus,
+        device=device,
+        work_dir=str(work_dir),
+    )
     report = run_bench(cfg)
     typer.echo(format_report(report))
     typer.echo(f"full figures: {work_dir / 'bench.json'}")
@@ -468,7 +781,12 @@ def bench(
 
 
 @dev_app.command("tiny-model")
-def tiny_model(out_dir: Path = typer.Argument(..., help="Folder to write the model into."), family: str = typer.Option(..., "--family", help="qwen2-vl, qwen2.5-vl, qwen3-vl, internvl3, llava-next, llava-onevision, pllava or llama.")):
+def tiny_model(
+    out_dir: Path = typer.Argument(..., help="Folder to write the model into."),
+    family: str = typer.Option(
+        ..., "--family", help="qwen2-vl, qwen2.5-vl, qwen3-vl, internvl3, llava-next, llava-onevision, pllava or llama."
+    ),
+):
     """Write a tiny random-weight model (meaningless output) for smoke tests without downloads."""
     from .dev.tiny import FAMILIES, build_tiny_model
 
@@ -487,13 +805,23 @@ INTERRUPTED = "vidcap: interrupted; finished rows are saved. Run the same comman
 
 
 # Open-Sora's caption-script flags, answered with the vidcap option that does the same.
-SEED_FLAGS = {"--dp-size": "--gpus N (one model per GPU) or torchrun --nproc_per_node N -m vidcap ...",
-              "--tp-size": "--tp K", "--bs": "--batch-size", "--batch_size": "--batch-size",
-              "--model-path": "--model", "--pretrained_model_name_or_path": "--model", "--weight_dir": "--model",
-              "--csv_path": "the manifest as the first argument", "--csv-path": "the manifest as the first argument",
-              "--num_frames": "--num-frames", "--pooling_shape": "--pooling-shape", "--lora_alpha": "--lora-alpha",
-              "--use_lora": "nothing (PLLaVA's LoRA is always merged at load)", "--prompt_template": "--prompt",
-              "--error_message": "nothing (a failed row keeps status=failed and its error)"}
+SEED_FLAGS = {
+    "--dp-size": "--gpus N (one model per GPU) or torchrun --nproc_per_node N -m vidcap ...",
+    "--tp-size": "--tp K",
+    "--bs": "--batch-size",
+    "--batch_size": "--batch-size",
+    "--model-path": "--model",
+    "--pretrained_model_name_or_path": "--model",
+    "--weight_dir": "--model",
+    "--csv_path": "the manifest as the first argument",
+    "--csv-path": "the manifest as the first argument",
+    "--num_frames": "--num-frames",
+    "--pooling_shape": "--pooling-shape",
+    "--lora_alpha": "--lora-alpha",
+    "--use_lora": "nothing (PLLaVA's LoRA is always merged at load)",
+    "--prompt_template": "--prompt",
+    "--error_message": "nothing (a failed row keeps status=failed and its error)",
+}
 
 
 def seed_flag_hint(argv) -> str | None:

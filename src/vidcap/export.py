@@ -132,7 +132,7 @@ def _file_problems(df: pd.DataFrame, reasons: pd.Series, rotated: str) -> dict:
             continue
         first[key] = i
         todo.append(i)
-    views = dict(zip(todo, export_media.views([str(df.at[i, "path"]) for i in todo])))
+    views = dict(zip(todo, export_media.views([str(df.at[i, "path"]) for i in todo]), strict=False))
     for i, v in views.items():
         if v.error or v.height <= 0 or v.width <= 0:
             reasons[i] = f"unreadable: Open-Sora's reader cannot decode it ({v.error or 'no frame'})"
@@ -152,7 +152,7 @@ def _read_back_problems(good: pd.DataFrame) -> pd.Series:
     back = pd.read_csv(io.BytesIO(table_bytes(good, "csv")), usecols=["text"])["text"]
     bad = {
         i: f"na_text: pandas.read_csv reads the caption {a!r} back as {b!r}"
-        for i, a, b in zip(good.index, good["text"], back)
+        for i, a, b in zip(good.index, good["text"], back, strict=False)
         if not (isinstance(b, str) and a == b)
     }
     return pd.Series(bad, dtype=object)

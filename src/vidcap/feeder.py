@@ -251,7 +251,7 @@ class Feeder:
             self.carry.extendleft(reversed(rows[done:]))
         if adapt:  # double while whole chunks load within the budget, else what fitted in it
             self.chunk = min(self.max_chunk, 2 * done) if done == len(rows) else max(1, done)
-        self._emit([(row, data, err) for row, (data, err) in zip(rows, out)])
+        self._emit([(row, data, err) for row, (data, err) in zip(rows, out, strict=False)])
 
     def _run_inline(self) -> None:
         init_loader_inline(self.loader)

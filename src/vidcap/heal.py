@@ -146,7 +146,7 @@ def heal_rows(rows: list[dict], requests: list, backend, attempts: int, rescore)
             groups.setdefault(schedule(k, pending[i], backend.options.max_new_tokens), []).append(i)
         for decoding, idx in groups.items():
             results = backend.heal_caption([requests[i] for i in idx], decoding)
-            for i, res in zip(idx, results):
+            for i, res in zip(idx, results, strict=False):
                 new = rescore(res, requests[i])
                 history[i].append(
                     Attempt(

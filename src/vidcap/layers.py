@@ -12,13 +12,25 @@ from __future__ import annotations
 FLOORS: list[tuple[str, list[str]]] = [
     ("base", ["vidcap", "errors", "console", "clihelp", "parallel", "summary"]),
     ("data", ["storage", "dataset", "manifest", "tables", "table_ops", "frames", "export_media"]),
-    ("models", ["backends", "engine", "motion", "prompts", "checks", "heal", "neardup", "tags.parse",
-                "dev.tokenizer", "dev.tiny_pllava"]),
+    (
+        "models",
+        [
+            "backends",
+            "engine",
+            "motion",
+            "prompts",
+            "checks",
+            "heal",
+            "neardup",
+            "tags.parse",
+            "dev.tokenizer",
+            "dev.tiny_pllava",
+        ],
+    ),
     ("stages", ["stages"]),
     ("session", ["session", "ledger", "ledger_plan", "parts", "feeder"]),
     ("executors", ["runners", "runner"]),
-    ("app", ["cli", "__main__", "report", "bench", "export", "join", "budget", "preflight", "tags", "dev",
-             "layers"]),
+    ("app", ["cli", "__main__", "report", "bench", "export", "join", "budget", "preflight", "tags", "dev", "layers"]),
 ]
 
 

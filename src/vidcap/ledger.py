@@ -100,8 +100,9 @@ def check_columns(path: Path, names: list[str], require: tuple[str, ...]) -> Non
             "text": " holding the captions (tag the output of `vidcap caption`, or name the caption column with "
             "--text-column).",
         }
-        raise UsageError(f"manifest {path} has no '{missing[0]}' column (columns: {have}); add one"
-                         + what.get(missing[0], "."))
+        raise UsageError(
+            f"manifest {path} has no '{missing[0]}' column (columns: {have}); add one" + what.get(missing[0], ".")
+        )
     taken = [c for c in names if c in INTERNAL or c in (ROW, REL, SEL)]
     if taken:
         raise UsageError(f"manifest {path} has a column named '{taken[0]}', a name vidcap keeps for itself; rename it.")
@@ -282,7 +283,7 @@ class Ledger:
             raise UsageError(f"manifest {path} is empty; it needs a header with a 'path' column and one row per video.")
         if len(given) == len(names) and len(set(given)) == len(given) and given != names:
             # DuckDB renames blank header cells (`column1`); the table keeps the names its file gives
-            cols = ", ".join(f"{_ident(d)} AS {_ident(g)}" for d, g in zip(names, given))
+            cols = ", ".join(f"{_ident(d)} AS {_ident(g)}" for d, g in zip(names, given, strict=False))
             self._readers[str(path)] = f"(SELECT {cols} FROM {reader_sql(path)})"
             return given
         return names
@@ -392,8 +393,10 @@ class Ledger:
                 aside = part.with_name(part.name + ".damaged")
                 part.rename(aside)
                 self._fetched.pop(str(part), None)
-                print(f"vidcap: part {part.name} is damaged; moved it to {aside.name} and doing its rows again.",
-                      file=sys.stderr)
+                print(
+                    f"vidcap: part {part.name} is damaged; moved it to {aside.name} and doing its rows again.",
+                    file=sys.stderr,
+                )
                 moved = True
         return moved
 
@@ -461,8 +464,10 @@ class Ledger:
                 return start
             cols = ", ".join(_ident(c) for c in names if c in results)
             key = f"left(sha1({abspath_sql('path', _sql_text(out_base))}), 20)"
-            body = (f"SELECT {key} AS {RID}, {cols}, row_number() OVER () + {start} - (1::BIGINT << 62) AS _seq "
-                    f"FROM {self._reader(out)}")
+            body = (
+                f"SELECT {key} AS {RID}, {cols}, row_number() OVER () + {start} - (1::BIGINT << 62) AS _seq "
+                f"FROM {self._reader(out)}"
+            )
             self._sql(f"CREATE TABLE prior AS {body}" if start == 0 else f"INSERT INTO prior BY NAME {body}", out)
             return self.con.execute("SELECT count(*) FROM prior").fetchone()[0]
         back = {new: old for old, new in column_plan([c for c in self.names if c not in INTERNAL], results).items()}
@@ -485,7 +490,9 @@ class Ledger:
         rows = inputs.append_column(ABSPATH, abspath).to_pylist()
         body = results.append_column("_seq", seq)
         body = body.append_column(RID, pa.array([self.stage.row_key(r) for r in rows], pa.string()))
-        self.con.execute(("CREATE TABLE prior AS " if start == 0 else "INSERT INTO prior BY NAME ") + "SELECT * FROM body")
+        self.con.execute(
+            ("CREATE TABLE prior AS " if start == 0 else "INSERT INTO prior BY NAME ") + "SELECT * FROM body"
+        )
 
     def plan(self, check_files: bool = False, retry_failed: bool = False) -> dict:
         """Counts of the plan and table `todo`: the first row of each id with no saved result, or whose
@@ -499,6 +506,7 @@ class Ledger:
         redo = "coalesce({}status, '') <> 'ok'" if retry_failed else "{}redo"
         done = f"SELECT {RID} FROM best WHERE NOT {redo.format('')}"
         if check_files and {"file_size", "file_mtime"} <= self._best_cols():
+
             def changed(path, size, mtime) -> bool:
                 now = file_stamp(path)
                 return now[0] is not None and (now[0] != size or abs(now[1] - mtime) > 1e-6)
@@ -679,8 +687,9 @@ class Ledger:
             cols.append(f"{expr} AS {_ident(c)}")
         return f"SELECT {', '.join(cols)} FROM m LEFT JOIN best b USING ({RID}) {{where}} ORDER BY m.{ROW}"
 
-    def write(self, target: str, fmt: str, where: str = "", rebase: bool = False, meta: dict | None = None,
-              **dataset_args) -> None:
+    def write(
+        self, target: str, fmt: str, where: str = "", rebase: bool = False, meta: dict | None = None, **dataset_args
+    ) -> None:
         """The output's rows to `target`: a CSV or Parquet file by DuckDB's COPY, or (fmt "dataset") Arrow
         batches streamed into `dataset.write` (dataset_args: its meta, before_rename and on_part)."""
         if not self._full:
@@ -833,11 +842,14 @@ class Results:
         new = [c for c in table.column_names if c != RID]
         cols = [
             f"CASE WHEN u.{RID} IS NULL THEN b.{_ident(c)} ELSE u.{_ident(c)} END AS {_ident(c)}"
-            if c in new else f"b.{_ident(c)}"
+            if c in new
+            else f"b.{_ident(c)}"
             for c in self.columns
         ]
         cols += [f"u.{_ident(c)}" for c in new if c not in have]
-        con.execute(f"CREATE OR REPLACE TABLE best AS SELECT {', '.join(cols)} FROM best b "
-                    f"LEFT JOIN vidcap_update u USING ({RID})")
+        con.execute(
+            f"CREATE OR REPLACE TABLE best AS SELECT {', '.join(cols)} FROM best b "
+            f"LEFT JOIN vidcap_update u USING ({RID})"
+        )
         con.unregister("vidcap_update")
         self.led.res_cols += [c for c in new if c not in self.led.res_cols]

@@ -25,7 +25,7 @@ INTERNAL = (RID, ABSPATH)
 
 
 def table_format(path: str | os.PathLike) -> str:
-    """"csv", "parquet", or "dataset" (a folder of Parquet parts: `vidcap.dataset`)."""
+    """ "csv", "parquet", or "dataset" (a folder of Parquet parts: `vidcap.dataset`)."""
     from . import dataset
 
     ext = Path(str(path).rstrip("/").rsplit("/", 1)[-1]).suffix.lower()
@@ -73,7 +73,9 @@ def read_table(path: str | os.PathLike, text: bool = False) -> pd.DataFrame:
         else:
             df = pd.read_parquet(src)
     except pd.errors.EmptyDataError:
-        raise UsageError(f"manifest {path} is empty; it needs a header with a 'path' column and one row per video.") from None
+        raise UsageError(
+            f"manifest {path} is empty; it needs a header with a 'path' column and one row per video."
+        ) from None
     except UnicodeDecodeError:
         raise UsageError(f"manifest {path} is not UTF-8 text; re-save it as UTF-8 CSV.") from None
     except (pd.errors.ParserError, OSError, ValueError) as exc:
@@ -122,11 +124,14 @@ def read_manifest(path: str | os.PathLike, require: tuple[str, ...] = ("path",))
     if missing:
         cols = list(map(str, df.columns))
         have = ", ".join(cols[:40]) + (f" and {len(cols) - 40} more" if len(cols) > 40 else "") or "none"
-        what = {"path": " holding one video path per row.",
-                "text": " holding the captions (tag the output of `vidcap caption`, or name the caption column with "
-                        "--text-column)."}
-        raise UsageError(f"manifest {path} has no '{missing[0]}' column (columns: {have}); add one"
-                         + what.get(missing[0], "."))
+        what = {
+            "path": " holding one video path per row.",
+            "text": " holding the captions (tag the output of `vidcap caption`, or name the caption column with "
+            "--text-column).",
+        }
+        raise UsageError(
+            f"manifest {path} has no '{missing[0]}' column (columns: {have}); add one" + what.get(missing[0], ".")
+        )
     if len(df) == 0:
         raise UsageError(f"manifest {path} has a header but no rows; nothing to do.")
     taken = [c for c in df.columns if c in INTERNAL]
@@ -187,8 +192,9 @@ def csv_ready(df: pd.DataFrame) -> pd.DataFrame:
     return out
 
 
-def write_table(df: pd.DataFrame, path: str | os.PathLike, metadata: dict | None = None,
-                before_rename=None, on_part=None) -> None:
+def write_table(
+    df: pd.DataFrame, path: str | os.PathLike, metadata: dict | None = None, before_rename=None, on_part=None
+) -> None:
     """Write atomically: a temporary file in the same folder, fsync, rename. Readers never see half a file.
 
     before_rename: called with the temp file complete but not yet renamed (fault-injection tests).
@@ -286,12 +292,15 @@ def rebase_paths(df: pd.DataFrame, manifest, output) -> pd.DataFrame:
 
     if "path" not in df.columns or ABSPATH not in df.columns:
         return df
-    if not is_remote(output) and not is_remote(manifest) and \
-            Path(os.path.abspath(str(output))).parent == Path(os.path.abspath(str(manifest))).parent:
+    if (
+        not is_remote(output)
+        and not is_remote(manifest)
+        and Path(os.path.abspath(str(output))).parent == Path(os.path.abspath(str(manifest))).parent
+    ):
         return df
 
     df = df.copy()
-    df["path"] = [a if a and is_relative(v) else v for v, a in zip(df["path"], df[ABSPATH])]
+    df["path"] = [a if a and is_relative(v) else v for v, a in zip(df["path"], df[ABSPATH], strict=False)]
     return df
 
 

@@ -62,7 +62,7 @@ def cluster_labels(texts, threshold: float = THRESHOLD, num_perm: int = NUM_PERM
     # against false candidates (those only cost a set intersection)
     # (32 bands of 4 rows: a pair at Jaccard 0.6 is proposed with p = 0.99, at 0.3 with p = 0.23)
     lsh = MinHashLSH(num_perm=num_perm, params=(num_perm // 4, 4))
-    for i, (s, mh) in enumerate(zip(uniq, hashes)):
+    for i, (s, mh) in enumerate(zip(uniq, hashes, strict=False)):
         for j in lsh.query(mh):
             ri, rj = find(i), find(j)
             if ri != rj and jaccard(s, uniq[j]) >= threshold:
@@ -85,7 +85,7 @@ def add_near_dup_columns(df: pd.DataFrame, threshold: float = THRESHOLD, min_siz
         return df, None
     out = df.copy()
     ok = out["status"].astype(str).eq("ok") if "status" in out.columns else pd.Series(True, index=out.index)
-    texts = [t if good else None for t, good in zip(out["text"], ok)]
+    texts = [t if good else None for t, good in zip(out["text"], ok, strict=False)]
     labels = cluster_labels(texts, threshold)
     sizes = Counter(lab for lab in labels if lab >= 0)
     size = [sizes[lab] if lab >= 0 else None for lab in labels]
@@ -99,7 +99,7 @@ def add_near_dup_columns(df: pd.DataFrame, threshold: float = THRESHOLD, min_siz
     if "flags" not in out.columns:
         out["flags"] = ""
     flags = []
-    for cell, n in zip(out["flags"], size):
+    for cell, n in zip(out["flags"], size, strict=False):
         kept = [f for f in parse_flags(cell) if f != NEAR_DUP]
         near = n is not None and n >= min_size and DUPLICATE not in kept  # an exact copy says so already
         flags.append(join_flags(kept + ([NEAR_DUP] if near else [])))

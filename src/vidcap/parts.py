@@ -81,8 +81,15 @@ def _disk_error(exc: OSError, what: str) -> FatalRunError:
 
 
 class PartStore:
-    def __init__(self, output: str | os.PathLike, fingerprint: dict, *, overwrite: bool = False,
-                 keep_parts: bool = False, worker: str = "w0"):
+    def __init__(
+        self,
+        output: str | os.PathLike,
+        fingerprint: dict,
+        *,
+        overwrite: bool = False,
+        keep_parts: bool = False,
+        worker: str = "w0",
+    ):
         self.output = as_path(output)  # a local Path, or a UPath for an fsspec URL (vidcap.storage)
         self.remote = is_remote(self.output)
         self.dir = self.output.with_name(self.output.name + ".parts")
@@ -110,10 +117,14 @@ class PartStore:
                 rmtree(self.dir)
             if not self.remote:  # a full or read-only disk
                 reason = os.strerror(exc.errno) if isinstance(exc, OSError) and exc.errno else first_line(exc)
-                raise UsageError(f"cannot write to {self.dir} ({reason}); free some space or pick another -o path.") from None
+                raise UsageError(
+                    f"cannot write to {self.dir} ({reason}); free some space or pick another -o path."
+                ) from None
             # a remote store: unreachable, no such bucket, no write permission
-            raise UsageError(f"cannot write to {self.dir} ({first_line(exc)}); check the URL, that the "
-                             "bucket exists and that the credentials may write there.") from None
+            raise UsageError(
+                f"cannot write to {self.dir} ({first_line(exc)}); check the URL, that the "
+                "bucket exists and that the credentials may write there."
+            ) from None
         try:
             self._check_settings()
         except UsageError:
@@ -126,10 +137,15 @@ class PartStore:
             prev = read_json(self.dir / RUN_JSON)
             if not (prev.get("overwrite") and prev.get("fingerprint") == self.fingerprint):
                 self._clear_parts()
-        info = {"fingerprint": self.fingerprint, "provenance": provenance or {}, "failed_out": failed_out,
-                "overwrite": self.overwrite,
-                "vidcap": __version__,
-                "python": sys.version.split()[0], "started": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+        info = {
+            "fingerprint": self.fingerprint,
+            "provenance": provenance or {},
+            "failed_out": failed_out,
+            "overwrite": self.overwrite,
+            "vidcap": __version__,
+            "python": sys.version.split()[0],
+            "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        }
         try:
             self.write_json(self.dir / RUN_JSON, info)
         except FatalRunError:
@@ -148,13 +164,16 @@ class PartStore:
                     self.dir.mkdir(parents=True, exist_ok=True)
                 return created
             except Exception as exc:
-                raise UsageError(f"cannot reach {self.dir} ({first_line(exc)}); check the URL and its "
-                                 "credentials.") from None
+                raise UsageError(
+                    f"cannot reach {self.dir} ({first_line(exc)}); check the URL and its credentials."
+                ) from None
         created = not self.dir.exists()
         try:
             self.dir.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
-            raise UsageError(f"cannot create {self.dir} ({os.strerror(exc.errno) if exc.errno else exc}); pick a writable -o path.") from None
+            raise UsageError(
+                f"cannot create {self.dir} ({os.strerror(exc.errno) if exc.errno else exc}); pick a writable -o path."
+            ) from None
         if not os.access(self.dir, os.W_OK):
             raise UsageError(f"output folder {self.dir.parent} is not writable; pick another -o path.")
         return created
@@ -170,23 +189,33 @@ class PartStore:
         -o or --failed-out naming the manifest, --failed-out naming -o, or --failed-out naming a file that
         no run of this output wrote (its sidecar or unfinished run names the files it wrote)."""
         if same_file(self.output, manifest):
-            raise UsageError(f"-o {self.output} is the manifest itself, a file not written by vidcap; write the output "
-                             "to another file.")
+            raise UsageError(
+                f"-o {self.output} is the manifest itself, a file not written by vidcap; write the output "
+                "to another file."
+            )
         if failed_out is None:
             return
         target = as_path(failed_out)
         table_format(target)
         if same_file(target, manifest):
-            raise UsageError(f"--failed-out {failed_out} is the manifest itself; give the failed rows a file of their own.")
+            raise UsageError(
+                f"--failed-out {failed_out} is the manifest itself; give the failed rows a file of their own."
+            )
         if same_file(target, self.output):
-            raise UsageError(f"--failed-out {failed_out} is also the output (-o); give the failed rows a file of their own.")
+            raise UsageError(
+                f"--failed-out {failed_out} is also the output (-o); give the failed rows a file of their own."
+            )
         if not target.exists():
             return
-        ours = [read_json(self.sidecar()).get("summary", {}).get("failed_out"),
-                read_json(self.dir / RUN_JSON).get("failed_out")]
+        ours = [
+            read_json(self.sidecar()).get("summary", {}).get("failed_out"),
+            read_json(self.dir / RUN_JSON).get("failed_out"),
+        ]
         if not any(o is not None and same_file(as_path(o), target) for o in ours):
-            raise UsageError(f"--failed-out {failed_out} already exists and was not written by a run of {self.output}; "
-                             "pick another --failed-out file (vidcap never overwrites a file it did not write).")
+            raise UsageError(
+                f"--failed-out {failed_out} already exists and was not written by a run of {self.output}; "
+                "pick another --failed-out file (vidcap never overwrites a file it did not write)."
+            )
 
     def _check_settings(self) -> None:
         """Refuse to mix rows with an unfinished run or a finished output made with other settings."""
@@ -208,7 +237,7 @@ class PartStore:
             return
         import fcntl
 
-        fh = open(self.dir / "LOCK", "a+")
+        fh = open(self.dir / "LOCK", "a+")  # noqa: SIM115 (held open for the whole run: it is the lock)
         try:
             fcntl.flock(fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError:
@@ -262,7 +291,9 @@ class PartStore:
             return
         meta = self.sidecar()
         if not meta.exists():
-            raise UsageError(f"{self.output} already exists and was not written by vidcap; pass --overwrite to replace it or pick another -o path.")
+            raise UsageError(
+                f"{self.output} already exists and was not written by vidcap; pass --overwrite to replace it or pick another -o path."
+            )
         old = read_json(meta).get("fingerprint")
         if old != self.fingerprint:
             raise UsageError(
@@ -278,8 +309,10 @@ class PartStore:
             try:
                 put_bytes(path, json.dumps(data, indent=2, default=str).encode())
             except Exception as exc:
-                raise FatalRunError(f"could not write {path} ({first_line(exc)}); fix the problem and run the "
-                                    "same command again to resume.") from None
+                raise FatalRunError(
+                    f"could not write {path} ({first_line(exc)}); fix the problem and run the "
+                    "same command again to resume."
+                ) from None
             return
         tmp = path.with_name(path.name + ".tmp")
         try:
@@ -303,8 +336,10 @@ class PartStore:
         except OSError as exc:
             raise _disk_error(exc, f"a part file in {self.dir}") from None
         except Exception as exc:  # a remote store's own errors (network, permissions)
-            raise FatalRunError(f"could not write a part file in {self.dir} ({first_line(exc)}); fix the "
-                                "problem and run the same command again to resume.") from None
+            raise FatalRunError(
+                f"could not write a part file in {self.dir} ({first_line(exc)}); fix the "
+                "problem and run the same command again to resume."
+            ) from None
         self._fresh += 1
         if self._fresh >= compact_every() and not self.remote:
             self.compact()
@@ -397,8 +432,12 @@ class PartStore:
     def publish(self, summary: dict, write) -> None:
         """Write the output with `write(metadata, before_rename)` (atomically), its sidecar, then remove the
         parts folder (the lock is released last)."""
-        meta = {"fingerprint": self.fingerprint, "summary": summary, "vidcap": __version__,
-                "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+        meta = {
+            "fingerprint": self.fingerprint,
+            "summary": summary,
+            "vidcap": __version__,
+            "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        }
         # The sidecar goes first: an output without its sidecar (a kill between the two) would be
         # refused on rerun as "not written by vidcap". A replaced output goes before its new sidecar,
         # so a kill never leaves another run's rows under this run's sidecar (the parts hold them all).
@@ -410,8 +449,10 @@ class PartStore:
         except OSError as exc:
             raise _disk_error(exc, str(self.output)) from None
         except Exception as exc:
-            raise FatalRunError(f"could not write {self.output} ({first_line(exc)}); fix the problem and run "
-                                "the same command again: the parts are kept.") from None
+            raise FatalRunError(
+                f"could not write {self.output} ({first_line(exc)}); fix the problem and run "
+                "the same command again: the parts are kept."
+            ) from None
         fault_point("final_cleanup")
         if not self.keep_parts:
             self._remove_dir()
@@ -463,8 +504,11 @@ def read_json(path) -> dict:
         path.rename(aside)
     except OSError:
         return {}
-    print(f"vidcap: {path} was damaged (not a JSON record vidcap wrote); moved it to {aside.name} and carrying on "
-          "without it.", file=sys.stderr)
+    print(
+        f"vidcap: {path} was damaged (not a JSON record vidcap wrote); moved it to {aside.name} and carrying on "
+        "without it.",
+        file=sys.stderr,
+    )
     return {}
 
 

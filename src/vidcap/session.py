@@ -26,7 +26,6 @@ from .parts import FILE_COLUMNS, PartStore, fault_point
 from .stages.base import RowSource, Stage
 from .storage import as_path, file_stamp
 
-
 PART_ROWS = 256  # rows per part by default: a kill redoes at most this many rows (or a second's worth)
 PART_ROWS_MAX = 65_536
 PART_MIN_SECONDS = 1.0
@@ -76,8 +75,16 @@ def run_fingerprint(stage: Stage) -> dict:
 class Bookkeeping:
     """What is done, part files and the final merge, for one output. Today a PartStore behind it."""
 
-    def __init__(self, output, fingerprint: dict, *, overwrite: bool = False, keep_parts: bool = False,
-                 worker: str = "w0", failed_out=None):
+    def __init__(
+        self,
+        output,
+        fingerprint: dict,
+        *,
+        overwrite: bool = False,
+        keep_parts: bool = False,
+        worker: str = "w0",
+        failed_out=None,
+    ):
         self.store = PartStore(output, fingerprint, overwrite=overwrite, keep_parts=keep_parts, worker=worker)
         self.failed_out = failed_out
 
@@ -164,7 +171,7 @@ class Recorder:
             if self.stage.reads_files:
                 rec.update(dict.fromkeys(FILE_COLUMNS))
         if self.stage.reads_files and code not in NO_FILE:  # a missing file has no size to stat again
-            rec.update(zip(FILE_COLUMNS, file_stamp(row.get(ABSPATH))))
+            rec.update(zip(FILE_COLUMNS, file_stamp(row.get(ABSPATH)), strict=False))
         self.counts[code] += 1
         if code == "model":
             self.last_model_error = err
@@ -184,12 +191,13 @@ class Recorder:
 
     def check_all_failing(self) -> None:
         if self.counts["ok"] == 0 and self.counts["model"] >= 3 * max(1, self.stage.batch_size):
-            raise FatalRunError(f"the model failed on every row so far ({self.last_model_error}); stopping. "
-                                "Fix the model setup and rerun to resume.")
+            raise FatalRunError(
+                f"the model failed on every row so far ({self.last_model_error}); stopping. "
+                "Fix the model setup and rerun to resume."
+            )
 
     def maybe_flush(self) -> None:
-        due = self._part_full() or (
-            self.buffer and time.monotonic() - self.last_flush > self.opts.part_seconds)
+        due = self._part_full() or (self.buffer and time.monotonic() - self.last_flush > self.opts.part_seconds)
         if due or (self.buffer and self.watcher.flush_due(len(self.buffer))):
             self.flush()
         self.watcher.tick()
@@ -262,8 +270,13 @@ class Session:
         self.stage, self.manifest, self.output = stage, manifest, as_path(output)
         self.opts = opts or RunOptions()
         self.fingerprint = run_fingerprint(stage)
-        self.books = Bookkeeping(self.output, self.fingerprint, overwrite=self.opts.overwrite,
-                                 keep_parts=self.opts.keep_parts, failed_out=self.opts.failed_out)
+        self.books = Bookkeeping(
+            self.output,
+            self.fingerprint,
+            overwrite=self.opts.overwrite,
+            keep_parts=self.opts.keep_parts,
+            failed_out=self.opts.failed_out,
+        )
         self.recorder = Recorder(stage, self.books, self.opts)
 
     @property
@@ -331,20 +344,30 @@ class Session:
                 return
             if attempt or not executor.can_redo:
                 break
-            print(f"vidcap: {lost} rows lost their saved result before the merge (a part file was removed or "
-                  "damaged); doing them again.", file=sys.stderr)
+            print(
+                f"vidcap: {lost} rows lost their saved result before the merge (a part file was removed or "
+                "damaged); doing them again.",
+                file=sys.stderr,
+            )
             executor.process(self, executor.rows(self, led))
             self.recorder.flush()
-        raise FatalRunError(f"{lost} rows have no result (first: {first}); the parts are kept: run the same "
-                            "command again to finish them.")
+        raise FatalRunError(
+            f"{lost} rows have no result (first: {first}); the parts are kept: run the same "
+            "command again to finish them."
+        )
 
     def summary(self, plan: dict, led: Ledger, executor: Executor, t0: float) -> dict:
         wall = time.monotonic() - t0
         processed = sum(self.counts.values())
         return {
-            "rows": plan["rows"], "unique": plan["unique"], "duplicates": plan["duplicates"],
-            "skipped": plan["skipped"], "processed": processed, **led.counts(),
-            "wall_s": round(wall, 3), "rows_per_s": round(processed / wall, 3) if wall > 0 else 0.0,
+            "rows": plan["rows"],
+            "unique": plan["unique"],
+            "duplicates": plan["duplicates"],
+            "skipped": plan["skipped"],
+            "processed": processed,
+            **led.counts(),
+            "wall_s": round(wall, 3),
+            "rows_per_s": round(processed / wall, 3) if wall > 0 else 0.0,
             **executor.extras(self),
         }
 
@@ -354,8 +377,14 @@ class Session:
         processed = sum(self.counts.values())
         return {
             "rows": rows,  # this process's share of the plan (the merging process counts the manifest)
-            "unique": rows, "duplicates": 0, "skipped": 0, "processed": processed,
-            "ok": self.counts["ok"], "failed": {k: v for k, v in self.counts.items() if k != "ok"},
-            "wall_s": round(wall, 3), "rows_per_s": round(processed / wall, 3) if wall > 0 else 0.0,
-            **executor.extras(self), "ledger": {"executor": executor.name},
+            "unique": rows,
+            "duplicates": 0,
+            "skipped": 0,
+            "processed": processed,
+            "ok": self.counts["ok"],
+            "failed": {k: v for k, v in self.counts.items() if k != "ok"},
+            "wall_s": round(wall, 3),
+            "rows_per_s": round(processed / wall, 3) if wall > 0 else 0.0,
+            **executor.extras(self),
+            "ledger": {"executor": executor.name},
         }

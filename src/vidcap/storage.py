@@ -44,13 +44,17 @@ def as_path(value):
     try:
         from upath import UPath
     except ImportError:
-        raise UsageError(f"writing to {text} needs fsspec URL support; install it with: pip install 'vidcap[remote]' "
-                         f"(plus the {proto}:// filesystem package, e.g. s3fs for s3://).") from None
+        raise UsageError(
+            f"writing to {text} needs fsspec URL support; install it with: pip install 'vidcap[remote]' "
+            f"(plus the {proto}:// filesystem package, e.g. s3fs for s3://)."
+        ) from None
     try:
         return UPath(text)
     except (ImportError, ValueError) as exc:
-        raise UsageError(f"cannot open {text} ({first_line(exc)}); install the fsspec package for {proto}:// "
-                         "(s3fs, gcsfs, adlfs, ...).") from None
+        raise UsageError(
+            f"cannot open {text} ({first_line(exc)}); install the fsspec package for {proto}:// "
+            "(s3fs, gcsfs, adlfs, ...)."
+        ) from None
 
 
 def is_remote(path) -> bool:

@@ -133,12 +133,16 @@ def resolve_api_key(base_url: str, env_name: str | None) -> str:
     """The key from the named variable; a self-hosted server may need none."""
     env_name = env_name or "OPENAI_API_KEY"
     if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", env_name):
-        raise UsageError("--api-key-env takes the name of an environment variable (like OPENAI_API_KEY), not the key itself.")
+        raise UsageError(
+            "--api-key-env takes the name of an environment variable (like OPENAI_API_KEY), not the key itself."
+        )
     key = os.environ.get(env_name, "").strip()
     if key:
         return key
     if is_openai_url(base_url):
-        raise UsageError(f"no API key: set the environment variable {env_name} (or name another with --api-key-env) to call {clean_url(base_url)}.")
+        raise UsageError(
+            f"no API key: set the environment variable {env_name} (or name another with --api-key-env) to call {clean_url(base_url)}."
+        )
     return NO_KEY
 
 
@@ -177,7 +181,7 @@ class RetryPolicy:
 
     def delay(self, attempt: int) -> float:
         """Equal jitter: half fixed (so a storm still spreads out), half random."""
-        d = min(self.cap, self.base * (2 ** attempt))
+        d = min(self.cap, self.base * (2**attempt))
         return d / 2 + random.uniform(0, d / 2)
 
 
@@ -200,7 +204,7 @@ def classify(exc: BaseException, *, model: str, base_url: str, retry_after_cap: 
     import openai
 
     where = clean_url(base_url)
-    if isinstance(exc, openai.APITimeoutError) or isinstance(exc, asyncio.TimeoutError):
+    if isinstance(exc, (openai.APITimeoutError, asyncio.TimeoutError)):
         return Outcome("retry", TIMEOUT, "no answer within the request timeout")
     if isinstance(exc, openai.APIConnectionError):
         return Outcome("retry", API, f"connection error ({_cause(exc)})")
@@ -210,9 +214,15 @@ def classify(exc: BaseException, *, model: str, base_url: str, retry_after_cap: 
         return Outcome("fail", API, f"{type(exc).__name__}: {exc}")
     status, detail = exc.status_code, _detail(exc)
     if status in (401, 403):
-        return Outcome("fatal", API, f"{where} refused the API key ({status}: {detail}); check the key in the variable named by --api-key-env.")
+        return Outcome(
+            "fatal",
+            API,
+            f"{where} refused the API key ({status}: {detail}); check the key in the variable named by --api-key-env.",
+        )
     if status == 404:
-        return Outcome("fatal", API, f"{where} answered 404 for model '{model}' ({detail}); check --model and --base-url.")
+        return Outcome(
+            "fatal", API, f"{where} answered 404 for model '{model}' ({detail}); check --model and --base-url."
+        )
     if status == 429 and _error_code(exc) == "insufficient_quota":
         return Outcome("fatal", API, f"{where} says the account is out of quota (429: {detail}).")
     if status in (408, 409, 425, 429) or status >= 500:
@@ -262,10 +272,17 @@ class UsageMeter:
             cost = round((self.prompt_tokens * pin + self.completion_tokens * pout) / 1e6, 6)
         # Flat keys that cannot clash with the runner's own summary (ok, failed, rows...).
         return {
-            "api_requests": self.requests, "api_attempts": self.attempts, "api_retries": self.retries,
-            "api_errors": dict(self.errors), "prompt_tokens": self.prompt_tokens,
-            "completion_tokens": self.completion_tokens, "total_tokens": self.prompt_tokens + self.completion_tokens,
-            "price_in": pin, "price_out": pout, "price_source": source, "cost_usd": cost,
+            "api_requests": self.requests,
+            "api_attempts": self.attempts,
+            "api_retries": self.retries,
+            "api_errors": dict(self.errors),
+            "prompt_tokens": self.prompt_tokens,
+            "completion_tokens": self.completion_tokens,
+            "total_tokens": self.prompt_tokens + self.completion_tokens,
+            "price_in": pin,
+            "price_out": pout,
+            "price_source": source,
+            "cost_usd": cost,
         }
 
 
@@ -331,8 +348,10 @@ def parse_completion(resp) -> ChatReply:
     if isinstance(resp, (str, bytes)):  # the SDK hands back a body it could not read as JSON
         text = resp.decode("utf-8", "replace") if isinstance(resp, bytes) else resp
         if text.lstrip()[:1] == "<":
-            raise MalformedResponse("the server returned an HTML page, not an OpenAI-compatible answer; check "
-                                    "--base-url (an OpenAI-compatible URL usually ends in /v1)")
+            raise MalformedResponse(
+                "the server returned an HTML page, not an OpenAI-compatible answer; check "
+                "--base-url (an OpenAI-compatible URL usually ends in /v1)"
+            )
         raise MalformedResponse(f"the server returned text, not a chat completion ({text.strip()[:60]!r})")
     try:
         choice = resp.choices[0]
@@ -343,9 +362,12 @@ def parse_completion(resp) -> ChatReply:
     if text is not None and not isinstance(text, str):
         raise MalformedResponse("message content is not text")
     usage = getattr(resp, "usage", None)
-    return ChatReply(text=(text or "").strip(), finish_reason=str(finish),
-                     prompt_tokens=int(getattr(usage, "prompt_tokens", 0) or 0),
-                     completion_tokens=int(getattr(usage, "completion_tokens", 0) or 0))
+    return ChatReply(
+        text=(text or "").strip(),
+        finish_reason=str(finish),
+        prompt_tokens=int(getattr(usage, "prompt_tokens", 0) or 0),
+        completion_tokens=int(getattr(usage, "completion_tokens", 0) or 0),
+    )
 
 
 class ChatClient:
@@ -356,9 +378,22 @@ class ChatClient:
     that loop. Raises FatalRunError (and keeps raising it) once the server refuses the key or model.
     """
 
-    def __init__(self, model: str, *, base_url=None, api_key_env="OPENAI_API_KEY", concurrency=16,
-                 max_retries=5, timeout=60.0, price_in=None, price_out=None, backoff_base=0.5,
-                 backoff_cap=30.0, retry_after_cap=120.0, fatal_after_rejects=8):
+    def __init__(
+        self,
+        model: str,
+        *,
+        base_url=None,
+        api_key_env="OPENAI_API_KEY",
+        concurrency=16,
+        max_retries=5,
+        timeout=60.0,
+        price_in=None,
+        price_out=None,
+        backoff_base=0.5,
+        backoff_cap=30.0,
+        retry_after_cap=120.0,
+        fatal_after_rejects=8,
+    ):
         self.model = model
         self.base_url = resolve_base_url(base_url)
         self.api_key_env = api_key_env or "OPENAI_API_KEY"
@@ -388,8 +423,9 @@ class ChatClient:
         import openai
 
         # max_retries=0: the retry count and the backoff are ours, not the library's.
-        self._client = openai.AsyncOpenAI(api_key=self._key, base_url=self.base_url, max_retries=0,
-                                          timeout=self.timeout)
+        self._client = openai.AsyncOpenAI(
+            api_key=self._key, base_url=self.base_url, max_retries=0, timeout=self.timeout
+        )
         self._sem = asyncio.Semaphore(self.concurrency)
 
     def run(self, coro):
@@ -432,15 +468,17 @@ class ChatClient:
                 try:  # --timeout bounds the whole request, a body that trickles in included
                     resp = await asyncio.wait_for(
                         self._client.chat.completions.create(model=self.model, messages=messages, **params),
-                        timeout=self.timeout)
+                        timeout=self.timeout,
+                    )
                     reply = parse_completion(resp)
                 except asyncio.CancelledError:
                     self._settle(worst, None, prompt_tokens_max)
                     raise
                 except Exception as exc:  # sorted below: retry, fail the row, or stop the run
                     self._settle(worst, None, prompt_tokens_max)
-                    out = classify(exc, model=self.model, base_url=self.base_url,
-                                   retry_after_cap=self.policy.retry_after_cap)
+                    out = classify(
+                        exc, model=self.model, base_url=self.base_url, retry_after_cap=self.policy.retry_after_cap
+                    )
                     self._streak_of(out)
                     if out.action == "retry" and attempt < self.policy.max_retries:
                         await self._backoff(out, attempt)
@@ -480,8 +518,11 @@ class ChatClient:
     def _refused_text(self) -> str:
         gate = self.gate
         assert gate is not None and gate.ceiling is not None
-        return format_error(BUDGET, f"not sent: this output has cost ${gate.total:.4f} of its --budget of "
-                                    f"${gate.ceiling:.2f}, and this request could cost up to ${gate.worst_seen:.4f}")
+        return format_error(
+            BUDGET,
+            f"not sent: this output has cost ${gate.total:.4f} of its --budget of "
+            f"${gate.ceiling:.2f}, and this request could cost up to ${gate.worst_seen:.4f}",
+        )
 
     async def _backoff(self, out: Outcome, attempt: int) -> None:
         self.usage.retries += 1
@@ -508,9 +549,11 @@ class ChatClient:
         self._streak_kind = kind
         limit = self.STREAK_BEFORE_FIRST_OK if self.usage.ok == 0 else self.STREAK_AFTER_OK
         if self._streak >= limit and out.action != "fatal":
-            self._fatal = self.redact(f"the last {self._streak} requests to {clean_url(self.base_url)} all failed "
-                                      f"the same way ({out.code}: {out.message}); stopping. Check --base-url and "
-                                      "that the server is up, then run the same command again to resume.")
+            self._fatal = self.redact(
+                f"the last {self._streak} requests to {clean_url(self.base_url)} all failed "
+                f"the same way ({out.code}: {out.message}); stopping. Check --base-url and "
+                "that the server is up, then run the same command again to resume."
+            )
             raise FatalRunError(self._fatal)
 
     _streak = 0
@@ -523,7 +566,9 @@ class ChatClient:
         self.usage.completion_tokens += reply.completion_tokens
         reply.attempts = attempts
         if not reply.text:
-            reply.error = format_error("empty_text", f"the model returned no text (finish_reason={reply.finish_reason or 'none'})")
+            reply.error = format_error(
+                "empty_text", f"the model returned no text (finish_reason={reply.finish_reason or 'none'})"
+            )
             self._count_error("empty_text")
         return reply
 
@@ -534,8 +579,10 @@ class ChatClient:
         if out.action == "fail" and self.usage.ok == 0:
             self._rejects += 1
             if self._rejects >= self.fatal_after_rejects:
-                self._fatal = self.redact(f"the first {self._rejects} requests to {clean_url(self.base_url)} were all rejected "
-                                          f"({out.message}); fix the request settings (model, frames, --detail) before rerunning.")
+                self._fatal = self.redact(
+                    f"the first {self._rejects} requests to {clean_url(self.base_url)} were all rejected "
+                    f"({out.message}); fix the request settings (model, frames, --detail) before rerunning."
+                )
                 raise FatalRunError(self._fatal)
         self.usage.failed += 1
         self._count_error(out.code)
@@ -548,8 +595,14 @@ class ChatClient:
         return self.usage.summary(self.model, self.price_in, self.price_out)
 
     def provenance(self) -> dict:
-        return {"model": self.model, "base_url": clean_url(self.base_url), "api_key_env": self.api_key_env,
-                "concurrency": self.concurrency, "max_retries": self.policy.max_retries, "timeout": self.timeout}
+        return {
+            "model": self.model,
+            "base_url": clean_url(self.base_url),
+            "api_key_env": self.api_key_env,
+            "concurrency": self.concurrency,
+            "max_retries": self.policy.max_retries,
+            "timeout": self.timeout,
+        }
 
 
 # Images one request may carry, by API host (as documented by each provider when written).

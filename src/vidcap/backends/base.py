@@ -71,12 +71,43 @@ class CaptionOptions:
         return {f.name for f in fields(self) if getattr(self, f.name) != getattr(defaults, f.name)}
 
 
-COMMON_OPTIONS = frozenset({"num_frames", "fps", "max_frames", "prompt", "prompt_text", "max_new_tokens", "user_turn", "temperature",
-                            "batch_size", "resize", "device", "strip_prefix", "heal"})
-HF_OPTIONS = frozenset({"dtype", "trust_remote_code", "prepare_on_workers", "engine", "static_batches", "ignore_eos",
-                        "lengths"})
-API_OPTIONS = frozenset({"base_url", "api_key_env", "concurrency", "max_retries", "timeout", "detail", "price_in",
-                         "price_out", "jpeg_quality", "backoff_base", "retry_after_cap", "budget", "max_images"})
+COMMON_OPTIONS = frozenset(
+    {
+        "num_frames",
+        "fps",
+        "max_frames",
+        "prompt",
+        "prompt_text",
+        "max_new_tokens",
+        "user_turn",
+        "temperature",
+        "batch_size",
+        "resize",
+        "device",
+        "strip_prefix",
+        "heal",
+    }
+)
+HF_OPTIONS = frozenset(
+    {"dtype", "trust_remote_code", "prepare_on_workers", "engine", "static_batches", "ignore_eos", "lengths"}
+)
+API_OPTIONS = frozenset(
+    {
+        "base_url",
+        "api_key_env",
+        "concurrency",
+        "max_retries",
+        "timeout",
+        "detail",
+        "price_in",
+        "price_out",
+        "jpeg_quality",
+        "backoff_base",
+        "retry_after_cap",
+        "budget",
+        "max_images",
+    }
+)
 
 
 @dataclass
@@ -111,8 +142,10 @@ class CaptionBackend:
         self.options = options
         unused = sorted(options.changed() - self.takes)
         if unused:
-            raise UsageError(f"the {self.name} backend does not use the option '{unused[0]}' "
-                             f"(--{unused[0].replace('_', '-')}); drop it or pick a backend that does.")
+            raise UsageError(
+                f"the {self.name} backend does not use the option '{unused[0]}' "
+                f"(--{unused[0].replace('_', '-')}); drop it or pick a backend that does."
+            )
 
     def model_label(self) -> str:
         return self.preset.model_id or self.preset.name

@@ -38,11 +38,19 @@ class FakeBackend(CaptionBackend):
             f = req.frames
             digest = hashlib.sha1(f.tobytes()).hexdigest()[:8]
             prompt_id = hashlib.sha1(req.prompt.encode()).hexdigest()[:6]
-            text = (f"A {'still image' if req.is_image else 'clip'} seen in {f.shape[0]} frames of "
-                    f"{f.shape[2]}x{f.shape[1]}, mean level {f.mean():.1f}, content {digest}, prompt {prompt_id}.")
+            text = (
+                f"A {'still image' if req.is_image else 'clip'} seen in {f.shape[0]} frames of "
+                f"{f.shape[2]}x{f.shape[1]}, mean level {f.mean():.1f}, content {digest}, prompt {prompt_id}."
+            )
             text, finish = _fault(os.path.basename(str(req.meta.get("path") or "")), text, req.prompt, decoding)
-            out.append(CaptionResult(text=text, prompt_tokens=len(req.prompt.split()),
-                                     completion_tokens=len(text.split()), finish_reason=finish))
+            out.append(
+                CaptionResult(
+                    text=text,
+                    prompt_tokens=len(req.prompt.split()),
+                    completion_tokens=len(text.split()),
+                    finish_reason=finish,
+                )
+            )
         return out
 
 
@@ -52,12 +60,18 @@ def _fault(name: str, text: str, prompt: str, decoding) -> tuple[str, str]:
     if m is None:
         return text, "stop"
     kind, stuck = m.group(1), bool(m.group(2))
-    cured = decoding is not None and not stuck and {
-        "loop": bool(decoding.repetition_penalty and decoding.repetition_penalty > 1 or decoding.no_repeat_ngram_size),
-        "empty": decoding.samples,
-        "echo": True,
-        "trunc": bool(decoding.max_new_tokens) or decoding.samples,
-    }[kind]
+    cured = (
+        decoding is not None
+        and not stuck
+        and {
+            "loop": bool(
+                decoding.repetition_penalty and decoding.repetition_penalty > 1 or decoding.no_repeat_ngram_size
+            ),
+            "empty": decoding.samples,
+            "echo": True,
+            "trunc": bool(decoding.max_new_tokens) or decoding.samples,
+        }[kind]
+    )
     if cured:
         return text, "stop"
     if kind == "loop":

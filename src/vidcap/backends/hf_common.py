@@ -425,7 +425,7 @@ class HFCaptionBackend(CaptionBackend):
             limit, n_new = max_positions(self.model), int(self.options.max_new_tokens or 0)
             errors = [context_error(int(it["n_prompt"]), int(it.get("max_new") or n_new), limit) for it in batch]
             if any(errors):
-                fits = iter(self._run([it for it, e in zip(batch, errors) if not e], prepare))
+                fits = iter(self._run([it for it, e in zip(batch, errors, strict=False) if not e], prepare))
                 return [CaptionResult(error=e) if e else next(fits) for e in errors]
         size = min(self.options.batch_size, self._fits or self.options.batch_size)
         results = []
@@ -501,12 +501,12 @@ class HFCaptionBackend(CaptionBackend):
             out = self.model.generate(**inputs, generation_config=cfg)
         new = out[:, n_in:].tolist()
         if limits:
-            new = [ids[:m] for ids, m in zip(new, limits)]
+            new = [ids[:m] for ids, m in zip(new, limits, strict=False)]
         return self.decode(new, prepared.prompt_tokens)
 
     def decode(self, new_tokens: list[list[int]], prompt_tokens: list[int]) -> list[CaptionResult]:
         results = []
-        for ids, n_in in zip(new_tokens, prompt_tokens):
+        for ids, n_in in zip(new_tokens, prompt_tokens, strict=False):
             stop = next((i for i, t in enumerate(ids) if t in self.eos), None)
             kept = ids if stop is None else ids[:stop]
             raw = self.tokenizer.decode(kept, skip_special_tokens=True)

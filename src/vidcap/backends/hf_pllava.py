@@ -61,8 +61,11 @@ class PllavaBackend(HFCaptionBackend):
 
     def provenance(self) -> dict:
         info = super().provenance()
-        info.update(num_frames=self.num_frames, lora_alpha=self.lora_alpha,
-                    pooling_shape="-".join(map(str, self.pooling_shape)) if self.pooling_shape else None)
+        info.update(
+            num_frames=self.num_frames,
+            lora_alpha=self.lora_alpha,
+            pooling_shape="-".join(map(str, self.pooling_shape)) if self.pooling_shape else None,
+        )
         return info
 
     def load_preprocessor(self, path: Path) -> None:
@@ -75,12 +78,16 @@ class PllavaBackend(HFCaptionBackend):
         if (path / "preprocessor_config.json").exists():
             self.image_processor = CLIPImageProcessor.from_pretrained(path)
         else:  # the llava-hf CLIP-L/336 preprocessing PLLaVA was trained with
-            self.image_processor = CLIPImageProcessor(size={"shortest_edge": 336},
-                                                      crop_size={"height": 336, "width": 336})
+            self.image_processor = CLIPImageProcessor(
+                size={"shortest_edge": 336}, crop_size={"height": 336, "width": 336}
+            )
         proc = self.image_processor
         crop = getattr(proc, "crop_size", None) or {"height": 336}  # a dict (4.x) or a SizeDict (5.x)
-        self.pixel_cfg = {"crop": int(crop["height"] or 336),
-                          "mean": tuple(proc.image_mean), "std": tuple(proc.image_std)}
+        self.pixel_cfg = {
+            "crop": int(crop["height"] or 336),
+            "mean": tuple(proc.image_mean),
+            "std": tuple(proc.image_std),
+        }
         self.image_token_id = int(raw.get("image_token_index", 32000))
         pad = self.tokenizer.pad_token_id
         self.pad_id = int(pad if pad is not None else raw.get("pad_token_id", 0))
@@ -100,8 +107,9 @@ class PllavaBackend(HFCaptionBackend):
         else:
             from ..parallel import tp_rank_size
 
-            self.model, _ = load_pllava(path, device, dtype, self.pooling_shape, self.num_frames, self.lora_alpha,
-                                        tp=tp_rank_size())
+            self.model, _ = load_pllava(
+                path, device, dtype, self.pooling_shape, self.num_frames, self.lora_alpha, tp=tp_rank_size()
+            )
         self.eos = eos_ids(self.tokenizer, self.model.generation_config)
         if self.model.generation_config.eos_token_id is None:
             self.model.generation_config.eos_token_id = self.eos
@@ -120,9 +128,11 @@ class PllavaBackend(HFCaptionBackend):
     def token_ids(self, prompt: str) -> list[int]:
         ids = self.tokenizer(conversation(prompt, self.options.user_turn or PLLAVA_USER_QUERY)).input_ids
         if ids.count(self.image_token_id) != 1:
-            raise UsageError("the PLLaVA tokenizer does not map '<image>' to the config's image_token_index; the checkpoint's tokenizer files do not match its config.")
+            raise UsageError(
+                "the PLLaVA tokenizer does not map '<image>' to the config's image_token_index; the checkpoint's tokenizer files do not match its config."
+            )
         at = ids.index(self.image_token_id)
-        return ids[:at] + [self.image_token_id] * self.visual_tokens + ids[at + 1:]
+        return ids[:at] + [self.image_token_id] * self.visual_tokens + ids[at + 1 :]
 
     def prepare_one(self, req: CaptionRequest) -> dict:
         import torch
@@ -131,8 +141,12 @@ class PllavaBackend(HFCaptionBackend):
 
         ids = self.token_ids(req.prompt)
         pixels = torch.from_numpy(seed_pixels(self._fit_frames(req), **self.pixel_cfg))
-        return {"input_ids": torch.tensor([ids]), "attention_mask": torch.ones(1, len(ids), dtype=torch.long),
-                "pixel_values": pixels, "n_prompt": len(ids)}
+        return {
+            "input_ids": torch.tensor([ids]),
+            "attention_mask": torch.ones(1, len(ids), dtype=torch.long),
+            "pixel_values": pixels,
+            "n_prompt": len(ids),
+        }
 
     def postprocess(self, text: str) -> str:
         return seed_clean(text)

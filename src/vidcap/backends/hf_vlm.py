@@ -29,7 +29,9 @@ class HFVLMBackend(HFCaptionBackend):
         try:
             self.processor = AutoProcessor.from_pretrained(path, trust_remote_code=self.options.trust_remote_code)
         except (OSError, ValueError, KeyError) as exc:
-            raise UsageError(f"could not load the processor of '{label}' ({first_line(exc)}); pass a full model directory.") from None
+            raise UsageError(
+                f"could not load the processor of '{label}' ({first_line(exc)}); pass a full model directory."
+            ) from None
         self.tokenizer = getattr(self.processor, "tokenizer", None)
         if self.tokenizer is None:
             raise UsageError(f"the processor of '{label}' has no tokenizer; pass a full model directory.")
@@ -40,7 +42,9 @@ class HFVLMBackend(HFCaptionBackend):
         self.native_video = not self.frames_as_images and getattr(self.processor, "video_processor", None) is not None
         self._apply_pixel_budget()
         if self.native_video:
-            self.geometry = geometry(self.processor.video_processor, self.param("max_pixels"), self.param("total_pixels"))
+            self.geometry = geometry(
+                self.processor.video_processor, self.param("max_pixels"), self.param("total_pixels")
+            )
 
     def _load(self, path: Path, device: str, dtype) -> None:
         from transformers import AutoModelForImageTextToText
@@ -68,7 +72,9 @@ class HFVLMBackend(HFCaptionBackend):
                     model = AutoModelForImageTextToText.from_pretrained(path, **kwargs)
         except (OSError, ValueError, KeyError) as exc:
             hint = "" if trc else "; if it ships its own code, add --trust-remote-code"
-            raise UsageError(f"could not load '{label}' as an image-text-to-text model ({first_line(exc)}){hint}.") from None
+            raise UsageError(
+                f"could not load '{label}' as an image-text-to-text model ({first_line(exc)}){hint}."
+            ) from None
         self.model = model if getattr(model, "_tp_size", None) else model.to(device)
         self.eos = eos_ids(self.tokenizer, self.model.generation_config)
 
@@ -77,7 +83,10 @@ class HFVLMBackend(HFCaptionBackend):
         max_pixels = self.param("max_pixels")
         if not max_pixels:
             return
-        for proc in (getattr(self.processor, "image_processor", None), getattr(self.processor, "video_processor", None)):
+        for proc in (
+            getattr(self.processor, "image_processor", None),
+            getattr(self.processor, "video_processor", None),
+        ):
             size = getattr(proc, "size", None)
             if proc is None or not hasattr(proc, "merge_size") or size is None or "longest_edge" not in size:
                 continue
@@ -119,7 +128,9 @@ class HFVLMBackend(HFCaptionBackend):
         return text, images, videos
 
     def fallback_prompt(self, prompt: str, n_images: int) -> str:
-        raise UsageError(f"model '{self.model_label()}' has no chat template in its processor; use an instruction-tuned (chat) checkpoint.")
+        raise UsageError(
+            f"model '{self.model_label()}' has no chat template in its processor; use an instruction-tuned (chat) checkpoint."
+        )
 
     def _video_metadata(self, req: CaptionRequest) -> dict | None:
         """Where the sampled frames sit in the clip, for processors that turn it into temporal positions
@@ -128,8 +139,11 @@ class HFVLMBackend(HFCaptionBackend):
         m = req.meta
         if not m.get("fps") or not m.get("indices") or not m.get("total_frames"):
             return None
-        return {"total_num_frames": int(m["total_frames"]), "fps": float(m["fps"]),
-                "frames_indices": [int(i) for i in m["indices"]]}
+        return {
+            "total_num_frames": int(m["total_frames"]),
+            "fps": float(m["fps"]),
+            "frames_indices": [int(i) for i in m["indices"]],
+        }
 
     def prepare_one(self, req: CaptionRequest) -> dict:
         text, images, videos = self.render(req)

@@ -36,8 +36,12 @@ class ChatBackend:
         self.options = options or CaptionOptions()
 
     def provenance(self) -> dict:
-        return {"backend": self.name, "model": self.model, "max_new_tokens": self.options.max_new_tokens,
-                "temperature": self.options.temperature}
+        return {
+            "backend": self.name,
+            "model": self.model,
+            "max_new_tokens": self.options.max_new_tokens,
+            "temperature": self.options.temperature,
+        }
 
     def setup(self, device: str | None = None) -> None:
         pass
@@ -119,18 +123,23 @@ class HFChatBackend(ChatBackend):
         enc = tok(texts, return_tensors="pt", padding=True, add_special_tokens=False).to(self.lm.device)
         with torch.inference_mode():
             out = self.lm.generate(**enc, generation_config=self._gen_config())
-        new = out[:, enc["input_ids"].shape[1]:].tolist()
+        new = out[:, enc["input_ids"].shape[1] :].tolist()
         lengths = enc["attention_mask"].sum(dim=1).tolist()
         results = []
-        for ids, n_in in zip(new, lengths):
+        for ids, n_in in zip(new, lengths, strict=False):
             stop = next((i for i, t in enumerate(ids) if t in self._eos), None)
             kept = ids if stop is None else ids[:stop]
             n_out = len(ids) if stop is None else stop + 1
             self.prompt_tokens += int(n_in)
             self.completion_tokens += n_out
-            results.append(CaptionResult(text=tok.decode(kept, skip_special_tokens=True).strip(),
-                                         prompt_tokens=int(n_in), completion_tokens=n_out,
-                                         finish_reason="length" if stop is None else "stop"))
+            results.append(
+                CaptionResult(
+                    text=tok.decode(kept, skip_special_tokens=True).strip(),
+                    prompt_tokens=int(n_in),
+                    completion_tokens=n_out,
+                    finish_reason="length" if stop is None else "stop",
+                )
+            )
         return results
 
     def _gen_config(self):
@@ -168,15 +177,21 @@ def _check_local(model: str) -> None:
     if not path.exists():
         return
     if not path.is_dir() or not (path / "config.json").exists():
-        raise UsageError(f"model path {model} is not a saved Hugging Face model folder (no config.json); pass a model id or such a folder.")
+        raise UsageError(
+            f"model path {model} is not a saved Hugging Face model folder (no config.json); pass a model id or such a folder."
+        )
     if not any(path.glob("*.safetensors")):
         found = "only .bin weights" if any(path.glob("*.bin")) else "no weights"
-        raise UsageError(f"model folder {model} has {found}; vidcap loads .safetensors weights only (re-save with save_pretrained(safe_serialization=True)).")
+        raise UsageError(
+            f"model folder {model} has {found}; vidcap loads .safetensors weights only (re-save with save_pretrained(safe_serialization=True))."
+        )
 
 
 def _load_error(model: str, exc: Exception) -> UsageError:
     first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
-    return UsageError(f"could not load chat model '{model}' ({first}); pass a downloaded model id or a local folder with safetensors weights.")
+    return UsageError(
+        f"could not load chat model '{model}' ({first}); pass a downloaded model id or a local folder with safetensors weights."
+    )
 
 
 def _load_tokenizer(model: str, trust_remote_code: bool):
@@ -188,7 +203,9 @@ def _load_tokenizer(model: str, trust_remote_code: bool):
     except (OSError, ValueError) as exc:
         raise _load_error(model, exc) from None
     if not getattr(tok, "chat_template", None):
-        raise UsageError(f"model '{model}' has no chat template; tag with an instruction-tuned chat model such as {DEFAULT_TAG_MODEL}.")
+        raise UsageError(
+            f"model '{model}' has no chat template; tag with an instruction-tuned chat model such as {DEFAULT_TAG_MODEL}."
+        )
     tok.padding_side = "left"  # generation continues from the last position, so padding must come first
     if tok.pad_token is None:
         if tok.eos_token is None:
@@ -227,8 +244,11 @@ def _eos_ids(tok, lm) -> list[int]:
 def _system_role_ok(tok) -> bool:
     """Some templates (Gemma, Mistral v0.1) raise on a system turn; those get it merged into the user turn."""
     try:
-        text = tok.apply_chat_template([{"role": "system", "content": "S1S"}, {"role": "user", "content": "U1U"}],
-                                       add_generation_prompt=True, tokenize=False)
+        text = tok.apply_chat_template(
+            [{"role": "system", "content": "S1S"}, {"role": "user", "content": "U1U"}],
+            add_generation_prompt=True,
+            tokenize=False,
+        )
     except Exception:
         return False
     return "S1S" in text
@@ -244,10 +264,18 @@ class OpenAIChatBackend(ChatBackend):
 
         super().__init__(model or DEFAULT_API_TAG_MODEL, options)
         o = self.options
-        self.client = ChatClient(self.model, base_url=o.base_url, api_key_env=o.api_key_env,
-                                 concurrency=o.concurrency, max_retries=o.max_retries, timeout=o.timeout,
-                                 price_in=o.price_in, price_out=o.price_out,
-                                 backoff_base=float(o.backoff_base), retry_after_cap=float(o.retry_after_cap))
+        self.client = ChatClient(
+            self.model,
+            base_url=o.base_url,
+            api_key_env=o.api_key_env,
+            concurrency=o.concurrency,
+            max_retries=o.max_retries,
+            timeout=o.timeout,
+            price_in=o.price_in,
+            price_out=o.price_out,
+            backoff_base=float(o.backoff_base),
+            retry_after_cap=float(o.retry_after_cap),
+        )
 
     def provenance(self) -> dict:
         return {**super().provenance(), **self.client.provenance()}
@@ -274,9 +302,16 @@ class OpenAIChatBackend(ChatBackend):
             return await asyncio.gather(*(self.client.chat(r.messages, **params) for r in requests))
 
         replies = self.client.run(run_all())
-        return [CaptionResult(text=r.text, error=r.error, prompt_tokens=r.prompt_tokens,
-                              completion_tokens=r.completion_tokens, finish_reason=r.finish_reason or "stop")
-                for r in replies]
+        return [
+            CaptionResult(
+                text=r.text,
+                error=r.error,
+                prompt_tokens=r.prompt_tokens,
+                completion_tokens=r.completion_tokens,
+                finish_reason=r.finish_reason or "stop",
+            )
+            for r in replies
+        ]
 
     def usage_summary(self) -> dict:
         return self.client.usage_summary()
@@ -303,8 +338,9 @@ class FakeChatBackend(ChatBackend):
 CHAT_BACKENDS = {"hf": HFChatBackend, "openai": OpenAIChatBackend, "fake": FakeChatBackend}
 
 
-def make_chat_backend(backend: str = "hf", model: str | None = None,
-                      options: CaptionOptions | None = None) -> ChatBackend:
+def make_chat_backend(
+    backend: str = "hf", model: str | None = None, options: CaptionOptions | None = None
+) -> ChatBackend:
     """`--backend hf|openai|fake` -> a chat backend (nothing is loaded until `setup`)."""
     if backend not in CHAT_BACKENDS:
         raise UsageError(f"unknown tag backend '{backend}'; known: {', '.join(sorted(CHAT_BACKENDS))}.")

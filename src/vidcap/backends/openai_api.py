@@ -74,22 +74,36 @@ class OpenAIBackend(CaptionBackend):
             raise UsageError(f"--detail must be one of {', '.join(DETAILS)}, not '{options.detail}'.")
         self.jpeg_quality = int(options.jpeg_quality)
         self.client = ChatClient(
-            self.model_label(), base_url=options.base_url, api_key_env=options.api_key_env,
-            concurrency=options.concurrency, max_retries=options.max_retries, timeout=options.timeout,
-            price_in=options.price_in, price_out=options.price_out,
-            backoff_base=float(options.backoff_base), retry_after_cap=float(options.retry_after_cap))
+            self.model_label(),
+            base_url=options.base_url,
+            api_key_env=options.api_key_env,
+            concurrency=options.concurrency,
+            max_retries=options.max_retries,
+            timeout=options.timeout,
+            price_in=options.price_in,
+            price_out=options.price_out,
+            backoff_base=float(options.backoff_base),
+            retry_after_cap=float(options.retry_after_cap),
+        )
         self._prompt = None
         if options.budget is not None and self.client.usage_summary()["price_in"] is None:
-            raise UsageError(f"--budget needs a price, and none is known for the model '{self.model_label()}'; "
-                             "give --price-in and --price-out (USD per million tokens).")
+            raise UsageError(
+                f"--budget needs a price, and none is known for the model '{self.model_label()}'; "
+                "give --price-in and --price-out (USD per million tokens)."
+            )
 
     def model_label(self) -> str:
         return (self.preset.model_id or self.preset.name) if self.preset else DEFAULT_MODEL
 
     def provenance(self) -> dict:
-        return {"backend": self.name, **self.client.provenance(), "detail": self.options.detail,
-                "max_new_tokens": self.options.max_new_tokens, "temperature": self.options.temperature,
-                "jpeg_quality": self.jpeg_quality}
+        return {
+            "backend": self.name,
+            **self.client.provenance(),
+            "detail": self.options.detail,
+            "max_new_tokens": self.options.max_new_tokens,
+            "temperature": self.options.temperature,
+            "jpeg_quality": self.jpeg_quality,
+        }
 
     def setup(self, device: str | None = None) -> None:
         self.client.start()  # raises UsageError for a missing key before any row is read
@@ -147,12 +161,19 @@ class OpenAIBackend(CaptionBackend):
             messages = await asyncio.get_running_loop().run_in_executor(None, self._messages, request)
         except ValueError as exc:
             return CaptionResult(error=format_error("model", f"cannot encode frames: {exc}"), finish_reason="")
-        worst = worst_prompt_tokens(request.prompt or self._default_prompt(),
-                                    [(f.shape[1], f.shape[0]) for f in frame_list(request)], self.options.detail)
+        worst = worst_prompt_tokens(
+            request.prompt or self._default_prompt(),
+            [(f.shape[1], f.shape[0]) for f in frame_list(request)],
+            self.options.detail,
+        )
         reply = await self.client.chat(messages, worst, **(params or self._params()))
-        return CaptionResult(text=reply.text if not reply.error else "", error=reply.error,
-                             prompt_tokens=reply.prompt_tokens, completion_tokens=reply.completion_tokens,
-                             finish_reason=reply.finish_reason)
+        return CaptionResult(
+            text=reply.text if not reply.error else "",
+            error=reply.error,
+            prompt_tokens=reply.prompt_tokens,
+            completion_tokens=reply.completion_tokens,
+            finish_reason=reply.finish_reason,
+        )
 
     def _messages(self, request: CaptionRequest) -> list[dict]:
         prompt = request.prompt or self._default_prompt()

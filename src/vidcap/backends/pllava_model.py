@@ -15,8 +15,15 @@ from pathlib import Path
 from ..errors import UsageError
 
 # What transformers 4.37 wrote nothing for, because it equalled its LlavaConfig default (CLIP-L/14-336).
-CLIP_L336 = dict(hidden_size=1024, intermediate_size=4096, num_hidden_layers=24, num_attention_heads=16,
-                 image_size=336, patch_size=14, projection_dim=768)
+CLIP_L336 = dict(
+    hidden_size=1024,
+    intermediate_size=4096,
+    num_hidden_layers=24,
+    num_attention_heads=16,
+    image_size=336,
+    patch_size=14,
+    projection_dim=768,
+)
 _LORA = re.compile(r"^(?P<mod>.+)\.lora_(?P<ab>[AB])(?:\.[^.]+)?\.weight$")
 
 
@@ -28,11 +35,14 @@ def read_pllava_config(path: Path):
     vision = dict(CLIP_L336, **{k: v for k, v in (raw.get("vision_config") or {}).items() if k != "model_type"})
     text = {k: v for k, v in (raw.get("text_config") or {}).items() if k not in ("model_type", "torch_dtype")}
     text.setdefault("vocab_size", raw.get("vocab_size", 32000))
-    config = LlavaConfig(vision_config=CLIPVisionConfig(**vision), text_config=LlamaConfig(**text),
-                         image_token_index=raw.get("image_token_index", 32000),
-                         projector_hidden_act=raw.get("projector_hidden_act", "gelu"),
-                         vision_feature_layer=raw.get("vision_feature_layer", -2),
-                         vision_feature_select_strategy=raw.get("vision_feature_select_strategy", "default"))
+    config = LlavaConfig(
+        vision_config=CLIPVisionConfig(**vision),
+        text_config=LlamaConfig(**text),
+        image_token_index=raw.get("image_token_index", 32000),
+        projector_hidden_act=raw.get("projector_hidden_act", "gelu"),
+        vision_feature_layer=raw.get("vision_feature_layer", -2),
+        vision_feature_select_strategy=raw.get("vision_feature_select_strategy", "default"),
+    )
     return config, raw
 
 
@@ -60,8 +70,14 @@ def build_model(config, pooling_shape, num_frames: int):
             return x.flatten(2).transpose(1, 2)
 
     class PllavaModel(LlavaModel):
-        def get_image_features(self, pixel_values, vision_feature_layer=None, vision_feature_select_strategy=None,
-                               image_sizes=None, **kwargs):
+        def get_image_features(
+            self,
+            pixel_values,
+            vision_feature_layer=None,
+            vision_feature_select_strategy=None,
+            image_sizes=None,
+            **kwargs,
+        ):
             out = self.vision_tower(pixel_values, output_hidden_states=True, return_dict=True)
             feats = out.hidden_states[self.config.vision_feature_layer][:, 1:]  # drop CLS
             out.pooler_output = list(self.multi_modal_projector(feats))
@@ -90,14 +106,16 @@ def checkpoint_files(path: Path) -> list[Path]:
 
 def target_key(key: str) -> str | None:
     """Checkpoint key -> our state-dict key (None: not a weight we know)."""
-    for src, dst in (("vision_tower.", "model.vision_tower."),
-                     ("multi_modal_projector.", "model.multi_modal_projector."),
-                     ("language_model.base_model.model.model.", "model.language_model."),
-                     ("language_model.base_model.model.lm_head.", "lm_head."),
-                     ("language_model.model.", "model.language_model."),  # an already merged, PEFT-free save
-                     ("language_model.lm_head.", "lm_head.")):
+    for src, dst in (
+        ("vision_tower.", "model.vision_tower."),
+        ("multi_modal_projector.", "model.multi_modal_projector."),
+        ("language_model.base_model.model.model.", "model.language_model."),
+        ("language_model.base_model.model.lm_head.", "lm_head."),
+        ("language_model.model.", "model.language_model."),  # an already merged, PEFT-free save
+        ("language_model.lm_head.", "lm_head."),
+    ):
         if key.startswith(src):
-            return dst + key[len(src):].replace(".base_layer.", ".")
+            return dst + key[len(src) :].replace(".base_layer.", ".")
     return None
 
 
@@ -120,7 +138,7 @@ def _read(f, key: str, dim: int | None, tp: tuple[int, int] | None):
     rank, size = tp
     sl = f.get_slice(key)
     n = sl.get_shape()[dim] // size
-    return sl[rank * n:(rank + 1) * n] if dim == 0 else sl[:, rank * n:(rank + 1) * n]
+    return sl[rank * n : (rank + 1) * n] if dim == 0 else sl[:, rank * n : (rank + 1) * n]
 
 
 def load_state(files: list[Path], device: str, dtype, tp: tuple[int, int] | None = None) -> tuple[dict, dict]:
@@ -131,7 +149,7 @@ def load_state(files: list[Path], device: str, dtype, tp: tuple[int, int] | None
     weights, lora, unknown = {}, {}, []
     for file in files:
         with safe_open(str(file), framework="pt", device=str(device)) as f:
-            for key in f.keys():
+            for key in f:
                 if key.endswith("rotary_emb.inv_freq"):
                     continue  # a buffer old transformers saved; recomputed from the config
                 m = _LORA.match(key)
@@ -171,8 +189,9 @@ def merge_lora(weights: dict, lora: dict, alpha: float) -> int:
     return len(lora)
 
 
-def load_pllava(path: Path, device: str, dtype, pooling_shape, num_frames: int, lora_alpha: float,
-                tp: tuple[int, int] | None = None):
+def load_pllava(
+    path: Path, device: str, dtype, pooling_shape, num_frames: int, lora_alpha: float, tp: tuple[int, int] | None = None
+):
     """The merged model on `device`, plus the raw config dict; every key must match (strict).
     tp=(rank, size): this rank's share of a tensor-parallel group (torch.distributed initialized)."""
     config, raw = read_pllava_config(path)
@@ -186,11 +205,17 @@ def load_pllava(path: Path, device: str, dtype, pooling_shape, num_frames: int, 
     missing = sorted(expected - set(weights))
     extra = sorted(set(weights) - expected)
     if missing:
-        raise UsageError(f"PLLaVA checkpoint {path} lacks the weight '{missing[0]}'"
-                         + (f" and {len(missing) - 1} more" if len(missing) > 1 else "") + ".")
+        raise UsageError(
+            f"PLLaVA checkpoint {path} lacks the weight '{missing[0]}'"
+            + (f" and {len(missing) - 1} more" if len(missing) > 1 else "")
+            + "."
+        )
     if extra:
-        raise UsageError(f"PLLaVA checkpoint {path} has a weight '{extra[0]}' the model does not use"
-                         + (f" and {len(extra) - 1} more" if len(extra) > 1 else "") + ".")
+        raise UsageError(
+            f"PLLaVA checkpoint {path} has a weight '{extra[0]}' the model does not use"
+            + (f" and {len(extra) - 1} more" if len(extra) > 1 else "")
+            + "."
+        )
     model.load_state_dict(weights, strict=True, assign=True)
     model = model.to(device).eval()
     if tp is not None:
@@ -205,8 +230,11 @@ def shard_config(text_config, size: int) -> None:
 
     heads = text_config.num_attention_heads
     kv = getattr(text_config, "num_key_value_heads", None) or heads
-    check_tp_split(size, "this PLLaVA model", {"attention heads": heads, "key-value heads": kv,
-                                               "MLP width": text_config.intermediate_size})
+    check_tp_split(
+        size,
+        "this PLLaVA model",
+        {"attention heads": heads, "key-value heads": kv, "MLP width": text_config.intermediate_size},
+    )
     text_config.head_dim = getattr(text_config, "head_dim", None) or text_config.hidden_size // heads
     text_config.num_attention_heads = heads // size
     text_config.num_key_value_heads = kv // size
@@ -254,4 +282,4 @@ def _align_vision_prefix(weights: dict, expected: set) -> dict:
     ours = "model.vision_tower.vision_model."
     if any(k.startswith(ours) for k in expected):
         return weights
-    return {("model.vision_tower." + k[len(ours):] if k.startswith(ours) else k): v for k, v in weights.items()}
+    return {("model.vision_tower." + k[len(ours) :] if k.startswith(ours) else k): v for k, v in weights.items()}

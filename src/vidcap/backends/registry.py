@@ -24,10 +24,9 @@ BACKENDS: dict[str, str] = {
     "openai": "vidcap.backends.openai_api:OpenAIBackend",
 }
 
+
 def register_backend(name: str, target: str) -> None:
     BACKENDS[name] = target
-
-
 
 
 def _load_entry_points() -> None:
@@ -57,8 +56,9 @@ def backend_class(name: str):
 
 def _family_from_config(config: dict) -> str:
     model_type = str(config.get("model_type", ""))
-    if "pooling_shape" in config or any("Pllava" in a or "Magic" in a or "Plava" in a
-                                        for a in config.get("architectures", []) or []):
+    if "pooling_shape" in config or any(
+        "Pllava" in a or "Magic" in a or "Plava" in a for a in config.get("architectures", []) or []
+    ):
         return "hf-pllava"
     if model_type == "llava_next":
         return "hf-llava"
@@ -86,36 +86,51 @@ def resolve_model(model: str, backend: str | None = None) -> Preset:
     if path.is_dir():
         cfg_file = path / "config.json"
         if not cfg_file.exists():
-            raise UsageError(f"model directory {model} has no config.json; pass a saved Hugging Face model dir or a preset name (see `vidcap models`).")
+            raise UsageError(
+                f"model directory {model} has no config.json; pass a saved Hugging Face model dir or a preset name (see `vidcap models`)."
+            )
         config = json.loads(cfg_file.read_text())
-        return _family_preset(str(path), backend or _family_from_config(config), str(path), "local model directory", config)
+        return _family_preset(
+            str(path), backend or _family_from_config(config), str(path), "local model directory", config
+        )
     if backend == "openai":
         return _family_preset(model, backend, model, "model id")
     if "/" in model:
         return _hub_preset(model, backend)
-    raise UsageError(f"unknown model '{model}'; pick a preset ({', '.join(sorted(PRESETS))}), a local model directory or a Hugging Face id.")
+    raise UsageError(
+        f"unknown model '{model}'; pick a preset ({', '.join(sorted(PRESETS))}), a local model directory or a Hugging Face id."
+    )
 
 
 # The seed's own ids hold the original repositories' weights, which transformers cannot load.
-SEED_IDS = {"liuhaotian/llava-v1.6-mistral-7b": "llava-1.6-mistral-7b",
-            "liuhaotian/llava-v1.6-vicuna-7b": "llava-1.6-vicuna-7b",
-            "liuhaotian/llava-v1.6-vicuna-13b": "llava-1.6-vicuna-13b",
-            "liuhaotian/llava-v1.6-34b": "llava-1.6-34b"}
+SEED_IDS = {
+    "liuhaotian/llava-v1.6-mistral-7b": "llava-1.6-mistral-7b",
+    "liuhaotian/llava-v1.6-vicuna-7b": "llava-1.6-vicuna-7b",
+    "liuhaotian/llava-v1.6-vicuna-13b": "llava-1.6-vicuna-13b",
+    "liuhaotian/llava-v1.6-34b": "llava-1.6-34b",
+}
 
 
 def _hub_preset(model: str, backend: str | None) -> Preset:
     """A Hugging Face id: the preset whose weights it names, else the family its config.json says."""
     if model in SEED_IDS:
         name = SEED_IDS[model]
-        raise UsageError(f"'{model}' holds the original LLaVA repository's weights, which transformers cannot load; "
-                         f"use the preset {name} ({PRESETS[name].model_id}), the same model converted.")
+        raise UsageError(
+            f"'{model}' holds the original LLaVA repository's weights, which transformers cannot load; "
+            f"use the preset {name} ({PRESETS[name].model_id}), the same model converted."
+        )
     preset = next((p for p in PRESETS.values() if p.model_id == model), None)
     if preset is not None:
         return replace(preset, backend=backend) if backend and backend != preset.backend else preset
     if model in FINE_TUNES:
         base = PRESETS[FINE_TUNES[model]]
-        return replace(base, name=model, model_id=model, backend=backend or base.backend,
-                       description=f"fine-tune run as {base.name}")
+        return replace(
+            base,
+            name=model,
+            model_id=model,
+            backend=backend or base.backend,
+            description=f"fine-tune run as {base.name}",
+        )
     config = hub_config(model)
     family = backend or (_family_from_config(config) if config else "hf-vlm")
     return _family_preset(model, family, model, "model id", config)

@@ -25,7 +25,7 @@ def _encode(path: str, width: int, height: int, n_frames: int, fps: int, seed: i
         stream.options = {"preset": "veryfast", "crf": "23", "g": str(2 * fps)}
         for i in range(n_frames):
             dx = (3 * i) % 16
-            frame = np.ascontiguousarray(texture[dx % 8:dx % 8 + height, dx:dx + width])
+            frame = np.ascontiguousarray(texture[dx % 8 : dx % 8 + height, dx : dx + width])
             frame[: height // 10, : width // 10] = (i * 37) % 255  # some change every frame
             for packet in stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")):
                 out.mux(packet)
@@ -34,8 +34,16 @@ def _encode(path: str, width: int, height: int, n_frames: int, fps: int, seed: i
     return path
 
 
-def make_bench_clips(root, n_videos: int, width: int, height: int, seconds: float, fps: int = 24,
-                     distinct: int = 16, workers: int | None = None) -> Path:
+def make_bench_clips(
+    root,
+    n_videos: int,
+    width: int,
+    height: int,
+    seconds: float,
+    fps: int = 24,
+    distinct: int = 16,
+    workers: int | None = None,
+) -> Path:
     """Write `n_videos` clip names (hard links to `distinct` encoded clips) and a manifest; returns it."""
     root = Path(root)
     (root / "clips").mkdir(parents=True, exist_ok=True)
@@ -45,8 +53,17 @@ def make_bench_clips(root, n_videos: int, width: int, height: int, seconds: floa
     todo = [p for p in sources if not p.exists()]
     if todo:
         with ProcessPoolExecutor(max_workers=workers or min(len(todo), os.cpu_count() or 2)) as pool:
-            list(pool.map(_encode, map(str, todo), [width] * len(todo), [height] * len(todo),
-                          [n_frames] * len(todo), [fps] * len(todo), range(len(todo))))
+            list(
+                pool.map(
+                    _encode,
+                    map(str, todo),
+                    [width] * len(todo),
+                    [height] * len(todo),
+                    [n_frames] * len(todo),
+                    [fps] * len(todo),
+                    range(len(todo)),
+                )
+            )
     rows = []
     for i in range(n_videos):
         link = root / "clips" / f"v{i:06d}_{width}x{height}.mp4"

@@ -63,7 +63,7 @@ def measure_peaks(device: str = "cuda") -> dict:
         a @ b
     end.record()
     torch.cuda.synchronize()
-    flops = 2 * n ** 3 * 10 / (start.elapsed_time(end) / 1e3)
+    flops = 2 * n**3 * 10 / (start.elapsed_time(end) / 1e3)
     x = torch.empty(1 << 30, dtype=torch.uint8, device=device)
     y = torch.empty_like(x)
     y.copy_(x)
@@ -79,9 +79,17 @@ def measure_peaks(device: str = "cuda") -> dict:
     return {"bf16_flops": flops, "bytes_per_s": bw, "name": torch.cuda.get_device_name()}
 
 
-def roofline_seconds(n_videos: int, lm_params: float, vision_params: float, prompt_tokens: float,
-                     new_tokens: int, vision_tokens: float, batch: int, kv_bytes_per_token: float,
-                     peaks: dict) -> dict:
+def roofline_seconds(
+    n_videos: int,
+    lm_params: float,
+    vision_params: float,
+    prompt_tokens: float,
+    new_tokens: int,
+    vision_tokens: float,
+    batch: int,
+    kv_bytes_per_token: float,
+    peaks: dict,
+) -> dict:
     """A floor for the run, phase by phase (they do not overlap on one GPU).
 
     Prefill + vision: compute-bound, 2 FLOPs per parameter per token (LM) and per patch (vision tower).
@@ -95,5 +103,10 @@ def roofline_seconds(n_videos: int, lm_params: float, vision_params: float, prom
     decode_bytes = steps * 2 * lm_params + kv_read
     t_prefill = prefill_flops / peaks["bf16_flops"]
     t_decode = max(decode_flops / peaks["bf16_flops"], decode_bytes / peaks["bytes_per_s"])
-    return {"flops": prefill_flops + decode_flops, "bytes": decode_bytes, "t_prefill": t_prefill,
-            "t_decode": t_decode, "floor_s": t_prefill + t_decode}
+    return {
+        "flops": prefill_flops + decode_flops,
+        "bytes": decode_bytes,
+        "t_prefill": t_prefill,
+        "t_decode": t_decode,
+        "floor_s": t_prefill + t_decode,
+    }

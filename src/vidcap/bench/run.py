@@ -66,9 +66,18 @@ def _stage(cfg: BenchConfig, model_dir: str, preset_name: str, fast: bool):
 
         preset = replace(base, name=preset.name, model_id=model_dir)
     max_new = max(cfg.new_tokens, cfg.lengths[1]) if cfg.lengths else cfg.new_tokens
-    opts = CaptionOptions(num_frames=cfg.frames, max_new_tokens=max_new, batch_size=cfg.batch_size,
-                          resize=cfg.resize, device=cfg.device,
-                          ignore_eos=True, prepare_on_workers=fast, engine=fast, lengths=cfg.lengths, **cfg.options)
+    opts = CaptionOptions(
+        num_frames=cfg.frames,
+        max_new_tokens=max_new,
+        batch_size=cfg.batch_size,
+        resize=cfg.resize,
+        device=cfg.device,
+        ignore_eos=True,
+        prepare_on_workers=fast,
+        engine=fast,
+        lengths=cfg.lengths,
+        **cfg.options,
+    )
     return CaptionStage(preset, opts)
 
 
@@ -82,7 +91,7 @@ def _model_dir(cfg: BenchConfig, root: Path) -> tuple[str, str]:
 
         out = root / "models" / cfg.shape
         if not (out / "config.json").exists():
-            build_tiny_model(out, cfg.shape[len("tiny-"):])
+            build_tiny_model(out, cfg.shape[len("tiny-") :])
         return str(out), ""
     out = root / "models" / cfg.shape
     if not (out / "config.json").exists():
@@ -116,17 +125,30 @@ def _one_run(stage, manifest: Path, out: Path, workers, label: str) -> dict:
     first_n = min(len(ends), stage.batch_size)
     first_end = ends[first_n - 1] if ends else t_end
     steady = (n - first_n) / (t_end - first_end) if t_end > first_end and n > first_n else None
-    res = {"label": label, "videos": n, "ok": summary["ok"], "wall_s": wall,
-           "videos_per_s": n / wall if wall else 0.0, "steady_videos_per_s": steady,
-           "first_batch_s": first_end - (t_end - wall),
-           "stage_s": {"model (process_batch)": t_batch.total,
-                       "preprocess (in main process)": t_prep.total if t_prep else None,
-                       "generate (vision+prefill+decode)": t_gen.total if t_gen else None,
-                       "waiting for frames / other": wall - t_batch.total},
-           "gpu_busy": mon.busy, "peak_mem_gib": cuda.max_memory_allocated() / 2**30 if cuda else None,
-           "engine": summary.get("engine")}
-    for t, obj, name in ((t_prep, backend, "prepare"), (t_gen, backend, "generate"), (t_batch, stage, "process_batch"),
-                         (t_rows, stage, "_row")):
+    res = {
+        "label": label,
+        "videos": n,
+        "ok": summary["ok"],
+        "wall_s": wall,
+        "videos_per_s": n / wall if wall else 0.0,
+        "steady_videos_per_s": steady,
+        "first_batch_s": first_end - (t_end - wall),
+        "stage_s": {
+            "model (process_batch)": t_batch.total,
+            "preprocess (in main process)": t_prep.total if t_prep else None,
+            "generate (vision+prefill+decode)": t_gen.total if t_gen else None,
+            "waiting for frames / other": wall - t_batch.total,
+        },
+        "gpu_busy": mon.busy,
+        "peak_mem_gib": cuda.max_memory_allocated() / 2**30 if cuda else None,
+        "engine": summary.get("engine"),
+    }
+    for t, obj, name in (
+        (t_prep, backend, "prepare"),
+        (t_gen, backend, "generate"),
+        (t_batch, stage, "process_batch"),
+        (t_rows, stage, "_row"),
+    ):
         if t is not None:
             setattr(obj, name, t.fn)
     return res
@@ -146,9 +168,11 @@ def _output_stats(out: Path) -> dict:
 
     df = pd.read_parquet(out)
     ok = df[df["status"] == "ok"]
-    return {"prompt_tokens": float(ok["prompt_tokens"].mean()) if len(ok) else 0.0,
-            "completion_tokens": float(ok["completion_tokens"].mean()) if len(ok) else 0.0,
-            "errors": df.loc[df["status"] != "ok", "error"].head(3).tolist()}
+    return {
+        "prompt_tokens": float(ok["prompt_tokens"].mean()) if len(ok) else 0.0,
+        "completion_tokens": float(ok["completion_tokens"].mean()) if len(ok) else 0.0,
+        "errors": df.loc[df["status"] != "ok", "error"].head(3).tolist(),
+    }
 
 
 def _roofline(stage, res: dict, cfg: BenchConfig, peaks: dict) -> dict | None:
@@ -170,8 +194,9 @@ def _roofline(stage, res: dict, cfg: BenchConfig, peaks: dict) -> dict | None:
     frames = stage.num_frames
     patches = frames * 576  # CLIP-L/14-336 per frame; a lead, not exact for anyres/Qwen
     new = round(res.get("completion_tokens") or cfg.new_tokens)
-    floor = roofline_seconds(res["videos"], lm, vision, res["prompt_tokens"], new, patches,
-                             cfg.batch_size, kv_bytes, peaks)
+    floor = roofline_seconds(
+        res["videos"], lm, vision, res["prompt_tokens"], new, patches, cfg.batch_size, kv_bytes, peaks
+    )
     floor["share_of_roofline"] = floor["floor_s"] / res["wall_s"] if res["wall_s"] else None
     floor["lm_params_b"] = lm / 1e9
     floor["vision_params_b"] = vision / 1e9
@@ -182,9 +207,16 @@ def run_bench(cfg: BenchConfig) -> dict:
     from ..errors import UsageError
     from .clips import make_bench_clips
 
-    if not cfg.model and not cfg.shape.startswith("tiny-") and not _cuda() and not str(cfg.device or "").startswith("cpu"):
-        raise UsageError(f"bench shape '{cfg.shape}' builds a real-size model, which needs a CUDA GPU; on a CPU use a "
-                         "tiny shape (e.g. --shape tiny-qwen2-vl), or pass --device cpu to insist.")
+    if (
+        not cfg.model
+        and not cfg.shape.startswith("tiny-")
+        and not _cuda()
+        and not str(cfg.device or "").startswith("cpu")
+    ):
+        raise UsageError(
+            f"bench shape '{cfg.shape}' builds a real-size model, which needs a CUDA GPU; on a CPU use a "
+            "tiny shape (e.g. --shape tiny-qwen2-vl), or pass --device cpu to insist."
+        )
 
     root = Path(cfg.work_dir)
     root.mkdir(parents=True, exist_ok=True)
@@ -197,8 +229,12 @@ def run_bench(cfg: BenchConfig) -> dict:
         from .scaling import run_scaling
 
         specs = [x.strip() for x in str(cfg.gpus).split(",") if x.strip()]
-        report = {"config": dict(cfg.__dict__), "device": "multi-GPU", "clips_s": time.perf_counter() - t0,
-                  "scaling": run_scaling(cfg, stage, manifest, root, specs)}
+        report = {
+            "config": dict(cfg.__dict__),
+            "device": "multi-GPU",
+            "clips_s": time.perf_counter() - t0,
+            "scaling": run_scaling(cfg, stage, manifest, root, specs),
+        }
         (root / "bench.json").write_text(json.dumps(report, indent=2, default=str))
         return report
     t1 = time.perf_counter()
@@ -210,12 +246,18 @@ def run_bench(cfg: BenchConfig) -> dict:
         from .gpu import measure_peaks
 
         peaks = measure_peaks()
-    report = {"config": {k: v for k, v in cfg.__dict__.items()}, "device": peaks.get("name", "cpu"),
-              "peaks": peaks, "clips_s": t_clips, "load_s": t_load, "runs": []}
+    report = {
+        "config": {k: v for k, v in cfg.__dict__.items()},
+        "device": peaks.get("name", "cpu"),
+        "peaks": peaks,
+        "clips_s": t_clips,
+        "load_s": t_load,
+        "runs": [],
+    }
     workers = cfg.workers
     # warm-up on one batch of other clips: compilation, CUDA graphs and allocator growth stay out of the numbers
     warm = make_bench_clips(root / "warmup", cfg.batch_size, cfg.width, cfg.height, cfg.seconds, distinct=2)
-    for fast in ([False, True] if cfg.baseline else [True]):
+    for fast in [False, True] if cfg.baseline else [True]:
         _set_fast(stage, fast)
         t2 = time.perf_counter()
         _one_run(stage, warm, root / f"warmup_{int(fast)}.parquet", workers, "warm-up")
@@ -253,8 +295,10 @@ def failed_rows(report: dict) -> str | None:
     for r in report.get("runs", []):
         if r.get("ok", 0) < r.get("videos", 0):
             first = (r.get("errors") or ["?"])[0]
-            return (f"{r['videos'] - r['ok']} of {r['videos']} clips failed in the '{r['label']}' run (first: {first}); "
-                    "no throughput is reported for failed rows.")
+            return (
+                f"{r['videos'] - r['ok']} of {r['videos']} clips failed in the '{r['label']}' run (first: {first}); "
+                "no throughput is reported for failed rows."
+            )
     return None
 
 
@@ -266,16 +310,22 @@ def format_report(report: dict) -> str:
         from .scaling import format_scaling
 
         return format_scaling(report["scaling"])
-    lines = [f"device: {report['device']}  (clips made in {report['clips_s']:.1f} s, model built in {report['load_s']:.1f} s)"]
+    lines = [
+        f"device: {report['device']}  (clips made in {report['clips_s']:.1f} s, model built in {report['load_s']:.1f} s)"
+    ]
     for r in report["runs"]:
         busy = f"{100 * r['gpu_busy']:.0f}%" if r.get("gpu_busy") is not None else "n/a"
         mem = f"{r['peak_mem_gib']:.1f} GiB" if r.get("peak_mem_gib") is not None else "n/a"
-        lines.append(f"[{r['label']}] {r['videos']} videos ({r['ok']} ok) in {r['wall_s']:.1f} s: "
-                     f"{r['videos_per_s']:.2f} videos/s, {r['tokens_per_s']:.0f} new tokens/s, GPU busy {busy}, "
-                     f"peak memory {mem}, prompt {r['prompt_tokens']:.0f} tokens, {r['completion_tokens']:.0f} new tokens/video")
+        lines.append(
+            f"[{r['label']}] {r['videos']} videos ({r['ok']} ok) in {r['wall_s']:.1f} s: "
+            f"{r['videos_per_s']:.2f} videos/s, {r['tokens_per_s']:.0f} new tokens/s, GPU busy {busy}, "
+            f"peak memory {mem}, prompt {r['prompt_tokens']:.0f} tokens, {r['completion_tokens']:.0f} new tokens/video"
+        )
         if r.get("steady_videos_per_s"):
-            lines.append(f"    steady state after the first batch: {r['steady_videos_per_s']:.2f} videos/s "
-                         f"(first batch done at {r['first_batch_s']:.1f} s)")
+            lines.append(
+                f"    steady state after the first batch: {r['steady_videos_per_s']:.2f} videos/s "
+                f"(first batch done at {r['first_batch_s']:.1f} s)"
+            )
         for k, v in r["stage_s"].items():
             if v is not None:
                 lines.append(f"    {k:<36} {v:8.2f} s")
@@ -283,14 +333,17 @@ def format_report(report: dict) -> str:
             lines.append(_engine_line(r["engine"]))
         roof = r.get("roofline")
         if roof:
-            lines.append(f"    roofline floor {roof['floor_s']:.2f} s (prefill+vision {roof['t_prefill']:.2f} s, decode "
-                         f"{roof['t_decode']:.2f} s) -> {100 * roof['share_of_roofline']:.0f}% of the roofline; "
-                         f"LM {roof['lm_params_b']:.2f}B + vision {roof['vision_params_b']:.2f}B params")
+            lines.append(
+                f"    roofline floor {roof['floor_s']:.2f} s (prefill+vision {roof['t_prefill']:.2f} s, decode "
+                f"{roof['t_decode']:.2f} s) -> {100 * roof['share_of_roofline']:.0f}% of the roofline; "
+                f"LM {roof['lm_params_b']:.2f}B + vision {roof['vision_params_b']:.2f}B params"
+            )
         if r.get("errors"):
             lines.append(f"    errors: {r['errors']}")
     if "continuous_vs_static" in report:
-        lines.append(f"continuous batching over static batches (same engine, same clips): "
-                     f"{report['continuous_vs_static']:.2f}x")
+        lines.append(
+            f"continuous batching over static batches (same engine, same clips): {report['continuous_vs_static']:.2f}x"
+        )
     if "speedup" in report:
         lines.append(f"speed-up over the baseline path: {report['speedup']:.2f}x")
         if report["speedup"] < 1.0:
@@ -302,13 +355,15 @@ def _engine_line(e: dict) -> str:
     if not e.get("fast_path"):
         return f"    engine: FAST PATH OFF ({e.get('fast_path_reason')})"
     ms = e.get("decode_ms_per_step")
-    return (f"    engine: {e['slots']} slots x {e['cache_tokens']} tokens, shared prefix {e['shared_prefix_tokens']} tokens, "
-            f"{e['graph_replays']} graph replays / {e['eager_steps']} eager steps, "
-            + (f"{ms:.1f} ms per decode step, " if ms else "")
-            + f"{e.get('decode_tokens_per_s') or 0:.0f} decode tokens/s, slot occupancy {e.get('slot_occupancy') or 0:.2f}, "
-            f"prefill {e['prefill_s']:.1f} s in {e['prefills']} calls, fallback rows {e['fallback_rows']}"
-            f"\n    engine busy {100 * (e.get('busy_share') or 0):.0f}% of the run, waited "
-            f"{e.get('frames_wait_s') or 0:.1f} s for frames ({e.get('frames_wait_after_first_s') or 0:.1f} s after the first clip)")
+    return (
+        f"    engine: {e['slots']} slots x {e['cache_tokens']} tokens, shared prefix {e['shared_prefix_tokens']} tokens, "
+        f"{e['graph_replays']} graph replays / {e['eager_steps']} eager steps, "
+        + (f"{ms:.1f} ms per decode step, " if ms else "")
+        + f"{e.get('decode_tokens_per_s') or 0:.0f} decode tokens/s, slot occupancy {e.get('slot_occupancy') or 0:.2f}, "
+        f"prefill {e['prefill_s']:.1f} s in {e['prefills']} calls, fallback rows {e['fallback_rows']}"
+        f"\n    engine busy {100 * (e.get('busy_share') or 0):.0f}% of the run, waited "
+        f"{e.get('frames_wait_s') or 0:.1f} s for frames ({e.get('frames_wait_after_first_s') or 0:.1f} s after the first clip)"
+    )
 
 
 def _set_fast(stage, fast: bool) -> None:

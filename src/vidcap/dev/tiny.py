@@ -15,11 +15,24 @@ from ..errors import UsageError
 from .tokenizer import CHATML_INTERNVL, CHATML_ONEVISION, CHATML_QWEN_VL, LLAMA3, MISTRAL_LLAVA, build_tokenizer
 
 SEED = 0
-_LM = dict(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=2,
-           num_key_value_heads=2, max_position_embeddings=4096)
+_LM = dict(
+    hidden_size=64,
+    intermediate_size=128,
+    num_hidden_layers=2,
+    num_attention_heads=2,
+    num_key_value_heads=2,
+    max_position_embeddings=4096,
+)
 # CLIP-L/14-336 geometry with tiny width: 24x24 patches per frame, so PLLaVA's 4-12-12 pooling is exact.
-_CLIP = dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2,
-             image_size=336, patch_size=14, projection_dim=32)
+_CLIP = dict(
+    hidden_size=32,
+    intermediate_size=64,
+    num_hidden_layers=2,
+    num_attention_heads=2,
+    image_size=336,
+    patch_size=14,
+    projection_dim=32,
+)
 _OPENAI_MEAN = [0.48145466, 0.4578275, 0.40821073]
 _OPENAI_STD = [0.26862954, 0.26130258, 0.27577711]
 
@@ -43,29 +56,61 @@ def _qwen_vl(out: Path, v25: bool = False):
     import torch
     import transformers as tf
 
-    special = ["<|endoftext|>", "<|im_start|>", "<|im_end|>", "<|vision_start|>", "<|vision_end|>",
-               "<|image_pad|>", "<|video_pad|>"]
+    special = [
+        "<|endoftext|>",
+        "<|im_start|>",
+        "<|im_end|>",
+        "<|vision_start|>",
+        "<|vision_end|>",
+        "<|image_pad|>",
+        "<|video_pad|>",
+    ]
     tok = build_tokenizer(special, eos_token="<|im_end|>", pad_token="<|endoftext|>")
     pad, _, eos, vs, ve, img, vid = _ids(tok, *special)
-    text = dict(_LM, vocab_size=len(tok), rope_parameters=dict(rope_type="default", rope_theta=10000.0,
-                                                               mrope_section=[4, 6, 6]),
-                bos_token_id=pad, eos_token_id=eos, pad_token_id=pad)
+    text = dict(
+        _LM,
+        vocab_size=len(tok),
+        rope_parameters=dict(rope_type="default", rope_theta=10000.0, mrope_section=[4, 6, 6]),
+        bos_token_id=pad,
+        eos_token_id=eos,
+        pad_token_id=pad,
+    )
     vision = dict(depth=1, num_heads=2, patch_size=14, spatial_merge_size=2, temporal_patch_size=2)
     if v25:
-        vision.update(hidden_size=32, intermediate_size=64, out_hidden_size=_LM["hidden_size"], window_size=56,
-                      fullatt_block_indexes=[0], tokens_per_second=2)
-        cfg_cls, model_cls, proc_cls = tf.Qwen2_5_VLConfig, tf.Qwen2_5_VLForConditionalGeneration, tf.Qwen2_5_VLProcessor
+        vision.update(
+            hidden_size=32,
+            intermediate_size=64,
+            out_hidden_size=_LM["hidden_size"],
+            window_size=56,
+            fullatt_block_indexes=[0],
+            tokens_per_second=2,
+        )
+        cfg_cls, model_cls, proc_cls = (
+            tf.Qwen2_5_VLConfig,
+            tf.Qwen2_5_VLForConditionalGeneration,
+            tf.Qwen2_5_VLProcessor,
+        )
     else:
         vision.update(embed_dim=32, hidden_size=_LM["hidden_size"], mlp_ratio=2)
         cfg_cls, model_cls, proc_cls = tf.Qwen2VLConfig, tf.Qwen2VLForConditionalGeneration, tf.Qwen2VLProcessor
-    config = cfg_cls(text_config=text, vision_config=vision, image_token_id=img, video_token_id=vid,
-                     vision_start_token_id=vs, vision_end_token_id=ve)
+    config = cfg_cls(
+        text_config=text,
+        vision_config=vision,
+        image_token_id=img,
+        video_token_id=vid,
+        vision_start_token_id=vs,
+        vision_end_token_id=ve,
+    )
     torch.manual_seed(SEED)
     model = model_cls(config).eval()
     # small pixel budget: a frame becomes at most 112x112 (16 merged tokens per 2 frames)
     pix = dict(min_pixels=28 * 28 * 4, max_pixels=28 * 28 * 16)
-    proc = proc_cls(image_processor=tf.Qwen2VLImageProcessor(**pix), tokenizer=tok,
-                    video_processor=tf.Qwen2VLVideoProcessor(**pix), chat_template=CHATML_QWEN_VL)
+    proc = proc_cls(
+        image_processor=tf.Qwen2VLImageProcessor(**pix),
+        tokenizer=tok,
+        video_processor=tf.Qwen2VLVideoProcessor(**pix),
+        chat_template=CHATML_QWEN_VL,
+    )
     _save(model, out, tok, [eos, pad], pad)
     proc.save_pretrained(out)
 
@@ -76,27 +121,67 @@ def _qwen3_vl(out: Path):
     import torch
     import transformers as tf
 
-    special = ["<|endoftext|>", "<|im_start|>", "<|im_end|>", "<|vision_start|>", "<|vision_end|>",
-               "<|image_pad|>", "<|video_pad|>"]
+    special = [
+        "<|endoftext|>",
+        "<|im_start|>",
+        "<|im_end|>",
+        "<|vision_start|>",
+        "<|vision_end|>",
+        "<|image_pad|>",
+        "<|video_pad|>",
+    ]
     tok = build_tokenizer(special, eos_token="<|im_end|>", pad_token="<|endoftext|>")
     pad, _, eos, vs, ve, img, vid = _ids(tok, *special)
-    text = dict(_LM, head_dim=32, vocab_size=len(tok), bos_token_id=pad, eos_token_id=eos, pad_token_id=pad,
-                rope_parameters=dict(rope_type="default", rope_theta=10000.0, mrope_section=[6, 5, 5],
-                                     mrope_interleaved=True))
-    vision = dict(depth=3, hidden_size=32, intermediate_size=64, num_heads=2, patch_size=16, spatial_merge_size=2,
-                  temporal_patch_size=2, out_hidden_size=_LM["hidden_size"], num_position_embeddings=64,
-                  deepstack_visual_indexes=[0, 1])
-    config = tf.Qwen3VLConfig(text_config=text, vision_config=vision, image_token_id=img, video_token_id=vid,
-                              vision_start_token_id=vs, vision_end_token_id=ve)
+    text = dict(
+        _LM,
+        head_dim=32,
+        vocab_size=len(tok),
+        bos_token_id=pad,
+        eos_token_id=eos,
+        pad_token_id=pad,
+        rope_parameters=dict(rope_type="default", rope_theta=10000.0, mrope_section=[6, 5, 5], mrope_interleaved=True),
+    )
+    vision = dict(
+        depth=3,
+        hidden_size=32,
+        intermediate_size=64,
+        num_heads=2,
+        patch_size=16,
+        spatial_merge_size=2,
+        temporal_patch_size=2,
+        out_hidden_size=_LM["hidden_size"],
+        num_position_embeddings=64,
+        deepstack_visual_indexes=[0, 1],
+    )
+    config = tf.Qwen3VLConfig(
+        text_config=text,
+        vision_config=vision,
+        image_token_id=img,
+        video_token_id=vid,
+        vision_start_token_id=vs,
+        vision_end_token_id=ve,
+    )
     torch.manual_seed(SEED)
     model = tf.Qwen3VLForConditionalGeneration(config).eval()
     # small pixel budget: at most 128x128 per frame (16 merged tokens per 2 frames)
-    image_proc = tf.Qwen2VLImageProcessor(patch_size=16, merge_size=2, min_pixels=32 * 32 * 4, max_pixels=32 * 32 * 16,
-                                          image_mean=[0.5] * 3, image_std=[0.5] * 3)
-    video_proc = tf.Qwen3VLVideoProcessor(size={"shortest_edge": 32 * 32 * 4, "longest_edge": 32 * 32 * 16 * 32},
-                                          patch_size=16, merge_size=2, image_mean=[0.5] * 3, image_std=[0.5] * 3)
-    proc = tf.Qwen3VLProcessor(image_processor=image_proc, tokenizer=tok, video_processor=video_proc,
-                               chat_template=CHATML_QWEN_VL)
+    image_proc = tf.Qwen2VLImageProcessor(
+        patch_size=16,
+        merge_size=2,
+        min_pixels=32 * 32 * 4,
+        max_pixels=32 * 32 * 16,
+        image_mean=[0.5] * 3,
+        image_std=[0.5] * 3,
+    )
+    video_proc = tf.Qwen3VLVideoProcessor(
+        size={"shortest_edge": 32 * 32 * 4, "longest_edge": 32 * 32 * 16 * 32},
+        patch_size=16,
+        merge_size=2,
+        image_mean=[0.5] * 3,
+        image_std=[0.5] * 3,
+    )
+    proc = tf.Qwen3VLProcessor(
+        image_processor=image_proc, tokenizer=tok, video_processor=video_proc, chat_template=CHATML_QWEN_VL
+    )
     _save(model, out, tok, [eos, pad], pad)
     proc.save_pretrained(out)
 
@@ -108,24 +193,40 @@ def _internvl(out: Path):
     import transformers as tf
 
     special = ["<|endoftext|>", "<|im_start|>", "<|im_end|>", "<img>", "</img>", "<IMG_CONTEXT>", "<video>"]
-    extra = {"start_image_token": "<img>", "end_image_token": "</img>", "context_image_token": "<IMG_CONTEXT>",
-             "video_token": "<video>"}
+    extra = {
+        "start_image_token": "<img>",
+        "end_image_token": "</img>",
+        "context_image_token": "<IMG_CONTEXT>",
+        "video_token": "<video>",
+    }
     tok = build_tokenizer(special, eos_token="<|im_end|>", pad_token="<|endoftext|>", extra_special_tokens=extra)
     pad, _, eos, _, _, ctx, _ = _ids(tok, *special)
     size = 56
-    vision = tf.InternVLVisionConfig(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2,
-                                     image_size=[size, size], patch_size=[14, 14])
+    vision = tf.InternVLVisionConfig(
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        image_size=[size, size],
+        patch_size=[14, 14],
+    )
     text = tf.Qwen2Config(**_LM, vocab_size=len(tok), bos_token_id=pad, eos_token_id=eos, pad_token_id=pad)
     n_tokens = (size // 14) ** 2 // 4
-    config = tf.InternVLConfig(vision_config=vision, text_config=text, image_token_id=ctx, image_seq_length=n_tokens,
-                               tie_word_embeddings=False)  # tied random embeddings repeat the last token
+    config = tf.InternVLConfig(
+        vision_config=vision, text_config=text, image_token_id=ctx, image_seq_length=n_tokens, tie_word_embeddings=False
+    )  # tied random embeddings repeat the last token
     torch.manual_seed(SEED)
     model = tf.InternVLForConditionalGeneration(config).eval()
     common = dict(image_mean=_OPENAI_MEAN, image_std=_OPENAI_STD)
     image_proc = tf.GotOcr2ImageProcessor(size={"height": size, "width": size}, crop_to_patches=False, **common)
     video_proc = tf.InternVLVideoProcessor(size={"height": size, "width": size}, **common)
-    proc = tf.InternVLProcessor(image_processor=image_proc, tokenizer=tok, video_processor=video_proc,
-                                image_seq_length=n_tokens, chat_template=CHATML_INTERNVL)
+    proc = tf.InternVLProcessor(
+        image_processor=image_proc,
+        tokenizer=tok,
+        video_processor=video_proc,
+        image_seq_length=n_tokens,
+        chat_template=CHATML_INTERNVL,
+    )
     _save(model, out, tok, [eos, pad], pad)
     proc.save_pretrained(out)
 
@@ -135,25 +236,42 @@ def _llava_next(out: Path):
     import transformers as tf
 
     special = ["<unk>", "<s>", "</s>", "<image>", "<pad>"]
-    tok = build_tokenizer(special, add_bos="<s>", bos_token="<s>", eos_token="</s>", unk_token="<unk>",
-                          pad_token="<pad>")
+    tok = build_tokenizer(
+        special, add_bos="<s>", bos_token="<s>", eos_token="</s>", unk_token="<unk>", pad_token="<pad>"
+    )
     unk, bos, eos, img, pad = _ids(tok, *special)
     size = 56  # 4x4 patches per view keeps anyres tiling real but cheap
     pinpoints = [[size, size * 2], [size * 2, size], [size * 2, size * 2]]
     vision = tf.CLIPVisionConfig(**dict(_CLIP, image_size=size))
-    text = tf.MistralConfig(**_LM, vocab_size=len(tok), bos_token_id=bos, eos_token_id=eos, pad_token_id=pad,
-                            sliding_window=None)
-    config = tf.LlavaNextConfig(vision_config=vision, text_config=text, image_token_index=img,
-                                image_grid_pinpoints=pinpoints, vision_feature_layer=-2,
-                                vision_feature_select_strategy="default", image_seq_length=(size // 14) ** 2)
+    text = tf.MistralConfig(
+        **_LM, vocab_size=len(tok), bos_token_id=bos, eos_token_id=eos, pad_token_id=pad, sliding_window=None
+    )
+    config = tf.LlavaNextConfig(
+        vision_config=vision,
+        text_config=text,
+        image_token_index=img,
+        image_grid_pinpoints=pinpoints,
+        vision_feature_layer=-2,
+        vision_feature_select_strategy="default",
+        image_seq_length=(size // 14) ** 2,
+    )
     torch.manual_seed(SEED)
     model = tf.LlavaNextForConditionalGeneration(config).eval()
-    image_proc = tf.LlavaNextImageProcessor(size={"shortest_edge": size}, crop_size={"height": size, "width": size},
-                                            image_grid_pinpoints=pinpoints, image_mean=_OPENAI_MEAN,
-                                            image_std=_OPENAI_STD)
-    proc = tf.LlavaNextProcessor(image_processor=image_proc, tokenizer=tok, patch_size=14,
-                                 vision_feature_select_strategy="default", num_additional_image_tokens=1,
-                                 chat_template=MISTRAL_LLAVA)
+    image_proc = tf.LlavaNextImageProcessor(
+        size={"shortest_edge": size},
+        crop_size={"height": size, "width": size},
+        image_grid_pinpoints=pinpoints,
+        image_mean=_OPENAI_MEAN,
+        image_std=_OPENAI_STD,
+    )
+    proc = tf.LlavaNextProcessor(
+        image_processor=image_proc,
+        tokenizer=tok,
+        patch_size=14,
+        vision_feature_select_strategy="default",
+        num_additional_image_tokens=1,
+        chat_template=MISTRAL_LLAVA,
+    )
     _save(model, out, tok, eos, pad)
     proc.save_pretrained(out)
 
@@ -167,23 +285,42 @@ def _llava_onevision(out: Path):
     pad, _, eos, img, vid = _ids(tok, *special)
     size = 56
     pinpoints = [[size, size], [size, size * 2], [size * 2, size], [size * 2, size * 2]]
-    vision = tf.SiglipVisionConfig(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2,
-                                   image_size=size, patch_size=14, vision_use_head=False)
+    vision = tf.SiglipVisionConfig(
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        image_size=size,
+        patch_size=14,
+        vision_use_head=False,
+    )
     text = tf.Qwen2Config(**_LM, vocab_size=len(tok), bos_token_id=pad, eos_token_id=eos, pad_token_id=pad)
-    config = tf.LlavaOnevisionConfig(vision_config=vision, text_config=text, image_token_index=img,
-                                     video_token_index=vid, image_grid_pinpoints=pinpoints,
-                                     vision_feature_layer=-1, vision_feature_select_strategy="full",
-                                     vision_aspect_ratio="anyres_max_9")
+    config = tf.LlavaOnevisionConfig(
+        vision_config=vision,
+        text_config=text,
+        image_token_index=img,
+        video_token_index=vid,
+        image_grid_pinpoints=pinpoints,
+        vision_feature_layer=-1,
+        vision_feature_select_strategy="full",
+        vision_aspect_ratio="anyres_max_9",
+    )
     torch.manual_seed(SEED)
     model = tf.LlavaOnevisionForConditionalGeneration(config).eval()
     common = dict(image_mean=[0.5] * 3, image_std=[0.5] * 3)
-    image_proc = tf.LlavaOnevisionImageProcessor(size={"height": size, "width": size},
-                                                 image_grid_pinpoints=pinpoints, **common)
+    image_proc = tf.LlavaOnevisionImageProcessor(
+        size={"height": size, "width": size}, image_grid_pinpoints=pinpoints, **common
+    )
     video_proc = tf.LlavaOnevisionVideoProcessor(size={"height": size, "width": size}, **common)
     n_tokens = (size // 14) ** 2
-    proc = tf.LlavaOnevisionProcessor(image_processor=image_proc, tokenizer=tok, video_processor=video_proc,
-                                      num_image_tokens=n_tokens, vision_feature_select_strategy="full",
-                                      chat_template=CHATML_ONEVISION)
+    proc = tf.LlavaOnevisionProcessor(
+        image_processor=image_proc,
+        tokenizer=tok,
+        video_processor=video_proc,
+        num_image_tokens=n_tokens,
+        vision_feature_select_strategy="full",
+        chat_template=CHATML_ONEVISION,
+    )
     _save(model, out, tok, [eos, pad], pad)
     proc.save_pretrained(out)
 
@@ -193,12 +330,10 @@ def _llama(out: Path):
     import transformers as tf
 
     special = ["<|begin_of_text|>", "<|end_of_text|>", "<|start_header_id|>", "<|end_header_id|>", "<|eot_id|>"]
-    tok = build_tokenizer(special, bos_token="<|begin_of_text|>", eos_token="<|eot_id|>",
-                          pad_token="<|end_of_text|>")
+    tok = build_tokenizer(special, bos_token="<|begin_of_text|>", eos_token="<|eot_id|>", pad_token="<|end_of_text|>")
     tok.chat_template = LLAMA3
     bos, end, _, _, eot = _ids(tok, *special)
-    config = tf.LlamaConfig(**_LM, vocab_size=len(tok), bos_token_id=bos, eos_token_id=[eot, end],
-                            pad_token_id=end)
+    config = tf.LlamaConfig(**_LM, vocab_size=len(tok), bos_token_id=bos, eos_token_id=[eot, end], pad_token_id=end)
     torch.manual_seed(SEED)
     model = tf.LlamaForCausalLM(config).eval()
     _save(model, out, tok, [eot, end], end)

@@ -79,12 +79,17 @@ def build_tokenizer(special: list[str], vocab_size: int = 512, add_bos: str | No
     tok = Tokenizer(models.BPE())
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tok.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=special, show_progress=False,
-                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab_size,
+        special_tokens=special,
+        show_progress=False,
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+    )
     tok.train_from_iterator(_corpus(), trainer=trainer)
     if add_bos:
         tok.post_processor = processors.TemplateProcessing(
-            single=f"{add_bos} $A", pair=f"{add_bos} $A $B", special_tokens=[(add_bos, special.index(add_bos))])
+            single=f"{add_bos} $A", pair=f"{add_bos} $A $B", special_tokens=[(add_bos, special.index(add_bos))]
+        )
     extra = named.pop("extra_special_tokens", None)
     kwargs = dict(tokenizer_object=tok, clean_up_tokenization_spaces=False, **named)
     if extra:

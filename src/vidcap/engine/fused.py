@@ -325,7 +325,7 @@ class FusedPrefill:
         cos, sin = _randn((2, 11, d), w), _randn((2, 11, d), w)
         plain = self.rotary_module._vidcap_plain_rotary if self.rotary_module is not None else _rotary_reference
         want = plain(q, k, cos, sin)
-        for got, ref in zip((rotary_one(q, cos, sin), rotary_one(k, cos, sin)), want):
+        for got, ref in zip((rotary_one(q, cos, sin), rotary_one(k, cos, sin)), want, strict=False):
             err = _mismatch(got, ref)
             if err:
                 return f"fused rotary differs from transformers' by {err}"

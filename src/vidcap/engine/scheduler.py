@@ -423,7 +423,7 @@ class Engine:
         self.stats.prefills += 1
         self.stats.prefill_rows += len(chunk)
         self.stats.prefill_s += time.perf_counter() - t0
-        for slot, (key, _, limit), tok in zip(slots, chunk, firsts):
+        for slot, (key, _, limit), tok in zip(slots, chunk, firsts, strict=False):
             seq = _Seq(key, limit, [])
             self.active[slot] = seq
             self._append(slot, seq, tok)

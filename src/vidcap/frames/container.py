@@ -137,7 +137,7 @@ def scan(container, stream, index_keys: bool = False) -> Scan:
     if error is not None and packets and not corrupt_tail:
         corrupt_tail = 1  # the packet before a read error is likely cut short
     if corrupt_tail:  # a file cut mid-packet: the demuxer flags what it could not read in full
-        del packets[len(packets) - corrupt_tail:]
+        del packets[len(packets) - corrupt_tail :]
         raw -= corrupt_tail
     check_frame_count(container.format.name, raw, stream.frames)
     if not packets:
@@ -154,8 +154,7 @@ def scan(container, stream, index_keys: bool = False) -> Scan:
         pos = {p: i for i, p in enumerate(order)}
         key_index = sorted(pos[p] for p, key in packets if key)
     stamps = [p for p, _ in packets]
-    _check_truncated(container, stream, None if None in stamps else stamps, durations, len(order), fps,
-                     error)
+    _check_truncated(container, stream, None if None in stamps else stamps, durations, len(order), fps, error)
     seekable = pts_ok and bool(key_index) and container.format.name in SEEK_FORMATS
     return Scan(len(order), order, key_index, fps, pts_ok, seekable)
 

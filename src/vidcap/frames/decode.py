@@ -67,8 +67,16 @@ class _SeekFailed(Exception):
     """Timestamps did not behave; redo the clip sequentially."""
 
 
-def sample_frames(path, num_frames: int, positions: str = "segments", resize_short: int | None = None,
-                  max_side: int | None = None, *, strategy: str = "auto", rate: float | None = None) -> Frames:
+def sample_frames(
+    path,
+    num_frames: int,
+    positions: str = "segments",
+    resize_short: int | None = None,
+    max_side: int | None = None,
+    *,
+    strategy: str = "auto",
+    rate: float | None = None,
+) -> Frames:
     """K frames of `path` (a video, or a still image which gives exactly one frame).
 
     resize_short: downscale so the short side is at most this; max_side: cap the long side.
@@ -90,8 +98,10 @@ def sample_frames(path, num_frames: int, positions: str = "segments", resize_sho
     before = _identity(path)
     frames = _sample_video(path, pick, resize_short, max_side, strategy)
     if _identity(path) != before:  # e.g. an MPEG-TS recording still being written decodes "fine" but short
-        raise VidcapError(GROWING, "the file changed while it was read (is it still being written?); "
-                                   "it is read again when the run is resumed")
+        raise VidcapError(
+            GROWING,
+            "the file changed while it was read (is it still being written?); it is read again when the run is resumed",
+        )
     return frames
 
 
@@ -179,8 +189,11 @@ def _index_scan(source) -> Scan | None:
     try:
         with open_input(source) as container:
             stream = video_stream(container)
-            if (container.format.name not in INDEXED_FORMATS or not stream.frames
-                    or len(stream.index_entries) != stream.frames):
+            if (
+                container.format.name not in INDEXED_FORMATS
+                or not stream.frames
+                or len(stream.index_entries) != stream.frames
+            ):
                 return None
             source.skip_payload = True
             try:
@@ -214,8 +227,7 @@ def _read_video(path, pick, resize_short, max_side, strategy) -> Frames:
                 got = None  # timestamps or seeking misbehaved: the sequential read decides
     if got is None:
         with open_input(path) as container:
-            got = _decode_sequential(container, video_stream(container), scan, wanted, resize_short,
-                                     max_side)
+            got = _decode_sequential(container, video_stream(container), scan, wanted, resize_short, max_side)
     arrays, (width, height) = got
     frames = np.stack([arrays[i] for i in indices])
     return Frames(frames, indices, scan.total, scan.fps, width, height, False)
@@ -251,18 +263,20 @@ def _decode_sequential(container, stream, scan: Scan, wanted, resize_short, max_
     """Decode from the start up to the last target. Frames are matched by pts where pts are
     trusted (a frame the decoder drops then cannot shift the others), else by counting."""
     index = {p: i for i, p in enumerate(scan.pts)} if scan.pts_ok else None
-    out, size, n, want, last = {}, None, 0, set(wanted), wanted[-1]
-    for frame in _decode(container, stream):
+    out, size, want, last = {}, None, set(wanted), wanted[-1]
+    for n, frame in enumerate(_decode(container, stream)):
         i = n if index is None or frame.pts is None else index.get(frame.pts, -1)
-        n += 1
         if i in want and i not in out:
             out[i], size = _take(frame, i, resize_short, max_side)
         if i >= last:
             break
     missing = sorted(want - set(out))
     if missing:
-        raise VidcapError(SHORT, f"frame {missing[0]} of {scan.total} could not be decoded "
-                                 f"({len(missing)} of {len(want)} sampled frames missing)")
+        raise VidcapError(
+            SHORT,
+            f"frame {missing[0]} of {scan.total} could not be decoded "
+            f"({len(missing)} of {len(want)} sampled frames missing)",
+        )
     return out, size
 
 

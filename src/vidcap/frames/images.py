@@ -9,9 +9,26 @@ from vidcap.errors import DECODE, VidcapError
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff")
 
 # FFmpeg demuxers that mean "this file is one still picture" (a fallback when the magic is unknown).
-IMAGE_DEMUXERS = ("image2", "png_pipe", "jpeg_pipe", "webp_pipe", "bmp_pipe", "tiff_pipe",
-                  "jpegls_pipe", "j2k_pipe", "qoi_pipe", "dpx_pipe", "pam_pipe", "ppm_pipe",
-                  "pgm_pipe", "psd_pipe", "sgi_pipe", "xpm_pipe", "exr_pipe", "jpegxl_pipe")
+IMAGE_DEMUXERS = (
+    "image2",
+    "png_pipe",
+    "jpeg_pipe",
+    "webp_pipe",
+    "bmp_pipe",
+    "tiff_pipe",
+    "jpegls_pipe",
+    "j2k_pipe",
+    "qoi_pipe",
+    "dpx_pipe",
+    "pam_pipe",
+    "ppm_pipe",
+    "pgm_pipe",
+    "psd_pipe",
+    "sgi_pipe",
+    "xpm_pipe",
+    "exr_pipe",
+    "jpegxl_pipe",
+)
 
 
 def sniff_image(head: bytes) -> str | None:

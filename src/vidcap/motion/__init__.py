@@ -1,14 +1,13 @@
 """Camera motion: estimate a clip's global motion from frames and label it pan/tilt/zoom/static.
 
-    from vidcap.motion import estimate, classify
-    label = classify(estimate(frames), threshold=0.25)   # e.g. "pan_left+zoom_in"
+from vidcap.motion import estimate, classify
+label = classify(estimate(frames), threshold=0.25)   # e.g. "pan_left+zoom_in"
 """
 
 from vidcap.motion.dense import estimate
 from vidcap.motion.result import CLASSES, DEFAULT_THRESHOLD, MotionResult, classify, zoom_limit
 
-__all__ = ["CLASSES", "DEFAULT_THRESHOLD", "MotionResult", "classify", "estimate", "evaluate",
-           "run_eval", "zoom_limit"]
+__all__ = ["CLASSES", "DEFAULT_THRESHOLD", "MotionResult", "classify", "estimate", "evaluate", "run_eval", "zoom_limit"]
 
 
 def evaluate(pred_labels, true_labels):

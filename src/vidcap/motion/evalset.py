@@ -161,7 +161,7 @@ def render(scene, centres, scales, angles, out_wh) -> list:
     ow, oh = out_wh
     out: list = []
     cache: dict = {}
-    for k, (c, z, a) in enumerate(zip(centres, scales, angles)):
+    for k, (c, z, a) in enumerate(zip(centres, scales, angles, strict=False)):
         img = scene(k)
         while z > 1.6:  # downsampling: prefilter like a lens would
             key = (id(img), z > 3.2)
@@ -263,7 +263,7 @@ def _transition(rng, kind: str, a: list, b: list, fps: int) -> list:
         w = np.clip((np.arange(n) - start) / length, 0, 1)
         return [
             ((1 - t) * fa + t * fb).astype(np.uint8) if 0 < t < 1 else (fa if t == 0 else fb)
-            for t, fa, fb in zip(w, a, b)
+            for t, fa, fb in zip(w, a, b, strict=False)
         ]
     out_len, hold, in_len = (
         max(3, min(int(0.25 * n), round(rng.uniform(0.2, 0.6) * fps))),
@@ -276,8 +276,8 @@ def _transition(rng, kind: str, a: list, b: list, fps: int) -> list:
     gains[start + out_len : start + out_len + hold + in_len] = np.concatenate(
         [np.zeros(hold), np.linspace(0, 1, in_len)]
     )
-    pick = [fa if k < start + out_len else fb for k, (fa, fb) in enumerate(zip(a, b))]
-    return [(f * g).astype(np.uint8) for f, g in zip(pick, gains)]
+    pick = [fa if k < start + out_len else fb for k, (fa, fb) in enumerate(zip(a, b, strict=False))]
+    return [(f * g).astype(np.uint8) for f, g in zip(pick, gains, strict=False)]
 
 
 def _fits(out_wh, source: Source) -> bool:
@@ -288,7 +288,7 @@ def _fits(out_wh, source: Source) -> bool:
 
 def make_clip(rng, source: Source, others: list[Source], plan, threshold: float, size=None, seconds=None):
     """(frames, fps, row dict) for one labelled clip (`size`, `seconds`: fixed instead of drawn)."""
-    sizes, weights = zip(*[(wh, p) for wh, p in SIZES if _fits(wh, source)] or [SIZES[1]])
+    sizes, weights = zip(*[(wh, p) for wh, p in SIZES if _fits(wh, source)] or [SIZES[1]], strict=False)
     out_wh = size or sizes[int(rng.choice(len(sizes), p=np.array(weights) / sum(weights)))]
     fps = int(rng.choice([24, 25, 30]))
     drawn = float(rng.choice([2.0, 2.0, 3.0, 4.0, 5.0])) if out_wh[0] < 1280 else 2.0

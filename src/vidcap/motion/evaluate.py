@@ -36,9 +36,9 @@ def evaluate(pred_labels, true_labels) -> tuple[float, pd.DataFrame]:
     true = [normalize_label(t) for t in true_labels]
     if len(pred) != len(true):
         raise ValueError(f"{len(pred)} predictions for {len(true)} labels")
-    accuracy = sum(p == t for p, t in zip(pred, true)) / len(true) if true else 0.0
+    accuracy = sum(p == t for p, t in zip(pred, true, strict=False)) / len(true) if true else 0.0
     table = pd.DataFrame(0, index=list(CLASSES), columns=list(CLASSES), dtype=int)
-    for p, t in zip(pred, true):
+    for p, t in zip(pred, true, strict=False):
         p_parts, t_parts = p.split("+"), t.split("+")
         for tc in t_parts:
             if tc in p_parts:
@@ -86,7 +86,7 @@ def predict_paths(paths: list[str], threshold: float = DEFAULT_THRESHOLD, worker
 
 def _by_group(name: str, groups, labels, truth) -> list[str]:
     """Lines of accuracy per value of `groups` (e.g. footage source), worst first."""
-    df = pd.DataFrame({"g": list(groups), "ok": [p == t for p, t in zip(labels, truth)]})
+    df = pd.DataFrame({"g": list(groups), "ok": [p == t for p, t in zip(labels, truth, strict=False)]})
     stats = df.groupby("g")["ok"].agg(["mean", "sum", "count"]).sort_values("mean")
     return [f"accuracy by {name}:"] + [
         f"  {g:<24} {r['mean']:7.1%} ({int(r['sum'])}/{int(r['count'])})" for g, r in stats.iterrows()
@@ -109,7 +109,7 @@ def run_eval(labels_csv: str, threshold: float = DEFAULT_THRESHOLD, workers: int
     timing: dict = {}
     labels, _, errs, seconds = predict_paths(list(df[ABSPATH]), threshold, workers, timing)
     accuracy, table = evaluate(labels, truth)
-    right = sum(p == t for p, t in zip(labels, truth))
+    right = sum(p == t for p, t in zip(labels, truth, strict=False))
     lines = [
         f"clips: {len(df)}  threshold: {threshold}  workers: {workers}",
         f"exact-label accuracy: {accuracy:.1%} ({right}/{len(truth)})",
@@ -123,7 +123,7 @@ def run_eval(labels_csv: str, threshold: float = DEFAULT_THRESHOLD, workers: int
         if column in df.columns:
             lines += ["", *_by_group(name, df[column].astype(str), labels, truth)]
     lines += ["", "confusion (rows: true class, columns: predicted):", table.to_string()]
-    wrong = [(p, t, path) for p, t, path in zip(labels, truth, df["path"]) if p != t]
+    wrong = [(p, t, path) for p, t, path in zip(labels, truth, df["path"], strict=False) if p != t]
     if wrong:
         lines += ["", "misclassified:"] + [f"  {path}: true {t}, got {p}" for p, t, path in wrong[:30]]
     return "\n".join(lines)

@@ -155,7 +155,7 @@ def render(scene, centres, scales, angles, out_wh) -> list:
     ow, oh = out_wh
     out: list[np.ndarray] = []
     cache: dict[tuple[int, float], np.ndarray] = {}
-    for k, (c, z, a) in enumerate(zip(centres, scales, angles)):
+    for k, (c, z, a) in enumerate(zip(centres, scales, angles, strict=False)):
         img, f = scene(k), 1.0
         if z > 1.5:
             f = float(2 ** math.floor(math.log2(z / 0.9)))
@@ -290,7 +290,7 @@ def make_clip(rng, source: Source, every: list[Source], plan, threshold: float):
             length = max(4, min(int(0.5 * n), round(rng.uniform(0.3, 1.2) * fps)))
             at = min(at, n - length - 1)
             wts = np.clip((np.arange(n) - at) / length, 0, 1)
-            frames = [((1 - t) * a + t * b).astype(np.uint8) for t, a, b in zip(wts, frames, two[0])]
+            frames = [((1 - t) * a + t * b).astype(np.uint8) for t, a, b in zip(wts, frames, two[0], strict=False)]
         label, desc = "unclassified", f"{desc} -> {other.name}:{two[2]}"
     frames, cond = _condition(rng, frames)
     row = {

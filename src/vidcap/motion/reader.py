@@ -15,17 +15,32 @@ from vidcap import errors
 from vidcap.errors import VidcapError
 
 # 8-bit formats whose first plane is the luma image
-_LUMA8 = frozenset({"yuv420p", "yuvj420p", "yuv422p", "yuvj422p", "yuv444p", "yuvj444p", "yuv440p",
-                    "yuvj440p", "yuv411p", "yuv410p", "nv12", "nv21", "gray"})
+_LUMA8 = frozenset(
+    {
+        "yuv420p",
+        "yuvj420p",
+        "yuv422p",
+        "yuvj422p",
+        "yuv444p",
+        "yuvj444p",
+        "yuv440p",
+        "yuvj440p",
+        "yuv411p",
+        "yuv410p",
+        "nv12",
+        "nv21",
+        "gray",
+    }
+)
 
 
 @dataclass
 class GrayClip:
-    frames: np.ndarray          # [T,h,w] uint8 luma, downscaled
-    indices: list[int]          # decoded-frame index of each kept frame
-    num_frames: int             # frames decoded in total
+    frames: np.ndarray  # [T,h,w] uint8 luma, downscaled
+    indices: list[int]  # decoded-frame index of each kept frame
+    num_frames: int  # frames decoded in total
     fps: float
-    width: int                  # coded size before downscaling
+    width: int  # coded size before downscaling
     height: int
 
     @property
@@ -41,7 +56,7 @@ def _luma(frame, width: int) -> np.ndarray:
     plane = frame.planes[0]
     if frame.format.name in _LUMA8:
         y = np.frombuffer(plane, np.uint8).reshape(frame.height, plane.line_size)[:, : frame.width]
-    else:                                # rgb/palette codecs (rare): convert properly
+    else:  # rgb/palette codecs (rare): convert properly
         y = frame.to_ndarray(format="gray")
     rot = round((getattr(frame, "rotation", 0) or 0) / 90) % 4
     shown_w = frame.width if rot % 2 == 0 else frame.height
@@ -90,8 +105,13 @@ def _decoded(container, stream, skip_until: int):
     n = 0
     try:
         for packet in container.demux(stream):
-            if (skip_until > 0 and packet.dts is not None and tb and first_pts is not None
-                    and (packet.dts - first_pts) * tb * fps >= skip_until):
+            if (
+                skip_until > 0
+                and packet.dts is not None
+                and tb
+                and first_pts is not None
+                and (packet.dts - first_pts) * tb * fps >= skip_until
+            ):
                 ctx.skip_frame = "DEFAULT"
                 skip_until = 0
             for frame in packet.decode():
@@ -119,7 +139,7 @@ def read_gray(path: str, max_frames: int = 64, width: int = 160, skip_nonref: bo
     container = _open(check_path(path))
     with container:
         stream = container.streams.video[0]
-        stream.codec_context.thread_count = 1   # one process per core does the parallelism
+        stream.codec_context.thread_count = 1  # one process per core does the parallelism
         total = _frame_count(stream)
         stride = max(1.0, total / max_frames) if total else 1.0
         skip = total - 12 if skip_nonref and total > max_frames else 0
@@ -138,7 +158,7 @@ def read_gray(path: str, max_frames: int = 64, width: int = 160, skip_nonref: bo
         if len(kept) < 2:
             raise VidcapError(errors.SHORT, f"{len(kept)} frame(s) decoded; motion needs at least 2")
         frames = np.stack(kept)
-        if len(frames) > 2 * max_frames:        # frame count was unknown: thin out now
+        if len(frames) > 2 * max_frames:  # frame count was unknown: thin out now
             keep = np.unique(np.linspace(0, len(frames) - 1, max_frames).round().astype(int))
             frames, indices = frames[keep], [indices[i] for i in keep]
         fps = float(stream.average_rate or 0)

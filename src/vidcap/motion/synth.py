@@ -30,14 +30,38 @@ OPENCV_DATA = "/usr/share/doc/opencv-doc/examples/data"
 # Label plans cycled over the clips: (kind, pan, tilt, zoom); signs -1/0/+1 give the direction of
 # a component well past the threshold, "w" a weak component below it.
 PLANS = [
-    ("move", 1, 0, 0), ("move", -1, 0, 0), ("move", 0, 1, 0), ("move", 0, -1, 0),
-    ("move", 0, 0, 1), ("move", 0, 0, -1), ("static", 0, 0, 0), ("people", 0, 0, 0),
-    ("move", 1, 1, 0), ("move", -1, 0, 1), ("move", 0, -1, -1), ("move", "w", "w", 0),
-    ("cut", 0, 0, 0), ("move", 1, -1, 0), ("move", 0, 1, 1), ("move", -1, 0, -1),
-    ("people", 1, 0, 0), ("move", 0, 0, "w"), ("move", 1, 0, -1), ("cut", 1, 0, 0),
-    ("people", 0, -1, 0), ("move", -1, 1, 0), ("static", "w", 0, 0), ("flat", 0, 0, 0),
-    ("people", -1, 0, 1), ("move", 0, "w", -1), ("people", 0, 0, "w"), ("cut", 0, -1, 1),
-    ("move", 1, 1, 1), ("people", 0, 0, -1), ("move", "w", 0, "w"), ("people", 0, 1, 0),
+    ("move", 1, 0, 0),
+    ("move", -1, 0, 0),
+    ("move", 0, 1, 0),
+    ("move", 0, -1, 0),
+    ("move", 0, 0, 1),
+    ("move", 0, 0, -1),
+    ("static", 0, 0, 0),
+    ("people", 0, 0, 0),
+    ("move", 1, 1, 0),
+    ("move", -1, 0, 1),
+    ("move", 0, -1, -1),
+    ("move", "w", "w", 0),
+    ("cut", 0, 0, 0),
+    ("move", 1, -1, 0),
+    ("move", 0, 1, 1),
+    ("move", -1, 0, -1),
+    ("people", 1, 0, 0),
+    ("move", 0, 0, "w"),
+    ("move", 1, 0, -1),
+    ("cut", 1, 0, 0),
+    ("people", 0, -1, 0),
+    ("move", -1, 1, 0),
+    ("static", "w", 0, 0),
+    ("flat", 0, 0, 0),
+    ("people", -1, 0, 1),
+    ("move", 0, "w", -1),
+    ("people", 0, 0, "w"),
+    ("cut", 0, -1, 1),
+    ("move", 1, 1, 1),
+    ("people", 0, 0, -1),
+    ("move", "w", 0, "w"),
+    ("people", 0, 1, 0),
 ]
 
 
@@ -51,16 +75,17 @@ class Clip:
 
 # ---- scenes: callables frame_index -> RGB source image ----
 
+
 def texture(rng: np.random.Generator, w: int = 1400, h: int = 1050) -> np.ndarray:
     """A random natural-looking canvas: colour noise with a random spectral slope, shapes, lines."""
     import cv2
 
     img = np.zeros((h, w, 3), np.float32)
-    falloff = rng.uniform(1.0, 1.35)          # 1.0: busy 1/f texture; 1.35: smooth, sky-like
+    falloff = rng.uniform(1.0, 1.35)  # 1.0: busy 1/f texture; 1.35: smooth, sky-like
     for octave in range(2, 9):
-        cells = 2 ** octave
+        cells = 2**octave
         noise = rng.normal(0, 1, (cells * h // w + 2, cells + 2, 3)).astype(np.float32)
-        img += cv2.resize(noise, (w, h), interpolation=cv2.INTER_CUBIC) * (18 / falloff ** octave)
+        img += cv2.resize(noise, (w, h), interpolation=cv2.INTER_CUBIC) * (18 / falloff**octave)
     img = img * rng.uniform(0.6, 1.4) + rng.uniform(60, 190, 3)
     for _ in range(rng.integers(30, 150)):
         color = tuple(int(c) for c in rng.integers(0, 255, 3))
@@ -91,8 +116,8 @@ def with_sprites(rng: np.random.Generator, base: np.ndarray, n_frames: int):
         mask = np.zeros((sh, sw), np.uint8)
         cv2.ellipse(mask, (sw // 2, sh // 2), (sw // 2 - 1, sh // 2 - 1), 0, 0, 360, 1, -1)
         start = rng.uniform([0, 0], [w - sw, h - sh])
-        speed = rng.uniform(-1, 1, 2) * rng.uniform(1, 4)          # source pixels per frame
-        sprites.append((patch_src[y0:y0 + sh, x0:x0 + sw], mask.astype(bool), start, speed))
+        speed = rng.uniform(-1, 1, 2) * rng.uniform(1, 4)  # source pixels per frame
+        sprites.append((patch_src[y0 : y0 + sh, x0 : x0 + sw], mask.astype(bool), start, speed))
 
     def scene(k: int) -> np.ndarray:
         img = base.copy()
@@ -100,8 +125,9 @@ def with_sprites(rng: np.random.Generator, base: np.ndarray, n_frames: int):
             sh, sw = mask.shape
             x, y = (start + speed * k).round().astype(int)
             x, y = int(np.clip(x, 0, w - sw)), int(np.clip(y, 0, h - sh))
-            img[y:y + sh, x:x + sw][mask] = patch[mask]
+            img[y : y + sh, x : x + sw][mask] = patch[mask]
         return img
+
     return scene
 
 
@@ -146,16 +172,15 @@ def pick_scene(rng: np.random.Generator, n_frames: int, people: bool, still: boo
     """
     sources = real_sources()
     if people:
-        if "vtest.avi" in sources and rng.random() < 0.6:     # 10 fps footage, 1-2x speed
+        if "vtest.avi" in sources and rng.random() < 0.6:  # 10 fps footage, 1-2x speed
             start, speed = int(rng.integers(0, 500)), rng.uniform(0.4, 0.8)
             frames = _decode(sources["vtest.avi"], start, start + int(n_frames * speed) + 1)
             return (lambda k: frames[min(len(frames) - 1, int(k * speed))]), "vtest.avi"
         return with_sprites(rng, texture(rng), n_frames), "texture+movers"
-    stills = [s for s in ("bigbuckbunny.mp4", "vtest.avi", "Megamind.avi", "bikes.mp4")
-              if s in sources]
+    stills = [s for s in ("bigbuckbunny.mp4", "vtest.avi", "Megamind.avi", "bikes.mp4") if s in sources]
     if stills and still and rng.random() < 0.5:
         name = stills[int(rng.integers(len(stills)))]
-        lo = 40 if name == "Megamind.avi" else 0    # Megamind opens on black
+        lo = 40 if name == "Megamind.avi" else 0  # Megamind opens on black
         index = int(rng.integers(lo, 130))
         img = _decode(sources[name], index, index + 1)[0]
         return (lambda k: img), f"{name}:still"
@@ -164,6 +189,7 @@ def pick_scene(rng: np.random.Generator, n_frames: int, people: bool, still: boo
 
 
 # ---- camera paths ----
+
 
 def _magnitude(rng: np.random.Generator, sign, threshold: float, log_scale: bool = False) -> float:
     """A component value: well past the threshold for +-1, below it for "w", tiny drift for 0."""
@@ -179,10 +205,10 @@ def _ease(rng: np.random.Generator, n: int) -> np.ndarray:
     u = np.linspace(0, 1, n)
     kind = rng.integers(0, 4)
     if kind == 1:
-        return u * u * (3 - 2 * u)                 # smooth start and stop
+        return u * u * (3 - 2 * u)  # smooth start and stop
     if kind == 2:
-        return u ** 2                              # accelerating
-    if kind == 3:                                  # moves, holds, moves on
+        return u**2  # accelerating
+    if kind == 3:  # moves, holds, moves on
         return np.clip(np.where(u < 0.5, u * 1.6, 0.8 + (u - 0.5) * 0.4), 0, 1)
     return u
 
@@ -199,7 +225,7 @@ def camera_path(rng, n, src_w, src_h, dx, dy, zoom, margin=6.0):
     z0 = zoom * z1
     u = _ease(rng, n)
     scales = np.exp(np.log(z0) + u * (np.log(z1) - np.log(z0)))
-    delta = -np.array([dx * OUT_W, dy * OUT_H]) * z1            # c1 - c0
+    delta = -np.array([dx * OUT_W, dy * OUT_H]) * z1  # c1 - c0
     shake = np.cumsum(rng.normal(0, rng.uniform(0, 0.4), (n, 2)), axis=0)
     shake = np.clip(shake - shake.mean(0), -margin / 2, margin / 2)
     lo = np.array([OUT_W, OUT_H]) * max(z0, z1) / 2 + margin
@@ -216,8 +242,9 @@ def camera_path(rng, n, src_w, src_h, dx, dy, zoom, margin=6.0):
 def truth_of(centres: np.ndarray, scales: np.ndarray) -> MotionResult:
     """The motion a crop-window path makes scene pixels do between its first and last frame."""
     t = (centres[0] - centres[-1]) / scales[-1]
-    return MotionResult(dx=float(t[0] / OUT_W), dy=float(t[1] / OUT_H),
-                        zoom=float(scales[0] / scales[-1]), confidence=1.0)
+    return MotionResult(
+        dx=float(t[0] / OUT_W), dy=float(t[1] / OUT_H), zoom=float(scales[0] / scales[-1]), confidence=1.0
+    )
 
 
 def render(scene, centres: np.ndarray, scales: np.ndarray, first: int = 0) -> list:
@@ -226,17 +253,20 @@ def render(scene, centres: np.ndarray, scales: np.ndarray, first: int = 0) -> li
 
     out = []
     cache = {}
-    for k, (c, z) in enumerate(zip(centres, scales)):
+    for k, (c, z) in enumerate(zip(centres, scales, strict=False)):
         img = scene(first + k)
-        if z > 1.6:                          # downsampling: prefilter once, like a lens would
+        if z > 1.6:  # downsampling: prefilter once, like a lens would
             key = id(img)
             if key not in cache:
                 cache.clear()
                 cache[key] = cv2.pyrDown(img)
             img, c, z = cache[key], c / 2, z / 2
         m = np.array([[z, 0, c[0] - z * OUT_W / 2], [0, z, c[1] - z * OUT_H / 2]])
-        out.append(cv2.warpAffine(img, m, (OUT_W, OUT_H), flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP,
-                                  borderMode=cv2.BORDER_REFLECT))
+        out.append(
+            cv2.warpAffine(
+                img, m, (OUT_W, OUT_H), flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP, borderMode=cv2.BORDER_REFLECT
+            )
+        )
     return out
 
 
@@ -273,8 +303,7 @@ def make_clip(rng: np.random.Generator, plan, n: int, threshold: float = DEFAULT
     kind = plan[0]
     if kind == "flat":
         base = np.full((OUT_H, OUT_W, 3), rng.integers(30, 220, 3), np.uint8)
-        frames = [np.clip(base + rng.normal(0, 2, base.shape), 0, 255).astype(np.uint8)
-                  for _ in range(n)]
+        frames = [np.clip(base + rng.normal(0, 2, base.shape), 0, 255).astype(np.uint8) for _ in range(n)]
         return Clip("flat", "unclassified", frames)
     if kind == "cut":
         cut = int(rng.integers(int(0.15 * n), int(0.85 * n)))
@@ -301,8 +330,9 @@ def write_mp4(path, frames, fps: int, crf: int = 23) -> None:
         out.mux(stream.encode(None))
 
 
-def build_set(out_dir, count: int = 96, seed: int = 0, threshold: float = DEFAULT_THRESHOLD,
-              plans=None, seconds: float = SECONDS) -> Path:
+def build_set(
+    out_dir, count: int = 96, seed: int = 0, threshold: float = DEFAULT_THRESHOLD, plans=None, seconds: float = SECONDS
+) -> Path:
     """Write `count` clips and `labels.csv` (path,label,kind,dx,dy,zoom) into out_dir; its path."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)

@@ -16,23 +16,23 @@ import numpy as np
 
 from vidcap.motion.result import MotionResult
 
-WORK_WIDTH = 160          # frames are downscaled to this width before tracking
-MAX_PAIRS = 12            # first pass: this many equal steps over the clip
-MIN_POINTS = 12           # fewer tracked corners than this: no usable fit for a pair
-MIN_INLIER_RATIO = 0.35   # below this the pair's motion is mostly not one camera motion
-MIN_NCC = 0.2             # warped previous frame vs next frame (confidence, cut reason): a cut
-                          # scores near 0, but so can busy movers over a flat background
-CUT_TRACKED = 0.15        # share of corners tracked across a cut: almost none
-FB_MAX_ERR = 0.75         # forward-backward tracking error allowed, working pixels
-RANSAC_PX = 0.75          # inlier distance for the similarity fit, working pixels
+WORK_WIDTH = 160  # frames are downscaled to this width before tracking
+MAX_PAIRS = 12  # first pass: this many equal steps over the clip
+MIN_POINTS = 12  # fewer tracked corners than this: no usable fit for a pair
+MIN_INLIER_RATIO = 0.35  # below this the pair's motion is mostly not one camera motion
+MIN_NCC = 0.2  # warped previous frame vs next frame (confidence, cut reason): a cut
+# scores near 0, but so can busy movers over a flat background
+CUT_TRACKED = 0.15  # share of corners tracked across a cut: almost none
+FB_MAX_ERR = 0.75  # forward-backward tracking error allowed, working pixels
+RANSAC_PX = 0.75  # inlier distance for the similarity fit, working pixels
 MAX_CORNERS = 100
-LK_WIN, LK_LEVELS, LK_ITERS = 11, 3, 20   # Lucas-Kanade window, pyramid levels, iterations
-MIN_EIG = 1e-5            # corner strength below which a corner is flat or codec noise
+LK_WIN, LK_LEVELS, LK_ITERS = 11, 3, 20  # Lucas-Kanade window, pyramid levels, iterations
+MIN_EIG = 1e-5  # corner strength below which a corner is flat or codec noise
 
 
 @dataclass
 class PairFit:
-    matrix: np.ndarray | None = None   # 2x3 similarity in centred working coordinates
+    matrix: np.ndarray | None = None  # 2x3 similarity in centred working coordinates
     corners: int = 0
     tracked: int = 0
     inliers: int = 0
@@ -45,8 +45,7 @@ class PairFit:
     @property
     def good(self) -> bool:
         # no correlation gate: over a flat background with busy movers it is near 0 for good fits
-        return (self.matrix is not None and self.tracked >= MIN_POINTS
-                and self.inlier_ratio >= MIN_INLIER_RATIO)
+        return self.matrix is not None and self.tracked >= MIN_POINTS and self.inlier_ratio >= MIN_INLIER_RATIO
 
 
 def prepare(frames: np.ndarray, work_width: int = WORK_WIDTH) -> np.ndarray:
@@ -106,8 +105,7 @@ def corners(gray: np.ndarray, floor: float = MIN_EIG) -> np.ndarray | None:
     if top < floor:
         return None
     quality = max(0.001, floor / top)
-    return cv2.goodFeaturesToTrack(gray, maxCorners=MAX_CORNERS, qualityLevel=quality,
-                                   minDistance=4, blockSize=5)
+    return cv2.goodFeaturesToTrack(gray, maxCorners=MAX_CORNERS, qualityLevel=quality, minDistance=4, blockSize=5)
 
 
 def fit_pair(a: np.ndarray, b: np.ndarray) -> PairFit:
@@ -119,8 +117,11 @@ def fit_pair(a: np.ndarray, b: np.ndarray) -> PairFit:
     if p0 is None:
         return fit
     fit.corners = len(p0)
-    lk = {"winSize": (LK_WIN, LK_WIN), "maxLevel": LK_LEVELS,
-          "criteria": (cv2.TERM_CRITERIA_EPS | cv2.TERM_CRITERIA_COUNT, LK_ITERS, 0.03)}
+    lk = {
+        "winSize": (LK_WIN, LK_WIN),
+        "maxLevel": LK_LEVELS,
+        "criteria": (cv2.TERM_CRITERIA_EPS | cv2.TERM_CRITERIA_COUNT, LK_ITERS, 0.03),
+    }
     p1, st1, _ = cv2.calcOpticalFlowPyrLK(a, b, p0, None, **lk)
     p0r, st2, _ = cv2.calcOpticalFlowPyrLK(b, a, p1, None, **lk)
     fb = np.linalg.norm((p0 - p0r).reshape(-1, 2), axis=1)
@@ -132,9 +133,9 @@ def fit_pair(a: np.ndarray, b: np.ndarray) -> PairFit:
     c = np.array([w / 2.0, h / 2.0], np.float32)
     src = p0.reshape(-1, 2)[keep] - c
     dst = p1.reshape(-1, 2)[keep] - c
-    matrix, inl = cv2.estimateAffinePartial2D(src, dst, method=cv2.RANSAC,
-                                              ransacReprojThreshold=RANSAC_PX, maxIters=500,
-                                              confidence=0.995, refineIters=10)
+    matrix, inl = cv2.estimateAffinePartial2D(
+        src, dst, method=cv2.RANSAC, ransacReprojThreshold=RANSAC_PX, maxIters=500, confidence=0.995, refineIters=10
+    )
     if matrix is None:
         return fit
     fit.matrix = matrix
@@ -146,6 +147,7 @@ def fit_pair(a: np.ndarray, b: np.ndarray) -> PairFit:
 def _textured_span(gray: np.ndarray) -> tuple[int, int] | None:
     """First and last frame with enough corners: a fade from or to black is measured from where
     the picture is, as long as that covers most of the clip."""
+
     def ok(i: int) -> bool:
         found = corners(gray[i])
         return found is not None and len(found) >= MIN_POINTS
@@ -174,7 +176,7 @@ def _chain(gray: np.ndarray, max_pairs: int) -> tuple[list[PairFit], str]:
         if fit.good:
             fits.append(fit)
             continue
-        if j - i > 1:                       # maybe too fast for one step: split it
+        if j - i > 1:  # maybe too fast for one step: split it
             mid = (i + j) // 2
             stack.extend([(mid, j), (i, mid)])
             continue
@@ -193,8 +195,7 @@ def _failure_reason(fit: PairFit) -> str:
     return "mostly foreground motion"
 
 
-def estimate(frames: np.ndarray, max_pairs: int = MAX_PAIRS,
-             work_width: int = WORK_WIDTH) -> MotionResult:
+def estimate(frames: np.ndarray, max_pairs: int = MAX_PAIRS, work_width: int = WORK_WIDTH) -> MotionResult:
     """Camera motion between the first and last of `frames` ([T,H,W,3] RGB or [T,H,W] gray uint8).
 
     Pass every frame (or a dense subsample) when you can: steps that fail are split, so fast motion
@@ -215,13 +216,20 @@ def _summarise(fits: list[PairFit], reason: str, w: int, h: int) -> MotionResult
     a, b = total[0, 0], total[1, 0]
     ratios = [f.inlier_ratio for f in fits]
     result = MotionResult(
-        dx=float(total[0, 2] / w), dy=float(total[1, 2] / h), zoom=float(math.hypot(a, b)),
-        rotation=float(math.degrees(math.atan2(b, a))), reason=reason, pairs=len(fits),
+        dx=float(total[0, 2] / w),
+        dy=float(total[1, 2] / h),
+        zoom=float(math.hypot(a, b)),
+        rotation=float(math.degrees(math.atan2(b, a))),
+        reason=reason,
+        pairs=len(fits),
         points=int(np.median([f.tracked for f in fits])) if fits else 0,
-        inlier_ratio=float(np.median(ratios)) if ratios else 0.0)
+        inlier_ratio=float(np.median(ratios)) if ratios else 0.0,
+    )
     if not reason:
         ncc = float(np.median([f.ncc for f in fits]))
-        result.confidence = float(np.clip(result.inlier_ratio, 0, 1)
-                                  * np.clip((ncc - MIN_NCC) / (0.8 - MIN_NCC), 0, 1) ** 0.5
-                                  * min(1.0, result.points / 40))
+        result.confidence = float(
+            np.clip(result.inlier_ratio, 0, 1)
+            * np.clip((ncc - MIN_NCC) / (0.8 - MIN_NCC), 0, 1) ** 0.5
+            * min(1.0, result.points / 40)
+        )
     return result

@@ -18,225 +18,225 @@ LLAVA_DEFAULT = "video-f1-detail-3ex"  # caption_llava.py's --prompt default (1 
 # name -> (type, text). Strings are joined from pieces only to keep lines short; tests pin their hashes.
 PROMPTS: dict[str, tuple[str, str]] = {
     # seed v1.2 tools/caption/utils.py PROMPTS
-    'image': (
-        'image',
-        'Describe this image and its style to generate a succinct yet informative description. Pay '
-        'attention to all objects in the image. The description should be useful for AI to '
-        're-generate the image. The description should be no more than five sentences. Remember do '
-        'not exceed 5 sentences.',
+    "image": (
+        "image",
+        "Describe this image and its style to generate a succinct yet informative description. Pay "
+        "attention to all objects in the image. The description should be useful for AI to "
+        "re-generate the image. The description should be no more than five sentences. Remember do "
+        "not exceed 5 sentences.",
     ),
     # seed v1.2 tools/caption/utils.py PROMPTS
-    'image-text': (
-        'image',
-        'Describe this image and its style in a very detailed manner. Pay attention to all objects '
-        'in the image. The description should be useful for AI to re-generate the image. The '
+    "image-text": (
+        "image",
+        "Describe this image and its style in a very detailed manner. Pay attention to all objects "
+        "in the image. The description should be useful for AI to re-generate the image. The "
         "description should be no more than six sentences. Some information about the image is '{}'.",
     ),
     # seed v1.2 tools/caption/utils.py PROMPTS
-    'image-3ex': (
-        'image',
-        'An image is given. Describe this image and its style to generate a succinct yet informative '
-        'description. Pay attention to all objects in the image. The description should be useful '
-        'for AI to re-generate the video. The description should be no more than five sentences. '
-        'Here are some examples of good descriptions: 1. A stylish woman walks down a Tokyo street '
-        'filled with warm glowing neon and animated city signage. She wears a black leather jacket, '
-        'a long red dress, and black boots, and carries a black purse. She wears sunglasses and red '
-        'lipstick and walks confidently and casually. The street is damp and reflective, creating a '
-        'mirror effect of the colorful lights. Many pedestrians walk about. 2. Several giant wooly '
-        'mammoths approach treading through a snowy meadow, their long wooly fur lightly blows in '
-        'the wind as they walk, snow covered trees and dramatic snow capped mountains in the '
-        'distance, mid afternoon light with wispy clouds and a sun high in the distance creates a '
-        'warm glow, the low camera view is stunning capturing the large furry mammal with beautiful '
-        'photography, depth of field. 3. Drone view of waves crashing against the rugged cliffs '
+    "image-3ex": (
+        "image",
+        "An image is given. Describe this image and its style to generate a succinct yet informative "
+        "description. Pay attention to all objects in the image. The description should be useful "
+        "for AI to re-generate the video. The description should be no more than five sentences. "
+        "Here are some examples of good descriptions: 1. A stylish woman walks down a Tokyo street "
+        "filled with warm glowing neon and animated city signage. She wears a black leather jacket, "
+        "a long red dress, and black boots, and carries a black purse. She wears sunglasses and red "
+        "lipstick and walks confidently and casually. The street is damp and reflective, creating a "
+        "mirror effect of the colorful lights. Many pedestrians walk about. 2. Several giant wooly "
+        "mammoths approach treading through a snowy meadow, their long wooly fur lightly blows in "
+        "the wind as they walk, snow covered trees and dramatic snow capped mountains in the "
+        "distance, mid afternoon light with wispy clouds and a sun high in the distance creates a "
+        "warm glow, the low camera view is stunning capturing the large furry mammal with beautiful "
+        "photography, depth of field. 3. Drone view of waves crashing against the rugged cliffs "
         "along Big Sur's garay point beach. The crashing blue waters create white-tipped waves, "
-        'while the golden light of the setting sun illuminates the rocky shore. A small island with '
+        "while the golden light of the setting sun illuminates the rocky shore. A small island with "
         "a lighthouse sits in the distance, and green shrubbery covers the cliff's edge. The steep "
-        'drop from the road down to the beach is a dramatic feat, with the cliff’s edges jutting out '
-        'over the sea. This is a view that captures the raw beauty of the coast and the rugged '
-        'landscape of the Pacific Coast Highway.',
+        "drop from the road down to the beach is a dramatic feat, with the cliff’s edges jutting out "
+        "over the sea. This is a view that captures the raw beauty of the coast and the rugged "
+        "landscape of the Pacific Coast Highway.",
     ),
     # seed v1.2 tools/caption/utils.py PROMPTS
-    'video': (
-        'video',
-        'Describe this video and its style in a very detailed manner. Pay attention to all objects '
-        'in the video. The description should be useful for AI to re-generate the video. The '
-        'description should be no more than six sentences.',
+    "video": (
+        "video",
+        "Describe this video and its style in a very detailed manner. Pay attention to all objects "
+        "in the video. The description should be useful for AI to re-generate the video. The "
+        "description should be no more than six sentences.",
     ),
     # seed v1.2 tools/caption/utils.py PROMPTS
-    'video-text': (
-        'video',
-        'Describe this video and its style in a very detailed manner. Some information about the '
+    "video-text": (
+        "video",
+        "Describe this video and its style in a very detailed manner. Some information about the "
         "image is '{}'. Pay attention to all objects in the video. The description should be useful "
-        'for AI to re-generate the video. The description should be no more than six sentences.',
+        "for AI to re-generate the video. The description should be no more than six sentences.",
     ),
     # seed v1.2 tools/caption/utils.py PROMPTS
-    'video-f1-detail-3ex': (
-        'video',
-        'A video is given by providing the middle frame. Describe this video and its style to '
-        'generate a description. Pay attention to all objects in the video. The description should '
-        'be useful for AI to re-generate the video. The description should be no more than six '
-        'sentences. Here are some examples of good descriptions: 1. A stylish woman walks down a '
-        'Tokyo street filled with warm glowing neon and animated city signage. She wears a black '
-        'leather jacket, a long red dress, and black boots, and carries a black purse. She wears '
-        'sunglasses and red lipstick. She walks confidently and casually. The street is damp and '
-        'reflective, creating a mirror effect of the colorful lights. Many pedestrians walk about. '
-        '2. Several giant wooly mammoths approach treading through a snowy meadow, their long wooly '
-        'fur lightly blows in the wind as they walk, snow covered trees and dramatic snow capped '
-        'mountains in the distance, mid afternoon light with wispy clouds and a sun high in the '
-        'distance creates a warm glow, the low camera view is stunning capturing the large furry '
-        'mammal with beautiful photography, depth of field. 3. Drone view of waves crashing against '
+    "video-f1-detail-3ex": (
+        "video",
+        "A video is given by providing the middle frame. Describe this video and its style to "
+        "generate a description. Pay attention to all objects in the video. The description should "
+        "be useful for AI to re-generate the video. The description should be no more than six "
+        "sentences. Here are some examples of good descriptions: 1. A stylish woman walks down a "
+        "Tokyo street filled with warm glowing neon and animated city signage. She wears a black "
+        "leather jacket, a long red dress, and black boots, and carries a black purse. She wears "
+        "sunglasses and red lipstick. She walks confidently and casually. The street is damp and "
+        "reflective, creating a mirror effect of the colorful lights. Many pedestrians walk about. "
+        "2. Several giant wooly mammoths approach treading through a snowy meadow, their long wooly "
+        "fur lightly blows in the wind as they walk, snow covered trees and dramatic snow capped "
+        "mountains in the distance, mid afternoon light with wispy clouds and a sun high in the "
+        "distance creates a warm glow, the low camera view is stunning capturing the large furry "
+        "mammal with beautiful photography, depth of field. 3. Drone view of waves crashing against "
         "the rugged cliffs along Big Sur's garay point beach. The crashing blue waters create "
-        'white-tipped waves, while the golden light of the setting sun illuminates the rocky shore. '
-        'A small island with a lighthouse sits in the distance, and green shrubbery covers the '
+        "white-tipped waves, while the golden light of the setting sun illuminates the rocky shore. "
+        "A small island with a lighthouse sits in the distance, and green shrubbery covers the "
         "cliff's edge. The steep drop from the road down to the beach is a dramatic feat, with the "
-        'cliff’s edges jutting out over the sea. This is a view that captures the raw beauty of the '
-        'coast and the rugged landscape of the Pacific Coast Highway.',
+        "cliff’s edges jutting out over the sea. This is a view that captures the raw beauty of the "
+        "coast and the rugged landscape of the Pacific Coast Highway.",
     ),
     # seed v1.2 tools/caption/utils.py PROMPTS
-    'video-f1-detail-2ex-text': (
-        'video',
+    "video-f1-detail-2ex-text": (
+        "video",
         "A video is given by providing the middle frame. Some information about the image is '{}'. "
-        'Describe this video and its style to generate a description. Pay attention to all objects '
+        "Describe this video and its style to generate a description. Pay attention to all objects "
         "in the video. Do not describe each frame individually. Do not reply with words like 'first "
         "frame'. The description should be useful for AI to re-generate the video. The description "
-        'should be no more than six sentences. Here are some examples of good descriptions: 1. A '
-        'stylish woman walks down a Tokyo street filled with warm glowing neon and animated city '
-        'signage. She wears a black leather jacket, a long red dress, and black boots, and carries a '
-        'black purse. She wears sunglasses and red lipstick. She walks confidently and casually. The '
-        'street is damp and reflective, creating a mirror effect of the colorful lights. Many '
-        'pedestrians walk about. 2. Several giant wooly mammoths approach treading through a snowy '
-        'meadow, their long wooly fur lightly blows in the wind as they walk, snow covered trees and '
-        'dramatic snow capped mountains in the distance, mid afternoon light with wispy clouds and a '
-        'sun high in the distance creates a warm glow, the low camera view is stunning capturing the '
-        'large furry mammal with beautiful photography, depth of field.',
+        "should be no more than six sentences. Here are some examples of good descriptions: 1. A "
+        "stylish woman walks down a Tokyo street filled with warm glowing neon and animated city "
+        "signage. She wears a black leather jacket, a long red dress, and black boots, and carries a "
+        "black purse. She wears sunglasses and red lipstick. She walks confidently and casually. The "
+        "street is damp and reflective, creating a mirror effect of the colorful lights. Many "
+        "pedestrians walk about. 2. Several giant wooly mammoths approach treading through a snowy "
+        "meadow, their long wooly fur lightly blows in the wind as they walk, snow covered trees and "
+        "dramatic snow capped mountains in the distance, mid afternoon light with wispy clouds and a "
+        "sun high in the distance creates a warm glow, the low camera view is stunning capturing the "
+        "large furry mammal with beautiful photography, depth of field.",
     ),
     # seed v1.2 tools/caption/utils.py PROMPTS
-    'video-f3-detail-3ex': (
-        'video',
-        'A video is given by providing three frames in chronological order. Describe this video and '
-        'its style to generate a description. Pay attention to all objects in the video. Do not '
+    "video-f3-detail-3ex": (
+        "video",
+        "A video is given by providing three frames in chronological order. Describe this video and "
+        "its style to generate a description. Pay attention to all objects in the video. Do not "
         "describe each frame individually. Do not reply with words like 'first frame'. The "
-        'description should be useful for AI to re-generate the video. The description should be no '
-        'more than six sentences. Here are some examples of good descriptions: 1. A stylish woman '
-        'walks down a Tokyo street filled with warm glowing neon and animated city signage. She '
-        'wears a black leather jacket, a long red dress, and black boots, and carries a black purse. '
-        'She wears sunglasses and red lipstick. She walks confidently and casually. The street is '
-        'damp and reflective, creating a mirror effect of the colorful lights. Many pedestrians walk '
-        'about. 2. Several giant wooly mammoths approach treading through a snowy meadow, their long '
-        'wooly fur lightly blows in the wind as they walk, snow covered trees and dramatic snow '
-        'capped mountains in the distance, mid afternoon light with wispy clouds and a sun high in '
-        'the distance creates a warm glow, the low camera view is stunning capturing the large furry '
-        'mammal with beautiful photography, depth of field. 3. Drone view of waves crashing against '
+        "description should be useful for AI to re-generate the video. The description should be no "
+        "more than six sentences. Here are some examples of good descriptions: 1. A stylish woman "
+        "walks down a Tokyo street filled with warm glowing neon and animated city signage. She "
+        "wears a black leather jacket, a long red dress, and black boots, and carries a black purse. "
+        "She wears sunglasses and red lipstick. She walks confidently and casually. The street is "
+        "damp and reflective, creating a mirror effect of the colorful lights. Many pedestrians walk "
+        "about. 2. Several giant wooly mammoths approach treading through a snowy meadow, their long "
+        "wooly fur lightly blows in the wind as they walk, snow covered trees and dramatic snow "
+        "capped mountains in the distance, mid afternoon light with wispy clouds and a sun high in "
+        "the distance creates a warm glow, the low camera view is stunning capturing the large furry "
+        "mammal with beautiful photography, depth of field. 3. Drone view of waves crashing against "
         "the rugged cliffs along Big Sur's garay point beach. The crashing blue waters create "
-        'white-tipped waves, while the golden light of the setting sun illuminates the rocky shore. '
-        'A small island with a lighthouse sits in the distance, and green shrubbery covers the '
+        "white-tipped waves, while the golden light of the setting sun illuminates the rocky shore. "
+        "A small island with a lighthouse sits in the distance, and green shrubbery covers the "
         "cliff's edge. The steep drop from the road down to the beach is a dramatic feat, with the "
-        'cliff’s edges jutting out over the sea. This is a view that captures the raw beauty of the '
-        'coast and the rugged landscape of the Pacific Coast Highway.',
+        "cliff’s edges jutting out over the sea. This is a view that captures the raw beauty of the "
+        "coast and the rugged landscape of the Pacific Coast Highway.",
     ),
     # seed v1.2 tools/caption/utils.py PROMPTS
-    'video-f3-detail-2ex-text': (
-        'video',
-        'A video is given by providing three frames in chronological order. Some information about '
+    "video-f3-detail-2ex-text": (
+        "video",
+        "A video is given by providing three frames in chronological order. Some information about "
         "the image is '{}'. Describe this video and its style to generate a description. Pay "
-        'attention to all objects in the video. Do not describe each frame individually. Do not '
+        "attention to all objects in the video. Do not describe each frame individually. Do not "
         "reply with words like 'first frame'. The description should be useful for AI to re-generate "
-        'the video. The description should be no more than six sentences. Here are some examples of '
-        'good descriptions: 1. A stylish woman walks down a Tokyo street filled with warm glowing '
-        'neon and animated city signage. She wears a black leather jacket, a long red dress, and '
-        'black boots, and carries a black purse. She wears sunglasses and red lipstick. She walks '
-        'confidently and casually. The street is damp and reflective, creating a mirror effect of '
-        'the colorful lights. Many pedestrians walk about. 2. Several giant wooly mammoths approach '
-        'treading through a snowy meadow, their long wooly fur lightly blows in the wind as they '
-        'walk, snow covered trees and dramatic snow capped mountains in the distance, mid afternoon '
-        'light with wispy clouds and a sun high in the distance creates a warm glow, the low camera '
-        'view is stunning capturing the large furry mammal with beautiful photography, depth of '
-        'field.',
+        "the video. The description should be no more than six sentences. Here are some examples of "
+        "good descriptions: 1. A stylish woman walks down a Tokyo street filled with warm glowing "
+        "neon and animated city signage. She wears a black leather jacket, a long red dress, and "
+        "black boots, and carries a black purse. She wears sunglasses and red lipstick. She walks "
+        "confidently and casually. The street is damp and reflective, creating a mirror effect of "
+        "the colorful lights. Many pedestrians walk about. 2. Several giant wooly mammoths approach "
+        "treading through a snowy meadow, their long wooly fur lightly blows in the wind as they "
+        "walk, snow covered trees and dramatic snow capped mountains in the distance, mid afternoon "
+        "light with wispy clouds and a sun high in the distance creates a warm glow, the low camera "
+        "view is stunning capturing the large furry mammal with beautiful photography, depth of "
+        "field.",
     ),
     # seed v1.3 PROMPTS (crafted by gpt-4o)
-    'video-template': (
-        'video',
-        'Frames of a video clip are given. Write a concise yet detailed paragraph, following this '
-        'sequence: 1. Subject: Describe the main subject in detail, including their appearance and '
-        'what they are doing. 2. Subject Movement: Provide a detailed account of the subject’s '
-        'movements or actions. 3. Scene Description: Describe the environment, setting, or location '
-        'in as much detail as possible. 4. Atmosphere: Briefly describe the overall mood (e.g., '
-        'lively, calm, cinematic). 5. Light and Shadow: Provide a brief description of the lighting '
-        '(e.g., natural, artificial, morning light, sunset). 6. Camera Technique: Mention the camera '
-        'angles and shots (e.g., close-up, wide shot) briefly.\nStart directly with descriptions, '
-        'avoiding phrases like ‘the video’ or ‘the subject.’ Focus on providing detailed information '
-        'for the first three points, while keeping the last three points more concise. Avoid any '
-        'guesses or assumptions (e.g., avoid words like ‘possibly’ or ‘suggest’). Ensure the '
-        'description is clear and based on observable details for a video-generation model to '
-        'recreate the scene.',
+    "video-template": (
+        "video",
+        "Frames of a video clip are given. Write a concise yet detailed paragraph, following this "
+        "sequence: 1. Subject: Describe the main subject in detail, including their appearance and "
+        "what they are doing. 2. Subject Movement: Provide a detailed account of the subject’s "
+        "movements or actions. 3. Scene Description: Describe the environment, setting, or location "
+        "in as much detail as possible. 4. Atmosphere: Briefly describe the overall mood (e.g., "
+        "lively, calm, cinematic). 5. Light and Shadow: Provide a brief description of the lighting "
+        "(e.g., natural, artificial, morning light, sunset). 6. Camera Technique: Mention the camera "
+        "angles and shots (e.g., close-up, wide shot) briefly.\nStart directly with descriptions, "
+        "avoiding phrases like ‘the video’ or ‘the subject.’ Focus on providing detailed information "
+        "for the first three points, while keeping the last three points more concise. Avoid any "
+        "guesses or assumptions (e.g., avoid words like ‘possibly’ or ‘suggest’). Ensure the "
+        "description is clear and based on observable details for a video-generation model to "
+        "recreate the scene.",
     ),
     # seed v1.3 PROMPTS: rewrite an existing caption (text only)
-    'video-captrans-template': (
-        'video',
-        'A paragraph description of a video clip is given. Rewrite the description in a concise yet '
-        'detailed manner, following this sequence: 1. Subject: Clearly describe the main subject, '
-        'including their appearance and what they are doing. 2. Subject Movement: Provide a detailed '
-        'account of the subject’s movements or actions. 3. Scene Description: Describe the '
-        'environment or setting as thoroughly as possible. 4. Atmosphere: Briefly summarize the '
-        'overall mood (e.g., lively, calm, cinematic). 5. Light and Shadow: Provide a brief note on '
-        'the lighting (e.g., natural, artificial, morning light, sunset). 6. Camera Technique: '
-        'Mention the camera angles and shots (e.g., close-up, wide shot) briefly.\nEnsure that the '
-        'rewritten description only includes visible elements from the original paragraph and does '
-        'not add any new details that were not mentioned. Keep the descriptions of the last three '
-        'points simple. Avoid any guesses or assumptions (e.g., words like ‘possibly’ or ‘suggest’).',
+    "video-captrans-template": (
+        "video",
+        "A paragraph description of a video clip is given. Rewrite the description in a concise yet "
+        "detailed manner, following this sequence: 1. Subject: Clearly describe the main subject, "
+        "including their appearance and what they are doing. 2. Subject Movement: Provide a detailed "
+        "account of the subject’s movements or actions. 3. Scene Description: Describe the "
+        "environment or setting as thoroughly as possible. 4. Atmosphere: Briefly summarize the "
+        "overall mood (e.g., lively, calm, cinematic). 5. Light and Shadow: Provide a brief note on "
+        "the lighting (e.g., natural, artificial, morning light, sunset). 6. Camera Technique: "
+        "Mention the camera angles and shots (e.g., close-up, wide shot) briefly.\nEnsure that the "
+        "rewritten description only includes visible elements from the original paragraph and does "
+        "not add any new details that were not mentioned. Keep the descriptions of the last three "
+        "points simple. Avoid any guesses or assumptions (e.g., words like ‘possibly’ or ‘suggest’).",
     ),
     # seed v1.2 caption_pllava.py SYSTEM (PLLaVA conversation system text)
-    'pllava': (
-        'video',
-        'Describe this video. Pay attention to all objects in the video. The description should be '
-        'useful for AI to re-generate the video. The description should be no more than six '
-        'sentences. Here are some examples of good descriptions: 1. A stylish woman walks down a '
-        'Tokyo street filled with warm glowing neon and animated city signage. She wears a black '
-        'leather jacket, a long red dress, and black boots, and carries a black purse. She wears '
-        'sunglasses and red lipstick. She walks confidently and casually. The street is damp and '
-        'reflective, creating a mirror effect of the colorful lights. Many pedestrians walk about. '
-        '2. Several giant wooly mammoths approach treading through a snowy meadow, their long wooly '
-        'fur lightly blows in the wind as they walk, snow covered trees and dramatic snow capped '
-        'mountains in the distance, mid afternoon light with wispy clouds and a sun high in the '
-        'distance creates a warm glow, the low camera view is stunning capturing the large furry '
-        'mammal with beautiful photography, depth of field. 3. Drone view of waves crashing against '
+    "pllava": (
+        "video",
+        "Describe this video. Pay attention to all objects in the video. The description should be "
+        "useful for AI to re-generate the video. The description should be no more than six "
+        "sentences. Here are some examples of good descriptions: 1. A stylish woman walks down a "
+        "Tokyo street filled with warm glowing neon and animated city signage. She wears a black "
+        "leather jacket, a long red dress, and black boots, and carries a black purse. She wears "
+        "sunglasses and red lipstick. She walks confidently and casually. The street is damp and "
+        "reflective, creating a mirror effect of the colorful lights. Many pedestrians walk about. "
+        "2. Several giant wooly mammoths approach treading through a snowy meadow, their long wooly "
+        "fur lightly blows in the wind as they walk, snow covered trees and dramatic snow capped "
+        "mountains in the distance, mid afternoon light with wispy clouds and a sun high in the "
+        "distance creates a warm glow, the low camera view is stunning capturing the large furry "
+        "mammal with beautiful photography, depth of field. 3. Drone view of waves crashing against "
         "the rugged cliffs along Big Sur's garay point beach. The crashing blue waters create "
-        'white-tipped waves, while the golden light of the setting sun illuminates the rocky shore. '
-        'A small island with a lighthouse sits in the distance, and green shrubbery covers the '
+        "white-tipped waves, while the golden light of the setting sun illuminates the rocky shore. "
+        "A small island with a lighthouse sits in the distance, and green shrubbery covers the "
         "cliff's edge. The steep drop from the road down to the beach is a dramatic feat, with the "
-        'cliff’s edges jutting out over the sea. This is a view that captures the raw beauty of the '
-        'coast and the rugged landscape of the Pacific Coast Highway.',
+        "cliff’s edges jutting out over the sea. This is a view that captures the raw beauty of the "
+        "coast and the rugged landscape of the Pacific Coast Highway.",
     ),
     # seed v1.3 caption_pllava.py `general` short (128 new tokens there)
-    'pllava-short': (
-        'video',
-        'Describe the video focusing on key objects and actions. The description should be brief yet '
-        'detailed enough for AI to recreate the video. Keep the description to no more than three '
-        'sentences. Here are some examples of good descriptions: 1. A stylish woman walks '
-        'confidently down a neon-lit Tokyo street, wearing a black leather jacket and a long red '
-        'dress, with pedestrians and reflective wet pavement around her. 2. Giant wooly mammoths '
-        'tread through a snowy meadow, their fur blowing lightly in the wind, with snowy trees and '
-        'mountains in the background. 3. A drone captures waves crashing against rugged cliffs along '
-        'Big Sur, with golden sunset light illuminating the rocky shore and a lighthouse in the '
-        'distance.',
+    "pllava-short": (
+        "video",
+        "Describe the video focusing on key objects and actions. The description should be brief yet "
+        "detailed enough for AI to recreate the video. Keep the description to no more than three "
+        "sentences. Here are some examples of good descriptions: 1. A stylish woman walks "
+        "confidently down a neon-lit Tokyo street, wearing a black leather jacket and a long red "
+        "dress, with pedestrians and reflective wet pavement around her. 2. Giant wooly mammoths "
+        "tread through a snowy meadow, their fur blowing lightly in the wind, with snowy trees and "
+        "mountains in the background. 3. A drone captures waves crashing against rugged cliffs along "
+        "Big Sur, with golden sunset light illuminating the rocky shore and a lighthouse in the "
+        "distance.",
     ),
     # seed v1.3 caption_pllava.py `person` long
-    'pllava-person': (
-        'video',
-        'Describe this video in detail. Pay special attention to all details of the person, '
-        'including 1. apperance, such as hair, face, body, and outfit; 2. expression and emotion; 3. '
-        'action and pose. Also pay attention to the background and the surrounding environment. Also '
-        'pay attention to the camera angle. The description should be useful for AI to re-generate '
-        'the video. The description should contain no more than six sentences.',
+    "pllava-person": (
+        "video",
+        "Describe this video in detail. Pay special attention to all details of the person, "
+        "including 1. apperance, such as hair, face, body, and outfit; 2. expression and emotion; 3. "
+        "action and pose. Also pay attention to the background and the surrounding environment. Also "
+        "pay attention to the camera angle. The description should be useful for AI to re-generate "
+        "the video. The description should contain no more than six sentences.",
     ),
     # seed v1.3 caption_pllava.py `person` short (128 new tokens there)
-    'pllava-person-short': (
-        'video',
-        'Describe this video in detail. Pay special attention to key details of the person, '
-        'including 1. apperance, such as hair, face, body, and outfit; 2. expression and emotion; 3. '
-        'action and pose. Also pay attention to the background and the surrounding environment. Also '
-        'pay attention to the camera angle. The description should be useful for AI to re-generate '
-        'the video. The description should contain no more than three sentences.',
+    "pllava-person-short": (
+        "video",
+        "Describe this video in detail. Pay special attention to key details of the person, "
+        "including 1. apperance, such as hair, face, body, and outfit; 2. expression and emotion; 3. "
+        "action and pose. Also pay attention to the background and the surrounding environment. Also "
+        "pay attention to the camera angle. The description should be useful for AI to re-generate "
+        "the video. The description should contain no more than three sentences.",
     ),
 }
 
@@ -253,9 +253,11 @@ class PromptSpec:
 
 # Open-Sora v1.3's caption_pllava.py templates carry their own user turn and token limit (v1.2's `pllava`
 # keeps "Describe the video in details." and 256): (user turn, max new tokens).
-PLLAVA_V13 = {"pllava-short": ("Describe the video in detail.", 128),
-              "pllava-person": ("Describe the video in detail.", 256),
-              "pllava-person-short": ("Describe the video in detail.", 128)}
+PLLAVA_V13 = {
+    "pllava-short": ("Describe the video in detail.", 128),
+    "pllava-person": ("Describe the video in detail.", 256),
+    "pllava-person-short": ("Describe the video in detail.", 128),
+}
 
 
 def get_prompt(name: str) -> PromptSpec:

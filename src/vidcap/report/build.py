@@ -45,7 +45,7 @@ def _normalize_filter(filter) -> tuple[str, str] | None:
 def _plan(rows: pd.DataFrame, errors: pd.Series, root: Path, max_thumbs: int, width: int, quality: int):
     """A thumbnail job per shown row; for rows with no file to read, Thumbs saying why."""
     jobs: list[ThumbJob | Thumbs] = []
-    for (_, row), err in zip(rows.iterrows(), errors):
+    for (_, row), err in zip(rows.iterrows(), errors, strict=False):
         codes = {error_code(e) for e in err.split("; ") if e}
         if "path" not in rows.columns or pd.isna(row.get("path")) or not str(row.get("path")).strip():
             jobs.append(Thumbs([], error="no path given"))
@@ -53,14 +53,31 @@ def _plan(rows: pd.DataFrame, errors: pd.Series, root: Path, max_thumbs: int, wi
         if codes & UNREADABLE:
             jobs.append(Thumbs([], error="the file could not be read (see the error)"))
             continue
-        jobs.append(plan_job(_resolve(row["path"], root), row.get("frame_idx"), row.get("num_frames"),
-                             max_thumbs=max_thumbs, width=width, quality=quality))
+        jobs.append(
+            plan_job(
+                _resolve(row["path"], root),
+                row.get("frame_idx"),
+                row.get("num_frames"),
+                max_thumbs=max_thumbs,
+                width=width,
+                quality=quality,
+            )
+        )
     return jobs
 
 
-def build_report(output_path, html_path=None, sample: int = DEFAULT_SAMPLE, filter=None, seed: int = 0,
-                 workers: int | None = None, root=None, max_thumbs: int = 8, thumb_width: int = 160,
-                 quality: int = 70) -> dict:
+def build_report(
+    output_path,
+    html_path=None,
+    sample: int = DEFAULT_SAMPLE,
+    filter=None,
+    seed: int = 0,
+    workers: int | None = None,
+    root=None,
+    max_thumbs: int = 8,
+    thumb_width: int = 160,
+    quality: int = 70,
+) -> dict:
     """Write the review page for a vidcap output (caption, motion, tag, or merged) and return its stats.
 
     sample: rows shown (0 = all); errors and flagged rows take up to a quarter of them each.
@@ -89,22 +106,36 @@ def build_report(output_path, html_path=None, sample: int = DEFAULT_SAMPLE, filt
     done = iter(run_jobs(todo, nworkers))
     thumbs = [next(done) if isinstance(j, ThumbJob) else j for j in jobs]
     captions = has_captions(df)
-    cards = [card(int(i), row.to_dict(), e, f, t, tag_cols, captions)
-             for (i, row), e, f, t in zip(shown.iterrows(), shown_err, shown_flags, thumbs)]
-    lines = [(f"{output_path.name}: {len(df):,} rows, {int((errors != '').sum()):,} failed, "
-             f"{int(flags.map(bool).sum()):,} flagged."),
-             (f"filter {flt[0]}={flt[1]}: {len(matched):,} rows match; " if flt else "")
-             + f"showing {len(shown):,} (errors and flagged rows first picked, seed {seed}). "
-             "Charts cover all rows."]
+    cards = [
+        card(int(i), row.to_dict(), e, f, t, tag_cols, captions)
+        for (i, row), e, f, t in zip(shown.iterrows(), shown_err, shown_flags, thumbs, strict=False)
+    ]
+    lines = [
+        (
+            f"{output_path.name}: {len(df):,} rows, {int((errors != '').sum()):,} failed, "
+            f"{int(flags.map(bool).sum()):,} flagged."
+        ),
+        (f"filter {flt[0]}={flt[1]}: {len(matched):,} rows match; " if flt else "")
+        + f"showing {len(shown):,} (errors and flagged rows first picked, seed {seed}). "
+        "Charts cover all rows.",
+    ]
     html = page(f"vidcap review: {output_path.name}", lines, summary_charts(df, errors, flags, tag_cols), cards)
     html = add_sections(html, df)  # healed captions and near-duplicate clusters, where the output has them
     html_path.parent.mkdir(parents=True, exist_ok=True)
     _write_text(html_path, html)
     images = sum(len(t.images) for t in thumbs)
-    return {"html": str(html_path), "rows": len(df), "matched": len(matched), "shown": len(shown),
-            "errors_shown": int((shown_err != "").sum()), "flagged_shown": int(shown_flags.map(bool).sum()),
-            "thumbnails": images, "thumbnail_failures": sum(1 for j, t in zip(jobs, thumbs) if isinstance(j, ThumbJob) and t.error),
-            "bytes": html_path.stat().st_size, "seconds": round(time.monotonic() - t0, 3)}
+    return {
+        "html": str(html_path),
+        "rows": len(df),
+        "matched": len(matched),
+        "shown": len(shown),
+        "errors_shown": int((shown_err != "").sum()),
+        "flagged_shown": int(shown_flags.map(bool).sum()),
+        "thumbnails": images,
+        "thumbnail_failures": sum(1 for j, t in zip(jobs, thumbs, strict=False) if isinstance(j, ThumbJob) and t.error),
+        "bytes": html_path.stat().st_size,
+        "seconds": round(time.monotonic() - t0, 3),
+    }
 
 
 def _write_text(path: Path, text: str) -> None:

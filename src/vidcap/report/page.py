@@ -62,22 +62,28 @@ def has_captions(df: pd.DataFrame) -> bool:
     return "text_raw" in df.columns or "flags" in df.columns
 
 
-def summary_charts(df: pd.DataFrame, errors: pd.Series, flags: pd.Series, tag_cols: list[str],
-                   top_tags: int = 15) -> list[str]:
+def summary_charts(
+    df: pd.DataFrame, errors: pd.Series, flags: pd.Series, tag_cols: list[str], top_tags: int = 15
+) -> list[str]:
     """SVG charts over every row of the table: whatever of caption, flags, errors, motion, tags exists."""
     charts = []
     ok = errors == ""
     captions = has_captions(df)
     if captions and "text" in df.columns:
-        words = [len(str(t).split()) for t, good in zip(df["text"], ok) if good and not _blank(t)]
+        words = [len(str(t).split()) for t, good in zip(df["text"], ok, strict=False) if good and not _blank(t)]
         charts.append(histogram("Caption length", words, "caption-length"))
     if captions:
         counts = Counter(f for fs in flags for f in fs)
         items = [(f, counts.get(f, 0)) for f in FLAGS] + sorted((k, v) for k, v in counts.items() if k not in FLAGS)
         charts.append(bar_chart("Caption flags (rows)", items, "flags", WARN))
     codes = Counter(error_code(e.split("; ")[0]) for e in errors if e)
-    charts.append(bar_chart(f"Status ({int(ok.sum()):,} ok, {int((~ok).sum()):,} failed)",
-                            [("ok", int(ok.sum()))] + codes.most_common(), "status"))
+    charts.append(
+        bar_chart(
+            f"Status ({int(ok.sum()):,} ok, {int((~ok).sum()):,} failed)",
+            [("ok", int(ok.sum()))] + codes.most_common(),
+            "status",
+        )
+    )
     if "cmotion" in df.columns:
         labels = Counter(str(v) for v in df["cmotion"] if not _blank(v))
         charts.append(bar_chart("Camera motion", labels.most_common(12), "motion"))
@@ -92,9 +98,11 @@ def _strip(thumbs) -> str:
         return '<div class="nothumb">no frames shown</div>'
     if not thumbs.images:
         return f'<div class="nothumb">thumbnails unavailable: {escape(thumbs.error or "no frames")}</div>'
-    figs = [f'<figure><img alt="frame {i}" src="data:image/jpeg;base64,{b64}">'
-            f'<figcaption>{"image" if thumbs.is_image else f"frame {i}"}</figcaption></figure>'
-            for i, b64 in thumbs.images]
+    figs = [
+        f'<figure><img alt="frame {i}" src="data:image/jpeg;base64,{b64}">'
+        f"<figcaption>{'image' if thumbs.is_image else f'frame {i}'}</figcaption></figure>"
+        for i, b64 in thumbs.images
+    ]
     note = f'<div class="note">{escape(thumbs.note)}</div>' if thumbs.note else ""
     return f'<div class="strip">{"".join(figs)}</div>{note}'
 
@@ -110,20 +118,24 @@ def _motion(row: dict) -> str:
     return text
 
 
-def card(pos: int, row: dict, error: str, flags: list[str], thumbs, tag_cols: list[str],
-         captions: bool = True) -> str:
+def card(pos: int, row: dict, error: str, flags: list[str], thumbs, tag_cols: list[str], captions: bool = True) -> str:
     """One sampled row: header, frame strip, error, caption, motion, tags, flags, details.
     captions=False: the table's `text` came from the input (a motion or tag run) and is labelled so."""
     failed = bool(error)
     classes = "card" + (" failed" if failed else "") + (" flagged" if flags else "")
     path = "" if _blank(row.get("path")) else str(row["path"])
     name = os.path.basename(path) or path or "(no path)"
-    badge = (f'<span class="badge failed">{escape(error_code(error.split("; ")[0]) or "failed")}</span>'
-             if failed else '<span class="badge ok">ok</span>')
-    out = [f'<article class="{classes}" id="row-{pos}" data-row="{pos}" '
-           f'data-status="{"failed" if failed else "ok"}" data-flags="{escape(",".join(flags))}">',
-           f'<h2><span class="n">#{pos}</span><span class="path" title="{escape(path)}">{escape(name)}</span>{badge}</h2>',
-           _strip(thumbs)]
+    badge = (
+        f'<span class="badge failed">{escape(error_code(error.split("; ")[0]) or "failed")}</span>'
+        if failed
+        else '<span class="badge ok">ok</span>'
+    )
+    out = [
+        f'<article class="{classes}" id="row-{pos}" data-row="{pos}" '
+        f'data-status="{"failed" if failed else "ok"}" data-flags="{escape(",".join(flags))}">',
+        f'<h2><span class="n">#{pos}</span><span class="path" title="{escape(path)}">{escape(name)}</span>{badge}</h2>',
+        _strip(thumbs),
+    ]
     if failed:
         code, _, msg = error.partition(":")
         out.append(f'<div class="error"><b>{escape(code)}</b>:{escape(msg)}</div>')
@@ -155,9 +167,11 @@ def card(pos: int, row: dict, error: str, flags: list[str], thumbs, tag_cols: li
 def page(title: str, lines: list[str], charts: list[str], cards: list[str]) -> str:
     head = "".join(f"<p>{escape(line)}</p>" for line in lines)
     boxes = "".join(f'<div class="chartbox">{c}</div>' for c in charts)
-    return (f'<!DOCTYPE html><html lang="en"><head><meta charset="utf-8">'
-            f'<meta name="viewport" content="width=device-width,initial-scale=1">'
-            f"<title>{escape(title)}</title><style>{CSS}</style></head><body>"
-            f'<header class="top"><h1>{escape(title)}</h1>{head}</header>'
-            f'<section class="charts">{boxes}</section>'
-            f'<section class="cards">{"".join(cards)}</section></body></html>\n')
+    return (
+        f'<!DOCTYPE html><html lang="en"><head><meta charset="utf-8">'
+        f'<meta name="viewport" content="width=device-width,initial-scale=1">'
+        f"<title>{escape(title)}</title><style>{CSS}</style></head><body>"
+        f'<header class="top"><h1>{escape(title)}</h1>{head}</header>'
+        f'<section class="charts">{boxes}</section>'
+        f'<section class="cards">{"".join(cards)}</section></body></html>\n'
+    )

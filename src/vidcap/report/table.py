@@ -42,7 +42,11 @@ def tag_columns(df: pd.DataFrame) -> list[str]:
     out = []
     for col in df.columns:
         dtype = df[col].dtype
-        if col in KNOWN or str(col).startswith("_") or not (dtype == object or pd.api.types.is_string_dtype(dtype)):
+        if (
+            col in KNOWN
+            or str(col).startswith("_")
+            or not (dtype is np.dtype(object) or pd.api.types.is_string_dtype(dtype))
+        ):
             continue
         sample = [v for v in df[col].head(200) if v is not None and not (isinstance(v, float) and v != v)]
         if sample and sum(list_cell(v) is not None for v in sample) >= 0.8 * len(sample):
@@ -61,7 +65,7 @@ def row_errors(df: pd.DataFrame) -> pd.Series:
     cleaned = [[v.strip() if isinstance(v, str) else "" for v in df[c]] for c in cols]
     if not cleaned:
         return pd.Series([""] * len(df), index=df.index, dtype=object)
-    joined = ["; ".join(dict.fromkeys(e for e in vals if e)) for vals in zip(*cleaned)]
+    joined = ["; ".join(dict.fromkeys(e for e in vals if e)) for vals in zip(*cleaned, strict=False)]
     return pd.Series(joined, index=df.index, dtype=object)
 
 
@@ -99,7 +103,9 @@ def filter_mask(df: pd.DataFrame, key: str, value: str) -> pd.Series:
         first = [k for k in ("flag", "error", "status", "cmotion") if k in ("flag", "error") or k in df.columns]
         rest = [str(c) for c in df.columns if not str(c).startswith("_") and str(c) not in first]
         more = f" (and {len(rest) - 12} more columns)" if len(rest) > 12 else ""
-        raise UsageError(f"--filter key '{key}' is not in this table; use one of: {', '.join(first + rest[:12])}{more}.")
+        raise UsageError(
+            f"--filter key '{key}' is not in this table; use one of: {', '.join(first + rest[:12])}{more}."
+        )
     col = df[key]
     if key in tag_columns(df):
         return col.map(lambda c: v in {t.casefold() for t in (list_cell(c) or [])})

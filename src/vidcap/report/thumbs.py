@@ -66,8 +66,9 @@ def _spread(n: int, k: int) -> list[int]:
     return sorted({int(round(v)) for v in np.linspace(0, n - 1, k)})
 
 
-def plan_job(path: str, frame_idx, total, max_thumbs: int = 8, default_frames: int = 4,
-             width: int = 160, quality: int = 70) -> ThumbJob:
+def plan_job(
+    path: str, frame_idx, total, max_thumbs: int = 8, default_frames: int = 4, width: int = 160, quality: int = 70
+) -> ThumbJob:
     """The frames the run used (found by re-deriving its position rule), or `default_frames` uniform."""
     from vidcap.frames import POSITIONS, frame_indices
 
@@ -106,7 +107,9 @@ def run_job(job: ThumbJob) -> Thumbs:
     except Exception as exc:  # a decoder bug on one file must not stop the report
         return Thumbs([], error=f"decode: {type(exc).__name__}: {exc}", note=job.note)
     keep = [0] if fr.is_image else [k for k in job.keep if k < len(fr.frames)]
-    keep = [k for i, k in enumerate(keep) if fr.indices[k] not in {fr.indices[j] for j in keep[:i]}]  # a 1-frame clip: once
+    keep = [
+        k for i, k in enumerate(keep) if fr.indices[k] not in {fr.indices[j] for j in keep[:i]}
+    ]  # a 1-frame clip: once
     images = [(int(fr.indices[k]), _jpeg_b64(fr.frames[k], job.quality)) for k in keep]
     return Thumbs(images, is_image=fr.is_image, note="" if fr.is_image else job.note)
 

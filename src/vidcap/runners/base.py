@@ -59,9 +59,16 @@ class Progress:
         from rich.progress import BarColumn, MofNCompleteColumn, TextColumn, TimeElapsedColumn, TimeRemainingColumn
         from rich.progress import Progress as Bar
 
-        self.bar = Bar(TextColumn(f"[bold]{name}"), BarColumn(), MofNCompleteColumn(),
-                       TextColumn("{task.fields[rate]}"),
-                       TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn(), transient=False)
+        self.bar = Bar(
+            TextColumn(f"[bold]{name}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TextColumn("{task.fields[rate]}"),
+            TimeElapsedColumn(),
+            TextColumn("ETA"),
+            TimeRemainingColumn(),
+            transient=False,
+        )
         self.task = self.bar.add_task(name, total=total, rate="")
         self.bar.start()
 

@@ -54,8 +54,10 @@ def parse_gpus(text: str | None, visible: list[str] | None = None) -> list[str]:
 def device_groups(devices: list[str], tp: int) -> list[list[str]]:
     """Consecutive groups of `tp` devices: one worker (one model copy) per group."""
     if len(devices) % tp:
-        raise UsageError(f"--tp {tp} does not divide the {len(devices)} GPUs picked by --gpus; pick a multiple of {tp}.")
-    return [devices[i:i + tp] for i in range(0, len(devices), tp)]
+        raise UsageError(
+            f"--tp {tp} does not divide the {len(devices)} GPUs picked by --gpus; pick a multiple of {tp}."
+        )
+    return [devices[i : i + tp] for i in range(0, len(devices), tp)]
 
 
 def _int(text: str, whole: str) -> int:

@@ -23,7 +23,6 @@ if TYPE_CHECKING:
 class LocalExecutor(Executor):
     """The stage runs in this process; decode worker processes feed it."""
 
-
     def process(self, session: Session, todo: list[dict]) -> None:
         from ..session import default_workers
 
@@ -31,12 +30,20 @@ class LocalExecutor(Executor):
             return
         opts = session.opts
         workers = default_workers(session.stage) if opts.workers is None else opts.workers
-        run_batches(session.stage, todo, session.recorder, opts, workers=workers, device=opts.device,
-                    progress=Progress(len(todo), session.stage.name, enabled=opts.progress))
+        run_batches(
+            session.stage,
+            todo,
+            session.recorder,
+            opts,
+            workers=workers,
+            device=opts.device,
+            progress=Progress(len(todo), session.stage.name, enabled=opts.progress),
+        )
 
 
-def run_batches(stage: Stage, rows, recorder: Recorder, opts: RunOptions, *, workers: int, device: str | None,
-                progress: Progress) -> None:
+def run_batches(
+    stage: Stage, rows, recorder: Recorder, opts: RunOptions, *, workers: int, device: str | None, progress: Progress
+) -> None:
     """Load `rows` (a list, or a source with `take(n, timeout)`) in `workers` processes and run the stage on
     them, recording each result; saves what is buffered before returning or raising."""
     main = threading.current_thread() is threading.main_thread()
@@ -59,7 +66,7 @@ def run_batches(stage: Stage, rows, recorder: Recorder, opts: RunOptions, *, wor
                 recorder.maybe_flush()
         else:
             for batch in _batches(feeder, recorder, progress, stage.batch_size, opts.batch_wait):
-                for item, out in zip(batch, process_safely(stage, batch)):
+                for item, out in zip(batch, process_safely(stage, batch), strict=False):
                     recorder.record(item.row, out)
                 recorder.check_all_failing()
                 progress.advance(len(batch))

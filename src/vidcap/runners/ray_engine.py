@@ -79,8 +79,7 @@ class StageActor:
         apply_environment(env)  # secrets, before the stage (and its backend) is unpickled
         self.stage = pickle.loads(blob)
         if tp > 1:
-            from .devices import visible_gpus
-            from .devices import WorkerSpec
+            from .devices import WorkerSpec, visible_gpus
             from .tp import start_group
 
             spec = WorkerSpec("ray", visible_gpus()[:tp], 0)
@@ -90,13 +89,13 @@ class StageActor:
     def __call__(self, batch: pd.DataFrame) -> pd.DataFrame:
         outs: list = [None] * len(batch)
         todo: list[tuple[int, Item]] = []
-        for i, (row, data, err) in enumerate(zip(batch["_row"], batch["_data"], batch["_err"])):
+        for i, (row, data, err) in enumerate(zip(batch["_row"], batch["_data"], batch["_err"], strict=False)):
             if err:
                 outs[i] = {"error": err}
             else:
                 todo.append((i, Item(pickle.loads(row), pickle.loads(data))))
         if todo:
-            for (i, _), out in zip(todo, process_safely(self.stage, [it for _, it in todo])):
+            for (i, _), out in zip(todo, process_safely(self.stage, [it for _, it in todo]), strict=False):
                 outs[i] = out
         return pd.DataFrame(
             {
@@ -283,7 +282,7 @@ class RayExecutor(Executor):
         recorder = session.recorder
         try:
             for batch in _batches(ds, watch):
-                for row, out, extra in zip(batch["_row"], batch["_out"], batch["_extra"]):
+                for row, out, extra in zip(batch["_row"], batch["_out"], batch["_extra"], strict=False):
                     recorder.record(pickle.loads(row), pickle.loads(out))
                     self.actor_extras[hash(extra)] = pickle.loads(extra)
                 progress.advance(len(batch))

@@ -26,9 +26,15 @@ def free_port() -> int:
 
 
 def group_env(rank: int, size: int, port: int, addr: str = "127.0.0.1") -> dict:
-    return {"RANK": str(rank), "WORLD_SIZE": str(size), "LOCAL_RANK": str(rank), "LOCAL_WORLD_SIZE": str(size),
-            "MASTER_ADDR": addr, "MASTER_PORT": str(port),
-            "TORCHELASTIC_USE_AGENT_STORE": "False"}  # torchrun's agent does not host this group's store
+    return {
+        "RANK": str(rank),
+        "WORLD_SIZE": str(size),
+        "LOCAL_RANK": str(rank),
+        "LOCAL_WORLD_SIZE": str(size),
+        "MASTER_ADDR": addr,
+        "MASTER_PORT": str(port),
+        "TORCHELASTIC_USE_AGENT_STORE": "False",
+    }  # torchrun's agent does not host this group's store
 
 
 def init_group(device: str) -> None:
@@ -101,7 +107,9 @@ def follower_main(spec, blob: bytes, rank: int, env: dict) -> None:
     except BaseException as exc:  # noqa: BLE001 (the leader then fails on the broken group; this says why)
         from ..errors import first_line
 
-        print(f"vidcap: tensor-parallel rank {rank} of worker {spec.wid} failed: {first_line(exc, 300)}", file=sys.stderr)
+        print(
+            f"vidcap: tensor-parallel rank {rank} of worker {spec.wid} failed: {first_line(exc, 300)}", file=sys.stderr
+        )
         code = 1
     os._exit(code)
 
@@ -114,8 +122,12 @@ def start_group(spec, blob: bytes, stage):
     ctx = mp.get_context("spawn")
     followers = []
     for rank in range(1, spec.tp):
-        p = ctx.Process(target=follower_main, args=(spec, blob, rank, group_env(rank, spec.tp, port)),
-                        name=f"vidcap-{spec.wid}-tp{rank}", daemon=True)
+        p = ctx.Process(
+            target=follower_main,
+            args=(spec, blob, rank, group_env(rank, spec.tp, port)),
+            name=f"vidcap-{spec.wid}-tp{rank}",
+            daemon=True,
+        )
         p.start()
         followers.append(p)
     os.environ.update(group_env(0, spec.tp, port))

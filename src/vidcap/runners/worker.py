@@ -20,7 +20,6 @@ from .devices import WorkerSpec, set_parent_death_signal
 from .local import run_batches
 
 
-
 class ChunkSource:
     """Rows for one worker's Feeder, asked from the coordinator a chunk at a time."""
 
@@ -132,8 +131,15 @@ def worker_main(spec: WorkerSpec, blob: bytes, output: str, fp: dict, opts, conn
             stage, followers = start_group(spec, blob, stage)
         books = Bookkeeping(output, fp, worker=spec.wid)  # the coordinator holds the lock
         recorder = Recorder(stage, books, opts, ChunkWatcher(source))
-        run_batches(stage, source, recorder, opts, workers=opts.workers, device=opts.device,
-                    progress=Progress(0, stage.name, enabled=False))
+        run_batches(
+            stage,
+            source,
+            recorder,
+            opts,
+            workers=opts.workers,
+            device=opts.device,
+            progress=Progress(0, stage.name, enabled=False),
+        )
         source.send(("bye", safe_extra(stage)))
         code = 0
     except KeyboardInterrupt:

@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 
 import pyarrow as pa
-from typing import Iterator
 
 from ..backends.base import CaptionOptions, CaptionRequest, CaptionResult
 from ..backends.registry import Preset, make_backend
@@ -97,12 +97,19 @@ class FrameLoader:
         return ("torch", "transformers") if self.prep is not None else ()
 
     def __call__(self, row: dict):
-        frames = _sample_frames()(row.get(ABSPATH, ""), self.num_frames, self.positions,
-                               resize_short=self.resize, max_side=self.max_side, rate=self.rate)
+        frames = _sample_frames()(
+            row.get(ABSPATH, ""),
+            self.num_frames,
+            self.positions,
+            resize_short=self.resize,
+            max_side=self.max_side,
+            rate=self.rate,
+        )
         if self.prep is None:
             return frames
-        req = CaptionRequest(frames.frames, self.picker(row, frames.is_image), frames.is_image,
-                             frame_meta(row.get(ABSPATH), frames))
+        req = CaptionRequest(
+            frames.frames, self.picker(row, frames.is_image), frames.is_image, frame_meta(row.get(ABSPATH), frames)
+        )
         prepared = self.prep(req)
         frames.frames = None  # the pixels travel as model inputs now
         return frames, prepared
@@ -110,15 +117,41 @@ class FrameLoader:
 
 # Options that change what a row's result is: in the fingerprint when set, so a resume with other values is
 # refused instead of mixing rows made both ways in one output (device, batching and API plumbing are not)
-RESULT_OPTIONS = ("max_new_tokens", "temperature", "resize", "max_frames", "max_pixels", "total_pixels",
-                  "pooling_shape", "lora_alpha", "dtype", "detail", "jpeg_quality", "heal", "max_images")
+RESULT_OPTIONS = (
+    "max_new_tokens",
+    "temperature",
+    "resize",
+    "max_frames",
+    "max_pixels",
+    "total_pixels",
+    "pooling_shape",
+    "lora_alpha",
+    "dtype",
+    "detail",
+    "jpeg_quality",
+    "heal",
+    "max_images",
+)
 
 
 class CaptionStage(Stage):
     name = "caption"
     suffix = "caption"
-    columns = ["text", "text_raw", "num_frames", "fps", "width", "height", "frame_idx", "model", "prompt",
-               "prompt_tokens", "completion_tokens", "finish_reason", "flags"]
+    columns = [
+        "text",
+        "text_raw",
+        "num_frames",
+        "fps",
+        "width",
+        "height",
+        "frame_idx",
+        "model",
+        "prompt",
+        "prompt_tokens",
+        "completion_tokens",
+        "finish_reason",
+        "flags",
+    ]
     dtypes = {c: "Int64" for c in ("num_frames", "width", "height", "prompt_tokens", "completion_tokens")}
 
     def __init__(self, preset: Preset, options: CaptionOptions):
@@ -127,7 +160,9 @@ class CaptionStage(Stage):
         self.preset = preset
         self.options = options
         # None for a custom prompt text (--prompt-file)
-        self.prompt = None if options.prompt_text is not None else get_prompt(options.prompt or preset.prompt or "video")
+        self.prompt = (
+            None if options.prompt_text is not None else get_prompt(options.prompt or preset.prompt or "video")
+        )
         if options.max_new_tokens is None:  # the seed's limit for this prompt, else 256
             options.max_new_tokens = (self.prompt.max_new_tokens if self.prompt else None) or 256
         if options.user_turn is None and self.prompt is not None:
@@ -159,8 +194,13 @@ class CaptionStage(Stage):
         return "custom" if self.prompt is None else self.prompt.name
 
     def fingerprint(self) -> dict:
-        fp = {"stage": self.name, "model": self.backend.model_label(), "backend": self.preset.backend,
-              "prompt": self.prompt_name, "num_frames": self.num_frames}
+        fp = {
+            "stage": self.name,
+            "model": self.backend.model_label(),
+            "backend": self.preset.backend,
+            "prompt": self.prompt_name,
+            "num_frames": self.num_frames,
+        }
         if self.rate:
             fp["fps"] = self.rate
         if self.strip_prefix:
@@ -178,14 +218,20 @@ class CaptionStage(Stage):
         opts = {k: v for k, v in asdict(self.options).items() if v is not None}
         opts.pop("prompt_text", None)
         opts.pop("base_url", None)  # may hold user:password; the backend's provenance has it cleaned
-        return {**self.fingerprint(), **self.backend.provenance(), "options": opts,
-                "positions": self.preset.positions, "prompt_text": self.prompt_template}
+        return {
+            **self.fingerprint(),
+            **self.backend.provenance(),
+            "options": opts,
+            "positions": self.preset.positions,
+            "prompt_text": self.prompt_template,
+        }
 
     def loader(self):
         """Called after setup(): the backend knows its model dir, so workers can load its processor."""
         prep = self.backend.worker_preprocessor() if self.options.prepare_on_workers else None
-        return FrameLoader(self.num_frames, self.preset.positions, self.options.resize, prep=prep, picker=self.picker,
-                           rate=self.rate)
+        return FrameLoader(
+            self.num_frames, self.preset.positions, self.options.resize, prep=prep, picker=self.picker, rate=self.rate
+        )
 
     def resolve(self, device: str | None = None) -> None:
         self.backend.resolve(device or self.options.device)
@@ -212,15 +258,15 @@ class CaptionStage(Stage):
             results = self.backend.caption_prepared([prepared for _, prepared in split])
         else:
             failed = {}
-            for i, (it, (fr, _)) in enumerate(zip(items, split)):
+            for i, (it, (fr, _)) in enumerate(zip(items, split, strict=False)):
                 try:
                     reqs[i] = self._request(it, fr)
                 except VidcapError as exc:  # e.g. a `-text` prompt on a row without text: that row's error
                     failed[i] = CaptionResult(error=exc.text)
             done = iter(self.backend.caption([r for r in reqs if r is not None]) if len(failed) < len(items) else [])
             results = [failed[i] if i in failed else next(done) for i in range(len(items))]
-        prompts = [self._prompt_of(it, fr) for it, (fr, _) in zip(items, split)]
-        rows = [self._row(fr, res, p) for (fr, _), res, p in zip(split, results, prompts)]
+        prompts = [self._prompt_of(it, fr) for it, (fr, _) in zip(items, split, strict=False)]
+        rows = [self._row(fr, res, p) for (fr, _), res, p in zip(split, results, prompts, strict=False)]
         return self._heal(items, split, rows, reqs)
 
     def _heal(self, items: list[Item], split: list, rows: list[dict], reqs: list) -> list[dict]:
@@ -233,12 +279,13 @@ class CaptionStage(Stage):
         if not any(need):
             return rows
         reqs = list(reqs)
-        for i, (it, (fr, _)) in enumerate(zip(items, split)):
+        for i, (it, (fr, _)) in enumerate(zip(items, split, strict=False)):
             if need[i] and reqs[i] is None:
                 reqs[i] = self._reload(it, fr)
-        frames = {id(req): fr for req, (fr, _) in zip(reqs, split)}
-        return heal_rows(rows, reqs, self.backend, self.heal,
-                         lambda res, req: self._row(frames[id(req)], res, req.prompt))
+        frames = {id(req): fr for req, (fr, _) in zip(reqs, split, strict=False)}
+        return heal_rows(
+            rows, reqs, self.backend, self.heal, lambda res, req: self._row(frames[id(req)], res, req.prompt)
+        )
 
     def _prompt_of(self, item: Item, fr) -> str | None:
         try:
@@ -252,8 +299,11 @@ class CaptionStage(Stage):
         if cap is not None and self.num_frames > cap[0]:
             import sys
 
-            print(f"vidcap: note: {cap[1]} takes at most {cap[0]} images per request; sending {cap[0]} frames "
-                  f"per clip instead of {self.num_frames} (set --max-images to change the limit).", file=sys.stderr)
+            print(
+                f"vidcap: note: {cap[1]} takes at most {cap[0]} images per request; sending {cap[0]} frames "
+                f"per clip instead of {self.num_frames} (set --max-images to change the limit).",
+                file=sys.stderr,
+            )
             self.num_frames = cap[0]
 
     def _check_budget(self, at_end: bool = False) -> None:
@@ -289,8 +339,9 @@ class CaptionStage(Stage):
         yield from stream.drain_errors()
 
     def _request(self, item: Item, fr) -> CaptionRequest:
-        return CaptionRequest(fr.frames, self.picker(item.row, fr.is_image), fr.is_image,
-                              frame_meta(item.row.get(ABSPATH), fr))
+        return CaptionRequest(
+            fr.frames, self.picker(item.row, fr.is_image), fr.is_image, frame_meta(item.row.get(ABSPATH), fr)
+        )
 
     def _row(self, fr, res, prompt: str | None = None) -> dict:
         from ..checks import REPLACED, join_flags, parse_flags
@@ -304,11 +355,22 @@ class CaptionStage(Stage):
         if not res.error and echoes_prompt(text, prompt):
             flags = join_flags(parse_flags(flags) + [ECHO])
         raw = res.raw_text if res.raw_text and res.raw_text != text else ""
-        return {"text": text, "text_raw": raw, "num_frames": fr.num_frames, "fps": fr.fps,
-                "width": fr.width, "height": fr.height, "frame_idx": list(fr.indices),
-                "model": self.backend.model_label(), "prompt": self.picker.name(fr.is_image),
-                "prompt_tokens": res.prompt_tokens, "completion_tokens": res.completion_tokens,
-                "finish_reason": res.finish_reason, "flags": flags, "error": res.error}
+        return {
+            "text": text,
+            "text_raw": raw,
+            "num_frames": fr.num_frames,
+            "fps": fr.fps,
+            "width": fr.width,
+            "height": fr.height,
+            "frame_idx": list(fr.indices),
+            "model": self.backend.model_label(),
+            "prompt": self.picker.name(fr.is_image),
+            "prompt_tokens": res.prompt_tokens,
+            "completion_tokens": res.completion_tokens,
+            "finish_reason": res.finish_reason,
+            "flags": flags,
+            "error": res.error,
+        }
 
     def finish(self, results: ResultTable) -> dict:
         """Run-level work over every result row: near-duplicate captions among the ok rows (clustered in

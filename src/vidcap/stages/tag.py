@@ -42,8 +42,9 @@ class TagStage(Stage):
     reads_files = False  # tags come from the caption text, not the file
     default_workers = 0  # loading is reading a string: worker processes would only cost start-up time
 
-    def __init__(self, key: str, backend, prompt: TagPrompt | None = None, batch_size: int = 64,
-                 text_column: str = "text"):
+    def __init__(
+        self, key: str, backend, prompt: TagPrompt | None = None, batch_size: int = 64, text_column: str = "text"
+    ):
         self.key = check_key(key)
         self.prompt = prompt or tag_prompt(key)
         self.backend = backend
@@ -57,9 +58,16 @@ class TagStage(Stage):
 
     def fingerprint(self) -> dict:
         opts = self.backend.options
-        return {"stage": self.name, "key": self.key, "prompt": self.prompt.fingerprint(),
-                "backend": self.backend.name, "model": self.backend.model, "text_column": self.text_column,
-                "max_new_tokens": opts.max_new_tokens, "temperature": opts.temperature}
+        return {
+            "stage": self.name,
+            "key": self.key,
+            "prompt": self.prompt.fingerprint(),
+            "backend": self.backend.name,
+            "model": self.backend.model,
+            "text_column": self.text_column,
+            "max_new_tokens": opts.max_new_tokens,
+            "temperature": opts.temperature,
+        }
 
     def provenance(self) -> dict:
         return dict(self.fingerprint(), prompt_source=self.prompt.source, engine=self.backend.provenance())
@@ -105,13 +113,25 @@ class TagStage(Stage):
 
     def summary_extra(self) -> dict:
         usage = self.backend.usage_summary() or {}
-        return {"key": self.key, "model": self.backend.model, "parse_failed": self.parse_failed,
-                **{k: v for k, v in usage.items() if k not in ("model", "failed", "ok")}}
+        return {
+            "key": self.key,
+            "model": self.backend.model,
+            "parse_failed": self.parse_failed,
+            **{k: v for k, v in usage.items() if k not in ("model", "failed", "ok")},
+        }
 
 
-def build_tag_stage(key: str, *, backend: str = "hf", model: str | None = None, prompt_file=None,
-                    prompt_text: str | None = None, batch_size: int | None = None, text_column: str = "text",
-                    options=None) -> TagStage:
+def build_tag_stage(
+    key: str,
+    *,
+    backend: str = "hf",
+    model: str | None = None,
+    prompt_file=None,
+    prompt_text: str | None = None,
+    batch_size: int | None = None,
+    text_column: str = "text",
+    options=None,
+) -> TagStage:
     """What `vidcap tag` needs: key + backend name + model (+ CaptionOptions for tokens/API settings).
 
     Default batch: 64 captions per generate call in-process (the seed used 32; on an H100 an 8B Llama

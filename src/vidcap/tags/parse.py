@@ -15,10 +15,25 @@ from ..errors import PARSE, VidcapError
 
 MAX_WORDS = 5  # a tag longer than this is prose, not a tag
 MAX_CHARS = 60
-NONE_WORDS = frozenset({
-    "none", "none_found", "none found", "nothing", "n/a", "na", "null", "nil", "empty", "no objects",
-    "no actions", "no tags", "not applicable", "-", "",
-})
+NONE_WORDS = frozenset(
+    {
+        "none",
+        "none_found",
+        "none found",
+        "nothing",
+        "n/a",
+        "na",
+        "null",
+        "nil",
+        "empty",
+        "no objects",
+        "no actions",
+        "no tags",
+        "not applicable",
+        "-",
+        "",
+    }
+)
 _FILLER = frozenset({"sure", "ok", "okay", "yes", "no", "sorry", "certainly", "here", "hello", "hi"})
 _QUOTES = "\"'`\u2018\u2019\u201c\u201d"
 _FENCE_RE = re.compile(r"```[A-Za-z0-9_-]*\s*\n?(.*?)```", re.S)
@@ -71,12 +86,12 @@ def _from_brackets(text: str, truncated: bool) -> list[str] | None:
         return None
     end = text.find("]", start + 1)
     if end < 0:
-        inner = text[start + 1:]
+        inner = text[start + 1 :]
         items = _split(inner)
         if truncated and items and not inner.rstrip().endswith((",", ";")):
             items = items[:-1]
         return items
-    chunk = text[start:end + 1]
+    chunk = text[start : end + 1]
     try:
         value = json.loads(chunk)
     except ValueError:
@@ -124,11 +139,10 @@ def _from_bare_line(text: str, truncated: bool) -> list[str] | None:
         elif sep:
             continue  # "Here are the objects:" alone; the list follows on later lines
         parts = _split(line)
-        if len(parts) > 1 or _short_answer(line, text):
-            if all(len(p.split()) <= MAX_WORDS for p in parts):
-                if truncated and len(parts) > 1 and line == text.splitlines()[-1].strip():
-                    parts = parts[:-1]
-                return parts
+        if (len(parts) > 1 or _short_answer(line, text)) and all(len(p.split()) <= MAX_WORDS for p in parts):
+            if truncated and len(parts) > 1 and line == text.splitlines()[-1].strip():
+                parts = parts[:-1]
+            return parts
     return None
 
 

@@ -26,7 +26,7 @@ def missing_key_message(df: pd.DataFrame, key: str) -> str:
     guess = list(dict.fromkeys(lists + close))
     shown = ", ".join(cols[:40]) + (f" and {len(cols) - 40} more" if len(cols) > 40 else "")
     hint = f"; did you mean {' or '.join(repr(c) for c in guess)}?" if guess else ""
-    return (f"the table has no '{key}' column{hint} (columns: {shown}); pass the --key it was tagged with.")
+    return f"the table has no '{key}' column{hint} (columns: {shown}); pass the --key it was tagged with."
 
 
 def _holds_lists(col: pd.Series) -> bool:
@@ -54,7 +54,7 @@ def count_tag_batches(frames: Iterable[pd.DataFrame], key: str) -> tuple[pd.Data
     for df in frames:
         rows += len(df)
         failed = df["status"].astype(str).eq("failed") if "status" in df.columns else pd.Series(False, index=df.index)
-        for value, bad in zip(df[key], failed):
+        for value, bad in zip(df[key], failed, strict=False):
             tags = None if bad else tags_from_cell(value)
             if tags is None:
                 missing += 1
@@ -65,14 +65,22 @@ def count_tag_batches(frames: Iterable[pd.DataFrame], key: str) -> tuple[pd.Data
     ranked = sorted(counter.items(), key=lambda kv: (-kv[1], kv[0]))
     counts = pd.DataFrame(ranked, columns=["tag", "count"])
     counts["share"] = counts["count"] / tagged if tagged else 0.0
-    totals = {"rows": rows, "tagged": tagged, "no_tags": empty, "failed": missing,
-              "distinct": len(counter), "total": sum(counter.values())}
+    totals = {
+        "rows": rows,
+        "tagged": tagged,
+        "no_tags": empty,
+        "failed": missing,
+        "distinct": len(counter),
+        "total": sum(counter.values()),
+    }
     return counts, totals
 
 
 def format_table(counts: pd.DataFrame, totals: dict, key: str, top: int) -> str:
-    head = (f"{key}: {totals['rows']} rows, {totals['tagged']} tagged ({totals['no_tags']} with no tags), "
-            f"{totals['failed']} failed or untagged; {totals['distinct']} distinct tags")
+    head = (
+        f"{key}: {totals['rows']} rows, {totals['tagged']} tagged ({totals['no_tags']} with no tags), "
+        f"{totals['failed']} failed or untagged; {totals['distinct']} distinct tags"
+    )
     shown = counts.head(top) if top > 0 else counts
     if shown.empty:
         return head + "\n(no tags)"
@@ -115,8 +123,9 @@ def bar_chart(counts: pd.DataFrame, key: str, png: str | os.PathLike, top: int, 
     return png
 
 
-def tag_stats(output_path: str | os.PathLike, key: str, top: int = 50,
-              png: str | os.PathLike | None = None) -> tuple[pd.DataFrame, str]:
+def tag_stats(
+    output_path: str | os.PathLike, key: str, top: int = 50, png: str | os.PathLike | None = None
+) -> tuple[pd.DataFrame, str]:
     """Counts per tag in a `vidcap tag` output (Parquet lists or CSV JSON arrays; the seed's CSVs too)."""
     if top < 0:
         raise UsageError(f"--top must be 0 (all) or more, not {top}.")
@@ -127,5 +136,7 @@ def tag_stats(output_path: str | os.PathLike, key: str, top: int = 50,
     counts, totals = count_tag_batches(tables.batches(output_path, wanted), key)
     table = format_table(counts, totals, key, top)
     if png is not None:
-        bar_chart(counts, key, png, top, f"{key} in {Path(output_path).name} (top {min(top or len(counts), len(counts))})")
+        bar_chart(
+            counts, key, png, top, f"{key} in {Path(output_path).name} (top {min(top or len(counts), len(counts))})"
+        )
     return counts, table
