@@ -11,6 +11,7 @@ import ssl
 import subprocess
 import tempfile
 import threading
+import time
 from functools import partial
 from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 
@@ -19,6 +20,7 @@ RANGE = re.compile(r"bytes=(\d*)-(\d*)$")
 
 class _Handler(SimpleHTTPRequestHandler):
     ranges = True
+    drip_s = 0.5
     counter: dict
 
     def log_message(self, *args):  # keep test output clean
@@ -31,7 +33,7 @@ class _Handler(SimpleHTTPRequestHandler):
         if self.path.startswith("/broken/"):
             self.send_error(503)
             return None
-        path = self.translate_path(self.path)
+        path = self.translate_path(self.path.removeprefix("/drip"))
         if os.path.isdir(path) or not os.path.isfile(path):
             return super().send_head()
         size = os.path.getsize(path)
@@ -63,8 +65,11 @@ class _Handler(SimpleHTTPRequestHandler):
 
     def copyfile(self, source, outputfile):
         left = self._left
+        drip = self.path.startswith("/drip/")  # a byte every `drip_s` seconds: alive, never done
         while left > 0:
-            chunk = source.read(min(left, 1 << 16))
+            if drip:
+                time.sleep(self.drip_s)
+            chunk = source.read(1 if drip else min(left, 1 << 16))
             if not chunk:
                 break
             outputfile.write(chunk)

@@ -376,3 +376,36 @@ def _rows(path) -> list[dict]:
     # run-level columns (duplicate flags, near-duplicate clusters) describe the whole table, not the row
     df = _text(path).drop(columns=["file_mtime", "flags", "near_dup_cluster", "near_dup_size"], errors="ignore")
     return df.to_dict("records")
+
+
+def test_a_server_that_drips_bytes_meets_the_per_file_deadline(tmp_path):
+    import time
+
+    from httpserver import HTTPFiles
+
+    make_video(tmp_path / "c.mp4", n_frames=12, size=(64, 48))
+    server = HTTPFiles(tmp_path)
+    try:
+        pd.DataFrame({"path": [f"{server.url}/drip/c.mp4", f"{server.url}/c.mp4"]}).to_csv(
+            tmp_path / "m.csv", index=False
+        )
+        t0 = time.monotonic()
+        vidcap(
+            "caption",
+            tmp_path / "m.csv",
+            "--model",
+            "fake",
+            "--workers",
+            "0",
+            "-o",
+            tmp_path / "o.csv",
+            VIDCAP_REMOTE_TIMEOUT=2,
+            VIDCAP_REMOTE_DEADLINE=4,
+            timeout=120,
+        )
+        took = time.monotonic() - t0
+    finally:
+        server.stop()
+    got = _text(tmp_path / "o.csv")
+    assert got["status"].tolist() == ["failed", "ok"] and got["error"][0].startswith("timeout"), got["error"][0]
+    assert took < 60

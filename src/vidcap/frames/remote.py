@@ -19,8 +19,8 @@ import contextlib
 import errno
 import io
 import os
-import shutil
 import tempfile
+import time
 
 from vidcap.errors import (
     CERTIFICATE,
@@ -71,6 +71,15 @@ def timeout_s() -> float:
         return 60.0
 
 
+def deadline_s() -> float:
+    """Seconds one file may take to read in all (VIDCAP_REMOTE_DEADLINE; default 10 x VIDCAP_REMOTE_TIMEOUT): a
+    server that sends a byte now and then never trips the per-read timeout, so the file as a whole has one."""
+    try:
+        return float(os.environ.get("VIDCAP_REMOTE_DEADLINE", "") or 10 * timeout_s())
+    except ValueError:
+        return 10 * timeout_s()
+
+
 def filesystem(url: str):
     """The fsspec filesystem for `url` and the path inside it (instances are cached by fsspec)."""
     proto = protocol(url)
@@ -95,7 +104,7 @@ def _timeouts(proto: str, own: dict) -> dict:
     if proto in ("http", "https"):
         import aiohttp
 
-        timeout = aiohttp.ClientTimeout(total=None, sock_connect=limit, sock_read=limit)
+        timeout = aiohttp.ClientTimeout(total=deadline_s(), sock_connect=limit, sock_read=limit)
         return {"client_kwargs": {"timeout": timeout, **own.get("client_kwargs", {})}}
     if proto in ("s3", "s3a"):
         retries = {"max_attempts": 3, "mode": "standard"}
@@ -236,6 +245,7 @@ class RemoteFile(io.RawIOBase):
         # True while a scan only needs the container's index: reads return zeros and fetch nothing
         self.skip_payload = False
         self._spool = None
+        self._until = time.monotonic() + deadline_s()
         fs, path = filesystem(url)
         try:
             self._f = fs.open(path, "rb", block_size=block, cache_type="mmap")
@@ -263,9 +273,20 @@ class RemoteFile(io.RawIOBase):
             self._f.close()
             self._f = fs.open(path, "rb", block_size=0)
         spool = tempfile.TemporaryFile()  # noqa: SIM115 - lives as long as this reader (closed in close())
-        shutil.copyfileobj(self._f, spool, BLOCK)
+        while chunk := self._f.read(BLOCK):
+            spool.write(chunk)
+            self._check_deadline()
         spool.seek(0)
         return spool
+
+    def _check_deadline(self) -> None:
+        if time.monotonic() > self._until:
+            self.error = self.error or VidcapError(
+                TIMEOUT,
+                f"reading the file took longer than {deadline_s():.0f} s in all (VIDCAP_REMOTE_DEADLINE); "
+                "the row is retried on resume",
+            )
+            raise self.error
 
     @property
     def _src(self):
@@ -283,8 +304,11 @@ class RemoteFile(io.RawIOBase):
             n = max(0, min(end - pos, size if size >= 0 else end - pos))
             self._src.seek(pos + n)
             return bytes(n)
+        self._check_deadline()
         try:
             return self._src.read(size)
+        except VidcapError:
+            raise
         except Exception as exc:  # noqa: BLE001 - as in check_url
             self.error = self.error or row_error(exc)
             raise self.error from None
