@@ -11,11 +11,12 @@ from __future__ import annotations
 import json
 import re
 from pathlib import Path
+from typing import Any
 
 from ..errors import UsageError
 
 # What transformers 4.37 wrote nothing for, because it equalled its LlavaConfig default (CLIP-L/14-336).
-CLIP_L336 = dict(
+CLIP_L336: dict[str, Any] = dict(
     hidden_size=1024,
     intermediate_size=4096,
     num_hidden_layers=24,
@@ -146,6 +147,7 @@ def load_state(files: list[Path], device: str, dtype, tp: tuple[int, int] | None
     tp=(rank, size): this rank's slices of the sharded LM weights (a LoRA B is sliced like its weight)."""
     from safetensors import safe_open
 
+    lora: dict[str, dict[str, Any]]
     weights, lora, unknown = {}, {}, []
     for file in files:
         with safe_open(str(file), framework="pt", device=str(device)) as f:

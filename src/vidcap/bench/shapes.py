@@ -8,11 +8,12 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 from ..backends.hf_common import RANDOM_MARKER
 from ..backends.pllava_model import CLIP_L336
 
-VICUNA_13B = dict(
+VICUNA_13B: dict[str, Any] = dict(
     hidden_size=5120,
     intermediate_size=13824,
     num_hidden_layers=40,
@@ -20,7 +21,7 @@ VICUNA_13B = dict(
     num_key_value_heads=40,
     max_position_embeddings=4096,
 )
-VICUNA_7B = dict(
+VICUNA_7B: dict[str, Any] = dict(
     hidden_size=4096,
     intermediate_size=11008,
     num_hidden_layers=32,
@@ -28,7 +29,7 @@ VICUNA_7B = dict(
     num_key_value_heads=32,
     max_position_embeddings=4096,
 )
-MISTRAL_7B = dict(
+MISTRAL_7B: dict[str, Any] = dict(
     hidden_size=4096,
     intermediate_size=14336,
     num_hidden_layers=32,
@@ -36,7 +37,7 @@ MISTRAL_7B = dict(
     num_key_value_heads=8,
     max_position_embeddings=32768,
 )
-QWEN25_7B_TEXT = dict(
+QWEN25_7B_TEXT: dict[str, Any] = dict(
     hidden_size=3584,
     intermediate_size=18944,
     num_hidden_layers=28,
@@ -44,7 +45,7 @@ QWEN25_7B_TEXT = dict(
     num_key_value_heads=4,
     max_position_embeddings=32768,
 )
-QWEN25_VISION = dict(
+QWEN25_VISION: dict[str, Any] = dict(
     depth=32,
     hidden_size=1280,
     intermediate_size=3420,
@@ -58,7 +59,7 @@ QWEN25_VISION = dict(
     tokens_per_second=2,
 )
 # Qwen3-VL-8B-Instruct and InternVL3-8B-hf as published (config.json)
-QWEN3_VL_8B_TEXT = dict(
+QWEN3_VL_8B_TEXT: dict[str, Any] = dict(
     hidden_size=4096,
     intermediate_size=12288,
     num_hidden_layers=36,
@@ -67,7 +68,7 @@ QWEN3_VL_8B_TEXT = dict(
     head_dim=128,
     max_position_embeddings=262144,
 )
-QWEN3_VL_VISION = dict(
+QWEN3_VL_VISION: dict[str, Any] = dict(
     depth=27,
     hidden_size=1152,
     intermediate_size=4304,
@@ -80,7 +81,7 @@ QWEN3_VL_VISION = dict(
     deepstack_visual_indexes=[8, 16, 24],
     hidden_act="gelu_pytorch_tanh",
 )
-INTERNVL3_8B_TEXT = dict(
+INTERNVL3_8B_TEXT: dict[str, Any] = dict(
     hidden_size=3584,
     intermediate_size=18944,
     num_hidden_layers=28,
@@ -88,7 +89,7 @@ INTERNVL3_8B_TEXT = dict(
     num_key_value_heads=4,
     max_position_embeddings=32768,
 )
-INTERNVIT_300M = dict(
+INTERNVIT_300M: dict[str, Any] = dict(
     hidden_size=1024,
     intermediate_size=4096,
     num_hidden_layers=24,
@@ -280,7 +281,7 @@ def _qwen3_vl(out: Path, vocab: int = 151936) -> None:
         vision_end_token_id=ve,
     )
     config.save_pretrained(out)
-    half = dict(image_mean=[0.5] * 3, image_std=[0.5] * 3)
+    half: dict[str, Any] = dict(image_mean=[0.5] * 3, image_std=[0.5] * 3)
     image_proc = tf.Qwen2VLImageProcessor(patch_size=16, merge_size=2, min_pixels=65536, max_pixels=16777216, **half)
     video_proc = tf.Qwen3VLVideoProcessor(
         size={"shortest_edge": 4096, "longest_edge": 25165824}, patch_size=16, merge_size=2, **half
@@ -309,7 +310,7 @@ def _internvl3(out: Path, vocab: int = 151674) -> None:
         **INTERNVL3_8B_TEXT,
         vocab_size=vocab,
         rms_norm_eps=1e-6,
-        rope_theta=1000000.0,
+        rope_theta=1000000.0,  # type: ignore[call-arg]  # accepted at runtime (legacy key -> rope_parameters); the signature lacks **kwargs
         bos_token_id=pad,
         eos_token_id=eos,
         pad_token_id=pad,
@@ -322,7 +323,7 @@ def _internvl3(out: Path, vocab: int = 151674) -> None:
         tie_word_embeddings=False,
     )
     config.save_pretrained(out)
-    mean = dict(image_mean=[0.485, 0.456, 0.406], image_std=[0.229, 0.224, 0.225])
+    mean: dict[str, Any] = dict(image_mean=[0.485, 0.456, 0.406], image_std=[0.229, 0.224, 0.225])
     image_proc = tf.GotOcr2ImageProcessor(size={"height": 448, "width": 448}, crop_to_patches=False, **mean)
     video_proc = tf.InternVLVideoProcessor(size={"height": 448, "width": 448}, **mean)
     tf.InternVLProcessor(

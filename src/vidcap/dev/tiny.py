@@ -10,12 +10,13 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
+from typing import Any
 
 from ..errors import UsageError
 from .tokenizer import CHATML_INTERNVL, CHATML_ONEVISION, CHATML_QWEN_VL, LLAMA3, MISTRAL_LLAVA, build_tokenizer
 
 SEED = 0
-_LM = dict(
+_LM: dict[str, Any] = dict(
     hidden_size=64,
     intermediate_size=128,
     num_hidden_layers=2,
@@ -24,7 +25,7 @@ _LM = dict(
     max_position_embeddings=4096,
 )
 # CLIP-L/14-336 geometry with tiny width: 24x24 patches per frame, so PLLaVA's 4-12-12 pooling is exact.
-_CLIP = dict(
+_CLIP: dict[str, Any] = dict(
     hidden_size=32,
     intermediate_size=64,
     num_hidden_layers=2,
@@ -75,7 +76,10 @@ def _qwen_vl(out: Path, v25: bool = False):
         eos_token_id=eos,
         pad_token_id=pad,
     )
-    vision = dict(depth=1, num_heads=2, patch_size=14, spatial_merge_size=2, temporal_patch_size=2)
+    vision: dict[str, Any] = dict(depth=1, num_heads=2, patch_size=14, spatial_merge_size=2, temporal_patch_size=2)
+    cfg_cls: Any
+    model_cls: Any
+    proc_cls: Any
     if v25:
         vision.update(
             hidden_size=32,
@@ -104,7 +108,7 @@ def _qwen_vl(out: Path, v25: bool = False):
     torch.manual_seed(SEED)
     model = model_cls(config).eval()
     # small pixel budget: a frame becomes at most 112x112 (16 merged tokens per 2 frames)
-    pix = dict(min_pixels=28 * 28 * 4, max_pixels=28 * 28 * 16)
+    pix: dict[str, Any] = dict(min_pixels=28 * 28 * 4, max_pixels=28 * 28 * 16)
     proc = proc_cls(
         image_processor=tf.Qwen2VLImageProcessor(**pix),
         tokenizer=tok,
@@ -217,7 +221,7 @@ def _internvl(out: Path):
     )  # tied random embeddings repeat the last token
     torch.manual_seed(SEED)
     model = tf.InternVLForConditionalGeneration(config).eval()
-    common = dict(image_mean=_OPENAI_MEAN, image_std=_OPENAI_STD)
+    common: dict[str, Any] = dict(image_mean=_OPENAI_MEAN, image_std=_OPENAI_STD)
     image_proc = tf.GotOcr2ImageProcessor(size={"height": size, "width": size}, crop_to_patches=False, **common)
     video_proc = tf.InternVLVideoProcessor(size={"height": size, "width": size}, **common)
     proc = tf.InternVLProcessor(
@@ -307,7 +311,7 @@ def _llava_onevision(out: Path):
     )
     torch.manual_seed(SEED)
     model = tf.LlavaOnevisionForConditionalGeneration(config).eval()
-    common = dict(image_mean=[0.5] * 3, image_std=[0.5] * 3)
+    common: dict[str, Any] = dict(image_mean=[0.5] * 3, image_std=[0.5] * 3)
     image_proc = tf.LlavaOnevisionImageProcessor(
         size={"height": size, "width": size}, image_grid_pinpoints=pinpoints, **common
     )
