@@ -174,7 +174,7 @@ def heal_rows(rows: list[dict], requests: list, backend, attempts: int, rescore)
 
 def _kind(backend) -> str | None:
     """Which decoding fields a backend uses, for the record: "api", "local" (transformers), None (both)."""
-    takes = getattr(backend, "takes", frozenset())
+    takes: frozenset[str] = getattr(backend, "takes", frozenset())
     return "api" if "base_url" in takes else "local" if "dtype" in takes else None
 
 

@@ -10,6 +10,7 @@ import posixpath
 import re
 import tempfile
 from pathlib import Path
+from typing import cast
 
 import pandas as pd
 
@@ -49,7 +50,7 @@ def read_table(path: str | os.PathLike, text: bool = False) -> pd.DataFrame:
     from .errors import first_line
     from .storage import as_path, is_remote, open_binary
 
-    path = as_path(path)
+    path = cast(Path, as_path(path))  # a Path, or a UPath (the same API) for a remote URL
     fmt = table_format(path)
     if fmt == "dataset":
         dataset.check_local(path)
@@ -203,7 +204,7 @@ def write_table(
     """
     from .storage import as_path, is_remote, put_bytes
 
-    path = as_path(path)
+    path = cast(Path, as_path(path))  # a Path, or a UPath (the same API) for a remote URL
     fmt = table_format(path)
     if fmt == "dataset":
         from . import dataset

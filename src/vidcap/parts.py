@@ -15,6 +15,7 @@ import sys
 import time
 from collections import Counter
 from pathlib import Path
+from typing import TextIO
 
 import pandas as pd
 
@@ -97,7 +98,7 @@ class PartStore:
         self.overwrite = overwrite
         self.keep_parts = keep_parts
         self.worker = worker
-        self._lock_fh = None
+        self._lock_fh: TextIO | None = None
         self._lease: RemoteLease | None = None
         self._seq = 0
         self._fresh = 0  # parts written since the last compaction

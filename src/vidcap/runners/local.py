@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 
 from ..errors import FatalRunError, format_error
 from ..feeder import Feeder
-from ..stages.base import Item, Stage
+from ..stages.base import Item, RowSource, Stage
 from .base import Executor, Progress, raise_interrupt
 
 if TYPE_CHECKING:
@@ -23,7 +23,7 @@ if TYPE_CHECKING:
 class LocalExecutor(Executor):
     """The stage runs in this process; decode worker processes feed it."""
 
-    def process(self, session: Session, todo: list[dict]) -> None:
+    def process(self, session: Session, todo: RowSource) -> None:
         from ..session import default_workers
 
         if not todo:

@@ -19,6 +19,7 @@ from typing import Any
 from ..errors import UsageError
 from ..ledger_plan import PlanRows, plan_path, remove_plan, write_plan
 from ..session import Session, default_workers
+from ..stages.base import RowSource
 from .base import Executor, Progress, merge_extras, safe_extra
 from .local import run_batches
 
@@ -67,7 +68,7 @@ class TorchrunExecutor(Executor):
         session.books.worker = f"rank{self.dp_rank}"
         self._start_together(session)
 
-    def process(self, session: Session, todo: list[dict]) -> None:
+    def process(self, session: Session, todo: RowSource) -> None:
         self.device = device = self._device()
         if self.tp > 1:  # the leader's count decides for the group (a follower may see its parts land)
             from .tp import broadcast
