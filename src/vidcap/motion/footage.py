@@ -116,7 +116,7 @@ def has_corners(img: np.ndarray, floor: float = 0.5) -> bool:
 
     gray = cv2.cvtColor(img, cv2.COLOR_RGB2GRAY)
     small = cv2.resize(gray, (160, max(8, round(gray.shape[0] * 160 / gray.shape[1]))), interpolation=cv2.INTER_AREA)
-    return float(np.quantile(cv2.cornerMinEigenVal(small.astype(np.float32), 5, 3), 0.995)) > floor
+    return float(np.quantile(cv2.cornerMinEigenVal(small.astype(np.float32), 5, ksize=3), 0.995)) > floor
 
 
 def shot_starts(frames: tuple[np.ndarray, ...]) -> list[int]:

@@ -55,7 +55,7 @@ def _luma(frame, width: int) -> np.ndarray:
 
     plane = frame.planes[0]
     if frame.format.name in _LUMA8:
-        y = np.frombuffer(plane, np.uint8).reshape(frame.height, plane.line_size)[:, : frame.width]
+        y: np.ndarray = np.frombuffer(plane, np.uint8).reshape(frame.height, plane.line_size)[:, : frame.width]
     else:  # rgb/palette codecs (rare): convert properly
         y = frame.to_ndarray(format="gray")
     rot = round((getattr(frame, "rotation", 0) or 0) / 90) % 4

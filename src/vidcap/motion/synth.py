@@ -18,6 +18,7 @@ import math
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -80,7 +81,7 @@ def texture(rng: np.random.Generator, w: int = 1400, h: int = 1050) -> np.ndarra
     """A random natural-looking canvas: colour noise with a random spectral slope, shapes, lines."""
     import cv2
 
-    img = np.zeros((h, w, 3), np.float32)
+    img: np.ndarray = np.zeros((h, w, 3), np.float32)
     falloff = rng.uniform(1.0, 1.35)  # 1.0: busy 1/f texture; 1.35: smooth, sky-like
     for octave in range(2, 9):
         cells = 2**octave
@@ -252,7 +253,7 @@ def render(scene, centres: np.ndarray, scales: np.ndarray, first: int = 0) -> li
     import cv2
 
     out = []
-    cache = {}
+    cache: dict[int, Any] = {}
     for k, (c, z) in enumerate(zip(centres, scales, strict=False)):
         img = scene(first + k)
         if z > 1.6:  # downsampling: prefilter once, like a lens would

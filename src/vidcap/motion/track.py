@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -117,7 +118,7 @@ def fit_pair(a: np.ndarray, b: np.ndarray) -> PairFit:
     if p0 is None:
         return fit
     fit.corners = len(p0)
-    lk = {
+    lk: dict[str, Any] = {
         "winSize": (LK_WIN, LK_WIN),
         "maxLevel": LK_LEVELS,
         "criteria": (cv2.TERM_CRITERIA_EPS | cv2.TERM_CRITERIA_COUNT, LK_ITERS, 0.03),
