@@ -17,6 +17,7 @@ import re
 import threading
 import time
 from dataclasses import dataclass, field, fields, replace
+from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 from ..errors import API, BUDGET, TIMEOUT, FatalRunError, UsageError, format_error
@@ -404,7 +405,10 @@ class ChatClient:
         self.fatal_after_rejects = fatal_after_rejects
         self.usage = UsageMeter()
         self.redact = Redactor()
-        self._key = None
+        self._key: str | None = None
+        self._loop: LoopThread | None
+        self._client: Any  # openai.AsyncOpenAI once started
+        self._sem: asyncio.Semaphore | None
         self._loop = self._client = self._sem = None
         self._fatal = ""
         self._rejects = 0
@@ -430,10 +434,12 @@ class ChatClient:
 
     def run(self, coro):
         self.start()
+        assert self._loop is not None
         return self._loop.run(coro)
 
     async def wrap(self, coro):
         self.start()
+        assert self._loop is not None
         return await self._loop.wrap(coro)
 
     def close(self) -> None:
@@ -455,6 +461,7 @@ class ChatClient:
         """One chat completion, retried as the policy says. `prompt_tokens_max`: an upper estimate of the
         request's prompt tokens, for the `--budget` gate (0: the gate counts only the completion)."""
         self.usage.requests += 1
+        assert self._sem is not None  # start() made it
         async with self._sem:
             attempt = 0
             while True:

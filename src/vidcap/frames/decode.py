@@ -21,6 +21,7 @@ import os
 import stat
 from bisect import bisect_right
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -281,6 +282,7 @@ def _decode_sequential(container, stream, scan: Scan, wanted, resize_short, max_
 
 
 def _decode_by_seek(container, stream, scan: Scan, wanted, resize_short, max_side):
+    pos: Any  # an int once frames is set
     out, size, pos, frames = {}, None, None, None
     for i in wanted:
         kf = scan.key_index[max(bisect_right(scan.key_index, i) - 1, 0)]

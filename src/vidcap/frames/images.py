@@ -75,6 +75,7 @@ def load_image(path, min_short: int | None = None) -> tuple[np.ndarray, tuple[in
     if is_url(path):
         with RemoteFile(path) as f:
             return load_image(f, min_short)
+    img: Image.Image  # an ImageFile, then exif_transpose's plain Image
     try:
         with Image.open(path) as img:
             w, h = img.size
