@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import asyncio
 import base64
+from types import ModuleType
+from typing import Any, cast
 
 import numpy as np
 
@@ -34,6 +36,7 @@ def encode_jpeg(frame: np.ndarray, quality: int = 90) -> str:
     frame = np.ascontiguousarray(frame)
     if frame.dtype != np.uint8 or frame.ndim != 3 or frame.shape[2] != 3:
         raise ValueError(f"expected a uint8 [H,W,3] RGB frame, got {frame.dtype} {list(frame.shape)}")
+    cv2: ModuleType | None
     try:
         import cv2
     except ImportError:
@@ -85,7 +88,7 @@ class OpenAIBackend(CaptionBackend):
             backoff_base=float(options.backoff_base),
             retry_after_cap=float(options.retry_after_cap),
         )
-        self._prompt = None
+        self._prompt: str | None = None
         if options.budget is not None and self.client.usage_summary()["price_in"] is None:
             raise UsageError(
                 f"--budget needs a price, and none is known for the model '{self.model_label()}'; "
@@ -177,7 +180,7 @@ class OpenAIBackend(CaptionBackend):
 
     def _messages(self, request: CaptionRequest) -> list[dict]:
         prompt = request.prompt or self._default_prompt()
-        content = [{"type": "text", "text": prompt}]
+        content: list[dict[str, Any]] = [{"type": "text", "text": prompt}]
         for frame in frame_list(request):
             url = encode_jpeg(frame, self.jpeg_quality)
             content.append({"type": "image_url", "image_url": {"url": url, "detail": self.options.detail}})
@@ -190,9 +193,12 @@ class OpenAIBackend(CaptionBackend):
 
     def _params(self, decoding=None) -> dict:
         if decoding is None:
-            return chat_params(self.client.model, self.options.max_new_tokens, self.options.temperature)
+            limit = cast(int, self.options.max_new_tokens)  # CaptionStage resolved it
+            return chat_params(self.client.model, limit, self.options.temperature)
         temperature = self.options.temperature if decoding.temperature is None else decoding.temperature
-        params = chat_params(self.client.model, decoding.max_new_tokens or self.options.max_new_tokens, temperature)
+        params = chat_params(
+            self.client.model, cast(int, decoding.max_new_tokens or self.options.max_new_tokens), temperature
+        )
         for name in ("frequency_penalty", "presence_penalty", "top_p", "seed"):
             if getattr(decoding, name) is not None:
                 params[name] = getattr(decoding, name)
