@@ -192,9 +192,9 @@ def print_summary(summary: dict, output: Path) -> None:
     failed = summary.get("failed", {})
     nfail = sum(failed.values())
     con.print(
-        f"[bold]done[/]: {summary['ok']} ok, {nfail} failed"
+        f"[bold]done[/]: {summary.get('unique', summary['ok'] + nfail)} clips: {summary['ok']} ok, {nfail} failed"
         + (f" ({', '.join(f'{k}: {v}' for k, v in sorted(failed.items()))})" if nfail else "")
-        + f", {summary['skipped']} skipped (already done), {summary['duplicates']} duplicate rows"
+        + f"; {summary['skipped']} skipped (already done); {summary['duplicates']} duplicate rows"
     )
     con.print(
         f"processed {summary['processed']} rows in {summary['wall_s']:.1f} s ({summary['rows_per_s']:.2f} rows/s)"

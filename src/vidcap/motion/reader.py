@@ -13,6 +13,7 @@ import numpy as np
 
 from vidcap import errors
 from vidcap.errors import VidcapError
+from vidcap.frames.container import check_frame_count
 
 # 8-bit formats whose first plane is the luma image
 _LUMA8 = frozenset(
@@ -157,6 +158,7 @@ def read_gray(path: str, max_frames: int = 64, width: int = 160, skip_nonref: bo
             indices.append(last[0])
         if len(kept) < 2:
             raise VidcapError(errors.SHORT, f"{len(kept)} frame(s) decoded; motion needs at least 2")
+        check_frame_count(container.format.name, indices[-1] + 1, stream.frames)  # caption's rule: cut short
         frames = np.stack(kept)
         if len(frames) > 2 * max_frames:  # frame count was unknown: thin out now
             keep = np.unique(np.linspace(0, len(frames) - 1, max_frames).round().astype(int))
