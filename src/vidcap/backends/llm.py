@@ -9,6 +9,7 @@ import copy
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any, cast
 
 from ..errors import OOM, UsageError, format_error
 from .base import CaptionOptions, CaptionResult
@@ -60,11 +61,14 @@ class HFChatBackend(ChatBackend):
     """A transformers causal LM with its own chat template: left-padded batches, greedy by default."""
 
     name = "hf"
+    model: str  # the default when none is given
 
     def __init__(self, model: str | None, options: CaptionOptions | None = None):
         super().__init__(model or DEFAULT_TAG_MODEL, options)
+        self.tokenizer: Any
+        self.lm: Any  # transformers objects once set up
         self.tokenizer = self.lm = None
-        self.device = None
+        self.device: str | None = None
         self._merge_system = False
         self._eos: list[int] = []
         self.prompt_tokens = self.completion_tokens = 0
@@ -220,7 +224,7 @@ def _load_lm(model: str, dtype, device: str, trust_remote_code: bool):
     from .hf_common import quiet_transformers
 
     quiet_transformers()
-    kwargs = dict(dtype=dtype, use_safetensors=True, trust_remote_code=trust_remote_code)
+    kwargs: dict[str, Any] = dict(dtype=dtype, use_safetensors=True, trust_remote_code=trust_remote_code)
     if str(device).startswith("cuda"):
         kwargs["device_map"] = {"": device}  # load straight onto the GPU, no full copy in host memory
     try:
@@ -228,12 +232,12 @@ def _load_lm(model: str, dtype, device: str, trust_remote_code: bool):
     except (OSError, ValueError) as exc:
         raise _load_error(model, exc) from None
     if "device_map" not in kwargs:
-        lm = lm.to(device)
+        lm = lm.to(device)  # type: ignore[arg-type]  # transformers types `to` as @wraps(Module.to), self and all
     return lm.eval()
 
 
 def _eos_ids(tok, lm) -> list[int]:
-    ids = []
+    ids: list[Any] = []
     for source in (lm.generation_config.eos_token_id, tok.eos_token_id):
         ids += source if isinstance(source, (list, tuple)) else [source]
     vocab = tok.get_vocab()
@@ -258,6 +262,7 @@ class OpenAIChatBackend(ChatBackend):
     """One chat-completions request per caption through the shared API client (retries, concurrency)."""
 
     name = "openai"
+    model: str  # the default when none is given
 
     def __init__(self, model: str | None, options: CaptionOptions | None = None):
         from .api_common import ChatClient
@@ -286,7 +291,7 @@ class OpenAIChatBackend(ChatBackend):
     def _params(self) -> dict:
         from .openai_api import _REASONING_PREFIXES
 
-        tokens, temp = int(self.options.max_new_tokens), float(self.options.temperature or 0.0)
+        tokens, temp = int(cast(int, self.options.max_new_tokens)), float(self.options.temperature or 0.0)
         if self.model.rsplit("/", 1)[-1].startswith(_REASONING_PREFIXES):
             return {"max_completion_tokens": tokens, **({"temperature": temp} if temp not in (0, 1) else {})}
         return {"max_tokens": tokens, "temperature": temp}
