@@ -7,6 +7,7 @@ import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any, cast
 
 from ..engine.prefill import seq_keys, to_device
 from ..engine.scheduler import ListSource
@@ -168,6 +169,8 @@ class HFCaptionBackend(CaptionBackend):
 
     def __init__(self, preset, options):
         super().__init__(preset, options)
+        self.model: Any
+        self.tokenizer: Any  # transformers objects once set up
         self.model = self.tokenizer = None
         self.device = None
         self.dtype = None
@@ -205,8 +208,9 @@ class HFCaptionBackend(CaptionBackend):
         quiet_transformers()
         t0 = time.perf_counter()
         compiled = self._precompile()  # the engine's Triton kernels compile while the weights load
+        assert self.model_dir is not None  # resolve() found it
         self._load(self.model_dir, self.device, self.dtype)
-        self.model.eval()
+        cast(Any, self.model).eval()  # _load set it (the check above narrowed it to None)
         self.loaded_at = time.perf_counter()
         self.load_s = self.loaded_at - t0
         compiled()
@@ -569,7 +573,7 @@ def collate_items(items: list[dict], pad_id: int, side: str = "left") -> Prepare
 
     seq = seq_keys(items[0])
     width = max(it["input_ids"].shape[1] for it in items)
-    batch = {}
+    batch: dict[str, Any] = {}
     keys = list(dict.fromkeys(k for it in items for k in it))  # image and video rows carry different keys
     for k in keys:
         if k in ("n_prompt", "max_new"):
@@ -608,7 +612,7 @@ class WorkerPreprocessor:
 
     def __init__(self, backend_cls, preset, options, model_dir: str):
         self.backend_cls, self.preset, self.options, self.model_dir = backend_cls, preset, options, model_dir
-        self._backend = None
+        self._backend: Any = None
 
     def __getstate__(self):
         return {k: v for k, v in self.__dict__.items() if k != "_backend"}

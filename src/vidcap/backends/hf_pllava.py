@@ -57,6 +57,7 @@ class PllavaBackend(HFCaptionBackend):
 
     @property
     def visual_tokens(self) -> int:
+        assert self.pooling_shape is not None  # load_preprocessor set it
         return math.prod(self.pooling_shape)
 
     def provenance(self) -> dict:

@@ -4,6 +4,7 @@ and preprocessing come from the model's own processor; clips go in as native vid
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 from ..errors import UsageError, first_line
 from .base import CaptionRequest
@@ -147,7 +148,7 @@ class HFVLMBackend(HFCaptionBackend):
 
     def prepare_one(self, req: CaptionRequest) -> dict:
         text, images, videos = self.render(req)
-        kwargs = dict(text=[text], return_tensors="pt")
+        kwargs: dict[str, Any] = dict(text=[text], return_tensors="pt")
         if images:
             kwargs["images"] = images
         if videos:
