@@ -15,8 +15,9 @@ class ResultTable(Protocol):
 
     columns: list[str]
 
-    def read(self, columns: list[str]) -> Any:
-        """These columns of every result row, with the row id, as an Arrow table."""
+    def read(self, columns: list[str], where: str = "") -> Any:
+        """These columns of every result row (those matching the SQL condition `where`, if given), with the row
+        id, as an Arrow table."""
 
     def update(self, table: Any) -> None:
         """Set the columns of an Arrow table (with the row id column) on the rows it names; new columns are

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass
+from typing import Any, cast
 
 import pyarrow as pa
 
@@ -38,7 +39,7 @@ class PromptPicker:
 
         spec = self.spec(is_image)
         if spec is None:
-            return self.custom
+            return cast(str, self.custom)  # the custom text is set whenever no spec is
         hint = (row or {}).get("text", "")
         return render(spec, "" if hint is None or hint != hint else str(hint))
 
@@ -87,7 +88,7 @@ class FrameLoader:
     positions: str
     resize: int | None = None
     max_side: int | None = None
-    prep: object | None = None  # backend.worker_preprocessor()
+    prep: Callable[[CaptionRequest], Any] | None = None  # backend.worker_preprocessor()
     picker: PromptPicker | None = None
     rate: float | None = None  # frames by time: this many per second, `num_frames` at most
 
@@ -108,7 +109,10 @@ class FrameLoader:
         if self.prep is None:
             return frames
         req = CaptionRequest(
-            frames.frames, self.picker(row, frames.is_image), frames.is_image, frame_meta(row.get(ABSPATH), frames)
+            frames.frames,
+            cast(PromptPicker, self.picker)(row, frames.is_image),
+            frames.is_image,
+            frame_meta(row.get(ABSPATH), frames),
         )
         prepared = self.prep(req)
         frames.frames = None  # the pixels travel as model inputs now
@@ -248,7 +252,7 @@ class CaptionStage(Stage):
     @property
     def prompt_template(self) -> str:
         """The prompt as written (a `-text` prompt's `{}` still unfilled: each row fills its own)."""
-        return self.options.prompt_text if self.prompt is None else self.prompt.text
+        return cast(str, self.options.prompt_text) if self.prompt is None else self.prompt.text
 
     def process_batch(self, items: list[Item]) -> list[dict]:
         self._check_budget()
