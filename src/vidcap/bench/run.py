@@ -11,6 +11,7 @@ import json
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 
 @dataclass
@@ -246,7 +247,7 @@ def run_bench(cfg: BenchConfig) -> dict:
         from .gpu import measure_peaks
 
         peaks = measure_peaks()
-    report = {
+    report: dict[str, Any] = {
         "config": {k: v for k, v in cfg.__dict__.items()},
         "device": peaks.get("name", "cpu"),
         "peaks": peaks,
