@@ -230,7 +230,7 @@ def run_bench(cfg: BenchConfig) -> dict:
         from .scaling import run_scaling
 
         specs = [x.strip() for x in str(cfg.gpus).split(",") if x.strip()]
-        report = {
+        report: dict[str, Any] = {
             "config": dict(cfg.__dict__),
             "device": "multi-GPU",
             "clips_s": time.perf_counter() - t0,
@@ -247,7 +247,7 @@ def run_bench(cfg: BenchConfig) -> dict:
         from .gpu import measure_peaks
 
         peaks = measure_peaks()
-    report: dict[str, Any] = {
+    report = {
         "config": {k: v for k, v in cfg.__dict__.items()},
         "device": peaks.get("name", "cpu"),
         "peaks": peaks,
