@@ -409,3 +409,20 @@ def test_a_server_that_drips_bytes_meets_the_per_file_deadline(tmp_path):
     got = _text(tmp_path / "o.csv")
     assert got["status"].tolist() == ["failed", "ok"] and got["error"][0].startswith("timeout"), got["error"][0]
     assert took < 60
+
+
+def test_a_dataset_output_that_lost_a_part_or_its_marker_is_rebuilt(clips, tmp_path):
+    m = _copy(clips, tmp_path)
+    out = tmp_path / "ds"
+    args = ["caption", m, "--model", "fake", "--workers", "0", "-o", f"{out}/"]
+    vidcap(*args, VIDCAP_DATASET_ROWS=4)
+    parts = sorted(out.glob("part-*.parquet"))
+    assert len(parts) == 3
+    parts[1].unlink()
+    proc = vidcap(*args, VIDCAP_DATASET_ROWS=4)
+    assert "done again" in proc.stderr
+    got = pd.concat([pd.read_parquet(p) for p in sorted(out.glob("part-*.parquet"))])
+    assert len(got) == 12 and sorted(got["path"]) == sorted(_text(m)["path"])
+    (out / "_vidcap.json").unlink()
+    vidcap(*args, "--overwrite", VIDCAP_DATASET_ROWS=4)
+    assert (out / "_vidcap.json").exists() and len(pd.read_parquet(out / "part-00000.parquet")) == 4

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import secrets
 import shutil
 import tempfile
@@ -27,6 +28,7 @@ from pathlib import Path
 from .errors import UsageError
 from .storage import fsync_path, umask_now
 
+PART_NAME = re.compile(r"part-\d{5,}\.parquet")  # the names vidcap gives its part files
 MARKER = "_vidcap.json"
 ROWS_ENV = "VIDCAP_DATASET_ROWS"
 DEFAULT_ROWS = 1 << 20
@@ -90,7 +92,7 @@ def files(path) -> list[Path]:
     if lost or not names:
         raise UsageError(
             f"{path} is an incomplete output ({lost[0] if lost else 'no part'} is missing); rerun the "
-            "command that writes it to finish it."
+            "command that writes it: the rows of the missing part are done again."
         )
     return [path / n for n in names]
 
@@ -254,9 +256,10 @@ def remove(path) -> None:
 
 
 def owned(path) -> bool:
-    """A folder vidcap may replace: a dataset it wrote, or an empty folder."""
+    """A folder vidcap may replace: a dataset it wrote (with its marker, or only part files named as vidcap
+    names them: one whose marker was lost), or an empty folder."""
     path = Path(path)
-    return marker(path) is not None or not any(path.iterdir())
+    return marker(path) is not None or all(PART_NAME.fullmatch(p.name) for p in path.iterdir())
 
 
 def _write_json(path: Path, data: dict) -> None:

@@ -449,7 +449,11 @@ class Ledger:
             tables.append(as_path(failed))
         done = 0
         for i, table in enumerate(tables):
-            done = self._load_table(table, f"prior{i}", done)
+            try:
+                done = self._load_table(table, f"prior{i}", done)
+            except UsageError as exc:  # e.g. a dataset folder that lost a part: its rows are done again
+                print(f"vidcap: {str(exc).split('; ')[0]}; its rows are done again and it is written anew.",
+                      file=sys.stderr)
         self._has_prior = done > 0
 
     def _load_table(self, table, name: str, start: int) -> int:
