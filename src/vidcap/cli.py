@@ -175,7 +175,7 @@ def check_manifest_name(manifest) -> None:
     )
 
 
-def output_path(manifest: Path, output: str | None, suffix: str):
+def output_path(manifest: str | Path, output: str | None, suffix: str):
     from .manifest import default_output, table_format
     from .storage import as_path
 
@@ -229,7 +229,7 @@ def exit_if_all_failed(summary: dict) -> None:
 
 
 def execute(
-    stage, manifest: Path, out: Path, opts, gpus=None, tp=1, engine="local", address=None, ray=None, checked=False
+    stage, manifest: str | Path, out: Path, opts, gpus=None, tp=1, engine="local", address=None, ray=None, checked=False
 ) -> dict:
     """Every run command ends here: one dispatch picks the executor (one process, GPUs of a host, torchrun,
     Ray) for any stage. `checked`: the caller already ran vidcap.preflight.check."""
