@@ -426,3 +426,11 @@ def test_a_dataset_output_that_lost_a_part_or_its_marker_is_rebuilt(clips, tmp_p
     (out / "_vidcap.json").unlink()
     vidcap(*args, "--overwrite", VIDCAP_DATASET_ROWS=4)
     assert (out / "_vidcap.json").exists() and len(pd.read_parquet(out / "part-00000.parquet")) == 4
+
+
+def test_a_file_whose_name_ends_in_a_space_is_found(tmp_path):
+    make_video(tmp_path / "a.mp4", n_frames=12, size=(64, 48)).rename(tmp_path / "a.mp4 ")
+    make_video(tmp_path / "b.mp4", n_frames=12, size=(64, 48))
+    pd.DataFrame({"path": ["a.mp4 ", " b.mp4 "]}).to_csv(tmp_path / "m.csv", index=False)
+    vidcap("caption", tmp_path / "m.csv", "--model", "fake", "--workers", "0", "-o", tmp_path / "o.csv")
+    assert _text(tmp_path / "o.csv")["status"].tolist() == ["ok", "ok"]

@@ -114,7 +114,13 @@ def resolve_path(value, base: str | os.PathLike) -> str:
     if "://" in folder:
         proto, rest = folder.split("://", 1)
         return f"{proto}://{posixpath.normpath(posixpath.join(rest, text))}"
-    return os.path.normpath(os.path.join(folder, text))
+    resolved = os.path.normpath(os.path.join(folder, text))
+    raw = str(value) if isinstance(value, str) else ""
+    if raw != text and not os.path.exists(resolved):  # a file whose own name begins or ends with a space
+        spaced = os.path.normpath(os.path.join(folder, os.path.expanduser(raw)))
+        if os.path.isfile(spaced):
+            return spaced
+    return resolved
 
 
 def read_manifest(path: str | os.PathLike, require: tuple[str, ...] = ("path",)) -> pd.DataFrame:
