@@ -26,6 +26,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import cast
 
 _TAG = re.compile(r"#id=([\w.\-]+)")
 
@@ -58,7 +59,7 @@ class FakeOpenAIServer:
         self._httpd.daemon_threads = True
         self.port = self._httpd.server_address[1]
         self.base_url = f"http://127.0.0.1:{self.port}/v1"
-        self._thread = None
+        self._thread: threading.Thread | None = None
 
     def start(self) -> FakeOpenAIServer:
         self._thread = threading.Thread(target=self._httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
@@ -134,7 +135,7 @@ def parse_request(body: dict, auth: str, models, require_images: bool = True) ->
         problems.append("no images")
     if not ("max_tokens" in body or "max_completion_tokens" in body):
         problems.append("no token limit")
-    tag = (_TAG.search(prompt) or [None, ""])[1]
+    tag = cast(str, (_TAG.search(prompt) or [None, ""])[1])
     return Hit(tag, time.monotonic(), model, prompt, images, details, body, auth, problems)
 
 
@@ -166,6 +167,8 @@ def openai_image_tokens(data: bytes, detail: str | None) -> int:
 
     if detail == "low":
         return 85
+    w: float
+    h: float
     w, h = Image.open(io.BytesIO(data)).size
     s = min(1.0, 2048 / max(w, h))
     w, h = w * s, h * s

@@ -13,6 +13,7 @@ import glob
 import os
 import shutil
 from pathlib import Path
+from typing import cast
 
 import numpy as np
 
@@ -113,7 +114,7 @@ def make_video(
     options = {"movflags": "faststart"} if faststart else {}
     width, height = size
     with av.open(str(path), "w", format=fmt, options=options) as out:
-        stream = out.add_stream(codec, rate=fps)
+        stream = cast("av.VideoStream", out.add_stream(codec, rate=fps))  # a video codec
         stream.width, stream.height = width, height
         stream.pix_fmt = "yuvj420p" if codec == "mjpeg" else "yuv420p"
         stream.options = dict(opts)
@@ -190,7 +191,7 @@ def make_audio_only(path, seconds: float = 1.0):
     fmt, codec = {".mp4": ("mp4", "aac"), ".m4a": ("mp4", "aac")}.get(path.suffix, ("matroska", "mp2"))
     rate = 44100
     with av.open(str(path), "w", format=fmt) as out:
-        stream = out.add_stream(codec, rate=rate, layout="mono")
+        stream = cast("av.AudioStream", out.add_stream(codec, rate=rate, layout="mono"))
         n = int(rate * seconds)
         tone = (np.sin(np.arange(n) * 2 * np.pi * 440 / rate) * 8000).astype(np.int16)
         chunk = 1024
@@ -289,8 +290,8 @@ def real_videos() -> dict[str, Path]:
             if (data / name).is_file():
                 found[name] = data / name
     if not found:  # other layouts (e.g. gz-compressed docs): look once more
-        for p in glob.glob("/usr/share/doc/opencv-doc/**/*.avi", recursive=True):
-            found.setdefault(Path(p).name, Path(p))
+        for hit in glob.glob("/usr/share/doc/opencv-doc/**/*.avi", recursive=True):
+            found.setdefault(Path(hit).name, Path(hit))
     return found
 
 

@@ -4,6 +4,7 @@ resize_crop_longshort, transformers 4.40's PIL CLIP processor), for landscape, p
 frames."""
 
 import json
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pytest
@@ -19,10 +20,13 @@ from torchvision.transforms import functional as TF
 from vidcap.backends.base import CaptionOptions, CaptionRequest
 from vidcap.backends.registry import make_backend, resolve_model
 
+if TYPE_CHECKING:
+    from torch import Tensor
+
 SIZES = [(720, 1280), (1080, 1920), (1920, 1080), (480, 640), (336, 336)]
 
 
-def seed_chain(frame: np.ndarray, mean, std) -> torch.Tensor:
+def seed_chain(frame: np.ndarray, mean, std) -> "Tensor":
     """One frame through the seed's steps, as the seed's libraries do them."""
     img = tv.transforms.Resize(672)(Image.fromarray(frame))  # Open-Sora caption_pllava.py (PIL: bilinear)
     h, w = img.height, img.width
