@@ -14,6 +14,7 @@ import threading
 import time
 from functools import partial
 from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
 
 RANGE = re.compile(r"bytes=(\d*)-(\d*)$")
 
@@ -90,7 +91,7 @@ class HTTPFiles:
     ranges: True (206 answers), False (200 and `Accept-Ranges: none`), "ignored" (200, nothing said)."""
 
     def __init__(self, root, ranges: bool | str = True, self_signed: bool = False):
-        self.counter = {"bytes": 0, "lock": threading.Lock()}
+        self.counter: dict[str, Any] = {"bytes": 0, "lock": threading.Lock()}
         handler = type("Handler", (_Handler,), {"ranges": ranges, "counter": self.counter})
         self.server = _Server(("127.0.0.1", 0), partial(handler, directory=str(root)))
         scheme = "http"

@@ -9,6 +9,7 @@ import os
 import subprocess
 import sys
 import time
+from typing import cast
 
 import pandas as pd
 import pytest
@@ -56,7 +57,7 @@ def _run(executor: str, args: list[str], manifest, out, **env) -> subprocess.Com
     if executor == "torchrun":
         cmd = [*TORCHRUN, *common]
     else:
-        cmd = [*VIDCAP, *common, *EXECUTORS[executor]]
+        cmd = [*VIDCAP, *common, *cast(list[str], EXECUTORS[executor])]
     proc = subprocess.run(
         cmd, capture_output=True, text=True, env=cli_env(**env), stdin=subprocess.DEVNULL, timeout=600, check=False
     )

@@ -3,6 +3,7 @@ merge, batched == one-by-one, prompts reaching the model, token accounting, OOM 
 
 import json
 import shutil
+from typing import Any
 
 import numpy as np
 import pytest
@@ -38,7 +39,7 @@ def requests_for(clips, k, positions, prompt="Describe this video.", image=False
     return reqs
 
 
-_backends = {}
+_backends: dict[tuple, Any] = {}
 
 
 def backend_for(tiny_model, family, **opts):

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import shutil
 from pathlib import Path
+from typing import cast
 
 import numpy as np
 import pandas as pd
@@ -155,7 +156,7 @@ def _readable(jpeg: bytes) -> bool:
     import cv2
 
     try:
-        read_index(cv2.imdecode(np.frombuffer(jpeg, np.uint8), cv2.IMREAD_COLOR)[:, :, ::-1])
+        read_index(cast(np.ndarray, cv2.imdecode(np.frombuffer(jpeg, np.uint8), cv2.IMREAD_COLOR))[:, :, ::-1])
         return True
     except ValueError:
         return False

@@ -17,7 +17,9 @@ def cards(html: str) -> dict[str, str]:
     """Card html by the title shown in its header."""
     out = {}
     for block in re.findall(r'<article class="card.*?</article>', html, re.DOTALL):
-        title = re.search(r'<span class="path"[^>]*>(.*?)</span>', block).group(1)
+        match = re.search(r'<span class="path"[^>]*>(.*?)</span>', block)
+        assert match is not None
+        title = match.group(1)
         out[title] = block
     return out
 
