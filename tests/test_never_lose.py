@@ -434,3 +434,85 @@ def test_a_file_whose_name_ends_in_a_space_is_found(tmp_path):
     pd.DataFrame({"path": ["a.mp4 ", " b.mp4 "]}).to_csv(tmp_path / "m.csv", index=False)
     vidcap("caption", tmp_path / "m.csv", "--model", "fake", "--workers", "0", "-o", tmp_path / "o.csv")
     assert _text(tmp_path / "o.csv")["status"].tolist() == ["ok", "ok"]
+
+
+def test_no_ray_process_outlives_a_killed_run(clips, tmp_path):
+    """SIGKILL of vidcap --engine ray: nothing of the Ray instance it started (raylet, GCS, the renamed
+    ray::DashboardAgent and ray::RuntimeEnvAgent, workers) is left a few seconds later."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    pytest.importorskip("ray")
+    from clirun import cli_env
+
+    m = _copy(clips, tmp_path)
+    cmd = [
+        sys.executable,
+        "-m",
+        "vidcap",
+        "caption",
+        str(m),
+        "--model",
+        "fake",
+        "--engine",
+        "ray",
+        "--workers",
+        "1",
+        "-q",
+        "-o",
+        str(tmp_path / "o.csv"),
+    ]
+    proc = subprocess.Popen(cmd, env=cli_env(VIDCAP_FAKE_DELAY=2), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        mine: set[int] = set()
+        deadline = time.monotonic() + 120
+        while not mine and time.monotonic() < deadline and proc.poll() is None:
+            time.sleep(1)
+            mine = _tree(proc.pid) - {proc.pid}
+            started = any(_name(p).startswith("ray::") for p in mine) and any(
+                "os.kill(parent" in _name(p) for p in mine
+            )
+            if not started:  # Ray up, and the watchdog vidcap starts right after ray.init
+                mine = set()
+        assert mine, "Ray did not start"
+        time.sleep(3)
+        mine = _tree(proc.pid) - {proc.pid}
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait()
+        time.sleep(8)
+        alive = {p for p in mine if os.path.exists(f"/proc/{p}") and not _name(p).endswith("<defunct>")}
+        assert not alive, [_name(p) for p in alive]
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+
+
+def _tree(root: int) -> set[int]:
+    import os
+
+    children: dict[int, list[int]] = {}
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            with open(f"/proc/{pid}/stat", "rb") as fh:
+                ppid = int(fh.read().rsplit(b")", 1)[1].split()[1])
+        except (OSError, ValueError, IndexError):
+            continue
+        children.setdefault(ppid, []).append(int(pid))
+    out, todo = {root}, [root]
+    while todo:
+        for child in children.get(todo.pop(), []):
+            if child not in out:
+                out.add(child)
+                todo.append(child)
+    return out
+
+
+def _name(pid: int) -> str:
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as fh:
+            return fh.read().replace(b"\0", b" ").decode(errors="replace").strip()
+    except OSError:
+        return "<defunct>"
