@@ -516,3 +516,43 @@ def _name(pid: int) -> str:
             return fh.read().replace(b"\0", b" ").decode(errors="replace").strip()
     except OSError:
         return "<defunct>"
+
+
+def test_a_full_disk_at_start_is_one_sentence_and_leaves_nothing(clips, tmp_path):
+    m = _copy(clips, tmp_path)
+    proc = vidcap(
+        "caption",
+        m,
+        "--model",
+        "fake",
+        "--workers",
+        "0",
+        "-o",
+        tmp_path / "o.csv",
+        VIDCAP_TEST_FAULT="start:enospc",
+        check=False,
+    )
+    assert proc.returncode == 2 and "No space left on device" in proc.stderr and "bucket" not in proc.stderr
+    assert not (tmp_path / "o.csv.parts").exists()
+
+
+def test_a_manifest_on_an_object_store(clips, tmp_path):
+    pytest.importorskip("s3fs")
+    pytest.importorskip("moto")
+    from s3server import S3
+
+    server = S3()
+    try:
+        server.bucket("data")
+        rows = _text(clips / "m.csv")
+        rows["path"] = [str(clips / p) for p in rows["path"]]
+        rows.to_csv(tmp_path / "m.csv", index=False)
+        server.fs.put(str(tmp_path / "m.csv"), "data/in/m.csv")
+        proc = vidcap(
+            "caption", "s3://data/in/m.csv", "--model", "fake", "--workers", "0", "-o", tmp_path / "o.csv", **server.env
+        )
+        assert "Traceback" not in proc.stderr
+        got = _text(tmp_path / "o.csv")
+        assert len(got) == 12 and (got["status"] == "ok").sum() == 10
+    finally:
+        server.stop()

@@ -49,6 +49,7 @@ FILE_DTYPES = {"file_size": "Int64", "file_mtime": "float64"}
 #            dataset_part  a dataset output's part file is complete (more parts or its marker to come)
 #            final_cleanup the output is in place, the parts folder not yet removed
 #            compact       a compacted part's temp file is complete, its sources not yet removed
+#            start         the run takes its lock (a local output)
 #   actions: kill (SIGKILL itself, like a power cut or the OOM killer) or enospc (fail like a full disk).
 # Unset (always, outside tests) it costs one environment lookup per part.
 FAULT_ENV = "VIDCAP_TEST_FAULT"
@@ -238,6 +239,7 @@ class PartStore:
             return
         import fcntl
 
+        fault_point("start")  # tests: a disk that is full when the run starts
         fh = open(self.dir / "LOCK", "a+")  # noqa: SIM115 (held open for the whole run: it is the lock)
         try:
             fcntl.flock(fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
