@@ -4,6 +4,7 @@ and a small labelled set generated from the real footage on this machine, throug
 from __future__ import annotations
 
 import math
+from typing import Any, cast
 
 import numpy as np
 import pandas as pd
@@ -32,7 +33,7 @@ def _clip(scene: np.ndarray, dx: float, dy: float, zoom: float, n: int = 40, see
     path = evalset.window_path(rng, n, (w, h), (256, 192), dx, dy, zoom, "smooth", 0.0)
     assert path is not None
     truth = evalset.truth_of(path[0], path[1], (256, 192))
-    return np.stack(evalset.render(lambda k: scene, *path, (256, 192))), truth
+    return np.stack(evalset.render(lambda k: scene, *cast(tuple[Any, Any, Any], path), (256, 192))), truth
 
 
 @pytest.mark.parametrize("dx,dy,zoom", [(0.5, 0, 1), (0, -0.5, 1), (0, 0, 1.8), (-0.45, 0, 0.6)])
