@@ -76,11 +76,15 @@ def summary_charts(
         counts = Counter(f for fs in flags for f in fs)
         items = [(f, counts.get(f, 0)) for f in FLAGS] + sorted((k, v) for k, v in counts.items() if k not in FLAGS)
         charts.append(bar_chart("Caption flags (rows)", items, "flags", WARN))
-    codes = Counter(error_code(e.split("; ")[0]) for e in errors if e)
+    # clips, as the run's summary counts them: a clip listed twice in the manifest is one clip
+    first = ~df["path"].astype(str).duplicated() if "path" in df.columns else pd.Series(True, index=df.index)
+    first = first.to_numpy()
+    codes = Counter(error_code(e.split("; ")[0]) for e, f in zip(errors, first, strict=True) if e and f)
+    n_ok, n_failed, dups = int((ok & first).sum()), int((~ok & first).sum()), int((~first).sum())
     charts.append(
         bar_chart(
-            f"Status ({int(ok.sum()):,} ok, {int((~ok).sum()):,} failed)",
-            [("ok", int(ok.sum()))] + codes.most_common(),
+            f"Status ({n_ok:,} ok, {n_failed:,} failed" + (f"; {dups:,} duplicate rows" if dups else "") + ")",
+            [("ok", n_ok)] + codes.most_common(),
             "status",
         )
     )
