@@ -240,7 +240,7 @@ def connect(address: str | None, runtime_env: dict, num_cpus: int | None = None)
     }
     if not address:  # a Ray of this run's own: never join a cluster someone else started on this host
         ray.init(address="local", num_cpus=num_cpus, **kwargs)
-        reap_on_exit(ray._private.worker._global_node.get_session_dir_path())
+        reap_on_exit(ray._private.worker._global_node.get_session_dir_path())  # type: ignore[attr-defined]  # ray: `_global_node = None`, set by ray.init
         return
     deadline = seconds(CONNECT_TIMEOUT_ENV, 20.0)
     where = head_address(address)
