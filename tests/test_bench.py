@@ -41,6 +41,9 @@ def test_bench_tiny_shape_with_baseline(tmp_path):
     # each run says which path it took: the baseline went through generate(), vidcap through its engine
     assert report["runs"][0]["engine"]["fast_path"] is False and report["runs"][1]["engine"]["fast_path"] is True
     assert "speed-up over the baseline path" in proc.stdout and "[vidcap] 4 videos (4 ok)" in proc.stdout
+    # the breakdown says where the engine's time went, not a column of zeros
+    stages = report["runs"][1]["stage_s"]
+    assert stages["engine prefill (vision+prompt)"] > 0 and stages["engine decode steps"] > 0
 
 
 def test_bench_with_a_relative_work_dir_captions_every_clip(tmp_path):

@@ -100,6 +100,26 @@ def _model_dir(cfg: BenchConfig, root: Path) -> tuple[str, str]:
     return str(out), SHAPES[cfg.shape][1]
 
 
+def _stages(batch_s: float, t_prep, t_gen, wall: float, engine: dict | None) -> dict:
+    """Where the run's time went. Clips that streamed through the engine never pass process_batch: their
+    time is the engine's own (prefill calls, decode steps, waiting for frames), not a column of zeros."""
+    if engine and engine.get("rows") and not batch_s:
+        decode = (engine.get("decode_ms_per_step") or 0.0) * (engine.get("decode_steps") or 0) / 1e3
+        spent = engine["prefill_s"] + decode + engine["frames_wait_s"]
+        return {
+            "engine prefill (vision+prompt)": engine["prefill_s"],
+            "engine decode steps": decode,
+            "engine waiting for frames": engine["frames_wait_s"],
+            "other (start-up, scheduling, merge)": max(0.0, wall - spent),
+        }
+    return {
+        "model (process_batch)": batch_s,
+        "preprocess (in main process)": t_prep.total if t_prep else None,
+        "generate (vision+prefill+decode)": t_gen.total if t_gen else None,
+        "waiting for frames / other": wall - batch_s,
+    }
+
+
 def _one_run(stage, manifest: Path, out: Path, workers, label: str) -> dict:
     from ..runner import RunOptions, run_stage
     from .gpu import BusyMonitor
@@ -134,12 +154,7 @@ def _one_run(stage, manifest: Path, out: Path, workers, label: str) -> dict:
         "videos_per_s": n / wall if wall else 0.0,
         "steady_videos_per_s": steady,
         "first_batch_s": first_end - (t_end - wall),
-        "stage_s": {
-            "model (process_batch)": t_batch.total,
-            "preprocess (in main process)": t_prep.total if t_prep else None,
-            "generate (vision+prefill+decode)": t_gen.total if t_gen else None,
-            "waiting for frames / other": wall - t_batch.total,
-        },
+        "stage_s": _stages(t_batch.total, t_prep, t_gen, wall, summary.get("engine")),
         "gpu_busy": mon.busy,
         "peak_mem_gib": cuda.max_memory_allocated() / 2**30 if cuda else None,
         "engine": summary.get("engine"),
