@@ -26,6 +26,26 @@ def clips(tmp_path_factory):
     return root
 
 
+def _killed(m, out, n: int):
+    """A fake-model run over `m` SIGKILLed as it writes its n-th part (one row a part)."""
+    return vidcap(
+        "caption",
+        m,
+        "--model",
+        "fake",
+        "--workers",
+        "0",
+        "-o",
+        out,
+        "--part-rows",
+        "1",
+        "--batch-size",
+        "1",
+        VIDCAP_TEST_FAULT=f"part_write:kill:{n}",
+        check=False,
+    )
+
+
 def _copy(clips, tmp_path):
     for f in clips.iterdir():
         shutil.copy(f, tmp_path / f.name)
@@ -77,22 +97,7 @@ def test_limit_and_shard_never_shrink_a_finished_output(clips, tmp_path, select)
 def test_limit_after_a_killed_run_keeps_the_rows_its_parts_hold(clips, tmp_path):
     m = _copy(clips, tmp_path)
     out = tmp_path / "out.csv"
-    vidcap(
-        "caption",
-        m,
-        "--model",
-        "fake",
-        "--workers",
-        "0",
-        "-o",
-        out,
-        "--part-rows",
-        "1",
-        "--batch-size",
-        "1",
-        VIDCAP_TEST_FAULT="part_write:kill:6",
-        check=False,
-    )
+    _killed(m, out, 6)
     assert not out.exists() and (tmp_path / "out.csv.parts").exists()
     vidcap("caption", m, "--model", "fake", "--workers", "0", "-o", out, "--limit", "2", check=False)
     got = _text(out)
@@ -104,22 +109,7 @@ def test_limit_after_a_killed_run_keeps_the_rows_its_parts_hold(clips, tmp_path)
 def test_damaged_run_records_are_moved_aside(clips, tmp_path):
     m = _copy(clips, tmp_path)
     out = tmp_path / "out.csv"
-    vidcap(
-        "caption",
-        m,
-        "--model",
-        "fake",
-        "--workers",
-        "0",
-        "-o",
-        out,
-        "--part-rows",
-        "1",
-        "--batch-size",
-        "1",
-        VIDCAP_TEST_FAULT="part_write:kill:2",
-        check=False,
-    )
+    _killed(m, out, 2)
     (tmp_path / "out.csv.parts" / "run.json").write_text('{"fingerprint": {')
     proc = vidcap("caption", m, "--model", "fake", "--workers", "0", "-o", out, check=False)
     assert proc.returncode == 0 and "Traceback" not in proc.stderr and "was damaged" in proc.stderr
@@ -200,22 +190,7 @@ def test_a_part_with_no_status_or_damaged_pages_is_redone(clips, tmp_path):
 
     m = _copy(clips, tmp_path)
     out = tmp_path / "o.csv"
-    vidcap(
-        "caption",
-        m,
-        "--model",
-        "fake",
-        "--workers",
-        "0",
-        "-o",
-        out,
-        "--part-rows",
-        "1",
-        "--batch-size",
-        "1",
-        VIDCAP_TEST_FAULT="part_write:kill:5",
-        check=False,
-    )
+    _killed(m, out, 5)
     parts = sorted((tmp_path / "o.csv.parts").glob("part-*.parquet"))
     assert len(parts) >= 3
     tbl = pq.read_table(parts[0])

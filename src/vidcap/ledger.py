@@ -23,7 +23,7 @@ import numpy as np
 import pyarrow as pa
 
 from .errors import RETRYABLE, UsageError, first_line
-from .manifest import ABSPATH, INTERNAL, RID, atomic_local, table_format
+from .manifest import ABSPATH, INTERNAL, RID, atomic_local, check_columns, table_format
 from .parts import FILE_DTYPES, fault_point, read_json
 from .storage import as_path, file_stamp, get_file, is_remote, put_file
 
@@ -88,24 +88,6 @@ def manifest_batches(path: Path, batch_rows: int = BATCH_ROWS):
         raise UsageError(f"manifest {path} is not UTF-8 text; re-save it as UTF-8 CSV.") from None
     except (OSError, pa.ArrowException) as exc:
         raise UsageError(f"manifest {path} could not be read as {fmt} ({first_line(exc)}); check the file.") from None
-
-
-def check_columns(path: Path, names: list[str], require: tuple[str, ...]) -> None:
-    """The same refusals as `manifest.read_manifest`, from the header alone."""
-    missing = [c for c in require if c not in names]
-    if missing:
-        have = ", ".join(names[:40]) + (f" and {len(names) - 40} more" if len(names) > 40 else "") or "none"
-        what = {
-            "path": " holding one video path per row.",
-            "text": " holding the captions (tag the output of `vidcap caption`, or name the caption column with "
-            "--text-column).",
-        }
-        raise UsageError(
-            f"manifest {path} has no '{missing[0]}' column (columns: {have}); add one" + what.get(missing[0], ".")
-        )
-    taken = [c for c in names if c in INTERNAL or c in (ROW, REL, SEL)]
-    if taken:
-        raise UsageError(f"manifest {path} has a column named '{taken[0]}', a name vidcap keeps for itself; rename it.")
 
 
 def resolve_batch(paths: pa.Array, base: str) -> tuple[pa.Array, pa.Array]:
@@ -220,7 +202,7 @@ class Ledger:
         """Read the manifest once into table `m`: the selected rows (every `shard` row, the first `limit`),
         each with its position, resolved path, relative-path flag and row id."""
         self.names = self._header(self.manifest)
-        check_columns(self.manifest, self.names, tuple(self.stage.required_columns))
+        check_columns(self.manifest, self.names, tuple(self.stage.required_columns), (*INTERNAL, ROW, REL, SEL))
         # --shard and --limit choose the rows to work on; an output that has results keeps every row it has,
         # so then the whole manifest is read and the choice is column SEL (else only the chosen rows are read)
         whole = (shard is not None or limit is not None) and self._has_results()
@@ -452,8 +434,10 @@ class Ledger:
             try:
                 done = self._load_table(table, f"prior{i}", done)
             except UsageError as exc:  # e.g. a dataset folder that lost a part: its rows are done again
-                print(f"vidcap: {str(exc).split('; ')[0]}; its rows are done again and it is written anew.",
-                      file=sys.stderr)
+                print(
+                    f"vidcap: {str(exc).split('; ')[0]}; its rows are done again and it is written anew.",
+                    file=sys.stderr,
+                )
         self._has_prior = done > 0
 
     def _load_table(self, table, name: str, start: int) -> int:

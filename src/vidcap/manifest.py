@@ -123,14 +123,11 @@ def resolve_path(value, base: str | os.PathLike) -> str:
     return resolved
 
 
-def read_manifest(path: str | os.PathLike, require: tuple[str, ...] = ("path",)) -> pd.DataFrame:
-    """The manifest with every input column kept, plus `_abspath` (resolved path) for the stages."""
-    path = Path(os.path.expanduser(str(path)))
-    df = read_table(path, text=True)  # a CSV cell is written back as it was given ("007", "NA", "1e3")
-    missing = [c for c in require if c not in df.columns]
+def check_columns(path, names: list[str], require: tuple[str, ...], reserved: tuple[str, ...] = INTERNAL) -> None:
+    """A manifest's header refused in one sentence: a required column missing, or a name vidcap keeps."""
+    missing = [c for c in require if c not in names]
     if missing:
-        cols = list(map(str, df.columns))
-        have = ", ".join(cols[:40]) + (f" and {len(cols) - 40} more" if len(cols) > 40 else "") or "none"
+        have = ", ".join(names[:40]) + (f" and {len(names) - 40} more" if len(names) > 40 else "") or "none"
         what = {
             "path": " holding one video path per row.",
             "text": " holding the captions (tag the output of `vidcap caption`, or name the caption column with "
@@ -139,11 +136,18 @@ def read_manifest(path: str | os.PathLike, require: tuple[str, ...] = ("path",))
         raise UsageError(
             f"manifest {path} has no '{missing[0]}' column (columns: {have}); add one" + what.get(missing[0], ".")
         )
-    if len(df) == 0:
-        raise UsageError(f"manifest {path} has a header but no rows; nothing to do.")
-    taken = [c for c in df.columns if c in INTERNAL]
+    taken = [c for c in names if c in reserved]
     if taken:
         raise UsageError(f"manifest {path} has a column named '{taken[0]}', a name vidcap keeps for itself; rename it.")
+
+
+def read_manifest(path: str | os.PathLike, require: tuple[str, ...] = ("path",)) -> pd.DataFrame:
+    """The manifest with every input column kept, plus `_abspath` (resolved path) for the stages."""
+    path = Path(os.path.expanduser(str(path)))
+    df = read_table(path, text=True)  # a CSV cell is written back as it was given ("007", "NA", "1e3")
+    check_columns(path, list(map(str, df.columns)), require)
+    if len(df) == 0:
+        raise UsageError(f"manifest {path} has a header but no rows; nothing to do.")
     if "path" in df.columns:
         base = path.resolve().parent
         df[ABSPATH] = [resolve_path(v, base) for v in df["path"]]

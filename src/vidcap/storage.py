@@ -66,15 +66,16 @@ def is_object_store(path) -> bool:
     return any(p in OBJECT_STORES for p in protos)
 
 
-def put_bytes(path, data: bytes, before_replace=None) -> None:
-    """Write a remote object atomically (see the module text). before_replace: fault-injection hook."""
+def _replace(path, write, before_replace=None) -> None:
+    """Write a remote object atomically (see the module text): `write(target)` puts the bytes at `target`,
+    the object itself on an object store, else a temp object then moved. before_replace: fault hook."""
     if is_object_store(path):
         if before_replace is not None:
             before_replace()
-        path.fs.pipe_file(path.path, data)
+        write(path.path)
         return
     tmp = path.with_name(f".{path.name}.{secrets.token_hex(6)}.tmp")
-    path.fs.pipe_file(tmp.path, data)
+    write(tmp.path)
     try:
         if before_replace is not None:
             before_replace()
@@ -85,27 +86,16 @@ def put_bytes(path, data: bytes, before_replace=None) -> None:
         except Exception:
             pass
         raise
+
+
+def put_bytes(path, data: bytes, before_replace=None) -> None:
+    """Write a remote object from bytes, atomically."""
+    _replace(path, lambda target: path.fs.pipe_file(target, data), before_replace)
 
 
 def put_file(path, local: str, before_replace=None) -> None:
-    """Upload a local file to a remote path atomically (as `put_bytes`), without reading it into memory."""
-    if is_object_store(path):
-        if before_replace is not None:
-            before_replace()
-        path.fs.put_file(local, path.path)
-        return
-    tmp = path.with_name(f".{path.name}.{secrets.token_hex(6)}.tmp")
-    path.fs.put_file(local, tmp.path)
-    try:
-        if before_replace is not None:
-            before_replace()
-        path.fs.mv(tmp.path, path.path)
-    except BaseException:
-        try:
-            path.fs.rm_file(tmp.path)
-        except Exception:
-            pass
-        raise
+    """Upload a local file to a remote path atomically, without reading it into memory."""
+    _replace(path, lambda target: path.fs.put_file(local, target), before_replace)
 
 
 def get_file(path, local: str) -> None:
