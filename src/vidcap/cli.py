@@ -194,7 +194,7 @@ def print_summary(summary: dict, output: Path) -> None:
     con.print(
         f"[bold]done[/]: {summary.get('unique', summary['ok'] + nfail)} clips: {summary['ok']} ok, {nfail} failed"
         + (f" ({', '.join(f'{k}: {v}' for k, v in sorted(failed.items()))})" if nfail else "")
-        + f"; {summary['skipped']} skipped (already done); {summary['duplicates']} duplicate rows"
+        + f", {summary['skipped']} skipped (already done), {summary['duplicates']} duplicate rows"
     )
     con.print(
         f"processed {summary['processed']} rows in {summary['wall_s']:.1f} s ({summary['rows_per_s']:.2f} rows/s)"

@@ -151,7 +151,7 @@ def load_state(files: list[Path], device: str, dtype, tp: tuple[int, int] | None
     weights, lora, unknown = {}, {}, []
     for file in files:
         with safe_open(str(file), framework="pt", device=str(device)) as f:
-            for key in f:
+            for key in f.keys():  # noqa: SIM118 (safe_open is not iterable)
                 if key.endswith("rotary_emb.inv_freq"):
                     continue  # a buffer old transformers saved; recomputed from the config
                 m = _LORA.match(key)
