@@ -44,6 +44,7 @@ from .ray_cluster import (
 )
 
 FLUSH_ENV = "VIDCAP_RAY_FLUSH_SECONDS"
+PLAN_FILE_ROWS = 100_000  # a plan larger than this reaches Ray as a file (read where the driver runs)
 
 
 def check_ray() -> None:
@@ -137,8 +138,11 @@ class RayExecutor(Executor):
         return {**merge_extras(list(self.actor_extras.values())), "actors": self.actors}
 
     def rows(self, session: Session, led):
-        if self.address and self.address.startswith("ray://"):  # a Ray client: the driver's disk is not the cluster's
-            return led.source()
+        """The plan's rows: a plan file read by Ray tasks for a large plan; a small one (or any plan over a Ray
+        client, whose disk is not the cluster's) goes to Ray in the driver's memory."""
+        src = led.source()
+        if len(src) <= PLAN_FILE_ROWS or (self.address and self.address.startswith("ray://")):
+            return src
         from ..ledger_plan import PlanRows, plan_path, write_plan
 
         path = plan_path(session.books)
