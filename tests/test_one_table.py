@@ -83,8 +83,17 @@ def test_join_caption_and_motion_then_diff(clips, tmp_path):
     df = pd.read_parquet(joined)
     assert len(df) == 5 and df["text"].notna().sum() == 4 and df["cmotion"].notna().sum() == 4
     assert df["path"].tolist() == pd.read_csv(cap)["path"].tolist()  # the first table's order and paths
-    # `status` agrees in both (one column); the error texts differ, so the second keeps its own column
-    assert "status_j_cmotion" not in df.columns and "error_j_cmotion" in df.columns
+    # one `status` (ok when every stage is ok) and one `error`, beside each stage's own pair; nothing else
+    assert [c for c in df.columns if "status" in c or "error" in c] == [
+        "caption_status",
+        "caption_error",
+        "motion_status",
+        "motion_error",
+        "status",
+        "error",
+    ]
+    assert df["status"].tolist() == ["ok"] * 4 + ["failed"]
+    assert df["error"].iloc[-1].startswith("caption: missing") and "; motion: missing" in df["error"].iloc[-1]
     # tags from the captions, then all three stages in one table, and the review page shows each
     tags = tmp_path / "j_objects.csv"
     vidcap("tag", cap, "--key", "objects", "--backend", "fake", "-o", tags, "-q")

@@ -5,14 +5,17 @@ the user names. A clip listed twice in a table matches the same occurrence in th
 their names; a column that two inputs both have with different values is kept from the first and
 suffixed with the input's name from the second (`status_videos_cmotion`); identical columns appear once.
 
-Each stage output's `status` and `error` also appear under the stage's own name (`caption_status`,
+Each stage output's `status` and `error` appear under the stage's own name (`caption_status`,
 `motion_status`, `<key>_status` for a tag output such as `objects_status`, and the same with `_error`),
-so the table says which stage failed a row and Open-Sora's `--intersection`, which keeps the first
-table's column of a name, cannot drop one stage's status for another's.
+and the joined table has one `status` (ok when every stage is ok) and one `error` (each failing stage's,
+named: `caption: missing ...; motion: ...`), nothing else, so the table says which stage failed a row and
+Open-Sora's `--intersection`, which keeps the first table's column of a name, cannot drop one stage's
+status for another's.
 """
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pandas as pd
@@ -78,9 +81,39 @@ def join_tables(tables: list, out, on: str | None = None) -> dict:
     if len(tables) < 2:
         raise UsageError("join needs at least two tables.")
     joined, partial = joined_frame(tables, on)
-    joined = joined.drop(columns=[KEY])
+    joined = one_status(joined.drop(columns=[KEY]), [_label(t) for t in tables])
     tbl.write(joined, out)
     return {"rows": len(joined), "partial": partial}
+
+
+def one_status(joined: pd.DataFrame, labels: list[str]) -> pd.DataFrame:
+    """One `status` (ok when every stage is ok) and one `error` (each failing stage's, named), beside each
+    stage's `<stage>_status` / `<stage>_error`; the inputs' other status and error columns go (a tag output's
+    `status_input` repeats its caption's, `status_<table>` another table's)."""
+    stages = [c[: -len("_status")] for c in joined.columns if c.endswith("_status") and f"{c[:-7]}_error" in joined]
+    if not stages:
+        return joined
+    names = "|".join(["input", *map(re.escape, labels)])
+    extra = re.compile(rf"(status|error)(_({names}))+(_\d+)?")
+    drop = [c for c in joined.columns if c in ("status", "error") or extra.fullmatch(str(c))]
+    state = joined[[f"{s}_status" for s in stages]].astype("string")
+    errors = joined[[f"{s}_error" for s in stages]].astype("string").fillna("")
+    missing = state.isna()
+    ok = (state == "ok").fillna(False).all(axis=1)
+    detail = [
+        "; ".join(
+            f"{stage}: {err or ('no row' if gone else st)}"
+            for stage, st, err, gone in zip(stages, row_state, row_err, row_missing, strict=True)
+            if gone or st != "ok"
+        )
+        for row_state, row_err, row_missing in zip(
+            state.itertuples(index=False), errors.itertuples(index=False), missing.itertuples(index=False), strict=True
+        )
+    ]
+    joined = joined.drop(columns=drop)
+    joined["status"] = ["ok" if good else "failed" for good in ok]
+    joined["error"] = ["" if good else d for good, d in zip(ok, detail, strict=True)]
+    return joined
 
 
 def joined_frame(tables: list, on: str | None = None) -> tuple[pd.DataFrame, int]:
