@@ -124,3 +124,13 @@ def test_one_frame_count_rule_for_every_stage(tmp_path):
     assert err.value.code == SHORT and err.value.message == "truncated file: 49 of 132 frames present"
     check_frame_count(INDEXED_FORMATS[0], 132, 132)
     check_frame_count("avi", 49, 132)  # a header count that is not exact decides nothing
+
+
+def test_a_tag_row_whose_caption_failed_says_so(tmp_path):
+    make_video(tmp_path / "a.mp4", n_frames=12, size=(64, 48))
+    (tmp_path / "m.csv").write_text("path\na.mp4\ngone.mp4\n")
+    vidcap("caption", tmp_path / "m.csv", "--model", "fake", "--workers", "0", "-q")
+    vidcap("tag", tmp_path / "m_caption.csv", "--key", "objects", "--backend", "fake", "-q")
+    got = pd.read_csv(tmp_path / "m_caption_objects.csv", keep_default_na=False)
+    assert got["status"].tolist() == ["ok", "failed"]
+    assert got["error"][1].startswith("empty_text: the caption failed (missing")

@@ -27,6 +27,8 @@ class TextLoader:
     def __call__(self, row: dict) -> str:
         text = _text(row, self.column)
         if not text:
+            if str(row.get("status") or "ok") != "ok":  # the caption run's own verdict on this clip
+                raise VidcapError(EMPTY_TEXT, f"the caption failed ({_text(row, 'error')}), so there is nothing to tag")
             raise VidcapError(EMPTY_TEXT, f"the '{self.column}' column is empty, so there is nothing to tag")
         return text
 
