@@ -40,7 +40,7 @@ def connect(workdir: Path):
     try:
         import duckdb
     except ImportError:
-        raise UsageError("large manifests need DuckDB; install it with `pip install duckdb`.") from None
+        raise UsageError("vidcap's bookkeeping needs DuckDB; install it with `pip install duckdb`.") from None
     con = duckdb.connect(":memory:")  # tables spill to temp_directory past memory_limit (faster than a file)
     mem = os.environ.get("VIDCAP_LEDGER_MEMORY", "512MB")
     con.execute(f"SET memory_limit='{mem}'")
@@ -71,7 +71,7 @@ def manifest_batches(path: Path, batch_rows: int = BATCH_ROWS):
             header = next(csv.reader(fh), None)
         if not header:
             raise UsageError(f"manifest {path} is empty; it needs a header with a 'path' column and one row per video.")
-        # only an empty cell is missing ("NA", "null" stay text), as DuckDB's reader and the pandas path read it
+        # only an empty cell is missing ("NA", "null" stay text), as DuckDB's reader reads it
         conv = pcsv.ConvertOptions(
             column_types={c: pa.string() for c in header}, strings_can_be_null=True, null_values=[""]
         )
@@ -660,7 +660,7 @@ class Ledger:
             if c == "path" and rebase:
                 expr = f"CASE WHEN m.{REL} AND m.{ABSPATH} <> '' THEN m.{ABSPATH} ELSE m.\"path\" END"
             if csv and mtypes.get(c) == "VARCHAR":
-                expr = f"nullif({expr}, '')"  # pandas writes an empty text cell as DuckDB writes a NULL: bare
+                expr = f"nullif({expr}, '')"  # an empty text cell is written bare, as a NULL is
             cols.append(f"{expr} AS {_ident(plan.get(c, c))}")
         for c in tail:
             expr = f"b.{_ident(c)}"
@@ -703,7 +703,7 @@ class Ledger:
             reader = (getattr(rel, "to_arrow_reader", None) or rel.fetch_arrow_reader)(BATCH_ROWS)
             dataset.write(target, reader, reader.schema, meta=meta, **dataset_args)
             return
-        # The pandas path's bytes: CRLF line ends (RFC 4180; a bare \r in a cell is then quoted too) and no
+        # The bytes Python's csv writes: CRLF line ends (RFC 4180; a bare \r in a cell is then quoted too) and no
         # comment character (DuckDB would quote every cell holding a '#')
         csv = "FORMAT csv, HEADER true, NEW_LINE '\\r\\n', COMMENT ''"
         opts = csv if fmt == "csv" else "FORMAT parquet, COMPRESSION zstd"

@@ -3,7 +3,7 @@ tensor-parallel group); each worker runs the usual batch loop (vidcap.runners.lo
 and writes its own parts into the shared `<output>.parts/` folder.
 
 Exactly once: the coordinator holds the run lock and computes the rows to do once. It pulls them a chunk at
-a time from the plan (a list, or the ledger's lazy source for a large manifest: only the chunks in flight
+a time from the plan (the ledger's lazy source: only the chunks in flight
 are held in memory). A chunk stays owned by its worker until the worker reports it flushed to a part file. When a worker dies, the coordinator reads
 that worker's part files and hands the chunk rows it did not save to the other workers; a row that was in
 flight in two deaths is recorded as failed with the retryable `worker` code (redone by the next run).

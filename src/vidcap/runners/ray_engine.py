@@ -3,7 +3,7 @@ single-process runner does); Ray decodes frames in CPU tasks and captions in GPU
 per tensor-parallel group); results stream back to the driver, which writes the usual atomic parts under
 `<output>.parts/` and merges them. Only the driver writes, so a row is saved once; a killed run resumes.
 
-A large manifest (vidcap.ledger): the driver plans in DuckDB and writes the rows to do to a Parquet file in
+A large plan (vidcap.ledger, over PLAN_FILE_ROWS rows): the driver writes the rows to do to a Parquet file in
 the parts folder (vidcap.ledger_plan), which Ray reads in tasks pinned to the driver's node, so the driver
 never holds the rows in memory.
 
@@ -231,7 +231,7 @@ class RayExecutor(Executor):
 
     def _items(self, todo, batch: int):
         """The rows as a dataset of (`_vidcap_rid`, `_row`): a plan file is read by tasks on this node (the
-        file is on its disk) a row group at a time; a list (a small manifest) goes in whole."""
+        file is on its disk) a row group at a time; a small plan goes in whole from the driver's memory."""
         import ray
         import ray.data
 
