@@ -266,17 +266,14 @@ def test_usage_and_cost(server, make):
 
 
 @pytest.mark.timeout(180)  # two CLI runs in subprocesses; slow only on a loaded machine
-def test_cli_end_to_end_keeps_the_key_off_disk(server, tmp_path):
-    import cv2
-    from media import make_video, read_index
+def _key_env() -> dict:
+    """This environment with the API key set and vidcap's source importable."""
+    return {**os.environ, ENV: KEY, "PYTHONPATH": str(Path(__file__).parents[1] / "src")}
 
-    paths = [make_video(tmp_path / f"clip{i}.mp4", n_frames=30) for i in range(4)]
-    missing = tmp_path / "gone.mp4"
-    manifest = tmp_path / "m.csv"
-    pd.DataFrame({"path": [str(p) for p in paths] + [str(missing)]}).to_csv(manifest, index=False)
-    out = tmp_path / "out" / "caps.csv"
-    env = {**os.environ, ENV: KEY, "PYTHONPATH": str(Path(__file__).parents[1] / "src")}
-    cmd = [
+
+def _api_caption(server, manifest, out, *extra) -> list:
+    """`vidcap caption` against the fake server, keeping its parts (the key must be in none of them)."""
+    return [
         sys.executable,
         "-m",
         "vidcap",
@@ -292,14 +289,22 @@ def test_cli_end_to_end_keeps_the_key_off_disk(server, tmp_path):
         "x",
         "--api-key-env",
         ENV,
-        "--num-frames",
-        "3",
-        "--max-retries",
-        "1",
-        "--workers",
-        "1",
         "--keep-parts",
+        *extra,
     ]
+
+
+def test_cli_end_to_end_keeps_the_key_off_disk(server, tmp_path):
+    import cv2
+    from media import make_video, read_index
+
+    paths = [make_video(tmp_path / f"clip{i}.mp4", n_frames=30) for i in range(4)]
+    missing = tmp_path / "gone.mp4"
+    manifest = tmp_path / "m.csv"
+    pd.DataFrame({"path": [str(p) for p in paths] + [str(missing)]}).to_csv(manifest, index=False)
+    out = tmp_path / "out" / "caps.csv"
+    env = _key_env()
+    cmd = _api_caption(server, manifest, out, "--num-frames", "3", "--max-retries", "1", "--workers", "1")
     server.script[""] = ["ok", "ok", "401"]  # untagged requests: the third one is refused
     stopped = subprocess.run(
         cmd + ["--concurrency", "1", "--batch-size", "1"], env=env, capture_output=True, text=True, timeout=80
@@ -385,34 +390,11 @@ def test_cli_keeps_a_key_echoed_in_finish_reason_off_disk(server, tmp_path):
     manifest = tmp_path / "m.csv"
     pd.DataFrame({"path": [str(p) for p in paths]}).to_csv(manifest, index=False)
     out = tmp_path / "caps.csv"
-    env = {**os.environ, ENV: KEY, "PYTHONPATH": str(Path(__file__).parents[1] / "src")}
+    env = _key_env()
     server.script[""] = ["finish-key", "finish-key-text"]
-    cmd = [
-        sys.executable,
-        "-m",
-        "vidcap",
-        "caption",
-        str(manifest),
-        "-o",
-        str(out),
-        "--backend",
-        "openai",
-        "--base-url",
-        server.base_url,
-        "--model",
-        "x",
-        "--api-key-env",
-        ENV,
-        "--num-frames",
-        "2",
-        "--workers",
-        "0",
-        "--keep-parts",
-        "--concurrency",
-        "1",
-        "--batch-size",
-        "1",
-    ]
+    cmd = _api_caption(
+        server, manifest, out, "--num-frames", "2", "--workers", "0", "--concurrency", "1", "--batch-size", "1"
+    )
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=100)
     assert proc.returncode == 0, proc.stderr
     df = pd.read_csv(out)
