@@ -375,6 +375,11 @@ def build(
             name = f"{source.name}_s{seed}_{i:03d}_{row['label'].replace('+', '-')}.mp4"
             write_mp4(out_dir / name, frames, fps, int(rng.integers(18, 33)))
             rows.append({"path": name, **row})
+    return write_labels(out_dir, rows)
+
+
+def write_labels(out_dir: Path, rows: list[dict]) -> Path:
+    """`out_dir/labels.csv`: one row per clip (path, label and the generator's figures), for `--eval`."""
     labels = out_dir / "labels.csv"
     with open(labels, "w", newline="") as fh:
         writer = csv.DictWriter(fh, fieldnames=list(rows[0]))

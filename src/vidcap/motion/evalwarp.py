@@ -18,7 +18,6 @@ point that moves least), redrawn when any component is within 10 % of the thresh
 from __future__ import annotations
 
 import argparse
-import csv
 import functools
 import math
 from pathlib import Path
@@ -27,6 +26,7 @@ import cv2
 import numpy as np
 
 from vidcap.motion import footage
+from vidcap.motion.evalset import write_labels
 from vidcap.motion.footage import Source
 from vidcap.motion.result import DEFAULT_THRESHOLD, MotionResult, classify, zoom_limit
 
@@ -330,12 +330,7 @@ def build(
             name = f"w{seed}_{source.name}_{i:03d}_{row['label'].replace('+', '-')}.mp4"
             row["codec"] = write(out_dir / name, frames, fps, rng)
             rows.append({"path": name, **row})
-    labels = out_dir / "labels.csv"
-    with open(labels, "w", newline="") as fh:
-        writer = csv.DictWriter(fh, fieldnames=list(rows[0]))
-        writer.writeheader()
-        writer.writerows(rows)
-    return labels
+    return write_labels(out_dir, rows)
 
 
 def main(argv=None) -> None:
