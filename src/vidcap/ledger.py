@@ -205,8 +205,7 @@ class Ledger:
         check_columns(self.manifest, self.names, tuple(self.stage.required_columns), (*INTERNAL, ROW, REL, SEL))
         # --shard and --limit choose the rows to work on; an output that has results keeps every row it has,
         # so then the whole manifest is read and the choice is column SEL (else only the chosen rows are read)
-        whole = (shard is not None or limit is not None) and self._has_results()
-        self.whole = whole
+        self.whole = whole = (shard is not None or limit is not None) and self._has_results()
         if self.path_keyed:  # DuckDB reads, resolves (Python only for odd cells) and keys in one statement
             self._register_udfs()
             base = _sql_text(self.base)
@@ -416,6 +415,7 @@ class Ledger:
             WHERE _rn = 1""")  # a saved row with no status is no result: its row is done again
 
     _has_prior = False
+    whole = False  # ingest read the whole manifest (--shard/--limit over an output that has results)
     _full = False
     _json = False
 
@@ -558,7 +558,7 @@ class Ledger:
             if c not in have:
                 kind = SQL_TYPES.get(self.stage.dtypes.get(c, ""), "VARCHAR")
                 self.con.execute(f"ALTER TABLE best ADD COLUMN {_ident(c)} {kind}")
-        self.res_cols = [c for c in self.stage.columns] + [c for c in self.res_cols if c not in self.stage.columns]
+        self.res_cols = [*self.stage.columns, *(c for c in self.res_cols if c not in self.stage.columns)]
         flagged = {"text", "flags"} <= set(self.res_cols)
         if flagged:
             self._duplicates()
