@@ -17,6 +17,7 @@ MODEL = "model"
 WORKER = "worker"
 CONTEXT = "context"  # the prompt plus the caption would not fit the model's positions
 GROWING = "growing"  # the file changed while it was read (still being written): redone on resume
+RANGE = "range"  # a range row's start_time/end_time cannot be read, is empty or lies past the video's end
 BUDGET = "budget"  # not sent: it could have passed the output's --budget; redone by a run with a higher one
 # The environment, not the clip: redone on the next run once the machine is fixed.
 CERTIFICATE = "certificate"  # the server's TLS certificate was not trusted

@@ -23,7 +23,7 @@ import numpy as np
 import pyarrow as pa
 
 from .errors import RETRYABLE, UsageError, first_line
-from .manifest import ABSPATH, INTERNAL, RID, atomic_local, check_columns, table_format
+from .manifest import ABSPATH, INTERNAL, RANGE_COLUMNS, RID, TIME_TEXT, atomic_local, check_columns, table_format
 from .parts import FILE_DTYPES, fault_point, read_json
 from .storage import as_path, file_stamp, get_file, is_remote, put_file
 
@@ -222,7 +222,8 @@ class Ledger:
                 else f"SELECT *, '' AS {ABSPATH}, false AS {REL} FROM {src}"
             )
             # row_number over the scan, after the per-row work: DuckDB keeps the file's order (insertion order)
-            keyed = f"SELECT *, left(sha1({ABSPATH}), 20) AS {RID}, row_number() OVER () - 1 AS {ROW} FROM ({resolved})"
+            key = key_sql(ABSPATH, self.names)
+            keyed = f"SELECT *, {key} AS {RID}, row_number() OVER () - 1 AS {ROW} FROM ({resolved})"
             sel = sel if whole else "true"
             self._sql(f"CREATE TABLE m AS SELECT *, {sel} AS {SEL} FROM ({keyed}) {where} {top}", self.manifest)
         else:
@@ -335,7 +336,7 @@ class Ledger:
         tbl = tbl.append_column(ROW, pa.array(np.arange(start, start + n, dtype=np.int64)))
         tbl = tbl.append_column(SEL, pa.array(np.ones(n, dtype=bool) if sel is None else sel))
         if self.path_keyed:
-            key = f"left(sha1({ABSPATH}), 20) AS {RID}"
+            key = f"{key_sql(ABSPATH, tbl.column_names)} AS {RID}"
         else:  # a stage's own key (tags: path and caption) is its Python function, one row at a time
             tbl = tbl.append_column(RID, pa.array([self.stage.row_key(r) for r in tbl.to_pylist()], pa.string()))
             key = RID
@@ -451,7 +452,7 @@ class Ledger:
             if "path" not in names or not {"status", "error"} <= set(names):
                 return start
             cols = ", ".join(_ident(c) for c in names if c in results)
-            key = f"left(sha1({abspath_sql('path', _sql_text(out_base))}), 20)"
+            key = key_sql(abspath_sql("path", _sql_text(out_base)), names)
             body = (
                 f"SELECT {key} AS {RID}, {cols}, row_number() OVER () + {start} - (1::BIGINT << 62) AS _seq "
                 f"FROM {self._reader(out)}"
@@ -754,6 +755,20 @@ def reader_sql(path: Path) -> str:
 
 
 def abspath_sql(col: str, base: str) -> str:
+def key_sql(abspath: str, names: list[str]) -> str:
+    """`manifest.row_key_path` in SQL: the path's key, plus `#t=START,END` on a range row of a manifest with
+    range columns (each cell read by manifest.TIME_TEXT, written as Python's repr, which DuckDB's DOUBLE to
+    VARCHAR cast matches: tests/test_ranges.py checks the two agree)."""
+    key = f"left(sha1({abspath}), 20)"
+    if not set(RANGE_COLUMNS) <= set(names):
+        return key  # a whole-file manifest: the key as it always was
+    t = []
+    for col in RANGE_COLUMNS:
+        d = f"try_cast(regexp_extract({_ident(col)}::VARCHAR, '{_sql_text(TIME_TEXT)}', 1) AS DOUBLE)"
+        t.append(f"CASE WHEN isfinite({d}) THEN ({d} + 0.0)::VARCHAR END")
+    return f"CASE WHEN {t[0]} IS NULL OR {t[1]} IS NULL THEN {key} ELSE {key} || '#t=' || {t[0]} || ',' || {t[1]} END"
+
+
     """`manifest.resolve_path` in SQL: clean cells by string ops, the rest by the Python function."""
     c = f'"{col}"::VARCHAR'
     return (

@@ -42,6 +42,7 @@ from vidcap.frames.remote import (
     protocol,
     row_error,
 )
+from vidcap.frames.span import Window, scan_window, seek_window
 
 # A seek costs about this many decoded frames (flush + decoder delay); below that, decode on.
 SEEK_COST_FRAMES = 8
@@ -77,14 +78,18 @@ def sample_frames(
     *,
     strategy: str = "auto",
     rate: float | None = None,
+    span: tuple[float, float] | None = None,
 ) -> Frames:
     """K frames of `path` (a video, or a still image which gives exactly one frame).
 
     resize_short: downscale so the short side is at most this; max_side: cap the long side.
     rate: frames by time instead (`rate` per second of the clip, `positions.time_indices`); `num_frames`
     is then the most frames a clip gives.
-    strategy: "auto" (default), or force "seek" / "sequential" (tests and benchmarks).
-    Raises VidcapError (missing, empty_path, not_a_file, decode, short) for a bad file.
+    strategy: "auto" (default), or force "seek" / "sequential" (tests and benchmarks; "sequential" reads a range
+    from the file's start).
+    span: (start, end) seconds, end exclusive: the frames are sampled inside that range only, as if it were the
+    clip (indices and num_frames count from the range's first frame); an image ignores it.
+    Raises VidcapError (missing, empty_path, not_a_file, decode, short, range) for a bad file or range.
     """
     if strategy not in STRATEGIES:
         raise UsageError(f"unknown decode strategy {strategy!r}; choose one of {', '.join(STRATEGIES)}")
@@ -92,12 +97,12 @@ def sample_frames(
     path = check_path(path)
     pick = _picker(int(num_frames), positions, rate)
     if is_url(path):
-        return _sample_url(path, pick, resize_short, max_side, strategy)
+        return _sample_url(path, pick, resize_short, max_side, strategy, span)
     if is_image_file(path):
         img, source = load_image(path, None if max_side else resize_short)
         return _image_result(img, source, resize_short, max_side)
     before = _identity(path)
-    frames = _sample_video(path, pick, resize_short, max_side, strategy)
+    frames = _sample_video(path, pick, resize_short, max_side, strategy, span)
     if _identity(path) != before:  # e.g. an MPEG-TS recording still being written decodes "fine" but short
         raise VidcapError(
             GROWING,
@@ -113,7 +118,7 @@ def _picker(k: int, positions: str, rate: float | None):
     return lambda total, fps: frame_indices(total, k, positions)
 
 
-def _sample_url(url, pick, resize_short, max_side, strategy) -> Frames:
+def _sample_url(url, pick, resize_short, max_side, strategy, span) -> Frames:
     """A remote clip through one RemoteFile (each byte fetched once). A network failure met while FFmpeg
     was reading wins over whatever FFmpeg made of the missing bytes."""
     first = head(url, 64)  # one small request decides the reader: ISO media gets small blocks
@@ -123,7 +128,7 @@ def _sample_url(url, pick, resize_short, max_side, strategy) -> Frames:
             if sniff_image(first[:32]) is not None:
                 img, size = load_image(source, None if max_side else resize_short)
                 return _image_result(img, size, resize_short, max_side)
-            return _sample_video(source, pick, resize_short, max_side, strategy)
+            return _sample_video(source, pick, resize_short, max_side, strategy, span)
     except VidcapError as exc:
         raise (source.error or exc) from None
     except Exception as exc:  # noqa: BLE001 - a network failure PyAV passed on from the read callback
@@ -171,9 +176,11 @@ def _image_result(img: np.ndarray, source: tuple[int, int], resize_short, max_si
     return Frames(np.ascontiguousarray(img)[None], [0], 1, 0.0, w, h, True)
 
 
-def _sample_video(path, pick, resize_short, max_side, strategy) -> Frames:
+def _sample_video(path, pick, resize_short, max_side, strategy, span=None) -> Frames:
     av = av_module()
     try:
+        if span is not None:
+            return _read_span(path, pick, resize_short, max_side, strategy, span)
         return _read_video(path, pick, resize_short, max_side, strategy)
     except av.error.FFmpegError as e:  # anything the finer handlers did not word already
         raise VidcapError(DECODE, ffmpeg_message(e, path if isinstance(path, str) else None)) from None
@@ -232,6 +239,64 @@ def _read_video(path, pick, resize_short, max_side, strategy) -> Frames:
     arrays, (width, height) = got
     frames = np.stack([arrays[i] for i in indices])
     return Frames(frames, indices, scan.total, scan.fps, width, height, False)
+
+
+def _read_span(path, pick, resize_short, max_side, strategy, span) -> Frames:
+    """The frames of a time range: located by seeking (span.py) and decoded from a keyframe before each target,
+    each matched by pts; where the container's seeking or timestamps cannot be trusted, the whole file is
+    scanned and read from its start, as a whole clip is."""
+    av = av_module()
+    got = None
+    with open_input(path) as container:
+        stream = video_stream(container)
+        if container.format.name in IMAGE_DEMUXERS:
+            return _read_video(path, pick, resize_short, max_side, strategy)
+        window = None if strategy == "sequential" else seek_window(container, stream, span)
+        if window is not None:
+            indices = pick(window.total, window.scan.fps)
+            try:
+                got = _decode_window(container, stream, window, _targets(window, indices), resize_short, max_side)
+            except (_SeekFailed, av.error.FFmpegError):
+                got = None
+    if window is None or got is None:
+        with open_input(path) as container:
+            stream = video_stream(container)
+            window = scan_window(scan_container(container, stream), stream, span)
+        indices = pick(window.total, window.scan.fps)
+        with open_input(path) as container:
+            stream = video_stream(container)
+            got = _decode_sequential(container, stream, window.scan, _targets(window, indices), resize_short, max_side)
+    arrays, (width, height) = got
+    frames = np.stack([arrays[window.lo + i] for i in indices])
+    return Frames(frames, list(indices), window.total, window.scan.fps, width, height, False)
+
+
+def _targets(window: Window, indices: list[int]) -> list[int]:
+    """The scan positions of a range's sampled frames (indices count from the range's first frame)."""
+    return sorted({window.lo + i for i in indices})
+
+
+def _decode_window(container, stream, window: Window, wanted, resize_short, max_side):
+    """Decode a located range's targets: seeking from keyframe to keyframe where that pays, else (and when a
+    seek lands after its target) forward from where the range was demuxed, every frame matched by pts."""
+    if _seek_pays(window.scan, wanted):
+        try:
+            return _decode_by_seek(container, stream, window.scan, wanted, resize_short, max_side)
+        except _SeekFailed:
+            pass
+    container.seek(window.seek_pts, stream=stream, backward=True, any_frame=False)
+    index = {p: i for i, p in enumerate(window.scan.pts)}
+    out, size, last = {}, None, wanted[-1]
+    want = set(wanted)
+    for frame in _decode(container, stream):
+        i = index.get(frame.pts, -1) if frame.pts is not None else -1
+        if i in want and i not in out:
+            out[i], size = _take(frame, i, resize_short, max_side)
+        if frame.pts is not None and frame.pts >= window.scan.pts[last]:
+            break
+    if want - set(out):
+        raise _SeekFailed
+    return out, size
 
 
 # ---- decoding ----

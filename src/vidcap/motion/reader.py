@@ -130,10 +130,61 @@ def _decoded(container, stream, skip_until: int):
         # a damaged tail: the motion is measured up to the last good frame
 
 
-def read_gray(path: str, max_frames: int = 64, width: int = 160, skip_nonref: bool = True) -> GrayClip:
-    """About `max_frames` evenly spaced frames of the clip (always the first and last) as luma.
+def _decoded_span(container, stream, span: tuple[float, float]):
+    """(index from the range's first frame, frame) of the frames inside [start, end): seeks to a keyframe before
+    the range (further back when the first frame read is already inside it, as MPEG-TS seeks can land) and
+    decodes forward, each frame placed by its pts. VidcapError `range` for a range past the video's end."""
+    from vidcap.frames.container import av_module, ffmpeg_message
+    from vidcap.frames.span import BACKOFF_S, EPS_S, check_span, clock
 
-    Raises VidcapError: missing, empty_path, not_a_file, decode, short (fewer than 2 frames).
+    av = av_module()
+    tb, t0 = clock(stream)
+    fps = float(stream.average_rate or stream.guessed_rate or 25)
+    start, end = span
+    for back in (*BACKOFF_S, None):
+        target = int(t0 + (start - back) / tb) if back is not None else max(0, t0 - int(1 / tb))
+        if back is not None and target <= t0:
+            continue  # the file's start: the last try
+        container.seek(target, stream=stream, backward=True, any_frame=False)
+        n, seen, at_end = 0, None, True
+        try:
+            for packet in container.demux(stream):
+                for frame in packet.decode():
+                    if frame.pts is None:
+                        continue
+                    t = (frame.pts - t0) * tb
+                    if seen is None and t > start + EPS_S and back is not None:
+                        break  # landed inside the range: seek further back
+                    seen = t
+                    if t < start - EPS_S:
+                        continue
+                    if t >= end - EPS_S:
+                        at_end = False
+                        break
+                    yield round((t - start) * fps), frame
+                    n += 1
+                else:
+                    continue
+                break
+        except av.FFmpegError as exc:
+            if n < 2:
+                raise VidcapError(errors.DECODE, ffmpeg_message(exc)) from None
+        if seen is not None or back is None:
+            check_span(span, (seen or 0.0) + 1 / fps, n, at_end)
+            return
+
+
+def read_gray(
+    path: str,
+    max_frames: int = 64,
+    width: int = 160,
+    skip_nonref: bool = True,
+    span: tuple[float, float] | None = None,
+) -> GrayClip:
+    """About `max_frames` evenly spaced frames of the clip (always the first and last) as luma; with `span`
+    ((start, end) seconds), of that range only, indices counting from its first frame.
+
+    Raises VidcapError: missing, empty_path, not_a_file, decode, short (fewer than 2 frames), range.
     """
     from vidcap.frames.decode import check_path
 
@@ -142,10 +193,13 @@ def read_gray(path: str, max_frames: int = 64, width: int = 160, skip_nonref: bo
         stream = container.streams.video[0]
         stream.codec_context.thread_count = 1  # one process per core does the parallelism
         total = _frame_count(stream)
+        if span is not None:
+            total = max(2, round((span[1] - span[0]) * float(stream.average_rate or stream.guessed_rate or 25)))
         stride = max(1.0, total / max_frames) if total else 1.0
-        skip = total - 12 if skip_nonref and total > max_frames else 0
+        skip = total - 12 if skip_nonref and total > max_frames and span is None else 0
         kept, indices, last, next_at = [], [], None, 0.0
-        for index, frame in _decoded(container, stream, skip):
+        frames_in = _decoded(container, stream, skip) if span is None else _decoded_span(container, stream, span)
+        for index, frame in frames_in:
             if index >= next_at:
                 kept.append(_luma(frame, width))
                 indices.append(index)
@@ -158,7 +212,8 @@ def read_gray(path: str, max_frames: int = 64, width: int = 160, skip_nonref: bo
             indices.append(last[0])
         if len(kept) < 2:
             raise VidcapError(errors.SHORT, f"{len(kept)} frame(s) decoded; motion needs at least 2")
-        check_frame_count(container.format.name, indices[-1] + 1, stream.frames)  # caption's rule: cut short
+        if span is None:
+            check_frame_count(container.format.name, indices[-1] + 1, stream.frames)  # caption's rule: cut short
         frames = np.stack(kept)
         if len(frames) > 2 * max_frames:  # frame count was unknown: thin out now
             keep = np.unique(np.linspace(0, len(frames) - 1, max_frames).round().astype(int))

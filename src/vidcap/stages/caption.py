@@ -13,7 +13,7 @@ from ..backends.base import CaptionOptions, CaptionRequest, CaptionResult
 from ..backends.registry import Preset, make_backend
 from ..backends.spend import budget_stop
 from ..errors import UsageError, VidcapError
-from ..manifest import ABSPATH, RID
+from ..manifest import ABSPATH, RID, read_range
 from ..neardup import add_near_dup_columns
 from .base import Item, ResultTable, Stage
 
@@ -105,6 +105,7 @@ class FrameLoader:
             resize_short=self.resize,
             max_side=self.max_side,
             rate=self.rate,
+            span=read_range(row),  # a range row: frames from inside its start_time/end_time only
         )
         if self.prep is None:
             return frames

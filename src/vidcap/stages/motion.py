@@ -21,16 +21,17 @@ class MotionLoader:
     def __call__(self, row: dict) -> tuple[MotionResult, bool]:
         from ..frames.decode import check_path
         from ..frames.images import is_image_file, load_image
-        from ..manifest import ABSPATH
+        from ..manifest import ABSPATH, read_range
         from ..motion.dense import estimate
         from ..motion.reader import read_gray
 
         _one_thread()
         path = check_path(row.get(ABSPATH, row.get("path")))
+        span = read_range(row)  # a range row: only its start_time/end_time part of the file
         if is_image_file(path):
             load_image(path)  # a broken image is a decode error, not a still
             return MotionResult(confidence=1.0), True
-        clip = read_gray(path, max_frames=self.max_frames, width=self.work_width)
+        clip = read_gray(path, max_frames=self.max_frames, width=self.work_width, span=span)
         return estimate(clip.frames, work_width=self.work_width, times=clip.times, fps=clip.fps or None), False
 
 
