@@ -31,6 +31,7 @@ class Window:
     lo: int
     hi: int
     seek_pts: int | None  # None: the scan is the whole file (read from its start)
+    ends_on_key: bool = False  # the first frame after the range is a keyframe, or there is none (cut.py copies)
 
     @property
     def total(self) -> int:
@@ -60,7 +61,7 @@ def seek_window(container, stream, span: tuple[float, float]) -> Window | None:
         except Exception:  # noqa: BLE001 - a container that cannot seek: scanned whole instead
             return None
         try:
-            packets, at_end = _demux_until(container, stream, hi_pts)
+            packets, at_end, next_key = _demux_until(container, stream, hi_pts)
         except _NoPts:
             return None
         first = next((i for i, (_, key) in enumerate(packets) if key), None)
@@ -74,23 +75,36 @@ def seek_window(container, stream, span: tuple[float, float]) -> Window | None:
         scan = Scan(len(pts), pts, [i for i, p in enumerate(pts) if p in keys], fps, True, True)
         lo, hi = bisect_left(pts, lo_pts), bisect_left(pts, hi_pts)
         check_span(span, (pts[-1] - t0) * tb + (1 / fps if fps else 0), hi - lo, at_end)
-        return Window(scan, lo, hi, seek_pts)
+        return Window(scan, lo, hi, seek_pts, _ends_on_key(packets[first:], pts, hi, at_end or next_key))
     return None
 
 
-def _demux_until(container, stream, hi_pts: float) -> tuple[list[tuple[int, bool]], bool]:
+def _ends_on_key(packets: list[tuple[int, bool]], pts: list[int], hi: int, next_key: bool) -> bool:
+    """Whether the frame after the range is a keyframe (or the range ends where the demux stopped, on a
+    keyframe or the file's end) that no frame of the range is decoded after: nothing in it refers past it."""
+    if hi == len(pts):
+        return next_key
+    key = pts[hi]
+    order = [p for p, _ in packets]
+    if key not in {p for p, k in packets if k}:
+        return False
+    return all(p >= key for p in order[order.index(key) :])
+
+
+def _demux_until(container, stream, hi_pts: float) -> tuple[list[tuple[int, bool]], bool, bool]:
     """(pts, is_keyframe) of the packets from the current position until one decoded after the range's end (its
-    dts is past it, so every later frame is too); and whether the file ended first."""
+    dts is past it, so every later frame is too); whether the file ended first; whether that packet is a
+    keyframe."""
     packets: list[tuple[int, bool]] = []
     for pkt in container.demux(stream):
         if pkt.size == 0 or pkt.is_discard:
             continue
         if pkt.dts is not None and pkt.dts >= hi_pts:
-            return packets, False
+            return packets, False, bool(pkt.is_keyframe)
         if pkt.pts is None:
             raise _NoPts
         packets.append((pkt.pts, bool(pkt.is_keyframe)))
-    return packets, True
+    return packets, True, False
 
 
 class _NoPts(Exception):
@@ -112,7 +126,7 @@ def scan_window(scan: Scan, stream, span: tuple[float, float]) -> Window:
         hi = min(scan.total, max(0, _ceil(span[1] * rate - EPS_S)))
         end = scan.total / rate
     check_span(span, end, hi - lo, True)
-    return Window(scan, lo, hi, None)
+    return Window(scan, lo, hi, None, hi >= scan.total or hi in set(scan.key_index))
 
 
 def _ceil(x: float) -> int:
