@@ -22,14 +22,28 @@ steps=("$@")
 export PYTHONPATH=src TOKENIZERS_PARALLELISM=false PYTHONUNBUFFERED=1
 py=${PYTHON:-python3}
 
-if ! $py -c "import av" 2>/dev/null; then
-  $py -m pip install -q --no-deps --root-user-action=ignore .wheels/av-*.whl 2>&1 | tail -2
-fi
+# The device image has neither PyAV nor DuckDB (a core dependency since the ledger): carry their cp312
+# manylinux wheels in .wheels/ (git-ignored; `pip download --no-deps --only-binary=:all: --python-version 3.12
+# --platform manylinux_2_28_x86_64 -d .wheels av==19.0.2 duckdb==2.0.1`), installed here when missing.
+for mod in av duckdb; do
+  if ! $py -c "import $mod" 2>/dev/null; then
+    for whl in .wheels/"$mod"-*.whl; do
+      [ -f "$whl" ] && $py -m pip install -q --no-deps --root-user-action=ignore "$whl" 2>&1 | tail -2
+    done
+  fi
+done
 {
   nvidia-smi --query-gpu=name,memory.total,clocks.sm,clocks.max.sm --format=csv,noheader 2>/dev/null || echo "no nvidia-smi"
-  $py -c "import os, torch, transformers, av; print('torch', torch.__version__, 'transformers', transformers.__version__, 'av', av.__version__, 'cpus', os.cpu_count(), 'cuda', torch.cuda.is_available())"
-  git log -1 --format='commit %H %s' 2>/dev/null | cut -c1-120
+  $py -c "import os, torch, transformers, av, duckdb; print('torch', torch.__version__, 'transformers', transformers.__version__, 'av', av.__version__, 'duckdb', duckdb.__version__, 'cpus', os.cpu_count(), 'cuda', torch.cuda.is_available())"
+  # COMMIT: written next to a clean `git archive HEAD` export (run from it so that others' uncommitted edits
+  # in a shared tree are not what gets measured); the device's .git can be older than the checkout
+  if [ -f COMMIT ]; then echo "commit $(cat COMMIT) (clean export)"; else git log -1 --format='commit %H %s' 2>/dev/null | cut -c1-120; fi
 } 2>&1 | tee -a "$log"
+# stop before any device time goes to benches that would fail on a missing module
+if ! $py -c "import av, duckdb, torch, transformers, vidcap.bench.run, vidcap.ledger" 2>>"$log"; then
+  echo "=== preflight failed: a module the benches need is missing (see above); nothing run" | tee -a "$log"
+  exit 1
+fi
 
 left() { echo $(( budget - (SECONDS - t0) )); }
 
