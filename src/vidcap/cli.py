@@ -514,7 +514,9 @@ def export(
 
     if to != "opensora":
         raise UsageError(f"--to {to} is not a known target; the one there is: opensora.")
-    counts = export_opensora(tables, output, excluded, unclassified, rotated)
+    counts = export_opensora(
+        tables, output, excluded, unclassified, rotated, text_column=text_column, clips=clips, workers=workers
+    )
     typer.echo(describe(counts, output))
     if counts["rows"] == 0:
         typer.echo(f"vidcap: no row could be exported; {counts['excluded_path']} says why for each.", err=True)
@@ -547,6 +549,15 @@ def motion(
     workers: int | None = O_WORKERS,
     limit: int | None = O_LIMIT,
     shard: str | None = O_SHARD,
+    text_column: str | None = typer.Option(
+        None,
+        "--text-column",
+        help="The caption Open-Sora trains on: a column (e.g. a variant) or a JSON caption's field, COLUMN.FIELD.",
+    ),
+    clips: str | None = typer.Option(
+        None, "--clips", help="Where range rows (start_time/end_time) are cut into clips (default <output stem>_clips/)."
+    ),
+    workers: int = typer.Option(1, "--workers", help="Processes cutting range rows into clips."),
     overwrite: bool = O_OVERWRITE,
     keep_parts: bool = O_KEEP,
     part_rows: int | None = O_PART_ROWS,

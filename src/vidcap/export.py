@@ -27,7 +27,7 @@ import re
 
 import pandas as pd
 
-from . import export_media
+from . import export_media, export_ranges
 from . import tables as tbl
 from .checks import LLAVA_PREFIX
 from .errors import UsageError
@@ -54,11 +54,23 @@ PANDAS_NA = frozenset(
 )
 
 
-def export_opensora(inputs: list, out, excluded=None, unclassified: str = "drop", rotated: str = "drop") -> dict:
+def export_opensora(
+    inputs: list,
+    out,
+    excluded=None,
+    unclassified: str = "drop",
+    rotated: str = "drop",
+    *,
+    text_column: str | None = None,
+    clips=None,
+    workers: int = 1,
+) -> dict:
     """Write the Open-Sora table to `out` and the rows left out to `excluded` (default
     `<out stem>_excluded.csv`). Returns counts: rows, excluded, and excluded rows by reason.
     rotated: "drop" leaves out a clip whose display rotation differs from its stored frames; "keep" exports
-    it with the stored size (what the loader decodes) and a note in `export_note`."""
+    it with the stored size (what the loader decodes) and a note in `export_note`.
+    text_column: the column (or JSON field, COLUMN.FIELD) that becomes `text` (export_ranges.pick_text).
+    clips: where range rows are cut into clip files (default `<out stem>_clips/`); workers: cutting processes."""
     if not inputs:
         raise UsageError("export needs at least one table (a caption output, or its join with motion and tags).")
     if table_format(out) != "csv":
@@ -70,6 +82,7 @@ def export_opensora(inputs: list, out, excluded=None, unclassified: str = "drop"
     if rotated not in ROTATED_RULES:
         raise UsageError(f"--rotated must be drop or keep, not '{rotated}'.")
     df, tag_cols = _one_table(inputs)
+    df = export_ranges.pick_text(df, text_column)
     missing = [c for c in ("text", *SIZES) if c not in df.columns]
     if missing:
         raise UsageError(
@@ -77,6 +90,9 @@ def export_opensora(inputs: list, out, excluded=None, unclassified: str = "drop"
             "(captions and frame sizes), joined with motion and tag outputs if you have them."
         )
     reasons = pd.Series([_row_problem(row, unclassified) for row in df.to_dict("records")], index=df.index)
+    cut = {}
+    if export_ranges.has_ranges(df):  # Open-Sora reads whole files: each range becomes its own clip
+        cut = export_ranges.cut_rows(df, reasons, clips or export_ranges.default_clips(out), workers)
     views = _file_problems(df, reasons, rotated)
     good = _train_columns(df[reasons.isna()].copy(), tag_cols, views)
     unread = _read_back_problems(good)
@@ -87,7 +103,8 @@ def export_opensora(inputs: list, out, excluded=None, unclassified: str = "drop"
     tbl.write(good, out)
     tbl.write(left, excluded)
     by_reason = left["export_error"].str.split(":", n=1).str[0].value_counts().to_dict() if len(left) else {}
-    return {"rows": len(good), "excluded": len(left), "reasons": by_reason, "excluded_path": str(excluded)}
+    counts = {"rows": len(good), "excluded": len(left), "reasons": by_reason, "excluded_path": str(excluded)}
+    return counts | ({"clips": cut} if cut else {})
 
 
 def default_excluded(out) -> str:
@@ -318,6 +335,9 @@ def _train_columns(df: pd.DataFrame, tag_cols: list[str], views: dict) -> pd.Dat
 
 def describe(counts: dict, out) -> str:
     msg = f"wrote {counts['rows']} rows for Open-Sora to {out}"
+    if counts.get("clips"):
+        c = counts["clips"]
+        msg += f" ({c['copied'] + c['encoded']} ranges cut into clips: {c['copied']} copied, {c['encoded']} re-encoded)"
     if counts["excluded"]:
         why = ", ".join(f"{k}: {v}" for k, v in sorted(counts["reasons"].items()))
         msg += f"; {counts['excluded']} rows left out ({why}) to {counts['excluded_path']} with their reasons"

@@ -30,7 +30,23 @@ FLOORS: list[tuple[str, list[str]]] = [
     ("stages", ["stages"]),
     ("session", ["session", "ledger", "ledger_plan", "parts", "feeder"]),
     ("executors", ["runners", "runner"]),
-    ("app", ["cli", "__main__", "report", "bench", "export", "join", "budget", "preflight", "tags", "dev", "layers"]),
+    (
+        "app",
+        [
+            "cli",
+            "__main__",
+            "report",
+            "bench",
+            "export",
+            "export_ranges",
+            "join",
+            "budget",
+            "preflight",
+            "tags",
+            "dev",
+            "layers",
+        ],
+    ),
 ]
 
 
