@@ -323,6 +323,22 @@ def caption(
         metavar="N",
         help="Caption a row again, up to N times, when its caption loops, is empty, was cut off or echoes the prompt: that row alone gets a repetition penalty, then seeded sampling. Good rows are never touched; every attempt is kept in heal_attempts.",
     ),
+    caption_format: str = typer.Option(
+        "text",
+        "--caption-format",
+        help="text, or json: structured captions following --schema (checked against it; in-process models decode constrained to it, servers get response_format).",
+    ),
+    schema: str | None = typer.Option(
+        None,
+        "--schema",
+        metavar="NAME|FILE",
+        help="With --caption-format json: a built-in schema (hunyuan, cosmos, opensora) or a JSON Schema file.",
+    ),
+    constrain: bool = typer.Option(
+        True,
+        "--constrain/--no-constrain",
+        help="With --caption-format json: in-process models decode masked to the schema (--no-constrain: only check the captions afterwards).",
+    ),
     budget: float | None = typer.Option(
         None,
         "--budget",
@@ -388,6 +404,7 @@ def caption(
         price_out=price_out,
         strip_prefix=strip_prefix,
         heal=_at_least(heal, 0, "--heal"),
+        **_format_options(caption_format, schema, constrain),
         budget=budget,
         max_images=_at_least(max_images, 1, "--max-images"),
     )
@@ -416,6 +433,21 @@ def caption(
         ray={"env": ray_env, "max_actors": ray_actors},
         checked=True,
     )
+
+
+def _format_options(caption_format: str, schema: str | None, constrain: bool = True) -> dict:
+    """--caption-format and --schema as caption options (a schema goes with json, and json needs one)."""
+    if caption_format not in ("text", "json"):
+        raise UsageError(f"--caption-format must be text or json, not '{caption_format}'.")
+    if caption_format == "json" and not schema:
+        raise UsageError("--caption-format json needs --schema: hunyuan, cosmos, opensora or a JSON Schema file.")
+    if schema and caption_format != "json":
+        raise UsageError("--schema goes with --caption-format json.")
+    if not constrain and caption_format != "json":
+        raise UsageError("--no-constrain goes with --caption-format json.")
+    if caption_format != "json":
+        return {}
+    return {"caption_format": "json", "schema": schema, **({} if constrain else {"constrain": False})}
 
 
 def _at_least(value, low: int, flag: str):
@@ -603,6 +635,67 @@ def tag(
     output: str | None = O_OUT,
     backend: str = typer.Option("hf", "--backend", help="hf (in-process transformers), openai, or fake."),
     model: str | None = typer.Option(
+@app.command()
+def scenes(
+    manifest: str = typer.Argument(..., help="CSV or Parquet with a `path` column (a path or an fsspec URL)."),
+    output: str | None = O_OUT,
+    detector: str = typer.Option(
+        "content", "--detector", help="content (frame-to-frame change) or adaptive (change against its neighbours)."
+    ),
+    threshold: float | None = typer.Option(
+        None, "--threshold", help="The detector's cut threshold (default: content 27, adaptive 3; lower finds more cuts)."
+    ),
+    min_scene_len: float = typer.Option(0.6, "--min-scene-len", help="Seconds: no scene (or last window) shorter."),
+    max_scene_len: float = typer.Option(
+        0.0, "--max-scene-len", help="Seconds: a longer scene is split into equal parts (0: no limit)."
+    ),
+    window: str | None = typer.Option(
+        None, "--window", help="Fixed windows of this many seconds (e.g. 10 or 10s) instead of shot detection."
+    ),
+    workers: int | None = O_WORKERS,
+    limit: int | None = O_LIMIT,
+    shard: str | None = O_SHARD,
+    overwrite: bool = O_OVERWRITE,
+    keep_parts: bool = O_KEEP,
+    part_rows: int | None = O_PART_ROWS,
+    failed_out: str | None = O_FAILED,
+    quiet: bool = O_QUIET,
+    gpus: str | None = O_GPUS,
+    engine: str = O_ENGINE,
+    address: str | None = O_ADDRESS,
+    ray_env: list[str] | None = O_RAY_ENV,
+    ray_actors: int | None = O_RAY_ACTORS,
+    no_file_check: bool = O_NO_FILE_CHECK,
+    retry_failed: bool = O_RETRY_FAILED,
+):
+    """Split each video into scenes (shot boundaries, or fixed windows): one output row per scene."""
+    from .scenes import SceneOptions, parse_seconds
+    from .stages.scenes import ScenesStage
+
+    opts = SceneOptions(
+        detector=detector,
+        threshold=threshold,
+        min_len=min_scene_len,
+        max_len=max_scene_len,
+        window=parse_seconds(window, "--window") if window else 0.0,
+    )
+    stage = ScenesStage(opts)
+    out = output_path(manifest, output, stage.suffix)
+    ropts = run_options(
+        workers, limit, shard, overwrite, keep_parts, part_rows, quiet, None, failed_out, no_file_check, retry_failed
+    )
+    execute(
+        stage,
+        manifest,
+        out,
+        ropts,
+        gpus=gpus,
+        engine=engine,
+        address=address,
+        ray={"env": ray_env, "max_actors": ray_actors},
+    )
+
+
         None,
         "--model",
         "-m",

@@ -14,11 +14,13 @@ from __future__ import annotations
 
 import json
 import re
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 
 from .checks import EMPTY, REPETITION, TRUNCATED, parse_flags
+from .errors import PARSE
 
 ECHO = "prompt_echo"  # the caption repeats the prompt back (a flag the caption stage adds)
+INVALID_JSON = "invalid_json"  # --caption-format json: the caption is not valid against the schema (a `parse` error)
 HEALABLE = frozenset({EMPTY, REPETITION, TRUNCATED, ECHO})
 HEALED, UNHEALED = "healed", "unhealed"  # the `heal` column; "" for rows that needed nothing
 ERROR_CODES = frozenset({"empty_text"})  # failed rows healing may redo: an API answer with no text
@@ -58,6 +60,12 @@ def schedule(attempt: int, reasons: set[str], max_new_tokens: int | None) -> Dec
     longer = None
     if TRUNCATED in reasons and REPETITION not in reasons and max_new_tokens:
         longer = int(max_new_tokens * (1 + 0.5 * attempt))  # cut off honestly: give it room to finish
+    if INVALID_JSON in reasons:  # banned n-grams could leave a grammar no token (JSON repeats `","` and keys)
+        return replace(_schedule(attempt, longer), no_repeat_ngram_size=None)
+    return _schedule(attempt, longer)
+
+
+def _schedule(attempt: int, longer: int | None) -> Decoding:
     if attempt == 1:
         return Decoding(
             repetition_penalty=1.3,
@@ -101,7 +109,10 @@ def echoes_prompt(text, prompt: str | None, min_run: int = 6) -> bool:
 def reasons_of(flags_cell, error: str | None = None) -> set[str]:
     """The heal-worthy flags of a row (an API answer with no text counts as `empty`)."""
     if error:
-        return {EMPTY} if error.split(":", 1)[0].strip() in ERROR_CODES else set()
+        code = error.split(":", 1)[0].strip()
+        if code == PARSE:  # a JSON caption that does not match its schema; cut off, it also gets more room
+            return {INVALID_JSON} | (set(parse_flags(flags_cell)) & {TRUNCATED})
+        return {EMPTY} if code in ERROR_CODES else set()
     return set(parse_flags(flags_cell)) & HEALABLE
 
 
@@ -125,9 +136,10 @@ class Attempt:
         return out
 
 
-def heal_rows(rows: list[dict], requests: list, backend, attempts: int, rescore) -> list[dict]:
+def heal_rows(rows: list[dict], requests: list, backend, attempts: int, rescore, repair=None) -> list[dict]:
     """Heal the rows that need it; `requests[i]` is row i's CaptionRequest (None: it cannot be redone),
     `rescore(result, request) -> row dict` turns a CaptionResult into an output row the way the stage does.
+    `repair(row) -> row | None` (JSON captions) is tried first on an invalid row, without the model.
     Rows needing nothing come back unchanged (the very same dicts)."""
     if attempts < 1:
         return rows
@@ -139,8 +151,11 @@ def heal_rows(rows: list[dict], requests: list, backend, attempts: int, rescore)
         i: [Attempt(0, _flag_text(rows[i]), str(rows[i].get("text") or ""), error=str(rows[i].get("error") or ""))]
         for i in pending
     }
-    fixed: dict[int, dict] = {}
+    fixed = _repaired(rows, pending, history, repair)
+    pending = {i: why for i, why in pending.items() if i not in fixed}
     for k in range(1, attempts + 1):
+        if not pending:
+            break
         groups: dict[Decoding, list[int]] = {}
         for i in pending:
             groups.setdefault(schedule(k, pending[i], backend.options.max_new_tokens), []).append(i)
@@ -170,6 +185,18 @@ def heal_rows(rows: list[dict], requests: list, backend, attempts: int, rescore)
         kept["heal_attempts"] = json.dumps([a.record() for a in hist], ensure_ascii=False)
         out[i] = kept
     return out
+
+
+def _repaired(rows: list[dict], pending: dict, history: dict, repair) -> dict[int, dict]:
+    """Invalid JSON rows closed by `repair` (a cut-off caption whose fields are all whole): attempt 1,
+    no model call."""
+    fixed: dict[int, dict] = {}
+    for i, why in pending.items():
+        new = repair(rows[i]) if repair is not None and INVALID_JSON in why else None
+        if new is not None:
+            history[i].append(Attempt(1, _flag_text(new), str(new.get("text") or ""), {"repair": "closed the JSON"}))
+            fixed[i] = new
+    return fixed
 
 
 def _kind(backend) -> str | None:

@@ -452,6 +452,8 @@ class Ledger:
             if "path" not in names or not {"status", "error"} <= set(names):
                 return start
             cols = ", ".join(_ident(c) for c in names if c in results)
+            if self.stage.expands:
+                return self._load_expanded(out, out_base, names, start)
             key = key_sql(abspath_sql("path", _sql_text(out_base)), names)
             body = (
                 f"SELECT {key} AS {RID}, {cols}, row_number() OVER () + {start} - (1::BIGINT << 62) AS _seq "
@@ -473,6 +475,40 @@ class Ledger:
         return done
 
     def _add_prior(self, inputs: pa.Table, results: pa.Table, base: str, start: int) -> None:
+    def _load_expanded(self, out: Path, base: str, names: list[str], start: int) -> int:
+        """A finished output of a stage whose result is a list (`Stage.expands`: one output row per item),
+        gathered back into one result per input row, keyed from the output's input columns only (its own
+        start_time/end_time are results, not the input's range)."""
+        from .manifest import column_plan
+
+        ex, fields = self.stage.expands, self.stage.expand_fields
+        order = next(iter(fields))
+        if order not in names:
+            return start
+        results = [c for c in (*self.stage.columns, "status", "error", "file_size", "file_mtime") if c != ex]
+        inputs = [c for c in self.names if c not in INTERNAL]
+        plan = column_plan(inputs, [*fields, *results])
+        keyed = ["path", *(c for c in RANGE_COLUMNS if c in inputs and plan.get(c, c) in names)]
+        inner = [f"{_ident(plan.get(c, c))} AS {_ident(c)}" for c in keyed]
+        inner += [f"{_ident(c)} AS {_ident('_r_' + c)}" for c in names if c in fields or c in results]
+
+        def r(c: str) -> str:
+            return _ident("_r_" + c)
+
+        struct = ", ".join(f"{_ident(f)} := TRY_CAST({r(f)} AS {t})" for f, t in fields.items())
+        items = f"list(struct_pack({struct}) ORDER BY TRY_CAST({r(order)} AS {fields[order]}))"
+        agg = [
+            f"CASE WHEN count({r(order)}) = 0 THEN NULL ELSE to_json({items} FILTER (WHERE {r(order)} IS NOT NULL))::VARCHAR END AS {_ident(ex)}"
+        ]
+        agg += [f"any_value({r(c)}) AS {_ident(c)}" for c in results if c in names]
+        key = key_sql(abspath_sql("path", _sql_text(base)), keyed)
+        body = (
+            f"SELECT {key} AS {RID}, {', '.join(agg)}, min(_n) + {start} - (1::BIGINT << 62) AS _seq FROM "
+            f"(SELECT {', '.join(inner)}, row_number() OVER () AS _n FROM {self._reader(out)}) GROUP BY 1"
+        )
+        self._sql(f"CREATE TABLE prior AS {body}" if start == 0 else f"INSERT INTO prior BY NAME {body}", out)
+        return self.con.execute(f"SELECT coalesce(max(_seq) + (1::BIGINT << 62), {start}) FROM prior").fetchone()[0]
+
         """A batch of a finished output (a stage with its own key): its results keyed from its inputs."""
         abspath, _ = resolve_batch(inputs["path"].combine_chunks(), base)
         seq = pa.array(np.arange(start, start + inputs.num_rows, dtype=np.int64) - (1 << 62))
@@ -649,7 +685,8 @@ class Ledger:
         from .manifest import column_plan
 
         inputs = [c for c in self.names if c not in INTERNAL]
-        tail = [*self.res_cols, "status", "error"]
+        ex, fields = self.stage.expands, self.stage.expand_fields
+        tail = [f for c in [*self.res_cols, "status", "error"] for f in (fields if c == ex else [c])]
         plan = column_plan(inputs, tail)
         types = {r[0]: r[1] for r in self.con.execute("DESCRIBE best").fetchall()}
         dtypes = {**self.stage.dtypes, **(FILE_DTYPES if self.stage.reads_files else {})}
@@ -665,6 +702,9 @@ class Ledger:
             cols.append(f"{expr} AS {_ident(plan.get(c, c))}")
         for c in tail:
             expr = f"b.{_ident(c)}"
+            if ex and c in fields:
+                cols.append(f"struct_extract(u.s, '{c}') AS {_ident(c)}")
+                continue
             kind = types.get(c, "")
             if csv and kind.endswith("[]"):  # CSV has no list type: a JSON array, spaced as json.dumps spaces it
                 numbers = kind[:-2] in ("BIGINT", "INTEGER", "SMALLINT", "TINYINT", "UBIGINT", "UINTEGER")
@@ -674,7 +714,15 @@ class Ledger:
             elif c in declared and kind != declared[c]:  # a column whose every saved value was null, or a
                 expr = f"TRY_CAST({expr} AS {declared[c]})"  # part that typed it otherwise: the declared type
             cols.append(f"{expr} AS {_ident(c)}")
-        return f"SELECT {', '.join(cols)} FROM m LEFT JOIN best b USING ({RID}) {{where}} ORDER BY m.{ROW}"
+        body = f"SELECT {', '.join(cols)} FROM m LEFT JOIN best b USING ({RID})"
+        if not ex:
+            return f"{body} {{where}} ORDER BY m.{ROW}"
+        # one row per item of the result's JSON list; a row with no items (failed) is one row of nulls
+        schema = json.dumps([{f: t for f, t in fields.items()}])
+        schema = _sql_text(schema).replace("{", "{{").replace("}", "}}")  # the text goes through str.format
+        items = f"coalesce(nullif(from_json(b.{_ident(ex)}, '{schema}'), []), [NULL])"
+        each = f"SELECT unnest(l) AS s, generate_subscripts(l, 1) AS k FROM (SELECT {items} AS l)"
+        return f"{body} CROSS JOIN LATERAL ({each}) u {{where}} ORDER BY m.{ROW}, u.k"
 
     def write(
         self, target: str, fmt: str, where: str = "", rebase: bool = False, meta: dict | None = None, **dataset_args
@@ -754,7 +802,6 @@ def reader_sql(path: Path) -> str:
     return f"read_csv('{p}', all_varchar=true, header=true, delim=',', quote='\"', escape='\"')"
 
 
-def abspath_sql(col: str, base: str) -> str:
 def key_sql(abspath: str, names: list[str]) -> str:
     """`manifest.row_key_path` in SQL: the path's key, plus `#t=START,END` on a range row of a manifest with
     range columns (each cell read by manifest.TIME_TEXT, written as Python's repr, which DuckDB's DOUBLE to
@@ -770,6 +817,7 @@ def key_sql(abspath: str, names: list[str]) -> str:
 
 
     """`manifest.resolve_path` in SQL: clean cells by string ops, the rest by the Python function."""
+def abspath_sql(col: str, base: str) -> str:
     c = f'"{col}"::VARCHAR'
     return (
         f"CASE WHEN {c} IS NULL OR {c} = '' THEN '' WHEN regexp_matches({c}, '{_NEEDS_PYTHON}') "

@@ -55,6 +55,9 @@ class CaptionOptions:
     # the caption stage
     strip_prefix: bool = False  # drop stock openings like "The video shows"
     heal: int = 0  # attempts to recaption a looping/empty/cut-off/prompt-echoing row (vidcap.heal)
+    caption_format: str = "text"  # "json": structured captions following `schema` (vidcap.schemas)
+    schema: str | None = None  # a built-in schema's name or a JSON Schema file (with caption_format json)
+    constrain: bool = True  # JSON captions: in-process decoding masked to the schema (False: only checked after)
 
     @classmethod
     def from_dict(cls, values: dict) -> CaptionOptions:
@@ -86,10 +89,21 @@ COMMON_OPTIONS = frozenset(
         "device",
         "strip_prefix",
         "heal",
+        "caption_format",
+        "schema",
     }
 )
 HF_OPTIONS = frozenset(
-    {"dtype", "trust_remote_code", "prepare_on_workers", "engine", "static_batches", "ignore_eos", "lengths"}
+    {
+        "constrain",
+        "dtype",
+        "trust_remote_code",
+        "prepare_on_workers",
+        "engine",
+        "static_batches",
+        "ignore_eos",
+        "lengths",
+    }
 )
 API_OPTIONS = frozenset(
     {

@@ -13,6 +13,7 @@ from ..engine.prefill import seq_keys, to_device
 from ..engine.scheduler import ListSource
 from ..errors import MODEL, OOM, UsageError, format_error
 from .base import COMMON_OPTIONS, HF_OPTIONS, CaptionBackend, CaptionRequest, CaptionResult
+from .structured import generate_kwargs, model_grammar
 
 _DTYPES = {
     "bfloat16": "bfloat16",
@@ -365,6 +366,7 @@ class HFCaptionBackend(CaptionBackend):
                 why = str(exc)
         if why is None:
             self._engine.static = self.options.static_batches
+            self._engine.grammar = model_grammar(self)  # --caption-format json: decoding follows the schema
             return self._engine
         if why != self._engine_off:
             self._engine_off = why
@@ -501,8 +503,9 @@ class HFCaptionBackend(CaptionBackend):
                 cfg.min_new_tokens = cfg.max_new_tokens
         if self._decoding is not None and self._decoding.seed is not None:
             torch.manual_seed(self._decoding.seed)  # a heal attempt samples the same way every run
+        extra = generate_kwargs(self, int(inputs["input_ids"].shape[0]), n_in)  # the schema's grammar, if any
         with torch.inference_mode():
-            out = self.model.generate(**inputs, generation_config=cfg)
+            out = self.model.generate(**inputs, generation_config=cfg, **extra)
         new = out[:, n_in:].tolist()
         if limits:
             new = [ids[:m] for ids, m in zip(new, limits, strict=False)]

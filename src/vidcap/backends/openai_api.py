@@ -19,6 +19,7 @@ from .api_common import REASONING_PREFIXES as _REASONING_PREFIXES  # noqa: F401 
 from .api_common import ChatClient, chat_params, image_limit
 from .base import API_OPTIONS, COMMON_OPTIONS, CaptionBackend, CaptionOptions, CaptionRequest, CaptionResult
 from .spend import SpendGate, worst_prompt_tokens
+from .structured import response_format, schema_of
 
 DEFAULT_MODEL = "gpt-4o"
 DETAILS = ("low", "high", "auto")
@@ -89,6 +90,7 @@ class OpenAIBackend(CaptionBackend):
             retry_after_cap=float(options.retry_after_cap),
         )
         self._prompt: str | None = None
+        self.schema = schema_of(options)
         if options.budget is not None and self.client.usage_summary()["price_in"] is None:
             raise UsageError(
                 f"--budget needs a price, and none is known for the model '{self.model_label()}'; "
@@ -192,6 +194,12 @@ class OpenAIBackend(CaptionBackend):
         return self._prompt
 
     def _params(self, decoding=None) -> dict:
+        params = self._decoding_params(decoding)
+        if self.schema is not None:  # --caption-format json: the server decodes to the schema
+            params["response_format"] = response_format(self.schema)
+        return params
+
+    def _decoding_params(self, decoding=None) -> dict:
         if decoding is None:
             limit = cast(int, self.options.max_new_tokens)  # CaptionStage resolved it
             return chat_params(self.client.model, limit, self.options.temperature)

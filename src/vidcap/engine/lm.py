@@ -11,6 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from .grammar import apply_bitmask, shifts
 # Decoder layers whose step is: RMSNorm -> q/k/v (bias optional) -> per-head RMSNorm of q and k (Qwen3) ->
 # rotary -> attention -> o_proj -> residual -> RMSNorm -> gated MLP -> residual. Anything else runs through
 # generate() (fast_path false). Qwen3-VL's DeepStack (visual features added to the first layers' hidden
@@ -146,6 +147,8 @@ class DecoderLM:
         self.pool: Any = None
         self.replays = 0
         self.eager_steps = 0
+        self.mask: Any = None  # grammar bitmask [slots, ceil(vocab/32)] int32 read inside the step (engine.grammar)
+        self.bit_shifts: Any = None
 
     @property
     def prefix_len(self) -> int:
@@ -210,9 +213,23 @@ class DecoderLM:
             x = x + a.o_proj(o)
             x = x + mlp(layer.mlp, norm(layer.post_attention_layernorm, x))
         logits = p.head(norm(p.lm.norm, x))
-        self.tok[:b] = logits.argmax(-1)
+        self.tok[:b] = self._pick(logits, b)
         self.pos[:b] = torch.clamp(pos + 1, max=self.length - 1)  # idle slots stay inside the cache
         self.rpos[:b] = rpos + 1
+
+    def use_mask(self, words: int) -> None:
+        """Give the step a grammar bitmask (all ones: every token allowed) before its graphs are captured."""
+        import torch
+
+        self.mask = torch.full((self.slots, words), -1, dtype=torch.int32, device=self.device)
+        self.bit_shifts = shifts(self.device)
+        self.graphs.clear()
+
+    def _pick(self, logits, b: int):
+        """Greedy next tokens, each slot's logits masked by its grammar row when decoding is constrained."""
+        if self.mask is not None:
+            logits = apply_bitmask(logits, self.mask[:b], self.bit_shifts)
+        return logits.argmax(-1)
 
     def _attend(self, i: int, q, b: int, bias, pbias):
         import torch

@@ -19,6 +19,7 @@ from typing import Any
 from ..errors import CONTEXT, OOM, format_error
 from ..errors import first_line as _first_line
 from .fused import FusedPrefill
+from .grammar import ConstrainedDecoding
 from .lm import DecoderLM, Unsupported, find_parts
 from .prefill import cache_kwarg, common_prefix, placeholder_ids, seq_keys, slot_cache, to_device
 from .vision import GroupedVision
@@ -67,6 +68,8 @@ class EngineStats:
     first_admit_s: float | None = None  # when the first group's prefill began
     frames_wait_s: float = 0.0  # time the engine sat idle waiting for the decode workers' next clip
     ended: float = 0.0  # perf_counter when the run's last caption was out
+    constrained_steps: int = 0  # decode steps with a grammar mask (vidcap.engine.grammar)
+    mask_cpu_s: float = 0.0  # CPU time advancing matchers, filling and uploading mask rows (inside decode_s)
 
     def summary(self) -> dict:
         ms = 1e3 * self.decode_s / self.steps if self.steps else None
@@ -100,6 +103,10 @@ class EngineStats:
             "frames_wait_s": round(self.frames_wait_s, 3),
             "frames_wait_after_first_s": round(self.frames_wait_s - (self.first_item_s or 0.0), 3),
             "busy_share": self.busy_share(),
+            "constrained_steps": self.constrained_steps,
+            "mask_cpu_ms_per_step": round(1e3 * self.mask_cpu_s / self.constrained_steps, 3)
+            if self.constrained_steps
+            else None,
         }
 
     def busy_share(self) -> float | None:
@@ -128,7 +135,7 @@ class _Seq:
     tokens: list[int]
 
 
-class Engine:
+class Engine(ConstrainedDecoding):
     """`run(source)` yields an EngineOut per item, in the order they finish; keys are hashable and unique
     within a run. An item is a dict of CPU tensors from the backend's `prepare_one` (`input_ids`, masks, pixels, `n_prompt`, optional `max_new`)."""
 
@@ -413,7 +420,7 @@ class Engine:
             self._report_fused()
         n = torch.tensor(lengths, device=self.device)
         last = hidden[torch.arange(len(chunk), device=self.device), n - 1]
-        first = self.parts.head(last).argmax(-1)  # last_hidden_state is after the final norm
+        first = self._first_tokens(self.parts.head(last), slots)  # last_hidden_state is after the final norm
         rope = n + p
         deltas = getattr(self.base, "rope_deltas", None) if self.parts.mrope else None
         if deltas is not None:
@@ -446,6 +453,7 @@ class Engine:
         b = next((g for g in self.buckets if g >= top), top)
         if b not in self.cache.graphs and self.buckets:
             self._capture_bucket(b)
+        self._grammar_before_step(b)
         toks = self.cache.step(b).tolist()
         self.stats.steps += 1
         self.stats.decode_s += time.perf_counter() - t0
@@ -457,6 +465,7 @@ class Engine:
         self.stats.replays, self.stats.eager_steps = self.cache.replays, self.cache.eager_steps
 
     def _append(self, slot: int, seq: _Seq, tok: int) -> None:
+        self._grammar_advance(slot, tok)
         seq.tokens.append(int(tok))
         stop = not self.ignore_eos and tok in self.eos
         if stop or len(seq.tokens) >= seq.limit:
@@ -496,6 +505,7 @@ class Engine:
                     raise
                 slots //= 2
                 self.stats.oom_splits += 1
+        self._arm_grammar()
         if prefix:
             self._set_prefix(prefix)
         self.stats.slots, self.stats.cache_tokens, self.stats.prefix_tokens = slots, length, len(prefix)

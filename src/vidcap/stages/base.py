@@ -43,6 +43,11 @@ class Item:
 
 
 class Stage:
+    # A stage whose result per input row is a list (scenes): the name of that result column, a JSON array of
+    # objects with `expand_fields` (name -> SQL type); parts keep one row per input row, the output one row
+    # per item (the ledger unnests it, and gathers an existing output back per input row on resume).
+    expands: str | None = None
+    expand_fields: dict[str, str] = {}  # noqa: RUF012
     name = "stage"  # command name; default output suffix
     suffix = "stage"
     # result columns added to the output (besides status, error); a stage may set its own per instance

@@ -12,10 +12,12 @@ import pyarrow as pa
 from ..backends.base import CaptionOptions, CaptionRequest, CaptionResult
 from ..backends.registry import Preset, make_backend
 from ..backends.spend import budget_stop
+from ..backends.structured import schema_of
 from ..errors import UsageError, VidcapError
 from ..manifest import ABSPATH, RID, read_range
 from ..neardup import add_near_dup_columns
 from .base import Item, ResultTable, Stage
+from .caption_json import json_caption, repair_row, schema_prompt
 
 
 @dataclass
@@ -136,6 +138,8 @@ RESULT_OPTIONS = (
     "jpeg_quality",
     "heal",
     "max_images",
+    "caption_format",
+    "schema",
 )
 
 
@@ -168,6 +172,9 @@ class CaptionStage(Stage):
         self.prompt = (
             None if options.prompt_text is not None else get_prompt(options.prompt or preset.prompt or "video")
         )
+        self.schema = schema_of(options)  # --caption-format json: each caption checked against it
+        if self.schema is not None and not (options.prompt or options.prompt_text):
+            self.prompt = schema_prompt(self.schema)  # the schema's fields, asked for as JSON
         if options.max_new_tokens is None:  # the seed's limit for this prompt, else 256
             options.max_new_tokens = (self.prompt.max_new_tokens if self.prompt else None) or 256
         if options.user_turn is None and self.prompt is not None:
@@ -183,7 +190,7 @@ class CaptionStage(Stage):
         self.user_prompt = bool(options.prompt or options.prompt_text)
         if options.prompt_text is not None and not options.prompt_text.strip():
             raise UsageError("the --prompt-file is empty; write the prompt text into it.")
-        self.image_prompt = get_prompt("image")
+        self.image_prompt = get_prompt("image") if self.schema is None else schema_prompt(self.schema, "image")
         self.picker = PromptPicker(self.prompt, self.image_prompt, options.prompt_text, self.user_prompt)
         from ..checks import CaptionChecker
 
@@ -215,6 +222,8 @@ class CaptionStage(Stage):
             value = getattr(self.options, name)
             if value is not None and value != getattr(defaults, name):
                 fp[name] = list(value) if isinstance(value, tuple) else value
+        if self.schema is not None:
+            fp["schema_sha1"] = self.schema.sha1  # a schema file edited between runs is another result
         if self.options.prompt_text:
             fp["prompt_sha1"] = hashlib.sha1(self.options.prompt_text.encode("utf-8", "surrogatepass")).hexdigest()[:12]
         return fp
@@ -289,7 +298,12 @@ class CaptionStage(Stage):
                 reqs[i] = self._reload(it, fr)
         frames = {id(req): fr for req, (fr, _) in zip(reqs, split, strict=False)}
         return heal_rows(
-            rows, reqs, self.backend, self.heal, lambda res, req: self._row(frames[id(req)], res, req.prompt)
+            rows,
+            reqs,
+            self.backend,
+            self.heal,
+            lambda res, req: self._row(frames[id(req)], res, req.prompt),
+            repair=None if self.schema is None else lambda row: repair_row(self.schema, row),
         )
 
     def _prompt_of(self, item: Item, fr) -> str | None:
@@ -359,6 +373,9 @@ class CaptionStage(Stage):
             flags = f"{flags},{REPLACED}" if flags else REPLACED
         if not res.error and echoes_prompt(text, prompt):
             flags = join_flags(parse_flags(flags) + [ECHO])
+        error = res.error
+        if self.schema is not None and not error:  # invalid JSON is kept as it came, with a `parse` error
+            text, error = json_caption(self.schema, clean)
         raw = res.raw_text if res.raw_text and res.raw_text != text else ""
         return {
             "text": text,
@@ -374,7 +391,7 @@ class CaptionStage(Stage):
             "completion_tokens": res.completion_tokens,
             "finish_reason": res.finish_reason,
             "flags": flags,
-            "error": res.error,
+            "error": error,
         }
 
     def finish(self, results: ResultTable) -> dict:

@@ -1,0 +1,309 @@
+"""Range rows (docs/ranges.md): a manifest row with start_time/end_time is that part of its file, for every stage.
+
+The videos burn each frame's index into its pixels (tests/media.py), so "the frames come from inside the range"
+is read off the decoded frames themselves.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from pathlib import Path
+
+import duckdb
+import pandas as pd
+import pytest
+from clirun import vidcap
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from media import make_video, read_index
+
+from vidcap.cut import cut_range, cut_ranges
+from vidcap.errors import VidcapError
+from vidcap.frames import decode as vdecode
+from vidcap.frames import sample_frames
+from vidcap.ledger import key_sql
+from vidcap.manifest import ABSPATH, read_range, row_key_path, row_range, time_value
+from vidcap.motion.reader import read_gray
+
+FPS = 24
+N = 600  # 25 s
+SEEKABLE = (".mp4", ".mkv", ".ts", ".webm", ".mov")
+
+
+@pytest.fixture(scope="module")
+def long_videos(tmp_path_factory) -> dict[str, Path]:
+    root = tmp_path_factory.mktemp("long")
+    return {
+        ext: make_video(root / f"long{ext}", n_frames=N, size=(64, 48), fps=FPS, gop=48) for ext in (*SEEKABLE, ".avi")
+    }
+
+
+def _indices(frames) -> list[int]:
+    return [read_index(f) for f in frames]
+
+
+# ---- row keys ----
+
+
+def test_whole_file_rows_keep_their_key():
+    assert row_key_path("/v/a.mp4") == row_key_path("/v/a.mp4", None)
+    assert len(row_key_path("/v/a.mp4")) == 20
+    assert row_range({"start_time": None, "end_time": float("nan")}) is None
+    assert key_sql("p", ["path"]) == "left(sha1(p), 20)"  # a whole-file manifest's SQL is what it always was
+
+
+def test_range_rows_key_as_media_fragments():
+    key = row_key_path("/v/a.mp4", (12.5, 20.04))
+    assert key == row_key_path("/v/a.mp4") + "#t=12.5,20.04"
+    assert row_range({"start_time": " 12.50", "end_time": 20.04}) == (12.5, 20.04)
+    assert row_range({"start_time": 3, "end_time": "1e1"}) == (3.0, 10.0)
+
+
+_number_text = st.builds(
+    lambda ws1, sign, num, ws2: f"{ws1}{sign}{num}{ws2}",
+    st.sampled_from(["", " ", "\t", "  "]),
+    st.sampled_from(["", "+", "-"]),
+    st.one_of(
+        st.floats(allow_nan=False, allow_infinity=False).map(repr),
+        st.integers(-(10**20), 10**20).map(str),
+        st.from_regex(r"[0-9]{0,4}\.[0-9]{1,4}([eE][+-]?[0-9]{1,3})?", fullmatch=True),
+    ),
+    st.sampled_from(["", " ", "\n"]),
+)
+_cell = st.one_of(
+    st.none(),
+    st.floats(),
+    st.integers(-(10**6), 10**6),
+    _number_text,
+    st.text(max_size=8),
+    st.sampled_from(["nan", "inf", "-inf", "1e400", "", " ", "1_000", "0x10", "١٢", "12.5.1", "-0.0"]),
+)
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.lists(st.tuples(_cell, _cell), min_size=1, max_size=20))
+def test_sql_and_python_give_one_key(cells):
+    """The ledger keys rows in SQL (the fast path); a stage with its own key, a resume and the tests key them
+    in Python: both must agree on every cell a user can write (CSV text and Parquet numbers)."""
+    con = duckdb.connect()
+    paths = [f"/v/{i % 3}.mp4" for i in range(len(cells))]
+    text = pd.DataFrame(
+        {
+            ABSPATH: paths,
+            "start_time": [None if a is None else str(a) for a, _ in cells],
+            "end_time": [None if b is None else str(b) for _, b in cells],
+        }
+    )
+    con.register("t", text)
+    sql_keys = [r[0] for r in con.execute(f"SELECT {key_sql(ABSPATH, list(text.columns))} FROM t").fetchall()]
+    py_keys = [row_key_path(p, row_range(r)) for p, r in zip(paths, text.to_dict("records"), strict=True)]
+    assert sql_keys == py_keys
+    nums = [(a, b) for a, b in cells if all(isinstance(v, float) or v is None for v in (a, b))]
+    if nums:
+        num = pd.DataFrame(
+            {ABSPATH: paths[: len(nums)], "start_time": [a for a, _ in nums], "end_time": [b for _, b in nums]},
+        ).astype({"start_time": "float64", "end_time": "float64"})
+        con.register("n", num)
+        sql_keys = [r[0] for r in con.execute(f"SELECT {key_sql(ABSPATH, list(num.columns))} FROM n").fetchall()]
+        rows = num.to_dict("records")
+        assert sql_keys == [row_key_path(r[ABSPATH], row_range(r)) for r in rows]
+
+
+@given(_cell, _cell)
+def test_a_range_is_read_or_refused_in_one_sentence(start, end):
+    try:
+        span = read_range({"start_time": start, "end_time": end})
+    except VidcapError as exc:
+        assert exc.code == "range" and "\n" not in exc.message
+        return
+    if span is not None:
+        assert 0 <= span[0] < span[1] and all(math.isfinite(v) for v in span)
+        assert span == (time_value(start), time_value(end))
+
+
+# ---- caption frames ----
+
+
+@pytest.mark.parametrize("ext", [*SEEKABLE, ".avi"])
+def test_frames_come_from_inside_the_range(long_videos, ext):
+    path = long_videos[ext]
+    for span, first, count in (((10.0, 12.5), 240, 60), ((0.0, 1.0), 0, 24), ((24.5, 25.0), 588, 12)):
+        got = sample_frames(path, 8, "uniform", span=span)
+        idx = _indices(got.frames)
+        assert got.num_frames == count and got.indices[0] == 0 and got.indices[-1] == count - 1
+        assert idx[0] == first and idx[-1] == first + count - 1, (span, idx)
+        assert sample_frames(path, 8, "uniform", span=span, strategy="sequential").indices == got.indices
+        assert _indices(sample_frames(path, 8, "uniform", span=span, strategy="sequential").frames) == idx
+
+
+@pytest.mark.parametrize("ext", SEEKABLE)
+def test_a_range_is_read_by_seeking_not_from_the_start(long_videos, ext, monkeypatch):
+    """The whole-file scan (which demuxes from the first byte) is never reached for a seekable container,
+    MPEG-TS included (its seeks land anywhere; the pts check and the seek further back make it exact)."""
+
+    def whole_scan(*a, **k):
+        raise AssertionError("the range was read from the file's start")
+
+    monkeypatch.setattr(vdecode, "scan_container", whole_scan)
+    for span in ((20.0, 25.0), (3.3, 7.7), (0.0, 2.0)):
+        idx = _indices(sample_frames(long_videos[ext], 6, "segments", span=span).frames)
+        lo, hi = math.ceil(span[0] * FPS - 1e-6), math.ceil(span[1] * FPS - 1e-6)
+        assert all(lo <= i < hi for i in idx), (span, idx)
+
+
+def test_frames_by_time_count_the_range_not_the_file(long_videos):
+    got = sample_frames(long_videos[".mp4"], 64, "uniform", rate=2.0, span=(10.0, 15.0))
+    assert len(got.indices) == 10  # 5 s at 2 frames a second
+    assert all(240 <= i < 360 for i in _indices(got.frames))
+
+
+@pytest.mark.parametrize(
+    ("span", "words"),
+    [
+        ((30.0, 40.0), "starts after the video ends"),
+        ((24.0, 30.0), "after the video does"),
+        ((10.01, 10.02), "no frame"),
+    ],
+)
+def test_a_range_past_the_end_or_empty_is_a_row_error(long_videos, span, words):
+    for ext in (".mp4", ".ts", ".avi"):
+        with pytest.raises(VidcapError) as err:
+            sample_frames(long_videos[ext], 4, span=span)
+        assert err.value.code == "range" and words in err.value.message
+
+
+def test_a_still_image_ignores_the_range(media):
+    assert sample_frames(media["image_png"], 4, span=(1.0, 2.0)).is_image
+
+
+# ---- motion ----
+
+
+@pytest.mark.parametrize("ext", [".mp4", ".ts", ".avi"])
+def test_motion_reads_only_the_range(long_videos, ext):
+    clip = read_gray(str(long_videos[ext]), max_frames=8, span=(10.0, 12.5))
+    assert clip.indices[0] == 0 and clip.indices[-1] == 59 and clip.num_frames == 60
+    with pytest.raises(VidcapError, match="range"):
+        read_gray(str(long_videos[ext]), max_frames=8, span=(26.0, 27.0))
+
+
+# ---- whole runs ----
+
+
+@pytest.fixture
+def scenes(long_videos, tmp_path) -> Path:
+    """A scenes table built by hand (the contract is the interface): 3 ranges of one file, one past its end,
+    a half-written range, and a whole-file row of another file."""
+    make_video(tmp_path / "short.mp4", n_frames=24, size=(64, 48), fps=FPS)
+    os.symlink(long_videos[".mp4"], tmp_path / "long.mp4")
+    rows = [
+        {"path": "long.mp4", "scene": 0, "start_time": "0.0", "end_time": "5.0"},
+        {"path": "long.mp4", "scene": 1, "start_time": "5.0", "end_time": "12.5"},
+        {"path": "long.mp4", "scene": 2, "start_time": "12.5", "end_time": "20.0"},
+        {"path": "long.mp4", "scene": 3, "start_time": "30.0", "end_time": "40.0"},
+        {"path": "long.mp4", "scene": 4, "start_time": "20.0", "end_time": ""},
+        {"path": "short.mp4", "scene": "", "start_time": "", "end_time": ""},
+    ]
+    pd.DataFrame(rows).to_csv(tmp_path / "scenes.csv", index=False)
+    return tmp_path / "scenes.csv"
+
+
+def _check_caption_table(out: Path) -> pd.DataFrame:
+    df = pd.read_parquet(out)
+    assert len(df) == 6
+    ok = df[df["status"] == "ok"]
+    assert list(ok["scene"].fillna("")) == ["0", "1", "2", ""]
+    assert list(ok["num_frames"]) == [120, 180, 180, 24]
+    errors = df.loc[df["status"] == "failed", "error"].tolist()
+    assert errors[0].startswith("range: the range 30.0-40.0 s starts after the video ends")
+    assert errors[1].startswith("range: end_time is empty while start_time is set")
+    return df
+
+
+def test_caption_a_scenes_table_with_the_fake_model(scenes, tmp_path):
+    out = tmp_path / "cap.parquet"
+    vidcap("caption", scenes, "--model", "fake", "-o", out, "-q", "--workers", "1")
+    df = _check_caption_table(out)
+    texts = df.loc[df["status"] == "ok", "text"].tolist()
+    assert len(set(texts)) == 4  # each range saw its own frames
+    again = vidcap("caption", scenes, "--model", "fake", "-o", out, "--workers", "1")
+    assert "6 skipped (already done)" in again.stderr + again.stdout
+
+
+def test_caption_a_scenes_table_with_a_tiny_model(scenes, tmp_path, tiny_model):
+    pytest.importorskip("transformers")
+    model = tiny_model("qwen2.5-vl")
+    out = tmp_path / "cap.parquet"
+    args = ["caption", scenes, "-m", model, "-n", "4", "--max-new-tokens", "3", "-o", out, "-q", "--workers", "0"]
+    vidcap(*args)
+    df = _check_caption_table(out)
+    sampled = df.loc[df["status"] == "ok", "frame_idx"].map(list).tolist()
+    assert sampled[1][0] == 0 and sampled[1][-1] == 179  # Qwen's rule over the range's 180 frames
+
+
+def test_a_killed_scenes_run_resumes_each_range_exactly_once(scenes, tmp_path):
+    out = tmp_path / "cap.parquet"
+    common = ["caption", scenes, "--model", "fake", "--workers", "0", "-o", out, "--part-rows", "1", "-b", "1"]
+    killed = vidcap(*common, VIDCAP_TEST_FAULT="part_write:kill:3", check=False)
+    assert killed.returncode != 0
+    done = vidcap(*common)
+    assert "skipped" in done.stderr
+    df = _check_caption_table(out)
+    assert df["scene"].fillna("").tolist() == ["0", "1", "2", "3", "4", ""]
+
+
+def test_motion_on_a_scenes_table(scenes, tmp_path):
+    out = tmp_path / "motion.csv"
+    vidcap("motion", scenes, "-o", out, "-q", "--workers", "1")
+    df = pd.read_csv(out, dtype=str, keep_default_na=False)
+    assert df["status"].tolist() == ["ok", "ok", "ok", "failed", "failed", "ok"]
+    assert df["error"][3].startswith("range: the range 30.0-40.0 s starts after")
+
+
+# ---- clips ----
+
+
+@pytest.mark.parametrize("ext", [".mp4", ".ts", ".mkv", ".avi"])
+def test_cut_clips_hold_exactly_the_range(long_videos, tmp_path, ext):
+    spans = [(0.0, 2.0), (2.0, 4.0), (3.3, 7.7), (24.0, 25.0)]
+    clips = cut_ranges([(str(long_videos[ext]), s) for s in spans], tmp_path / "clips")
+    kinds = set()
+    for span, clip in zip(spans, clips, strict=True):
+        assert not isinstance(clip, VidcapError), clip
+        lo, hi = math.ceil(span[0] * FPS - 1e-6), math.ceil(span[1] * FPS - 1e-6)
+        idx = _indices(sample_frames(clip.path, hi - lo, "uniform").frames)
+        assert idx == list(range(lo, hi)), (span, idx)
+        assert abs(clip.num_frames - (hi - lo)) <= 1 and (clip.width, clip.height) == (64, 48)
+        kinds.add(clip.copied)
+    if ext != ".avi":  # ranges on keyframes (every 48 frames) are copied, the rest re-encoded
+        assert kinds == {True, False}
+    again = cut_range(str(long_videos[ext]), spans[2], clips[2].path)  # kept as it is
+    assert again.path == clips[2].path
+    past = cut_ranges([(str(long_videos[ext]), (30.0, 31.0))], tmp_path / "clips")[0]
+    assert isinstance(past, VidcapError) and past.code == "range"
+    assert not [f for f in os.listdir(tmp_path / "clips") if f.startswith(".")]  # no temp file left
+
+
+def test_export_cuts_range_rows_and_picks_the_caption(scenes, tmp_path):
+    cap = tmp_path / "cap.csv"
+    vidcap("caption", scenes, "--model", "fake", "-o", cap, "-q", "--workers", "1")
+    df = pd.read_csv(cap, dtype=str, keep_default_na=False)
+    df["caption_json"] = [f'{{"short": "Scene number {i} here.", "camera": {{"move": "pan"}}}}' for i in range(len(df))]
+    df.to_csv(cap, index=False)
+    out = tmp_path / "train.csv"
+    vidcap("export", cap, "--to", "opensora", "-o", out, "--text-column", "caption_json.short")
+    got = pd.read_csv(out)
+    assert len(got) == 4
+    ranged = got[got["start_time"].notna()]
+    assert list(ranged["num_frames"]) == [120, 180, 180]
+    assert all(Path(p).parent == tmp_path / "train_clips" for p in ranged["path"])
+    assert set(ranged["source_path"]) == {str(tmp_path / "long.mp4")}
+    assert got["text"].tolist() == [f"Scene number {i} here." for i in (0, 1, 2, 5)]
+    assert got["text_vidcap"].str.startswith("A clip").all()
+    first = sample_frames(ranged["path"].iloc[1], 2, "uniform")
+    assert _indices(first.frames) == [120, 299]
+    nested = vidcap(
+        "export", cap, "--to", "opensora", "-o", tmp_path / "t2.csv", "--text-column", "caption_json.x.y", check=False
+    )
+    assert nested.returncode == 1 and "wrote 0 rows" in nested.stdout
