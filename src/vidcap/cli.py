@@ -323,22 +323,6 @@ def caption(
         metavar="N",
         help="Caption a row again, up to N times, when its caption loops, is empty, was cut off or echoes the prompt: that row alone gets a repetition penalty, then seeded sampling. Good rows are never touched; every attempt is kept in heal_attempts.",
     ),
-    caption_format: str = typer.Option(
-        "text",
-        "--caption-format",
-        help="text, or json: structured captions following --schema (checked against it; in-process models decode constrained to it, servers get response_format).",
-    ),
-    schema: str | None = typer.Option(
-        None,
-        "--schema",
-        metavar="NAME|FILE",
-        help="With --caption-format json: a built-in schema (hunyuan, cosmos, opensora) or a JSON Schema file.",
-    ),
-    constrain: bool = typer.Option(
-        True,
-        "--constrain/--no-constrain",
-        help="With --caption-format json: in-process models decode masked to the schema (--no-constrain: only check the captions afterwards).",
-    ),
     budget: float | None = typer.Option(
         None,
         "--budget",
@@ -404,7 +388,6 @@ def caption(
         price_out=price_out,
         strip_prefix=strip_prefix,
         heal=_at_least(heal, 0, "--heal"),
-        **_format_options(caption_format, schema, constrain),
         budget=budget,
         max_images=_at_least(max_images, 1, "--max-images"),
     )
@@ -433,21 +416,6 @@ def caption(
         ray={"env": ray_env, "max_actors": ray_actors},
         checked=True,
     )
-
-
-def _format_options(caption_format: str, schema: str | None, constrain: bool = True) -> dict:
-    """--caption-format and --schema as caption options (a schema goes with json, and json needs one)."""
-    if caption_format not in ("text", "json"):
-        raise UsageError(f"--caption-format must be text or json, not '{caption_format}'.")
-    if caption_format == "json" and not schema:
-        raise UsageError("--caption-format json needs --schema: hunyuan, cosmos, opensora or a JSON Schema file.")
-    if schema and caption_format != "json":
-        raise UsageError("--schema goes with --caption-format json.")
-    if not constrain and caption_format != "json":
-        raise UsageError("--no-constrain goes with --caption-format json.")
-    if caption_format != "json":
-        return {}
-    return {"caption_format": "json", "schema": schema, **({} if constrain else {"constrain": False})}
 
 
 def _at_least(value, low: int, flag: str):
@@ -629,13 +597,6 @@ def motion(
 
 
 @app.command()
-def tag(
-    manifest: str = typer.Argument(..., help="CSV or Parquet with a `text` column (captions)."),
-    key: str = typer.Option(..., "--key", "-k", help="objects, actions, or a custom key with --prompt-file."),
-    output: str | None = O_OUT,
-    backend: str = typer.Option("hf", "--backend", help="hf (in-process transformers), openai, or fake."),
-    model: str | None = typer.Option(
-@app.command()
 def scenes(
     manifest: str = typer.Argument(..., help="CSV or Parquet with a `path` column (a path or an fsspec URL)."),
     output: str | None = O_OUT,
@@ -643,7 +604,9 @@ def scenes(
         "content", "--detector", help="content (frame-to-frame change) or adaptive (change against its neighbours)."
     ),
     threshold: float | None = typer.Option(
-        None, "--threshold", help="The detector's cut threshold (default: content 27, adaptive 3; lower finds more cuts)."
+        None,
+        "--threshold",
+        help="The detector's cut threshold (default: content 27, adaptive 3; lower finds more cuts).",
     ),
     min_scene_len: float = typer.Option(0.6, "--min-scene-len", help="Seconds: no scene (or last window) shorter."),
     max_scene_len: float = typer.Option(
@@ -696,6 +659,13 @@ def scenes(
     )
 
 
+@app.command()
+def tag(
+    manifest: str = typer.Argument(..., help="CSV or Parquet with a `text` column (captions)."),
+    key: str = typer.Option(..., "--key", "-k", help="objects, actions, or a custom key with --prompt-file."),
+    output: str | None = O_OUT,
+    backend: str = typer.Option("hf", "--backend", help="hf (in-process transformers), openai, or fake."),
+    model: str | None = typer.Option(
         None,
         "--model",
         "-m",

@@ -451,9 +451,9 @@ class Ledger:
             names = self._header(out)
             if "path" not in names or not {"status", "error"} <= set(names):
                 return start
-            cols = ", ".join(_ident(c) for c in names if c in results)
             if self.stage.expands:
                 return self._load_expanded(out, out_base, names, start)
+            cols = ", ".join(_ident(c) for c in names if c in results)
             key = key_sql(abspath_sql("path", _sql_text(out_base)), names)
             body = (
                 f"SELECT {key} AS {RID}, {cols}, row_number() OVER () + {start} - (1::BIGINT << 62) AS _seq "
@@ -474,7 +474,6 @@ class Ledger:
             done += tbl.num_rows
         return done
 
-    def _add_prior(self, inputs: pa.Table, results: pa.Table, base: str, start: int) -> None:
     def _load_expanded(self, out: Path, base: str, names: list[str], start: int) -> int:
         """A finished output of a stage whose result is a list (`Stage.expands`: one output row per item),
         gathered back into one result per input row, keyed from the output's input columns only (its own
@@ -509,6 +508,7 @@ class Ledger:
         self._sql(f"CREATE TABLE prior AS {body}" if start == 0 else f"INSERT INTO prior BY NAME {body}", out)
         return self.con.execute(f"SELECT coalesce(max(_seq) + (1::BIGINT << 62), {start}) FROM prior").fetchone()[0]
 
+    def _add_prior(self, inputs: pa.Table, results: pa.Table, base: str, start: int) -> None:
         """A batch of a finished output (a stage with its own key): its results keyed from its inputs."""
         abspath, _ = resolve_batch(inputs["path"].combine_chunks(), base)
         seq = pa.array(np.arange(start, start + inputs.num_rows, dtype=np.int64) - (1 << 62))
@@ -701,10 +701,10 @@ class Ledger:
                 expr = f"nullif({expr}, '')"  # an empty text cell is written bare, as a NULL is
             cols.append(f"{expr} AS {_ident(plan.get(c, c))}")
         for c in tail:
-            expr = f"b.{_ident(c)}"
             if ex and c in fields:
                 cols.append(f"struct_extract(u.s, '{c}') AS {_ident(c)}")
                 continue
+            expr = f"b.{_ident(c)}"
             kind = types.get(c, "")
             if csv and kind.endswith("[]"):  # CSV has no list type: a JSON array, spaced as json.dumps spaces it
                 numbers = kind[:-2] in ("BIGINT", "INTEGER", "SMALLINT", "TINYINT", "UBIGINT", "UINTEGER")
@@ -816,8 +816,8 @@ def key_sql(abspath: str, names: list[str]) -> str:
     return f"CASE WHEN {t[0]} IS NULL OR {t[1]} IS NULL THEN {key} ELSE {key} || '#t=' || {t[0]} || ',' || {t[1]} END"
 
 
-    """`manifest.resolve_path` in SQL: clean cells by string ops, the rest by the Python function."""
 def abspath_sql(col: str, base: str) -> str:
+    """`manifest.resolve_path` in SQL: clean cells by string ops, the rest by the Python function."""
     c = f'"{col}"::VARCHAR'
     return (
         f"CASE WHEN {c} IS NULL OR {c} = '' THEN '' WHEN regexp_matches({c}, '{_NEEDS_PYTHON}') "

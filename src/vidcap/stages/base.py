@@ -43,11 +43,6 @@ class Item:
 
 
 class Stage:
-    # A stage whose result per input row is a list (scenes): the name of that result column, a JSON array of
-    # objects with `expand_fields` (name -> SQL type); parts keep one row per input row, the output one row
-    # per item (the ledger unnests it, and gathers an existing output back per input row on resume).
-    expands: str | None = None
-    expand_fields: dict[str, str] = {}  # noqa: RUF012
     name = "stage"  # command name; default output suffix
     suffix = "stage"
     # result columns added to the output (besides status, error); a stage may set its own per instance
@@ -57,6 +52,11 @@ class Stage:
     required_columns: tuple[str, ...] = ("path",)
     reads_files = True  # results depend on the file at `path`: its size and mtime are recorded and checked
     default_workers: int | None = None  # decode processes when --workers is not given (None: CPU count - 1)
+    # A stage whose result per input row is a list (scenes): the name of that result column, a JSON array of
+    # objects with `expand_fields` (name -> SQL type); parts keep one row per input row, the output one row
+    # per item (the ledger unnests it, and gathers an existing output back per input row on resume).
+    expands: str | None = None
+    expand_fields: dict[str, str] = {}  # noqa: RUF012
 
     def fingerprint(self) -> dict:
         """Settings that make two runs' rows comparable; a resume with other settings is refused."""
