@@ -323,6 +323,22 @@ def caption(
         metavar="N",
         help="Caption a row again, up to N times, when its caption loops, is empty, was cut off or echoes the prompt: that row alone gets a repetition penalty, then seeded sampling. Good rows are never touched; every attempt is kept in heal_attempts.",
     ),
+    caption_format: str = typer.Option(
+        "text",
+        "--caption-format",
+        help="text, or json: structured captions following --schema (checked against it; in-process models decode constrained to it, servers get response_format).",
+    ),
+    schema: str | None = typer.Option(
+        None,
+        "--schema",
+        metavar="NAME|FILE",
+        help="With --caption-format json: a built-in schema (hunyuan, cosmos, opensora) or a JSON Schema file.",
+    ),
+    constrain: bool = typer.Option(
+        True,
+        "--constrain/--no-constrain",
+        help="With --caption-format json: in-process models decode masked to the schema (--no-constrain: only check the captions afterwards).",
+    ),
     budget: float | None = typer.Option(
         None,
         "--budget",
@@ -388,6 +404,7 @@ def caption(
         price_out=price_out,
         strip_prefix=strip_prefix,
         heal=_at_least(heal, 0, "--heal"),
+        **_format_options(caption_format, schema, constrain),
         budget=budget,
         max_images=_at_least(max_images, 1, "--max-images"),
     )
@@ -416,6 +433,21 @@ def caption(
         ray={"env": ray_env, "max_actors": ray_actors},
         checked=True,
     )
+
+
+def _format_options(caption_format: str, schema: str | None, constrain: bool = True) -> dict:
+    """--caption-format and --schema as caption options (a schema goes with json, and json needs one)."""
+    if caption_format not in ("text", "json"):
+        raise UsageError(f"--caption-format must be text or json, not '{caption_format}'.")
+    if caption_format == "json" and not schema:
+        raise UsageError("--caption-format json needs --schema: hunyuan, cosmos, opensora or a JSON Schema file.")
+    if schema and caption_format != "json":
+        raise UsageError("--schema goes with --caption-format json.")
+    if not constrain and caption_format != "json":
+        raise UsageError("--no-constrain goes with --caption-format json.")
+    if caption_format != "json":
+        return {}
+    return {"caption_format": "json", "schema": schema, **({} if constrain else {"constrain": False})}
 
 
 def _at_least(value, low: int, flag: str):
@@ -508,6 +540,17 @@ def export(
         "--rotated",
         help="Clips shown turned (phone rotation, EXIF): drop (to the excluded file) or keep (sizes as stored, which Open-Sora trains on).",
     ),
+    text_column: str | None = typer.Option(
+        None,
+        "--text-column",
+        help="The caption Open-Sora trains on: a column (e.g. a variant) or a JSON caption's field, COLUMN.FIELD.",
+    ),
+    clips: str | None = typer.Option(
+        None,
+        "--clips",
+        help="Where range rows (start_time/end_time) are cut into clips (default <output stem>_clips/).",
+    ),
+    workers: int = typer.Option(1, "--workers", help="Processes cutting range rows into clips."),
 ):
     """One table a training framework takes as it is: ok rows only, absolute paths, integer sizes."""
     from .export import describe, export_opensora
@@ -549,15 +592,6 @@ def motion(
     workers: int | None = O_WORKERS,
     limit: int | None = O_LIMIT,
     shard: str | None = O_SHARD,
-    text_column: str | None = typer.Option(
-        None,
-        "--text-column",
-        help="The caption Open-Sora trains on: a column (e.g. a variant) or a JSON caption's field, COLUMN.FIELD.",
-    ),
-    clips: str | None = typer.Option(
-        None, "--clips", help="Where range rows (start_time/end_time) are cut into clips (default <output stem>_clips/)."
-    ),
-    workers: int = typer.Option(1, "--workers", help="Processes cutting range rows into clips."),
     overwrite: bool = O_OVERWRITE,
     keep_parts: bool = O_KEEP,
     part_rows: int | None = O_PART_ROWS,
