@@ -307,3 +307,33 @@ def test_export_cuts_range_rows_and_picks_the_caption(scenes, tmp_path):
         "export", cap, "--to", "opensora", "-o", tmp_path / "t2.csv", "--text-column", "caption_json.x.y", check=False
     )
     assert nested.returncode == 1 and "wrote 0 rows" in nested.stdout
+
+
+# ---- report ----
+
+
+def test_report_shows_range_rows_on_a_timeline_with_frames_from_their_range(scenes, tmp_path):
+    import base64
+    import io
+    import re
+
+    import numpy as np
+    from PIL import Image
+
+    from vidcap.report.build import build_report
+
+    out = tmp_path / "cap.csv"
+    vidcap("caption", scenes, "--model", "fake", "-o", out, "-q", "--workers", "1")
+    stats = build_report(out, workers=0, thumb_width=160)
+    html = Path(stats["html"]).read_text()
+    timeline = html[html.index('<section class="timelines">') : html.index('<section class="cards">')]
+    assert "4 ranges of 1 videos" in timeline  # the half-written range is a row error, not a range
+    order = re.findall(r'<td class="t">([^<]+)</td>', timeline)
+    assert order == ["0:00.00-0:05.00", "0:05.00-0:12.50", "0:12.50-0:20.00", "0:30.00-0:40.00"]
+    assert "starts after the video ends" in timeline and "A clip seen in 4 frames" in timeline
+    card = html[html.index('id="row-1"') : html.index('id="row-2"')]
+    assert "long.mp4 [5-12.5 s, scene 1]" in card
+    shots = re.findall(r'src="data:image/jpeg;base64,([^"]+)"', card)
+    seen = [read_index(np.asarray(Image.open(io.BytesIO(base64.b64decode(b))).convert("RGB"))) for b in shots]
+    assert seen and all(120 <= i < 300 for i in seen), seen
+    assert "Status (4 ok, 2 failed)" in html  # ranges of one file are clips of their own, not duplicates

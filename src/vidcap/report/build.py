@@ -15,6 +15,7 @@ from .guard import add_sections
 from .page import card, has_captions, page, summary_charts
 from .table import choose_rows, filter_mask, parse_filter, row_errors, row_flags, tag_columns
 from .thumbs import UNREADABLE, ThumbJob, Thumbs, plan_job, run_jobs
+from .timeline import add_timelines, span_of
 
 DEFAULT_SAMPLE = 200
 
@@ -61,6 +62,7 @@ def _plan(rows: pd.DataFrame, errors: pd.Series, root: Path, max_thumbs: int, wi
                 max_thumbs=max_thumbs,
                 width=width,
                 quality=quality,
+                span=span_of(row.to_dict()),
             )
         )
     return jobs
@@ -121,6 +123,7 @@ def build_report(
     ]
     html = page(f"vidcap review: {output_path.name}", lines, summary_charts(df, errors, flags, tag_cols), cards)
     html = add_sections(html, df)  # healed captions and near-duplicate clusters, where the output has them
+    html = add_timelines(html, df, errors, {int(i) for i in shown.index})  # range rows, video by video
     html_path.parent.mkdir(parents=True, exist_ok=True)
     _write_text(html_path, html)
     images = sum(len(t.images) for t in thumbs)

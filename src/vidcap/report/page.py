@@ -10,6 +10,7 @@ import pandas as pd
 
 from ..checks import FLAGS
 from ..errors import error_code
+from ..manifest import row_range
 from .charts import WARN, bar_chart, histogram
 from .table import list_cell
 
@@ -76,8 +77,8 @@ def summary_charts(
         counts = Counter(f for fs in flags for f in fs)
         items = [(f, counts.get(f, 0)) for f in FLAGS] + sorted((k, v) for k, v in counts.items() if k not in FLAGS)
         charts.append(bar_chart("Caption flags (rows)", items, "flags", WARN))
-    # clips, as the run's summary counts them: a clip listed twice in the manifest is one clip
-    first = ~df["path"].astype(str).duplicated() if "path" in df.columns else pd.Series(True, index=df.index)
+    # clips, as the run's summary counts them: a clip (or a range of one) listed twice in the manifest is one clip
+    first = ~_clip_keys(df).duplicated() if "path" in df.columns else pd.Series(True, index=df.index)
     first = first.to_numpy()
     codes = Counter(error_code(e.split("; ")[0]) for e, f in zip(errors, first, strict=True) if e and f)
     n_ok, n_failed, dups = int((ok & first).sum()), int((~ok & first).sum()), int((~first).sum())
@@ -95,6 +96,15 @@ def summary_charts(
         tags = Counter(t for c in df[col] for t in set(list_cell(c) or []))
         charts.append(bar_chart(f"Top {col}", tags.most_common(top_tags), f"tags-{col}"))
     return charts
+
+
+def _clip_keys(df: pd.DataFrame) -> pd.Series:
+    """What makes a row one clip: its path, and its range for a range row."""
+    keys = df["path"].astype(str)
+    if {"start_time", "end_time"} <= set(df.columns):
+        spans = [row_range(r) for r in df[["start_time", "end_time"]].to_dict("records")]
+        keys = keys + pd.Series(["" if s is None else f"#t={s[0]!r},{s[1]!r}" for s in spans], index=df.index)
+    return keys
 
 
 def _strip(thumbs) -> str:
@@ -129,6 +139,11 @@ def card(pos: int, row: dict, error: str, flags: list[str], thumbs, tag_cols: li
     classes = "card" + (" failed" if failed else "") + (" flagged" if flags else "")
     path = "" if _blank(row.get("path")) else str(row["path"])
     name = os.path.basename(path) or path or "(no path)"
+    span = row_range(row)
+    if span is not None:  # a range row: which part of the file
+        name += (
+            f" [{span[0]:g}-{span[1]:g} s" + ("" if _blank(row.get("scene")) else f", scene {_fmt(row['scene'])}") + "]"
+        )
     badge = (
         f'<span class="badge failed">{escape(error_code(error.split("; ")[0]) or "failed")}</span>'
         if failed

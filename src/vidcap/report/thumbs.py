@@ -30,6 +30,7 @@ class ThumbJob:
     width: int = 160
     quality: int = 70
     note: str = ""  # why the frames differ from the run's, if they do
+    span: tuple[float, float] | None = None  # a range row: its frames come from inside (start, end) seconds
 
 
 @dataclass
@@ -67,9 +68,17 @@ def _spread(n: int, k: int) -> list[int]:
 
 
 def plan_job(
-    path: str, frame_idx, total, max_thumbs: int = 8, default_frames: int = 4, width: int = 160, quality: int = 70
+    path: str,
+    frame_idx,
+    total,
+    max_thumbs: int = 8,
+    default_frames: int = 4,
+    width: int = 160,
+    quality: int = 70,
+    span: tuple[float, float] | None = None,
 ) -> ThumbJob:
-    """The frames the run used (found by re-deriving its position rule), or `default_frames` uniform."""
+    """The frames the run used (found by re-deriving its position rule), or `default_frames` uniform; for a
+    range row, counted within the range (as the run counted them)."""
     from vidcap.frames import POSITIONS, frame_indices
 
     idx = parse_indices(frame_idx)
@@ -82,9 +91,9 @@ def plan_job(
             if frame_indices(total, len(idx), rule) == idx:
                 firsts = sorted({idx.index(v) for v in idx})  # repeats of a short clip shown once
                 keep = [firsts[i] for i in _spread(len(firsts), max_thumbs)]
-                return ThumbJob(path, len(idx), rule, keep, width, quality)
+                return ThumbJob(path, len(idx), rule, keep, width, quality, span=span)
     note = "frames re-sampled (the run's frame indices could not be reproduced)" if idx else ""
-    return ThumbJob(path, default_frames, "uniform", list(range(default_frames)), width, quality, note)
+    return ThumbJob(path, default_frames, "uniform", list(range(default_frames)), width, quality, note, span)
 
 
 def _jpeg_b64(arr: np.ndarray, quality: int) -> str:
@@ -101,7 +110,7 @@ def run_job(job: ThumbJob) -> Thumbs:
     from vidcap.frames import sample_frames
 
     try:
-        fr = sample_frames(job.path, job.count, job.positions, max_side=job.width)
+        fr = sample_frames(job.path, job.count, job.positions, max_side=job.width, span=job.span)
     except VidcapError as exc:
         return Thumbs([], error=exc.text, note=job.note)
     except Exception as exc:  # a decoder bug on one file must not stop the report
