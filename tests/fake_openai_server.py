@@ -9,6 +9,10 @@ message repeats the Authorization header), "html" (200 with an HTML page, as a w
 valid answer sent one byte at a time over about s seconds), "caption-key" (a caption that repeats the header), "finish-key" (empty content, a finish_reason that repeats the header), "finish-key-text" (a caption, a finish_reason that repeats the header), "surrogate" (a caption holding a lone surrogate), "fffd" (a caption holding 84 U+FFFD characters, as a server that decoded bad bytes gives), "loop" (a caption
 repeating itself until the token limit, unless the request sets frequency_penalty > 0). Every request is checked for shape and recorded.
 
+A request with `response_format` {"type": "json_schema", ...} (structured captions) is answered "ok" with an
+instance of its schema (indented, keys in reverse order: vidcap compacts and reorders them); "json-bad"
+answers prose instead, "json-cut" the instance cut off before its closing brace (finish_reason "length").
+
 `FakeOpenAIServer(usage="openai")` counts tokens as the OpenAI API does (text ~4 characters a token, each
 image by its detail and size with the documented tiling rule) and answers "ok" with a caption of a length
 drawn (fixed per prompt and first image) between 30 % and 100 % of the request's token limit, as real captions vary.
@@ -201,9 +205,50 @@ def _error(status: int, message: str, code: str | None = None, headers=None):
     return status, json.dumps({"error": err}).encode(), headers or {}
 
 
+def schema_of(hit: Hit) -> dict | None:
+    """The JSON Schema a request asks the answer to follow (response_format json_schema), else None."""
+    fmt = hit.body.get("response_format")
+    if not isinstance(fmt, dict) or fmt.get("type") != "json_schema":
+        return None
+    spec = fmt.get("json_schema") or {}
+    if not isinstance(spec.get("schema"), dict) or not spec.get("name"):
+        hit.problems.append("response_format json_schema without a name and a schema")
+        return None
+    return spec["schema"]
+
+
+def instance(schema: dict, name: str, tag: str):
+    """A value valid against `schema` (the subset vidcap's schemas use), made up from the field name."""
+    if "enum" in schema:
+        return schema["enum"][0]
+    if "const" in schema:
+        return schema["const"]
+    kind = schema.get("type")
+    if kind == "object":
+        return {k: instance(v, k, tag) for k, v in reversed(list((schema.get("properties") or {}).items()))}
+    if kind == "array":
+        return [instance(schema.get("items") or {}, name, tag) for _ in range(max(1, schema.get("minItems", 1)))]
+    if kind in ("integer", "number"):
+        return schema.get("minimum", 0)
+    if kind == "boolean":
+        return True
+    if kind == "null":
+        return None
+    text = f"The {name} of {tag or 'a clip'}."
+    return text[: schema.get("maxLength", len(text))]
+
+
 def respond(server: FakeOpenAIServer, hit: Hit, behaviour: str):
     """(status, body bytes, headers) for one behaviour, or None to drop the connection."""
     kind, _, arg = behaviour.partition(":")
+    schema = schema_of(hit)
+    if schema is not None and kind in ("ok", "json-cut"):
+        text = json.dumps(instance(schema, "caption", hit.tag), indent=1)
+        if kind == "json-cut":
+            return 200, json.dumps(completion(hit, text=text.rstrip().rstrip("}"), finish="length")).encode(), {}
+        return 200, json.dumps(completion(hit, text=text)).encode(), {}
+    if kind == "json-bad":
+        return 200, json.dumps(completion(hit, text="Sure! Here is a caption: a dog runs.")).encode(), {}
     if kind == "slow":
         time.sleep(float(arg))
         kind = "ok"

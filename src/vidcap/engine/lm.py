@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from .grammar import apply_bitmask, shifts
+
 # Decoder layers whose step is: RMSNorm -> q/k/v (bias optional) -> per-head RMSNorm of q and k (Qwen3) ->
 # rotary -> attention -> o_proj -> residual -> RMSNorm -> gated MLP -> residual. Anything else runs through
 # generate() (fast_path false). Qwen3-VL's DeepStack (visual features added to the first layers' hidden

@@ -375,7 +375,7 @@ class CaptionStage(Stage):
             flags = join_flags(parse_flags(flags) + [ECHO])
         error = res.error
         if self.schema is not None and not error:  # invalid JSON is kept as it came, with a `parse` error
-            text, error = json_caption(self.schema, clean)
+            text, error, flags = json_caption(self.schema, clean, flags, self.checker)
         raw = res.raw_text if res.raw_text and res.raw_text != text else ""
         return {
             "text": text,
