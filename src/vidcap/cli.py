@@ -635,12 +635,12 @@ def scenes(
     manifest: str = typer.Argument(..., help="CSV or Parquet with a `path` column (a path or an fsspec URL)."),
     output: str | None = O_OUT,
     detector: str = typer.Option(
-        "content", "--detector", help="content (frame-to-frame change) or adaptive (change against its neighbours)."
+        "adaptive", "--detector", help="adaptive (change against its neighbours) or content (frame-to-frame change)."
     ),
     threshold: float | None = typer.Option(
         None,
         "--threshold",
-        help="The detector's cut threshold (default: content 27, adaptive 3; lower finds more cuts).",
+        help="The detector's cut threshold (default: adaptive 2, content 27; lower finds more cuts).",
     ),
     min_scene_len: float = typer.Option(0.6, "--min-scene-len", help="Seconds: no scene (or last window) shorter."),
     max_scene_len: float = typer.Option(
