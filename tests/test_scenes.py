@@ -177,3 +177,31 @@ def test_kill_and_resume_gives_each_video_once(cuts_video, tmp_path):
     pd.testing.assert_frame_equal(again[again["path"] != "v3.mp4"][cols].reset_index(drop=True), got[cols])
     sidecar = json.loads((tmp_path / "s.csv.run.json").read_text())
     assert sidecar["fingerprint"]["stage"] == "scenes" and sidecar["fingerprint"]["window"] == 5.0
+
+
+def test_caption_window_by_window_resumes_after_a_kill(cuts_video, tmp_path):
+    """`caption --window 5s`: one caption row per window with its start/end; killed while captioning (the
+    windows are saved), the same command finishes it, the same as an uninterrupted run."""
+    root, truth = cuts_video
+    shutil.copy(root / "long.mp4", tmp_path / "long.mp4")
+    m = _manifest(tmp_path, [{"path": "long.mp4", "clip_id": "a"}, {"path": "gone.mp4", "clip_id": "b"}])
+    out, ref = tmp_path / "c.csv", tmp_path / "ref.csv"
+    args = ["--model", "fake", "--workers", "0", "-q", "--part-rows", "1", "--batch-size", "1", "--window", "5s"]
+    proc = vidcap("caption", m, "-o", out, *args, VIDCAP_TEST_FAULT="part_write:kill:4", check=False)
+    assert proc.returncode != 0 and not out.exists() and (tmp_path / "c.csv.windows.parquet").exists()
+    vidcap("caption", m, "-o", out, *args)
+    vidcap("caption", m, "-o", ref, *args)
+    got, want = _read(out), _read(ref)
+    cols = ["path", "clip_id", "scene", "start_time", "end_time", "num_frames", "text", "status", "error"]
+    pd.testing.assert_frame_equal(got[cols], want[cols])
+    ok = got[got["status"] == "ok"]
+    # 0-5, 5-10, 10-17 (the 2 s tail is under half a window: it joins the window before)
+    assert ok[["start_time", "end_time"]].values.tolist() == [[0.0, 5.0], [5.0, 10.0], [10.0, 17.0]]
+    assert ok["num_frames"].tolist() == [125, 125, 175] and ok["text"].str.len().min() > 0
+    assert got[got["path"] == "gone.mp4"]["error"].str.startswith("missing:").all() and len(got) == 4
+    proc = vidcap("caption", m, "-o", out, *args)
+    assert proc.stderr.count("processed 0 rows") == 2 and "4 skipped" in proc.stderr  # nothing redone
+    vidcap("caption", m, "-o", tmp_path / "s.csv", "--model", "fake", "--workers", "0", "-q", "--window", "scenes")
+    shots = _read(tmp_path / "s.csv")
+    hits, _, n_true = match(truth, shots[shots["status"] == "ok"]["start_time"].tolist()[1:], TOL)
+    assert hits == n_true and (shots[shots["status"] == "ok"]["text"].str.len() > 0).all()

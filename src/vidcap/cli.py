@@ -350,6 +350,11 @@ def caption(
         "--max-images",
         help="API runs: images one request may carry (default: the provider's known limit); clips get at most this many frames.",
     ),
+    window: str | None = typer.Option(
+        None,
+        "--window",
+        help="Caption long videos window by window: SECONDS (e.g. 10s) or scenes (shot boundaries); one output row per window with its start_time/end_time (the windows are kept in <output>.windows.parquet).",
+    ),
     retry_failed: bool = O_RETRY_FAILED,
     workers: int | None = O_WORKERS,
     limit: int | None = O_LIMIT,
@@ -415,6 +420,8 @@ def caption(
     ropts = run_options(
         workers, limit, shard, overwrite, keep_parts, part_rows, quiet, device, failed_out, no_file_check, retry_failed
     )
+    if window:
+        manifest, ropts = _caption_windows(manifest, out, window, ropts)
     from .budget import attach_spend, print_estimate
     from .preflight import check
 
@@ -433,6 +440,28 @@ def caption(
         ray={"env": ray_env, "max_actors": ray_actors},
         checked=True,
     )
+
+
+def _caption_windows(manifest, out, window: str, ropts):
+    """--window: split each video into windows (or shots) with the scenes stage into <output>.windows.parquet
+    (resumable like any output), and return the manifest of its range rows to caption, with the run options
+    for that (--limit and --shard chose the videos; --failed-out is for the captions)."""
+    import dataclasses
+
+    from .scenes import SceneOptions, parse_seconds
+    from .stages.scenes import ScenesStage, window_rows
+    from .storage import as_path
+
+    if window.strip().lower() == "scenes":
+        opts = SceneOptions()
+    else:
+        size = parse_seconds(window, "--window")
+        opts = SceneOptions(window=size, min_len=size / 2)  # a tail under half a window joins the one before
+    table = as_path(f"{out}.windows.parquet")
+    execute(ScenesStage(opts), manifest, table, dataclasses.replace(ropts, failed_out=None))
+    rows = as_path(f"{out}.windows-rows.parquet")
+    window_rows(table, rows)
+    return str(rows), dataclasses.replace(ropts, limit=None, shard=None)
 
 
 def _format_options(caption_format: str, schema: str | None, constrain: bool = True) -> dict:

@@ -89,3 +89,19 @@ class ScenesStage(Stage):
 
         got = results.read(["scenes"], "status = 'ok' AND scenes IS NOT NULL").column("scenes")
         return {"scenes": int(pc.sum(pc.count_substring(got, '"scene":')).as_py() or 0)}
+
+
+# Columns of a scenes table that are about the scenes run itself: a table of windows to caption drops them
+# (the caption run records its own status, error, fps and file identity).
+RUN_ONLY = ("fps", "file_size", "file_mtime", "status", "error")
+
+
+def window_rows(scenes_table, target) -> int:
+    """The manifest `vidcap caption --window` captions: the rows of a scenes table (one per window, range
+    rows) less its run columns, written atomically to `target` beside it (so relative paths keep their
+    meaning). A video whose scenes failed stays one whole-file row: its caption fails the same way."""
+    from .. import tables
+
+    df = tables.read(scenes_table)
+    tables.write(df.drop(columns=[c for c in RUN_ONLY if c in df.columns]), target)
+    return len(df)
