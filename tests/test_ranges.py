@@ -337,3 +337,21 @@ def test_report_shows_range_rows_on_a_timeline_with_frames_from_their_range(scen
     seen = [read_index(np.asarray(Image.open(io.BytesIO(base64.b64decode(b))).convert("RGB"))) for b in shots]
     assert seen and all(120 <= i < 300 for i in seen), seen
     assert "Status (4 ok, 2 failed)" in html  # ranges of one file are clips of their own, not duplicates
+
+
+def test_scenes_cut_writes_one_clip_per_scene(long_videos, tmp_path):
+    os.symlink(long_videos[".mp4"], tmp_path / "long.mp4")
+    pd.DataFrame({"path": ["long.mp4", "gone.mp4"]}).to_csv(tmp_path / "m.csv", index=False)
+    out = tmp_path / "scenes.parquet"
+    first = vidcap("scenes", tmp_path / "m.csv", "-o", out, "--window", "5", "--cut", tmp_path / "clips", "-q")
+    assert "cut 5 clips" in first.stdout
+    df = pd.read_parquet(out)
+    ok = df[df["status"] == "ok"]
+    assert len(ok) == 5 and (df.loc[df["status"] != "ok", "clip_path"] == "").all()
+    for row in ok.to_dict("records"):
+        lo = math.ceil(row["start_time"] * FPS - 1e-6)
+        got = sample_frames(row["clip_path"], 2, "uniform")
+        assert got.num_frames == 120 and _indices(got.frames) == [lo, lo + 119]
+    again = vidcap("scenes", tmp_path / "m.csv", "-o", out, "--window", "5", "--cut", tmp_path / "clips", "-q")
+    assert "5 there already" in again.stdout
+    assert pd.read_parquet(out)["clip_path"].tolist() == df["clip_path"].tolist()

@@ -693,6 +693,12 @@ def scenes(
     ray_actors: int | None = O_RAY_ACTORS,
     no_file_check: bool = O_NO_FILE_CHECK,
     retry_failed: bool = O_RETRY_FAILED,
+    cut: str | None = typer.Option(
+        None,
+        "--cut",
+        help="Also write each scene as its own clip file in this folder (stream copy where it starts on a keyframe, "
+        "else re-encoded); the output gets clip_path and clip_error columns.",
+    ),
 ):
     """Split each video into scenes (shot boundaries, or fixed windows): one output row per scene."""
     from .scenes import SceneOptions, parse_seconds
@@ -720,6 +726,15 @@ def scenes(
         address=address,
         ray={"env": ray_env, "max_actors": ray_actors},
     )
+    if cut:
+        from .cut import cut_table
+
+        counts = cut_table(out, cut, workers=max(1, workers or 1))
+        failed = f", {counts['failed']} could not be cut (see clip_error)" if counts["failed"] else ""
+        typer.echo(
+            f"cut {counts['clips']} clips into {cut} ({counts['copied']} copied, {counts['encoded']} re-encoded, "
+            f"{counts['kept']} there already){failed}."
+        )
 
 
 @app.command()

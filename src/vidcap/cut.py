@@ -20,6 +20,8 @@ from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
 
+import pandas as pd
+
 from .errors import DECODE, VidcapError
 from .frames.container import av_module, ffmpeg_message, open_input, video_stream
 from .frames.decode import check_path
@@ -39,6 +41,7 @@ class Clip:
     fps: float
     width: int
     height: int
+    kept: bool = False  # the clip was there already (a rerun): not written again
 
 
 def clip_name(source: str, span: tuple[float, float]) -> str:
@@ -54,7 +57,7 @@ def cut_range(source: str, span: tuple[float, float], dest: str | os.PathLike, c
     the range starts and ends on keyframes), False (always re-encode). Raises VidcapError (decode, range...)."""
     dest = Path(dest)
     if dest.exists():
-        return probe(str(dest), copied=False)
+        return probe(str(dest), copied=False, kept=True)
     source = check_path(source)
     av = av_module()
     dest.parent.mkdir(parents=True, exist_ok=True)
@@ -165,13 +168,13 @@ def _encode(container, stream, window: Window, span, tmp: str) -> None:
         out.mux(ost.encode(None))
 
 
-def probe(path: str, copied: bool) -> Clip:
+def probe(path: str, copied: bool, kept: bool = False) -> Clip:
     """What a clip holds (frames counted by demuxing: MP4's header count)."""
     with open_input(path) as container:
         stream = video_stream(container)
         frames = stream.frames or sum(1 for p in container.demux(stream) if p.size)
         fps = float(stream.average_rate or 0)
-        return Clip(path, copied, int(frames), fps, stream.codec_context.width, stream.codec_context.height)
+        return Clip(path, copied, int(frames), fps, stream.codec_context.width, stream.codec_context.height, kept)
 
 
 def _cut_one(job: tuple[str, tuple[float, float], str, bool | None]) -> Clip | VidcapError:
@@ -207,3 +210,55 @@ def cut_ranges(
             if on_clip:
                 on_clip(i, res)
     return results
+
+
+def cut_table(table, out_dir, *, workers: int = 1, copy: bool | None = None) -> dict:
+    """Cut every ok range row of `table` (a `vidcap scenes` output, or any table of range rows) into `out_dir`
+    and write the table back with `clip_path` (the clip, absolute; empty for a whole-file or failed row) and
+    `clip_error` (why a range could not be cut). Clips already there are kept, so a rerun only adds the new
+    ones. Returns counts: clips, copied, encoded, kept (there already), failed."""
+    from . import tables
+    from .manifest import read_range, resolved_paths
+
+    df = tables.read(table)
+    ok = df["status"].astype(str).eq("ok") if "status" in df.columns else pd.Series(True, index=df.index)
+    paths = resolved_paths(df, table) if "path" in df.columns else [""] * len(df)
+    todo, jobs = [], []
+    clip_error = [""] * len(df)
+    for pos, (row, good, path) in enumerate(zip(df.to_dict("records"), ok, paths, strict=True)):
+        if not good:
+            continue
+        try:
+            span = read_range(row)
+        except VidcapError as exc:
+            clip_error[pos] = exc.text
+            continue
+        if span is not None:
+            todo.append(pos)
+            jobs.append((path, span))
+    clip_path = [""] * len(df)
+    counts = {"clips": 0, "copied": 0, "encoded": 0, "kept": 0, "failed": 0}
+    for pos, res in zip(todo, cut_ranges(jobs, out_dir, copy=copy, workers=workers), strict=True):
+        if isinstance(res, Clip):
+            clip_path[pos] = os.path.abspath(res.path)
+            counts["clips"] += 1
+            counts["kept" if res.kept else "copied" if res.copied else "encoded"] += 1
+        else:
+            clip_error[pos] = res.text
+            counts["failed"] += 1
+    df["clip_path"], df["clip_error"] = clip_path, clip_error
+    tables.write(df, table, _metadata(table))
+    return counts
+
+
+def _metadata(table) -> dict | None:
+    """The vidcap metadata a Parquet output carries (its run's settings), kept when the table is rewritten."""
+    import json
+
+    import pyarrow.parquet as pq
+
+    text = str(table)
+    if not text.lower().endswith((".parquet", ".pq")) or not os.path.isfile(text):
+        return None
+    meta = pq.read_schema(text).metadata or {}
+    return json.loads(meta[b"vidcap"]) if b"vidcap" in meta else None
