@@ -885,6 +885,17 @@ def bench(
     gpus: str | None = typer.Option(
         None, "--gpus", help="GPU counts to compare through the multi-GPU runner, e.g. 1,2 (cpu:1,cpu:2 on a CPU)."
     ),
+    caption_format: str = typer.Option(
+        "text",
+        "--caption-format",
+        help="json (with --schema): decode the same clips free and constrained to the schema, and compare the decode steps.",
+    ),
+    schema: str | None = typer.Option(
+        None,
+        "--schema",
+        metavar="NAME|FILE",
+        help="With --caption-format json: a built-in schema or a JSON Schema file.",
+    ),
     device: str | None = O_DEVICE,
     work_dir: Path = typer.Option(
         Path(".vidcap-bench"), "--work-dir", help="Where clips, model skeletons and outputs go."
@@ -923,6 +934,7 @@ def bench(
         device=device,
         work_dir=str(work_dir),
     )
+    cfg.options.update(_format_options(caption_format, schema))  # --caption-format json: bench.structured
     report = run_bench(cfg)
     typer.echo(format_report(report))
     typer.echo(f"full figures: {work_dir / 'bench.json'}")

@@ -271,6 +271,15 @@ def run_bench(cfg: BenchConfig) -> dict:
         "runs": [],
     }
     workers = cfg.workers
+    if stage.schema is not None:  # --caption-format json: free against constrained decoding (bench.structured)
+        from .structured import run_structured
+
+        report["runs"], report["structured"] = run_structured(
+            cfg, stage, manifest, root, workers, _one_run, _output_stats
+        )
+        teardown()
+        (root / "bench.json").write_text(json.dumps(report, indent=2, default=str))
+        return report
     # warm-up on one batch of other clips: compilation, CUDA graphs and allocator growth stay out of the numbers
     warm = make_bench_clips(root / "warmup", cfg.batch_size, cfg.width, cfg.height, cfg.seconds, distinct=2)
     for fast in [False, True] if cfg.baseline else [True]:
@@ -356,6 +365,10 @@ def format_report(report: dict) -> str:
             )
         if r.get("errors"):
             lines.append(f"    errors: {r['errors']}")
+    if "structured" in report:
+        from .structured import format_structured
+
+        lines += format_structured(report["structured"])
     if "continuous_vs_static" in report:
         lines.append(
             f"continuous batching over static batches (same engine, same clips): {report['continuous_vs_static']:.2f}x"
