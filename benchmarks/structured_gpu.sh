@@ -5,8 +5,8 @@
 # without the grammar mask inside the CUDA-graph step, graph replays, the CPU time per step spent advancing
 # llguidance's matchers and filling/uploading the mask rows, and the share of rows valid against the schema.
 #
-# usage: BUDGET_S=400 OUT=/tmp/structured-out benchmarks/structured_gpu.sh
-#   qwen2.5-vl-7b (152k vocabulary: the widest mask), 128 clips 1280x720 5 s, 64 slots, 150 new tokens (EOS ignored)
+# usage: BUDGET_S=290 OUT=/tmp/structured-out benchmarks/structured_gpu.sh
+#   qwen2.5-vl-7b (152k vocabulary: the widest mask), VIDEOS=64 clips 1280x720 3 s, 64 slots, 150 new tokens (EOS ignored)
 # DRY=1 runs it on tiny-qwen2.5-vl on the CPU (4 clips at 160x120, 8 tokens) to catch typos before device time.
 # The device image has no PyAV, DuckDB, llguidance or jsonschema: carry their wheels in .wheels/ (git-ignored):
 #   pip download --no-deps --only-binary=:all: --python-version 3.12 --platform manylinux_2_31_x86_64 \
@@ -15,7 +15,7 @@
 # Results: $OUT/bench-json.json and $OUT/log.txt (the device tool brings $OUT back).
 set -uo pipefail
 t0=$SECONDS
-budget=${BUDGET_S:-400}
+budget=${BUDGET_S:-290}
 OUT=${OUT:-/tmp/structured-out}
 mkdir -p "$OUT"
 log="$OUT/log.txt"
@@ -43,7 +43,7 @@ if ! $py -c "import av, duckdb, llguidance, jsonschema, torch, transformers, vid
   exit 1
 fi
 
-shape=qwen2.5-vl-7b videos=128 batch=64 extra=(--new-tokens 150 --workers 15)
+shape=qwen2.5-vl-7b videos=${VIDEOS:-64} batch=64 extra=(--new-tokens 150 --seconds 3 --workers 15)
 if [ -n "${DRY:-}" ]; then
   shape=tiny-qwen2.5-vl videos=4 batch=2 extra=(--new-tokens 8 --resolution 160x120 --seconds 1 --workers 2 --device cpu)
 fi
