@@ -205,3 +205,21 @@ def test_caption_window_by_window_resumes_after_a_kill(cuts_video, tmp_path):
     shots = _read(tmp_path / "s.csv")
     hits, _, n_true = match(truth, shots[shots["status"] == "ok"]["start_time"].tolist()[1:], TOL)
     assert hits == n_true and (shots[shots["status"] == "ok"]["text"].str.len() > 0).all()
+
+
+def test_kill_before_the_merge_then_resume(cuts_video, tmp_path):
+    """Every video's scenes saved in parts, killed before the output is written: the rerun merges them, each
+    video once, without detecting anything again."""
+    root, _ = cuts_video
+    shutil.copy(root / "long.mp4", tmp_path / "v0.mp4")
+    shutil.copy(root / "long.mp4", tmp_path / "v1.mp4")
+    m = _manifest(tmp_path, [{"path": "v0.mp4"}, {"path": "v1.mp4"}, {"path": "gone.mp4"}])
+    out = tmp_path / "s.parquet"
+    proc = vidcap("scenes", m, "-o", out, "--workers", "0", "-q", VIDCAP_TEST_FAULT="before_merge:kill", check=False)
+    assert proc.returncode != 0 and not out.exists()
+    proc = vidcap("scenes", m, "-o", out, "--workers", "0", "-q")
+    assert "3 skipped" in proc.stderr and "processed 0 rows" in proc.stderr
+    got = _read(out)
+    per = got.groupby("path")["scene"].apply(list).to_dict()
+    assert per["v0.mp4"] == per["v1.mp4"] == list(range(len(per["v0.mp4"]))) and len(per["v0.mp4"]) > 3
+    assert got[got["path"] == "gone.mp4"]["status"].tolist() == ["failed"]
