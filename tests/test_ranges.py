@@ -355,3 +355,15 @@ def test_scenes_cut_writes_one_clip_per_scene(long_videos, tmp_path):
     again = vidcap("scenes", tmp_path / "m.csv", "-o", out, "--window", "5", "--cut", tmp_path / "clips", "-q")
     assert "5 there already" in again.stdout
     assert pd.read_parquet(out)["clip_path"].tolist() == df["clip_path"].tolist()
+
+
+def test_export_of_a_chained_range_output_takes_the_clips_sizes(scenes, tmp_path):
+    """motion run on a caption output (its columns read back as text): the clips' counts still go in."""
+    cap, both = tmp_path / "cap.csv", tmp_path / "both.csv"
+    vidcap("caption", scenes, "--model", "fake", "-o", cap, "-q", "--workers", "1")
+    vidcap("motion", cap, "-o", both, "-q", "--workers", "1")
+    out = tmp_path / "train.csv"
+    vidcap("export", both, "--to", "opensora", "-o", out, "--unclassified", "static")
+    got = pd.read_csv(out)
+    assert got["num_frames"].tolist() == [120, 180, 180, 24]
+    assert set(got["cmotion"]) <= {"static", "pan_right", "pan_left", "zoom_in", "zoom_out", "tilt_up", "tilt_down"}

@@ -95,13 +95,15 @@ def cut_rows(df: pd.DataFrame, reasons: pd.Series, clips_dir, workers: int = 1) 
     Path(clips_dir).mkdir(parents=True, exist_ok=True)
     if "source_path" not in df.columns:
         df["source_path"] = df["path"]
+    # whole columns set at once, as objects: a column read as text (a chained output) takes no int cell
+    paths, frames = df["path"].astype(object), df["num_frames"].astype(object)
     for i, res in zip(todo, cut_ranges(jobs, clips_dir, workers=workers), strict=True):
         if not isinstance(res, Clip):
             reasons[i] = f"cut: {res.code}: {res.message}"
             continue
-        df.at[i, "path"] = os.path.abspath(res.path)
-        df.at[i, "num_frames"] = res.num_frames
+        paths[i], frames[i] = os.path.abspath(res.path), res.num_frames
         counts["copied" if res.copied else "encoded"] += 1
+    df["path"], df["num_frames"] = paths, frames
     return counts
 
 
