@@ -355,6 +355,19 @@ def caption(
         "--window",
         help="Caption long videos window by window: SECONDS (e.g. 10s) or scenes (shot boundaries); one output row per window with its start_time/end_time (the windows are kept in <output>.windows.parquet).",
     ),
+    summary: bool = typer.Option(
+        False,
+        "--summary",
+        help="With --window: also summarise each video from its window captions with a text LLM, into <output>.summary.<ext> (one row per video).",
+    ),
+    summary_backend: str = typer.Option(
+        "hf", "--summary-backend", help="hf, openai or fake: the --summary model's backend."
+    ),
+    summary_model: str | None = typer.Option(
+        None,
+        "--summary-model",
+        help="The --summary chat model id or local dir (default: the backend's, as for `vidcap tag`).",
+    ),
     retry_failed: bool = O_RETRY_FAILED,
     workers: int | None = O_WORKERS,
     limit: int | None = O_LIMIT,
@@ -420,6 +433,8 @@ def caption(
     ropts = run_options(
         workers, limit, shard, overwrite, keep_parts, part_rows, quiet, device, failed_out, no_file_check, retry_failed
     )
+    if summary and not window:
+        raise UsageError("--summary summarises the window captions of a video; add --window 10s (or --window scenes).")
     if window:
         manifest, ropts = _caption_windows(manifest, out, window, ropts)
     from .budget import attach_spend, print_estimate
@@ -440,6 +455,25 @@ def caption(
         ray={"env": ray_env, "max_actors": ray_actors},
         checked=True,
     )
+    if summary:
+        summarize_windows(
+            out,
+            _beside(out, "summary"),
+            backend=summary_backend,
+            model=summary_model,
+            ropts=run_options(0, None, None, overwrite, False, None, quiet, device, None),
+            base_url=base_url,
+            api_key_env=api_key_env,
+        )
+
+
+def _beside(out, name: str):
+    """<output>.<name>.<output's extension>: a table that goes with the output (a dataset folder: .parquet)."""
+    from .manifest import table_format
+    from .storage import as_path
+
+    ext = "csv" if table_format(out) == "csv" else "parquet"
+    return as_path(f"{out}.{name}.{ext}")
 
 
 def _caption_windows(manifest, out, window: str, ropts):
@@ -838,6 +872,54 @@ def tag(
         address=address,
         ray={"env": ray_env, "max_actors": ray_actors},
     )
+
+
+@app.command()
+def summarize(
+    captions: str = typer.Argument(..., help="A captioned range table: the output of `vidcap caption --window`."),
+    output: str | None = O_OUT,
+    backend: str = typer.Option("hf", "--backend", help="hf (in-process transformers), openai, or fake."),
+    model: str | None = typer.Option(
+        None,
+        "--model",
+        "-m",
+        help="Chat model id or local dir (default: Llama-3-8B-Instruct; gpt-4o-mini over the API).",
+    ),
+    text_column: str = typer.Option("text", "--text-column", help="The column holding the window captions."),
+    max_new_tokens: int = typer.Option(256, "--max-new-tokens", help="Tokens a summary may take."),
+    batch_size: int = typer.Option(16, "--batch-size", "-b", help="Videos per model call."),
+    base_url: str | None = typer.Option(None, "--base-url", help="OpenAI-compatible server URL (--backend openai)."),
+    api_key_env: str = typer.Option("OPENAI_API_KEY", "--api-key-env", help="Environment variable holding the key."),
+    limit: int | None = O_LIMIT,
+    overwrite: bool = O_OVERWRITE,
+    failed_out: str | None = O_FAILED,
+    quiet: bool = O_QUIET,
+    device: str | None = O_DEVICE,
+):
+    """One summary per video from its window captions, by a text LLM: one output row per video."""
+    summarize_windows(
+        captions,
+        output_path(captions, output, "summary"),
+        backend=backend,
+        model=model,
+        text_column=text_column,
+        max_new_tokens=max_new_tokens,
+        batch_size=batch_size,
+        base_url=base_url,
+        api_key_env=api_key_env,
+        ropts=run_options(0, limit, None, overwrite, False, None, quiet, device, failed_out),
+    )
+
+
+def summarize_windows(captions, out, *, backend, model, ropts, text_column="text", batch_size=16, **chat) -> dict:
+    """`vidcap summarize` and `caption --window --summary`: the timeline table beside `out`, then its run."""
+    from .backends.base import CaptionOptions
+    from .backends.llm import make_chat_backend
+    from .stages.video_summary import SummaryStage, write_timelines
+
+    timelines = write_timelines(captions, f"{out}.timeline.parquet", text_column)
+    stage = SummaryStage(make_chat_backend(backend, model, CaptionOptions(**chat)), batch_size=batch_size)
+    return execute(stage, timelines, out, ropts)
 
 
 @app.command("tag-stats")
