@@ -174,3 +174,34 @@ def test_cli_report(run, tmp_path, capsys):
     assert main(["report", str(tmp_path / "nope.csv")]) == 2
     assert main(["report", str(run / "merged.parquet"), "--sample", "2", "--workers", "0"]) == 0
     assert (run / "merged_report.html").read_text().count("<article") == 2  # default name, beside it
+
+
+def test_structured_captions_field_by_field_and_variants_by_name(tmp_path):
+    """A JSON caption is shown as its fields (nested ones dotted, lists joined), variants each under their name,
+    a summary under its own heading; a caption that only looks like JSON stays text, and all of it is escaped."""
+    structured = {
+        "short": "A dog <runs>.",
+        "cinematography": {"camera_motion": "pan_left", "framing": "wide"},
+        "tags": ["dog", "park"],
+    }
+    df = pd.DataFrame(
+        {
+            "path": ["/nowhere/a.mp4", "/nowhere/b.mp4", "/nowhere/c.mp4"],
+            "text": [json.dumps(structured), "{not json", "first"],
+            "caption_short": [None, None, "first"],
+            "caption_dense": [None, None, '{"dense": "A long one."}'],
+            "summary": [None, "The whole video.", None],
+            "flags": ["", "", ""],
+            "status": ["ok"] * 3,
+            "error": [""] * 3,
+        }
+    )
+    write_table(df, tmp_path / "s.parquet")
+    build_report(tmp_path / "s.parquet", tmp_path / "s.html", workers=0)
+    page = (tmp_path / "s.html").read_text()
+    assert "<dt>short</dt><dd>A dog &lt;runs&gt;.</dd>" in page
+    assert "<dt>cinematography.camera_motion</dt><dd>pan_left</dd>" in page
+    assert "<dt>tags</dt><dd>dog; park</dd>" in page
+    assert '<p class="caption">{not json</p>' in page
+    assert "<h3>short</h3>" in page and "<h3>dense</h3>" in page and "<dt>dense</dt><dd>A long one.</dd>" in page
+    assert "<h3>summary</h3>" in page and "The whole video." in page

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 from collections import Counter
 from html import escape
@@ -36,7 +37,9 @@ svg .ct{font:600 13px system-ui,sans-serif}svg .cl,svg .cv{font:11px system-ui,s
 .meta{display:grid;grid-template-columns:max-content 1fr;gap:2px 10px;margin:6px 0 0;font-size:12px}
 .meta dt{color:#666}.meta dd{margin:0}.chip{display:inline-block;background:#eef1f5;border-radius:10px;
 padding:0 7px;margin:1px 2px 1px 0;font-size:12px}.flag{background:#fde2c4;color:#7a3d00;font-weight:600}
-.note{color:#8a6d00;font-size:12px}
+.note{color:#8a6d00;font-size:12px}.fields{display:grid;grid-template-columns:max-content 1fr;gap:2px 10px;
+margin:6px 0}.fields dt{color:#445;font-weight:600}.fields dd{margin:0;overflow-wrap:anywhere;min-width:0}
+.variant{margin:6px 0}.variant h3{font-size:12px;margin:0;color:#556}
 """
 
 MOTION_NUMBERS = (("motion_dx", "dx"), ("motion_dy", "dy"), ("motion_zoom", "zoom"), ("motion_confidence", "conf"))
@@ -121,6 +124,36 @@ def _strip(thumbs) -> str:
     return f'<div class="strip">{"".join(figs)}</div>{note}'
 
 
+def _fields(value, prefix: str = "") -> list[tuple[str, str]]:
+    """A structured caption's fields as (dotted name, text), in the JSON's own order; lists joined with '; '."""
+    if isinstance(value, dict):
+        return [f for k, v in value.items() for f in _fields(v, f"{prefix}{k}.")]
+    if isinstance(value, list) and not any(isinstance(v, (dict, list)) for v in value):
+        return [(prefix[:-1], "; ".join(str(v) for v in value))]
+    if isinstance(value, list):
+        return [f for i, v in enumerate(value) for f in _fields(v, f"{prefix}{i}.")]
+    return [(prefix[:-1], "" if value is None else str(value))]
+
+
+def caption_html(text: str) -> str:
+    """A caption as the page shows it: a structured (JSON object) caption field by field, else the text."""
+    stripped = text.strip()
+    if stripped.startswith("{"):
+        try:
+            value = json.loads(stripped)
+        except ValueError:
+            value = None
+        if isinstance(value, dict) and value:
+            rows = "".join(f"<dt>{escape(k)}</dt><dd>{escape(v)}</dd>" for k, v in _fields(value))
+            return f'<dl class="fields">{rows}</dl>'
+    return f'<p class="caption">{escape(text)}</p>'
+
+
+def variant_columns(columns) -> list[str]:
+    """Columns holding caption variants (`caption_<name>`, from `caption --variants`)."""
+    return [c for c in columns if str(c).startswith("caption_")]
+
+
 def _motion(row: dict) -> str:
     label = row.get("cmotion")
     if _blank(label):
@@ -159,11 +192,18 @@ def card(pos: int, row: dict, error: str, flags: list[str], thumbs, tag_cols: li
         code, _, msg = error.partition(":")
         out.append(f'<div class="error"><b>{escape(code)}</b>:{escape(msg)}</div>')
     meta = []
-    if "text" in row and not _blank(row.get("text")):
+    variants = [c for c in variant_columns(row) if not _blank(row.get(c))] if captions else []
+    if "text" in row and not _blank(row.get("text")) and not variants:
         if captions:
-            out.append(f'<p class="caption">{escape(str(row["text"]))}</p>')
+            out.append(caption_html(str(row["text"])))
         else:
             meta.append(("input text", escape(str(row["text"]))))
+    for col in variants:  # each variant under its name; `text` repeats the first
+        out.append(
+            f'<div class="variant"><h3>{escape(col.removeprefix("caption_"))}</h3>{caption_html(str(row[col]))}</div>'
+        )
+    if not _blank(row.get("summary")):
+        out.append(f'<div class="variant"><h3>summary</h3>{caption_html(str(row["summary"]))}</div>')
     motion = _motion(row)
     if motion:
         meta.append(("camera motion", motion))
