@@ -273,6 +273,11 @@ def caption(
     ),
     prompt: str | None = typer.Option(None, "--prompt", help="Prompt name from the prompt table."),
     prompt_file: Path | None = typer.Option(None, "--prompt-file", help="A file holding a custom prompt."),
+    variants: str | None = typer.Option(
+        None,
+        "--variants",
+        help="Several captions per clip, one per prompt name (e.g. short,dense), each in its own caption_<name> column; `text` holds the first. In-process models encode the clip once and share it.",
+    ),
     max_new_tokens: int | None = typer.Option(
         None,
         "--max-new-tokens",
@@ -384,6 +389,7 @@ def caption(
     from .backends.presets import DEFAULT_MODEL
     from .backends.registry import resolve_model
     from .stages.caption import CaptionStage
+    from .stages.caption_variants import parse_variants
 
     if detail not in ("low", "high", "auto"):
         raise UsageError(f"--detail must be low, high or auto, not '{detail}'.")
@@ -425,6 +431,7 @@ def caption(
         **_format_options(caption_format, schema, constrain),
         budget=budget,
         max_images=_at_least(max_images, 1, "--max-images"),
+        variants=parse_variants(variants),
     )
     if budget is not None and budget <= 0:
         raise UsageError(f"--budget must be more than 0 dollars, not {budget}.")
@@ -967,6 +974,11 @@ def bench(
     gpus: str | None = typer.Option(
         None, "--gpus", help="GPU counts to compare through the multi-GPU runner, e.g. 1,2 (cpu:1,cpu:2 on a CPU)."
     ),
+    variants: str | None = typer.Option(
+        None,
+        "--variants",
+        help="Prompt names (e.g. short,dense): compare one caption per clip (the longest variant) with one per variant, same clips and process.",
+    ),
     caption_format: str = typer.Option(
         "text",
         "--caption-format",
@@ -985,6 +997,7 @@ def bench(
 ):
     """End-to-end captioning throughput with random weights at real model size."""
     from .bench.run import BenchConfig, format_report, run_bench
+    from .stages.caption_variants import parse_variants
 
     try:
         w, h = (int(x) for x in resolution.lower().split("x"))
@@ -1015,6 +1028,7 @@ def bench(
         gpus=gpus,
         device=device,
         work_dir=str(work_dir),
+        options={"variants": parse_variants(variants)} if variants else {},
     )
     cfg.options.update(_format_options(caption_format, schema))  # --caption-format json: bench.structured
     report = run_bench(cfg)

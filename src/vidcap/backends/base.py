@@ -58,6 +58,7 @@ class CaptionOptions:
     caption_format: str = "text"  # "json": structured captions following `schema` (vidcap.schemas)
     schema: str | None = None  # a built-in schema's name or a JSON Schema file (with caption_format json)
     constrain: bool = True  # JSON captions: in-process decoding masked to the schema (False: only checked after)
+    variants: tuple[str, ...] | None = None  # prompt names: one caption per prompt from one visual encoding
 
     @classmethod
     def from_dict(cls, values: dict) -> CaptionOptions:
@@ -91,6 +92,7 @@ COMMON_OPTIONS = frozenset(
         "heal",
         "caption_format",
         "schema",
+        "variants",
     }
 )
 HF_OPTIONS = frozenset(
@@ -173,6 +175,12 @@ class CaptionBackend:
 
     def caption(self, requests: list[CaptionRequest]) -> list[CaptionResult]:
         raise NotImplementedError
+
+    def caption_variants(self, groups: list[list[CaptionRequest]]) -> list[list[CaptionResult]]:
+        """--variants: for each clip, its requests (one per prompt, same frames) -> one result per request.
+        The default sends each as its own request; the in-process backends prefill what they share once."""
+        flat = iter(self.caption([r for reqs in groups for r in reqs]))
+        return [[next(flat) for _ in reqs] for reqs in groups]
 
     def teardown(self) -> None:
         pass

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any, cast
 
 from ..engine.prefill import seq_keys, to_device
+from ..engine.variants import VARIANTS, VariantKey, family, is_family
 from ..engine.scheduler import ListSource
 from ..errors import MODEL, OOM, UsageError, format_error
 from .base import COMMON_OPTIONS, HF_OPTIONS, CaptionBackend, CaptionRequest, CaptionResult
@@ -284,10 +285,30 @@ class HFCaptionBackend(CaptionBackend):
     def prepare_item(self, request: CaptionRequest) -> dict:
         """`prepare_one` plus the caption's own token limit when the bench draws lengths (--lengths A:B)."""
         item = self.prepare_one(request)
-        limit = drawn_length(self.options.lengths, request.meta.get("path"))
+        limit = drawn_length(self.options.lengths, request.meta.get("path")) or request.meta.get("max_new")
         if limit:
-            item["max_new"] = limit
+            item["max_new"] = int(limit)
         return item
+
+    def prepare_variants(self, requests: list[CaptionRequest]) -> dict:
+        """One clip's requests, one per --variants prompt, as one family item (the engine prefills what they
+        share once)."""
+        return family([self.prepare_item(r) for r in requests])
+
+    def caption_variants(self, groups: list[list[CaptionRequest]]) -> list[list[CaptionResult]]:
+        if self.engine() is None:
+            return super().caption_variants(groups)
+        items, early = [], {}
+        for i, reqs in enumerate(groups):
+            try:
+                items.append((i, self.prepare_variants(reqs)))
+            except (UsageError, KeyboardInterrupt):
+                raise
+            except Exception as exc:  # noqa: BLE001  a request the processor rejects is that row's error
+                error = format_error(MODEL, f"{type(exc).__name__}: {_first_line(exc)}")
+                early[i] = [CaptionResult(error=error) for _ in reqs]
+        done = dict(self.caption_stream(ListSource(items)))
+        return [early.get(i) or done[i] for i in range(len(groups))]
 
     def prepare(self, requests: list[CaptionRequest]) -> Prepared:
         return self.collate([self.prepare_item(r) for r in requests])
@@ -329,6 +350,9 @@ class HFCaptionBackend(CaptionBackend):
     def caption_prepared(self, items: list[dict]) -> list[CaptionResult]:
         """Like `caption`, for requests the decode workers already turned into model inputs."""
         if self.engine() is None:
+            if any(is_family(it) for it in items):  # --variants through generate(): each variant a request
+                flat = iter(self._run([m for it in items for m in it[VARIANTS]], self.collate))
+                return [[next(flat) for _ in it[VARIANTS]] for it in items]  # type: ignore[misc]
             return self._run(items, self.collate)
         done = dict(self.caption_stream(ListSource(list(enumerate(items)))))
         return [done[i] for i in range(len(items))]
@@ -390,15 +414,28 @@ class HFCaptionBackend(CaptionBackend):
         """(key, CaptionResult) as each caption finishes; `source.take(n, block)` gives (key, item) pairs
         of `prepare_item` outputs, or None once there are no more. Never loses or doubles an item."""
         held: dict = {}
+        parts: dict = {}  # --variants: a family's results so far; the row is out when all its variants are
         for out in self._engine.run(_Holding(source, held)):
+            if isinstance(out.key, VariantKey):
+                key, item = out.key.key, held[out.key.key]
+                got = parts.setdefault(key, {})
+                got[out.key.index] = self._engine_result(out, item[VARIANTS][out.key.index])
+                if len(got) == len(item[VARIANTS]):
+                    del held[key], parts[key]
+                    yield key, [got[j] for j in range(len(got))]
+                continue
             item = held.pop(out.key)
-            if out.finish == "fallback":
-                res = self._generate_guarded([item], self.collate)[0]
-            elif out.finish == "error":
-                res = CaptionResult(error=out.error)
+            if is_family(item):  # a whole family handed back (fallback): each variant through generate()
+                yield out.key, [self._engine_result(out, m) for m in item[VARIANTS]]
             else:
-                res = self.decode([out.tokens], [int(item["n_prompt"])])[0]
-            yield out.key, res
+                yield out.key, self._engine_result(out, item)
+
+    def _engine_result(self, out, item: dict) -> CaptionResult:
+        if out.finish == "fallback":
+            return self._generate_guarded([item], self.collate)[0]
+        if out.finish == "error":
+            return CaptionResult(error=out.error)
+        return self.decode([out.tokens], [int(item["n_prompt"])])[0]
 
     def engine_summary(self) -> dict:
         """fast_path and the engine's own figures (decode ms per step, graph replays, ...) for run.json."""
@@ -624,6 +661,9 @@ class WorkerPreprocessor:
         self.__dict__.update(state, _backend=None)
 
     def __call__(self, request: CaptionRequest) -> dict:
+        return self._loaded().prepare_item(request)
+
+    def _loaded(self):
         if self._backend is None:
             import torch
 
@@ -632,7 +672,11 @@ class WorkerPreprocessor:
             backend.model_dir = Path(self.model_dir)
             backend.load_preprocessor(Path(self.model_dir))
             self._backend = backend
-        return self._backend.prepare_item(request)
+        return self._backend
+
+    def variants(self, requests: list[CaptionRequest]) -> dict:
+        """One clip's --variants requests as one family item (see HFCaptionBackend.prepare_variants)."""
+        return self._loaded().prepare_variants(requests)
 
 
 def drawn_length(lengths, path) -> int | None:

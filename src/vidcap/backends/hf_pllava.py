@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import UsageError
-from ..prompts.caption import PLLAVA_USER_QUERY
+from ..prompts.caption import PLLAVA_SYSTEM, PLLAVA_USER_QUERY
 from .base import CaptionRequest
 from .hf_common import HFCaptionBackend, eos_ids
 
@@ -126,8 +126,15 @@ class PllavaBackend(HFCaptionBackend):
         # PLLaVA's rule for short inputs (and for images): repeat each frame, then cut to num_frames
         return np.repeat(frames, self.num_frames // k + 1, axis=0)[: self.num_frames]
 
-    def token_ids(self, prompt: str) -> list[int]:
-        ids = self.tokenizer(conversation(prompt, self.options.user_turn or PLLAVA_USER_QUERY)).input_ids
+    def token_ids(self, prompt: str, question: bool = False) -> list[int]:
+        """A question prompt (vidcap's own: short, dense) is the user turn after the video, under PLLaVA's own
+        system text; the seed's prompts are the system text before it."""
+        text = (
+            conversation(PLLAVA_SYSTEM, prompt)
+            if question
+            else conversation(prompt, self.options.user_turn or PLLAVA_USER_QUERY)
+        )
+        ids = self.tokenizer(text).input_ids
         if ids.count(self.image_token_id) != 1:
             raise UsageError(
                 "the PLLaVA tokenizer does not map '<image>' to the config's image_token_index; the checkpoint's tokenizer files do not match its config."
@@ -140,7 +147,7 @@ class PllavaBackend(HFCaptionBackend):
 
         from .pllava_pixels import seed_pixels
 
-        ids = self.token_ids(req.prompt)
+        ids = self.token_ids(req.prompt, bool(req.meta.get("question")))
         pixels = torch.from_numpy(seed_pixels(self._fit_frames(req), **self.pixel_cfg))
         return {
             "input_ids": torch.tensor([ids]),

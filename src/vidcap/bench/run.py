@@ -184,9 +184,14 @@ def _output_stats(out: Path) -> dict:
 
     df = pd.read_parquet(out)
     ok = df[df["status"] == "ok"]
+    # --variants: every variant's tokens count (the plain columns are the first variant's)
+    prompt = [c for c in ok.columns if c.startswith("caption_") and c.endswith("_prompt_tokens")] or ["prompt_tokens"]
+    new = [c for c in ok.columns if c.startswith("caption_") and c.endswith("_completion_tokens")] or [
+        "completion_tokens"
+    ]
     return {
-        "prompt_tokens": float(ok["prompt_tokens"].mean()) if len(ok) else 0.0,
-        "completion_tokens": float(ok["completion_tokens"].mean()) if len(ok) else 0.0,
+        "prompt_tokens": float(ok[prompt].sum(axis=1).mean()) if len(ok) else 0.0,
+        "completion_tokens": float(ok[new].sum(axis=1).mean()) if len(ok) else 0.0,
         "errors": df.loc[df["status"] != "ok", "error"].head(3).tolist(),
     }
 
@@ -271,6 +276,13 @@ def run_bench(cfg: BenchConfig) -> dict:
         "runs": [],
     }
     workers = cfg.workers
+    if stage.plan:  # --variants: one caption per clip against N, same clips and model (bench.variants)
+        from .variants import run_variants
+
+        report["runs"], report["variants"] = run_variants(cfg, stage, manifest, root, workers, _one_run, _output_stats)
+        teardown()
+        (root / "bench.json").write_text(json.dumps(report, indent=2, default=str))
+        return report
     if stage.schema is not None:  # --caption-format json: free against constrained decoding (bench.structured)
         from .structured import run_structured
 
@@ -365,6 +377,10 @@ def format_report(report: dict) -> str:
             )
         if r.get("errors"):
             lines.append(f"    errors: {r['errors']}")
+    if "variants" in report:
+        from .variants import format_variants
+
+        lines += format_variants(report["variants"])
     if "structured" in report:
         from .structured import format_structured
 

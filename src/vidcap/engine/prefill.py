@@ -11,6 +11,8 @@ from __future__ import annotations
 import inspect
 from functools import cache
 
+from ..errors import CONTEXT, format_error
+
 
 @cache
 def _slot_layer_class():
@@ -53,6 +55,58 @@ def slot_cache(n_layers: int, sinks, prefixes):
     cache = DynamicCache()
     cache.layers = [layer(sinks[i], None if prefixes is None else prefixes[i]) for i in range(n_layers)]
     return cache
+
+
+@cache
+def _row_prefix_layer_class():
+    from transformers.cache_utils import DynamicLayer
+
+    class RowPrefixLayer(DynamicLayer):
+        """Like SlotLayer, with a prefix of its own per row: `prefix()` gives [B, kv_heads, P, head_dim] keys
+        and values, read when the layer runs (one layer's worth in memory at a time); the attention mask
+        hides what a row does not own."""
+
+        def __init__(self, sink, prefix, length: int):
+            super().__init__()
+            self.sink, self.prefix, self.length = sink, prefix, length
+            self.is_initialized = True
+
+        def update(self, key_states, value_states, *args, **kwargs):
+            import torch
+
+            pk, pv = self.prefix()  # before the sink writes this layer's new keys into the slots
+            self.sink(key_states, value_states)
+            return torch.cat((pk, key_states), dim=2), torch.cat((pv, value_states), dim=2)
+
+        def get_seq_length(self) -> int:
+            return self.length
+
+        def get_mask_sizes(self, query_length, *args, **kwargs) -> tuple[int, int]:
+            return self.length + int(query_length), 0
+
+    return RowPrefixLayer
+
+
+def row_prefix_cache(n_layers: int, sinks, prefixes, length: int):
+    """A transformers cache whose layers write into the engine's slots and attend a per-row prefix of
+    `length` positions (see RowPrefixLayer; used for the suffixes of `--variants`)."""
+    from transformers.cache_utils import DynamicCache
+
+    layer = _row_prefix_layer_class()
+    cache = DynamicCache()
+    cache.layers = [layer(sinks[i], prefixes[i], length) for i in range(n_layers)]
+    return cache
+
+
+def context_error(n_prompt: int, n_new: int, limit: int | None) -> str:
+    """The row's `context` error when its prompt plus caption would not fit the model, else ""."""
+    if not limit or n_prompt + n_new <= limit:
+        return ""
+    return format_error(
+        CONTEXT,
+        f"the prompt is {n_prompt} tokens and {n_new} new ones would exceed the model's "
+        f"{limit} positions; use fewer frames, --resize, or a shorter prompt",
+    )
 
 
 def seq_keys(item: dict) -> list[str]:

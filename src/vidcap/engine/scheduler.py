@@ -16,12 +16,13 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..errors import CONTEXT, OOM, format_error
+from ..errors import OOM, format_error
 from ..errors import first_line as _first_line
 from .fused import FusedPrefill
 from .grammar import ConstrainedDecoding
 from .lm import DecoderLM, Unsupported, find_parts
-from .prefill import cache_kwarg, common_prefix, placeholder_ids, seq_keys, slot_cache, to_device
+from .prefill import cache_kwarg, common_prefix, context_error, placeholder_ids, seq_keys, slot_cache, to_device
+from .variants import VariantAdmission, VariantStats, entry_keys, fit_count, flat, slots_in
 from .vision import GroupedVision
 
 MIN_PREFIX = 32  # a shared prefix shorter than this is not worth a second attention pass
@@ -68,6 +69,7 @@ class EngineStats:
     first_admit_s: float | None = None  # when the first group's prefill began
     frames_wait_s: float = 0.0  # time the engine sat idle waiting for the decode workers' next clip
     ended: float = 0.0  # perf_counter when the run's last caption was out
+    variants: VariantStats = field(default_factory=VariantStats)  # --variants: the shared prefill
     constrained_steps: int = 0  # decode steps with a grammar mask (vidcap.engine.grammar)
     mask_cpu_s: float = 0.0  # CPU time advancing matchers, filling and uploading mask rows (inside decode_s)
 
@@ -103,6 +105,7 @@ class EngineStats:
             "frames_wait_s": round(self.frames_wait_s, 3),
             "frames_wait_after_first_s": round(self.frames_wait_s - (self.first_item_s or 0.0), 3),
             "busy_share": self.busy_share(),
+            "variants": self.variants.summary(),
             "constrained_steps": self.constrained_steps,
             "mask_cpu_ms_per_step": round(1e3 * self.mask_cpu_s / self.constrained_steps, 3)
             if self.constrained_steps
@@ -135,7 +138,7 @@ class _Seq:
     tokens: list[int]
 
 
-class Engine(ConstrainedDecoding):
+class Engine(VariantAdmission, ConstrainedDecoding):
     """`run(source)` yields an EngineOut per item, in the order they finish; keys are hashable and unique
     within a run. An item is a dict of CPU tensors from the backend's `prepare_one` (`input_ids`, masks, pixels, `n_prompt`, optional `max_new`)."""
 
@@ -178,6 +181,7 @@ class Engine(ConstrainedDecoding):
         self.out: list[EngineOut] = []
         self.broken = ""
         self.buckets: list[int] = []  # batch buckets of the decode step's CUDA graphs (planned at allocation)
+        self.placeholders = placeholder_ids(model.config)
 
     def reset_stats(self) -> None:
         """Zero the counters (the bench measures each run alone); the engine's setup figures stay."""
@@ -218,7 +222,7 @@ class Engine(ConstrainedDecoding):
                     pending.clear()
                     self.active.clear()
                 elif pending and self._should_admit(len(pending), exhausted):
-                    take = min(self.free_slots(), len(pending))
+                    take = fit_count(pending, self.free_slots(), self.cache.slots if self.lm else self.want_slots)
                     if self.lm is None:
                         take = min(take, self.first_group())
                     group = [pending.popleft() for _ in range(take)]
@@ -234,7 +238,9 @@ class Engine(ConstrainedDecoding):
     def _pull(self, source, pending: deque) -> bool:
         """Top up the pending queue; True once the source is exhausted."""
         want = (
-            self.want_slots - len(self.active) - len(pending) if self.lm is None else self.free_slots() - len(pending)
+            self.want_slots - len(self.active) - slots_in(pending)
+            if self.lm is None
+            else self.free_slots() - slots_in(pending)
         )
         idle = not self.active and not pending
         if want <= 0 and not idle:
@@ -317,9 +323,10 @@ class Engine(ConstrainedDecoding):
         self.stats.reason = f"engine stopped, rest through generate(): {why}"
         placed = {o.key for o in self.out} | {s.key for s in self.active.values() if s is not None}
         self.active = {slot: s for slot, s in self.active.items() if s is not None}
-        for key, _ in args[0] if args else []:
-            if key not in placed:
-                self.out.append(EngineOut(key, finish="fallback"))
+        for key, item in args[0] if args else []:
+            for k in entry_keys(key, item):  # a family's variants one by one
+                if k not in placed:
+                    self.out.append(EngineOut(k, finish="fallback"))
 
     # -- admitting new clips ---------------------------------------------------------------------------
     def _admit(self, group: list) -> list:
@@ -330,8 +337,9 @@ class Engine(ConstrainedDecoding):
             t0 = time.perf_counter()
             self._allocate(group)
             self.stats.allocate_s = time.perf_counter() - t0
-        room = self.free_slots()
-        group, rest = group[:room], group[room:]
+        fit = fit_count(group, self.free_slots(), self.cache.slots)
+        group, rest = group[:fit], group[fit:]
+        fams, group = self._split_families(group)  # --variants: families that share their visual prefill
         prefixed: list[tuple] = []
         plain: list[tuple] = []
         p = self.cache.prefix_len
@@ -352,6 +360,8 @@ class Engine(ConstrainedDecoding):
         for batch, shared in ((prefixed, True), (plain, False)):
             if batch:
                 self._prefill_split(batch, shared)
+        if fams:
+            self._admit_families(fams)
         return rest
 
     def _prefill_split(self, batch: list, shared: bool) -> None:
@@ -435,6 +445,14 @@ class Engine(ConstrainedDecoding):
             self.active[slot] = seq
             self._append(slot, seq, tok)
 
+    def _emit(self, key, finish: str, error: str = "") -> None:
+        self.out.append(EngineOut(key, finish=finish, error=error))
+
+    def _arm(self, slot: int, key, limit: int, tok: int) -> None:
+        seq = _Seq(key, limit, [])
+        self.active[slot] = seq
+        self._append(slot, seq, tok)
+
     def _take_slots(self, n: int) -> list[int]:
         free = [s for s in range(self.cache.slots) if s not in self.active]  # lowest first: small buckets
         taken = free[:n]
@@ -480,6 +498,7 @@ class Engine(ConstrainedDecoding):
         import torch
 
         parts = self.parts
+        group = flat(group)  # a family's variants count one by one
         prefix: list[int] = []
         if not parts.mrope and len(group) > 1:
             prefix = common_prefix([it["input_ids"][0].tolist() for _, it in group], placeholder_ids(self.model.config))
@@ -600,17 +619,6 @@ def max_positions(model) -> int | None:
     text = get_text() if get_text is not None else config
     value = getattr(text, "max_position_embeddings", None)
     return int(value) if value else None
-
-
-def context_error(n_prompt: int, n_new: int, limit: int | None) -> str:
-    """The row's `context` error when its prompt plus caption would not fit the model, else ""."""
-    if not limit or n_prompt + n_new <= limit:
-        return ""
-    return format_error(
-        CONTEXT,
-        f"the prompt is {n_prompt} tokens and {n_new} new ones would exceed the model's "
-        f"{limit} positions; use fewer frames, --resize, or a shorter prompt",
-    )
 
 
 def _sink(lm: DecoderLM, layer: int, slots):

@@ -12,6 +12,12 @@ from dataclasses import dataclass
 from ..errors import EMPTY_TEXT, UsageError, VidcapError
 
 PLLAVA_USER_QUERY = "Describe the video in details."
+# PLLaVA's own conversation system text (its repo's conv templates): the system for vidcap's question prompts
+PLLAVA_SYSTEM = (
+    "You are Pllava, a large vision-language assistant. You are able to understand the video content that the "
+    "user provides, and assist the user with a variety of tasks using natural language. Follow the instructions "
+    "carefully and explain your answers in detail based on the provided video."
+)
 GPT4V_DEFAULT = "video-f3-detail-3ex"  # caption_gpt4.py's --prompt default
 LLAVA_DEFAULT = "video-f1-detail-3ex"  # caption_llava.py's --prompt default (1 middle frame)
 
@@ -249,6 +255,27 @@ class PromptSpec:
     needs_text: bool  # has a `{}` the row's existing `text` fills
     user_turn: str = PLLAVA_USER_QUERY  # PLLaVA: the user turn after `<image>` that goes with this prompt
     max_new_tokens: int | None = None  # the seed's token limit for this prompt (None: the run's default)
+    question: bool = False  # vidcap's own prompts: asked after the video (PLLaVA: the user turn, not the system text)
+
+
+# vidcap's own prompts (not the seed's): the caption forms text-to-video training uses beside the long one
+# (Step-Video's short and dense captions, Cosmos' short / dense variants); written as a question that
+# follows the video, so `--variants` shares everything before it: name -> (type, text, max new tokens).
+VIDCAP_PROMPTS: dict[str, tuple[str, str, int]] = {
+    "short": (
+        "video",
+        "Describe this video in one sentence of at most 25 words: the main subject, what it does and where. "
+        "Reply with the sentence only.",
+        48,
+    ),
+    "dense": (
+        "video",
+        "Describe this video in rich detail in one paragraph: the main subjects and their appearance, their "
+        "actions and movements over time, the setting and background, the lighting, colours and atmosphere, "
+        "and the shot type, camera angle and camera motion. Describe only what is visible.",
+        384,
+    ),
+}
 
 
 # Open-Sora v1.3's caption_pllava.py templates carry their own user turn and token limit (v1.2's `pllava`
@@ -260,9 +287,17 @@ PLLAVA_V13 = {
 }
 
 
+def prompt_names() -> list[str]:
+    """Every prompt name: the seed's table, then vidcap's own."""
+    return [*PROMPTS, *VIDCAP_PROMPTS]
+
+
 def get_prompt(name: str) -> PromptSpec:
+    if name in VIDCAP_PROMPTS:
+        kind, text, own = VIDCAP_PROMPTS[name]
+        return PromptSpec(name, text, kind, "{}" in text, PLLAVA_USER_QUERY, own, question=True)
     if name not in PROMPTS:
-        raise UsageError(f"unknown prompt '{name}'; known prompts: {', '.join(PROMPTS)}.")
+        raise UsageError(f"unknown prompt '{name}'; known prompts: {', '.join(prompt_names())}.")
     kind, text = PROMPTS[name]
     turn, limit = PLLAVA_V13.get(name, (PLLAVA_USER_QUERY, 256 if name == "pllava" else None))
     return PromptSpec(name, text, kind, "{}" in text, turn, limit)

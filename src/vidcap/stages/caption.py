@@ -18,6 +18,7 @@ from ..manifest import ABSPATH, RID, read_range
 from ..neardup import add_near_dup_columns
 from .base import Item, ResultTable, Stage
 from .caption_json import json_caption, repair_row, schema_prompt
+from .caption_variants import VariantPlan
 
 
 @dataclass
@@ -28,6 +29,23 @@ class PromptPicker:
     image_prompt: object
     custom: str | None
     user_prompt: bool
+    variants: tuple = ()  # --variants: (PromptSpec, token limit) per variant; the first is also `prompt`
+
+    def meta(self, is_image: bool) -> dict:
+        """What the backend needs to know about the prompt besides its text (vidcap's question prompts)."""
+        spec = self.spec(is_image)
+        return {"question": True} if getattr(spec, "question", False) else {}
+
+    def requests(self, frames, row: dict | None, is_image: bool, meta: dict) -> list[CaptionRequest]:
+        """--variants: one request per variant, the same frames, each with its prompt and token limit."""
+        from ..prompts.caption import render
+
+        hint = (row or {}).get("text", "")
+        hint = "" if hint is None or hint != hint else str(hint)
+        return [
+            CaptionRequest(frames, render(s, hint), is_image, {**meta, "question": s.question, "max_new": limit})
+            for s, limit in self.variants
+        ]
 
     def spec(self, is_image: bool):
         return self.image_prompt if (is_image and not self.user_prompt) else self.prompt
@@ -92,6 +110,7 @@ class FrameLoader:
     max_side: int | None = None
     prep: Callable[[CaptionRequest], Any] | None = None  # backend.worker_preprocessor()
     picker: PromptPicker | None = None
+    prep_variants: Callable[[list[CaptionRequest]], Any] | None = None  # --variants: a clip's requests -> one item
     rate: float | None = None  # frames by time: this many per second, `num_frames` at most
 
     @property
@@ -111,13 +130,15 @@ class FrameLoader:
         )
         if self.prep is None:
             return frames
-        req = CaptionRequest(
-            frames.frames,
-            cast(PromptPicker, self.picker)(row, frames.is_image),
-            frames.is_image,
-            frame_meta(row.get(ABSPATH), frames),
-        )
-        prepared = self.prep(req)
+        picker = cast(PromptPicker, self.picker)
+        meta = frame_meta(row.get(ABSPATH), frames)
+        if picker.variants and self.prep_variants is not None:
+            prepared = self.prep_variants(picker.requests(frames.frames, row, frames.is_image, meta))
+        else:
+            req = CaptionRequest(
+                frames.frames, picker(row, frames.is_image), frames.is_image, {**meta, **picker.meta(frames.is_image)}
+            )
+            prepared = self.prep(req)
         frames.frames = None  # the pixels travel as model inputs now
         return frames, prepared
 
@@ -138,6 +159,7 @@ RESULT_OPTIONS = (
     "jpeg_quality",
     "heal",
     "max_images",
+    "variants",
     "caption_format",
     "schema",
 )
@@ -168,13 +190,20 @@ class CaptionStage(Stage):
 
         self.preset = preset
         self.options = options
+        self.plan = VariantPlan.of(options)  # --variants (None without): the first variant is the run's prompt
         # None for a custom prompt text (--prompt-file)
         self.prompt = (
-            None if options.prompt_text is not None else get_prompt(options.prompt or preset.prompt or "video")
+            self.plan.specs[0]
+            if self.plan
+            else None
+            if options.prompt_text is not None
+            else get_prompt(options.prompt or preset.prompt or "video")
         )
         self.schema = schema_of(options)  # --caption-format json: each caption checked against it
-        if self.schema is not None and not (options.prompt or options.prompt_text):
+        if self.schema is not None and not (self.plan or options.prompt or options.prompt_text):
             self.prompt = schema_prompt(self.schema)  # the schema's fields, asked for as JSON
+        if self.plan:  # the cache is sized for the longest variant; each keeps its own limit
+            options.max_new_tokens = max(self.plan.limits)
         if options.max_new_tokens is None:  # the seed's limit for this prompt, else 256
             options.max_new_tokens = (self.prompt.max_new_tokens if self.prompt else None) or 256
         if options.user_turn is None and self.prompt is not None:
@@ -187,11 +216,15 @@ class CaptionStage(Stage):
         self.rate = frame_rate(preset, options)
         if self.rate:  # frames by time: num_frames is the most a clip gives
             self.num_frames = int(options.max_frames or preset.params.get("max_frames") or 768)
-        self.user_prompt = bool(options.prompt or options.prompt_text)
+        self.user_prompt = bool(options.prompt or options.prompt_text or self.plan)
         if options.prompt_text is not None and not options.prompt_text.strip():
             raise UsageError("the --prompt-file is empty; write the prompt text into it.")
         self.image_prompt = get_prompt("image") if self.schema is None else schema_prompt(self.schema, "image")
         self.picker = PromptPicker(self.prompt, self.image_prompt, options.prompt_text, self.user_prompt)
+        if self.plan:
+            self.picker.variants = tuple(zip(self.plan.specs, self.plan.limits, strict=True))
+            self.columns = [*type(self).columns, *self.plan.columns]
+            self.dtypes = {**type(self).dtypes, **self.plan.dtypes}
         from ..checks import CaptionChecker
 
         self.strip_prefix = options.strip_prefix
@@ -244,7 +277,13 @@ class CaptionStage(Stage):
         """Called after setup(): the backend knows its model dir, so workers can load its processor."""
         prep = self.backend.worker_preprocessor() if self.options.prepare_on_workers else None
         return FrameLoader(
-            self.num_frames, self.preset.positions, self.options.resize, prep=prep, picker=self.picker, rate=self.rate
+            self.num_frames,
+            self.preset.positions,
+            self.options.resize,
+            prep=prep,
+            picker=self.picker,
+            rate=self.rate,
+            prep_variants=prep.variants if prep is not None and self.plan else None,
         )
 
     def resolve(self, device: str | None = None) -> None:
@@ -267,6 +306,8 @@ class CaptionStage(Stage):
     def process_batch(self, items: list[Item]) -> list[dict]:
         self._check_budget()
         split = [it.data if isinstance(it.data, tuple) else (it.data, None) for it in items]
+        if self.plan:
+            return self._process_variants(items, split)
         reqs: list[CaptionRequest | None] = [None] * len(items)
         if all(prepared is not None for _, prepared in split):
             results = self.backend.caption_prepared([prepared for _, prepared in split])
@@ -347,20 +388,59 @@ class CaptionStage(Stage):
         return self.backend.engine() is not None
 
     def process_stream(self, source) -> Iterator[tuple[Item, dict]]:
-        """(item, output row) in the order captions finish; `source.take(n, block)` gives Items (None once
-        there are none left). Each item comes back exactly once."""
+        """(item, output row) in the order captions finish; `source` is a vidcap.rows.RowSource of Items.
+        Each item comes back exactly once."""
         stream = _StreamSource(source, self)
         for key, res in self.backend.caption_stream(stream):
             item, fr = stream.held.pop(key)
+            if isinstance(res, list):  # --variants: one result per variant
+                yield item, self._variant_row(item, fr, res)
+                yield from stream.drain_errors()
+                continue
             row = self._row(fr, res, self._prompt_of(item, fr))
             yield item, self._heal([item], [(fr, None)], [row], [None])[0]
             yield from stream.drain_errors()
         yield from stream.drain_errors()
 
     def _request(self, item: Item, fr) -> CaptionRequest:
-        return CaptionRequest(
-            fr.frames, self.picker(item.row, fr.is_image), fr.is_image, frame_meta(item.row.get(ABSPATH), fr)
-        )
+        meta = {**frame_meta(item.row.get(ABSPATH), fr), **self.picker.meta(fr.is_image)}
+        return CaptionRequest(fr.frames, self.picker(item.row, fr.is_image), fr.is_image, meta)
+
+    def _requests(self, item: Item, fr) -> list[CaptionRequest]:
+        """--variants: the row's requests, one per variant (raises VidcapError like `_request`)."""
+        return self.picker.requests(fr.frames, item.row, fr.is_image, frame_meta(item.row.get(ABSPATH), fr))
+
+    def _prepare(self, item: Item, fr):
+        """The row's model inputs made here (the decode workers only decoded): a family item with --variants."""
+        if self.plan:
+            return self.backend.prepare_variants(self._requests(item, fr))
+        return self.backend.prepare_item(self._request(item, fr))
+
+    def _process_variants(self, items: list[Item], split: list) -> list[dict]:
+        if all(prepared is not None for _, prepared in split):
+            results = self.backend.caption_prepared([prepared for _, prepared in split])
+        else:
+            groups: list = []
+            for it, (fr, _) in zip(items, split, strict=True):
+                try:
+                    groups.append(self._requests(it, fr))
+                except VidcapError as exc:  # a `-text` prompt on a row without text: the row's error
+                    groups.append(exc)
+            done = iter(self.backend.caption_variants([g for g in groups if not isinstance(g, VidcapError)]))
+            results = [
+                [CaptionResult(error=g.text)] * len(self.picker.variants) if isinstance(g, VidcapError) else next(done)
+                for g in groups
+            ]
+        return [self._variant_row(it, fr, res) for it, (fr, _), res in zip(items, split, results, strict=True)]
+
+    def _variant_row(self, item: Item, fr, results: list) -> dict:
+        """The output row of a clip captioned with --variants (see stages.caption_variants)."""
+        try:
+            prompts: list = [r.prompt for r in self._requests(item, fr)]
+        except VidcapError:
+            prompts = [None] * len(results)
+        plan = cast(VariantPlan, self.plan)
+        return plan.row([self._row(fr, r, p) for r, p in zip(results, prompts, strict=True)])
 
     def _row(self, fr, res, prompt: str | None = None) -> dict:
         from ..checks import REPLACED, join_flags, parse_flags
@@ -443,10 +523,10 @@ class _StreamSource:
         self.errors: list = []
         self.next_key = 0
 
-    def take(self, n: int, block: bool):
+    def take(self, n: int, timeout: float = 0.0):
         from ..errors import MODEL, format_error
 
-        got = self.source.take(n, block)
+        got = self.source.take(n, timeout)
         if got is None:
             return None
         pairs = []
@@ -454,7 +534,7 @@ class _StreamSource:
             fr, prepared = item.data if isinstance(item.data, tuple) else (item.data, None)
             if prepared is None:
                 try:
-                    prepared = self.stage.backend.prepare_item(self.stage._request(item, fr))
+                    prepared = self.stage._prepare(item, fr)
                 except (UsageError, KeyboardInterrupt):
                     raise
                 except VidcapError as exc:
