@@ -14,10 +14,12 @@ from pathlib import Path
 import pandas as pd
 import pytest
 from clirun import VIDCAP, vidcap
+from fake_openai_server import FakeOpenAIServer
 from media import make_video
 
 from vidcap.backends.base import CaptionOptions
 from vidcap.errors import UsageError
+from vidcap.prompts.caption import get_prompt
 from vidcap.stages.caption_variants import VariantPlan, column
 
 COLS = ["caption_short", "caption_dense"]
@@ -48,6 +50,25 @@ def test_fake_model_fills_one_column_per_variant(clips, tmp_path):
     assert (df["text"] == df["caption_short"]).all() and (df["prompt"] == "short").all()  # `text` is the first
     meta = json.loads(Path(f"{out}.run.json").read_text())
     assert meta["fingerprint"]["variants"] == ["short", "dense"]
+
+
+def test_api_backend_sends_one_request_per_variant(clips, tmp_path):
+    server = FakeOpenAIServer().start()
+    try:
+        out = tmp_path / "api.parquet"
+        args = ["--backend", "openai", "--base-url", server.base_url, "--model", "x", "--num-frames", "2"]
+        _caption(
+            clips, out, *args, "--api-key-env", "VIDCAP_TEST_KEY", "--variants", "short,dense", VIDCAP_TEST_KEY="sk-t"
+        )
+        hits = list(server.hits)
+    finally:
+        server.stop()
+    df = pd.read_parquet(out)
+    assert len(df) == 6 and (df["status"] == "ok").all(), df["error"].tolist()
+    assert sorted(h.prompt for h in hits) == sorted([get_prompt("short").text, get_prompt("dense").text] * 6)
+    assert all(len(h.images) == 2 for h in hits)
+    for c in COLS:
+        assert df[c].str.startswith("A caption").all() and (df[f"{c}_prompt_tokens"] == 10 + 85 * 2).all()
 
 
 def test_a_name_that_does_not_exist_is_one_sentence(clips, tmp_path):

@@ -183,10 +183,30 @@ class OpenAIBackend(CaptionBackend):
     def _messages(self, request: CaptionRequest) -> list[dict]:
         prompt = request.prompt or self._default_prompt()
         content: list[dict[str, Any]] = [{"type": "text", "text": prompt}]
-        for frame in frame_list(request):
-            url = encode_jpeg(frame, self.jpeg_quality)
+        for i, frame in enumerate(frame_list(request)):
+            url = self._jpeg(request, i, frame)
             content.append({"type": "image_url", "image_url": {"url": url, "detail": self.options.detail}})
         return [{"role": "user", "content": content}]
+
+    _jpegs: dict | None = None  # --variants: each clip's frames encoded once for all its requests
+
+    def _jpeg(self, request: CaptionRequest, i: int, frame) -> str:
+        memo = self._jpegs
+        key = (id(request.frames), i)
+        if memo is not None and key in memo:
+            return memo[key]
+        url = encode_jpeg(frame, self.jpeg_quality)
+        if memo is not None:
+            memo[key] = url
+        return url
+
+    def caption_variants(self, groups: list[list[CaptionRequest]]) -> list[list[CaptionResult]]:
+        """One request per variant; the variants of a clip share its frames, so each frame is encoded once."""
+        self._jpegs = {}  # keyed by the frames array's id: valid while these requests hold their arrays
+        try:
+            return super().caption_variants(groups)
+        finally:
+            self._jpegs = None
 
     def _default_prompt(self) -> str:
         if self._prompt is None:
