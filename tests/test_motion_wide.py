@@ -150,3 +150,53 @@ def test_a_mover_over_part_of_the_frame_is_no_cut(sources):
     assert compared >= 6 and matched >= compared - 1  # covered blocks have no texture left to compare
     matched, compared = blocks_matching(a, other, same)
     assert compared >= 6 and matched <= 1  # a cut: another picture matches nowhere
+
+
+def _covered_pan(scene: np.ndarray, cover_with: np.ndarray | None, share: float, cut: bool = False) -> np.ndarray:
+    """40 frames of a 160x120 window panning right over `scene`; from frame 20 on, a mover (a real face,
+    sliding down 2 px a frame) covers the right `share` of the frame, or (`cut`) the shot cuts to it."""
+    n, w, h = 40, 160, 120
+    out = []
+    for k in range(n):
+        x0 = 20 + int(k * 0.5 * w / n)
+        f = scene[40 : 40 + h, x0 : x0 + w].copy()
+        if cover_with is not None and k >= n // 2:
+            if cut:
+                f = np.ascontiguousarray(cover_with[:h, :w])
+            else:
+                hx = int(w * (1 - share))
+                f[:, hx:] = np.roll(cover_with[:h, : w - hx], 2 * k, axis=0) // 2 + 20
+        out.append(f)
+    return np.stack(out)
+
+
+@pytest.mark.parametrize("share", [0.55, 0.6])
+def test_a_mover_filling_most_of_a_small_frame_is_no_cut(sources, share):
+    from vidcap.motion import estimate
+
+    scene = footage.frames_of(sources["bigbuckbunny"].path)[40]
+    face = footage.frames_of(sources["carphone"].path)[40]
+    # the background left along the camera's course (under half the frame) keeps it one shot, and the
+    # steps after the mover came in follow the course, not the mover that now holds most points
+    moved = estimate(_covered_pan(scene, face, share))
+    assert classify(moved) == "pan_right" and moved.note == "uncertain motion"
+    assert moved.dx == pytest.approx(-0.49, abs=0.05)
+    # a cut to the same face at the same frame leaves nothing in place: still a cut
+    cut = estimate(_covered_pan(scene, face, 1.0, cut=True))
+    assert classify(cut) == "unclassified" and cut.reason == "scene cut"
+
+
+def test_the_camera_course_wins_over_a_mover_holding_the_majority():
+    from vidcap.motion.flow import _on_course
+
+    rng = np.random.default_rng(3)
+    pts = rng.uniform(-60, 60, (200, 2)).astype(np.float32)
+    course = np.array([[1.0, 0.0, -2.0], [0.0, 1.0, 0.0]])  # the camera pans 2 px a step
+    mover = np.array([[1.0, 0.0, 0.0], [0.0, 1.0, 3.0]])  # a hand sliding down over 60 % of the points
+    on_mover = np.arange(200) < 120
+    dst = np.where(on_mover[:, None], pts + [0.0, 3.0], pts + [-2.0, 0.0]).astype(np.float32)
+    kept = _on_course(pts, dst, mover, 0.6, course)
+    assert kept is not None and kept[0][0, 2] == pytest.approx(-2.0, abs=0.05) and kept[1] == pytest.approx(0.4)
+    # the camera really stopped: nothing follows the old course, the fit stands
+    still = pts.copy()
+    assert _on_course(pts, still, np.eye(3)[:2], 1.0, course) is None

@@ -79,12 +79,21 @@ def blocks_matching(
     the rest matching once the camera's motion is undone, however much it shifts the frame's overall
     brightness. Each block with texture on both sides is normalised on its own; it matches when the
     median normalised difference is below BLOCK_MISMATCH."""
+    matched, compared = matching_blocks(a, b, matrix, grid)
+    return len(matched), compared
+
+
+def matching_blocks(
+    a: np.ndarray, b: np.ndarray, matrix: np.ndarray, grid: tuple[int, int] = (4, 3)
+) -> tuple[set[int], int]:
+    """(indices of the blocks that match, blocks compared); see `blocks_matching`."""
     h, w = a.shape
     moved = cv2.warpAffine(
         a.astype(np.float32), _to_pixel(matrix, w, h), (w, h), flags=cv2.INTER_LINEAR, borderValue=np.nan
     )
     moved, still = cv2.GaussianBlur(moved, (0, 0), 1.5), cv2.GaussianBlur(b.astype(np.float32), (0, 0), 1.5)
-    matched = compared = 0
+    matched: set[int] = set()
+    compared = 0
     for gy in range(grid[1]):
         for gx in range(grid[0]):
             rows = slice(gy * h // grid[1], (gy + 1) * h // grid[1])
@@ -98,7 +107,8 @@ def blocks_matching(
                 continue
             compared += 1
             diff = np.abs((x - x.mean()) / x.std() - (y - y.mean()) / y.std())
-            matched += float(np.median(diff)) < BLOCK_MISMATCH
+            if float(np.median(diff)) < BLOCK_MISMATCH:
+                matched.add(gy * grid[0] + gx)
     return matched, compared
 
 

@@ -19,6 +19,8 @@ MIN_ENERGY = 30.0  # squared Sobel gradient (5x5 mean) below which a pixel is fl
 REL_ENERGY = 0.05  # ... or below this share of the frame's 95th percentile
 MIN_POINTS = 24  # the fit uses at least this many of the most structured grid points
 RANSAC_PX = 1.0  # inlier distance of the similarity fit, working pixels
+COURSE_SHARE = 0.25  # the camera's course keeps a step when at least this share of points follow it ...
+COURSE_OF_BEST = 0.5  # ... and at least this share of as many as follow the best fit (a mover took the majority)
 
 
 def new_dis():
@@ -39,11 +41,12 @@ def _flow_of(matrix: np.ndarray, w: int, h: int) -> np.ndarray:
 
 
 def fit_step(
-    dis, a: np.ndarray, b: np.ndarray, guess: np.ndarray | None = None
+    dis, a: np.ndarray, b: np.ndarray, guess: np.ndarray | None = None, course: np.ndarray | None = None
 ) -> tuple[np.ndarray | None, float, int]:
     """(similarity a->b in centred coordinates, inlier share, points) from the dense flow a->b.
 
     `guess`: a similarity to start DIS from (the motion so far, for steps too fast to find alone).
+    `course`: the camera's motion predicted from the steps so far; see `_on_course`.
     """
     import cv2
 
@@ -91,4 +94,33 @@ def fit_step(
     )
     if matrix is None:
         return None, 0.0, len(src)
-    return matrix, float(inl.mean()) if inl is not None else 0.0, len(src)
+    share = float(inl.mean()) if inl is not None else 0.0
+    if course is not None:
+        kept = _on_course(src - c, dst - c, matrix, share, course)
+        if kept is not None:
+            return kept[0], kept[1], len(src)
+    return matrix, share, len(src)
+
+
+def _on_course(src: np.ndarray, dst: np.ndarray, best: np.ndarray, share: float, course: np.ndarray):
+    """(similarity, share) refitted on the points that follow the camera's course, or None.
+
+    Two motions compete when a mover fills most of the frame: RANSAC takes the larger (the mover), while
+    the background still follows the course of the steps before. The course wins when its support is
+    real (COURSE_SHARE of the points, COURSE_OF_BEST of the best fit's) and the best fit is off it."""
+    import cv2
+
+    def residual(m: np.ndarray) -> np.ndarray:
+        return np.hypot(*(src @ m[:, :2].T + m[:, 2] - dst).T)
+
+    near = residual(course) < 2 * RANSAC_PX
+    if near.mean() < max(COURSE_SHARE, COURSE_OF_BEST * share) or near.sum() < 6:
+        return None
+    if (residual(best)[near] < 2 * RANSAC_PX).mean() > 0.5:
+        return None  # the best fit already follows the course
+    matrix, inl = cv2.estimateAffinePartial2D(
+        src[near], dst[near], method=cv2.RANSAC, ransacReprojThreshold=RANSAC_PX, maxIters=100, refineIters=10
+    )
+    if matrix is None or inl is None:
+        return None
+    return matrix, float(inl.sum()) / len(src)

@@ -7,7 +7,7 @@ import os
 from ..motion.result import DEFAULT_THRESHOLD, MotionResult, classify
 from .base import Item, Stage
 
-METHOD = "dis-similarity-v4"  # bump when estimates change, so old parts are not mixed in
+METHOD = "dis-similarity-v5"  # bump when estimates change, so old parts are not mixed in
 _threads_set = False
 
 
