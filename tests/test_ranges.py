@@ -367,3 +367,18 @@ def test_export_of_a_chained_range_output_takes_the_clips_sizes(scenes, tmp_path
     got = pd.read_csv(out)
     assert got["num_frames"].tolist() == [120, 180, 180, 24]
     assert set(got["cmotion"]) <= {"static", "pan_right", "pan_left", "zoom_in", "zoom_out", "tilt_up", "tilt_down"}
+
+
+def test_tag_keys_two_ranges_with_one_caption_apart(tmp_path):
+    """Tagging a captioned scenes table: two scenes whose captions are the same are still two rows."""
+    rows = [
+        {"path": "a.mp4", "start_time": "0.0", "end_time": "2.0", "text": "A dog runs."},
+        {"path": "a.mp4", "start_time": "2.0", "end_time": "4.0", "text": "A dog runs."},
+        {"path": "a.mp4", "start_time": "", "end_time": "", "text": "A dog runs."},
+    ]
+    pd.DataFrame(rows).to_csv(tmp_path / "caps.csv", index=False)
+    out = tmp_path / "tags.csv"
+    vidcap("tag", tmp_path / "caps.csv", "--key", "objects", "--backend", "fake", "-o", out, "-q")
+    done = vidcap("tag", tmp_path / "caps.csv", "--key", "objects", "--backend", "fake", "-o", out)
+    assert "3 skipped" in done.stderr, done.stderr
+    assert len(pd.read_csv(out)) == 3

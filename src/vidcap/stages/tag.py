@@ -5,7 +5,7 @@ from __future__ import annotations
 import hashlib
 
 from ..errors import EMPTY_TEXT, PARSE, VidcapError
-from ..manifest import ABSPATH
+from ..manifest import ABSPATH, row_range
 from ..prompts.tags import TagPrompt, check_key, tag_prompt
 from ..tags.parse import parse_tags
 from .base import Item, ResultTable, Stage
@@ -77,7 +77,9 @@ class TagStage(Stage):
     def row_key(self, row: dict) -> str:
         """Path and caption: a changed caption is a new row whose tags must be made again."""
         ident = f"{row.get(ABSPATH) or ''}\x00{_text(row, self.text_column)}"
-        return hashlib.sha1(ident.encode("utf-8", "surrogatepass")).hexdigest()[:20]
+        key = hashlib.sha1(ident.encode("utf-8", "surrogatepass")).hexdigest()[:20]
+        span = row_range(row)  # a range row (docs/ranges.md): two scenes with one caption are two rows
+        return key if span is None else f"{key}#t={span[0]!r},{span[1]!r}"
 
     def loader(self) -> TextLoader:
         return TextLoader(self.text_column)
