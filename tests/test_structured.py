@@ -248,7 +248,7 @@ def test_repair_closes_only_at_whole_values(value, cut, indent):
     if fixed is not None:
         assert _within(json.loads(fixed), value), (head, fixed)
     if head.rstrip().endswith(("}", "]")) is False and head.strip() and len(head) == len(text) - 1:
-        assert fixed is not None and json.loads(fixed) == value  # only the closing brace missing
+        assert fixed is not None  # only the closing brace missing (a number or literal before it is dropped)
 
 
 @settings(max_examples=300, deadline=None)

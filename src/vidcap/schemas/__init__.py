@@ -234,8 +234,9 @@ def repair_truncated(text) -> str | None:
 
 
 def _cut_points(body: str) -> list[tuple[int, list[str]]] | None:
-    """Positions where the text may end (before a comma, after a value's last character, at the end)
-    with the brackets open there; None when the text closes its outer value (nothing was cut off)."""
+    """Positions where the text may end (after a string or a bracket, before a comma) with the brackets open
+    there; None when the text closes its outer value (nothing was cut off). A number or literal at the cut is
+    never an end: `1` may be the start of `10`."""
     stack: list[str] = []
     cuts: list[tuple[int, list[str]]] = []
     in_str = esc = False
@@ -262,9 +263,7 @@ def _cut_points(body: str) -> list[tuple[int, list[str]]] | None:
                 return None  # complete: not a truncation
             cuts.append((i + 1, list(stack)))
         elif ch == ",":
-            cuts.append((i, list(stack)))
-        elif not ch.isspace() and ch != ":":
-            cuts.append((i + 1, list(stack)))  # a number or literal so far (json.loads rejects a partial one)
+            cuts.append((i, list(stack)))  # a number or literal before it is whole: the comma ends it
     return cuts if not in_str or cuts else None
 
 
