@@ -158,6 +158,40 @@ def test_engine_decoding_constrained_to_the_schema_gives_only_valid_rows(clips, 
     assert len(bad) >= 4 and bad["error"].str.startswith("parse: ").all() and (bad["text"] != "").all()
 
 
+def test_cut_off_rows_are_healed_under_the_grammar_with_more_room(clips, tiny_model, tmp_path):
+    """Captions the token limit cut off are `parse` rows; --heal captions them again through generate() with the
+    grammar's LogitsProcessor and a longer limit, and they come back valid."""
+    vidcap(
+        "caption", clips / "m.csv", "-o", tmp_path / "h.csv", "--model", str(tiny_model("qwen2-vl")), "--device",
+        "cpu", "--workers", "0", "-q", "--caption-format", "json", "--schema", clips / "small.json",
+        "--max-new-tokens", "50", "--heal", "2", "--limit", "3",
+    )  # fmt: skip
+    rows = pd.read_csv(tmp_path / "h.csv", keep_default_na=False)
+    assert (rows["status"] == "ok").all() and (rows["heal"] == "healed").all(), rows["error"].tolist()
+    assert all(_valid(t, SMALL) for t in rows["text"])
+    for cell in rows["heal_attempts"]:
+        first, *later = json.loads(cell)
+        assert "cut off" in first["error"] and later[-1]["decoding"]["max_new_tokens"] > 50
+
+
+def test_the_mask_unpacks_as_llguidance_packs_it():
+    """Bit j of word i allows token 32 * i + j; tokens past the vocabulary's last word are cut."""
+    import numpy as np
+    import torch
+
+    from vidcap.engine.grammar import apply_bitmask, shifts
+
+    rng = np.random.default_rng(1)
+    for vocab in (31, 32, 100, 513):
+        allowed = rng.random((3, vocab)) < 0.3
+        padded = np.zeros((3, -(-vocab // 32) * 32), dtype=bool)
+        padded[:, :vocab] = allowed
+        words = (padded.reshape(3, -1, 32).astype(np.int64) << np.arange(32)).sum(-1)
+        words = torch.tensor(words.astype(np.uint32).view(np.int32))
+        out = apply_bitmask(torch.zeros(3, vocab), words, shifts("cpu"))
+        assert torch.equal(out == 0, torch.tensor(allowed)) and bool(torch.isinf(out[~torch.tensor(allowed)]).all())
+
+
 def test_generate_path_is_constrained_too(clips, tiny_model):
     """The plain generate() path (--baseline, heal attempts) decodes under the grammar's LogitsProcessor."""
     import numpy as np
