@@ -150,15 +150,39 @@ def detect_cuts(path, opts: SceneOptions, line: Timeline, scan, first: int, stop
     from scenedetect import FrameTimecode
 
     det = detector_for(opts, line.fps)
-    index = {p: i for i, p in enumerate(scan.pts)} if scan.pts_ok else None
     av = av_module()
+    level = av.logging.get_level()
+    # Frame-threaded decoding with no log callback until every PyAV object of the decode is freed: a decoder
+    # thread that logs calls into Python for the GIL, which the thread freeing the codec context holds while
+    # it waits for that thread (PyAV's callback): a deadlock seen when a range row stops decoding mid-stream.
+    try:
+        cuts, seen, last, error = _decode_cuts(path, det, line, scan, first, stop, opts.width)
+    finally:
+        av.logging.set_level(level)
+    if seen == 0:
+        raise VidcapError(DECODE, error or "no frame could be decoded")
+    want = stop - first
+    if want - seen > max(2, MISSING_FRAMES_OK * want):
+        raise VidcapError(SHORT, f"only {seen} of {want} frames decoded")
+    cuts += det.post_process(FrameTimecode(last, line.fps))
+    return sorted({int(c.frame_num) for c in cuts if first < int(c.frame_num) < stop})
+
+
+def _decode_cuts(path, det, line: Timeline, scan, first: int, stop: int, width: int):
+    """(cuts, frames seen, last frame, FFmpeg's error or "") of the detector over [first, stop); every PyAV
+    object is freed when this returns (an FFmpeg error is returned as text, so no traceback keeps one)."""
+    from scenedetect import FrameTimecode
+
+    av = av_module()
+    index = {p: i for i, p in enumerate(scan.pts)} if scan.pts_ok else None
     cuts: list = []
-    seen, last = 0, -1
+    seen, last, error = 0, -1, ""
     try:
         with open_input(path) as container:
+            av.logging.set_level(None)  # after opening: open_input turns FFmpeg's errors back on
             stream = video_stream(container)
             stream.thread_type = "AUTO"
-            w, h = _detect_size(stream.width, stream.height, opts.width)
+            w, h = _detect_size(stream.width, stream.height, width)
             if first > 0 and scan.seekable:  # a range row: from the keyframe before its first frame
                 key = scan.key_index[max(bisect_right(scan.key_index, first) - 1, 0)]
                 container.seek(scan.pts[key], stream=stream, backward=True, any_frame=False)
@@ -175,17 +199,11 @@ def detect_cuts(path, opts: SceneOptions, line: Timeline, scan, first: int, stop
                     cuts += det.process_frame(FrameTimecode(i, line.fps), img)
                     seen, last = seen + 1, i
             finally:
-                frames.close()  # before the container closes (a threaded decoder must not outlive it)
+                frames.close()
     except av.error.FFmpegError as e:
-        if seen == 0:
-            raise VidcapError(DECODE, ffmpeg_message(e, path if isinstance(path, str) else None)) from None
-    want = stop - first
-    if seen == 0:
-        raise VidcapError(DECODE, "no frame could be decoded")
-    if want - seen > max(2, MISSING_FRAMES_OK * want):
-        raise VidcapError(SHORT, f"only {seen} of {want} frames decoded")
-    cuts += det.post_process(FrameTimecode(last, line.fps))
-    return sorted({int(c.frame_num) for c in cuts if first < int(c.frame_num) < stop})
+        error = ffmpeg_message(e, path if isinstance(path, str) else None)
+    frame = stream = container = frames = None  # noqa: F841 (freed here, while no log callback is set)
+    return cuts, seen, last, error
 
 
 def _frames(container, stream):
