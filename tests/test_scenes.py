@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import shutil
 
 import numpy as np
@@ -223,3 +224,18 @@ def test_kill_before_the_merge_then_resume(cuts_video, tmp_path):
     per = got.groupby("path")["scene"].apply(list).to_dict()
     assert per["v0.mp4"] == per["v1.mp4"] == list(range(len(per["v0.mp4"]))) and len(per["v0.mp4"]) > 3
     assert got[got["path"] == "gone.mp4"]["status"].tolist() == ["failed"]
+
+
+def test_shots_inside_a_range_row_repeatedly(cuts_video):
+    """A range row is split inside its range by seeking (times stay the file's); done many times in one
+    process, as a worker does: the threaded decoder stopped mid-stream must never hang the next free."""
+    from vidcap.scenes import scenes
+
+    root, truth = cuts_video
+    inside = [b for b in truth if 2.0 < b.start < 12.0]
+    for k in range(12):
+        rows, fps = scenes(str(root / "long.mp4"), SceneOptions(), (2.0 + k * 0.03, 12.0))
+        assert rows[0]["start_time"] >= 2.0 and rows[-1]["end_time"] == 12.0 and fps == 25.0
+        assert rows[0]["start_frame"] == math.ceil((2.0 + k * 0.03) * 25 - 1e-6)
+        hits, found, n_true = match(inside, [r["start_time"] for r in rows[1:]], TOL)
+        assert hits == n_true == found
