@@ -810,10 +810,10 @@ def key_sql(abspath: str, names: list[str]) -> str:
     if not set(RANGE_COLUMNS) <= set(names):
         return key  # a whole-file manifest: the key as it always was
     t = []
-    for col in RANGE_COLUMNS:
+    for col in RANGE_COLUMNS:  # each cell parsed and written once (nullif: not a finite number is NULL)
         d = f"try_cast(regexp_extract({_ident(col)}::VARCHAR, '{_sql_text(TIME_TEXT)}', 1) AS DOUBLE)"
-        t.append(f"CASE WHEN isfinite({d}) THEN ({d} + 0.0)::VARCHAR END")
-    return f"CASE WHEN {t[0]} IS NULL OR {t[1]} IS NULL THEN {key} ELSE {key} || '#t=' || {t[0]} || ',' || {t[1]} END"
+        t.append(f"nullif(nullif(nullif(nullif(({d} + 0.0)::VARCHAR, 'inf'), '-inf'), 'nan'), '-nan')")
+    return f"{key} || coalesce('#t=' || {t[0]} || ',' || {t[1]}, '')"  # no range: the NULL drops out
 
 
 def abspath_sql(col: str, base: str) -> str:
