@@ -101,6 +101,16 @@ def test_limits_and_columns():
     assert "caption_dense_completion_tokens" in plan.columns
 
 
+def test_bench_compares_with_the_longest_variant():
+    from vidcap.bench.variants import format_variants, single_variant
+
+    assert single_variant(VariantPlan.of(CaptionOptions(variants=("short", "dense"), max_new_tokens=150))) == "dense"
+    assert single_variant(VariantPlan.of(CaptionOptions(variants=("short", "dense"), max_new_tokens=8))) == "dense"
+    report = {"variants": ["short", "dense"], "single": "dense", "cost_ratio": 1.14, "tokens_per_s": [548, 636],
+              "prefill_s": [2.8, 3.0], "decode_steps": [448, 533], "shared": {"clips_shared": 48}}  # fmt: skip
+    assert "1.14x the time per clip" in format_variants(report)[0]
+
+
 def test_resume_after_kill_gives_every_row_once_and_other_variants_are_refused(clips, tmp_path):
     out = tmp_path / "k.parquet"
     parts = out.with_name(out.name + ".parts")
@@ -197,6 +207,9 @@ def _run(backend, items, slots):
     [
         ("pllava", ("short", "dense"), True),
         ("qwen2.5-vl", ("short", "dense"), True),
+        ("qwen3-vl", ("short", "dense"), True),
+        ("internvl3", ("short", "dense"), True),
+        ("llava-next", ("short", "dense"), True),
         ("pllava", ("pllava", "pllava-short"), False),  # the seed's PLLaVA prompts sit before the video
     ],
 )
