@@ -75,12 +75,13 @@ _warned: set[str] = set()
 def model_grammar(backend) -> engine_grammar.Grammar | None:
     """The grammar an in-process backend decodes under (built once per backend), None for text captions
     or where llguidance is not installed (then the captions are only checked, with a warning)."""
-    schema = schema_of(backend.options)
-    if schema is None or backend.model is None or not backend.options.constrain:
+    opts = backend.options
+    if getattr(opts, "caption_format", "text") != "json" or backend.model is None or not opts.constrain:
         return None
-    cached = getattr(backend, "_grammar", None)
-    if cached is not None and cached[0] == schema.sha1:
+    cached = getattr(backend, "_grammar", None)  # asked at every engine() and generate() call: built once
+    if cached is not None and cached[0] == opts.schema:
         return cached[1]
+    schema = load_schema(opts.schema or "")
     if not engine_grammar.available():
         if "llguidance" not in _warned:
             _warned.add("llguidance")
@@ -95,7 +96,7 @@ def model_grammar(backend) -> engine_grammar.Grammar | None:
     head = backend.model.get_output_embeddings()
     vocab = int(head.weight.shape[0])
     built = engine_grammar.Grammar(schema.schema, backend.tokenizer, vocab, list(backend.eos))
-    backend._grammar = (schema.sha1, built)
+    backend._grammar = (opts.schema, built)
     return built
 
 
