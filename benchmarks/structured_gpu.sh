@@ -6,7 +6,7 @@
 # llguidance's matchers and filling/uploading the mask rows, and the share of rows valid against the schema.
 #
 # usage: BUDGET_S=290 OUT=/tmp/structured-out benchmarks/structured_gpu.sh
-#   qwen2.5-vl-7b (152k vocabulary: the widest mask), VIDEOS=64 clips 1280x720 3 s, 64 slots, 150 new tokens (EOS ignored)
+#   qwen2.5-vl-7b (152k vocabulary: the widest mask), VIDEOS=64 clips 1280x720 3 s, BATCH=64 slots, 150 new tokens (EOS ignored)
 # DRY=1 runs it on tiny-qwen2.5-vl on the CPU (4 clips at 160x120, 8 tokens) to catch typos before device time.
 # The device image has no PyAV, DuckDB, llguidance or jsonschema: carry their wheels in .wheels/ (git-ignored):
 #   pip download --no-deps --only-binary=:all: --python-version 3.12 --platform manylinux_2_31_x86_64 \
@@ -43,7 +43,7 @@ if ! $py -c "import av, duckdb, llguidance, jsonschema, torch, transformers, vid
   exit 1
 fi
 
-shape=qwen2.5-vl-7b videos=${VIDEOS:-64} batch=64 extra=(--new-tokens 150 --seconds 3 --workers 15)
+shape=qwen2.5-vl-7b videos=${VIDEOS:-64} batch=${BATCH:-64} extra=(--new-tokens 150 --seconds 3 --workers 15)
 if [ -n "${DRY:-}" ]; then
   shape=tiny-qwen2.5-vl videos=4 batch=2 extra=(--new-tokens 8 --resolution 160x120 --seconds 1 --workers 2 --device cpu)
 fi
