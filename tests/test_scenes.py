@@ -239,3 +239,23 @@ def test_shots_inside_a_range_row_repeatedly(cuts_video):
         assert rows[0]["start_frame"] == math.ceil((2.0 + k * 0.03) * 25 - 1e-6)
         hits, found, n_true = match(inside, [r["start_time"] for r in rows[1:]], TOL)
         assert hits == n_true == found
+
+
+def test_limit_shard_and_failed_out_keep_every_video_once(cuts_video, tmp_path):
+    root, _ = cuts_video
+    for i in range(2):
+        shutil.copy(root / "long.mp4", tmp_path / f"v{i}.mp4")
+    m = _manifest(tmp_path, [{"path": "v0.mp4"}, {"path": "gone.mp4"}, {"path": "v1.mp4"}])
+    out, ok, bad = tmp_path / "s.csv", tmp_path / "ok.csv", tmp_path / "bad.csv"
+    args = ["--workers", "0", "-q", "--window", "4"]
+    vidcap("scenes", m, "-o", out, *args, "--limit", "1")
+    assert _read(out)["path"].tolist() == ["v0.mp4"] * 5  # 0-4, 4-8, 8-12, 12-16, 16-17
+    vidcap("scenes", m, "-o", out, *args)
+    full = (tmp_path / "s.csv").read_bytes()
+    for select in (["--limit", "1"], ["--shard", "1/2"]):  # a rerun on part of the rows keeps all it has
+        vidcap("scenes", m, "-o", out, *args, *select)
+        assert (tmp_path / "s.csv").read_bytes() == full
+    for _ in range(2):  # and again: the failed file is gathered back too
+        vidcap("scenes", m, "-o", ok, *args, "--failed-out", bad)
+        assert _read(ok)["path"].tolist() == ["v0.mp4"] * 5 + ["v1.mp4"] * 5
+        assert _read(bad)["path"].tolist() == ["gone.mp4"]
