@@ -154,7 +154,8 @@ def torch():
 def test_tiny_model_cli_fills_the_columns_through_the_engine(torch, tiny_model, clips, tmp_path, family):
     out = tmp_path / f"{family}.parquet"
     model = tiny_model(family)
-    _caption(clips, out, "--model", model, "--variants", "short,dense", "--max-new-tokens", NEW, "-b", "4")
+    proc = _caption(clips, out, "--model", model, "--variants", "short,dense", "--max-new-tokens", NEW, "-b", "4")
+    assert "--variants: 6 clips prefilled their video once" in proc.stderr, proc.stderr
     df = pd.read_parquet(out)
     assert len(df) == 6 and (df["status"] == "ok").all(), df["error"].tolist()
     for c in COLS:

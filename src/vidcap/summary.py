@@ -99,6 +99,13 @@ def _cost(cost: dict, model) -> str:
 def _engine(engine: dict, fast) -> str:
     fast = engine.get("fast_path", fast)
     if fast:
-        return "engine: fast path engaged"
+        v = engine.get("variants") or {}
+        shared = (
+            f"; --variants: {v.get('clips_shared')} clips prefilled their video once ({v.get('prefill_tokens_saved')} "
+            f"prompt tokens saved), {v.get('full_prefill_clips')} prefilled per variant"
+            if v
+            else ""
+        )
+        return "engine: fast path engaged" + shared
     reason = engine.get("fast_path_reason")
     return "engine: generate()" + (f" ({reason})" if reason else "")
