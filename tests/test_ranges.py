@@ -261,6 +261,22 @@ def test_motion_on_a_scenes_table(scenes, tmp_path):
     assert df["error"][3].startswith("range: the range 30.0-40.0 s starts after")
 
 
+def test_join_matches_range_rows_range_by_range(scenes, tmp_path):
+    """Caption (Parquet) and motion (CSV) outputs of one scenes table join into one row per range: the three
+    ranges of one file do not match each other, and the whole-file row matches only itself."""
+    vidcap("caption", scenes, "--model", "fake", "-o", tmp_path / "cap.parquet", "-q", "--workers", "0")
+    backwards = tmp_path / "backwards.csv"  # the same ranges in another order: matched by range, not position
+    pd.read_csv(scenes, dtype=str).iloc[::-1].to_csv(backwards, index=False)
+    vidcap("motion", backwards, "-o", tmp_path / "mot.csv", "-q", "--workers", "0")
+    vidcap("join", tmp_path / "cap.parquet", tmp_path / "mot.csv", "-o", tmp_path / "all.parquet")
+    joined = pd.read_parquet(tmp_path / "all.parquet")
+    assert len(joined) == 6
+    assert joined["scene"].fillna("").astype(str).tolist() == ["0", "1", "2", "3", "4", ""]
+    assert joined["caption_status"].tolist() == joined["motion_status"].tolist()
+    assert joined["cmotion"].notna().sum() == 4 and joined["text"].notna().sum() == 4
+    assert joined["start_time"].fillna("").astype(str).tolist() == ["0.0", "5.0", "12.5", "30.0", "20.0", ""]
+
+
 # ---- clips ----
 
 

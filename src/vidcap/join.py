@@ -1,7 +1,7 @@
 """`vidcap join`: stage outputs (caption, motion, tags, ...) as one table, one row per clip.
 
-Rows match on the resolved path (as runs resolve it: against each table's own folder), or on a key column
-the user names. A clip listed twice in a table matches the same occurrence in the others. Columns keep
+Rows match on the resolved path (as runs resolve it: against each table's own folder) and, for range rows
+(`start_time`/`end_time`: scenes, windows), their range, or on a key column the user names. A clip listed twice in a table matches the same occurrence in the others. Columns keep
 their names; a column that two inputs both have with different values is kept from the first and
 suffixed with the input's name from the second (`status_videos_cmotion`); identical columns appear once.
 
@@ -22,7 +22,7 @@ import pandas as pd
 
 from . import tables as tbl
 from .errors import UsageError
-from .manifest import resolved_paths
+from .manifest import RANGE_COLUMNS, resolved_paths, row_range
 
 KEY = "_vidcap_join_key"
 _NTH = "_vidcap_join_nth"
@@ -66,6 +66,9 @@ def _keyed(table, on: str | None) -> pd.DataFrame:
     if col not in df.columns:
         raise UsageError(f"{table} has no '{col}' column to join on; pass --on with a column every input has.")
     keys = [str(v) for v in df[col]] if on else resolved_paths(df, table)
+    if not on and set(RANGE_COLUMNS) <= set(df.columns):  # each range of a file is its own clip
+        spans = [row_range(r) for r in df[list(RANGE_COLUMNS)].to_dict("records")]
+        keys = [k if s is None else f"{k}#t={s[0]!r},{s[1]!r}" for k, s in zip(keys, spans, strict=True)]
     df[KEY] = keys
     df[_NTH] = df.groupby(KEY).cumcount()
     return df
