@@ -466,11 +466,11 @@ class Engine(VariantAdmission, ConstrainedDecoding):
 
     # -- decoding ------------------------------------------------------------------------------------------
     def _step(self) -> None:
-        t0 = time.perf_counter()
         top = max(self.active) + 1
         b = next((g for g in self.buckets if g >= top), top)
         if b not in self.cache.graphs and self.buckets:
-            self._capture_bucket(b)
+            self._capture_bucket(b)  # counted in capture_s, not in the decode time
+        t0 = time.perf_counter()
         self._grammar_before_step(b)
         toks = self.cache.step(b).tolist()
         self.stats.steps += 1
