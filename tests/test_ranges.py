@@ -277,6 +277,21 @@ def test_join_matches_range_rows_range_by_range(scenes, tmp_path):
     assert joined["start_time"].fillna("").astype(str).tolist() == ["0.0", "5.0", "12.5", "30.0", "20.0", ""]
 
 
+def test_merge_and_diff_tell_the_ranges_of_one_file_apart(scenes, tmp_path):
+    """Merging two scenes tables keeps every range of a file (a later table wins only for the same range), and
+    diff finds the ranges a caption output has not done yet."""
+    whole = pd.read_csv(scenes, dtype=str, keep_default_na=False)
+    whole.iloc[:3].to_csv(tmp_path / "a.csv", index=False)
+    whole.iloc[2:].to_csv(tmp_path / "b.csv", index=False)
+    vidcap("merge", tmp_path / "a.csv", tmp_path / "b.csv", "-o", tmp_path / "m.csv")
+    merged = pd.read_csv(tmp_path / "m.csv", dtype=str, keep_default_na=False)
+    assert merged["scene"].tolist() == ["0", "1", "2", "3", "4", ""]
+    vidcap("caption", tmp_path / "a.csv", "--model", "fake", "-o", tmp_path / "cap.csv", "-q", "--workers", "0")
+    vidcap("diff", scenes, tmp_path / "cap.csv", "-o", tmp_path / "left.csv")
+    left = pd.read_csv(tmp_path / "left.csv", dtype=str, keep_default_na=False)
+    assert left["scene"].tolist() == ["3", "4", ""]
+
+
 # ---- clips ----
 
 

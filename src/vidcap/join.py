@@ -22,7 +22,7 @@ import pandas as pd
 
 from . import tables as tbl
 from .errors import UsageError
-from .manifest import RANGE_COLUMNS, resolved_paths, row_range
+from .manifest import resolved_paths, with_ranges
 
 KEY = "_vidcap_join_key"
 _NTH = "_vidcap_join_nth"
@@ -65,11 +65,7 @@ def _keyed(table, on: str | None) -> pd.DataFrame:
     col = on or "path"
     if col not in df.columns:
         raise UsageError(f"{table} has no '{col}' column to join on; pass --on with a column every input has.")
-    keys = [str(v) for v in df[col]] if on else resolved_paths(df, table)
-    if not on and set(RANGE_COLUMNS) <= set(df.columns):  # each range of a file is its own clip
-        spans = [row_range(r) for r in df[list(RANGE_COLUMNS)].to_dict("records")]
-        keys = [k if s is None else f"{k}#t={s[0]!r},{s[1]!r}" for k, s in zip(keys, spans, strict=True)]
-    df[KEY] = keys
+    df[KEY] = [str(v) for v in df[col]] if on else with_ranges(resolved_paths(df, table), df)
     df[_NTH] = df.groupby(KEY).cumcount()
     return df
 

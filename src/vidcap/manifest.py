@@ -382,6 +382,15 @@ def public_columns(df: pd.DataFrame) -> pd.DataFrame:
     return df[[c for c in df.columns if c not in INTERNAL]]
 
 
+def with_ranges(keys: list[str], df: pd.DataFrame) -> list[str]:
+    """Clip keys: each key (a path) with `#t=START,END` added on a range row, so the scenes or windows of one
+    file are told apart (merge, diff, join, the report); unchanged where the table has no range columns."""
+    if not set(RANGE_COLUMNS) <= set(df.columns):
+        return list(keys)
+    spans = [row_range(r) for r in df[list(RANGE_COLUMNS)].to_dict("records")]
+    return [k if s is None else f"{k}#t={s[0]!r},{s[1]!r}" for k, s in zip(keys, spans, strict=True)]
+
+
 def resolved_paths(df: pd.DataFrame, table) -> list[str]:
     """The table's `path` values resolved as runs resolve them (against the table's own folder)."""
     from .storage import is_remote

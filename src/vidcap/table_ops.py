@@ -6,7 +6,7 @@ from __future__ import annotations
 import pandas as pd
 
 from .errors import UsageError
-from .manifest import ABSPATH, resolved_paths
+from .manifest import ABSPATH, RANGE_COLUMNS, resolved_paths, with_ranges
 from .tables import as_text, batches, columns, count_rows, schema, stream_rows, unified_schema, write_batches
 
 SAMPLE_ROWS = 100_000  # rows the cost estimate takes its typical frame size from
@@ -15,8 +15,9 @@ ESTIMATE_COLUMNS = ("path", "width", "height")  # what it reads of them
 
 # -- merge and diff (streamed) -------------------------------------------------------------------------------
 def merge(parts: list, out, dedup: bool = True) -> tuple[int, int]:
-    """Concatenate tables (the seed's `datautil` merge); later parts win on duplicate paths. Two passes over
-    the parts, so memory holds one batch and the set of paths. Returns (rows written, rows dropped)."""
+    """Concatenate tables (the seed's `datautil` merge); later parts win on duplicate clips (paths, and ranges
+    for range rows). Two passes over the parts, so memory holds one batch and the set of clip keys. Returns
+    (rows written, rows dropped)."""
     schemas = [schema(p) for p in parts]
     target = unified_schema(schemas)
     has_path = dedup and "path" in target.names
@@ -27,8 +28,8 @@ def merge(parts: list, out, dedup: bool = True) -> tuple[int, int]:
             total += count_rows(p)
             continue
         n = 0
-        for b in batches(p, ["path"]):
-            for j, v in enumerate(as_text(b["path"])):
+        for b in batches(p, _key_columns(p)):
+            for j, v in enumerate(_clip_keys(b)):
                 last[v] = (i, n + j)
             n += len(b)
         total += n
@@ -39,21 +40,32 @@ def merge(parts: list, out, dedup: bool = True) -> tuple[int, int]:
         offsets[i] += len(b)
         if not has_path or "path" not in b.columns:
             return pd.Series(True, index=b.index)
-        return pd.Series([last[v] == (i, start + j) for j, v in enumerate(as_text(b["path"]))], index=b.index)
+        return pd.Series([last[v] == (i, start + j) for j, v in enumerate(_clip_keys(b))], index=b.index)
 
     written = write_batches(stream_rows(parts, keep), out, target)
     return written, total - written
 
 
+def _key_columns(table) -> list[str]:
+    """What a clip key reads of a table: `path`, and the range columns where it has them."""
+    names = columns(table)
+    return ["path"] + [c for c in RANGE_COLUMNS if c in names]
+
+
+def _clip_keys(batch: pd.DataFrame) -> list[str]:
+    return with_ranges(list(as_text(batch["path"])), batch)
+
+
 def diff(a, b, out) -> int:
-    """Rows of A whose resolved path is not in B (the seed's `--difference`, to find what is left)."""
+    """Rows of A whose clip (resolved path, and range for range rows) is not in B (the seed's `--difference`,
+    to find what is left)."""
     for name in (a, b):
         if "path" not in columns(name):
             raise UsageError(f"{name} has no 'path' column; diff compares paths.")
-    seen = {p for batch in batches(b, ["path"]) for p in resolved_paths(batch, b)}
+    seen = {k for batch in batches(b, _key_columns(b)) for k in with_ranges(resolved_paths(batch, b), batch)}
 
     def keep(_: int, batch: pd.DataFrame) -> pd.Series:
-        return pd.Series([p not in seen for p in resolved_paths(batch, a)], index=batch.index)
+        return pd.Series([k not in seen for k in with_ranges(resolved_paths(batch, a), batch)], index=batch.index)
 
     return write_batches(stream_rows([a], keep), out, unified_schema([schema(a)]))
 

@@ -11,7 +11,7 @@ import pandas as pd
 
 from ..checks import FLAGS
 from ..errors import error_code
-from ..manifest import row_range
+from ..manifest import row_range, with_ranges
 from .charts import WARN, bar_chart, histogram
 from .table import list_cell
 
@@ -103,11 +103,7 @@ def summary_charts(
 
 def _clip_keys(df: pd.DataFrame) -> pd.Series:
     """What makes a row one clip: its path, and its range for a range row."""
-    keys = df["path"].astype(str)
-    if {"start_time", "end_time"} <= set(df.columns):
-        spans = [row_range(r) for r in df[["start_time", "end_time"]].to_dict("records")]
-        keys = keys + pd.Series(["" if s is None else f"#t={s[0]!r},{s[1]!r}" for s in spans], index=df.index)
-    return keys
+    return pd.Series(with_ranges(df["path"].astype(str).tolist(), df), index=df.index)
 
 
 def _strip(thumbs) -> str:
