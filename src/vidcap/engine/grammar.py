@@ -91,42 +91,58 @@ class SlotMasks:
         self.host = torch.full((slots, grammar.words), -1, dtype=torch.int32, pin_memory=pin)
         self.matchers: dict[int, Any] = {}
         self.dirty: set[int] = set()
+        self.pending: list[tuple[int, int]] = []  # (slot, token) of the last step, consumed in `fill`
         self.cpu_s = 0.0  # matcher advances, mask fills and the copy's launch
         self.fills = 0
 
     def start(self, slots: list[int]) -> None:
+        new = set(slots)
+        self.pending = [(s, t) for s, t in self.pending if s not in new]  # a reused slot's last token stays behind
         for slot in slots:
             self.matchers[slot] = self.grammar.matcher()
             self.dirty.add(slot)
 
     def advance(self, slot: int, token: int) -> None:
-        """The slot's caption got `token`. A matcher that refuses it (it cannot, under its own mask) lets the
-        slot go unconstrained (an all-ones row); the stage's schema check then judges the caption."""
-        m = self.matchers.get(slot)
-        if m is None:
-            return
-        t0 = time.perf_counter()
-        if not m.is_stopped():  # a stopped matcher's row allows EOS alone until the caption ends
-            if m.consume_token(int(token)):
+        """The slot's caption got `token`; its matcher takes it at the next `fill` (all slots at once)."""
+        if slot in self.matchers:
+            self.pending.append((slot, int(token)))
+
+    def _consume(self) -> None:
+        """The tokens of the last step into their matchers, in llguidance's thread pool when there are many. A
+        matcher that refuses its token (it cannot, under its own mask) lets the slot go unconstrained (an
+        all-ones row); the stage's schema check then judges the caption. A stopped matcher (the JSON is
+        complete) keeps its row, which allows EOS alone, until the caption ends."""
+        todo = [(s, t) for s, t in self.pending if s in self.matchers and not self.matchers[s].is_stopped()]
+        self.pending.clear()
+        if len(todo) >= self.PARALLEL_FROM:
+            ok = self.grammar.executor().consume_token_par([(self.matchers[s], t) for s, t in todo])
+        else:
+            ok = [self.matchers[s].consume_token(t) for s, t in todo]
+        for (slot, _), good in zip(todo, ok, strict=True):
+            if good:
                 self.dirty.add(slot)
             else:
                 self.release(slot)
-        self.cpu_s += time.perf_counter() - t0
 
     def release(self, slot: int) -> None:
         if self.matchers.pop(slot, None) is not None:
             self.host[slot].fill_(-1)
         self.dirty.discard(slot)
+        self.pending = [(s, t) for s, t in self.pending if s != slot]
 
     def keep_only(self, active) -> None:
         for slot in [s for s in self.matchers if s not in active]:
             self.release(slot)
 
     def fill(self) -> bool:
-        """Fill the rows of slots whose matcher moved; True when any row changed."""
-        if not self.dirty:
-            return False
+        """Advance the matchers by the last step's tokens and fill the rows of those that moved; True when
+        any row changed."""
         t0 = time.perf_counter()
+        if self.pending:
+            self._consume()
+        if not self.dirty:
+            self.cpu_s += time.perf_counter() - t0
+            return False
         todo = [(self.matchers[s], s) for s in sorted(self.dirty)]
         if len(todo) >= self.PARALLEL_FROM:
             fill_rows_par(self.grammar.executor(), todo, self.host)
@@ -228,9 +244,9 @@ class ConstrainedDecoding:
         masks = self.masks
         if masks is None:
             return
-        cpu = masks.cpu_s
+        t0 = time.perf_counter()
         masks.keep_only({s for s, seq in self.active.items() if seq is not None})
         masks.fill()
         masks.upload(self.cache.mask, b)
         self.stats.constrained_steps += 1
-        self.stats.mask_cpu_s += masks.cpu_s - cpu
+        self.stats.mask_cpu_s += time.perf_counter() - t0
