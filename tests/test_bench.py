@@ -79,3 +79,20 @@ def test_real_size_shapes_need_a_gpu(tmp_path):
 
 def test_version():
     assert vidcap("--version").stdout.startswith("vidcap ")
+
+
+def test_bench_windows_of_long_videos_against_pre_cut_clips(tmp_path):
+    """--window: as many window rows (range rows of longer videos) as pre-cut clips, each captioned whole."""
+    work = tmp_path / "bench"
+    args = ["--shape", "tiny-qwen2.5-vl", "--videos", "6", "--batch-size", "3", "--new-tokens", "3"]
+    args += ["--resolution", "160x120", "--seconds", "3", "--window", "1", "--workers", "0", "--work-dir", work]
+    proc = vidcap("bench", *args, timeout=500)
+    report = json.loads((work / "bench.json").read_text())
+    assert [r["ok"] for r in report["runs"]] == [6, 6]
+    windows = report["windows"]
+    assert windows["rows"] == 6 and windows["window_s"] == 1.0 and windows["speed_ratio"] > 0
+    manifest = (work / "bench_windows_6_1s.csv").read_text().splitlines()
+    assert manifest[0] == "path,start_time,end_time" and len(manifest) == 7  # 2 videos of 3 s, 3 windows each
+    assert "windows of 1 s in 3 s videos vs pre-cut clips of 1 s" in proc.stdout
+    refused = vidcap("bench", *args[:-6], "--seconds", "1", "--window", "1", "--work-dir", work, check=False)
+    assert refused.returncode == 2 and "needs --seconds of at least 2" in refused.stderr

@@ -505,6 +505,18 @@ def _caption_windows(manifest, out, window: str, ropts):
     return str(rows), dataclasses.replace(ropts, limit=None, shard=None)
 
 
+def _bench_window(window: str | None, seconds: float) -> float | None:
+    """bench --window: a length that fits at least twice into --seconds."""
+    if not window:
+        return None
+    from .scenes import parse_seconds
+
+    size = parse_seconds(window, "--window")
+    if size * 2 > seconds:
+        raise UsageError(f"bench --window {size:g} needs --seconds of at least {2 * size:g} (the long videos' length).")
+    return size
+
+
 def _format_options(caption_format: str, schema: str | None, constrain: bool = True) -> dict:
     """--caption-format and --schema as caption options (a schema goes with json, and json needs one)."""
     if caption_format not in ("text", "json"):
@@ -990,6 +1002,11 @@ def bench(
         metavar="NAME|FILE",
         help="With --caption-format json: a built-in schema or a JSON Schema file.",
     ),
+    window: str | None = typer.Option(
+        None,
+        "--window",
+        help="SECONDS: caption --videos windows of this length cut from --seconds long videos (range rows, as caption --window makes) against as many pre-cut clips of that length.",
+    ),
     device: str | None = O_DEVICE,
     work_dir: Path = typer.Option(
         Path(".vidcap-bench"), "--work-dir", help="Where clips, model skeletons and outputs go."
@@ -1029,6 +1046,7 @@ def bench(
         device=device,
         work_dir=str(work_dir),
         options={"variants": parse_variants(variants)} if variants else {},
+        window=_bench_window(window, seconds),
     )
     cfg.options.update(_format_options(caption_format, schema))  # --caption-format json: bench.structured
     report = run_bench(cfg)

@@ -33,6 +33,7 @@ class BenchConfig:
     device: str | None = None
     work_dir: str = ".vidcap-bench"
     options: dict = field(default_factory=dict)  # more CaptionOptions fields
+    window: float | None = None  # windows of this many seconds of `seconds`-long videos against pre-cut clips
 
 
 class _Timer:
@@ -242,7 +243,8 @@ def run_bench(cfg: BenchConfig) -> dict:
     root = Path(cfg.work_dir)
     root.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
-    manifest = make_bench_clips(root, cfg.videos, cfg.width, cfg.height, cfg.seconds)
+    # --window makes its own inputs (bench.windows): clips of the window's length and long videos
+    manifest = make_bench_clips(root, cfg.videos, cfg.width, cfg.height, cfg.seconds) if not cfg.window else root
     t_clips = time.perf_counter() - t0
     model_dir, preset_name = _model_dir(cfg, root)
     stage = _stage(cfg, model_dir, preset_name, fast=True)
@@ -289,6 +291,13 @@ def run_bench(cfg: BenchConfig) -> dict:
         report["runs"], report["structured"] = run_structured(
             cfg, stage, manifest, root, workers, _one_run, _output_stats
         )
+        teardown()
+        (root / "bench.json").write_text(json.dumps(report, indent=2, default=str))
+        return report
+    if cfg.window:  # windows of long videos against pre-cut clips (bench.windows)
+        from .windows import run_windows
+
+        report["runs"], report["windows"] = run_windows(cfg, stage, root, workers, _one_run, _output_stats)
         teardown()
         (root / "bench.json").write_text(json.dumps(report, indent=2, default=str))
         return report
@@ -381,6 +390,10 @@ def format_report(report: dict) -> str:
         from .variants import format_variants
 
         lines += format_variants(report["variants"])
+    if "windows" in report:
+        from .windows import format_windows
+
+        lines += format_windows(report["windows"])
     if "structured" in report:
         from .structured import format_structured
 
