@@ -7,6 +7,7 @@
 #   pllava13b vidcap bench --shape pllava-13b    --videos 256 --batch-size 64  --baseline
 #   qwen3     vidcap bench --shape qwen3-vl-8b   --videos 128 --batch-size 32  --baseline
 #   internvl  vidcap bench --shape internvl3-8b  --videos 128 --batch-size 64  --baseline
+#   windows   vidcap bench --shape qwen2.5-vl-7b --videos 96 --batch-size 48 --seconds 60 --window 5
 #   check     benchmarks/engine_check.py on the two new shapes (first 32 greedy tokens of 16 clips, float32)
 # All benches: 150 new tokens, 15 decode workers, 1280x720 5 s clips. DRY=1 runs the same steps on the
 # tiny models on the CPU (4 clips at 160x120, 4 tokens) to catch typos before device time is spent.
@@ -25,6 +26,7 @@ py=${PYTHON:-python3}
 # The device image has neither PyAV nor DuckDB (a core dependency since the ledger): carry their cp312
 # manylinux wheels in .wheels/ (git-ignored; `pip download --no-deps --only-binary=:all: --python-version 3.12
 # --platform manylinux_2_28_x86_64 -d .wheels av==19.0.2 duckdb==2.0.1`), installed here when missing.
+[ -f .gpusite/site.tar.xz ] && bash benchmarks/gpu_site.sh 2>&1 | tail -2  # all three in one carried tar.xz
 for mod in av duckdb; do
   if ! $py -c "import $mod" 2>/dev/null; then
     for whl in .wheels/"$mod"-*.whl; do
@@ -75,6 +77,17 @@ bench() {  # bench NAME CAP MIN SHAPE VIDEOS BATCH
   cp "/tmp/i36-$name/bench.json" "$OUT/bench-$name.json" 2>/dev/null || echo "=== $name: no bench.json" | tee -a "$log"
 }
 
+winbench() {  # winbench NAME CAP MIN SHAPE ROWS BATCH SECONDS WINDOW: windows of long videos vs pre-cut clips
+  local name=$1 cap=$2 min=$3 shape=$4 videos=$5 batch=$6 secs=$7 win=$8 extra=(--new-tokens 150 --workers 15)
+  if [ -n "${DRY:-}" ]; then
+    shape=tiny-qwen2.5-vl videos=4 batch=2 secs=2 win=1 min=20 extra=(--new-tokens 4 --resolution 160x120 --workers 2)
+  fi
+  rm -f "/tmp/i36-$name/bench.json"
+  step "$name" "$cap" "$min" $py -m vidcap bench --shape "$shape" --videos "$videos" --batch-size "$batch" \
+      --seconds "$secs" --window "$win" --work-dir "/tmp/i36-$name" "${extra[@]}"
+  cp "/tmp/i36-$name/bench.json" "$OUT/bench-$name.json" 2>/dev/null || echo "=== $name: no bench.json" | tee -a "$log"
+}
+
 for s in "${steps[@]}"; do
   case $s in
     # caps: `BUDGET_S=440 ... qwen25 pllava13b` in one call. Estimated from the H200 JSONs (warm-ups, baseline,
@@ -82,6 +95,9 @@ for s in "${steps[@]}"; do
     # qwen25 may take 285 s; pllava13b runs on whatever is left and is skipped under 170 s (it could not finish).
     qwen25)    bench qwen25 285 150 qwen2.5-vl-7b 384 128 ;;
     pllava13b) bench pllava13b 260 170 pllava-13b 256 64 ;;
+    pllava13b-small) bench pllava13b-small 240 150 pllava-13b 128 32 ;;
+    # issue 37: 96 windows of 5 s from 60 s videos against 96 pre-cut 5 s clips, Qwen2.5-VL-7B (~150 s on an H100)
+    windows)   winbench windows 230 120 qwen2.5-vl-7b 96 48 60 5 ;;
     qwen3)    bench qwen3 400 200 qwen3-vl-8b 128 32 ;;
     internvl) bench internvl 300 150 internvl3-8b 128 64 ;;
     check)
