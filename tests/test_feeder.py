@@ -150,8 +150,8 @@ def test_a_failed_load_is_recorded_like_any_failed_row(tmp_path):
     from vidcap.session import Recorder, RunOptions
     from vidcap.stages.caption import CaptionStage
 
-    class Books:
-        def write(self, rows):
+    class Parts:
+        def write_part(self, rows):
             pass
 
     there = tmp_path / "broken.mp4"
@@ -159,7 +159,7 @@ def test_a_failed_load_is_recorded_like_any_failed_row(tmp_path):
     stage = CaptionStage(resolve_model("fake", None), CaptionOptions())
     for path, err in [(str(tmp_path / "gone.mp4"), "missing: no such file"), (str(there), "decode: bad data")]:
         row = {RID: "r1", ABSPATH: path}
-        fast, slow = Recorder(stage, Books(), RunOptions()), Recorder(stage, Books(), RunOptions())
+        fast, slow = Recorder(stage, Parts(), RunOptions()), Recorder(stage, Parts(), RunOptions())
         fast.record(row, {"error": err})
         slow.record(row, {"error": err, "text": None})  # not the shortcut
         assert list(fast.buffer[0].items()) == list(slow.buffer[0].items())

@@ -101,7 +101,7 @@ def test_torchrun_ranks_stream_rank_0s_plan_and_a_killed_launch_resumes(clips, t
     assert not out.exists()
     done = subprocess.run(args, capture_output=True, text=True, env=env, timeout=300, check=False)
     assert done.returncode == 0, done.stderr
-    assert "ranks: 2" in done.stderr and "rank: 1" in done.stderr
+    assert "ranks: 2" in done.stderr and "share: rank1" in done.stderr
     got = summary(out)
     assert got["ledger"]["executor"] == "torchrun" and got["ranks"] == 2
     assert got["skipped"] >= 2 and got["skipped"] + got["processed"] == 26

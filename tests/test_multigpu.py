@@ -183,7 +183,7 @@ def test_torchrun_ranks_share_rows_and_a_killed_launch_resumes(clips, tmp_path):
     assert not out.exists()
     done = subprocess.run(args, capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
-    assert "ranks: 2" in done.stderr and "rank: 1" in done.stderr
+    assert "ranks: 2" in done.stderr and "share: rank1" in done.stderr
     summary = json.loads(out.with_name(out.name + ".run.json").read_text())["summary"]
     assert summary["skipped"] >= 2 and summary["skipped"] + summary["processed"] == 26
     pd.testing.assert_frame_equal(read_resolved(clips / "single.parquet"), read_resolved(out))

@@ -218,9 +218,9 @@ def print_summary(summary: dict, output: Path) -> None:
 
 def exit_if_all_failed(summary: dict) -> None:
     """A run whose every row failed exits 1 (the output still lists each row's error). A torchrun rank that
-    does not merge (its summary names its `rank`) exits 0 whatever its share gave: torchrun ends every rank
+    does not merge (its summary names its `share`) exits 0 whatever its share gave: torchrun ends every rank
     when one exits non-zero, which would stop rank 0 before or during the merge; rank 0's exit decides."""
-    if "rank" in summary:
+    if "share" in summary:
         return
     nfail = sum(summary.get("failed", {}).values())
     if summary.get("ok", 0) == 0 and nfail:

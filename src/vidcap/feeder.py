@@ -35,6 +35,7 @@ from typing import Any
 
 from .errors import DECODE, VidcapError, format_error
 from .manifest import RID
+from .rows import ListSource, RowSource
 
 
 def preload_modules(loader) -> tuple[str, ...]:
@@ -122,19 +123,6 @@ def load_rows(rows: list[dict], budget_s: float, max_data: int) -> list[tuple[An
     return out
 
 
-class ListSource:
-    """The rows of a run, handed to the Feeder in order; other runners pass a source that grows over time."""
-
-    def __init__(self, rows: list[dict]):
-        self.rows = list(reversed(rows))
-
-    def take(self, n: int, timeout: float) -> list[dict] | None:
-        """Up to n rows ([] when none are ready yet), or None once there will be no more."""
-        if not self.rows:
-            return None
-        return [self.rows.pop() for _ in range(min(n, len(self.rows)))]
-
-
 TASK_SECONDS = 0.05  # a worker returns a task's results after this long (the rest of its rows go out again)
 MAX_CHUNK = 1024  # rows in one task
 LIGHT_ROWS = 8192  # failed rows (no data) the feeder may hold besides `depth`
@@ -143,8 +131,7 @@ LIGHT_ROWS = 8192  # failed rows (no data) the feeder may hold besides `depth`
 class Feeder:
     """Keeps `workers` processes busy loading rows; the consumer gets (row, data, error) tuples from `take`.
 
-    `rows` is a list, or a source with `take(n, timeout)` (see ListSource) for runners that receive rows
-    while they run (the multi-GPU workers). Results come in the order tasks finish, each task's rows in
+    `rows` is a list, or a vidcap.rows.RowSource (rows planned, or received while the run goes on). Results come in the order tasks finish, each task's rows in
     manifest order."""
 
     DONE = object()
@@ -153,7 +140,7 @@ class Feeder:
         self, loader, rows, workers: int, depth: int, *, task_seconds: float = TASK_SECONDS, max_chunk: int = MAX_CHUNK
     ):
         self.loader, self.workers = loader, workers
-        self.source = ListSource(rows) if isinstance(rows, list) else rows
+        self.source: RowSource[dict] = ListSource(rows) if isinstance(rows, list) else rows
         self.depth = max(depth, 2 * max(workers, 1))  # rows of data in flight, and loaded (see _room)
         self.per_task = max(1, self.depth // (2 * max(workers, 1)))  # rows of data one task may give
         self.task_seconds, self.max_chunk = task_seconds, max(1, max_chunk)

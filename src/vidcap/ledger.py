@@ -25,6 +25,7 @@ import pyarrow as pa
 from .errors import RETRYABLE, UsageError, first_line
 from .manifest import ABSPATH, INTERNAL, RANGE_COLUMNS, RID, TIME_TEXT, atomic_local, check_columns, table_format
 from .parts import FILE_DTYPES, fault_point, read_json
+from .rows import ListSource
 from .storage import as_path, file_stamp, get_file, is_remote, put_file
 
 ROW = "_vidcap_row"  # the row's position among the selected manifest rows (the output's order)
@@ -843,30 +844,18 @@ def _sql_text(text: str) -> str:
     return text.replace("'", "''")
 
 
-class LedgerRows:
-    """Rows to do, handed to the runner's Feeder: `take(n, timeout)` gives up to n row dicts, None at the end."""
+class LedgerRows(ListSource[dict]):
+    """Rows to do, handed to the runner's Feeder, read from DuckDB a batch at a time."""
 
     def __init__(self, cursor, reader, total: int):
-        from collections import deque
+        super().__init__(total=total)
+        self.reader, self.cursor = reader, cursor  # the cursor lives as long as its reader
 
-        self.reader = reader
-        self.cursor = cursor
-        self.total = total
-        self.buf: deque = deque()
-
-    def __len__(self) -> int:
-        return self.total
-
-    def take(self, n: int, timeout: float = 0.0) -> list[dict] | None:
-        while len(self.buf) < n:
-            try:
-                batch = self.reader.read_next_batch()
-            except StopIteration:
-                break
-            self.buf.extend(batch.to_pylist())
-        if not self.buf:
+    def more(self) -> list[dict] | None:
+        try:
+            return self.reader.read_next_batch().to_pylist()
+        except StopIteration:
             return None
-        return [self.buf.popleft() for _ in range(min(n, len(self.buf)))]
 
 
 class Results:

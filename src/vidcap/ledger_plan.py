@@ -16,16 +16,17 @@ from pathlib import Path
 
 from .ledger import REL, ROW, SEL, _sql_text
 from .manifest import atomic_local
+from .rows import ListSource
 from .storage import is_remote, open_binary, put_file
 
 PLAN_FILE = "plan.parquet"
 GROUP_ROWS = 4096  # a rank reads at most two groups it shares with its neighbours
 
 
-def plan_path(books):
-    """The plan file of a run (`books`: its session.Bookkeeping): a local Path, or a remote one beside
+def plan_path(sink):
+    """The plan file of a run (`sink`: its session.Sink): a local Path, or a remote one beside
     remote parts (every rank, on any host, reads it there)."""
-    path = books.note_path(PLAN_FILE)
+    path = sink.note_path(PLAN_FILE)
     return path if is_remote(path) else Path(path)
 
 
@@ -56,10 +57,9 @@ def remove_plan(path) -> None:
             pass
 
 
-class PlanRows:
-    """One share of a plan file as a lazy row source (`len`, `take(n, timeout)`, as `ledger.RowSource`): rank
-    r of `world` takes the contiguous rows [r * n // world, (r + 1) * n // world), reading only the row groups
-    that hold them, a group at a time."""
+class PlanRows(ListSource[dict]):
+    """One share of a plan file as a lazy row source: rank r of `world` takes the contiguous rows
+    [r * n // world, (r + 1) * n // world), reading only the row groups that hold them, a group at a time."""
 
     def __init__(self, path, rank: int = 0, world: int = 1):
         import pyarrow.parquet as pq
@@ -69,7 +69,7 @@ class PlanRows:
         meta = self.file.metadata
         n = meta.num_rows
         start, stop = n * rank // world, n * (rank + 1) // world
-        self.total = stop - start
+        super().__init__(total=stop - start)
         self.spans: deque = deque()  # (row group, first row, end row) within that group
         at = 0
         for g in range(meta.num_row_groups):
@@ -78,15 +78,9 @@ class PlanRows:
             if lo < hi:
                 self.spans.append((g, lo - at, hi - at))
             at += size
-        self.buf: deque = deque()
 
-    def __len__(self) -> int:
-        return self.total
-
-    def take(self, n: int, timeout: float = 0.0) -> list[dict] | None:
-        while len(self.buf) < n and self.spans:
-            g, lo, hi = self.spans.popleft()
-            self.buf.extend(self.file.read_row_group(g).slice(lo, hi - lo).to_pylist())
-        if not self.buf:
+    def more(self) -> list[dict] | None:
+        if not self.spans:
             return None
-        return [self.buf.popleft() for _ in range(min(n, len(self.buf)))]
+        g, lo, hi = self.spans.popleft()
+        return self.file.read_row_group(g).slice(lo, hi - lo).to_pylist()

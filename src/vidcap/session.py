@@ -6,9 +6,9 @@
     finish  check that every selected row has exactly one result (rows whose result went missing are done
             again once), run the stage's run-level work, merge into the output, write the summary
 
-Executors (vidcap.runners) only hand rows out and collect per-worker figures; they call `Session.run`
-with themselves and never subclass it. The bookkeeping (what is done, parts, the merge) is reached only
-through `Bookkeeping`, so its internals can change (columnar, streamed) without touching executors.
+Executors (vidcap.runners) only hand rows out: `Session.run(executor)` gives one a frozen `Job` (the stage,
+the options, a row-source factory, the sink that writes part files) and gets back one `WorkerReport` per
+worker; the lock, the plan, the merge and the summary stay here.
 """
 
 from __future__ import annotations
@@ -17,13 +17,16 @@ import os
 import sys
 import time
 from collections import Counter
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
 
 from .errors import EMPTY_PATH, MISSING, FatalRunError, UsageError, error_code
 from .ledger import Ledger
+from .ledger_plan import PlanRows, plan_path, write_plan
 from .manifest import ABSPATH, RID, clean_text
 from .parts import FILE_COLUMNS, PartStore, fault_point
-from .stages.base import RowSource, Stage
+from .rows import ListSource
+from .stages.base import Stage
 from .storage import as_path, file_stamp
 
 PART_ROWS = 256  # rows per part by default: a kill redoes at most this many rows (or a second's worth)
@@ -71,62 +74,36 @@ def run_fingerprint(stage: Stage) -> dict:
     return dict(stage.fingerprint(), columns=list(stage.columns))
 
 
-# -- bookkeeping: the only door to parts, the done-set and the merge ----------------------------------
-class Bookkeeping:
-    """What is done, part files and the final merge, for one output. Today a PartStore behind it."""
+# -- where results go ------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Sink:
+    """The run's parts folder as any writing process sees it (picklable: host workers get it): part files
+    under each worker's name and small notes beside them. The lock, the plan and the merge stay with the
+    session."""
 
-    def __init__(
-        self,
-        output,
-        fingerprint: dict,
-        *,
-        overwrite: bool = False,
-        keep_parts: bool = False,
-        worker: str = "w0",
-        failed_out=None,
-    ):
-        self.store = PartStore(output, fingerprint, overwrite=overwrite, keep_parts=keep_parts, worker=worker)
-        self.failed_out = failed_out
+    output: str
+    fingerprint: dict
 
-    @property
-    def worker(self) -> str:
-        return self.store.worker
+    def store(self, worker: str = "main") -> PartStore:
+        return PartStore(self.output, self.fingerprint, worker=worker)
 
-    @worker.setter
-    def worker(self, name: str) -> None:
-        self.store.worker = name  # names this process's part files
+    def recorder(self, stage: Stage, opts: RunOptions, worker: str, watcher: Watcher | None = None) -> Recorder:
+        return Recorder(stage, self.store(worker), opts, watcher)
 
-    def open(self, provenance: dict) -> None:
-        """Take the run lock, check the settings, write run.json (the one process that coordinates)."""
-        self.store.open(provenance, None if self.failed_out is None else str(self.failed_out))
-
-    def close(self) -> None:
-        self.store.close()
-
-    def discard_if_empty(self) -> None:
-        self.store.discard_if_empty()
-
-    def write(self, rows: list[dict]) -> None:
-        self.store.write_part(rows)
+    def note_path(self, name: str):
+        """A file of this name in the parts folder (workers.json, torchrun's done markers, the plan file)."""
+        return self.store().dir / name
 
     def write_note(self, name: str, data: dict) -> None:
-        """A small JSON file beside the parts (workers.json, torchrun's done markers)."""
-        self.store.write_json(self.store.dir / name, data)
+        self.store().write_json(self.note_path(name), data)
 
     def notes(self, pattern: str) -> list:
-        return self.store.files(pattern)
+        return self.store().files(pattern)
 
     def saved_ids(self, worker: str, among: set | None = None) -> set:
         """Row ids in the part files one worker wrote (after it died: what it had saved); with `among`,
         only those of these ids (the parts are then read for them only)."""
-        return self.store.saved_rids(worker, among)
-
-    def note_path(self, name: str):
-        """A file of this name in the parts folder (the plan file torchrun's ranks and Ray read)."""
-        return self.store.dir / name
-
-    def before_merge(self) -> None:
-        fault_point("before_merge", self.store.part_files())
+        return self.store(worker).saved_rids(worker, among)
 
 
 # -- recording ------------------------------------------------------------------------------------------
@@ -150,8 +127,8 @@ class Watcher:
 class Recorder:
     """Results of one writing process: buffered, then saved as atomic part files."""
 
-    def __init__(self, stage: Stage, books: Bookkeeping, opts: RunOptions, watcher: Watcher | None = None):
-        self.stage, self.books, self.opts = stage, books, opts
+    def __init__(self, stage: Stage, parts: PartStore, opts: RunOptions, watcher: Watcher | None = None):
+        self.stage, self.parts, self.opts = stage, parts, opts
         self.watcher = watcher or Watcher()
         self.counts: Counter = Counter()
         self.buffer: list[dict] = []
@@ -159,7 +136,8 @@ class Recorder:
         self.last_model_error = ""
         self._blank: dict | None = None
 
-    def record(self, row: dict, out: dict) -> None:
+    def record(self, row: dict, out: dict) -> str:
+        """Buffer a row's result; returns its outcome ("ok" or the error code)."""
         err = out.get("error") or ""
         code = error_code(err) or "ok"
         if err and len(out) == 1:  # a row that failed to load (millions of them in a stale manifest): no values
@@ -177,6 +155,7 @@ class Recorder:
             self.last_model_error = err
         self.buffer.append(rec)
         self.watcher.recorded(row, code)
+        return code
 
     def _failed_record(self, rid: str, err: str) -> dict:
         """The record of a row with only an error, copied from a template made once (same keys, same order)."""
@@ -212,7 +191,7 @@ class Recorder:
 
     def flush(self) -> None:
         if self.buffer:
-            self.books.write(self.buffer)
+            self.parts.write_part(self.buffer)
             self.buffer = []
         self.last_flush = time.monotonic()
         self.watcher.flushed()
@@ -222,95 +201,132 @@ NO_FILE = frozenset({MISSING, EMPTY_PATH})  # error codes of rows whose file was
 
 
 # -- the executor contract (vidcap.runners implements it) --------------------------------------------------
+class Rows:
+    """The row-source factory of a job: the rows this run has to do, in manifest order, read lazily from
+    the ledger's plan; or, for processes that read the plan elsewhere (torchrun's ranks, Ray's read tasks),
+    one share of the plan file. A process that does not plan waits for the planning one to write that file."""
+
+    def __init__(self, led: Ledger | None, path):
+        self.led, self.path = led, path
+
+    def __call__(self, rank: int = 0, world: int = 1, as_file: bool = False) -> ListSource[dict]:
+        if self.led is not None and world == 1 and not as_file:
+            return self.led.source()
+        if self.led is not None and rank == 0:
+            write_plan(self.led, self.path)
+        while not self.path.exists():  # the planning rank removed the last run's file; this one appears whole
+            time.sleep(0.2)
+        return PlanRows(self.path, rank, world)
+
+
+@dataclass(frozen=True)
+class Job:
+    """All an executor gets of a run: the stage, the options, the rows to do and where results go."""
+
+    stage: Stage
+    opts: RunOptions
+    rows: Rows
+    sink: Sink
+
+    def recorder(self, worker: str, watcher: Watcher | None = None, opts: RunOptions | None = None) -> Recorder:
+        return self.sink.recorder(self.stage, opts or self.opts, worker, watcher)
+
+    def workers(self) -> int:
+        """Decode processes of one worker loop (--workers, else the stage's or the host's default)."""
+        return default_workers(self.stage) if self.opts.workers is None else self.opts.workers
+
+
+@dataclass
+class WorkerReport:
+    """What one worker (this process, a host's GPU worker, a torchrun rank, a Ray actor) did."""
+
+    worker: str
+    counts: Counter = field(default_factory=Counter)  # rows recorded, by outcome ("ok" or an error code)
+    extra: dict = field(default_factory=dict)  # the stage's figures (tokens, engine stats)
+    seconds: float = 0.0
+    lost: str = ""  # why the worker stopped early (its unsaved rows went to the others)
+
+
 class Executor:
-    """How rows reach the stage; the lifecycle stays in `Session.run`, which calls, in order:
-    start(session)          take the run lock (or wait for the process that takes it)
-    plans()                 whether this process plans and merges (every coordinator; torchrun's rank 0)
-    rows(session, ledger)   this process's rows to do, as a lazy source (`len`, `take(n, timeout)`): the
-                            ledger's plan (None where this process does not plan)
-    process(session, rows)  hand rows to the stage wherever it runs; results go to session.recorder, or to
-                            part files the workers write themselves (their counts then added to
-                            session.counts)
-    gather(session, plan)   the whole run's plan counts once every worker is done, or None in a process that
-                            does not merge
-    extras(session)         stage figures for the summary, from every worker
-    """
+    """How rows reach the stage. `Session.run` calls `start` (which must call `lock` in the process that plans),
+    then `run(job)` (possibly again, to redo rows whose saved result went missing); an executor sees nothing of
+    the session but the job, and answers with one report per worker."""
 
     name = "local"
+    unit = ""  # the summary counts the workers under this name ("workers", "ranks", "actors")
     can_redo = True  # rows whose saved result went missing before the merge are handed out again
 
-    def start(self, session: Session) -> None:
-        session.books.open(session.stage.provenance())
-
     def plans(self) -> bool:
+        """Whether this process plans and merges (every coordinator; torchrun's rank 0)."""
         return True
 
-    def rows(self, session: Session, led: Ledger | None) -> RowSource:
-        assert led is not None
-        return led.source()
+    def start(self, sink: Sink, lock: Callable[[], None]) -> None:
+        lock()
 
-    def process(self, session: Session, todo: RowSource) -> None:
-        """Run the stage on `todo` (possibly empty: a tensor-parallel group still has to agree on that)."""
+    def run(self, job: Job) -> list[WorkerReport]:
         raise NotImplementedError
 
-    def gather(self, session: Session, plan: dict | None) -> dict | None:
-        return plan
 
-    def extras(self, session: Session) -> dict:
-        return session.stage.summary_extra()
+def merge_extras(extras: list[dict]) -> dict:
+    """Several workers' stage figures as one: numbers add up (tokens, cost), the rest is the first seen."""
+    merged: dict = {}
+    for extra in extras:
+        for k, v in extra.items():
+            if isinstance(v, bool):  # e.g. fast_path: true only if it held on every worker
+                merged[k] = merged.get(k, True) and v
+                continue
+            both_numbers = isinstance(v, (int, float)) and isinstance(merged.get(k, 0), (int, float))
+            merged[k] = merged.get(k, 0) + v if both_numbers else merged.get(k, v)
+    return merged
+
+
+def safe_extra(stage: Stage) -> dict:
+    """A worker's stage figures; a failure to compute them never costs the run."""
+    try:
+        return stage.summary_extra()
+    except Exception:  # noqa: BLE001
+        return {}
 
 
 # -- the session ------------------------------------------------------------------------------------------
 class Session:
-    """One run: plan in the ledger, hand the rows left to the executor (lazily, in manifest order), check
-    every row has a result (redoing lost ones once), run the stage's run-level step, merge. The process that
-    plans holds the ledger until the merge; under torchrun the other ranks stream their share of its plan."""
+    """One run: take the lock, plan in the ledger, hand the executor a job, check every row has a result
+    (redoing lost ones once), run the stage's run-level step, merge, sum the workers' reports up. The
+    process that plans holds the ledger until the merge."""
 
     def __init__(self, stage: Stage, manifest, output, opts: RunOptions | None = None):
         self.stage, self.manifest, self.output = stage, manifest, as_path(output)
         self.opts = opts or RunOptions()
-        self.fingerprint = run_fingerprint(stage)
-        self.books = Bookkeeping(
-            self.output,
-            self.fingerprint,
-            overwrite=self.opts.overwrite,
-            keep_parts=self.opts.keep_parts,
-            failed_out=self.opts.failed_out,
-        )
-        self.recorder = Recorder(stage, self.books, self.opts)
-
-    @property
-    def counts(self) -> Counter:
-        """Rows processed by this run, by outcome ("ok" or an error code), over every worker."""
-        return self.recorder.counts
+        fingerprint = run_fingerprint(stage)
+        self.store = PartStore(self.output, fingerprint, overwrite=self.opts.overwrite, keep_parts=self.opts.keep_parts)
+        self.sink = Sink(str(self.output), fingerprint)
 
     def run(self, executor: Executor) -> dict:
         t0 = time.monotonic()
-        opts, books = self.opts, self.books
+        opts, store = self.opts, self.store
         if executor.plans():
-            books.store.check_targets(self.manifest, opts.failed_out)
-        executor.start(self)
+            store.check_targets(self.manifest, opts.failed_out)
+        failed_out = None if opts.failed_out is None else str(opts.failed_out)
+        executor.start(self.sink, lambda: store.open(self.stage.provenance(), failed_out))
         led = None
         try:
             plan = None
             if executor.plans():
-                led = Ledger(self.stage, self.manifest, books.store)
+                led = Ledger(self.stage, self.manifest, store)
                 led.ingest(opts.shard, opts.limit)
                 led.refresh(prior=True)
                 plan = led.plan(check_files=opts.check_files and self.stage.reads_files, retry_failed=opts.retry_failed)
             t_plan, c_plan = time.monotonic(), time.process_time()  # CPU: every thread (DuckDB's too)
-            rows = executor.rows(self, led)
-            executor.process(self, rows)  # empty: a tensor-parallel group still has to agree on that
-            self.recorder.flush()
-            plan = executor.gather(self, plan)
+            job = Job(self.stage, opts, Rows(led, plan_path(self.sink)), self.sink)
+            reports = executor.run(job)
             if plan is None or led is None:  # a process that does not merge (torchrun ranks but 0)
-                return self.share_summary(executor, t0, len(rows))
+                return self.summary(executor, reports, t0)
             t_run, c_run = time.monotonic(), time.process_time()
-            books.before_merge()
-            self.complete(led, executor)
+            fault_point("before_merge", store.part_files())
+            reports += self.complete(led, executor, job)
             extra = led.finish()  # result columns for the merge; the stage's run-level step
             summary = {
-                **self.summary(plan, led, executor, t0),
+                **self.summary(executor, reports, t0, plan, led),
                 **extra,
                 "ledger": {
                     "executor": executor.name,
@@ -326,22 +342,23 @@ class Session:
             if led is not None:
                 led.close()
                 led = None
-            books.discard_if_empty()
+            store.discard_if_empty()
             raise
         finally:
             if led is not None:
                 led.close()
-            books.close()
+            store.close()
 
-    def complete(self, led: Ledger, executor: Executor) -> None:
+    def complete(self, led: Ledger, executor: Executor, job: Job) -> list[WorkerReport]:
         """Every planned row has a result: rows whose result went missing (a part deleted or damaged before
         the merge) are done again once; if some still lack one the run stops without writing the output,
         naming them, and a rerun finishes them."""
+        reports: list[WorkerReport] = []
         for attempt in range(2):
             led.refresh()
             lost, first = led.missing()
             if not lost:
-                return
+                return reports
             if attempt or not executor.can_redo:
                 break
             print(
@@ -349,42 +366,30 @@ class Session:
                 "damaged); doing them again.",
                 file=sys.stderr,
             )
-            executor.process(self, executor.rows(self, led))
-            self.recorder.flush()
+            reports += executor.run(job)
         raise FatalRunError(
             f"{lost} rows have no result (first: {first}); the parts are kept: run the same "
             "command again to finish them."
         )
 
-    def summary(self, plan: dict, led: Ledger, executor: Executor, t0: float) -> dict:
+    def summary(
+        self, executor: Executor, reports: list[WorkerReport], t0: float, plan: dict | None = None, led=None
+    ) -> dict:
+        """The run's figures; without a plan, those of a process that did its share and does not merge."""
         wall = time.monotonic() - t0
-        processed = sum(self.counts.values())
-        return {
-            "rows": plan["rows"],
-            "unique": plan["unique"],
-            "duplicates": plan["duplicates"],
-            "skipped": plan["skipped"],
-            "processed": processed,
-            **led.counts(),
-            "wall_s": round(wall, 3),
-            "rows_per_s": round(processed / wall, 3) if wall > 0 else 0.0,
-            **executor.extras(self),
-        }
-
-    def share_summary(self, executor: Executor, t0: float, rows: int) -> dict:
-        """The summary of a process that did its share of the rows and does not merge."""
-        wall = time.monotonic() - t0
-        processed = sum(self.counts.values())
-        return {
-            "rows": rows,  # this process's share of the plan (the merging process counts the manifest)
-            "unique": rows,
-            "duplicates": 0,
-            "skipped": 0,
-            "processed": processed,
-            "ok": self.counts["ok"],
-            "failed": {k: v for k, v in self.counts.items() if k != "ok"},
-            "wall_s": round(wall, 3),
-            "rows_per_s": round(processed / wall, 3) if wall > 0 else 0.0,
-            **executor.extras(self),
-            "ledger": {"executor": executor.name},
-        }
+        counts: Counter = sum((Counter(r.counts) for r in reports), Counter())
+        processed = sum(counts.values())
+        extra = merge_extras([r.extra for r in reports])
+        if executor.unit and plan is not None:
+            extra[executor.unit] = len({r.worker for r in reports})
+        if any(r.lost for r in reports):
+            extra["worker_deaths"] = sum(1 for r in reports if r.lost)
+        if plan is None or led is None:
+            rows: dict = {"rows": processed, "unique": processed, "duplicates": 0, "skipped": 0, "processed": processed}
+            rows |= {"ok": counts["ok"], "failed": {k: v for k, v in counts.items() if k != "ok"}}
+            extra |= {"share": ", ".join(r.worker for r in reports), "ledger": {"executor": executor.name}}
+        else:
+            rows = {k: plan[k] for k in ("rows", "unique", "duplicates", "skipped")}
+            rows |= {"processed": processed, **led.counts()}
+        rate = round(processed / wall, 3) if wall > 0 else 0.0
+        return {**rows, "wall_s": round(wall, 3), "rows_per_s": rate, **extra}

@@ -11,8 +11,8 @@ from typing import Any, cast
 
 from ..engine.prefill import seq_keys, to_device
 from ..engine.variants import VARIANTS, VariantKey, family, is_family
-from ..engine.scheduler import ListSource
 from ..errors import MODEL, OOM, UsageError, format_error
+from ..rows import ListSource
 from .base import COMMON_OPTIONS, HF_OPTIONS, CaptionBackend, CaptionRequest, CaptionResult
 from .structured import generate_kwargs, model_grammar
 
@@ -411,8 +411,8 @@ class HFCaptionBackend(CaptionBackend):
         return collate_items(items, self.pad_id, side="right").inputs
 
     def caption_stream(self, source):
-        """(key, CaptionResult) as each caption finishes; `source.take(n, block)` gives (key, item) pairs
-        of `prepare_item` outputs, or None once there are no more. Never loses or doubles an item."""
+        """(key, CaptionResult) as each caption finishes; `source` (a vidcap.rows.RowSource) gives (key, item)
+        pairs of `prepare_item` outputs. Never loses or doubles an item."""
         held: dict = {}
         parts: dict = {}  # --variants: a family's results so far; the row is out when all its variants are
         for out in self._engine.run(_Holding(source, held)):
@@ -716,8 +716,8 @@ class _Holding:
     def __init__(self, source, held: dict):
         self.source, self.held = source, held
 
-    def take(self, n: int, block: bool):
-        got = self.source.take(n, block)
+    def take(self, n: int, timeout: float = 0.0):
+        got = self.source.take(n, timeout)
         for key, item in got or []:
             self.held[key] = item
         return got

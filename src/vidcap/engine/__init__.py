@@ -11,7 +11,8 @@ Why our own loop: `generate()`'s fast path depends on heuristics that held on on
 manager measured 4x slower than a static cache on the H200 (DESIGN.md).
 """
 
+from ..rows import ListSource
 from .lm import DecoderLM, Unsupported
-from .scheduler import Engine, EngineStats, ListSource
+from .scheduler import Engine, EngineStats
 
 __all__ = ["DecoderLM", "Engine", "EngineStats", "ListSource", "Unsupported"]

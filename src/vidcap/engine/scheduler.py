@@ -25,6 +25,7 @@ from .prefill import cache_kwarg, common_prefix, context_error, placeholder_ids,
 from .variants import VariantAdmission, VariantStats, entry_keys, fit_count, flat, slots_in
 from .vision import GroupedVision
 
+IDLE_WAIT_S = 0.5  # how long an idle engine waits for a clip before looking again
 MIN_PREFIX = 32  # a shared prefix shorter than this is not worth a second attention pass
 
 
@@ -117,18 +118,6 @@ class EngineStats:
         decode steps, the GPU's work; the rest is waiting for clips and Python between steps."""
         span = self.ended - self.started - (self.first_item_s or 0.0)
         return round(min(1.0, (self.prefill_s + self.decode_s) / span), 3) if span > 0 else None
-
-
-class ListSource:
-    """A finite list of (key, item) as an engine source."""
-
-    def __init__(self, pairs):
-        self.pairs = deque(pairs)
-
-    def take(self, n: int, block: bool) -> list | None:
-        if not self.pairs:
-            return None
-        return [self.pairs.popleft() for _ in range(min(n, len(self.pairs)))]
 
 
 @dataclass
@@ -246,7 +235,7 @@ class Engine(VariantAdmission, ConstrainedDecoding):
         if want <= 0 and not idle:
             return False
         t0 = time.perf_counter()
-        got = source.take(max(want, 1), block=idle)
+        got = source.take(max(want, 1), IDLE_WAIT_S if idle else 0.0)
         if idle:  # nothing to compute until a clip comes
             self.stats.frames_wait_s += time.perf_counter() - t0
         if got is None:
@@ -264,7 +253,7 @@ class Engine(VariantAdmission, ConstrainedDecoding):
                 if (late > 0 and len(pending) >= 2) or late > 5.0:
                     break
                 t0 = time.perf_counter()
-                more = source.take(first - len(pending), block=True)
+                more = source.take(first - len(pending), IDLE_WAIT_S)
                 self.stats.frames_wait_s += time.perf_counter() - t0
                 if more is None:
                     return True

@@ -47,7 +47,7 @@ def pick_executor(stage, run_opts, gpus=None, tp=1, engine="local", address=None
             raise UsageError("under torchrun every rank uses its own GPU (LOCAL_RANK); drop --gpus.")
         from .torchrun import TorchrunExecutor
 
-        return TorchrunExecutor(tp)
+        return TorchrunExecutor(tp, run_opts.device)
     if gpus is None and tp == 1:
         from .local import LocalExecutor
 

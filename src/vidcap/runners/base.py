@@ -1,5 +1,6 @@
-"""Shared pieces of the executors (vidcap.runners). The contract they implement, `Executor`, is declared
-by the session that calls it (vidcap.session), so the session imports nothing from this floor.
+"""Shared pieces of the executors (vidcap.runners). The contract they implement (`Executor`, `Job`,
+`WorkerReport`) is declared by the session that calls it (vidcap.session), so the session imports nothing
+from this floor.
 """
 
 from __future__ import annotations
@@ -9,30 +10,9 @@ import sys
 import time
 from collections import deque
 
-from ..session import Executor
+from ..session import Executor, Job, WorkerReport, safe_extra
 
-__all__ = ["Executor", "Progress", "merge_extras", "raise_interrupt", "safe_extra"]
-
-
-def merge_extras(extras: list[dict]) -> dict:
-    """Several workers' stage figures as one: numbers add up (tokens, cost), the rest is the first seen."""
-    merged: dict = {}
-    for extra in extras:
-        for k, v in extra.items():
-            if isinstance(v, bool):  # e.g. fast_path: true only if it held on every worker
-                merged[k] = merged.get(k, True) and v
-                continue
-            both_numbers = isinstance(v, (int, float)) and isinstance(merged.get(k, 0), (int, float))
-            merged[k] = merged.get(k, 0) + v if both_numbers else merged.get(k, v)
-    return merged
-
-
-def safe_extra(stage) -> dict:
-    """A worker's stage figures; a failure to compute them never costs the run."""
-    try:
-        return stage.summary_extra()
-    except Exception:  # noqa: BLE001
-        return {}
+__all__ = ["Executor", "Job", "Progress", "WorkerReport", "raise_interrupt", "safe_extra"]
 
 
 RECENT_SECONDS = 120.0  # the window the ETA's rate is measured over

@@ -1,6 +1,6 @@
 """One process: decode workers feed the stage's batches (or its stream) in this process.
 
-`run_batches` is the loop every in-process executor shares: the one-process run, each worker of a host
+`run_batches` is the worker loop every executor shares: the one-process run, each worker of a host
 (multigpu.py) and each torchrun rank.
 """
 
@@ -13,41 +13,33 @@ from typing import TYPE_CHECKING
 
 from ..errors import FatalRunError, format_error
 from ..feeder import Feeder
-from ..stages.base import Item, RowSource, Stage
-from .base import Executor, Progress, raise_interrupt
+from ..stages.base import Item, Stage
+from .base import Executor, Job, Progress, WorkerReport, raise_interrupt, safe_extra
 
 if TYPE_CHECKING:
-    from ..session import Recorder, RunOptions, Session
+    from ..session import Recorder, RunOptions
 
 
 class LocalExecutor(Executor):
     """The stage runs in this process; decode worker processes feed it."""
 
-    def process(self, session: Session, todo: RowSource) -> None:
-        from ..session import default_workers
-
-        if not todo:
-            return
-        opts = session.opts
-        workers = default_workers(session.stage) if opts.workers is None else opts.workers
-        run_batches(
-            session.stage,
-            todo,
-            session.recorder,
-            opts,
-            workers=workers,
-            device=opts.device,
-            progress=Progress(len(todo), session.stage.name, enabled=opts.progress),
-        )
+    def run(self, job: Job) -> list[WorkerReport]:
+        todo, recorder, t0 = job.rows(), job.recorder("w0"), time.monotonic()
+        if len(todo):
+            run_batches(job.stage, todo, recorder, job.opts, job.workers(), progress=len(todo))
+        return [WorkerReport("w0", recorder.counts, safe_extra(job.stage), time.monotonic() - t0)]
 
 
 def run_batches(
-    stage: Stage, rows, recorder: Recorder, opts: RunOptions, *, workers: int, device: str | None, progress: Progress
+    stage: Stage, rows, recorder: Recorder, opts: RunOptions, workers: int, device: str | None = None, progress=0
 ) -> None:
-    """Load `rows` (a list, or a source with `take(n, timeout)`) in `workers` processes and run the stage on
-    them, recording each result; saves what is buffered before returning or raising."""
+    """The worker loop every executor shares: load `rows` (a list or a RowSource) in `workers` processes while
+    the stage runs on what they loaded, record each result, and save what is buffered before returning or
+    raising. `progress`: the rows to show a progress bar for (0: none)."""
     main = threading.current_thread() is threading.main_thread()
     prev = signal.signal(signal.SIGTERM, raise_interrupt) if main else None
+    device = device or opts.device
+    bar = Progress(progress, stage.name, enabled=opts.progress and progress > 0)
     feeder = None
     try:
         stage.resolve(device)  # the loader may carry the model's preprocessor to the workers
@@ -59,17 +51,17 @@ def run_batches(
             stage.setup(device)
             feeder.start()
         if stage.streams():  # continuous batching: clips flow in one by one
-            for item, out in stage.process_stream(QueueSource(feeder, recorder, progress)):
+            for item, out in stage.process_stream(QueueSource(feeder, recorder, bar)):
                 recorder.record(item.row, out)
-                progress.advance(1)
+                bar.advance(1)
                 recorder.check_all_failing()
                 recorder.maybe_flush()
         else:
-            for batch in _batches(feeder, recorder, progress, stage.batch_size, opts.batch_wait):
+            for batch in _batches(feeder, recorder, bar, stage.batch_size, opts.batch_wait):
                 for item, out in zip(batch, process_safely(stage, batch), strict=False):
                     recorder.record(item.row, out)
                 recorder.check_all_failing()
-                progress.advance(len(batch))
+                bar.advance(len(batch))
                 recorder.maybe_flush()
         recorder.flush()
     except (KeyboardInterrupt, FatalRunError):
@@ -80,7 +72,7 @@ def run_batches(
     finally:
         if feeder is not None:
             feeder.close()
-        progress.close()
+        bar.close()
         if prev is not None:
             signal.signal(signal.SIGTERM, prev)
         stage.teardown()
@@ -129,20 +121,19 @@ def _split(got: list[tuple], items: list[Item], recorder: Recorder, progress: Pr
 
 
 class QueueSource:
-    """The feeder as a stream source: `take(n, block)` gives up to n loaded Items ([] when none is ready;
-    with block, after waiting briefly), None once the feeder is done. Rows whose loading failed are
+    """The feeder as a stream source (vidcap.rows.RowSource of loaded Items). Rows whose loading failed are
     recorded here, as in `_batches`."""
 
     def __init__(self, feeder: Feeder, recorder: Recorder, progress: Progress):
         self.feeder, self.recorder, self.progress = feeder, recorder, progress
         self.done = False
 
-    def take(self, n: int, block: bool) -> list[Item] | None:
+    def take(self, n: int, timeout: float = 0.0) -> list[Item] | None:
         if self.done:
             return None
         out: list[Item] = []
         while len(out) < n:
-            got = self.feeder.take(n - len(out), 0.5 if (block and not out) else 0.0)
+            got = self.feeder.take(n - len(out), 0.0 if out else timeout)
             if got is None:
                 if self.feeder.error is not None:
                     raise self.feeder.error

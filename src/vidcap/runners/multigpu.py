@@ -23,10 +23,10 @@ from dataclasses import replace
 from multiprocessing.connection import wait as wait_conns
 
 from ..errors import WORKER, FatalRunError, UsageError, format_error
-from ..feeder import ListSource
 from ..manifest import RID
-from ..session import Session, default_workers
-from .base import Executor, Progress, merge_extras, raise_interrupt
+from ..rows import ListSource
+from ..session import default_workers
+from .base import Executor, Job, Progress, WorkerReport, raise_interrupt
 from .devices import WorkerSpec
 from .worker import worker_main
 
@@ -54,40 +54,32 @@ class HostExecutor(Executor):
     """One worker process per GPU (or tensor-parallel group, or `cpu:N` slot) of this host; this process
     coordinates: it hands out chunks of rows and hands a dead worker's unsaved rows to the others."""
 
-    name = "host"
+    name, unit = "host", "workers"
 
     def __init__(self, groups: list[list[str]]):
         self.groups = groups
-        self.worker_extras: list[dict] = []
-        self.deaths: list[str] = []
-        self.n_workers = len(groups)
 
-    def extras(self, session: Session) -> dict:
-        merged = merge_extras(self.worker_extras)
-        merged["workers"] = self.n_workers
-        if self.deaths:
-            merged["worker_deaths"] = len(self.deaths)
-        return merged
-
-    def process(self, session: Session, todo) -> None:
+    def run(self, job: Job) -> list[WorkerReport]:
+        specs = make_specs(self.groups, job.opts.workers)
+        todo = job.rows()
         if not len(todo):
-            return
-        _Coordinator(self, session, make_specs(self.groups, session.opts.workers)).run(todo)
+            return [WorkerReport(s.wid) for s in specs]
+        return _Coordinator(job, specs).run(todo)
 
 
 class _Coordinator:
-    def __init__(self, executor: HostExecutor, session: Session, specs: list[WorkerSpec]):
-        self.session, self.stage, self.opts = session, session.stage, session.opts
+    def __init__(self, job: Job, specs: list[WorkerSpec]):
+        self.job, self.stage, self.opts = job, job.stage, job.opts
         self.specs = specs
-        self.extras, self.deaths = executor.worker_extras, executor.deaths
         self.workers: dict[str, _Worker] = {}
+        self.reports = {s.wid: WorkerReport(s.wid) for s in specs}
+        self.recorder = job.recorder("main")  # rows the coordinator itself records (worker deaths)
 
-    def run(self, todo) -> None:
-        """`todo`: a list of rows, or a lazy source (len + take) read a chunk at a time as workers ask."""
-        self.session.books.worker = "main"  # rows the coordinator itself records (worker deaths)
+    def run(self, todo: ListSource[dict]) -> list[WorkerReport]:
+        """Hand out `todo` a chunk at a time as workers ask, until every row is saved by some worker."""
+        self.t0 = time.monotonic()
         self.chunk = int(os.environ.get(CHUNK_ENV) or 0) or max(1, self.stage.batch_size)
-        self.total = len(todo)
-        self.source = ListSource(todo) if isinstance(todo, list) else todo
+        self.total, self.source = len(todo), todo
         self.exhausted = False
         self.pending: deque = deque()  # chunks to hand out: a dead worker's unsaved rows
         self.chunks: dict[int, list[dict]] = {}  # chunks pending or in flight (dropped once acked)
@@ -103,13 +95,14 @@ class _Coordinator:
             self._stop_workers(graceful=True)
         except BaseException:
             self._stop_workers(graceful=False)
-            self.session.recorder.flush()
+            self.recorder.flush()
             raise
         finally:
             self.progress.close()
             if prev is not None:
                 signal.signal(signal.SIGTERM, prev)
-        self.session.recorder.flush()
+        self.recorder.flush()
+        return list(self.reports.values())
 
     def _queue_chunk(self, rows: list[dict]) -> None:
         self.chunks[self.next_cid] = rows
@@ -132,14 +125,13 @@ class _Coordinator:
     def _start_workers(self) -> None:
         ctx = mp.get_context("spawn")
         blob = pickle.dumps(self.stage)
-        fp = self.session.fingerprint
         for spec in self.specs:
             mine, theirs = ctx.Pipe(duplex=True)
             wopts = replace(self.opts, workers=spec.decode_workers, progress=False, device=spec.device())
             proc = ctx.Process(
                 target=worker_main,
                 name=f"vidcap-{spec.wid}",
-                args=(spec, blob, str(self.session.output), fp, wopts, theirs, os.getpid()),
+                args=(spec, blob, self.job.sink, wopts, theirs, os.getpid()),
             )
             proc.start()
             theirs.close()  # so a dead worker's pipe reads as closed here
@@ -149,17 +141,17 @@ class _Coordinator:
     def _write_workers_file(self) -> None:
         """Which process is which worker (for operators and tests): <output>.parts/workers.json."""
         info = {w.spec.wid: {"pid": w.proc.pid, "devices": w.spec.devices} for w in self.workers.values()}
-        self.session.books.write_note("workers.json", {"coordinator": os.getpid(), "workers": info})
+        self.job.sink.write_note("workers.json", {"coordinator": os.getpid(), "workers": info})
 
     def _serve(self) -> None:
         while self._left():
             live = [w for w in self.workers.values() if w.alive]
             if not live:
-                self.session.recorder.flush()
-                self.deaths = self.deaths or ["they exited early"]
+                self.recorder.flush()
+                why = [r.lost for r in self.reports.values() if r.lost] or ["they exited early"]
                 left = max(0, self.total - self.progress.n)
                 raise FatalRunError(
-                    f"all {len(self.workers)} workers stopped ({self.deaths[-1]}) with {left} rows left; "
+                    f"all {len(self.workers)} workers stopped ({why[-1]}) with {left} rows left; "
                     "finished rows are saved. Run the same command again to resume."
                 )
             for conn in wait_conns([w.conn for w in live], timeout=0.5):
@@ -190,12 +182,13 @@ class _Coordinator:
                 if self.owner.get(cid) == w.spec.wid:
                     del self.owner[cid]
                     self.chunks.pop(cid, None)
-            self.session.counts.update(counts)
+            self.reports[w.spec.wid].counts.update(counts)
         elif kind == "progress":
             self.progress.advance(payload)
         elif kind == "bye":
             w.said_bye = True
-            self.extras.append(payload)
+            self.reports[w.spec.wid].extra = payload
+            self.reports[w.spec.wid].seconds = time.monotonic() - self.t0
         elif kind == "fatal":
             self._on_fatal(w, *payload)
 
@@ -241,9 +234,9 @@ class _Coordinator:
 
     def _on_death(self, w: _Worker, why: str) -> None:
         w.alive = False
-        self.deaths.append(why)
+        self.reports[w.spec.wid].lost = why
         lost = [cid for cid, owner in self.owner.items() if owner == w.spec.wid]
-        saved = self.session.books.saved_ids(w.spec.wid, {r[RID] for cid in lost for r in self.chunks[cid]})
+        saved = self.job.sink.saved_ids(w.spec.wid, {r[RID] for cid in lost for r in self.chunks[cid]})
         redo: list[dict] = []
         failed: list[dict] = []
         for cid in lost:
@@ -254,10 +247,11 @@ class _Coordinator:
                 self.crashes[row[RID]] += 1
                 (failed if self.crashes[row[RID]] >= 2 else redo).append(row)
         for row in failed:
-            self.session.recorder.record(
+            self.recorder.record(
                 row, {"error": format_error(WORKER, f"two worker processes died with this row in flight ({why})")}
             )
-        self.session.recorder.flush()
+        self.reports[w.spec.wid].counts[WORKER] += len(failed)
+        self.recorder.flush()
         if redo:
             self._queue_chunk(redo)
         print(f"vidcap: {why}; {len(redo)} of its rows go to the other workers.", file=sys.stderr)

@@ -28,9 +28,8 @@ import pandas as pd
 from ..errors import FatalRunError, UsageError
 from ..feeder import init_loader_inline, load_row
 from ..manifest import RID
-from ..session import Session
 from ..stages.base import Item
-from .base import Executor, Progress, merge_extras, safe_extra
+from .base import Executor, Job, Progress, WorkerReport, safe_extra
 from .local import process_safely
 from .ray_cluster import (
     HeadWatch,
@@ -78,7 +77,7 @@ class StageActor:
 
     def __init__(self, blob: bytes, device: str, tp: int, env: dict):
         apply_environment(env)  # secrets, before the stage (and its backend) is unpickled
-        self.stage = pickle.loads(blob)
+        self.stage, self.name = pickle.loads(blob), f"actor-{os.getpid()}-{id(self):x}"
         if tp > 1:
             from .devices import WorkerSpec, visible_gpus
             from .tp import start_group
@@ -103,7 +102,7 @@ class StageActor:
                 RID: batch[RID].values,
                 "_row": batch["_row"].values,
                 "_out": [pickle.dumps(o) for o in outs],
-                "_extra": [pickle.dumps(safe_extra(self.stage))] * len(batch),
+                "_extra": [pickle.dumps((self.name, safe_extra(self.stage)))] * len(batch),
             }
         )
 
@@ -116,7 +115,7 @@ class RayExecutor(Executor):
     """Ray Data: decode in CPU tasks, the stage in actors (one per GPU or tensor-parallel group, or CPU actors
     sized from the cluster's CPUs); results stream back to this process, which alone records them."""
 
-    name = "ray"
+    name, unit = "ray", "actors"
 
     def __init__(
         self,
@@ -131,32 +130,27 @@ class RayExecutor(Executor):
             raise UsageError(f"--ray-actors must be at least 1, not {max_actors}.")
         self.gpus, self.tp, self.address, self.max_actors = gpus, tp, address, max_actors
         self.env, self.secret_env = run_environment(env)  # a name that is not set is refused before the run
-        self.actor_extras: dict = {}
-        self.actors = 0
 
-    def extras(self, session: Session) -> dict:
-        return {**merge_extras(list(self.actor_extras.values())), "actors": self.actors}
-
-    def rows(self, session: Session, led):
+    def rows(self, job: Job):
         """The plan's rows: a plan file read by Ray tasks for a large plan; a small one (or any plan over a Ray
         client, whose disk is not the cluster's) goes to Ray in the driver's memory."""
-        src = led.source()
+        src = job.rows()
         if len(src) <= PLAN_FILE_ROWS or (self.address and self.address.startswith("ray://")):
             return src
-        from ..ledger_plan import PlanRows, plan_path, write_plan
+        return job.rows(as_file=True)
 
-        path = plan_path(session.books)
-        write_plan(led, path)
-        return PlanRows(path)
-
-    def process(self, session: Session, todo) -> None:
-        if not len(todo):
-            return
+    def run(self, job: Job) -> list[WorkerReport]:
         import ray
 
-        self.stage, self.opts = session.stage, session.opts
+        todo = self.rows(job)
+        if not len(todo):
+            return []
+        self.stage, self.opts = job.stage, job.opts
         # A lost driver or head costs at most this many seconds of finished rows.
-        session.recorder.opts = replace(self.opts, part_seconds=min(self.opts.part_seconds, seconds(FLUSH_ENV, 5.0)))
+        recorder = job.recorder(
+            "w0", opts=replace(self.opts, part_seconds=min(self.opts.part_seconds, seconds(FLUSH_ENV, 5.0)))
+        )
+        reports: dict[str, WorkerReport] = {}
         started = not ray.is_initialized()
         quiet = QuietStderr() if started and QuietStderr.applies() else None
         lost = False
@@ -169,7 +163,7 @@ class RayExecutor(Executor):
                 )
             watch = HeadWatch(gcs_address() if self.address else None)
             try:
-                self._stream(self._pipeline(todo), session, len(todo), watch)
+                self._stream(self._pipeline(todo), recorder, reports, len(todo), watch)
             finally:
                 watch.stop()
         except HeadLost:
@@ -179,7 +173,7 @@ class RayExecutor(Executor):
         except Exception as exc:  # noqa: BLE001
             raise _cause(exc) from None
         finally:
-            session.recorder.flush()
+            recorder.flush()
             if lost:
                 forget_ray()  # Ray's threads may still write: fd 2 stays filtered until the process ends
             else:
@@ -188,12 +182,12 @@ class RayExecutor(Executor):
                 if quiet:
                     quiet.restore()
         if lost:
-            saved = sum(session.counts.values())
             raise FatalRunError(
                 f"the Ray cluster at {self.address} stopped answering mid-run (its head is gone); "
-                f"the {saved} rows finished so far are saved, so start the cluster again and resume "
-                f"with: {resume_command()}"
+                f"the {sum(recorder.counts.values())} rows finished so far are saved, so start the cluster again "
+                f"and resume with: {resume_command()}"
             )
+        return list(reports.values())
 
     def _pipeline(self, todo):
         import ray
@@ -204,7 +198,6 @@ class RayExecutor(Executor):
         ctx.print_on_execution_start = False
         batch = max(1, self.stage.batch_size)
         actors, gpus_each, device = self._actors(-(-len(todo) // batch))
-        self.actors = actors
         items = self._items(todo, batch)
         # Actors hold their CPU share for the whole run. On CPU-only nodes, actors and decode tasks take half a
         # CPU each, so a 1-CPU node left after another node is lost still fits one of each; whole CPUs there
@@ -281,14 +274,16 @@ class RayExecutor(Executor):
             raise UsageError(f"--tp {self.tp} does not divide the {total} GPUs of the Ray cluster.")
         return min(total // self.tp, cap), self.tp, self.opts.device or "cuda:0"
 
-    def _stream(self, ds, session: Session, total: int, watch: HeadWatch) -> None:
+    def _stream(self, ds, recorder, reports: dict[str, WorkerReport], total: int, watch: HeadWatch) -> None:
+        """Record the pipeline's results as they come; each actor's report gets the rows it did."""
         progress = Progress(total, self.stage.name, enabled=self.opts.progress)
-        recorder = session.recorder
         try:
             for batch in _batches(ds, watch):
                 for row, out, extra in zip(batch["_row"], batch["_out"], batch["_extra"], strict=False):
-                    recorder.record(pickle.loads(row), pickle.loads(out))
-                    self.actor_extras[hash(extra)] = pickle.loads(extra)
+                    name, figures = pickle.loads(extra)
+                    report = reports.setdefault(name, WorkerReport(name))
+                    report.extra = figures
+                    report.counts[recorder.record(pickle.loads(row), pickle.loads(out))] += 1
                 progress.advance(len(batch))
                 recorder.check_all_failing()
                 recorder.maybe_flush()

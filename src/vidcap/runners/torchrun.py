@@ -13,15 +13,15 @@ from __future__ import annotations
 import json
 import os
 import time
-from collections import Counter
+from collections.abc import Callable
 from typing import Any
 
 from ..errors import UsageError
-from ..ledger_plan import PlanRows, plan_path, remove_plan, write_plan
-from ..session import Session, default_workers
-from ..stages.base import RowSource
-from .base import Executor, Progress, merge_extras, safe_extra
+from ..ledger_plan import plan_path, remove_plan
+from ..session import Sink
+from .base import Executor, Job, WorkerReport, safe_extra
 from .local import run_batches
+from .tp import LeaderStage, broadcast, follow
 
 DONE_GLOB = "done-*.json"
 
@@ -42,10 +42,10 @@ def _env_int(name: str, default: int | None = None) -> int:
 class TorchrunExecutor(Executor):
     """This process is one torchrun rank: it does an interleaved share of the rows; rank 0 merges."""
 
-    name = "torchrun"
+    name, unit = "torchrun", "ranks"
     can_redo = False  # the other ranks are gone by the merge: a lost part is named, and a rerun redoes it
 
-    def __init__(self, tp: int = 1):
+    def __init__(self, tp: int = 1, device: str | None = None):
         self.rank, self.world = _env_int("RANK"), _env_int("WORLD_SIZE")
         self.local_rank = _env_int("LOCAL_RANK", 0)
         self.local_world = _env_int("LOCAL_WORLD_SIZE", self.world)
@@ -56,109 +56,45 @@ class TorchrunExecutor(Executor):
             )
         self.tp = tp
         self.dp_rank, self.dp_size, self.tp_rank = self.rank // tp, self.world // tp, self.rank % tp
-        self.rank_extras: list[dict] = []
-        self.merged = False
-        self.device: str | None = None
+        self.device_opt = device  # --device, else this rank's GPU (or the CPU)
 
-    def start(self, session: Session) -> None:
+    def start(self, sink: Sink, lock: Callable[[], None]) -> None:
         from .devices import set_parent_death_signal
 
         set_parent_death_signal()  # torchrun killed: stop too, rather than hold the lock as an orphan
-        self.opts = session.opts
-        session.books.worker = f"rank{self.dp_rank}"
-        self._start_together(session)
+        self._start_together(sink, lock)
 
-    def process(self, session: Session, todo: RowSource) -> None:
-        self.device = device = self._device()
-        if self.tp > 1:  # the leader's count decides for the group (a follower may see its parts land)
-            from .tp import broadcast
-
-            if not broadcast(len(todo) if self.tp_rank == 0 else None):
-                return
-        elif not todo:
-            return
-        if self.tp_rank:
-            from .tp import follow
-
-            follow(session.stage, device)
-            return
-        stage: Any = session.stage
-        if self.tp > 1:
-            from .tp import LeaderStage
-
-            stage = LeaderStage(stage)
-        opts = session.opts
-        workers = default_workers(stage) if opts.workers is None else opts.workers
-        run_batches(
-            stage,
-            todo,
-            session.recorder,
-            opts,
-            workers=workers,
-            device=device,
-            progress=Progress(len(todo), stage.name, enabled=opts.progress),
-        )
-
-    # -- rank 0 plans once and writes the plan; each rank streams its row groups of it
     def plans(self) -> bool:
-        return self.rank == 0
+        return self.rank == 0  # rank 0 plans once and writes the plan; each rank streams its share of it
 
-    def rows(self, session: Session, led):
-        if self.tp_rank:  # a follower: its leader takes the group's rows
+    def run(self, job: Job) -> list[WorkerReport]:
+        device = self._device()
+        if self.tp_rank:  # a follower: its leader takes the group's rows and reports them
+            if broadcast(None):
+                follow(job.stage, device)
             return []
-        path = plan_path(session.books)
-        if self.rank == 0:
-            write_plan(led, path)
-        else:  # rank 0 removed the last run's plan before letting us start; it appears whole (a rename)
-            while not path.exists():
-                time.sleep(0.2)
-        return PlanRows(path, self.dp_rank, self.dp_size)
-
-    def gather(self, session: Session, plan: dict | None) -> dict | None:
-        if self.tp_rank:
-            return None
-        if self._collect(session, 0, -1) is None:
-            return None
-        return plan  # rank 0's plan counts every rank's rows (skipped included)
-
-    def _collect(self, session: Session, skipped: int, todo: int) -> int | None:
-        """Write this rank's done marker; on rank 0, wait for every rank's, sum their counts into the
-        session's and return the rows they skipped (None on the other ranks)."""
-        session.books.write_note(
-            f"done-{self.dp_rank}.json",
-            {"counts": dict(session.counts), "skipped": skipped, "todo": todo, "extra": safe_extra(session.stage)},
-        )
+        todo, me, t0 = job.rows(self.dp_rank, self.dp_size, as_file=True), f"rank{self.dp_rank}", time.monotonic()
+        recorder = job.recorder(me)
+        if (broadcast(len(todo)) if self.tp > 1 else len(todo)) > 0:
+            stage: Any = LeaderStage(job.stage) if self.tp > 1 else job.stage
+            run_batches(stage, todo, recorder, job.opts, job.workers(), device, progress=len(todo))
+        report = WorkerReport(me, recorder.counts, safe_extra(job.stage), time.monotonic() - t0)
+        job.sink.write_note(f"done-{self.dp_rank}.json", {**vars(report), "counts": dict(report.counts)})
         if self.rank != 0:
-            return None
+            return [report]
         names = {f"done-{r}.json" for r in range(self.dp_size)}
-        while not names <= {p.name for p in session.books.notes(DONE_GLOB)}:  # torchrun stops all if one fails
+        while not names <= {p.name for p in job.sink.notes(DONE_GLOB)}:  # torchrun stops all if one fails
             time.sleep(0.5)
-        counts: Counter = Counter()
-        skipped = 0
-        for p in session.books.notes(DONE_GLOB):
-            if p.name in names:
-                info = json.loads(p.read_text())
-                counts.update(info["counts"])
-                skipped += info["skipped"]
-                self.rank_extras.append(info.get("extra") or {})
-        session.counts.clear()
-        session.counts.update(counts)
-        self.merged = True
-        return skipped
+        return [WorkerReport(**json.loads(p.read_text())) for p in job.sink.notes(DONE_GLOB) if p.name in names]
 
-    def extras(self, session: Session) -> dict:
-        if not self.merged:
-            return {"rank": self.rank}
-        return {**merge_extras(self.rank_extras), "ranks": self.dp_size}
-
-    def _start_together(self, session: Session) -> None:
+    def _start_together(self, sink: Sink, lock: Callable[[], None]) -> None:
         kv = _rendezvous_store()
         if self.rank == 0:
             try:
-                session.books.open(session.stage.provenance())
-                for p in session.books.notes(DONE_GLOB):
+                lock()
+                for p in sink.notes(DONE_GLOB):
                     p.unlink()
-                remove_plan(plan_path(session.books))  # a killed run's: the other ranks wait for this run's
+                remove_plan(plan_path(sink))  # a killed run's: the other ranks wait for this run's
             except UsageError as exc:
                 kv.set("ready", f"error:{exc}")
                 raise
@@ -187,15 +123,15 @@ class TorchrunExecutor(Executor):
         init_group(self._device())
 
     def _on_gpu(self) -> bool:
-        if self.opts.device:
-            return str(self.opts.device).startswith("cuda")
+        if self.device_opt:
+            return self.device_opt.startswith("cuda")
         import torch
 
         return torch.cuda.is_available()
 
     def _device(self) -> str:
-        if self.opts.device:
-            return self.opts.device
+        if self.device_opt:
+            return self.device_opt
         if not self._on_gpu():
             return "cpu"
         return f"cuda:{self.tp_rank}" if self.tp > 1 else f"cuda:{self.local_rank}"

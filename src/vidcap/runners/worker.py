@@ -14,8 +14,8 @@ from collections import Counter, deque
 
 from ..errors import FatalRunError, UsageError
 from ..manifest import RID
-from ..session import Bookkeeping, Recorder, Watcher
-from .base import Progress, safe_extra
+from ..session import Sink, Watcher
+from .base import safe_extra
 from .devices import WorkerSpec, set_parent_death_signal
 from .local import run_batches
 
@@ -39,7 +39,7 @@ class ChunkSource:
         with self.lock:
             self.conn.send(msg)
 
-    def take(self, n: int, timeout: float) -> list[dict] | None:
+    def take(self, n: int, timeout: float = 0.0) -> list[dict] | None:
         if not self.rows and not self.asked and not self.stopped:
             self.send(("need", None))
             self.asked = True
@@ -117,7 +117,7 @@ class ChunkWatcher(Watcher):
             self._report()
 
 
-def worker_main(spec: WorkerSpec, blob: bytes, output: str, fp: dict, opts, conn, ppid: int) -> None:
+def worker_main(spec: WorkerSpec, blob: bytes, sink: Sink, opts, conn, ppid: int) -> None:
     set_parent_death_signal()
     os.environ.update(spec.env())  # before the stage is unpickled: nothing has touched CUDA yet
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the coordinator, which stops us
@@ -129,17 +129,8 @@ def worker_main(spec: WorkerSpec, blob: bytes, output: str, fp: dict, opts, conn
             from .tp import start_group
 
             stage, followers = start_group(spec, blob, stage)
-        books = Bookkeeping(output, fp, worker=spec.wid)  # the coordinator holds the lock
-        recorder = Recorder(stage, books, opts, ChunkWatcher(source))
-        run_batches(
-            stage,
-            source,
-            recorder,
-            opts,
-            workers=opts.workers,
-            device=opts.device,
-            progress=Progress(0, stage.name, enabled=False),
-        )
+        recorder = sink.recorder(stage, opts, spec.wid, ChunkWatcher(source))  # the coordinator holds the lock
+        run_batches(stage, source, recorder, opts, opts.workers)
         source.send(("bye", safe_extra(stage)))
         code = 0
     except KeyboardInterrupt:

@@ -27,15 +27,6 @@ class ResultTable(Protocol):
         """Result rows matching an SQL condition over the columns."""
 
 
-class RowSource(Protocol):
-    """Rows handed to an executor, read lazily: `take(n, timeout)` gives up to n row dicts ([] when none is
-    ready within `timeout` seconds), None once there are none left."""
-
-    def __len__(self) -> int: ...
-
-    def take(self, n: int, timeout: float = 0.0) -> list[dict] | None: ...
-
-
 @dataclass
 class Item:
     row: dict  # the manifest row (input columns + `_rid` + `_abspath`)
@@ -95,8 +86,8 @@ class Stage:
         return False
 
     def process_stream(self, source) -> Iterator[tuple[Item, dict]]:
-        """(item, output row) in the order they finish; `source.take(n, block)` gives up to n Items ([] when
-        none is ready), None once there are none left. Each item comes back exactly once."""
+        """(item, output row) in the order they finish; `source` is a vidcap.rows.RowSource of Items. Each
+        item comes back exactly once."""
         raise NotImplementedError
 
     def finish(self, results: ResultTable) -> dict:

@@ -1,0 +1,46 @@
+"""Row sources: how rows (or items) reach whoever consumes them, a few at a time.
+
+Every source in vidcap, from the ledger's plan to the engine's stream of prepared clips, has one method,
+`take(n, timeout)`: up to n items, [] when none came within `timeout` seconds, None once there will be no
+more. Sources of planned rows also say `len`: how many they give in all.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Iterable
+from typing import Generic, Protocol, TypeVar
+
+T = TypeVar("T")
+
+
+class RowSource(Protocol[T]):
+    """Up to n items ([] when none is ready within `timeout` seconds), None once there are none left."""
+
+    def take(self, n: int, timeout: float = 0.0) -> list[T] | None: ...
+
+
+class ListSource(Generic[T]):
+    """Items handed out in order: a list, or blocks a subclass reads as they are needed (`more`)."""
+
+    def __init__(self, items: Iterable[T] = (), total: int | None = None):
+        self.buf: deque[T] = deque(items)
+        self.total = len(self.buf) if total is None else total
+
+    def __len__(self) -> int:
+        """Items this source gives in all."""
+        return self.total
+
+    def more(self) -> list[T] | None:
+        """The next block of items, None at the end (a list source has none)."""
+        return None
+
+    def take(self, n: int, timeout: float = 0.0) -> list[T] | None:
+        while len(self.buf) < n:
+            got = self.more()
+            if got is None:
+                break
+            self.buf.extend(got)
+        if not self.buf:
+            return None
+        return [self.buf.popleft() for _ in range(min(n, len(self.buf)))]
