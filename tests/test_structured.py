@@ -116,6 +116,7 @@ def test_a_schema_file_that_cannot_be_used_is_one_sentence(clips, tmp_path, cont
         (["--caption-format", "json"], "needs --schema"),
         (["--schema", "hunyuan"], "goes with --caption-format json"),
         (["--caption-format", "yaml", "--schema", "hunyuan"], "text or json"),
+        (["--caption-format", "json", "--schema", "hunyuan", "--variants", "short,dense"], "do not go together"),
     ],
 )
 def test_format_flags_that_do_not_go_together_are_one_sentence(clips, tmp_path, args, message):

@@ -200,6 +200,11 @@ class CaptionStage(Stage):
             else get_prompt(options.prompt or preset.prompt or "video")
         )
         self.schema = schema_of(options)  # --caption-format json: each caption checked against it
+        if self.schema is not None and self.plan:
+            raise UsageError(
+                "--variants and --caption-format json do not go together yet (a variant is a prose caption); "
+                "write the JSON captions to an output of their own."
+            )
         if self.schema is not None and not (self.plan or options.prompt or options.prompt_text):
             self.prompt = schema_prompt(self.schema)  # the schema's fields, asked for as JSON
         if self.plan:  # the cache is sized for the longest variant; each keeps its own limit
