@@ -162,6 +162,7 @@ RESULT_OPTIONS = (
     "variants",
     "caption_format",
     "schema",
+    "constrain",
 )
 
 
