@@ -50,14 +50,15 @@ def run_batches(
         else:  # in-thread loading would race this thread's imports while the model loads
             stage.setup(device)
             feeder.start()
+        source = QueueSource(feeder, recorder, bar)  # rows that failed to load are recorded as they come
         if stage.streams():  # continuous batching: clips flow in one by one
-            for item, out in stage.process_stream(QueueSource(feeder, recorder, bar)):
+            for item, out in stage.process_stream(source):
                 recorder.record(item.row, out)
                 bar.advance(1)
                 recorder.check_all_failing()
                 recorder.maybe_flush()
         else:
-            for batch in _batches(feeder, recorder, bar, stage.batch_size, opts.batch_wait):
+            for batch in _batches(source, stage.batch_size, opts.batch_wait):
                 for item, out in zip(batch, process_safely(stage, batch), strict=False):
                     recorder.record(item.row, out)
                 recorder.check_all_failing()
@@ -78,32 +79,19 @@ def run_batches(
         stage.teardown()
 
 
-def _batches(feeder: Feeder, recorder: Recorder, progress: Progress, size: int, batch_wait: float):
+def _batches(source: QueueSource, size: int, batch_wait: float):
     """Full batches when rows come fast; a partial one after `batch_wait` so the model never idles long."""
     batch: list[Item] = []
     deadline = 0.0
-    while True:
-        wait_s = max(0.0, deadline - time.monotonic()) if batch else 1.0
-        got = feeder.take(size - len(batch), wait_s)
-        if got is None:
-            if batch:
-                yield batch
-            if feeder.error is not None:
-                raise feeder.error
-            return
-        if not got:
-            if batch:
-                yield batch
-                batch = []
-            recorder.maybe_flush()
-            continue
-        started = not batch
-        _split(got, batch, recorder, progress)
-        if started and batch:
+    while (got := source.take(size - len(batch), max(0.0, deadline - time.monotonic()) if batch else 1.0)) is not None:
+        if got and not batch:
             deadline = time.monotonic() + batch_wait
-        if len(batch) >= size:
+        batch += got
+        if len(batch) >= size or (batch and not got):
             yield batch
             batch = []
+    if batch:
+        yield batch
 
 
 def _split(got: list[tuple], items: list[Item], recorder: Recorder, progress: Progress) -> None:
@@ -121,8 +109,7 @@ def _split(got: list[tuple], items: list[Item], recorder: Recorder, progress: Pr
 
 
 class QueueSource:
-    """The feeder as a stream source (vidcap.rows.RowSource of loaded Items). Rows whose loading failed are
-    recorded here, as in `_batches`."""
+    """The feeder as a vidcap.rows.RowSource of loaded Items; rows whose loading failed are recorded here."""
 
     def __init__(self, feeder: Feeder, recorder: Recorder, progress: Progress):
         self.feeder, self.recorder, self.progress = feeder, recorder, progress
