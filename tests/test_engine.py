@@ -286,11 +286,11 @@ def test_engine_failure_hands_every_row_back(tiny_model, clips, monkeypatch):
     real = DecoderLM.step
     calls = []
 
-    def dies(self, b):
+    def dies(self, b, between=None):
         calls.append(b)
         if len(calls) > 12:
             raise RuntimeError("CUDA error: an illegal memory access was encountered")
-        return real(self, b)
+        return real(self, b, between)
 
     monkeypatch.setattr(DecoderLM, "step", dies)
     engine, outs = run_engine(backend, items, set())

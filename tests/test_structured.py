@@ -299,3 +299,18 @@ def test_checking_any_text_gives_valid_compact_json_or_one_sentence(text):
         )
     value, why = parse_json(text)
     assert (value is None) == bool(why)
+
+
+def test_a_split_step_runs_the_cpu_work_between_the_layers_and_the_pick():
+    """With a grammar the step is two halves (two CUDA graphs on a GPU): the layers are launched, the CPU
+    fills and uploads this step's mask rows while they run, then the masked pick reads them."""
+    from vidcap.engine.lm import DecoderLM
+
+    order: list[str] = []
+    lm = object.__new__(DecoderLM)
+    lm.split, lm.graphs, lm.heads, lm.replays, lm.eager_steps = True, {}, {}, 0, 0
+    lm.tok = list(range(4))
+    lm._body = lambda b: order.append("layers")  # type: ignore[method-assign]
+    lm._head = lambda b: order.append("pick")  # type: ignore[method-assign]
+    assert lm.step(2, lambda: order.append("mask rows")) == [0, 1]
+    assert order == ["layers", "mask rows", "pick"] and lm.eager_steps == 1

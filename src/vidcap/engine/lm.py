@@ -144,7 +144,10 @@ class DecoderLM:
         self.pv: Any = None
         self.triton = False  # slot attention through the Triton kernel (set by the engine after its check)
         self.fused = False  # norms, SiLU*up and rotary through the Triton kernels (set after their check)
-        self.graphs: dict[int, Any] = {}
+        self.graphs: dict[int, Any] = {}  # the step per batch bucket (its first half when `split`)
+        self.heads: dict[int, Any] = {}  # split step: the second half (mask, argmax, positions) per bucket
+        self.split = False  # the step in two halves, so CPU work can run while the GPU does the first
+        self.logits: Any = None  # split step: the first half's logits [slots, vocab], read by the second
         self.pool: Any = None
         self.replays = 0
         self.eager_steps = 0
@@ -170,19 +173,31 @@ class DecoderLM:
         self.use_prefix[slots] = use_prefix
 
     # -- the decode step ----------------------------------------------------------------------------
-    def step(self, b: int):
+    def step(self, b: int, between=None):
         """One token for slots [0, b): returns the device tensor of next tokens (slots past an active
-        one compute garbage that no one reads)."""
+        one compute garbage that no one reads). A split step (`split`, grammar masks) launches the layers,
+        calls `between()` while the GPU runs them (the CPU fills and uploads this step's mask rows), then
+        masks the logits and picks the tokens: the mask's CPU time hides behind the layers."""
         graph = self.graphs.get(b)
         if graph is not None:
             graph.replay()
             self.replays += 1
         else:
-            self._step(b)
+            self._body(b) if self.split else self._step(b)
             self.eager_steps += 1
+        if self.split:
+            if between is not None:
+                between()
+            head = self.heads.get(b)
+            head.replay() if head is not None else self._head(b)
         return self.tok[:b]
 
     def _step(self, b: int) -> None:
+        self._body(b)
+        self._head(b)
+
+    def _body(self, b: int) -> None:
+        """The layers: this step's logits, into `self.logits` when split, else picked at once."""
         import torch
 
         p = self.p
@@ -214,7 +229,18 @@ class DecoderLM:
             x = x + a.o_proj(o)
             x = x + mlp(layer.mlp, norm(layer.post_attention_layernorm, x))
         logits = p.head(norm(p.lm.norm, x))
-        self.tok[:b] = self._pick(logits, b)
+        if self.split:
+            self.logits[:b].copy_(logits)
+        else:
+            self.tok[:b] = self._pick(logits, b)
+
+    def _head(self, b: int) -> None:
+        """The tokens (picked here when split) and the next positions."""
+        import torch
+
+        if self.split:
+            self.tok[:b] = self._pick(self.logits[:b], b)
+        pos, rpos = self.pos[:b], self.rpos[:b]
         self.pos[:b] = torch.clamp(pos + 1, max=self.length - 1)  # idle slots stay inside the cache
         self.rpos[:b] = rpos + 1
 
@@ -224,7 +250,11 @@ class DecoderLM:
 
         self.mask = torch.full((self.slots, words), -1, dtype=torch.int32, device=self.device)
         self.bit_shifts = shifts(self.device)
+        self.split = True
+        vocab = getattr(self.p.head, "out_features", None) or self.p.head.weight.shape[0]
+        self.logits = torch.empty((self.slots, vocab), dtype=self.dtype, device=self.device)
         self.graphs.clear()
+        self.heads.clear()
 
     def _pick(self, logits, b: int):
         """Greedy next tokens, each slot's logits masked by its grammar row when decoding is constrained."""
@@ -295,11 +325,15 @@ class DecoderLM:
                     self._step(b)
         torch.cuda.current_stream(self.device).wait_stream(side)
         for b in sorted(buckets, reverse=True):
-            graph = torch.cuda.CUDAGraph()
-            with torch.cuda.graph(graph, pool=self.pool):
-                self._step(b)
-            self.pool = graph.pool()
-            self.graphs[b] = graph
+            halves = (
+                [(self.graphs, self._body), (self.heads, self._head)] if self.split else [(self.graphs, self._step)]
+            )
+            for graphs, fn in halves:
+                graph = torch.cuda.CUDAGraph()
+                with torch.cuda.graph(graph, pool=self.pool):
+                    fn(b)
+                self.pool = graph.pool()
+                graphs[b] = graph
         torch.cuda.synchronize(self.device)
         for i, t in enumerate((self.tok, self.pos, self.rpos, self.use_prefix)):
             if saved is None:

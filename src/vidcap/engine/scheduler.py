@@ -70,9 +70,9 @@ class EngineStats:
     first_admit_s: float | None = None  # when the first group's prefill began
     frames_wait_s: float = 0.0  # time the engine sat idle waiting for the decode workers' next clip
     ended: float = 0.0  # perf_counter when the run's last caption was out
-    variants: VariantStats = field(default_factory=VariantStats)  # --variants: the shared prefill
     constrained_steps: int = 0  # decode steps with a grammar mask (vidcap.engine.grammar)
     mask_cpu_s: float = 0.0  # CPU time advancing matchers, filling and uploading mask rows (inside decode_s)
+    variants: VariantStats = field(default_factory=VariantStats)  # --variants: the shared prefill
 
     def summary(self) -> dict:
         ms = 1e3 * self.decode_s / self.steps if self.steps else None
@@ -106,11 +106,11 @@ class EngineStats:
             "frames_wait_s": round(self.frames_wait_s, 3),
             "frames_wait_after_first_s": round(self.frames_wait_s - (self.first_item_s or 0.0), 3),
             "busy_share": self.busy_share(),
-            "variants": self.variants.summary(),
             "constrained_steps": self.constrained_steps,
             "mask_cpu_ms_per_step": round(1e3 * self.mask_cpu_s / self.constrained_steps, 3)
             if self.constrained_steps
             else None,
+            "variants": self.variants.summary(),
         }
 
     def busy_share(self) -> float | None:
@@ -460,8 +460,8 @@ class Engine(VariantAdmission, ConstrainedDecoding):
         if b not in self.cache.graphs and self.buckets:
             self._capture_bucket(b)  # counted in capture_s, not in the decode time
         t0 = time.perf_counter()
-        self._grammar_before_step(b)
-        toks = self.cache.step(b).tolist()
+        # a grammar's mask rows are filled while the GPU runs the step's layers (DecoderLM.step's `between`)
+        toks = self.cache.step(b, lambda: self._grammar_before_step(b)).tolist()
         self.stats.steps += 1
         self.stats.decode_s += time.perf_counter() - t0
         self.stats.slot_steps += b
