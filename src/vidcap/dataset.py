@@ -26,6 +26,7 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 
 from .errors import UsageError
+from .knobs import knob
 from .storage import fsync_path, umask_now
 
 PART_NAME = re.compile(r"part-\d{5,}\.parquet")  # the names vidcap gives its part files
@@ -37,7 +38,7 @@ HINT_ROWS = 5_000_000  # a single-file output this large gets a one-line hint ab
 
 
 def rows_per_file() -> int:
-    return max(1, int(os.environ.get(ROWS_ENV, DEFAULT_ROWS)))
+    return int(knob(ROWS_ENV, DEFAULT_ROWS))
 
 
 def is_dataset(path) -> bool:

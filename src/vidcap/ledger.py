@@ -23,6 +23,7 @@ import numpy as np
 import pyarrow as pa
 
 from .errors import RETRYABLE, UsageError, first_line
+from .knobs import knob
 from .manifest import ABSPATH, INTERNAL, RANGE_COLUMNS, RID, TIME_TEXT, atomic_local, check_columns, table_format
 from .parts import FILE_DTYPES, fault_point, read_json
 from .rows import ListSource
@@ -43,7 +44,7 @@ def connect(workdir: Path):
     except ImportError:
         raise UsageError("vidcap's bookkeeping needs DuckDB; install it with `pip install duckdb`.") from None
     con = duckdb.connect(":memory:")  # tables spill to temp_directory past memory_limit (faster than a file)
-    mem = os.environ.get("VIDCAP_LEDGER_MEMORY", "512MB")
+    mem = knob("VIDCAP_LEDGER_MEMORY")
     con.execute(f"SET memory_limit='{mem}'")
     con.execute(f"SET temp_directory='{workdir / 'spill'}'")
     con.execute("SET preserve_insertion_order=true")

@@ -21,6 +21,7 @@ import pandas as pd
 
 from . import __version__
 from .errors import FatalRunError, UsageError, first_line
+from .knobs import knob, settings
 from .manifest import (
     RID,
     fsync_path,
@@ -36,7 +37,7 @@ FILES_PER_DIR = 1000
 
 def compact_every() -> int:
     """A worker merges its parts once it has written this many (VIDCAP_COMPACT_PARTS; default 100)."""
-    return max(2, int(os.environ.get("VIDCAP_COMPACT_PARTS", "100")))
+    return int(knob("VIDCAP_COMPACT_PARTS"))
 
 
 FILE_COLUMNS = ("file_size", "file_mtime")  # the file a result was made from (a changed file is redone)
@@ -57,7 +58,7 @@ _fault_hits: Counter = Counter()
 
 
 def fault_point(point: str, files=None) -> None:
-    spec = os.environ.get(FAULT_ENV)
+    spec = knob(FAULT_ENV)
     if not spec or not spec.startswith(point + ":"):
         return
     _, action, *n = spec.split(":")
@@ -144,6 +145,7 @@ class PartStore:
             "provenance": provenance or {},
             "failed_out": failed_out,
             "overwrite": self.overwrite,
+            "environment": settings(),  # the VIDCAP_* variables set for this run (vidcap.knobs)
             "vidcap": __version__,
             "python": sys.version.split()[0],
             "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
@@ -438,6 +440,7 @@ class PartStore:
         meta = {
             "fingerprint": self.fingerprint,
             "summary": summary,
+            "environment": settings(),
             "vidcap": __version__,
             "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         }

@@ -21,6 +21,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from .errors import EMPTY_PATH, MISSING, FatalRunError, UsageError, error_code
+from .knobs import check as check_knobs
 from .ledger import Ledger
 from .ledger_plan import PlanRows, plan_path, write_plan
 from .manifest import ABSPATH, RID, clean_text
@@ -281,9 +282,12 @@ def merge_extras(extras: list[dict]) -> dict:
 
 
 def safe_extra(stage: Stage) -> dict:
-    """A worker's stage figures; a failure to compute them never costs the run."""
+    """A worker's stage figures; a failure to compute them never costs the run. A stage that stops the run there
+    (FatalRunError: --budget held rows back, so the output stays unfinished) still stops it."""
     try:
         return stage.summary_extra()
+    except FatalRunError:
+        raise
     except Exception:  # noqa: BLE001
         return {}
 
@@ -303,6 +307,7 @@ class Session:
 
     def run(self, executor: Executor) -> dict:
         t0 = time.monotonic()
+        check_knobs()  # a VIDCAP_* variable that does not parse stops the run here, not halfway through
         opts, store = self.opts, self.store
         if executor.plans():
             store.check_targets(self.manifest, opts.failed_out)

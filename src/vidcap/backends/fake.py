@@ -15,6 +15,7 @@ import os
 import re
 import time
 
+from ..knobs import knob
 from .base import CaptionBackend, CaptionResult
 
 _FAULT = re.compile(r"fault-(loop|empty|echo|trunc)(-stuck)?")
@@ -30,7 +31,7 @@ class FakeBackend(CaptionBackend):
         return self.heal_caption(requests, None)
 
     def heal_caption(self, requests, decoding):
-        delay = float(os.environ.get("VIDCAP_FAKE_DELAY", "0") or 0)  # tests: make a run slow enough to kill
+        delay = float(knob("VIDCAP_FAKE_DELAY"))  # tests: make a run slow enough to kill
         if delay:
             time.sleep(delay)
         out = []

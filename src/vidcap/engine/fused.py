@@ -14,12 +14,13 @@ process (`--baseline`) keeps transformers' path.
 
 from __future__ import annotations
 
-import os
 import sys
 import types
 from collections.abc import Callable
 from functools import cache
 from typing import Any
+
+from ..knobs import knob
 
 
 @cache
@@ -175,7 +176,7 @@ def precompile(text_config, device, dtype) -> Callable[[], None]:
         inter = int(getattr(text_config, "intermediate_size", None) or 4 * hidden)
     except (AttributeError, TypeError, ValueError):
         return lambda: None
-    if not str(device).startswith("cuda") or os.environ.get("VIDCAP_PREFILL_KERNELS") == "off":
+    if not str(device).startswith("cuda") or knob("VIDCAP_PREFILL_KERNELS") == "off":
         return lambda: None
 
     def run() -> None:

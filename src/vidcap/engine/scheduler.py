@@ -9,7 +9,6 @@ runs out of memory is split until it fits (one clip that alone does not fit is t
 
 from __future__ import annotations
 
-import os
 import time
 from collections import deque
 from collections.abc import Iterator
@@ -18,6 +17,7 @@ from typing import Any
 
 from ..errors import OOM, format_error
 from ..errors import first_line as _first_line
+from ..knobs import knob
 from .fused import FusedPrefill
 from .grammar import ConstrainedDecoding
 from .lm import DecoderLM, Unsupported, find_parts
@@ -161,7 +161,7 @@ class Engine(VariantAdmission, ConstrainedDecoding):
         self.base = model.model
         self.kw = cache_kwarg(self.base)
         self.vision = GroupedVision(model)  # batched windowed attention in Qwen-VL vision towers (prefill only)
-        fused = fused or os.environ.get("VIDCAP_PREFILL_KERNELS", "auto")  # "off": transformers' modules
+        fused = fused or knob("VIDCAP_PREFILL_KERNELS")  # "off": transformers' modules
         self.fused = FusedPrefill(self.parts.lm, device, fused)  # Triton norm/MLP/rotary kernels (prefill only)
         self.stats = EngineStats(reason="ready")
         self.lm: DecoderLM | None = None

@@ -32,6 +32,7 @@ from vidcap.errors import (
     VidcapError,
     first_line,
 )
+from vidcap.knobs import knob
 
 BLOCK = 4 << 20  # bytes per range request: large enough that a sequential read is a few requests
 # MP4/MOV: the scan needs only the index (decode._index_scan), so reads jump to the frames decoded; smaller
@@ -65,19 +66,13 @@ def is_url(path) -> bool:
 
 def timeout_s() -> float:
     """Seconds a connection or a single read may stall before the row fails with `timeout`."""
-    try:
-        return float(os.environ.get("VIDCAP_REMOTE_TIMEOUT", "60"))
-    except ValueError:
-        return 60.0
+    return float(knob("VIDCAP_REMOTE_TIMEOUT"))
 
 
 def deadline_s() -> float:
     """Seconds one file may take to read in all (VIDCAP_REMOTE_DEADLINE; default 10 x VIDCAP_REMOTE_TIMEOUT): a
     server that sends a byte now and then never trips the per-read timeout, so the file as a whole has one."""
-    try:
-        return float(os.environ.get("VIDCAP_REMOTE_DEADLINE", "") or 10 * timeout_s())
-    except ValueError:
-        return 10 * timeout_s()
+    return float(knob("VIDCAP_REMOTE_DEADLINE", 10 * timeout_s()))
 
 
 def filesystem(url: str):

@@ -5,11 +5,11 @@ from this floor.
 
 from __future__ import annotations
 
-import os
 import sys
 import time
 from collections import deque
 
+from ..knobs import knob
 from ..session import Executor, Job, WorkerReport, safe_extra
 
 __all__ = ["Executor", "Job", "Progress", "WorkerReport", "raise_interrupt", "safe_extra"]
@@ -89,10 +89,7 @@ def _is_terminal(stream) -> bool:
 
 
 def _progress_seconds() -> float:
-    try:
-        return max(0.5, float(os.environ.get("VIDCAP_PROGRESS_SECONDS", "") or 30))
-    except ValueError:
-        return 30.0
+    return float(knob("VIDCAP_PROGRESS_SECONDS"))
 
 
 def _clock(seconds: float) -> str:

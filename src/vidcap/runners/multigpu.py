@@ -23,6 +23,7 @@ from dataclasses import replace
 from multiprocessing.connection import wait as wait_conns
 
 from ..errors import WORKER, FatalRunError, UsageError, format_error
+from ..knobs import knob
 from ..manifest import RID
 from ..rows import ListSource
 from ..session import default_workers
@@ -78,7 +79,7 @@ class _Coordinator:
     def run(self, todo: ListSource[dict]) -> list[WorkerReport]:
         """Hand out `todo` a chunk at a time as workers ask, until every row is saved by some worker."""
         self.t0 = time.monotonic()
-        self.chunk = int(os.environ.get(CHUNK_ENV) or 0) or max(1, self.stage.batch_size)
+        self.chunk = int(knob(CHUNK_ENV)) or max(1, self.stage.batch_size)
         self.total, self.source = len(todo), todo
         self.exhausted = False
         self.pending: deque = deque()  # chunks to hand out: a dead worker's unsaved rows

@@ -25,20 +25,13 @@ import time
 from typing import Any
 
 from ..errors import UsageError
+from ..knobs import knob
 
 CONNECT_TIMEOUT_ENV = "VIDCAP_RAY_CONNECT_TIMEOUT"
 LOST_AFTER_ENV = "VIDCAP_RAY_LOST_AFTER"
 # Prefixes of the variables every actor gets from the driver without being named.
 PASSED_PREFIXES = ("VIDCAP_", "HF_", "HUGGINGFACE_", "TRANSFORMERS_", "TOKENIZERS_", "OMP_NUM_THREADS")
 SECRET = re.compile(r"KEY|TOKEN|SECRET|PASSW|CREDENTIAL|AUTH", re.IGNORECASE)
-
-
-def seconds(env: str, default: float) -> float:
-    try:
-        value = float(os.environ.get(env, "") or default)
-    except ValueError:
-        raise UsageError(f"{env} must be a number of seconds, not '{os.environ[env]}'.") from None
-    return max(0.1, value)
 
 
 # A line of Ray's C++ logging: "[2026-11-30 05:44:22,228 E 29742 29742] core_worker.cc:2465: ..."
@@ -242,7 +235,7 @@ def connect(address: str | None, runtime_env: dict, num_cpus: int | None = None)
         ray.init(address="local", num_cpus=num_cpus, **kwargs)
         reap_on_exit(ray._private.worker._global_node.get_session_dir_path())  # type: ignore[attr-defined]  # ray: `_global_node = None`, set by ray.init
         return
-    deadline = seconds(CONNECT_TIMEOUT_ENV, 20.0)
+    deadline = float(knob(CONNECT_TIMEOUT_ENV))
     where = head_address(address)
     unreachable = (
         f"cannot reach the Ray cluster at {address} within {deadline:g} s; start it with `ray start --head` "
@@ -324,7 +317,7 @@ class HeadWatch:
 
     def __init__(self, where: tuple[str, int] | None, after: float | None = None):
         self.where = where
-        self.after = after if after is not None else seconds(LOST_AFTER_ENV, 5.0)
+        self.after = after if after is not None else float(knob(LOST_AFTER_ENV))
         self.lost = False
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._watch, name="vidcap-ray-head", daemon=True)

@@ -27,6 +27,7 @@ import pandas as pd
 
 from ..errors import FatalRunError, UsageError
 from ..feeder import init_loader_inline, load_row
+from ..knobs import knob
 from ..manifest import RID
 from ..stages.base import Item
 from .base import Executor, Job, Progress, WorkerReport, safe_extra
@@ -39,7 +40,6 @@ from .ray_cluster import (
     forget_ray,
     gcs_address,
     run_environment,
-    seconds,
 )
 
 FLUSH_ENV = "VIDCAP_RAY_FLUSH_SECONDS"
@@ -148,7 +148,7 @@ class RayExecutor(Executor):
         self.stage, self.opts = job.stage, job.opts
         # A lost driver or head costs at most this many seconds of finished rows.
         recorder = job.recorder(
-            "w0", opts=replace(self.opts, part_seconds=min(self.opts.part_seconds, seconds(FLUSH_ENV, 5.0)))
+            "w0", opts=replace(self.opts, part_seconds=min(self.opts.part_seconds, knob(FLUSH_ENV)))
         )
         reports: dict[str, WorkerReport] = {}
         started = not ray.is_initialized()
@@ -203,7 +203,7 @@ class RayExecutor(Executor):
         # CPU each, so a 1-CPU node left after another node is lost still fits one of each; whole CPUs there
         # would leave the decode tasks waiting forever.
         cpu_share = "1" if gpus_each else "0.5"
-        decode_cpus = float(os.environ.get("VIDCAP_RAY_DECODE_CPUS", cpu_share))
+        decode_cpus = float(knob("VIDCAP_RAY_DECODE_CPUS", cpu_share))
         ds = items.map_batches(
             decode_batch,  # type: ignore[arg-type]
             batch_size=batch,
@@ -211,7 +211,7 @@ class RayExecutor(Executor):
             fn_kwargs={"loader": self.stage.loader(), "env": self.secret_env},
             num_cpus=decode_cpus,
         )
-        actor_cpus = float(os.environ.get("VIDCAP_RAY_ACTOR_CPUS", cpu_share))
+        actor_cpus = float(knob("VIDCAP_RAY_ACTOR_CPUS", cpu_share))
         return ds.map_batches(
             StageActor,
             batch_size=batch,
