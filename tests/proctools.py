@@ -70,3 +70,19 @@ def kill_coordinator(proc, parts: Path, after_parts: int = 4) -> None:
     while any(alive(p) for p in pids) and time.time() - t0 < 30:
         time.sleep(0.1)
     assert not any(alive(p) for p in pids), "workers outlived their coordinator"
+
+
+def group_alive(pgid: int) -> list[str]:
+    """Live (not zombie) processes of a process group, as 'pid cmdline'."""
+    found = []
+    for d in Path("/proc").iterdir():
+        if not d.name.isdigit():
+            continue
+        try:
+            if os.getpgid(int(d.name)) != pgid or not alive(int(d.name)):
+                continue
+            cmd = (d / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+            found.append(f"{d.name} {cmd[:120]}")
+        except (ProcessLookupError, FileNotFoundError, PermissionError):
+            continue
+    return found

@@ -15,6 +15,7 @@ import pandas as pd
 import pytest
 from clirun import VIDCAP, cli_env, read_resolved, vidcap
 from media import make_text_as_video, make_video
+from proctools import group_alive
 
 pytest.importorskip("torch")
 pytest.importorskip("transformers")
@@ -122,3 +123,18 @@ def _has(module: str) -> bool:
     except ImportError:
         return False
     return True
+
+
+@pytest.mark.parametrize("command", [["motion"], ["caption", "--model", "fake"]])
+def test_no_process_of_a_run_outlives_it(clips, tmp_path, command):
+    """The decode workers and the fork server that starts them are gone when the command returns (the
+    resource tracker exits with it: at most a zombie for init to reap)."""
+    proc = subprocess.Popen(
+        [*VIDCAP, command[0], clips / "m.csv", "-o", tmp_path / "o.csv", *command[1:], "--workers", "2", "-q"],
+        env=cli_env(),
+        start_new_session=True,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+    assert proc.wait(timeout=300) in (0, 1), proc.stderr.read() if proc.stderr else ""
+    assert group_alive(proc.pid) == []

@@ -20,6 +20,7 @@ Ray's decode tasks (`load_row`). Nothing here knows about parts or the run's lif
 
 from __future__ import annotations
 
+import atexit
 import multiprocessing as mp
 import os
 import queue
@@ -164,10 +165,14 @@ class Feeder:
         self.thread.start()
         return self
 
-    def close(self) -> None:
+    def close(self, wait: float = 10.0) -> None:
+        """Stop feeding, and wait (up to `wait` s) until the feeding thread has ended its decode processes: no
+        process of the run outlives it."""
         self.stop.set()
         with self.cond:
             self.cond.notify_all()
+        if self.thread.is_alive() and threading.current_thread() is not self.thread:
+            self.thread.join(wait)
 
     # -- the consumer's side ---------------------------------------------------------------------------
     def take(self, n: int, timeout: float) -> list[tuple] | None:
@@ -264,7 +269,9 @@ class Feeder:
             except BrokenProcessPool:
                 self._crashed(pending)
             finally:
+                procs = list((getattr(pool, "_processes", None) or {}).values())  # private: read defensively
                 pool.shutdown(wait=False, cancel_futures=True)
+                reap(procs)
                 for rows, _kind, reserve in pending.values():
                     self._landed(rows, reserve)
                 pending.clear()
@@ -362,12 +369,44 @@ class Feeder:
                 self.suspects.append(row)
 
 
+def reap(procs: list, grace: float = 5.0) -> None:
+    """Wait for a pool's worker processes to exit (their queued tasks were cancelled, so they end after the
+    one they run); one still running after `grace` seconds is terminated, then killed."""
+    deadline = time.monotonic() + grace
+    for p in procs:
+        p.join(max(0.0, deadline - time.monotonic()))
+    for p in procs:
+        if p.is_alive():
+            p.terminate()
+            p.join(1.0)
+        if p.is_alive():
+            p.kill()
+            p.join(1.0)
+
+
+_STOP_REGISTERED = False
+
+
+def _stop_forkserver() -> None:
+    """At exit: stop the fork server and wait for it, so it does not outlive the process that started it."""
+    try:
+        from multiprocessing import forkserver
+
+        forkserver._forkserver._stop()  # type: ignore[attr-defined]  # private, present since 3.8
+    except (ImportError, AttributeError, OSError, ChildProcessError):
+        pass
+
+
 def _pool_context(loader):
     """Workers fork from a clean server process that imported the heavy modules once (fast starts, no
     CUDA or threads inherited from this process); plain spawn where forkserver does not exist."""
     if "forkserver" not in mp.get_all_start_methods():
         return mp.get_context("spawn")
     ctx = mp.get_context("forkserver")
+    global _STOP_REGISTERED
+    if not _STOP_REGISTERED:  # one server serves every run of this process; it goes when the process does
+        atexit.register(_stop_forkserver)
+        _STOP_REGISTERED = True
     preload = ["numpy", "av", "cv2", "vidcap.frames"] + list(preload_modules(loader))
     if "transformers" in sys.modules:  # a model run: its workers may run the model's processor
         preload += ["torch", "transformers"]
