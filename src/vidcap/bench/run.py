@@ -180,6 +180,14 @@ def _cuda():
         return None
 
 
+def _measured(stage, manifest: Path, out: Path, workers, label: str) -> dict:
+    """One timed run, what its output holds (prompt and new tokens per clip, errors) and new tokens per second."""
+    r = _one_run(stage, manifest, out, workers, label)
+    r.update(_output_stats(out))
+    r["tokens_per_s"] = r["completion_tokens"] * r["ok"] / r["wall_s"] if r["wall_s"] else 0.0
+    return r
+
+
 def _output_stats(out: Path) -> dict:
     import pandas as pd
 
@@ -281,23 +289,21 @@ def run_bench(cfg: BenchConfig) -> dict:
     if stage.plan:  # --variants: one caption per clip against N, same clips and model (bench.variants)
         from .variants import run_variants
 
-        report["runs"], report["variants"] = run_variants(cfg, stage, manifest, root, workers, _one_run, _output_stats)
+        report["runs"], report["variants"] = run_variants(cfg, stage, manifest, root, workers, _one_run, _measured)
         teardown()
         (root / "bench.json").write_text(json.dumps(report, indent=2, default=str))
         return report
     if stage.schema is not None:  # --caption-format json: free against constrained decoding (bench.structured)
         from .structured import run_structured
 
-        report["runs"], report["structured"] = run_structured(
-            cfg, stage, manifest, root, workers, _one_run, _output_stats
-        )
+        report["runs"], report["structured"] = run_structured(cfg, stage, manifest, root, workers, _one_run, _measured)
         teardown()
         (root / "bench.json").write_text(json.dumps(report, indent=2, default=str))
         return report
     if cfg.window:  # windows of long videos against pre-cut clips (bench.windows)
         from .windows import run_windows
 
-        report["runs"], report["windows"] = run_windows(cfg, stage, root, workers, _one_run, _output_stats)
+        report["runs"], report["windows"] = run_windows(cfg, stage, root, workers, _one_run, _measured)
         teardown()
         (root / "bench.json").write_text(json.dumps(report, indent=2, default=str))
         return report
@@ -310,21 +316,15 @@ def run_bench(cfg: BenchConfig) -> dict:
         report[f"warmup_{'vidcap' if fast else 'baseline'}_s"] = time.perf_counter() - t2
     if cfg.baseline:  # the straightforward path on the same model and inputs, same batch, same process
         _set_fast(stage, False)
-        base = _one_run(stage, manifest, root / "out_baseline.parquet", workers, "baseline")
-        base.update(_output_stats(root / "out_baseline.parquet"))
-        base["tokens_per_s"] = base["completion_tokens"] * base["ok"] / base["wall_s"]
+        base = _measured(stage, manifest, root / "out_baseline.parquet", workers, "baseline")
         report["runs"].append(base)
         _set_fast(stage, True)
     if cfg.lengths:  # the engine with static batches on the same clips: what continuous batching gains
         stage.options.static_batches = True
-        static = _one_run(stage, manifest, root / "out_static.parquet", workers, "vidcap, static batches")
+        static = _measured(stage, manifest, root / "out_static.parquet", workers, "vidcap, static batches")
         stage.options.static_batches = False
-        static.update(_output_stats(root / "out_static.parquet"))
-        static["tokens_per_s"] = static["completion_tokens"] * static["ok"] / static["wall_s"]
         report["runs"].append(static)
-    run = _one_run(stage, manifest, root / "out.parquet", workers, "vidcap")
-    run.update(_output_stats(root / "out.parquet"))
-    run["tokens_per_s"] = run["completion_tokens"] * run["ok"] / run["wall_s"]
+    run = _measured(stage, manifest, root / "out.parquet", workers, "vidcap")
     run["roofline"] = _roofline(stage, run, cfg, peaks)
     report["runs"].append(run)
     if cfg.baseline:

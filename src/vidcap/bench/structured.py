@@ -16,7 +16,7 @@ from pathlib import Path
 from .clips import make_bench_clips
 
 
-def run_structured(cfg, stage, manifest: Path, root: Path, workers, one_run, output_stats) -> tuple[list, dict]:
+def run_structured(cfg, stage, manifest: Path, root: Path, workers, one_run, measured) -> tuple[list, dict]:
     """(runs, summary) for a free and a constrained decode of the same clips."""
     from ..backends.structured import model_grammar
     from ..schemas import load_schema
@@ -30,9 +30,9 @@ def run_structured(cfg, stage, manifest: Path, root: Path, workers, one_run, out
         _new_engine(backend)
         label = "constrained to the schema" if constrained else "free (no mask)"
         one_run(stage, warm, root / f"warmup_json_{int(constrained)}.parquet", workers, "warm-up")
-        run = one_run(stage, manifest, root / f"out_json_{int(constrained)}.parquet", workers, label)
-        run.update(output_stats(root / f"out_json_{int(constrained)}.parquet"))
+        run = measured(stage, manifest, root / f"out_json_{int(constrained)}.parquet", workers, label)
         run.update(_validity(root / f"out_json_{int(constrained)}.parquet"))
+        # every clip's tokens, valid or not (an invalid JSON caption is a failed row that still decoded)
         run["tokens_per_s"] = run["completion_tokens"] * run["videos"] / run["wall_s"] if run["wall_s"] else 0.0
         run["grammar"] = model_grammar(backend) is not None
         runs.append(run)

@@ -25,7 +25,7 @@ def stage_with(stage, names: tuple[str, ...], max_new: int):
     return other
 
 
-def run_variants(cfg, stage, manifest: Path, root: Path, workers, one_run, output_stats) -> tuple[list, dict]:
+def run_variants(cfg, stage, manifest: Path, root: Path, workers, one_run, measured) -> tuple[list, dict]:
     """The two runs (after a warm-up of each) and the comparison."""
     plan = stage.plan
     names = tuple(plan.names)
@@ -42,10 +42,7 @@ def run_variants(cfg, stage, manifest: Path, root: Path, workers, one_run, outpu
         (single, f"1 variant ({single.plan.names[0]})", "out_variants_1.parquet"),
         (stage, f"{len(names)} variants ({','.join(names)})", "out_variants_n.parquet"),
     ):
-        r = one_run(s, manifest, root / out, workers, label)
-        r.update(output_stats(root / out))
-        r["tokens_per_s"] = r["completion_tokens"] * r["ok"] / r["wall_s"]
-        runs.append(r)
+        runs.append(measured(s, manifest, root / out, workers, label))
     one, many = runs
     cost = one["videos_per_s"] / max(many["videos_per_s"], 1e-9)
     e1, en = one.get("engine") or {}, many.get("engine") or {}

@@ -28,7 +28,7 @@ def window_manifest(root: Path, cfg, window: float) -> Path:
     return out
 
 
-def run_windows(cfg, stage, root: Path, workers, one_run, output_stats) -> tuple[list, dict]:
+def run_windows(cfg, stage, root: Path, workers, one_run, measured) -> tuple[list, dict]:
     """A warm-up, then the clip run and the window run, and their comparison."""
     window = float(cfg.window)
     clips = make_bench_clips(root / "short", cfg.videos, cfg.width, cfg.height, window)
@@ -40,10 +40,7 @@ def run_windows(cfg, stage, root: Path, workers, one_run, output_stats) -> tuple
         (clips, f"{cfg.videos} clips of {window:g} s", "out_clips.parquet"),
         (windows, f"{cfg.videos} windows of {window:g} s in {cfg.seconds:g} s videos", "out_windows.parquet"),
     ):
-        r = one_run(stage, manifest, root / out, workers, label)
-        r.update(output_stats(root / out))
-        r["tokens_per_s"] = r["completion_tokens"] * r["ok"] / r["wall_s"]
-        runs.append(r)
+        runs.append(measured(stage, manifest, root / out, workers, label))
     cut, long = runs
     e1, e2 = cut.get("engine") or {}, long.get("engine") or {}
     summary = {
