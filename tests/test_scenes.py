@@ -180,6 +180,29 @@ def test_kill_and_resume_gives_each_video_once(cuts_video, tmp_path):
     assert sidecar["fingerprint"]["stage"] == "scenes" and sidecar["fingerprint"]["window"] == 5.0
 
 
+def test_a_tiny_model_captions_windows_and_scenes_through_kills(cuts_video, tmp_path, tiny_model):
+    """The same with a real (tiny, random-weight) model through vidcap's engine: killed mid-caption, per window
+    and per scene, the reruns give exactly the rows (greedy tokens included) of uninterrupted runs."""
+    pytest.importorskip("transformers")
+    root, _ = cuts_video
+    shutil.copy(root / "long.mp4", tmp_path / "long.mp4")
+    m = _manifest(tmp_path, [{"path": "long.mp4", "clip_id": "a"}])
+    model = str(tiny_model("qwen2.5-vl"))
+    common = ["--model", model, "-n", "4", "--max-new-tokens", "4", "--device", "cpu", "--workers", "0", "-q"]
+    common += ["--part-rows", "1", "--batch-size", "1"]
+    cols = ["path", "start_time", "end_time", "num_frames", "frame_idx", "text", "status"]
+    for window in ("5s", "scenes"):
+        out, ref = tmp_path / f"c-{window}.csv", tmp_path / f"ref-{window}.csv"
+        args = [*common, "--window", window]
+        proc = vidcap("caption", m, "-o", out, *args, VIDCAP_TEST_FAULT="part_write:kill:2", check=False)
+        assert proc.returncode != 0 and not out.exists()
+        vidcap("caption", m, "-o", out, *args)
+        vidcap("caption", m, "-o", ref, *args)
+        got, want = _read(out), _read(ref)
+        pd.testing.assert_frame_equal(got[cols], want[cols])
+        assert len(got) >= 3 and (got["status"] == "ok").all() and got["start_time"].is_monotonic_increasing
+
+
 def test_caption_window_by_window_resumes_after_a_kill(cuts_video, tmp_path):
     """`caption --window 5s`: one caption row per window with its start/end; killed while captioning (the
     windows are saved), the same command finishes it, the same as an uninterrupted run."""
