@@ -23,44 +23,8 @@ steps=("$@")
 export PYTHONPATH=src TOKENIZERS_PARALLELISM=false PYTHONUNBUFFERED=1
 py=${PYTHON:-python3}
 
-# The device image has neither PyAV nor DuckDB (a core dependency since the ledger): carry their cp312
-# manylinux wheels in .wheels/ (git-ignored; `pip download --no-deps --only-binary=:all: --python-version 3.12
-# --platform manylinux_2_28_x86_64 -d .wheels av==19.0.2 duckdb==2.0.1`), installed here when missing.
-[ -f .gpusite/site.tar.xz ] && bash benchmarks/gpu_site.sh 2>&1 | tail -2  # all three in one carried tar.xz
-for mod in av duckdb; do
-  if ! $py -c "import $mod" 2>/dev/null; then
-    for whl in .wheels/"$mod"-*.whl; do
-      [ -f "$whl" ] && $py -m pip install -q --no-deps --root-user-action=ignore "$whl" 2>&1 | tail -2
-    done
-  fi
-done
-{
-  nvidia-smi --query-gpu=name,memory.total,clocks.sm,clocks.max.sm --format=csv,noheader 2>/dev/null || echo "no nvidia-smi"
-  $py -c "import os, torch, transformers, av, duckdb; print('torch', torch.__version__, 'transformers', transformers.__version__, 'av', av.__version__, 'duckdb', duckdb.__version__, 'cpus', os.cpu_count(), 'cuda', torch.cuda.is_available())"
-  # COMMIT: written next to a clean `git archive HEAD` export (run from it so that others' uncommitted edits
-  # in a shared tree are not what gets measured); the device's .git can be older than the checkout
-  if [ -f COMMIT ]; then echo "commit $(cat COMMIT) (clean export)"; else git log -1 --format='commit %H %s' 2>/dev/null | cut -c1-120; fi
-} 2>&1 | tee -a "$log"
-# stop before any device time goes to benches that would fail on a missing module
-if ! $py -c "import av, duckdb, torch, transformers, vidcap.bench.run, vidcap.ledger" 2>>"$log"; then
-  echo "=== preflight failed: a module the benches need is missing (see above); nothing run" | tee -a "$log"
-  exit 1
-fi
-
-left() { echo $(( budget - (SECONDS - t0) )); }
-
-# step NAME CAP MIN CMD...: runs CMD under `timeout` of min(CAP, time left - 5 s); skipped if under MIN s
-# (a bench writes its JSON only at the end: one that cannot finish is not worth starting)
-step() {
-  local name=$1 cap=$2 min=$3; shift 3
-  local t; t=$(left); t=$(( t - 5 < cap ? t - 5 : cap ))
-  if [ "$t" -lt "$min" ]; then echo "=== $name SKIPPED: $(left) s left" | tee -a "$log"; return; fi
-  echo "=== $name (timeout ${t}s, $(( SECONDS - t0 )) s in): $*" | tee -a "$log"
-  local s0=$SECONDS
-  timeout -k 10 "$t" "$@" 2>&1 | grep --line-buffered -v -E "Loading weights|Writing model|it/s\]$|cap_pixels_per_frame|could not be inferred" | tee -a "$log"
-  local rc=${PIPESTATUS[0]}
-  echo "=== $name rc=$rc in $(( SECONDS - s0 )) s" | tee -a "$log"
-}
+. benchmarks/gpu_lib.sh
+gpu_setup
 
 bench() {  # bench NAME CAP MIN SHAPE VIDEOS BATCH
   local name=$1 cap=$2 min=$3 shape=$4 videos=$5 batch=$6 extra=()

@@ -22,26 +22,8 @@ log="$OUT/log.txt"
 export PYTHONPATH=src TOKENIZERS_PARALLELISM=false PYTHONUNBUFFERED=1
 py=${PYTHON:-python3}
 
-for mod in av duckdb llguidance jsonschema; do
-  if ! $py -c "import $mod" 2>/dev/null; then
-    pkgs=("$mod")
-    [ "$mod" = jsonschema ] && pkgs=(rpds_py referencing jsonschema_specifications jsonschema)
-    for p in "${pkgs[@]}"; do
-      for whl in .wheels/"$p"-*.whl; do
-        [ -f "$whl" ] && $py -m pip install -q --no-deps --root-user-action=ignore "$whl" 2>&1 | tail -2
-      done
-    done
-  fi
-done
-{
-  nvidia-smi --query-gpu=name,memory.total,clocks.sm,clocks.max.sm --format=csv,noheader 2>/dev/null || echo "no nvidia-smi"
-  $py -c "import os, torch, transformers, llguidance; print('torch', torch.__version__, 'transformers', transformers.__version__, 'llguidance', llguidance.__version__, 'cpus', os.cpu_count(), 'cuda', torch.cuda.is_available())"
-  if [ -f COMMIT ]; then echo "commit $(cat COMMIT) (clean export)"; else git log -1 --format='commit %H %s' 2>/dev/null | cut -c1-120; fi
-} 2>&1 | tee -a "$log"
-if ! $py -c "import av, duckdb, llguidance, jsonschema, torch, transformers, vidcap.bench.structured, vidcap.engine.grammar" 2>>"$log"; then
-  echo "=== preflight failed: a module the bench needs is missing (see above); nothing run" | tee -a "$log"
-  exit 1
-fi
+. benchmarks/gpu_lib.sh
+gpu_setup llguidance jsonschema vidcap.bench.structured vidcap.engine.grammar
 
 shape=qwen2.5-vl-7b videos=${VIDEOS:-64} batch=${BATCH:-64} extra=(--new-tokens 150 --seconds 3 --workers 15)
 if [ -n "${DRY:-}" ]; then

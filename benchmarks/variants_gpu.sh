@@ -23,31 +23,8 @@ steps=("$@")
 export PYTHONPATH=src TOKENIZERS_PARALLELISM=false PYTHONUNBUFFERED=1
 py=${PYTHON:-python3}
 
-for mod in av duckdb; do  # no internet there: the wheels travel in .wheels/ (carry them)
-  if ! $py -c "import $mod" 2>/dev/null; then
-    $py -m pip install -q --no-deps --root-user-action=ignore .wheels/$mod-*.whl 2>&1 | tail -2
-  fi
-done
-{
-  nvidia-smi --query-gpu=name,memory.total,clocks.sm,clocks.max.sm --format=csv,noheader 2>/dev/null || echo "no nvidia-smi"
-  $py -c "import os, torch, transformers, av; print('torch', torch.__version__, 'transformers', transformers.__version__, 'av', av.__version__, 'cpus', os.cpu_count(), 'cuda', torch.cuda.is_available())"
-  git log -1 --format='commit %H %s' 2>/dev/null | cut -c1-120
-} 2>&1 | tee -a "$log"
-
-left() { echo $(( budget - (SECONDS - t0) )); }
-
-# step NAME CAP MIN CMD...: runs CMD under `timeout` of min(CAP, time left - 5 s); skipped if under MIN s
-# (a bench writes its JSON only at the end: one that cannot finish is not worth starting)
-step() {
-  local name=$1 cap=$2 min=$3; shift 3
-  local t; t=$(left); t=$(( t - 5 < cap ? t - 5 : cap ))
-  if [ "$t" -lt "$min" ]; then echo "=== $name SKIPPED: $(left) s left" | tee -a "$log"; return; fi
-  echo "=== $name (timeout ${t}s, $(( SECONDS - t0 )) s in): $*" | tee -a "$log"
-  local s0=$SECONDS
-  timeout -k 10 "$t" "$@" 2>&1 | grep --line-buffered -v -E "Loading weights|Writing model|it/s\]$|cap_pixels_per_frame|could not be inferred" | tee -a "$log"
-  local rc=${PIPESTATUS[0]}
-  echo "=== $name rc=$rc in $(( SECONDS - s0 )) s" | tee -a "$log"
-}
+. benchmarks/gpu_lib.sh
+gpu_setup
 
 bench() {  # bench NAME CAP MIN SHAPE VIDEOS BATCH
   local name=$1 cap=$2 min=$3 shape=$4 videos=$5 batch=$6 extra=()
