@@ -298,17 +298,23 @@ class HFCaptionBackend(CaptionBackend):
     def caption_variants(self, groups: list[list[CaptionRequest]]) -> list[list[CaptionResult]]:
         if self.engine() is None:
             return super().caption_variants(groups)
+        return self._through_engine(
+            groups, self.prepare_variants, lambda reqs, error: [CaptionResult(error=error) for _ in reqs]
+        )
+
+    def _through_engine(self, inputs: list, prepare, failed) -> list:
+        """Each input prepared (`prepare`) and captioned by the engine, in order; one the processor rejects is
+        `failed(input, error)` without reaching the engine."""
         items, early = [], {}
-        for i, reqs in enumerate(groups):
+        for i, x in enumerate(inputs):
             try:
-                items.append((i, self.prepare_variants(reqs)))
+                items.append((i, prepare(x)))
             except (UsageError, KeyboardInterrupt):
                 raise
             except Exception as exc:  # noqa: BLE001  a request the processor rejects is that row's error
-                error = format_error(MODEL, f"{type(exc).__name__}: {_first_line(exc)}")
-                early[i] = [CaptionResult(error=error) for _ in reqs]
+                early[i] = failed(x, format_error(MODEL, f"{type(exc).__name__}: {_first_line(exc)}"))
         done = dict(self.caption_stream(ListSource(items)))
-        return [early.get(i) or done[i] for i in range(len(groups))]
+        return [early[i] if i in early else done[i] for i in range(len(inputs))]
 
     def prepare(self, requests: list[CaptionRequest]) -> Prepared:
         return self.collate([self.prepare_item(r) for r in requests])
@@ -325,16 +331,7 @@ class HFCaptionBackend(CaptionBackend):
     def caption(self, requests: list[CaptionRequest]) -> list[CaptionResult]:
         if self.engine() is None:
             return self._run(requests, self.prepare)
-        items, early = [], {}
-        for i, req in enumerate(requests):
-            try:
-                items.append((i, self.prepare_item(req)))
-            except (UsageError, KeyboardInterrupt):
-                raise
-            except Exception as exc:  # noqa: BLE001  a request the processor rejects is that row's error
-                early[i] = CaptionResult(error=format_error(MODEL, f"{type(exc).__name__}: {_first_line(exc)}"))
-        done = dict(self.caption_stream(ListSource(items)))
-        return [early.get(i) or done[i] for i in range(len(requests))]
+        return self._through_engine(requests, self.prepare_item, lambda _, error: CaptionResult(error=error))
 
     _decoding = None  # a heal attempt's decoding (vidcap.heal.Decoding) while `heal_caption` runs
 
