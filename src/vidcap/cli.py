@@ -8,6 +8,7 @@ from pathlib import Path
 import typer
 
 from .clihelp import classic_help
+from .config import Execution, RunConfig, RunScope, Tuning, default_batch_size, parse_shard
 from .console import protect_stderr
 from .errors import UsageError
 
@@ -89,37 +90,61 @@ O_RETRY_FAILED = typer.Option(
 )
 
 
-def run_options(
-    workers,
-    limit,
-    shard,
-    overwrite,
-    keep_parts,
-    part_rows,
-    quiet,
-    device,
-    failed_out=None,
-    no_file_check=False,
-    retry_failed=False,
-):
-    from .session import RunOptions, parse_shard
+O_BATCH = typer.Option(
+    None,
+    "--batch-size",
+    "-b",
+    help="Rows the model works on at once: an in-process model decodes this many together (the engine's slots), an API backend gets this many requests at a time (--concurrency of them in flight). Default: 64 for an in-process model on a GPU, else 8; over an API, 4 x --concurrency.",
+)
 
+
+def run_config(
+    *,
+    workers: int | None = None,
+    limit: int | None = None,
+    shard: str | None = None,
+    overwrite: bool = False,
+    keep_parts: bool = False,
+    part_rows: int | None = None,
+    quiet: bool = False,
+    device: str | None = None,
+    failed_out: str | None = None,
+    no_file_check: bool = False,
+    retry_failed: bool = False,
+    gpus: str | None = None,
+    tp: int = 1,
+    engine: str = "local",
+    address: str | None = None,
+    ray_env: list[str] | None = None,
+    ray_actors: int | None = None,
+) -> RunConfig:
+    """The run's settings from a command's flags, built once; nothing changes them afterwards."""
     if limit is not None and limit < 0:
         raise UsageError(f"--limit must be 0 or more, not {limit}.")
     if workers is not None and workers < 0:
         raise UsageError(f"--workers must be 0 (decode in this process) or more, not {workers}.")
-    return RunOptions(
-        workers=workers,
-        limit=limit,
-        shard=parse_shard(shard),
-        overwrite=overwrite,
-        keep_parts=keep_parts,
-        part_rows=None if part_rows is None else max(1, part_rows),
-        progress=not quiet,
-        device=device,
-        failed_out=failed_out,
-        check_files=not no_file_check,
-        retry_failed=retry_failed,
+    return RunConfig(
+        RunScope(
+            limit=limit,
+            shard=parse_shard(shard),
+            overwrite=overwrite,
+            keep_parts=keep_parts,
+            failed_out=failed_out,
+            check_files=not no_file_check,
+            retry_failed=retry_failed,
+        ),
+        Execution(
+            workers=workers,
+            device=device,
+            progress=not quiet,
+            executor=engine,
+            gpus=gpus,
+            tp=tp,
+            address=address,
+            ray_env=tuple(ray_env or ()),
+            ray_actors=ray_actors,
+        ),
+        Tuning(part_rows=None if part_rows is None else max(1, part_rows)),
     )
 
 
@@ -228,18 +253,16 @@ def exit_if_all_failed(summary: dict) -> None:
         raise typer.Exit(1)
 
 
-def execute(
-    stage, manifest: str | Path, out: Path, opts, gpus=None, tp=1, engine="local", address=None, ray=None, checked=False
-) -> dict:
+def execute(stage, manifest: str | Path, out: Path, config: RunConfig, checked=False) -> dict:
     """Every run command ends here: one dispatch picks the executor (one process, GPUs of a host, torchrun,
-    Ray) for any stage. `checked`: the caller already ran vidcap.preflight.check."""
+    Ray) for any stage, as `config.execution` says. `checked`: the caller already ran vidcap.preflight.check."""
     from .preflight import check
-    from .runners import dispatch
+    from .runner import run
 
     if not checked:
-        check(stage, manifest, out, engine)  # missing packages: one sentence before any part exists
+        check(stage, manifest, out, config.executor)  # missing packages: one sentence before any part exists
 
-    summary = dispatch(stage, manifest, out, opts, gpus=gpus, tp=tp, engine=engine, address=address, ray=ray)
+    summary = run(stage, manifest, out, config)
     print_summary(summary, out)
     exit_if_all_failed(summary)
     return summary
@@ -255,12 +278,7 @@ def caption(
     backend: str | None = typer.Option(
         None, "--backend", help="Force a backend: hf-vlm, hf-llava, hf-pllava, openai, fake."
     ),
-    batch_size: int | None = typer.Option(
-        None,
-        "--batch-size",
-        "-b",
-        help="In-process models: captions decoded at once (the engine's slots; default 64 on a GPU, 8 on CPU). API: requests queued per round (default 4 x --concurrency).",
-    ),
+    batch_size: int | None = O_BATCH,
     num_frames: int | None = typer.Option(None, "--num-frames", "-n", help="Frames per clip (default: the preset's)."),
     fps: float | None = typer.Option(
         None, "--fps", help="Frames by time: this many per second of each clip (Qwen3-VL presets: 2), evenly spread."
@@ -437,8 +455,24 @@ def caption(
         raise UsageError(f"--budget must be more than 0 dollars, not {budget}.")
     stage = CaptionStage(preset, opts)
     out = output_path(manifest, output, "caption")
-    ropts = run_options(
-        workers, limit, shard, overwrite, keep_parts, part_rows, quiet, device, failed_out, no_file_check, retry_failed
+    ropts = run_config(
+        workers=workers,
+        limit=limit,
+        shard=shard,
+        overwrite=overwrite,
+        keep_parts=keep_parts,
+        part_rows=part_rows,
+        quiet=quiet,
+        device=device,
+        failed_out=failed_out,
+        no_file_check=no_file_check,
+        retry_failed=retry_failed,
+        gpus=gpus,
+        tp=tp,
+        engine=engine,
+        address=address,
+        ray_env=ray_env,
+        ray_actors=ray_actors,
     )
     if summary and not window:
         raise UsageError("--summary summarises the window captions of a video; add --window 10s (or --window scenes).")
@@ -450,25 +484,14 @@ def caption(
     check(stage, manifest, out, engine)  # missing packages: one sentence before the estimate probes a clip
     attach_spend(stage, out)  # what this output cost before, and the --budget gate every request asks
     print_estimate(stage, manifest, ropts)
-    execute(
-        stage,
-        manifest,
-        out,
-        ropts,
-        gpus=gpus,
-        tp=tp,
-        engine=engine,
-        address=address,
-        ray={"env": ray_env, "max_actors": ray_actors},
-        checked=True,
-    )
+    execute(stage, manifest, out, ropts, checked=True)
     if summary:
         summarize_windows(
             out,
             _beside(out, "summary"),
             backend=summary_backend,
             model=summary_model,
-            ropts=run_options(0, None, None, overwrite, False, None, quiet, device, None),
+            ropts=run_config(workers=0, overwrite=overwrite, quiet=quiet, device=device),
             base_url=base_url,
             api_key_env=api_key_env,
         )
@@ -499,7 +522,12 @@ def _caption_windows(manifest, out, window: str, ropts):
         size = parse_seconds(window, "--window")
         opts = SceneOptions(window=size, min_len=size / 2)  # a tail under half a window joins the one before
     table = as_path(f"{out}.windows.parquet")
-    execute(ScenesStage(opts), manifest, table, dataclasses.replace(ropts, failed_out=None))
+    execute(
+        ScenesStage(opts),
+        manifest,
+        table,
+        dataclasses.replace(ropts, failed_out=None, execution=ropts.execution.here()),
+    )
     rows = as_path(f"{out}.windows-rows.parquet")
     window_rows(table, rows)
     return str(rows), dataclasses.replace(ropts, limit=None, shard=None)
@@ -699,17 +727,23 @@ def motion(
     if manifest is None:
         raise UsageError("give a MANIFEST to label, or --eval LABELS.csv to measure accuracy.")
     out = output_path(manifest, output, stage.suffix)
-    ropts = run_options(workers, limit, shard, overwrite, keep_parts, part_rows, quiet, None, failed_out, no_file_check)
-    execute(
-        stage,
-        manifest,
-        out,
-        ropts,
+    ropts = run_config(
+        workers=workers,
+        limit=limit,
+        shard=shard,
+        overwrite=overwrite,
+        keep_parts=keep_parts,
+        part_rows=part_rows,
+        quiet=quiet,
+        failed_out=failed_out,
+        no_file_check=no_file_check,
         gpus=gpus,
         engine=engine,
         address=address,
-        ray={"env": ray_env, "max_actors": ray_actors},
+        ray_env=ray_env,
+        ray_actors=ray_actors,
     )
+    execute(stage, manifest, out, ropts)
 
 
 @app.command()
@@ -766,19 +800,24 @@ def scenes(
     )
     stage = ScenesStage(opts)
     out = output_path(manifest, output, stage.suffix)
-    ropts = run_options(
-        workers, limit, shard, overwrite, keep_parts, part_rows, quiet, None, failed_out, no_file_check, retry_failed
-    )
-    execute(
-        stage,
-        manifest,
-        out,
-        ropts,
+    ropts = run_config(
+        workers=workers,
+        limit=limit,
+        shard=shard,
+        overwrite=overwrite,
+        keep_parts=keep_parts,
+        part_rows=part_rows,
+        quiet=quiet,
+        failed_out=failed_out,
+        no_file_check=no_file_check,
+        retry_failed=retry_failed,
         gpus=gpus,
         engine=engine,
         address=address,
-        ray={"env": ray_env, "max_actors": ray_actors},
+        ray_env=ray_env,
+        ray_actors=ray_actors,
     )
+    execute(stage, manifest, out, ropts)
     if cut:
         from .cut import cut_table
 
@@ -803,12 +842,7 @@ def tag(
         help="Chat model id or local dir (default: Llama-3-8B-Instruct; gpt-4o-mini over the API).",
     ),
     prompt_file: Path | None = typer.Option(None, "--prompt-file", help="A system prompt for a custom key."),
-    batch_size: int | None = typer.Option(
-        None,
-        "--batch-size",
-        "-b",
-        help="Captions per model call (default: 64; API: 4 x --concurrency requests queued per round).",
-    ),
+    batch_size: int | None = O_BATCH,
     max_new_tokens: int = typer.Option(
         128, "--max-new-tokens", help="A batch runs until its longest answer; tag lists are short."
     ),
@@ -877,20 +911,24 @@ def tag(
         options=opts,
     )
     out = output_path(manifest, output, key)
-    ropts = run_options(
-        0 if workers is None else workers, limit, shard, overwrite, keep_parts, part_rows, quiet, device, failed_out
-    )
-    execute(
-        stage,
-        manifest,
-        out,
-        ropts,
+    ropts = run_config(
+        workers=0 if workers is None else workers,
+        limit=limit,
+        shard=shard,
+        overwrite=overwrite,
+        keep_parts=keep_parts,
+        part_rows=part_rows,
+        quiet=quiet,
+        device=device,
+        failed_out=failed_out,
         gpus=gpus,
         tp=tp,
         engine=engine,
         address=address,
-        ray={"env": ray_env, "max_actors": ray_actors},
+        ray_env=ray_env,
+        ray_actors=ray_actors,
     )
+    execute(stage, manifest, out, ropts)
 
 
 @app.command()
@@ -906,7 +944,7 @@ def summarize(
     ),
     text_column: str = typer.Option("text", "--text-column", help="The column holding the window captions."),
     max_new_tokens: int = typer.Option(256, "--max-new-tokens", help="Tokens a summary may take."),
-    batch_size: int = typer.Option(16, "--batch-size", "-b", help="Videos per model call."),
+    batch_size: int | None = O_BATCH,
     base_url: str | None = typer.Option(None, "--base-url", help="OpenAI-compatible server URL (--backend openai)."),
     api_key_env: str = typer.Option("OPENAI_API_KEY", "--api-key-env", help="Environment variable holding the key."),
     limit: int | None = O_LIMIT,
@@ -926,18 +964,24 @@ def summarize(
         batch_size=batch_size,
         base_url=base_url,
         api_key_env=api_key_env,
-        ropts=run_options(0, limit, None, overwrite, False, None, quiet, device, failed_out),
+        ropts=run_config(
+            workers=0, limit=limit, overwrite=overwrite, quiet=quiet, device=device, failed_out=failed_out
+        ),
     )
 
 
-def summarize_windows(captions, out, *, backend, model, ropts, text_column="text", batch_size=16, **chat) -> dict:
+def summarize_windows(
+    captions, out, *, backend, model, ropts: RunConfig, text_column="text", batch_size: int | None = None, **chat
+) -> dict:
     """`vidcap summarize` and `caption --window --summary`: the timeline table beside `out`, then its run."""
     from .backends.base import CaptionOptions
     from .backends.llm import make_chat_backend
     from .stages.video_summary import SummaryStage, write_timelines
 
     timelines = write_timelines(captions, f"{out}.timeline.parquet", text_column)
-    stage = SummaryStage(make_chat_backend(backend, model, CaptionOptions(**chat)), batch_size=batch_size)
+    options = CaptionOptions(**chat)
+    batch_size = batch_size or default_batch_size(backend, ropts.device, options.concurrency)
+    stage = SummaryStage(make_chat_backend(backend, model, options), batch_size=batch_size)
     return execute(stage, timelines, out, ropts)
 
 
@@ -971,7 +1015,9 @@ def bench(
     resolution: str = typer.Option("1280x720", "--resolution", help="WxH of the generated h264 clips."),
     seconds: float = typer.Option(5.0, "--seconds", help="Clip length."),
     videos: int = typer.Option(64, "--videos", help="Clips to generate and caption."),
-    batch_size: int = typer.Option(16, "--batch-size", "-b", help="Videos per model call."),
+    batch_size: int = typer.Option(
+        16, "--batch-size", "-b", help="Rows the model works on at once (captions decoded together)."
+    ),
     new_tokens: int = typer.Option(150, "--new-tokens", help="Tokens generated per clip (EOS ignored)."),
     lengths: str | None = typer.Option(
         None,
@@ -1111,23 +1157,6 @@ def seed_flag_hint(argv) -> str | None:
         if flag in SEED_FLAGS:
             return f"{flag} is Open-Sora's flag; in vidcap use {SEED_FLAGS[flag]} (see `vidcap caption --help`)."
     return None
-
-
-def default_batch_size(backend: str, device: str | None, concurrency: int) -> int:
-    """--batch-size when not given: 4 requests per connection for an API; for an in-process model on a GPU,
-    64 slots (the engine's measured point on the H200 for all three families: 11.2-29 videos/s steady; it
-    takes fewer where GPU memory is short), else 8. The GPU count comes from NVML: CUDA stays uninitialised
-    here, so processes forked later are safe."""
-    if backend == "openai":
-        return 4 * concurrency
-    if not backend.startswith("hf-") or (device and not device.startswith("cuda")):
-        return 8
-    try:
-        import torch
-
-        return 64 if torch.cuda.device_count() > 0 else 8
-    except ImportError:
-        return 8
 
 
 def main(argv=None) -> int:

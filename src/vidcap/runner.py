@@ -1,15 +1,38 @@
-"""Run a stage over a manifest in this process (the library's entry point; `vidcap.runners.dispatch`
-picks other executors). The lifecycle lives in vidcap.session, the loop in vidcap.runners.local."""
+"""Run a stage over a manifest (the library's entry points): `run_stage` in this process, `run` with the
+executor the config's `execution` asks for (one process, GPUs of a host, torchrun, Ray). The lifecycle lives
+in vidcap.session, the loops in vidcap.runners."""
 
 from __future__ import annotations
 
-from .session import RunOptions, Session, default_workers, parse_shard
+from .config import Execution, RunConfig, RunOptions, RunScope, Tuning, parse_shard
+from .runners import dispatch
+from .session import Session, default_workers
 from .stages.base import Stage
 
-__all__ = ["RunOptions", "default_workers", "parse_shard", "run_stage"]
+__all__ = [
+    "Execution",
+    "RunConfig",
+    "RunOptions",
+    "RunScope",
+    "Tuning",
+    "default_workers",
+    "parse_shard",
+    "run",
+    "run_stage",
+]
 
 
-def run_stage(stage: Stage, manifest, output, opts: RunOptions | None = None) -> dict:
+def run_stage(stage: Stage, manifest, output, config: RunConfig | None = None) -> dict:
+    """One run in this process (the execution's GPUs, tensor-parallel and Ray settings are not used)."""
     from .runners.local import LocalExecutor
 
-    return Session(stage, manifest, output, opts).run(LocalExecutor())
+    return Session(stage, manifest, output, config).run(LocalExecutor())
+
+
+def run(stage: Stage, manifest, output, config: RunConfig) -> dict:
+    """One run with the executor `config.execution` picks; returns the run summary."""
+    ex = config.execution
+    ray = {"env": list(ex.ray_env) or None, "max_actors": ex.ray_actors}
+    return dispatch(
+        stage, manifest, output, config, gpus=ex.gpus, tp=ex.tp, engine=ex.executor, address=ex.address, ray=ray
+    )

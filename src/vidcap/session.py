@@ -20,6 +20,8 @@ from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+# Callers import the run settings from here too.
+from .config import Execution, RunConfig, RunOptions, RunScope, Tuning, parse_shard  # noqa: F401
 from .errors import EMPTY_PATH, MISSING, FatalRunError, UsageError, error_code
 from .knobs import check as check_knobs
 from .ledger import Ledger
@@ -35,40 +37,12 @@ PART_ROWS_MAX = 65_536
 PART_MIN_SECONDS = 1.0
 
 
-@dataclass
-class RunOptions:
-    workers: int | None = None  # decode processes; 0 = decode in a thread of this process
-    limit: int | None = None
-    shard: tuple[int, int] | None = None  # (index, count): every count-th row from index
-    overwrite: bool = False
-    keep_parts: bool = False
-    part_rows: int | None = None  # rows per part; None: PART_ROWS, more when rows come faster (see Recorder)
-    part_seconds: float = 30.0
-    progress: bool = True
-    device: str | None = None
-    batch_wait: float = 1.0  # seconds to wait for a full batch before running a partial one
-    failed_out: str | None = None  # failed rows go to this file, the output keeps only ok rows
-    check_files: bool = True  # on resume, redo rows whose file changed size or mtime since its result
-    retry_failed: bool = False  # redo every failed row of an earlier run, not only retryable errors
-
-
 def default_workers(stage: Stage | None = None) -> int:
     """Decode processes when --workers is not given: the stage's own choice, else all cores but one
     (that one feeds the model)."""
     if stage is not None and stage.default_workers is not None:
         return int(stage.default_workers)
     return max(1, (os.cpu_count() or 2) - 1)
-
-
-def parse_shard(text: str | None) -> tuple[int, int] | None:
-    if not text:
-        return None
-    try:
-        i, n = (int(x) for x in text.split("/"))
-        assert n >= 1 and 0 <= i < n
-    except Exception:  # noqa: BLE001
-        raise UsageError(f"--shard '{text}' is not I/N with 0 <= I < N (e.g. 0/8).") from None
-    return i, n
 
 
 def run_fingerprint(stage: Stage) -> dict:
@@ -88,7 +62,7 @@ class Sink:
     def store(self, worker: str = "main") -> PartStore:
         return PartStore(self.output, self.fingerprint, worker=worker)
 
-    def recorder(self, stage: Stage, opts: RunOptions, worker: str, watcher: Watcher | None = None) -> Recorder:
+    def recorder(self, stage: Stage, opts: RunConfig, worker: str, watcher: Watcher | None = None) -> Recorder:
         return Recorder(stage, self.store(worker), opts, watcher)
 
     def note_path(self, name: str):
@@ -128,7 +102,7 @@ class Watcher:
 class Recorder:
     """Results of one writing process: buffered, then saved as atomic part files."""
 
-    def __init__(self, stage: Stage, parts: PartStore, opts: RunOptions, watcher: Watcher | None = None):
+    def __init__(self, stage: Stage, parts: PartStore, opts: RunConfig, watcher: Watcher | None = None):
         self.stage, self.parts, self.opts = stage, parts, opts
         self.watcher = watcher or Watcher()
         self.counts: Counter = Counter()
@@ -225,11 +199,11 @@ class Job:
     """All an executor gets of a run: the stage, the options, the rows to do and where results go."""
 
     stage: Stage
-    opts: RunOptions
+    opts: RunConfig
     rows: Rows
     sink: Sink
 
-    def recorder(self, worker: str, watcher: Watcher | None = None, opts: RunOptions | None = None) -> Recorder:
+    def recorder(self, worker: str, watcher: Watcher | None = None, opts: RunConfig | None = None) -> Recorder:
         return self.sink.recorder(self.stage, opts or self.opts, worker, watcher)
 
     def workers(self) -> int:
@@ -298,9 +272,9 @@ class Session:
     (redoing lost ones once), run the stage's run-level step, merge, sum the workers' reports up. The
     process that plans holds the ledger until the merge."""
 
-    def __init__(self, stage: Stage, manifest, output, opts: RunOptions | None = None):
+    def __init__(self, stage: Stage, manifest, output, opts: RunConfig | None = None):
         self.stage, self.manifest, self.output = stage, manifest, as_path(output)
-        self.opts = opts or RunOptions()
+        self.opts = opts or RunConfig()
         fingerprint = run_fingerprint(stage)
         self.store = PartStore(self.output, fingerprint, overwrite=self.opts.overwrite, keep_parts=self.opts.keep_parts)
         self.sink = Sink(str(self.output), fingerprint)
@@ -312,7 +286,8 @@ class Session:
         if executor.plans():
             store.check_targets(self.manifest, opts.failed_out)
         failed_out = None if opts.failed_out is None else str(opts.failed_out)
-        executor.start(self.sink, lambda: store.open(self.stage.provenance(), failed_out))
+        record = opts.record()  # run.json and the summary say how this run was set up
+        executor.start(self.sink, lambda: store.open({**self.stage.provenance(), "config": record}, failed_out))
         led = None
         try:
             plan = None
@@ -340,6 +315,7 @@ class Session:
                     "plan_cpu_s": round(c_plan, 2),
                     "run_cpu_s": round(c_run - c_plan, 2),
                 },
+                "config": record,
             }
             led.publish(summary, opts.failed_out)
             return summary

@@ -4,7 +4,7 @@ line per topic (flags, API use, tokens, cost, engine) in words, with nothing pri
 from __future__ import annotations
 
 # Printed by the run's first two lines (counts, speed) or not meant for people.
-SHOWN_ABOVE = {"rows", "unique", "duplicates", "skipped", "processed", "ok", "failed", "wall_s", "rows_per_s"}
+SHOWN_ABOVE = {"rows", "unique", "duplicates", "skipped", "processed", "ok", "failed", "wall_s", "rows_per_s", "config"}
 API = ("api_requests", "api_attempts", "api_retries", "api_errors")
 TOKENS = ("prompt_tokens", "completion_tokens", "total_tokens")
 COST = ("price_in", "price_out", "price_source", "cost_usd", "cost_usd_output", "budget_usd")

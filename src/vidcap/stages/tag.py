@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+from dataclasses import replace
 
 from ..errors import EMPTY_TEXT, PARSE, VidcapError
 from ..manifest import ABSPATH, row_range
@@ -138,15 +139,17 @@ def build_tag_stage(
 ) -> TagStage:
     """What `vidcap tag` needs: key + backend name + model (+ CaptionOptions for tokens/API settings).
 
-    Default batch: 64 captions per generate call in-process (the seed used 32; on an H100 an 8B Llama
-    tagged 36 captions/s at 32 and 53/s at 64, answers of 32 tokens), 4 x concurrency over an API.
+    Default batch (vidcap.backends.base.default_batch_size): 64 captions per generate call in-process on a GPU
+    (the seed used 32; on an H100 an 8B Llama tagged 36 captions/s at 32 and 53/s at 64, answers of 32
+    tokens), 8 on CPU, 4 x concurrency over an API.
     """
     from ..backends.base import CaptionOptions
     from ..backends.llm import make_chat_backend
+    from ..config import default_batch_size
 
     prompt = tag_prompt(key, prompt_text=prompt_text, prompt_file=prompt_file)
     options = options or CaptionOptions()
     if batch_size is None:
-        batch_size = 4 * max(1, options.concurrency) if backend == "openai" else 64
-    options.batch_size = batch_size
+        batch_size = default_batch_size(backend, options.device, options.concurrency)
+    options = replace(options, batch_size=batch_size)
     return TagStage(key, make_chat_backend(backend, model, options), prompt, batch_size, text_column)
