@@ -132,37 +132,43 @@ class _NoDts(Exception):
 
 
 def _encode(container, stream, window: Window, span, tmp: str) -> None:
-    """The range's frames decoded and encoded again, each at its own time from the clip's start."""
+    """The range's frames decoded and encoded again, each at its own time from the clip's start. Where pts do
+    not identify frames (AVI: packed B-frames come out of the decoder in display order but with their packets'
+    shuffled pts), frames are taken by count, as `vidcap.frames` reads them, and timed by the frame rate."""
     av = av_module()
     lo_pts, hi_pts = _bounds(stream, span)
-    if window.seek_pts is not None:
-        container.seek(window.seek_pts, stream=stream, backward=True, any_frame=False)
-    else:
-        container.seek(0, backward=True, any_frame=False)
+    container.seek(window.seek_pts or 0, stream=stream, backward=True, any_frame=False)
     tb = stream.time_base or Fraction(1, 90000)
     rate = stream.average_rate or stream.guessed_rate or Fraction(25)
+    tick = max(1, round(1 / (rate * tb)))  # pts per frame, for frames timed by count
     with av.open(tmp, "w", format="mp4") as out:
         ost = out.add_stream("libx264", rate=rate)
         ost.codec_context.time_base = tb
         ost.options = {"crf": CRF, "preset": "veryfast"}
         ost.pix_fmt = "yuv420p"
-        base, n = None, 0
-        for pkt in container.demux(stream):
-            for frame in pkt.decode():
+        base, last, n = None, -1, 0
+        for i, frame in enumerate(container.decode(stream)):
+            if window.scan.pts_ok:
                 if frame.pts is None or frame.pts < lo_pts:
                     continue
                 if frame.pts >= hi_pts:
                     break
-                if base is None:
-                    base = frame.pts
-                    ost.width, ost.height = frame.width - frame.width % 2, frame.height - frame.height % 2
-                img = frame.reformat(width=ost.width, height=ost.height, format="yuv420p")
-                img.pts, img.time_base = frame.pts - base, tb
-                out.mux(ost.encode(img))
-                n += 1
+                base = frame.pts if base is None else base
+                pts = frame.pts - base
             else:
+                if i < window.lo:
+                    continue
+                if i >= window.hi:
+                    break
+                pts = (i - window.lo) * tick
+            if pts <= last:  # a repeated timestamp: the muxer takes strictly increasing ones only
                 continue
-            break
+            if n == 0:
+                ost.width, ost.height = frame.width - frame.width % 2, frame.height - frame.height % 2
+            img = frame.reformat(width=ost.width, height=ost.height, format="yuv420p")
+            img.pts, img.time_base, last = pts, tb, pts
+            out.mux(ost.encode(img))
+            n += 1
         if n == 0:
             raise VidcapError(DECODE, f"no frame of the range {span[0]!r}-{span[1]!r} s could be decoded")
         out.mux(ost.encode(None))

@@ -31,7 +31,7 @@ from . import export_media, export_ranges
 from . import tables as tbl
 from .checks import LLAVA_PREFIX
 from .errors import UsageError
-from .join import KEY, joined_frame, stage_name, with_stage_status
+from .join import KEY, RESOLVED, joined_frame, stage_name, with_stage_status
 from .manifest import resolved_paths, table_bytes, table_format
 from .tags.parse import tags_from_cell
 
@@ -128,7 +128,8 @@ def _one_table(inputs: list) -> tuple[pd.DataFrame, list[str]]:
         df["path"] = resolved_paths(df, inputs[0])
     else:
         df, _ = joined_frame(inputs)
-        df["path"] = df.pop(KEY)
+        df["path"] = df.pop(RESOLVED)  # the file, absolute; KEY also holds a range row's `#t=` part
+        df = df.drop(columns=[KEY])
     tag_cols += [c for c in ("objects", "actions") if c in df.columns and c not in tag_cols]
     return df.reset_index(drop=True), tag_cols
 

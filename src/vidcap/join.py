@@ -25,6 +25,7 @@ from .errors import UsageError
 from .manifest import resolved_paths, with_ranges
 
 KEY = "_vidcap_join_key"
+RESOLVED = "_vidcap_join_file"  # the resolved path without a range part
 _NTH = "_vidcap_join_nth"
 _ORD = "_vidcap_join_order"
 
@@ -65,7 +66,11 @@ def _keyed(table, on: str | None) -> pd.DataFrame:
     col = on or "path"
     if col not in df.columns:
         raise UsageError(f"{table} has no '{col}' column to join on; pass --on with a column every input has.")
-    df[KEY] = [str(v) for v in df[col]] if on else with_ranges(resolved_paths(df, table), df)
+    if on:
+        df[KEY] = [str(v) for v in df[col]]
+    else:  # the clip's key (path and range) to match on, and the file itself (export cuts ranges from it)
+        df[RESOLVED] = resolved_paths(df, table)
+        df[KEY] = with_ranges(list(df[RESOLVED]), df)
     df[_NTH] = df.groupby(KEY).cumcount()
     return df
 
@@ -80,7 +85,7 @@ def join_tables(tables: list, out, on: str | None = None) -> dict:
     if len(tables) < 2:
         raise UsageError("join needs at least two tables.")
     joined, partial = joined_frame(tables, on)
-    joined = one_status(joined.drop(columns=[KEY]), [_label(t) for t in tables])
+    joined = one_status(joined.drop(columns=[KEY, RESOLVED], errors="ignore"), [_label(t) for t in tables])
     tbl.write(joined, out)
     return {"rows": len(joined), "partial": partial}
 

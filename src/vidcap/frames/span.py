@@ -122,8 +122,8 @@ def scan_window(scan: Scan, stream, span: tuple[float, float]) -> Window:
         end = (scan.pts[-1] - base) * tb + frame
     else:
         rate = scan.fps or 25.0
-        lo = min(scan.total, max(0, _ceil(span[0] * rate - EPS_S)))
-        hi = min(scan.total, max(0, _ceil(span[1] * rate - EPS_S)))
+        lo = min(scan.total, max(0, _ceil((span[0] - EPS_S) * rate)))
+        hi = min(scan.total, max(0, _ceil((span[1] - EPS_S) * rate)))
         end = scan.total / rate
     check_span(span, end, hi - lo, True)
     return Window(scan, lo, hi, None, hi >= scan.total or hi in set(scan.key_index))

@@ -7,13 +7,15 @@ spaced ones plus the last, and uses the decoder's luma plane directly (no colour
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
 
 from vidcap import errors
 from vidcap.errors import VidcapError
-from vidcap.frames.container import check_frame_count
+from vidcap.frames.container import PTS_UNTRUSTED, av_module, check_frame_count, ffmpeg_message
+from vidcap.frames.span import BACKOFF_S, EPS_S, check_span, clock
 
 # 8-bit formats whose first plane is the luma image
 _LUMA8 = frozenset(
@@ -94,13 +96,15 @@ def _decoded(container, stream, skip_until: int):
     """(index, frame) in display order. Before frame `skip_until`, frames no other frame refers
     to (most B-frames) are not decoded at all: motion does not need every frame, and the tail is
     decoded in full so the last frame is there."""
-    from vidcap.frames.container import av_module, ffmpeg_message
 
     av = av_module()
     ctx = stream.codec_context
     fps = float(stream.average_rate or stream.guessed_rate or 25)
     tb = float(stream.time_base or 0)
     first_pts = None
+    by_count = container.format.name in PTS_UNTRUSTED  # AVI: pts do not identify frames, every frame is counted
+    if by_count:
+        skip_until = 0
     if skip_until > 0:
         ctx.skip_frame = "NONREF"
     n = 0
@@ -118,7 +122,7 @@ def _decoded(container, stream, skip_until: int):
             for frame in packet.decode():
                 if first_pts is None:
                     first_pts = frame.pts if frame.pts is not None else 0
-                if frame.pts is not None and tb:
+                if frame.pts is not None and tb and not by_count:
                     index = round((frame.pts - first_pts) * tb * fps)
                 else:
                     index = n
@@ -134,13 +138,22 @@ def _decoded_span(container, stream, span: tuple[float, float]):
     """(index from the range's first frame, frame) of the frames inside [start, end): seeks to a keyframe before
     the range (further back when the first frame read is already inside it, as MPEG-TS seeks can land) and
     decodes forward, each frame placed by its pts. VidcapError `range` for a range past the video's end."""
-    from vidcap.frames.container import av_module, ffmpeg_message
-    from vidcap.frames.span import BACKOFF_S, EPS_S, check_span, clock
 
     av = av_module()
     tb, t0 = clock(stream)
     fps = float(stream.average_rate or stream.guessed_rate or 25)
     start, end = span
+    if container.format.name in PTS_UNTRUSTED:  # pts do not identify frames: the range by count, as frames reads it
+        lo, hi = math.ceil((start - EPS_S) * fps), math.ceil((end - EPS_S) * fps)
+        n = 0
+        for i, frame in enumerate(container.decode(stream)):
+            if i >= hi:
+                break
+            if i >= lo:
+                yield i - lo, frame
+                n += 1
+        check_span(span, (lo + n) / fps, n, n < hi - lo)
+        return
     for back in (*BACKOFF_S, None):
         target = int(t0 + (start - back) / tb) if back is not None else max(0, t0 - int(1 / tb))
         if back is not None and target <= t0:
