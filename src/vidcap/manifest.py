@@ -5,7 +5,6 @@ from __future__ import annotations
 import hashlib
 import io
 import json
-import math
 import os
 import posixpath
 import re
@@ -15,14 +14,21 @@ from typing import cast
 
 import pandas as pd
 
-from .errors import RANGE, UsageError, VidcapError
+from .errors import UsageError
+
+# a row's resolved-path and range cells live in `rowcells` (no pandas, for decode workers); re-exported here
+from .rowcells import ABSPATH as ABSPATH
+from .rowcells import RANGE_COLUMNS as RANGE_COLUMNS
+from .rowcells import TIME_TEXT as TIME_TEXT
+from .rowcells import read_range as read_range
+from .rowcells import row_range as row_range
+from .rowcells import time_value as time_value
 from .storage import fsync_path, umask_now
 
 FORMATS = {".csv": "csv", ".parquet": "parquet", ".pq": "parquet"}
 # Internal columns of a run's tables (row id, resolved path); never written to an output. Named so a user's
 # own columns (`_rid`, `_src`, ...) pass through untouched.
 RID = "_vidcap_rid"
-ABSPATH = "_vidcap_abspath"
 INTERNAL = (RID, ABSPATH)
 
 
@@ -91,64 +97,6 @@ def row_key_path(abspath: str, span: tuple[float, float] | None = None) -> str:
     as Python's `repr`) for a range row. `vidcap.ledger.key_sql` is the same rule in SQL."""
     key = hashlib.sha1(abspath.encode("utf-8", "surrogatepass")).hexdigest()[:20]
     return key if span is None else f"{key}#t={span[0]!r},{span[1]!r}"
-
-
-# Range rows (docs/ranges.md): numeric `start_time` and `end_time` (seconds, end exclusive) name a part of the
-# file. A cell counts as a time when it is a finite number or text of a decimal number (ASCII digits, spaces
-# around allowed): the same rule `vidcap.ledger.key_sql` applies in SQL, so both give one key.
-RANGE_COLUMNS = ("start_time", "end_time")
-TIME_TEXT = r"^[ \t\n\r\f]*([+-]?([0-9]+\.?[0-9]*|\.[0-9]+)([eE][+-]?[0-9]+)?)[ \t\n\r\f]*$"
-_TIME_TEXT = re.compile(TIME_TEXT)
-
-
-def time_value(value) -> float | None:
-    """A range cell as seconds; None when it is empty or not a finite number."""
-    if value is None or isinstance(value, bool):
-        return None
-    try:
-        if isinstance(value, (int, float)):
-            f = float(value)
-        else:
-            m = _TIME_TEXT.match(str(value))
-            if m is None:
-                return None
-            f = float(m.group(1))
-    except (OverflowError, ValueError):
-        return None
-    return f + 0.0 if math.isfinite(f) else None  # + 0.0: -0.0 is 0.0
-
-
-def row_range(row: dict) -> tuple[float, float] | None:
-    """(start, end) seconds of a range row; None for a whole-file row (either cell empty or not a number)."""
-    start, end = time_value(row.get("start_time")), time_value(row.get("end_time"))
-    return None if start is None or end is None else (start, end)
-
-
-def read_range(row: dict) -> tuple[float, float] | None:
-    """`row_range`, but a range cell that is set and unusable (not a number, the other one empty, end not
-    after start, negative) is VidcapError `range`: the row fails, it is never read as the whole file."""
-    cells = {c: row.get(c) for c in RANGE_COLUMNS}
-    given = {c: v for c, v in cells.items() if not _empty_cell(v)}
-    if not given:
-        return None
-    for c, v in given.items():
-        if time_value(v) is None:
-            raise VidcapError(RANGE, f"{c} {str(v)[:40]!r} is not a number of seconds")
-    if len(given) < len(cells):
-        (c,) = set(cells) - set(given)
-        raise VidcapError(RANGE, f"{c} is empty while {next(iter(given))} is set; give both or neither")
-    span = cast(tuple[float, float], row_range(row))
-    if span[0] < 0:
-        raise VidcapError(RANGE, f"start_time {span[0]!r} is before the video's start")
-    if span[1] <= span[0]:
-        raise VidcapError(RANGE, f"empty range: end_time {span[1]!r} is not after start_time {span[0]!r}")
-    return span
-
-
-def _empty_cell(value) -> bool:
-    return (
-        value is None or (isinstance(value, float) and value != value) or (isinstance(value, str) and not value.strip())
-    )
 
 
 def _path_text(value) -> str:

@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import time
 from concurrent.futures import ProcessPoolExecutor
-
-import pandas as pd
+from typing import TYPE_CHECKING
 
 from vidcap.errors import UsageError, VidcapError
 from vidcap.motion.dense import estimate
 from vidcap.motion.reader import read_gray
 from vidcap.motion.result import CLASSES, DEFAULT_THRESHOLD, MotionResult, classify, normalize_label
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 
 def analyze(path: str, max_frames: int = 64, work_width: int = 160) -> MotionResult:
@@ -32,6 +34,8 @@ def evaluate(pred_labels, true_labels) -> tuple[float, pd.DataFrame]:
     A combined label (`pan_left+zoom_in`) counts once per base class it holds in its truth row, so
     the table shows which component went wrong; accuracy compares whole labels.
     """
+    import pandas as pd  # here, not at the top: `vidcap.motion` loads this module, and its decode workers need no pandas
+
     pred = [normalize_label(p) for p in pred_labels]
     true = [normalize_label(t) for t in true_labels]
     if len(pred) != len(true):
@@ -86,6 +90,8 @@ def predict_paths(paths: list[str], threshold: float = DEFAULT_THRESHOLD, worker
 
 def _by_group(name: str, groups, labels, truth) -> list[str]:
     """Lines of accuracy per value of `groups` (e.g. footage source), worst first."""
+    import pandas as pd  # see `evaluate`
+
     df = pd.DataFrame({"g": list(groups), "ok": [p == t for p, t in zip(labels, truth, strict=False)]})
     stats = df.groupby("g")["ok"].agg(["mean", "sum", "count"]).sort_values("mean")
     return [f"accuracy by {name}:"] + [

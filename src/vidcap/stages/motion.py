@@ -4,45 +4,11 @@ from __future__ import annotations
 
 import os
 
+from ..motion.loader import MotionLoader
 from ..motion.result import DEFAULT_THRESHOLD, MotionResult, classify
 from .base import Item, Stage
 
 METHOD = "dis-similarity-v5"  # bump when estimates change, so old parts are not mixed in
-_threads_set = False
-
-
-class MotionLoader:
-    """Runs in worker processes: decode the clip densely and estimate its motion."""
-
-    def __init__(self, max_frames: int = 64, work_width: int = 160):
-        self.max_frames = max_frames
-        self.work_width = work_width
-
-    def __call__(self, row: dict) -> tuple[MotionResult, bool]:
-        from ..frames.decode import check_path
-        from ..frames.images import is_image_file, load_image
-        from ..manifest import ABSPATH, read_range
-        from ..motion.dense import estimate
-        from ..motion.reader import read_gray
-
-        _one_thread()
-        path = check_path(row.get(ABSPATH, row.get("path")))
-        span = read_range(row)  # a range row: only its start_time/end_time part of the file
-        if is_image_file(path):
-            load_image(path)  # a broken image is a decode error, not a still
-            return MotionResult(confidence=1.0), True
-        clip = read_gray(path, max_frames=self.max_frames, width=self.work_width, span=span)
-        return estimate(clip.frames, work_width=self.work_width, times=clip.times, fps=clip.fps or None), False
-
-
-def _one_thread() -> None:
-    """OpenCV's own thread pool fights the other worker processes for the same cores."""
-    global _threads_set
-    if not _threads_set:
-        import cv2
-
-        cv2.setNumThreads(1)
-        _threads_set = True
 
 
 class MotionStage(Stage):
