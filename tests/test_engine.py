@@ -4,6 +4,7 @@ steps and slots refilled mid-run; out-of-memory and engine failures lose and dou
 
 import json
 import threading
+from dataclasses import replace
 
 import pandas as pd
 import pytest
@@ -309,12 +310,12 @@ def test_backend_results_equal_the_plain_path(tiny_model, clips, family):
     fast = backend.caption(reqs)
     if family == "pllava":
         assert backend.engine_summary()["fallback_rows"] == 1
-    backend.options.engine = False
+    backend.options = replace(backend.options, engine=False)
     try:
         assert backend.engine() is None
         plain = backend.caption(reqs)
     finally:
-        backend.options.engine = True
+        backend.options = replace(backend.options, engine=True)
     assert [(r.text, r.completion_tokens, r.finish_reason, r.prompt_tokens) for r in fast] == [
         (r.text, r.completion_tokens, r.finish_reason, r.prompt_tokens) for r in plain
     ]
@@ -367,11 +368,11 @@ def test_a_prompt_past_the_context_is_that_rows_error(tiny_model, clips, fast):
     limit = max_positions(backend.model)
     items = [backend.prepare_item(r) for r in requests(backend, clips)]
     items[1]["max_new"] = limit  # this row alone cannot fit
-    backend.options.engine = fast
+    backend.options = replace(backend.options, engine=fast)
     try:
         results = backend.caption_prepared(items)
     finally:
-        backend.options.engine = True
+        backend.options = replace(backend.options, engine=True)
     assert results[1].error.startswith("context: ") and str(limit) in results[1].error
     assert [r.error for i, r in enumerate(results) if i != 1] == [""] * 4
 

@@ -2,18 +2,21 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field, fields
+from typing import Any, ClassVar
 
 import numpy as np
 
 from ..errors import UsageError
+from .options import BackendOptions
 from .spend import SpendGate
 
 
-@dataclass
+@dataclass(frozen=True)
 class CaptionOptions:
-    """Settings a user picks per run; every backend reads what applies to it."""
+    """Every caption setting a user may pick for a run (the CLI's flags, a config file); frozen. Each backend
+    takes its own part as its own frozen class (vidcap.backends.options), refusing what it does not use."""
 
     num_frames: int | None = None  # None: the preset's
     fps: float | None = None  # frames by time: this many per second of the clip (None: the preset's, if any)
@@ -75,57 +78,6 @@ class CaptionOptions:
         return {f.name for f in fields(self) if getattr(self, f.name) != getattr(defaults, f.name)}
 
 
-COMMON_OPTIONS = frozenset(
-    {
-        "num_frames",
-        "fps",
-        "max_frames",
-        "prompt",
-        "prompt_text",
-        "max_new_tokens",
-        "user_turn",
-        "temperature",
-        "batch_size",
-        "resize",
-        "device",
-        "strip_prefix",
-        "heal",
-        "caption_format",
-        "schema",
-        "variants",
-    }
-)
-HF_OPTIONS = frozenset(
-    {
-        "constrain",
-        "dtype",
-        "trust_remote_code",
-        "prepare_on_workers",
-        "engine",
-        "static_batches",
-        "ignore_eos",
-        "lengths",
-    }
-)
-API_OPTIONS = frozenset(
-    {
-        "base_url",
-        "api_key_env",
-        "concurrency",
-        "max_retries",
-        "timeout",
-        "detail",
-        "price_in",
-        "price_out",
-        "jpeg_quality",
-        "backoff_base",
-        "retry_after_cap",
-        "budget",
-        "max_images",
-    }
-)
-
-
 @dataclass
 class CaptionRequest:
     frames: np.ndarray  # [K, H, W, 3] uint8 RGB
@@ -148,20 +100,21 @@ class CaptionBackend:
     """Subclasses load in `setup` (once per worker/GPU) and caption a batch in `caption`.
 
     Every optional hook is declared here with a default that does nothing; a backend overrides what it
-    supports. `takes` lists the CaptionOptions fields it reads: setting any other one is refused."""
+    supports. `Options` is its own frozen options class: given a CaptionOptions (or a mapping), a setting
+    outside it is refused in one sentence."""
 
     name = "base"
-    takes: frozenset[str] = COMMON_OPTIONS
+    Options: ClassVar[type[BackendOptions]] = BackendOptions
+    options: BackendOptions
 
-    def __init__(self, preset, options: CaptionOptions):
+    def __init__(self, preset, options: CaptionOptions | BackendOptions | Mapping[str, Any] | None):
         self.preset = preset
-        self.options = options
-        unused = sorted(options.changed() - self.takes)
-        if unused:
-            raise UsageError(
-                f"the {self.name} backend does not use the option '{unused[0]}' "
-                f"(--{unused[0].replace('_', '-')}); drop it or pick a backend that does."
-            )
+        self.options = self.Options.of(options, self.name)
+
+    @property
+    def takes(self) -> frozenset[str]:
+        """The options this backend reads."""
+        return self.Options.names()
 
     def model_label(self) -> str:
         return self.preset.model_id or self.preset.name

@@ -7,13 +7,14 @@ import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, cast
+from typing import Any, ClassVar, cast
 
 from ..engine.prefill import seq_keys, to_device
 from ..engine.variants import VARIANTS, VariantKey, family, is_family
 from ..errors import MODEL, OOM, UsageError, format_error
 from ..rows import ListSource
-from .base import COMMON_OPTIONS, HF_OPTIONS, CaptionBackend, CaptionRequest, CaptionResult
+from .base import CaptionBackend, CaptionRequest, CaptionResult
+from .options import LocalModelOptions
 from .structured import generate_kwargs, model_grammar
 
 _DTYPES = {
@@ -167,7 +168,8 @@ class HFCaptionBackend(CaptionBackend):
     """Subclasses implement `_load(path, device, dtype)` and `prepare(requests)`; the rest is shared."""
 
     name = "hf"
-    takes = COMMON_OPTIONS | HF_OPTIONS
+    Options: ClassVar[type[LocalModelOptions]] = LocalModelOptions
+    options: LocalModelOptions
 
     def __init__(self, preset, options):
         super().__init__(preset, options)

@@ -13,6 +13,7 @@ from ..errors import UsageError
 from ..prompts.caption import PLLAVA_SYSTEM, PLLAVA_USER_QUERY
 from .base import CaptionRequest
 from .hf_common import HFCaptionBackend, eos_ids
+from .options import PLLaVAOptions
 
 DEFAULT_LORA_ALPHA = 4.0  # the seed's --lora_alpha (training used 32; see IMPLEMENTATION-NOTES 3.4)
 
@@ -44,7 +45,8 @@ def seed_clean(text: str) -> str:
 
 class PllavaBackend(HFCaptionBackend):
     name = "hf-pllava"
-    takes = HFCaptionBackend.takes | {"pooling_shape", "lora_alpha"}
+    Options = PLLaVAOptions
+    options: PLLaVAOptions
 
     def __init__(self, preset, options):
         super().__init__(preset, options)

@@ -9,12 +9,14 @@ from typing import Any
 from ..errors import UsageError, first_line
 from .base import CaptionRequest
 from .hf_common import HFCaptionBackend, eos_ids, is_random_skeleton, random_model
+from .options import VLMOptions
 from .qwen_pixels import QwenGeometry, geometry, resize_frames
 
 
 class HFVLMBackend(HFCaptionBackend):
     name = "hf-vlm"
-    takes = HFCaptionBackend.takes | {"max_pixels", "total_pixels"}
+    Options = VLMOptions
+    options: VLMOptions
     frames_as_images = False  # LLaVA-1.6 has no video path: its subclass sends frames as separate images
 
     def __init__(self, preset, options):

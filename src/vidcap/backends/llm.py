@@ -7,13 +7,15 @@ from __future__ import annotations
 
 import copy
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, cast
+from typing import Any, ClassVar, cast
 
 from ..errors import OOM, UsageError, format_error
 from .base import CaptionOptions, CaptionResult
 from .hf_common import pick_dtype
+from .options import APIChatOptions, ChatOptions, LocalChatOptions
 
 DEFAULT_TAG_MODEL = "meta-llama/Meta-Llama-3-8B-Instruct"
 DEFAULT_API_TAG_MODEL = "gpt-4o-mini"  # --backend openai without --model
@@ -31,10 +33,12 @@ class ChatBackend:
     """One chat turn per request; subclasses load in `setup` and answer in `chat`."""
 
     name = "base"
+    Options: ClassVar[type[ChatOptions]] = ChatOptions  # its own frozen options: any other setting is refused
+    options: ChatOptions
 
-    def __init__(self, model: str | None, options: CaptionOptions | None = None):
+    def __init__(self, model: str | None, options: CaptionOptions | ChatOptions | Mapping[str, Any] | None = None):
         self.model = model
-        self.options = options or CaptionOptions()
+        self.options = self.Options.of(options, self.name)
 
     def provenance(self) -> dict:
         return {
@@ -62,8 +66,10 @@ class HFChatBackend(ChatBackend):
 
     name = "hf"
     model: str  # the default when none is given
+    Options = LocalChatOptions
+    options: LocalChatOptions
 
-    def __init__(self, model: str | None, options: CaptionOptions | None = None):
+    def __init__(self, model: str | None, options: CaptionOptions | ChatOptions | None = None):
         super().__init__(model or DEFAULT_TAG_MODEL, options)
         self.tokenizer: Any
         self.lm: Any  # transformers objects once set up
@@ -263,8 +269,10 @@ class OpenAIChatBackend(ChatBackend):
 
     name = "openai"
     model: str  # the default when none is given
+    Options = APIChatOptions
+    options: APIChatOptions
 
-    def __init__(self, model: str | None, options: CaptionOptions | None = None):
+    def __init__(self, model: str | None, options: CaptionOptions | ChatOptions | None = None):
         from .api_common import ChatClient
 
         super().__init__(model or DEFAULT_API_TAG_MODEL, options)

@@ -17,7 +17,8 @@ import numpy as np
 from ..errors import UsageError, format_error
 from .api_common import REASONING_PREFIXES as _REASONING_PREFIXES  # noqa: F401  (used by llm.py)
 from .api_common import ChatClient, chat_params, image_limit
-from .base import API_OPTIONS, COMMON_OPTIONS, CaptionBackend, CaptionOptions, CaptionRequest, CaptionResult
+from .base import CaptionBackend, CaptionOptions, CaptionRequest, CaptionResult
+from .options import APIOptions
 from .spend import SpendGate, worst_prompt_tokens
 from .structured import response_format, schema_of
 
@@ -70,10 +71,12 @@ def frame_list(request: CaptionRequest) -> list[np.ndarray]:
 class OpenAIBackend(CaptionBackend):
     name = "openai"
     counts_spend = True
-    takes = COMMON_OPTIONS | API_OPTIONS
+    Options = APIOptions
+    options: APIOptions
 
-    def __init__(self, preset, options: CaptionOptions):
+    def __init__(self, preset, options: CaptionOptions | APIOptions):
         super().__init__(preset, options)
+        options = self.options
         if options.detail not in DETAILS:
             raise UsageError(f"--detail must be one of {', '.join(DETAILS)}, not '{options.detail}'.")
         self.jpeg_quality = int(options.jpeg_quality)

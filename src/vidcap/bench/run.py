@@ -13,6 +13,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from .structured import with_options
+
 
 @dataclass
 class BenchConfig:
@@ -320,9 +322,9 @@ def run_bench(cfg: BenchConfig) -> dict:
         report["runs"].append(base)
         _set_fast(stage, True)
     if cfg.lengths:  # the engine with static batches on the same clips: what continuous batching gains
-        stage.options.static_batches = True
+        with_options(stage, static_batches=True)
         static = _measured(stage, manifest, root / "out_static.parquet", workers, "vidcap, static batches")
-        stage.options.static_batches = False
+        with_options(stage, static_batches=False)
         report["runs"].append(static)
     run = _measured(stage, manifest, root / "out.parquet", workers, "vidcap")
     run["roofline"] = _roofline(stage, run, cfg, peaks)
@@ -426,4 +428,4 @@ def _engine_line(e: dict) -> str:
 
 def _set_fast(stage, fast: bool) -> None:
     """vidcap's path (inputs prepared on the decode workers, its own engine) or the plain generate() one."""
-    stage.options.prepare_on_workers = stage.options.engine = fast
+    with_options(stage, prepare_on_workers=fast, engine=fast)

@@ -11,9 +11,16 @@ caption then decodes EOS under its mask), so both modes run the same number of s
 from __future__ import annotations
 
 import gc
+from dataclasses import replace
 from pathlib import Path
 
 from .clips import make_bench_clips
+
+
+def with_options(stage, **changes) -> None:
+    """Between two measured runs: the stage and its loaded backend take new (frozen) options."""
+    stage.options = replace(stage.options, **changes)
+    stage.backend.options = replace(stage.backend.options, **changes)
 
 
 def run_structured(cfg, stage, manifest: Path, root: Path, workers, one_run, measured) -> tuple[list, dict]:
@@ -26,7 +33,7 @@ def run_structured(cfg, stage, manifest: Path, root: Path, workers, one_run, mea
     warm = make_bench_clips(root / "warmup", cfg.batch_size, cfg.width, cfg.height, cfg.seconds, distinct=2)
     runs = []
     for constrained in (False, True):
-        stage.options.constrain = constrained
+        with_options(stage, constrain=constrained)
         _new_engine(backend)
         label = "constrained to the schema" if constrained else "free (no mask)"
         one_run(stage, warm, root / f"warmup_json_{int(constrained)}.parquet", workers, "warm-up")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Callable, Iterator
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from typing import Any, cast
 
 import pyarrow as pa
@@ -166,6 +166,19 @@ RESULT_OPTIONS = (
 )
 
 
+def resolved(options: CaptionOptions, plan: VariantPlan | None, prompt) -> CaptionOptions:
+    """The options with what the prompt decides filled in: the token limit (the longest variant's, else the
+    prompt's own, else 256) and PLLaVA's user turn; a new value, `options` stays as it was."""
+    changes: dict = {}
+    if plan:  # the cache is sized for the longest variant; each keeps its own limit
+        changes["max_new_tokens"] = max(plan.limits)
+    elif options.max_new_tokens is None:  # the seed's limit for this prompt, else 256
+        changes["max_new_tokens"] = (prompt.max_new_tokens if prompt else None) or 256
+    if options.user_turn is None and prompt is not None:
+        changes["user_turn"] = prompt.user_turn
+    return replace(options, **changes) if changes else options
+
+
 class CaptionStage(Stage):
     name = "caption"
     suffix = "caption"
@@ -208,12 +221,7 @@ class CaptionStage(Stage):
             )
         if self.schema is not None and not (self.plan or options.prompt or options.prompt_text):
             self.prompt = schema_prompt(self.schema)  # the schema's fields, asked for as JSON
-        if self.plan:  # the cache is sized for the longest variant; each keeps its own limit
-            options.max_new_tokens = max(self.plan.limits)
-        if options.max_new_tokens is None:  # the seed's limit for this prompt, else 256
-            options.max_new_tokens = (self.prompt.max_new_tokens if self.prompt else None) or 256
-        if options.user_turn is None and self.prompt is not None:
-            options.user_turn = self.prompt.user_turn
+        options = self.options = resolved(options, self.plan, self.prompt)
         self.backend = make_backend(preset, options)
         self.batch_size = max(1, options.batch_size)
         self.num_frames = preset.num_frames if options.num_frames is None else options.num_frames
