@@ -19,8 +19,9 @@ _threads_set = False
 class MotionLoader:
     """Runs in worker processes: decode the clip densely and estimate its motion."""
 
-    # imported once by the workers' fork server, so each worker starts warm
-    preload = ("vidcap.motion.loader",)
+    # imported once by the workers' fork server, so each worker starts warm: this module, and the feeder whose
+    # worker functions every worker unpickles (it imports pandas: once in the server instead of once per worker)
+    preload = ("vidcap.motion.loader", "vidcap.feeder")
 
     def __init__(self, max_frames: int = 64, work_width: int = 160):
         self.max_frames = max_frames
