@@ -121,7 +121,8 @@ def test_the_checks_catch_a_planted_circle_and_a_planted_upward_import(tmp_path)
     [
         ("vidcap.errors", "base"),
         ("vidcap.backends.registry", "models"),
-        ("vidcap.runners.devices", "executors"),
+        ("vidcap.runners.multigpu", "executors"),
+        ("vidcap.gpus", "base"),
         ("vidcap.tags.stats", "app"),
     ],
 )

@@ -10,7 +10,7 @@ import pandas as pd
 from clirun import vidcap
 from media import make_video
 
-from vidcap.runners.base import Progress
+from vidcap.console import Progress
 
 LINE = re.compile(
     r"^vidcap: caption (\d+)/(\d+) rows \(\d+%\), [\d.]+ rows/s, \d+:\d\d:\d\d elapsed, "

@@ -131,9 +131,9 @@ def test_every_stage_gives_the_local_output_on_two_nodes(cluster, clips, tmp_pat
         )
 
 
-def test_a_large_manifest_reaches_the_cluster_as_the_drivers_plan_file(cluster, clips, tmp_path):
-    """The ledger path on two nodes: the driver plans, Ray reads its plan file in tasks pinned to the driver's
-    node; the output equals the one-process ledger run's."""
+def test_a_manifest_read_as_a_stream_reaches_the_actors_from_the_drivers_plan(cluster, clips, tmp_path):
+    """The ledger path on two nodes: the driver plans and hands the plan's rows to the actors a chunk at a
+    time; the output equals the one-process ledger run's."""
     large = {"VIDCAP_STREAM_MIN_BYTES": "0"}
     run_stage("caption", clips / "m.csv", tmp_path / "local.parquet", **large)
     proc = run_stage("caption", clips / "m.csv", tmp_path / "ray.parquet", "--engine", "ray", "--address",

@@ -14,8 +14,8 @@ A decode worker that dies (segfault, OOM kill) takes its tasks with it: every ro
 tried again on its own, and a row in flight alone in its second crash is recorded as the crash's culprit;
 the other rows load as usual.
 
-Every executor uses this floor: the one-process loop, each worker of a host, each torchrun rank, and
-Ray's decode tasks (`load_row`). Nothing here knows about parts or the run's lifecycle.
+Every executor uses this floor: the one-process loop, and the worker loop of each worker of a host, each
+torchrun rank and each Ray actor. Nothing here knows about parts or the run's lifecycle.
 """
 
 from __future__ import annotations
@@ -38,30 +38,22 @@ from .errors import DECODE, VidcapError, format_error
 from .manifest import RID
 from .rows import ListSource, RowSource
 
-
-def preload_modules(loader) -> tuple[str, ...]:
-    """Modules the fork server imports once for this loader (a loader may name its own in `preload`)."""
-    return tuple(getattr(loader, "preload", ()) or ())
-
-
 # -- decode workers ---------------------------------------------------------------------------------
 _LOADER: Callable[[dict], Any] | None = None
 
 
-def _die_with_parent() -> None:
-    """A decode worker must not outlive its run (a kill -9 of the run would leave it holding the terminal
-    and its pipes): ask Linux to kill it when its parent (the run, or the fork server, which exits with
-    the run) goes away."""
+def die_with_parent(sig: int = signal.SIGKILL) -> None:
+    """Linux: the kernel sends `sig` to this process when its parent goes away, however it went (kill -9
+    included), so no process of a run outlives it: a decode worker (SIGKILL: it holds nothing to save), a
+    host's GPU worker or a torchrun rank (SIGTERM: it saves its finished rows first)."""
     if not sys.platform.startswith("linux"):
         return
     try:
         import ctypes
 
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, int(signal.SIGKILL))  # PR_SET_PDEATHSIG
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, int(sig))  # PR_SET_PDEATHSIG
     except (OSError, AttributeError):
         return
-    if os.getppid() == 1:  # the parent died before the call above
-        os._exit(0)
 
 
 def _release_forkserver() -> None:
@@ -86,7 +78,9 @@ def _release_forkserver() -> None:
 def _init_worker(loader) -> None:
     global _LOADER
     _release_forkserver()
-    _die_with_parent()
+    die_with_parent()  # a kill -9 of the run would leave a decoder holding the terminal and its pipes
+    if os.getppid() == 1:  # the parent (the fork server, which exits with the run) died before the call above
+        os._exit(0)
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is handled once, by the main process
     try:  # the process feeding the GPU must win the CPU over its decoders (measured on a 16-core H100 host)
         os.nice(5)
@@ -407,7 +401,8 @@ def _pool_context(loader):
     if not _STOP_REGISTERED:  # one server serves every run of this process; it goes when the process does
         atexit.register(_stop_forkserver)
         _STOP_REGISTERED = True
-    preload = ["numpy", "av", "cv2", "vidcap.frames"] + list(preload_modules(loader))
+    own = getattr(loader, "preload", ()) or ()  # modules a loader names for the server to import once
+    preload = ["numpy", "av", "cv2", "vidcap.frames", *own]
     if "transformers" in sys.modules:  # a model run: its workers may run the model's processor
         preload += ["torch", "transformers"]
     ctx.set_forkserver_preload(preload)  # only the first start of the server reads it

@@ -38,8 +38,7 @@ KNOBS: dict[str, Knob] = {
         Knob("VIDCAP_RAY_CONNECT_TIMEOUT", float, 20.0, "seconds to reach a Ray cluster's head", low=0.1),
         Knob("VIDCAP_RAY_LOST_AFTER", float, 5.0, "seconds of a silent Ray head before the run stops", low=0.1),
         Knob("VIDCAP_RAY_FLUSH_SECONDS", float, 5.0, "seconds between the Ray driver's part writes", low=0.1),
-        Knob("VIDCAP_RAY_DECODE_CPUS", float, None, "CPUs a Ray decode task takes (1 on GPU nodes, else 0.5)"),
-        Knob("VIDCAP_RAY_ACTOR_CPUS", float, None, "CPUs a Ray model actor takes (1 on GPU nodes, else 0.5)"),
+        Knob("VIDCAP_RAY_ACTOR_CPUS", float, 1.0, "CPUs Ray reserves for an actor (its decoders run beside it)"),
         Knob(
             "VIDCAP_TEST_FAULT", str, "", "tests: <point>:<action>[:<n>] fault injection (vidcap.parts)", test_only=True
         ),

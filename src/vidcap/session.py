@@ -19,6 +19,7 @@ import time
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Protocol
 
 # Callers import the run settings from here too.
 from .config import Execution, RunConfig, RunOptions, RunScope, Tuning, parse_shard  # noqa: F401
@@ -99,12 +100,18 @@ class Watcher:
         """Called often from the loop: a chance to report progress."""
 
 
+class PartWriter(Protocol):
+    """Where a recorder saves its buffer: a PartStore, or a Ray actor's link to the driver that writes it."""
+
+    def write_part(self, rows: list[dict]) -> object: ...
+
+
 class Recorder:
     """Results of one writing process: buffered, then saved as atomic part files."""
 
-    def __init__(self, stage: Stage, parts: PartStore, opts: RunConfig, watcher: Watcher | None = None):
+    def __init__(self, stage: Stage, parts: PartWriter, opts: RunConfig, watcher: Watcher | None = None):
         self.stage, self.parts, self.opts = stage, parts, opts
-        self.watcher = watcher or Watcher()
+        self.watcher = Watcher() if watcher is None else watcher  # (a watcher may be falsy: a ChunkSource has a len)
         self.counts: Counter = Counter()
         self.buffer: list[dict] = []
         self.last_flush = time.monotonic()
@@ -178,8 +185,8 @@ NO_FILE = frozenset({MISSING, EMPTY_PATH})  # error codes of rows whose file was
 # -- the executor contract (vidcap.runners implements it) --------------------------------------------------
 class Rows:
     """The row-source factory of a job: the rows this run has to do, in manifest order, read lazily from
-    the ledger's plan; or, for processes that read the plan elsewhere (torchrun's ranks, Ray's read tasks),
-    one share of the plan file. A process that does not plan waits for the planning one to write that file."""
+    the ledger's plan; or, for processes that read the plan elsewhere (torchrun's ranks), one share of the
+    plan file. A process that does not plan waits for the planning one to write that file."""
 
     def __init__(self, led: Ledger | None, path):
         self.led, self.path = led, path

@@ -7,8 +7,10 @@ imports torch or ray until an executor that needs it starts.
 
 from __future__ import annotations
 
+import importlib.util
+
 from ..errors import UsageError
-from .devices import device_groups, parse_gpus, visible_gpus
+from ..gpus import device_groups, parse_gpus, visible_gpus
 
 __all__ = ["ENGINES", "device_groups", "dispatch", "parse_gpus", "pick_executor", "visible_gpus"]
 
@@ -33,6 +35,8 @@ def pick_executor(stage, run_opts, gpus=None, tp=1, engine="local", address=None
     if tp > 1:
         stage.check_tp(tp)  # a split the model cannot take is refused here, before any worker starts
     if engine == "ray":
+        if importlib.util.find_spec("ray") is None:
+            raise UsageError("--engine ray needs Ray; install it with: pip install 'vidcap[ray]'.")
         from .ray_engine import RayExecutor
 
         return RayExecutor(gpus, tp, address, **(ray or {}))

@@ -1,7 +1,7 @@
 """One process: decode workers feed the stage's batches (or its stream) in this process.
 
 `run_batches` is the worker loop every executor shares: the one-process run, each worker of a host
-(multigpu.py) and each torchrun rank.
+(multigpu.py), each torchrun rank and each Ray actor.
 """
 
 from __future__ import annotations
@@ -9,15 +9,12 @@ from __future__ import annotations
 import signal
 import threading
 import time
-from typing import TYPE_CHECKING
 
+from ..console import Progress
 from ..errors import FatalRunError, format_error
 from ..feeder import Feeder
+from ..session import Executor, Job, Recorder, RunConfig, WorkerReport, safe_extra
 from ..stages.base import Item, Stage
-from .base import Executor, Job, Progress, WorkerReport, raise_interrupt, safe_extra
-
-if TYPE_CHECKING:
-    from ..session import Recorder, RunOptions
 
 
 class LocalExecutor(Executor):
@@ -31,7 +28,7 @@ class LocalExecutor(Executor):
 
 
 def run_batches(
-    stage: Stage, rows, recorder: Recorder, opts: RunOptions, workers: int, device: str | None = None, progress=0
+    stage: Stage, rows, recorder: Recorder, opts: RunConfig, workers: int, device: str | None = None, progress=0
 ) -> None:
     """The worker loop every executor shares: load `rows` (a list or a RowSource) in `workers` processes while
     the stage runs on what they loaded, record each result, and save what is buffered before returning or
@@ -94,20 +91,6 @@ def _batches(source: QueueSource, size: int, batch_wait: float):
         yield batch
 
 
-def _split(got: list[tuple], items: list[Item], recorder: Recorder, progress: Progress) -> None:
-    """Loaded rows to `items`; rows whose loading failed are recorded at once."""
-    failed = 0
-    for row, data, err in got:
-        if err:
-            recorder.record(row, {"error": err})
-            failed += 1
-            recorder.maybe_flush()
-        else:
-            items.append(Item(row, data))
-    if failed:
-        progress.advance(failed)
-
-
 class QueueSource:
     """The feeder as a vidcap.rows.RowSource of loaded Items; rows whose loading failed are recorded here."""
 
@@ -130,7 +113,16 @@ class QueueSource:
                 if not out:
                     self.recorder.maybe_flush()
                 return out
-            _split(got, out, self.recorder, self.progress)
+            failed = 0
+            for row, data, err in got:
+                if err:
+                    self.recorder.record(row, {"error": err})
+                    failed += 1
+                    self.recorder.maybe_flush()
+                else:
+                    out.append(Item(row, data))
+            if failed:
+                self.progress.advance(failed)
         return out
 
 
@@ -158,3 +150,8 @@ def _model_error(exc: Exception) -> str:
     name = type(exc).__name__
     code = "oom" if "OutOfMemory" in name or "out of memory" in str(exc).lower() else "model"
     return format_error(code, f"{name}: {exc}")
+
+
+def raise_interrupt(signum, frame):
+    """A SIGTERM handler: the run stops as on Ctrl-C, saving its finished rows."""
+    raise KeyboardInterrupt

@@ -1,12 +1,13 @@
 """One host, many GPUs: a coordinator hands out rows in small chunks to one worker process per GPU (or per
 tensor-parallel group); each worker runs the usual batch loop (vidcap.runners.local.run_batches) with its own decode pool
-and writes its own parts into the shared `<output>.parts/` folder.
+and writes its own parts into the shared `<output>.parts/` folder. The Ray executor runs the same coordinator
+with Ray actors for workers (ray_engine.py).
 
 Exactly once: the coordinator holds the run lock and computes the rows to do once. It pulls them a chunk at
-a time from the plan (the ledger's lazy source: only the chunks in flight
-are held in memory). A chunk stays owned by its worker until the worker reports it flushed to a part file. When a worker dies, the coordinator reads
-that worker's part files and hands the chunk rows it did not save to the other workers; a row that was in
-flight in two deaths is recorded as failed with the retryable `worker` code (redone by the next run).
+a time from the plan (the ledger's lazy source: only the chunks in flight are held in memory). A chunk stays
+owned by its worker until the worker reports it flushed to a part file. When a worker dies, the coordinator
+reads that worker's part files and hands the chunk rows it did not save to the other workers; a row that
+was in flight in two deaths is recorded as failed with the retryable `worker` code (redone by the next run).
 """
 
 from __future__ import annotations
@@ -22,14 +23,14 @@ from collections import Counter, deque
 from dataclasses import replace
 from multiprocessing.connection import wait as wait_conns
 
+from ..console import Progress
 from ..errors import WORKER, FatalRunError, UsageError, format_error
 from ..knobs import knob
 from ..manifest import RID
 from ..rows import ListSource
-from ..session import default_workers
-from .base import Executor, Job, Progress, WorkerReport, raise_interrupt
-from .devices import WorkerSpec
-from .worker import worker_main
+from ..session import Executor, Job, RunConfig, WorkerReport, default_workers
+from .local import raise_interrupt
+from .worker import WorkerSpec, worker_main
 
 CHUNK_ENV = "VIDCAP_CHUNK_ROWS"  # rows per hand-out (default: the stage's batch size)
 
@@ -44,16 +45,42 @@ def make_specs(groups: list[list[str]], workers: int | None) -> list[WorkerSpec]
 
 # -- coordinator --------------------------------------------------------------------------------
 class _Worker:
-    def __init__(self, spec: WorkerSpec, proc, conn):
-        self.spec, self.proc, self.conn = spec, proc, conn
+    def __init__(self, spec: WorkerSpec, link):
+        self.spec, self.link = spec, link
         self.alive = True
         self.said_bye = False
         self.hungry = False
 
 
+class ProcessLink:
+    """A worker process of this host and its pipe. Every link (ray_engine.ActorLink too) has this shape: the
+    pipe's send/poll/recv (recv raises EOFError once the worker is gone and its messages are read), `ended`
+    (why it stopped, None while it runs), `join`, `stop` and `close`."""
+
+    def __init__(self, proc, conn):
+        self.proc, self.conn, self.pid = proc, conn, proc.pid
+        self.send, self.poll, self.recv = conn.send, conn.poll, conn.recv
+
+    def ended(self) -> str | None:
+        return None if self.proc.exitcode is None else f"exited with code {self.proc.exitcode}"
+
+    def join(self, timeout: float) -> None:
+        self.proc.join(timeout=timeout)
+
+    def stop(self, force: bool) -> None:
+        if force:
+            self.proc.kill()
+            self.proc.join()
+        else:
+            self.proc.terminate()  # SIGTERM: the worker saves its finished rows and exits
+
+    def close(self) -> None:
+        self.conn.close()
+
+
 class HostExecutor(Executor):
-    """One worker process per GPU (or tensor-parallel group, or `cpu:N` slot) of this host; this process
-    coordinates: it hands out chunks of rows and hands a dead worker's unsaved rows to the others."""
+    """One worker process per GPU (or tensor-parallel group, or `cpu:N` slot) of this host, started and
+    waited on here for the coordinator, which hands out chunks of rows and a dead worker's unsaved rows."""
 
     name, unit = "host", "workers"
 
@@ -65,15 +92,36 @@ class HostExecutor(Executor):
         todo = job.rows()
         if not len(todo):
             return [WorkerReport(s.wid) for s in specs]
-        return _Coordinator(job, specs).run(todo)
+        self.job, self.blob = job, pickle.dumps(job.stage)
+        return Coordinator(job, specs, self).run(todo)
+
+    # -- the coordinator's pool: spawned processes, so each starts clean of this process's CUDA and threads
+    def launch(self, spec: WorkerSpec, opts: RunConfig) -> ProcessLink:
+        mine, theirs = mp.get_context("spawn").Pipe(duplex=True)
+        args = (spec, self.blob, self.job.sink, opts, theirs, os.getpid())
+        proc = mp.get_context("spawn").Process(target=worker_main, name=f"vidcap-{spec.wid}", args=args)
+        proc.start()
+        theirs.close()  # so a dead worker's pipe reads as closed here
+        return ProcessLink(proc, mine)
+
+    def wait(self, links: list, timeout: float) -> list:
+        ready = wait_conns([link.conn for link in links], timeout=timeout)
+        return [link for link in links if link.conn in ready]
+
+    def replace(self, spec: WorkerSpec) -> WorkerSpec | None:
+        return None  # a dead worker's rows go to the others
 
 
-class _Coordinator:
-    def __init__(self, job: Job, specs: list[WorkerSpec]):
-        self.job, self.stage, self.opts = job, job.stage, job.opts
+class Coordinator:
+    """Hands rows out a chunk at a time to workers (`specs`) that `pool` starts and talks to through links
+    (HostExecutor's processes, ray_engine's actors), until every row is saved by some worker."""
+
+    def __init__(self, job: Job, specs: list[WorkerSpec], pool):
+        self.job, self.stage, self.opts, self.pool = job, job.stage, job.opts, pool
         self.specs = specs
         self.workers: dict[str, _Worker] = {}
         self.reports = {s.wid: WorkerReport(s.wid) for s in specs}
+        self.stores: dict = {}  # part stores of workers whose parts this process writes (Ray actors')
         self.recorder = job.recorder("main")  # rows the coordinator itself records (worker deaths)
 
     def run(self, todo: ListSource[dict]) -> list[WorkerReport]:
@@ -91,7 +139,8 @@ class _Coordinator:
         main = threading.current_thread() is threading.main_thread()
         prev = signal.signal(signal.SIGTERM, raise_interrupt) if main else None
         try:
-            self._start_workers()
+            for spec in self.specs:
+                self._start(spec)
             self._serve()
             self._stop_workers(graceful=True)
         except BaseException:
@@ -104,6 +153,10 @@ class _Coordinator:
                 signal.signal(signal.SIGTERM, prev)
         self.recorder.flush()
         return list(self.reports.values())
+
+    def saved(self) -> int:
+        """Rows the workers have saved so far."""
+        return sum(sum(r.counts.values()) for r in self.reports.values())
 
     def _queue_chunk(self, rows: list[dict]) -> None:
         self.chunks[self.next_cid] = rows
@@ -123,25 +176,13 @@ class _Coordinator:
     def _left(self) -> bool:
         return bool(self.pending or self.owner or not self.exhausted)
 
-    def _start_workers(self) -> None:
-        ctx = mp.get_context("spawn")
-        blob = pickle.dumps(self.stage)
-        for spec in self.specs:
-            mine, theirs = ctx.Pipe(duplex=True)
-            wopts = replace(self.opts, workers=spec.decode_workers, progress=False, device=spec.device())
-            proc = ctx.Process(
-                target=worker_main,
-                name=f"vidcap-{spec.wid}",
-                args=(spec, blob, self.job.sink, wopts, theirs, os.getpid()),
-            )
-            proc.start()
-            theirs.close()  # so a dead worker's pipe reads as closed here
-            self.workers[spec.wid] = _Worker(spec, proc, mine)
-        self._write_workers_file()
-
-    def _write_workers_file(self) -> None:
-        """Which process is which worker (for operators and tests): <output>.parts/workers.json."""
-        info = {w.spec.wid: {"pid": w.proc.pid, "devices": w.spec.devices} for w in self.workers.values()}
+    def _start(self, spec: WorkerSpec) -> None:
+        device = self.opts.device or spec.device()  # --device is refused with --gpus, not with Ray
+        ex = replace(self.opts.execution, workers=spec.decode_workers, progress=False, device=device)
+        self.workers[spec.wid] = _Worker(spec, self.pool.launch(spec, replace(self.opts, execution=ex)))
+        self.reports.setdefault(spec.wid, WorkerReport(spec.wid))
+        # which process is which worker (for operators and tests)
+        info = {w.spec.wid: {"pid": w.link.pid, "devices": w.spec.devices} for w in self.workers.values()}
         self.job.sink.write_note("workers.json", {"coordinator": os.getpid(), "workers": info})
 
     def _serve(self) -> None:
@@ -155,21 +196,21 @@ class _Coordinator:
                     f"all {len(self.workers)} workers stopped ({why[-1]}) with {left} rows left; "
                     "finished rows are saved. Run the same command again to resume."
                 )
-            for conn in wait_conns([w.conn for w in live], timeout=0.5):
-                self._receive(next(w for w in live if w.conn is conn))
+            for link in self.pool.wait([w.link for w in live], 0.5):
+                self._drain(next(w for w in live if w.link is link))
             for w in live:
-                if w.alive and w.proc.exitcode is not None:
+                if w.alive and w.link.ended() is not None:
                     self._ended(w)
 
     def _receive(self, w: _Worker) -> None:
         try:
-            msg = w.conn.recv()
+            msg = w.link.recv()
         except (EOFError, OSError):  # the worker is gone
-            w.proc.join(timeout=5)
+            w.link.join(5)
             if w.said_bye:
                 w.alive = False
             elif w.alive:
-                self._on_death(w, f"worker {w.spec.wid} exited with code {w.proc.exitcode}")
+                self._on_death(w, f"worker {w.spec.wid} {w.link.ended()}")
             return
         kind, payload = msg
         if kind == "need":
@@ -177,6 +218,10 @@ class _Coordinator:
             self._hand_out()
             if w.hungry:
                 self._send(w, ("idle", None))
+        elif kind == "part":  # a worker without the output's disk (a Ray actor): its part is written here
+            if w.spec.wid not in self.stores:
+                self.stores[w.spec.wid] = self.job.sink.store(w.spec.wid)
+            self.stores[w.spec.wid].write_part(payload)
         elif kind == "ack":
             cids, counts = payload
             for cid in cids:
@@ -194,10 +239,10 @@ class _Coordinator:
             self._on_fatal(w, *payload)
 
     def _drain(self, w: _Worker) -> None:
-        """Read what a finished worker sent before it exited (its last acks)."""
+        """Read what a worker has sent (a finished one's last acks)."""
         while w.alive:
             try:
-                if not w.conn.poll(0):
+                if not w.link.poll(0):
                     return
             except (EOFError, OSError):
                 return
@@ -208,7 +253,7 @@ class _Coordinator:
         if w.alive and w.said_bye:
             w.alive = False
         elif w.alive:
-            self._on_death(w, f"worker {w.spec.wid} exited with code {w.proc.exitcode}")
+            self._on_death(w, f"worker {w.spec.wid} {w.link.ended()}")
 
     def _on_fatal(self, w: _Worker, kind: str, message: str) -> None:
         if kind == "FatalRunError":
@@ -229,7 +274,7 @@ class _Coordinator:
 
     def _send(self, w: _Worker, msg) -> None:
         try:
-            w.conn.send(msg)
+            w.link.send(msg)
         except (BrokenPipeError, EOFError, OSError):
             pass  # its death is noticed by the loop
 
@@ -255,27 +300,30 @@ class _Coordinator:
         self.recorder.flush()
         if redo:
             self._queue_chunk(redo)
-        print(f"vidcap: {why}; {len(redo)} of its rows go to the other workers.", file=sys.stderr)
+        spec = self.pool.replace(w.spec)  # a Ray actor lost with its node: a new one takes its place
+        whom = "the other workers" if spec is None else f"the others and a new worker {spec.wid}"
+        print(f"vidcap: {why}; {len(redo)} of its rows go to {whom}.", file=sys.stderr)
+        if spec is not None:
+            self._start(spec)
         self._hand_out()
 
     def _stop_workers(self, graceful: bool) -> None:
         workers = self.workers
         for w in workers.values():
-            if w.alive and w.proc.exitcode is None:
+            if w.alive and w.link.ended() is None:
                 if graceful:
                     self._send(w, ("stop", None))
                 else:
-                    w.proc.terminate()  # SIGTERM: the worker saves its finished rows and exits
+                    w.link.stop(force=False)
         deadline = time.monotonic() + (600 if graceful else 30)
         for w in workers.values():
-            while w.alive and w.proc.exitcode is None and time.monotonic() < deadline:
-                if graceful and w.conn.poll(0.2):
+            while w.alive and w.link.ended() is None and time.monotonic() < deadline:
+                if graceful and w.link.poll(0.2):
                     self._receive(w)
                 else:
-                    w.proc.join(timeout=0.2)
-            if graceful and w.proc.exitcode is not None:
+                    w.link.join(0.2)
+            if graceful and w.link.ended() is not None:
                 self._ended(w)
-            if w.proc.exitcode is None:
-                w.proc.kill()
-                w.proc.join()
-            w.conn.close()
+            if w.link.ended() is None:
+                w.link.stop(force=True)
+            w.link.close()

@@ -4,17 +4,21 @@
   so an unreachable cluster ends in one sentence instead of Ray's endless connection warnings.
 - `run_environment`: the variables the actors need (vidcap's knobs, Hugging Face cache and offline flags,
   the names given with `--ray-env`). Plain ones go in Ray's runtime environment; secrets (names with KEY,
-  TOKEN, SECRET, PASSWORD, ...) travel only inside the actors' and tasks' pickled arguments, because Ray
+  TOKEN, SECRET, PASSWORD, ...) travel only inside the actors' pickled arguments, because Ray
   shows a job's runtime environment in `ray list jobs` and the dashboard.
 - `HeadWatch`: a thread that probes the GCS port every second; the driver stops within seconds of the
   head going away instead of Ray's own 60 s of reconnect attempts and a hard exit that skips the flush.
-- `quiet_ray`: Ray's C++ logging (core_worker.cc lines) kept out of vidcap's output.
+- `RAY_CPP_LINE`: Ray's C++ logging (core_worker.cc lines), which console.FilteredStderr keeps out of vidcap's
+  output; `connect` sets Ray's Python loggers to errors only.
+- `reap_on_exit`: a watchdog that ends the local Ray instance vidcap started once vidcap is gone.
 
-Nothing here imports Ray at module level.
+Only the Ray executor imports this module (the one-host path never imports Ray).
 """
 
 from __future__ import annotations
 
+import atexit
+import logging
 import os
 import re
 import socket
@@ -24,7 +28,10 @@ import threading
 import time
 from typing import Any
 
-from ..errors import UsageError
+import ray
+from ray._private.services import canonicalize_bootstrap_address
+
+from ..errors import UsageError, first_line
 from ..knobs import knob
 
 CONNECT_TIMEOUT_ENV = "VIDCAP_RAY_CONNECT_TIMEOUT"
@@ -36,76 +43,6 @@ SECRET = re.compile(r"KEY|TOKEN|SECRET|PASSW|CREDENTIAL|AUTH", re.IGNORECASE)
 
 # A line of Ray's C++ logging: "[2026-11-30 05:44:22,228 E 29742 29742] core_worker.cc:2465: ..."
 RAY_CPP_LINE = re.compile(rb"^\[\d{4}-\d\d-\d\d [\d:,]+ [DIWEF] \d+ \d+\] ")
-
-
-class QuietStderr:
-    """Ray's C++ core worker writes error-level lines (an actor's constructor arguments in the object
-    store, 'Failed to push error', reconnect attempts) straight to file descriptor 2. While Ray runs, fd 2
-    is a pipe read by a thread that drops those lines (and their indented continuations) and passes
-    everything else on; Python's own `sys.stderr` writes to the real stream, so a terminal stays a terminal
-    for the progress bar. `restore()` puts fd 2 back (not done after a lost head: Ray may still write)."""
-
-    @staticmethod
-    def applies() -> bool:
-        """Only when Python's stderr is file descriptor 2 (not a test's capture or an embedding app's stream)."""
-        import sys
-
-        try:
-            return sys.stderr.fileno() == 2
-        except (AttributeError, OSError, ValueError):
-            return False
-
-    def __init__(self) -> None:
-        import sys
-
-        sys.stderr.flush()
-        self.saved = os.dup(2)
-        self.old_stderr = sys.stderr
-        read, write = os.pipe()
-        os.dup2(write, 2)
-        os.close(write)
-        sys.stderr = open(  # noqa: SIM115 - lives until restore()
-            os.dup(self.saved),
-            "w",
-            buffering=1,
-            encoding=getattr(sys.stderr, "encoding", None) or "utf-8",
-            errors="backslashreplace",
-        )
-        self.thread = threading.Thread(target=self._pump, args=(read,), name="vidcap-ray-stderr", daemon=True)
-        self.thread.start()
-
-    def _pump(self, read: int) -> None:
-        dropping = False
-        with os.fdopen(read, "rb") as pipe:
-            for line in pipe:
-                if RAY_CPP_LINE.match(line):
-                    dropping = True
-                    continue
-                if dropping and line[:1] in (b" ", b"\t"):
-                    continue
-                dropping = False
-                try:
-                    os.write(self.saved, line)
-                except OSError:
-                    return
-
-    def restore(self) -> None:
-        import sys
-
-        sys.stderr.flush()
-        os.dup2(self.saved, 2)  # closes the pipe's write end: the thread reads to its end and stops
-        self.thread.join(timeout=2.0)
-        sys.stderr.close()
-        sys.stderr = self.old_stderr
-        os.close(self.saved)
-
-
-def quiet_ray() -> None:
-    """Ray's Python loggers at error level only (its C++ lines are dropped by QuietStderr)."""
-    import logging
-
-    for name in ("ray", "ray.data", "ray._private", "ray.runtime_env"):
-        logging.getLogger(name).setLevel(logging.ERROR)
 
 
 # -- the run environment ------------------------------------------------------------------------------------
@@ -125,11 +62,6 @@ def run_environment(names: list[str] | None) -> tuple[dict, dict]:
     return plain, {k: v for k, v in picked.items() if k not in plain}
 
 
-def apply_environment(secret: dict) -> None:
-    """In an actor or task, before the stage is unpickled: the secret variables set like the plain ones."""
-    os.environ.update(secret)
-
-
 def _redact(text: str) -> str:
     return text if len(text) <= 12 else text[:4] + "..."
 
@@ -140,8 +72,6 @@ def head_address(address: str) -> tuple[str, int] | None:
     text = address.strip()
     text = text.removeprefix("ray://")
     if text in ("auto", "localhost"):
-        from ray._private.services import canonicalize_bootstrap_address
-
         found = canonicalize_bootstrap_address("auto")
         if not found:
             return None
@@ -222,9 +152,8 @@ def reap_on_exit(session_dir: str) -> None:
 
 def connect(address: str | None, runtime_env: dict, num_cpus: int | None = None) -> None:
     """ray.init on the cluster at `address` (a local Ray when None), or one sentence within the deadline."""
-    import ray
-
-    quiet_ray()
+    for name in ("ray", "ray._private", "ray.runtime_env"):  # Ray's Python loggers at error level only
+        logging.getLogger(name).setLevel(logging.ERROR)
     kwargs: dict[str, Any] = {
         "include_dashboard": False,
         "logging_level": "ERROR",
@@ -268,26 +197,16 @@ def connect(address: str | None, runtime_env: dict, num_cpus: int | None = None)
         raise UsageError(unreachable)
     if failure:
         raise UsageError(
-            f"could not join the Ray cluster at {address} ({_first_line(failure[0])}); check that it is the head's "
+            f"could not join the Ray cluster at {address} ({first_line(failure[0]).rstrip('.')}); check that it is the head's "
             "address (`ray status` on the head prints it) and that this machine runs the cluster's Ray and Python "
             "versions."
         ) from None
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()
-    return (text[0] if text else type(exc).__name__).rstrip(".")
 
 
 def forget_ray(code: int = 3) -> None:
     """After the head went away: Ray's exit hook would wait on the dead cluster, so it is dropped, and the
     process ends with `code` (3: a stopped run; 2: a cluster that never answered) without the teardown
     Ray's threads crash in."""
-    import atexit
-    import sys
-
-    import ray
-
     atexit.unregister(ray.shutdown)
 
     def leave() -> None:
@@ -303,13 +222,9 @@ def forget_ray(code: int = 3) -> None:
 def gcs_address() -> tuple[str, int] | None:
     """The GCS this driver is connected to (None when it cannot be told, e.g. a Ray client session)."""
     try:
-        import ray
-
-        text = ray.get_runtime_context().gcs_address
+        return head_address(ray.get_runtime_context().gcs_address)
     except Exception:  # noqa: BLE001
         return None
-    host, _, port = (text or "").rpartition(":")
-    return (host, int(port)) if host and port.isdigit() else None
 
 
 class HeadWatch:
@@ -336,6 +251,15 @@ class HeadWatch:
             elif time.monotonic() - down_since >= self.after:
                 self.lost = True
                 return
+
+    def gone(self) -> bool:
+        """Whether the head is lost; when it does not answer now, waits until it answers or is declared lost."""
+        deadline = time.monotonic() + self.after + 2.0
+        while self.where is not None and not self.lost and time.monotonic() < deadline:
+            if reachable(self.where, timeout=1.0):
+                return False
+            time.sleep(0.5)
+        return self.lost
 
     def stop(self) -> None:
         self._stop.set()

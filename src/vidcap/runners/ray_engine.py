@@ -1,15 +1,15 @@
-"""Many hosts: the same run on Ray Data. The driver takes the run lock and computes the rows to do (as the
-single-process runner does); Ray decodes frames in CPU tasks and captions in GPU actors (one per GPU, or one
-per tensor-parallel group); results stream back to the driver, which writes the usual atomic parts under
-`<output>.parts/` and merges them. Only the driver writes, so a row is saved once; a killed run resumes.
+"""Many hosts: the host executor's coordinator (multigpu.py) with Ray actors for workers. The driver takes the
+run lock, plans, and hands rows out a chunk at a time to one actor per GPU (or tensor-parallel group, or per
+two CPUs of a cluster without GPUs); each actor runs the worker loop every executor runs (worker.run_worker:
+decode workers of its own feeding the stage) and ships its parts back to the driver, which alone writes them
+under `<output>.parts/` (the actors' hosts need not see the output's disk). A chunk counts as done once its
+part is written; an actor lost with its node has its unsaved rows handed to the others and a new actor takes
+its place. A killed run resumes like any other.
 
-A large plan (vidcap.ledger, over PLAN_FILE_ROWS rows): the driver writes the rows to do to a Parquet file in
-the parts folder (vidcap.ledger_plan), which Ray reads in tasks pinned to the driver's node, so the driver
-never holds the rows in memory.
-
-Rows travel pickled in binary columns (`_row`, `_data`, `_out`) so any manifest column type and the
-loader's frames survive Arrow blocks unchanged. Reaching the cluster, the actors' environment and noticing a
-lost head are in ray_cluster.py.
+The driver talks to an actor by calling its `exchange` method: the messages the coordinator queued for the
+worker go in, the worker's messages (rows wanted, parts, acks, progress) come back; one call is in flight
+per actor at a time, so both directions keep their order. Reaching the cluster, the actors' environment
+and noticing a lost head are in ray_cluster.py.
 """
 
 from __future__ import annotations
@@ -20,91 +20,135 @@ import queue
 import shlex
 import sys
 import threading
+from collections import deque
 from dataclasses import replace
 from typing import Any
 
-import pandas as pd
+import ray
 
-from ..errors import FatalRunError, UsageError
-from ..feeder import init_loader_inline, load_row
+from ..console import FilteredStderr
+from ..errors import FatalRunError, UsageError, first_line
+from ..gpus import parse_gpus, visible_gpus
 from ..knobs import knob
-from ..manifest import RID
-from ..stages.base import Item
-from .base import Executor, Job, Progress, WorkerReport, safe_extra
-from .local import process_safely
-from .ray_cluster import (
-    HeadWatch,
-    QuietStderr,
-    apply_environment,
-    connect,
-    forget_ray,
-    gcs_address,
-    run_environment,
-)
+from ..session import Executor, Job, Recorder, RunConfig, WorkerReport
+from .multigpu import Coordinator
+from .ray_cluster import RAY_CPP_LINE, HeadWatch, connect, forget_ray, gcs_address, run_environment
+from .worker import ChunkSource, WorkerSpec, run_worker
 
 FLUSH_ENV = "VIDCAP_RAY_FLUSH_SECONDS"
-PLAN_FILE_ROWS = 100_000  # a plan larger than this reaches Ray as a file (read where the driver runs)
 
 
-def check_ray() -> None:
-    try:
-        import ray
-        import ray.data  # noqa: F401
-    except ImportError:
-        raise UsageError("--engine ray needs Ray; install it with: pip install 'vidcap[ray]'.") from None
+# -- in the actor ---------------------------------------------------------------------------------------
+class RayWorker:
+    """A Ray actor: the worker loop (worker.run_worker) in a thread of its own. The actor is the loop's end of
+    the link (a pipe's send/poll/recv over two queues that `exchange` fills and empties) and its part store (a
+    part goes to the driver as a message, written there before the chunk's ack that follows it is read)."""
+
+    def __init__(self, spec: WorkerSpec, blob: bytes, opts, env: dict):
+        os.environ.update(env)  # the secret variables, before the stage (and its backend) is unpickled
+        if not spec.on_cpu:  # the GPUs Ray gave this actor (a tensor-parallel group's followers use them too)
+            spec = WorkerSpec(spec.wid, visible_gpus()[: spec.tp], spec.decode_workers)
+        self.inbound: queue.SimpleQueue = queue.SimpleQueue()
+        self.outbound: queue.SimpleQueue = queue.SimpleQueue()
+        self.ready: deque = deque()
+        self.source = ChunkSource(self)
+        args = (spec, blob, self, opts, self.source)
+        self.thread = threading.Thread(target=run_worker, args=args, name="vidcap-worker", daemon=True)
+        self.thread.start()
+
+    def exchange(self, msgs: list, wait: float = 0.2) -> tuple[list, bool]:
+        """Called by the driver: hand the worker `msgs`; return what it sent (waiting up to `wait` s for a first
+        message) and whether its loop has ended (then nothing more will come)."""
+        for msg in msgs:
+            self.inbound.put(msg)
+        running = self.thread.is_alive()  # before reading: what it sent before it ended is read below
+        out = []
+        try:
+            out.append(self.outbound.get(timeout=wait) if running else self.outbound.get_nowait())
+            while True:
+                out.append(self.outbound.get_nowait())
+        except queue.Empty:
+            pass
+        return out, not running
+
+    # -- the link, as the worker's ChunkSource uses it
+    def send(self, msg) -> None:
+        self.outbound.put(msg)
+
+    def poll(self, timeout: float) -> bool:
+        if not self.ready:
+            try:
+                self.ready.append(self.inbound.get(timeout=timeout) if timeout > 0 else self.inbound.get_nowait())
+            except queue.Empty:
+                return False
+        return True
+
+    def recv(self):
+        return self.ready.popleft()
+
+    # -- the part store, as the worker's recorder uses it
+    def recorder(self, stage, opts, worker: str, watcher) -> Recorder:
+        return Recorder(stage, self, opts, watcher)
+
+    def write_part(self, rows: list[dict]) -> None:
+        self.source.send(("part", rows))
 
 
-def pack_rows(batch) -> pd.DataFrame:
-    """A read task's Arrow batch of plan rows as the pipeline's `_row` column (row dicts as the ledger gives them)."""
-    rows = batch.to_pylist()
-    return pd.DataFrame({RID: [r[RID] for r in rows], "_row": [pickle.dumps(r) for r in rows]})
+# -- in the driver ----------------------------------------------------------------------------------------
+class ActorLink:
+    """The driver's end of an actor (the shape of multigpu.ProcessLink): messages to the worker wait for the
+    next `exchange` call; its answers are read from `inbox`."""
 
+    pid = None  # the actor's process is Ray's
 
-def decode_batch(batch: pd.DataFrame, loader, env: dict) -> pd.DataFrame:
-    """A CPU task: the stage's loader on every row of the batch (errors become that row's `_err`)."""
-    apply_environment(env)
-    init_loader_inline(loader)
-    datas, errs = [], []
-    for blob in batch["_row"]:
-        data, err = load_row(pickle.loads(blob))
-        datas.append(b"" if err else pickle.dumps(data, protocol=5))
-        errs.append(err or "")
-    return pd.DataFrame({RID: batch[RID].values, "_row": batch["_row"].values, "_data": datas, "_err": errs})
+    def __init__(self, actor, pool: RayExecutor):
+        self.actor, self.pool = actor, pool
+        self.outbox: list = []
+        self.inbox: deque = deque()
+        self.ref: Any = None  # the exchange call in flight (a Ray ObjectRef)
+        self.gone: str | None = None
 
+    def send(self, msg) -> None:
+        self.outbox.append(msg)
 
-class StageActor:
-    """A GPU actor: stage.setup once, then process_batch on decoded rows (a TP group's leader when tp > 1)."""
+    def call(self) -> None:
+        if self.ref is None and self.gone is None:
+            self.ref, self.outbox = self.actor.exchange.remote(self.outbox), []
 
-    def __init__(self, blob: bytes, device: str, tp: int, env: dict):
-        apply_environment(env)  # secrets, before the stage (and its backend) is unpickled
-        self.stage, self.name = pickle.loads(blob), f"actor-{os.getpid()}-{id(self):x}"
-        if tp > 1:
-            from .devices import WorkerSpec, visible_gpus
-            from .tp import start_group
+    def collect(self) -> None:
+        try:
+            msgs, ended = ray.get(self.ref)
+        except ray.exceptions.RayError as exc:  # the actor died, or its node did
+            self.gone = f"was lost ({first_line(exc, 200)})"
+        else:
+            self.inbox.extend(msgs)
+            if ended:
+                self.gone = "ended"
+        self.ref = None
 
-            spec = WorkerSpec("ray", visible_gpus()[:tp], 0)
-            self.stage, self.followers = start_group(spec, blob, self.stage)
-        self.stage.setup(device)
+    def poll(self, timeout: float) -> bool:
+        if not self.inbox and self.ended() is None:
+            self.pool.wait([self], timeout)
+        return bool(self.inbox) or self.ended() is not None
 
-    def __call__(self, batch: pd.DataFrame) -> pd.DataFrame:
-        outs: list = [None] * len(batch)
-        todo: list[tuple[int, Item]] = []
-        for i, (row, data, err) in enumerate(zip(batch["_row"], batch["_data"], batch["_err"], strict=False)):
-            if err:
-                outs[i] = {"error": err}
-            else:
-                todo.append((i, Item(pickle.loads(row), pickle.loads(data))))
-        if todo:
-            for (i, _), out in zip(todo, process_safely(self.stage, [it for _, it in todo]), strict=False):
-                outs[i] = out
-        return pd.DataFrame(
-            {
-                RID: batch[RID].values,
-                "_row": batch["_row"].values,
-                "_out": [pickle.dumps(o) for o in outs],
-                "_extra": [pickle.dumps((self.name, safe_extra(self.stage)))] * len(batch),
-            }
-        )
+    def recv(self):
+        if self.inbox:
+            return self.inbox.popleft()
+        raise EOFError
+
+    def ended(self) -> str | None:
+        return self.gone
+
+    def join(self, timeout: float) -> None:
+        self.poll(timeout)
+
+    def stop(self, force: bool) -> None:
+        self.close()
+        self.gone = self.gone or "was stopped"  # (what it had not shipped is done again by the next run)
+
+    def close(self) -> None:
+        if not self.pool.watch.lost:  # a dead head would not answer
+            ray.kill(self.actor, no_restart=True)
 
 
 class HeadLost(Exception):
@@ -112,8 +156,8 @@ class HeadLost(Exception):
 
 
 class RayExecutor(Executor):
-    """Ray Data: decode in CPU tasks, the stage in actors (one per GPU or tensor-parallel group, or CPU actors
-    sized from the cluster's CPUs); results stream back to this process, which alone records them."""
+    """The coordinator's workers are Ray actors (one per GPU or tensor-parallel group, or CPU actors sized
+    from the cluster's CPUs); this process alone plans and writes the parts."""
 
     name, unit = "ray", "actors"
 
@@ -125,34 +169,18 @@ class RayExecutor(Executor):
         env: list[str] | None = None,
         max_actors: int | None = None,
     ):
-        check_ray()
         if max_actors is not None and max_actors < 1:
             raise UsageError(f"--ray-actors must be at least 1, not {max_actors}.")
         self.gpus, self.tp, self.address, self.max_actors = gpus, tp, address, max_actors
         self.env, self.secret_env = run_environment(env)  # a name that is not set is refused before the run
 
-    def rows(self, job: Job):
-        """The plan's rows: a plan file read by Ray tasks for a large plan; a small one (or any plan over a Ray
-        client, whose disk is not the cluster's) goes to Ray in the driver's memory."""
-        src = job.rows()
-        if len(src) <= PLAN_FILE_ROWS or (self.address and self.address.startswith("ray://")):
-            return src
-        return job.rows(as_file=True)
-
     def run(self, job: Job) -> list[WorkerReport]:
-        import ray
-
-        todo = self.rows(job)
+        todo = job.rows()
         if not len(todo):
             return []
-        self.stage, self.opts = job.stage, job.opts
-        # A lost driver or head costs at most this many seconds of finished rows.
-        recorder = job.recorder(
-            "w0", opts=replace(self.opts, part_seconds=min(self.opts.part_seconds, knob(FLUSH_ENV)))
-        )
-        reports: dict[str, WorkerReport] = {}
         started = not ray.is_initialized()
-        quiet = QuietStderr() if started and QuietStderr.applies() else None
+        quiet = FilteredStderr(RAY_CPP_LINE) if started and FilteredStderr.applies() else None
+        coordinator: Coordinator | None = None
         lost = False
         try:
             if started:
@@ -161,19 +189,24 @@ class RayExecutor(Executor):
                     {"env_vars": self.env} if self.env else {},
                     num_cpus=None if self.address else os.cpu_count() or 1,
                 )
-            watch = HeadWatch(gcs_address() if self.address else None)
+            self.watch = HeadWatch(gcs_address() if self.address else None)
             try:
-                self._stream(self._pipeline(todo), recorder, reports, len(todo), watch)
+                specs, gpus_each = self._specs(job, -(-len(todo) // max(1, job.stage.batch_size)))
+                self.blob, self.spares, self.started = pickle.dumps(job.stage), len(specs), 0
+                cpus = float(knob("VIDCAP_RAY_ACTOR_CPUS"))  # its decode processes are not reserved
+                self.actor = ray.remote(RayWorker).options(num_cpus=cpus, num_gpus=gpus_each)
+                coordinator = Coordinator(job, specs, self)
+                return coordinator.run(todo)
             finally:
-                watch.stop()
+                self.watch.stop()
         except HeadLost:
             lost = True
-        except UsageError:
-            raise
-        except Exception as exc:  # noqa: BLE001
-            raise _cause(exc) from None
+            raise FatalRunError(
+                f"the Ray cluster at {self.address} stopped answering mid-run (its head is gone); "
+                f"the {coordinator.saved() if coordinator else 0} rows finished so far are saved, so start the "
+                f"cluster again and resume with: {resume_command()}"
+            ) from None
         finally:
-            recorder.flush()
             if lost:
                 forget_ray()  # Ray's threads may still write: fd 2 stays filtered until the process ends
             else:
@@ -181,160 +214,68 @@ class RayExecutor(Executor):
                     ray.shutdown()
                 if quiet:
                     quiet.restore()
-        if lost:
-            raise FatalRunError(
-                f"the Ray cluster at {self.address} stopped answering mid-run (its head is gone); "
-                f"the {sum(recorder.counts.values())} rows finished so far are saved, so start the cluster again "
-                f"and resume with: {resume_command()}"
-            )
-        return list(reports.values())
 
-    def _pipeline(self, todo):
-        import ray
-        import ray.data
+    # -- the coordinator's pool: one actor per worker spec
+    def launch(self, spec: WorkerSpec, opts: RunConfig) -> ActorLink:
+        self.started += 1
+        # parts reach the driver at least this often: a lost driver or head costs at most these seconds of rows
+        opts = replace(opts, tuning=replace(opts.tuning, part_seconds=min(opts.part_seconds, knob(FLUSH_ENV))))
+        return ActorLink(self.actor.remote(spec, self.blob, opts, self.secret_env), self)
 
-        ctx = ray.data.DataContext.get_current()
-        ctx.enable_progress_bars = False
-        ctx.print_on_execution_start = False
-        batch = max(1, self.stage.batch_size)
-        actors, gpus_each, device = self._actors(-(-len(todo) // batch))
-        items = self._items(todo, batch)
-        # Actors hold their CPU share for the whole run. On CPU-only nodes, actors and decode tasks take half a
-        # CPU each, so a 1-CPU node left after another node is lost still fits one of each; whole CPUs there
-        # would leave the decode tasks waiting forever.
-        cpu_share = "1" if gpus_each else "0.5"
-        decode_cpus = float(knob("VIDCAP_RAY_DECODE_CPUS", cpu_share))
-        ds = items.map_batches(
-            decode_batch,  # type: ignore[arg-type]
-            batch_size=batch,
-            batch_format="pandas",
-            fn_kwargs={"loader": self.stage.loader(), "env": self.secret_env},
-            num_cpus=decode_cpus,
-        )
-        actor_cpus = float(knob("VIDCAP_RAY_ACTOR_CPUS", cpu_share))
-        return ds.map_batches(
-            StageActor,
-            batch_size=batch,
-            batch_format="pandas",
-            fn_constructor_args=(pickle.dumps(self.stage), device, self.tp, self.secret_env),
-            compute=ray.data.ActorPoolStrategy(size=actors),
-            num_gpus=gpus_each,
-            num_cpus=actor_cpus,
-        )
+    def wait(self, links: list[ActorLink], timeout: float) -> list[ActorLink]:
+        """The links with something to read (messages, or their end) within `timeout` seconds."""
+        if self.watch.lost:
+            raise HeadLost()
+        ready = [link for link in links if link.inbox or link.ended() is not None]
+        if not ready:
+            for link in links:
+                link.call()
+            calls = {link.ref: link for link in links if link.ref is not None}
+            done, _ = ray.wait(list(calls), num_returns=1, timeout=timeout)
+            if done:  # and any other answer already here
+                done, _ = ray.wait(list(calls), num_returns=len(calls), timeout=0)
+            for ref in done:
+                calls[ref].collect()
+            ready = [link for link in links if link.inbox or link.ended() is not None]
+        return ready
 
-    def _items(self, todo, batch: int):
-        """The rows as a dataset of (`_vidcap_rid`, `_row`): a plan file is read by tasks on this node (the
-        file is on its disk) a row group at a time; a small plan goes in whole from the driver's memory."""
-        import ray
-        import ray.data
+    def replace(self, spec: WorkerSpec) -> WorkerSpec | None:
+        """A new actor for one that was lost (its node went away), while spares last."""
+        if self.watch.gone():  # the head went, and the actors with it
+            raise HeadLost()
+        if self.spares <= 0:
+            return None
+        self.spares -= 1
+        return WorkerSpec(f"ray{self.started}", spec.devices, spec.decode_workers)
 
-        from ..ledger_plan import PlanRows
-
-        blocks = max(1, min(len(todo) // batch, 1000))
-        if isinstance(todo, PlanRows):
-            pin: dict[str, Any] = {}
-            if self.address:  # a cluster: the read tasks run where the file is
-                import warnings
-
-                from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
-
-                here = NodeAffinitySchedulingStrategy(ray.get_runtime_context().get_node_id(), soft=False)
-                pin = {"ray_remote_args": {"scheduling_strategy": here}}
-                warnings.filterwarnings("ignore", message=".*ray_remote_args.*")  # no named form for this yet
-            # No CPU slot: reading the plan is light, and on the driver's node actors may hold every CPU
-            # (a pinned read that waited for one would wait forever).
-            ds = ray.data.read_parquet(str(todo.path), num_cpus=0, **pin)
-            return ds.map_batches(pack_rows, batch_size=batch, batch_format="pyarrow")
-        if not isinstance(todo, list):  # a lazy source Ray cannot read (a Ray client): taken whole
-            todo = [r for part in iter(lambda: todo.take(4096), None) for r in part]
-        rows = [{RID: r[RID], "_row": pickle.dumps(r)} for r in todo]
-        return ray.data.from_items(rows, override_num_blocks=blocks)
-
-    def _actors(self, batches: int) -> tuple[int, float, str]:
-        """How many actors, GPUs each, and the device they load on: one per GPU (or TP group) of the
-        cluster, or on a cluster without GPUs one per two CPUs (the other CPU decodes); never more than
-        --ray-actors, nor than there are batches."""
-        import ray
-
-        from .devices import parse_gpus
-
+    def _specs(self, job: Job, batches: int) -> tuple[list[WorkerSpec], int]:
+        """The actors, and the GPUs each takes: one per GPU (or TP group) of the cluster, or on a cluster
+        without GPUs one per two CPUs (the other CPU decodes); never more than --ray-actors, nor than there are
+        batches. Each decodes in --workers processes, else in its share of the cluster's CPUs but one."""
         text = (self.gpus or "").strip().lower()
         cap = min(self.max_actors or batches, max(1, batches))
-        if text.startswith("cpu:"):
-            return min(len(parse_gpus(text)), cap), 0, "cpu"
         resources = ray.cluster_resources()
-        total = int(resources.get("GPU", 0))
-        if text and text != "all":
-            total = len(parse_gpus(text, [str(i) for i in range(total)]))
-        if total == 0:
+        cpus, gpus = int(resources.get("CPU", 1)), int(resources.get("GPU", 0))
+        if not text.startswith("cpu:") and text not in ("", "all"):
+            gpus = len(parse_gpus(text, [str(i) for i in range(gpus)]))
+        if text.startswith("cpu:"):
+            n, each = min(len(parse_gpus(text)), cap), 0
+        elif gpus == 0:
             if self.gpus:
                 raise UsageError("the Ray cluster has no GPU; use --gpus cpu:N for CPU actors, or drop --gpus.")
-            return min(max(1, int(resources.get("CPU", 1)) // 2), cap), 0, self.opts.device or "cpu"
-        if total % self.tp:
-            raise UsageError(f"--tp {self.tp} does not divide the {total} GPUs of the Ray cluster.")
-        return min(total // self.tp, cap), self.tp, self.opts.device or "cuda:0"
-
-    def _stream(self, ds, recorder, reports: dict[str, WorkerReport], total: int, watch: HeadWatch) -> None:
-        """Record the pipeline's results as they come; each actor's report gets the rows it did."""
-        progress = Progress(total, self.stage.name, enabled=self.opts.progress)
-        try:
-            for batch in _batches(ds, watch):
-                for row, out, extra in zip(batch["_row"], batch["_out"], batch["_extra"], strict=False):
-                    name, figures = pickle.loads(extra)
-                    report = reports.setdefault(name, WorkerReport(name))
-                    report.extra = figures
-                    report.counts[recorder.record(pickle.loads(row), pickle.loads(out))] += 1
-                progress.advance(len(batch))
-                recorder.check_all_failing()
-                recorder.maybe_flush()
-        finally:
-            progress.close()
-
-
-def _batches(ds, watch: HeadWatch):
-    """The pipeline's result batches, read in a thread so this one can notice a lost head: Ray itself would
-    retry for a minute and then end the process without a word."""
-    results: queue.Queue = queue.Queue(maxsize=8)
-
-    def pull() -> None:
-        try:
-            for batch in ds.iter_batches(batch_size=None, batch_format="pandas"):
-                results.put(("batch", batch))
-            results.put(("end", None))
-        except BaseException as exc:  # noqa: BLE001 - handed to the reading thread
-            results.put(("error", exc))
-
-    threading.Thread(target=pull, name="vidcap-ray-results", daemon=True).start()
-    while True:
-        try:
-            kind, value = results.get(timeout=0.5)
-        except queue.Empty:
-            if watch.lost:
-                raise HeadLost() from None
-            continue
-        if kind == "end":
-            return
-        if kind == "error":
-            if watch.lost:
-                raise HeadLost() from None
-            raise value
-        yield value
+            n, each = min(max(1, cpus // 2), cap), 0
+        elif gpus % self.tp:
+            raise UsageError(f"--tp {self.tp} does not divide the {gpus} GPUs of the Ray cluster.")
+        else:
+            n, each = min(gpus // self.tp, cap), self.tp
+        decode = job.opts.workers
+        if decode is None:
+            decode = 0 if job.stage.default_workers == 0 else max(1, cpus // n - 1)
+        devices = ["cuda"] * self.tp if each else ["cpu"]
+        return [WorkerSpec(f"ray{i}", devices, decode) for i in range(n)], each
 
 
 def resume_command() -> str:
     """The command line of this run, to paste again."""
     args = sys.argv[1:]
     return "vidcap " + shlex.join(args) if args else "the same command"
-
-
-def _cause(exc: BaseException) -> BaseException:
-    """The vidcap error inside a Ray task error (a bad API key in an actor stops the run with its sentence)."""
-    seen = exc
-    for _ in range(5):
-        if isinstance(seen, UsageError):
-            return seen
-        nxt = getattr(seen, "cause", None) or seen.__cause__
-        if nxt is None:
-            break
-        seen = nxt
-    return exc

@@ -12,14 +12,16 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import time
 from collections.abc import Callable
 from typing import Any
 
 from ..errors import UsageError
+from ..feeder import die_with_parent
+from ..gpus import visible_gpus
 from ..ledger_plan import plan_path, remove_plan
-from ..session import Sink
-from .base import Executor, Job, WorkerReport, safe_extra
+from ..session import Executor, Job, Sink, WorkerReport, safe_extra
 from .local import run_batches
 from .tp import LeaderStage, broadcast, follow
 
@@ -59,9 +61,7 @@ class TorchrunExecutor(Executor):
         self.device_opt = device  # --device, else this rank's GPU (or the CPU)
 
     def start(self, sink: Sink, lock: Callable[[], None]) -> None:
-        from .devices import set_parent_death_signal
-
-        set_parent_death_signal()  # torchrun killed: stop too, rather than hold the lock as an orphan
+        die_with_parent(signal.SIGTERM)  # torchrun killed: stop too, rather than hold the lock as an orphan
         self._start_together(sink, lock)
 
     def plans(self) -> bool:
@@ -113,8 +113,6 @@ class TorchrunExecutor(Executor):
 
         group_on_host = self.local_rank // self.tp
         if self._on_gpu():
-            from .devices import visible_gpus
-
             gpus = visible_gpus() or [str(i) for i in range(self.local_world)]
             first = group_on_host * self.tp
             os.environ["CUDA_VISIBLE_DEVICES"] = ",".join(gpus[first : first + self.tp])

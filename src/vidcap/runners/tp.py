@@ -16,7 +16,8 @@ import signal
 import socket
 import sys
 
-from ..parallel import tp_load_kwargs, tp_rank_size  # noqa: F401 (the group's view, for backends)
+from ..errors import first_line
+from ..feeder import die_with_parent
 
 
 def free_port() -> int:
@@ -94,9 +95,7 @@ def follow(stage, device: str) -> None:
 
 
 def follower_main(spec, blob: bytes, rank: int, env: dict) -> None:
-    from .devices import set_parent_death_signal
-
-    set_parent_death_signal()
+    die_with_parent(signal.SIGTERM)
     os.environ.update(spec.env())
     os.environ.update(env)
     signal.signal(signal.SIGINT, signal.SIG_IGN)
@@ -105,8 +104,6 @@ def follower_main(spec, blob: bytes, rank: int, env: dict) -> None:
         init_group(spec.device(rank))
         follow(pickle.loads(blob), spec.device(rank))
     except BaseException as exc:  # noqa: BLE001 (the leader then fails on the broken group; this says why)
-        from ..errors import first_line
-
         print(
             f"vidcap: tensor-parallel rank {rank} of worker {spec.wid} failed: {first_line(exc, 300)}", file=sys.stderr
         )

@@ -1,5 +1,7 @@
-"""A multi-GPU worker process: the one-process batch loop (run_batches) over rows pulled from the coordinator, acking
-each chunk once its rows are in a part file (see multigpu.py for the protocol)."""
+"""A worker of a coordinator (multigpu.py): the one-process batch loop (run_batches) over rows pulled from the
+coordinator a chunk at a time, acking each chunk once its rows are in a part file. It runs in a process of
+this host (`worker_main`, over a pipe) or in a Ray actor (ray_engine.py, over the actor's message queues):
+`run_worker` is the same in both."""
 
 from __future__ import annotations
 
@@ -11,26 +13,54 @@ import sys
 import threading
 import time
 from collections import Counter, deque
+from dataclasses import dataclass
 
 from ..errors import FatalRunError, UsageError
+from ..feeder import die_with_parent
 from ..manifest import RID
-from ..session import Sink, Watcher
-from .base import safe_extra
-from .devices import WorkerSpec, set_parent_death_signal
+from ..session import Sink, Watcher, safe_extra
 from .local import run_batches
+from .tp import start_group
 
 
-class ChunkSource:
-    """Rows for one worker's Feeder, asked from the coordinator a chunk at a time."""
+@dataclass
+class WorkerSpec:
+    wid: str  # names its part files: part-<wid>-<ns>-<seq>.parquet
+    devices: list[str]  # GPU ids as the coordinator sees them, or ["cpu", ...]
+    decode_workers: int
 
-    def __init__(self, conn, ppid: int):
-        self.conn, self.ppid = conn, ppid
+    @property
+    def on_cpu(self) -> bool:
+        return self.devices[0] == "cpu"
+
+    @property
+    def tp(self) -> int:
+        return len(self.devices)
+
+    def env(self) -> dict:
+        # Pinning by CUDA_VISIBLE_DEVICES: the worker sees only its GPUs, as cuda:0..tp-1.
+        return {"CUDA_VISIBLE_DEVICES": "" if self.on_cpu else ",".join(self.devices)}
+
+    def device(self, rank: int = 0) -> str:
+        return "cpu" if self.on_cpu else f"cuda:{rank}"
+
+
+class ChunkSource(Watcher):
+    """Rows for one worker's Feeder, asked from the coordinator a chunk at a time; as the worker's recorder's
+    watcher it acks each chunk once all its rows are in a part file, and reports progress."""
+
+    def __init__(self, conn, ppid: int | None = None):
+        self.conn, self.ppid = conn, ppid  # ppid: the coordinator's pid, for a worker process
         self.lock = threading.Lock()
         self.rows: deque = deque()
         self.chunk_of: dict[str, int] = {}  # rows received and not yet recorded -> their chunk
         self.left: Counter = Counter()  # chunk -> rows not yet recorded
         self.asked = self.stopped = self.endgame = False
         self.received = 0
+        self.complete: list[int] = []  # chunks whose rows are all recorded, to ack at the next flush
+        self.unacked: Counter = Counter()
+        self.unreported = 0
+        self.last_report = time.monotonic()
 
     def __len__(self) -> int:
         return self.received
@@ -49,7 +79,7 @@ class ChunkSource:
         return [self.rows.popleft() for _ in range(min(n, len(self.rows)))]
 
     def _receive(self, timeout: float) -> None:
-        if os.getppid() != self.ppid:  # the coordinator is gone: finish what is here, take no more
+        if self.ppid is not None and os.getppid() != self.ppid:  # the coordinator is gone: take no more rows
             self.stopped = True
             return
         while self.conn.poll(timeout):
@@ -67,69 +97,62 @@ class ChunkSource:
                 self.stopped = True
             timeout = 0.0
 
-    def recorded(self, rid: str) -> int | None:
-        """A row's result was recorded; returns its chunk if that chunk is now complete."""
-        cid = self.chunk_of.pop(rid, None)
-        if cid is None:
-            return None
-        self.left[cid] -= 1
-        if self.left[cid] == 0:
-            del self.left[cid]
-            return cid
-        return None
-
-
-class ChunkWatcher(Watcher):
-    """Acks each chunk to the coordinator once all its rows are in a part file; reports progress."""
-
-    def __init__(self, source: ChunkSource):
-        self.source = source
-        self.complete: list[int] = []
-        self.unacked: Counter = Counter()
-        self.unreported = 0
-        self.last_report = time.monotonic()
-
+    # -- the recorder's watcher ----------------------------------------------------------------------
     def recorded(self, row: dict, code: str) -> None:
         self.unacked[code] += 1
         self.unreported += 1
-        cid = self.source.recorded(row[RID])
+        cid = self.chunk_of.pop(row[RID], None)
         if cid is not None:
-            self.complete.append(cid)
+            self.left[cid] -= 1
+            if self.left[cid] == 0:
+                del self.left[cid]
+                self.complete.append(cid)
 
     def flush_due(self, buffered: int) -> bool:
         # no rows left to hand out: save results as soon as this worker holds no unfinished chunk
-        return self.source.endgame and not self.source.chunk_of
+        return self.endgame and not self.chunk_of
 
     def tick(self) -> None:
         if self.unreported and time.monotonic() - self.last_report > 0.5:
             self._report()
 
     def _report(self) -> None:
-        self.source.send(("progress", self.unreported))
+        self.send(("progress", self.unreported))
         self.unreported = 0
         self.last_report = time.monotonic()
 
     def flushed(self) -> None:
         if self.complete or self.unacked:
-            self.source.send(("ack", (self.complete, dict(self.unacked))))
+            self.send(("ack", (self.complete, dict(self.unacked))))
             self.complete, self.unacked = [], Counter()
         if self.unreported:
             self._report()
 
 
 def worker_main(spec: WorkerSpec, blob: bytes, sink: Sink, opts, conn, ppid: int) -> None:
-    set_parent_death_signal()
+    """A worker process of this host: its rows come over `conn`; it writes its own parts."""
+    die_with_parent(signal.SIGTERM)  # the coordinator killed: stop too, rather than hold a GPU as an orphan
     os.environ.update(spec.env())  # before the stage is unpickled: nothing has touched CUDA yet
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the coordinator, which stops us
-    source = ChunkSource(conn, ppid)
+    code = run_worker(spec, blob, sink, opts, ChunkSource(conn, ppid))
+    for p in mp.active_children():  # decode processes a shutdown(wait=False) left behind would hold our stdout
+        p.join(timeout=2)
+        if p.exitcode is None:
+            p.kill()
+            p.join(timeout=5)
+    conn.close()
+    sys.exit(code)
+
+
+def run_worker(spec: WorkerSpec, blob: bytes, sink, opts, source: ChunkSource) -> int:
+    """The worker loop over the coordinator's chunks; `sink.recorder(...)` says where its parts go. Returns
+    the exit code (0, 130 interrupted, 3 a stopped run, 2 a usage error, 1 a crash), the coordinator told why."""
     followers = []
     try:
         stage = pickle.loads(blob)
         if spec.tp > 1:
-            from .tp import start_group
-
             stage, followers = start_group(spec, blob, stage)
-        recorder = sink.recorder(stage, opts, spec.wid, ChunkWatcher(source))  # the coordinator holds the lock
+        recorder = sink.recorder(stage, opts, spec.wid, source)  # the coordinator holds the lock
         run_batches(stage, source, recorder, opts, opts.workers)
         source.send(("bye", safe_extra(stage)))
         code = 0
@@ -143,13 +166,7 @@ def worker_main(spec: WorkerSpec, blob: bytes, sink: Sink, opts, conn, ppid: int
         code = _report_fatal(source, "crash", f"{type(exc).__name__}: {exc}", 1)
     for p in followers:
         p.join(timeout=30)
-    for p in mp.active_children():  # decode processes a shutdown(wait=False) left behind would hold our stdout
-        p.join(timeout=2)
-        if p.exitcode is None:
-            p.kill()
-            p.join(timeout=5)
-    conn.close()
-    sys.exit(code)
+    return code
 
 
 def _report_fatal(source: ChunkSource, kind: str, message: str, code: int) -> int:

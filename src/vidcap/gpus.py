@@ -1,13 +1,11 @@
-"""Which devices a run may use: `--gpus` parsed against the GPUs this process sees (a leaf: every executor
-and the dispatch import it)."""
+"""Which GPUs a run may use: `--gpus` parsed against the GPUs this process sees. A leaf: the CLI, the
+executors and the backends may all ask, and it imports nothing of vidcap but its errors."""
 
 from __future__ import annotations
 
 import os
-import signal
-from dataclasses import dataclass
 
-from ..errors import UsageError
+from .errors import UsageError
 
 
 def visible_gpus() -> list[str]:
@@ -65,35 +63,3 @@ def _int(text: str, whole: str) -> int:
         return int(text.strip())
     except ValueError:
         raise UsageError(f"--gpus '{whole}' is not all, a count, a list like 0,1,3, or cpu:N.") from None
-
-
-@dataclass
-class WorkerSpec:
-    wid: str  # names its part files: part-<wid>-<ns>-<seq>.parquet
-    devices: list[str]  # GPU ids as the coordinator sees them, or ["cpu", ...]
-    decode_workers: int
-
-    @property
-    def on_cpu(self) -> bool:
-        return self.devices[0] == "cpu"
-
-    @property
-    def tp(self) -> int:
-        return len(self.devices)
-
-    def env(self) -> dict:
-        # Pinning by CUDA_VISIBLE_DEVICES: the worker sees only its GPUs, as cuda:0..tp-1.
-        return {"CUDA_VISIBLE_DEVICES": "" if self.on_cpu else ",".join(self.devices)}
-
-    def device(self, rank: int = 0) -> str:
-        return "cpu" if self.on_cpu else f"cuda:{rank}"
-
-
-def set_parent_death_signal() -> None:
-    """Linux: get SIGTERM when the coordinator dies, so a killed run leaves no orphan on a GPU."""
-    try:
-        import ctypes
-
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
-    except Exception:  # noqa: BLE001, S110
-        pass  # elsewhere the worker notices the new parent pid and stops taking rows
