@@ -86,3 +86,19 @@ def test_tag_batch_size_follows_the_policy_without_touching_the_given_options():
     stage = build_tag_stage("objects", backend="fake", options=opts)
     assert stage.batch_size == 8 and opts.batch_size == CaptionOptions().batch_size
     assert build_tag_stage("objects", backend="fake", batch_size=3, options=opts).batch_size == 3
+
+
+def test_a_flag_shared_by_commands_says_the_same_everywhere():
+    import typer
+
+    from vidcap.cli import app
+
+    root = typer.main.get_command(app)
+    seen: dict = {}
+    for name in ("caption", "tag", "summarize", "motion", "scenes"):
+        for param in root.commands[name].params:
+            for flag in param.opts:
+                seen.setdefault(flag, set()).add((param.help, repr(param.default)))
+    shared = ["--batch-size", "--concurrency", "--max-retries", "--timeout", "--api-key-env", "--price-in"]
+    shared += ["--price-out", "--dtype", "--trust-remote-code", "--limit", "--shard", "--overwrite", "--quiet"]
+    assert {flag: seen[flag] for flag in shared if len(seen[flag]) > 1} == {}

@@ -97,6 +97,20 @@ O_BATCH = typer.Option(
     help="Rows the model works on at once: an in-process model decodes this many together (the engine's slots), an API backend gets this many requests at a time (--concurrency of them in flight). Default: 64 for an in-process model on a GPU, else 8; over an API, 4 x --concurrency.",
 )
 
+# Options of the models: in-process (transformers) and API (OpenAI-compatible), shared by caption, tag, summarize.
+O_DTYPE = typer.Option(None, "--dtype", help="bfloat16, float16 or float32 (default: bfloat16 on GPU, float32 on CPU).")
+O_TRUST_REMOTE_CODE = typer.Option(False, "--trust-remote-code", help="Allow model repos to run their own code.")
+O_API_KEY_ENV = typer.Option(
+    "OPENAI_API_KEY", "--api-key-env", help="Environment variable holding the API key (API backends)."
+)
+O_CONCURRENCY = typer.Option(16, "--concurrency", help="API requests in flight.")
+O_MAX_RETRIES = typer.Option(
+    5, "--max-retries", help="API attempts after the first before a row fails (429s and 5xx back off)."
+)
+O_TIMEOUT = typer.Option(60.0, "--timeout", help="API request timeout, seconds.")
+O_PRICE_IN = typer.Option(None, "--price-in", help="USD per million prompt tokens (for the cost line).")
+O_PRICE_OUT = typer.Option(None, "--price-out", help="USD per million completion tokens.")
+
 
 def run_config(
     *,
@@ -308,26 +322,18 @@ def caption(
     pooling_shape: str | None = typer.Option(None, "--pooling-shape", help="PLLaVA pooling T-H-W (seed: 4-12-12)."),
     lora_alpha: float | None = typer.Option(None, "--lora-alpha", help="PLLaVA LoRA alpha (seed: 4)."),
     max_pixels: int | None = typer.Option(None, "--max-pixels", help="Pixel budget per frame (Qwen-VL)."),
-    trust_remote_code: bool = typer.Option(
-        False, "--trust-remote-code", help="Allow model repos to run their own code."
-    ),
-    dtype: str | None = typer.Option(
-        None, "--dtype", help="bfloat16, float16 or float32 (default: bfloat16 on GPU, float32 on CPU)."
-    ),
+    trust_remote_code: bool = O_TRUST_REMOTE_CODE,
+    dtype: str | None = O_DTYPE,
     base_url: str | None = typer.Option(
         None, "--base-url", help="OpenAI-compatible server URL (e.g. http://localhost:8000/v1)."
     ),
-    api_key_env: str = typer.Option(
-        "OPENAI_API_KEY", "--api-key-env", help="Environment variable holding the API key."
-    ),
-    concurrency: int = typer.Option(16, "--concurrency", help="API requests in flight."),
-    max_retries: int = typer.Option(
-        5, "--max-retries", help="API attempts after the first before a row fails (429s and 5xx back off)."
-    ),
-    timeout: float = typer.Option(60.0, "--timeout", help="API request timeout, seconds."),
+    api_key_env: str = O_API_KEY_ENV,
+    concurrency: int = O_CONCURRENCY,
+    max_retries: int = O_MAX_RETRIES,
+    timeout: float = O_TIMEOUT,
     detail: str = typer.Option("auto", "--detail", help="API image detail: low, high or auto."),
-    price_in: float | None = typer.Option(None, "--price-in", help="USD per million prompt tokens."),
-    price_out: float | None = typer.Option(None, "--price-out", help="USD per million completion tokens."),
+    price_in: float | None = O_PRICE_IN,
+    price_out: float | None = O_PRICE_OUT,
     gpus: str | None = O_GPUS,
     tp: int = O_TP,
     engine: str = O_ENGINE,
@@ -847,27 +853,19 @@ def tag(
         128, "--max-new-tokens", help="A batch runs until its longest answer; tag lists are short."
     ),
     text_column: str = typer.Option("text", "--text-column", help="The column holding the captions."),
-    dtype: str | None = typer.Option(None, "--dtype", help="bfloat16, float16 or float32."),
-    trust_remote_code: bool = typer.Option(
-        False, "--trust-remote-code", help="Allow model repos to run their own code."
-    ),
+    dtype: str | None = O_DTYPE,
+    trust_remote_code: bool = O_TRUST_REMOTE_CODE,
     base_url: str | None = typer.Option(
         None,
         "--base-url",
         help="OpenAI-compatible server URL for --backend openai (e.g. http://localhost:8000/v1; default: OpenAI's).",
     ),
-    api_key_env: str = typer.Option(
-        "OPENAI_API_KEY", "--api-key-env", help="Environment variable holding the API key (--backend openai)."
-    ),
-    concurrency: int = typer.Option(16, "--concurrency", help="API requests in flight."),
-    max_retries: int = typer.Option(
-        5, "--max-retries", help="API attempts after the first before a row fails (429s and 5xx back off)."
-    ),
-    timeout: float = typer.Option(60.0, "--timeout", help="API request timeout, seconds."),
-    price_in: float | None = typer.Option(
-        None, "--price-in", help="USD per million prompt tokens (for the cost line)."
-    ),
-    price_out: float | None = typer.Option(None, "--price-out", help="USD per million completion tokens."),
+    api_key_env: str = O_API_KEY_ENV,
+    concurrency: int = O_CONCURRENCY,
+    max_retries: int = O_MAX_RETRIES,
+    timeout: float = O_TIMEOUT,
+    price_in: float | None = O_PRICE_IN,
+    price_out: float | None = O_PRICE_OUT,
     workers: int | None = O_TAG_WORKERS,
     limit: int | None = O_LIMIT,
     shard: str | None = O_SHARD,
@@ -946,7 +944,7 @@ def summarize(
     max_new_tokens: int = typer.Option(256, "--max-new-tokens", help="Tokens a summary may take."),
     batch_size: int | None = O_BATCH,
     base_url: str | None = typer.Option(None, "--base-url", help="OpenAI-compatible server URL (--backend openai)."),
-    api_key_env: str = typer.Option("OPENAI_API_KEY", "--api-key-env", help="Environment variable holding the key."),
+    api_key_env: str = O_API_KEY_ENV,
     limit: int | None = O_LIMIT,
     overwrite: bool = O_OVERWRITE,
     failed_out: str | None = O_FAILED,
