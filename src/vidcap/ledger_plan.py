@@ -11,12 +11,13 @@ plan of that run only); a kill leaves it there, and the next run's coordinator r
 
 from __future__ import annotations
 
-from collections import deque
 from pathlib import Path
 
-from .ledger import REL, ROW, SEL, _sql_text
+import pyarrow.parquet as pq
+
+from .ledger import _sql_text
 from .manifest import atomic_local
-from .rows import ListSource
+from .rows import BatchSource
 from .storage import is_remote, open_binary, put_file
 
 PLAN_FILE = "plan.parquet"
@@ -32,12 +33,10 @@ def plan_path(sink):
 
 def write_plan(led, path: Path, group_rows: int = GROUP_ROWS) -> int:
     """Table `todo`'s rows (as `Ledger.source` gives them) to `path`, atomically; returns their number."""
-    sql = f"SELECT m.* EXCLUDE ({ROW}, {REL}, {SEL}) FROM m SEMI JOIN todo USING ({ROW}) ORDER BY m.{ROW}"
 
     def write(tmp: str) -> None:
-        led.con.execute(
-            f"COPY ({sql}) TO '{_sql_text(tmp)}' (FORMAT parquet, COMPRESSION zstd, ROW_GROUP_SIZE {group_rows})"
-        )
+        opts = f"FORMAT parquet, COMPRESSION zstd, ROW_GROUP_SIZE {group_rows}"
+        led.con.execute(f"COPY ({led.todo_sql()}) TO '{_sql_text(tmp)}' ({opts})")
 
     if is_remote(path):
         local = led.work / PLAN_FILE
@@ -45,7 +44,7 @@ def write_plan(led, path: Path, group_rows: int = GROUP_ROWS) -> int:
         put_file(path, str(local))
     else:
         atomic_local(path, write, fresh=True)
-    return led.con.execute("SELECT count(*) FROM todo").fetchone()[0]
+    return led._count("todo")
 
 
 def remove_plan(path) -> None:
@@ -57,30 +56,21 @@ def remove_plan(path) -> None:
             pass
 
 
-class PlanRows(ListSource[dict]):
+class PlanRows(BatchSource):
     """One share of a plan file as a lazy row source: rank r of `world` takes the contiguous rows
     [r * n // world, (r + 1) * n // world), reading only the row groups that hold them, a group at a time."""
 
     def __init__(self, path, rank: int = 0, world: int = 1):
-        import pyarrow.parquet as pq
-
         self.path = path
-        self.file = pq.ParquetFile(open_binary(path) if is_remote(path) else Path(path))
-        meta = self.file.metadata
-        n = meta.num_rows
-        start, stop = n * rank // world, n * (rank + 1) // world
-        super().__init__(total=stop - start)
-        self.spans: deque = deque()  # (row group, first row, end row) within that group
-        at = 0
+        file = pq.ParquetFile(open_binary(path) if is_remote(path) else Path(path))
+        meta = file.metadata
+        start, stop = meta.num_rows * rank // world, meta.num_rows * (rank + 1) // world
+        spans, at = [], 0  # (row group, first row, end row) within that group
         for g in range(meta.num_row_groups):
             size = meta.row_group(g).num_rows
             lo, hi = max(start, at), min(stop, at + size)
             if lo < hi:
-                self.spans.append((g, lo - at, hi - at))
+                spans.append((g, lo - at, hi - at))
             at += size
-
-    def more(self) -> list[dict] | None:
-        if not self.spans:
-            return None
-        g, lo, hi = self.spans.popleft()
-        return self.file.read_row_group(g).slice(lo, hi - lo).to_pylist()
+        blocks = (file.read_row_group(g).slice(lo, hi - lo) for g, lo, hi in spans)
+        super().__init__(blocks, stop - start, keep=file)

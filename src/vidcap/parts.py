@@ -1,13 +1,14 @@
-"""Atomic part files, the run lock, run.json, what is done, and the final merge.
+"""Atomic part files, the run lock, run.json, and the output's publication.
 
 A run writes `part-*.parquet` files under `<output>.parts/` (temp name, fsync, rename: a killed run
-leaves only `.tmp` files, which are ignored). Done rows are the `_rid`s found in parts. The final output
-is the input manifest joined with the results, written atomically, so each input row appears once.
+leaves only `.tmp` files, which are ignored). Done rows are the `_rid`s found in parts (vidcap.ledger
+reads them); the output is written by the ledger through `PartStore.publish`, then the parts folder goes.
 """
 
 from __future__ import annotations
 
 import errno
+import fcntl
 import json
 import os
 import signal
@@ -18,26 +19,18 @@ from pathlib import Path
 from typing import TextIO
 
 import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
 
-from . import __version__
+from . import __version__, dataset
 from .errors import FatalRunError, UsageError, first_line
 from .knobs import knob, settings
-from .manifest import (
-    RID,
-    fsync_path,
-    table_format,
-    write_table,
-)
+from .manifest import RID, atomic_local, fsync_path, table_format, write_table
 from .storage import RemoteLease, as_path, is_object_store, is_remote, open_binary, put_bytes, rmtree
 
 RUN_JSON = "run.json"
 COMPACT_DIR = "compact"
 FILES_PER_DIR = 1000
-
-
-def compact_every() -> int:
-    """A worker merges its parts once it has written this many (VIDCAP_COMPACT_PARTS; default 100)."""
-    return int(knob("VIDCAP_COMPACT_PARTS"))
 
 
 FILE_COLUMNS = ("file_size", "file_mtime")  # the file a result was made from (a changed file is redone)
@@ -77,22 +70,16 @@ def fault_point(point: str, files=None) -> None:
             victim.write_bytes(victim.read_bytes()[:40])
 
 
-def _disk_error(exc: OSError, what: str) -> FatalRunError:
-    reason = os.strerror(exc.errno) if exc.errno else str(exc)
-    hint = "free some space" if exc.errno in (errno.ENOSPC, errno.EDQUOT) else "fix the problem"
-    return FatalRunError(f"could not write {what} ({reason}); {hint} and run the same command again to resume.")
+def _disk_error(exc: Exception, what: str, then: str = "run the same command again to resume") -> FatalRunError:
+    """A write that failed (a full or read-only disk, a remote store's own error), in one sentence."""
+    num = exc.errno if isinstance(exc, OSError) else None
+    reason = os.strerror(num) if num else first_line(exc)
+    hint = "free some space" if num in (errno.ENOSPC, errno.EDQUOT) else "fix the problem"
+    return FatalRunError(f"could not write {what} ({reason}); {hint} and {then}.")
 
 
 class PartStore:
-    def __init__(
-        self,
-        output: str | os.PathLike,
-        fingerprint: dict,
-        *,
-        overwrite: bool = False,
-        keep_parts: bool = False,
-        worker: str = "w0",
-    ):
+    def __init__(self, output: str | os.PathLike, fingerprint: dict, *, overwrite=False, keep_parts=False, worker="w0"):
         self.output = as_path(output)  # a local Path, or a UPath for an fsspec URL (vidcap.storage)
         self.remote = is_remote(self.output)
         self.dir = self.output.with_name(self.output.name + ".parts")
@@ -112,48 +99,25 @@ class PartStore:
         created = self._make_dir()
         try:
             self._lock()
-        except UsageError:
-            raise
-        except Exception as exc:
-            if created:  # a refused run leaves nothing behind
-                self.close()
-                rmtree(self.dir)
-            if not self.remote:  # a full or read-only disk
-                reason = os.strerror(exc.errno) if isinstance(exc, OSError) and exc.errno else first_line(exc)
-                raise UsageError(
-                    f"cannot write to {self.dir} ({reason}); free some space or pick another -o path."
-                ) from None
-            # a remote store: unreachable, no such bucket, no write permission
-            raise UsageError(
-                f"cannot write to {self.dir} ({first_line(exc)}); check the URL, that the "
-                "bucket exists and that the credentials may write there."
-            ) from None
-        try:
             self._check_settings()
-        except UsageError:
-            if created:  # a refused run leaves nothing behind
-                self.close()
-                rmtree(self.dir)
-            raise
-        self._remove_stale_temps()
-        if self.overwrite:  # an --overwrite run killed before its merge is resumed by the same command
-            prev = read_json(self.dir / RUN_JSON)
-            if not (prev.get("overwrite") and prev.get("fingerprint") == self.fingerprint):
-                self._clear_parts()
-        info = {
-            "fingerprint": self.fingerprint,
-            "provenance": provenance or {},
-            "failed_out": failed_out,
-            "overwrite": self.overwrite,
-            "environment": settings(),  # the VIDCAP_* variables set for this run (vidcap.knobs)
-            "vidcap": __version__,
-            "python": sys.version.split()[0],
-            "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-        }
-        try:
+            self._remove_stale_temps()
+            if self.overwrite:  # an --overwrite run killed before its merge is resumed by the same command
+                prev = read_json(self.dir / RUN_JSON)
+                if not (prev.get("overwrite") and prev.get("fingerprint") == self.fingerprint):
+                    self._clear_parts()
+            info = {
+                "fingerprint": self.fingerprint,
+                "provenance": provenance or {},
+                "failed_out": failed_out,
+                "overwrite": self.overwrite,
+                "environment": settings(),  # the VIDCAP_* variables set for this run (vidcap.knobs)
+                "vidcap": __version__,
+                "python": sys.version.split()[0],
+                "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+            }
             self.write_json(self.dir / RUN_JSON, info)
-        except FatalRunError:
-            if created:  # nothing saved yet: leave nothing behind
+        except BaseException:
+            if created:  # a refused run leaves nothing behind (nothing is saved yet)
                 self.close()
                 rmtree(self.dir)
             raise
@@ -161,26 +125,30 @@ class PartStore:
 
     def _make_dir(self) -> bool:
         """Create the parts folder; True if it was not there (on an object store: held no object)."""
-        if self.remote:
-            try:
+        try:
+            if self.remote:
                 created = not self.dir.exists() or not any(True for _ in self.dir.iterdir())
                 if not is_object_store(self.dir):  # object stores have no folders to make
                     self.dir.mkdir(parents=True, exist_ok=True)
                 return created
-            except Exception as exc:
-                raise UsageError(
-                    f"cannot reach {self.dir} ({first_line(exc)}); check the URL and its credentials."
-                ) from None
-        created = not self.dir.exists()
-        try:
+            created = not self.dir.exists()
             self.dir.mkdir(parents=True, exist_ok=True)
-        except OSError as exc:
-            raise UsageError(
-                f"cannot create {self.dir} ({os.strerror(exc.errno) if exc.errno else exc}); pick a writable -o path."
-            ) from None
+        except Exception as exc:
+            raise self._unwritable(exc) from None
         if not os.access(self.dir, os.W_OK):
             raise UsageError(f"output folder {self.dir.parent} is not writable; pick another -o path.")
         return created
+
+    def _unwritable(self, exc: Exception) -> UsageError:
+        """The parts folder cannot be made or locked: a full or read-only disk; a remote store that is
+        unreachable, has no such bucket or refuses to write."""
+        if self.remote:
+            return UsageError(
+                f"cannot write to {self.dir} ({first_line(exc)}); check the URL, that the bucket exists and that "
+                "the credentials may write there."
+            )
+        reason = os.strerror(exc.errno) if isinstance(exc, OSError) and exc.errno else first_line(exc)
+        return UsageError(f"cannot write to {self.dir} ({reason}); free some space or pick another -o path.")
 
     def discard_if_empty(self) -> None:
         """Remove the parts folder this run created if it saved nothing (a run that could not start)."""
@@ -235,24 +203,27 @@ class PartStore:
 
     def _lock(self) -> None:
         busy = f"another vidcap run is writing {self.output} right now; wait for it to finish or pick another -o path."
-        if self.remote:
-            self._lease = RemoteLease(self.dir / "LOCK")
-            self._lease.acquire(busy)
-            return
-        import fcntl
-
-        fault_point("start")  # tests: a disk that is full when the run starts
-        fh = open(self.dir / "LOCK", "a+")  # noqa: SIM115 (held open for the whole run: it is the lock)
         try:
-            fcntl.flock(fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError:
-            fh.close()
-            raise UsageError(busy) from None
-        fh.seek(0)
-        fh.truncate()
-        fh.write(str(os.getpid()))
-        fh.flush()
-        self._lock_fh = fh
+            if self.remote:
+                self._lease = RemoteLease(self.dir / "LOCK")
+                self._lease.acquire(busy)
+                return
+            fault_point("start")  # tests: a disk that is full when the run starts
+            fh = open(self.dir / "LOCK", "a+")  # noqa: SIM115 (held open for the whole run: it is the lock)
+            try:
+                fcntl.flock(fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError:
+                fh.close()
+                raise UsageError(busy) from None
+            fh.seek(0)
+            fh.truncate()
+            fh.write(str(os.getpid()))
+            fh.flush()
+            self._lock_fh = fh
+        except UsageError:
+            raise
+        except Exception as exc:
+            raise self._unwritable(exc) from None
 
     def _remove_stale_temps(self) -> None:
         """Temp files of a killed run (we hold the lock, so no live writer owns them)."""
@@ -266,8 +237,6 @@ class PartStore:
             except (FileNotFoundError, IsADirectoryError):  # a dataset's temporary folder: recover() below
                 pass
         if not self.remote:
-            from . import dataset
-
             dataset.recover(self.output)  # a dataset moved aside by a killed run goes back
 
     def close(self) -> None:
@@ -286,8 +255,6 @@ class PartStore:
 
     def _check_existing_output(self) -> None:
         if not self.remote and self.output.is_dir() and table_format(self.output) == "dataset":
-            from . import dataset
-
             if not dataset.owned(self.output):  # --overwrite never removes a folder vidcap did not write
                 raise UsageError(f"{self.output} is a folder that is not a vidcap dataset; pick another -o path.")
             if dataset.marker(self.output) is None:
@@ -310,23 +277,18 @@ class PartStore:
         return self.output.with_name(self.output.name + ".run.json")
 
     def write_json(self, path: Path, data: dict) -> None:
-        if self.remote:
-            try:
-                put_bytes(path, json.dumps(data, indent=2, default=str).encode())
-            except Exception as exc:
-                raise FatalRunError(
-                    f"could not write {path} ({first_line(exc)}); fix the problem and run the "
-                    "same command again to resume."
-                ) from None
-            return
-        tmp = path.with_name(path.name + ".tmp")
+        text = json.dumps(data, indent=2, default=str)
         try:
+            if self.remote:
+                put_bytes(path, text.encode())
+                return
+            tmp = path.with_name(path.name + ".tmp")
             with open(tmp, "w") as fh:
-                json.dump(data, fh, indent=2, default=str)
+                fh.write(text)
                 fh.flush()
                 os.fsync(fh.fileno())
             os.replace(tmp, path)
-        except OSError as exc:
+        except Exception as exc:
             raise _disk_error(exc, str(path)) from None
 
     # -- parts -----------------------------------------------------------------------------------
@@ -338,15 +300,10 @@ class PartStore:
         path = self.dir / name
         try:
             write_rows(rows, path, before_rename=lambda: fault_point("part_write"))
-        except OSError as exc:
+        except Exception as exc:  # a full disk, a remote store's own errors (network, permissions)
             raise _disk_error(exc, f"a part file in {self.dir}") from None
-        except Exception as exc:  # a remote store's own errors (network, permissions)
-            raise FatalRunError(
-                f"could not write a part file in {self.dir} ({first_line(exc)}); fix the "
-                "problem and run the same command again to resume."
-            ) from None
         self._fresh += 1
-        if self._fresh >= compact_every() and not self.remote:
+        if self._fresh >= int(knob("VIDCAP_COMPACT_PARTS")) and not self.remote:  # a worker's parts merge
             self.compact()
         return path
 
@@ -355,9 +312,6 @@ class PartStore:
         FILES_PER_DIR files a folder), so no folder grows past ~1,000 files however long the run. The merged
         file is in place (atomically) before its sources go: a kill between the two leaves rows twice,
         which the merge keeps once."""
-        import pyarrow as pa
-        import pyarrow.parquet as pq
-
         self._fresh = 0
         sources, tables = [], []
         for p in self.files(f"part-{self.worker}-*.parquet"):
@@ -375,7 +329,7 @@ class PartStore:
         dest = home / f"{self._ncompact // FILES_PER_DIR:04d}" / f"c-{time.time_ns():x}-{self._seq:06d}.parquet"
         try:
             write_arrow(table, dest, before_rename=lambda: fault_point("compact"))
-        except OSError as exc:
+        except Exception as exc:
             raise _disk_error(exc, f"a part file in {self.dir}") from None
         self._ncompact += 1
         for p in sources:
@@ -385,13 +339,11 @@ class PartStore:
     def saved_rids(self, worker: str, among: set | None = None) -> set:
         """Row ids in the part files one worker wrote (unreadable parts count as not saved); with `among`,
         only those ids, filtered as each file is read (no set of every row a worker of a large run did)."""
-        import pyarrow.parquet as pq
-
         if among is not None and not among:
             return set()
         wanted = None if among is None else [(RID, "in", list(among))]
         rids: set = set()
-        for p in self.worker_files(worker):
+        for p in self.part_files(worker):
             try:
                 with open_binary(p) as fh:
                     rids.update(pq.read_table(fh, columns=[RID], filters=wanted)[RID].to_pylist())
@@ -399,33 +351,12 @@ class PartStore:
                 continue
         return rids
 
-    def part_files(self) -> list[Path]:
-        """Every saved part, compacted ones first (they hold the older rows), each group in name order."""
-        compacted = []
-        if not self.remote and (self.dir / COMPACT_DIR).exists():
-            compacted = sorted((self.dir / COMPACT_DIR).rglob("c-*.parquet"), key=str)
-        return compacted + self.files("part-*.parquet")
-
-    def worker_files(self, worker: str) -> list[Path]:
-        """The parts one worker wrote (its compacted ones included)."""
+    def part_files(self, worker: str = "") -> list[Path]:
+        """Every saved part (or those one worker wrote), compacted ones first (they hold the older rows), each
+        group in name order."""
         home = self.dir / COMPACT_DIR / worker
         compacted = sorted(home.rglob("c-*.parquet"), key=str) if not self.remote and home.exists() else []
-        return compacted + self.files(f"part-{worker}-*.parquet")
-
-    def readable_parts(self) -> list[Path]:
-        """Parts whose footer reads (a part removed or damaged behind the run's back is left out: its rows
-        are redone)."""
-        import pyarrow.parquet as pq
-
-        good = []
-        for p in self.part_files():
-            try:
-                with open_binary(p) as fh:
-                    pq.read_metadata(fh)
-                good.append(p)
-            except Exception:
-                continue
-        return good
+        return compacted + self.files(f"part-{worker}-*.parquet" if worker else "part-*.parquet")
 
     def files(self, pattern: str) -> list[Path]:
         """Files in the parts folder, as they are now (other processes write there too)."""
@@ -452,13 +383,8 @@ class PartStore:
                 self._remove_output()
             self.write_json(self.sidecar(), meta)
             write(meta, lambda: fault_point("final_merge"))
-        except OSError as exc:
-            raise _disk_error(exc, str(self.output)) from None
         except Exception as exc:
-            raise FatalRunError(
-                f"could not write {self.output} ({first_line(exc)}); fix the problem and run "
-                "the same command again: the parts are kept."
-            ) from None
+            raise _disk_error(exc, str(self.output), "run the same command again: the parts are kept") from None
         fault_point("final_cleanup")
         if not self.keep_parts:
             self._remove_dir()
@@ -467,8 +393,6 @@ class PartStore:
 
     def _remove_output(self) -> None:
         if not self.remote and self.output.is_dir() and table_format(self.output) == "dataset":
-            from . import dataset
-
             dataset.remove(self.output)  # a dataset vidcap wrote (_check_existing_output refused any other)
         else:
             self.output.unlink(missing_ok=True)
@@ -476,16 +400,13 @@ class PartStore:
     def _remove_dir(self) -> None:
         """The parts folder goes while the lock is still held: everything but LOCK first, then LOCK, then
         the folder; the lock is released last (a run starting meanwhile is refused, not mixed in)."""
+        for p in self.files("*") if self.remote else list(self.dir.iterdir()):
+            if p.name != "LOCK":
+                rmtree(p) if not self.remote and p.is_dir() else p.unlink(missing_ok=True)
         if self.remote:
-            for p in self.files("*"):
-                if p.name != "LOCK":
-                    p.unlink(missing_ok=True)
-            self.close()
+            self.close()  # the lease goes with its LOCK object
             rmtree(self.dir)
             return
-        for p in self.dir.iterdir():
-            if p.name != "LOCK":
-                rmtree(p) if p.is_dir() else p.unlink(missing_ok=True)
         (self.dir / "LOCK").unlink(missing_ok=True)
         try:
             self.dir.rmdir()
@@ -528,25 +449,18 @@ def same_file(a, b) -> bool:
 def write_rows(rows: list[dict], path, before_rename=None) -> None:
     """One part from result records: straight to Arrow (no pandas frame); records Arrow cannot type (mixed
     values, lone surrogates) and remote stores take `write_table`, which cleans them."""
-    import pyarrow as pa
-
-    if not is_remote(path):
-        try:
-            table = pa.Table.from_pylist(rows)
-        except Exception:
-            table = None
-        if table is not None:
-            write_arrow(table, path, before_rename)
-            return
-    write_table(pd.DataFrame(rows), path, before_rename=before_rename)
+    try:
+        table = None if is_remote(path) else pa.Table.from_pylist(rows)
+    except Exception:
+        table = None
+    if table is None:
+        write_table(pd.DataFrame(rows), path, before_rename=before_rename)
+    else:
+        write_arrow(table, path, before_rename)
 
 
 def write_arrow(table, path: Path, before_rename=None) -> None:
     """An Arrow table to a local Parquet file atomically (temp name, fsync, rename)."""
-    import pyarrow.parquet as pq
-
-    from .manifest import atomic_local
-
     atomic_local(path, lambda tmp: pq.write_table(table, tmp), before_rename)
 
 

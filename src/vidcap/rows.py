@@ -8,8 +8,8 @@ more. Sources of planned rows also say `len`: how many they give in all.
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Iterable
-from typing import Generic, Protocol, TypeVar
+from collections.abc import Iterable, Iterator
+from typing import Any, Generic, Protocol, TypeVar
 
 T = TypeVar("T")
 
@@ -44,3 +44,16 @@ class ListSource(Generic[T]):
         if not self.buf:
             return None
         return [self.buf.popleft() for _ in range(min(n, len(self.buf)))]
+
+
+class BatchSource(ListSource[dict]):
+    """Rows read a block at a time, as they are needed, from Arrow batches or tables (the ledger's plan, one
+    share of a plan file); `keep` is what must live as long as they are read (a DuckDB cursor)."""
+
+    def __init__(self, blocks: Iterator, total: int, keep: Any = None):
+        super().__init__(total=total)
+        self.blocks, self.keep = blocks, keep
+
+    def more(self) -> list[dict] | None:
+        block = next(self.blocks, None)
+        return None if block is None else block.to_pylist()

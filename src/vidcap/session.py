@@ -377,7 +377,6 @@ class Session:
             rows |= {"ok": counts["ok"], "failed": {k: v for k, v in counts.items() if k != "ok"}}
             extra |= {"share": ", ".join(r.worker for r in reports), "ledger": {"executor": executor.name}}
         else:
-            rows = {k: plan[k] for k in ("rows", "unique", "duplicates", "skipped")}
-            rows |= {"processed": processed, **led.counts()}
+            rows = {"rows": plan["rows"], **led.counts(), "processed": processed}
         rate = round(processed / wall, 3) if wall > 0 else 0.0
         return {**rows, "wall_s": round(wall, 3), "rows_per_s": rate, **extra}
