@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import math
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -12,6 +14,7 @@ from media import make_image, make_text_as_video, make_video
 
 from vidcap.errors import VidcapError
 from vidcap.motion import synth
+from vidcap.motion.dense import _quantile
 from vidcap.motion.reader import read_gray
 
 
@@ -97,3 +100,28 @@ def test_reader_keeps_first_and_last_and_raises_codes(media):
         with pytest.raises(VidcapError) as info:
             read_gray(str(media[name]))
         assert info.value.code == code, name
+
+
+def test_motion_loader_runs_without_pandas(manifest):
+    # the decode workers import only what the estimate needs (pandas cost each of them ~0.25 s of CPU);
+    # a fresh interpreter stands in for a worker: it loads the loader, labels a real clip, reads a range row
+    code = (
+        "import sys\n"
+        "from vidcap.motion.loader import MotionLoader\n"
+        "from vidcap.motion.result import classify\n"
+        f"path = {str(manifest.parent / 'pan.mp4')!r}\n"
+        "whole, still = MotionLoader()({'path': path})\n"
+        "part, _ = MotionLoader()({'path': path, 'start_time': '0', 'end_time': '1.0'})\n"
+        "print(classify(whole), still, part.ok, 'pandas' in sys.modules)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
+    assert out == ["pan_right", "False", "True", "False"]
+
+
+def test_mismatch_median_is_numpy_quantile():
+    rng = np.random.default_rng(3)
+    for n in (1, 2, 3, 600, 601, 1200):
+        for dtype in (np.float32, np.float64):
+            values = np.abs(rng.normal(size=n)).astype(dtype)
+            assert _quantile(values, 0.5) == float(np.quantile(values, 0.5))
+            assert _quantile(values, 0.75) == float(np.quantile(values, 0.75))
