@@ -102,3 +102,12 @@ def test_a_flag_shared_by_commands_says_the_same_everywhere():
     shared = ["--batch-size", "--concurrency", "--max-retries", "--timeout", "--api-key-env", "--price-in"]
     shared += ["--price-out", "--dtype", "--trust-remote-code", "--limit", "--shard", "--overwrite", "--quiet"]
     assert {flag: seen[flag] for flag in shared if len(seen[flag]) > 1} == {}
+
+
+def test_every_setting_reads_by_name():
+    from vidcap.config import FLAT
+
+    cfg = RunConfig(RunScope(limit=1, shard=(1, 3)), Execution(workers=2, gpus="cpu:2"), Tuning(batch_wait=0.5))
+    assert {name: getattr(cfg, name) for name in FLAT} == {
+        name: getattr(getattr(cfg, group), name) for name, group in FLAT.items()
+    }

@@ -57,11 +57,6 @@ GROUPS = {"run": RunScope, "execution": Execution, "tuning": Tuning}
 FLAT = {f.name: group for group, cls in GROUPS.items() for f in fields(cls)}  # setting name -> its group
 
 
-def _flat(name: str) -> property:
-    group = FLAT[name]
-    return property(lambda self: getattr(getattr(self, group), name), doc=f"{group}.{name}")
-
-
 @dataclass(frozen=True, init=False)
 class RunConfig:
     """A run's settings, built once (by the CLI, or a library caller) and never changed: `run` (which rows,
@@ -98,25 +93,82 @@ class RunConfig:
         """The settings as data, for run.json."""
         return {group: asdict(getattr(self, group)) for group in GROUPS}
 
-    limit = _flat("limit")
-    shard = _flat("shard")
-    overwrite = _flat("overwrite")
-    keep_parts = _flat("keep_parts")
-    failed_out = _flat("failed_out")
-    check_files = _flat("check_files")
-    retry_failed = _flat("retry_failed")
-    workers = _flat("workers")
-    device = _flat("device")
-    progress = _flat("progress")
-    executor = _flat("executor")
-    gpus = _flat("gpus")
-    tp = _flat("tp")
-    address = _flat("address")
-    ray_env = _flat("ray_env")
-    ray_actors = _flat("ray_actors")
-    part_rows = _flat("part_rows")
-    part_seconds = _flat("part_seconds")
-    batch_wait = _flat("batch_wait")
+    # Each setting read by name (the executors' way): config.workers is config.execution.workers.
+    @property
+    def limit(self) -> int | None:
+        return self.run.limit
+
+    @property
+    def shard(self) -> tuple[int, int] | None:
+        return self.run.shard
+
+    @property
+    def overwrite(self) -> bool:
+        return self.run.overwrite
+
+    @property
+    def keep_parts(self) -> bool:
+        return self.run.keep_parts
+
+    @property
+    def failed_out(self) -> str | None:
+        return self.run.failed_out
+
+    @property
+    def check_files(self) -> bool:
+        return self.run.check_files
+
+    @property
+    def retry_failed(self) -> bool:
+        return self.run.retry_failed
+
+    @property
+    def workers(self) -> int | None:
+        return self.execution.workers
+
+    @property
+    def device(self) -> str | None:
+        return self.execution.device
+
+    @property
+    def progress(self) -> bool:
+        return self.execution.progress
+
+    @property
+    def executor(self) -> str:
+        return self.execution.executor
+
+    @property
+    def gpus(self) -> str | None:
+        return self.execution.gpus
+
+    @property
+    def tp(self) -> int:
+        return self.execution.tp
+
+    @property
+    def address(self) -> str | None:
+        return self.execution.address
+
+    @property
+    def ray_env(self) -> tuple[str, ...]:
+        return self.execution.ray_env
+
+    @property
+    def ray_actors(self) -> int | None:
+        return self.execution.ray_actors
+
+    @property
+    def part_rows(self) -> int | None:
+        return self.tuning.part_rows
+
+    @property
+    def part_seconds(self) -> float:
+        return self.tuning.part_seconds
+
+    @property
+    def batch_wait(self) -> float:
+        return self.tuning.batch_wait
 
 
 RunOptions = RunConfig  # the name library callers and executors have used
