@@ -14,7 +14,7 @@ from media import make_image, make_text_as_video, make_video
 
 from vidcap.errors import VidcapError
 from vidcap.motion import synth
-from vidcap.motion.dense import _quantile
+from vidcap.motion.flow import quantile
 from vidcap.motion.reader import read_gray
 
 
@@ -118,10 +118,10 @@ def test_motion_loader_runs_without_pandas(manifest):
     assert out == ["pan_right", "False", "True", "False"]
 
 
-def test_mismatch_median_is_numpy_quantile():
+def test_quantile_is_numpy_quantile_bit_for_bit():
     rng = np.random.default_rng(3)
     for n in (1, 2, 3, 600, 601, 1200):
         for dtype in (np.float32, np.float64):
-            values = np.abs(rng.normal(size=n)).astype(dtype)
-            assert _quantile(values, 0.5) == float(np.quantile(values, 0.5))
-            assert _quantile(values, 0.75) == float(np.quantile(values, 0.75))
+            values = (rng.normal(size=n) * 100).astype(dtype)
+            for q in (0.0, 0.25, 0.5, 0.75, 0.95, 0.995, 1.0, float(rng.random())):
+                assert quantile(values, q) == float(np.quantile(values, q)), (n, dtype, q)

@@ -34,7 +34,7 @@ from vidcap.motion.align import (
     set_motion,
 )
 from vidcap.motion.blend import BLEND_RATIO, blend_ratio, warp
-from vidcap.motion.flow import fit_step, new_dis
+from vidcap.motion.flow import fit_step, new_dis, quantile
 from vidcap.motion.result import MotionResult
 from vidcap.motion.track import prepare
 
@@ -104,21 +104,7 @@ def mismatch(small_a: np.ndarray, small_b: np.ndarray, matrix: np.ndarray, w: in
     sx, sy = float(x.std()), float(y.std())
     if sx < 0.5 or sy < 0.5:
         return None  # nothing left to compare (all dark or flat)
-    return _quantile(np.abs((x - x.mean()) / sx - (y - y.mean()) / sy), MISMATCH_Q)
-
-
-def _quantile(values: np.ndarray, q: float) -> float:
-    """`np.quantile(values, q)`, the same bits, by a partial sort for the median (this runs ~35 times a clip,
-    and np.quantile's own overhead was most of `mismatch`'s time)."""
-    n = len(values)
-    if q != 0.5 or n == 0:
-        return float(np.quantile(values, q))
-    k = (n - 1) // 2
-    if n % 2:
-        return float(np.partition(values, k)[k])
-    part = np.partition(values, [k, k + 1])
-    lo, hi = part[k], part[k + 1]
-    return float(hi - (hi - lo) * 0.5)  # numpy's interpolation at 0.5, written as it does
+    return quantile(np.abs((x - x.mean()) / sx - (y - y.mean()) / sy), MISMATCH_Q)
 
 
 def _shift(matrix: np.ndarray, w: int, h: int) -> float:
