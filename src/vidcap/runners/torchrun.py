@@ -23,7 +23,7 @@ from ..gpus import visible_gpus
 from ..ledger_plan import plan_path, remove_plan
 from ..session import Executor, Job, Sink, WorkerReport, safe_extra
 from .local import run_batches
-from .tp import LeaderStage, broadcast, follow
+from .tp import LeaderStage, broadcast, follow, group_env, init_group
 
 DONE_GLOB = "done-*.json"
 
@@ -109,8 +109,6 @@ class TorchrunExecutor(Executor):
 
     def _join_tp_group(self) -> None:
         """Re-pin this rank into its own K-rank world (transformers shards over the whole default group)."""
-        from .tp import group_env, init_group
-
         group_on_host = self.local_rank // self.tp
         if self._on_gpu():
             gpus = visible_gpus() or [str(i) for i in range(self.local_world)]
