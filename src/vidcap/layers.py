@@ -11,7 +11,7 @@ from __future__ import annotations
 # matching name wins (so `backends.preset` can sit below the rest of `backends`).
 FLOORS: list[tuple[str, list[str]]] = [
     ("base", ["vidcap", "errors", "console", "clihelp", "parallel", "rows", "summary", "knobs", "gpus", "config"]),
-    ("data", ["storage", "dataset", "manifest", "tables", "table_ops", "frames", "export_media", "cut"]),
+    ("data", ["storage", "dataset", "manifest", "rowcells", "tables", "table_ops", "frames", "export_media", "cut"]),
     (
         "models",
         [
