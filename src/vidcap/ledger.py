@@ -556,6 +556,12 @@ class Ledger:
         if fmt == "parquet" and meta is not None:  # the run's record inside the file, as `join` reads it back
             opts += f", KV_METADATA {{vidcap: '{_sql_text(json.dumps(meta, default=str))}'}}"
 
+        self.copy(sql, opts, path, before_rename)
+
+    def copy(self, sql: str, opts: str, path, before_rename=None) -> None:
+        """DuckDB's COPY of a query to a file, atomically: to a temp name renamed into place, or (a remote
+        path) to the ledger's folder and uploaded whole."""
+
         def copy(target: str) -> None:
             self.con.execute(f"COPY ({sql}) TO '{_sql_text(target)}' ({opts})")
 

@@ -15,10 +15,8 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 
-from .ledger import _sql_text
-from .manifest import atomic_local
 from .rows import BatchSource
-from .storage import is_remote, open_binary, put_file
+from .storage import is_remote, open_binary
 
 PLAN_FILE = "plan.parquet"
 GROUP_ROWS = 4096  # a rank reads at most two groups it shares with its neighbours
@@ -33,17 +31,7 @@ def plan_path(sink):
 
 def write_plan(led, path: Path, group_rows: int = GROUP_ROWS) -> int:
     """Table `todo`'s rows (as `Ledger.source` gives them) to `path`, atomically; returns their number."""
-
-    def write(tmp: str) -> None:
-        opts = f"FORMAT parquet, COMPRESSION zstd, ROW_GROUP_SIZE {group_rows}"
-        led.con.execute(f"COPY ({led.todo_sql()}) TO '{_sql_text(tmp)}' ({opts})")
-
-    if is_remote(path):
-        local = led.work / PLAN_FILE
-        write(str(local))
-        put_file(path, str(local))
-    else:
-        atomic_local(path, write, fresh=True)
+    led.copy(led.todo_sql(), f"FORMAT parquet, COMPRESSION zstd, ROW_GROUP_SIZE {group_rows}", path)
     return led._count("todo")
 
 

@@ -31,8 +31,6 @@ from .storage import RemoteLease, as_path, is_object_store, is_remote, open_bina
 RUN_JSON = "run.json"
 COMPACT_DIR = "compact"
 FILES_PER_DIR = 1000
-
-
 FILE_COLUMNS = ("file_size", "file_mtime")  # the file a result was made from (a changed file is redone)
 FILE_DTYPES = {"file_size": "Int64", "file_mtime": "float64"}
 
@@ -44,7 +42,9 @@ FILE_DTYPES = {"file_size": "Int64", "file_mtime": "float64"}
 #            final_cleanup the output is in place, the parts folder not yet removed
 #            compact       a compacted part's temp file is complete, its sources not yet removed
 #            start         the run takes its lock (a local output)
-#   actions: kill (SIGKILL itself, like a power cut or the OOM killer) or enospc (fail like a full disk).
+#            before_merge  every row is recorded, the merge not begun
+#   actions: kill (SIGKILL itself, like a power cut or the OOM killer) or enospc (fail like a full disk);
+#            at before_merge also unlink or truncate (the first part lost or damaged behind the run's back).
 # Unset (always, outside tests) it costs one environment lookup per part.
 FAULT_ENV = "VIDCAP_TEST_FAULT"
 _fault_hits: Counter = Counter()
@@ -134,13 +134,16 @@ class PartStore:
             created = not self.dir.exists()
             self.dir.mkdir(parents=True, exist_ok=True)
         except Exception as exc:
-            raise self._unwritable(exc) from None
+            reason = os.strerror(exc.errno) if isinstance(exc, OSError) and exc.errno else first_line(exc)
+            if self.remote:
+                raise UsageError(f"cannot reach {self.dir} ({reason}); check the URL and its credentials.") from None
+            raise UsageError(f"cannot create {self.dir} ({reason}); pick a writable -o path.") from None
         if not os.access(self.dir, os.W_OK):
             raise UsageError(f"output folder {self.dir.parent} is not writable; pick another -o path.")
         return created
 
     def _unwritable(self, exc: Exception) -> UsageError:
-        """The parts folder cannot be made or locked: a full or read-only disk; a remote store that is
+        """The parts folder cannot be locked: a full or read-only disk; a remote store that is
         unreachable, has no such bucket or refuses to write."""
         if self.remote:
             return UsageError(
