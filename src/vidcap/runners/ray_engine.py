@@ -251,7 +251,7 @@ class RayExecutor(Executor):
     def _specs(self, job: Job, batches: int) -> tuple[list[WorkerSpec], int]:
         """The actors, and the GPUs each takes: one per GPU (or TP group) of the cluster, or on a cluster
         without GPUs one per two CPUs (the other CPU decodes); never more than --ray-actors, nor than there are
-        batches. Each decodes in --workers processes, else in its share of the cluster's CPUs but one."""
+        batches."""
         text = (self.gpus or "").strip().lower()
         cap = min(self.max_actors or batches, max(1, batches))
         resources = ray.cluster_resources()
@@ -268,9 +268,10 @@ class RayExecutor(Executor):
             raise UsageError(f"--tp {self.tp} does not divide the {gpus} GPUs of the Ray cluster.")
         else:
             n, each = min(gpus // self.tp, cap), self.tp
-        decode = job.opts.workers
-        if decode is None:
-            decode = 0 if job.stage.default_workers == 0 else max(1, cpus // n - 1)
+        total = job.opts.workers  # decode processes, shared out as on one host; by default the CPUs less one per actor
+        if total is None:
+            total = 0 if job.stage.default_workers == 0 else max(n, cpus - n)
+        decode = 0 if total <= 0 else max(1, total // n)
         devices = ["cuda"] * self.tp if each else ["cpu"]
         return [WorkerSpec(f"ray{i}", devices, decode) for i in range(n)], each
 
