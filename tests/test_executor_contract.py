@@ -11,8 +11,9 @@ from media import make_video
 
 from vidcap.backends.base import CaptionOptions
 from vidcap.backends.registry import resolve_model
+from vidcap.config import RunOptions
 from vidcap.rows import ListSource
-from vidcap.session import Executor, Job, RunOptions, Session, WorkerReport
+from vidcap.session import Executor, Job, Session, WorkerReport
 from vidcap.stages.caption import CaptionStage
 
 

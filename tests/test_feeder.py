@@ -146,8 +146,9 @@ def test_a_failed_load_is_recorded_like_any_failed_row(tmp_path):
     missing file has no size, a file that is there keeps its size and mtime."""
     from vidcap.backends.base import CaptionOptions
     from vidcap.backends.registry import resolve_model
+    from vidcap.config import RunOptions
     from vidcap.manifest import ABSPATH
-    from vidcap.session import Recorder, RunOptions
+    from vidcap.session import Recorder
     from vidcap.stages.caption import CaptionStage
 
     class Parts:

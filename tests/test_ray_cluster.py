@@ -151,7 +151,7 @@ def test_the_run_environment_reaches_the_actors_and_secrets_are_not_printed(clus
         "import sys\n"
         "from test_ray_cluster import EnvStage\n"
         "from vidcap.runners import dispatch\n"
-        "from vidcap.session import RunOptions\n"
+        "from vidcap.config import RunOptions\n"
         "s = dispatch(EnvStage(), sys.argv[1], sys.argv[2], RunOptions(progress=False), engine='ray',\n"
         "             address=sys.argv[3], ray={'env': ['PROBE_API_TOKEN'], 'max_actors': 2})\n"
         "print(s['ok'], s['actors'])\n"

@@ -21,8 +21,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Protocol
 
-# Callers import the run settings from here too.
-from .config import Execution, RunConfig, RunOptions, RunScope, Tuning, parse_shard  # noqa: F401
+from .config import RunConfig
 from .errors import EMPTY_PATH, MISSING, FatalRunError, UsageError, error_code
 from .knobs import check as check_knobs
 from .ledger import Ledger

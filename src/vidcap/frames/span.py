@@ -11,6 +11,7 @@ less the stream's start, so time 0 is the first frame whatever the container's c
 
 from __future__ import annotations
 
+import math
 from bisect import bisect_left
 from dataclasses import dataclass
 
@@ -122,16 +123,16 @@ def scan_window(scan: Scan, stream, span: tuple[float, float]) -> Window:
         end = (scan.pts[-1] - base) * tb + frame
     else:
         rate = scan.fps or 25.0
-        lo = min(scan.total, max(0, _ceil((span[0] - EPS_S) * rate)))
-        hi = min(scan.total, max(0, _ceil((span[1] - EPS_S) * rate)))
+        lo, hi = (min(scan.total, i) for i in counted(span, rate))
         end = scan.total / rate
     check_span(span, end, hi - lo, True)
     return Window(scan, lo, hi, None, hi >= scan.total or hi in set(scan.key_index))
 
 
-def _ceil(x: float) -> int:
-    n = int(x)
-    return n + 1 if n < x else n
+def counted(span: tuple[float, float], rate: float) -> tuple[int, int]:
+    """Frames [lo, hi) of a range where frames are counted, not timed (AVI): frame i is [i/rate, (i+1)/rate).
+    The edges are moved back EPS_S seconds, so a time written to 6 decimals takes no frame of a neighbour."""
+    return max(0, math.ceil((span[0] - EPS_S) * rate)), max(0, math.ceil((span[1] - EPS_S) * rate))
 
 
 def check_span(span: tuple[float, float], video_end: float, frames: int, at_end: bool) -> None:

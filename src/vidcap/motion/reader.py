@@ -7,7 +7,6 @@ spaced ones plus the last, and uses the decoder's luma plane directly (no colour
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -15,7 +14,7 @@ import numpy as np
 from vidcap import errors
 from vidcap.errors import VidcapError
 from vidcap.frames.container import PTS_UNTRUSTED, av_module, check_frame_count, ffmpeg_message
-from vidcap.frames.span import BACKOFF_S, EPS_S, check_span, clock
+from vidcap.frames.span import BACKOFF_S, EPS_S, check_span, clock, counted
 
 # 8-bit formats whose first plane is the luma image
 _LUMA8 = frozenset(
@@ -144,7 +143,7 @@ def _decoded_span(container, stream, span: tuple[float, float]):
     fps = float(stream.average_rate or stream.guessed_rate or 25)
     start, end = span
     if container.format.name in PTS_UNTRUSTED:  # pts do not identify frames: the range by count, as frames reads it
-        lo, hi = math.ceil((start - EPS_S) * fps), math.ceil((end - EPS_S) * fps)
+        lo, hi = counted(span, fps)
         n = 0
         for i, frame in enumerate(container.decode(stream)):
             if i >= hi:

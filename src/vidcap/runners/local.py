@@ -10,10 +10,11 @@ import signal
 import threading
 import time
 
+from ..config import RunConfig
 from ..console import Progress
 from ..errors import FatalRunError, format_error
 from ..feeder import Feeder
-from ..session import Executor, Job, Recorder, RunConfig, WorkerReport, safe_extra
+from ..session import Executor, Job, Recorder, WorkerReport, safe_extra
 from ..stages.base import Item, Stage
 
 

@@ -26,11 +26,12 @@ from typing import Any
 
 import ray
 
+from ..config import RunConfig
 from ..console import FilteredStderr
 from ..errors import FatalRunError, UsageError, first_line
 from ..gpus import parse_gpus, visible_gpus
 from ..knobs import knob
-from ..session import Executor, Job, Recorder, RunConfig, WorkerReport
+from ..session import Executor, Job, Recorder, WorkerReport
 from .multigpu import Coordinator
 from .ray_cluster import RAY_CPP_LINE, HeadWatch, connect, forget_ray, gcs_address, run_environment
 from .worker import ChunkSource, WorkerSpec, run_worker
