@@ -27,7 +27,6 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from . import dataset
-from .checks import DUPLICATE, DUPLICATE_MIN_ROWS, FLAGS, _norm, is_empty, join_flags, parse_flags
 from .errors import RETRYABLE, UsageError, first_line
 from .knobs import knob
 from .manifest import (
@@ -62,10 +61,6 @@ def _changed(path, size, mtime) -> bool:
     return now[0] is not None and (now[0] != size or abs(now[1] - mtime) > 1e-6)
 
 
-def _flags(cell, dup: bool) -> str:
-    return join_flags([f for f in parse_flags(cell) if f != DUPLICATE] + ([DUPLICATE] if dup else []))
-
-
 def _json_list(cell) -> str | None:
     return None if cell is None else json.dumps(list(cell), ensure_ascii=False)
 
@@ -75,8 +70,6 @@ UDFS: dict[str, tuple[Callable[..., Any], list[str], str, bool, bool]] = {
     "vidcap_resolve": (resolve_path, ["VARCHAR", "VARCHAR"], "VARCHAR", False, False),
     "vidcap_relative": (is_relative, ["VARCHAR"], "BOOLEAN", False, False),
     "vidcap_changed": (_changed, ["VARCHAR", "BIGINT", "DOUBLE"], "BOOLEAN", False, True),  # stats the file now
-    "vidcap_norm": (lambda t: None if is_empty(t) else _norm(t), ["VARCHAR"], "VARCHAR", True, False),
-    "vidcap_flags": (_flags, ["VARCHAR", "BOOLEAN"], "VARCHAR", True, False),
     "vidcap_json": (_json_list, ["VARCHAR[]"], "VARCHAR", True, False),  # a list cell of a CSV output
 }
 
@@ -438,9 +431,7 @@ class Ledger:
         }
 
     def finish(self) -> dict:
-        """Every result column in `best` for the merge, then the run-level work: exact duplicate captions
-        (a stage with text and flags columns: the `duplicate` flag, as `checks.add_duplicate_flags` gives
-        it, with the same Python functions on each text) and the stage's own `finish` step."""
+        """Every result column in `best` for the merge, then the stage's run-level step (`Stage.finish`)."""
         self.refresh(full=True)
         have = self._schema("best")
         for c in self.stage.columns:  # no saved row has it (no rows, or every one failed): the column still comes
@@ -448,33 +439,7 @@ class Ledger:
                 kind = SQL_TYPES.get(self.stage.dtypes.get(c, ""), "VARCHAR")
                 self.con.execute(f"ALTER TABLE best ADD COLUMN {_ident(c)} {kind}")
         self.res_cols = [*self.stage.columns, *(c for c in self.res_cols if c not in self.stage.columns)]
-        flagged = {"text", "flags"} <= set(self.res_cols)
-        if flagged:
-            self._duplicates()
-        extra = self.stage.finish(Results(self))
-        return {"flags": self._flag_counts(), **extra} if flagged else extra
-
-    def _duplicates(self) -> None:
-        self.con.execute(f"""CREATE OR REPLACE TABLE dup AS SELECT {RID} FROM (SELECT {RID},
-            vidcap_norm(text::VARCHAR) AS k FROM best WHERE status = 'ok') n SEMI JOIN (SELECT k FROM (SELECT
-            vidcap_norm(text::VARCHAR) AS k FROM best WHERE status = 'ok') WHERE k IS NOT NULL GROUP BY k
-            HAVING count(*) >= {DUPLICATE_MIN_ROWS}) d USING (k)""")
-        self.con.execute(f"""CREATE OR REPLACE TABLE best AS SELECT * REPLACE (CASE
-            WHEN {RID} IN (SELECT {RID} FROM dup) THEN vidcap_flags(flags::VARCHAR, true)
-            WHEN contains(coalesce(flags::VARCHAR, ''), '{DUPLICATE}') THEN vidcap_flags(flags::VARCHAR, false)
-            ELSE coalesce(flags::VARCHAR, '') END AS flags) FROM best""")
-
-    def _flag_counts(self) -> dict:
-        """Rows per caption flag, as `checks.flag_counts` gives them."""
-        counts = {f: 0 for f in FLAGS}
-        flagged = 0
-        for cell, n in self.con.execute("SELECT flags, count(*) FROM best GROUP BY flags").fetchall():
-            got = parse_flags(cell)
-            flagged += n if got else 0
-            for f in got:
-                counts[f] = counts.get(f, 0) + n
-        counts["flagged"] = flagged
-        return counts
+        return self.stage.finish(Results(self))
 
     # -- the merge -----------------------------------------------------------------------------------
     def publish(self, summary: dict, failed_out) -> None:
@@ -641,6 +606,12 @@ class Results:
 
     def count(self, where: str) -> int:
         return self.led._count(f"best WHERE {where}")
+
+    def fill_null(self, column: str, value: str) -> None:
+        c = _ident(column)
+        self.led.con.execute(
+            f"CREATE OR REPLACE TABLE best AS SELECT * REPLACE (coalesce({c}::VARCHAR, ?) AS {c}) FROM best", [value]
+        )
 
     def update(self, table: pa.Table) -> None:
         con, have = self.led.con, set(self.columns)

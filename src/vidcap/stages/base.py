@@ -23,6 +23,9 @@ class ResultTable(Protocol):
         """Set the columns of an Arrow table (with the row id column) on the rows it names; new columns are
         added to the output."""
 
+    def fill_null(self, column: str, value: str) -> None:
+        """A text column's nulls set to `value`."""
+
     def count(self, where: str) -> int:
         """Result rows matching an SQL condition over the columns."""
 

@@ -7,12 +7,14 @@ from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, replace
 from typing import Any, cast
 
+import pandas as pd
 import pyarrow as pa
 
 from ..backends.base import CaptionOptions, CaptionRequest, CaptionResult
 from ..backends.registry import Preset, make_backend
 from ..backends.spend import budget_stop
 from ..backends.structured import schema_of
+from ..checks import add_duplicate_flags, flag_counts
 from ..errors import UsageError, VidcapError
 from ..manifest import ABSPATH, RID, read_range
 from ..neardup import add_near_dup_columns
@@ -489,15 +491,18 @@ class CaptionStage(Stage):
         }
 
     def finish(self, results: ResultTable) -> dict:
-        """Run-level work over every result row: near-duplicate captions among the ok rows (clustered in
-        row-id order, so two runs over the same rows number the clusters alike) and the --heal counts."""
+        """Run-level work over every result row: exact (`duplicate` flag) and near-duplicate captions among the
+        ok rows (clustered in row-id order, so two runs over the same rows number the clusters alike), the
+        rows per flag, and the --heal counts."""
         ok = results.read(["text", "flags"], "status = 'ok'").to_pandas()
-        ok = ok.sort_values(RID, kind="stable").reset_index(drop=True).assign(status="ok")
+        ok = add_duplicate_flags(ok.sort_values(RID, kind="stable").reset_index(drop=True).assign(status="ok"))
         ok, clusters = add_near_dup_columns(ok)
-        extra: dict = {}
+        cols = [RID, "flags", *(["near_dup_cluster", "near_dup_size"] if clusters is not None else [])]
+        results.update(pa.Table.from_pandas(ok[cols], preserve_index=False))
+        results.fill_null("flags", "")  # a failed row has no flags, as an ok row with none
+        others = results.read(["flags"], "status IS DISTINCT FROM 'ok' AND coalesce(flags, '') <> ''").to_pandas()
+        extra: dict = {"flags": flag_counts(pd.concat([ok[["flags"]], others[["flags"]]]))}
         if clusters is not None:
-            cols = [RID, "near_dup_cluster", "near_dup_size", "flags"]
-            results.update(pa.Table.from_pandas(ok[cols], preserve_index=False))
             extra["near_dup"] = clusters
         if self.heal:
             extra["heal"] = {k: results.count(f"heal = '{k}'") for k in ("healed", "unhealed")}
