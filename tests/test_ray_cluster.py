@@ -150,10 +150,9 @@ def test_the_run_environment_reaches_the_actors_and_secrets_are_not_printed(clus
     code = (
         "import sys\n"
         "from test_ray_cluster import EnvStage\n"
-        "from vidcap.runners import dispatch\n"
-        "from vidcap.config import RunOptions\n"
-        "s = dispatch(EnvStage(), sys.argv[1], sys.argv[2], RunOptions(progress=False), engine='ray',\n"
-        "             address=sys.argv[3], ray={'env': ['PROBE_API_TOKEN'], 'max_actors': 2})\n"
+        "from vidcap.runner import RunOptions, run\n"
+        "opts = RunOptions(progress=False, executor='ray', address=sys.argv[3], ray_env=('PROBE_API_TOKEN',), ray_actors=2)\n"
+        "s = run(EnvStage(), sys.argv[1], sys.argv[2], opts)\n"
         "print(s['ok'], s['actors'])\n"
     )
     env = cli_env(VIDCAP_PROBE_SETTING="fast", PROBE_API_TOKEN="sk-not-to-be-seen")

@@ -1,11 +1,11 @@
 """Run a stage over a manifest (the library's entry points): `run_stage` in this process, `run` with the
-executor the config's `execution` asks for (one process, GPUs of a host, torchrun, Ray). The lifecycle lives
-in vidcap.session, the loops in vidcap.runners."""
+executor the config's `execution` asks for. The lifecycle lives in vidcap.session, the loops in vidcap.runners."""
 
 from __future__ import annotations
 
 from .config import Execution, RunConfig, RunOptions, RunScope, Tuning, parse_shard
-from .runners import dispatch
+from .runners import pick_executor
+from .runners.local import LocalExecutor
 from .session import Session, default_workers
 from .stages.base import Stage
 
@@ -24,15 +24,9 @@ __all__ = [
 
 def run_stage(stage: Stage, manifest, output, config: RunConfig | None = None) -> dict:
     """One run in this process (the execution's GPUs, tensor-parallel and Ray settings are not used)."""
-    from .runners.local import LocalExecutor
-
     return Session(stage, manifest, output, config).run(LocalExecutor())
 
 
 def run(stage: Stage, manifest, output, config: RunConfig) -> dict:
     """One run with the executor `config.execution` picks; returns the run summary."""
-    ex = config.execution
-    ray = {"env": list(ex.ray_env) or None, "max_actors": ex.ray_actors}
-    return dispatch(
-        stage, manifest, output, config, gpus=ex.gpus, tp=ex.tp, engine=ex.executor, address=ex.address, ray=ray
-    )
+    return Session(stage, manifest, output, config).run(pick_executor(stage, config))

@@ -34,8 +34,7 @@ def _parts_rate(parts_dir: Path) -> dict:
 
 
 def run_scaling(cfg, stage, manifest: Path, root: Path, specs: list[str]) -> list[dict]:
-    from ..runner import RunOptions
-    from ..runners import dispatch
+    from ..runner import RunOptions, run
 
     runs = []
     for n in specs:
@@ -47,9 +46,10 @@ def run_scaling(cfg, stage, manifest: Path, root: Path, specs: list[str]) -> lis
             keep_parts=True,
             part_rows=cfg.batch_size,
             part_seconds=1e9,
+            gpus=n,
         )
         t0 = time.perf_counter()
-        summary = dispatch(stage, manifest, out, opts, gpus=n)
+        summary = run(stage, manifest, out, opts)
         wall = time.perf_counter() - t0
         rate = _parts_rate(out.with_name(out.name + ".parts"))
         runs.append(
