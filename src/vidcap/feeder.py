@@ -194,14 +194,31 @@ class Feeder:
     # -- the feeding thread ------------------------------------------------------------------------------
     def _run(self) -> None:
         try:
-            if self.workers <= 0:
-                self._run_inline()
-            else:
-                self._run_pool()
+            while not self.stop.is_set() and (self.carry or self.suspects or not self.exhausted):
+                pool = self._pool()
+                pending: dict[Future, tuple[list[dict], str, int]] = {}  # task -> (rows, kind, rows of data reserved)
+                try:
+                    self._pool_loop(pool, pending)
+                except BrokenProcessPool:
+                    self._crashed(pending)
+                finally:
+                    procs = list((getattr(pool, "_processes", None) or {}).values())  # private: read defensively
+                    pool.shutdown(wait=False, cancel_futures=True)
+                    reap(procs)
+                    for rows, _kind, reserve in pending.values():
+                        self._landed(rows, reserve)
+                    pending.clear()
         except BaseException as exc:  # noqa: BLE001 (surfaced in the consumer)
             self.error = exc
         finally:
             self.q.put(self.DONE)
+
+    def _pool(self) -> ProcessPoolExecutor | InlinePool:
+        if self.workers <= 0:
+            init_loader_inline(self.loader)
+            return InlinePool()
+        ctx = _pool_context(self.loader)
+        return ProcessPoolExecutor(self.workers, mp_context=ctx, initializer=_init_worker, initargs=(self.loader,))
 
     def _room(self, reserve: int) -> bool:
         """Whether a task that may give `reserve` rows of data may start now (call with `cond` held)."""
@@ -239,38 +256,7 @@ class Feeder:
             self.chunk = min(self.max_chunk, 2 * done) if done == len(rows) else max(1, done)
         self._emit([(row, data, err) for row, (data, err) in zip(rows, out, strict=False)])
 
-    def _run_inline(self) -> None:
-        init_loader_inline(self.loader)
-        while not self.stop.is_set():
-            reserve = min(self.per_task, self.chunk)
-            with self.cond:
-                if not self._room(reserve):
-                    self.cond.wait(0.2)
-                    continue
-            rows = self._next_rows(self.chunk, timeout=0.2)
-            if rows is None:
-                return
-            if rows:
-                self._finish(rows, load_rows(rows, self.task_seconds, min(reserve, len(rows))), adapt=True)
-
-    def _run_pool(self) -> None:
-        while not self.stop.is_set() and (self.carry or self.suspects or not self.exhausted):
-            ctx = _pool_context(self.loader)
-            pool = ProcessPoolExecutor(self.workers, mp_context=ctx, initializer=_init_worker, initargs=(self.loader,))
-            pending: dict[Future, tuple[list[dict], str, int]] = {}  # task -> (rows, kind, rows of data reserved)
-            try:
-                self._pool_loop(pool, pending)
-            except BrokenProcessPool:
-                self._crashed(pending)
-            finally:
-                procs = list((getattr(pool, "_processes", None) or {}).values())  # private: read defensively
-                pool.shutdown(wait=False, cancel_futures=True)
-                reap(procs)
-                for rows, _kind, reserve in pending.values():
-                    self._landed(rows, reserve)
-                pending.clear()
-
-    def _pool_loop(self, pool: ProcessPoolExecutor, pending: dict) -> None:
+    def _pool_loop(self, pool: ProcessPoolExecutor | InlinePool, pending: dict) -> None:
         while not self.stop.is_set():
             for fut in [f for f in pending if f.done()]:
                 out = fut.result()  # BrokenProcessPool when a decoder died: handled by the caller
@@ -361,6 +347,18 @@ class Feeder:
                 self._emit([(row, None, format_error(DECODE, "the decoder process crashed on this file"))])
             else:
                 self.suspects.append(row)
+
+
+class InlinePool:
+    """--workers 0: rows load in the feeding thread, through the pool's interface (a task is done when submitted)."""
+
+    def submit(self, fn, *args) -> Future:
+        fut: Future = Future()
+        fut.set_result(fn(*args))
+        return fut
+
+    def shutdown(self, wait: bool = True, cancel_futures: bool = False) -> None:
+        pass
 
 
 def reap(procs: list, grace: float = 5.0) -> None:
