@@ -24,9 +24,9 @@ from vidcap.cut import cut_range, cut_ranges
 from vidcap.errors import VidcapError
 from vidcap.frames import decode as vdecode
 from vidcap.frames import sample_frames
-from vidcap.ledger import key_sql
 from vidcap.manifest import ABSPATH, read_range, row_key_path, row_range, time_value
 from vidcap.motion.reader import read_gray
+from vidcap.tables import key_sql
 
 FPS = 24
 N = 600  # 25 s

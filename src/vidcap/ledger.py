@@ -34,7 +34,6 @@ from .manifest import (
     INTERNAL,
     RANGE_COLUMNS,
     RID,
-    TIME_TEXT,
     atomic_local,
     check_columns,
     column_plan,
@@ -46,6 +45,7 @@ from .parts import FILE_COLUMNS, FILE_DTYPES, fault_point, read_json
 from .rows import BatchSource
 from .stages.base import Stage
 from .storage import as_path, file_stamp, get_file, is_remote, put_file
+from .tables import csv_header, folder, key_sql, reader_sql, sql_ident, sql_text, table_error
 
 ROW = "_vidcap_row"  # the row's position among the selected manifest rows (the output's order)
 REL = "_vidcap_rel"  # the row's path is relative (written absolute when the output lives elsewhere)
@@ -53,7 +53,6 @@ SEL = "_vidcap_sel"  # the row is one --shard/--limit chose to work on (the outp
 SQL_TYPES = {"Int64": "BIGINT", "float64": "DOUBLE"}  # a stage's declared column types (pandas names) in SQL
 BATCH_ROWS = 65_536
 _NEEDS_PYTHON = r"(^\s|\s$|^~|://|//|(^|/)\.\.?(/|$)|/$)"  # cells os.path.normpath/expanduser would change
-EMPTY = "is empty; it needs a header with a 'path' column and one row per video."
 
 
 def _changed(path, size, mtime) -> bool:
@@ -86,16 +85,6 @@ def connect(workdir: Path):
         nulls_to: Any = "special" if nulls else "default"  # DuckDB's stubs want its enum; each version takes the name
         con.create_function(name, fn, types, con.type(result), null_handling=nulls_to, side_effects=effects)
     return con
-
-
-def table_error(path, exc: Exception | None = None) -> UsageError:
-    """A table DuckDB could not read (or one with no header: `exc` None), in one sentence."""
-    text = str(exc).lower()
-    if exc is not None and "unicode" in text:
-        return UsageError(f"manifest {path} is not UTF-8 text; re-save it as UTF-8 CSV.")
-    if exc is None or "empty" in text:
-        return UsageError(f"manifest {path} {EMPTY}")
-    return UsageError(f"{path} could not be read as {table_format(path)} ({first_line(exc)}); check the file.")
 
 
 # -- the ledger ----------------------------------------------------------------------------------------
@@ -206,8 +195,8 @@ class Ledger:
         """SELECT every column of `src` with the row's resolved path (ABSPATH), relative-path flag (REL) and
         row id (RID). `cols`: the input columns the stage sees (its name -> the column of `src`); `base`: the
         folder relative paths resolve against."""
-        c = f"{_ident(cols['path'])}::VARCHAR" if "path" in cols else "''"
-        b = _sql_text(base)
+        c = f"{sql_ident(cols['path'])}::VARCHAR" if "path" in cols else "''"
+        b = sql_text(base)
         resolved = (
             f"SELECT *, CASE WHEN {c} IS NULL OR {c} = '' THEN '' WHEN _vidcap_odd THEN vidcap_resolve({c}, '{b}') "
             f"WHEN starts_with({c}, '/') THEN {c} ELSE '{b.rstrip('/')}/' || {c} END AS {ABSPATH}, "
@@ -219,7 +208,7 @@ class Ledger:
             key = key_sql(ABSPATH, list(cols), cols)
         else:  # the stage's own key (tags: path and caption): its Python function over each row as a dict
             fields = {**cols, ABSPATH: ABSPATH}
-            row = f"struct_pack({', '.join(f'{_ident(k)} := {_ident(v)}' for k, v in fields.items())})"
+            row = f"struct_pack({', '.join(f'{sql_ident(k)} := {sql_ident(v)}' for k, v in fields.items())})"
             kind = self._schema(f"SELECT {row} AS r FROM ({resolved})")["r"]
             self._udfs += 1
 
@@ -245,7 +234,7 @@ class Ledger:
         if not any(c.strip() for c in given):
             raise table_error(path)
         if len(given) == len(names) and len(set(given)) == len(given) and given != names:
-            cols = ", ".join(f"{_ident(d)} AS {_ident(g)}" for d, g in zip(names, given, strict=False))
+            cols = ", ".join(f"{sql_ident(d)} AS {sql_ident(g)}" for d, g in zip(names, given, strict=False))
             self._readers[str(path)] = f"(SELECT {cols} FROM {reader_sql(path)})"
             return given
         return names
@@ -297,7 +286,7 @@ class Ledger:
         if files:  # _seq: the order rows were saved in (files in `part_files` order, rows in file order)
             self.con.execute("CREATE OR REPLACE TABLE pfiles AS SELECT unnest($1) AS filename, "
                              "generate_subscripts($1, 1) AS fidx", [files])  # fmt: skip
-            listed = "[" + ", ".join(f"'{_sql_text(f)}'" for f in files) + "]"
+            listed = "[" + ", ".join(f"'{sql_text(f)}'" for f in files) + "]"
             parts = (
                 f"SELECT p.* EXCLUDE (filename, file_row_number), (f.fidx << 32) + p.file_row_number AS _seq "
                 f"FROM read_parquet({listed}, union_by_name=true, filename=true, file_row_number=true) p "
@@ -309,7 +298,7 @@ class Ledger:
         self.res_cols = [c for c in self.stage.columns if c in have]
         stamps = [c for c in FILE_COLUMNS if c in have]  # the file a result was made from
         self.res_cols += [c for c in stamps if c not in self.res_cols]
-        cols = ", ".join(_ident(c) for c in [RID, "status", "error", *(self.res_cols if full else stamps)])
+        cols = ", ".join(sql_ident(c) for c in [RID, "status", "error", *(self.res_cols if full else stamps)])
         retry = ", ".join(f"'{c}'" for c in sorted(RETRYABLE))
         mine = f" AND {RID} IN (SELECT {RID} FROM m)" if full else ""  # ids the manifest no longer has drop out
         # One row per id: most ids have one saved row, so only those with several go through the window
@@ -361,14 +350,16 @@ class Ledger:
         first = self.con.execute("SELECT max(_seq) + 1 FROM prior").fetchone()[0] if self._has_prior else -(1 << 62)
         seq = f"row_number() OVER () + {first}"
         if not ex:
-            body = f"SELECT {RID}, {', '.join(_ident(c) for c in names if c in results)}, {seq} AS _seq FROM ({keyed})"
+            body = (
+                f"SELECT {RID}, {', '.join(sql_ident(c) for c in names if c in results)}, {seq} AS _seq FROM ({keyed})"
+            )
         else:
             order = next(iter(fields))
-            struct = ", ".join(f"{_ident(f)} := TRY_CAST({_ident(f)} AS {t})" for f, t in fields.items())
-            items = f"list(struct_pack({struct}) ORDER BY TRY_CAST({_ident(order)} AS {fields[order]}))"
-            agg = [f"CASE WHEN count({_ident(order)}) = 0 THEN NULL ELSE to_json({items} FILTER (WHERE "
-                   f"{_ident(order)} IS NOT NULL))::VARCHAR END AS {_ident(ex)}"]  # fmt: skip
-            agg += [f"any_value({_ident(c)}) AS {_ident(c)}" for c in results if c in names]
+            struct = ", ".join(f"{sql_ident(f)} := TRY_CAST({sql_ident(f)} AS {t})" for f, t in fields.items())
+            items = f"list(struct_pack({struct}) ORDER BY TRY_CAST({sql_ident(order)} AS {fields[order]}))"
+            agg = [f"CASE WHEN count({sql_ident(order)}) = 0 THEN NULL ELSE to_json({items} FILTER (WHERE "
+                   f"{sql_ident(order)} IS NOT NULL))::VARCHAR END AS {sql_ident(ex)}"]  # fmt: skip
+            agg += [f"any_value({sql_ident(c)}) AS {sql_ident(c)}" for c in results if c in names]
             body = f"SELECT {RID}, {', '.join(agg)}, min(_n) AS _seq FROM (SELECT *, {seq} AS _n FROM ({keyed})) GROUP BY 1"
         self._sql(f"INSERT INTO prior BY NAME {body}" if self._has_prior else f"CREATE TABLE prior AS {body}", out)
         self._has_prior = True
@@ -402,7 +393,7 @@ class Ledger:
         if not n:
             return 0, ""
         col = "path" if "path" in self.names else ABSPATH
-        return n, str(self.con.execute(f"SELECT {_ident(col)} FROM m WHERE {ROW} = (SELECT min({ROW}) FROM todo)")
+        return n, str(self.con.execute(f"SELECT {sql_ident(col)} FROM m WHERE {ROW} = (SELECT min({ROW}) FROM todo)")
                        .fetchone()[0])  # fmt: skip
 
     def todo_sql(self) -> str:
@@ -437,7 +428,7 @@ class Ledger:
         for c in self.stage.columns:  # no saved row has it (no rows, or every one failed): the column still comes
             if c not in have:
                 kind = SQL_TYPES.get(self.stage.dtypes.get(c, ""), "VARCHAR")
-                self.con.execute(f"ALTER TABLE best ADD COLUMN {_ident(c)} {kind}")
+                self.con.execute(f"ALTER TABLE best ADD COLUMN {sql_ident(c)} {kind}")
         self.res_cols = [*self.stage.columns, *(c for c in self.res_cols if c not in self.stage.columns)]
         return self.stage.finish(Results(self))
 
@@ -470,17 +461,17 @@ class Ledger:
         declared = {c: SQL_TYPES[t] for c, t in dtypes.items() if t in SQL_TYPES}
         cols = []
         for c in inputs:
-            expr = f"m.{_ident(c)}"
+            expr = f"m.{sql_ident(c)}"
             if c == "path" and rebase:
                 expr = f"CASE WHEN m.{REL} AND m.{ABSPATH} <> '' THEN m.{ABSPATH} ELSE m.\"path\" END"
             if csv and mtypes.get(c) == "VARCHAR":
                 expr = f"nullif({expr}, '')"  # an empty text cell is written bare, as a NULL is
-            cols.append(f"{expr} AS {_ident(plan.get(c, c))}")
+            cols.append(f"{expr} AS {sql_ident(plan.get(c, c))}")
         for c in tail:
             if ex and c in fields:
-                cols.append(f"struct_extract(u.s, '{c}') AS {_ident(c)}")
+                cols.append(f"struct_extract(u.s, '{c}') AS {sql_ident(c)}")
                 continue
-            expr = f"b.{_ident(c)}"
+            expr = f"b.{sql_ident(c)}"
             kind = types.get(c, "")
             if csv and kind.endswith("[]"):  # CSV has no list type: a JSON array, spaced as json.dumps spaces it
                 numbers = kind[:-2] in ("BIGINT", "INTEGER", "SMALLINT", "TINYINT", "UBIGINT", "UINTEGER")
@@ -489,14 +480,14 @@ class Ledger:
                 expr = f"nullif({expr}, '')"
             elif c in declared and kind != declared[c]:  # a column whose every saved value was null, or a
                 expr = f"TRY_CAST({expr} AS {declared[c]})"  # part that typed it otherwise: the declared type
-            cols.append(f"{expr} AS {_ident(c)}")
+            cols.append(f"{expr} AS {sql_ident(c)}")
         body = f"SELECT {', '.join(cols)} FROM m LEFT JOIN best b USING ({RID})"
         if not ex:
             return f"{body} {{where}} ORDER BY m.{ROW}"
         # one row per item of the result's JSON list; a row with no items (failed) is one row of nulls
         schema = json.dumps([{f: t for f, t in fields.items()}])
-        schema = _sql_text(schema).replace("{", "{{").replace("}", "}}")  # the text goes through str.format
-        items = f"coalesce(nullif(from_json(b.{_ident(ex)}, '{schema}'), []), [NULL])"
+        schema = sql_text(schema).replace("{", "{{").replace("}", "}}")  # the text goes through str.format
+        items = f"coalesce(nullif(from_json(b.{sql_ident(ex)}, '{schema}'), []), [NULL])"
         each = f"SELECT unnest(l) AS s, generate_subscripts(l, 1) AS k FROM (SELECT {items} AS l)"
         return f"{body} CROSS JOIN LATERAL ({each}) u {{where}} ORDER BY m.{ROW}, u.k"
 
@@ -519,7 +510,7 @@ class Ledger:
             else "FORMAT parquet, COMPRESSION zstd"
         )
         if fmt == "parquet" and meta is not None:  # the run's record inside the file, as `join` reads it back
-            opts += f", KV_METADATA {{vidcap: '{_sql_text(json.dumps(meta, default=str))}'}}"
+            opts += f", KV_METADATA {{vidcap: '{sql_text(json.dumps(meta, default=str))}'}}"
 
         self.copy(sql, opts, path, before_rename)
 
@@ -528,7 +519,7 @@ class Ledger:
         path) to the ledger's folder and uploaded whole."""
 
         def copy(target: str) -> None:
-            self.con.execute(f"COPY ({sql}) TO '{_sql_text(target)}' ({opts})")
+            self.con.execute(f"COPY ({sql}) TO '{sql_text(target)}' ({opts})")
 
         if is_remote(path):
             local = str(self.work / f"out-{path.name}")
@@ -536,57 +527,6 @@ class Ledger:
             put_file(path, local, before_rename)
         else:
             atomic_local(path, copy, before_rename, fresh=True)
-
-
-def folder(path) -> str:
-    """The folder a table's relative paths resolve against (as `Ledger.base` gives it)."""
-    return str(path.parent) if is_remote(path) else str(Path(os.path.abspath(path)).parent)
-
-
-def csv_header(path: Path) -> list[str]:
-    """A CSV file's header cells as written (RFC 4180 quoting); [] when it cannot be read as UTF-8."""
-    import csv
-
-    try:
-        with open(path, newline="", encoding="utf-8-sig") as fh:  # a byte-order mark is no part of a name
-            return next(csv.reader(fh), [])
-    except (OSError, UnicodeDecodeError, csv.Error):
-        return []
-
-
-def reader_sql(path: Path) -> str:
-    """DuckDB's reader for a CSV (every cell as text, RFC 4180 quoting) or Parquet file, or a dataset folder
-    (the parts its marker lists, in order: DuckDB keeps a list's order)."""
-    fmt = table_format(path)
-    if fmt == "dataset":
-        return "read_parquet([" + ", ".join(f"'{_sql_text(str(f))}'" for f in dataset.files(path)) + "])"
-    if fmt == "parquet":
-        return f"read_parquet('{_sql_text(str(path))}')"
-    return f"read_csv('{_sql_text(str(path))}', all_varchar=true, header=true, delim=',', quote='\"', escape='\"')"
-
-
-def key_sql(abspath: str, names: list[str], cols: dict[str, str] | None = None) -> str:
-    """`manifest.row_key_path` in SQL: the path's key, plus `#t=START,END` on a range row of a manifest with
-    range columns (`cols`: where a name is another column; each cell read by manifest.TIME_TEXT, written as
-    Python's repr, which DuckDB's DOUBLE to VARCHAR cast matches: tests/test_ranges.py checks the two agree)."""
-    key = f"left(sha1({abspath}), 20)"
-    if not set(RANGE_COLUMNS) <= set(names):
-        return key  # a whole-file manifest: the key as it always was
-    t = []
-    for col in RANGE_COLUMNS:  # each cell parsed and written once (nullif: not a finite number is NULL)
-        cell = _ident((cols or {}).get(col, col))
-        d = f"try_cast(regexp_extract({cell}::VARCHAR, '{_sql_text(TIME_TEXT)}', 1) AS DOUBLE)"
-        t.append(f"nullif(nullif(nullif(nullif(({d} + 0.0)::VARCHAR, 'inf'), '-inf'), 'nan'), '-nan')")
-    return f"{key} || coalesce('#t=' || {t[0]} || ',' || {t[1]}, '')"  # no range: the NULL drops out
-
-
-def _ident(name: str) -> str:
-    """A column name as a quoted SQL identifier (any name a user's table may have)."""
-    return '"' + str(name).replace('"', '""') + '"'
-
-
-def _sql_text(text: str) -> str:
-    return text.replace("'", "''")
 
 
 class Results:
@@ -600,7 +540,7 @@ class Results:
         return list(self.led._schema("best"))
 
     def read(self, columns: list[str], where: str = "") -> pa.Table:
-        cols = ", ".join(_ident(c) for c in [RID, *columns])
+        cols = ", ".join(sql_ident(c) for c in [RID, *columns])
         rel = self.led.con.sql(f"SELECT {cols} FROM best {'WHERE ' + where if where else ''}")
         return (getattr(rel, "to_arrow_table", None) or rel.arrow)()  # DuckDB 2 / 1.x
 
@@ -608,7 +548,7 @@ class Results:
         return self.led._count(f"best WHERE {where}")
 
     def fill_null(self, column: str, value: str) -> None:
-        c = _ident(column)
+        c = sql_ident(column)
         self.led.con.execute(
             f"CREATE OR REPLACE TABLE best AS SELECT * REPLACE (coalesce({c}::VARCHAR, ?) AS {c}) FROM best", [value]
         )
@@ -618,12 +558,12 @@ class Results:
         con.register("vidcap_update", table)
         new = [c for c in table.column_names if c != RID]
         cols = [
-            f"CASE WHEN u.{RID} IS NULL THEN b.{_ident(c)} ELSE u.{_ident(c)} END AS {_ident(c)}"
+            f"CASE WHEN u.{RID} IS NULL THEN b.{sql_ident(c)} ELSE u.{sql_ident(c)} END AS {sql_ident(c)}"
             if c in new
-            else f"b.{_ident(c)}"
+            else f"b.{sql_ident(c)}"
             for c in self.columns
         ]
-        cols += [f"u.{_ident(c)}" for c in new if c not in have]
+        cols += [f"u.{sql_ident(c)}" for c in new if c not in have]
         con.execute(
             f"CREATE OR REPLACE TABLE best AS SELECT {', '.join(cols)} FROM best b "
             f"LEFT JOIN vidcap_update u USING ({RID})"

@@ -94,7 +94,7 @@ def read_table(path: str | os.PathLike, text: bool = False) -> pd.DataFrame:
 
 def row_key_path(abspath: str, span: tuple[float, float] | None = None) -> str:
     """A row's id: 20 hex digits of the resolved path's SHA-1, plus `#t=START,END` (Media Fragments, each time
-    as Python's `repr`) for a range row. `vidcap.ledger.key_sql` is the same rule in SQL."""
+    as Python's `repr`) for a range row. `vidcap.tables.key_sql` is the same rule in SQL."""
     key = hashlib.sha1(abspath.encode("utf-8", "surrogatepass")).hexdigest()[:20]
     return key if span is None else f"{key}#t={span[0]!r},{span[1]!r}"
 

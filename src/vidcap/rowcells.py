@@ -4,7 +4,7 @@
 importing pandas (about 0.25 s of CPU each). Range rows (docs/ranges.md): numeric `start_time` and
 `end_time` (seconds, end exclusive) name a part of the file. A cell counts as a time when it is a finite
 number or text of a decimal number (ASCII digits, spaces around allowed): the same rule
-`vidcap.ledger.key_sql` applies in SQL, so both give one key.
+`vidcap.tables.key_sql` applies in SQL, so both give one key.
 """
 
 from __future__ import annotations

@@ -15,6 +15,7 @@ The run's manifest reading can use the same contract: `batches(path)` / `read(pa
 
 from __future__ import annotations
 
+import csv
 import json
 import math
 import os
@@ -29,7 +30,7 @@ import pyarrow.parquet as pq
 
 from . import dataset
 from .errors import UsageError, first_line
-from .manifest import atomic_local, csv_ready, encodable, table_format, write_table
+from .manifest import RANGE_COLUMNS, TIME_TEXT, atomic_local, csv_ready, encodable, table_format, write_table
 from .storage import as_path, is_remote, open_binary, put_file
 
 BATCH_ROWS = 16_384  # rows a batch holds: ~16 MB of 1 kB captions
@@ -379,3 +380,66 @@ def stream_rows(paths: list, keep: Callable[[int, pd.DataFrame], pd.Series]) -> 
         for b in batches(p):
             mask = keep(i, b)
             yield b[mask.to_numpy(dtype=bool)] if len(b) else b
+
+
+# -- the same contract in DuckDB SQL (vidcap.ledger reads manifests and outputs through it) ---------------
+EMPTY = "is empty; it needs a header with a 'path' column and one row per video."
+
+
+def table_error(path, exc: Exception | None = None) -> UsageError:
+    """A table DuckDB could not read (vidcap.ledger) (or one with no header: `exc` None), in one sentence."""
+    text = str(exc).lower()
+    if exc is not None and "unicode" in text:
+        return UsageError(f"manifest {path} is not UTF-8 text; re-save it as UTF-8 CSV.")
+    if exc is None or "empty" in text:
+        return UsageError(f"manifest {path} {EMPTY}")
+    return UsageError(f"{path} could not be read as {table_format(path)} ({first_line(exc)}); check the file.")
+
+
+def folder(path) -> str:
+    """The folder a table's relative paths resolve against ."""
+    return str(path.parent) if is_remote(path) else str(Path(os.path.abspath(path)).parent)
+
+
+def csv_header(path: Path) -> list[str]:
+    """A CSV file's header cells as written (RFC 4180 quoting); [] when it cannot be read as UTF-8."""
+    try:
+        with open(path, newline="", encoding="utf-8-sig") as fh:  # a byte-order mark is no part of a name
+            return next(csv.reader(fh), [])
+    except (OSError, UnicodeDecodeError, csv.Error):
+        return []
+
+
+def reader_sql(path: Path) -> str:
+    """DuckDB's reader for a CSV (every cell as text, RFC 4180 quoting) or Parquet file, or a dataset folder
+    (the parts its marker lists, in order: DuckDB keeps a list's order)."""
+    fmt = table_format(path)
+    if fmt == "dataset":
+        return "read_parquet([" + ", ".join(f"'{sql_text(str(f))}'" for f in dataset.files(path)) + "])"
+    if fmt == "parquet":
+        return f"read_parquet('{sql_text(str(path))}')"
+    return f"read_csv('{sql_text(str(path))}', all_varchar=true, header=true, delim=',', quote='\"', escape='\"')"
+
+
+def key_sql(abspath: str, names: list[str], cols: dict[str, str] | None = None) -> str:
+    """`manifest.row_key_path` in SQL (vidcap.ledger keys every row with it): the path's key, plus `#t=START,END` on a range row of a manifest with
+    range columns (`cols`: where a name is another column; each cell read by manifest.TIME_TEXT, written as
+    Python's repr, which DuckDB's DOUBLE to VARCHAR cast matches: tests/test_ranges.py checks the two agree)."""
+    key = f"left(sha1({abspath}), 20)"
+    if not set(RANGE_COLUMNS) <= set(names):
+        return key  # a whole-file manifest: the key as it always was
+    t = []
+    for col in RANGE_COLUMNS:  # each cell parsed and written once (nullif: not a finite number is NULL)
+        cell = sql_ident((cols or {}).get(col, col))
+        d = f"try_cast(regexp_extract({cell}::VARCHAR, '{sql_text(TIME_TEXT)}', 1) AS DOUBLE)"
+        t.append(f"nullif(nullif(nullif(nullif(({d} + 0.0)::VARCHAR, 'inf'), '-inf'), 'nan'), '-nan')")
+    return f"{key} || coalesce('#t=' || {t[0]} || ',' || {t[1]}, '')"  # no range: the NULL drops out
+
+
+def sql_ident(name: str) -> str:
+    """A column name as a quoted SQL identifier (any name a user's table may have)."""
+    return '"' + str(name).replace('"', '""') + '"'
+
+
+def sql_text(text: str) -> str:
+    return text.replace("'", "''")
