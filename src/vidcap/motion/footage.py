@@ -153,3 +153,52 @@ def size_of(path: str) -> tuple[int, int]:
         ctx = container.streams.video[0].codec_context
         scale = min(1.0, MAX_SIDE / ctx.width)
         return round(ctx.width * scale), round(ctx.height * scale)
+
+
+READ_WIDTH = 160  # the shown-motion check compares frames at this width
+LOOK_ALIKE = 1.1  # frames within this factor of the best match are ones the decoded frame could be
+
+
+def _small(img: np.ndarray) -> np.ndarray:
+    """RGB frame -> gray, READ_WIDTH wide, lightly blurred (sensor noise and block edges averaged out)."""
+    import cv2
+
+    gray = cv2.cvtColor(img, cv2.COLOR_RGB2GRAY)
+    h = max(8, round(gray.shape[0] * READ_WIDTH / gray.shape[1]))
+    small = cv2.resize(gray, (READ_WIDTH, h), interpolation=cv2.INTER_AREA).astype(np.float32)
+    return np.asarray(cv2.GaussianBlur(small, (0, 0), 1.0))
+
+
+def decoded_last(path) -> np.ndarray:
+    """The last frame of a written clip as a player shows it (RGB), through `_small`."""
+    import av
+
+    last = None
+    with av.open(str(path)) as container:
+        for frame in container.decode(video=0):
+            last = frame
+    if last is None:
+        raise RuntimeError(f"{path}: no frame decoded")
+    return _small(last.to_ndarray(format="rgb24"))
+
+
+def shown_frames(path, rendered: list) -> list[int]:
+    """Which of the rendered (pre-encoding) frames the decoded clip's last frame shows: the indices, from
+    the second half of the clip, whose mean absolute difference from it is within LOOK_ALIKE of the best.
+
+    Normally that is the last frame (and the frames of a hold at the end, which look the same). A dark clip
+    coded at a coarse quantiser can end on a picture the decoder last updated many frames earlier; a move
+    along a straight edge gives frames that differ only in faint texture: both show up here as look-alikes
+    from before the end."""
+    last = decoded_last(path)
+    start = len(rendered) // 2
+    errs = np.array([float(np.abs(_small(f) - last).mean()) for f in rendered[start:]])
+    return [start + int(k) for k in np.flatnonzero(errs <= LOOK_ALIKE * errs.min() + 1e-6)]
+
+
+def label_shown(path, rendered: list, label_at, label: str) -> bool:
+    """The clip's label can be read from its decoded pixels: every rendered frame the decoded last frame
+    looks like (`shown_frames`) ends a motion with the same label. `label_at(k)` is the label of the true
+    motion from the first frame to frame k (with the builder's margin: an unclear label counts as another).
+    A property of the encoded clip and its ground truth, not of any estimator."""
+    return all(label_at(k) == label for k in shown_frames(path, rendered))
