@@ -14,7 +14,6 @@ path and caption) is keyed by its Python `row_key`, called from SQL.
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import sys
 import tempfile
@@ -27,7 +26,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from . import dataset
-from .errors import RETRYABLE, UsageError, first_line
+from .errors import RETRYABLE, UsageError
 from .knobs import knob
 from .manifest import (
     ABSPATH,
@@ -45,7 +44,7 @@ from .parts import FILE_COLUMNS, FILE_DTYPES, fault_point, read_json
 from .rows import BatchSource
 from .stages.base import Stage
 from .storage import as_path, file_stamp, get_file, is_remote, put_file
-from .tables import csv_header, folder, key_sql, reader_sql, sql_ident, sql_text, table_error
+from .tables import csv_header, folder, key_sql, local_copy, reader_sql, sql_ident, sql_text, table_error
 
 ROW = "_vidcap_row"  # the row's position among the selected manifest rows (the output's order)
 REL = "_vidcap_rel"  # the row's path is relative (written absolute when the output lives elsewhere)
@@ -107,34 +106,12 @@ class Ledger:
                 shutil.rmtree(old, ignore_errors=True)
             self.work = Path(tempfile.mkdtemp(prefix=".ledger-", dir=store.dir))
         self.con = connect(self.work)
-        self.manifest, self.base = self._local_copy(as_path(manifest), "manifest")
+        self.manifest, self.base = local_copy(as_path(manifest), self.work, "manifest")
         self.path_keyed = type(stage).row_key is Stage.row_key  # the key is computed in SQL
         self.rows = 0
         self.names: list[str] = []
         self._fetched: dict[str, str] = {}  # remote part -> its local copy (a part never changes once written)
         self._readers: dict[str, str] = {}  # a CSV whose header DuckDB would rename -> SQL that keeps the names
-
-    def _local_copy(self, path, name: str) -> tuple[Path, str]:
-        """(a local file to read, the folder its relative paths resolve against): a remote table is copied
-        into the ledger's folder once (DuckDB and Arrow then read a local file)."""
-        if not is_remote(path):
-            if not os.path.exists(path):
-                raise UsageError(f"{path} does not exist; check the path.")
-            if os.path.isdir(path) and table_format(path) != "dataset":
-                raise UsageError(f"{path} is a directory; pass a .csv or .parquet file.")
-            if any(c in str(path) for c in "*?[{") and table_format(path) != "dataset":  # DuckDB would glob it
-                link = self.work / f"{name}{''.join(Path(path).suffixes[-1:])}"
-                link.symlink_to(os.path.abspath(path))
-                return link, folder(path)
-            return Path(path), folder(path)
-        local = self.work / f"{name}{''.join(Path(path.name).suffixes[-1:])}"
-        try:
-            get_file(path, str(local))
-        except FileNotFoundError:
-            raise UsageError(f"{path} does not exist; check the URL.") from None
-        except Exception as exc:
-            raise UsageError(f"cannot read {path} ({first_line(exc)}); check the URL and its credentials.") from None
-        return local, folder(path)
 
     def part_paths(self) -> list[str]:
         """Every saved part as a local file (remote parts are fetched once: a part never changes once
@@ -332,7 +309,7 @@ class Ledger:
         the manifest gives them); a stage whose result is a list (`Stage.expands`: one output row per item)
         gathers its items back into one result per input row, keyed from the path and the input's range (its
         own start_time/end_time are results)."""
-        out, out_base = self._local_copy(table, name)
+        out, out_base = local_copy(table, self.work, name)
         names = self._header(out)
         ex, fields = self.stage.expands, self.stage.expand_fields
         results = [c for c in (*self.stage.columns, "status", "error", *FILE_COLUMNS) if c != ex]

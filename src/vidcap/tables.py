@@ -31,7 +31,7 @@ import pyarrow.parquet as pq
 from . import dataset
 from .errors import UsageError, first_line
 from .manifest import RANGE_COLUMNS, TIME_TEXT, atomic_local, csv_ready, encodable, table_format, write_table
-from .storage import as_path, is_remote, open_binary, put_file
+from .storage import as_path, get_file, is_remote, open_binary, put_file
 
 BATCH_ROWS = 16_384  # rows a batch holds: ~16 MB of 1 kB captions
 # vidcap's own columns and their types (the caption stage's Int64 columns, parts.FILE_DTYPES, motion's floats)
@@ -443,3 +443,26 @@ def sql_ident(name: str) -> str:
 
 def sql_text(text: str) -> str:
     return text.replace("'", "''")
+
+
+def local_copy(path, workdir: Path, name: str) -> tuple[Path, str]:
+    """(a local file to read, the folder its relative paths resolve against): a remote table is copied
+    into `workdir` once (DuckDB and Arrow then read a local file)."""
+    if not is_remote(path):
+        if not os.path.exists(path):
+            raise UsageError(f"{path} does not exist; check the path.")
+        if os.path.isdir(path) and table_format(path) != "dataset":
+            raise UsageError(f"{path} is a directory; pass a .csv or .parquet file.")
+        if any(c in str(path) for c in "*?[{") and table_format(path) != "dataset":  # DuckDB would glob it
+            link = workdir / f"{name}{''.join(Path(path).suffixes[-1:])}"
+            link.symlink_to(os.path.abspath(path))
+            return link, folder(path)
+        return Path(path), folder(path)
+    local = workdir / f"{name}{''.join(Path(path.name).suffixes[-1:])}"
+    try:
+        get_file(path, str(local))
+    except FileNotFoundError:
+        raise UsageError(f"{path} does not exist; check the URL.") from None
+    except Exception as exc:
+        raise UsageError(f"cannot read {path} ({first_line(exc)}); check the URL and its credentials.") from None
+    return local, folder(path)
