@@ -135,6 +135,39 @@ def test_evalwarp_builds_a_labelled_set(sources, tmp_path):
     assert set(df["style"]) == {"live", "animation"}
 
 
+def test_builders_drop_a_clip_whose_decoded_picture_stops_short(sources, tmp_path):
+    # the shown-motion check: a clip whose last decoded frame shows the picture of a frame whose motion has
+    # another label (here the picture froze a third of the way through a tilt) cannot show its label
+    from vidcap.motion import evalset
+
+    img = footage.frames_of(sources["bigbuckbunny"].path)[40]
+    h, w = img.shape[:2]
+    n, out_wh = 45, (256, 192)
+    path = evalset.window_path(np.random.default_rng(3), n, (w, h), out_wh, 0.0, 0.5, 1.0, "linear", 0.0)
+    assert path is not None
+    rendered = evalset.render(lambda k: img, *path, out_wh)
+
+    def label_at(k: int) -> str:
+        return evalset.clear_label(evalset.truth_of(path[0][: k + 1], path[1][: k + 1], out_wh), 0.25)
+
+    label = label_at(n - 1)
+    assert label == "tilt_up" and label_at(n // 3) == "static"
+    whole, frozen = tmp_path / "whole.mp4", tmp_path / "frozen.mp4"
+    write_mp4(whole, rendered, 25, 23)
+    write_mp4(frozen, rendered[: n // 3] + [rendered[n // 3]] * (n - n // 3), 25, 23)
+    assert footage.shown_frames(whole, rendered) == [n - 1]
+    assert footage.label_shown(whole, rendered, label_at, label)
+    assert not footage.label_shown(frozen, rendered, label_at, label)
+
+
+def test_evalset_rows_count_the_draws_the_check_dropped(sources, tmp_path):
+    from vidcap.motion import evalset
+
+    labels = evalset.build(tmp_path, "test", per_source=2, sources=[sources["megamind"]], seed=3, size=(176, 144))
+    df = pd.read_csv(labels)
+    assert "dropped" in df.columns and (df["dropped"] >= 0).all()
+
+
 def test_a_mover_over_part_of_the_frame_is_no_cut(sources):
     from vidcap.motion.align import blocks_matching
     from vidcap.motion.track import prepare
