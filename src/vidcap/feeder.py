@@ -36,48 +36,16 @@ from typing import Any
 
 from .errors import DECODE, VidcapError, format_error
 from .manifest import RID
+from .procs import die_with_parent, reap, release_forkserver, stop_forkserver
 from .rows import ListSource, RowSource
 
 # -- decode workers ---------------------------------------------------------------------------------
 _LOADER: Callable[[dict], Any] | None = None
 
 
-def die_with_parent(sig: int = signal.SIGKILL) -> None:
-    """Linux: the kernel sends `sig` to this process when its parent goes away, however it went (kill -9
-    included), so no process of a run outlives it: a decode worker (SIGKILL: it holds nothing to save), a
-    host's GPU worker or a torchrun rank (SIGTERM: it saves its finished rows first)."""
-    if not sys.platform.startswith("linux"):
-        return
-    try:
-        import ctypes
-
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, int(sig))  # PR_SET_PDEATHSIG
-    except (OSError, AttributeError):
-        return
-
-
-def _release_forkserver() -> None:
-    """A worker forked by the fork server holds a copy of the write end of the server's liveness pipe; while
-    any worker holds it, the server never sees the run die, so after a kill -9 of the run the server and
-    its workers (whose parent-death signal waits for the server) lived on. The worker never forks through
-    the server itself, so it lets the pipe go: the run's death closes the last write end, the server
-    exits, and the workers' parent-death signal ends them."""
-    try:
-        from multiprocessing import forkserver
-
-        server = forkserver._forkserver
-        fd = getattr(server, "_forkserver_alive_fd", None)
-        # set in a child of the server (which launched no server itself); the run's own copy has a pid
-        if fd is not None and getattr(server, "_forkserver_pid", None) is None:
-            os.close(fd)
-            server._forkserver_alive_fd = None  # type: ignore[attr-defined]
-    except (ImportError, AttributeError, OSError):
-        return
-
-
 def _init_worker(loader) -> None:
     global _LOADER
-    _release_forkserver()
+    release_forkserver()
     die_with_parent()  # a kill -9 of the run would leave a decoder holding the terminal and its pipes
     if os.getppid() == 1:  # the parent (the fork server, which exits with the run) died before the call above
         os._exit(0)
@@ -361,32 +329,7 @@ class InlinePool:
         pass
 
 
-def reap(procs: list, grace: float = 5.0) -> None:
-    """Wait for a pool's worker processes to exit (their queued tasks were cancelled, so they end after the
-    one they run); one still running after `grace` seconds is terminated, then killed."""
-    deadline = time.monotonic() + grace
-    for p in procs:
-        p.join(max(0.0, deadline - time.monotonic()))
-    for p in procs:
-        if p.is_alive():
-            p.terminate()
-            p.join(1.0)
-        if p.is_alive():
-            p.kill()
-            p.join(1.0)
-
-
 _STOP_REGISTERED = False
-
-
-def _stop_forkserver() -> None:
-    """At exit: stop the fork server and wait for it, so it does not outlive the process that started it."""
-    try:
-        from multiprocessing import forkserver
-
-        forkserver._forkserver._stop()  # type: ignore[attr-defined]  # private, present since 3.8
-    except (ImportError, AttributeError, OSError, ChildProcessError):
-        pass
 
 
 def _pool_context(loader):
@@ -397,7 +340,7 @@ def _pool_context(loader):
     ctx = mp.get_context("forkserver")
     global _STOP_REGISTERED
     if not _STOP_REGISTERED:  # one server serves every run of this process; it goes when the process does
-        atexit.register(_stop_forkserver)
+        atexit.register(stop_forkserver)
         _STOP_REGISTERED = True
     own = getattr(loader, "preload", ()) or ()  # modules a loader names for the server to import once
     preload = ["numpy", "av", "cv2", "vidcap.frames", *own]

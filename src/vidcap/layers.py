@@ -10,7 +10,23 @@ from __future__ import annotations
 # Lowest floor first. A name covers the module and, for a package, everything under it; the longest
 # matching name wins (so `backends.preset` can sit below the rest of `backends`).
 FLOORS: list[tuple[str, list[str]]] = [
-    ("base", ["vidcap", "errors", "console", "clihelp", "parallel", "rows", "summary", "knobs", "gpus", "config"]),
+    (
+        "base",
+        [
+            "vidcap",
+            "errors",
+            "console",
+            "clihelp",
+            "parallel",
+            "rows",
+            "summary",
+            "knobs",
+            "gpus",
+            "config",
+            "procs",
+            "faults",
+        ],
+    ),
     ("data", ["storage", "dataset", "manifest", "rowcells", "tables", "table_ops", "frames", "export_media", "cut"]),
     (
         "models",

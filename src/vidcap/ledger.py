@@ -18,6 +18,7 @@ import shutil
 import sys
 import tempfile
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +28,7 @@ import pyarrow.parquet as pq
 
 from . import dataset
 from .errors import RETRYABLE, UsageError
+from .faults import fault_point
 from .knobs import knob
 from .manifest import (
     ABSPATH,
@@ -40,7 +42,7 @@ from .manifest import (
     resolve_path,
     table_format,
 )
-from .parts import FILE_COLUMNS, FILE_DTYPES, fault_point, read_json
+from .parts import FILE_COLUMNS, FILE_DTYPES, read_json
 from .rows import BatchSource
 from .stages.base import Stage
 from .storage import as_path, file_stamp, get_file, is_remote, put_file
@@ -476,7 +478,7 @@ class Ledger:
         if fmt == "dataset":
             rel = self.con.sql(sql)
             reader = (getattr(rel, "to_arrow_reader", None) or rel.fetch_arrow_reader)(BATCH_ROWS)
-            on_part = lambda: fault_point("dataset_part")  # noqa: E731
+            on_part = partial(fault_point, "dataset_part")
             dataset.write(str(path), reader, reader.schema, meta=meta, before_rename=before_rename, on_part=on_part)
             return
         # The bytes Python's csv writes: CRLF line ends (RFC 4180; a bare \r in a cell is then quoted too) and no

@@ -23,11 +23,12 @@ from typing import Protocol
 
 from .config import RunConfig
 from .errors import EMPTY_PATH, MISSING, FatalRunError, UsageError, error_code
+from .faults import fault_point
 from .knobs import check as check_knobs
 from .ledger import Ledger
 from .ledger_plan import PlanRows, plan_path, write_plan
 from .manifest import ABSPATH, RID, clean_text
-from .parts import FILE_COLUMNS, PartStore, fault_point
+from .parts import FILE_COLUMNS, PartStore
 from .rows import ListSource
 from .stages.base import Stage
 from .storage import as_path, file_stamp

@@ -18,9 +18,9 @@ from collections.abc import Callable
 from typing import Any
 
 from ..errors import UsageError
-from ..feeder import die_with_parent
 from ..gpus import visible_gpus
 from ..ledger_plan import plan_path, remove_plan
+from ..procs import die_with_parent
 from ..session import Executor, Job, Sink, WorkerReport, safe_extra
 from .local import run_batches
 from .tp import LeaderStage, broadcast, follow, group_env, init_group

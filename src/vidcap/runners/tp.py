@@ -17,7 +17,7 @@ import socket
 import sys
 
 from ..errors import first_line
-from ..feeder import die_with_parent
+from ..procs import die_with_parent
 
 
 def free_port() -> int:

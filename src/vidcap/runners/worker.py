@@ -16,8 +16,8 @@ from collections import Counter, deque
 from dataclasses import dataclass
 
 from ..errors import FatalRunError, UsageError
-from ..feeder import die_with_parent
 from ..manifest import RID
+from ..procs import die_with_parent
 from ..session import Sink, Watcher, safe_extra
 from .local import run_batches
 from .tp import start_group
