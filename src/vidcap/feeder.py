@@ -1,21 +1,12 @@
-"""Decode workers: the stage's loader runs on each row in a process pool fed by a background thread, so
-frames for the next batches are decoded while the model works on the current one.
+"""Decode workers: the stage's loader runs on each row in a process pool fed by a background thread, so the
+next batches decode while the model works on the current one.
 
-Rows travel in chunks: a task is a list of rows that one worker loads in order, and its results come back
-to the consumer as one list. A chunk starts at one row (the first clip is not held back) and doubles while
-its rows load fast (a manifest of missing files costs a few microseconds a row, not a round trip each); a
-worker hands its results back once a task has run TASK_SECONDS or given the rows of data it may hold, and
-the rows it did not reach go out again. Memory stays bounded in rows: tasks in flight may give at most
-`depth` rows of data (decoded clips) between them, no task starts while `depth` loaded rows wait for the
-consumer (so at most 2 x depth rows of data are held, as with one row a task), and failed rows, in flight
-or waiting, stay under LIGHT_ROWS plus one chunk.
-
-A decode worker that dies (segfault, OOM kill) takes its tasks with it: every row of the lost tasks is
-tried again on its own, and a row in flight alone in its second crash is recorded as the crash's culprit;
-the other rows load as usual.
-
-Every executor uses this floor: the one-process loop, and the worker loop of each worker of a host, each
-torchrun rank and each Ray actor. Nothing here knows about parts or the run's lifecycle.
+A task is a chunk of rows one worker loads in order; the chunk starts at one row and doubles while rows
+load fast (missing files cost microseconds, not a round trip each). A worker returns after TASK_SECONDS or
+`per_task` rows of data, and the rows it did not reach go out again. Memory is bounded in rows: at most
+`depth` rows of data in flight and `depth` waiting, and failed rows under LIGHT_ROWS plus one chunk. When a
+decoder dies (segfault, OOM kill) every row of its lost tasks is tried again alone; a row alone in its
+second crash is recorded as the culprit. Nothing here knows about parts or the run's lifecycle.
 """
 
 from __future__ import annotations

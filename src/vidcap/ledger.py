@@ -1,14 +1,8 @@
-"""Every run's bookkeeping, for 10 rows and for 100M: DuckDB over the manifest and the saved results.
-
-The manifest is read once into a DuckDB table (one row per manifest row, with its row id and resolved
-path); saved results (the run's parts, or a finished output by the same settings) are read from Parquet
-with only the columns each step needs. What is done, what to redo, the rows left, the run-level step and
-the final merge are SQL over those tables, so memory stays bounded by DuckDB's memory limit (it spills to
-the ledger's folder), not by the number of rows.
-
-Row ids are the stage's row key: for every built-in path-keyed stage a 20-hex-digit (80-bit) SHA-1 prefix,
-computed here in DuckDB (the same value `Stage.row_key` gives in Python); a stage with its own key (tags:
-path and caption) is keyed by its Python `row_key`, called from SQL.
+"""Every run's bookkeeping, for 10 rows and for 100M: DuckDB over the manifest (read once into a table) and
+the saved results (parts, or a finished output by the same settings, read with only the columns a step
+needs). What is done, what to redo, the run-level step and the merge are SQL, so memory is bounded by
+DuckDB's limit (it spills to the ledger's folder), not by the rows. Row ids are the stage's row key, computed
+in SQL (tables.key_sql) or, for a stage with its own key (tags), by its Python `row_key` called from SQL.
 """
 
 from __future__ import annotations

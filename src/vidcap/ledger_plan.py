@@ -1,12 +1,6 @@
-"""The ledger's plan as a file, for executors whose rows are read by other processes.
-
-A large run's coordinator plans once in DuckDB (vidcap.ledger); an executor whose rows leave this process
-as a whole (torchrun's other ranks, Ray's read tasks) gets them from one Parquet file written from table
-`todo` in manifest order, in row groups of about `GROUP_ROWS`. A torchrun rank streams one contiguous range
-of its rows (rank r of N: rows [r*n/N, (r+1)*n/N)), reading only the row groups that hold them: the ranges
-split the file, so every row goes to exactly one rank, the shares differ by at most one row, and no rank
-reads the manifest or the parts. The file lives in the parts folder and is written again by every run (it is the
-plan of that run only); a kill leaves it there, and the next run's coordinator replaces it.
+"""The ledger's plan as a file, for torchrun's ranks: table `todo` in manifest order, written by rank 0 to the
+parts folder in row groups of `GROUP_ROWS`; rank r of N streams rows [r*n/N, (r+1)*n/N), reading only the
+groups that hold them, so every row goes to exactly one rank. Every run writes it anew.
 """
 
 from __future__ import annotations

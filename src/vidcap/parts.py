@@ -1,9 +1,5 @@
-"""Atomic part files, the run lock, run.json, and the output's publication.
-
-A run writes `part-*.parquet` files under `<output>.parts/` (temp name, fsync, rename: a killed run
-leaves only `.tmp` files, which are ignored). Done rows are the `_rid`s found in parts (vidcap.ledger
-reads them); the output is written by the ledger through `PartStore.publish`, then the parts folder goes.
-"""
+"""Atomic part files under `<output>.parts/` (temp name, fsync, rename: a kill leaves only ignored `.tmp`
+files), the run lock, run.json, and the output's publication (the ledger writes it through `publish`)."""
 
 from __future__ import annotations
 
@@ -16,7 +12,6 @@ import time
 from pathlib import Path
 from typing import TextIO
 
-import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
@@ -24,8 +19,9 @@ from . import __version__, dataset
 from .errors import FatalRunError, UsageError, first_line
 from .faults import fault_point
 from .knobs import knob, settings
-from .manifest import RID, atomic_local, fsync_path, table_format, write_table
-from .storage import RemoteLease, as_path, is_object_store, is_remote, open_binary, put_bytes, rmtree
+from .manifest import RID, fsync_path, table_format
+from .storage import RemoteLease, as_path, is_object_store, is_remote, open_binary, put_bytes, rmtree, same_file
+from .tables import write_arrow, write_rows
 
 RUN_JSON = "run.json"
 COMPACT_DIR = "compact"
@@ -404,31 +400,6 @@ def read_json(path) -> dict:
         file=sys.stderr,
     )
     return {}
-
-
-def same_file(a, b) -> bool:
-    """Two table paths that name the same file (remote ones by URL)."""
-    if is_remote(a) or is_remote(b):
-        return str(a) == str(b)
-    return os.path.realpath(os.path.expanduser(str(a))) == os.path.realpath(os.path.expanduser(str(b)))
-
-
-def write_rows(rows: list[dict], path, before_rename=None) -> None:
-    """One part from result records: straight to Arrow (no pandas frame); records Arrow cannot type (mixed
-    values, lone surrogates) and remote stores take `write_table`, which cleans them."""
-    try:
-        table = None if is_remote(path) else pa.Table.from_pylist(rows)
-    except Exception:
-        table = None
-    if table is None:
-        write_table(pd.DataFrame(rows), path, before_rename=before_rename)
-    else:
-        write_arrow(table, path, before_rename)
-
-
-def write_arrow(table, path: Path, before_rename=None) -> None:
-    """An Arrow table to a local Parquet file atomically (temp name, fsync, rename)."""
-    atomic_local(path, lambda tmp: pq.write_table(table, tmp), before_rename)
 
 
 def _fp_diff(old: dict, new: dict) -> str:

@@ -1,9 +1,5 @@
-"""Row sources: how rows (or items) reach whoever consumes them, a few at a time.
-
-Every source in vidcap, from the ledger's plan to the engine's stream of prepared clips, has one method,
-`take(n, timeout)`: up to n items, [] when none came within `timeout` seconds, None once there will be no
-more. Sources of planned rows also say `len`: how many they give in all.
-"""
+"""Row sources: every source of rows or items (the ledger's plan, a coordinator's chunks, the engine's
+prepared clips) has one method, `take(n, timeout)`; sources of planned rows also say `len`."""
 
 from __future__ import annotations
 

@@ -1,13 +1,8 @@
-"""One run's lifecycle, the same under every executor: plan, record, finish.
+"""One run's lifecycle, the same under every executor: plan (the ledger: what is done, what to do), record
+(a `Recorder` per writing process: buffered results to atomic part files), finish (every row has exactly
+one result, lost ones done again once; the stage's run-level step; merge; summary).
 
-    plan    select the manifest's rows, load what is already done (once, keyed by the stage's row key),
-            decide what to (re)do
-    record  results go to a buffer and out to atomic part files (`Recorder`, one per writing process)
-    finish  check that every selected row has exactly one result (rows whose result went missing are done
-            again once), run the stage's run-level work, merge into the output, write the summary
-
-Executors (vidcap.runners) only hand rows out: `Session.run(executor)` gives one a frozen `Job` (the stage,
-the options, a row-source factory, the sink that writes part files) and gets back one `WorkerReport` per
+Executors (vidcap.runners) only hand rows out: they get a frozen `Job` and answer one `WorkerReport` per
 worker; the lock, the plan, the merge and the summary stay here.
 """
 
@@ -46,16 +41,11 @@ def default_workers(stage: Stage | None = None) -> int:
     return max(1, (os.cpu_count() or 2) - 1)
 
 
-def run_fingerprint(stage: Stage) -> dict:
-    return dict(stage.fingerprint(), columns=list(stage.columns))
-
-
 # -- where results go ------------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class Sink:
-    """The run's parts folder as any writing process sees it (picklable: host workers get it): part files
-    under each worker's name and small notes beside them. The lock, the plan and the merge stay with the
-    session."""
+    """The run's parts folder as any writing process sees it (picklable): part files under each worker's name
+    and small notes beside them."""
 
     output: str
     fingerprint: dict
@@ -67,7 +57,7 @@ class Sink:
         return Recorder(stage, self.store(worker), opts, watcher)
 
     def note_path(self, name: str):
-        """A file of this name in the parts folder (workers.json, torchrun's done markers, the plan file)."""
+        """A file in the parts folder (workers.json, torchrun's done markers, the plan file)."""
         return self.store().dir / name
 
     def write_note(self, name: str, data: dict) -> None:
@@ -77,8 +67,7 @@ class Sink:
         return self.store().files(pattern)
 
     def saved_ids(self, worker: str, among: set | None = None) -> set:
-        """Row ids in the part files one worker wrote (after it died: what it had saved); with `among`,
-        only those of these ids (the parts are then read for them only)."""
+        """Row ids (of `among`, if given) in the part files one worker wrote (after it died: what it saved)."""
         return self.store(worker).saved_rids(worker, among)
 
 
@@ -101,7 +90,7 @@ class Watcher:
 
 
 class PartWriter(Protocol):
-    """Where a recorder saves its buffer: a PartStore, or a Ray actor's link to the driver that writes it."""
+    """A PartStore, or a Ray actor's link to the driver that writes its parts."""
 
     def write_part(self, rows: list[dict]) -> object: ...
 
@@ -210,8 +199,8 @@ class Job:
     rows: Rows
     sink: Sink
 
-    def recorder(self, worker: str, watcher: Watcher | None = None, opts: RunConfig | None = None) -> Recorder:
-        return self.sink.recorder(self.stage, opts or self.opts, worker, watcher)
+    def recorder(self, worker: str) -> Recorder:
+        return self.sink.recorder(self.stage, self.opts, worker)
 
     def workers(self) -> int:
         """Decode processes of one worker loop (--workers, else the stage's or the host's default)."""
@@ -230,9 +219,8 @@ class WorkerReport:
 
 
 class Executor:
-    """How rows reach the stage. `Session.run` calls `start` (which must call `lock` in the process that plans),
-    then `run(job)` (possibly again, to redo rows whose saved result went missing); an executor sees nothing of
-    the session but the job, and answers with one report per worker."""
+    """How rows reach the stage: `Session.run` calls `start` (which calls `lock` in the process that plans), then
+    `run(job)` (again to redo rows whose saved result went missing); it answers one report per worker."""
 
     name = "local"
     unit = ""  # the summary counts the workers under this name ("workers", "ranks", "actors")
@@ -263,8 +251,8 @@ def merge_extras(extras: list[dict]) -> dict:
 
 
 def safe_extra(stage: Stage) -> dict:
-    """A worker's stage figures; a failure to compute them never costs the run. A stage that stops the run there
-    (FatalRunError: --budget held rows back, so the output stays unfinished) still stops it."""
+    """A worker's stage figures; a failure to compute them never costs the run (a FatalRunError, e.g. --budget
+    held rows back, still stops it)."""
     try:
         return stage.summary_extra()
     except FatalRunError:
@@ -275,14 +263,12 @@ def safe_extra(stage: Stage) -> dict:
 
 # -- the session ------------------------------------------------------------------------------------------
 class Session:
-    """One run: take the lock, plan in the ledger, hand the executor a job, check every row has a result
-    (redoing lost ones once), run the stage's run-level step, merge, sum the workers' reports up. The
-    process that plans holds the ledger until the merge."""
+    """One run: lock, plan, hand the executor a job, check every row has a result, finish, merge, sum up."""
 
     def __init__(self, stage: Stage, manifest, output, opts: RunConfig | None = None):
         self.stage, self.manifest, self.output = stage, manifest, as_path(output)
         self.opts = opts or RunConfig()
-        fingerprint = run_fingerprint(stage)
+        fingerprint = dict(stage.fingerprint(), columns=list(stage.columns))
         self.store = PartStore(self.output, fingerprint, overwrite=self.opts.overwrite, keep_parts=self.opts.keep_parts)
         self.sink = Sink(str(self.output), fingerprint)
 
@@ -338,9 +324,8 @@ class Session:
             store.close()
 
     def complete(self, led: Ledger, executor: Executor, job: Job) -> list[WorkerReport]:
-        """Every planned row has a result: rows whose result went missing (a part deleted or damaged before
-        the merge) are done again once; if some still lack one the run stops without writing the output,
-        naming them, and a rerun finishes them."""
+        """Rows whose result went missing (a part deleted or damaged before the merge) are done again once; if
+        some still lack one the run stops, naming the first, and a rerun finishes them."""
         reports: list[WorkerReport] = []
         for attempt in range(2):
             led.refresh()

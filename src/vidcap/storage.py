@@ -227,3 +227,10 @@ def fsync_path(directory: Path) -> None:
         pass
     finally:
         os.close(fd)
+
+
+def same_file(a, b) -> bool:
+    """Two table paths that name the same file (remote ones by URL)."""
+    if is_remote(a) or is_remote(b):
+        return str(a) == str(b)
+    return os.path.realpath(os.path.expanduser(str(a))) == os.path.realpath(os.path.expanduser(str(b)))

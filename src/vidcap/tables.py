@@ -466,3 +466,21 @@ def local_copy(path, workdir: Path, name: str) -> tuple[Path, str]:
     except Exception as exc:
         raise UsageError(f"cannot read {path} ({first_line(exc)}); check the URL and its credentials.") from None
     return local, folder(path)
+
+
+def write_rows(rows: list[dict], path, before_rename=None) -> None:
+    """One part from result records: straight to Arrow (no pandas frame); records Arrow cannot type (mixed
+    values, lone surrogates) and remote stores take `write_table`, which cleans them."""
+    try:
+        table = None if is_remote(path) else pa.Table.from_pylist(rows)
+    except Exception:
+        table = None
+    if table is None:
+        write_table(pd.DataFrame(rows), path, before_rename=before_rename)
+    else:
+        write_arrow(table, path, before_rename)
+
+
+def write_arrow(table, path: Path, before_rename=None) -> None:
+    """An Arrow table to a local Parquet file atomically (temp name, fsync, rename)."""
+    atomic_local(path, lambda tmp: pq.write_table(table, tmp), before_rename)

@@ -55,6 +55,8 @@ PERSIST_GRID = (8, 6)  # blocks of the persistence test (a mover covering most o
 PERSIST_SHARE = 1 / 6  # ... when this share of the textured blocks (and at least PERSIST_MIN) still match
 PERSIST_MIN = 4
 SURE_MISMATCH = 0.72  # above this two frames are different pictures, whatever lies between them
+SHIFT_PEAK = 0.2  # phase correlation's peak above which its whole-frame shift is a second start for a step ...
+SHIFT_GAP = 1.5  # ... when it differs from the step's fit by more than this (working pixels)
 DEFAULT_FPS = 25.0
 
 
@@ -122,12 +124,29 @@ class _Clip:
     def __init__(self, gray: np.ndarray):
         self.gray = gray
         self._small: dict[int, np.ndarray] = {}
+        self._half: dict[int, np.ndarray] = {}
+        self._window: np.ndarray | None = None
         self.dis = new_dis()
 
     def small(self, i: int) -> np.ndarray:
         if i not in self._small:
             self._small[i] = _small(self.gray[i])
         return self._small[i]
+
+    def shift(self, i: int, j: int) -> tuple[float, float, float]:
+        """(dx, dy, peak): the whole-frame shift i -> j by phase correlation at half the working size
+        (working pixels), and its peak (near 1 for one clear shift, near 0 for none)."""
+        import cv2
+
+        for k in (i, j):
+            if k not in self._half:
+                h, w = self.gray[k].shape
+                half = cv2.resize(self.gray[k], (w // 2, h // 2), interpolation=cv2.INTER_AREA)
+                self._half[k] = half.astype(np.float32)
+        if self._window is None:
+            self._window = cv2.createHanningWindow(self._half[i].shape[::-1], cv2.CV_32F)
+        (x, y), peak = cv2.phaseCorrelate(self._half[i], self._half[j], self._window)
+        return 2 * x, 2 * y, peak
 
     def mismatch(self, i: int, j: int, matrix: np.ndarray) -> float | None:
         """See `mismatch`; None: no say (too little overlap or picture)."""
@@ -163,6 +182,24 @@ def _try(
     return step, value, ok
 
 
+def _first_try(clip: _Clip, i: int, j: int, course: np.ndarray | None) -> tuple[Step, float | None, bool]:
+    """`_try` from no motion, and again from the whole-frame shift when phase correlation clearly reads
+    one that the fit does not: the better of the two (accepted, lower mismatch).
+
+    DIS starts at its coarsest level from zero motion; faint, dark texture (a dark panel, the noise of a
+    dark frame) vanishes there, and its points then follow zero while one bright object shows the real
+    shift (the flat face gif: half a diagonal lost). Phase correlation of the whole frame still sees it."""
+    step, value, ok = _try(clip, i, j, None, course)
+    dx, dy, peak = clip.shift(i, j)
+    m = step.matrix
+    if peak < SHIFT_PEAK or (m is not None and math.hypot(m[0, 2] - dx, m[1, 2] - dy) < SHIFT_GAP):
+        return step, value, ok
+    alt = _try(clip, i, j, np.array([[1.0, 0.0, dx], [0.0, 1.0, dy]]), course)
+    if alt[2] and (not ok or (alt[1] if alt[1] is not None else 1.0) < (value if value is not None else 1.0)):
+        return alt
+    return step, value, ok
+
+
 def _chain(clip: _Clip, marks: list[int], diag: Diagnostics) -> str:
     """Fit every step between `marks`, splitting steps that fail; '' or the reason the chain broke."""
     stack = [(marks[k], marks[k + 1]) for k in range(len(marks) - 1)][::-1]
@@ -170,7 +207,7 @@ def _chain(clip: _Clip, marks: list[int], diag: Diagnostics) -> str:
     while stack:
         i, j = stack.pop()
         course = _predict(last, j - i)
-        step, value, ok = _try(clip, i, j, None, course)
+        step, value, ok = _first_try(clip, i, j, course)
         if not ok and last is not None:  # a fast move: start DIS from the speed so far
             retry = _try(clip, i, j, course, course)
             if retry[2] or (retry[1] or 0) < (value or 0):

@@ -1,8 +1,5 @@
-"""One process: decode workers feed the stage's batches (or its stream) in this process.
-
-`run_batches` is the worker loop every executor shares: the one-process run, each worker of a host
-(multigpu.py), each torchrun rank and each Ray actor.
-"""
+"""One process: decode workers feed the stage in this process. `run_batches` is the worker loop every
+executor shares (this one, each worker of a host or Ray actor, each torchrun rank)."""
 
 from __future__ import annotations
 

@@ -1,13 +1,10 @@
-"""One host, many GPUs: a coordinator hands out rows in small chunks to one worker process per GPU (or per
-tensor-parallel group); each worker runs the usual batch loop (vidcap.runners.local.run_batches) with its own decode pool
-and writes its own parts into the shared `<output>.parts/` folder. The Ray executor runs the same coordinator
-with Ray actors for workers (ray_engine.py).
+"""One host, many GPUs: a coordinator hands rows out in chunks, pulled lazily from the plan, to one worker
+process per GPU (or tensor-parallel group), each running the usual loop (worker.run_worker) and writing its
+own parts; the Ray executor runs the same coordinator with actors for workers (ray_engine.py).
 
-Exactly once: the coordinator holds the run lock and computes the rows to do once. It pulls them a chunk at
-a time from the plan (the ledger's lazy source: only the chunks in flight are held in memory). A chunk stays
-owned by its worker until the worker reports it flushed to a part file. When a worker dies, the coordinator
-reads that worker's part files and hands the chunk rows it did not save to the other workers; a row that
-was in flight in two deaths is recorded as failed with the retryable `worker` code (redone by the next run).
+A chunk stays its worker's until the worker acks it saved in a part. When a worker dies, its unsaved chunk
+rows (its parts are read) go to the others; a row in flight in two deaths is recorded as failed with the
+retryable `worker` code.
 """
 
 from __future__ import annotations
@@ -54,9 +51,8 @@ class _Worker:
 
 
 class ProcessLink:
-    """A worker process of this host and its pipe. Every link (ray_engine.ActorLink too) has this shape: the
-    pipe's send/poll/recv (recv raises EOFError once the worker is gone and its messages are read), `ended`
-    (why it stopped, None while it runs), `join`, `stop` and `close`."""
+    """A worker process and its pipe. Every link (ray_engine.ActorLink too) has this shape: send/poll/recv (recv
+    raises EOFError once the worker is gone), `ended` (why it stopped, None while it runs), join, stop, close."""
 
     def __init__(self, proc, conn):
         self.proc, self.conn, self.pid = proc, conn, proc.pid
@@ -80,8 +76,7 @@ class ProcessLink:
 
 
 class HostExecutor(Executor):
-    """One worker process per GPU (or tensor-parallel group, or `cpu:N` slot) of this host, started and
-    waited on here for the coordinator, which hands out chunks of rows and a dead worker's unsaved rows."""
+    """One worker process per GPU (or tensor-parallel group, or `cpu:N` slot) of this host."""
 
     name, unit = "host", "workers"
 
@@ -114,8 +109,8 @@ class HostExecutor(Executor):
 
 
 class Coordinator:
-    """Hands rows out a chunk at a time to workers (`specs`) that `pool` starts and talks to through links
-    (HostExecutor's processes, ray_engine's actors), until every row is saved by some worker."""
+    """Hands rows out a chunk at a time to the workers `pool` starts and links to (HostExecutor's processes,
+    ray_engine's actors) until every row is saved by some worker."""
 
     def __init__(self, job: Job, specs: list[WorkerSpec], pool):
         self.job, self.stage, self.opts, self.pool = job, job.stage, job.opts, pool

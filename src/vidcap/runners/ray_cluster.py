@@ -1,18 +1,8 @@
-"""Reaching a Ray cluster and noticing when it goes away (the Ray executor's cluster helpers).
-
-- `connect`: a deadline on `--address` (a TCP probe of the head's GCS port, then `ray.init` in a thread),
-  so an unreachable cluster ends in one sentence instead of Ray's endless connection warnings.
-- `run_environment`: the variables the actors need (vidcap's knobs, Hugging Face cache and offline flags,
-  the names given with `--ray-env`). Plain ones go in Ray's runtime environment; secrets (names with KEY,
-  TOKEN, SECRET, PASSWORD, ...) travel only inside the actors' pickled arguments, because Ray
-  shows a job's runtime environment in `ray list jobs` and the dashboard.
-- `HeadWatch`: a thread that probes the GCS port every second; the driver stops within seconds of the
-  head going away instead of Ray's own 60 s of reconnect attempts and a hard exit that skips the flush.
-- `RAY_CPP_LINE`: Ray's C++ logging (core_worker.cc lines), which console.FilteredStderr keeps out of vidcap's
-  output; `connect` sets Ray's Python loggers to errors only.
-- `reap_on_exit`: a watchdog that ends the local Ray instance vidcap started once vidcap is gone.
-
-Only the Ray executor imports this module (the one-host path never imports Ray).
+"""Reaching a Ray cluster and noticing when it goes away: `connect` (a deadline on `--address`, one sentence
+instead of Ray's endless warnings), `run_environment` (the actors' variables; secrets travel only inside
+their pickled arguments, since Ray shows a runtime environment in `ray list jobs`), `HeadWatch` (stop within
+seconds of the head going away, not after Ray's 60 s and a hard exit that skips the flush), `RAY_CPP_LINE`
+(Ray's C++ log lines, kept out of vidcap's output) and `reap_on_exit` (no Ray process outlives vidcap).
 """
 
 from __future__ import annotations

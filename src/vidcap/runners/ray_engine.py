@@ -1,15 +1,11 @@
-"""Many hosts: the host executor's coordinator (multigpu.py) with Ray actors for workers. The driver takes the
-run lock, plans, and hands rows out a chunk at a time to one actor per GPU (or tensor-parallel group, or per
-two CPUs of a cluster without GPUs); each actor runs the worker loop every executor runs (worker.run_worker:
-decode workers of its own feeding the stage) and ships its parts back to the driver, which alone writes them
-under `<output>.parts/` (the actors' hosts need not see the output's disk). A chunk counts as done once its
-part is written; an actor lost with its node has its unsaved rows handed to the others and a new actor takes
-its place. A killed run resumes like any other.
+"""Many hosts: the host coordinator (multigpu.py) with Ray actors for workers, one per GPU (or tensor-parallel
+group, or two CPUs of a cluster without GPUs), each running worker.run_worker. Actors ship their parts to the
+driver, which alone writes them (the actors' hosts need not see the output's disk); an actor lost with its
+node has its unsaved rows handed to the others and a new actor takes its place.
 
-The driver talks to an actor by calling its `exchange` method: the messages the coordinator queued for the
-worker go in, the worker's messages (rows wanted, parts, acks, progress) come back; one call is in flight
-per actor at a time, so both directions keep their order. Reaching the cluster, the actors' environment
-and noticing a lost head are in ray_cluster.py.
+The driver talks to an actor through its `exchange` method (the coordinator's queued messages in, the
+worker's out), one call in flight per actor, so both directions keep their order. Reaching the cluster and
+noticing a lost head are in ray_cluster.py.
 """
 
 from __future__ import annotations
@@ -41,9 +37,8 @@ FLUSH_ENV = "VIDCAP_RAY_FLUSH_SECONDS"
 
 # -- in the actor ---------------------------------------------------------------------------------------
 class RayWorker:
-    """A Ray actor: the worker loop (worker.run_worker) in a thread of its own. The actor is the loop's end of
-    the link (a pipe's send/poll/recv over two queues that `exchange` fills and empties) and its part store (a
-    part goes to the driver as a message, written there before the chunk's ack that follows it is read)."""
+    """A Ray actor: worker.run_worker in a thread. The actor is the loop's link (send/poll/recv over two queues
+    `exchange` fills and empties) and its part store (a part goes to the driver as a message, before its ack)."""
 
     def __init__(self, spec: WorkerSpec, blob: bytes, opts, env: dict):
         os.environ.update(env)  # the secret variables, before the stage (and its backend) is unpickled

@@ -1,11 +1,7 @@
-"""Runs launched by torchrun (RANK, WORLD_SIZE, LOCAL_RANK set): every rank runs the same command.
-
-Rank 0 takes the run lock, checks the settings and clears stale markers, then lets the others start (a
-key in torchrun's rendezvous store). Each data-parallel rank takes an interleaved share of the unique rows
-(positions r, r+N, r+2N, ... of the manifest, so a rerun gives every rank the same share), skips the ones
-already saved, writes its own parts (`part-rank<r>-...`) and then a `done-<r>.json` marker holding its
-counts. Rank 0 merges once every marker is there. With `--tp K`, K consecutive ranks on one host form a
-tensor-parallel group (see tp.py): its rank 0 does the rows, the others follow.
+"""Runs launched by torchrun: every rank runs the same command. Rank 0 locks and plans, then lets the others
+start (a key in torchrun's store); each data-parallel rank streams its share of the plan file
+(ledger_plan.py), writes its own parts and a `done-<r>.json` marker with its counts; rank 0 merges once
+every marker is there. With `--tp K`, K consecutive ranks of a host form a tensor-parallel group (tp.py).
 """
 
 from __future__ import annotations

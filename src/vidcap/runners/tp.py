@@ -1,11 +1,7 @@
-"""Tensor-parallel groups: K processes hold one model sharded over K GPUs (transformers' tensor-parallel
-plan under torch.distributed). The group's rank 0 (the leader) takes rows, decodes them and broadcasts
-each batch; the followers run the same model calls on the same batch, and only the leader writes results.
-
-Each group is its own torch.distributed world of K ranks (torchrun-style env: RANK, WORLD_SIZE,
-LOCAL_RANK, MASTER_ADDR, MASTER_PORT), because transformers shards over the whole default process
-group. The caption backend sees an initialized process group of size K when its setup() runs and loads
-with `distributed_config=DistributedConfig(tp_size=K)` instead of a device map (see tp_load_kwargs).
+"""Tensor-parallel groups: K processes hold one model sharded over K GPUs (transformers' tensor-parallel plan).
+The leader (rank 0) takes and decodes rows and broadcasts each batch; the followers run the same model calls,
+and only the leader writes results. Each group is its own torch.distributed world of K ranks, because
+transformers shards over the whole default group (the backend loads with parallel.tp_load_kwargs).
 """
 
 from __future__ import annotations

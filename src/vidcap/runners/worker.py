@@ -1,7 +1,5 @@
-"""A worker of a coordinator (multigpu.py): the one-process batch loop (run_batches) over rows pulled from the
-coordinator a chunk at a time, acking each chunk once its rows are in a part file. It runs in a process of
-this host (`worker_main`, over a pipe) or in a Ray actor (ray_engine.py, over the actor's message queues):
-`run_worker` is the same in both."""
+"""A coordinator's worker (multigpu.py): run_batches over rows pulled a chunk at a time, each chunk acked once
+its rows are in a part; in a process of this host (`worker_main`, a pipe) or a Ray actor (ray_engine.py)."""
 
 from __future__ import annotations
 
@@ -46,8 +44,8 @@ class WorkerSpec:
 
 
 class ChunkSource(Watcher):
-    """Rows for one worker's Feeder, asked from the coordinator a chunk at a time; as the worker's recorder's
-    watcher it acks each chunk once all its rows are in a part file, and reports progress."""
+    """A worker's rows, asked from the coordinator a chunk at a time; as its recorder's watcher it acks each
+    chunk once all its rows are in a part file, and reports progress."""
 
     def __init__(self, conn, ppid: int | None = None):
         self.conn, self.ppid = conn, ppid  # ppid: the coordinator's pid, for a worker process
@@ -145,8 +143,8 @@ def worker_main(spec: WorkerSpec, blob: bytes, sink: Sink, opts, conn, ppid: int
 
 
 def run_worker(spec: WorkerSpec, blob: bytes, sink, opts, source: ChunkSource) -> int:
-    """The worker loop over the coordinator's chunks; `sink.recorder(...)` says where its parts go. Returns
-    the exit code (0, 130 interrupted, 3 a stopped run, 2 a usage error, 1 a crash), the coordinator told why."""
+    """The worker loop over the coordinator's chunks; returns the exit code (0, 130 interrupted, 3 a stopped
+    run, 2 a usage error, 1 a crash), the coordinator told why."""
     followers = []
     try:
         stage = pickle.loads(blob)
