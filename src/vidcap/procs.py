@@ -1,10 +1,11 @@
 """No process outlives a run: the OS-level pieces every executor and the decode pool share (a child that dies
-with its parent, a pool's processes reaped, the fork server stopped and let go of)."""
+with its parent, a pool's processes reaped, the fork server stopped and let go of, a watchdog for a tree)."""
 
 from __future__ import annotations
 
 import os
 import signal
+import subprocess
 import sys
 import time
 
@@ -65,3 +66,63 @@ def stop_forkserver() -> None:
         forkserver._forkserver._stop()  # type: ignore[attr-defined]  # private, present since 3.8
     except (ImportError, AttributeError, OSError, ChildProcessError):
         pass
+
+
+# A watchdog outside this process (its own session, so a kill of vidcap's group spares it): once vidcap is
+# gone, however it went (SIGKILL included, when no atexit or finally runs), every process with the marker
+# on its command line (e.g. a local Ray instance's session folder) and their children are killed at once.
+_WATCHDOG = """
+import os, signal, sys, time
+parent, marker = int(sys.argv[1]), sys.argv[2].encode()
+doomed = set()
+
+def scan():  # the marked processes and their children (Ray renames its agents: ray::DashboardAgent)
+    children = {}
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            with open(f"/proc/{pid}/stat", "rb") as fh:
+                ppid = int(fh.read().rsplit(b")", 1)[1].split()[1])
+            with open(f"/proc/{pid}/cmdline", "rb") as fh:
+                if marker in fh.read() and int(pid) != os.getpid():
+                    doomed.add(int(pid))
+        except (OSError, ValueError, IndexError):
+            continue
+        children.setdefault(ppid, []).append(int(pid))
+    todo = list(doomed)
+    while todo:
+        for child in children.get(todo.pop(), []):
+            if child not in doomed:
+                doomed.add(child)
+                todo.append(child)
+
+beat = 0
+while True:
+    try:
+        os.kill(parent, 0)
+    except ProcessLookupError:
+        break
+    if beat % 4 == 0:  # the tree is known while vidcap lives: its children are re-parented once it dies
+        scan()
+    beat += 1
+    time.sleep(0.5)
+scan()
+for pid in doomed:
+    try:
+        os.kill(pid, signal.SIGKILL)
+    except OSError:
+        pass
+"""
+
+
+def kill_tree_on_exit(marker: str) -> None:
+    """Start the watchdog for the processes whose command lines hold `marker` (Linux only)."""
+    if not os.path.isdir("/proc") or not marker:
+        return
+    subprocess.Popen(
+        [sys.executable, "-c", _WATCHDOG, str(os.getpid()), marker],
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+        close_fds=True,
+    )

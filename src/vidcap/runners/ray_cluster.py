@@ -2,7 +2,7 @@
 instead of Ray's endless warnings), `run_environment` (the actors' variables; secrets travel only inside
 their pickled arguments, since Ray shows a runtime environment in `ray list jobs`), `HeadWatch` (stop within
 seconds of the head going away, not after Ray's 60 s and a hard exit that skips the flush), `RAY_CPP_LINE`
-(Ray's C++ log lines, kept out of vidcap's output) and `reap_on_exit` (no Ray process outlives vidcap).
+(Ray's C++ log lines, kept out of vidcap's output) and procs.kill_tree_on_exit (no Ray process outlives vidcap).
 """
 
 from __future__ import annotations
@@ -12,7 +12,6 @@ import logging
 import os
 import re
 import socket
-import subprocess
 import sys
 import threading
 import time
@@ -23,6 +22,7 @@ from ray._private.services import canonicalize_bootstrap_address
 
 from ..errors import UsageError, first_line
 from ..knobs import knob
+from ..procs import kill_tree_on_exit
 
 CONNECT_TIMEOUT_ENV = "VIDCAP_RAY_CONNECT_TIMEOUT"
 LOST_AFTER_ENV = "VIDCAP_RAY_LOST_AFTER"
@@ -80,66 +80,6 @@ def reachable(where: tuple[str, int], timeout: float) -> bool:
         return False
 
 
-# A watchdog outside this process (its own session, so a kill of vidcap's group spares it): once vidcap is
-# gone, however it went (SIGKILL included, when no atexit or finally runs), every process of the Ray
-# instance vidcap started (its session folder is on their command lines) is killed at once.
-_REAPER = """
-import os, signal, sys, time
-parent, session = int(sys.argv[1]), sys.argv[2].encode()
-doomed = set()
-
-def scan():  # Ray's processes of this session and their children (Ray renames its agents: ray::DashboardAgent)
-    children = {}
-    for pid in filter(str.isdigit, os.listdir("/proc")):
-        try:
-            with open(f"/proc/{pid}/stat", "rb") as fh:
-                ppid = int(fh.read().rsplit(b")", 1)[1].split()[1])
-            with open(f"/proc/{pid}/cmdline", "rb") as fh:
-                if session in fh.read() and int(pid) != os.getpid():
-                    doomed.add(int(pid))
-        except (OSError, ValueError, IndexError):
-            continue
-        children.setdefault(ppid, []).append(int(pid))
-    todo = list(doomed)
-    while todo:
-        for child in children.get(todo.pop(), []):
-            if child not in doomed:
-                doomed.add(child)
-                todo.append(child)
-
-beat = 0
-while True:
-    try:
-        os.kill(parent, 0)
-    except ProcessLookupError:
-        break
-    if beat % 4 == 0:  # the tree is known while vidcap lives: its children are re-parented once it dies
-        scan()
-    beat += 1
-    time.sleep(0.5)
-scan()
-for pid in doomed:
-    try:
-        os.kill(pid, signal.SIGKILL)
-    except OSError:
-        pass
-"""
-
-
-def reap_on_exit(session_dir: str) -> None:
-    """Start the watchdog for the local Ray instance whose session folder is `session_dir` (Linux only)."""
-    if not os.path.isdir("/proc") or not session_dir:
-        return
-    subprocess.Popen(
-        [sys.executable, "-c", _REAPER, str(os.getpid()), session_dir],
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        start_new_session=True,
-        close_fds=True,
-    )
-
-
 def connect(address: str | None, runtime_env: dict, num_cpus: int | None = None) -> None:
     """ray.init on the cluster at `address` (a local Ray when None), or one sentence within the deadline."""
     for name in ("ray", "ray._private", "ray.runtime_env"):  # Ray's Python loggers at error level only
@@ -152,7 +92,7 @@ def connect(address: str | None, runtime_env: dict, num_cpus: int | None = None)
     }
     if not address:  # a Ray of this run's own: never join a cluster someone else started on this host
         ray.init(address="local", num_cpus=num_cpus, **kwargs)
-        reap_on_exit(ray._private.worker._global_node.get_session_dir_path())  # type: ignore[attr-defined]  # ray: `_global_node = None`, set by ray.init
+        kill_tree_on_exit(ray._private.worker._global_node.get_session_dir_path())  # type: ignore[attr-defined]  # ray: `_global_node = None`, set by ray.init
         return
     deadline = float(knob(CONNECT_TIMEOUT_ENV))
     where = head_address(address)
