@@ -41,6 +41,10 @@ def default_workers(stage: Stage | None = None) -> int:
     return max(1, (os.cpu_count() or 2) - 1)
 
 
+def run_fingerprint(stage: Stage) -> dict:
+    return dict(stage.fingerprint(), columns=list(stage.columns))
+
+
 # -- where results go ------------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class Sink:
@@ -268,7 +272,7 @@ class Session:
     def __init__(self, stage: Stage, manifest, output, opts: RunConfig | None = None):
         self.stage, self.manifest, self.output = stage, manifest, as_path(output)
         self.opts = opts or RunConfig()
-        fingerprint = dict(stage.fingerprint(), columns=list(stage.columns))
+        fingerprint = run_fingerprint(stage)
         self.store = PartStore(self.output, fingerprint, overwrite=self.opts.overwrite, keep_parts=self.opts.keep_parts)
         self.sink = Sink(str(self.output), fingerprint)
 
