@@ -56,7 +56,7 @@ PERSIST_SHARE = 1 / 6  # ... when this share of the textured blocks (and at leas
 PERSIST_MIN = 4
 SURE_MISMATCH = 0.72  # above this two frames are different pictures, whatever lies between them
 SHIFT_PEAK = 0.2  # phase correlation's peak above which its whole-frame shift is a second start for a step ...
-SHIFT_GAP = 1.5  # ... when it differs from the step's fit by more than this (working pixels)
+SHIFT_GAP = 1.5  # ... whose fit moves less than this (working pixels) while the shift is twice as large
 DEFAULT_FPS = 25.0
 
 
@@ -183,16 +183,18 @@ def _try(
 
 
 def _first_try(clip: _Clip, i: int, j: int, course: np.ndarray | None) -> tuple[Step, float | None, bool]:
-    """`_try` from no motion, and again from the whole-frame shift when phase correlation clearly reads
-    one that the fit does not: the better of the two (accepted, lower mismatch).
+    """`_try` from no motion; when its fit stays at (almost) no motion while phase correlation of the
+    whole frame clearly reads a shift, `_try` again from that shift, kept when accepted with a lower mismatch.
 
     DIS starts at its coarsest level from zero motion; faint, dark texture (a dark panel, the noise of a
-    dark frame) vanishes there, and its points then follow zero while one bright object shows the real
+    dark frame) vanishes there, and its points then follow zero while a bright object shows the real
     shift (the flat face gif: half a diagonal lost). Phase correlation of the whole frame still sees it."""
     step, value, ok = _try(clip, i, j, None, course)
-    dx, dy, peak = clip.shift(i, j)
     m = step.matrix
-    if peak < SHIFT_PEAK or (m is not None and math.hypot(m[0, 2] - dx, m[1, 2] - dy) < SHIFT_GAP):
+    if m is not None and (math.hypot(m[0, 2], m[1, 2]) >= SHIFT_GAP or abs(math.hypot(m[0, 0], m[1, 0]) - 1) > 0.01):
+        return step, value, ok
+    dx, dy, peak = clip.shift(i, j)
+    if peak < SHIFT_PEAK or math.hypot(dx, dy) < 2 * SHIFT_GAP:
         return step, value, ok
     alt = _try(clip, i, j, np.array([[1.0, 0.0, dx], [0.0, 1.0, dy]]), course)
     if alt[2] and (not ok or (alt[1] if alt[1] is not None else 1.0) < (value if value is not None else 1.0)):
