@@ -494,12 +494,13 @@ class CaptionStage(Stage):
         """Run-level work over every result row: exact (`duplicate` flag) and near-duplicate captions among the
         ok rows (clustered in row-id order, so two runs over the same rows number the clusters alike), the
         rows per flag, and the --heal counts."""
+        results.fill_null("flags", "")  # flags are text, "" for none (a failed row's too)
         ok = results.read(["text", "flags"], "status = 'ok'").to_pandas()
         ok = add_duplicate_flags(ok.sort_values(RID, kind="stable").reset_index(drop=True).assign(status="ok"))
         ok, clusters = add_near_dup_columns(ok)
         cols = [RID, "flags", *(["near_dup_cluster", "near_dup_size"] if clusters is not None else [])]
-        results.update(pa.Table.from_pandas(ok[cols], preserve_index=False))
-        results.fill_null("flags", "")  # a failed row has no flags, as an ok row with none
+        if len(ok):
+            results.update(pa.Table.from_pandas(ok[cols], preserve_index=False))
         others = results.read(["flags"], "status IS DISTINCT FROM 'ok' AND coalesce(flags, '') <> ''").to_pandas()
         extra: dict = {"flags": flag_counts(pd.concat([ok[["flags"]], others[["flags"]]]))}
         if clusters is not None:
