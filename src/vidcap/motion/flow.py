@@ -14,7 +14,8 @@ import numpy as np
 from vidcap.motion.track import _to_pixel
 
 GRID = 4  # flow vectors sampled every GRID working pixels
-BORDER = 0.10  # share of each side left out of the fit (flow is unreliable there)
+BORDER = 0.10  # share of each side left out of the fit (flow is unreliable there) ...
+NARROW_BORDER = 0.04  # ... or this, when fewer than MIN_POINTS grid points inside have structure
 REFINE = 1
 DIS_FINEST = 1  # DIS works down to 1/2**DIS_FINEST of the working size
 MIN_ENERGY = 30.0  # squared Sobel gradient (5x5 mean) below which a pixel is flat or noise
@@ -70,16 +71,20 @@ def fit_step(
 
     h, w = a.shape
     flow = dis.calc(a, b, None if guess is None else _flow_of(guess, w, h))
-    bx, by = max(1, int(BORDER * w)), max(1, int(BORDER * h))
-    ys, xs = np.mgrid[by : h - by : GRID, bx : w - bx : GRID]
     # weight by structure: flow in flat areas is interpolated from its edges, keep the better half
     gx = cv2.Sobel(a, cv2.CV_32F, 1, 0, ksize=3)
     gy = cv2.Sobel(a, cv2.CV_32F, 0, 1, ksize=3)
-    energy = cv2.blur(gx * gx + gy * gy, (5, 5))[ys, xs].ravel()
-    # flat areas (a black background) get zero flow from DIS whatever the camera does: fit only
-    # where there is structure above noise, relative to the frame's strongest structure
-    floor = max(MIN_ENERGY, REL_ENERGY * quantile(energy, 0.95))
-    keep = energy >= floor
+    structure = cv2.blur(gx * gx + gy * gy, (5, 5))
+    for border in (BORDER, NARROW_BORDER):
+        bx, by = max(1, int(border * w)), max(1, int(border * h))
+        ys, xs = np.mgrid[by : h - by : GRID, bx : w - bx : GRID]
+        energy = structure[ys, xs].ravel()
+        # flat areas (a black background) get zero flow from DIS whatever the camera does: fit only
+        # where there is structure above noise, relative to the frame's strongest structure
+        floor = max(MIN_ENERGY, REL_ENERGY * quantile(energy, 0.95))
+        keep = energy >= floor
+        if keep.sum() >= MIN_POINTS:
+            break  # else a dark window whose only structure lies near its edge: look closer to it
     if keep.sum() < MIN_POINTS:
         keep = energy >= np.sort(energy)[-min(MIN_POINTS, len(energy))]
     src = np.stack([xs.ravel(), ys.ravel()], 1).astype(np.float32)[keep]
