@@ -22,6 +22,7 @@ MIN_ENERGY = 30.0  # squared Sobel gradient (5x5 mean) below which a pixel is fl
 REL_ENERGY = 0.05  # ... or below this share of the frame's 95th percentile
 MIN_POINTS = 24  # the fit uses at least this many of the most structured grid points
 RANSAC_PX = 1.0  # inlier distance of the similarity fit, working pixels
+LINE_PX = 0.5  # inliers spread less than this across their main direction lie on one line (see _across_line)
 COURSE_SHARE = 0.25  # the camera's course keeps a step when at least this share of points follow it ...
 COURSE_OF_BEST = 0.5  # ... and at least this share of as many as follow the best fit (a mover took the majority)
 
@@ -118,11 +119,25 @@ def fit_step(
     if matrix is None:
         return None, 0.0, len(src)
     share = float(inl.mean()) if inl is not None else 0.0
+    if inl is not None and inl.sum() >= 3:
+        matrix = _across_line(src[inl.ravel() == 1], dst[inl.ravel() == 1], matrix)
     if course is not None:
         kept = _on_course(src - c, dst - c, matrix, share, course)
         if kept is not None:
             return kept[0], kept[1], len(src)
     return matrix, share, len(src)
+
+
+def _across_line(src: np.ndarray, dst: np.ndarray, matrix: np.ndarray) -> np.ndarray:
+    """`matrix`, or only the shift across the line when the points it follows lie on one line (within
+    LINE_PX): scale, roll and the shift along the line are not seen there (a still window over the face
+    gif's straight panel border read a 0.47 zoom-out), so they are taken as none."""
+    spread, axes = np.linalg.eigh(np.cov((src - src.mean(0)).T))
+    if math.sqrt(max(float(spread[0]), 0.0)) >= LINE_PX:
+        return matrix
+    normal = axes[:, 0]
+    across = float(np.median((dst - src) @ normal)) * normal
+    return np.array([[1.0, 0.0, across[0]], [0.0, 1.0, across[1]]])
 
 
 def _on_course(src: np.ndarray, dst: np.ndarray, best: np.ndarray, share: float, course: np.ndarray):
