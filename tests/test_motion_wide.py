@@ -233,3 +233,17 @@ def test_the_camera_course_wins_over_a_mover_holding_the_majority():
     # the camera really stopped: nothing follows the old course, the fit stands
     still = pts.copy()
     assert _on_course(pts, still, np.eye(3)[:2], 1.0, course) is None
+
+
+def test_points_on_one_line_give_only_the_shift_across_it():
+    # the aperture problem in the step fit: flow points along one straight edge fix neither scale nor the
+    # shift along the edge, so only the shift across it is kept
+    from vidcap.motion.flow import _across_line
+
+    src = np.stack([np.full(20, 30.0), np.linspace(-40, 40, 20)], 1)
+    dst = src + [2.0, 5.0]
+    fitted = np.array([[0.8, 0.0, 9.0], [0.0, 0.8, 5.0]])
+    assert _across_line(src, dst, fitted) == pytest.approx(np.array([[1.0, 0.0, 2.0], [0.0, 1.0, 0.0]]))
+    spread = src.copy()
+    spread[::2, 0] += 6  # two columns: a real spread, the fit stands
+    assert _across_line(spread, spread + [2.0, 5.0], fitted) is fitted
