@@ -18,7 +18,8 @@ from vidcap.motion.result import MotionResult
 from vidcap.motion.track import _to_pixel
 
 ECC_ITERS = 20
-ECC_WIDTH = 80  # long spans are aligned at this width (the motion is large there, the cost 1/4)
+ECC_WIDTH = 80  # long one-shot pairs are aligned at this width (the motion is large there, the cost 1/4)
+REANCHOR_WIDTH = 160  # a zoom's long spans at this one (at 80 a soft, dark 1.67x zoom read 1.48)
 MAX_CHANGE = 0.15
 BLOCK_MISMATCH = 0.35  # ECC may move the start by at most this share of the width (or this log-scale)
 
@@ -146,7 +147,7 @@ def reanchor(gray: np.ndarray, poses: dict[int, np.ndarray], mismatch, pieces: i
     total, better = np.eye(3), False
     for a, b in itertools.pairwise(cuts):
         rel = (poses[b] @ np.linalg.inv(poses[a]))[:2]
-        aligned = refine(gray[a], gray[b], rel, width=ECC_WIDTH)
+        aligned = refine(gray[a], gray[b], rel, width=REANCHOR_WIDTH)
         if aligned is not None:
             new, old = mismatch(a, b, aligned), mismatch(a, b, rel)
             if new is not None and old is not None and new <= old:
