@@ -247,3 +247,25 @@ def test_points_on_one_line_give_only_the_shift_across_it():
     spread = src.copy()
     spread[::2, 0] += 6  # two columns: a real spread, the fit stands
     assert _across_line(spread, spread + [2.0, 5.0], fitted) is fitted
+
+
+def test_a_mover_that_crosses_the_whole_frame_and_leaves_is_no_cut(sources):
+    # a hand sweeping through the shot covers the picture for three frames: no alignment joins the frames
+    # either side of it, but the picture comes back along the camera's course, which a cut never does
+    import cv2
+
+    from vidcap.motion import evalset
+    from vidcap.motion.dense import estimate
+
+    img = footage.frames_of(sources["bigbuckbunny"].path)[40]
+    h, w = img.shape[:2]
+    path = evalset.window_path(np.random.default_rng(5), 50, (w, h), (256, 192), 0.5, 0.0, 1.0, "linear", 0.0)
+    assert path is not None
+    frames = np.stack(evalset.render(lambda k: img, *path, (256, 192)))
+    for k, cx in zip(range(24, 27), (40, 128, 216), strict=True):
+        cv2.ellipse(frames[k], (cx, 96), (150, 130), 0, 0, 360, (40, 30, 25), -1)
+    result = estimate(frames)
+    assert result.ok, result.reason
+    assert classify(result) == "pan_left"
+    cut = np.concatenate([frames[:25], frames[25:, ::-1, ::-1]])  # the same clip with a cut to another picture
+    assert estimate(cut).reason == "scene cut"

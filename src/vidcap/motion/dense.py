@@ -55,6 +55,8 @@ PERSIST_GRID = (8, 6)  # blocks of the persistence test (a mover covering most o
 PERSIST_SHARE = 1 / 6  # ... when this share of the textured blocks (and at least PERSIST_MIN) still match
 PERSIST_MIN = 4
 SURE_MISMATCH = 0.72  # above this two frames are different pictures, whatever lies between them
+PASS_AHEAD = 10  # a mover that passes: frames up to this far after (in kept frames) may match again ...
+PASS_BACK = 3  # ... one of the last this many frames the chain visited
 SHIFT_PEAK = 0.2  # phase correlation's peak above which its whole-frame shift is a second start for a step ...
 SHIFT_GAP = 1.5  # ... whose fit moves less than this (working pixels) while the shift is twice as large
 DEFAULT_FPS = 25.0
@@ -229,9 +231,39 @@ def _chain(clip: _Clip, marks: list[int], diag: Diagnostics) -> str:
             diag.steps.append(rescued)
             last = (rescued.matrix, 1) if rescued.matrix is not None else last
             continue
+        bridge = _passed(clip, i, diag)
+        if bridge is not None:  # a mover passed: the picture comes back along the camera's course
+            diag.steps.append(bridge)
+            last = (bridge.matrix, bridge.j - bridge.i) if bridge.matrix is not None else last
+            stack = [(max(a, bridge.j), b) for a, b in stack if b > bridge.j]
+            continue
         diag.steps.append(step)
         return "scene cut"
     return ""
+
+
+def _passed(clip: _Clip, i: int, diag: Diagnostics) -> Step | None:
+    """Neighbouring frames i, i+1 that nothing joined, bridged when a later frame k (up to PASS_AHEAD
+    frames on) matches frame i, or one of the PASS_BACK frames the chain visited before it, again once
+    aligned directly along the camera's course (`_rescue`): a mover that crossed the frame (a hand
+    sweeping through tree's shot) and left. A cut does not come back to the picture before it. The
+    steps from that earlier frame are replaced by the uncertain bridge to k (the frames between are
+    skipped); None when no frame comes back."""
+    visited = [s for s in diag.steps if s.matrix is not None]
+    for back in range(min(PASS_BACK, len(visited)) + 1):
+        before = visited[: len(visited) - back]
+        start = visited[-back].i if back else i
+        prev = before[-1] if before else None
+        last = (prev.matrix, prev.j - prev.i) if prev is not None and prev.matrix is not None else None
+        for k in range(i + 2, min(len(clip.gray), start + 1 + PASS_AHEAD)):
+            bridge = _rescue(clip, start, k, [None, _predict(last, k - start)])
+            if bridge is not None:
+                if back:
+                    gone = {(s.i, s.j) for s in diag.steps[-back:]}
+                    del diag.steps[-back:]
+                    diag.checks[:] = [c for c in diag.checks if (c[0], c[1]) not in gone]
+                return bridge
+    return None
 
 
 def _rescue(clip: _Clip, i: int, j: int, starts: list[np.ndarray | None]) -> Step | None:
