@@ -246,24 +246,35 @@ def _passed(clip: _Clip, i: int, diag: Diagnostics) -> Step | None:
     """Neighbouring frames i, i+1 that nothing joined, bridged when a later frame k (up to PASS_AHEAD
     frames on) matches frame i, or one of the PASS_BACK frames the chain visited before it, again once
     aligned directly along the camera's course (`_rescue`): a mover that crossed the frame (a hand
-    sweeping through tree's shot) and left. A cut does not come back to the picture before it. The
-    steps from that earlier frame are replaced by the uncertain bridge to k (the frames between are
-    skipped); None when no frame comes back."""
+    sweeping through tree's shot) and left. A cut does not come back to the picture before it. Only
+    the later frame that matches best on the course (mismatch at most MAX_MISMATCH) is aligned, so a
+    cut costs a few small-frame comparisons. The steps from that earlier frame are replaced by the
+    uncertain bridge to k (the frames between are skipped); None when no frame comes back."""
     visited = [s for s in diag.steps if s.matrix is not None]
     for back in range(min(PASS_BACK, len(visited)) + 1):
         before = visited[: len(visited) - back]
         start = visited[-back].i if back else i
         prev = before[-1] if before else None
         last = (prev.matrix, prev.j - prev.i) if prev is not None and prev.matrix is not None else None
-        for k in range(i + 2, min(len(clip.gray), start + 1 + PASS_AHEAD)):
-            bridge = _rescue(clip, start, k, [None, _predict(last, k - start)])
-            if bridge is not None:
-                if back:
-                    gone = {(s.i, s.j) for s in diag.steps[-back:]}
-                    del diag.steps[-back:]
-                    diag.checks[:] = [c for c in diag.checks if (c[0], c[1]) not in gone]
-                return bridge
+        ahead = range(i + 2, min(len(clip.gray), start + 1 + PASS_AHEAD))
+        near = [(clip.mismatch(start, k, _course(last, k - start)), k) for k in ahead]
+        near = [(value, k) for value, k in near if value is not None and value <= MAX_MISMATCH]
+        if not near:
+            continue  # nothing comes back along the course (a cut): no direct alignment tried
+        k = min(near)[1]
+        bridge = _rescue(clip, start, k, [None, _predict(last, k - start)])
+        if bridge is not None:
+            if back:
+                gone = {(s.i, s.j) for s in diag.steps[-back:]}
+                del diag.steps[-back:]
+                diag.checks[:] = [c for c in diag.checks if (c[0], c[1]) not in gone]
+            return bridge
     return None
+
+
+def _course(last: tuple[np.ndarray, int] | None, frames: int) -> np.ndarray:
+    predicted = _predict(last, frames)
+    return np.eye(3)[:2] if predicted is None else predicted
 
 
 def _rescue(clip: _Clip, i: int, j: int, starts: list[np.ndarray | None]) -> Step | None:
