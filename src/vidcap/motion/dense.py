@@ -58,7 +58,8 @@ SURE_MISMATCH = 0.72  # above this two frames are different pictures, whatever l
 PASS_AHEAD = 10  # a mover that passes: frames up to this far after (in kept frames) may match again ...
 PASS_BACK = 3  # ... one of the last this many frames the chain visited
 SHIFT_PEAK = 0.2  # phase correlation's peak above which its whole-frame shift is a second start for a step ...
-SHIFT_GAP = 1.5  # ... whose fit moves less than this (working pixels) while the shift is twice as large
+SHIFT_GAP = 1.5  # ... whose fit moves less than this (working pixels) while the shift is twice as large ...
+SHIFT_POINTS = 96  # ... and rests on fewer structured points than this (faint texture)
 DEFAULT_FPS = 25.0
 
 
@@ -185,15 +186,19 @@ def _try(
 
 
 def _first_try(clip: _Clip, i: int, j: int, course: np.ndarray | None) -> tuple[Step, float | None, bool]:
-    """`_try` from no motion; when its fit stays at (almost) no motion while phase correlation of the
-    whole frame clearly reads a shift, `_try` again from that shift, kept when accepted with a lower mismatch.
+    """`_try` from no motion; when its fit, on few structured points, stays at (almost) no motion while
+    phase correlation of the whole frame clearly reads a shift, `_try` again from that shift, kept when
+    accepted with a lower mismatch.
 
     DIS starts at its coarsest level from zero motion; faint, dark texture (a dark panel, the noise of a
     dark frame) vanishes there, and its points then follow zero while a bright object shows the real
     shift (the flat face gif: half a diagonal lost). Phase correlation of the whole frame still sees it."""
     step, value, ok = _try(clip, i, j, None, course)
     m = step.matrix
-    if m is not None and (math.hypot(m[0, 2], m[1, 2]) >= SHIFT_GAP or abs(math.hypot(m[0, 0], m[1, 0]) - 1) > 0.01):
+    moved = m is not None and (
+        math.hypot(m[0, 2], m[1, 2]) >= SHIFT_GAP or abs(math.hypot(m[0, 0], m[1, 0]) - 1) > 0.01
+    )
+    if moved or step.points >= SHIFT_POINTS:
         return step, value, ok
     dx, dy, peak = clip.shift(i, j)
     if peak < SHIFT_PEAK or math.hypot(dx, dy) < 2 * SHIFT_GAP:

@@ -132,7 +132,13 @@ def _across_line(src: np.ndarray, dst: np.ndarray, matrix: np.ndarray) -> np.nda
     """`matrix`, or only the shift across the line when the points it follows lie on one line (within
     LINE_PX): scale, roll and the shift along the line are not seen there (a still window over the face
     gif's straight panel border read a 0.47 zoom-out), so they are taken as none."""
-    spread, axes = np.linalg.eigh(np.cov((src - src.mean(0)).T))
+    d = src - src.mean(0)
+    a, b, c = (
+        float(x @ y) / max(1, len(d) - 1) for x, y in ((d[:, 0], d[:, 0]), (d[:, 0], d[:, 1]), (d[:, 1], d[:, 1]))
+    )
+    if (a + c) / 2 - math.hypot((a - c) / 2, b) >= 1.01 * LINE_PX**2:
+        return matrix  # the smaller eigenvalue of the points' covariance, in closed form (the common case)
+    spread, axes = np.linalg.eigh(np.cov(d.T))
     if math.sqrt(max(float(spread[0]), 0.0)) >= LINE_PX:
         return matrix
     normal = axes[:, 0]
