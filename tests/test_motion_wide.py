@@ -269,3 +269,17 @@ def test_a_mover_that_crosses_the_whole_frame_and_leaves_is_no_cut(sources):
     assert classify(result) == "pan_left"
     cut = np.concatenate([frames[:25], frames[25:, ::-1, ::-1]])  # the same clip with a cut to another picture
     assert not estimate(cut).ok
+
+
+def test_phase_correlation_reads_the_whole_frame_shift():
+    # the second start for a step whose fit stays at no motion (dense._first_try): a textured frame shifted
+    # by (6, -4) working pixels reads that shift, with a clear peak
+    import cv2
+
+    from vidcap.motion.dense import _Clip
+
+    rng = np.random.default_rng(0)
+    big = cv2.GaussianBlur(rng.uniform(0, 255, (200, 240)).astype(np.float32), (0, 0), 2.0)
+    a, b = big[40:160, 40:200], big[44:164, 34:194]  # b: the picture moved 6 px right and 4 px up
+    dx, dy, peak = _Clip(np.stack([a, b]).astype(np.uint8)).shift(0, 1)
+    assert (dx, dy) == (pytest.approx(6, abs=0.5), pytest.approx(-4, abs=0.5)) and peak > 0.2
