@@ -138,7 +138,7 @@ def _across_line(src: np.ndarray, dst: np.ndarray, matrix: np.ndarray) -> np.nda
     )
     if (a + c) / 2 - math.hypot((a - c) / 2, b) >= 1.01 * LINE_PX**2:
         return matrix  # the smaller eigenvalue of the points' covariance, in closed form (the common case)
-    spread, axes = np.linalg.eigh(np.cov(d.T))
+    spread, axes = np.linalg.eigh(np.array([[a, b], [b, c]]))  # the same covariance, for its axes
     if math.sqrt(max(float(spread[0]), 0.0)) >= LINE_PX:
         return matrix
     normal = axes[:, 0]
