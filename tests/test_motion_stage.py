@@ -125,3 +125,80 @@ def test_quantile_is_numpy_quantile_bit_for_bit():
             values = (rng.normal(size=n) * 100).astype(dtype)
             for q in (0.0, 0.25, 0.5, 0.75, 0.95, 0.995, 1.0, float(rng.random())):
                 assert quantile(values, q) == float(np.quantile(values, q)), (n, dtype, q)
+
+
+def test_lazy_frames_are_the_eager_frames(manifest, media):
+    # `lazy`: frames are scaled to the working width when first read; the same pixels, rotated ones too
+    from vidcap.motion.reader import WorkFrames
+
+    for path in (manifest.parent / "pan.mp4", media["rotated"], media["gop8_mp4"]):
+        eager = read_gray(str(path), max_frames=16)
+        lazy = read_gray(str(path), max_frames=16, lazy=True)
+        assert isinstance(lazy.frames, WorkFrames) and lazy.indices == eager.indices
+        assert lazy.frames.shape == eager.frames.shape and len(lazy.frames) == len(eager.frames)
+        assert np.array_equal(lazy.frames[3], eager.frames[3])
+        assert np.array_equal(np.asarray(lazy.frames), eager.frames)
+        some = lazy.frames[[0, 2, 5]]
+        assert isinstance(some, WorkFrames) and np.array_equal(np.asarray(some), eager.frames[[0, 2, 5]])
+
+
+def test_lazy_frames_give_the_same_estimate(manifest):
+    from dataclasses import asdict
+
+    from vidcap.motion.dense import estimate
+
+    for name in ("pan.mp4", "still.mp4"):
+        eager = read_gray(str(manifest.parent / name))
+        lazy = read_gray(str(manifest.parent / name), lazy=True)
+        a = estimate(eager.frames, times=eager.times, fps=eager.fps)
+        b = estimate(lazy.frames, times=lazy.times, fps=lazy.fps)
+        assert asdict(a) == asdict(b)
+
+
+def test_picture_shortcut_agrees_with_the_test_at_working_size():
+    # a frame kept at coded size passes the picture test without scaling only when its coarse blocks vary
+    # well past the floor: black, noise on black and a faint picture are decided at working size, as before
+    from vidcap.motion.dense import SURE_PICTURE, _picture, has_picture
+    from vidcap.motion.reader import WorkFrames
+
+    rng = np.random.default_rng(5)
+    texture = np.kron(rng.integers(0, 255, (24, 32)), np.ones((8, 8))).astype(np.uint8)
+    noise = np.clip(16 + rng.normal(0, 10, (192, 256)), 0, 255).astype(np.uint8)  # iid noise on black
+    faint = np.clip(40 + 2.2 * np.sin(np.arange(256) / 20)[None, :] + np.zeros((192, 1)), 0, 255).astype(np.uint8)
+    planes = [(f, (160, 120), 0) for f in (texture, np.zeros((192, 256), np.uint8), noise, faint)]
+    frames = WorkFrames(planes)
+    coarse = [frames.coarse_std(k) for k in range(4)]
+    assert coarse[0] > SURE_PICTURE and all(c is not None and c < SURE_PICTURE for c in coarse[1:])
+    assert [_picture(frames, k) for k in range(4)] == [has_picture(frames[k]) for k in range(4)]
+    assert _picture(frames, 0) and not _picture(frames, 1)
+
+
+def test_motion_startup_imports_neither_pandas_nor_the_estimator():
+    # `vidcap motion` starts the decode workers' fork server before the run's main process imports pandas
+    # (`feeder.prestart`): the CLI module, the feeder and the loader it pickles must not import them first
+    code = (
+        "import sys\n"
+        "import vidcap.cli, vidcap.feeder, vidcap.motion.loader\n"
+        "print('pandas' in sys.modules, 'cv2' in sys.modules, 'vidcap.motion.dense' in sys.modules)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
+    assert out == ["False", "False", "False"]
+
+
+def test_prestarted_fork_server_serves_the_run(manifest, tmp_path):
+    # the server started early is the one the pool then uses: a run after prestart labels as before
+    code = (
+        "import multiprocessing.forkserver as fs\n"
+        "from vidcap.feeder import prestart\n"
+        "from vidcap.motion.loader import MotionLoader\n"
+        "prestart(MotionLoader)\n"
+        "pid = fs._forkserver._forkserver_pid\n"
+        "from vidcap.runner import RunOptions, run_stage\n"
+        "from vidcap.stages.motion import MotionStage\n"
+        f"run_stage(MotionStage(), {str(manifest)!r}, {str(tmp_path / 'out.csv')!r}, RunOptions(workers=2, progress=False))\n"
+        "print(pid is not None and pid == fs._forkserver._forkserver_pid)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
+    assert out[-1] == "True"
+    df = pd.read_csv(tmp_path / "out.csv").set_index("path").rename(index=lambda p: Path(p).name)
+    assert df.loc["pan.mp4", "cmotion"] == "pan_right" and df.loc["still.mp4", "cmotion"] == "static"

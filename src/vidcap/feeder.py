@@ -26,7 +26,6 @@ from concurrent.futures.process import BrokenProcessPool
 from typing import Any
 
 from .errors import DECODE, VidcapError, format_error
-from .manifest import RID
 from .procs import die_with_parent, reap, release_forkserver, stop_forkserver
 from .rows import ListSource, RowSource
 
@@ -263,6 +262,8 @@ class Feeder:
             return "busy"
         self.want = 1
         if self.suspects:
+            from .manifest import RID  # here: the decode workers unpickle this module and need no pandas
+
             if self.crashes[self.suspects[0][RID]] >= 2:
                 return "busy" if pending else ([self.suspects.popleft()], "alone", 1)
             if len(pending) >= self.workers:
@@ -292,6 +293,8 @@ class Feeder:
         """A decoder process died (segfault, OOM kill) and the pool with it. Tasks that finished before keep
         their results; every row of the others was in flight: tried again on its own, and a row in flight
         alone in its second crash is recorded as the crash's culprit."""
+        from .manifest import RID
+
         lost: list[dict] = []
         for fut, (rows, _kind, reserve) in list(pending.items()):
             self._landed(rows, reserve)
@@ -339,6 +342,17 @@ def _pool_context(loader):
         preload += ["torch", "transformers"]
     ctx.set_forkserver_preload(preload)  # only the first start of the server reads it
     return ctx
+
+
+def prestart(loader) -> None:
+    """Start the decode workers' fork server now, so that it imports the heavy modules while this process
+    still imports and plans (otherwise one after the other: most of a short run's startup); the pool uses
+    it when it starts."""
+    ctx = _pool_context(loader)
+    if ctx.get_start_method() == "forkserver":
+        from multiprocessing import forkserver
+
+        forkserver.ensure_running()
 
 
 def init_loader_inline(loader) -> None:

@@ -35,6 +35,7 @@ from vidcap.motion.align import (
 )
 from vidcap.motion.blend import BLEND_RATIO, blend_ratio, warp
 from vidcap.motion.flow import fit_step, new_dis, quantile
+from vidcap.motion.reader import WorkFrames
 from vidcap.motion.result import MotionResult
 from vidcap.motion.track import prepare
 
@@ -43,6 +44,7 @@ MAX_STEPS = 12  # first pass: this many equal steps over the clip
 MAX_STEP_SHIFT = 0.12  # a step whose fit moves the frame more than this (share of width) is split
 MIN_INLIERS = 0.3  # below this share the step is mostly not one camera motion
 PICTURE_STD = 1.5  # std of the 1/4-size frame below which a frame shows no picture (black, flat)
+SURE_PICTURE = 3.0  # a frame scaled when read shows a picture when its coarse spread passes this (`_picture`)
 SMALL_W = 40  # frames are compared at this width (noise and small movers average out)
 MIN_OVERLAP = 0.3  # frames are compared only where the moved frame covers this share
 MISMATCH_Q = 0.5  # quantile of the differences that is compared (0.5: robust to movers on half the frame)
@@ -88,6 +90,15 @@ def has_picture(gray: np.ndarray) -> bool:
     h, w = gray.shape
     small = cv2.resize(gray, (max(4, w // 4), max(4, h // 4)), interpolation=cv2.INTER_AREA)
     return float(small.std()) > PICTURE_STD
+
+
+def _picture(gray, k: int) -> bool:
+    """`has_picture(gray[k])`; for frames scaled when first read (`reader.WorkFrames`), without scaling frame
+    k when its block averages at coded size already vary more than SURE_PICTURE (twice the floor): those
+    blocks are coarser than `has_picture`'s, and coarser averages vary less (on the tuning split's and
+    looks 3-5's 190,900 frames where it passed 3, the working-size spread was at least 0.70 of it, 2.68)."""
+    coarse = gray.coarse_std(k) if isinstance(gray, WorkFrames) else None
+    return (coarse is not None and coarse > SURE_PICTURE) or has_picture(gray[k])
 
 
 def _small(gray: np.ndarray) -> np.ndarray:
@@ -374,20 +385,24 @@ def _one_shot(clip: _Clip, times: np.ndarray, diag: Diagnostics) -> bool:
 
 
 def estimate(
-    frames: np.ndarray,
+    frames: np.ndarray | WorkFrames,
     max_steps: int | None = None,
     work_width: int = WORK_WIDTH,
     times=None,
     diagnostics: Diagnostics | None = None,
     fps: float | None = None,
 ) -> MotionResult:
-    """Camera motion between the first and last of `frames` ([T,H,W,3] RGB or [T,H,W] gray uint8).
+    """Camera motion between the first and last of `frames` ([T,H,W,3] RGB or [T,H,W] gray uint8, or
+    `reader.WorkFrames`: only the frames the steps read are scaled to the working width).
 
     `times`: each frame's time in seconds (default: consecutive frames at 25 fps). Pass every frame
     or a dense subsample: steps that fail are split, so fast motion needs frames in between.
     `fps`: the clip's frame rate, for `motion_score`'s "per frame" (default: 1 / the times' smallest step).
     """
-    gray = prepare(frames, work_width)
+    if isinstance(frames, WorkFrames) and frames.shape[2] <= work_width:
+        gray: np.ndarray | WorkFrames = frames  # scaled to the working width as the steps read them
+    else:
+        gray = prepare(np.asarray(frames), work_width)
     n = len(gray)
     if n < 2:
         return MotionResult(confidence=1.0)
@@ -395,7 +410,7 @@ def estimate(
     if fps is None:
         fps = 1 / float(np.diff(t).min()) if times is not None and n > 1 and np.diff(t).min() > 0 else DEFAULT_FPS
     diag = diagnostics if diagnostics is not None else Diagnostics()
-    picture = [has_picture(g) for g in gray]
+    picture = [_picture(gray, k) for k in range(n)]
     if not any(picture):
         return MotionResult(reason="no picture")
     first, last = picture.index(True), n - 1 - picture[::-1].index(True)

@@ -7,8 +7,6 @@ from concurrent.futures import ProcessPoolExecutor
 from typing import TYPE_CHECKING
 
 from vidcap.errors import UsageError, VidcapError
-from vidcap.motion.dense import estimate
-from vidcap.motion.reader import read_gray
 from vidcap.motion.result import CLASSES, DEFAULT_THRESHOLD, MotionResult, classify, normalize_label
 
 if TYPE_CHECKING:
@@ -17,7 +15,10 @@ if TYPE_CHECKING:
 
 def analyze(path: str, max_frames: int = 64, work_width: int = 160) -> MotionResult:
     """Decode `path` densely and estimate its camera motion (raises VidcapError for a bad file)."""
-    clip = read_gray(path, max_frames=max_frames, width=work_width)
+    from vidcap.motion.dense import estimate
+    from vidcap.motion.reader import read_gray
+
+    clip = read_gray(path, max_frames=max_frames, width=work_width, lazy=True)
     return estimate(clip.frames, work_width=work_width, times=clip.times, fps=clip.fps or None)
 
 

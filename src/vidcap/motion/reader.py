@@ -3,6 +3,9 @@
 Motion needs many closely spaced frames (fast pans are split into short steps), not a few sharp
 RGB ones, so this reads every frame in order (no seeking), keeps at most `max_frames` evenly
 spaced ones plus the last, and uses the decoder's luma plane directly (no colour conversion).
+With `lazy`, a small frame is kept at its coded size and scaled down to the working width only when
+the estimator first reads it (`WorkFrames`): it reads about a quarter of a short clip's frames, and the
+downscale (INTER_AREA at a fractional ratio) cost more than the decode.
 """
 
 from __future__ import annotations
@@ -36,9 +39,62 @@ _LUMA8 = frozenset(
 )
 
 
+LAZY_PIXELS = 640 * 480  # frames up to this size are kept at coded size with `lazy` (64 of them: 20 MB)
+COARSE = 8  # `WorkFrames.coarse_std` averages blocks of this many coded pixels a side
+
+
+class WorkFrames:
+    """[T,h,w] uint8 luma frames at the working width, each scaled down when first read and then kept.
+
+    `frames[k]` is frame k (the same pixels `_luma` gives), `frames[list]` the frames named (sharing
+    what was scaled), `np.asarray(frames)` all of them stacked; `shape`, `dtype` and `len` as an array's."""
+
+    dtype = np.dtype(np.uint8)
+    ndim = 3
+
+    def __init__(self, planes: list[tuple[np.ndarray, tuple[int, int] | None, int]], done: list | None = None):
+        self._planes = planes  # (luma at coded size, its working size or None when it needs no scaling, rotation)
+        self._done: list[np.ndarray | None] = done if done is not None else [None] * len(planes)
+        shapes = {_shape(*p) for p in planes}
+        if len(shapes) > 1:  # as np.stack says of frames that change size mid-stream
+            raise ValueError("all input arrays must have the same shape")
+        self.shape = (len(planes), *(shapes.pop() if shapes else (0, 0)))
+
+    def __len__(self) -> int:
+        return len(self._planes)
+
+    def __getitem__(self, k):
+        if isinstance(k, (int, np.integer)):
+            k = int(k)
+            frame = self._done[k]
+            if frame is None:
+                frame = self._done[k] = _finish(*self._planes[k])
+            return frame
+        keep = [int(i) for i in k]
+        return WorkFrames([self._planes[i] for i in keep], [self._done[i] for i in keep])
+
+    def __array__(self, dtype=None, copy=None) -> np.ndarray:
+        out = np.stack([self[k] for k in range(len(self))]) if len(self) else np.zeros(self.shape, np.uint8)
+        return out if dtype is None else out.astype(dtype)
+
+    def coarse_std(self, k: int) -> float | None:
+        """Spread of frame k averaged over COARSE x COARSE blocks of its coded pixels (no scaling to the working
+        size needed); None when the frame is not kept at coded size, or too small. Block averages this
+        coarse vary less than the working frame's quarter-size ones (`dense.has_picture`): a frame whose
+        coarse spread is well above that test's floor shows a picture."""
+        luma, size, _ = self._planes[k]
+        h, w = luma.shape[0] // COARSE, luma.shape[1] // COARSE
+        if size is None or h < 2 or w < 2:
+            return None
+        import cv2
+
+        small = cv2.resize(luma[: h * COARSE, : w * COARSE], (w, h), interpolation=cv2.INTER_AREA)
+        return float(cv2.meanStdDev(small)[1][0, 0])
+
+
 @dataclass
 class GrayClip:
-    frames: np.ndarray  # [T,h,w] uint8 luma, downscaled
+    frames: np.ndarray | WorkFrames  # [T,h,w] uint8 luma, downscaled (or scaled when read: `WorkFrames`)
     indices: list[int]  # decoded-frame index of each kept frame
     num_frames: int  # frames decoded in total
     fps: float
@@ -51,10 +107,9 @@ class GrayClip:
         return np.asarray(self.indices, float) / (self.fps or 25.0)
 
 
-def _luma(frame, width: int) -> np.ndarray:
-    """The luma plane as displayed (rotation tag applied), `width` pixels wide (never upscaled)."""
-    import cv2
-
+def _plane(frame, width: int) -> tuple[np.ndarray, tuple[int, int] | None, int]:
+    """(the luma plane at coded size, the size it is scaled to for `width` or None, its rotation in quarter
+    turns): `_finish` makes the frame as displayed. The plane is the decoder's buffer: copy it to keep it."""
     plane = frame.planes[0]
     if frame.format.name in _LUMA8:
         y: np.ndarray = np.frombuffer(plane, np.uint8).reshape(frame.height, plane.line_size)[:, : frame.width]
@@ -62,13 +117,39 @@ def _luma(frame, width: int) -> np.ndarray:
         y = frame.to_ndarray(format="gray")
     rot = round((getattr(frame, "rotation", 0) or 0) / 90) % 4
     shown_w = frame.width if rot % 2 == 0 else frame.height
+    size = None
     if shown_w > width:
         scale = width / shown_w
         size = (max(8, round(frame.width * scale)), max(8, round(frame.height * scale)))
-        y = cv2.resize(y, size, interpolation=cv2.INTER_AREA)
-    else:
-        y = y.copy()
+    return y, size, rot
+
+
+def _finish(y: np.ndarray, size: tuple[int, int] | None, rot: int) -> np.ndarray:
+    import cv2
+
+    y = cv2.resize(y, size, interpolation=cv2.INTER_AREA) if size is not None else y.copy()
     return np.ascontiguousarray(np.rot90(y, k=rot)) if rot else y
+
+
+def _shape(y: np.ndarray, size: tuple[int, int] | None, rot: int) -> tuple[int, int]:
+    """The shape `_finish` gives."""
+    h, w = (size[1], size[0]) if size is not None else y.shape[:2]
+    return (w, h) if rot % 2 else (h, w)
+
+
+def _luma(frame, width: int) -> np.ndarray:
+    """The luma plane as displayed (rotation tag applied), `width` pixels wide (never upscaled)."""
+    return _finish(*_plane(frame, width))
+
+
+def _kept(frame, width: int, lazy: bool) -> tuple[np.ndarray, tuple[int, int] | None, int]:
+    """What `read_gray` keeps of a frame, as `_plane` gives it: with `lazy`, a small frame that needs scaling
+    at coded size (copied); else the finished frame."""
+    if lazy and frame.width * frame.height <= LAZY_PIXELS:
+        y, size, rot = _plane(frame, width)
+        if size is not None:
+            return y.copy(), size, rot
+    return _luma(frame, width), None, 0
 
 
 def _open(path: str):
@@ -192,9 +273,11 @@ def read_gray(
     width: int = 160,
     skip_nonref: bool = True,
     span: tuple[float, float] | None = None,
+    lazy: bool = False,
 ) -> GrayClip:
     """About `max_frames` evenly spaced frames of the clip (always the first and last) as luma; with `span`
-    ((start, end) seconds), of that range only, indices counting from its first frame.
+    ((start, end) seconds), of that range only, indices counting from its first frame. `lazy`: frames as
+    `WorkFrames` (scaled to `width` when first read; the same pixels), else one array.
 
     Raises VidcapError: missing, empty_path, not_a_file, decode, short (fewer than 2 frames), range.
     """
@@ -213,22 +296,22 @@ def read_gray(
         frames_in = _decoded(container, stream, skip) if span is None else _decoded_span(container, stream, span)
         for index, frame in frames_in:
             if index >= next_at:
-                kept.append(_luma(frame, width))
+                kept.append(_kept(frame, width, lazy))
                 indices.append(index)
                 next_at = index + stride - 0.5
                 last = None
             else:
                 last = (index, frame)
         if last is not None:
-            kept.append(_luma(last[1], width))
+            kept.append(_kept(last[1], width, lazy))
             indices.append(last[0])
         if len(kept) < 2:
             raise VidcapError(errors.SHORT, f"{len(kept)} frame(s) decoded; motion needs at least 2")
         if span is None:
             check_frame_count(container.format.name, indices[-1] + 1, stream.frames)  # caption's rule: cut short
-        frames = np.stack(kept)
-        if len(frames) > 2 * max_frames:  # frame count was unknown: thin out now
-            keep = np.unique(np.linspace(0, len(frames) - 1, max_frames).round().astype(int))
-            frames, indices = frames[keep], [indices[i] for i in keep]
+        if len(kept) > 2 * max_frames:  # frame count was unknown: thin out now
+            keep = np.unique(np.linspace(0, len(kept) - 1, max_frames).round().astype(int))
+            kept, indices = [kept[i] for i in keep], [indices[i] for i in keep]
+        frames = WorkFrames(kept) if lazy else np.stack([k[0] for k in kept])
         fps = float(stream.average_rate or 0)
         return GrayClip(frames, indices, indices[-1] + 1, fps, stream.width, stream.height)
