@@ -721,6 +721,11 @@ def motion(
     no_file_check: bool = O_NO_FILE_CHECK,
 ):
     """Label each clip's camera motion (pan, tilt, zoom, static, unclassified) from optical flow."""
+    if manifest is not None and eval_labels is None and workers != 0 and engine == "local" and gpus is None:
+        from .feeder import prestart
+        from .motion.loader import MotionLoader
+
+        prestart(MotionLoader)  # the decode workers' server imports while this process imports pandas and plans
     from .stages.motion import MotionStage
 
     stage = MotionStage(threshold=threshold)
