@@ -182,3 +182,16 @@ def test_zoom_out_with_busy_content_entering_a_flat_middle(seed):
     frames, truth = _clip(img, 0, 0, 0.55, n=50, seed=seed)
     result = estimate(frames, times=np.arange(len(frames)) / 25)
     assert classify(truth) == "zoom_out" and classify(result) == "zoom_out", result
+
+
+def test_step_grid_is_the_mgrid_of_the_frame_inside_its_border():
+    from vidcap.motion.flow import GRID, _grid
+
+    for h, w, border in ((120, 160, 0.10), (131, 160, 0.04), (90, 160, 0.10)):
+        rows, cols, points = _grid(h, w, border)
+        bx, by = max(1, int(border * w)), max(1, int(border * h))
+        ys, xs = np.mgrid[by : h - by : GRID, bx : w - bx : GRID]
+        assert np.array_equal(points, np.stack([xs.ravel(), ys.ravel()], 1).astype(np.float32))
+        frame = np.arange(h * w).reshape(h, w)
+        assert np.array_equal(frame[rows, cols], frame[ys, xs])
+        assert not points.flags.writeable and _grid(h, w, border)[2] is points

@@ -7,6 +7,7 @@ translation about the frame centre) that ignores foreground movers.
 
 from __future__ import annotations
 
+import functools
 import math
 
 import numpy as np
@@ -51,6 +52,18 @@ def new_dis():
     return dis
 
 
+@functools.lru_cache(maxsize=64)
+def _grid(h: int, w: int, border: float) -> tuple[slice, slice, np.ndarray]:
+    """(row slice, column slice, [n,2] float32 x,y) of the grid points inside `border` (a share of each side)
+    of an h x w frame: every step of a clip samples the same grid."""
+    bx, by = max(1, int(border * w)), max(1, int(border * h))
+    rows, cols = slice(by, h - by, GRID), slice(bx, w - bx, GRID)
+    ys, xs = np.mgrid[rows, cols]
+    points = np.stack([xs.ravel(), ys.ravel()], 1).astype(np.float32)
+    points.flags.writeable = False  # shared by every call: `points[keep]` copies
+    return rows, cols, points
+
+
 def _flow_of(matrix: np.ndarray, w: int, h: int) -> np.ndarray:
     """The flow field [h,w,2] a similarity (centred coordinates) makes."""
     ys, xs = np.mgrid[0:h, 0:w].astype(np.float32)
@@ -77,9 +90,8 @@ def fit_step(
     gy = cv2.Sobel(a, cv2.CV_32F, 0, 1, ksize=3)
     structure = cv2.blur(gx * gx + gy * gy, (5, 5))
     for border in (BORDER, NARROW_BORDER):
-        bx, by = max(1, int(border * w)), max(1, int(border * h))
-        ys, xs = np.mgrid[by : h - by : GRID, bx : w - bx : GRID]
-        energy = structure[ys, xs].ravel()
+        rows, cols, points = _grid(h, w, border)
+        energy = structure[rows, cols].ravel()
         # flat areas (a black background) get zero flow from DIS whatever the camera does: fit only
         # where there is structure above noise, relative to the frame's strongest structure
         floor = max(MIN_ENERGY, REL_ENERGY * quantile(energy, 0.95))
@@ -88,8 +100,8 @@ def fit_step(
             break  # else a dark window whose only structure lies near its edge: look closer to it
     if keep.sum() < MIN_POINTS:
         keep = energy >= np.sort(energy)[-min(MIN_POINTS, len(energy))]
-    src = np.stack([xs.ravel(), ys.ravel()], 1).astype(np.float32)[keep]
-    dst = src + flow[ys, xs].reshape(-1, 2)[keep]
+    src = points[keep]
+    dst = src + flow[rows, cols].reshape(-1, 2)[keep]
     if len(src) < 6:
         return None, 0.0, len(src)
     if REFINE:
