@@ -233,3 +233,23 @@ def test_random_manifests_through_three_stages(clips, tmp_path_factory, names, v
             continue
         names_now = [c for c in got.columns if c == col or str(c).startswith(f"{col}_input")]
         assert any(got[c].astype(str).tolist() == expected[col].astype(str).tolist() for c in names_now), col
+
+
+@pytest.mark.parametrize("stage", ["caption", "motion"])
+def test_the_schema_does_not_depend_on_which_rows_failed(clips, tmp_path, stage):
+    """A Parquet output whose every row failed has the same columns and types as one with ok rows: a result
+    column no saved row had a value in is its declared type (numbers, lists of frame indices) or text, never
+    Arrow's null type (which other tools cannot concatenate or filter as text)."""
+    import pyarrow.parquet as pq
+
+    mixed, failed = tmp_path / "mixed.csv", tmp_path / "failed.csv"
+    pd.DataFrame({"path": [str(clips / "v" / "c0.mp4"), str(clips / "v" / "missing.mp4")]}).to_csv(mixed, index=False)
+    pd.DataFrame({"path": [str(clips / "v" / "gone.mp4"), "nowhere/else.mp4"]}).to_csv(failed, index=False)
+    extra = ["--model", "fake"] if stage == "caption" else []
+    schemas = []
+    for manifest in (mixed, failed):
+        out = tmp_path / f"{manifest.stem}-{stage}.parquet"
+        vidcap(stage, manifest, "-o", out, "--workers", "0", "-q", *extra, check=False)
+        schemas.append(pq.read_schema(out).remove_metadata())
+    assert schemas[0].equals(schemas[1]), (schemas[0], schemas[1])
+    assert not [f.name for f in schemas[1] if str(f.type) == "null"]

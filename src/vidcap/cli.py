@@ -8,7 +8,7 @@ from pathlib import Path
 import typer
 
 from .clihelp import classic_help
-from .config import Execution, RunConfig, RunScope, Tuning, default_batch_size, parse_shard
+from .config import Execution, RunConfig, RunScope, Tuning, default_batch_size, default_workers, parse_shard
 from .console import protect_stderr
 from .errors import UsageError
 
@@ -731,7 +731,6 @@ def motion(
     stage = MotionStage(threshold=threshold)
     if eval_labels is not None:
         from .motion import run_eval
-        from .session import default_workers
 
         typer.echo(run_eval(str(eval_labels), threshold, workers or default_workers(stage)))
         return

@@ -6,6 +6,7 @@ A leaf module: the CLI imports it without loading the run machinery.
 
 from __future__ import annotations
 
+import os
 from dataclasses import asdict, dataclass, fields, replace
 from typing import Any
 
@@ -201,3 +202,11 @@ def default_batch_size(backend: str, device: str | None, concurrency: int) -> in
         return 64 if torch.cuda.device_count() > 0 else 8
     except ImportError:
         return 8
+
+
+def default_workers(stage=None) -> int:
+    """Decode processes when --workers is not given: the stage's own choice, else all cores but one
+    (that one feeds the model)."""
+    if stage is not None and stage.default_workers is not None:
+        return int(stage.default_workers)
+    return max(1, (os.cpu_count() or 2) - 1)

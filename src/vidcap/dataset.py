@@ -27,7 +27,7 @@ from pathlib import Path
 
 from .errors import UsageError
 from .knobs import knob
-from .storage import fsync_path, umask_now
+from .storage import fsync_path, umask_now, write_json
 
 PART_NAME = re.compile(r"part-\d{5,}\.parquet")  # the names vidcap gives its part files
 MARKER = "_vidcap.json"
@@ -145,7 +145,7 @@ def write(
             "columns": [{"name": f.name, "type": str(f.type)} for f in schema],
             **(meta or {}),
         }
-        _write_json(tmp / MARKER, info)
+        write_json(tmp / MARKER, info)
         os.chmod(tmp, 0o777 & ~umask_now())  # mkdtemp makes 0700
         fsync_path(tmp)
         if before_rename is not None:
@@ -261,11 +261,3 @@ def owned(path) -> bool:
     names them: one whose marker was lost), or an empty folder."""
     path = Path(path)
     return marker(path) is not None or all(PART_NAME.fullmatch(p.name) for p in path.iterdir())
-
-
-def _write_json(path: Path, data: dict) -> None:
-    with open(path, "w", encoding="utf-8") as fh:
-        json.dump(data, fh, indent=2, default=str)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.chmod(path, 0o666 & ~umask_now())

@@ -11,10 +11,8 @@ import json
 import shutil
 import sys
 import tempfile
-from collections.abc import Callable
 from functools import partial
 from pathlib import Path
-from typing import Any
 
 import duckdb
 import pyarrow as pa
@@ -23,63 +21,39 @@ import pyarrow.parquet as pq
 from . import dataset
 from .errors import RETRYABLE, UsageError
 from .faults import fault_point
-from .knobs import knob
 from .manifest import (
     ABSPATH,
     INTERNAL,
     RANGE_COLUMNS,
     RID,
-    atomic_local,
     check_columns,
     column_plan,
-    is_relative,
-    resolve_path,
     table_format,
 )
-from .parts import FILE_COLUMNS, FILE_DTYPES, read_json
+from .parts import FILE_COLUMNS, FILE_DTYPES
 from .rows import BatchSource
 from .stages.base import Stage
-from .storage import as_path, file_stamp, get_file, is_remote, put_file
-from .tables import csv_header, folder, key_sql, local_copy, reader_sql, sql_ident, sql_text, table_error
+from .storage import as_path, get_file, read_json
+from .tables import (
+    DTYPES,
+    copy_options,
+    copy_to,
+    duck_connect,
+    duck_run,
+    duck_table,
+    folder,
+    key_sql,
+    local_copy,
+    resolved_sql,
+    sql_ident,
+    sql_text,
+)
 
 ROW = "_vidcap_row"  # the row's position among the selected manifest rows (the output's order)
 REL = "_vidcap_rel"  # the row's path is relative (written absolute when the output lives elsewhere)
 SEL = "_vidcap_sel"  # the row is one --shard/--limit chose to work on (the output keeps the others it has)
-SQL_TYPES = {"Int64": "BIGINT", "float64": "DOUBLE"}  # a stage's declared column types (pandas names) in SQL
+SQL_TYPES = {"Int64": "BIGINT", "float64": "DOUBLE", "list[int64]": "BIGINT[]"}  # declared column types in SQL
 BATCH_ROWS = 65_536
-_NEEDS_PYTHON = r"(^\s|\s$|^~|://|//|(^|/)\.\.?(/|$)|/$)"  # cells os.path.normpath/expanduser would change
-
-
-def _changed(path, size, mtime) -> bool:
-    now = file_stamp(path)
-    return now[0] is not None and (now[0] != size or abs(now[1] - mtime) > 1e-6)
-
-
-def _json_list(cell) -> str | None:
-    return None if cell is None else json.dumps(list(cell), ensure_ascii=False)
-
-
-# name: (Python function, argument types, result type, NULLs reach the function, calls have effects)
-UDFS: dict[str, tuple[Callable[..., Any], list[str], str, bool, bool]] = {
-    "vidcap_resolve": (resolve_path, ["VARCHAR", "VARCHAR"], "VARCHAR", False, False),
-    "vidcap_relative": (is_relative, ["VARCHAR"], "BOOLEAN", False, False),
-    "vidcap_changed": (_changed, ["VARCHAR", "BIGINT", "DOUBLE"], "BOOLEAN", False, True),  # stats the file now
-    "vidcap_json": (_json_list, ["VARCHAR[]"], "VARCHAR", True, False),  # a list cell of a CSV output
-}
-
-
-def connect(workdir: Path):
-    """A DuckDB database with a memory cap (VIDCAP_LEDGER_MEMORY, default 512MB) that spills to `workdir`,
-    and vidcap's SQL functions (`UDFS`)."""
-    con = duckdb.connect(":memory:")  # tables spill to temp_directory past memory_limit (faster than a file)
-    con.execute(f"SET memory_limit='{knob('VIDCAP_LEDGER_MEMORY')}'")
-    con.execute(f"SET temp_directory='{workdir / 'spill'}'")
-    con.execute("SET preserve_insertion_order=true")
-    for name, (fn, args, result, nulls, effects) in UDFS.items():
-        types: list[Any] = [con.type(a) for a in args]
-        nulls_to: Any = "special" if nulls else "default"  # DuckDB's stubs want its enum; each version takes the name
-        con.create_function(name, fn, types, con.type(result), null_handling=nulls_to, side_effects=effects)
-    return con
 
 
 # -- the ledger ----------------------------------------------------------------------------------------
@@ -101,13 +75,12 @@ class Ledger:
             for old in store.dir.glob(".ledger-*"):  # a killed run's ledger (we hold the lock)
                 shutil.rmtree(old, ignore_errors=True)
             self.work = Path(tempfile.mkdtemp(prefix=".ledger-", dir=store.dir))
-        self.con = connect(self.work)
+        self.con = duck_connect(self.work)
         self.manifest, self.base = local_copy(as_path(manifest), self.work, "manifest")
         self.path_keyed = type(stage).row_key is Stage.row_key  # the key is computed in SQL
         self.rows = 0
         self.names: list[str] = []
         self._fetched: dict[str, str] = {}  # remote part -> its local copy (a part never changes once written)
-        self._readers: dict[str, str] = {}  # a CSV whose header DuckDB would rename -> SQL that keeps the names
 
     def part_paths(self) -> list[str]:
         """Every saved part as a local file (remote parts are fetched once: a part never changes once
@@ -143,7 +116,7 @@ class Ledger:
     def ingest(self, shard=None, limit=None) -> int:
         """Read the manifest once into table `m`: the selected rows (every `shard` row, the first `limit`),
         each with its position, resolved path, relative-path flag and row id."""
-        self.names = self._header(self.manifest)
+        self.names, reader = duck_table(self.con, self.manifest)
         check_columns(self.manifest, self.names, tuple(self.stage.required_columns), (*INTERNAL, ROW, REL, SEL))
         # --shard and --limit choose the rows to work on; an output that has results keeps every row it has,
         # so then the whole manifest is read and the choice is column SEL (else only the chosen rows are read)
@@ -156,9 +129,9 @@ class Ledger:
         top = f"ORDER BY {ROW} LIMIT {max(0, limit)}" if limit is not None and not whole else ""
         # the per-row work (resolve, key) runs in parallel over the scan; row_number after it keeps the
         # file's order (insertion order)
-        keyed = self._keyed(self._reader(self.manifest), {n: n for n in self.names}, self.base)
+        keyed = self._keyed(reader, {n: n for n in self.names}, self.base)
         numbered = f"SELECT *, row_number() OVER () - 1 AS {ROW} FROM ({keyed})"
-        self._sql(f"CREATE TABLE m AS SELECT *, {sel} AS {SEL} FROM ({numbered}) {where} {top}", self.manifest)
+        duck_run(self.con, f"CREATE TABLE m AS SELECT *, {sel} AS {SEL} FROM ({numbered}) {where} {top}", self.manifest)
         self.rows = self._count(f"m WHERE {SEL}")
         if self.rows == 0 and shard is None and limit is None:
             raise UsageError(f"manifest {self.manifest} has a header but no rows; nothing to do.")
@@ -168,15 +141,7 @@ class Ledger:
         """SELECT every column of `src` with the row's resolved path (ABSPATH), relative-path flag (REL) and
         row id (RID). `cols`: the input columns the stage sees (its name -> the column of `src`); `base`: the
         folder relative paths resolve against."""
-        c = f"{sql_ident(cols['path'])}::VARCHAR" if "path" in cols else "''"
-        b = sql_text(base)
-        resolved = (
-            f"SELECT *, CASE WHEN {c} IS NULL OR {c} = '' THEN '' WHEN _vidcap_odd THEN vidcap_resolve({c}, '{b}') "
-            f"WHEN starts_with({c}, '/') THEN {c} ELSE '{b.rstrip('/')}/' || {c} END AS {ABSPATH}, "
-            f"CASE WHEN {c} IS NULL OR {c} = '' THEN false WHEN _vidcap_odd THEN vidcap_relative({c}) "
-            f"ELSE NOT starts_with({c}, '/') END AS {REL} "
-            f"FROM (SELECT *, regexp_matches({c}, '{_NEEDS_PYTHON}') AS _vidcap_odd FROM {src})"
-        )  # clean cells by string operations, the rest (~, ./, //, spaces, URLs) by manifest.resolve_path
+        resolved = resolved_sql(src, cols.get("path"), base, ABSPATH, REL)
         if self.path_keyed:
             key = key_sql(ABSPATH, list(cols), cols)
         else:  # the stage's own key (tags: path and caption): its Python function over each row as a dict
@@ -191,37 +156,12 @@ class Ledger:
             name = f"vidcap_key{self._udfs}"
             self.con.create_function(name, keys, [self.con.type(kind)], self.con.type("VARCHAR"), type="arrow")
             key = f"{name}({row})"
-        return f"SELECT * EXCLUDE (_vidcap_odd), {key} AS {RID} FROM ({resolved})"
+        return f"SELECT *, {key} AS {RID} FROM ({resolved})"
 
     def _has_results(self) -> bool:
         """Whether this output has saved results (parts, or a finished output a rerun builds on)."""
         store = self.store
         return bool(store.part_files()) or (not store.overwrite and store.output.exists() and store.sidecar().exists())
-
-    def _header(self, path: Path) -> list[str]:
-        """A table's column names as its file gives them (DuckDB renames blank CSV header cells)."""
-        if table_format(path) != "dataset" and path.stat().st_size == 0:
-            raise table_error(path)
-        names = [r[0] for r in self._sql(f"DESCRIBE SELECT * FROM {reader_sql(path)}", path).fetchall()]
-        given = csv_header(path) if table_format(path) == "csv" else names
-        if not any(c.strip() for c in given):
-            raise table_error(path)
-        if len(given) == len(names) and len(set(given)) == len(given) and given != names:
-            cols = ", ".join(f"{sql_ident(d)} AS {sql_ident(g)}" for d, g in zip(names, given, strict=False))
-            self._readers[str(path)] = f"(SELECT {cols} FROM {reader_sql(path)})"
-            return given
-        return names
-
-    def _reader(self, path: Path) -> str:
-        """The SQL that reads a table with the column names `_header` gave."""
-        return self._readers.get(str(path)) or reader_sql(path)
-
-    def _sql(self, sql: str, path: Path):
-        """A statement reading `path`; what DuckDB cannot parse is one sentence naming the file."""
-        try:
-            return self.con.execute(sql)
-        except duckdb.Error as exc:
-            raise table_error(path, exc) from None
 
     def refresh(self, prior: bool = False, full: bool = False) -> None:
         """(Re)build table `best` from every saved result: the parts as they are now and, once loaded
@@ -306,7 +246,7 @@ class Ledger:
         gathers its items back into one result per input row, keyed from the path and the input's range (its
         own start_time/end_time are results)."""
         out, out_base = local_copy(table, self.work, name)
-        names = self._header(out)
+        names, reader = duck_table(self.con, out)
         ex, fields = self.stage.expands, self.stage.expand_fields
         results = [c for c in (*self.stage.columns, "status", "error", *FILE_COLUMNS) if c != ex]
         if "path" not in names or not {"status", "error"} <= set(names) or (ex and next(iter(fields)) not in names):
@@ -318,7 +258,7 @@ class Ledger:
         else:
             back = {new: old for old, new in plan.items()}
             cols = {back.get(c, c): c for c in names if c not in results}
-        keyed = self._keyed(self._reader(out), cols, out_base)
+        keyed = self._keyed(reader, cols, out_base)
         # a finished output's rows are older than every part's
         first = self.con.execute("SELECT max(_seq) + 1 FROM prior").fetchone()[0] if self._has_prior else -(1 << 62)
         seq = f"row_number() OVER () + {first}"
@@ -334,7 +274,9 @@ class Ledger:
                    f"{sql_ident(order)} IS NOT NULL))::VARCHAR END AS {sql_ident(ex)}"]  # fmt: skip
             agg += [f"any_value({sql_ident(c)}) AS {sql_ident(c)}" for c in results if c in names]
             body = f"SELECT {RID}, {', '.join(agg)}, min(_n) AS _seq FROM (SELECT *, {seq} AS _n FROM ({keyed})) GROUP BY 1"
-        self._sql(f"INSERT INTO prior BY NAME {body}" if self._has_prior else f"CREATE TABLE prior AS {body}", out)
+        duck_run(
+            self.con, f"INSERT INTO prior BY NAME {body}" if self._has_prior else f"CREATE TABLE prior AS {body}", out
+        )
         self._has_prior = True
 
     def plan(self, check_files: bool = False, retry_failed: bool = False) -> dict:
@@ -397,13 +339,21 @@ class Ledger:
     def finish(self) -> dict:
         """Every result column in `best` for the merge, then the stage's run-level step (`Stage.finish`)."""
         self.refresh(full=True)
-        have = self._schema("best")
+        have, kinds = self._schema("best"), self._declared()
         for c in self.stage.columns:  # no saved row has it (no rows, or every one failed): the column still comes
             if c not in have:
-                kind = SQL_TYPES.get(self.stage.dtypes.get(c, ""), "VARCHAR")
-                self.con.execute(f"ALTER TABLE best ADD COLUMN {sql_ident(c)} {kind}")
+                self.con.execute(f"ALTER TABLE best ADD COLUMN {sql_ident(c)} {kinds.get(c, 'VARCHAR')}")
+        untyped = [c for c, t in have.items() if t.strip('"') == "NULL"]  # no saved row had a value in it
+        if untyped:  # its declared type, else text: an output's schema does not depend on which rows failed
+            cast = ", ".join(f"{sql_ident(c)}::{kinds.get(c, 'VARCHAR')} AS {sql_ident(c)}" for c in untyped)
+            self.con.execute(f"CREATE OR REPLACE TABLE best AS SELECT * REPLACE ({cast}) FROM best")
         self.res_cols = [*self.stage.columns, *(c for c in self.res_cols if c not in self.stage.columns)]
         return self.stage.finish(Results(self))
+
+    def _declared(self) -> dict[str, str]:
+        """The SQL type of each result column whose type vidcap declares (the stage's, or `tables.DTYPES`)."""
+        dtypes = {**DTYPES, **self.stage.dtypes, **(FILE_DTYPES if self.stage.reads_files else {})}
+        return {c: SQL_TYPES[t] for c, t in dtypes.items() if t in SQL_TYPES}
 
     # -- the merge -----------------------------------------------------------------------------------
     def publish(self, summary: dict, failed_out) -> None:
@@ -430,8 +380,7 @@ class Ledger:
         tail = [f for c in [*self.res_cols, "status", "error"] for f in (fields if c == ex else [c])]
         plan = column_plan(inputs, tail)
         types, mtypes = self._schema("best"), self._schema("m")
-        dtypes = {**self.stage.dtypes, **(FILE_DTYPES if self.stage.reads_files else {})}
-        declared = {c: SQL_TYPES[t] for c, t in dtypes.items() if t in SQL_TYPES}
+        declared = self._declared()
         cols = []
         for c in inputs:
             expr = f"m.{sql_ident(c)}"
@@ -475,31 +424,7 @@ class Ledger:
             on_part = partial(fault_point, "dataset_part")
             dataset.write(str(path), reader, reader.schema, meta=meta, before_rename=before_rename, on_part=on_part)
             return
-        # The bytes Python's csv writes: CRLF line ends (RFC 4180; a bare \r in a cell is then quoted too) and no
-        # comment character (DuckDB would quote every cell holding a '#')
-        opts = (
-            "FORMAT csv, HEADER true, NEW_LINE '\\r\\n', COMMENT ''"
-            if fmt == "csv"
-            else "FORMAT parquet, COMPRESSION zstd"
-        )
-        if fmt == "parquet" and meta is not None:  # the run's record inside the file, as `join` reads it back
-            opts += f", KV_METADATA {{vidcap: '{sql_text(json.dumps(meta, default=str))}'}}"
-
-        self.copy(sql, opts, path, before_rename)
-
-    def copy(self, sql: str, opts: str, path, before_rename=None) -> None:
-        """DuckDB's COPY of a query to a file, atomically: to a temp name renamed into place, or (a remote
-        path) to the ledger's folder and uploaded whole."""
-
-        def copy(target: str) -> None:
-            self.con.execute(f"COPY ({sql}) TO '{sql_text(target)}' ({opts})")
-
-        if is_remote(path):
-            local = str(self.work / f"out-{path.name}")
-            copy(local)
-            put_file(path, local, before_rename)
-        else:
-            atomic_local(path, copy, before_rename, fresh=True)
+        copy_to(self.con, sql, copy_options(fmt, meta), path, self.work, before_rename)
 
 
 class Results:

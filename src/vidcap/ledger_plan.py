@@ -11,6 +11,7 @@ import pyarrow.parquet as pq
 
 from .rows import BatchSource
 from .storage import is_remote, open_binary
+from .tables import copy_to
 
 PLAN_FILE = "plan.parquet"
 GROUP_ROWS = 4096  # a rank reads at most two groups it shares with its neighbours
@@ -25,7 +26,7 @@ def plan_path(sink):
 
 def write_plan(led, path: Path, group_rows: int = GROUP_ROWS) -> int:
     """Table `todo`'s rows (as `Ledger.source` gives them) to `path`, atomically; returns their number."""
-    led.copy(led.todo_sql(), f"FORMAT parquet, COMPRESSION zstd, ROW_GROUP_SIZE {group_rows}", path)
+    copy_to(led.con, led.todo_sql(), f"FORMAT parquet, COMPRESSION zstd, ROW_GROUP_SIZE {group_rows}", path, led.work)
     return led._count("todo")
 
 

@@ -8,7 +8,6 @@ import json
 import os
 import posixpath
 import re
-import tempfile
 from pathlib import Path
 from typing import cast
 
@@ -23,7 +22,7 @@ from .rowcells import TIME_TEXT as TIME_TEXT
 from .rowcells import read_range as read_range
 from .rowcells import row_range as row_range
 from .rowcells import time_value as time_value
-from .storage import fsync_path, umask_now
+from .storage import atomic_local
 
 FORMATS = {".csv": "csv", ".parquet": "parquet", ".pq": "parquet"}
 # Internal columns of a run's tables (row id, resolved path); never written to an output. Named so a user's
@@ -235,31 +234,6 @@ def write_table(
         put_bytes(path, table_bytes(df, fmt, metadata), before_rename)
         return
     atomic_local(path, lambda tmp: _write_format(df, fmt, metadata, tmp), before_rename)
-
-
-def atomic_local(path: Path, write, before_rename=None, *, fresh: bool = False) -> None:
-    """`write(tmp)` fills a temporary file beside `path`; it is fsynced, given the umask's mode and renamed
-    over `path`, so readers never see half a file. fresh: `write` creates the file itself (DuckDB's COPY)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        if fresh:
-            os.unlink(tmp)
-        write(tmp)
-        os.chmod(tmp, 0o666 & ~umask_now())  # mkstemp makes 0600; outputs get the mode any Unix tool would give
-        with open(tmp, "rb+") as fh:
-            os.fsync(fh.fileno())
-        if before_rename is not None:
-            before_rename()
-        os.replace(tmp, path)
-        fsync_path(path.parent)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
 
 
 def _write_format(df: pd.DataFrame, fmt: str, metadata: dict | None, target) -> None:

@@ -74,7 +74,7 @@ def cluster_labels(texts, threshold: float = THRESHOLD, num_perm: int = NUM_PERM
 def add_near_dup_columns(df: pd.DataFrame, threshold: float = THRESHOLD, min_size: int = MIN_SIZE):
     """(results with `near_dup_cluster`, `near_dup_size` and the `near_duplicate` flag, summary figures);
     (df, None) when there is no text column or datasketch is missing (said once on stderr)."""
-    if "text" not in df.columns or df.empty:
+    if "text" not in df.columns:
         return df, None
     try:
         import datasketch  # noqa: F401

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import errno
 import fcntl
-import json
 import os
 import sys
 import time
@@ -19,8 +18,19 @@ from . import __version__, dataset
 from .errors import FatalRunError, UsageError, first_line
 from .faults import fault_point
 from .knobs import knob, settings
-from .manifest import RID, fsync_path, table_format
-from .storage import RemoteLease, as_path, is_object_store, is_remote, open_binary, put_bytes, rmtree, same_file
+from .manifest import RID, table_format
+from .storage import (
+    RemoteLease,
+    as_path,
+    fsync_path,
+    is_object_store,
+    is_remote,
+    open_binary,
+    read_json,
+    rmtree,
+    same_file,
+    write_json,
+)
 from .tables import write_arrow, write_rows
 
 RUN_JSON = "run.json"
@@ -240,17 +250,8 @@ class PartStore:
         return self.output.with_name(self.output.name + ".run.json")
 
     def write_json(self, path: Path, data: dict) -> None:
-        text = json.dumps(data, indent=2, default=str)
         try:
-            if self.remote:
-                put_bytes(path, text.encode())
-                return
-            tmp = path.with_name(path.name + ".tmp")
-            with open(tmp, "w") as fh:
-                fh.write(text)
-                fh.flush()
-                os.fsync(fh.fileno())
-            os.replace(tmp, path)
+            write_json(path, data)
         except Exception as exc:
             raise _disk_error(exc, str(path)) from None
 
@@ -376,30 +377,6 @@ class PartStore:
         except OSError:
             rmtree(self.dir)
         self.close()
-
-
-def read_json(path) -> dict:
-    """A JSON record vidcap wrote ({} when there is none). One that a crash or a disk damaged is moved aside
-    (`<name>.damaged`) with one sentence, and read as absent: the run carries on from the parts."""
-    try:
-        if not path.exists():
-            return {}
-        data = json.loads(path.read_text() or "{}")
-        if isinstance(data, dict):
-            return data
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
-        pass
-    aside = path.with_name(path.name + ".damaged")
-    try:
-        path.rename(aside)
-    except OSError:
-        return {}
-    print(
-        f"vidcap: {path} was damaged (not a JSON record vidcap wrote); moved it to {aside.name} and carrying on "
-        "without it.",
-        file=sys.stderr,
-    )
-    return {}
 
 
 def _fp_diff(old: dict, new: dict) -> str:

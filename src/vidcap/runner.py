@@ -3,10 +3,10 @@ executor the config's `execution` asks for. The lifecycle lives in vidcap.sessio
 
 from __future__ import annotations
 
-from .config import Execution, RunConfig, RunOptions, RunScope, Tuning, parse_shard
+from .config import Execution, RunConfig, RunOptions, RunScope, Tuning, default_workers, parse_shard
 from .runners import pick_executor
 from .runners.local import LocalExecutor
-from .session import Session, default_workers
+from .session import Session
 from .stages.base import Stage
 
 __all__ = [

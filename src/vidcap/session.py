@@ -8,7 +8,6 @@ worker; the lock, the plan, the merge and the summary stay here.
 
 from __future__ import annotations
 
-import os
 import sys
 import time
 from collections import Counter
@@ -16,7 +15,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from .config import RunConfig
+from .config import RunConfig, default_workers
 from .errors import EMPTY_PATH, MISSING, FatalRunError, UsageError, error_code
 from .faults import fault_point
 from .knobs import check as check_knobs
@@ -27,18 +26,11 @@ from .parts import FILE_COLUMNS, PartStore
 from .rows import ListSource
 from .stages.base import Stage
 from .storage import as_path, file_stamp
+from .summary import merge_extras
 
 PART_ROWS = 256  # rows per part by default: a kill redoes at most this many rows (or a second's worth)
 PART_ROWS_MAX = 65_536
 PART_MIN_SECONDS = 1.0
-
-
-def default_workers(stage: Stage | None = None) -> int:
-    """Decode processes when --workers is not given: the stage's own choice, else all cores but one
-    (that one feeds the model)."""
-    if stage is not None and stage.default_workers is not None:
-        return int(stage.default_workers)
-    return max(1, (os.cpu_count() or 2) - 1)
 
 
 def run_fingerprint(stage: Stage) -> dict:
@@ -241,19 +233,6 @@ class Executor:
         raise NotImplementedError
 
 
-def merge_extras(extras: list[dict]) -> dict:
-    """Several workers' stage figures as one: numbers add up (tokens, cost), the rest is the first seen."""
-    merged: dict = {}
-    for extra in extras:
-        for k, v in extra.items():
-            if isinstance(v, bool):  # e.g. fast_path: true only if it held on every worker
-                merged[k] = merged.get(k, True) and v
-                continue
-            both_numbers = isinstance(v, (int, float)) and isinstance(merged.get(k, 0), (int, float))
-            merged[k] = merged.get(k, 0) + v if both_numbers else merged.get(k, v)
-    return merged
-
-
 def safe_extra(stage: Stage) -> dict:
     """A worker's stage figures; a failure to compute them never costs the run (a FatalRunError, e.g. --budget
     held rows back, still stops it)."""
@@ -277,7 +256,7 @@ class Session:
         self.sink = Sink(str(self.output), fingerprint)
 
     def run(self, executor: Executor) -> dict:
-        t0 = time.monotonic()
+        t0, c0 = time.monotonic(), time.process_time()  # CPU: every thread of this process (DuckDB's too)
         check_knobs()  # a VIDCAP_* variable that does not parse stops the run here, not halfway through
         opts, store = self.opts, self.store
         if executor.plans():
@@ -293,7 +272,7 @@ class Session:
                 led.ingest(opts.shard, opts.limit)
                 led.refresh(prior=True)
                 plan = led.plan(check_files=opts.check_files and self.stage.reads_files, retry_failed=opts.retry_failed)
-            t_plan, c_plan = time.monotonic(), time.process_time()  # CPU: every thread (DuckDB's too)
+            t_plan, c_plan = time.monotonic(), time.process_time()
             job = Job(self.stage, opts, Rows(led, plan_path(self.sink)), self.sink)
             reports = executor.run(job)
             if plan is None or led is None:  # a process that does not merge (torchrun ranks but 0)
@@ -309,7 +288,7 @@ class Session:
                     "executor": executor.name,
                     "plan_s": round(t_plan - t0, 2),
                     "run_s": round(t_run - t_plan, 2),
-                    "plan_cpu_s": round(c_plan, 2),
+                    "plan_cpu_s": round(c_plan - c0, 2),
                     "run_cpu_s": round(c_run - c_plan, 2),
                 },
                 "config": record,

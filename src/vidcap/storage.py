@@ -16,6 +16,8 @@ import os
 import secrets
 import shutil
 import socket
+import sys
+import tempfile
 import threading
 import time
 from pathlib import Path
@@ -234,3 +236,61 @@ def same_file(a, b) -> bool:
     if is_remote(a) or is_remote(b):
         return str(a) == str(b)
     return os.path.realpath(os.path.expanduser(str(a))) == os.path.realpath(os.path.expanduser(str(b)))
+
+
+def atomic_local(path: Path, write, before_rename=None, *, fresh: bool = False) -> None:
+    """`write(tmp)` fills a temporary file beside `path`; it is fsynced, given the umask's mode and renamed
+    over `path`, so readers never see half a file. fresh: `write` creates the file itself (DuckDB's COPY)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    try:
+        if fresh:
+            os.unlink(tmp)
+        write(tmp)
+        os.chmod(tmp, 0o666 & ~umask_now())  # mkstemp makes 0600; outputs get the mode any Unix tool would give
+        with open(tmp, "rb+") as fh:
+            os.fsync(fh.fileno())
+        if before_rename is not None:
+            before_rename()
+        os.replace(tmp, path)
+        fsync_path(path.parent)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise
+
+
+def write_json(path, data: dict) -> None:
+    """A JSON record (run.json, a sidecar, a dataset's marker), atomically, here or on a remote store."""
+    text = json.dumps(data, indent=2, default=str)
+    if is_remote(path):
+        put_bytes(path, text.encode())
+    else:
+        atomic_local(path, lambda tmp: Path(tmp).write_text(text, encoding="utf-8"))
+
+
+def read_json(path) -> dict:
+    """A JSON record vidcap wrote ({} when there is none). One that a crash or a disk damaged is moved aside
+    (`<name>.damaged`) with one sentence, and read as absent: the run carries on from the parts."""
+    try:
+        if not path.exists():
+            return {}
+        data = json.loads(path.read_text() or "{}")
+        if isinstance(data, dict):
+            return data
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        pass
+    aside = path.with_name(path.name + ".damaged")
+    try:
+        path.rename(aside)
+    except OSError:
+        return {}
+    print(
+        f"vidcap: {path} was damaged (not a JSON record vidcap wrote); moved it to {aside.name} and carrying on "
+        "without it.",
+        file=sys.stderr,
+    )
+    return {}

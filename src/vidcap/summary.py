@@ -109,3 +109,16 @@ def _engine(engine: dict, fast) -> str:
         return "engine: fast path engaged" + shared
     reason = engine.get("fast_path_reason")
     return "engine: generate()" + (f" ({reason})" if reason else "")
+
+
+def merge_extras(extras: list[dict]) -> dict:
+    """Several workers' stage figures as one: numbers add up (tokens, cost), the rest is the first seen."""
+    merged: dict = {}
+    for extra in extras:
+        for k, v in extra.items():
+            if isinstance(v, bool):  # e.g. fast_path: true only if it held on every worker
+                merged[k] = merged.get(k, True) and v
+                continue
+            both_numbers = isinstance(v, (int, float)) and isinstance(merged.get(k, 0), (int, float))
+            merged[k] = merged.get(k, 0) + v if both_numbers else merged.get(k, v)
+    return merged

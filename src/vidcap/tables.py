@@ -22,6 +22,7 @@ import os
 import tempfile
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -30,8 +31,18 @@ import pyarrow.parquet as pq
 
 from . import dataset
 from .errors import UsageError, first_line
-from .manifest import RANGE_COLUMNS, TIME_TEXT, atomic_local, csv_ready, encodable, table_format, write_table
-from .storage import as_path, get_file, is_remote, open_binary, put_file
+from .knobs import knob
+from .manifest import (
+    RANGE_COLUMNS,
+    TIME_TEXT,
+    csv_ready,
+    encodable,
+    is_relative,
+    resolve_path,
+    table_format,
+    write_table,
+)
+from .storage import as_path, atomic_local, file_stamp, get_file, is_remote, open_binary, put_file
 
 BATCH_ROWS = 16_384  # rows a batch holds: ~16 MB of 1 kB captions
 # vidcap's own columns and their types (the caption stage's Int64 columns, parts.FILE_DTYPES, motion's floats)
@@ -419,6 +430,111 @@ def reader_sql(path: Path) -> str:
     if fmt == "parquet":
         return f"read_parquet('{sql_text(str(path))}')"
     return f"read_csv('{sql_text(str(path))}', all_varchar=true, header=true, delim=',', quote='\"', escape='\"')"
+
+
+_NEEDS_PYTHON = r"(^\s|\s$|^~|://|//|(^|/)\.\.?(/|$)|/$)"  # cells os.path.normpath/expanduser would change
+
+
+def _changed(path, size, mtime) -> bool:
+    now = file_stamp(path)
+    return now[0] is not None and (now[0] != size or abs(now[1] - mtime) > 1e-6)
+
+
+def _json_list(cell) -> str | None:
+    return None if cell is None else json.dumps(list(cell), ensure_ascii=False)
+
+
+# name: (Python function, argument types, result type, NULLs reach the function, calls have effects)
+UDFS: dict[str, tuple[Callable[..., Any], list[str], str, bool, bool]] = {
+    "vidcap_resolve": (resolve_path, ["VARCHAR", "VARCHAR"], "VARCHAR", False, False),
+    "vidcap_relative": (is_relative, ["VARCHAR"], "BOOLEAN", False, False),
+    "vidcap_changed": (_changed, ["VARCHAR", "BIGINT", "DOUBLE"], "BOOLEAN", False, True),  # stats the file now
+    "vidcap_json": (_json_list, ["VARCHAR[]"], "VARCHAR", True, False),  # a list cell of a CSV output
+}
+
+
+def duck_connect(workdir: Path):
+    """A DuckDB database for a run's tables: a memory cap (VIDCAP_LEDGER_MEMORY, default 512MB) that spills to `workdir`,
+    and the contract's SQL functions (`UDFS`)."""
+    import duckdb  # here: commands that never open DuckDB do not pay for importing it
+
+    con = duckdb.connect(":memory:")  # tables spill to temp_directory past memory_limit (faster than a file)
+    con.execute(f"SET memory_limit='{knob('VIDCAP_LEDGER_MEMORY')}'")
+    con.execute(f"SET temp_directory='{workdir / 'spill'}'")
+    con.execute("SET preserve_insertion_order=true")
+    for name, (fn, args, result, nulls, effects) in UDFS.items():
+        types: list[Any] = [con.type(a) for a in args]
+        nulls_to: Any = "special" if nulls else "default"  # DuckDB's stubs want its enum; each version takes the name
+        con.create_function(name, fn, types, con.type(result), null_handling=nulls_to, side_effects=effects)
+    return con
+
+
+def resolved_sql(src: str, col: str | None, base: str, abspath: str, rel: str) -> str:
+    """SELECT every column of `src` with `manifest.resolve_path` of column `col` against `base` (as `abspath`)
+    and `manifest.is_relative` of it (as `rel`): clean cells by string operations, the rest (~, ./, //,
+    spaces, URLs) through those functions (`UDFS`)."""
+    c = f"{sql_ident(col)}::VARCHAR" if col is not None else "''"
+    b = sql_text(base)
+    return (
+        f"SELECT * EXCLUDE (_vidcap_odd), CASE WHEN {c} IS NULL OR {c} = '' THEN '' WHEN _vidcap_odd THEN "
+        f"vidcap_resolve({c}, '{b}') WHEN starts_with({c}, '/') THEN {c} ELSE '{b.rstrip('/')}/' || {c} END AS "
+        f"{abspath}, CASE WHEN {c} IS NULL OR {c} = '' THEN false WHEN _vidcap_odd THEN vidcap_relative({c}) "
+        f"ELSE NOT starts_with({c}, '/') END AS {rel} "
+        f"FROM (SELECT *, regexp_matches({c}, '{_NEEDS_PYTHON}') AS _vidcap_odd FROM {src})"
+    )
+
+
+def duck_run(con, sql: str, path):
+    """A DuckDB statement reading the table at `path`; what DuckDB cannot parse is one sentence naming it."""
+    import duckdb  # here: commands that never open DuckDB do not pay for importing it
+
+    try:
+        return con.execute(sql)
+    except duckdb.Error as exc:
+        raise table_error(path, exc) from None
+
+
+def duck_table(con, path: Path) -> tuple[list[str], str]:
+    """(a table's column names as its file gives them, the SQL that reads it under those names): DuckDB
+    renames blank or repeated CSV header cells, so a header it changed is read back under the names given."""
+    if table_format(path) != "dataset" and path.stat().st_size == 0:
+        raise table_error(path)
+    reader = reader_sql(path)
+    names = [r[0] for r in duck_run(con, f"DESCRIBE SELECT * FROM {reader}", path).fetchall()]
+    given = csv_header(path) if table_format(path) == "csv" else names
+    if not any(c.strip() for c in given):
+        raise table_error(path)
+    if len(given) == len(names) and len(set(given)) == len(given) and given != names:
+        cols = ", ".join(f"{sql_ident(d)} AS {sql_ident(g)}" for d, g in zip(names, given, strict=False))
+        return given, f"(SELECT {cols} FROM {reader})"
+    return names, reader
+
+
+def copy_options(fmt: str, meta: dict | None = None) -> str:
+    """DuckDB COPY options that write a CSV as Python's csv module writes it (CRLF line ends, RFC 4180; no
+    comment character, or DuckDB would quote every cell holding a '#'), or a zstd Parquet file carrying
+    the run's record (`meta`, read back by `join`)."""
+    if fmt == "csv":
+        return "FORMAT csv, HEADER true, NEW_LINE '\\r\\n', COMMENT ''"
+    opts = "FORMAT parquet, COMPRESSION zstd"
+    if meta is not None:
+        opts += f", KV_METADATA {{vidcap: '{sql_text(json.dumps(meta, default=str))}'}}"
+    return opts
+
+
+def copy_to(con, sql: str, opts: str, path, work: Path, before_rename=None) -> None:
+    """DuckDB's COPY of a query to a file, atomically: to a temp name renamed into place, or (a remote path)
+    to `work` and uploaded whole."""
+
+    def copy(target: str) -> None:
+        con.execute(f"COPY ({sql}) TO '{sql_text(target)}' ({opts})")
+
+    if is_remote(path):
+        local = str(work / f"out-{path.name}")
+        copy(local)
+        put_file(path, local, before_rename)
+    else:
+        atomic_local(path, copy, before_rename, fresh=True)
 
 
 def key_sql(abspath: str, names: list[str], cols: dict[str, str] | None = None) -> str:

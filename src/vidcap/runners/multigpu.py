@@ -20,13 +20,13 @@ from collections import Counter, deque
 from dataclasses import replace
 from multiprocessing.connection import wait as wait_conns
 
-from ..config import RunConfig
+from ..config import RunConfig, default_workers
 from ..console import Progress
 from ..errors import WORKER, FatalRunError, UsageError, format_error
 from ..knobs import knob
 from ..manifest import RID
 from ..rows import ListSource
-from ..session import Executor, Job, WorkerReport, default_workers
+from ..session import Executor, Job, WorkerReport
 from .local import raise_interrupt
 from .worker import WorkerSpec, worker_main
 

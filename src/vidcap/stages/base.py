@@ -41,7 +41,7 @@ class Stage:
     suffix = "stage"
     # result columns added to the output (besides status, error); a stage may set its own per instance
     columns: list[str] = []  # noqa: RUF012
-    dtypes: dict[str, str] = {}  # noqa: RUF012 (output column -> pandas dtype, e.g. "Int64": ints with gaps)
+    dtypes: dict[str, str] = {}  # noqa: RUF012 (output column -> "Int64" (ints with gaps), "float64", "list[int64]")
     batch_size = 8
     required_columns: tuple[str, ...] = ("path",)
     reads_files = True  # results depend on the file at `path`: its size and mtime are recorded and checked

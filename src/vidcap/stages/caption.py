@@ -199,7 +199,11 @@ class CaptionStage(Stage):
         "finish_reason",
         "flags",
     ]
-    dtypes = {c: "Int64" for c in ("num_frames", "width", "height", "prompt_tokens", "completion_tokens")}
+    dtypes = {
+        **{c: "Int64" for c in ("num_frames", "width", "height", "prompt_tokens", "completion_tokens")},
+        "fps": "float64",
+        "frame_idx": "list[int64]",
+    }
 
     def __init__(self, preset: Preset, options: CaptionOptions):
         from ..prompts.caption import get_prompt
@@ -498,9 +502,10 @@ class CaptionStage(Stage):
         ok = results.read(["text", "flags"], "status = 'ok'").to_pandas()
         ok = add_duplicate_flags(ok.sort_values(RID, kind="stable").reset_index(drop=True).assign(status="ok"))
         ok, clusters = add_near_dup_columns(ok)
+        types = {RID: pa.string(), "flags": pa.string(), "near_dup_cluster": pa.int64(), "near_dup_size": pa.int64()}
         cols = [RID, "flags", *(["near_dup_cluster", "near_dup_size"] if clusters is not None else [])]
-        if len(ok):
-            results.update(pa.Table.from_pandas(ok[cols], preserve_index=False))
+        schema = pa.schema([(c, types[c]) for c in cols])  # typed even with no ok row: one schema whatever failed
+        results.update(pa.Table.from_pandas(ok[cols], schema=schema, preserve_index=False))
         others = results.read(["flags"], "status IS DISTINCT FROM 'ok' AND coalesce(flags, '') <> ''").to_pandas()
         extra: dict = {"flags": flag_counts(pd.concat([ok[["flags"]], others[["flags"]]]))}
         if clusters is not None:
