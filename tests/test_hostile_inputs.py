@@ -215,6 +215,9 @@ def test_megamind_bugy_is_real_and_handled(result):
         ("m.csv", "video,caption\na.mp4,x\n", ["no 'path' column", "video, caption"]),
         ("m.csv", b"path\n\xc3\x28bad.mp4\n", ["not UTF-8"]),
         ("m.csv", 'path,x\n"unterminated,1\n', ["could not be read"]),
+        ("m.csv", "path,x\na.mp4,1\n".encode("utf-16"), ["not UTF-8"]),  # Excel's "Unicode text"
+        ("m.csv", "path;label\na.mp4;x\n", ["separated by ';'", "comma-separated"]),  # a European-locale export
+        ("m.csv", "path\tlabel\na.mp4\tx\n", ["separated by '\\t'"]),
     ],
 )
 def test_bad_manifests_are_one_sentence(tmp_path, name, content, words):

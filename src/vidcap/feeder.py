@@ -27,6 +27,7 @@ from typing import Any
 
 from .errors import DECODE, VidcapError, format_error
 from .procs import die_with_parent, reap, release_forkserver, stop_forkserver
+from .rowcells import RID
 from .rows import ListSource, RowSource
 
 # -- decode workers ---------------------------------------------------------------------------------
@@ -262,8 +263,6 @@ class Feeder:
             return "busy"
         self.want = 1
         if self.suspects:
-            from .manifest import RID  # here: the decode workers unpickle this module and need no pandas
-
             if self.crashes[self.suspects[0][RID]] >= 2:
                 return "busy" if pending else ([self.suspects.popleft()], "alone", 1)
             if len(pending) >= self.workers:
@@ -293,8 +292,6 @@ class Feeder:
         """A decoder process died (segfault, OOM kill) and the pool with it. Tasks that finished before keep
         their results; every row of the others was in flight: tried again on its own, and a row in flight
         alone in its second crash is recorded as the crash's culprit."""
-        from .manifest import RID
-
         lost: list[dict] = []
         for fut, (rows, _kind, reserve) in list(pending.items()):
             self._landed(rows, reserve)

@@ -18,6 +18,7 @@ from .errors import UsageError
 # a row's resolved-path and range cells live in `rowcells` (no pandas, for decode workers); re-exported here
 from .rowcells import ABSPATH as ABSPATH
 from .rowcells import RANGE_COLUMNS as RANGE_COLUMNS
+from .rowcells import RID as RID
 from .rowcells import TIME_TEXT as TIME_TEXT
 from .rowcells import read_range as read_range
 from .rowcells import row_range as row_range
@@ -27,7 +28,6 @@ from .storage import atomic_local
 FORMATS = {".csv": "csv", ".parquet": "parquet", ".pq": "parquet"}
 # Internal columns of a run's tables (row id, resolved path); never written to an output. Named so a user's
 # own columns (`_rid`, `_src`, ...) pass through untouched.
-RID = "_vidcap_rid"
 INTERNAL = (RID, ABSPATH)
 
 
@@ -142,6 +142,12 @@ def check_columns(path, names: list[str], require: tuple[str, ...], reserved: tu
             "text": " holding the captions (tag the output of `vidcap caption`, or name the caption column with "
             "--text-column).",
         }
+        sep = next((s for s in ";\t|" if len(names) == 1 and s in names[0]), None)  # one column holding the others
+        if sep is not None:
+            raise UsageError(
+                f"manifest {path} has no '{missing[0]}' column: its header ({names[0][:80]!r}) looks separated by "
+                f"{sep!r}; vidcap reads comma-separated CSV, so re-save it with commas (or as Parquet)."
+            )
         raise UsageError(
             f"manifest {path} has no '{missing[0]}' column (columns: {have}); add one" + what.get(missing[0], ".")
         )

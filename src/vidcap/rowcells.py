@@ -15,7 +15,8 @@ from typing import cast
 
 from .errors import RANGE, VidcapError
 
-# the resolved path of a row (an internal column of a run's tables, never written to an output)
+# the row's id and resolved path (internal columns of a run's tables, never written to an output)
+RID = "_vidcap_rid"
 ABSPATH = "_vidcap_abspath"
 RANGE_COLUMNS = ("start_time", "end_time")
 TIME_TEXT = r"^[ \t\n\r\f]*([+-]?([0-9]+\.?[0-9]*|\.[0-9]+)([eE][+-]?[0-9]+)?)[ \t\n\r\f]*$"

@@ -400,11 +400,22 @@ EMPTY = "is empty; it needs a header with a 'path' column and one row per video.
 def table_error(path, exc: Exception | None = None) -> UsageError:
     """A table DuckDB could not read (vidcap.ledger) (or one with no header: `exc` None), in one sentence."""
     text = str(exc).lower()
-    if exc is not None and "unicode" in text:
+    if exc is not None and ("unicode" in text or _wide_text(path)):
         return UsageError(f"manifest {path} is not UTF-8 text; re-save it as UTF-8 CSV.")
     if exc is None or "empty" in text:
         return UsageError(f"manifest {path} {EMPTY}")
     return UsageError(f"{path} could not be read as {table_format(path)} ({first_line(exc)}); check the file.")
+
+
+def _wide_text(path) -> bool:
+    """A text file in UTF-16 or UTF-32 (a byte-order mark, or NUL bytes in its first 4 kB), which DuckDB
+    reports only as a file it could not sniff."""
+    try:
+        with open(path, "rb") as fh:
+            head = fh.read(4096)
+    except (OSError, TypeError):
+        return False
+    return head.startswith((b"\xff\xfe", b"\xfe\xff")) or b"\x00" in head
 
 
 def folder(path) -> str:

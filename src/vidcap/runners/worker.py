@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 from ..errors import FatalRunError, UsageError
 from ..manifest import RID
-from ..procs import die_with_parent
+from ..procs import die_with_parent, reap
 from ..session import Sink, Watcher, safe_extra
 from .local import run_batches
 from .tp import start_group
@@ -133,11 +133,7 @@ def worker_main(spec: WorkerSpec, blob: bytes, sink: Sink, opts, conn, ppid: int
     os.environ.update(spec.env())  # before the stage is unpickled: nothing has touched CUDA yet
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the coordinator, which stops us
     code = run_worker(spec, blob, sink, opts, ChunkSource(conn, ppid))
-    for p in mp.active_children():  # decode processes a shutdown(wait=False) left behind would hold our stdout
-        p.join(timeout=2)
-        if p.exitcode is None:
-            p.kill()
-            p.join(timeout=5)
+    reap(mp.active_children(), grace=2.0)  # decode processes left behind would hold our stdout
     conn.close()
     sys.exit(code)
 
