@@ -203,10 +203,7 @@ class Coordinator:
             msg = w.link.recv()
         except (EOFError, OSError):  # the worker is gone
             w.link.join(5)
-            if w.said_bye:
-                w.alive = False
-            elif w.alive:
-                self._on_death(w, f"worker {w.spec.wid} {w.link.ended()}")
+            self._gone(w)
             return
         kind, payload = msg
         if kind == "need":
@@ -246,6 +243,10 @@ class Coordinator:
 
     def _ended(self, w: _Worker) -> None:
         self._drain(w)
+        self._gone(w)
+
+    def _gone(self, w: _Worker) -> None:
+        """A worker's process or actor has ended: done if it said goodbye, else a death."""
         if w.alive and w.said_bye:
             w.alive = False
         elif w.alive:
