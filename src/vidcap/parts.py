@@ -200,8 +200,8 @@ class PartStore:
 
     def _remove_stale_temps(self) -> None:
         """Temp files of a killed run (we hold the lock, so no live writer owns them)."""
-        prefix = f".{self.output.name}."
-        stale = [p for p in self.output.parent.glob(prefix + "*.tmp") if len(p.name) == len(prefix) + 12]
+        prefixes = (f".{self.output.name}.", f".{self.sidecar().name}.")  # storage.atomic_local's temp names
+        stale = [p for pre in prefixes for p in self.output.parent.glob(pre + "*.tmp") if len(p.name) == len(pre) + 12]
         if not self.remote and (self.dir / COMPACT_DIR).exists():
             stale += list((self.dir / COMPACT_DIR).rglob(".c-*.tmp"))
         for p in stale + list(self.dir.glob(".part-*.tmp")):
