@@ -202,3 +202,21 @@ def test_prestarted_fork_server_serves_the_run(manifest, tmp_path):
     assert out[-1] == "True"
     df = pd.read_csv(tmp_path / "out.csv").set_index("path").rename(index=lambda p: Path(p).name)
     assert df.loc["pan.mp4", "cmotion"] == "pan_right" and df.loc["still.mp4", "cmotion"] == "static"
+
+
+def test_unused_prestarted_server_is_dropped_at_exit():
+    # a run that makes no pool (every row done, a bad manifest) does not wait at exit for the server's imports,
+    # and leaves no server behind
+    import os
+
+    code = (
+        "import multiprocessing.forkserver as fs\n"
+        "from vidcap.feeder import prestart\n"
+        "from vidcap.motion.loader import MotionLoader\n"
+        "prestart(MotionLoader)\n"
+        "print(fs._forkserver._forkserver_pid)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
+    pid = int(out[-1])
+    with pytest.raises(ProcessLookupError):
+        os.kill(pid, 0)

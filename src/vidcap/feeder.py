@@ -177,6 +177,8 @@ class Feeder:
             init_loader_inline(self.loader)
             return InlinePool()
         ctx = _pool_context(self.loader)
+        global _POOL_STARTED
+        _POOL_STARTED = True
         return ProcessPoolExecutor(self.workers, mp_context=ctx, initializer=_init_worker, initargs=(self.loader,))
 
     def _room(self, reserve: int) -> bool:
@@ -341,15 +343,33 @@ def _pool_context(loader):
     return ctx
 
 
+_POOL_STARTED = False  # a decode pool was made in this process (it forks its workers through the server)
+
+
 def prestart(loader) -> None:
     """Start the decode workers' fork server now, so that it imports the heavy modules while this process
     still imports and plans (otherwise one after the other: most of a short run's startup); the pool uses
-    it when it starts."""
+    it when it starts. When no pool comes (every row done, a bad manifest), the server, which then forked
+    nothing, is killed at exit rather than waited for through its imports."""
     ctx = _pool_context(loader)
     if ctx.get_start_method() == "forkserver":
         from multiprocessing import forkserver
 
         forkserver.ensure_running()
+        atexit.register(_drop_unused_server)  # runs before stop_forkserver (registered first), which reaps it
+
+
+def _drop_unused_server() -> None:
+    if _POOL_STARTED:
+        return
+    try:
+        from multiprocessing import forkserver
+
+        pid = getattr(forkserver._forkserver, "_forkserver_pid", None)  # private: read defensively
+        if pid is not None:
+            os.kill(pid, signal.SIGKILL)
+    except (ImportError, AttributeError, OSError):
+        pass
 
 
 def init_loader_inline(loader) -> None:
