@@ -465,8 +465,8 @@ UDFS: dict[str, tuple[Callable[..., Any], list[str], str, bool, bool]] = {
 
 
 def duck_connect(workdir: Path):
-    """A DuckDB database for a run's tables: a memory cap (VIDCAP_LEDGER_MEMORY, default 512MB) that spills to `workdir`,
-    and the contract's SQL functions (`UDFS`)."""
+    """A DuckDB database for a run's tables: a memory cap (VIDCAP_LEDGER_MEMORY, default 512MB) past which it
+    spills to `workdir`, and the contract's SQL functions (`UDFS`)."""
     import duckdb  # here: commands that never open DuckDB do not pay for importing it
 
     con = duckdb.connect(":memory:")  # tables spill to temp_directory past memory_limit (faster than a file)
