@@ -344,9 +344,8 @@ class Ledger:
             if c not in have:
                 self.con.execute(f"ALTER TABLE best ADD COLUMN {sql_ident(c)} {kinds.get(c, 'VARCHAR')}")
         untyped = [c for c, t in have.items() if t.strip('"') == "NULL"]  # no saved row had a value in it
-        if untyped:  # its declared type, else text: an output's schema does not depend on which rows failed
-            cast = ", ".join(f"{sql_ident(c)}::{kinds.get(c, 'VARCHAR')} AS {sql_ident(c)}" for c in untyped)
-            self.con.execute(f"CREATE OR REPLACE TABLE best AS SELECT * REPLACE ({cast}) FROM best")
+        for c in untyped:  # its declared type, else text: an output's schema does not depend on which rows failed
+            self.con.execute(f"ALTER TABLE best ALTER COLUMN {sql_ident(c)} SET DATA TYPE {kinds.get(c, 'VARCHAR')}")
         self.res_cols = [*self.stage.columns, *(c for c in self.res_cols if c not in self.stage.columns)]
         return self.stage.finish(Results(self))
 
@@ -462,9 +461,15 @@ class Results:
             for c in self.columns
         ]
         cols += [f"u.{sql_ident(c)}" for c in new if c not in have]
-        con.execute(
-            f"CREATE OR REPLACE TABLE best AS SELECT {', '.join(cols)} FROM best b "
-            f"LEFT JOIN vidcap_update u USING ({RID})"
-        )
+        if table.num_rows:
+            con.execute(
+                f"CREATE OR REPLACE TABLE best AS SELECT {', '.join(cols)} FROM best b "
+                f"LEFT JOIN vidcap_update u USING ({RID})"
+            )
+        else:  # nothing to change: only the new columns come (null, typed), without rewriting the table
+            kinds = self.led._schema("vidcap_update")
+            for c in new:
+                if c not in have:
+                    con.execute(f"ALTER TABLE best ADD COLUMN {sql_ident(c)} {kinds[c]}")
         con.unregister("vidcap_update")
         self.led.res_cols += [c for c in new if c not in self.led.res_cols]
