@@ -216,6 +216,7 @@ def test_megamind_bugy_is_real_and_handled(result):
         ("m.csv", b"path\n\xc3\x28bad.mp4\n", ["not UTF-8"]),
         ("m.csv", 'path,x\n"unterminated,1\n', ["could not be read"]),
         ("m.csv", "path,x\na.mp4,1\n".encode("utf-16"), ["not UTF-8"]),  # Excel's "Unicode text"
+        ("m.parquet", b"PAR1\x15\x04\x15\x00\x00\x00 cut short", ["could not be read"]),  # NUL bytes, not text
         ("m.csv", "path;label\na.mp4;x\n", ["separated by ';'", "comma-separated"]),  # a European-locale export
         ("m.csv", "path\tlabel\na.mp4\tx\n", ["separated by '\\t'"]),
     ],

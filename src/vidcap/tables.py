@@ -400,7 +400,7 @@ EMPTY = "is empty; it needs a header with a 'path' column and one row per video.
 def table_error(path, exc: Exception | None = None) -> UsageError:
     """A table DuckDB could not read (vidcap.ledger) (or one with no header: `exc` None), in one sentence."""
     text = str(exc).lower()
-    if exc is not None and ("unicode" in text or _wide_text(path)):
+    if exc is not None and ("unicode" in text or (table_format(path) == "csv" and _wide_text(path))):
         return UsageError(f"manifest {path} is not UTF-8 text; re-save it as UTF-8 CSV.")
     if exc is None or "empty" in text:
         return UsageError(f"manifest {path} {EMPTY}")
