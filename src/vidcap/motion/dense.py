@@ -56,7 +56,8 @@ MAX_JUMP = 0.08  # a directly aligned step may differ from the camera's speed so
 PERSIST_GRID = (8, 6)  # blocks of the persistence test (a mover covering most of the picture)
 PERSIST_SHARE = 1 / 6  # ... when this share of the textured blocks (and at least PERSIST_MIN) still match
 PERSIST_MIN = 4
-SURE_MISMATCH = 0.72  # above this two frames are different pictures, whatever lies between them
+SURE_MISMATCH = 0.72  # above this two frames are different pictures, whatever lies between them ...
+MOVER_BLEND_RATIO = 0.7  # ... unless the chain kept a mover between them: then a dissolve needs this blend ratio
 PASS_AHEAD = 10  # a mover that passes: frames up to this far after (in kept frames) may match again ...
 PASS_BACK = 3  # ... one of the last this many frames the chain visited
 SHIFT_PEAK = 0.2  # phase correlation's peak above which its whole-frame shift is a second start for a step ...
@@ -349,6 +350,12 @@ def _poses(diag: Diagnostics) -> dict[int, np.ndarray]:
     return poses
 
 
+def _mover_at_end(diag: Diagnostics, a: int, b: int) -> bool:
+    """The chain kept a mover as one shot (an uncertain step) from frame a or into frame b: the mover
+    covers an end of the pair a, b."""
+    return any(s.uncertain and (s.i == a or s.j == b) for s in diag.steps)
+
+
 def _one_shot(clip: _Clip, times: np.ndarray, diag: Diagnostics) -> bool:
     """Frames up to SPAN_SECONDS apart still show the same picture once the motion is undone
     (a dissolve passes every short step but not a comparison across it). Two frames that differ
@@ -373,9 +380,9 @@ def _one_shot(clip: _Clip, times: np.ndarray, diag: Diagnostics) -> bool:
             # past SURE_MISMATCH two frames are different pictures, unless part of the picture persists
             # along the camera's course (a mover filling most of it): then the blend test decides
             sure = value > SURE_MISMATCH and not _persists(clip, int(ia), ib, rel[:2])
-            if value > MAX_MISMATCH and not sure and ib - ia > 1:
+            if value > MAX_MISMATCH and ib - ia > 1 and (not sure or _mover_at_end(diag, int(ia), ib)):
                 ratio = blend_ratio(clip, int(ia), ib, poses)
-                if ratio > BLEND_RATIO:
+                if ratio > (MOVER_BLEND_RATIO if sure else BLEND_RATIO):
                     diag.unblended.append((int(ia), ib, value, ratio))
                     continue
             diag.checks.append((int(ia), ib, value))
