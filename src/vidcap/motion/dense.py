@@ -58,6 +58,7 @@ PERSIST_SHARE = 1 / 6  # ... when this share of the textured blocks (and at leas
 PERSIST_MIN = 4
 SURE_MISMATCH = 0.72  # above this two frames are different pictures, whatever lies between them ...
 MOVER_BLEND_RATIO = 0.7  # ... unless the chain kept a mover between them: then a dissolve needs this blend ratio
+MOVER_END = 0.25  # ... when the mover was kept this close (seconds) to an end of the pair
 PASS_AHEAD = 10  # a mover that passes: frames up to this far after (in kept frames) may match again ...
 PASS_BACK = 3  # ... one of the last this many frames the chain visited
 SHIFT_PEAK = 0.2  # phase correlation's peak above which its whole-frame shift is a second start for a step ...
@@ -350,10 +351,13 @@ def _poses(diag: Diagnostics) -> dict[int, np.ndarray]:
     return poses
 
 
-def _mover_at_end(diag: Diagnostics, a: int, b: int) -> bool:
-    """The chain kept a mover as one shot (an uncertain step) from frame a or into frame b: the mover
-    covers an end of the pair a, b."""
-    return any(s.uncertain and (s.i == a or s.j == b) for s in diag.steps)
+def _mover_at_end(diag: Diagnostics, a: int, b: int, times: np.ndarray) -> bool:
+    """The chain kept a mover as one shot (an uncertain step) between frames a and b, at most MOVER_END
+    seconds after a or before b: the mover covers an end of the pair."""
+    return any(
+        s.uncertain and a <= s.i and s.j <= b and min(times[s.i] - times[a], times[b] - times[s.j]) <= MOVER_END
+        for s in diag.steps
+    )
 
 
 def _one_shot(clip: _Clip, times: np.ndarray, diag: Diagnostics) -> bool:
@@ -380,7 +384,7 @@ def _one_shot(clip: _Clip, times: np.ndarray, diag: Diagnostics) -> bool:
             # past SURE_MISMATCH two frames are different pictures, unless part of the picture persists
             # along the camera's course (a mover filling most of it): then the blend test decides
             sure = value > SURE_MISMATCH and not _persists(clip, int(ia), ib, rel[:2])
-            if value > MAX_MISMATCH and ib - ia > 1 and (not sure or _mover_at_end(diag, int(ia), ib)):
+            if value > MAX_MISMATCH and ib - ia > 1 and (not sure or _mover_at_end(diag, int(ia), ib, times)):
                 ratio = blend_ratio(clip, int(ia), ib, poses)
                 if ratio > (MOVER_BLEND_RATIO if sure else BLEND_RATIO):
                     diag.unblended.append((int(ia), ib, value, ratio))
