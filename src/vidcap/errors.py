@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 # Per-row failure codes (stable: users filter on them). Retryable ones are redone on resume.
 MISSING = "missing"
 EMPTY_PATH = "empty_path"
@@ -54,6 +56,13 @@ def first_line(exc: BaseException, limit: int = 160) -> str:
     """An exception's first message line (or its type name), for one-sentence errors; a long one is cut at a
     word's end, with "..." saying so."""
     return shorten((str(exc).strip().splitlines() or [type(exc).__name__])[0], limit)
+
+
+def os_reason(exc: BaseException) -> str:
+    """Why a file operation failed, in a few words: the OS's text for its errno ("No space left on device"),
+    else the exception's first line."""
+    num = exc.errno if isinstance(exc, OSError) else None
+    return os.strerror(num) if num else first_line(exc)
 
 
 def shorten(text: str, limit: int) -> str:

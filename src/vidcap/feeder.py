@@ -11,8 +11,6 @@ second crash is recorded as the culprit. Nothing here knows about parts or the r
 
 from __future__ import annotations
 
-import atexit
-import multiprocessing as mp
 import os
 import queue
 import signal
@@ -26,7 +24,7 @@ from concurrent.futures.process import BrokenProcessPool
 from typing import Any
 
 from .errors import DECODE, VidcapError, format_error
-from .procs import die_with_parent, reap, release_forkserver, stop_forkserver
+from .procs import die_with_parent, forkserver_context, prestart_forkserver, reap, release_forkserver
 from .rowcells import RID
 from .rows import ListSource, RowSource
 
@@ -177,8 +175,6 @@ class Feeder:
             init_loader_inline(self.loader)
             return InlinePool()
         ctx = _pool_context(self.loader)
-        global _POOL_STARTED
-        _POOL_STARTED = True
         return ProcessPoolExecutor(self.workers, mp_context=ctx, initializer=_init_worker, initargs=(self.loader,))
 
     def _room(self, reserve: int) -> bool:
@@ -322,54 +318,20 @@ class InlinePool:
         pass
 
 
-_STOP_REGISTERED = False
-
-
-def _pool_context(loader):
-    """Workers fork from a clean server process that imported the heavy modules once (fast starts, no
-    CUDA or threads inherited from this process); plain spawn where forkserver does not exist."""
-    if "forkserver" not in mp.get_all_start_methods():
-        return mp.get_context("spawn")
-    ctx = mp.get_context("forkserver")
-    global _STOP_REGISTERED
-    if not _STOP_REGISTERED:  # one server serves every run of this process; it goes when the process does
-        atexit.register(stop_forkserver)
-        _STOP_REGISTERED = True
-    own = getattr(loader, "preload", ()) or ()  # modules a loader names for the server to import once
+def _pool_context(loader, pool: bool = True):
+    """The decode pool's context (procs.forkserver_context): its server imports the decoders once, the
+    modules the loader names (`preload`), and torch and transformers in a model run (the workers may run
+    the model's processor)."""
+    own = getattr(loader, "preload", ()) or ()
     preload = ["numpy", "av", "cv2", "vidcap.frames", *own]
-    if "transformers" in sys.modules:  # a model run: its workers may run the model's processor
+    if "transformers" in sys.modules:
         preload += ["torch", "transformers"]
-    ctx.set_forkserver_preload(preload)  # only the first start of the server reads it
-    return ctx
-
-
-_POOL_STARTED = False  # a decode pool was made in this process (it forks its workers through the server)
+    return forkserver_context(preload, pool)
 
 
 def prestart(loader) -> None:
-    """Start the decode workers' fork server now, so that it imports the heavy modules while this process
-    still imports and plans (otherwise one after the other: most of a short run's startup); the pool uses
-    it when it starts. When no pool comes (every row done, a bad manifest), the server, which then forked
-    nothing, is killed at exit rather than waited for through its imports."""
-    ctx = _pool_context(loader)
-    if ctx.get_start_method() == "forkserver":
-        from multiprocessing import forkserver
-
-        forkserver.ensure_running()
-        atexit.register(_drop_unused_server)  # runs before stop_forkserver (registered first), which reaps it
-
-
-def _drop_unused_server() -> None:
-    if _POOL_STARTED:
-        return
-    try:
-        from multiprocessing import forkserver
-
-        pid = getattr(forkserver._forkserver, "_forkserver_pid", None)  # private: read defensively
-        if pid is not None:
-            os.kill(pid, signal.SIGKILL)
-    except (ImportError, AttributeError, OSError):
-        pass
+    """Start the decode workers' fork server before this process imports and plans (procs.prestart_forkserver)."""
+    prestart_forkserver(_pool_context(loader, pool=False))
 
 
 def init_loader_inline(loader) -> None:

@@ -15,7 +15,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from . import __version__, dataset
-from .errors import FatalRunError, UsageError, first_line
+from .errors import FatalRunError, UsageError, first_line, os_reason
 from .faults import fault_point
 from .knobs import knob, settings
 from .manifest import RID, table_format
@@ -42,10 +42,9 @@ FILE_DTYPES = {"file_size": "Int64", "file_mtime": "float64"}
 
 def _disk_error(exc: Exception, what: str, then: str = "run the same command again to resume") -> FatalRunError:
     """A write that failed (a full or read-only disk, a remote store's own error), in one sentence."""
-    num = exc.errno if isinstance(exc, OSError) else None
-    reason = os.strerror(num) if num else first_line(exc)
-    hint = "free some space" if num in (errno.ENOSPC, errno.EDQUOT) else "fix the problem"
-    return FatalRunError(f"could not write {what} ({reason}); {hint} and {then}.")
+    full = isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT)
+    hint = "free some space" if full else "fix the problem"
+    return FatalRunError(f"could not write {what} ({os_reason(exc)}); {hint} and {then}.")
 
 
 class PartStore:
@@ -104,10 +103,11 @@ class PartStore:
             created = not self.dir.exists()
             self.dir.mkdir(parents=True, exist_ok=True)
         except Exception as exc:
-            reason = os.strerror(exc.errno) if isinstance(exc, OSError) and exc.errno else first_line(exc)
             if self.remote:
-                raise UsageError(f"cannot reach {self.dir} ({reason}); check the URL and its credentials.") from None
-            raise UsageError(f"cannot create {self.dir} ({reason}); pick a writable -o path.") from None
+                raise UsageError(
+                    f"cannot reach {self.dir} ({os_reason(exc)}); check the URL and its credentials."
+                ) from None
+            raise UsageError(f"cannot create {self.dir} ({os_reason(exc)}); pick a writable -o path.") from None
         if not os.access(self.dir, os.W_OK):
             raise UsageError(f"output folder {self.dir.parent} is not writable; pick another -o path.")
         return created
@@ -120,8 +120,7 @@ class PartStore:
                 f"cannot write to {self.dir} ({first_line(exc)}); check the URL, that the bucket exists and that "
                 "the credentials may write there."
             )
-        reason = os.strerror(exc.errno) if isinstance(exc, OSError) and exc.errno else first_line(exc)
-        return UsageError(f"cannot write to {self.dir} ({reason}); free some space or pick another -o path.")
+        return UsageError(f"cannot write to {self.dir} ({os_reason(exc)}); free some space or pick another -o path.")
 
     def discard_if_empty(self) -> None:
         """Remove the parts folder this run created if it saved nothing (a run that could not start)."""
@@ -300,14 +299,14 @@ class PartStore:
             p.unlink(missing_ok=True)
         return dest
 
-    def saved_rids(self, worker: str, among: set | None = None) -> set:
-        """Row ids in the part files one worker wrote (unreadable parts count as not saved); with `among`,
-        only those ids, filtered as each file is read (no set of every row a worker of a large run did)."""
+    def saved_rids(self, among: set | None = None) -> set:
+        """Row ids in this worker's part files (unreadable parts count as not saved: after it died, what it
+        saved); with `among`, only those ids, filtered as each file is read (no set of every row it did)."""
         if among is not None and not among:
             return set()
         wanted = None if among is None else [(RID, "in", list(among))]
         rids: set = set()
-        for p in self.part_files(worker):
+        for p in self.part_files(self.worker):
             try:
                 with open_binary(p) as fh:
                     rids.update(pq.read_table(fh, columns=[RID], filters=wanted)[RID].to_pylist())

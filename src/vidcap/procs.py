@@ -1,13 +1,20 @@
 """No process outlives a run: the OS-level pieces every executor and the decode pool share (a child that dies
-with its parent, a pool's processes reaped, the fork server stopped and let go of, a watchdog for a tree)."""
+with its parent, SIGTERM as Ctrl-C, a pool's processes reaped, the fork server's start, stop and release, a
+watchdog for a tree)."""
 
 from __future__ import annotations
 
+import atexit
+import multiprocessing as mp
 import os
 import signal
 import subprocess
 import sys
+import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from multiprocessing import forkserver
 
 
 def die_with_parent(sig: int = signal.SIGKILL) -> None:
@@ -24,6 +31,64 @@ def die_with_parent(sig: int = signal.SIGKILL) -> None:
         return
 
 
+def _interrupt(signum, frame):
+    raise KeyboardInterrupt
+
+
+@contextmanager
+def sigterm_interrupts() -> Iterator[None]:
+    """Inside the block, SIGTERM stops the run as Ctrl-C does (a KeyboardInterrupt: finished rows are saved);
+    only the main thread may set a handler, so elsewhere nothing changes."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    prev = signal.signal(signal.SIGTERM, _interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, prev)
+
+
+_SERVER = {"stop_registered": False, "pool_started": False}
+
+
+def forkserver_context(preload: list[str], pool: bool = True):
+    """The context decode pools start from: workers fork from a clean server process that imported `preload`
+    once (fast starts, no CUDA or threads inherited from this process); plain spawn where forkserver does not
+    exist. One server serves every pool of this process and is stopped when it exits. `pool`: a pool is
+    being made (else the server is only started early, see `prestart_forkserver`)."""
+    if "forkserver" not in mp.get_all_start_methods():
+        return mp.get_context("spawn")
+    ctx = mp.get_context("forkserver")
+    if not _SERVER["stop_registered"]:
+        atexit.register(stop_forkserver)
+        _SERVER["stop_registered"] = True
+    _SERVER["pool_started"] |= pool
+    ctx.set_forkserver_preload(preload)  # only the first start of the server reads it
+    return ctx
+
+
+def prestart_forkserver(ctx) -> None:
+    """Start the fork server of `ctx` now, so that it imports its modules while this process still imports and
+    plans (otherwise one after the other: most of a short run's startup). When no pool comes (every row
+    done, a bad manifest), the server, which then forked nothing, is killed at exit rather than waited for
+    through its imports."""
+    if ctx.get_start_method() == "forkserver":
+        forkserver.ensure_running()
+        atexit.register(_drop_unused_server)  # runs before stop_forkserver (registered first), which reaps it
+
+
+def _drop_unused_server() -> None:
+    if _SERVER["pool_started"]:
+        return
+    try:
+        pid = getattr(forkserver._forkserver, "_forkserver_pid", None)  # private: read defensively
+        if pid is not None:
+            os.kill(pid, signal.SIGKILL)
+    except (AttributeError, OSError):
+        pass
+
+
 def release_forkserver() -> None:
     """A worker forked by the fork server holds a copy of the write end of the server's liveness pipe; while
     any worker holds it, the server never sees the run die, so after a kill -9 of the run the server and
@@ -31,15 +96,13 @@ def release_forkserver() -> None:
     the server itself, so it lets the pipe go: the run's death closes the last write end, the server
     exits, and the workers' parent-death signal ends them."""
     try:
-        from multiprocessing import forkserver
-
         server = forkserver._forkserver
         fd = getattr(server, "_forkserver_alive_fd", None)
         # set in a child of the server (which launched no server itself); the run's own copy has a pid
         if fd is not None and getattr(server, "_forkserver_pid", None) is None:
             os.close(fd)
             server._forkserver_alive_fd = None  # type: ignore[attr-defined]
-    except (ImportError, AttributeError, OSError):
+    except (AttributeError, OSError):
         return
 
 
@@ -61,10 +124,8 @@ def reap(procs: list, grace: float = 5.0) -> None:
 def stop_forkserver() -> None:
     """At exit: stop the fork server and wait for it, so it does not outlive the process that started it."""
     try:
-        from multiprocessing import forkserver
-
         forkserver._forkserver._stop()  # type: ignore[attr-defined]  # private, present since 3.8
-    except (ImportError, AttributeError, OSError, ChildProcessError):
+    except (AttributeError, OSError, ChildProcessError):
         pass
 
 

@@ -62,10 +62,6 @@ class Sink:
     def notes(self, pattern: str) -> list:
         return self.store().files(pattern)
 
-    def saved_ids(self, worker: str, among: set | None = None) -> set:
-        """Row ids (of `among`, if given) in the part files one worker wrote (after it died: what it saved)."""
-        return self.store(worker).saved_rids(worker, among)
-
 
 # -- recording ------------------------------------------------------------------------------------------
 class Watcher:

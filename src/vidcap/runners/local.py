@@ -3,14 +3,13 @@ executor shares (this one, each worker of a host or Ray actor, each torchrun ran
 
 from __future__ import annotations
 
-import signal
-import threading
 import time
 
 from ..config import RunConfig
 from ..console import Progress
 from ..errors import FatalRunError, format_error
 from ..feeder import Feeder
+from ..procs import sigterm_interrupts
 from ..session import Executor, Job, Recorder, WorkerReport, safe_extra
 from ..stages.base import Item, Stage
 
@@ -31,47 +30,44 @@ def run_batches(
     """The worker loop every executor shares: load `rows` (a list or a RowSource) in `workers` processes while
     the stage runs on what they loaded, record each result, and save what is buffered before returning or
     raising. `progress`: the rows to show a progress bar for (0: none)."""
-    main = threading.current_thread() is threading.main_thread()
-    prev = signal.signal(signal.SIGTERM, raise_interrupt) if main else None
     device = device or opts.device
     bar = Progress(progress, stage.name, enabled=opts.progress and progress > 0)
     feeder = None
-    try:
-        stage.resolve(device)  # the loader may carry the model's preprocessor to the workers
-        feeder = Feeder(stage.loader(), rows, workers, depth=stage.batch_size * 2 + 2 * max(workers, 1))
-        if workers > 0:  # worker processes start and decode while the model loads
-            feeder.start()
-            stage.setup(device)
-        else:  # in-thread loading would race this thread's imports while the model loads
-            stage.setup(device)
-            feeder.start()
-        source = QueueSource(feeder, recorder, bar)  # rows that failed to load are recorded as they come
-        if stage.streams():  # continuous batching: clips flow in one by one
-            for item, out in stage.process_stream(source):
-                recorder.record(item.row, out)
-                bar.advance(1)
-                recorder.check_all_failing()
-                recorder.maybe_flush()
-        else:
-            for batch in _batches(source, stage.batch_size, opts.batch_wait):
-                for item, out in zip(batch, process_safely(stage, batch), strict=False):
+    with sigterm_interrupts():
+        try:
+            stage.resolve(device)  # the loader may carry the model's preprocessor to the workers
+            feeder = Feeder(stage.loader(), rows, workers, depth=stage.batch_size * 2 + 2 * max(workers, 1))
+            if workers > 0:  # worker processes start and decode while the model loads
+                feeder.start()
+                stage.setup(device)
+            else:  # in-thread loading would race this thread's imports while the model loads
+                stage.setup(device)
+                feeder.start()
+            source = QueueSource(feeder, recorder, bar)  # rows that failed to load are recorded as they come
+            if stage.streams():  # continuous batching: clips flow in one by one
+                for item, out in stage.process_stream(source):
                     recorder.record(item.row, out)
-                recorder.check_all_failing()
-                bar.advance(len(batch))
-                recorder.maybe_flush()
-        recorder.flush()
-    except (KeyboardInterrupt, FatalRunError):
-        if feeder is not None:
-            feeder.close()
-        recorder.flush()
-        raise
-    finally:
-        if feeder is not None:
-            feeder.close()
-        bar.close()
-        if prev is not None:
-            signal.signal(signal.SIGTERM, prev)
-        stage.teardown()
+                    bar.advance(1)
+                    recorder.check_all_failing()
+                    recorder.maybe_flush()
+            else:
+                for batch in _batches(source, stage.batch_size, opts.batch_wait):
+                    for item, out in zip(batch, process_safely(stage, batch), strict=False):
+                        recorder.record(item.row, out)
+                    recorder.check_all_failing()
+                    bar.advance(len(batch))
+                    recorder.maybe_flush()
+            recorder.flush()
+        except (KeyboardInterrupt, FatalRunError):
+            if feeder is not None:
+                feeder.close()
+            recorder.flush()
+            raise
+        finally:
+            if feeder is not None:
+                feeder.close()
+            bar.close()
+            stage.teardown()
 
 
 def _batches(source: QueueSource, size: int, batch_wait: float):
@@ -148,8 +144,3 @@ def _model_error(exc: Exception) -> str:
     name = type(exc).__name__
     code = "oom" if "OutOfMemory" in name or "out of memory" in str(exc).lower() else "model"
     return format_error(code, f"{name}: {exc}")
-
-
-def raise_interrupt(signum, frame):
-    """A SIGTERM handler: the run stops as on Ctrl-C, saving its finished rows."""
-    raise KeyboardInterrupt

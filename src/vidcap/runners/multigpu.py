@@ -12,9 +12,7 @@ from __future__ import annotations
 import multiprocessing as mp
 import os
 import pickle
-import signal
 import sys
-import threading
 import time
 from collections import Counter, deque
 from dataclasses import replace
@@ -25,9 +23,9 @@ from ..console import Progress
 from ..errors import WORKER, FatalRunError, UsageError, format_error
 from ..knobs import knob
 from ..manifest import RID
+from ..procs import sigterm_interrupts
 from ..rows import ListSource
 from ..session import Executor, Job, WorkerReport
-from .local import raise_interrupt
 from .worker import WorkerSpec, worker_main
 
 CHUNK_ENV = "VIDCAP_CHUNK_ROWS"  # rows per hand-out (default: the stage's batch size)
@@ -132,21 +130,18 @@ class Coordinator:
         self.owner: dict[int, str] = {}
         self.crashes: Counter = Counter()
         self.progress = Progress(len(todo), self.stage.name, enabled=self.opts.progress)
-        main = threading.current_thread() is threading.main_thread()
-        prev = signal.signal(signal.SIGTERM, raise_interrupt) if main else None
-        try:
-            for spec in self.specs:
-                self._start(spec)
-            self._serve()
-            self._stop_workers(graceful=True)
-        except BaseException:
-            self._stop_workers(graceful=False)
-            self.recorder.flush()
-            raise
-        finally:
-            self.progress.close()
-            if prev is not None:
-                signal.signal(signal.SIGTERM, prev)
+        with sigterm_interrupts():
+            try:
+                for spec in self.specs:
+                    self._start(spec)
+                self._serve()
+                self._stop_workers(graceful=True)
+            except BaseException:
+                self._stop_workers(graceful=False)
+                self.recorder.flush()
+                raise
+            finally:
+                self.progress.close()
         self.recorder.flush()
         return list(self.reports.values())
 
@@ -279,7 +274,7 @@ class Coordinator:
         w.alive = False
         self.reports[w.spec.wid].lost = why
         lost = [cid for cid, owner in self.owner.items() if owner == w.spec.wid]
-        saved = self.job.sink.saved_ids(w.spec.wid, {r[RID] for cid in lost for r in self.chunks[cid]})
+        saved = self.job.sink.store(w.spec.wid).saved_rids({r[RID] for cid in lost for r in self.chunks[cid]})
         redo: list[dict] = []
         failed: list[dict] = []
         for cid in lost:
