@@ -59,6 +59,8 @@ PERSIST_MIN = 4
 SURE_MISMATCH = 0.72  # above this two frames are different pictures, whatever lies between them ...
 MOVER_BLEND_RATIO = 0.7  # ... unless the chain kept a mover between them: then a dissolve needs this blend ratio
 MOVER_END = 0.25  # ... when the mover was kept this close (seconds) to an end of the pair
+LOW_PAIR = 0.25  # a pair that differs less than MAX_MISMATCH but more than this is a dissolve all the same ...
+LOW_BLEND = 0.4  # ... when the frames between are this clearly blends of its ends (a dissolve of a flat picture)
 PASS_AHEAD = 10  # a mover that passes: frames up to this far after (in kept frames) may match again ...
 PASS_BACK = 3  # ... one of the last this many frames the chain visited
 SHIFT_PEAK = 0.2  # phase correlation's peak above which its whole-frame shift is a second start for a step ...
@@ -389,6 +391,11 @@ def _one_shot(clip: _Clip, times: np.ndarray, diag: Diagnostics) -> bool:
                 if ratio > (MOVER_BLEND_RATIO if sure else BLEND_RATIO):
                     diag.unblended.append((int(ia), ib, value, ratio))
                     continue
+            # a dissolve out of or into a flat picture (the face gifs) may never pass MAX_MISMATCH: the frames
+            # between are still clear blends of the ends, which one shot's frames are not
+            if LOW_PAIR < value <= MAX_MISMATCH and ib - ia > 1 and blend_ratio(clip, int(ia), ib, poses) < LOW_BLEND:
+                diag.checks.append((int(ia), ib, value))
+                return False
             diag.checks.append((int(ia), ib, value))
             if value > MAX_MISMATCH:
                 return False
