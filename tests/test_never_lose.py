@@ -531,3 +531,26 @@ def test_a_manifest_on_an_object_store(clips, tmp_path):
         assert len(got) == 12 and (got["status"] == "ok").sum() == 10
     finally:
         server.stop()
+
+
+@pytest.mark.parametrize("cap", ["1MB", "16MB"])
+def test_a_ledger_memory_cap_too_small_is_one_sentence_and_a_rerun_finishes(tmp_path, cap):
+    # DuckDB past VIDCAP_LEDGER_MEMORY (reading the manifest at 1MB, the merge at 16MB with 20k rows) was a
+    # traceback, or "could not be read as csv ... check the file"; now one sentence naming the setting, and the
+    # same command with more memory finishes every row once, keeping what the first run saved
+    m = tmp_path / "m.csv"
+    pd.DataFrame({"path": [f"/nonexistent/clip_{i:06d}.mp4" for i in range(20_000)]}).to_csv(m, index=False)
+    out = tmp_path / "o.csv"
+    args = ("caption", m, "--model", "fake", "--workers", "0", "-o", out, "-q")
+    first = vidcap(*args, VIDCAP_LEDGER_MEMORY=cap, check=False)
+    if first.returncode == 1:  # this DuckDB coped with the cap: the run finished (every row failed: exit 1)
+        pytest.skip(f"DuckDB ran this run within {cap}")
+    assert first.returncode == 3, first.stderr
+    assert "Traceback" not in first.stderr
+    last = first.stderr.strip().splitlines()[-1]
+    assert last.startswith("vidcap: stopped: ") and f"VIDCAP_LEDGER_MEMORY={cap}" in last, first.stderr
+    assert not out.exists()
+    second = vidcap(*args, check=False)
+    assert second.returncode == 1, second.stderr  # every row failed (missing files): exit 1, output written
+    got = _text(out)
+    assert len(got) == 20_000 and got["path"].is_unique and set(got["error"].str.split(":").str[0]) == {"missing"}

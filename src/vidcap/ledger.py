@@ -445,20 +445,31 @@ class Results:
         return self.led._count(f"best WHERE {where}")
 
     def fill_null(self, column: str, value: str) -> None:
-        c = sql_ident(column)  # a text column (Ledger.finish typed every untyped one as text)
-        self.led.con.execute(f"UPDATE best SET {c} = ? WHERE {c} IS NULL", [value])
+        c = sql_ident(column)
+        self.led.con.execute(
+            f"CREATE OR REPLACE TABLE best AS SELECT * REPLACE (coalesce({c}::VARCHAR, ?) AS {c}) FROM best", [value]
+        )
 
     def update(self, table: pa.Table) -> None:
-        """In place (UPDATE, no table rewrite): a new column comes typed as in `table`, null on rows it lacks."""
         con, have = self.led.con, set(self.columns)
         con.register("vidcap_update", table)
         new = [c for c in table.column_names if c != RID]
-        kinds = self.led._schema("vidcap_update")
-        for c in new:
-            if c not in have:
-                con.execute(f"ALTER TABLE best ADD COLUMN {sql_ident(c)} {kinds[c]}")
-        if table.num_rows and new:
-            sets = ", ".join(f"{sql_ident(c)} = u.{sql_ident(c)}" for c in new)
-            con.execute(f"UPDATE best SET {sets} FROM vidcap_update u WHERE best.{RID} = u.{RID}")
+        cols = [
+            f"CASE WHEN u.{RID} IS NULL THEN b.{sql_ident(c)} ELSE u.{sql_ident(c)} END AS {sql_ident(c)}"
+            if c in new
+            else f"b.{sql_ident(c)}"
+            for c in self.columns
+        ]
+        cols += [f"u.{sql_ident(c)}" for c in new if c not in have]
+        if table.num_rows:
+            con.execute(
+                f"CREATE OR REPLACE TABLE best AS SELECT {', '.join(cols)} FROM best b "
+                f"LEFT JOIN vidcap_update u USING ({RID})"
+            )
+        else:  # nothing to change: only the new columns come (null, typed), without rewriting the table
+            kinds = self.led._schema("vidcap_update")
+            for c in new:
+                if c not in have:
+                    con.execute(f"ALTER TABLE best ADD COLUMN {sql_ident(c)} {kinds[c]}")
         con.unregister("vidcap_update")
         self.led.res_cols += [c for c in new if c not in self.led.res_cols]

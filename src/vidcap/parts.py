@@ -31,7 +31,7 @@ from .storage import (
     same_file,
     write_json,
 )
-from .tables import write_arrow, write_rows
+from .tables import memory_error, write_arrow, write_rows
 
 RUN_JSON = "run.json"
 COMPACT_DIR = "compact"
@@ -41,7 +41,10 @@ FILE_DTYPES = {"file_size": "Int64", "file_mtime": "float64"}
 
 
 def _disk_error(exc: Exception, what: str, then: str = "run the same command again to resume") -> FatalRunError:
-    """A write that failed (a full or read-only disk, a remote store's own error), in one sentence."""
+    """A write that failed (a full or read-only disk, a remote store's own error, DuckDB's memory cap), in one
+    sentence."""
+    if (oom := memory_error(exc)) is not None:
+        return oom
     full = isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT)
     hint = "free some space" if full else "fix the problem"
     return FatalRunError(f"could not write {what} ({os_reason(exc)}); {hint} and {then}.")

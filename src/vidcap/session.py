@@ -27,6 +27,7 @@ from .rows import ListSource
 from .stages.base import Stage
 from .storage import as_path, file_stamp
 from .summary import merge_extras
+from .tables import memory_error
 
 PART_ROWS = 256  # rows per part by default: a kill redoes at most this many rows (or a second's worth)
 PART_ROWS_MAX = 65_536
@@ -297,6 +298,10 @@ class Session:
                 led = None
             store.discard_if_empty()
             raise
+        except Exception as exc:  # DuckDB past its memory cap (planning, reading the plan, the run-level step)
+            if (oom := memory_error(exc)) is None:
+                raise
+            raise oom from None
         finally:
             if led is not None:
                 led.close()

@@ -30,7 +30,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from . import dataset
-from .errors import UsageError, first_line
+from .errors import FatalRunError, UsageError, first_line
 from .knobs import knob
 from .manifest import (
     RANGE_COLUMNS,
@@ -480,6 +480,18 @@ def duck_connect(workdir: Path):
     return con
 
 
+def memory_error(exc: BaseException) -> FatalRunError | None:
+    """DuckDB's out-of-memory error (past the cap `duck_connect` sets) as one sentence naming the setting to
+    raise; None for any other error. Told by name: the layers that see it need not import DuckDB."""
+    if type(exc).__name__ != "OutOfMemoryException":
+        return None
+    return FatalRunError(
+        f"the run's bookkeeping needs more memory than VIDCAP_LEDGER_MEMORY={knob('VIDCAP_LEDGER_MEMORY')} gives "
+        "it (DuckDB's cap); set VIDCAP_LEDGER_MEMORY higher (such as 2GB) and run the same command again: "
+        "finished rows are saved."
+    )
+
+
 def resolved_sql(src: str, col: str | None, base: str, abspath: str, rel: str) -> str:
     """SELECT every column of `src` with `manifest.resolve_path` of column `col` against `base` (as `abspath`)
     and `manifest.is_relative` of it (as `rel`): clean cells by string operations, the rest (~, ./, //,
@@ -502,7 +514,7 @@ def duck_run(con, sql: str, path):
     try:
         return con.execute(sql)
     except duckdb.Error as exc:
-        raise table_error(path, exc) from None
+        raise memory_error(exc) or table_error(path, exc) from None
 
 
 def duck_table(con, path: Path) -> tuple[list[str], str]:
