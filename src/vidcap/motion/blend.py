@@ -59,19 +59,22 @@ def residual(y: np.ndarray, columns: list[np.ndarray]) -> float:
     return float(np.partition(r, int(BLEND_Q * (len(r) - 1)))[int(BLEND_Q * (len(r) - 1))])
 
 
-def blend_ratio(clip, a: int, b: int, poses: dict[int, np.ndarray]) -> float:
+def blend_ratio(
+    clip, a: int, b: int, poses: dict[int, np.ndarray], frames: int = BLEND_FRAMES, below: float = 0.0
+) -> float:
     """How much better the frames between a and b are explained by a mix of both than by the better one.
 
     A dissolve is a weighted sum of the shot before and the shot after: a frame in its middle is fitted
     far better by both ends together (ratio well below 1). In one shot whose ends differ (a mover,
     noise, a flat picture), a frame in between is about as well explained by either end alone (~1).
-    Returns the smallest ratio over the frames tried; 1 when none could be compared. `clip`: the
+    Returns the smallest ratio over the frames tried (at most `frames`, evenly spaced; the first one found
+    under `below` ends the search); 1 when none could be compared. `clip`: the
     frames as `dense._Clip` holds them (`gray` [T,h,w] at working size, `small(i)` the 40-px frame i);
     `poses`: 3x3 poses of the chain's frames.
     """
     marks = np.array(sorted(poses))
     w = clip.gray.shape[2]
-    inner = np.unique(np.linspace(a + 1, b - 1, min(BLEND_FRAMES, b - a - 1)).round().astype(int))
+    inner = np.unique(np.linspace(a + 1, b - 1, min(frames, b - a - 1)).round().astype(int))
     best = 1.0
     for k in inner:
         pose_k = pose_at(poses, marks, int(k))
@@ -84,4 +87,6 @@ def blend_ratio(clip, a: int, b: int, poses: dict[int, np.ndarray]) -> float:
         alone = min(residual(y, [xa[inside]]), residual(y, [xb[inside]]))
         if alone > 1e-3:
             best = min(best, residual(y, [xa[inside], xb[inside]]) / alone)
+            if best < below:
+                break
     return best

@@ -61,6 +61,7 @@ MOVER_BLEND_RATIO = 0.7  # ... unless the chain kept a mover between them: then 
 MOVER_END = 0.25  # ... when the mover was kept this close (seconds) to an end of the pair
 LOW_PAIR = 0.25  # a pair that differs less than MAX_MISMATCH but more than this is a dissolve all the same ...
 LOW_BLEND = 0.4  # ... when the frames between are this clearly blends of its ends (a dissolve of a flat picture)
+LOW_FRAMES = 6  # ... tried on this many frames between (a dissolve lasts 0.3 s and more; the test runs on real shots)
 PASS_AHEAD = 10  # a mover that passes: frames up to this far after (in kept frames) may match again ...
 PASS_BACK = 3  # ... one of the last this many frames the chain visited
 SHIFT_PEAK = 0.2  # phase correlation's peak above which its whole-frame shift is a second start for a step ...
@@ -393,7 +394,8 @@ def _one_shot(clip: _Clip, times: np.ndarray, diag: Diagnostics) -> bool:
                     continue
             # a dissolve out of or into a flat picture (the face gifs) may never pass MAX_MISMATCH: the frames
             # between are still clear blends of the ends, which one shot's frames are not
-            if LOW_PAIR < value <= MAX_MISMATCH and ib - ia > 1 and blend_ratio(clip, int(ia), ib, poses) < LOW_BLEND:
+            low = LOW_PAIR < value <= MAX_MISMATCH and ib - ia > 1
+            if low and blend_ratio(clip, int(ia), ib, poses, LOW_FRAMES, LOW_BLEND) < LOW_BLEND:
                 diag.checks.append((int(ia), ib, value))
                 return False
             diag.checks.append((int(ia), ib, value))
