@@ -283,3 +283,18 @@ def test_phase_correlation_reads_the_whole_frame_shift():
     a, b = big[40:160, 40:200], big[44:164, 34:194]  # b: the picture moved 6 px right and 4 px up
     dx, dy, peak = _Clip(np.stack([a, b]).astype(np.uint8)).shift(0, 1)
     assert (dx, dy) == (pytest.approx(6, abs=0.5), pytest.approx(-4, abs=0.5)) and peak > 0.2
+
+
+def test_a_mover_excuses_a_pair_only_near_its_ends():
+    # seventh round: a long-span pair past SURE_MISMATCH goes to the blend test when the chain joined one of its
+    # ends only as a mover (an uncertain step within MOVER_END of the pair's first or last frame); a mover in the
+    # middle of a longer pair (a cut may hide behind it, clean frames either side) does not excuse it
+    from vidcap.motion.dense import MOVER_END, Diagnostics, Step, _mover_at_end
+
+    times = np.arange(60) / 30.0
+    diag = Diagnostics(steps=[Step(0, 20), Step(20, 21, uncertain=True), Step(21, 59)])
+    assert MOVER_END < 0.5
+    assert _mover_at_end(diag, 20, 50, times)  # the mover starts at the pair's first frame
+    assert _mover_at_end(diag, 0, 24, times)  # ... ends 0.1 s before its last
+    assert not _mover_at_end(diag, 0, 50, times)  # 0.67 s after the first, 0.97 s before the last
+    assert not _mover_at_end(diag, 22, 50, times)  # not between the two
