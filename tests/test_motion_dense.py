@@ -195,3 +195,32 @@ def test_step_grid_is_the_mgrid_of_the_frame_inside_its_border():
         frame = np.arange(h * w).reshape(h, w)
         assert np.array_equal(frame[rows, cols], frame[ys, xs])
         assert not points.flags.writeable and _grid(h, w, border)[2] is points
+
+
+def test_small_bright_object_is_not_outvoted_by_faint_still_texture():
+    """A black frame with faint texture that stays put (the face gif's dark panel) and a small bright textured
+    face entering at the top, moving (-6, +4) working pixels: the faint points outvote the face in the fit,
+    which reads no motion; the step follows the face's shift (`strong_fit`, `dense._strong`)."""
+    import cv2
+
+    from vidcap.motion import dense
+    from vidcap.motion.flow import fit_step, new_dis
+
+    rng = np.random.default_rng(3)
+    h, w = 120, 160
+    faint = cv2.GaussianBlur(rng.normal(0, 6, (h, w)).astype(np.float32), (0, 0), 1.2) + 18
+    face = cv2.GaussianBlur(rng.uniform(60, 250, (60, 60)).astype(np.float32), (0, 0), 1.0)
+
+    def frame(x: int, y: int) -> np.ndarray:
+        f = faint.copy()
+        f[max(0, y) : y + 60, x : x + 60] = face[max(0, -y) :, :]
+        return np.clip(f, 0, 255).astype(np.uint8)
+
+    a, b = frame(70, -45), frame(64, -41)
+    strong: list = []
+    matrix, _, points = fit_step(new_dis(), a, b, strong=strong)
+    assert matrix is not None and points >= dense.SHIFT_POINTS and math.hypot(*matrix[:, 2]) < dense.SHIFT_GAP
+    shift, agree = strong[0]
+    assert agree >= dense.STRONG_AGREE and np.allclose(shift[:, 2], [-6, 4], atol=0.3), (shift, agree)
+    step, _, ok = dense._first_try(dense._Clip(np.stack([a, b])), 0, 1, None)
+    assert ok and step.matrix is not None and np.allclose(step.matrix[:, 2], [-6, 4], atol=0.3), step

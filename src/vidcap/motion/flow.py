@@ -26,6 +26,7 @@ RANSAC_PX = 1.0  # inlier distance of the similarity fit, working pixels
 LINE_PX = 0.5  # inliers spread less than this across their main direction lie on one line (see _across_line)
 COURSE_SHARE = 0.25  # the camera's course keeps a step when at least this share of points follow it ...
 COURSE_OF_BEST = 0.5  # ... and at least this share of as many as follow the best fit (a mover took the majority)
+STRONG_SHARE = 0.02  # `strong`: grid points (narrow border) with at least this share of the frame's strongest structure
 
 
 def quantile(values: np.ndarray, q: float) -> float:
@@ -74,12 +75,18 @@ def _flow_of(matrix: np.ndarray, w: int, h: int) -> np.ndarray:
 
 
 def fit_step(
-    dis, a: np.ndarray, b: np.ndarray, guess: np.ndarray | None = None, course: np.ndarray | None = None
+    dis,
+    a: np.ndarray,
+    b: np.ndarray,
+    guess: np.ndarray | None = None,
+    course: np.ndarray | None = None,
+    strong: list | None = None,
 ) -> tuple[np.ndarray | None, float, int]:
     """(similarity a->b in centred coordinates, inlier share, points) from the dense flow a->b.
 
     `guess`: a similarity to start DIS from (the motion so far, for steps too fast to find alone).
     `course`: the camera's motion predicted from the steps so far; see `_on_course`.
+    `strong`: when a list, `strong_fit`'s (shift, share agreeing) of the same flow is appended to it.
     """
     import cv2
 
@@ -100,6 +107,8 @@ def fit_step(
             break  # else a dark window whose only structure lies near its edge: look closer to it
     if keep.sum() < MIN_POINTS:
         keep = energy >= np.sort(energy)[-min(MIN_POINTS, len(energy))]
+    if strong is not None:
+        strong.append(strong_fit(flow, structure))
     src = points[keep]
     dst = src + flow[rows, cols].reshape(-1, 2)[keep]
     if len(src) < 6:
@@ -138,6 +147,23 @@ def fit_step(
         if kept is not None:
             return kept[0], kept[1], len(src)
     return matrix, share, len(src)
+
+
+def strong_fit(flow: np.ndarray, structure: np.ndarray) -> tuple[np.ndarray | None, float]:
+    """(shift, share of the points within RANSAC_PX of it): the median flow at the most structured grid
+    points only (STRONG_SHARE of the strongest structure, narrow border), for a small bright object (the
+    face gif's face entering a dark frame, partly in the border band) against faint texture that DIS
+    leaves at no motion, which outvotes it in the fit (`dense._strong`)."""
+    h, w = structure.shape
+    rows, cols, _ = _grid(h, w, NARROW_BORDER)
+    energy = structure[rows, cols].ravel()
+    keep = energy >= max(MIN_ENERGY, STRONG_SHARE * float(energy.max()))
+    if keep.sum() < 6:
+        return None, 0.0
+    moves = flow[rows, cols].reshape(-1, 2)[keep]
+    shift = np.median(moves, axis=0)
+    share = float((np.hypot(*(moves - shift).T) < RANSAC_PX).mean())
+    return np.array([[1.0, 0.0, shift[0]], [0.0, 1.0, shift[1]]]), share
 
 
 def _across_line(src: np.ndarray, dst: np.ndarray, matrix: np.ndarray) -> np.ndarray:
