@@ -204,7 +204,7 @@ def test_small_bright_object_is_not_outvoted_by_faint_still_texture():
     import cv2
 
     from vidcap.motion import dense
-    from vidcap.motion.flow import fit_step, new_dis
+    from vidcap.motion.flow import fit_step, new_dis, strong_fit
 
     rng = np.random.default_rng(3)
     h, w = 120, 160
@@ -220,7 +220,7 @@ def test_small_bright_object_is_not_outvoted_by_faint_still_texture():
     strong: list = []
     matrix, _, points = fit_step(new_dis(), a, b, strong=strong)
     assert matrix is not None and points >= dense.SHIFT_POINTS and math.hypot(*matrix[:, 2]) < dense.SHIFT_GAP
-    shift, agree = strong[0]
+    shift, agree = strong_fit(*strong[0])
     assert agree >= dense.STRONG_AGREE and np.allclose(shift[:, 2], [-6, 4], atol=0.3), (shift, agree)
     step, _, ok = dense._first_try(dense._Clip(np.stack([a, b])), 0, 1, None)
     assert ok and step.matrix is not None and np.allclose(step.matrix[:, 2], [-6, 4], atol=0.3), step

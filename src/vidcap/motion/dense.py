@@ -34,7 +34,7 @@ from vidcap.motion.align import (
     set_motion,
 )
 from vidcap.motion.blend import BLEND_RATIO, blend_ratio, warp
-from vidcap.motion.flow import fit_step, new_dis, quantile
+from vidcap.motion.flow import fit_step, new_dis, quantile, strong_fit
 from vidcap.motion.reader import WorkFrames
 from vidcap.motion.result import MotionResult
 from vidcap.motion.track import prepare
@@ -224,7 +224,7 @@ def _first_try(clip: _Clip, i: int, j: int, course: np.ndarray | None) -> tuple[
     if moved:
         return step, value, ok
     if step.points >= SHIFT_POINTS:
-        return _strong(clip, step, value, ok, strong[0])
+        return _strong(clip, step, value, ok, strong_fit(*strong[0]))
     dx, dy, peak = clip.shift(i, j)
     if peak < SHIFT_PEAK or math.hypot(dx, dy) < 2 * SHIFT_GAP:
         return step, value, ok

@@ -86,7 +86,7 @@ def fit_step(
 
     `guess`: a similarity to start DIS from (the motion so far, for steps too fast to find alone).
     `course`: the camera's motion predicted from the steps so far; see `_on_course`.
-    `strong`: when a list, `strong_fit`'s (shift, share agreeing) of the same flow is appended to it.
+    `strong`: when a list, (flow, structure) of this step is appended to it, for `strong_fit` when needed.
     """
     import cv2
 
@@ -108,7 +108,7 @@ def fit_step(
     if keep.sum() < MIN_POINTS:
         keep = energy >= np.sort(energy)[-min(MIN_POINTS, len(energy))]
     if strong is not None:
-        strong.append(strong_fit(flow, structure))
+        strong.append((flow, structure))
     src = points[keep]
     dst = src + flow[rows, cols].reshape(-1, 2)[keep]
     if len(src) < 6:
