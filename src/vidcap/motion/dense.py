@@ -421,14 +421,13 @@ def _one_shot(clip: _Clip, times: np.ndarray, diag: Diagnostics) -> bool:
                 if ratio > (MOVER_BLEND_RATIO if sure else BLEND_RATIO):
                     diag.unblended.append((int(ia), ib, value, ratio))
                     continue
-            # a dissolve out of or into a flat picture (the face gifs) may never pass MAX_MISMATCH: the frames
-            # between are still clear blends of the ends, which one shot's frames are not
-            low = LOW_PAIR < value <= MAX_MISMATCH and ib - ia > 1
-            if low and blend_ratio(clip, int(ia), ib, poses, LOW_FRAMES, LOW_BLEND) < LOW_BLEND:
-                diag.checks.append((int(ia), ib, value))
-                return False
             diag.checks.append((int(ia), ib, value))
             if value > MAX_MISMATCH:
+                return False
+            # a dissolve out of or into a flat picture (the face gifs) may never pass MAX_MISMATCH: the frames
+            # between are still clear blends of the ends, which one shot's frames are not
+            low = value > LOW_PAIR and ib - ia > 1
+            if low and blend_ratio(clip, int(ia), ib, poses, LOW_FRAMES, LOW_BLEND) < LOW_BLEND:
                 return False
     return True
 
