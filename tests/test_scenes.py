@@ -264,6 +264,30 @@ def test_shots_inside_a_range_row_repeatedly(cuts_video):
         assert hits == n_true == found
 
 
+def test_duplicate_manifest_rows_keep_their_scenes_through_reruns(cuts_video, tmp_path):
+    """A video listed three times (once as ./v0.mp4) is one id: a rerun over the finished output gathers its
+    scenes back once, not once per listing (each rerun multiplied them: 400 -> 1,720 -> 17,938 rows), and
+    the output stays byte for byte the same, in CSV and in Parquet, with --failed-out too."""
+    root, _ = cuts_video
+    shutil.copy(root / "long.mp4", tmp_path / "v0.mp4")
+    rows = [{"path": "v0.mp4"}, {"path": "gone.mp4"}, {"path": "./v0.mp4"}, {"path": "gone.mp4"}, {"path": "v0.mp4"}]
+    m = _manifest(tmp_path, rows)
+    args = ["--workers", "0", "-q", "--window", "4"]
+    for name, extra in (("s.csv", []), ("s.parquet", []), ("ok.csv", ["--failed-out", str(tmp_path / "bad.csv")])):
+        out = tmp_path / name
+        vidcap("scenes", m, "-o", out, *args, *extra)
+        first, want = out.read_bytes(), _read(out)
+        v0 = ["v0.mp4"] * 5
+        gone = [] if extra else ["gone.mp4"]  # (with --failed-out, in bad.csv)
+        assert want["path"].tolist() == v0 + gone + ["./v0.mp4"] * 5 + gone + v0
+        for _ in range(2):
+            proc = vidcap("scenes", m, "-o", out, *args, *extra)
+            assert "2 skipped" in proc.stderr
+            if name.endswith(".csv"):
+                assert out.read_bytes() == first, name
+            pd.testing.assert_frame_equal(_read(out), want)
+
+
 def test_limit_shard_and_failed_out_keep_every_video_once(cuts_video, tmp_path):
     root, _ = cuts_video
     for i in range(2):

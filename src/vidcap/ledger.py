@@ -273,7 +273,11 @@ class Ledger:
             agg = [f"CASE WHEN count({sql_ident(order)}) = 0 THEN NULL ELSE to_json({items} FILTER (WHERE "
                    f"{sql_ident(order)} IS NOT NULL))::VARCHAR END AS {sql_ident(ex)}"]  # fmt: skip
             agg += [f"any_value({sql_ident(c)}) AS {sql_ident(c)}" for c in results if c in names]
-            body = f"SELECT {RID}, {', '.join(agg)}, min(_n) AS _seq FROM (SELECT *, {seq} AS _n FROM ({keyed})) GROUP BY 1"
+            # duplicate manifest rows (one id) each wrote the id's items: each item is gathered once
+            key = f"TRY_CAST({sql_ident(order)} AS {fields[order]})"
+            once = f"QUALIFY {key} IS NULL OR row_number() OVER (PARTITION BY {RID}, {key} ORDER BY _n) = 1"
+            rows = f"SELECT * FROM (SELECT *, {seq} AS _n FROM ({keyed})) {once}"
+            body = f"SELECT {RID}, {', '.join(agg)}, min(_n) AS _seq FROM ({rows}) GROUP BY 1"
         duck_run(
             self.con, f"INSERT INTO prior BY NAME {body}" if self._has_prior else f"CREATE TABLE prior AS {body}", out
         )
