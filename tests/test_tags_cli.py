@@ -103,3 +103,28 @@ def test_tag_cli_fake_backend_and_custom_prompt(tmp_path):
         None,
         ["drives", "road", "night"],
     ]
+
+
+@pytest.mark.parametrize("suffix", ["csv", "parquet"])
+def test_a_rerun_over_a_finished_tag_output_keeps_its_columns(tmp_path, suffix):
+    """Tagging a caption output, whose file_size and file_mtime are input columns to `tag` (it reads no
+    file): a rerun over the finished output used to take them for the tag's own file stamps and rename them
+    (`file_size_input_2` ...), so the output's columns depended on whether it had run before."""
+    captions = tmp_path / "cap.csv"
+    pd.DataFrame(
+        {
+            "path": ["a.mp4", "b.mp4", "a.mp4"],
+            "text": ["A dog runs across a park.", "", "A dog runs across a park."],
+            "file_size": ["100", "", "100"],
+            "file_mtime": ["1.5", "", "1.5"],
+            "status": ["ok", "failed", "ok"],
+        }
+    ).to_csv(captions, index=False)
+    out = tmp_path / f"tags.{suffix}"
+    args = ["tag", str(captions), "--key", "objects", "--backend", "fake", "-o", str(out), "-q"]
+    assert main(args) == 0
+    first = read_table(out)
+    assert list(first.columns[:5]) == ["path", "text", "file_size", "file_mtime", "status_input"]
+    for _ in range(2):
+        assert main(args) == 0
+        pd.testing.assert_frame_equal(read_table(out), first)

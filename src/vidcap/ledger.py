@@ -248,7 +248,8 @@ class Ledger:
         out, out_base = local_copy(table, self.work, name)
         names, reader = duck_table(self.con, out)
         ex, fields = self.stage.expands, self.stage.expand_fields
-        results = [c for c in (*self.stage.columns, "status", "error", *FILE_COLUMNS) if c != ex]
+        stamps = FILE_COLUMNS if self.stage.reads_files else ()  # else they are input columns (tag's manifest)
+        results = [c for c in (*self.stage.columns, "status", "error", *stamps) if c != ex]
         if "path" not in names or not {"status", "error"} <= set(names) or (ex and next(iter(fields)) not in names):
             return
         inputs = [c for c in self.names if c not in INTERNAL]
