@@ -107,12 +107,26 @@ def test_timeline_lists_every_captioned_window_in_time_order(tmp_path_factory, w
     df["end_time"] = df["start_time"] + 1.0
     df.to_parquet(table)
     got = timeline_rows(table)
+    # rows alike (a video listed twice in the scenes' manifest: each window twice) are one window
+    df["line"] = [" ".join(t.split()) if s == "ok" else "" for t, s in zip(df["text"], df["status"], strict=True)]
+    df = df.drop_duplicates(["path", "start_time", "line"])
     assert got["windows"].sum() == len(df)
     for row in got.to_dict("records"):
         mine = df[df["path"].map(lambda p, r=row: p.rsplit("/", 1)[-1] == r["path"].rsplit("/", 1)[-1])]
-        usable = mine[(mine["status"] == "ok") & (mine["text"].str.strip() != "")]
+        usable = mine[mine["line"] != ""]
         lines = [line for line in row["timeline"].split("\n") if line]
         assert len(lines) == len(usable) == row["windows"] - row["failed_windows"]
         starts = [_seconds(LINE.match(line).group(1)) for line in lines]  # type: ignore[union-attr]
         assert starts == sorted(starts)
         assert math.isclose(row["first_window_start"], mine["start_time"].min())
+
+
+def test_a_video_listed_twice_gets_each_window_once(tmp_path):
+    """Scenes of a manifest that lists a video twice, then captioned: each window comes twice, alike; the
+    timeline lists it once (it listed every window twice, and `windows` counted both)."""
+    windows = [("v.mp4", s, s + 1.0, f"part {s:g}", "ok") for s in (0.0, 1.0)] + [("v.mp4", 2.0, 3.0, "", "failed")]
+    table = tmp_path / "cap.csv"
+    pd.DataFrame(windows * 2, columns=["path", "start_time", "end_time", "text", "status"]).to_csv(table, index=False)
+    (row,) = timeline_rows(table).to_dict("records")
+    assert row["timeline"] == "[0:00-0:01] part 0\n[0:01-0:02] part 1"
+    assert (row["windows"], row["failed_windows"]) == (3, 1)

@@ -38,10 +38,19 @@ def _cell(value) -> str:
     return "" if value is None or (isinstance(value, float) and value != value) else str(value).strip()
 
 
+def _line(row: dict, text_column: str) -> str:
+    """A window's line of the timeline (`[0:10-0:20] caption`), or "" when its caption failed."""
+    text = _cell(row.get(text_column))
+    if not text or _cell(row.get("status") or "ok") != "ok":
+        return ""
+    span = "whole video" if pd.isna(row["_start"]) else f"{clock(row['_start'])}-{clock(row['_end'])}"
+    return f"[{span}] {' '.join(text.split())}"
+
+
 def timeline_rows(captions, text_column: str = "text", home: str | None = None) -> pd.DataFrame:
     """One row per source video of a captioned range table: `path`, `windows`, `failed_windows`,
-    `first_window_start`, `last_window_end` and `timeline`. A window whose caption failed is left out and
-    counted; a video none of whose windows has a caption gets an empty timeline (its row fails `empty_text`).
+    `first_window_start`, `last_window_end` and `timeline`. Rows alike (same video, span and caption) are one
+    window. A window whose caption failed is left out and counted; a video none of whose windows has a caption gets an empty timeline (its row fails `empty_text`).
     Relative paths are rewritten relative to `home` (the folder the timeline table is written to)."""
     names = tables.columns(captions)
     need = {"path", "start_time", "end_time", text_column}
@@ -57,14 +66,12 @@ def timeline_rows(captions, text_column: str = "text", home: str | None = None) 
     df["_abs"] = [resolve_path(p, base) for p in df["path"]]
     df["_start"] = pd.to_numeric(df["start_time"], errors="coerce")
     df["_end"] = pd.to_numeric(df["end_time"], errors="coerce")
+    df["_line"] = [_line(row, text_column) for row in df.to_dict("records")]
+    # a video listed twice in the scenes' manifest has each window twice, alike: it is one window
+    df = df.sort_values(["_abs", "_start"], kind="stable").drop_duplicates(["_abs", "_start", "_end", "_line"])
     out = []
-    for path, rows in df.sort_values(["_abs", "_start"], kind="stable").groupby("_abs", sort=False):
-        lines = []
-        for row in rows.to_dict("records"):
-            text = _cell(row.get(text_column))
-            if text and _cell(row.get("status") or "ok") == "ok":
-                span = "whole video" if pd.isna(row["_start"]) else f"{clock(row['_start'])}-{clock(row['_end'])}"
-                lines.append(f"[{span}] {' '.join(text.split())}")
+    for path, rows in df.groupby("_abs", sort=False):
+        lines = [line for line in rows["_line"] if line]
         given = rows["path"].iloc[0]
         out.append(
             {
