@@ -224,3 +224,25 @@ def test_small_bright_object_is_not_outvoted_by_faint_still_texture():
     assert agree >= dense.STRONG_AGREE and np.allclose(shift[:, 2], [-6, 4], atol=0.3), (shift, agree)
     step, _, ok = dense._first_try(dense._Clip(np.stack([a, b])), 0, 1, None)
     assert ok and step.matrix is not None and np.allclose(step.matrix[:, 2], [-6, 4], atol=0.3), step
+
+
+@pytest.mark.parametrize("seed,dx,dy", [(3, 0.5, 0.0), (4, 0.0, -0.5)])
+def test_dark_clip_coded_as_flat_blocks_is_measured(tmp_path, seed, dx, dy):
+    """A dark move (a fifth of the light, sensor noise) coded by MPEG-4 at q 11 is a mosaic of flat 8-px blocks
+    that the encoder updates in jumps: the block edges stay on the coded grid, the flow fit followed them and
+    read no motion (a 0.5 pan read 0.07 and `scene cut`). Blurred over about a block first (`dense._deblock`,
+    when `block_ratio` says the frames are blocks), the picture's shapes move with the camera again."""
+    from vidcap.motion import evalwarp
+    from vidcap.motion.dense import BLOCKY, block_ratio
+    from vidcap.motion.evaluate import analyze
+    from vidcap.motion.reader import read_gray
+
+    frames, truth = _clip(synth.texture(np.random.default_rng(seed), 900, 700), dx, dy, 1, n=50, seed=seed)
+    assert block_ratio([frames[25].mean(axis=2)]) < 2  # the picture itself has no block grid
+    path = tmp_path / "dark.mp4"
+    evalwarp.encode(path, list(_dark(frames, seed=seed)), 25, "mpeg4", {"qscale": "11"})
+    coded = read_gray(str(path), max_frames=64, width=160, lazy=True).frames
+    assert block_ratio([coded.coded(25)[0]]) >= BLOCKY
+    result = analyze(str(path))
+    assert result.ok and classify(result) == classify(truth), result
+    assert result.dx == pytest.approx(truth.dx, abs=0.08) and result.dy == pytest.approx(truth.dy, abs=0.08)

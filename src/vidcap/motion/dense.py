@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+from typing import cast
 
 import numpy as np
 
@@ -68,6 +69,9 @@ SHIFT_PEAK = 0.2  # phase correlation's peak above which its whole-frame shift i
 SHIFT_GAP = 1.5  # ... whose fit moves less than this (working pixels) while the shift is twice as large ...
 SHIFT_POINTS = 96  # ... and rests on fewer structured points than this (faint texture)
 STRONG_AGREE = 0.8  # on more points, the shift of the most structured ones (`strong_fit`) when this share agrees on it
+BLOCK = 8  # the codecs' transform block, coded pixels
+BLOCKY = 10.0  # a clip whose steps across block edges are this many times those inside blocks (`block_ratio`) ...
+DEBLOCK = 0.75  # ... is blurred before everything else, sigma this share of a block at the working size
 DEFAULT_FPS = 25.0
 
 
@@ -138,11 +142,78 @@ def _h3(matrix: np.ndarray) -> np.ndarray:
     return np.vstack([matrix, [0.0, 0.0, 1.0]])
 
 
-class _Clip:
-    """Frames of one clip with their band-passed versions, computed when first needed."""
+def block_steps(luma: np.ndarray) -> tuple[float, float]:
+    """(steps across the codec's 8-px block edges, steps across the blocks' middles): mean absolute differences
+    of neighbouring pixels, both directions, summed; (0, 0) for a frame too small to have a grid."""
+    h, w = luma.shape
+    nx, ny = (w - 1) // BLOCK, (h - 1) // BLOCK
+    if nx < 2 or ny < 2:
+        return 0.0, 0.0
 
-    def __init__(self, gray: np.ndarray):
-        self.gray = gray
+    def steps(at: int) -> float:  # only the pixel columns and rows compared are widened
+        across = np.abs(luma[:, at::BLOCK][:, :nx].astype(np.int16) - luma[:, at - 1 :: BLOCK][:, :nx]).mean()
+        down = np.abs(luma[at::BLOCK][:ny].astype(np.int16) - luma[at - 1 :: BLOCK][:ny]).mean()
+        return float(across + down)
+
+    return steps(BLOCK), steps(BLOCK // 2)
+
+
+def block_ratio(frames: list[np.ndarray]) -> float:
+    """How much larger the steps between neighbouring pixels are across the codec's 8-px block edges than across
+    the blocks' middles, pooled over `frames` (luma at coded size): about 1 for a picture, far more for one coded
+    as flat blocks (a dark clip at a coarse MPEG-4 quantiser); 1 when nothing has a grid."""
+    edges, middles = (sum(parts) for parts in zip(*(block_steps(f) for f in frames), strict=True))
+    return edges / max(middles, 0.1) if edges > 0 else 1.0
+
+
+def _deblock(gray) -> float:
+    """Sigma (working pixels) of the blur that takes a blocky clip's block pattern away, or 0 (`block_ratio` of
+    three frames at coded size below BLOCKY).
+
+    A dark clip coded at a coarse quantiser (MPEG-4 at q 7-11) is a mosaic of flat 8-px blocks: the encoder
+    skips most blocks for several frames and then moves the picture in a jump. The block edges stay on the
+    coded grid whatever the camera does, so the flow fit follows them and reads no motion, and a jump's
+    partly updated frame then reads as a cut (a 0.53 pan read 0.12, pans and diagonals `scene cut`). Blurred
+    over about a block, the mosaic is the picture's own shapes again, and those move with the camera."""
+    n = len(gray)
+    frames, scale = [], 1.0
+    for k in sorted({n // 4, n // 2, (3 * n) // 4}):
+        if isinstance(gray, WorkFrames):
+            luma, scale = gray.coded(k)
+        else:
+            luma = gray[k]  # an array at the working size: its grid is the coded one only when it was not scaled
+        frames.append(luma)
+    return DEBLOCK * BLOCK * scale if block_ratio(frames) >= BLOCKY else 0.0
+
+
+class _Blurred:
+    """Frames (an array or `WorkFrames`) blurred, Gaussian of `sigma` working pixels, when first read."""
+
+    def __init__(self, gray, sigma: float):
+        self._gray, self._sigma = gray, sigma
+        self.shape = gray.shape
+        self._done: dict[int, np.ndarray] = {}
+
+    def __len__(self) -> int:
+        return len(self._gray)
+
+    def __getitem__(self, k: int) -> np.ndarray:
+        import cv2
+
+        k = int(k)
+        if k not in self._done:
+            self._done[k] = cv2.GaussianBlur(self._gray[k], (0, 0), self._sigma)
+        return self._done[k]
+
+
+class _Clip:
+    """Frames of one clip with their band-passed versions, computed when first needed.
+
+    `blur`: sigma (working pixels) of a blur applied to every frame first (`_deblock`), 0 for none."""
+
+    def __init__(self, gray: np.ndarray, blur: float = 0.0):
+        # read as an array is (frames by index, `shape`, `len`), as `WorkFrames` is
+        self.gray = cast(np.ndarray, _Blurred(gray, blur)) if blur > 0 else gray
         self._small: dict[int, np.ndarray] = {}
         self._half: dict[int, np.ndarray] = {}
         self._window: np.ndarray | None = None
@@ -470,7 +541,7 @@ def estimate(
     gap = len(keep) < last - first + 1
     if len(keep) < 0.6 * n:
         return MotionResult(reason="no picture")
-    clip = _Clip(gray[keep])
+    clip = _Clip(gray[keep], _deblock(gray[keep]))
     steps = min(max_steps or MAX_STEPS, len(keep) - 1)
     marks = sorted(set(np.linspace(0, len(keep) - 1, steps + 1).round().astype(int)))
     reason = _chain(clip, marks, diag)

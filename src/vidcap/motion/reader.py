@@ -77,6 +77,12 @@ class WorkFrames:
         out = np.stack([self[k] for k in range(len(self))]) if len(self) else np.zeros(self.shape, np.uint8)
         return out if dtype is None else out.astype(dtype)
 
+    def coded(self, k: int) -> tuple[np.ndarray, float]:
+        """(frame k's luma plane as decoded: coded size, not rotated; the factor that scales it to the working
+        width, 1.0 when it needs none). For `dense.block_ratio`: the codec's block grid lies on the coded pixels."""
+        luma, size, _ = self._planes[k]
+        return luma, 1.0 if size is None else size[0] / luma.shape[1]
+
     def coarse_std(self, k: int) -> float | None:
         """Spread of frame k averaged over COARSE x COARSE blocks of its coded pixels (no scaling to the working
         size needed); None when the frame is not kept at coded size, or too small. Block averages this

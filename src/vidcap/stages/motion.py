@@ -8,7 +8,7 @@ from ..motion.loader import MotionLoader
 from ..motion.result import DEFAULT_THRESHOLD, MotionResult, classify
 from .base import Item, Stage
 
-METHOD = "dis-similarity-v8"  # bump when estimates change, so old parts are not mixed in
+METHOD = "dis-similarity-v9"  # bump when estimates change, so old parts are not mixed in
 
 
 class MotionStage(Stage):
