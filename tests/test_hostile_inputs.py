@@ -214,7 +214,11 @@ def test_megamind_bugy_is_real_and_handled(result):
         ("m.csv", "\n\n\n", ["empty"]),
         ("m.csv", "video,caption\na.mp4,x\n", ["no 'path' column", "video, caption"]),
         ("m.csv", b"path\n\xc3\x28bad.mp4\n", ["not UTF-8"]),
-        ("m.csv", 'path,x\n"unterminated,1\n', ["could not be read"]),
+        ("m.csv", 'path,x\n"unterminated,1\n', ["line 2 has a quote that never closes"]),
+        # ragged rows: DuckDB's sniffer took a later line for the header, or failed without naming the line
+        ("m.csv", "path,x\na.mp4,1,2,3\n", ["line 2 has more cells than its header's 2", '"a,b.mp4"']),
+        ("m.csv", "path,x\n" + "a.mp4,1\n" * 3000 + "b,c.mp4,2\n", ["line 3002 has more cells"]),  # past the sample
+        ("m.csv", "path,x,y\na.mp4,1\n", ["line 2 has 2 of its header's 3 cells"]),
         ("m.csv", "path,x\na.mp4,1\n".encode("utf-16"), ["not UTF-8"]),  # Excel's "Unicode text"
         ("m.parquet", b"PAR1\x15\x04\x15\x00\x00\x00 cut short", ["could not be read"]),  # NUL bytes, not text
         ("m.csv", "path;label\na.mp4;x\n", ["separated by ';'", "comma-separated"]),  # a European-locale export

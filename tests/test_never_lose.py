@@ -137,6 +137,20 @@ def test_rows_that_end_with_a_comma_keep_their_columns(clips, tmp_path):
     assert (got["status"] == "ok").all()
 
 
+@pytest.mark.parametrize(
+    "header,names",
+    [("path,,note", ["path", "column1", "note"]), ("path,note,path", ["path", "note", "path_1"])],
+)
+def test_a_blank_or_repeated_header_cell_reads_under_duckdbs_name(clips, tmp_path, header, names):
+    _copy(clips, tmp_path)
+    m = tmp_path / "blank.csv"
+    m.write_text(f"{header}\nc0.mp4,a,b\nc1.mp4,d,e\n")  # a blank cell alone was a parser error
+    vidcap("caption", m, "--model", "fake", "--workers", "0", "-o", tmp_path / "o.csv")
+    got = _text(tmp_path / "o.csv")
+    assert list(got.columns[:3]) == names and got[names[1]].tolist() == ["a", "d"]
+    assert (got["status"] == "ok").all()
+
+
 def test_na_like_captions_survive_a_resume_onto_a_csv_output(clips, tmp_path):
     m = _copy(clips, tmp_path)
     out = tmp_path / "o.csv"

@@ -19,6 +19,7 @@ import csv
 import json
 import math
 import os
+import re
 import tempfile
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
@@ -397,11 +398,30 @@ def stream_rows(paths: list, keep: Callable[[int, pd.DataFrame], pd.Series]) -> 
 EMPTY = "is empty; it needs a header with a 'path' column and one row per video."
 
 
+# DuckDB's words for a row it could not read: its line, then the header's and the row's cells (or a bad quote)
+_CSV_ROW = re.compile(r"CSV Error on Line: (\d+)(?:.*?Expected Number of Columns: (\d+) Found: (\d+))?", re.S)
+
+
 def table_error(path, exc: Exception | None = None) -> UsageError:
     """A table DuckDB could not read (vidcap.ledger) (or one with no header: `exc` None), in one sentence."""
     text = str(exc).lower()
     if exc is not None and ("unicode" in text or (table_format(path) == "csv" and _wide_text(path))):
         return UsageError(f"manifest {path} is not UTF-8 text; re-save it as UTF-8 CSV.")
+    if (row := _CSV_ROW.search(str(exc))) is not None:  # a row with other cells than the header, or a bad quote
+        where, want, got = f"manifest {path} line {row.group(1)}", row.group(2), row.group(3)
+        if want and int(got) > int(want):  # (DuckDB stops counting one past the header)
+            return UsageError(
+                f"{where} has more cells than its header's {want}; put a cell that holds a comma in double "
+                'quotes ("a,b.mp4"), or fix that row, and run again.'
+            )
+        if want:
+            return UsageError(
+                f"{where} has {got} of its header's {want} cells; add the missing ones (a trailing comma is an "
+                "empty cell) and run again."
+            )
+        return UsageError(
+            f'{where} has a quote that never closes; close it (a quote inside a cell is "") and run again.'
+        )
     if exc is None or "empty" in text:
         return UsageError(f"manifest {path} {EMPTY}")
     return UsageError(f"{path} could not be read as {table_format(path)} ({first_line(exc)}); check the file.")
@@ -434,13 +454,35 @@ def csv_header(path: Path) -> list[str]:
 
 def reader_sql(path: Path) -> str:
     """DuckDB's reader for a CSV (every cell as text, RFC 4180 quoting) or Parquet file, or a dataset folder
-    (the parts its marker lists, in order: DuckDB keeps a list's order)."""
+    (the parts its marker lists, in order: DuckDB keeps a list's order). A CSV's first line is its header, as
+    Python's csv module reads it (DuckDB's sniffer would take a later line for it when rows are ragged, or
+    fail without saying which line). A row with fewer cells than the header is refused, naming its line
+    (DuckDB's null padding would break cells that hold a line break)."""
     fmt = table_format(path)
     if fmt == "dataset":
         return "read_parquet([" + ", ".join(f"'{sql_text(str(f))}'" for f in dataset.files(path)) + "])"
     if fmt == "parquet":
         return f"read_parquet('{sql_text(str(path))}')"
-    return f"read_csv('{sql_text(str(path))}', all_varchar=true, header=true, delim=',', quote='\"', escape='\"')"
+    dialect = "header=true, delim=',', quote='\"', escape='\"'"
+    header = csv_header(path)
+    if not header:  # not UTF-8 (table_error names the encoding) or empty
+        return f"read_csv('{sql_text(str(path))}', all_varchar=true, {dialect})"
+    cols = ", ".join(f"'{sql_text(name)}': 'VARCHAR'" for name in _column_names(header))
+    return f"read_csv('{sql_text(str(path))}', columns={{{cols}}}, {dialect}, auto_detect=false)"
+
+
+def _column_names(header: list[str]) -> list[str]:
+    """Unique, non-blank names for a CSV's header cells, as DuckDB's sniffer names them: a blank cell is
+    column<i>, a repeated one <name>_1, <name>_2 ... (duck_table reads a header back under its own cells)."""
+    names: list[str] = []
+    for i, cell in enumerate(header):
+        name = base = cell if cell else f"column{i}"
+        k = 0
+        while name in names:
+            k += 1
+            name = f"{base}_{k}"
+        names.append(name)
+    return names
 
 
 _NEEDS_PYTHON = r"(^\s|\s$|^~|://|//|(^|/)\.\.?(/|$)|/$)"  # cells os.path.normpath/expanduser would change
@@ -527,7 +569,7 @@ def duck_table(con, path: Path) -> tuple[list[str], str]:
     given = csv_header(path) if table_format(path) == "csv" else names
     if not any(c.strip() for c in given):
         raise table_error(path)
-    if len(given) == len(names) and len(set(given)) == len(given) and given != names:
+    if len(given) == len(names) and len(set(given)) == len(given) and all(given) and given != names:
         cols = ", ".join(f"{sql_ident(d)} AS {sql_ident(g)}" for d, g in zip(names, given, strict=False))
         return given, f"(SELECT {cols} FROM {reader})"
     return names, reader
