@@ -92,6 +92,15 @@ def test_an_unknown_scheme_or_missing_package_is_one_row_error():
     assert err.value.code == DECODE and "nosuchscheme://" in err.value.message
 
 
+def test_a_host_name_that_does_not_resolve_is_retried_on_resume():
+    """A failed name lookup (a DNS outage) is the network's fault, not the file's: retried, as a refused
+    connection is. fsspec's FTP filesystem raised socket.gaierror bare, and the row was a `decode` failure."""
+    pytest.importorskip("fsspec")
+    with pytest.raises(VidcapError) as err:
+        sample_frames("ftp://no-such-host.invalid/a.mp4", 4)
+    assert err.value.code == TIMEOUT and "retried on resume" in err.value.message
+
+
 @pytest.fixture(scope="module")
 def s3(media):
     pytest.importorskip("s3fs")

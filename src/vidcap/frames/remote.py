@@ -19,6 +19,7 @@ import contextlib
 import errno
 import io
 import os
+import socket
 import tempfile
 import time
 
@@ -91,6 +92,8 @@ def filesystem(url: str):
         raise VidcapError(ENVIRONMENT, f"{proto}:// paths need the {pkg or proto} package: {hint}") from None
     except ValueError as exc:  # "Protocol not known"
         raise VidcapError(DECODE, f"unsupported URL scheme {proto}:// ({first_line(exc)})") from None
+    except Exception as exc:  # a filesystem that connects when made (ftp, sftp): the host is down or unknown
+        raise row_error(exc) from None
 
 
 def _timeouts(proto: str, own: dict) -> dict:
@@ -177,7 +180,7 @@ def _certificate_error(exc: BaseException | None) -> BaseException | None:
 
 
 def _is_network(exc: BaseException) -> bool:
-    if isinstance(exc, (TimeoutError, ConnectionError)):
+    if isinstance(exc, (TimeoutError, ConnectionError, socket.gaierror)):  # gaierror: a name lookup that failed
         return True
     names = {c.__name__ for c in type(exc).__mro__}
     # aiohttp, botocore and requests word the same failures in their own classes
