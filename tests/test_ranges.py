@@ -24,7 +24,7 @@ from vidcap.cut import cut_range, cut_ranges
 from vidcap.errors import VidcapError
 from vidcap.frames import decode as vdecode
 from vidcap.frames import sample_frames
-from vidcap.manifest import ABSPATH, read_range, row_key_path, row_range, time_value
+from vidcap.manifest import ABSPATH, range_key, read_range, row_key_path, row_range, time_value
 from vidcap.motion.reader import read_gray
 from vidcap.tables import key_sql
 
@@ -60,6 +60,19 @@ def test_range_rows_key_as_media_fragments():
     assert key == row_key_path("/v/a.mp4") + "#t=12.5,20.04"
     assert row_range({"start_time": " 12.50", "end_time": 20.04}) == (12.5, 20.04)
     assert row_range({"start_time": 3, "end_time": "1e1"}) == (3.0, 10.0)
+
+
+def test_a_range_that_is_set_but_unusable_is_never_the_whole_file_nor_another_bad_range():
+    """A row whose range cells are set but make no range fails `range` on its own: its id was the file's
+    whole-file id (so it took that row's caption, or gave that row its error), and one for every such row."""
+    whole = range_key({"start_time": "", "end_time": None})
+    bad = [
+        range_key({"start_time": a, "end_time": b})
+        for a, b in [("abc", "def"), ("0:01", "0:02"), ("1", ""), (float("inf"), 2.0)]
+    ]
+    assert whole is None and None not in bad and len(set(bad)) == len(bad)
+    assert all(k.startswith("?") for k in bad)
+    assert range_key({"start_time": float("nan"), "end_time": " "}) is None  # a Parquet NaN is an empty cell
 
 
 _number_text = st.builds(
@@ -99,7 +112,7 @@ def test_sql_and_python_give_one_key(cells):
     )
     con.register("t", text)
     sql_keys = [r[0] for r in con.execute(f"SELECT {key_sql(ABSPATH, list(text.columns))} FROM t").fetchall()]
-    py_keys = [row_key_path(p, row_range(r)) for p, r in zip(paths, text.to_dict("records"), strict=True)]
+    py_keys = [row_key_path(p, range_key(r)) for p, r in zip(paths, text.to_dict("records"), strict=True)]
     assert sql_keys == py_keys
     nums = [(a, b) for a, b in cells if all(isinstance(v, float) or v is None for v in (a, b))]
     if nums:
@@ -109,7 +122,7 @@ def test_sql_and_python_give_one_key(cells):
         con.register("n", num)
         sql_keys = [r[0] for r in con.execute(f"SELECT {key_sql(ABSPATH, list(num.columns))} FROM n").fetchall()]
         rows = num.to_dict("records")
-        assert sql_keys == [row_key_path(r[ABSPATH], row_range(r)) for r in rows]
+        assert sql_keys == [row_key_path(r[ABSPATH], range_key(r)) for r in rows]
 
 
 @given(_cell, _cell)
@@ -231,6 +244,27 @@ def test_caption_a_scenes_table_with_the_fake_model(scenes, tmp_path):
     assert len(set(texts)) == 4  # each range saw its own frames
     again = vidcap("caption", scenes, "--model", "fake", "-o", out, "--workers", "1")
     assert "6 skipped (already done)" in again.stderr + again.stdout
+
+
+@pytest.mark.parametrize("bad_first", [False, True])
+def test_a_row_with_an_unusable_range_is_not_the_whole_file_row(tmp_path, bad_first):
+    """`0:01` and `abc` ranges beside the file's whole-file row (either first): each row its own result. The
+    unusable rows were keyed as the whole file, so one took the whole-file caption (ok) or the whole-file row
+    took their `range` error, whichever came first in the manifest."""
+    make_video(tmp_path / "v.mp4", n_frames=24, size=(64, 48), fps=FPS)
+    rows = [{"path": "v.mp4", "start_time": "", "end_time": ""}]
+    bad = [
+        {"path": "v.mp4", "start_time": "0:01", "end_time": "0:02"},
+        {"path": "v.mp4", "start_time": "abc", "end_time": "x"},
+    ]
+    m = tmp_path / "m.csv"
+    pd.DataFrame(bad + rows if bad_first else rows + bad).to_csv(m, index=False)
+    out = tmp_path / "o.csv"
+    vidcap("caption", m, "--model", "fake", "-o", out, "-q", "--workers", "0")
+    got = pd.read_csv(out, dtype=str, keep_default_na=False).set_index("start_time")
+    assert got.loc["", "status"] == "ok" and got.loc["", "num_frames"] == "24"
+    assert got.loc["0:01", "error"] == "range: start_time '0:01' is not a number of seconds"
+    assert got.loc["abc", "error"] == "range: start_time 'abc' is not a number of seconds"
 
 
 def test_caption_a_scenes_table_with_a_tiny_model(scenes, tmp_path, tiny_model):

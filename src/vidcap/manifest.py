@@ -17,9 +17,11 @@ from .errors import UsageError
 
 # a row's resolved-path and range cells live in `rowcells` (no pandas, for decode workers); re-exported here
 from .rowcells import ABSPATH as ABSPATH
+from .rowcells import BLANK_TEXT as BLANK_TEXT
 from .rowcells import RANGE_COLUMNS as RANGE_COLUMNS
 from .rowcells import RID as RID
 from .rowcells import TIME_TEXT as TIME_TEXT
+from .rowcells import range_key as range_key
 from .rowcells import read_range as read_range
 from .rowcells import row_range as row_range
 from .rowcells import time_value as time_value
@@ -91,11 +93,14 @@ def read_table(path: str | os.PathLike, text: bool = False) -> pd.DataFrame:
     return df
 
 
-def row_key_path(abspath: str, span: tuple[float, float] | None = None) -> str:
+def row_key_path(abspath: str, span: tuple[float, float] | str | None = None) -> str:
     """A row's id: 20 hex digits of the resolved path's SHA-1, plus `#t=START,END` (Media Fragments, each time
-    as Python's `repr`) for a range row. `vidcap.tables.key_sql` is the same rule in SQL."""
+    as Python's `repr`) for a range row (`span`, or the text `range_key` gives). `vidcap.tables.key_sql` is the
+    same rule in SQL."""
     key = hashlib.sha1(abspath.encode("utf-8", "surrogatepass")).hexdigest()[:20]
-    return key if span is None else f"{key}#t={span[0]!r},{span[1]!r}"
+    if span is None:
+        return key
+    return f"{key}#t={span}" if isinstance(span, str) else f"{key}#t={span[0]!r},{span[1]!r}"
 
 
 def _path_text(value) -> str:
@@ -315,8 +320,8 @@ def with_ranges(keys: list[str], df: pd.DataFrame) -> list[str]:
     file are told apart (merge, diff, join, the report); unchanged where the table has no range columns."""
     if not set(RANGE_COLUMNS) <= set(df.columns):
         return list(keys)
-    spans = [row_range(r) for r in df[list(RANGE_COLUMNS)].to_dict("records")]
-    return [k if s is None else f"{k}#t={s[0]!r},{s[1]!r}" for k, s in zip(keys, spans, strict=True)]
+    spans = [range_key(r) for r in df[list(RANGE_COLUMNS)].to_dict("records")]
+    return [k if s is None else f"{k}#t={s}" for k, s in zip(keys, spans, strict=True)]
 
 
 def resolved_paths(df: pd.DataFrame, table) -> list[str]:

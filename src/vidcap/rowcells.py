@@ -9,8 +9,10 @@ number or text of a decimal number (ASCII digits, spaces around allowed): the sa
 
 from __future__ import annotations
 
+import hashlib
 import math
 import re
+from numbers import Integral
 from typing import cast
 
 from .errors import RANGE, VidcapError
@@ -21,6 +23,8 @@ ABSPATH = "_vidcap_abspath"
 RANGE_COLUMNS = ("start_time", "end_time")
 TIME_TEXT = r"^[ \t\n\r\f]*([+-]?([0-9]+\.?[0-9]*|\.[0-9]+)([eE][+-]?[0-9]+)?)[ \t\n\r\f]*$"
 _TIME_TEXT = re.compile(TIME_TEXT)
+BLANK_TEXT = r"[ \t\n\r\f]*"  # an empty cell's text (the spaces TIME_TEXT allows: SQL's regexp matches alike)
+_BLANK_TEXT = re.compile(BLANK_TEXT)
 
 
 def time_value(value) -> float | None:
@@ -46,6 +50,28 @@ def row_range(row: dict) -> tuple[float, float] | None:
     return None if start is None or end is None else (start, end)
 
 
+def range_key(row: dict) -> str | None:
+    """The `#t=` part of a row's id: START,END (each as Python's repr) for a range row, None for a whole-file
+    row (both cells empty). A row whose cells are set but make no range (`0:01`, `N/A`, `inf`, one cell empty)
+    is `?` and a hash of their text, so it is never one row with the file's whole-file row or with another
+    unusable range: each fails `range` with its own words (read_range). `vidcap.tables.key_sql` is the same
+    rule in SQL."""
+    span = row_range(row)
+    if span is not None:
+        return f"{span[0]!r},{span[1]!r}"
+    cells = ["" if _empty_cell(v) else _cell_text(v) for v in (row.get(c) for c in RANGE_COLUMNS)]
+    if not any(cells):
+        return None
+    return "?" + hashlib.sha1("\x1f".join(cells).encode("utf-8", "surrogatepass")).hexdigest()[:8]
+
+
+def _cell_text(value) -> str:
+    """A cell as DuckDB's cast to VARCHAR writes it (a float as Python's repr, which DuckDB's matches)."""
+    if isinstance(value, float):
+        return repr(float(value))
+    return str(int(value)) if isinstance(value, Integral) else str(value)
+
+
 def read_range(row: dict) -> tuple[float, float] | None:
     """`row_range`, but a range cell that is set and unusable (not a number, the other one empty, end not
     after start, negative) is VidcapError `range`: the row fails, it is never read as the whole file."""
@@ -69,5 +95,7 @@ def read_range(row: dict) -> tuple[float, float] | None:
 
 def _empty_cell(value) -> bool:
     return (
-        value is None or (isinstance(value, float) and value != value) or (isinstance(value, str) and not value.strip())
+        value is None
+        or (isinstance(value, float) and value != value)
+        or (isinstance(value, str) and _BLANK_TEXT.fullmatch(value) is not None)
     )

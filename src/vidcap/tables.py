@@ -34,6 +34,7 @@ from . import dataset
 from .errors import FatalRunError, UsageError, first_line
 from .knobs import knob
 from .manifest import (
+    BLANK_TEXT,
     RANGE_COLUMNS,
     TIME_TEXT,
     csv_ready,
@@ -603,18 +604,27 @@ def copy_to(con, sql: str, opts: str, path, work: Path, before_rename=None) -> N
 
 
 def key_sql(abspath: str, names: list[str], cols: dict[str, str] | None = None) -> str:
-    """`manifest.row_key_path` in SQL (vidcap.ledger keys every row with it): the path's key, plus `#t=START,END` on a range row of a manifest with
-    range columns (`cols`: where a name is another column; each cell read by manifest.TIME_TEXT, written as
-    Python's repr, which DuckDB's DOUBLE to VARCHAR cast matches: tests/test_ranges.py checks the two agree)."""
+    """`manifest.row_key_path` in SQL (vidcap.ledger keys every row with it): the path's key, plus
+    `#t=START,END` on a range row of a manifest with range columns (`cols`: where a name is another column;
+    each cell read by manifest.TIME_TEXT, written as Python's repr, which DuckDB's DOUBLE to VARCHAR cast
+    matches), or `#t=?` and a hash of the cells' text on a row whose cells are set but make no range
+    (`manifest.range_key`; tests/test_ranges.py checks the two agree)."""
     key = f"left(sha1({abspath}), 20)"
     if not set(RANGE_COLUMNS) <= set(names):
         return key  # a whole-file manifest: the key as it always was
-    t = []
+    t, raw = [], []
     for col in RANGE_COLUMNS:  # each cell parsed and written once (nullif: not a finite number is NULL)
         cell = sql_ident((cols or {}).get(col, col))
         d = f"try_cast(regexp_extract({cell}::VARCHAR, '{sql_text(TIME_TEXT)}', 1) AS DOUBLE)"
         t.append(f"nullif(nullif(nullif(nullif(({d} + 0.0)::VARCHAR, 'inf'), '-inf'), 'nan'), '-nan')")
-    return f"{key} || coalesce('#t=' || {t[0]} || ',' || {t[1]}, '')"  # no range: the NULL drops out
+        empty = (  # NULL, blank text or a float NaN (rowcells._empty_cell)
+            f"{cell} IS NULL OR regexp_full_match({cell}::VARCHAR, '{sql_text(BLANK_TEXT)}') OR "
+            f"(typeof({cell}) IN ('DOUBLE', 'FLOAT') AND isnan(try_cast({cell} AS DOUBLE)))"
+        )
+        raw.append(f"CASE WHEN {empty} THEN '' ELSE {cell}::VARCHAR END")
+    unusable = f"'#t=?' || left(sha1({raw[0]} || chr(31) || {raw[1]}), 8)"
+    whole = f"CASE WHEN {raw[0]} = '' AND {raw[1]} = '' THEN '' ELSE {unusable} END"
+    return f"{key} || coalesce('#t=' || {t[0]} || ',' || {t[1]}, {whole})"  # no range: the NULL drops out
 
 
 def sql_ident(name: str) -> str:

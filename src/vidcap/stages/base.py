@@ -6,7 +6,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from ..manifest import ABSPATH, row_key_path, row_range
+from ..manifest import ABSPATH, range_key, row_key_path
 
 
 class ResultTable(Protocol):
@@ -61,7 +61,7 @@ class Stage:
 
     def row_key(self, row: dict) -> str:
         """The resolved path's key, plus `#t=START,END` for a range row (manifest.row_key_path)."""
-        return row_key_path(row.get(ABSPATH, ""), row_range(row))
+        return row_key_path(row.get(ABSPATH, ""), range_key(row))
 
     def loader(self) -> Callable[[dict], Any]:
         """A picklable callable run in worker processes on each row; raise VidcapError for a bad row."""

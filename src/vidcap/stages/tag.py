@@ -6,7 +6,7 @@ import hashlib
 from dataclasses import replace
 
 from ..errors import EMPTY_TEXT, PARSE, VidcapError
-from ..manifest import ABSPATH, row_range
+from ..manifest import ABSPATH, range_key
 from ..prompts.tags import TagPrompt, check_key, tag_prompt
 from ..tags.parse import parse_tags
 from .base import Item, ResultTable, Stage
@@ -79,8 +79,8 @@ class TagStage(Stage):
         """Path and caption: a changed caption is a new row whose tags must be made again."""
         ident = f"{row.get(ABSPATH) or ''}\x00{_text(row, self.text_column)}"
         key = hashlib.sha1(ident.encode("utf-8", "surrogatepass")).hexdigest()[:20]
-        span = row_range(row)  # a range row (docs/ranges.md): two scenes with one caption are two rows
-        return key if span is None else f"{key}#t={span[0]!r},{span[1]!r}"
+        span = range_key(row)  # a range row (docs/ranges.md): two scenes with one caption are two rows
+        return key if span is None else f"{key}#t={span}"
 
     def loader(self) -> TextLoader:
         return TextLoader(self.text_column)
