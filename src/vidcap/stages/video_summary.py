@@ -50,8 +50,9 @@ def _line(row: dict, text_column: str) -> str:
 def timeline_rows(captions, text_column: str = "text", home: str | None = None) -> pd.DataFrame:
     """One row per source video of a captioned range table: `path`, `windows`, `failed_windows`,
     `first_window_start`, `last_window_end` and `timeline`. Rows alike (same video, span and caption) are one
-    window. A window whose caption failed is left out and counted; a video none of whose windows has a caption gets an empty timeline (its row fails `empty_text`).
-    Relative paths are rewritten relative to `home` (the folder the timeline table is written to)."""
+    window. A window whose caption failed is left out and counted; a video none of whose windows has a caption
+    gets an empty timeline (its row fails `empty_text`). Relative paths are rewritten relative to `home` (the
+    folder the timeline table is written to)."""
     names = tables.columns(captions)
     need = {"path", "start_time", "end_time", text_column}
     if not need <= set(names):
