@@ -453,19 +453,20 @@ def csv_header(path: Path) -> list[str]:
         return []
 
 
-def reader_sql(path: Path) -> str:
+def reader_sql(path: Path, header: list[str] | None = None) -> str:
     """DuckDB's reader for a CSV (every cell as text, RFC 4180 quoting) or Parquet file, or a dataset folder
     (the parts its marker lists, in order: DuckDB keeps a list's order). A CSV's first line is its header, as
     Python's csv module reads it (DuckDB's sniffer would take a later line for it when rows are ragged, or
-    fail without saying which line). A row with fewer cells than the header is refused, naming its line
-    (DuckDB's null padding would break cells that hold a line break)."""
+    fail without saying which line; `header`: its cells, when the caller read them already). A row with fewer
+    cells than the header is refused, naming its line (DuckDB's null padding would break cells that hold a
+    line break)."""
     fmt = table_format(path)
     if fmt == "dataset":
         return "read_parquet([" + ", ".join(f"'{sql_text(str(f))}'" for f in dataset.files(path)) + "])"
     if fmt == "parquet":
         return f"read_parquet('{sql_text(str(path))}')"
     dialect = "header=true, delim=',', quote='\"', escape='\"'"
-    header = csv_header(path)
+    header = csv_header(path) if header is None else header
     if not header:  # not UTF-8 (table_error names the encoding) or empty
         return f"read_csv('{sql_text(str(path))}', all_varchar=true, {dialect})"
     cols = ", ".join(f"'{sql_text(name)}': 'VARCHAR'" for name in _column_names(header))
@@ -474,7 +475,7 @@ def reader_sql(path: Path) -> str:
 
 def _column_names(header: list[str]) -> list[str]:
     """Unique, non-blank names for a CSV's header cells, as DuckDB's sniffer names them: a blank cell is
-    column<i>, a repeated one <name>_1, <name>_2 ... (duck_table reads a header back under its own cells)."""
+    column<i>, a repeated one <name>_1, <name>_2 ..."""
     names: list[str] = []
     for i, cell in enumerate(header):
         name = base = cell if cell else f"column{i}"
@@ -561,18 +562,15 @@ def duck_run(con, sql: str, path):
 
 
 def duck_table(con, path: Path) -> tuple[list[str], str]:
-    """(a table's column names as its file gives them, the SQL that reads it under those names): DuckDB
-    renames blank or repeated CSV header cells, so a header it changed is read back under the names given."""
+    """(a table's column names, the SQL that reads it): a CSV's as its header cells give them (`reader_sql`;
+    a blank or repeated cell named as DuckDB names it)."""
     if table_format(path) != "dataset" and path.stat().st_size == 0:
         raise table_error(path)
-    reader = reader_sql(path)
+    header = csv_header(path) if table_format(path) == "csv" else None
+    reader = reader_sql(path, header)
     names = [r[0] for r in duck_run(con, f"DESCRIBE SELECT * FROM {reader}", path).fetchall()]
-    given = csv_header(path) if table_format(path) == "csv" else names
-    if not any(c.strip() for c in given):
+    if not any(c.strip() for c in (names if header is None else header)):
         raise table_error(path)
-    if len(given) == len(names) and len(set(given)) == len(given) and all(given) and given != names:
-        cols = ", ".join(f"{sql_ident(d)} AS {sql_ident(g)}" for d, g in zip(names, given, strict=False))
-        return given, f"(SELECT {cols} FROM {reader})"
     return names, reader
 
 
