@@ -541,7 +541,8 @@ def estimate(
     gap = len(keep) < last - first + 1
     if len(keep) < 0.6 * n:
         return MotionResult(reason="no picture")
-    clip = _Clip(gray[keep], _deblock(gray[keep]))
+    kept = gray[keep]
+    clip = _Clip(kept, _deblock(kept))
     steps = min(max_steps or MAX_STEPS, len(keep) - 1)
     marks = sorted(set(np.linspace(0, len(keep) - 1, steps + 1).round().astype(int)))
     reason = _chain(clip, marks, diag)
